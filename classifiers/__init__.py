@@ -1,0 +1,1 @@
+"""classifiers: probes and heads over features read through the featstore API."""

@@ -1,0 +1,223 @@
+"""Utterance records, manifests and the `Corpus` base class every corpus module fills in.
+
+A corpus module describes one corpus in one place: its layout, label codes, speakers and
+language. It implements `parse(path, root)` (one audio file -> record fields) and, where the
+labels live outside the file names (IEMOCAP), `find_files`/`parse` over its annotation files.
+`Corpus.load(root)` does the rest: walks the tree, reads audio headers, and collects every
+problem (unknown label code, unreadable file, ...) instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import soundfile as sf
+
+from featstore.errors import CorpusError, LabelError
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One labelled utterance of one corpus."""
+
+    id: str              # unique across corpora; equals EmoBox's key for the 13 EmoBox corpora
+    path: str            # absolute path of the audio file
+    corpus: str          # registry name, e.g. "ravdess"
+    language: str        # ISO 639-1, e.g. "en"
+    speaker: str         # unique across corpora: "<corpus>-<local id>", e.g. "ravdess-01"
+    gender: str | None   # "male", "female", "child" or None when unknown
+    label: str           # canonical emotion (featstore.labels.CANONICAL)
+    label_raw: str       # the corpus' own code, e.g. "05" for RAVDESS angry
+    text: str | None = None        # sentence / text / word id where the corpus has one
+    intensity: str | None = None   # e.g. RAVDESS "normal"/"strong", CaFE "weak"/"strong"
+    session: str | None = None     # recording session (IEMOCAP "Ses01")
+    duration: float = 0.0          # seconds, from the audio header
+    sample_rate: int = 0           # Hz, from the audio header
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+UTTERANCE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Utterance))
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A file that was skipped, and why (one short phrase)."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class Manifest:
+    """The utterances of one corpus root, plus every problem met while reading it."""
+
+    corpus: str
+    root: str
+    utterances: list[Utterance] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __iter__(self) -> Iterator[Utterance]:
+        return iter(self.utterances)
+
+    def label_counts(self) -> Counter:
+        return Counter(u.label for u in self.utterances)
+
+    def speaker_counts(self) -> Counter:
+        return Counter(u.speaker for u in self.utterances)
+
+    def write(self, path: str | Path) -> Path:
+        """Write the utterance table as .csv or .jsonl (chosen by the suffix)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".jsonl":
+            with path.open("w", encoding="utf-8") as f:
+                for u in self.utterances:
+                    f.write(json.dumps(u.to_dict(), ensure_ascii=False) + "\n")
+        elif path.suffix == ".csv":
+            with path.open("w", encoding="utf-8", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=UTTERANCE_FIELDS)
+                writer.writeheader()
+                for u in self.utterances:
+                    writer.writerow({k: ("" if v is None else v) for k, v in u.to_dict().items()})
+        else:
+            raise CorpusError(f"cannot write a manifest to {path}: use a .csv or .jsonl file name")
+        return path
+
+
+@dataclass(frozen=True)
+class ParsedFile:
+    """What a corpus module reads from one file's name/annotation, before headers are read."""
+
+    id: str
+    speaker: str               # local speaker id; `Corpus.load` prefixes the corpus name
+    label_raw: str
+    gender: str | None = None
+    text: str | None = None
+    intensity: str | None = None
+    session: str | None = None
+
+
+class Corpus:
+    """Describes one corpus. Subclasses set the class attributes and implement `parse`."""
+
+    name: str = ""
+    title: str = ""
+    language: str = ""            # ISO 639-1
+    expected_count: int = 0       # utterances in the complete official release
+    n_speakers: int = 0
+    labels: dict[str, str] = {}   # corpus code -> canonical label
+    layout_hint: str = ""         # one line: where the audio files sit under the root
+    source: str = ""              # official page / download
+    licence: str = ""
+    audio_suffixes: tuple[str, ...] = (".wav",)
+
+    # -- to implement -------------------------------------------------------------------
+    def parse(self, path: Path, root: Path) -> ParsedFile | None:
+        """Read one audio file's record fields from its path.
+
+        Returns None for a file that belongs to another part of the release (e.g. RAVDESS song
+        files) and raises LabelError for a file whose label code the corpus does not define.
+        """
+        raise NotImplementedError
+
+    def find_files(self, root: Path) -> list[Path]:
+        """Every candidate audio file under `root`, sorted."""
+        return sorted(p for p in root.rglob("*") if p.suffix.lower() in self.audio_suffixes and p.is_file())
+
+    # -- shared -------------------------------------------------------------------------
+    def canonical(self, label_raw: str, path: Path | str = "") -> str:
+        try:
+            return self.labels[label_raw]
+        except KeyError:
+            known = ", ".join(sorted(self.labels))
+            raise LabelError(f"unknown label code {label_raw!r} (known: {known})") from None
+
+    def check_root(self, root: str | Path) -> Path:
+        root = Path(root).expanduser()
+        if not root.exists():
+            raise CorpusError(
+                f"{self.name}: corpus root {root} does not exist; pass --root DIR pointing at "
+                f"the unpacked corpus ({self.layout_hint})"
+            )
+        if not root.is_dir():
+            raise CorpusError(f"{self.name}: corpus root {root} is not a directory ({self.layout_hint})")
+        return root.resolve()
+
+    def load(self, root: str | Path, *, progress: bool = False) -> Manifest:
+        """Walk `root`, parse every file, read its audio header; collect problems."""
+        root = self.check_root(root)
+        candidates = self.find_files(root)
+        if not candidates:
+            raise CorpusError(
+                f"{self.name}: no {'/'.join(self.audio_suffixes)} files under {root}; "
+                f"expected layout: {self.layout_hint}"
+            )
+        manifest = Manifest(self.name, str(root))
+        seen: dict[str, str] = {}
+        parsed_any = False
+        for path in _iter_progress(candidates, progress, f"reading {self.name}"):
+            try:
+                parsed = self.parse(path, root)
+            except LabelError as e:
+                parsed_any = True
+                manifest.problems.append(Problem(str(path), str(e)))
+                continue
+            except ValueError as e:  # a name that does not follow the corpus' pattern
+                manifest.problems.append(Problem(str(path), f"file name not in {self.name} layout: {e}"))
+                continue
+            if parsed is None:
+                continue
+            parsed_any = True
+            if parsed.id in seen:
+                manifest.problems.append(Problem(str(path), f"duplicate utterance id {parsed.id} (also {seen[parsed.id]})"))
+                continue
+            try:
+                info = sf.info(str(path))
+            except Exception as e:  # soundfile raises RuntimeError/LibsndfileError/OSError
+                manifest.problems.append(Problem(str(path), f"unreadable audio: {_short(e)}"))
+                continue
+            if info.frames <= 0:
+                manifest.problems.append(Problem(str(path), "empty audio (0 samples)"))
+                continue
+            seen[parsed.id] = str(path)
+            try:
+                label = self.canonical(parsed.label_raw, path)
+            except LabelError as e:
+                manifest.problems.append(Problem(str(path), str(e)))
+                continue
+            manifest.utterances.append(Utterance(
+                id=parsed.id, path=str(path), corpus=self.name, language=self.language,
+                speaker=f"{self.name}-{parsed.speaker}", gender=parsed.gender, label=label,
+                label_raw=parsed.label_raw, text=parsed.text, intensity=parsed.intensity,
+                session=parsed.session, duration=info.frames / info.samplerate,
+                sample_rate=int(info.samplerate),
+            ))
+        if not parsed_any:
+            raise CorpusError(
+                f"{self.name}: none of the {len(candidates)} audio files under {root} follows the "
+                f"{self.name} layout ({self.layout_hint}); is --corpus right?"
+            )
+        return manifest
+
+
+def _short(e: Exception) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text[:200]
+
+
+def _iter_progress(items: list, enabled: bool, description: str) -> Iterable:
+    if not enabled:
+        return items
+    from rich.progress import track
+
+    return track(items, description=description, transient=True)
