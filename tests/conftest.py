@@ -25,3 +25,30 @@ def read_emobox(emobox_dir: Path, corpus: str) -> tuple[list[dict], dict]:
     rows = [json.loads(line) for line in (emobox_dir / f"{corpus}.jsonl").read_text(encoding="utf-8").splitlines() if line]
     folds = json.loads((emobox_dir / f"{corpus}.folds.json").read_text(encoding="utf-8"))
     return rows, folds
+
+
+TINY = dict(hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=20,
+            conv_dim=(32, 32, 32), conv_stride=(4, 4, 4), conv_kernel=(8, 8, 8),
+            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+
+
+def build_tiny_model(directory: Path, kind: str = "group", seed: int = 0) -> Path:
+    """Save a tiny random wav2vec2 with save_pretrained: "group" (base-style) or "layer" (large-style)."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    torch.manual_seed(seed)
+    kw = dict(TINY)
+    if kind == "layer":
+        kw.update(feat_extract_norm="layer", do_stable_layer_norm=True)
+    model = Wav2Vec2Model(Wav2Vec2Config(**kw)).eval()
+    model.save_pretrained(directory)
+    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=kind == "layer").save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """{"group": dir, "layer": dir} of tiny wav2vec2 models saved with save_pretrained."""
+    root = tmp_path_factory.mktemp("models")
+    return {kind: build_tiny_model(root / f"tiny-{kind}", kind) for kind in ("group", "layer")}

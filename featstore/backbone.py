@@ -1,0 +1,280 @@
+"""Loading wav2vec2-family backbones and running them exactly over batches.
+
+Layer convention (used everywhere in ser): layer k is `hidden_states[k]` of the transformers
+model called with `output_hidden_states=True`, k = 0..L:
+  - k = 0 is the input to the first transformer block (feature projection + positional
+    convolution; for "base"-style models also after the encoder's LayerNorm);
+  - k = L is the output of the last block. For stable-layer-norm models (large / XLS-R /
+    data2vec-audio style, `config.do_stable_layer_norm=True`) transformers 5 takes
+    `hidden_states[L]` *before* the encoder's final LayerNorm, so it differs from
+    `last_hidden_state`; we keep transformers' convention and store `hidden_states` as is.
+
+Exact batching. Padding changes the output of GroupNorm feature encoders (wav2vec2-base,
+HuBERT-base, WavLM-base): their first convolution is followed by a GroupNorm with one group per
+channel, whose statistics run over time, padded samples included. `MaskedGroupNorm` replaces it
+with the same normalisation computed over each item's valid frames only; together with the
+attention mask (and per-waveform normalisation before padding) a batch then gives the same
+hidden states as running every utterance alone. LayerNorm feature encoders only need the mask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from featstore.errors import SerError
+
+DEFAULT_MODEL = "facebook/wav2vec2-base"
+
+#: Model families ser extracts from (transformers `model_type`s with wav2vec2-style encoders).
+SUPPORTED_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat")
+
+
+class ModelLoadError(SerError):
+    """A backbone that cannot be loaded; the message says how to make it available."""
+
+
+@dataclass
+class Backbone:
+    """A loaded backbone and what the store records about it."""
+
+    model: nn.Module
+    model_id: str               # hub id or local directory, as given
+    revision: str | None        # hub commit hash when known
+    weights_sha256: str         # hash of the weight files (identifies the exact weights)
+    model_type: str
+    num_layers: int             # L + 1 stored layers (hidden_states entries)
+    hidden_size: int
+    sample_rate: int
+    do_normalize: bool          # zero-mean unit-variance per waveform before the model
+    group_norm: bool            # feature encoder uses GroupNorm (padding-sensitive)
+    receptive_field: int        # samples needed for one output frame
+    frame_rate: float           # output frames per second
+
+    @property
+    def slug(self) -> str:
+        return model_slug(self.model_id)
+
+    def output_lengths(self, n_samples: torch.Tensor | np.ndarray | int):
+        """Number of output frames for inputs of `n_samples` samples."""
+        lengths = torch.as_tensor(n_samples)
+        for kernel, stride in zip(self.model.config.conv_kernel, self.model.config.conv_stride):
+            lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+        return lengths
+
+
+def model_slug(model_id: str) -> str:
+    """A directory name for a model: `facebook/wav2vec2-base` -> `facebook--wav2vec2-base`."""
+    path = Path(model_id)
+    name = path.name if path.exists() else model_id
+    if path.exists():
+        name = f"local--{name}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "--", name.strip("/")).strip("-") or "model"
+
+
+def _weights_hash(directory: Path) -> str:
+    digest = hashlib.sha256()
+    files = sorted(p for p in directory.iterdir()
+                   if p.suffix in (".safetensors", ".bin") or p.name.endswith(".safetensors.index.json"))
+    for p in files:
+        digest.update(p.name.encode())
+        with p.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _resolve_directory(model_id: str, revision: str | None) -> tuple[Path, str | None]:
+    """The local directory holding the model's files (downloading from the hub if allowed)."""
+    local = Path(model_id).expanduser()
+    if local.is_dir():
+        return local.resolve(), None
+    if local.suffix or model_id.startswith((".", "/", "~")):
+        raise ModelLoadError(f"model directory {model_id} does not exist; pass --model with a hub id "
+                             f"(e.g. {DEFAULT_MODEL}) or a directory saved with save_pretrained")
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    try:
+        path = snapshot_download(
+            model_id, revision=revision, local_files_only=offline,
+            allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt"],
+        )
+    except Exception as e:
+        how = ("it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
+               if offline else f"it could not be downloaded ({type(e).__name__})")
+        raise ModelLoadError(
+            f"cannot load model {model_id!r}: {how}. Fix: on a machine with network run "
+            f"`huggingface-cli download {model_id}` (or python -c \"from transformers import AutoModel; "
+            f"AutoModel.from_pretrained('{model_id}')\") and copy the cache (~/.cache/huggingface), "
+            f"or save the model with save_pretrained and pass --model /path/to/dir"
+        ) from None
+    path = Path(path)
+    return path, path.name if re.fullmatch(r"[0-9a-f]{40}", path.name) else revision
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What identifies a backbone, read without building the model."""
+
+    model_id: str
+    directory: Path
+    revision: str | None
+    weights_sha256: str
+    model_type: str
+    num_layers: int             # L + 1 stored layers
+    hidden_size: int
+    sample_rate: int
+    do_normalize: bool
+    group_norm: bool
+    receptive_field: int
+    frame_rate: float
+
+
+def model_info(model_id: str = DEFAULT_MODEL, *, revision: str | None = None) -> ModelInfo:
+    """Resolve a hub id or local directory (honouring HF_HUB_OFFLINE) and describe the model."""
+    from transformers import AutoConfig
+
+    directory, resolved_revision = _resolve_directory(model_id, revision)
+    try:
+        config = AutoConfig.from_pretrained(directory)
+    except Exception as e:
+        raise ModelLoadError(f"{directory}: not a transformers model directory ({e})") from None
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise ModelLoadError(f"{model_id}: model type {config.model_type!r} is not a wav2vec2-family "
+                             f"encoder (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
+    do_normalize, sample_rate = True, 16000
+    pre = directory / "preprocessor_config.json"
+    if pre.exists():
+        cfg = json.loads(pre.read_text())
+        do_normalize = bool(cfg.get("do_normalize", True))
+        sample_rate = int(cfg.get("sampling_rate", 16000))
+    receptive = 1
+    for kernel, stride in reversed(list(zip(config.conv_kernel, config.conv_stride))):
+        receptive = (receptive - 1) * stride + kernel
+    return ModelInfo(
+        model_id=model_id, directory=directory, revision=resolved_revision,
+        weights_sha256=_weights_hash(directory), model_type=config.model_type,
+        num_layers=config.num_hidden_layers + 1, hidden_size=config.hidden_size,
+        sample_rate=sample_rate, do_normalize=do_normalize,
+        group_norm=config.feat_extract_norm == "group", receptive_field=receptive,
+        frame_rate=sample_rate / int(np.prod(config.conv_stride)),
+    )
+
+
+def load_backbone(model: str | ModelInfo = DEFAULT_MODEL, *, device: str | torch.device = "cpu",
+                  dtype: torch.dtype = torch.float32, revision: str | None = None) -> Backbone:
+    """Load a wav2vec2-family encoder with `from_pretrained` (hub id or local directory).
+
+    Honours HF_HUB_OFFLINE. A CTC / classification checkpoint loads its base encoder. GroupNorm
+    feature encoders get `MaskedGroupNorm`, so batches are exact.
+    """
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    info = model if isinstance(model, ModelInfo) else model_info(model, revision=revision)
+    hf_logging.disable_progress_bar()
+    net = AutoModel.from_pretrained(info.directory, dtype=dtype)
+    net.eval().to(device)
+    if info.group_norm:
+        _install_masked_group_norm(net)
+    return Backbone(
+        model=net, model_id=info.model_id, revision=info.revision,
+        weights_sha256=info.weights_sha256, model_type=info.model_type,
+        num_layers=info.num_layers, hidden_size=info.hidden_size, sample_rate=info.sample_rate,
+        do_normalize=info.do_normalize, group_norm=info.group_norm,
+        receptive_field=info.receptive_field, frame_rate=info.frame_rate,
+    )
+
+
+class MaskedGroupNorm(nn.Module):
+    """GroupNorm with one group per channel whose statistics skip each item's padded frames.
+
+    `valid` is set before each forward to the valid frame counts `(batch,)`; None means
+    "no padding" and gives exactly `nn.GroupNorm`.
+    """
+
+    def __init__(self, norm: nn.GroupNorm):
+        super().__init__()
+        if norm.num_groups != norm.num_channels:
+            raise ValueError("MaskedGroupNorm supports one group per channel (wav2vec2's feature encoder)")
+        self.eps = norm.eps
+        self.weight = norm.weight
+        self.bias = norm.bias
+        self.valid: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (batch, channels, frames)
+        if self.valid is None:
+            return nn.functional.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
+        frames = torch.arange(x.shape[-1], device=x.device)
+        mask = (frames[None, :] < self.valid.to(x.device)[:, None]).to(x.dtype)[:, None, :]
+        count = mask.sum(-1, keepdim=True).clamp_min(1)
+        mean = (x * mask).sum(-1, keepdim=True) / count
+        var = (((x - mean) * mask) ** 2).sum(-1, keepdim=True) / count
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        return y * self.weight[None, :, None] + self.bias[None, :, None]
+
+
+def _install_masked_group_norm(model: nn.Module) -> None:
+    first = model.feature_extractor.conv_layers[0]
+    if not isinstance(first.layer_norm, MaskedGroupNorm):
+        first.layer_norm = MaskedGroupNorm(first.layer_norm)
+
+
+def _masked_norm(model: nn.Module) -> MaskedGroupNorm | None:
+    norm = model.feature_extractor.conv_layers[0].layer_norm
+    return norm if isinstance(norm, MaskedGroupNorm) else None
+
+
+def normalize_waveform(wave: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance (as Wav2Vec2FeatureExtractor's do_normalize), float32."""
+    wave = wave.astype(np.float32, copy=False)
+    return ((wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)).astype(np.float32)
+
+
+@torch.inference_mode()
+def hidden_states(backbone: Backbone, waves: Sequence[np.ndarray], *, device=None,
+                  autocast_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run a batch of waveforms through the backbone, padded but exact.
+
+    waves: 1-D float32 arrays at `backbone.sample_rate` (not yet normalised).
+    Returns `(states, lengths)`: states `(L+1, batch, frames, hidden)` (padded frames are
+    garbage; use lengths), lengths `(batch,)` valid output frames per item.
+    """
+    model = backbone.model
+    device = device or next(model.parameters()).device
+    if backbone.do_normalize:
+        waves = [normalize_waveform(w) for w in waves]
+    n = torch.tensor([len(w) for w in waves])
+    batch = torch.zeros(len(waves), int(n.max()), dtype=torch.float32)
+    for i, w in enumerate(waves):
+        batch[i, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
+    lengths = backbone.output_lengths(n)
+    padded = bool((n != n.max()).any())
+    norm = _masked_norm(model)
+    if norm is not None:
+        # the first conv layer's output length is what its GroupNorm normalises over
+        k0, s0 = model.config.conv_kernel[0], model.config.conv_stride[0]
+        norm.valid = (torch.div(n - k0, s0, rounding_mode="floor") + 1) if padded else None
+    mask = (torch.arange(batch.shape[1])[None, :] < n[:, None]).long() if padded else None
+    batch = batch.to(device)
+    mask = mask.to(device) if mask is not None else None
+    if next(model.parameters()).dtype != torch.float32:
+        batch = batch.to(next(model.parameters()).dtype)
+    try:
+        with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype,
+                            enabled=autocast_dtype is not None):
+            out = model(batch, attention_mask=mask, output_hidden_states=True)
+    finally:
+        if norm is not None:
+            norm.valid = None
+    return torch.stack(out.hidden_states), lengths

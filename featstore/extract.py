@@ -1,0 +1,508 @@
+"""`ser extract`: every layer of a wav2vec2-family model over a corpus, into the feature store.
+
+The run is resumable and exact:
+  - utterances already in the store (or in finished part files of an interrupted run) are not
+    extracted again; a grown corpus extracts only its new utterances;
+  - batches give the same features as running each utterance alone (see featstore.backbone);
+  - work is flushed as atomic part files every `checkpoint_seconds`, so `kill -9` loses at most
+    the work since the last flush (see featstore.store);
+  - a store made with another model, dtype or frame-layer choice is never mixed into.
+
+Long clips: a clip longer than `max_seconds` is cut into near-equal consecutive windows of at
+most `max_seconds`, each run through the model alone; the windows' frames are concatenated and
+the pooled mean/std are over all frames (combined exactly from per-window statistics). Context
+does not cross window borders, which is what bounds memory.
+
+Batching depends on the device: on CUDA, length-sorted batches of at most `batch_seconds` of
+padded audio (halved automatically on out-of-memory); on CPU one utterance at a time, which
+measured fastest on 2 cores (bench/extract.py).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from featstore.audio import load_audio
+from featstore.backbone import (DEFAULT_MODEL, Backbone, ModelInfo, hidden_states, load_backbone, model_info,
+                                model_slug)
+from featstore.corpora import Manifest, Utterance, load_manifest
+from featstore.errors import AudioError, SerError
+from featstore.store import (Batch, FeatureStore, Skipped, StoreError, assemble, config_matches,
+                             parts_dir, store_path, write_part)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+LAYER_CONVENTION = ("layer k = transformers hidden_states[k], k=0..L; 0 = input to the first transformer "
+                    "block; for stable-layer-norm models hidden_states[L] is before the final LayerNorm")
+
+
+@dataclass
+class ExtractResult:
+    store: Path
+    extracted: int = 0                 # utterances extracted by this run
+    already: int = 0                   # utterances found done (store or parts of an earlier run)
+    skipped: list[Skipped] = field(default_factory=list)   # skipped by this run
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    up_to_date: bool = False
+
+    @property
+    def speed(self) -> float:
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SerError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu or auto")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise SerError(f"unknown device {device!r}: use auto, cpu or cuda[:N]")
+    return torch.device(device)
+
+
+def parse_frame_layers(spec: str | Sequence[int] | None, num_layers: int) -> list[int]:
+    """`none`, `all`, or a list like `6,12` / `3-9` -> sorted layer indices (0..num_layers-1)."""
+    if spec is None or spec == "none" or spec == "":
+        return []
+    if spec == "all":
+        return list(range(num_layers))
+    if isinstance(spec, str):
+        layers: set[int] = set()
+        for part in spec.split(","):
+            part = part.strip()
+            try:
+                if "-" in part:
+                    a, b = (int(x) for x in part.split("-", 1))
+                    layers.update(range(a, b + 1))
+                else:
+                    layers.add(int(part))
+            except ValueError:
+                raise SerError(f"--frames {spec!r}: use none, all, or layers like 6,12 or 3-9") from None
+    else:
+        layers = {int(k) for k in spec}
+    bad = [k for k in layers if not 0 <= k < num_layers]
+    if bad:
+        raise SerError(f"--frames: layer(s) {bad} out of range; the model has layers 0..{num_layers - 1}")
+    return sorted(layers)
+
+
+def store_config(info: ModelInfo, dtype: str, frame_layers: list[int], max_seconds: float) -> dict:
+    from featstore.store import FORMAT_VERSION
+
+    return dict(
+        model_id=info.model_id, revision=info.revision, weights_sha256=info.weights_sha256,
+        model_type=info.model_type, dtype=dtype, frame_layers=frame_layers,
+        max_seconds=float(max_seconds), sample_rate=info.sample_rate, do_normalize=info.do_normalize,
+        num_layers=info.num_layers, hidden_size=info.hidden_size, layer_convention=LAYER_CONVENTION,
+        format_version=FORMAT_VERSION,
+    )
+
+
+def _existing_state(path: Path, config: dict) -> tuple[set[str], dict[str, Skipped], float]:
+    """Ids already extracted (store + finished parts), skips recorded, store mtime."""
+    import h5py
+    import json
+
+    done: set[str] = set()
+    skipped: dict[str, Skipped] = {}
+    mtime = 0.0
+    sources = []
+    if path.exists():
+        sources.append(path)
+        mtime = path.stat().st_mtime
+    pdir = parts_dir(path)
+    if pdir.exists():
+        for leftover in pdir.glob(".*.tmp-*"):
+            leftover.unlink(missing_ok=True)  # a part that was being written when the run died
+        sources.extend(sorted(pdir.glob("part-*.h5")))
+    for src in sources:
+        try:
+            f = h5py.File(src, "r")
+        except OSError as e:
+            raise StoreError(f"{src}: unreadable ({e}); delete it and re-run") from None
+        with f:
+            other = json.loads(f.attrs["config"])
+            diff = config_matches(other, config)
+            if diff:
+                details = ", ".join(f"{k}: {other.get(k)!r} vs {config.get(k)!r}" for k in diff)
+                raise StoreError(
+                    f"{src} was extracted with a different configuration ({details}); it is never mixed "
+                    f"with another run: pass --cache DIR for a separate store, or delete {path} to start over")
+            done.update(v.decode() if isinstance(v, bytes) else v for v in f["utterances/id"][()])
+            if "skipped" in f:
+                for i, p, r in zip(*(f[f"skipped/{k}"][()] for k in ("id", "path", "reason"))):
+                    dec = [x.decode() if isinstance(x, bytes) else x for x in (i, p, r)]
+                    skipped[dec[0]] = Skipped(*dec)
+            if src != path:
+                mtime = max(mtime, src.stat().st_mtime)
+    return done, skipped, mtime
+
+
+class _Prefetcher:
+    """Reads and resamples audio on a background thread, ahead of the model."""
+
+    def __init__(self, utterances: Sequence[Utterance], sample_rate: int, min_samples: int, depth: int = 16):
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(utterances, sample_rate, min_samples), daemon=True)
+        self._thread.start()
+
+    def _run(self, utterances, sample_rate, min_samples):
+        for u in utterances:
+            if self._stop.is_set():
+                return
+            try:
+                item = (u, load_audio(u.path, sample_rate, min_samples=min_samples), None)
+            except AudioError as e:
+                item = (u, None, e.reason)
+            except Exception as e:  # anything else a broken file can raise
+                item = (u, None, f"unreadable audio: {type(e).__name__}: {e}")
+            self._q.put(item)
+        self._q.put(None)
+
+    def __iter__(self):
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            yield item
+
+    def close(self):
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._q.get_nowait()
+            except queue.Empty:
+                self._thread.join(0.05)
+
+
+def _windows(wave: np.ndarray, max_samples: int, min_samples: int) -> list[np.ndarray]:
+    if len(wave) <= max_samples:
+        return [wave]
+    n = -(-len(wave) // max_samples)
+    bounds = np.linspace(0, len(wave), n + 1).astype(int)
+    pieces = [wave[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    return [p for p in pieces if len(p) >= min_samples]
+
+
+@dataclass
+class _Pending:
+    """Per-utterance accumulation over its windows (Chan et al.'s parallel mean/variance)."""
+
+    utt: Utterance
+    n_samples: int
+    windows_left: int
+    count: int = 0
+    mean: np.ndarray | None = None     # (L+1, D) float64
+    m2: np.ndarray | None = None       # (L+1, D) float64
+    frames: dict = field(default_factory=dict)
+
+    def add(self, n: int, mean: np.ndarray, m2: np.ndarray, frames: dict[int, np.ndarray]) -> None:
+        if self.count == 0:
+            self.count, self.mean, self.m2 = n, mean, m2
+        else:
+            total = self.count + n
+            delta = mean - self.mean
+            self.mean = self.mean + delta * (n / total)
+            self.m2 = self.m2 + m2 + delta ** 2 * (self.count * n / total)
+            self.count = total
+        for k, a in frames.items():
+            self.frames.setdefault(k, []).append(a)
+        self.windows_left -= 1
+
+
+class _Writer:
+    """Buffers finished utterances and flushes them as atomic part files."""
+
+    def __init__(self, path: Path, config: dict, shard: int, checkpoint_seconds: float, max_bytes: int = 256 << 20):
+        self.dir = parts_dir(path)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config = config
+        self.shard = shard
+        self.checkpoint_seconds = checkpoint_seconds
+        self.max_bytes = max_bytes
+        existing = sorted(self.dir.glob(f"part-{shard:03d}-*.h5"))
+        self.seq = 1 + max((int(p.stem.rsplit("-", 1)[1]) for p in existing), default=0)
+        self._reset()
+
+    def _reset(self):
+        self.items: list[_Pending] = []
+        self.skipped: list[Skipped] = []
+        self.bytes = 0
+        self.last_flush = time.monotonic()
+
+    def add(self, item: _Pending) -> None:
+        self.items.append(item)
+        self.bytes += item.mean.nbytes + sum(a.nbytes for v in item.frames.values() for a in v)
+        self._maybe_flush()
+
+    def skip(self, s: Skipped) -> None:
+        self.skipped.append(s)
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if time.monotonic() - self.last_flush >= self.checkpoint_seconds or self.bytes >= self.max_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.items and not self.skipped:
+            return
+        layers = self.config["frame_layers"]
+        shape = (self.config["num_layers"], self.config["hidden_size"])
+        mean = np.stack([p.mean for p in self.items]).astype(np.float32) if self.items else np.zeros((0, *shape), np.float32)
+        std = np.stack([np.sqrt(p.m2 / p.count) for p in self.items]).astype(np.float32) if self.items else mean.copy()
+        batch = Batch(
+            utterances=[p.utt for p in self.items], mean=mean, std=std,
+            n_samples=np.array([p.n_samples for p in self.items], dtype=np.int64),
+            n_frames=np.array([p.count for p in self.items], dtype=np.int64),
+            frames={k: [np.concatenate(p.frames[k]) for p in self.items] for k in layers},
+            skipped=self.skipped,
+        )
+        write_part(self.dir / f"part-{self.shard:03d}-{self.seq:06d}.h5", batch, self.config)
+        self.seq += 1
+        self._reset()
+
+
+def _pool(states: torch.Tensor, lengths: torch.Tensor, frame_layers: list[int]):
+    """Per item: (n, mean (L+1, D) f64, M2 (L+1, D) f64, frames {layer: (T, D) f16})."""
+    out = []
+    for i, n in enumerate(lengths.tolist()):
+        x = states[:, i, :n].float()                      # (L+1, T, D)
+        mean = x.mean(dim=1)
+        m2 = ((x - mean[:, None]) ** 2).sum(dim=1)
+        frames = {k: x[k].to(torch.float16).cpu().numpy() for k in frame_layers}
+        out.append((n, mean.double().cpu().numpy(), m2.double().cpu().numpy(), frames))
+    return out
+
+
+def _batches(pieces: list, device: torch.device, batch_size: int | None, batch_seconds: float | None, sr: int):
+    """Group (pending, wave) pieces: fixed size on CPU, by padded seconds on GPU."""
+    if device.type != "cuda":
+        size = batch_size or 1
+        for i in range(0, len(pieces), size):
+            yield pieces[i:i + size]
+        return
+    limit = (batch_seconds or 200.0) * sr
+    batch, longest = [], 0
+    for piece in pieces:
+        n = len(piece[1])
+        if batch and (max(longest, n) * (len(batch) + 1) > limit or (batch_size and len(batch) >= batch_size)):
+            yield batch
+            batch, longest = [], 0
+        batch.append(piece)
+        longest = max(longest, n)
+    if batch:
+        yield batch
+
+
+def extract_manifest(
+    manifest: Manifest, *, model: str = DEFAULT_MODEL, cache: str | Path = "cache", device: str = "auto",
+    dtype: str = "float32", frames: str | Sequence[int] | None = "none", max_seconds: float = 30.0,
+    batch_size: int | None = None, batch_seconds: float | None = None, shards: int = 1, shard: int = 0,
+    checkpoint_seconds: float = 60.0, progress: bool = True, on_skip: Callable[[Skipped], None] | None = None,
+    prefetch_seconds: float = 120.0,
+) -> ExtractResult:
+    """Extract every layer of `model` for the utterances of `manifest` into the store.
+
+    Returns what was done; the store is at `result.store` (`<cache>/<model-slug>/<corpus>.h5`, or
+    `<corpus>.shard-<i>-of-<n>.h5` with shards > 1).
+    """
+    t0 = time.monotonic()
+    if dtype not in DTYPES:
+        raise SerError(f"unknown --dtype {dtype!r}: use {', '.join(DTYPES)}")
+    if not 0 <= shard < shards:
+        raise SerError(f"--shard {shard} out of range for --shards {shards}")
+    if max_seconds <= 0:
+        raise SerError("--max-seconds must be positive")
+    dev = resolve_device(device)
+    if dev.type == "cpu" and dtype == "float16":
+        raise SerError("--dtype float16 is for GPUs; on CPU use float32 (or bfloat16)")
+    info = model_info(model)
+    frame_layers = parse_frame_layers(frames, info.num_layers)
+    config = store_config(info, dtype, frame_layers, max_seconds)
+    path = store_path(cache, model_slug(info.model_id), manifest.corpus, shard, shards)
+    done, recorded, mtime = _existing_state(path, config)
+
+    ordered = sorted(manifest.utterances, key=lambda u: u.id)
+    mine = [u for i, u in enumerate(ordered) if i % shards == shard]
+    result = ExtractResult(store=path, already=sum(u.id in done for u in mine))
+    # a file skipped before is tried again only if it changed since
+    todo = [u for u in mine if u.id not in done and not (
+        u.id in recorded and _mtime(u.path) <= mtime)]
+    problems = [Skipped(p.path, p.path, p.reason) for p in manifest.problems
+                if shard == 0 and p.path not in recorded]
+    has_parts = parts_dir(path).exists() and any(parts_dir(path).glob("part-*.h5"))
+    if not todo and not problems:
+        if has_parts:
+            assemble(path, config, corpus=manifest.corpus, shard=f"{shard}/{shards}")
+        result.up_to_date = not has_parts
+        result.wall_seconds = time.monotonic() - t0
+        return result
+
+    writer = _Writer(path, config, shard, checkpoint_seconds)
+    for s in problems:
+        writer.skip(s)
+        result.skipped.append(s)
+        if on_skip:
+            on_skip(s)
+    if todo:
+        backbone = load_backbone(info, device=dev, dtype=DTYPES[dtype] if dev.type == "cuda" else torch.float32)
+        autocast = DTYPES[dtype] if (dev.type == "cpu" and dtype == "bfloat16") else None
+        # GPU: longest first, so an out-of-memory batch shows up at once and batches pad little
+        todo.sort(key=lambda u: (-u.duration, u.id) if dev.type == "cuda" else (u.id,))
+        _run(backbone, todo, writer, result, dev, autocast, max_seconds, batch_size, batch_seconds,
+             progress, on_skip, prefetch_seconds)
+    writer.flush()
+    assemble(path, config, corpus=manifest.corpus, shard=f"{shard}/{shards}")
+    result.wall_seconds = time.monotonic() - t0
+    return result
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer, result: ExtractResult, dev, autocast,
+         max_seconds, batch_size, batch_seconds, progress, on_skip, prefetch_seconds) -> None:
+    sr = backbone.sample_rate
+    total_seconds = float(sum(u.duration for u in todo))
+    bar = _progress(progress, len(todo), total_seconds)
+    max_samples = int(max_seconds * sr)
+    frame_layers = writer.config["frame_layers"]
+    fetch = _Prefetcher(todo, sr, backbone.receptive_field)
+    pieces: list = []
+    buffered = 0.0
+
+    def skip(u: Utterance, reason: str) -> None:
+        s = Skipped(u.id, u.path, reason)
+        writer.skip(s)
+        result.skipped.append(s)
+        if on_skip:
+            on_skip(s)
+        bar.advance(u.duration, 1)
+
+    def run_pieces(pieces):
+        for batch in _batches(pieces, dev, batch_size, batch_seconds, sr):
+            for pending, stats in _forward(backbone, batch, dev, autocast, frame_layers, skip):
+                pending.add(*stats)
+                if pending.windows_left == 0:
+                    writer.add(pending)
+                    result.extracted += 1
+                    result.audio_seconds += pending.n_samples / sr
+                    bar.advance(pending.n_samples / sr, 1)
+
+    try:
+        with bar:
+            for u, wave, reason in fetch:
+                if wave is None:
+                    skip(u, reason)
+                    continue
+                windows = _windows(wave, max_samples, backbone.receptive_field)
+                pending = _Pending(u, len(wave), len(windows))
+                pieces.extend((pending, w) for w in windows)
+                buffered += len(wave) / sr
+                # on GPU gather audio so batches can be length-sorted; on CPU run as it comes
+                if dev.type != "cuda" or buffered >= prefetch_seconds:
+                    if dev.type == "cuda":
+                        pieces.sort(key=lambda p: -len(p[1]))
+                    run_pieces(pieces)
+                    pieces, buffered = [], 0.0
+            if pieces:
+                pieces.sort(key=lambda p: -len(p[1]))
+                run_pieces(pieces)
+    finally:
+        fetch.close()
+
+
+def _forward(backbone, batch, dev, autocast, frame_layers, skip):
+    """Yield (pending, (n, mean, m2, frames)) per piece; halves the batch on CUDA out-of-memory."""
+    waves = [w for _, w in batch]
+    try:
+        states, lengths = hidden_states(backbone, waves, device=dev, autocast_dtype=autocast)
+        pooled = _pool(states, lengths, frame_layers)
+        del states
+    except torch.OutOfMemoryError:
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+        if len(batch) > 1:
+            half = len(batch) // 2
+            yield from _forward(backbone, batch[:half], dev, autocast, frame_layers, skip)
+            yield from _forward(backbone, batch[half:], dev, autocast, frame_layers, skip)
+            return
+        pending, wave = batch[0]
+        pending.windows_left = -1  # never completes
+        skip(pending.utt, f"out of memory on {dev} for a {len(wave) / backbone.sample_rate:.1f} s window; "
+                          f"lower --max-seconds")
+        return
+    for (pending, _), stats in zip(batch, pooled):
+        if pending.windows_left > 0:
+            yield pending, stats
+
+
+class _NullBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+    def advance(self, seconds: float, n: int) -> None:
+        pass
+
+
+class _RichBar:
+    def __init__(self, n: int, seconds: float):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        class _Speed(TextColumn):
+            def render(self, task):
+                elapsed = task.elapsed or 0.0
+                done = task.fields.get("seconds", 0.0)
+                return f"{done / elapsed:6.1f} audio-s/s" if elapsed > 0 else "   ... audio-s/s"
+
+        self.progress = Progress(
+            TextColumn("[bold]extract"), BarColumn(), MofNCompleteColumn(), TextColumn("utts"),
+            _Speed(""), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        )
+        self.task = self.progress.add_task("extract", total=n, seconds=0.0)
+        self.seconds = 0.0
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *a):
+        return self.progress.__exit__(*a)
+
+    def advance(self, seconds: float, n: int) -> None:
+        self.seconds += seconds
+        self.progress.update(self.task, advance=n, seconds=self.seconds)
+
+
+def _progress(enabled: bool, n: int, seconds: float):
+    return _RichBar(n, seconds) if enabled else _NullBar()
+
+
+def extract(corpus: str, root: str | Path, **kwargs) -> ExtractResult:
+    """Load the corpus manifest at `root` and extract it (see `extract_manifest`)."""
+    manifest = load_manifest(corpus, root)
+    return extract_manifest(manifest, **kwargs)
+
+
+def open_extracted(result: ExtractResult) -> FeatureStore:
+    from featstore.store import open_store
+
+    return open_store(result.store)

@@ -1,0 +1,522 @@
+"""The HDF5 feature store: one file per (model, corpus), crash-safe while it is being written.
+
+On disk (`cache/<model-slug>/`):
+
+    <corpus>.h5                  the finished store (or <corpus>.shard-<i>-of-<n>.h5 per shard)
+    <corpus>.h5.parts/           while extracting: config.json + part-<shard>-<seq>.h5 files
+
+Crash safety: a killed h5py writer can leave an unreadable file, so no file is ever written in
+place. Work is flushed as small, complete part files (written to a temporary name, fsynced,
+then renamed), and the finished store is assembled from them the same way. A `kill -9` loses at
+most the part in flight; the next run reads the finished parts and goes on. Rows of a finished
+store are sorted by utterance id, so a resumed run gives the same store as an uninterrupted one.
+
+Schema (format "ser-featstore", version 1), readable with plain h5py:
+
+    /                    attrs: format, format_version, config (JSON: model_id, revision,
+                         weights_sha256, model_type, dtype, frame_layers, max_seconds,
+                         sample_rate, do_normalize, layer_convention), num_layers (L+1),
+                         hidden_size, corpus, code_version, created (ISO time), shard
+    /utterances/<field>  (N,) one dataset per Utterance field (strings UTF-8), plus
+                         n_samples (model-rate samples) and n_frames (output frames)
+    /pooled/mean         (N, L+1, D) float32: mean over valid frames of hidden_states[k]
+    /pooled/std          (N, L+1, D) float32: population std over the same frames
+    /frames/offsets      (N+1,) int64, only with frame layers: utterance i is rows
+                         offsets[i]:offsets[i+1] of every /frames/layer_<k>
+    /frames/layer_<k>    (total_frames, D) float16
+    /skipped/{id,path,reason}  (S,) what was not extracted, and why
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import h5py
+import numpy as np
+
+from featstore import __version__
+from featstore.corpora.base import UTTERANCE_FIELDS, Utterance
+from featstore.errors import SerError
+
+FORMAT = "ser-featstore"
+FORMAT_VERSION = 1
+_STR = h5py.string_dtype("utf-8")
+_INT_FIELDS = {"sample_rate"}
+_FLOAT_FIELDS = {"duration"}
+#: config keys that must agree for two runs to write into the same store
+FINGERPRINT_KEYS = ("weights_sha256", "model_type", "dtype", "frame_layers", "max_seconds",
+                    "sample_rate", "do_normalize", "format_version")
+
+
+class StoreError(SerError):
+    """A store that cannot be read, or that does not match the run asked for."""
+
+
+@dataclass
+class Skipped:
+    id: str
+    path: str
+    reason: str
+
+
+@dataclass
+class Batch:
+    """Extracted features of some utterances, as a part file holds them."""
+
+    utterances: list[Utterance]
+    mean: np.ndarray                      # (n, L+1, D) float32
+    std: np.ndarray                       # (n, L+1, D) float32
+    n_samples: np.ndarray                 # (n,) int64
+    n_frames: np.ndarray                  # (n,) int64
+    frames: dict[int, list[np.ndarray]] = field(default_factory=dict)  # layer -> n arrays (T_i, D) float16
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------------
+
+def _atomic_h5(path: Path):
+    """Context manager: an h5py.File written at a temporary name, fsynced, renamed to `path`."""
+
+    class _Atomic:
+        def __enter__(self):
+            self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            self.f = h5py.File(self.tmp, "w")
+            return self.f
+
+        def __exit__(self, exc_type, exc, tb):
+            self.f.close()
+            if exc_type is not None:
+                self.tmp.unlink(missing_ok=True)
+                return False
+            with open(self.tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(self.tmp, path)
+            _fsync_dir(path.parent)
+            return False
+
+    return _Atomic()
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_utterances(group: h5py.Group, utterances: Sequence[Utterance]) -> None:
+    for name in UTTERANCE_FIELDS:
+        values = [getattr(u, name) for u in utterances]
+        if name in _INT_FIELDS:
+            group.create_dataset(name, data=np.asarray(values, dtype=np.int64))
+        elif name in _FLOAT_FIELDS:
+            group.create_dataset(name, data=np.asarray(values, dtype=np.float64))
+        else:
+            group.create_dataset(name, data=["" if v is None else str(v) for v in values], dtype=_STR)
+
+
+def _read_utterances(group: h5py.Group) -> list[Utterance]:
+    columns = {}
+    for name in UTTERANCE_FIELDS:
+        data = group[name][()]
+        if name in _INT_FIELDS:
+            columns[name] = [int(v) for v in data]
+        elif name in _FLOAT_FIELDS:
+            columns[name] = [float(v) for v in data]
+        else:
+            strings = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in data]
+            columns[name] = strings if name in ("id", "path", "corpus", "language", "speaker", "label", "label_raw") \
+                else [s or None for s in strings]
+    n = len(columns["id"])
+    return [Utterance(**{k: columns[k][i] for k in UTTERANCE_FIELDS}) for i in range(n)]
+
+
+def _write_skipped(f: h5py.File, skipped: Sequence[Skipped]) -> None:
+    g = f.create_group("skipped")
+    g.create_dataset("id", data=[s.id for s in skipped], dtype=_STR)
+    g.create_dataset("path", data=[s.path for s in skipped], dtype=_STR)
+    g.create_dataset("reason", data=[s.reason for s in skipped], dtype=_STR)
+
+
+def _read_skipped(f: h5py.File) -> list[Skipped]:
+    if "skipped" not in f:
+        return []
+    g = f["skipped"]
+    cols = [[v.decode("utf-8") if isinstance(v, bytes) else v for v in g[k][()]] for k in ("id", "path", "reason")]
+    return [Skipped(*row) for row in zip(*cols)]
+
+
+def write_part(path: Path, batch: Batch, config: dict) -> None:
+    """Write one complete part file atomically."""
+    with _atomic_h5(path) as f:
+        f.attrs["format"] = FORMAT + "-part"
+        f.attrs["config"] = json.dumps(config, sort_keys=True)
+        _write_utterances(f.create_group("utterances"), batch.utterances)
+        f["utterances"].create_dataset("n_samples", data=batch.n_samples.astype(np.int64))
+        f["utterances"].create_dataset("n_frames", data=batch.n_frames.astype(np.int64))
+        f.create_dataset("pooled/mean", data=batch.mean.astype(np.float32))
+        f.create_dataset("pooled/std", data=batch.std.astype(np.float32))
+        for layer, arrays in batch.frames.items():
+            g = f.require_group("frames")
+            data = np.concatenate(arrays) if arrays else np.zeros((0, batch.mean.shape[-1]), np.float16)
+            g.create_dataset(f"layer_{layer}", data=data.astype(np.float16))
+        _write_skipped(f, batch.skipped)
+
+
+def parts_dir(store_path: Path) -> Path:
+    return store_path.with_name(store_path.name + ".parts")
+
+
+def config_matches(a: dict, b: dict) -> list[str]:
+    """Names of fingerprint keys on which two store configs differ."""
+    return [k for k in FINGERPRINT_KEYS if a.get(k) != b.get(k)]
+
+
+def _readable_parts(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("part-*.h5"))
+
+
+def assemble(store_path: Path, config: dict, *, corpus: str, shard: str = "0/1",
+             keep_ids: set[str] | None = None) -> Path:
+    """Merge an existing store (if any) and the finished parts into `store_path`, atomically.
+
+    Rows are sorted by utterance id; a later part wins over an earlier one for the same id.
+    Skipped entries of ids that were extracted since are dropped. Memory: one part at a time.
+    """
+    sources: list[Path] = []
+    if store_path.exists():
+        sources.append(store_path)
+    pdir = parts_dir(store_path)
+    if pdir.exists():
+        sources.extend(_readable_parts(pdir))
+    where: dict[str, tuple[int, int]] = {}   # id -> (source index, row)
+    utt_of: dict[str, Utterance] = {}
+    n_frames_of: dict[str, int] = {}
+    n_samples_of: dict[str, int] = {}
+    skipped: dict[str, Skipped] = {}
+    num_layers = hidden = None
+    frame_layers: list[int] = [int(k) for k in config.get("frame_layers", [])]
+    for si, src in enumerate(sources):
+        with h5py.File(src, "r") as f:
+            utts = _read_utterances(f["utterances"])
+            nf = f["utterances/n_frames"][()]
+            ns = f["utterances/n_samples"][()]
+            if len(utts):
+                num_layers, hidden = f["pooled/mean"].shape[1:]
+            for row, u in enumerate(utts):
+                where[u.id] = (si, row)
+                utt_of[u.id] = u
+                n_frames_of[u.id] = int(nf[row])
+                n_samples_of[u.id] = int(ns[row])
+                skipped.pop(u.id, None)
+            for s in _read_skipped(f):
+                if s.id not in where:
+                    skipped[s.id] = s
+    if keep_ids is not None:
+        skipped = {k: v for k, v in skipped.items() if k in keep_ids}
+    ids = sorted(where)
+    row_of = {uid: i for i, uid in enumerate(ids)}
+    n = len(ids)
+    if num_layers is None:
+        num_layers = int(config.get("num_layers", 0))
+        hidden = int(config.get("hidden_size", 0))
+    n_frames = np.array([n_frames_of[i] for i in ids], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(n_frames)]).astype(np.int64)
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    with _atomic_h5(store_path) as out:
+        out.attrs["format"] = FORMAT
+        out.attrs["format_version"] = FORMAT_VERSION
+        out.attrs["config"] = json.dumps(config, sort_keys=True)
+        out.attrs["num_layers"] = num_layers
+        out.attrs["hidden_size"] = hidden
+        out.attrs["corpus"] = corpus
+        out.attrs["code_version"] = __version__
+        out.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        out.attrs["shard"] = shard
+        g = out.create_group("utterances")
+        _write_utterances(g, [utt_of[i] for i in ids])
+        g.create_dataset("n_samples", data=np.array([n_samples_of[i] for i in ids], dtype=np.int64))
+        g.create_dataset("n_frames", data=n_frames)
+        chunk = (max(1, min(n, 256)), 1, hidden) if n else None
+        mean = out.create_dataset("pooled/mean", shape=(n, num_layers, hidden), dtype=np.float32, chunks=chunk)
+        std = out.create_dataset("pooled/std", shape=(n, num_layers, hidden), dtype=np.float32, chunks=chunk)
+        fr = {}
+        if frame_layers:
+            out.create_dataset("frames/offsets", data=offsets)
+            total = int(offsets[-1])
+            for k in frame_layers:
+                fr[k] = out.create_dataset(f"frames/layer_{k}", shape=(total, hidden), dtype=np.float16,
+                                           chunks=(max(1, min(total, 4096)), hidden) if total else None)
+        for si, src in enumerate(sources):
+            with h5py.File(src, "r") as f:
+                src_ids = [u for u in f["utterances/id"][()]]
+                src_ids = [v.decode("utf-8") if isinstance(v, bytes) else v for v in src_ids]
+                rows = [(row_of[uid], r) for r, uid in enumerate(src_ids) if where.get(uid) == (si, r)]
+                if not rows:
+                    continue
+                rows.sort()
+                dst = np.array([d for d, _ in rows])
+                srcr = np.array([s for _, s in rows])
+                m = f["pooled/mean"][()]
+                s_ = f["pooled/std"][()]
+                _scatter(mean, dst, m[srcr])
+                _scatter(std, dst, s_[srcr])
+                if frame_layers:
+                    src_nf = f["utterances/n_frames"][()].astype(np.int64)
+                    src_off = np.concatenate([[0], np.cumsum(src_nf)])
+                    for k in frame_layers:
+                        data = f[f"frames/layer_{k}"][()]
+                        for d, r in zip(dst, srcr):
+                            fr[k][offsets[d]:offsets[d + 1]] = data[src_off[r]:src_off[r + 1]]
+        _write_skipped(out, sorted(skipped.values(), key=lambda s: s.id))
+    if pdir.exists():
+        for p in pdir.iterdir():
+            p.unlink()
+        pdir.rmdir()
+    return store_path
+
+
+def _scatter(ds: h5py.Dataset, dst: np.ndarray, values: np.ndarray) -> None:
+    """ds[dst] = values for sorted row indices, in contiguous runs (fast in h5py)."""
+    start = 0
+    for i in range(1, len(dst) + 1):
+        if i == len(dst) or dst[i] != dst[i - 1] + 1:
+            ds[dst[start]:dst[i - 1] + 1] = values[start:i]
+            start = i
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------------
+
+_SHARD_RE = re.compile(r"^(?P<corpus>.+)\.shard-(?P<i>\d+)-of-(?P<n>\d+)\.h5$")
+
+
+def _read_config(f: h5py.File, path: Path) -> dict:
+    if f.attrs.get("format") != FORMAT:
+        raise StoreError(f"{path}: not a ser feature store (format attribute {f.attrs.get('format')!r})")
+    if int(f.attrs.get("format_version", 0)) > FORMAT_VERSION:
+        raise StoreError(f"{path}: written by a newer ser (format {f.attrs['format_version']}); upgrade ser")
+    return json.loads(f.attrs["config"])
+
+
+class FeatureStore:
+    """One or several stores (shards of one corpus, or several corpora of one model) read as one.
+
+    Rows follow the order of the files given, then the rows of each file (sorted by id).
+    """
+
+    def __init__(self, paths: Sequence[str | Path]):
+        if not paths:
+            raise StoreError("no store files given")
+        self.paths = [Path(p) for p in paths]
+        self.utterances: list[Utterance] = []
+        self.skipped: list[Skipped] = []
+        self._rows: list[tuple[int, int, int]] = []  # per file: (first global row, n rows, file index)
+        self.n_frames = []
+        self.n_samples = []
+        configs = []
+        for fi, p in enumerate(self.paths):
+            try:
+                f = h5py.File(p, "r")
+            except OSError as e:
+                raise StoreError(f"{p}: cannot open as HDF5 ({e}); if an extraction was interrupted, "
+                                 f"re-run the same `ser extract` command to finish it") from None
+            with f:
+                configs.append(_read_config(f, p))
+                utts = _read_utterances(f["utterances"])
+                self._rows.append((len(self.utterances), len(utts), fi))
+                self.utterances.extend(utts)
+                self.n_frames.extend(f["utterances/n_frames"][()].tolist())
+                self.n_samples.extend(f["utterances/n_samples"][()].tolist())
+                self.skipped.extend(_read_skipped(f))
+                self.num_layers = int(f.attrs["num_layers"])
+                self.hidden_size = int(f.attrs["hidden_size"])
+                if fi == 0:
+                    self.attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+        base = configs[0]
+        for p, c in zip(self.paths[1:], configs[1:]):
+            if c.get("weights_sha256") != base.get("weights_sha256") or c.get("dtype") != base.get("dtype"):
+                raise StoreError(f"{p} was extracted with another model or dtype than {self.paths[0]}; "
+                                 f"stores read together must share the model")
+        self.config = base
+        self.frame_layers = [int(k) for k in set.intersection(*[set(c.get("frame_layers", [])) for c in configs])]
+        self.frame_layers.sort()
+        self.n_frames = np.asarray(self.n_frames, dtype=np.int64)
+        self.n_samples = np.asarray(self.n_samples, dtype=np.int64)
+        ids = [u.id for u in self.utterances]
+        if len(set(ids)) != len(ids):
+            raise StoreError("the same utterance id occurs in two of the stores given: "
+                             + ", ".join(str(p) for p in self.paths))
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    @property
+    def model_id(self) -> str:
+        return self.config.get("model_id", "")
+
+    @property
+    def ids(self) -> list[str]:
+        return [u.id for u in self.utterances]
+
+    @property
+    def corpora(self) -> list[str]:
+        return sorted({u.corpus for u in self.utterances})
+
+    def _check_layer(self, layer: int) -> int:
+        if not -self.num_layers <= layer < self.num_layers:
+            raise StoreError(f"layer {layer} out of range: the store has layers 0..{self.num_layers - 1}")
+        return layer % self.num_layers
+
+    def pooled(self, layer: int, stat: str = "mean") -> np.ndarray:
+        """Pooled features of one layer: `(N, D)` for "mean"/"std", `(N, 2D)` for "mean+std"."""
+        layer = self._check_layer(layer)
+        if stat == "mean+std":
+            return np.concatenate([self.pooled(layer, "mean"), self.pooled(layer, "std")], axis=1)
+        if stat not in ("mean", "std"):
+            raise StoreError(f"unknown statistic {stat!r}: use mean, std or mean+std")
+        out = np.empty((len(self), self.hidden_size), dtype=np.float32)
+        for (start, n, fi) in self._rows:
+            if n:
+                with h5py.File(self.paths[fi], "r") as f:
+                    f[f"pooled/{stat}"].read_direct(out, np.s_[:, layer, :], np.s_[start:start + n])
+        return out
+
+    def pooled_all(self, stat: str = "mean", layers: Sequence[int] | None = None) -> np.ndarray:
+        """Pooled features of several layers: `(N, len(layers), D)` (or 2D for mean+std)."""
+        layers = range(self.num_layers) if layers is None else layers
+        return np.stack([self.pooled(k, stat) for k in layers], axis=1)
+
+    def frames(self, layer: int, index: int) -> np.ndarray:
+        """Frame-level features of utterance `index` at `layer`: `(frames, D)` float16."""
+        layer = self._check_layer(layer)
+        if layer not in self.frame_layers:
+            raise StoreError(f"layer {layer} has no frame-level features in this store (it has "
+                             f"{self.frame_layers or 'none'}); re-extract with --frames {layer}")
+        for (start, n, fi) in self._rows:
+            if start <= index < start + n:
+                with h5py.File(self.paths[fi], "r") as f:
+                    off = f["frames/offsets"]
+                    a, b = int(off[index - start]), int(off[index - start + 1])
+                    return f[f"frames/layer_{layer}"][a:b]
+        raise IndexError(index)
+
+    def iter_frames(self, layer: int, indices: Iterable[int] | None = None) -> Iterator[tuple[Utterance, np.ndarray]]:
+        """Yield `(utterance, frames (T, D) float16)` for the given rows (all by default)."""
+        indices = range(len(self)) if indices is None else indices
+        for i in indices:
+            yield self.utterances[i], self.frames(layer, i)
+
+    def subset(self, mask) -> tuple[np.ndarray, list[Utterance]]:
+        """Row indices and utterances where `mask(utterance)` is true."""
+        idx = np.array([i for i, u in enumerate(self.utterances) if mask(u)], dtype=np.int64)
+        return idx, [self.utterances[i] for i in idx]
+
+
+def store_files(path: str | Path) -> list[Path]:
+    """The files making up one store: the file itself, or every shard of a sharded store.
+
+    `path` is a store file, one shard file, or the `<corpus>.h5` name of a sharded store.
+    """
+    path = Path(path)
+    m = _SHARD_RE.match(path.name)
+    if path.is_file() and not m:
+        return [path]
+    corpus = m["corpus"] if m else (path.name[:-3] if path.name.endswith(".h5") else path.name)
+    found = sorted(path.parent.glob(f"{corpus}.shard-*-of-*.h5"))
+    if not found:
+        raise StoreError(f"no store at {path}; `ser store ls` lists the stores in the cache")
+    n = int(_SHARD_RE.match(found[0].name)["n"])
+    shards = [path.parent / f"{corpus}.shard-{i}-of-{n}.h5" for i in range(n)]
+    missing = [s.name for s in shards if not s.is_file()]
+    if missing:
+        raise StoreError(f"sharded store {path.parent / corpus}.h5 is incomplete: missing {', '.join(missing)}; "
+                         f"finish those shards with `ser extract ... --shards {n} --shard I`")
+    return shards
+
+
+def open_store(*paths: str | Path) -> FeatureStore:
+    """Open one or several stores (files, or `<corpus>.h5` names of sharded stores) as one."""
+    files: list[Path] = []
+    for p in paths:
+        files.extend(store_files(p))
+    return FeatureStore(files)
+
+
+def store_path(cache: str | Path, model_slug: str, corpus: str, shard: int = 0, shards: int = 1) -> Path:
+    name = f"{corpus}.h5" if shards == 1 else f"{corpus}.shard-{shard}-of-{shards}.h5"
+    return Path(cache) / model_slug / name
+
+
+def list_stores(cache: str | Path) -> list[dict]:
+    """Every finished store under `cache`: model slug, corpus, path(s), utterances, size."""
+    cache = Path(cache)
+    seen, rows = set(), []
+    for p in sorted(cache.glob("*/*.h5")):
+        m = _SHARD_RE.match(p.name)
+        corpus = m["corpus"] if m else p.name[:-3]
+        key = (p.parent, corpus)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            files = store_files(p)
+            with h5py.File(files[0], "r") as f:
+                model = json.loads(f.attrs["config"]).get("model_id", "")
+                layers = int(f.attrs["num_layers"])
+            n = 0
+            for fp in files:
+                with h5py.File(fp, "r") as f:
+                    n += len(f["utterances/id"])
+            status = "complete"
+        except (StoreError, OSError, KeyError) as e:
+            files, model, layers, n, status = [p], "", 0, 0, f"unreadable: {e}"
+        rows.append(dict(model_slug=p.parent.name, model=model, corpus=corpus, utterances=n,
+                         layers=layers, size=sum(f.stat().st_size for f in files if f.exists()),
+                         path=str(files[0] if len(files) == 1 else p.parent / f"{corpus}.h5"),
+                         shards=len(files), status=status))
+    for pdir in sorted(cache.glob("*/*.h5.parts")):
+        rows.append(dict(model_slug=pdir.parent.name, model="", corpus=pdir.name[:-9], utterances=0, layers=0,
+                         size=sum(p.stat().st_size for p in pdir.iterdir()), path=str(pdir), shards=0,
+                         status="in progress / interrupted (re-run `ser extract` to finish)"))
+    return rows
+
+
+def store_info(path: str | Path) -> dict:
+    """Counts, layers, size, frame layers, skipped utterances with reasons, attributes."""
+    fs = open_store(path)
+    from collections import Counter
+
+    return dict(
+        paths=[str(p) for p in fs.paths], model=fs.model_id, config=fs.config, attrs=fs.attrs,
+        utterances=len(fs), layers=fs.num_layers, hidden_size=fs.hidden_size,
+        frame_layers=fs.frame_layers, size=sum(p.stat().st_size for p in fs.paths),
+        labels=Counter(u.label for u in fs.utterances), speakers=len({u.speaker for u in fs.utterances}),
+        seconds=float(sum(u.duration for u in fs.utterances)),
+        skipped=[(s.id, s.path, s.reason) for s in fs.skipped],
+    )
+
+
+def export_layer(path: str | Path, layer: int, out: str | Path, stat: str = "mean") -> Path:
+    """Write one layer's pooled matrix with its labels as .npz: id, X, label, speaker, corpus."""
+    fs = open_store(path)
+    X = fs.pooled(layer, stat)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, id=np.array(fs.ids), X=X, label=np.array([u.label for u in fs.utterances]),
+             speaker=np.array([u.speaker for u in fs.utterances]),
+             corpus=np.array([u.corpus for u in fs.utterances]))
+    return out

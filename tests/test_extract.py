@@ -1,0 +1,319 @@
+"""Extraction into the store: exact batching, crash safety, resume, bad audio, shards."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from featstore.corpora.base import Manifest, Problem, Utterance
+from featstore.errors import SerError
+from featstore.extract import extract_manifest, parse_frame_layers
+from featstore.store import StoreError, export_layer, list_stores, open_store, store_info
+
+LENGTHS = [400, 1601, 16000, 3333, 40000, 777, 9000, 24001]  # very different lengths (samples @16k)
+
+
+def write_corpus(root: Path, lengths=LENGTHS, seed: int = 0, rate: int = 16000) -> Manifest:
+    rng = np.random.default_rng(seed)
+    utts = []
+    for i, n in enumerate(lengths):
+        path = root / f"spk{i % 3}" / f"utt{i:03d}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        t = np.arange(n) / rate
+        wave = 0.3 * np.sin(2 * np.pi * (120 + 40 * i) * t) + 0.05 * rng.standard_normal(n)
+        sf.write(path, wave.astype(np.float32), rate, subtype="PCM_16")
+        utts.append(Utterance(id=f"toy-{i:03d}", path=str(path), corpus="toy", language="en",
+                              speaker=f"toy-{i % 3}", gender=None, label=["happy", "sad"][i % 2],
+                              label_raw="x", duration=n / rate, sample_rate=rate))
+    return Manifest("toy", str(root), utts, [])
+
+
+def reference_states(model_dir: Path, path: str) -> np.ndarray:
+    """transformers' unpadded per-utterance hidden_states: (L+1, T, D)."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(model_dir).eval()
+    wave, _ = sf.read(path, dtype="float32")
+    wave = (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
+    with torch.no_grad():
+        out = model(torch.from_numpy(wave)[None], output_hidden_states=True)
+    return torch.stack(out.hidden_states)[:, 0].numpy()
+
+
+def store_arrays(path) -> dict:
+    """Every dataset of a store, for comparing two stores."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        out["attrs/config"] = f.attrs["config"]
+    return out
+
+
+def assert_same_store(a, b):
+    da, db = store_arrays(a), store_arrays(b)
+    assert sorted(da) == sorted(db)
+    for k in da:
+        assert np.array_equal(da[k], db[k]), k
+
+
+@pytest.mark.parametrize("kind", ["group", "layer"])
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_pooled_equals_unpadded_transformers(tmp_path, tiny_models, kind, batch_size):
+    manifest = write_corpus(tmp_path / "audio")
+    result = extract_manifest(manifest, model=str(tiny_models[kind]), cache=tmp_path / "cache",
+                              device="cpu", batch_size=batch_size, frames="all", progress=False)
+    fs = open_store(result.store)
+    assert result.extracted == len(LENGTHS) and fs.num_layers == 5 and fs.hidden_size == 16
+    mean, std = fs.pooled_all("mean"), fs.pooled_all("std")
+    for i, u in enumerate(fs.utterances):
+        ref = reference_states(tiny_models[kind], u.path)
+        assert fs.n_frames[i] == ref.shape[1]
+        np.testing.assert_allclose(mean[i], ref.mean(axis=1), atol=1e-4)
+        np.testing.assert_allclose(std[i], ref.std(axis=1), atol=1e-4)
+        np.testing.assert_allclose(fs.frames(3, i), ref[3], atol=2e-2)  # float16 frames
+
+
+def test_padding_without_masked_groupnorm_would_differ(tiny_models):
+    """Guards the reason MaskedGroupNorm exists: plain padding changes a GroupNorm model."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(tiny_models["group"]).eval()
+    rng = np.random.default_rng(1)
+    short = torch.from_numpy(rng.standard_normal(2000).astype(np.float32))
+    padded = torch.zeros(1, 16000)
+    padded[0, :2000] = short
+    mask = torch.zeros(1, 16000, dtype=torch.long)
+    mask[0, :2000] = 1
+    with torch.no_grad():
+        alone = model(short[None]).last_hidden_state
+        batched = model(padded, attention_mask=mask).last_hidden_state[:, : alone.shape[1]]
+    assert (alone - batched).abs().max() > 1e-2
+
+
+def test_rerun_is_noop_and_grown_corpus_extracts_only_new(tmp_path, tiny_models):
+    manifest = write_corpus(tmp_path / "audio", LENGTHS[:5])
+    kw = dict(model=str(tiny_models["group"]), cache=tmp_path / "cache", device="cpu", progress=False)
+    first = extract_manifest(manifest, **kw)
+    before = store_arrays(first.store)
+    again = extract_manifest(manifest, **kw)
+    assert again.up_to_date and again.extracted == 0 and again.wall_seconds < 5
+    assert_same_store(first.store, first.store)
+    grown = write_corpus(tmp_path / "audio", LENGTHS)
+    third = extract_manifest(grown, **kw)
+    assert third.extracted == len(LENGTHS) - 5 and third.already == 5
+    after = store_arrays(third.store)
+    assert len(after["utterances/id"]) == len(LENGTHS)
+    # the first five rows are unchanged (ids sort the same)
+    np.testing.assert_array_equal(after["pooled/mean"][:5], before["pooled/mean"])
+    clean = extract_manifest(grown, **{**kw, "cache": tmp_path / "clean"})
+    assert_same_store(third.store, clean.store)
+
+
+def test_other_config_never_mixes(tmp_path, tiny_models):
+    manifest = write_corpus(tmp_path / "audio", LENGTHS[:3])
+    kw = dict(model=str(tiny_models["group"]), cache=tmp_path / "cache", device="cpu", progress=False)
+    extract_manifest(manifest, **kw)
+    with pytest.raises(StoreError, match="different configuration"):
+        extract_manifest(manifest, **{**kw, "frames": "2"})
+    # another model with the same directory name lands in the same slug: refused as well
+    other = tmp_path / "m2" / tiny_models["group"].name
+    from conftest import build_tiny_model
+
+    build_tiny_model(other, "group", seed=5)
+    with pytest.raises(StoreError, match="weights_sha256"):
+        extract_manifest(manifest, **{**kw, "model": str(other)})
+
+
+JOB = """
+import json, sys
+from featstore.corpora.base import Manifest, Utterance
+from featstore.extract import extract_manifest
+spec = json.load(open(sys.argv[1]))
+m = Manifest("toy", spec["root"], [Utterance(**u) for u in spec["utts"]], [])
+r = extract_manifest(m, model=spec["model"], cache=spec["cache"], device="cpu", progress=False,
+                     checkpoint_seconds=0, frames="1,4")
+print("DONE", r.extracted, r.already)
+"""
+
+
+def test_kill_9_then_resume_equals_clean_run(tmp_path, tiny_models):
+    lengths = [16000 + 997 * i for i in range(40)]
+    manifest = write_corpus(tmp_path / "audio", lengths)
+    spec = dict(root=str(tmp_path), model=str(tiny_models["layer"]), cache=str(tmp_path / "cache"),
+                utts=[u.to_dict() for u in manifest.utterances])
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    (tmp_path / "job.py").write_text(JOB)
+    cmd = [sys.executable, str(tmp_path / "job.py"), str(tmp_path / "spec.json")]
+    parts = tmp_path / "cache" / f"local--{tiny_models['layer'].name}" / "toy.h5.parts"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(parts.glob("part-*.h5"))) < 3:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_parts = len(list(parts.glob("part-*.h5")))
+    assert 3 <= n_parts < 40, "the job must be killed mid-run"
+    assert not (parts.parent / "toy.h5").exists()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    done, extracted, already = out.stdout.split()[-3:]
+    assert int(already) >= n_parts - 1 and int(extracted) + int(already) == 40
+    spec["cache"] = str(tmp_path / "clean")
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
+    name = f"local--{tiny_models['layer'].name}/toy.h5"
+    assert_same_store(tmp_path / "cache" / name, tmp_path / "clean" / name)
+    assert not parts.exists()
+
+
+def _bad_files(root: Path) -> dict[str, str]:
+    """file name -> a phrase the skip reason must contain."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "empty_file.wav").write_bytes(b"")
+    good = np.zeros(8000, np.float32)
+    sf.write(root / "tmp.wav", good, 16000, subtype="PCM_16")
+    (root / "truncated.wav").write_bytes((root / "tmp.wav").read_bytes()[:30])
+    (root / "tmp.wav").unlink()
+    (root / "not_audio.wav").write_text("this is a text file, not audio\n")
+    sf.write(root / "zero_samples.wav", np.zeros(0, np.float32), 16000)
+    sf.write(root / "too_short.wav", np.zeros(100, np.float32), 16000)  # tiny model: 148-sample field
+    bad = np.zeros(8000, np.float32)
+    bad[100] = np.nan
+    bad[200] = np.inf
+    sf.write(root / "nan_inf.wav", bad, 16000, subtype="FLOAT")
+    return {"empty_file.wav": "empty", "truncated.wav": "broken header", "not_audio.wav": "not a readable audio",
+            "zero_samples.wav": "empty audio", "too_short.wav": "too short", "nan_inf.wav": "NaN or infinite"}
+
+
+def test_bad_audio_is_skipped_with_reasons_and_run_continues(tmp_path, tiny_models):
+    root = tmp_path / "audio"
+    expected = _bad_files(root)
+    rng = np.random.default_rng(0)
+    sf.write(root / "stereo.wav", 0.1 * rng.standard_normal((16000, 2)), 16000)
+    sf.write(root / "eight_bit.wav", 0.1 * rng.standard_normal(16000), 16000, subtype="PCM_U8")
+    sf.write(root / "hi_rate.wav", 0.1 * rng.standard_normal(96000), 96000)
+    sf.write(root / "very_long.wav", 0.1 * rng.standard_normal(16000 * 25), 16000)
+    good = ["stereo.wav", "eight_bit.wav", "hi_rate.wav", "very_long.wav"]
+    utts = [Utterance(id=f"toy-{p}", path=str(root / p), corpus="toy", language="en", speaker="toy-1",
+                      gender=None, label="sad", label_raw="x", duration=1.0, sample_rate=16000)
+            for p in list(expected) + good]
+    unknown = Problem(str(root / "unknown_label.wav"), "unknown label code 'Q' (known: a, b)")
+    manifest = Manifest("toy", str(root), utts, [unknown])
+    seen = []
+    result = extract_manifest(manifest, model=str(tiny_models["group"]), cache=tmp_path / "cache", device="cpu",
+                              max_seconds=10, progress=False, on_skip=seen.append)
+    fs = open_store(result.store)
+    assert sorted(u.id for u in fs.utterances) == sorted(f"toy-{p}" for p in good)
+    reasons = {Path(s.path).name: s.reason for s in fs.skipped}
+    for name, phrase in expected.items():
+        assert phrase in reasons[name], (name, reasons[name])
+    assert "unknown label" in reasons["unknown_label.wav"]
+    assert len(seen) == len(expected) + 1
+    i = fs.ids.index("toy-very_long.wav")
+    assert fs.n_samples[i] == 16000 * 25 and fs.n_frames[i] > 0  # windowed, not refused
+    j = fs.ids.index("toy-hi_rate.wav")
+    assert fs.n_samples[j] == 16000  # resampled to the model rate
+    # a re-run does not retry files that did not change, and stays a no-op
+    assert extract_manifest(manifest, model=str(tiny_models["group"]), cache=tmp_path / "cache", device="cpu",
+                            max_seconds=10, progress=False).up_to_date
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_unreadable_permissions(tmp_path, tiny_models):
+    manifest = write_corpus(tmp_path / "audio", LENGTHS[:2])
+    os.chmod(manifest.utterances[0].path, 0)
+    result = extract_manifest(manifest, model=str(tiny_models["group"]), cache=tmp_path / "cache",
+                              device="cpu", progress=False)
+    assert "permission denied" in result.skipped[0].reason
+
+
+def test_windowed_long_clip_stats_combine_exactly(tmp_path, tiny_models):
+    """Mean/std of a windowed clip equal those of its windows' frames put together."""
+    from transformers import AutoModel
+
+    manifest = write_corpus(tmp_path / "audio", [48000])
+    res = extract_manifest(manifest, model=str(tiny_models["layer"]), cache=tmp_path / "c", device="cpu",
+                           max_seconds=1.0, frames="all", progress=False)
+    fs = open_store(res.store)
+    model = AutoModel.from_pretrained(tiny_models["layer"]).eval()
+    wave, _ = sf.read(fs.utterances[0].path, dtype="float32")
+    states = []
+    for piece in np.array_split(wave, 3):
+        piece = (piece - piece.mean()) / np.sqrt(piece.var() + 1e-7)
+        with torch.no_grad():
+            states.append(torch.stack(model(torch.from_numpy(piece)[None], output_hidden_states=True).hidden_states)[:, 0])
+    allf = torch.cat(states, dim=1).numpy()
+    assert fs.n_frames[0] == allf.shape[1]
+    np.testing.assert_allclose(fs.pooled_all("mean")[0], allf.mean(1), atol=1e-4)
+    np.testing.assert_allclose(fs.pooled_all("std")[0], allf.std(1), atol=1e-4)
+
+
+def test_shards_read_as_one_equal_single_run(tmp_path, tiny_models):
+    manifest = write_corpus(tmp_path / "audio")
+    kw = dict(model=str(tiny_models["group"]), device="cpu", progress=False)
+    single = open_store(extract_manifest(manifest, cache=tmp_path / "one", **kw).store)
+    with pytest.raises(StoreError, match="incomplete"):
+        r0 = extract_manifest(manifest, cache=tmp_path / "two", shards=2, shard=0, **kw)
+        open_store(r0.store.parent / "toy.h5")
+    extract_manifest(manifest, cache=tmp_path / "two", shards=2, shard=1, **kw)
+    sharded = open_store(r0.store.parent / "toy.h5")
+    assert len(sharded.paths) == 2
+    order = np.argsort(sharded.ids)
+    assert [sharded.ids[i] for i in order] == single.ids
+    np.testing.assert_array_equal(sharded.pooled(2)[order], single.pooled(2))
+
+
+def test_store_api_export_info_ls(tmp_path, tiny_models):
+    manifest = write_corpus(tmp_path / "audio")
+    res = extract_manifest(manifest, model=str(tiny_models["group"]), cache=tmp_path / "cache", device="cpu",
+                           progress=False)
+    out = export_layer(res.store, 3, tmp_path / "l3.npz", stat="mean+std")
+    z = np.load(out)
+    fs = open_store(res.store)
+    assert z["X"].shape == (len(LENGTHS), 32)
+    np.testing.assert_array_equal(z["X"][:, :16], fs.pooled(3))
+    assert list(z["id"]) == fs.ids and list(z["label"]) == [u.label for u in fs.utterances]
+    info = store_info(res.store)
+    assert info["utterances"] == len(LENGTHS) and info["layers"] == 5 and info["config"]["dtype"] == "float32"
+    assert "hidden_states[k]" in info["config"]["layer_convention"]
+    rows = list_stores(tmp_path / "cache")
+    assert len(rows) == 1 and rows[0]["utterances"] == len(LENGTHS) and rows[0]["status"] == "complete"
+    with pytest.raises(StoreError, match="out of range"):
+        fs.pooled(7)
+    with pytest.raises(StoreError, match="no frame-level"):
+        fs.frames(2, 0)
+    # plain h5py reads the documented schema
+    with h5py.File(res.store, "r") as f:
+        assert f["pooled/mean"].shape == (len(LENGTHS), 5, 16)
+        assert f.attrs["format"] == "ser-featstore"
+
+
+def test_frame_layer_spec():
+    assert parse_frame_layers("none", 13) == []
+    assert parse_frame_layers("all", 3) == [0, 1, 2]
+    assert parse_frame_layers("3-5,12", 13) == [3, 4, 5, 12]
+    with pytest.raises(SerError, match="out of range"):
+        parse_frame_layers("13", 13)
+    with pytest.raises(SerError, match="layers like"):
+        parse_frame_layers("six", 13)
+
+
+def test_missing_model_offline_names_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    from featstore.backbone import ModelLoadError, model_info
+
+    with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE") as e:
+        model_info("facebook/wav2vec2-base")
+    assert "save_pretrained" in str(e.value)
