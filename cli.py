@@ -1,9 +1,373 @@
-"""`ser`: the command line. Thin: parse, call a library function, print."""
+"""`ser`: the command line. Thin: parse, call a library function, print.
+
+Every error a user can cause is a `SerError` whose message names the fix; it is caught once
+here and printed on one line (`ser --debug ...` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Optional
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
-app = typer.Typer(help="ser: wav2vec2-family feature store and probes for speech emotion recognition.")
+app = typer.Typer(help="ser: wav2vec2-family feature store and fast probes for speech emotion recognition.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+store_app = typer.Typer(help="Inspect and export feature stores.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+console = Console()
+err = Console(stderr=True)
+_state = {"debug": False}
+
+
+def friendly(fn):
+    """Print a SerError as one line and exit 2; --debug re-raises it."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from featstore.errors import SerError
+
+        try:
+            return fn(*args, **kwargs)
+        except SerError as e:
+            if _state["debug"]:
+                raise
+            err.print(f"[bold red]error:[/] {e}", highlight=False)
+            raise typer.Exit(2)
+
+    return wrapper
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")):
+    _state["debug"] = debug
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+# ---------------------------------------------------------------------------------------------
+# corpora, manifests, folds, synthetic corpora
+# ---------------------------------------------------------------------------------------------
+
+@app.command()
+@friendly
+def corpora(labels: bool = typer.Option(False, "--labels", help="Print the label mapping table instead.")):
+    """List the supported corpora (or, with --labels, every corpus code -> canonical label).
+
+    Example: ser corpora
+    """
+    from featstore.corpora import CORPORA
+    from featstore.labels import mapping_table
+
+    if labels:
+        t = Table("corpus", "code", "canonical label", title="label mapping")
+        for row in mapping_table():
+            t.add_row(*row)
+        console.print(t)
+        return
+    t = Table("corpus", "lang", "speakers", "classes", "utterances", "layout", "source / licence",
+              title="supported corpora", show_lines=True)
+    for name, c in CORPORA.items():
+        classes = ", ".join(sorted(set(c.labels.values())))
+        t.add_row(name, c.language, str(c.n_speakers or "?"), classes, str(c.expected_count or "?"),
+                  c.layout_hint, f"{c.source}\n{c.licence}")
+    console.print(t)
+
+
+def _print_problems(problems, limit: int = 50) -> None:
+    for p in problems[:limit]:
+        err.print(f"[yellow]skipped[/] {p.path}: {p.reason}", highlight=False)
+    if len(problems) > limit:
+        err.print(f"[yellow]... and {len(problems) - limit} more problems[/]")
+    if problems:
+        reasons = Counter(p.reason.split(":")[0].split(" (")[0] for p in problems)
+        err.print("[yellow]skipped in all:[/] " + "; ".join(f"{n} × {r}" for r, n in reasons.most_common()),
+                  highlight=False)
+
+
+@app.command()
+@friendly
+def manifest(
+    corpus: str = typer.Option(..., "--corpus", "-c", help="Corpus name (see `ser corpora`)."),
+    root: Path = typer.Option(..., "--root", "-r", help="Directory of the unpacked corpus."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the utterance table (.csv or .jsonl)."),
+):
+    """Read a corpus: counts per label and speaker, and every problem found.
+
+    Example: ser manifest --corpus ravdess --root /data/RAVDESS --out ravdess.csv
+    """
+    from featstore.corpora import load_manifest
+    from featstore.labels import canonical_order
+
+    m = load_manifest(corpus, root, progress=True)
+    labels = m.label_counts()
+    t = Table("label", "utterances", title=f"{m.corpus}: {len(m)} utterances, "
+              f"{len(m.speaker_counts())} speakers, {sum(u.duration for u in m) / 3600:.2f} h")
+    for label in canonical_order(labels):
+        t.add_row(label, str(labels[label]))
+    console.print(t)
+    speakers = m.speaker_counts()
+    console.print("speakers: " + ", ".join(f"{s} {n}" for s, n in sorted(speakers.items())), highlight=False)
+    _print_problems(m.problems)
+    if out:
+        console.print(f"wrote {m.write(out)}")
+
+
+@app.command()
+@friendly
+def folds(
+    corpus: str = typer.Option(..., "--corpus", "-c", help="Corpus name."),
+    root: Path = typer.Option(..., "--root", "-r", help="Directory of the unpacked corpus."),
+    protocol: str = typer.Option("standard", "--protocol", "-p",
+                                 help="luna5, emobox, loso, loso-session, speaker-kfold:K or standard."),
+    seed: int = typer.Option(0, "--seed", help="Seed for speaker-kfold."),
+):
+    """Speakers and counts per fold, with a speaker-leakage check.
+
+    Example: ser folds --corpus ravdess --root /data/RAVDESS --protocol luna5
+    """
+    from featstore.corpora import load_manifest
+    from featstore.folds import fold_summary, make_folds, standard_protocol
+
+    m = load_manifest(corpus, root)
+    _print_problems(m.problems, limit=10)
+    name = standard_protocol(m.corpus) if protocol == "standard" else protocol
+    fl = make_folds(m.utterances, name, seed=seed)
+    t = Table("fold", "train", "test", "test speakers", "test labels", "leaked speakers",
+              title=f"{m.corpus}: protocol {name}, {len(fl)} folds")
+    leaked_any = 0
+    for row in fold_summary(m.utterances, fl):
+        leaked = row["leaked_speakers"]
+        leaked_any += leaked
+        spk = row["test_speakers"]
+        spk_text = ", ".join(spk[:8]) + (f" (+{len(spk) - 8})" if len(spk) > 8 else "")
+        t.add_row(row["fold"], str(row["n_train"]), str(row["n_test"]), spk_text,
+                  ", ".join(f"{k} {v}" for k, v in row["test_labels"].items()),
+                  f"[red]{leaked}[/]" if leaked else "0")
+    console.print(t)
+    if leaked_any:
+        err.print(f"[yellow]warning:[/] protocol {name} is not speaker-independent on {m.corpus}: "
+                  "speakers occur in both train and test")
+    else:
+        console.print("speaker overlap between train and test: 0 in every fold")
+
+
+@app.command()
+@friendly
+def synth(
+    like: str = typer.Option(..., "--like", help="Corpus whose layout, names, rates and durations to copy."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write the tree into."),
+    n: Optional[int] = typer.Option(None, "--n", help="Number of files (balanced over speakers and labels)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same bytes)."),
+    max_duration: Optional[float] = typer.Option(None, "--max-duration", help="Cap every file at S seconds."),
+    sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Override every file's sample rate."),
+):
+    """Write a synthetic corpus in the real layout, with prosody-separable emotions.
+
+    Example: ser synth --like ravdess --out /tmp/ravdess --n 240 --seed 0
+    """
+    from featstore.synth import synthesize
+
+    res = synthesize(like, out, n=n, seed=seed, max_duration=max_duration, sample_rate=sample_rate, progress=True)
+    console.print(res.summary(), highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# extraction and stores
+# ---------------------------------------------------------------------------------------------
+
+def _torchrun() -> tuple[int, int] | None:
+    """(rank, world size) when started by torchrun with more than one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return (int(os.environ.get("RANK", "0")), world) if world > 1 else None
+
+
+@app.command()
+@friendly
+def extract(
+    corpus: str = typer.Option(..., "--corpus", "-c", help="Corpus name (see `ser corpora`)."),
+    root: Path = typer.Option(..., "--root", "-r", help="Directory of the unpacked corpus."),
+    model: str = typer.Option("facebook/wav2vec2-base", "--model", "-m", help="Hub id or local model directory."),
+    cache: Path = typer.Option(Path("cache"), "--cache", help="Store directory."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32, float16 or bfloat16 (model compute)."),
+    frames: str = typer.Option("none", "--frames", help="Layers whose frames to keep: none, all, or 6,12 / 3-9."),
+    max_seconds: float = typer.Option(30.0, "--max-seconds", help="Longer clips are cut into windows of at most this."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Utterances per batch (CPU default 1)."),
+    batch_seconds: Optional[float] = typer.Option(None, "--batch-seconds", help="GPU: padded audio seconds per batch (default 200)."),
+    shards: int = typer.Option(1, "--shards", help="Split the corpus into N shards (one process each)."),
+    shard: int = typer.Option(0, "--shard", help="Which shard this process extracts."),
+):
+    """Extract every layer of a model over a corpus into a crash-safe HDF5 store.
+
+    Re-running resumes an interrupted run, extracts only new utterances of a grown corpus,
+    and is a no-op when the store is complete. Under `torchrun --nproc-per-node N` each
+    process extracts one shard.
+
+    Example: ser extract --corpus ravdess --root /data/RAVDESS --model facebook/wav2vec2-base
+    """
+    from featstore.corpora import load_manifest
+    from featstore.extract import extract_manifest
+
+    dist = _torchrun()
+    if dist:
+        shard, shards = dist
+        if device in ("auto", "cuda"):
+            import torch
+
+            if torch.cuda.is_available():
+                device = f"cuda:{int(os.environ.get('LOCAL_RANK', shard))}"
+    m = load_manifest(corpus, root, progress=shard == 0)
+    lead = shard == 0 or not dist
+
+    def on_skip(s):
+        err.print(f"[yellow]skipped[/] {s.path}: {s.reason}", highlight=False)
+
+    res = extract_manifest(m, model=model, cache=cache, device=device, dtype=dtype, frames=frames,
+                           max_seconds=max_seconds, batch_size=batch_size, batch_seconds=batch_seconds,
+                           shards=shards, shard=shard, progress=lead, on_skip=on_skip)
+    if dist:
+        import torch.distributed as tdist
+
+        tdist.init_process_group("gloo")
+        tdist.barrier()
+        tdist.destroy_process_group()
+    tag = f"[shard {shard}/{shards}] " if shards > 1 else ""
+    if res.up_to_date:
+        console.print(f"{tag}{res.store}: up to date ({res.already} utterances), nothing to extract")
+        return
+    console.print(f"{tag}{res.store}: extracted {res.extracted} utterances ({res.audio_seconds:.0f} s of audio, "
+                  f"{res.speed:.1f} audio-s/s), {res.already} already there, {len(res.skipped)} skipped",
+                  highlight=False)
+    if shards > 1 and lead:
+        console.print(f"read all shards as one store: ser store info {res.store.parent / (m.corpus + '.h5')}")
+
+
+@store_app.command("ls")
+@friendly
+def store_ls(cache: Path = typer.Option(Path("cache"), "--cache", help="Store directory.")):
+    """List the stores in the cache.
+
+    Example: ser store ls --cache cache
+    """
+    from featstore.store import list_stores
+
+    rows = list_stores(cache)
+    if not rows:
+        console.print(f"no stores under {cache} (run `ser extract` first)")
+        return
+    t = Table("model", "corpus", "utterances", "layers", "size", "status", "path")
+    for r in rows:
+        t.add_row(r["model"] or r["model_slug"], r["corpus"], str(r["utterances"]), str(r["layers"]),
+                  _human(r["size"]), r["status"], r["path"])
+    console.print(t)
+
+
+@store_app.command("info")
+@friendly
+def store_info_cmd(path: Path = typer.Argument(..., help="A store file (or <corpus>.h5 of a sharded store).")):
+    """Counts, layers, size, configuration and skipped utterances of a store.
+
+    Example: ser store info cache/facebook--wav2vec2-base/ravdess.h5
+    """
+    from featstore.labels import canonical_order
+    from featstore.store import store_info
+
+    info = store_info(path)
+    cfg = info["config"]
+    t = Table(show_header=False, title=str(path))
+    for k, v in [("model", cfg.get("model_id")), ("revision", cfg.get("revision") or "-"),
+                 ("weights sha256", cfg.get("weights_sha256", "")[:16] + "…"), ("model type", cfg.get("model_type")),
+                 ("dtype", cfg.get("dtype")), ("layers", f"{info['layers']} (0..{info['layers'] - 1})"),
+                 ("hidden size", info["hidden_size"]), ("frame layers", ", ".join(map(str, info["frame_layers"])) or "none"),
+                 ("utterances", info["utterances"]), ("speakers", info["speakers"]),
+                 ("audio", f"{info['seconds'] / 3600:.2f} h"),
+                 ("labels", ", ".join(f"{k} {info['labels'][k]}" for k in canonical_order(info["labels"]))),
+                 ("size", _human(info["size"])), ("files", "\n".join(info["paths"])),
+                 ("created", info["attrs"].get("created")), ("code version", info["attrs"].get("code_version")),
+                 ("layer convention", cfg.get("layer_convention")), ("skipped", len(info["skipped"]))]:
+        t.add_row(k, str(v))
+    console.print(t)
+    for uid, p, reason in info["skipped"]:
+        console.print(f"  skipped {p}: {reason}", highlight=False)
+
+
+@store_app.command("export")
+@friendly
+def store_export(
+    path: Path = typer.Argument(..., help="A store file."),
+    layer: int = typer.Option(..., "--layer", "-l", help="Layer k (hidden_states[k])."),
+    stat: str = typer.Option("mean", "--stat", help="mean, std or mean+std."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .npz (arrays id, X, label, speaker, corpus)."),
+):
+    """Export one layer's pooled features as .npz.
+
+    Example: ser store export cache/facebook--wav2vec2-base/ravdess.h5 --layer 12 --out l12.npz
+    """
+    from featstore.store import export_layer
+
+    console.print(f"wrote {export_layer(path, layer, out, stat)}")
+
+
+@app.command()
+@friendly
+def demo(
+    out: Path = typer.Option(Path("demo"), "--out", "-o", help="Where the corpus, store and results go."),
+    n: int = typer.Option(240, "--n", help="Synthetic RAVDESS utterances (balanced over 24 actors, 8 emotions)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="Model to extract with (default: a small local random-weight wav2vec2)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic corpus."),
+):
+    """The main job on the embedded default: synthetic corpus -> folds -> extract, no network needed.
+
+    Example: ser demo --out demo --n 240
+    """
+    from featstore.backbone import build_demo_model
+    from featstore.corpora import load_manifest
+    from featstore.extract import extract_manifest
+    from featstore.folds import fold_summary, make_folds
+    from featstore.synth import synthesize
+
+    root = out / "ravdess"
+    if not (root / "Actor_01").exists():
+        console.rule("1. synthetic corpus")
+        console.print(synthesize("ravdess", root, n=n, seed=seed, progress=True).summary(), highlight=False)
+    m = load_manifest("ravdess", root)
+    console.rule("2. manifest and luna5 folds")
+    labels = m.label_counts()
+    console.print(f"{len(m)} utterances, {len(m.speaker_counts())} speakers, "
+                  f"{sum(u.duration for u in m) / 60:.1f} min; labels: "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(labels.items())), highlight=False)
+    _print_problems(m.problems)
+    fl = make_folds(m.utterances, "luna5")
+    t = Table("fold", "train", "test", "test speakers", "leaked speakers")
+    for row in fold_summary(m.utterances, fl):
+        t.add_row(row["fold"], str(row["n_train"]), str(row["n_test"]), ", ".join(row["test_speakers"]),
+                  str(row["leaked_speakers"]))
+    console.print(t)
+    console.rule("3. extract every layer")
+    if model is None:
+        model = str(build_demo_model(out / "models" / "demo-wav2vec2-random"))
+        console.print(f"model: {model} (6 layers x 256, random weights: no hub download here; "
+                      f"pass --model facebook/wav2vec2-base for the real one)", highlight=False)
+    res = extract_manifest(m, model=model, cache=out / "cache", device="auto", progress=True)
+    console.print(f"store: {res.store} ({res.extracted} extracted, {res.already} already there)", highlight=False)
 
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

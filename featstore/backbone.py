@@ -196,6 +196,26 @@ def load_backbone(model: str | ModelInfo = DEFAULT_MODEL, *, device: str | torch
     )
 
 
+def build_demo_model(directory: str | Path, *, seed: int = 0) -> Path:
+    """Save a small randomly initialised wav2vec2 (base-style, 6 layers x 256) for offline demos.
+
+    Random weights still turn prosody into separable features; the demo says so plainly.
+    """
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    directory = Path(directory)
+    if (directory / "config.json").exists():
+        return directory
+    torch.manual_seed(seed)
+    config = Wav2Vec2Config(hidden_size=256, num_hidden_layers=6, num_attention_heads=4, intermediate_size=512,
+                            conv_dim=(256,) * 7, num_conv_pos_embeddings=64, num_conv_pos_embedding_groups=8)
+    Wav2Vec2Model(config).save_pretrained(directory)
+    Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(directory)
+    return directory
+
+
 class MaskedGroupNorm(nn.Module):
     """GroupNorm with one group per channel whose statistics skip each item's padded frames.
 
