@@ -33,5 +33,7 @@ def _register_all() -> None:
     )
 
 
+_register_all()
+
 __all__ = ["CORPORA", "Corpus", "CorpusError", "Manifest", "ParsedFile", "Problem", "Utterance",
            "UTTERANCE_FIELDS", "get_corpus", "load_manifest", "register"]

@@ -105,6 +105,7 @@ class ParsedFile:
     text: str | None = None
     intensity: str | None = None
     session: str | None = None
+    language: str | None = None  # per-file language where it varies (CSV corpora); else the corpus'
 
 
 class Corpus:
@@ -196,7 +197,7 @@ class Corpus:
                 manifest.problems.append(Problem(str(path), str(e)))
                 continue
             manifest.utterances.append(Utterance(
-                id=parsed.id, path=str(path), corpus=self.name, language=self.language,
+                id=parsed.id, path=str(path), corpus=self.name, language=parsed.language or self.language,
                 speaker=f"{self.name}-{parsed.speaker}", gender=parsed.gender, label=label,
                 label_raw=parsed.label_raw, text=parsed.text, intensity=parsed.intensity,
                 session=parsed.session, duration=info.frames / info.samplerate,

@@ -1,0 +1,139 @@
+"""Your own corpus, listed in a CSV file (registered as "csv").
+
+The CSV has a header row and the columns `path,label,speaker`, optionally `language` (ISO 639-1)
+and `gender` (male/female/child, or m/f/c); column names are case-insensitive, extra columns are
+ignored. Paths are relative to the CSV's folder (absolute paths work too); any format soundfile
+reads is accepted. The root passed to `load` is the CSV file itself.
+
+Labels are free text: names that match a canonical emotion (featstore.labels), case-insensitively,
+or a common variant of one (EmoBox-style "Angry", "Fearful", "Surprised"; "anger", "happiness",
+"sadness", ...) become that canonical label; anything else is kept, lowercased (`label_raw`
+keeps the text as written).
+
+The corpus name is the CSV file's stem, lowercased, unless one is given (`CsvCorpus("mine")`);
+utterance ids are "<name>-<audio file stem>", speakers "<name>-<speaker>". A row with a missing
+value, a missing audio file, a bad gender or a repeated path is listed as a problem naming its
+line; a CSV without the required columns is a CorpusError.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+from featstore import labels as L
+from featstore.corpora import register
+from featstore.corpora.base import Corpus, Manifest, ParsedFile, Problem
+from featstore.errors import CorpusError
+
+REQUIRED = ("path", "label", "speaker")
+OPTIONAL = ("language", "gender")
+LABEL_ALIASES = {
+    **{name: name for name in L.CANONICAL},
+    **{name.lower(): canonical for name, canonical in L.EMOBOX_TO_CANONICAL.items()},
+    "anger": L.ANGRY, "happiness": L.HAPPY, "joy": L.HAPPY, "sadness": L.SAD,
+    "fearful": L.FEAR, "disgusted": L.DISGUST, "surprised": L.SURPRISE, "bored": L.BOREDOM,
+    "frustration": L.FRUSTRATED,
+}
+_GENDERS = {"male": "male", "m": "male", "female": "female", "f": "female", "child": "child", "c": "child"}
+
+
+def canonical_label(text: str) -> str:
+    """The canonical emotion `text` names, else `text` lowercased."""
+    key = text.strip().lower()
+    return LABEL_ALIASES.get(key, key)
+
+
+def _corpus_name(csv_path: Path) -> str:
+    return re.sub(r"[^a-z0-9_]+", "-", csv_path.stem.lower()).strip("-") or "csv"
+
+
+class CsvCorpus(Corpus):
+    name = "csv"
+    title = "Your own corpus, listed in a CSV file"
+    language = ""  # unknown unless the CSV has a language column
+    labels = LABEL_ALIASES
+    layout_hint = "a CSV file with columns path,label,speaker[,language,gender]; paths relative to its folder"
+    source = "your own data"
+    licence = "yours"
+
+    def __init__(self, name: str | None = None):
+        self._named = name is not None
+        if name is not None:
+            self.name = name
+        self._rows: dict[Path, tuple[int, dict[str, str]]] = {}
+        self._row_problems: list[Problem] = []
+
+    def check_root(self, root: str | Path) -> Path:
+        path = Path(root).expanduser()
+        if not path.exists():
+            raise CorpusError(f"{self.name}: {path} does not exist; pass the CSV file that lists your corpus "
+                              f"({self.layout_hint})")
+        if not path.is_file():
+            raise CorpusError(f"{self.name}: {path} is a directory; pass the CSV file that lists your corpus "
+                              f"({self.layout_hint})")
+        return path.resolve()
+
+    def load(self, root: str | Path, *, progress: bool = False) -> Manifest:
+        if not self._named:  # the registered "csv" entry: name the corpus after the file
+            return CsvCorpus(_corpus_name(Path(root))).load(root, progress=progress)
+        manifest = super().load(root, progress=progress)
+        manifest.problems[:0] = self._row_problems
+        return manifest
+
+    def find_files(self, root: Path) -> list[Path]:
+        """Read the CSV: the audio file of every usable row, in file order; bad rows become problems."""
+        self._rows, self._row_problems = {}, []
+        with root.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f)
+            columns = [(c or "").strip().lower() for c in reader.fieldnames or []]
+            missing = [c for c in REQUIRED if c not in columns]
+            if missing:
+                raise CorpusError(
+                    f"{self.name}: {root} lacks the column(s) {', '.join(missing)}; the header must name "
+                    f"path,label,speaker[,language,gender] (found: {', '.join(columns) or 'no header'})"
+                )
+            reader.fieldnames = columns
+            for row in reader:
+                self._add_row(root, reader.line_num, {k: (v or "").strip() for k, v in row.items() if k})
+        if not self._rows:
+            first = self._row_problems[0].reason if self._row_problems else "it has no data rows"
+            raise CorpusError(f"{self.name}: no usable row in {root} ({first})")
+        return list(self._rows)
+
+    def _add_row(self, csv_path: Path, line: int, row: dict[str, str]) -> None:
+        where = f"{csv_path}:{line}"
+        empty = [c for c in REQUIRED if not row.get(c)]
+        if empty:
+            self._row_problems.append(Problem(where, f"line {line}: no {', '.join(empty)}"))
+            return
+        gender = row.get("gender", "").lower()
+        if gender and gender not in _GENDERS:
+            reason = f"line {line}: gender {row['gender']!r} is not male, female or child"
+            self._row_problems.append(Problem(where, reason))
+            return
+        path = Path(row["path"]).expanduser()
+        path = (path if path.is_absolute() else csv_path.parent / path).resolve()
+        if not path.is_file():
+            self._row_problems.append(Problem(str(path), f"line {line}: audio file {row['path']} not found"))
+            return
+        if path in self._rows:
+            self._row_problems.append(Problem(str(path), f"line {line}: {row['path']} is listed again "
+                                                         f"(first on line {self._rows[path][0]})"))
+            return
+        self._rows[path] = (line, row)
+
+    def parse(self, path: Path, root: Path) -> ParsedFile | None:
+        _line, row = self._rows[path]
+        gender = row.get("gender", "").lower()
+        return ParsedFile(
+            id=f"{self.name}-{path.stem}", speaker=row["speaker"], label_raw=row["label"],
+            gender=_GENDERS[gender] if gender else None, language=row.get("language", "").lower() or None,
+        )
+
+    def canonical(self, label_raw: str, path: Path | str = "") -> str:
+        return canonical_label(label_raw)
+
+
+register(CsvCorpus())

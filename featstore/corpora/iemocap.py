@@ -1,0 +1,192 @@
+"""IEMOCAP — Interactive Emotional Dyadic Motion Capture database (English, 10 actors).
+
+Layout (the root is `IEMOCAP_full_release/`):
+- audio: `Session{1..5}/sentences/wav/<dialog>/<utterance>.wav`, 16 kHz mono;
+- labels: `Session{1..5}/dialog/EmoEvaluation/<dialog>.txt` (only the top-level files; the
+  `Categorical/`, `Attribute/`, `Self-evaluation/` subfolders hold per-rater details);
+- text: `Session{1..5}/dialog/transcriptions/<dialog>.txt`, read when present.
+Dialog names may carry suffixes (`Ses03M_impro05a`, `Ses05M_script01_1b`).
+
+An EmoEvaluation file starts with the header `% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]`
+and a blank line; then one block per utterance, blocks separated by a blank line. A block is a
+turn line with tab-separated fields (here → is a tab):
+    [6.2901 - 8.2357]→Ses01F_impro01_F000→neu→[2.5000, 2.5000, 2.5000]
+followed by rater lines, categorical (`C-E2:→Neutral;→()`) and dimensional
+(`A-E3:→val 3; act 2; dom  2;→()`). The turn line's code is the majority label: ang, hap,
+exc (excited), sad, neu, fru (frustrated), sur, fea, dis, oth, or xxx (no majority).
+
+Class sets (`IemocapCorpus(classes=...)`):
+- "4" (default, the standard benchmark): neu, ang, sad, and hap + exc merged into happy
+  (`label_raw` keeps "exc"); 5531 utterances, per session 1085, 1023, 1151, 1031, 1241.
+- "all": also fru → frustrated, sur → surprise, fea → fear, dis → disgust, oth → other; only
+  xxx is dropped (7532 utterances in the full release (U)).
+Utterances outside the class set are skipped silently. An utterance labelled in an
+EmoEvaluation file without its wav, or a wav without a label line, is listed as a problem.
+
+Speakers: each session has one female and one male actor; the letter after the utterance
+name's last `_` says who speaks (`Ses01F_impro01_M003` is the male actor of session 1, whoever
+leads the dialog), so the speaker is "Ses01M", the session "Ses01".
+Utterance id = "iemocap-" + utterance name, as in EmoBox.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable
+
+from featstore import labels as L
+from featstore.corpora import register
+from featstore.corpora.base import Corpus, Manifest, ParsedFile, Problem
+from featstore.errors import CorpusError, LabelError
+
+HEADER = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]"
+_TURN = re.compile(r"\[\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*\]\s+(Ses\S+)\s+(\w+)\s+\[")
+_UTTERANCE = re.compile(r"(Ses0[1-5])[FM]_\w+_([FM])\d+")
+_TRANSCRIPT = re.compile(r"(Ses\S+) \[[\d.]+-[\d.]+\]:\s?(.*)")
+
+FOUR_CLASS = {"neu": L.NEUTRAL, "hap": L.HAPPY, "exc": L.HAPPY, "ang": L.ANGRY, "sad": L.SAD}
+ALL_CLASSES = {
+    **FOUR_CLASS, "fru": L.FRUSTRATED, "sur": L.SURPRISE, "fea": L.FEAR, "dis": L.DISGUST, "oth": L.OTHER,
+}
+CLASS_SETS = {"4": FOUR_CLASS, "all": ALL_CLASSES}
+_EXPECTED = {"4": 5531, "all": 7532}
+_KNOWN_CODES = set(ALL_CLASSES) | {"xxx"}
+
+# What three raters write on the `C-` lines for each majority code (xxx: they disagree).
+_RATER_WORDS = {
+    "neu": ("Neutral",) * 3, "hap": ("Happiness",) * 3, "exc": ("Excited",) * 3,
+    "ang": ("Anger",) * 3, "sad": ("Sadness",) * 3, "fru": ("Frustration",) * 3,
+    "sur": ("Surprise",) * 3, "fea": ("Fear",) * 3, "dis": ("Disgust",) * 3, "oth": ("Other",) * 3,
+    "xxx": ("Neutral", "Frustration", "Anger"),
+}
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One utterance line of an EmoEvaluation file."""
+
+    utterance: str
+    start: float
+    end: float
+    label: str
+
+
+def parse_emo_evaluation(text: str) -> list[Turn]:
+    """The turn lines of an EmoEvaluation file's text (header and rater lines are skipped)."""
+    turns = []
+    for line in text.splitlines():
+        if m := _TURN.match(line):
+            turns.append(Turn(m.group(3), float(m.group(1)), float(m.group(2)), m.group(4)))
+    return turns
+
+
+def format_emo_evaluation(entries: Iterable[tuple[str, float, float, str]]) -> str:
+    """EmoEvaluation file text for `(utterance, start, end, label)` entries, in the real format."""
+    blocks = [HEADER]
+    for utterance, start, end, label in entries:
+        lines = [f"[{start:.4f} - {end:.4f}]\t{utterance}\t{label}\t[2.5000, 2.5000, 2.5000]"]
+        words = _RATER_WORDS.get(label, ("Other",) * 3)
+        lines += [f"C-E{rater}:\t{word};\t()" for rater, word in zip((2, 3, 4), words)]
+        lines += [f"A-E{rater}:\tval 3; act 2; dom  2;\t()" for rater in (3, 4)]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+@lru_cache(maxsize=512)
+def _labels(path: str, stamp: tuple[int, int]) -> dict[str, str]:
+    """utterance -> majority code of one EmoEvaluation file (`stamp`, mtime and size: re-read on change)."""
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    return {turn.utterance: turn.label for turn in parse_emo_evaluation(text)}
+
+
+@lru_cache(maxsize=512)
+def _transcripts(path: str, stamp: tuple[int, int]) -> dict[str, str]:
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    return {m.group(1): m.group(2).strip() for line in text.splitlines() if (m := _TRANSCRIPT.match(line))}
+
+
+def _table(path: Path, reader) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    stat = path.stat()
+    return reader(str(path), (stat.st_mtime_ns, stat.st_size))
+
+
+def _evaluation_files(root: Path) -> list[Path]:
+    return sorted(root.glob("Session*/dialog/EmoEvaluation/*.txt"))
+
+
+def _utterance_wavs(root: Path) -> list[Path]:
+    return sorted(p for p in root.glob("Session*/sentences/wav/*/*.wav") if p.is_file())
+
+
+class IemocapCorpus(Corpus):
+    name = "iemocap"
+    title = "IEMOCAP"
+    language = "en"
+    n_speakers = 10
+    layout_hint = ("Session1..5/sentences/wav/<dialog>/<utterance>.wav with labels in "
+                   "Session1..5/dialog/EmoEvaluation/<dialog>.txt")
+    source = "https://sail.usc.edu/iemocap/"
+    licence = "USC IEMOCAP release agreement (research only, no redistribution)"
+
+    def __init__(self, classes: str = "4"):
+        classes = str(classes)  # IemocapCorpus(classes=4) reads as "4"
+        if classes not in CLASS_SETS:
+            raise ValueError(f"IEMOCAP classes must be one of {', '.join(CLASS_SETS)}, not {classes!r}")
+        self.classes = classes
+        self.labels = CLASS_SETS[classes]
+        self.expected_count = _EXPECTED[classes]
+
+    def find_files(self, root: Path) -> list[Path]:
+        _labels.cache_clear()  # every load reads the annotation files afresh
+        _transcripts.cache_clear()
+        wavs = _utterance_wavs(root)
+        if wavs and not _evaluation_files(root):
+            raise CorpusError(
+                f"iemocap: {len(wavs)} wavs but no label files under {root}; IEMOCAP's labels live in "
+                f"Session1..5/dialog/EmoEvaluation/<dialog>.txt, unpack the full release"
+            )
+        return wavs
+
+    def parse(self, path: Path, root: Path) -> ParsedFile | None:
+        m = _UTTERANCE.fullmatch(path.stem)
+        if not m:
+            raise ValueError(f"{path.name} is not an IEMOCAP utterance name (e.g. Ses01F_impro01_F000.wav)")
+        session, speaker_letter = m.groups()
+        session_dir = path.parents[3]  # SessionN/sentences/wav/<dialog>/<utterance>.wav
+        evaluation = session_dir / "dialog" / "EmoEvaluation" / f"{path.parent.name}.txt"
+        code = _table(evaluation, _labels).get(path.stem)
+        if code is None:
+            raise LabelError(f"no label line for {path.stem} in {evaluation}")
+        if code not in _KNOWN_CODES:
+            raise LabelError(f"unknown label code {code!r} for {path.stem} in {evaluation.name} "
+                             f"(known: {', '.join(sorted(_KNOWN_CODES))})")
+        if code not in self.labels:
+            return None  # outside the chosen class set (e.g. fru, xxx for "4"): skipped, not a problem
+        transcript = session_dir / "dialog" / "transcriptions" / f"{path.parent.name}.txt"
+        return ParsedFile(
+            id=f"iemocap-{path.stem}", speaker=f"{session}{speaker_letter}", label_raw=code,
+            gender="female" if speaker_letter == "F" else "male",
+            text=_table(transcript, _transcripts).get(path.stem), session=session,
+        )
+
+    def load(self, root: str | Path, *, progress: bool = False) -> Manifest:
+        manifest = super().load(root, progress=progress)
+        root = Path(manifest.root)
+        have = {p.stem for p in _utterance_wavs(root)}
+        for evaluation in _evaluation_files(root):
+            wav_dir = evaluation.parents[2] / "sentences" / "wav" / evaluation.stem
+            for utterance, code in _table(evaluation, _labels).items():
+                if code in self.labels and utterance not in have:
+                    manifest.problems.append(Problem(
+                        str(wav_dir / f"{utterance}.wav"),
+                        f"labelled {code!r} in {evaluation.name} but the wav is missing",
+                    ))
+        return manifest
+
+
+register(IemocapCorpus())
