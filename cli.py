@@ -340,7 +340,7 @@ def demo(
     from featstore.synth import synthesize
 
     root = out / "ravdess"
-    if not (root / "Actor_01").exists():
+    if not (root / ".ser-synth.json").exists():
         console.rule("1. synthetic corpus")
         console.print(synthesize("ravdess", root, n=n, seed=seed, progress=True).summary(), highlight=False)
     m = load_manifest("ravdess", root)
