@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from classifiers.metrics import scores as _scores
 from featstore.corpora.base import Utterance
 from featstore.errors import SerError
 from featstore.labels import canonical_order
@@ -505,8 +506,3 @@ def probe_attention(source, utterances: Sequence[Utterance], folds: Sequence, la
             records.append(rec)
     return records
 
-
-def _scores(y_true: list, y_pred: list, labels: list) -> dict:
-    from classifiers.neighbors import _scores as scores
-
-    return scores(y_true, y_pred, labels)

@@ -46,6 +46,7 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from classifiers.metrics import scores as _scores
 from featstore.corpora.base import Utterance
 from featstore.errors import SerError
 from featstore.labels import canonical_order
@@ -231,7 +232,7 @@ def _shared_codes(a: Sequence, b: Sequence) -> tuple[np.ndarray, np.ndarray, int
 
 
 # ---------------------------------------------------------------------------------------------
-# votes, purity, metrics
+# votes and purity
 # ---------------------------------------------------------------------------------------------
 
 def knn_vote(neighbors: Neighbors, db_labels: np.ndarray, n_classes: int, weighting: str = "uniform") -> np.ndarray:
@@ -306,20 +307,6 @@ def purity(neighbors: Neighbors, query_values: np.ndarray, db_values: np.ndarray
         pool = pool - ~self_removed
     chance = np.where(pool > 0, hits / np.maximum(pool, 1), np.nan)[use]
     return float(per_query.mean()) if len(per_query) else float("nan"), float(np.nanmean(chance)) if len(chance) else float("nan"), int(use.sum())
-
-
-def _scores(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict:
-    """WA, UAR, macro-F1, confusion (rows true, columns predicted, in `labels` order), recalls."""
-    from sklearn.metrics import confusion_matrix, f1_score, recall_score
-
-    present = [lab for lab in labels if lab in set(y_true)]
-    cm = confusion_matrix(y_true, y_pred, labels=list(labels))
-    recall = recall_score(y_true, y_pred, labels=list(labels), average=None, zero_division=0)
-    return dict(wa=float(np.mean(np.asarray(y_true, dtype=object) == np.asarray(y_pred, dtype=object))),
-                uar=float(recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
-                macro_f1=float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
-                labels=list(labels), confusion=cm.tolist(),
-                recall={lab: float(r) for lab, r in zip(labels, recall) if lab in present})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -598,6 +585,8 @@ class NeighborReport:
                 x = sorted(s)
                 ax.plot(x, [s[l]["wa_mean"] for l in x], "o-", color="black", lw=2, ms=5, label="kNN WA")
                 ax.plot(x, [s[l]["uar_mean"] for l in x], "s-", color="dimgray", lw=2, ms=5, label="kNN UAR")
+                n_classes = len({lab for r in self.knn for lab in r.get("recall", {})}) or 1
+                ax.axhline(1 / n_classes, color="dimgray", ls=":", lw=1.2, label=f"UAR chance (1/{n_classes})")
             pairs = list(dict.fromkeys((r.query, r.database) for r in self.cross))
             for j, (q, d) in enumerate(pairs):
                 rows = sorted((r for r in self.cross if (r.query, r.database) == (q, d)), key=lambda r: r.layer)
