@@ -39,7 +39,6 @@ from __future__ import annotations
 import csv
 import functools
 import json
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -470,7 +469,7 @@ class NeighborReport:
     purity: list[PurityRow] = field(default_factory=list)
     knn: list[dict] = field(default_factory=list)       # per layer and fold: layer + knn_evaluate record
     cross: list[CrossRow] = field(default_factory=list)
-    skipped_attributes: dict[str, str] = field(default_factory=dict)  # attribute -> why
+    skipped: dict[str, str] = field(default_factory=dict)  # attribute / "kNN" / "cross a->b" -> why not measured
 
     # -- summaries ------------------------------------------------------------------------------
     def attributes(self) -> list[str]:
@@ -699,13 +698,18 @@ def neighbor_analysis(features, utterances: Sequence[Utterance] | None = None, l
     for a in attributes:
         codes, names = _codes([getattr(u, ATTRIBUTES[a]) for u in utterances])
         if len(names) == 0:
-            report.skipped_attributes[a] = "unknown for every utterance"
+            report.skipped[a] = "unknown for every utterance"
         elif len(names) == 1:
-            report.skipped_attributes[a] = f"constant ({names[0]})"
+            report.skipped[a] = f"constant ({names[0]})"
         else:
             coded[a] = codes
     emo_codes, emo_names = _codes([u.label for u in utterances])
-    with_emotion_xspk = "emotion" in coded and len(set(spk_codes.tolist())) > 1
+    n_speakers = len(set(spk_codes.tolist()))
+    with_emotion_xspk = "emotion" in coded and n_speakers > 1
+    if len(emo_names) < 2:
+        report.skipped["kNN"] = "fewer than 2 emotion labels"
+    elif folds is None and n_speakers < 2:
+        report.skipped["kNN"] = "leave-one-speaker-out needs at least 2 speakers; pass folds"
     n_spk_max = int(np.bincount(spk_codes[spk_codes >= 0]).max()) if (spk_codes >= 0).any() else 1
     kf = min(N, k + max(n_spk_max, 1))
     rows = np.arange(N)
@@ -735,7 +739,7 @@ def neighbor_analysis(features, utterances: Sequence[Utterance] | None = None, l
         if with_emotion_xspk:
             p, c, n = purity(nb_other, emo_codes, emo_codes, query_rows=rows, db_groups=spk_codes, query_groups=spk_query)
             report.purity.append(PurityRow(layer, EMOTION_OTHER_SPEAKERS, p, c, n, len(emo_names)))
-        if len(emo_names) > 1:
+        if len(emo_names) > 1 and (folds is not None or n_speakers > 1):
             if folds is None:
                 for rec in _loso_records(nb_other, utterances, weighting):
                     rec["layer"] = layer
@@ -756,7 +760,7 @@ def neighbor_analysis(features, utterances: Sequence[Utterance] | None = None, l
                             X[ia], [utterances[i] for i in ia], X[ib], [utterances[i] for i in ib], k, layer=layer,
                             weighting=weighting, center="corpus" if center else None, batch_size=batch_size, gpu=gpu))
                     except NeighborError as e:
-                        warnings.warn(f"layer {layer}: {e}", stacklevel=2)
+                        report.skipped[f"cross {a}->{b}"] = str(e)
     for rec in report.knn:  # layer first, for readable JSON
         rec_layer = rec.pop("layer")
         items = list(rec.items())

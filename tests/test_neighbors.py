@@ -130,7 +130,7 @@ def test_purity_curves_find_the_planted_layers(planted, tmp_path):
     rep = neighbor_analysis(X, utts, k=5)
     curve = {a: np.array([[r.purity, r.chance] for r in rep.purity if r.attribute == a]) for a in rep.attributes()}
     assert set(curve) == {"emotion", "speaker", "gender", EMOTION_OTHER_SPEAKERS}
-    assert rep.skipped_attributes == {"language": "constant (en)", "corpus": "constant (ravdess)"}
+    assert rep.skipped == {"language": "constant (en)", "corpus": "constant (ravdess)"}
     assert curve["speaker"][:, 0].argmax() == 1 and curve["emotion"][:, 0].argmax() == 3
     assert curve["speaker"][1, 0] > curve["speaker"][1, 1] + 0.8      # chance 19/239
     assert curve["emotion"][3, 0] > curve["emotion"][3, 1] + 0.6      # chance 59/239
@@ -172,3 +172,16 @@ def test_cross_corpus_retrieval_counts_shared_labels_only():
     assert (row.query, row.database, row.query_language, row.database_language) == ("ravdess", "emodb", "en", "de")
     assert row.n_queries == 60 and row.n_database == 60
     assert row.chance == pytest.approx(1 / 3) and row.purity > 0.9 and row.uar > 0.9
+
+
+def test_what_cannot_be_measured_is_reported_not_guessed():
+    rng = np.random.default_rng(4)
+    solo = [utt(i, "solo", EMOTIONS[i % 4]) for i in range(12)]                 # one speaker
+    rep = neighbor_analysis(rng.standard_normal((12, 2, 8)), solo, layers=[-1], k=3)
+    assert rep.layers == [1] and rep.knn == [] and EMOTION_OTHER_SPEAKERS not in rep.attributes()
+    assert rep.skipped["kNN"].startswith("leave-one-speaker-out needs at least 2 speakers")
+    a = [utt(i, f"{i % 3}", EMOTIONS[i % 2]) for i in range(12)]
+    b = [utt(i, f"{i % 3}", EMOTIONS[2 + i % 2], corpus="emodb", language="de") for i in range(12)]
+    rep = neighbor_analysis(rng.standard_normal((24, 2, 8)), a + b, layers=[0], k=3)
+    assert rep.cross == [] and "share no emotion label" in rep.skipped["cross emodb->ravdess"]
+    assert len(rep.knn) == 6                                                     # one record per speaker
