@@ -1,0 +1,177 @@
+"""`ser probe`: layer sweeps over cached features, within-corpus, multi-corpus and cross-corpus.
+
+Reads features only through `featstore.store`; builds folds with `featstore.folds`; runs
+`classifiers.evaluate.probe_layers`; writes results (JSON, CSV) and plots.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from classifiers.evaluate import ProbeResults, probe_layers, transfer_matrix
+from featstore.errors import SerError
+
+
+@dataclass
+class ProbeRun:
+    results: ProbeResults
+    files: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def parse_layers(spec: str | int | Sequence[int], num_layers: int) -> list[int]:
+    """`12`, `all`, `3-9`, `0,6,12` -> layer indices (negative counts from the end)."""
+    if isinstance(spec, int):
+        spec = str(spec)
+    if not isinstance(spec, str):
+        layers = [int(k) for k in spec]
+    elif spec == "all":
+        layers = list(range(num_layers))
+    else:
+        layers = []
+        for part in spec.split(","):
+            part = part.strip()
+            try:
+                if "-" in part[1:]:
+                    a, b = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1])
+                    layers.extend(range(int(a), int(b) + 1))
+                else:
+                    layers.append(int(part))
+            except ValueError:
+                raise SerError(f"--layer {spec!r}: use a layer number, all, a range like 3-9 or a list like 6,12") from None
+    out = []
+    for k in layers:
+        if not -num_layers <= k < num_layers:
+            raise SerError(f"--layer {k} out of range: the store has layers 0..{num_layers - 1}")
+        out.append(k % num_layers)
+    return sorted(set(out))
+
+
+def store_for(cache: str | Path, model: str, corpus: str) -> Path:
+    """Where `ser extract` put (model, corpus); a clear error naming the command when missing."""
+    from featstore.backbone import model_slug
+
+    path = Path(cache) / model_slug(model) / f"{corpus}.h5"
+    shards = list(path.parent.glob(f"{corpus}.shard-*-of-*.h5"))
+    if not path.exists() and not shards:
+        have = sorted(p.name for p in path.parent.glob("*.h5")) if path.parent.exists() else []
+        raise SerError(f"no features for corpus {corpus!r} with model {model!r} in {path.parent} "
+                       f"(found: {', '.join(have) or 'nothing'}); run `ser extract --corpus {corpus} --model {model}` first")
+    return path
+
+
+def _features(fs, layers: Sequence[int], stat: str) -> np.ndarray:
+    return np.stack([fs.pooled(k, stat) for k in layers], axis=1)  # (N, n_layers, D)
+
+
+def run_probe(corpus: str | None, *, layers: str | Sequence[int] = "all", classifier: str = "logreg",
+              protocol: str | None = None, stat: str = "mean", train: Sequence[str] | None = None,
+              test: Sequence[str] | None = None, seeds: int = 1, model: str, cache: str | Path = "cache",
+              out: str | Path | None = None, C: float | None = None, device: str | None = None,
+              shuffle_labels: bool = False, plots: bool = True) -> ProbeRun:
+    """Probe `layers` of the cached features of `corpus` (or train on `train`, test on `test`).
+
+    train: one or more training sets, each a comma-separated corpus list ("ravdess,emodb"); each
+    is tested on `corpus`' speaker-independent folds (multi-corpus), or, with `test`, on all of
+    the test corpora (cross-corpus, classes absent from training dropped and reported).
+    """
+    from featstore.folds import cross_corpus_folds, make_folds, multi_corpus_folds, standard_protocol
+    from featstore.store import open_store
+
+    t0 = time.monotonic()
+    train_sets = [t for t in (train or []) if t] or ([corpus] if corpus else [])
+    if not train_sets:
+        raise SerError("name a corpus (--corpus) or training corpora (--train)")
+    test_corpora = [c for t in (test or []) for c in t.split(",") if c]
+    target = corpus or (test_corpora[0] if test_corpora else train_sets[0].split(",")[0])
+    protocol = protocol or standard_protocol(target)
+    results = ProbeResults()
+    stores = []
+    for tset in train_sets:
+        tcorpora = [c for c in tset.split(",") if c]
+        needed = list(dict.fromkeys(tcorpora + (test_corpora or [target])))
+        paths = [store_for(cache, model, c) for c in needed]
+        fs = open_store(*paths)
+        stores.extend(str(p) for p in fs.paths)
+        layer_list = parse_layers(layers, fs.num_layers)
+        utts = fs.utterances
+        if test_corpora:
+            if set(tcorpora) & set(test_corpora):
+                raise SerError(f"training corpora {tcorpora} and test corpora {test_corpora} overlap; "
+                               "for within-corpus results leave out --test")
+            folds = cross_corpus_folds(utts, tcorpora, test_corpora)
+            test_name = ",".join(test_corpora)
+        else:
+            extra = [c for c in tcorpora if c != target]
+            folds = (multi_corpus_folds(utts, target, protocol, extra) if extra
+                     else make_folds(utts, protocol))
+            test_name = target
+        X = _features(fs, layer_list, stat)
+        res = probe_layers(X, utts, folds, layer_list, classifier=classifier, seeds=tuple(range(seeds)), C=C,
+                           device=device, shuffle_labels=shuffle_labels, train_set=tset, test_set=test_name)
+        results.extend(res)
+    results.meta = dict(model=model, stores=sorted(set(stores)), protocol=protocol if not test_corpora else "cross-corpus",
+                        stat=stat, classifier=classifier, seeds=list(range(seeds)), corpus=target,
+                        train_sets=train_sets, test=test_corpora, C=C, shuffled=shuffle_labels)
+    run = ProbeRun(results)
+    if out is not None:
+        run.files.extend(write_outputs(results, Path(out), plots=plots))
+    run.seconds = time.monotonic() - t0
+    return run
+
+
+def write_outputs(results: ProbeResults, out: Path, *, plots: bool = True, name: str = "probe") -> list[Path]:
+    from classifiers.plots import confusion_heatmap, layer_curve
+    from classifiers.results import write_results
+
+    files = list(write_results(results, out, name))
+    if plots and results.records:
+        labels = results.records[0]["labels"]
+        chance = 1.0 / len(labels) if labels else None
+        files.append(layer_curve(results, out / f"{name}_layers.png", chance=chance,
+                                 title=f"{results.meta.get('corpus', '')}: UAR by layer "
+                                       f"({results.meta.get('protocol', '')}, mean ± std over folds)"))
+        best = results.best()
+        cm, lab = results.confusion(best["layer"], best["classifier"], best["train_set"])
+        files.append(confusion_heatmap(cm, lab, out / f"{name}_confusion.png",
+                                       title=f"train {best['train_set']} → test {best['test_set']}, "
+                                             f"layer {best['layer']}, {best['classifier']} (UAR {best['uar']:.3f})"))
+    return files
+
+
+def run_matrix(corpora: Sequence[str], *, layer: int, model: str, cache: str | Path = "cache",
+               classifier: str = "logreg", stat: str = "mean", C: float | None = None,
+               out: str | Path | None = None, device: str | None = None):
+    """Train corpus x test corpus UAR at one layer; diagonal on each corpus' standard folds."""
+    from classifiers.plots import transfer_heatmap
+    from featstore.folds import make_folds, standard_protocol
+    from featstore.store import open_store
+
+    feats, utts, folds = {}, {}, {}
+    for c in corpora:
+        fs = open_store(store_for(cache, model, c))
+        k = parse_layers(str(layer), fs.num_layers)[0]
+        X = fs.pooled(k, stat)[:, None, :]
+        feats[c], utts[c] = X, fs.utterances
+        folds[c] = make_folds(fs.utterances, standard_protocol(c))
+    M, details = transfer_matrix(feats, utts, list(corpora), 0, within_folds=folds, classifier=classifier, C=C,
+                                 device=device)
+    files = []
+    if out is not None:
+        import json
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        files.append(transfer_heatmap(M, corpora, out / "transfer_matrix.png",
+                                      title=f"train × test UAR, layer {layer} ({classifier})"))
+        (out / "transfer_matrix.json").write_text(json.dumps(dict(
+            corpora=list(corpora), layer=layer, model=model, uar=M.tolist(),
+            cells=[dict(train=a, test=b, **{k: v for k, v in d.items() if k != "dropped"}, dropped=d["dropped"])
+                   for (a, b), d in details.items()]), indent=1, default=float))
+        files.append(out / "transfer_matrix.json")
+    return M, details, files
