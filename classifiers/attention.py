@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -47,7 +48,7 @@ try:  # sklearn-compatible parameters (get_params/set_params/clone) when scikit-
 except ImportError:  # pragma: no cover - scikit-learn is a dependency
     BaseEstimator, ClassifierMixin = object, object
 
-__all__ = ["AttentionProbe", "AttentionHead", "probe_attention", "AttentionError", "pack_frames", "Packed"]
+__all__ = ["AttentionProbe", "AttentionHead", "probe_attention", "layer_key", "AttentionError", "pack_frames", "Packed"]
 
 
 class AttentionError(SerError, ValueError):
@@ -460,19 +461,32 @@ def _load(source, utterances: Sequence[Utterance], rows: np.ndarray, layers: Seq
     return out
 
 
+def layer_key(layers: Sequence[int]) -> int | str:
+    """The `layer` value of a record: the layer itself, or "a+b+c" for a learned mix of layers."""
+    return int(layers[0]) if len(layers) == 1 else "+".join(str(int(k)) for k in layers)
+
+
 def probe_attention(source, utterances: Sequence[Utterance], folds: Sequence, layers: Sequence[int] | int = (-1,), *,
-                    seeds: Sequence[int] = (0,), val_fraction: float = 0.15, **params) -> list[dict]:
+                    seeds: Sequence[int] = (0,), val_fraction: float = 0.15, shuffle_labels: bool = False,
+                    train_set: str = "", test_set: str = "", progress=None, **params):
     """Speaker-independent evaluation of `AttentionProbe` over `folds`, one record per (fold, seed).
 
     source: a `FeatureStore` with frame-level features of `layers`, or a sequence of N frame
     arrays aligned with `utterances`, each (T, D) or (T, L, D) (then `layers` names the stored
     layers, for the records; a (T, L, D) array with L > len(layers) is indexed by `layers`).
-    folds: `featstore.folds.Fold`s; validation uses fold.val when set, else whole training
-    speakers drawn by `validation_split(fraction=val_fraction, seed=seed)`.
-    params: `AttentionProbe` hyper-parameters (seed is set per run).
-    Record keys: fold, seed, classifier, layers, wa, uar, macro_f1, labels, confusion, recall,
-    n_train, n_val, n_test, best_epoch, epochs, layer_weights, seconds.
+    Several layers are mixed by the head's learned softmax weights.
+    folds: `featstore.folds.Fold`s; validation (early stopping) uses fold.val when set, else whole
+    training speakers drawn by `validation_split(fraction=val_fraction, seed=seed)`.
+    Label harmonisation as in `classifiers.evaluate.probe_layers`: a fold scores only the classes
+    of its training rows; other test rows are dropped and counted in `ProbeResults.dropped`.
+    shuffle_labels permutes the training and validation labels (scores must fall to chance).
+    params: `AttentionProbe` hyper-parameters (seed is set per run). progress: called per fit.
+    Returns `classifiers.evaluate.ProbeResults`; record keys as `probe_layers`' (layer, fold,
+    n_train, n_test, wa, uar, macro_f1, recall, confusion, labels, classifier="attention", seed,
+    train_set, test_set, shuffled) plus layers, n_val, best_epoch, epochs, layer_weights, seconds.
+    `layer` is `layer_key(layers)`; n_train counts the rows trained on (validation excluded).
     """
+    from classifiers.evaluate import ProbeResults
     from featstore.folds import validation_split
 
     layers = [layers] if isinstance(layers, int) else list(layers)
@@ -484,25 +498,36 @@ def probe_attention(source, utterances: Sequence[Utterance], folds: Sequence, la
     where = np.full(len(utterances), -1, dtype=np.int64)
     where[used] = np.arange(len(used))
     labels = np.asarray([u.label for u in utterances], dtype=object)
-    records = []
-    for f in folds:
-        for seed in seeds:
+    results = ProbeResults(meta={"classifier": "attention", "layers": layers, "seeds": list(seeds),
+                                 "val_fraction": val_fraction, "params": AttentionProbe(**params).get_params()})
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        for f in folds:
             t0 = time.perf_counter()
             if f.val is not None:
                 train, val = np.asarray(f.train), np.asarray(f.val)
             else:
                 train, val = validation_split(utterances, f.train, fraction=val_fraction, seed=seed)
-            test = np.asarray(f.test)
+            y = labels.copy()
+            if shuffle_labels:
+                learn = np.concatenate([train, val])
+                y[learn] = rng.permutation(y[learn])
+            classes = canonical_order(y[train].tolist())
+            keep = np.isin(y[f.test], classes)
+            test = np.asarray(f.test)[keep]
+            dropped = Counter(y[f.test][~keep].tolist())
+            if dropped:
+                results.dropped[f.name] = dict(dropped)
             est = AttentionProbe(**{**params, "seed": seed})
-            est._fit_packed(packed_all.subset(where[train]), labels[train], packed_all.subset(where[val]), labels[val])
+            est._fit_packed(packed_all.subset(where[train]), y[train], packed_all.subset(where[val]), y[val])
             pred = est.predict(packed_all.subset(where[test]))
-            y_true = labels[test]
-            names = canonical_order(set(y_true.tolist()) | set(est.classes_.tolist()))
-            rec = {"fold": f.name, "seed": seed, "classifier": "attention", "layers": layers}
-            rec.update(_scores(list(y_true), list(pred), names))
-            rec.update(n_train=len(train), n_val=len(val), n_test=len(test), best_epoch=est.best_epoch_,
+            rec = {"layer": layer_key(layers), "fold": f.name, "n_train": len(train), "n_test": len(test)}
+            rec.update(_scores(list(y[test]), list(pred), classes))
+            rec.update(classifier="attention", seed=seed, train_set=train_set, test_set=test_set,
+                       shuffled=shuffle_labels, layers=layers, n_val=len(val), best_epoch=est.best_epoch_,
                        epochs=est.n_epochs_, layer_weights=est.layer_weights_.round(4).tolist(),
                        seconds=round(time.perf_counter() - t0, 3))
-            records.append(rec)
-    return records
-
+            results.records.append(rec)
+            if progress:
+                progress()
+    return results

@@ -39,6 +39,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -317,63 +318,82 @@ def _loso_name(speaker: str) -> str:
 
 
 def knn_evaluate(X: np.ndarray, utterances: Sequence[Utterance], folds: Sequence | None = None, *,
-                 k: int = 10, weighting: str = "uniform", center: str | None = "global",
-                 batch_size: int = 4096, gpu: bool | None = None) -> list[dict]:
+                 k: int = 10, weighting: str = "uniform", center: str | None = "global", layer: int | None = None,
+                 train_set: str = "", test_set: str = "", batch_size: int = 4096, gpu: bool | None = None):
     """Speaker-independent kNN emotion classification of pooled features `X` (N, D).
 
     folds: `featstore.folds.Fold`s (test rows query their fold's train + val rows), or None for
     leave-one-speaker-out by excluding same-speaker neighbours (one record per speaker, named as
     `make_folds(..., "loso")` names its folds). center: "global" (mean of the database rows:
-    the fold's training rows, or all rows), or None.
-    Returns one record per fold: fold, wa, uar, macro_f1, confusion, labels, recall, n_train,
-    n_test (keys as `classifiers.metrics.scores` gives them).
+    the fold's training rows, or all rows), or None. layer: stored in the records.
+    Label harmonisation as in `classifiers.evaluate.probe_layers`: a fold scores only the classes
+    of its database (training) rows; other test rows are dropped and counted in `dropped`.
+    Returns `classifiers.evaluate.ProbeResults` whose records have probe_layers' keys (layer,
+    fold, n_train, n_test, wa, uar, macro_f1, recall, confusion, labels, classifier="knn",
+    seed=0 (kNN is deterministic), train_set, test_set, shuffled=False) plus k and weighting.
     """
+    from classifiers.evaluate import ProbeResults
+
     X = np.asarray(X, dtype=np.float32)
     if len(X) != len(utterances):
         raise NeighborError(f"features have {len(X)} rows but there are {len(utterances)} utterances")
-    labels_all = [u.label for u in utterances]
+    labels = np.asarray([u.label for u in utterances], dtype=object)
     speakers = np.asarray([u.speaker for u in utterances], dtype=object)
+    common = dict(k=k, weighting=weighting, layer=layer, train_set=train_set, test_set=test_set)
     if folds is None:
         Xn = normalize(X, X.mean(0) if center else None)
-        return _loso_records(search(Xn, None, k, groups=speakers, batch_size=batch_size, gpu=gpu),
-                             utterances, weighting)
-    records = []
+        return _loso_results(search(Xn, None, k, groups=speakers, batch_size=batch_size, gpu=gpu), labels, speakers,
+                             **common)
+    results = ProbeResults(meta={"classifier": "knn", "protocol": "folds", "k": k, "weighting": weighting, "center": center})
     for f in folds:
         train = np.asarray(f.train if f.val is None else np.union1d(f.train, f.val), dtype=np.int64)
-        test = np.asarray(f.test, dtype=np.int64)
-        if not len(train) or not len(test):
-            raise NeighborError(f"fold {f.name} has an empty train or test set")
+        if not len(train):
+            raise NeighborError(f"fold {f.name} has no training rows")
+        classes = canonical_order(labels[train].tolist())
+        keep = np.isin(labels[f.test], classes)
+        test = np.asarray(f.test, dtype=np.int64)[keep]
+        if (~keep).any():
+            results.dropped[f.name] = dict(Counter(labels[f.test][~keep].tolist()))
+        if not len(test):
+            continue
         c = X[train].mean(0) if center else None
         nb = search(normalize(X[train], c), normalize(X[test], c), k, groups=speakers[train],
                     query_groups=speakers[test], batch_size=batch_size, gpu=gpu)
-        codes, names = _codes([labels_all[i] for i in train])
+        codes, names = _codes(labels[train].tolist())
         pred = np.asarray(names, dtype=object)[knn_vote(nb, codes, len(names), weighting)]
-        y_true = [labels_all[i] for i in test]
-        rec = _record(f.name, y_true, list(pred), canonical_order(set(y_true) | set(names)))
-        rec.update(n_train=len(train), n_test=len(test))
-        records.append(rec)
-    return records
+        results.records.append(_knn_record(f.name, labels[test], pred, classes, len(train), **common))
+    return results
 
 
-def _loso_records(nb: Neighbors, utterances: Sequence[Utterance], weighting: str) -> list[dict]:
-    """One record per speaker from neighbours that exclude the query's speaker (all rows queried)."""
-    labels_all = [u.label for u in utterances]
-    codes, names = _codes(labels_all)
-    pred = np.asarray(names, dtype=object)[knn_vote(nb, codes, len(names), weighting)]
-    labels = canonical_order(names)
-    spk = np.asarray([u.speaker for u in utterances], dtype=object)
-    records = []
-    for s in sorted(set(spk.tolist())):
-        rows = np.flatnonzero(spk == s)
-        rec = _record(_loso_name(s), [labels_all[i] for i in rows], list(pred[rows]), labels)
-        rec.update(n_train=len(utterances) - len(rows), n_test=len(rows))
-        records.append(rec)
-    return records
+def _loso_results(nb: Neighbors, labels: np.ndarray, speakers: np.ndarray, **common):
+    """`knn_evaluate`'s leave-one-speaker-out results from neighbours of every row that exclude the
+    row's speaker: one record per speaker, scored on the classes other speakers have."""
+    from classifiers.evaluate import ProbeResults
+
+    codes, names = _codes(labels.tolist())
+    pred = np.asarray(names, dtype=object)[knn_vote(nb, codes, len(names), common["weighting"])]
+    results = ProbeResults(meta={"classifier": "knn", "protocol": "loso (same-speaker neighbours excluded)",
+                                 "k": common["k"], "weighting": common["weighting"]})
+    by_label = Counter(labels.tolist())
+    for s in sorted(set(speakers.tolist())):
+        rows = np.flatnonzero(speakers == s)
+        own = Counter(labels[rows].tolist())
+        classes = canonical_order(lab for lab in by_label if by_label[lab] > own.get(lab, 0))
+        keep = np.isin(labels[rows], classes)
+        if (~keep).any():
+            results.dropped[_loso_name(s)] = dict(Counter(labels[rows][~keep].tolist()))
+        if keep.any():
+            results.records.append(_knn_record(_loso_name(s), labels[rows][keep], pred[rows][keep], classes,
+                                               len(labels) - len(rows), **common))
+    return results
 
 
-def _record(fold: str, y_true: list, y_pred: list, labels: list) -> dict:
-    rec = {"fold": fold}
-    rec.update(_scores(y_true, y_pred, labels))
+def _knn_record(fold: str, y_true, y_pred, classes: list, n_train: int, *, k: int, weighting: str,
+                layer, train_set: str, test_set: str) -> dict:
+    rec = dict(layer=layer, fold=fold, n_train=int(n_train), n_test=int(len(y_true)))
+    rec.update(_scores(list(y_true), list(y_pred), classes))
+    rec.update(classifier="knn", seed=0, train_set=train_set, test_set=test_set, shuffled=False, k=k,
+               weighting=weighting)
     return rec
 
 
@@ -467,11 +487,21 @@ class NeighborReport:
     center: str | None
     model: str = ""
     purity: list[PurityRow] = field(default_factory=list)
-    knn: list[dict] = field(default_factory=list)       # per layer and fold: layer + knn_evaluate record
+    knn: list[dict] = field(default_factory=list)       # per layer and fold: `knn_evaluate` records
+    dropped: dict = field(default_factory=dict)         # kNN fold -> {label: test rows not scored}
     cross: list[CrossRow] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # attribute / "kNN" / "cross a->b" -> why not measured
 
     # -- summaries ------------------------------------------------------------------------------
+    def probe_results(self):
+        """The kNN records as `classifiers.evaluate.ProbeResults` (summary, best, confusion; the
+        writers and plots of the other probes)."""
+        from classifiers.evaluate import ProbeResults
+
+        return ProbeResults(records=list(self.knn), dropped=dict(self.dropped),
+                            meta={"classifier": "knn", "protocol": self.protocol, "k": self.k,
+                                  "weighting": self.weighting, "center": self.center})
+
     def attributes(self) -> list[str]:
         return list(dict.fromkeys(r.attribute for r in self.purity))
 
@@ -714,6 +744,8 @@ def neighbor_analysis(features, utterances: Sequence[Utterance] | None = None, l
     kf = min(N, k + max(n_spk_max, 1))
     rows = np.arange(N)
     corpora = report.corpora
+    corpus_set = "+".join(corpora)
+    labels = np.asarray([u.label for u in utterances], dtype=object)
     by_corpus = {c: np.flatnonzero([u.corpus == c for u in utterances]) for c in corpora}
     for layer in layer_list:
         X = np.asarray(get(layer), dtype=np.float32)
@@ -740,15 +772,13 @@ def neighbor_analysis(features, utterances: Sequence[Utterance] | None = None, l
             p, c, n = purity(nb_other, emo_codes, emo_codes, query_rows=rows, db_groups=spk_codes, query_groups=spk_query)
             report.purity.append(PurityRow(layer, EMOTION_OTHER_SPEAKERS, p, c, n, len(emo_names)))
         if len(emo_names) > 1 and (folds is not None or n_speakers > 1):
+            common = dict(k=k, weighting=weighting, layer=layer, train_set=corpus_set, test_set=corpus_set)
             if folds is None:
-                for rec in _loso_records(nb_other, utterances, weighting):
-                    rec["layer"] = layer
-                    report.knn.append(rec)
+                res = _loso_results(nb_other, labels, speakers, **common)
             else:
-                for rec in knn_evaluate(X, utterances, folds, k=k, weighting=weighting, center=center,
-                                        batch_size=batch_size, gpu=gpu):
-                    rec["layer"] = layer
-                    report.knn.append(rec)
+                res = knn_evaluate(X, utterances, folds, center=center, batch_size=batch_size, gpu=gpu, **common)
+            report.knn.extend(res.records)
+            report.dropped.update(res.dropped)
         if cross and len(corpora) > 1:
             for a in corpora:
                 for b in corpora:
@@ -761,9 +791,4 @@ def neighbor_analysis(features, utterances: Sequence[Utterance] | None = None, l
                             weighting=weighting, center="corpus" if center else None, batch_size=batch_size, gpu=gpu))
                     except NeighborError as e:
                         report.skipped[f"cross {a}->{b}"] = str(e)
-    for rec in report.knn:  # layer first, for readable JSON
-        rec_layer = rec.pop("layer")
-        items = list(rec.items())
-        rec.clear()
-        rec.update({"layer": rec_layer, **dict(items)})
     return report

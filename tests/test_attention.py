@@ -122,11 +122,14 @@ def test_fold_runner_over_a_store(tmp_path):
     clips, y, spk, _ = short_cue_clips(n_speakers=9, per_class=3)
     store = _store_with_frames(tmp_path, clips, y, spk)
     folds = make_folds(store.utterances, "speaker-kfold:3")
-    records = probe_attention(store, store.utterances, folds, layers=[2], seeds=(0, 1), threads=1, max_epochs=3)
-    assert [(r["fold"], r["seed"]) for r in records] == [(f.name, s) for f in folds for s in (0, 1)]
-    for r, f in zip(records, [f for f in folds for _ in (0, 1)]):
+    res = probe_attention(store, store.utterances, folds, layers=[-1], seeds=(0, 1), threads=1, max_epochs=3)
+    records = res.records
+    assert [(r["fold"], r["seed"]) for r in records] == [(f.name, s) for s in (0, 1) for f in folds]
+    for r, f in zip(records, [f for _ in (0, 1) for f in folds]):
         assert r["n_test"] == len(f.test) and r["n_train"] + r["n_val"] == len(f.train) and r["n_val"] > 0
         assert 0 <= r["uar"] <= 1 and np.asarray(r["confusion"]).sum() == len(f.test)
-        assert r["classifier"] == "attention" and r["layers"] == [2]
+        assert r["classifier"] == "attention" and r["layer"] == 2 and r["layers"] == [2]
+    (row,) = res.summary()                              # the record format of classifiers.evaluate
+    assert row["classifier"] == "attention" and row["n"] == 6 and 0 <= row["uar"] <= 1
     with pytest.raises(AttentionError, match="no frame-level features"):
         probe_attention(store, store.utterances, folds, layers=[1])

@@ -137,6 +137,8 @@ def test_purity_curves_find_the_planted_layers(planted, tmp_path):
     assert curve["speaker"][1, 1] == pytest.approx(19 / 239) and curve["emotion"][3, 1] == pytest.approx(59 / 239)
     assert curve["emotion"][1, 0] < 0.45 and curve["speaker"][3, 0] < 0.2
     knn = rep.knn_summary()                              # leave-one-speaker-out kNN
+    best = rep.probe_results().best("uar")
+    assert best["layer"] == 3 and best["classifier"] == "knn" and best["n"] == 12
     assert knn[3]["uar_mean"] > 0.9 and knn[1]["uar_mean"] < 0.5
     assert {r["fold"] for r in rep.knn} == {f"loso-ravdess-{s:02d}" for s in range(12)}
     # the results object: table rows, JSON, CSV, PNG
@@ -153,11 +155,21 @@ def test_purity_curves_find_the_planted_layers(planted, tmp_path):
 
 def test_loso_by_exclusion_equals_loso_folds(planted):
     X, utts = planted
-    by_exclusion = knn_evaluate(X[:, 3], utts, None, k=5, center=None)
-    by_folds = knn_evaluate(X[:, 3], utts, make_folds(utts, "loso"), k=5, center=None)
+    by_exclusion = knn_evaluate(X[:, 3], utts, None, k=5, center=None, layer=3).records
+    by_folds = knn_evaluate(X[:, 3], utts, make_folds(utts, "loso"), k=5, center=None, layer=3).records
     assert [r["fold"] for r in by_exclusion] == [r["fold"] for r in by_folds]
     for a, b in zip(by_exclusion, by_folds):
         assert a["confusion"] == b["confusion"] and a["n_train"] == b["n_train"]
+        assert a["layer"] == 3 and a["classifier"] == "knn"
+
+
+def test_knn_scores_only_classes_seen_in_training():
+    utts = [utt(i, f"{i % 4}", EMOTIONS[i % 2]) for i in range(16)] + [utt(16 + i, "9", "fear") for i in range(3)]
+    X = np.random.default_rng(5).standard_normal((19, 8))
+    res = knn_evaluate(X, utts, None, k=3)
+    assert res.dropped == {"loso-ravdess-9": {"fear": 3}}                         # only speaker 9 has fear
+    assert "loso-ravdess-9" not in {r["fold"] for r in res.records}
+    assert all("fear" in r["labels"] for r in res.records)                        # others can still be fooled by it
 
 
 def test_cross_corpus_retrieval_counts_shared_labels_only():
