@@ -89,6 +89,8 @@ def probe_layers(X, utterances, folds, layers: Sequence[int], *, classifier: str
     if classifier not in CLASSIFIERS:
         raise ValueError(f"unknown classifier {classifier!r}: use {', '.join(CLASSIFIERS)}")
     X = np.asarray(X)
+    if X.ndim != 3 or X.shape[1] != len(layers) or X.shape[0] != len(utterances):
+        raise ValueError(f"X must be (N={len(utterances)}, len(layers)={len(layers)}, D), got {X.shape}")
     labels = np.array([u.label for u in utterances])
     speakers = np.array([u.speaker for u in utterances])
     results = ProbeResults()
