@@ -19,6 +19,10 @@ layer (`neighbor_analysis`):
   is exactly leave-one-speaker-out (`make_folds(..., "loso")`) computed in one search; records
   are reported per held-out speaker under the names `loso` would give. Same-speaker exclusion is
   applied in the fold case too, as a guard: on speaker-independent folds it removes nothing.
+  Which one: with the standard folds the kNN numbers sit beside the probes' (same test
+  speakers, same training pool); leave-one-speaker-out works for any mix of corpora and uses
+  every other speaker. Both are speaker-independent; neither tunes anything on test speakers.
+  Records and label harmonisation follow `classifiers.evaluate` (`ProbeResults`).
 - **Cross-corpus / cross-language retrieval**: queries from corpus A, database corpus B, both
   restricted to the emotion labels they share (listed in each row); emotion purity against
   chance (the frequency of the query's label in B), plus kNN WA/UAR.
