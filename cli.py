@@ -56,6 +56,48 @@ def _human(n: float) -> str:
     return str(n)
 
 
+def _corpus(corpus: str | None) -> str:
+    from featstore.config import default_corpus
+    from featstore.errors import SerError
+
+    corpus = corpus or default_corpus()
+    if not corpus:
+        raise SerError("no corpus given: pass --corpus NAME (see `ser corpora`) or set a default with "
+                       "`ser config set corpus ravdess`")
+    return corpus.lower()
+
+
+def _root(corpus: str, root: Path | None) -> Path:
+    from featstore.config import resolve_root
+
+    return resolve_root(corpus, root)
+
+
+def _model(model: str | None) -> str:
+    from featstore.config import default_model
+
+    return model or default_model()
+
+
+def _cache(cache: Path | None) -> Path:
+    from featstore.config import default_cache
+
+    return Path(cache) if cache else default_cache()
+
+
+def _device_opt(device: str | None) -> str:
+    from featstore.config import default_device
+
+    return device or default_device()
+
+
+CORPUS_OPT = typer.Option(None, "--corpus", "-c", help="Corpus name (see `ser corpora`); default: config `corpus`.")
+ROOT_OPT = typer.Option(None, "--root", "-r", help="Unpacked corpus directory; default: config, $SER_DATA/<corpus>, data dir.")
+MODEL_OPT = typer.Option(None, "--model", "-m", help="Hub id or local model directory; default: config `model` or facebook/wav2vec2-base.")
+CACHE_OPT = typer.Option(None, "--cache", help="Store directory; default: $SER_CACHE, config `cache`, or ./cache.")
+DEVICE_OPT = typer.Option(None, "--device", help="auto, cpu or cuda[:N]; default: config `device` or auto.")
+
+
 # ---------------------------------------------------------------------------------------------
 # corpora, manifests, folds, synthetic corpora
 # ---------------------------------------------------------------------------------------------
@@ -99,8 +141,8 @@ def _print_problems(problems, limit: int = 50) -> None:
 @app.command()
 @friendly
 def manifest(
-    corpus: str = typer.Option(..., "--corpus", "-c", help="Corpus name (see `ser corpora`)."),
-    root: Path = typer.Option(..., "--root", "-r", help="Directory of the unpacked corpus."),
+    corpus: Optional[str] = CORPUS_OPT,
+    root: Optional[Path] = ROOT_OPT,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the utterance table (.csv or .jsonl)."),
 ):
     """Read a corpus: counts per label and speaker, and every problem found.
@@ -110,7 +152,8 @@ def manifest(
     from featstore.corpora import load_manifest
     from featstore.labels import canonical_order
 
-    m = load_manifest(corpus, root, progress=True)
+    corpus = _corpus(corpus)
+    m = load_manifest(corpus, _root(corpus, root), progress=True)
     labels = m.label_counts()
     t = Table("label", "utterances", title=f"{m.corpus}: {len(m)} utterances, "
               f"{len(m.speaker_counts())} speakers, {sum(u.duration for u in m) / 3600:.2f} h")
@@ -127,8 +170,8 @@ def manifest(
 @app.command()
 @friendly
 def folds(
-    corpus: str = typer.Option(..., "--corpus", "-c", help="Corpus name."),
-    root: Path = typer.Option(..., "--root", "-r", help="Directory of the unpacked corpus."),
+    corpus: Optional[str] = CORPUS_OPT,
+    root: Optional[Path] = ROOT_OPT,
     protocol: str = typer.Option("standard", "--protocol", "-p",
                                  help="luna5, emobox, loso, loso-session, speaker-kfold:K or standard."),
     seed: int = typer.Option(0, "--seed", help="Seed for speaker-kfold."),
@@ -140,7 +183,8 @@ def folds(
     from featstore.corpora import load_manifest
     from featstore.folds import fold_summary, make_folds, standard_protocol
 
-    m = load_manifest(corpus, root)
+    corpus = _corpus(corpus)
+    m = load_manifest(corpus, _root(corpus, root))
     _print_problems(m.problems, limit=10)
     name = standard_protocol(m.corpus) if protocol == "standard" else protocol
     fl = make_folds(m.utterances, name, seed=seed)
@@ -196,11 +240,11 @@ def _torchrun() -> tuple[int, int] | None:
 @app.command()
 @friendly
 def extract(
-    corpus: str = typer.Option(..., "--corpus", "-c", help="Corpus name (see `ser corpora`)."),
-    root: Path = typer.Option(..., "--root", "-r", help="Directory of the unpacked corpus."),
-    model: str = typer.Option("facebook/wav2vec2-base", "--model", "-m", help="Hub id or local model directory."),
-    cache: Path = typer.Option(Path("cache"), "--cache", help="Store directory."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    corpus: Optional[str] = CORPUS_OPT,
+    root: Optional[Path] = ROOT_OPT,
+    model: Optional[str] = MODEL_OPT,
+    cache: Optional[Path] = CACHE_OPT,
+    device: Optional[str] = DEVICE_OPT,
     dtype: str = typer.Option("float32", "--dtype", help="float32, float16 or bfloat16 (model compute)."),
     frames: str = typer.Option("none", "--frames", help="Layers whose frames to keep: none, all, or 6,12 / 3-9."),
     max_seconds: float = typer.Option(30.0, "--max-seconds", help="Longer clips are cut into windows of at most this."),
@@ -220,6 +264,8 @@ def extract(
     from featstore.corpora import load_manifest
     from featstore.extract import extract_manifest
 
+    corpus, model, cache, device = _corpus(corpus), _model(model), _cache(cache), _device_opt(device)
+    root = _root(corpus, root)
     dist = _torchrun()
     if dist:
         shard, shards = dist
@@ -256,13 +302,14 @@ def extract(
 
 @store_app.command("ls")
 @friendly
-def store_ls(cache: Path = typer.Option(Path("cache"), "--cache", help="Store directory.")):
+def store_ls(cache: Optional[Path] = CACHE_OPT):
     """List the stores in the cache.
 
     Example: ser store ls --cache cache
     """
     from featstore.store import list_stores
 
+    cache = _cache(cache)
     rows = list_stores(cache)
     if not rows:
         console.print(f"no stores under {cache} (run `ser extract` first)")
@@ -320,6 +367,223 @@ def store_export(
     console.print(f"wrote {export_layer(path, layer, out, stat)}")
 
 
+# ---------------------------------------------------------------------------------------------
+# probes and neighbours
+# ---------------------------------------------------------------------------------------------
+
+def _cached_corpora(cache: Path, model: str) -> list[str]:
+    from featstore.backbone import model_slug
+    from featstore.errors import SerError
+
+    directory = cache / model_slug(model)
+    names = sorted({p.name.split(".")[0] for p in directory.glob("*.h5")}) if directory.exists() else []
+    if not names:
+        raise SerError(f"no extracted corpora for model {model!r} under {directory}; run "
+                       f"`ser extract --corpus NAME --model {model}` first (or pass --model / --cache)")
+    return names
+
+
+@app.command()
+@friendly
+def probe(
+    corpus: Optional[str] = typer.Option(None, "--corpus", "-c",
+                                         help="Corpus to test on; default: every corpus cached for the model."),
+    layer: str = typer.Option("all", "--layer", "-l", help="12, all, 3-9 or 6,12."),
+    classifier: str = typer.Option("logreg", "--classifier", help="logreg, xgboost or attention (frame-level)."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", "-p",
+                                           help="luna5, emobox, loso, loso-session, speaker-kfold:K; default: per corpus."),
+    stat: str = typer.Option("mean", "--stat", help="mean, std or mean+std pooled statistics."),
+    train: Optional[list[str]] = typer.Option(None, "--train",
+                                              help="Training corpora, e.g. ravdess,emodb (repeat to compare training sets)."),
+    test: Optional[str] = typer.Option(None, "--test", help="Cross-corpus: test corpora, e.g. cremad."),
+    matrix: Optional[str] = typer.Option(None, "--matrix", help="Transfer matrix over corpora, e.g. ravdess,emodb,emovo,cremad."),
+    seeds: int = typer.Option(1, "--seeds", help="Number of seeds (0..N-1)."),
+    C: Optional[float] = typer.Option(None, "--C", help="Fix logreg's C (default: chosen by inner speaker CV)."),
+    model: Optional[str] = MODEL_OPT,
+    cache: Optional[Path] = CACHE_OPT,
+    device: Optional[str] = DEVICE_OPT,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results directory (default results/probe-...)."),
+):
+    """Probe cached features: layer sweeps, multi-corpus training, cross-corpus transfer.
+
+    Examples:
+      ser probe --layer 12                          (every cached corpus, side by side)
+      ser probe --corpus ravdess --layer all --protocol luna5
+      ser probe --corpus ravdess --train ravdess --train ravdess,emodb --train ravdess,emodb,emovo
+      ser probe --train ravdess,emodb --test cremad --layer 12
+      ser probe --matrix ravdess,emodb,emovo,cremad --layer 12
+    """
+    from classifiers.probe import run_matrix, run_probe
+    from classifiers.results import summary_table
+    from featstore.backbone import model_slug
+    from featstore.config import default_protocol
+
+    model, cache = _model(model), _cache(cache)
+    dev = _device_opt(device)
+    slug = model_slug(model)
+    if matrix:
+        corpora_list = [c for c in matrix.split(",") if c]
+        k = int(layer) if layer.lstrip("-").isdigit() else -1
+        out = out or Path("results") / f"matrix-{slug}"
+        M, details, files = run_matrix(corpora_list, layer=k, model=model, cache=cache, classifier=classifier,
+                                       C=C, out=out, device=dev)
+        t = Table("train \\ test", *corpora_list, title=f"transfer UAR, layer {k}")
+        for i, a in enumerate(corpora_list):
+            t.add_row(a, *[f"{M[i, j]:.3f}" for j in range(len(corpora_list))])
+        console.print(t)
+        for (a, b), d in details.items():
+            for fold, dropped in d["dropped"].items():
+                console.print(f"{a} → {b}: dropped test classes absent from training: "
+                              + ", ".join(f"{k} ({v})" for k, v in dropped.items()), highlight=False)
+        console.print("wrote " + ", ".join(str(f) for f in files), highlight=False)
+        return
+    if corpus is None and not train and not test:
+        targets = _cached_corpora(cache, model)
+    else:
+        targets = [corpus.lower() if corpus else None]
+    from classifiers.evaluate import ProbeResults
+
+    combined = ProbeResults()
+    files = []
+    for target in targets:
+        prot = protocol or (default_protocol(target) if target else None)
+        o = out or Path("results") / f"probe-{target or 'cross'}-{slug}"
+        if len(targets) > 1 and out:
+            o = out / target
+        run = run_probe(target, layers=layer, classifier=classifier, protocol=prot, stat=stat, train=train,
+                        test=[test] if test else None, seeds=seeds, model=model, cache=cache, out=o, C=C,
+                        device=dev)
+        combined.extend(run.results)
+        files.extend(run.files)
+        for fold, dropped in run.results.dropped.items():
+            console.print(f"{fold}: dropped test classes absent from training: "
+                          + ", ".join(f"{k} ({v})" for k, v in dropped.items()), highlight=False)
+        console.print(f"[dim]{target or 'cross-corpus'}: {run.seconds:.1f} s[/]")
+    console.print(summary_table(combined, title=f"probe, model {model}"))
+    console.print("wrote " + ", ".join(str(f) for f in files), highlight=False)
+
+
+@app.command()
+@friendly
+def neighbors(
+    corpus: Optional[str] = typer.Option(None, "--corpus", "-c", help="Corpora, e.g. ravdess,emodb (default: all cached)."),
+    layer: str = typer.Option("all", "--layer", "-l", help="all, 12, 3-9 or 6,12."),
+    k: int = typer.Option(10, "--k", help="Neighbours per query."),
+    stat: str = typer.Option("mean", "--stat", help="mean, std or mean+std."),
+    model: Optional[str] = MODEL_OPT,
+    cache: Optional[Path] = CACHE_OPT,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results directory (default results/neighbors-...)."),
+):
+    """What each layer encodes: neighbour purity (emotion, speaker, gender, language, corpus),
+    speaker-independent kNN accuracy and cross-corpus retrieval, with exact faiss search.
+
+    Example: ser neighbors --corpus ravdess,emodb --layer all --k 10
+    """
+    from classifiers.neighbors import neighbor_analysis
+    from classifiers.probe import parse_layers, store_for
+    from featstore.backbone import model_slug
+    from featstore.store import open_store
+
+    model, cache = _model(model), _cache(cache)
+    names = [c for c in (corpus or "").split(",") if c] or _cached_corpora(cache, model)
+    fs = open_store(*[store_for(cache, model, c) for c in names])
+    report = neighbor_analysis(fs, layers=parse_layers(layer, fs.num_layers), k=k, stat=stat)
+    head, rows = report.table_rows()
+    t = Table(*head, title=f"neighbour purity (k={k}) vs chance, {', '.join(names)}")
+    for r in rows:
+        t.add_row(*r)
+    console.print(t)
+    head, rows = report.cross_rows()
+    if rows:
+        t = Table(*head, title="cross-corpus retrieval")
+        for r in rows:
+            t.add_row(*r)
+        console.print(t)
+    o = out or Path("results") / f"neighbors-{'-'.join(names)}-{model_slug(model)}"
+    written = [report.write(o / "neighbors.json"), report.plot(o / "neighbors_purity.png")]
+    console.print("wrote " + ", ".join(str(f) for f in written), highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration and downloads
+# ---------------------------------------------------------------------------------------------
+
+config_app = typer.Typer(help="Show or change defaults: model, cache, device, data roots.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+@friendly
+def config_show():
+    """Every setting, its value and where it comes from.
+
+    Example: ser config show
+    """
+    from featstore.config import config_path, show
+
+    t = Table("key", "value", "source", title=str(config_path()))
+    for key, value, source in show():
+        t.add_row(key, "" if value is None else str(value), source)
+    console.print(t)
+
+
+@config_app.command("set")
+@friendly
+def config_set(key: str = typer.Argument(..., help="e.g. model, cache, device, data, corpus, corpora.ravdess.root"),
+               value: str = typer.Argument(..., help="The value.")):
+    """Set a default.
+
+    Example: ser config set corpora.ravdess.root /data/RAVDESS
+    """
+    from featstore.config import set_value
+
+    console.print(f"{key} = {value}  ({set_value(key, value)})", highlight=False)
+
+
+@config_app.command("unset")
+@friendly
+def config_unset(key: str = typer.Argument(..., help="The key to remove.")):
+    """Remove a setting (its default applies again).
+
+    Example: ser config unset model
+    """
+    from featstore.config import unset_value
+
+    console.print(f"{key} removed" if unset_value(key) else f"{key} was not set")
+
+
+@app.command()
+@friendly
+def download(
+    corpus: Optional[str] = typer.Argument(None, help="Corpus to download (see --list)."),
+    to: Optional[Path] = typer.Option(None, "--to", help="Target directory (default <data dir>/<corpus>)."),
+    url: Optional[str] = typer.Option(None, "--url", help="Another URL or a local archive of the same corpus."),
+    md5: Optional[str] = typer.Option(None, "--md5", help="Expected MD5 of the archive."),
+    sha256: Optional[str] = typer.Option(None, "--sha256", help="Expected SHA-256 of the archive."),
+    force: bool = typer.Option(False, "--force", help="Download again even if the corpus is there."),
+    list_: bool = typer.Option(False, "--list", help="List where each corpus comes from."),
+):
+    """Download and unpack a corpus (resumable, checksummed, safe extraction), then check it.
+
+    Corpora behind a licence or registration print where and how to obtain them instead.
+    Example: ser download ravdess
+    """
+    from featstore.download import SOURCE_COLUMNS, download as fetch_corpus, sources
+
+    if list_ or not corpus:
+        t = Table(*SOURCE_COLUMNS, title="corpus sources")
+        for row in sources():
+            t.add_row(*[row[c] for c in SOURCE_COLUMNS])
+        console.print(t)
+        return
+    res = fetch_corpus(corpus.lower(), to, url=url, md5=md5, sha256=sha256, force=force, progress=True)
+    console.print(res.summary(), highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# demo
+# ---------------------------------------------------------------------------------------------
+
 @app.command()
 @friendly
 def demo(
@@ -329,7 +593,9 @@ def demo(
                                         help="Model to extract with (default: a small local random-weight wav2vec2)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic corpus."),
 ):
-    """The main job on the embedded default: synthetic corpus -> folds -> extract, no network needed.
+    """The main job on the embedded default: synthetic corpus -> folds -> extract -> probe -> plots.
+
+    Needs no network and no corpus: a synthetic RAVDESS-shaped corpus and a small local model.
 
     Example: ser demo --out demo --n 240
     """
@@ -363,6 +629,26 @@ def demo(
                       f"pass --model facebook/wav2vec2-base for the real one)", highlight=False)
     res = extract_manifest(m, model=model, cache=out / "cache", device="auto", progress=True)
     console.print(f"store: {res.store} ({res.extracted} extracted, {res.already} already there)", highlight=False)
+    console.rule("4. probe every layer (logistic regression, C by inner speaker CV, luna5 folds)")
+    from classifiers.neighbors import neighbor_analysis
+    from classifiers.probe import run_probe
+    from classifiers.results import summary_table
+    from featstore.store import open_store
+
+    run = run_probe("ravdess", layers="all", protocol="luna5", model=model, cache=out / "cache",
+                    out=out / "results" / "probe")
+    console.print(summary_table(run.results, title="demo probe"))
+    console.rule("5. nearest neighbours: what each layer encodes")
+    report = neighbor_analysis(open_store(res.store), k=10)
+    head, rows = report.table_rows()
+    t = Table(*head)
+    for r in rows:
+        t.add_row(*r)
+    console.print(t)
+    files = run.files + [report.write(out / "results" / "neighbors" / "neighbors.json"),
+                         report.plot(out / "results" / "neighbors" / "neighbors_purity.png")]
+    console.rule("done")
+    console.print("results and plots:\n  " + "\n  ".join(str(f) for f in files), highlight=False)
 
 
 def main() -> None:

@@ -111,9 +111,22 @@ def run_probe(corpus: str | None, *, layers: str | Sequence[int] = "all", classi
             folds = (multi_corpus_folds(utts, target, protocol, extra) if extra
                      else make_folds(utts, protocol))
             test_name = target
-        X = _features(fs, layer_list, stat)
-        res = probe_layers(X, utts, folds, layer_list, classifier=classifier, seeds=tuple(range(seeds)), C=C,
-                           device=device, shuffle_labels=shuffle_labels, train_set=tset, test_set=test_name)
+        if classifier == "attention":
+            from classifiers.attention import probe_attention
+
+            if layers == "all":
+                layer_list = fs.frame_layers
+            missing = [k for k in layer_list if k not in fs.frame_layers]
+            if missing or not layer_list:
+                raise SerError(f"the attention probe reads frame-level features; layers {missing or layer_list} "
+                               f"have none in {', '.join(map(str, fs.paths))} (it has {fs.frame_layers or 'none'}): "
+                               f"re-extract with --frames {','.join(map(str, missing or layer_list)) or 12}")
+            res = probe_attention(fs, utts, folds, layer_list, seeds=tuple(range(seeds)),
+                                  shuffle_labels=shuffle_labels, train_set=tset, test_set=test_name)
+        else:
+            X = _features(fs, layer_list, stat)
+            res = probe_layers(X, utts, folds, layer_list, classifier=classifier, seeds=tuple(range(seeds)), C=C,
+                               device=device, shuffle_labels=shuffle_labels, train_set=tset, test_set=test_name)
         results.extend(res)
     results.meta = dict(model=model, stores=sorted(set(stores)), protocol=protocol if not test_corpora else "cross-corpus",
                         stat=stat, classifier=classifier, seeds=list(range(seeds)), corpus=target,

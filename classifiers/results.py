@@ -63,7 +63,15 @@ def summary_table(results: ProbeResults, metric: str = "uar", title: str = ""):
     from rich.table import Table
 
     rows = results.summary()
-    t = Table("train", "test", "classifier", "layer", "WA", "UAR", "macro-F1", "n", title=title)
+    sets = {(r["train_set"], r["test_set"]) for r in rows}
+    clfs = {r["classifier"] for r in rows}
+    cols = (["train → test"] if len(sets) > 1 else []) + (["classifier"] if len(clfs) > 1 else [])
+    if len(sets) == 1:
+        (train, test), = sets
+        title = f"{title} — train {train}" + (f" → test {test}" if test and test != train else "")
+    if len(clfs) == 1:
+        title = f"{title} ({next(iter(clfs))})"
+    t = Table(*cols, "layer", "WA", "UAR", "macro-F1", "n", title=title.strip(" —"))
     best = {}
     for r in rows:
         key = (r["train_set"], r["test_set"], r["classifier"])
@@ -71,8 +79,9 @@ def summary_table(results: ProbeResults, metric: str = "uar", title: str = ""):
             best[key] = r
     for r in rows:
         mark = r is best[(r["train_set"], r["test_set"], r["classifier"])]
-        cells = [f"{r[m]:.3f} ± {r[m + '_std']:.3f}" for m in ("wa", "uar", "macro_f1")]
-        style = "bold green" if mark else None
-        t.add_row(r["train_set"], r["test_set"], r["classifier"], f"{r['layer']}{' ★' if mark else ''}", *cells,
-                  str(r["n"]), style=style)
+        cells = [f"{r[m]:.3f}±{r[m + '_std']:.3f}" for m in ("wa", "uar", "macro_f1")]
+        lead = ([f"{r['train_set']} → {r['test_set']}"] if len(sets) > 1 else []) + \
+               ([r["classifier"]] if len(clfs) > 1 else [])
+        t.add_row(*lead, f"{r['layer']}{' ★' if mark else ''}", *cells, str(r["n"]),
+                  style="bold green" if mark else None)
     return t
