@@ -1,0 +1,279 @@
+"""Emotion probabilities for audio files from a saved model directory (no pickle anywhere).
+
+Two kinds of directory, told apart by `model_kind(dir)`:
+
+``finetuned``  written by `EmotionClassifier.save_pretrained` (`ser finetune` exports one per fold
+               as `<fold>/model/`): config.json (labels, sample rate, normalisation, pooling, the
+               backbone's transformers config) + model.safetensors.
+``probe``      written by `save_probe`: probe.json (backbone id, layer, statistic, classes, window
+               length) + probe.safetensors (standardisation mean/scale, logistic-regression
+               coef/intercept). Prediction runs the backbone (`featstore.backbone`), pools
+               `hidden_states[layer]` over each file's frames as the feature store does (mean, std
+               or mean+std; clips longer than `max_seconds` in near-equal windows), standardises
+               and applies the linear model.
+
+`predict(files, model_dir)` -> `[(file, {label: probability}), ...]` in the order given.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from featstore.audio import load_audio
+from featstore.errors import SerError
+
+PROBE_KIND = "ser-linear-probe"
+PROBE_FORMAT_VERSION = 1
+PROBE_CONFIG = "probe.json"
+PROBE_WEIGHTS = "probe.safetensors"
+STATS = ("mean", "std", "mean+std")
+
+
+class PredictError(SerError):
+    """A model directory that cannot be used for prediction; the message says why and what to pass."""
+
+
+# -- saved linear probes -------------------------------------------------------------------------
+
+@dataclass
+class SavedProbe:
+    """A standardise-then-logistic-regression probe over pooled hidden states of one layer.
+
+    scaler_mean, scaler_scale: `(D,)`; coef: `(C, D)` (or `(1, D)` for two classes, as
+    scikit-learn stores binary models); intercept: `(C,)` or `(1,)`; classes: C labels.
+    """
+
+    backbone_id: str
+    layer: int
+    stat: str
+    classes: list[str]
+    scaler_mean: np.ndarray
+    scaler_scale: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+    max_seconds: float = 30.0
+    weights_sha256: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def decision_function(self, features: np.ndarray) -> np.ndarray:
+        """features `(N, D)` -> scores `(N, C)` (`(N, 1)` for a binary model)."""
+        x = (np.asarray(features, dtype=np.float64) - self.scaler_mean) / self.scaler_scale
+        return x @ self.coef.T + self.intercept
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """features `(N, D)` -> probabilities `(N, C)` (softmax; sigmoid for a binary model)."""
+        z = self.decision_function(features)
+        if z.shape[1] == 1:
+            p1 = 1.0 / (1.0 + np.exp(-z[:, 0]))
+            return np.stack([1.0 - p1, p1], axis=1)
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def save_probe(directory: str | Path, backbone_id: str, layer: int, stat: str, scaler_mean, scaler_scale,
+               coef, intercept, classes: Sequence[str], *, max_seconds: float = 30.0,
+               weights_sha256: str | None = None, extra: dict | None = None) -> Path:
+    """Write a probe directory (probe.json + probe.safetensors) that `predict` and `load_probe` read.
+
+    backbone_id: hub id or local directory of the backbone the features came from; layer: k of
+    `hidden_states[k]`; stat: mean, std or mean+std (as `FeatureStore.pooled`); scaler_mean /
+    scaler_scale: `(D,)` standardisation (None: none); coef `(C, D)` or `(1, D)`, intercept `(C,)` or
+    `(1,)`: e.g. a fitted sklearn LogisticRegression's coef_ / intercept_; classes: the C labels in
+    coef's row order. max_seconds: the store's window length; weights_sha256: the store's record
+    of the backbone weights (prediction warns when the loaded weights differ).
+    """
+    from safetensors.numpy import save_file
+
+    probe = _validated(SavedProbe(
+        backbone_id=str(backbone_id), layer=int(layer), stat=stat, classes=[str(c) for c in classes],
+        scaler_mean=None if scaler_mean is None else np.asarray(scaler_mean, dtype=np.float64),
+        scaler_scale=None if scaler_scale is None else np.asarray(scaler_scale, dtype=np.float64),
+        coef=np.atleast_2d(np.asarray(coef, dtype=np.float64)),
+        intercept=np.atleast_1d(np.asarray(intercept, dtype=np.float64)),
+        max_seconds=float(max_seconds), weights_sha256=weights_sha256, extra=dict(extra or {}),
+    ), Path(directory))
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({"scaler_mean": probe.scaler_mean, "scaler_scale": probe.scaler_scale,
+               "coef": np.ascontiguousarray(probe.coef), "intercept": probe.intercept},
+              str(directory / PROBE_WEIGHTS), metadata={"ser_kind": PROBE_KIND})
+    config = {
+        "ser_kind": PROBE_KIND, "format_version": PROBE_FORMAT_VERSION, "backbone_id": probe.backbone_id,
+        "layer": probe.layer, "stat": probe.stat, "classes": probe.classes, "n_features": int(probe.coef.shape[1]),
+        "max_seconds": probe.max_seconds, "weights_sha256": probe.weights_sha256, "extra": probe.extra,
+    }
+    (directory / PROBE_CONFIG).write_text(json.dumps(config, indent=1), encoding="utf-8")
+    return directory
+
+
+def _validated(p: SavedProbe, where: Path) -> SavedProbe:
+    if p.stat not in STATS:
+        raise PredictError(f"{where}: unknown statistic {p.stat!r}; use one of {', '.join(STATS)}")
+    c, d = p.coef.shape
+    n = len(p.classes)
+    if n < 2 or c not in (n, 1) or (c == 1 and n != 2):
+        raise PredictError(f"{where}: coef has {c} rows for {n} classes {p.classes} (expected {n}, or 1 for 2 classes)")
+    if p.intercept.shape != (c,):
+        raise PredictError(f"{where}: intercept has shape {p.intercept.shape}, expected ({c},)")
+    if p.scaler_mean is None:
+        p.scaler_mean = np.zeros(d)
+    if p.scaler_scale is None:
+        p.scaler_scale = np.ones(d)
+    if p.scaler_mean.shape != (d,) or p.scaler_scale.shape != (d,):
+        raise PredictError(f"{where}: scaler mean/scale shapes {p.scaler_mean.shape}/{p.scaler_scale.shape} "
+                           f"do not match the {d} features of coef")
+    if not (p.scaler_scale > 0).all():
+        raise PredictError(f"{where}: scaler scale must be positive")
+    return p
+
+
+def load_probe(directory: str | Path) -> SavedProbe:
+    """Read a directory written by `save_probe`."""
+    from safetensors.numpy import load_file
+
+    directory = Path(directory)
+    if not (directory / PROBE_CONFIG).is_file() or not (directory / PROBE_WEIGHTS).is_file():
+        raise PredictError(f"{directory} is not a saved probe (needs {PROBE_CONFIG} and {PROBE_WEIGHTS})")
+    try:
+        config = json.loads((directory / PROBE_CONFIG).read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise PredictError(f"{directory / PROBE_CONFIG}: not valid JSON ({e})") from None
+    if config.get("ser_kind") != PROBE_KIND:
+        raise PredictError(f"{directory / PROBE_CONFIG}: not a ser probe (ser_kind={config.get('ser_kind')!r})")
+    if int(config.get("format_version", 0)) > PROBE_FORMAT_VERSION:
+        raise PredictError(f"{directory}: probe format {config['format_version']} is newer than this ser "
+                           f"understands ({PROBE_FORMAT_VERSION}); upgrade ser")
+    arrays = load_file(str(directory / PROBE_WEIGHTS))
+    return _validated(SavedProbe(
+        backbone_id=config["backbone_id"], layer=int(config["layer"]), stat=config["stat"],
+        classes=list(config["classes"]), scaler_mean=arrays["scaler_mean"], scaler_scale=arrays["scaler_scale"],
+        coef=arrays["coef"], intercept=arrays["intercept"], max_seconds=float(config.get("max_seconds", 30.0)),
+        weights_sha256=config.get("weights_sha256"), extra=config.get("extra", {}),
+    ), directory)
+
+
+# -- which kind --------------------------------------------------------------------------------
+
+def model_kind(directory: str | Path) -> str:
+    """"finetuned" or "probe"; raises PredictError for anything else."""
+    from classifiers.heads import is_classifier_dir
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise PredictError(f"model directory {directory} does not exist")
+    if is_classifier_dir(directory):
+        return "finetuned"
+    if (directory / PROBE_CONFIG).is_file():
+        return "probe"
+    if (directory / "model").is_dir() and is_classifier_dir(directory / "model"):
+        raise PredictError(f"{directory} is a fine-tuning fold directory; pass its model directory "
+                           f"{directory / 'model'}")
+    raise PredictError(f"{directory} is neither a fine-tuned ser model (config.json + model.safetensors from "
+                       f"`ser finetune`) nor a saved probe ({PROBE_CONFIG} + {PROBE_WEIGHTS})")
+
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# -- prediction --------------------------------------------------------------------------------
+
+def predict(files: Sequence[str | Path], model_dir: str | Path, *, batch_size: int = 8,
+            device: str = "auto") -> list[tuple[str, dict[str, float]]]:
+    """Probabilities per label for every file, in the order given: `[(file, {label: p}), ...]`.
+
+    model_dir: a fine-tuned model directory or a saved probe (see the module docstring). Files
+    are read with `featstore.audio.load_audio` at the model's rate (an unreadable file raises an
+    AudioError naming it). Batches are exact (padding does not change a clip's result).
+    """
+    files = [str(f) for f in files]
+    kind = model_kind(model_dir)
+    if not files:
+        return []
+    if kind == "finetuned":
+        labels, probs = _predict_finetuned(files, Path(model_dir), batch_size, _device(device))
+    else:
+        probe = load_probe(model_dir)
+        features = probe_features(files, probe, batch_size=batch_size, device=device)
+        labels, probs = probe.classes, probe.predict_proba(features)
+    return [(f, {lab: float(p) for lab, p in zip(labels, row)}) for f, row in zip(files, probs)]
+
+
+def _order_by_length(waves: list[np.ndarray], batch_size: int) -> list[list[int]]:
+    order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@torch.inference_mode()
+def _predict_finetuned(files: list[str], model_dir: Path, batch_size: int, device: torch.device):
+    from classifiers.finetune import collate
+    from classifiers.heads import EmotionClassifier
+    from featstore.backbone import normalize_waveform
+
+    model = EmotionClassifier.from_pretrained(model_dir, device=device)
+    sr, norm = model.config.sample_rate, model.config.do_normalize
+    waves = [load_audio(f, sr) for f in files]
+    if norm:
+        waves = [normalize_waveform(w) for w in waves]
+    probs = np.zeros((len(files), len(model.labels)))
+    for rows in _order_by_length(waves, batch_size):
+        batch = collate([{"input_values": waves[i]} for i in rows])
+        logits = model(batch["input_values"].to(device), batch["attention_mask"].to(device)).logits
+        probs[rows] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
+    return model.labels, probs
+
+
+def probe_features(files: Sequence[str | Path], probe: SavedProbe, *, batch_size: int = 8,
+                   device: str = "auto") -> np.ndarray:
+    """Pooled `hidden_states[probe.layer]` statistics of each file: `(N, D)` float64, as the store pools them."""
+    from featstore.backbone import hidden_states, load_backbone
+
+    dev = _device(device)
+    backbone = load_backbone(probe.backbone_id, device=dev)
+    if not -backbone.num_layers <= probe.layer < backbone.num_layers:
+        raise PredictError(f"probe layer {probe.layer} does not exist in {probe.backbone_id} "
+                           f"(layers 0..{backbone.num_layers - 1})")
+    if probe.weights_sha256 and probe.weights_sha256 != backbone.weights_sha256:
+        warnings.warn(f"the weights of {probe.backbone_id} differ from those the probe was trained on "
+                      f"(sha256 {backbone.weights_sha256[:12]} vs {probe.weights_sha256[:12]}); predictions may be off",
+                      stacklevel=2)
+    width = backbone.hidden_size * (2 if probe.stat == "mean+std" else 1)
+    if probe.coef.shape[1] != width:
+        raise PredictError(f"the probe expects {probe.coef.shape[1]} features, {probe.stat} of {probe.backbone_id} "
+                           f"gives {width}; was it trained on another backbone or statistic?")
+    max_samples = int(round(probe.max_seconds * backbone.sample_rate))
+    pieces: list[tuple[int, np.ndarray]] = []
+    for i, f in enumerate(files):
+        wave = load_audio(f, backbone.sample_rate, min_samples=backbone.receptive_field)
+        pieces += [(i, w) for w in _windows(wave, max_samples, backbone.receptive_field)]
+    frames: list[list[np.ndarray]] = [[] for _ in files]
+    for rows in _order_by_length([w for _, w in pieces], batch_size):
+        states, lengths = hidden_states(backbone, [pieces[r][1] for r in rows], device=dev)
+        layer = states[probe.layer].float().cpu().numpy()            # (batch, frames, hidden)
+        for b, r in enumerate(rows):
+            frames[pieces[r][0]].append(layer[b, : int(lengths[b])])
+    out = np.zeros((len(files), width))
+    for i, fr in enumerate(frames):
+        x = np.concatenate(fr).astype(np.float64)                    # (frames, hidden)
+        mean, std = x.mean(0), x.std(0)
+        out[i] = {"mean": mean, "std": std, "mean+std": np.concatenate([mean, std])}[probe.stat]
+    return out
+
+
+def _windows(wave: np.ndarray, max_samples: int, min_samples: int) -> list[np.ndarray]:
+    """Near-equal consecutive windows of at most `max_samples` (as `ser extract` cuts long clips)."""
+    if len(wave) <= max_samples:
+        return [wave]
+    n = -(-len(wave) // max_samples)
+    bounds = np.linspace(0, len(wave), n + 1).astype(int)
+    return [wave[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b - a >= min_samples]
