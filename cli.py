@@ -21,7 +21,7 @@ app = typer.Typer(help="ser: wav2vec2-family feature store and fast probes for s
 store_app = typer.Typer(help="Inspect and export feature stores.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one problem, one line
 _state = {"debug": False}
 
 

@@ -13,6 +13,7 @@ separate fits.
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -197,7 +198,10 @@ def inner_masks(train_mask: np.ndarray, groups: np.ndarray, y: np.ndarray, n_fol
         return []
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     masks = []
-    for tr, _ in cv.split(idx, y[idx], groups[idx]):
+    with warnings.catch_warnings():  # small classes: stratification is best effort, said once in the docs
+        warnings.simplefilter("ignore", UserWarning)
+        splits = list(cv.split(idx, y[idx], groups[idx]))
+    for tr, _ in splits:
         m = np.zeros_like(train_mask, dtype=bool)
         m[idx[tr]] = True
         masks.append(m)
