@@ -467,14 +467,15 @@ def layer_key(layers: Sequence[int]) -> int | str:
 
 
 def probe_attention(source, utterances: Sequence[Utterance], folds: Sequence, layers: Sequence[int] | int = (-1,), *,
-                    seeds: Sequence[int] = (0,), val_fraction: float = 0.15, shuffle_labels: bool = False,
-                    train_set: str = "", test_set: str = "", progress=None, **params):
+                    seeds: Sequence[int] = (0,), mix_layers: bool = False, val_fraction: float = 0.15,
+                    shuffle_labels: bool = False, train_set: str = "", test_set: str = "", progress=None, **params):
     """Speaker-independent evaluation of `AttentionProbe` over `folds`, one record per (fold, seed).
 
     source: a `FeatureStore` with frame-level features of `layers`, or a sequence of N frame
     arrays aligned with `utterances`, each (T, D) or (T, L, D) (then `layers` names the stored
     layers, for the records; a (T, L, D) array with L > len(layers) is indexed by `layers`).
-    Several layers are mixed by the head's learned softmax weights.
+    mix_layers: False = a sweep, one head per layer (records per layer, as `probe_layers`);
+    True = one head over the learned softmax mix of all `layers` (SUPERB-style weighted sum).
     folds: `featstore.folds.Fold`s; validation (early stopping) uses fold.val when set, else whole
     training speakers drawn by `validation_split(fraction=val_fraction, seed=seed)`.
     Label harmonisation as in `classifiers.evaluate.probe_layers`: a fold scores only the classes
@@ -498,9 +499,12 @@ def probe_attention(source, utterances: Sequence[Utterance], folds: Sequence, la
     where = np.full(len(utterances), -1, dtype=np.int64)
     where[used] = np.arange(len(used))
     labels = np.asarray([u.label for u in utterances], dtype=object)
-    results = ProbeResults(meta={"classifier": "attention", "layers": layers, "seeds": list(seeds),
-                                 "val_fraction": val_fraction, "params": AttentionProbe(**params).get_params()})
-    for seed in seeds:
+    results = ProbeResults(meta={"classifier": "attention", "layers": layers, "mix_layers": mix_layers,
+                                 "seeds": list(seeds), "val_fraction": val_fraction,
+                                 "params": AttentionProbe(**params).get_params()})
+    runs = [layers] if mix_layers or len(layers) == 1 else [[k] for k in layers]
+    for run_layers, seed in [(r, s) for r in runs for s in seeds]:
+        frames = Packed([packed_all.layers[layers.index(k)] for k in run_layers], packed_all.start, packed_all.length)
         rng = np.random.default_rng(seed)
         for f in folds:
             t0 = time.perf_counter()
@@ -519,12 +523,12 @@ def probe_attention(source, utterances: Sequence[Utterance], folds: Sequence, la
             if dropped:
                 results.dropped[f.name] = dict(dropped)
             est = AttentionProbe(**{**params, "seed": seed})
-            est._fit_packed(packed_all.subset(where[train]), y[train], packed_all.subset(where[val]), y[val])
-            pred = est.predict(packed_all.subset(where[test]))
-            rec = {"layer": layer_key(layers), "fold": f.name, "n_train": len(train), "n_test": len(test)}
+            est._fit_packed(frames.subset(where[train]), y[train], frames.subset(where[val]), y[val])
+            pred = est.predict(frames.subset(where[test]))
+            rec = {"layer": layer_key(run_layers), "fold": f.name, "n_train": len(train), "n_test": len(test)}
             rec.update(_scores(list(y[test]), list(pred), classes))
             rec.update(classifier="attention", seed=seed, train_set=train_set, test_set=test_set,
-                       shuffled=shuffle_labels, layers=layers, n_val=len(val), best_epoch=est.best_epoch_,
+                       shuffled=shuffle_labels, layers=run_layers, n_val=len(val), best_epoch=est.best_epoch_,
                        epochs=est.n_epochs_, layer_weights=est.layer_weights_.round(4).tolist(),
                        seconds=round(time.perf_counter() - t0, 3))
             results.records.append(rec)

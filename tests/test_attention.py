@@ -133,3 +133,17 @@ def test_fold_runner_over_a_store(tmp_path):
     assert row["classifier"] == "attention" and row["n"] == 6 and 0 <= row["uar"] <= 1
     with pytest.raises(AttentionError, match="no frame-level features"):
         probe_attention(store, store.utterances, folds, layers=[1])
+
+
+def test_fold_runner_sweeps_layers_or_mixes_them():
+    clips, y, spk, _ = short_cue_clips(n_speakers=6, per_class=2, cue_layer=1, n_layers=2)
+    names = ["neutral", "happy", "sad", "angry"]
+    utts = [Utterance(id=f"u{i}", path="", corpus="ravdess", language="en", speaker=f"ravdess-{s}", gender=None,
+                      label=names[c], label_raw=str(c)) for i, (c, s) in enumerate(zip(y, spk))]
+    folds = make_folds(utts, "speaker-kfold:2")
+    kw = dict(threads=1, max_epochs=2)
+    sweep = probe_attention(clips, utts, folds, layers=[5, 7], **kw)
+    assert [r["layer"] for r in sweep.records] == [5, 5, 7, 7]
+    mixed = probe_attention(clips, utts, folds, layers=[5, 7], mix_layers=True, **kw)
+    assert [r["layer"] for r in mixed.records] == ["5+7", "5+7"]
+    assert all(len(r["layer_weights"]) == 2 for r in mixed.records)
