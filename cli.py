@@ -403,6 +403,8 @@ def probe(
     cache: Optional[Path] = CACHE_OPT,
     device: Optional[str] = DEVICE_OPT,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results directory (default results/probe-...)."),
+    save_probe: Optional[Path] = typer.Option(None, "--save-probe",
+                                              help="Also fit the probe on all of --corpus at one --layer and save it for `ser predict`."),
 ):
     """Probe cached features: layer sweeps, multi-corpus training, cross-corpus transfer.
 
@@ -461,6 +463,12 @@ def probe(
         console.print(f"[dim]{target or 'cross-corpus'}: {run.seconds:.1f} s[/]")
     console.print(summary_table(combined, title=f"probe, model {model}"))
     console.print("wrote " + ", ".join(str(f) for f in files), highlight=False)
+    if save_probe:
+        from classifiers.probe import fit_and_save_probe
+
+        path = fit_and_save_probe(save_probe, train or [targets[0]], layer=layer, stat=stat, model=model,
+                                  cache=cache, C=C, device=dev)
+        console.print(f"saved probe: {path} (use: ser predict FILE... --model {save_probe})", highlight=False)
 
 
 @app.command()
@@ -500,7 +508,8 @@ def neighbors(
             t.add_row(*r)
         console.print(t)
     o = out or Path("results") / f"neighbors-{'-'.join(names)}-{model_slug(model)}"
-    written = [report.write(o / "neighbors.json"), report.plot(o / "neighbors_purity.png")]
+    written = [report.write(o / "neighbors.json"), report.write(o / "neighbors.csv"),
+               report.plot(o / "neighbors_purity.png")]
     console.print("wrote " + ", ".join(str(f) for f in written), highlight=False)
 
 
@@ -578,6 +587,93 @@ def download(
         return
     res = fetch_corpus(corpus.lower(), to, url=url, md5=md5, sha256=sha256, force=force, progress=True)
     console.print(res.summary(), highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# fine-tuning and prediction
+# ---------------------------------------------------------------------------------------------
+
+@app.command()
+@friendly
+def finetune(
+    corpus: Optional[str] = CORPUS_OPT,
+    root: Optional[Path] = ROOT_OPT,
+    train: Optional[str] = typer.Option(None, "--train", help="Training corpora, e.g. ravdess,emodb (tested on --corpus' folds)."),
+    model: Optional[str] = MODEL_OPT,
+    protocol: Optional[str] = typer.Option(None, "--protocol", "-p", help="Fold protocol; default: the corpus' standard one."),
+    fold: str = typer.Option("all", "--fold", help="all, a fold index or a fold name."),
+    epochs: float = typer.Option(6, "--epochs", help="Training epochs."),
+    freeze: str = typer.Option("feature-encoder", "--freeze", help="none, feature-encoder, layers:N or backbone."),
+    pooling: str = typer.Option("mean", "--pooling", help="mean, attention, layer-weighted or bilstm."),
+    augment: Optional[str] = typer.Option(None, "--augment", help="e.g. chunk-permute,noise or speed:0.9/1.0/1.1."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (data order, head init, augmentation)."),
+    lr: float = typer.Option(3e-5, "--lr", help="Learning rate."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Utterances per step."),
+    grad_accum: int = typer.Option(1, "--grad-accum", help="Gradient accumulation steps."),
+    max_duration: Optional[float] = typer.Option(None, "--max-duration", help="Crop training clips to S seconds."),
+    report_to: str = typer.Option("none", "--report-to", help="none, tensorboard or wandb."),
+    device: Optional[str] = DEVICE_OPT,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/finetune-...)."),
+):
+    """Fine-tune the model end to end over speaker-independent folds (model selection on
+    validation speakers, never the test fold); resumes an interrupted run.
+
+    Example: ser finetune --corpus ravdess --model facebook/wav2vec2-large-xlsr-53 --protocol luna5 --epochs 6
+    """
+    from classifiers.finetune import finetune as run_finetune
+    from featstore.backbone import model_slug
+    from featstore.config import default_protocol
+    from featstore.corpora import load_manifest
+    from featstore.folds import make_folds, multi_corpus_folds
+
+    corpus, model = _corpus(corpus), _model(model)
+    manifests = [load_manifest(corpus, _root(corpus, root))]
+    extra = [c for c in (train or "").split(",") if c and c != corpus]
+    for c in extra:
+        manifests.append(load_manifest(c, _root(c, None)))
+    for m in manifests:
+        _print_problems(m.problems, limit=10)
+    utts = [u for m in manifests for u in m.utterances]
+    prot = protocol or default_protocol(corpus)
+    folds_ = multi_corpus_folds(utts, corpus, prot, extra) if extra else make_folds(utts, prot)
+    out = out or Path("runs") / f"finetune-{'+'.join([corpus] + extra)}-{model_slug(model)}-{pooling}-seed{seed}"
+    res = run_finetune(utts, folds_, model, out_dir=out, epochs=epochs, freeze=freeze, pooling=pooling,
+                       augment=augment, seed=seed, lr=lr, batch_size=batch_size, grad_accum=grad_accum, fold=fold,
+                       max_duration=max_duration, report_to=report_to, device=_device_opt(device))
+    t = Table("fold", "test", "WA", "UAR", "macro-F1", title=f"fine-tuned {model} on {'+'.join([corpus] + extra)} ({prot})")
+    for row in res.table():
+        t.add_row(str(row["fold"]), "" if row["n_test"] is None else str(row["n_test"]),
+                  *[f"{row[k]:.3f}" for k in ("wa", "uar", "macro_f1")])
+    console.print(t)
+    console.print("wrote " + ", ".join(str(p) for p in res.files.values()), highlight=False)
+
+
+@app.command()
+@friendly
+def predict(
+    files: list[Path] = typer.Argument(..., help="Audio files."),
+    model: Path = typer.Option(..., "--model", "-m", help="A fine-tuned model directory or a saved probe."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    device: Optional[str] = DEVICE_OPT,
+):
+    """Emotion probabilities per file, from a fine-tuned model or a saved probe.
+
+    Example: ser predict clip1.wav clip2.wav --model runs/finetune-ravdess-.../luna-0/model
+    """
+    import json
+
+    from classifiers.predict import predict as run_predict
+
+    rows = run_predict(files, model, device=_device_opt(device))
+    if as_json:
+        print(json.dumps([{"file": f, "probabilities": p, "label": max(p, key=p.get)} for f, p in rows], indent=1))
+        return
+    labels = list(rows[0][1]) if rows else []
+    t = Table("file", "predicted", *labels)
+    for f, p in rows:
+        best = max(p, key=p.get)
+        t.add_row(f, best, *[f"{p[k]:.3f}" for k in labels])
+    console.print(t)
 
 
 # ---------------------------------------------------------------------------------------------

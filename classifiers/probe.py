@@ -188,3 +188,24 @@ def run_matrix(corpora: Sequence[str], *, layer: int, model: str, cache: str | P
                    for (a, b), d in details.items()]), indent=1, default=float))
         files.append(out / "transfer_matrix.json")
     return M, details, files
+
+
+def fit_and_save_probe(directory: str | Path, train: Sequence[str], *, layer: str, stat: str, model: str,
+                       cache: str | Path = "cache", C: float | None = None, device: str | None = None) -> Path:
+    """Fit `LogRegProbe` on every utterance of the training corpora at one layer and save it."""
+    from classifiers.linear import LogRegProbe
+    from classifiers.predict import save_probe
+    from featstore.store import open_store
+
+    corpora = [c for t in train for c in t.split(",") if c]
+    fs = open_store(*[store_for(cache, model, c) for c in corpora])
+    layers = parse_layers(layer, fs.num_layers)
+    if len(layers) != 1:
+        raise SerError(f"--save-probe needs one layer (e.g. --layer 12), not {layer!r}")
+    X = fs.pooled(layers[0], stat)
+    clf = LogRegProbe(C=C, device=device).fit(X, [u.label for u in fs.utterances],
+                                              groups=[u.speaker for u in fs.utterances])
+    return save_probe(directory, fs.config["model_id"], layers[0], stat, clf.mean_, clf.scale_, clf.coef_,
+                      clf.intercept_, list(clf.classes_), max_seconds=fs.config.get("max_seconds", 30.0),
+                      weights_sha256=fs.config.get("weights_sha256"),
+                      extra=dict(trained_on=corpora, C=clf.C_, n=len(fs)))

@@ -100,3 +100,31 @@ def test_bad_input_is_one_line(tmp_path):
     assert r.exit_code == 2 and "no .wav files" in r.output
     r = run("manifest", "--corpus", "nope", "--root", str(tmp_path))
     assert r.exit_code == 2 and "unknown corpus" in r.output
+
+
+def test_card_finetune_line_and_predict(configured, world):
+    r = run("finetune")
+    assert r.exit_code == 0, r.output
+    assert "luna5" in r.output and "mean" in r.output
+    runs = list((configured / "runs").glob("finetune-ravdess-*"))
+    assert len(runs) == 1
+    data = json.loads((runs[0] / "finetune.json").read_text())
+    assert len({rec["fold"] for rec in data["records"]}) == 5
+    model_dir = next(runs[0].glob("*/model"))
+    wav = sorted(world["root"].rglob("*.wav"))[:2]
+    p = run("predict", *map(str, wav), "--model", str(model_dir), "--json")
+    assert p.exit_code == 0, p.output
+    out = json.loads(p.output)
+    assert len(out) == 2 and abs(sum(out[0]["probabilities"].values()) - 1) < 1e-4
+
+
+def test_saved_probe_predicts(configured, world):
+    assert run("extract").exit_code == 0
+    r = run("probe", "--layer", "6", "--C", "0.1", "--save-probe", str(configured / "probe12"))
+    assert r.exit_code == 0, r.output
+    wav = sorted(world["root"].rglob("*.wav"))[:3]
+    p = run("predict", *map(str, wav), "--model", str(configured / "probe12"), "--json")
+    assert p.exit_code == 0, p.output
+    out = json.loads(p.output)
+    assert [o["file"] for o in out] == [str(w) for w in wav]
+    assert all(abs(sum(o["probabilities"].values()) - 1) < 1e-4 for o in out)
