@@ -67,10 +67,11 @@ class _Problems:
 
 
 def _lbfgs(problems: _Problems, W: torch.Tensor, b: torch.Tensor, *, max_iter: int = 300, history: int = 10,
-           tol: float = 1e-5, ftol: float = 1e-7) -> tuple[torch.Tensor, torch.Tensor, int]:
+           tol: float = 1e-4, ftol: float = 1e-7) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Batched L-BFGS with a per-problem backtracking (Armijo) line search.
 
-    A problem stops when its largest gradient entry is below `tol` or an iteration lowers its
+    A problem stops when its largest gradient entry is below `tol` (scikit-learn's lbfgs default
+    on the same per-sample-scaled objective) or an iteration lowers its
     objective by less than `ftol` relative (float32 precision), or after `max_iter`.
     """
     L, M, D, K = W.shape
@@ -146,7 +147,7 @@ def _lbfgs(problems: _Problems, W: torch.Tensor, b: torch.Tensor, *, max_iter: i
 
 
 def fit_many(X: np.ndarray | torch.Tensor, y: np.ndarray, masks: np.ndarray, C: np.ndarray, n_classes: int, *,
-             device: str | None = None, dtype=torch.float32, max_iter: int = 300, tol: float = 1e-5):
+             device: str | None = None, dtype=torch.float32, max_iter: int = 300, tol: float = 1e-4):
     """Fit L x M logistic regressions at once.
 
     X: (L, N, D) features (layers); y: (N,) int labels; masks: (L, M, N) or (M, N) bool

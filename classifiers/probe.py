@@ -66,7 +66,7 @@ def store_for(cache: str | Path, model: str, corpus: str) -> Path:
 
 
 def _features(fs, layers: Sequence[int], stat: str) -> np.ndarray:
-    return np.stack([fs.pooled(k, stat) for k in layers], axis=1)  # (N, n_layers, D)
+    return fs.pooled_all(stat, layers)  # (N, n_layers, D)
 
 
 def run_probe(corpus: str | None, *, layers: str | Sequence[int] = "all", classifier: str = "logreg",

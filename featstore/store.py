@@ -396,9 +396,23 @@ class FeatureStore:
         return out
 
     def pooled_all(self, stat: str = "mean", layers: Sequence[int] | None = None) -> np.ndarray:
-        """Pooled features of several layers: `(N, len(layers), D)` (or 2D for mean+std)."""
-        layers = range(self.num_layers) if layers is None else layers
-        return np.stack([self.pooled(k, stat) for k in layers], axis=1)
+        """Pooled features of several layers: `(N, len(layers), D)` (or 2D for mean+std).
+
+        Reads each file once (one HDF5 selection for all the layers), not once per layer.
+        """
+        layers = list(range(self.num_layers)) if layers is None else [self._check_layer(k) for k in layers]
+        if stat == "mean+std":
+            return np.concatenate([self.pooled_all("mean", layers), self.pooled_all("std", layers)], axis=2)
+        if stat not in ("mean", "std"):
+            raise StoreError(f"unknown statistic {stat!r}: use mean, std or mean+std")
+        order = sorted(set(layers))
+        out = np.empty((len(self), len(order), self.hidden_size), dtype=np.float32)
+        for (start, n, fi) in self._rows:
+            if n:
+                with h5py.File(self.paths[fi], "r") as f:
+                    ds = f[f"pooled/{stat}"]
+                    out[start:start + n] = ds[()] if order == list(range(self.num_layers)) else ds[:, order, :]
+        return out[:, [order.index(k) for k in layers], :]
 
     def frames(self, layer: int, index: int) -> np.ndarray:
         """Frame-level features of utterance `index` at `layer`: `(frames, D)` float16."""
