@@ -317,3 +317,26 @@ def test_missing_model_offline_names_the_fix(tmp_path, monkeypatch):
     with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE") as e:
         model_info("facebook/wav2vec2-base")
     assert "save_pretrained" in str(e.value)
+
+
+def test_torchrun_two_processes_gloo(tmp_path, tiny_models):
+    """`torchrun --nproc-per-node 2 ser extract ...`: one shard per rank, read back as one store."""
+    import shutil
+
+    from featstore.synth import synthesize
+
+    ser = shutil.which("ser")
+    if ser is None:
+        pytest.skip("the ser console script is not installed")
+    root = tmp_path / "ravdess"
+    synthesize("ravdess", root, n=24, seed=0, max_duration=0.5, sample_rate=16000)
+    env = dict(os.environ, OMP_NUM_THREADS="1", SER_CONFIG=str(tmp_path / "none.toml"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517", ser,
+           "extract", "--corpus", "ravdess", "--root", str(root), "--model", str(tiny_models["group"]),
+           "--cache", str(tmp_path / "cache"), "--device", "cpu"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    slug_dir = tmp_path / "cache" / f"local--{tiny_models['group'].name}"
+    assert sorted(p.name for p in slug_dir.glob("*.h5")) == ["ravdess.shard-0-of-2.h5", "ravdess.shard-1-of-2.h5"]
+    fs = open_store(slug_dir / "ravdess.h5")
+    assert len(fs) == 24 and len(set(fs.ids)) == 24
