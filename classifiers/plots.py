@@ -19,6 +19,15 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, out: str | Path) -> Path:
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
 def layer_curve(results: ProbeResults, out: str | Path, metric: str = "uar", chance: float | None = None,
                 title: str = "") -> Path:
     """Metric vs layer: a line per (classifier, training set), fold/seed std as a band, best marked."""
@@ -50,12 +59,7 @@ def layer_curve(results: ProbeResults, out: str | Path, metric: str = "uar", cha
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     ax.set_title(title or f"{metric.upper()} by layer (mean ± std over folds and seeds)", fontsize=10)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def confusion_heatmap(cm: np.ndarray, labels: Sequence[str], out: str | Path, title: str = "") -> Path:
@@ -77,12 +81,7 @@ def confusion_heatmap(cm: np.ndarray, labels: Sequence[str], out: str | Path, ti
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="recall share")
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def transfer_heatmap(matrix: np.ndarray, corpora: Sequence[str], out: str | Path, metric: str = "UAR",
@@ -103,9 +102,4 @@ def transfer_heatmap(matrix: np.ndarray, corpora: Sequence[str], out: str | Path
     ax.set_ylabel("train corpus")
     ax.set_title(title or f"cross-corpus transfer ({metric}; diagonal: speaker-independent folds)", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=metric)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
