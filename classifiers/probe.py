@@ -15,6 +15,7 @@ import numpy as np
 
 from classifiers.evaluate import ProbeResults, probe_layers, transfer_matrix
 from featstore.errors import SerError
+from featstore.store import parse_layers
 
 
 @dataclass
@@ -22,34 +23,6 @@ class ProbeRun:
     results: ProbeResults
     files: list[Path] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def parse_layers(spec: str | int | Sequence[int], num_layers: int) -> list[int]:
-    """`12`, `all`, `3-9`, `0,6,12` -> layer indices (negative counts from the end)."""
-    if isinstance(spec, int):
-        spec = str(spec)
-    if not isinstance(spec, str):
-        layers = [int(k) for k in spec]
-    elif spec == "all":
-        layers = list(range(num_layers))
-    else:
-        layers = []
-        for part in spec.split(","):
-            part = part.strip()
-            try:
-                if "-" in part[1:]:
-                    a, b = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1])
-                    layers.extend(range(int(a), int(b) + 1))
-                else:
-                    layers.append(int(part))
-            except ValueError:
-                raise SerError(f"--layer {spec!r}: use a layer number, all, a range like 3-9 or a list like 6,12") from None
-    out = []
-    for k in layers:
-        if not -num_layers <= k < num_layers:
-            raise SerError(f"--layer {k} out of range: the store has layers 0..{num_layers - 1}")
-        out.append(k % num_layers)
-    return sorted(set(out))
 
 
 def store_for(cache: str | Path, model: str, corpus: str) -> Path:

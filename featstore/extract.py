@@ -36,7 +36,7 @@ from featstore.backbone import (DEFAULT_MODEL, Backbone, ModelInfo, hidden_state
                                 model_slug)
 from featstore.corpora import Manifest, Utterance, load_manifest
 from featstore.errors import AudioError, SerError
-from featstore.store import (Batch, FeatureStore, Skipped, StoreError, assemble, config_matches,
+from featstore.store import (Batch, Skipped, StoreError, assemble, config_matches,
                              parts_dir, store_path, write_part)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -70,29 +70,10 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def parse_frame_layers(spec: str | Sequence[int] | None, num_layers: int) -> list[int]:
-    """`none`, `all`, or a list like `6,12` / `3-9` -> sorted layer indices (0..num_layers-1)."""
-    if spec is None or spec == "none" or spec == "":
-        return []
-    if spec == "all":
-        return list(range(num_layers))
-    if isinstance(spec, str):
-        layers: set[int] = set()
-        for part in spec.split(","):
-            part = part.strip()
-            try:
-                if "-" in part:
-                    a, b = (int(x) for x in part.split("-", 1))
-                    layers.update(range(a, b + 1))
-                else:
-                    layers.add(int(part))
-            except ValueError:
-                raise SerError(f"--frames {spec!r}: use none, all, or layers like 6,12 or 3-9") from None
-    else:
-        layers = {int(k) for k in spec}
-    bad = [k for k in layers if not 0 <= k < num_layers]
-    if bad:
-        raise SerError(f"--frames: layer(s) {bad} out of range; the model has layers 0..{num_layers - 1}")
-    return sorted(layers)
+    """`--frames`: `none`, `all`, or layers like `6,12` / `3-9` -> sorted layer indices."""
+    from featstore.store import parse_layers
+
+    return [] if spec in (None, "", "none") else parse_layers(spec, num_layers, option="--frames")
 
 
 def store_config(info: ModelInfo, dtype: str, frame_layers: list[int], max_seconds: float) -> dict:
@@ -500,9 +481,3 @@ def extract(corpus: str, root: str | Path, **kwargs) -> ExtractResult:
     """Load the corpus manifest at `root` and extract it (see `extract_manifest`)."""
     manifest = load_manifest(corpus, root)
     return extract_manifest(manifest, **kwargs)
-
-
-def open_extracted(result: ExtractResult) -> FeatureStore:
-    from featstore.store import open_store
-
-    return open_store(result.store)

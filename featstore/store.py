@@ -440,6 +440,29 @@ class FeatureStore:
         return idx, [self.utterances[i] for i in idx]
 
 
+def parse_layers(spec: str | int | Sequence[int], num_layers: int, option: str = "--layer") -> list[int]:
+    """`12`, `-1`, `all`, `3-9`, `0,6,12` (or a list of ints) -> sorted layer indices 0..num_layers-1.
+
+    A negative layer counts from the end (-1 = the last, L).
+    """
+    if isinstance(spec, int):
+        spec = str(spec)
+    if spec == "all":
+        return list(range(num_layers))
+    layers: list[int] = []
+    try:
+        for part in (spec.split(",") if isinstance(spec, str) else spec):
+            part = str(part).strip()
+            m = re.fullmatch(r"(\d+)-(\d+)", part)
+            layers.extend(range(int(m[1]), int(m[2]) + 1) if m else [int(part)])
+    except ValueError:
+        raise StoreError(f"{option} {spec!r}: use a layer number, all, or layers like 6,12 or 3-9") from None
+    bad = [k for k in layers if not -num_layers <= k < num_layers]
+    if bad:
+        raise StoreError(f"{option}: layer(s) {bad} out of range; the model has layers 0..{num_layers - 1}")
+    return sorted({k % num_layers for k in layers})
+
+
 def store_files(path: str | Path) -> list[Path]:
     """The files making up one store: the file itself, or every shard of a sharded store.
 
