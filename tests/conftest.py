@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -52,3 +53,26 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """{"group": dir, "layer": dir} of tiny wav2vec2 models saved with save_pretrained."""
     root = tmp_path_factory.mktemp("models")
     return {kind: build_tiny_model(root / f"tiny-{kind}", kind) for kind in ("group", "layer")}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and two threads on busy shared cores spin-wait (4x slower)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def write_wav(path: Path, sample_rate: int = 16000, frames: int = 160) -> Path:
+    """A silent 16-bit WAV of `frames` samples."""
+    import numpy as np
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(frames, dtype=np.int16), sample_rate, format="WAV", subtype="PCM_16")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buf.getvalue())
+    return path

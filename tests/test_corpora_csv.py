@@ -9,17 +9,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import write_wav
 from featstore.corpora import CORPORA, get_corpus
 from featstore.corpora.csvcorpus import CsvCorpus, canonical_label
 from featstore.errors import CorpusError
 
 
-def write_wav(path: Path, sample_rate: int = 16000, frames: int = 160) -> Path:
-    buf = io.BytesIO()
-    sf.write(buf, np.zeros(frames, dtype=np.int16), sample_rate, format="WAV", subtype="PCM_16")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(buf.getvalue())
-    return path
 
 
 def test_happy_path(tmp_path):

@@ -23,13 +23,7 @@ from featstore.synth import synthesize
 CLASSES = ["happy", "sad", "angry"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and two threads on busy shared cores spin-wait (4x slower)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # what the tiny random model learns reliably in a few seconds: 3 classes, a high rate, nothing frozen
