@@ -10,7 +10,6 @@ import functools
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -38,7 +37,7 @@ def friendly(fn):
             if _state["debug"]:
                 raise
             err.print(f"[bold red]error:[/] {e}", highlight=False)
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
 
     return wrapper
 
@@ -141,9 +140,9 @@ def _print_problems(problems, limit: int = 50) -> None:
 @app.command()
 @friendly
 def manifest(
-    corpus: Optional[str] = CORPUS_OPT,
-    root: Optional[Path] = ROOT_OPT,
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the utterance table (.csv or .jsonl)."),
+    corpus: str | None = CORPUS_OPT,
+    root: Path | None = ROOT_OPT,
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the utterance table (.csv or .jsonl)."),
 ):
     """Read a corpus: counts per label and speaker, and every problem found.
 
@@ -170,8 +169,8 @@ def manifest(
 @app.command()
 @friendly
 def folds(
-    corpus: Optional[str] = CORPUS_OPT,
-    root: Optional[Path] = ROOT_OPT,
+    corpus: str | None = CORPUS_OPT,
+    root: Path | None = ROOT_OPT,
     protocol: str = typer.Option("standard", "--protocol", "-p",
                                  help="luna5, emobox, loso, loso-session, speaker-kfold:K or standard."),
     seed: int = typer.Option(0, "--seed", help="Seed for speaker-kfold."),
@@ -212,10 +211,10 @@ def folds(
 def synth(
     like: str = typer.Option(..., "--like", help="Corpus whose layout, names, rates and durations to copy."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write the tree into."),
-    n: Optional[int] = typer.Option(None, "--n", help="Number of files (balanced over speakers and labels)."),
+    n: int | None = typer.Option(None, "--n", help="Number of files (balanced over speakers and labels)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same bytes)."),
-    max_duration: Optional[float] = typer.Option(None, "--max-duration", help="Cap every file at S seconds."),
-    sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Override every file's sample rate."),
+    max_duration: float | None = typer.Option(None, "--max-duration", help="Cap every file at S seconds."),
+    sample_rate: int | None = typer.Option(None, "--sample-rate", help="Override every file's sample rate."),
 ):
     """Write a synthetic corpus in the real layout, with prosody-separable emotions.
 
@@ -240,16 +239,16 @@ def _torchrun() -> tuple[int, int] | None:
 @app.command()
 @friendly
 def extract(
-    corpus: Optional[str] = CORPUS_OPT,
-    root: Optional[Path] = ROOT_OPT,
-    model: Optional[str] = MODEL_OPT,
-    cache: Optional[Path] = CACHE_OPT,
-    device: Optional[str] = DEVICE_OPT,
+    corpus: str | None = CORPUS_OPT,
+    root: Path | None = ROOT_OPT,
+    model: str | None = MODEL_OPT,
+    cache: Path | None = CACHE_OPT,
+    device: str | None = DEVICE_OPT,
     dtype: str = typer.Option("float32", "--dtype", help="float32, float16 or bfloat16 (model compute)."),
     frames: str = typer.Option("none", "--frames", help="Layers whose frames to keep: none, all, or 6,12 / 3-9."),
     max_seconds: float = typer.Option(30.0, "--max-seconds", help="Longer clips are cut into windows of at most this."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Utterances per batch (CPU default 1)."),
-    batch_seconds: Optional[float] = typer.Option(None, "--batch-seconds", help="GPU: padded audio seconds per batch (default 200)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Utterances per batch (CPU default 1)."),
+    batch_seconds: float | None = typer.Option(None, "--batch-seconds", help="GPU: padded audio seconds per batch (default 200)."),
     shards: int = typer.Option(1, "--shards", help="Split the corpus into N shards (one process each)."),
     shard: int = typer.Option(0, "--shard", help="Which shard this process extracts."),
 ):
@@ -302,7 +301,7 @@ def extract(
 
 @store_app.command("ls")
 @friendly
-def store_ls(cache: Optional[Path] = CACHE_OPT):
+def store_ls(cache: Path | None = CACHE_OPT):
     """List the stores in the cache.
 
     Example: ser store ls --cache cache
@@ -346,7 +345,7 @@ def store_info_cmd(path: Path = typer.Argument(..., help="A store file (or <corp
                  ("layer convention", cfg.get("layer_convention")), ("skipped", len(info["skipped"]))]:
         t.add_row(k, str(v))
     console.print(t)
-    for uid, p, reason in info["skipped"]:
+    for _uid, p, reason in info["skipped"]:
         console.print(f"  skipped {p}: {reason}", highlight=False)
 
 
@@ -386,24 +385,24 @@ def _cached_corpora(cache: Path, model: str) -> list[str]:
 @app.command()
 @friendly
 def probe(
-    corpus: Optional[str] = typer.Option(None, "--corpus", "-c",
+    corpus: str | None = typer.Option(None, "--corpus", "-c",
                                          help="Corpus to test on; default: every corpus cached for the model."),
     layer: str = typer.Option("all", "--layer", "-l", help="12, all, 3-9 or 6,12."),
     classifier: str = typer.Option("logreg", "--classifier", help="logreg, xgboost or attention (frame-level)."),
-    protocol: Optional[str] = typer.Option(None, "--protocol", "-p",
+    protocol: str | None = typer.Option(None, "--protocol", "-p",
                                            help="luna5, emobox, loso, loso-session, speaker-kfold:K; default: per corpus."),
     stat: str = typer.Option("mean", "--stat", help="mean, std or mean+std pooled statistics."),
-    train: Optional[list[str]] = typer.Option(None, "--train",
+    train: list[str] | None = typer.Option(None, "--train",
                                               help="Training corpora, e.g. ravdess,emodb (repeat to compare training sets)."),
-    test: Optional[str] = typer.Option(None, "--test", help="Cross-corpus: test corpora, e.g. cremad."),
-    matrix: Optional[str] = typer.Option(None, "--matrix", help="Transfer matrix over corpora, e.g. ravdess,emodb,emovo,cremad."),
+    test: str | None = typer.Option(None, "--test", help="Cross-corpus: test corpora, e.g. cremad."),
+    matrix: str | None = typer.Option(None, "--matrix", help="Transfer matrix over corpora, e.g. ravdess,emodb,emovo,cremad."),
     seeds: int = typer.Option(1, "--seeds", help="Number of seeds (0..N-1)."),
-    C: Optional[float] = typer.Option(None, "--C", help="Fix logreg's C (default: chosen by inner speaker CV)."),
-    model: Optional[str] = MODEL_OPT,
-    cache: Optional[Path] = CACHE_OPT,
-    device: Optional[str] = DEVICE_OPT,
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results directory (default results/probe-...)."),
-    save_probe: Optional[Path] = typer.Option(None, "--save-probe",
+    C: float | None = typer.Option(None, "--C", help="Fix logreg's C (default: chosen by inner speaker CV)."),
+    model: str | None = MODEL_OPT,
+    cache: Path | None = CACHE_OPT,
+    device: str | None = DEVICE_OPT,
+    out: Path | None = typer.Option(None, "--out", "-o", help="Results directory (default results/probe-...)."),
+    save_probe: Path | None = typer.Option(None, "--save-probe",
                                               help="Also fit the probe on all of --corpus at one --layer and save it for `ser predict`."),
 ):
     """Probe cached features: layer sweeps, multi-corpus training, cross-corpus transfer.
@@ -434,7 +433,7 @@ def probe(
             t.add_row(a, *[f"{M[i, j]:.3f}" for j in range(len(corpora_list))])
         console.print(t)
         for (a, b), d in details.items():
-            for fold, dropped in d["dropped"].items():
+            for dropped in d["dropped"].values():
                 console.print(f"{a} → {b}: dropped test classes absent from training: "
                               + ", ".join(f"{k} ({v})" for k, v in dropped.items()), highlight=False)
         console.print("wrote " + ", ".join(str(f) for f in files), highlight=False)
@@ -474,13 +473,13 @@ def probe(
 @app.command()
 @friendly
 def neighbors(
-    corpus: Optional[str] = typer.Option(None, "--corpus", "-c", help="Corpora, e.g. ravdess,emodb (default: all cached)."),
+    corpus: str | None = typer.Option(None, "--corpus", "-c", help="Corpora, e.g. ravdess,emodb (default: all cached)."),
     layer: str = typer.Option("all", "--layer", "-l", help="all, 12, 3-9 or 6,12."),
     k: int = typer.Option(10, "--k", help="Neighbours per query."),
     stat: str = typer.Option("mean", "--stat", help="mean, std or mean+std."),
-    model: Optional[str] = MODEL_OPT,
-    cache: Optional[Path] = CACHE_OPT,
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results directory (default results/neighbors-...)."),
+    model: str | None = MODEL_OPT,
+    cache: Path | None = CACHE_OPT,
+    out: Path | None = typer.Option(None, "--out", "-o", help="Results directory (default results/neighbors-...)."),
 ):
     """What each layer encodes: neighbour purity (emotion, speaker, gender, language, corpus),
     speaker-independent kNN accuracy and cross-corpus retrieval, with exact faiss search.
@@ -564,11 +563,11 @@ def config_unset(key: str = typer.Argument(..., help="The key to remove.")):
 @app.command()
 @friendly
 def download(
-    corpus: Optional[str] = typer.Argument(None, help="Corpus to download (see --list)."),
-    to: Optional[Path] = typer.Option(None, "--to", help="Target directory (default <data dir>/<corpus>)."),
-    url: Optional[str] = typer.Option(None, "--url", help="Another URL or a local archive of the same corpus."),
-    md5: Optional[str] = typer.Option(None, "--md5", help="Expected MD5 of the archive."),
-    sha256: Optional[str] = typer.Option(None, "--sha256", help="Expected SHA-256 of the archive."),
+    corpus: str | None = typer.Argument(None, help="Corpus to download (see --list)."),
+    to: Path | None = typer.Option(None, "--to", help="Target directory (default <data dir>/<corpus>)."),
+    url: str | None = typer.Option(None, "--url", help="Another URL or a local archive of the same corpus."),
+    md5: str | None = typer.Option(None, "--md5", help="Expected MD5 of the archive."),
+    sha256: str | None = typer.Option(None, "--sha256", help="Expected SHA-256 of the archive."),
     force: bool = typer.Option(False, "--force", help="Download again even if the corpus is there."),
     list_: bool = typer.Option(False, "--list", help="List where each corpus comes from."),
 ):
@@ -577,7 +576,8 @@ def download(
     Corpora behind a licence or registration print where and how to obtain them instead.
     Example: ser download ravdess
     """
-    from featstore.download import SOURCE_COLUMNS, download as fetch_corpus, sources
+    from featstore.download import SOURCE_COLUMNS, sources
+    from featstore.download import download as fetch_corpus
 
     if list_ or not corpus:
         t = Table(*SOURCE_COLUMNS, title="corpus sources")
@@ -596,24 +596,24 @@ def download(
 @app.command()
 @friendly
 def finetune(
-    corpus: Optional[str] = CORPUS_OPT,
-    root: Optional[Path] = ROOT_OPT,
-    train: Optional[str] = typer.Option(None, "--train", help="Training corpora, e.g. ravdess,emodb (tested on --corpus' folds)."),
-    model: Optional[str] = MODEL_OPT,
-    protocol: Optional[str] = typer.Option(None, "--protocol", "-p", help="Fold protocol; default: the corpus' standard one."),
+    corpus: str | None = CORPUS_OPT,
+    root: Path | None = ROOT_OPT,
+    train: str | None = typer.Option(None, "--train", help="Training corpora, e.g. ravdess,emodb (tested on --corpus' folds)."),
+    model: str | None = MODEL_OPT,
+    protocol: str | None = typer.Option(None, "--protocol", "-p", help="Fold protocol; default: the corpus' standard one."),
     fold: str = typer.Option("all", "--fold", help="all, a fold index or a fold name."),
     epochs: float = typer.Option(6, "--epochs", help="Training epochs."),
     freeze: str = typer.Option("feature-encoder", "--freeze", help="none, feature-encoder, layers:N or backbone."),
     pooling: str = typer.Option("mean", "--pooling", help="mean, attention, layer-weighted or bilstm."),
-    augment: Optional[str] = typer.Option(None, "--augment", help="e.g. chunk-permute,noise or speed:0.9/1.0/1.1."),
+    augment: str | None = typer.Option(None, "--augment", help="e.g. chunk-permute,noise or speed:0.9/1.0/1.1."),
     seed: int = typer.Option(0, "--seed", help="Random seed (data order, head init, augmentation)."),
     lr: float = typer.Option(3e-5, "--lr", help="Learning rate."),
     batch_size: int = typer.Option(8, "--batch-size", help="Utterances per step."),
     grad_accum: int = typer.Option(1, "--grad-accum", help="Gradient accumulation steps."),
-    max_duration: Optional[float] = typer.Option(None, "--max-duration", help="Crop training clips to S seconds."),
+    max_duration: float | None = typer.Option(None, "--max-duration", help="Crop training clips to S seconds."),
     report_to: str = typer.Option("none", "--report-to", help="none, tensorboard or wandb."),
-    device: Optional[str] = DEVICE_OPT,
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/finetune-...)."),
+    device: str | None = DEVICE_OPT,
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run directory (default runs/finetune-...)."),
 ):
     """Fine-tune the model end to end over speaker-independent folds (model selection on
     validation speakers, never the test fold); resumes an interrupted run.
@@ -654,7 +654,7 @@ def predict(
     files: list[Path] = typer.Argument(..., help="Audio files."),
     model: Path = typer.Option(..., "--model", "-m", help="A fine-tuned model directory or a saved probe."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    device: Optional[str] = DEVICE_OPT,
+    device: str | None = DEVICE_OPT,
 ):
     """Emotion probabilities per file, from a fine-tuned model or a saved probe.
 
@@ -685,7 +685,7 @@ def predict(
 def demo(
     out: Path = typer.Option(Path("demo"), "--out", "-o", help="Where the corpus, store and results go."),
     n: int = typer.Option(240, "--n", help="Synthetic RAVDESS utterances (balanced over 24 actors, 8 emotions)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m",
+    model: str | None = typer.Option(None, "--model", "-m",
                                         help="Model to extract with (default: a small local random-weight wav2vec2)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic corpus."),
 ):

@@ -45,7 +45,7 @@ def synthetic_ravdess(n_layers: int = 13, dim: int = 768, seed: int = 0):
     rng = np.random.default_rng(seed)
     actors, labels = [], []
     for actor in range(1, 25):
-        for k, label in enumerate(LABELS):
+        for k, _label in enumerate(LABELS):
             for _ in range(4 if k == 0 else 8):
                 actors.append(actor)
                 labels.append(k)
@@ -179,7 +179,7 @@ def main() -> None:
           f"{diffs[:, 1].mean() * 100:.2f} points (max {diffs[:, 1].max() * 100:.2f}); best layer by UAR: sklearn "
           f"{best_sk}, ours {ours.best()['layer']}, ours inner-CV {inner.best()['layer']}")
     verdict = "meets" if t_sk / t_ours >= 5 and diffs[:, 0].max() <= 0.01 else "misses"
-    print(f"\ntimes (wall, this process):")
+    print("\ntimes (wall, this process):")
     print(f"  sklearn loop, fixed C={args.C}, 65 fits:                    {t_sk:7.1f} s")
     print(f"  ours, fixed C={args.C}, 65 problems batched:                 {t_ours:7.1f} s   speed-up "
           f"{t_sk / t_ours:5.1f}x ({verdict} the >= 5x, <= 1 point target)")

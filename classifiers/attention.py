@@ -29,10 +29,10 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ from torch import nn
 
 from classifiers.metrics import scores as _scores
 from featstore.corpora.base import Utterance
+from featstore.device import resolve_device
 from featstore.errors import SerError
 from featstore.labels import canonical_order
 
@@ -78,11 +79,11 @@ class Packed:
     def dim(self) -> int:
         return int(self.layers[0].shape[1])
 
-    def subset(self, rows) -> "Packed":
+    def subset(self, rows) -> Packed:
         rows = np.asarray(rows, dtype=np.int64)
         return Packed(self.layers, self.start[rows], self.length[rows])
 
-    def to(self, device: torch.device) -> "Packed":
+    def to(self, device: torch.device) -> Packed:
         return Packed([x.to(device) for x in self.layers], self.start, self.length)
 
     def batch(self, rows: np.ndarray, device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -131,7 +132,7 @@ def pack_frames(frames: Sequence[np.ndarray] | np.ndarray, lengths: Sequence[int
     if not np.isfinite(data).all():
         raise AttentionError("frames contain NaN or infinite values")
     start = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
-    layers = [torch.from_numpy(np.ascontiguousarray(data[:, l])) for l in range(data.shape[1])]
+    layers = [torch.from_numpy(np.ascontiguousarray(data[:, k])) for k in range(data.shape[1])]
     return Packed(layers, start, lens)
 
 
@@ -184,7 +185,7 @@ class AttentionHead(nn.Module):
     def attend(self, xs: Sequence[torch.Tensor], mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pooled clip vectors (B, hidden) and attention weights (B, heads, T), zero on padding."""
         w = self.layer_weights()
-        x = sum(w[l] * (xs[l] - self.mean[l]) / self.std[l] for l in range(len(xs)))
+        x = sum(w[k] * (xs[k] - self.mean[k]) / self.std[k] for k in range(len(xs)))
         h = nn.functional.gelu(self.proj(x))                                 # (B, T, H)
         B, T, H = h.shape
         hh = h.view(B, T, self.heads, H // self.heads)                        # (B, T, heads, dh)
@@ -215,12 +216,6 @@ def _threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(old)
-
-
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _balanced_accuracy(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
@@ -267,7 +262,7 @@ class AttentionProbe(ClassifierMixin, BaseEstimator):
         self.threads = threads
 
     # -- fitting --------------------------------------------------------------------------------
-    def fit(self, X, y, groups: Sequence | None = None, val: tuple | None = None, lengths=None) -> "AttentionProbe":
+    def fit(self, X, y, groups: Sequence | None = None, val: tuple | None = None, lengths=None) -> AttentionProbe:
         """Fit on clips `X` with labels `y` (N,).
 
         X: N arrays (T_i, D) or (T_i, L, D), or a padded (N, T, D) / (N, T, L, D) array with
@@ -311,7 +306,7 @@ class AttentionProbe(ClassifierMixin, BaseEstimator):
             val_packed, yv = val_packed.subset(np.flatnonzero(keep)), np.array([code[c] for c in y_val[keep].tolist()], dtype=np.int64)
             if not len(yv):
                 val_packed = yv = None
-        dev = _device(self.device)
+        dev = resolve_device(self.device)
         moved = _to_device(packed, dev)
         if val_packed is not None:  # subsets of one Packed share its tensors: move them once
             val_packed = (Packed(moved.layers, val_packed.start, val_packed.length)
@@ -495,7 +490,7 @@ def probe_attention(source, utterances: Sequence[Utterance], folds: Sequence, la
         layers = [k % source.num_layers if -source.num_layers <= k < source.num_layers else k for k in layers]
     used = np.unique(np.concatenate([np.concatenate([f.train, f.test] + ([] if f.val is None else [f.val]))
                                      for f in folds])).astype(np.int64)
-    packed_all = _to_device(pack_frames(_load(source, utterances, used, layers)), _device(params.get("device", "auto")))
+    packed_all = _to_device(pack_frames(_load(source, utterances, used, layers)), resolve_device(params.get("device", "auto")))
     where = np.full(len(utterances), -1, dtype=np.int64)
     where[used] = np.arange(len(used))
     labels = np.asarray([u.label for u in utterances], dtype=object)

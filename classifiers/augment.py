@@ -21,8 +21,8 @@ Append ``@P`` to any item to set its probability, e.g. ``chunk-permute:3@1,noise
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import soxr

@@ -22,11 +22,9 @@ class XGBProbe(ClassifierMixin, BaseEstimator):
             early_stopping_rounds, random_state, n_jobs, device)
 
     def _device(self) -> str:
-        if self.device not in (None, "auto"):
-            return "cuda" if str(self.device).startswith("cuda") else "cpu"
-        import torch
+        from featstore.device import resolve_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return str(resolve_device(self.device))
 
     def fit(self, X, y, eval_set=None):
         from xgboost import XGBClassifier

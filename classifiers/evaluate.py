@@ -11,8 +11,8 @@ rows; test rows of other classes are dropped and counted in `ProbeResults.droppe
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -30,7 +30,7 @@ class ProbeResults:
     dropped: dict = field(default_factory=dict)      # fold -> {label: test rows dropped}
     meta: dict = field(default_factory=dict)
 
-    def extend(self, other: "ProbeResults") -> None:
+    def extend(self, other: ProbeResults) -> None:
         self.records.extend(other.records)
         self.dropped.update(other.dropped)
 

@@ -31,22 +31,23 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections import Counter
 import json
 import math
 import shutil
 import time
 import warnings
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from classifiers.augment import Compose, augment_rng, describe_augment, parse_augment
 from classifiers.heads import POOLINGS, build_classifier
-from classifiers.metrics import mean_std, scores
+from classifiers.metrics import mean_std, scores, softmax
+from featstore import serialize
 from featstore.audio import load_audio
 from featstore.backbone import DEFAULT_MODEL, normalize_waveform
 from featstore.corpora.base import Utterance
@@ -133,14 +134,6 @@ def _compute_metrics(classes: list[str]):
         return {"wa": s["wa"], "uar": s["uar"], "macro_f1": s["macro_f1"]}
     return compute
 
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-# -- results -------------------------------------------------------------------------------------
 
 @dataclass
 class FoldResult:
@@ -475,7 +468,7 @@ def finetune(
 
             output = trainer.predict(test_ds)
             logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-            probs = _softmax(np.asarray(logits, dtype=np.float64))
+            probs = softmax(np.asarray(logits, dtype=np.float64))
             truth = [u.label for u in test_u]
             s = scores(truth, [classes[k] for k in probs.argmax(-1)], classes)
             restricted = None
@@ -504,7 +497,7 @@ def finetune(
                 resumed_from_step=resumed_from, restricted=restricted,
             )
             (fold_dir / "fold_result.json").write_text(
-                json.dumps({"plan": fold_plan, "result": asdict(result)}, indent=1, default=_json_default),
+                serialize.dumps({"plan": fold_plan, "result": asdict(result)}, indent=1),
                 encoding="utf-8")
             results.append(result)
             del trainer, clf
@@ -521,16 +514,6 @@ def finetune(
     return run
 
 
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
 def _finished(fold_dir: Path, plan: dict) -> FoldResult | None:
     """The stored result of a fold finished with the same plan, else None."""
     path = fold_dir / "fold_result.json"
@@ -540,7 +523,7 @@ def _finished(fold_dir: Path, plan: dict) -> FoldResult | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError:
         return None
-    if data.get("plan") != json.loads(json.dumps(plan, default=_json_default)):
+    if data.get("plan") != serialize.plain(plan):
         return None
     return FoldResult(**data["result"])
 
@@ -551,7 +534,7 @@ def _check_plan(fold_dir: Path, plan: dict) -> None:
     if not path.is_file() or _last_checkpoint(fold_dir) is None:
         return
     old = json.loads(path.read_text(encoding="utf-8"))
-    new = json.loads(json.dumps(plan, default=_json_default))
+    new = serialize.plain(plan)
     changed = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
     if changed:
         detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])

@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
 
-from featstore.backbone import MaskedGroupNorm
+from featstore.backbone import install_masked_group_norm, masked_group_norm
 from featstore.errors import SerError
 
 POOLINGS: tuple[str, ...] = ("mean", "attention", "layer-weighted", "bilstm")
@@ -184,14 +184,6 @@ def apply_freeze(backbone: nn.Module, spec: str | None) -> list[str]:
     return [name for name, _ in frozen]
 
 
-class Float32MaskedGroupNorm(MaskedGroupNorm):
-    """`MaskedGroupNorm` computed in float32, as autocast runs nn.GroupNorm (float16 sums overflow)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
-            return super().forward(x.float())
-
-
 @dataclass
 class ClassifierConfig:
     """Everything `EmotionClassifier` needs to be rebuilt (written as config.json)."""
@@ -211,7 +203,7 @@ class ClassifierConfig:
         return {"ser_kind": MODEL_KIND, "format_version": FORMAT_VERSION, **asdict(self)}
 
     @classmethod
-    def from_json(cls, data: dict) -> "ClassifierConfig":
+    def from_json(cls, data: dict) -> ClassifierConfig:
         data = {k: v for k, v in data.items() if k not in ("ser_kind", "format_version")}
         return cls(**data)
 
@@ -233,15 +225,8 @@ class EmotionClassifier(nn.Module):
             bc = dict(config.backbone_config)
             backbone = AutoModel.from_config(AutoConfig.for_model(bc.pop("model_type"), **bc))
         self.backbone = backbone
-        self.group_norm = getattr(backbone.config, "feat_extract_norm", "layer") == "group"
-        if self.group_norm:  # exact batches: GroupNorm statistics over each item's valid samples only
-            first = backbone.feature_extractor.conv_layers[0]
-            if type(first.layer_norm) is not Float32MaskedGroupNorm:
-                norm = first.layer_norm
-                if isinstance(norm, MaskedGroupNorm):
-                    norm = nn.GroupNorm(norm.weight.shape[0], norm.weight.shape[0], eps=norm.eps)
-                    norm.weight, norm.bias = first.layer_norm.weight, first.layer_norm.bias
-                first.layer_norm = Float32MaskedGroupNorm(norm)
+        # exact batches: GroupNorm statistics over each item's valid samples only
+        install_masked_group_norm(backbone, float32=True)
         if config.pooling == "layer-weighted" and getattr(backbone.config, "layerdrop", 0.0):
             backbone.config.layerdrop = 0.0  # a dropped layer would leave hidden_states one short
         hidden = backbone.config.hidden_size
@@ -254,9 +239,6 @@ class EmotionClassifier(nn.Module):
     def labels(self) -> list[str]:
         return list(self.config.labels)
 
-    def _first_norm(self) -> Float32MaskedGroupNorm | None:
-        return self.backbone.feature_extractor.conv_layers[0].layer_norm if self.group_norm else None
-
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None):
         from transformers.modeling_outputs import SequenceClassifierOutput
@@ -266,16 +248,9 @@ class EmotionClassifier(nn.Module):
              else torch.full((batch,), samples, device=input_values.device)).long()
         padded = bool((n != samples).any())
         mask = attention_mask.long() if padded else None
-        norm = self._first_norm()
-        if norm is not None:
-            k0, s0 = self.backbone.config.conv_kernel[0], self.backbone.config.conv_stride[0]
-            norm.valid = torch.div(n - k0, s0, rounding_mode="floor") + 1 if padded else None
-        try:
+        with masked_group_norm(self.backbone, n, padded):
             out = self.backbone(input_values, attention_mask=mask,
                                 output_hidden_states=self.config.pooling == "layer-weighted")
-        finally:
-            if norm is not None:
-                norm.valid = None
         if self.config.pooling == "layer-weighted":
             states = torch.stack(out.hidden_states)                   # (L+1, batch, frames, hidden)
         else:
@@ -300,7 +275,7 @@ class EmotionClassifier(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> "EmotionClassifier":
+    def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> EmotionClassifier:
         """Load a directory written by `save_pretrained` (eval mode)."""
         from safetensors.torch import load_file
 

@@ -14,19 +14,15 @@ separate fits.
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from featstore.device import resolve_device
+
 DEFAULT_CS = (1e-3, 1e-2, 1e-1, 1.0)
-
-
-def _device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class _Problems:
@@ -89,7 +85,7 @@ def _lbfgs(problems: _Problems, W: torch.Tensor, b: torch.Tensor, *, max_iter: i
     S, Yh, R = [], [], []
     active = torch.ones(shape, dtype=torch.bool, device=W.device)
     it = 0
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 (read after the loop: iterations used)
         gnorm = g.abs().amax(-1)
         active &= gnorm > tol
         if not active.any():
@@ -153,7 +149,7 @@ def fit_many(X: np.ndarray | torch.Tensor, y: np.ndarray, masks: np.ndarray, C: 
     X: (L, N, D) features (layers); y: (N,) int labels; masks: (L, M, N) or (M, N) bool
     training rows; C: (L, M) or (M,) inverse regularisation. Returns a `BatchedFit`.
     """
-    dev = _device(device)
+    dev = resolve_device(device)
     Xt = torch.as_tensor(np.asarray(X), dtype=dtype, device=dev)
     L, N, D = Xt.shape
     m = torch.as_tensor(np.array(masks, dtype=bool), device=dev)

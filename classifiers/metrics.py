@@ -6,7 +6,7 @@ accuracy over the classes present in y_true), macro-F1 over the scored labels.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -49,3 +49,12 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     if not len(a):
         return float("nan"), float("nan")
     return float(a.mean()), float(a.std())
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of `(N, C)` logits -> `(N, C)` probabilities (max-shifted, stable)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+

@@ -42,15 +42,15 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
 from classifiers.metrics import scores as _scores
+from featstore import serialize
 from featstore.corpora.base import Utterance
 from featstore.errors import SerError
 from featstore.labels import canonical_order
@@ -546,13 +546,10 @@ class NeighborReport:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["knn_summary"] = {str(k): v for k, v in self.knn_summary().items()}
-        return _jsonable(d)
+        return serialize.clean(d)
 
     def write_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=True), encoding="utf-8")
-        return path
+        return serialize.write_json(path, self.to_dict())
 
     def long_rows(self) -> Iterator[dict]:
         """Tidy rows: layer, measure, attribute, value, chance, n (one per number reported)."""
@@ -616,8 +613,8 @@ class NeighborReport:
             s = self.knn_summary()
             if s:
                 x = sorted(s)
-                ax.plot(x, [s[l]["wa_mean"] for l in x], "o-", color="black", lw=2, ms=5, label="kNN WA")
-                ax.plot(x, [s[l]["uar_mean"] for l in x], "s-", color="dimgray", lw=2, ms=5, label="kNN UAR")
+                ax.plot(x, [s[k]["wa_mean"] for k in x], "o-", color="black", lw=2, ms=5, label="kNN WA")
+                ax.plot(x, [s[k]["uar_mean"] for k in x], "s-", color="dimgray", lw=2, ms=5, label="kNN UAR")
                 n_classes = len({lab for r in self.knn for lab in r.get("recall", {})}) or 1
                 ax.axhline(1 / n_classes, color="dimgray", ls=":", lw=1.2, label=f"UAR chance (1/{n_classes})")
             pairs = list(dict.fromkeys((r.query, r.database) for r in self.cross))
@@ -650,20 +647,6 @@ def _finish_axes(ax, layers: Sequence[int]) -> None:
     ax.set_xticks(list(layers)[::step])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8.5, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
 
 
 def _layer_source(features, layers: Sequence[int] | None, stat: str):

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from featstore.audio import load_audio
+from featstore.audio import load_audio, windows
+from featstore.device import resolve_device
 from featstore.errors import SerError
 
 PROBE_KIND = "ser-linear-probe"
@@ -180,14 +181,6 @@ def model_kind(directory: str | Path) -> str:
                        f"`ser finetune`) nor a saved probe ({PROBE_CONFIG} + {PROBE_WEIGHTS})")
 
 
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-# -- prediction --------------------------------------------------------------------------------
-
 def predict(files: Sequence[str | Path], model_dir: str | Path, *, batch_size: int = 8,
             device: str = "auto") -> list[tuple[str, dict[str, float]]]:
     """Probabilities per label for every file, in the order given: `[(file, {label: p}), ...]`.
@@ -201,7 +194,7 @@ def predict(files: Sequence[str | Path], model_dir: str | Path, *, batch_size: i
     if not files:
         return []
     if kind == "finetuned":
-        labels, probs = _predict_finetuned(files, Path(model_dir), batch_size, _device(device))
+        labels, probs = _predict_finetuned(files, Path(model_dir), batch_size, resolve_device(device))
     else:
         probe = load_probe(model_dir)
         features = probe_features(files, probe, batch_size=batch_size, device=device)
@@ -238,7 +231,7 @@ def probe_features(files: Sequence[str | Path], probe: SavedProbe, *, batch_size
     """Pooled `hidden_states[probe.layer]` statistics of each file: `(N, D)` float64, as the store pools them."""
     from featstore.backbone import hidden_states, load_backbone
 
-    dev = _device(device)
+    dev = resolve_device(device)
     backbone = load_backbone(probe.backbone_id, device=dev)
     if not -backbone.num_layers <= probe.layer < backbone.num_layers:
         raise PredictError(f"probe layer {probe.layer} does not exist in {probe.backbone_id} "
@@ -255,7 +248,7 @@ def probe_features(files: Sequence[str | Path], probe: SavedProbe, *, batch_size
     pieces: list[tuple[int, np.ndarray]] = []
     for i, f in enumerate(files):
         wave = load_audio(f, backbone.sample_rate, min_samples=backbone.receptive_field)
-        pieces += [(i, w) for w in _windows(wave, max_samples, backbone.receptive_field)]
+        pieces += [(i, w) for w in windows(wave, max_samples, backbone.receptive_field)]
     frames: list[list[np.ndarray]] = [[] for _ in files]
     for rows in _order_by_length([w for _, w in pieces], batch_size):
         states, lengths = hidden_states(backbone, [pieces[r][1] for r in rows], device=dev)
@@ -269,11 +262,3 @@ def probe_features(files: Sequence[str | Path], probe: SavedProbe, *, batch_size
         out[i] = {"mean": mean, "std": std, "mean+std": np.concatenate([mean, std])}[probe.stat]
     return out
 
-
-def _windows(wave: np.ndarray, max_samples: int, min_samples: int) -> list[np.ndarray]:
-    """Near-equal consecutive windows of at most `max_samples` (as `ser extract` cuts long clips)."""
-    if len(wave) <= max_samples:
-        return [wave]
-    n = -(-len(wave) // max_samples)
-    bounds = np.linspace(0, len(wave), n + 1).astype(int)
-    return [wave[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b - a >= min_samples]

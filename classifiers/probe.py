@@ -7,9 +7,9 @@ Reads features only through `featstore.store`; builds folds with `featstore.fold
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

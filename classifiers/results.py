@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from classifiers.evaluate import ProbeResults
+from featstore.serialize import write_json
 
 CSV_FIELDS = ("train_set", "test_set", "classifier", "layer", "fold", "seed", "wa", "uar", "macro_f1",
               "n_train", "n_test", "C", "shuffled")
@@ -32,8 +33,7 @@ def write_results(results: ProbeResults, out_dir: str | Path, name: str = "probe
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(results.meta, versions=versions(), written=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     jpath = out / f"{name}.json"
-    jpath.write_text(json.dumps(dict(meta=meta, summary=results.summary(), dropped=results.dropped,
-                                     records=results.records), indent=1, default=_plain), encoding="utf-8")
+    write_json(jpath, dict(meta=meta, summary=results.summary(), dropped=results.dropped, records=results.records))
     cpath = out / f"{name}.csv"
     with cpath.open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS + ("store", "protocol"), extrasaction="ignore")
@@ -46,16 +46,6 @@ def write_results(results: ProbeResults, out_dir: str | Path, name: str = "probe
 def read_results(path: str | Path) -> ProbeResults:
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     return ProbeResults(records=data["records"], dropped=data.get("dropped", {}), meta=data.get("meta", {}))
-
-
-def _plain(o):
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o))
 
 
 def summary_table(results: ProbeResults, metric: str = "uar", title: str = ""):

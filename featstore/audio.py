@@ -71,3 +71,16 @@ def _why_unreadable(path: str | Path, error: Exception) -> str:
         return "empty file (0 bytes), not audio"
     detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return f"not a readable audio file or a broken header ({detail[:160]})"
+
+
+def windows(wave: np.ndarray, max_samples: int, min_samples: int) -> list[np.ndarray]:
+    """Near-equal consecutive windows of at most `max_samples`; pieces under `min_samples` dropped.
+
+    How `ser extract` (and `ser predict`) cut clips longer than `--max-seconds`.
+    """
+    if len(wave) <= max_samples:
+        return [wave]
+    n = -(-len(wave) // max_samples)
+    bounds = np.linspace(0, len(wave), n + 1).astype(int)
+    return [wave[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b - a >= min_samples]
+

@@ -23,9 +23,10 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -185,8 +186,7 @@ def load_backbone(model: str | ModelInfo = DEFAULT_MODEL, *, device: str | torch
     hf_logging.disable_progress_bar()
     net = AutoModel.from_pretrained(info.directory, dtype=dtype)
     net.eval().to(device)
-    if info.group_norm:
-        _install_masked_group_norm(net)
+    install_masked_group_norm(net)
     return Backbone(
         model=net, model_id=info.model_id, revision=info.revision,
         weights_sha256=info.weights_sha256, model_type=info.model_type,
@@ -219,20 +219,29 @@ def build_demo_model(directory: str | Path, *, seed: int = 0) -> Path:
 class MaskedGroupNorm(nn.Module):
     """GroupNorm with one group per channel whose statistics skip each item's padded frames.
 
-    `valid` is set before each forward to the valid frame counts `(batch,)`; None means
-    "no padding" and gives exactly `nn.GroupNorm`.
+    `valid` is set (by `masked_group_norm`) to the valid frame counts `(batch,)` for one
+    forward; None means "no padding" and gives exactly `nn.GroupNorm`. With `float32=True` it
+    computes in float32 under autocast, as autocast runs nn.GroupNorm (float16 sums overflow).
     """
 
-    def __init__(self, norm: nn.GroupNorm):
+    def __init__(self, norm: nn.Module, *, float32: bool = False):
         super().__init__()
-        if norm.num_groups != norm.num_channels:
+        channels = norm.weight.shape[0]
+        if getattr(norm, "num_groups", channels) != channels:
             raise ValueError("MaskedGroupNorm supports one group per channel (wav2vec2's feature encoder)")
         self.eps = norm.eps
         self.weight = norm.weight
         self.bias = norm.bias
+        self.float32 = float32
         self.valid: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (batch, channels, frames)
+        if self.float32:
+            with torch.autocast(x.device.type, enabled=False):
+                return self._normalise(x.float())
+        return self._normalise(x)
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         if self.valid is None:
             return nn.functional.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
         frames = torch.arange(x.shape[-1], device=x.device)
@@ -244,15 +253,46 @@ class MaskedGroupNorm(nn.Module):
         return y * self.weight[None, :, None] + self.bias[None, :, None]
 
 
-def _install_masked_group_norm(model: nn.Module) -> None:
+def uses_group_norm(config) -> bool:
+    """Whether a transformers config has a base-style (GroupNorm) feature encoder."""
+    return getattr(config, "feat_extract_norm", "layer") == "group"
+
+
+def install_masked_group_norm(model: nn.Module, *, float32: bool = False) -> MaskedGroupNorm | None:
+    """Make a GroupNorm feature encoder exact under padding (idempotent); None for other models."""
+    if not uses_group_norm(model.config):
+        return None
     first = model.feature_extractor.conv_layers[0]
-    if not isinstance(first.layer_norm, MaskedGroupNorm):
-        first.layer_norm = MaskedGroupNorm(first.layer_norm)
+    norm = first.layer_norm
+    if not isinstance(norm, MaskedGroupNorm) or norm.float32 != float32:
+        first.layer_norm = MaskedGroupNorm(norm, float32=float32)
+    return first.layer_norm
 
 
-def _masked_norm(model: nn.Module) -> MaskedGroupNorm | None:
-    norm = model.feature_extractor.conv_layers[0].layer_norm
+def masked_norm(model: nn.Module) -> MaskedGroupNorm | None:
+    """The installed `MaskedGroupNorm` of `model`, if any."""
+    extractor = getattr(model, "feature_extractor", None)
+    norm = getattr(getattr(extractor, "conv_layers", [None])[0], "layer_norm", None)
     return norm if isinstance(norm, MaskedGroupNorm) else None
+
+
+@contextmanager
+def masked_group_norm(model: nn.Module, n_samples: torch.Tensor, padded: bool):
+    """Within the block, the model's masked GroupNorm normalises over each item's valid frames.
+
+    n_samples `(batch,)`: valid input samples per item. A no-op for models without one, or
+    when nothing is padded. Shared by extraction and fine-tuning.
+    """
+    norm = masked_norm(model)
+    if norm is not None and padded:
+        # the first conv layer's output length is what its GroupNorm normalises over
+        k0, s0 = model.config.conv_kernel[0], model.config.conv_stride[0]
+        norm.valid = torch.div(n_samples - k0, s0, rounding_mode="floor") + 1
+    try:
+        yield
+    finally:
+        if norm is not None:
+            norm.valid = None
 
 
 def normalize_waveform(wave: np.ndarray) -> np.ndarray:
@@ -280,21 +320,12 @@ def hidden_states(backbone: Backbone, waves: Sequence[np.ndarray], *, device=Non
         batch[i, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
     lengths = backbone.output_lengths(n)
     padded = bool((n != n.max()).any())
-    norm = _masked_norm(model)
-    if norm is not None:
-        # the first conv layer's output length is what its GroupNorm normalises over
-        k0, s0 = model.config.conv_kernel[0], model.config.conv_stride[0]
-        norm.valid = (torch.div(n - k0, s0, rounding_mode="floor") + 1) if padded else None
     mask = (torch.arange(batch.shape[1])[None, :] < n[:, None]).long() if padded else None
     batch = batch.to(device)
     mask = mask.to(device) if mask is not None else None
     if next(model.parameters()).dtype != torch.float32:
         batch = batch.to(next(model.parameters()).dtype)
-    try:
-        with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype,
-                            enabled=autocast_dtype is not None):
-            out = model(batch, attention_mask=mask, output_hidden_states=True)
-    finally:
-        if norm is not None:
-            norm.valid = None
+    with masked_group_norm(model, n, padded), torch.autocast(
+            device_type=torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        out = model(batch, attention_mask=mask, output_hidden_states=True)
     return torch.stack(out.hidden_states), lengths

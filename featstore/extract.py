@@ -24,20 +24,19 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from featstore.audio import load_audio
-from featstore.backbone import (DEFAULT_MODEL, Backbone, ModelInfo, hidden_states, load_backbone, model_info,
-                                model_slug)
+from featstore.audio import load_audio, windows
+from featstore.backbone import DEFAULT_MODEL, Backbone, ModelInfo, hidden_states, load_backbone, model_info, model_slug
 from featstore.corpora import Manifest, Utterance, load_manifest
+from featstore.device import resolve_device
 from featstore.errors import AudioError, SerError
-from featstore.store import (Batch, Skipped, StoreError, assemble, config_matches,
-                             parts_dir, store_path, write_part)
+from featstore.store import Batch, Skipped, StoreError, assemble, config_matches, parts_dir, store_path, write_part
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 LAYER_CONVENTION = ("layer k = transformers hidden_states[k], k=0..L; 0 = input to the first transformer "
@@ -57,16 +56,6 @@ class ExtractResult:
     @property
     def speed(self) -> float:
         return self.audio_seconds / self.wall_seconds if self.wall_seconds else 0.0
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SerError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu or auto")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise SerError(f"unknown device {device!r}: use auto, cpu or cuda[:N]")
-    return torch.device(device)
 
 
 def parse_frame_layers(spec: str | Sequence[int] | None, num_layers: int) -> list[int]:
@@ -90,8 +79,9 @@ def store_config(info: ModelInfo, dtype: str, frame_layers: list[int], max_secon
 
 def _existing_state(path: Path, config: dict) -> tuple[set[str], dict[str, Skipped], float]:
     """Ids already extracted (store + finished parts), skips recorded, store mtime."""
-    import h5py
     import json
+
+    import h5py
 
     done: set[str] = set()
     skipped: dict[str, Skipped] = {}
@@ -164,15 +154,6 @@ class _Prefetcher:
                 self._q.get_nowait()
             except queue.Empty:
                 self._thread.join(0.05)
-
-
-def _windows(wave: np.ndarray, max_samples: int, min_samples: int) -> list[np.ndarray]:
-    if len(wave) <= max_samples:
-        return [wave]
-    n = -(-len(wave) // max_samples)
-    bounds = np.linspace(0, len(wave), n + 1).astype(int)
-    pieces = [wave[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    return [p for p in pieces if len(p) >= min_samples]
 
 
 @dataclass
@@ -390,9 +371,9 @@ def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer, result: Ext
                 if wave is None:
                     skip(u, reason)
                     continue
-                windows = _windows(wave, max_samples, backbone.receptive_field)
-                pending = _Pending(u, len(wave), len(windows))
-                pieces.extend((pending, w) for w in windows)
+                cut = windows(wave, max_samples, backbone.receptive_field)
+                pending = _Pending(u, len(wave), len(cut))
+                pieces.extend((pending, w) for w in cut)
                 buffered += len(wave) / sr
                 # on GPU gather audio so batches can be length-sorted; on CPU run as it comes
                 if dev.type != "cuda" or buffered >= prefetch_seconds:
@@ -445,8 +426,14 @@ class _NullBar:
 
 class _RichBar:
     def __init__(self, n: int, seconds: float):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         class _Speed(TextColumn):
             def render(self, task):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 
 
@@ -47,7 +47,7 @@ def reference_corpora() -> list[str]:
     return sorted(_table())
 
 
-@lru_cache(maxsize=None)
+@cache
 def reference(corpus: str) -> ReferenceCorpus:
     """EmoBox's metadata for `corpus`; KeyError if EmoBox has none."""
     entry = _table()[corpus]

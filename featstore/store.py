@@ -33,9 +33,9 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import h5py
 import numpy as np

@@ -31,7 +31,18 @@ import numpy as np
 from featstore.corpora import Corpus, get_corpus
 from featstore.errors import CorpusError, SerError
 from featstore.labels import (
-    ANGRY, BOREDOM, CALM, DISGUST, FEAR, FRUSTRATED, HAPPY, NEUTRAL, OTHER, SAD, SURPRISE, canonical_order,
+    ANGRY,
+    BOREDOM,
+    CALM,
+    DISGUST,
+    FEAR,
+    FRUSTRATED,
+    HAPPY,
+    NEUTRAL,
+    OTHER,
+    SAD,
+    SURPRISE,
+    canonical_order,
 )
 from featstore.reference import ReferenceFile, reference, reference_corpora
 

@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from classifiers.augment import (AddNoise, AugmentError, ChunkPermute, Compose, SpeedPerturb, augment_rng,
-                                 describe_augment, parse_augment)
+from classifiers.augment import (
+    AddNoise,
+    AugmentError,
+    ChunkPermute,
+    Compose,
+    SpeedPerturb,
+    augment_rng,
+    describe_augment,
+    parse_augment,
+)
 
 SR = 16000
 

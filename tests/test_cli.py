@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from conftest import TINY
+from tests.helpers import TINY
 
 runner = CliRunner()
 
@@ -102,6 +102,7 @@ def test_bad_input_is_one_line(tmp_path):
     assert r.exit_code == 2 and "unknown corpus" in r.output
 
 
+@pytest.mark.slow
 def test_card_finetune_line_and_predict(configured, world):
     r = run("finetune")
     assert r.exit_code == 0, r.output

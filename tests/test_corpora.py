@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import io
 from collections import Counter, defaultdict
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import read_emobox
 from featstore.corpora import CORPORA, get_corpus
 from featstore.corpora.iemocap import IemocapCorpus, format_emo_evaluation
 from featstore.labels import CANONICAL, EMOBOX_TO_CANONICAL
+from tests.helpers import read_emobox
 
 EMOBOX_CORPORA = ("aesdd", "cafe", "cremad", "emodb", "emovo", "iemocap", "mesd", "ravdess", "savee",
                   "shemo", "subesco", "tess", "urdu")
@@ -89,7 +89,7 @@ LANGUAGES = {"ravdess": "en", "cremad": "en", "emodb": "de", "emovo": "it", "iem
              "urdu": "ur"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def wav_bytes(sample_rate: int, frames: int) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, np.zeros(frames, dtype=np.int16), sample_rate, format="WAV", subtype="PCM_16")
@@ -145,13 +145,13 @@ def emobox_canonical(corpus: str, emo: str, label_map: dict | None) -> str:
 
 
 @pytest.fixture(scope="module")
-def trees(emobox_dir, tmp_path_factory):
+def trees(tmp_path_factory):
     """corpus -> (root, EmoBox rows, folds, frames per key); each tree is written once."""
     cache = {}
 
     def get(corpus: str):
         if corpus not in cache:
-            rows, folds = read_emobox(emobox_dir, corpus)
+            rows, folds = read_emobox(corpus)
             root = tmp_path_factory.mktemp(corpus)
             cache[corpus] = (root, rows, folds, build_tree(root, corpus, rows))
         return cache[corpus]

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
-
-import numpy as np
 import pytest
-import soundfile as sf
 
-from conftest import write_wav
 from featstore.corpora import CORPORA, get_corpus
 from featstore.corpora.csvcorpus import CsvCorpus, canonical_label
 from featstore.errors import CorpusError
-
-
+from tests.helpers import write_wav
 
 
 def test_happy_path(tmp_path):

@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
-from conftest import read_emobox, write_wav
 from featstore.corpora import get_corpus
 from featstore.errors import CorpusError
+from tests.helpers import read_emobox, write_wav
 
 
-
-
-def emobox_rows(emobox_dir: Path, corpus: str) -> list[tuple[str, str, str]]:
+def emobox_rows(corpus: str) -> list[tuple[str, str, str]]:
     """(key, path relative to the corpus root, emo) for every EmoBox row."""
-    rows, _ = read_emobox(emobox_dir, corpus)
+    rows, _ = read_emobox(corpus)
     prefix = f"downloads/{corpus}/"
     return [(r["key"], r["wav"][len(prefix):], r["emo"]) for r in rows]
 
 
 # -- real-world layouts -------------------------------------------------------------------
 
-def test_savee_official_audiodata_layout_gives_emobox_ids(emobox_dir, tmp_path):
-    rows = emobox_rows(emobox_dir, "savee")
+def test_savee_official_audiodata_layout_gives_emobox_ids(tmp_path):
+    rows = emobox_rows("savee")
     for _, rel, _ in rows:
         speaker, code = Path(rel).stem.split("_")  # EmoBox's flat JE_n23.wav -> AudioData/JE/n23.wav
         write_wav(tmp_path / "AudioData" / speaker / f"{code}.wav", 44100)
@@ -46,8 +41,8 @@ def test_savee_official_folder_with_unknown_speaker_is_a_problem(tmp_path):
     assert len(manifest.problems) == 1 and "'XY'" in manifest.problems[0].reason
 
 
-def test_tess_kaggle_nested_layout_and_misnamed_file(emobox_dir, tmp_path):
-    rows = emobox_rows(emobox_dir, "tess")
+def test_tess_kaggle_nested_layout_and_misnamed_file(tmp_path):
+    rows = emobox_rows("tess")
     # Kaggle folder names disagree with the file names; the loader must ignore them.
     folders = {"ps": "Pleasant_surprise", "fear": "Fear", "sad": "Sad", "angry": "angry",
                "disgust": "disgust", "happy": "happy", "neutral": "neutral"}
@@ -96,8 +91,8 @@ def test_cremad_single_x_file_and_demographics(tmp_path):
     assert by_id["cremad-1002-DFA-NEU-XX"].gender is None  # not in the CSV
 
 
-def test_cafe_with_properly_accented_folder_names(emobox_dir, tmp_path):
-    rows = emobox_rows(emobox_dir, "cafe")
+def test_cafe_with_properly_accented_folder_names(tmp_path):
+    rows = emobox_rows("cafe")
     for _, rel, _ in rows:
         write_wav(tmp_path / rel.replace("ColŠre", "Colère").replace("D‚go–t", "Dégoût"), 48000)
     assert (tmp_path / "CaFE_48k" / "Colère" / "Fort").is_dir()

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from featstore import config, download as dl
+from featstore import config
+from featstore import download as dl
 from featstore.corpora import CORPORA, load_manifest
 from featstore.download import ChecksumError, DownloadInstructions, UnsafeArchiveError, download, fetch, safe_extract
 from featstore.errors import CorpusError, SerError

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import warnings
 from pathlib import Path
@@ -11,14 +10,20 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import build_tiny_model
-
 from classifiers.finetune import AudioDataset, FinetuneError, collate, finetune
-from classifiers.heads import (EmotionClassifier, HeadError, LayerWeightedPooling, build_classifier, frame_mask,
-                               make_pooling, parse_freeze)
+from classifiers.heads import (
+    EmotionClassifier,
+    HeadError,
+    LayerWeightedPooling,
+    build_classifier,
+    frame_mask,
+    make_pooling,
+    parse_freeze,
+)
 from featstore.corpora import get_corpus
 from featstore.folds import make_folds
 from featstore.synth import synthesize
+from tests.helpers import build_tiny_model
 
 CLASSES = ["happy", "sad", "angry"]
 
@@ -55,6 +60,7 @@ def _accuracy(model: EmotionClassifier, utterances) -> float:
     return float((pred == batch["labels"]).float().mean())
 
 
+@pytest.mark.slow
 def test_training_loss_falls_and_accuracy_beats_chance(corpus, trained):
     _, _, utterances, _ = corpus
     fold = trained.folds[0]
@@ -72,6 +78,7 @@ def test_training_loss_falls_and_accuracy_beats_chance(corpus, trained):
     assert acc_after > 0.6 and acc_after > acc_before + 0.2
 
 
+@pytest.mark.slow
 def test_model_selection_uses_validation_speakers_never_test(corpus, trained):
     _, _, utterances, folds = corpus
     fold = trained.folds[0]
@@ -81,6 +88,7 @@ def test_model_selection_uses_validation_speakers_never_test(corpus, trained):
     assert fold.n_train + fold.n_val == sum(utterances[int(i)].label in CLASSES for i in folds[0].train)
 
 
+@pytest.mark.slow
 def test_results_files_and_pickle_free_checkpoints(trained):
     from classifiers.results import read_results
 
@@ -114,6 +122,7 @@ def test_results_files_and_pickle_free_checkpoints(trained):
     assert not list((fold_dir / "model").glob("*.bin"))
 
 
+@pytest.mark.slow
 def test_finished_fold_is_read_back_not_retrained(corpus, trained):
     root, model, utterances, folds = corpus
     stamp = (trained.out_dir / "luna-0" / "model" / "model.safetensors").stat().st_mtime_ns
@@ -122,6 +131,7 @@ def test_finished_fold_is_read_back_not_retrained(corpus, trained):
     assert (trained.out_dir / "luna-0" / "model" / "model.safetensors").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_from_its_checkpoint_and_matches(corpus, trained):
     """Killed after epoch 3's checkpoint, the rerun starts at that global step and ends where an
     uninterrupted run with the same seed ends."""
@@ -157,6 +167,7 @@ def test_interrupted_run_resumes_from_its_checkpoint_and_matches(corpus, trained
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
+@pytest.mark.slow
 def test_more_epochs_continue_from_the_last_checkpoint(corpus, trained):
     root, model, utterances, folds = corpus
     out = root / "extended"
@@ -165,6 +176,7 @@ def test_more_epochs_continue_from_the_last_checkpoint(corpus, trained):
     assert run.folds[0].resumed_from_step == 40 and run.folds[0].global_step == 44
 
 
+@pytest.mark.slow
 def test_other_settings_refuse_to_resume(corpus, trained):
     root, model, utterances, folds = corpus
     out = root / "other"
@@ -174,6 +186,7 @@ def test_other_settings_refuse_to_resume(corpus, trained):
         finetune(utterances, folds, str(model), out_dir=out, **{**SETTINGS, "lr": 1e-4})
 
 
+@pytest.mark.slow
 def test_heads_freezing_and_augmented_accumulated_run(corpus):
     """layer-weighted pooling, layers:2 frozen, gradient accumulation, augmentation, length grouping."""
     root, model, utterances, folds = corpus
@@ -249,6 +262,7 @@ def test_bad_arguments_raise_clear_errors(corpus, tmp_path):
             finetune(utterances, folds, str(model), out_dir=tmp_path, freeze="layers:9", fold=0)
 
 
+@pytest.mark.slow
 def test_test_fold_lacking_trained_classes_gets_restricted_scores(corpus):
     """Cross-corpus style (a RAVDESS model on CREMA-D, which has no calm/surprise): the scores with
     predictions restricted to the test fold's labels are reported beside the plain ones."""

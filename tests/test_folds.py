@@ -16,11 +16,22 @@ import pytest
 from featstore.corpora.base import Utterance
 from featstore.errors import SerError
 from featstore.folds import (
-    Fold, FoldWarning, LUNA5_TEST_ACTORS, ProtocolError, STANDARD_PROTOCOLS, cross_corpus_folds,
-    fold_summary, leakage_report, make_folds, multi_corpus_folds, speaker_overlap, standard_protocol,
-    validation_split, with_validation,
+    LUNA5_TEST_ACTORS,
+    STANDARD_PROTOCOLS,
+    Fold,
+    FoldWarning,
+    ProtocolError,
+    cross_corpus_folds,
+    fold_summary,
+    leakage_report,
+    make_folds,
+    multi_corpus_folds,
+    speaker_overlap,
+    standard_protocol,
+    validation_split,
+    with_validation,
 )
-from tests.conftest import read_emobox
+from tests.helpers import read_emobox
 
 EMOBOX_CORPORA = ["aesdd", "cafe", "cremad", "emodb", "emovo", "iemocap", "mesd", "ravdess",
                   "savee", "shemo", "subesco", "tess", "urdu"]
@@ -65,11 +76,11 @@ def _utterances(rows: list[dict], corpus: str) -> list[Utterance]:
 
 
 @pytest.fixture(scope="session")
-def emobox(emobox_dir):
+def emobox():
     """corpus -> (utterances, raw folds.json)."""
     data = {}
     for c in EMOBOX_CORPORA:
-        rows, folds = read_emobox(emobox_dir, c)
+        rows, folds = read_emobox(c)
         data[c] = (_utterances(rows, c), folds)
     return data
 

@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 
 from classifiers.neighbors import (
-    EMOTION_OTHER_SPEAKERS, Neighbors, NeighborError, cross_retrieval, knn_evaluate, neighbor_analysis,
-    normalize, purity, search,
+    EMOTION_OTHER_SPEAKERS,
+    NeighborError,
+    Neighbors,
+    cross_retrieval,
+    knn_evaluate,
+    neighbor_analysis,
+    normalize,
+    purity,
+    search,
 )
 from featstore.corpora.base import Utterance
 from featstore.folds import make_folds
@@ -115,7 +122,7 @@ def planted():
     utts, spk, emo = [], [], []
     for s in range(12):
         for e, label in enumerate(EMOTIONS):
-            for r in range(5):
+            for _r in range(5):
                 utts.append(utt(len(utts), f"{s:02d}", label, gender="male" if s % 2 else "female"))
                 spk.append(s)
                 emo.append(e)

@@ -15,7 +15,6 @@ from classifiers.predict import PredictError, load_probe, model_kind, predict, s
 from featstore.corpora import get_corpus
 from featstore.synth import synthesize
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

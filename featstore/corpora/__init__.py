@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from featstore.corpora.base import Corpus, Manifest, ParsedFile, Problem, Utterance, UTTERANCE_FIELDS
+from featstore.corpora.base import UTTERANCE_FIELDS, Corpus, Manifest, ParsedFile, Problem, Utterance
 from featstore.errors import CorpusError
 
 CORPORA: dict[str, Corpus] = {}
@@ -28,8 +28,20 @@ def load_manifest(name: str, root, **kwargs) -> Manifest:
 def _register_all() -> None:
     # Imported for their side effect: each module calls `register(...)` once.
     from featstore.corpora import (  # noqa: F401
-        aesdd, cafe, cremad, emodb, emovo, iemocap, mesd, ravdess, savee, shemo, subesco, tess, urdu,
+        aesdd,
+        cafe,
+        cremad,
         csvcorpus,
+        emodb,
+        emovo,
+        iemocap,
+        mesd,
+        ravdess,
+        savee,
+        shemo,
+        subesco,
+        tess,
+        urdu,
     )
 
 

@@ -32,10 +32,10 @@ Utterance id = "iemocap-" + utterance name, as in EmoBox.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
 
 from featstore import labels as L
 from featstore.corpora import register
