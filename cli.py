@@ -442,7 +442,7 @@ def probe(
         targets = _cached_corpora(cache, model)
     else:
         targets = [corpus.lower() if corpus else None]
-    from classifiers.evaluate import ProbeResults
+    from classifiers.results import ProbeResults
 
     combined = ProbeResults()
     files = []

@@ -12,57 +12,13 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from classifiers.linear import DEFAULT_CS, choose_C, fit_many
-from classifiers.metrics import mean_std, scores
+from classifiers.results import ProbeResults, make_record
 
 CLASSIFIERS = ("logreg", "xgboost")
-
-
-@dataclass
-class ProbeResults:
-    """One record per (layer, classifier, fold, seed) plus what was dropped and how it was run."""
-
-    records: list[dict] = field(default_factory=list)
-    dropped: dict = field(default_factory=dict)      # fold -> {label: test rows dropped}
-    meta: dict = field(default_factory=dict)
-
-    def extend(self, other: ProbeResults) -> None:
-        self.records.extend(other.records)
-        self.dropped.update(other.dropped)
-
-    def summary(self, metrics: Sequence[str] = ("wa", "uar", "macro_f1")) -> list[dict]:
-        """Mean and std over folds and seeds, per (train_set, test_set, classifier, layer)."""
-        groups = defaultdict(list)
-        for r in self.records:
-            groups[(r["train_set"], r["test_set"], r["classifier"], r["layer"])].append(r)
-        rows = []
-        for (train, test, clf, layer), recs in sorted(groups.items(), key=lambda kv: (kv[0][:3], kv[0][3])):
-            row = dict(train_set=train, test_set=test, classifier=clf, layer=layer, n=len(recs))
-            for m in metrics:
-                row[m], row[m + "_std"] = mean_std([r[m] for r in recs])
-            rows.append(row)
-        return rows
-
-    def best(self, metric: str = "uar", classifier: str | None = None, train_set: str | None = None) -> dict:
-        """The summary row with the highest mean `metric`."""
-        rows = [r for r in self.summary() if (classifier is None or r["classifier"] == classifier)
-                and (train_set is None or r["train_set"] == train_set)]
-        return max(rows, key=lambda r: r[metric])
-
-    def confusion(self, layer: int, classifier: str, train_set: str | None = None) -> tuple[np.ndarray, list[str]]:
-        """Confusion counts summed over folds and seeds for one layer, and the label order."""
-        recs = [r for r in self.records if r["layer"] == layer and r["classifier"] == classifier
-                and (train_set is None or r["train_set"] == train_set)]
-        labels = list(dict.fromkeys(lab for r in recs for lab in r["labels"]))
-        total = np.zeros((len(labels), len(labels)), dtype=np.int64)
-        for r in recs:
-            idx = [labels.index(lab) for lab in r["labels"]]
-            total[np.ix_(idx, idx)] += np.asarray(r["confusion"])
-        return total, labels
 
 
 def _harmonise(labels: np.ndarray, fold) -> tuple[list[str], np.ndarray, Counter]:
@@ -121,8 +77,8 @@ def probe_layers(X, utterances, folds, layers: Sequence[int], *, classifier: str
 
 
 def _record(layer, fold, test_idx, y_true, y_pred, classes, n_train, **extra) -> dict:
-    s = scores(y_true, y_pred, classes)
-    return dict(layer=int(layer), fold=fold.name, n_train=int(n_train), n_test=int(len(test_idx)), **s, **extra)
+    return make_record(layer=int(layer), fold=fold.name, y_true=y_true, y_pred=y_pred, labels=classes,
+                       n_train=n_train, **extra)
 
 
 def _logreg_group(X, y, speakers, group, classes, layers, seed, C, Cs, inner_folds, device) -> list[dict]:

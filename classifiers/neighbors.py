@@ -336,7 +336,7 @@ def knn_evaluate(X: np.ndarray, utterances: Sequence[Utterance], folds: Sequence
     fold, n_train, n_test, wa, uar, macro_f1, recall, confusion, labels, classifier="knn",
     seed=0 (kNN is deterministic), train_set, test_set, shuffled=False) plus k and weighting.
     """
-    from classifiers.evaluate import ProbeResults
+    from classifiers.results import ProbeResults
 
     X = np.asarray(X, dtype=np.float32)
     if len(X) != len(utterances):
@@ -372,7 +372,7 @@ def knn_evaluate(X: np.ndarray, utterances: Sequence[Utterance], folds: Sequence
 def _loso_results(nb: Neighbors, labels: np.ndarray, speakers: np.ndarray, **common):
     """`knn_evaluate`'s leave-one-speaker-out results from neighbours of every row that exclude the
     row's speaker: one record per speaker, scored on the classes other speakers have."""
-    from classifiers.evaluate import ProbeResults
+    from classifiers.results import ProbeResults
 
     codes, names = _codes(labels.tolist())
     pred = np.asarray(names, dtype=object)[knn_vote(nb, codes, len(names), common["weighting"])]
@@ -500,7 +500,7 @@ class NeighborReport:
     def probe_results(self):
         """The kNN records as `classifiers.evaluate.ProbeResults` (summary, best, confusion; the
         writers and plots of the other probes)."""
-        from classifiers.evaluate import ProbeResults
+        from classifiers.results import ProbeResults
 
         return ProbeResults(records=list(self.knn), dropped=dict(self.dropped),
                             meta={"classifier": "knn", "protocol": self.protocol, "k": self.k,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classifiers.evaluate import ProbeResults
+from classifiers.results import ProbeResults
 
 
 def _plt():

@@ -6,10 +6,70 @@ import csv
 import json
 import platform
 import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from classifiers.evaluate import ProbeResults
+import numpy as np
+
+from classifiers.metrics import mean_std, scores
 from featstore.serialize import write_json
+
+
+def make_record(*, layer, fold: str, y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str],
+                n_train: int, **extra) -> dict:
+    """The one record every classifier writes: one scored (setting, layer, classifier, fold, seed).
+
+    Keys: layer (int, or a string such as "e2e" / "mix:..."), fold, n_train, n_test, wa, uar,
+    macro_f1, recall {label: recall}, confusion (nested lists, rows true), labels (scored label
+    order), plus `extra` (classifier, seed, train_set, test_set, shuffled, C, ...).
+    """
+    s = scores(y_true, y_pred, labels)
+    return dict(layer=layer, fold=str(fold), n_train=int(n_train), n_test=int(len(y_true)), **s, **extra)
+
+
+@dataclass
+class ProbeResults:
+    """One record per (layer, classifier, fold, seed) plus what was dropped and how it was run."""
+
+    records: list[dict] = field(default_factory=list)
+    dropped: dict = field(default_factory=dict)      # fold -> {label: test rows dropped}
+    meta: dict = field(default_factory=dict)
+
+    def extend(self, other: ProbeResults) -> None:
+        self.records.extend(other.records)
+        self.dropped.update(other.dropped)
+
+    def summary(self, metrics: Sequence[str] = ("wa", "uar", "macro_f1")) -> list[dict]:
+        """Mean and std over folds and seeds, per (train_set, test_set, classifier, layer)."""
+        groups = defaultdict(list)
+        for r in self.records:
+            groups[(r["train_set"], r["test_set"], r["classifier"], r["layer"])].append(r)
+        rows = []
+        for (train, test, clf, layer), recs in sorted(groups.items(), key=lambda kv: (kv[0][:3], kv[0][3])):
+            row = dict(train_set=train, test_set=test, classifier=clf, layer=layer, n=len(recs))
+            for m in metrics:
+                row[m], row[m + "_std"] = mean_std([r[m] for r in recs])
+            rows.append(row)
+        return rows
+
+    def best(self, metric: str = "uar", classifier: str | None = None, train_set: str | None = None) -> dict:
+        """The summary row with the highest mean `metric`."""
+        rows = [r for r in self.summary() if (classifier is None or r["classifier"] == classifier)
+                and (train_set is None or r["train_set"] == train_set)]
+        return max(rows, key=lambda r: r[metric])
+
+    def confusion(self, layer: int, classifier: str, train_set: str | None = None) -> tuple[np.ndarray, list[str]]:
+        """Confusion counts summed over folds and seeds for one layer, and the label order."""
+        recs = [r for r in self.records if r["layer"] == layer and r["classifier"] == classifier
+                and (train_set is None or r["train_set"] == train_set)]
+        labels = list(dict.fromkeys(lab for r in recs for lab in r["labels"]))
+        total = np.zeros((len(labels), len(labels)), dtype=np.int64)
+        for r in recs:
+            idx = [labels.index(lab) for lab in r["labels"]]
+            total[np.ix_(idx, idx)] += np.asarray(r["confusion"])
+        return total, labels
 
 CSV_FIELDS = ("train_set", "test_set", "classifier", "layer", "fold", "seed", "wa", "uar", "macro_f1",
               "n_train", "n_test", "C", "shuffled")
