@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -42,9 +43,21 @@ def friendly(fn):
     return wrapper
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """ser's own warnings (e.g. FoldWarning) as one `warning:` line; others as Python prints them."""
+    if category.__module__.split(".")[0] in ("featstore", "classifiers") and not _state["debug"]:
+        err.print(f"[yellow]warning:[/] {message}", highlight=False)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 @app.callback()
 def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")):
     _state["debug"] = debug
+    warnings.showwarning = _show_warning
 
 
 def _human(n: float) -> str:
@@ -85,16 +98,32 @@ def _cache(cache: Path | None) -> Path:
 
 
 def _device_opt(device: str | None) -> str:
+    """The device option (or config default), validated before any heavy import."""
     from featstore.config import default_device
+    from featstore.device import check_device
 
-    return device or default_device()
+    return check_device(device or default_device())
 
 
 CORPUS_OPT = typer.Option(None, "--corpus", "-c", help="Corpus name (see `ser corpora`); default: config `corpus`.")
 ROOT_OPT = typer.Option(None, "--root", "-r", help="Unpacked corpus directory; default: config, $SER_DATA/<corpus>, data dir.")
 MODEL_OPT = typer.Option(None, "--model", "-m", help="Hub id or local model directory; default: config `model` or facebook/wav2vec2-base.")
 CACHE_OPT = typer.Option(None, "--cache", help="Store directory; default: $SER_CACHE, config `cache`, or ./cache.")
-DEVICE_OPT = typer.Option(None, "--device", help="auto, cpu or cuda[:N]; default: config `device` or auto.")
+def _check_device_option(value: str | None) -> str | None:
+    """Parse-time check of --device, so a typo costs milliseconds, not a torch import."""
+    from featstore.device import DeviceError, check_device
+
+    if value is None:
+        return None
+    try:
+        return check_device(value)
+    except DeviceError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(2) from e
+
+
+DEVICE_OPT = typer.Option(None, "--device", callback=_check_device_option,
+                          help="auto, cpu or cuda[:N]; default: config `device` or auto.")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,41 @@
+"""Behaviour every command shares: parse-time option checks, ser's warnings as one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from cli import app
+
+runner = CliRunner()
+
+
+def test_device_typo_is_one_line_before_any_heavy_import(tmp_path):
+    code = ("import sys, cli\n"
+            "try:\n"
+            "    cli.app(['extract', '--corpus', 'ravdess', '--device', 'cuda0'])\n"
+            "except SystemExit as e:\n"
+            "    print('exit', e.code, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                         env={"PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parents[1]),
+                              "SER_CONFIG": str(tmp_path / "none.toml"), "PATH": "/usr/bin:/bin"})
+    assert out.stdout.strip() == "exit 2 False", out.stdout + out.stderr
+    lines = [x for x in out.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: unknown device 'cuda0'"), out.stderr
+
+
+def test_fold_warning_is_one_warning_line(tmp_path, monkeypatch):
+    from featstore.synth import synthesize
+
+    monkeypatch.setenv("SER_CONFIG", str(tmp_path / "none.toml"))
+    root = tmp_path / "ravdess"
+    synthesize("ravdess", root, n=24, seed=0, max_duration=0.3, sample_rate=16000)
+    for wav in root.rglob("*-05.wav"):  # actor 05 gone: luna5 can no longer be the published folds
+        wav.unlink()
+    r = runner.invoke(app, ["folds", "--corpus", "ravdess", "--root", str(root), "--protocol", "luna5"])
+    assert r.exit_code == 0, r.output
+    warning_lines = [x for x in r.output.splitlines() if "luna5: actors" in x]
+    assert len(warning_lines) == 1 and warning_lines[0].startswith("warning: "), r.output
+    assert "FoldWarning" not in r.output and "warnings.warn" not in r.output
