@@ -29,13 +29,13 @@ from tests.helpers import TINY
 LETTERS = list("ABCDEFGHIKLNORSTWY'")
 
 
-def build_tiny_ctc(directory, seed: int = 0):
-    """A tiny random Wav2Vec2ForCTC + its tokenizer (upper-case letters, '|' delimiter, <pad> blank)."""
+def build_tiny_ctc(directory, seed: int = 0, letters=LETTERS):
+    """A tiny random Wav2Vec2ForCTC + its tokenizer (upper-case `letters`, '|' delimiter, <pad> blank)."""
     import torch
     from transformers import Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
 
     directory.mkdir(parents=True, exist_ok=True)
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, **{c: 5 + i for i, c in enumerate(LETTERS)}}
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, **{c: 5 + i for i, c in enumerate(letters)}}
     (directory / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
     tokenizer = Wav2Vec2CTCTokenizer(str(directory / "vocab.json"), word_delimiter_token="|")
     torch.manual_seed(seed)
@@ -214,3 +214,32 @@ def test_align_corpus_caches_and_resumes(tiny_ctc, tmp_path, one_torch_thread):
                                 gender="male", label="angry", label_raw="a")], str(tiny_ctc), cache=tmp_path)
     with pytest.raises(AlignError, match="no alignments"):
         read_alignments(tmp_path / "nothing.jsonl")
+
+
+def test_cli_align_caches_shows_and_saves_an_example(tiny_ctc, tmp_path, monkeypatch, one_torch_thread):
+    from typer.testing import CliRunner
+
+    from cli import app
+    from featstore.synth import synthesize
+
+    monkeypatch.setenv("SER_CONFIG", str(tmp_path / "config.toml"))
+    root = tmp_path / "ravdess"
+    synthesize("ravdess", root, n=48, max_duration=1.0, sample_rate=16000)
+    args = ["--model", str(tiny_ctc), "--cache", str(tmp_path / "cache")]
+    runner = CliRunner()
+    first = runner.invoke(app, ["align", "--corpus", "ravdess", "--root", str(root), *args])
+    assert first.exit_code == 0, first.output
+    assert "aligned 48 utterances (0 already there, 0 not aligned)" in first.output
+    utt = json.loads(alignment_path(tmp_path / "cache", str(tiny_ctc), "ravdess").read_text().splitlines()[1])["id"]
+    again = runner.invoke(app, ["align", "--corpus", "ravdess", "--root", str(root), *args,
+                                "--example", utt, "--out", str(tmp_path / "ex")])
+    assert again.exit_code == 0, again.output
+    assert "aligned 0 utterances (48 already there" in again.output
+    assert sorted(p.name for p in (tmp_path / "ex").iterdir()) == ["boundaries.png", "donor.wav", "original.wav",
+                                                                   "result.wav"]
+    shown = runner.invoke(app, ["align", "--show", utt, *args])
+    assert shown.exit_code == 0 and "door" in shown.output and "start (s)" in shown.output
+    missing = runner.invoke(app, ["align", "--show", "ravdess-nope", *args])
+    assert missing.exit_code == 2 and "ravdess-nope is not in" in missing.output
+    savee = runner.invoke(app, ["align", "--show", "savee-DC-a01", "--cache", str(tmp_path / "cache")])
+    assert savee.exit_code == 2 and "no default CTC model" not in savee.output and "no alignments" in savee.output
