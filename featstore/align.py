@@ -13,6 +13,8 @@ results to `<cache>/<ctc-model-slug>/<corpus>.align.jsonl`, next to that model's
 header line (model, weights hash), then one line per utterance, `{"id", "text", "words":
 [{"word", "start", "end", "score"}]}` or `{"id", "error"}`. A killed run loses at most a partly
 written last line; the same command resumes with the utterances not yet written.
+
+`word_features(store, layer, alignments)` pools a store's frame-level features per word.
 """
 
 from __future__ import annotations
@@ -395,6 +397,44 @@ def align_corpus(utterances: Sequence[Utterance], model: str | CTCAligner, *, ca
                 os.fsync(fh.fileno())
         os.fsync(fh.fileno())
     return AlignRun(path, len(utterances), len(utterances) - len(todo), len(todo) - len(failures), failures)
+
+
+@dataclass
+class WordFeatures:
+    """Per-word pooled features: row i is word `words[i]` of utterance `ids[i]`."""
+
+    ids: list[str]
+    word_index: list[int]
+    words: list[str]
+    features: np.ndarray            # (n_words, D) float32: mean of the layer's frames inside each word
+
+
+def word_features(store, layer: int, alignments: dict[str, Alignment]) -> WordFeatures:
+    """Mean of `layer`'s stored frames whose centres fall inside each aligned word.
+
+    store: a `featstore.store.FeatureStore` extracted with `--frames` including `layer`.
+    Utterances without an alignment are left out; a word shorter than one frame takes the frame
+    nearest its centre. Frame times follow the store's samples-per-frame for each utterance.
+    """
+    ids, index, words, rows = [], [], [], []
+    sr = float(store.config["sample_rate"])
+    for i, (u, frames) in enumerate(store.iter_frames(layer)):
+        a = alignments.get(u.id)
+        if a is None or a.error or not len(frames):
+            continue
+        seconds_per_frame = float(store.n_samples[i]) / sr / len(frames)
+        centres = (np.arange(len(frames)) + 0.5) * seconds_per_frame
+        for k, w in enumerate(a.words):
+            inside = (centres >= w.start) & (centres < w.end)
+            if not inside.any():
+                inside = np.zeros(len(frames), dtype=bool)
+                inside[min(int((w.start + w.end) / 2 / seconds_per_frame), len(frames) - 1)] = True
+            ids.append(u.id)
+            index.append(k)
+            words.append(w.word)
+            rows.append(frames[inside].astype(np.float32).mean(axis=0))
+    features = np.stack(rows) if rows else np.zeros((0, store.hidden_size), dtype=np.float32)
+    return WordFeatures(ids, index, words, features)
 
 
 def _track(items: list, progress: bool, corpus: str) -> Iterable:

@@ -243,3 +243,26 @@ def test_cli_align_caches_shows_and_saves_an_example(tiny_ctc, tmp_path, monkeyp
     assert missing.exit_code == 2 and "ravdess-nope is not in" in missing.output
     savee = runner.invoke(app, ["align", "--show", "savee-DC-a01", "--cache", str(tmp_path / "cache")])
     assert savee.exit_code == 2 and "no default CTC model" not in savee.output and "no alignments" in savee.output
+
+
+def test_word_features_pool_the_frames_inside_each_word(tiny_models, tmp_path, one_torch_thread):
+    from featstore.align import Alignment, Word, word_features
+    from featstore.corpora import load_manifest
+    from featstore.extract import extract_manifest
+    from featstore.store import open_store
+    from featstore.synth import synthesize
+
+    synthesize("ravdess", tmp_path / "rav", n=4, max_duration=1.0, sample_rate=16000)
+    res = extract_manifest(load_manifest("ravdess", tmp_path / "rav"), model=str(tiny_models["group"]),
+                           cache=tmp_path / "cache", device="cpu", frames="2", progress=False)
+    fs = open_store(res.store)
+    first, second = fs.utterances[0].id, fs.utterances[1].id
+    alignments = {first: Alignment(first, "a b", [Word("a", 0.1, 0.3, 1.0), Word("b", 0.5, 0.5001, 1.0)]),
+                  second: Alignment(second, error="no transcript")}
+    got = word_features(fs, 2, alignments)
+    assert got.ids == [first, first] and got.words == ["a", "b"] and got.features.shape == (2, fs.hidden_size)
+    frames = fs.frames(2, 0).astype(np.float32)
+    centres = (np.arange(len(frames)) + 0.5) * fs.n_samples[0] / 16000 / len(frames)
+    np.testing.assert_allclose(got.features[0], frames[(centres >= 0.1) & (centres < 0.3)].mean(0), rtol=1e-6)
+    np.testing.assert_allclose(got.features[1], frames[int(0.50005 * len(frames) * 16000 / fs.n_samples[0])],
+                               rtol=1e-6)
