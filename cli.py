@@ -706,6 +706,71 @@ def predict(
 
 
 # ---------------------------------------------------------------------------------------------
+# word alignment
+# ---------------------------------------------------------------------------------------------
+
+@app.command()
+@friendly
+def align(
+    corpus: str | None = CORPUS_OPT,
+    root: Path | None = ROOT_OPT,
+    model: str | None = typer.Option(None, "--model", "-m", help="CTC model (Wav2Vec2ForCTC hub id or directory); "
+                                     "default: $SER_CTC_MODEL, else one per language (English, German)."),
+    cache: Path | None = CACHE_OPT,
+    device: str | None = DEVICE_OPT,
+    max_seconds: float = typer.Option(30.0, "--max-seconds", help="Clips longer than this are aligned in windows."),
+    show: str | None = typer.Option(None, "--show", help="Print the cached words of this utterance id."),
+    example: str | None = typer.Option(None, "--example", help="Save a word-swap example of this utterance id."),
+    out: Path = typer.Option(Path("wordswap-example"), "--out", "-o", help="Folder for --example's WAVs and plot."),
+    seed: int = typer.Option(0, "--seed", help="Seed of --example's donor and word draw."),
+):
+    """Word boundaries by CTC forced alignment, cached beside the stores (resumable); --show prints
+    one utterance's words, --example saves a word swap (original, donor, result WAVs + PNG).
+
+    Example: ser align --corpus ravdess --model facebook/wav2vec2-base-960h; ser align --show ravdess-03-01-05-01-01-01-01
+    """
+    from featstore.align import AlignError, align_corpus, alignment_path, default_ctc_model, read_alignments
+    from featstore.corpora import get_corpus, load_manifest
+
+    if show:
+        name = (corpus or show.split("-")[0]).lower()
+        model = model or default_ctc_model(get_corpus(name).language)
+        path = alignment_path(_cache(cache), model, name)
+        found = read_alignments(path)[1].get(show)
+        if found is None:
+            raise AlignError(f"{show} is not in {path}; check the id (ser manifest) or run ser align --corpus {name}")
+        if found.error:
+            console.print(f"{show}: not aligned: {found.error}", highlight=False)
+            return
+        t = Table("word", "start (s)", "end (s)", "score", title=f"{show}: {found.text}")
+        for w in found.words:
+            t.add_row(w.word, f"{w.start:.3f}", f"{w.end:.3f}", f"{w.score:.3f}")
+        console.print(t)
+        return
+    corpus = _corpus(corpus)
+    m = load_manifest(corpus, _root(corpus, root))
+    _print_problems(m.problems, limit=10)
+    model = model or default_ctc_model(m.utterances[0].language if m.utterances else "")
+    run = align_corpus(m.utterances, model, cache=_cache(cache), device=_device_opt(device),
+                       max_seconds=max_seconds, progress=True)
+    for a in run.failures[:10]:
+        err.print(f"[yellow]not aligned:[/] {a.error}", highlight=False)
+    if len(run.failures) > 10:
+        err.print(f"[yellow]not aligned:[/] {len(run.failures) - 10} more", highlight=False)
+    console.print(f"aligned {run.n_aligned} utterances ({run.n_cached} already there, {len(run.failures)} not "
+                  f"aligned) -> {run.path}", highlight=False)
+    if example:
+        from classifiers.wordswap import WordSwap, save_example
+
+        chosen = [u for u in m.utterances if u.id == example]
+        if not chosen:
+            raise AlignError(f"{example} is not an utterance of {corpus}; see `ser manifest --corpus {corpus}`")
+        swapper = WordSwap(1.0, model=model).bind(m.utterances, sample_rate=16000, cache=_cache(cache))
+        files = save_example(swapper, chosen[0], out, seed=seed)
+        console.print("wrote " + ", ".join(str(p) for p in files.values()), highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------
 # demo
 # ---------------------------------------------------------------------------------------------
 

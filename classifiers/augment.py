@@ -13,6 +13,8 @@ clips). `Compose` chains them; `parse_augment("chunk-permute,noise")` builds one
 ``speed[:F1/F2/...]``       speed perturbation: resample by a factor drawn from the list (default
                             0.9/1.0/1.1); tempo and pitch change together, as Kaldi/sox `speed`;
                             the clip becomes len/F samples long
+``word-swap[:P]``           word k replaced by word k of another training clip of the same
+                            emotion and sentence (CTC word boundaries; classifiers.wordswap)
 ==========================  ====================================================================
 
 Append ``@P`` to any item to set its probability, e.g. ``chunk-permute:3@1,noise:5-20@0.3``.
@@ -29,7 +31,7 @@ import soxr
 
 from featstore.errors import SerError
 
-AUGMENTATIONS: tuple[str, ...] = ("chunk-permute", "noise", "speed")
+AUGMENTATIONS: tuple[str, ...] = ("chunk-permute", "noise", "speed", "word-swap")
 
 
 class AugmentError(SerError, ValueError):
@@ -116,9 +118,9 @@ class Compose:
 
     transforms: tuple = field(default_factory=tuple)
 
-    def __call__(self, wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def __call__(self, wave: np.ndarray, rng: np.random.Generator, utterance=None) -> np.ndarray:
         for t in self.transforms:
-            wave = t(wave, rng)
+            wave = t(wave, rng, utterance) if getattr(t, "needs_utterance", False) else t(wave, rng)
         return wave
 
     def __bool__(self) -> bool:
@@ -159,6 +161,10 @@ def _parse_item(item: str):
         if not arg:
             return SpeedPerturb(p=p)
         return SpeedPerturb(tuple(_number(f, "speed factor") for f in arg.split("/")), p)
+    if name == "word-swap":
+        from classifiers.wordswap import WordSwap
+
+        return WordSwap(_number(arg, "probability") if arg else p)
     raise AugmentError(f"unknown augmentation {name!r}; choose from {', '.join(AUGMENTATIONS)} "
                        f"(e.g. --augment chunk-permute,noise:10-30,speed:0.9/1.0/1.1@0.5)")
 
@@ -189,6 +195,8 @@ def describe_augment(augment: Compose) -> str:
             parts.append(f"noise:{snr}@{t.p:g}")
         elif isinstance(t, SpeedPerturb):
             parts.append(f"speed:{'/'.join(f'{f:g}' for f in t.factors)}@{t.p:g}")
+        elif hasattr(t, "spec"):
+            parts.append(t.spec())
         else:
             parts.append(type(t).__name__)
     return ",".join(parts) or "none"

@@ -47,6 +47,7 @@ import torch
 from classifiers.augment import Compose, augment_rng, describe_augment, parse_augment
 from classifiers.heads import POOLINGS, build_classifier
 from classifiers.metrics import mean_std, scores, softmax
+from classifiers.wordswap import bind_word_swap
 from featstore import serialize
 from featstore.audio import load_audio
 from featstore.backbone import DEFAULT_MODEL, normalize_waveform
@@ -100,7 +101,7 @@ class AudioDataset(torch.utils.data.Dataset):
         if self.train:
             rng = augment_rng(self.seed, self.epoch, i)
             if self.augment:
-                wave = self.augment(wave, rng)
+                wave = self.augment(wave, rng, u)
             if self.max_samples and len(wave) > self.max_samples:
                 start = int(rng.integers(0, len(wave) - self.max_samples + 1))
                 wave = wave[start:start + self.max_samples]
@@ -410,7 +411,8 @@ def finetune(
                                           "test_speakers": sorted({u.speaker for u in test_u})})
             sr, norm = clf.config.sample_rate, clf.config.do_normalize
             max_samples = int(max_duration * sr) if max_duration else None
-            train_ds = AudioDataset(train_u, label_ids, sr, norm, train=True, augment=augment, seed=seed,
+            fold_augment = bind_word_swap(augment, train_u, sample_rate=sr, device=device)  # donors: train only
+            train_ds = AudioDataset(train_u, label_ids, sr, norm, train=True, augment=fold_augment, seed=seed,
                                     max_samples=max_samples)
             val_ds = AudioDataset(val_u, label_ids, sr, norm)
             test_ds = AudioDataset(test_u, label_ids, sr, norm)
