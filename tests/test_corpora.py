@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from featstore.corpora import CORPORA, get_corpus
+from featstore.corpora import CORPORA, REGISTRY, get_corpus
 from featstore.corpora.iemocap import IemocapCorpus, format_emo_evaluation
 from featstore.labels import CANONICAL, EMOBOX_TO_CANONICAL
 from tests.helpers import read_emobox
@@ -168,12 +168,13 @@ def loaded(request, trees):
 
 def test_registry_lists_every_corpus_with_its_description():
     assert set(CORPORA) == set(EMOBOX_CORPORA) | {"csv"}
+    assert [c.name for c in REGISTRY] == list(CORPORA) and len(REGISTRY) == len(CORPORA)
     for name in EMOBOX_CORPORA:
         corpus = CORPORA[name]
         assert corpus.name == name
         assert corpus.language == LANGUAGES[name]
-        assert corpus.title and corpus.layout_hint and corpus.licence
-        assert corpus.source.startswith("http")
+        assert corpus.title and corpus.layout_hint and corpus.source.licence
+        assert corpus.source.page.startswith("http") and corpus.protocol.why
         assert corpus.expected_count >= FACTS[name][0] and corpus.n_speakers == FACTS[name][1]
         assert set(corpus.labels.values()) <= set(CANONICAL), name
         assert type(corpus).__module__ == f"featstore.corpora.{name}"

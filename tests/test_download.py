@@ -336,9 +336,16 @@ def test_source_table_covers_every_corpus():
     assert rows["ravdess"]["checksum"] == "md5" and "1188976" in rows["ravdess"]["where"]
     assert rows["shemo"]["checksum"] == "sha256"
     assert rows["iemocap"]["method"] == "manual" and rows["cremad"]["method"] == "git-lfs"
-    for name, source in dl.SOURCES.items():
-        assert source.method in ("http", "git-lfs", "manual") and source.verified, name
+    for name, corpus in CORPORA.items():
+        source = corpus.source
+        assert source.method in ("http", "git-lfs", "manual", "own") and source.verified and source.licence, name
         assert all(a.url.startswith(("http://", "https://")) for a in source.archives), name
+        assert bool(source.archives) == (source.method == "http"), name
+        assert rows[name]["licence"] == source.licence and rows[name]["method"] == source.method
+    # one spelling per corpus: the page on the class is the page the table and the archives use
+    assert CORPORA["ravdess"].source.page == "https://zenodo.org/records/1188976"
+    assert CORPORA["ravdess"].source.archives[0].url.startswith(CORPORA["ravdess"].source.page + "/files/")
+    assert CORPORA["cafe"].source.archives[0].url.startswith(CORPORA["cafe"].source.page + "/files/")
 
 
 def test_existing_symlink_in_target_is_not_followed_out(tmp_path):

@@ -23,8 +23,7 @@ import re
 from pathlib import Path
 
 from featstore import labels as L
-from featstore.corpora import register
-from featstore.corpora.base import Corpus, Manifest, ParsedFile, Problem
+from featstore.corpora.base import Corpus, Manifest, ParsedFile, Problem, Source
 from featstore.errors import CorpusError
 
 REQUIRED = ("path", "label", "speaker")
@@ -55,8 +54,7 @@ class CsvCorpus(Corpus):
     language = ""  # unknown unless the CSV has a language column
     labels = LABEL_ALIASES
     layout_hint = "a CSV file with columns path,label,speaker[,language,gender]; paths relative to its folder"
-    source = "your own data"
-    licence = "yours"
+    source = Source("own", "", "yours", verified="your own data: pass the CSV with --root")
 
     def __init__(self, name: str | None = None):
         self._named = name is not None
@@ -135,5 +133,3 @@ class CsvCorpus(Corpus):
     def canonical(self, label_raw: str, path: Path | str = "") -> str:
         return canonical_label(label_raw)
 
-
-register(CsvCorpus())
