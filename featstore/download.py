@@ -32,6 +32,7 @@ import subprocess
 import tarfile
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.error import HTTPError, URLError
@@ -189,7 +190,13 @@ def download(corpus: str, to: str | Path | None = None, *, url: str | None = Non
                          progress=progress, retries=retries, timeout=timeout)
             fetched.append(path)
             paths.append(path)
-    files = sum(len(safe_extract(p, target, progress=progress)) for p in paths)
+    fresh = not target.exists()
+    try:
+        files = sum(len(safe_extract(p, target, progress=progress)) for p in paths)
+    except BaseException:
+        if fresh:  # a later archive failed: the earlier ones' files must not look like a corpus
+            shutil.rmtree(target, ignore_errors=True)
+        raise
     result = _check(name, target, DownloadResult(name, target, archives=fetched, files=files))
     (target / MARKER).write_text(json.dumps({
         "corpus": name, "archives": [a.url for a in archives], "files": files,
@@ -485,35 +492,88 @@ def safe_extract(archive: str | Path, target: str | Path, *, progress: bool = Fa
     CaFE); the corpus loaders read file names, not folder names.
     """
     archive, target = Path(archive), Path(target)
+    new_dirs = [p for p in (target, *target.absolute().parents) if not p.exists()]  # deepest first
     target.mkdir(parents=True, exist_ok=True)
     root = target.resolve()
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            plan = _plan_zip(zf, root, archive)
-            _check_space(archive, root, sum(info.file_size for info, _ in plan))
-            written = []
-            for info, dest in _iter(plan, progress, f"unpacking {archive.name}"):
-                if info.is_dir():
-                    dest.mkdir(parents=True, exist_ok=True)
-                    continue
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(dest, "wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK)
-                written.append(dest)
-            return written
-    if _is_tar(archive):
-        with tarfile.open(archive, "r:*") as tf:
-            members = _plan_tar(tf, root, archive)
-            _check_space(archive, root, sum(m.size for m in members if m.isfile()))
-            for m in _iter(members, progress, f"unpacking {archive.name}"):
-                tf.extract(m, root, filter="data")  # the data filter checks once more while writing
-            return [root / m.name for m in members if m.isfile()]
+    made: list[Path] = []  # files and folders this call creates, in order (undone on failure)
+    try:
+        if zipfile.is_zipfile(archive):
+            return _unpack_zip(archive, root, made, progress)
+        if _is_tar(archive):
+            return _unpack_tar(archive, root, made, progress)
+    except BaseException as e:
+        _undo(made, new_dirs)
+        if isinstance(e, _DAMAGED):
+            raise SerError(f"{archive} is damaged ({_first_line(e)}); nothing was left in {target}: delete the "
+                           f"archive and download it again, or pass a good copy with --url") from e
+        if isinstance(e, OSError):
+            raise SerError(f"cannot unpack {archive} into {target} ({e.strerror or e}); nothing was left there: "
+                           f"check free space and permissions, or pass --to DIR") from e
+        raise
+    _undo([], new_dirs)
     with open(archive, "rb") as f:
         head = f.read(512).lstrip().lower()
     looks = " (it looks like a web page: the server sent an error or login page)" if head.startswith(
         (b"<!doctype", b"<html")) else ""
     raise SerError(f"{archive} is not a zip or tar archive{looks}; delete it and download again, or pass the "
                    f"right file with --url")
+
+
+# What a corrupt archive raises while unpacking: bad CRC or an entry larger than it declares
+# (BadZipFile), truncated or garbled streams, unknown compression methods, encrypted entries.
+_DAMAGED = (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, NotImplementedError, RuntimeError)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _unpack_zip(archive: Path, root: Path, made: list[Path], progress: bool) -> list[Path]:
+    with zipfile.ZipFile(archive) as zf:
+        plan = _plan_zip(zf, root, archive)
+        _check_space(archive, root, sum(info.file_size for info, _ in plan))
+        written = []
+        for info, dest in _iter(plan, progress, f"unpacking {archive.name}"):
+            _make_dirs(dest if info.is_dir() else dest.parent, made)
+            if info.is_dir():
+                continue
+            made.append(dest)
+            # zipfile stops at the declared size and checks the CRC: an entry that inflates
+            # beyond what it declares raises BadZipFile instead of filling the disk.
+            with zf.open(info) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out, CHUNK)
+            written.append(dest)
+        return written
+
+
+def _unpack_tar(archive: Path, root: Path, made: list[Path], progress: bool) -> list[Path]:
+    with tarfile.open(archive, "r:*") as tf:
+        members = _plan_tar(tf, root, archive)
+        _check_space(archive, root, sum(m.size for m in members if m.isfile()))
+        for m in _iter(members, progress, f"unpacking {archive.name}"):
+            dest = root / m.name
+            _make_dirs(dest if m.isdir() else dest.parent, made)
+            if not m.isdir():
+                made.append(dest)
+            tf.extract(m, root, filter="data")  # the data filter checks once more while writing
+        return [root / m.name for m in members if m.isfile()]
+
+
+def _make_dirs(folder: Path, made: list[Path]) -> None:
+    """`mkdir -p folder`, recording every folder it creates in `made` (outermost first)."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    made.extend(reversed(missing))
+
+
+def _undo(made: list[Path], new_dirs: list[Path]) -> None:
+    """Remove what an unpack that failed half-way created: files, then folders (deepest first)."""
+    for path in [*reversed(made), *new_dirs]:
+        with contextlib.suppress(OSError):
+            if path.is_dir() and not path.is_symlink():
+                path.rmdir()  # only when empty: never a folder that held something before
+            else:
+                path.unlink(missing_ok=True)
 
 
 def _is_tar(path: Path) -> bool:
