@@ -425,3 +425,23 @@ def test_fold_summary_rows(emobox):
     assert fold_summary(utts, make_folds(utts, "loso"))[0]["n_val"] is None
     cremad = emobox["cremad"][0]
     assert fold_summary(cremad, make_folds(cremad, "emobox"))[0]["leaked_speakers"] == 91
+
+
+# -- the CLI --------------------------------------------------------------------------------------
+
+def test_cli_prints_a_fold_warning_as_one_line(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cli import app
+    from tests.helpers import write_wav
+
+    monkeypatch.setenv("SER_CONFIG", str(tmp_path / "config.toml"))
+    for actor in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10):  # actors 11-24 missing
+        write_wav(tmp_path / "r" / f"Actor_{actor:02d}" / f"03-01-05-01-01-01-{actor:02d}.wav")
+    result = CliRunner().invoke(app, ["folds", "--corpus", "ravdess", "--root", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "standard protocol for ravdess: luna5 (the published 5-fold actor split" in result.output
+    warned = [line for line in result.output.splitlines() if "warning" in line.lower()]
+    assert warned == ["warning: luna5: actors [11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24] have no "
+                      "utterances; folds are not the published ones"]
+    assert "FoldWarning" not in result.output and "warnings.warn" not in result.output
