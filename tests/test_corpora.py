@@ -267,3 +267,32 @@ def test_iemocap_class_sets(trees):
     assert IemocapCorpus(classes=4).labels == IemocapCorpus().labels
     with pytest.raises(ValueError, match="classes"):
         IemocapCorpus(classes="6")
+
+
+def test_docs_state_every_corpus_protocol_and_source_as_the_registry_does():
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "CORPORA.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in docs.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[1].startswith("`") and cells[0] in CORPORA:
+            rows[cells[0]] = (cells[1].strip("`"), cells[2])
+    assert rows == {c.name: (c.protocol.name, c.protocol.why) for c in REGISTRY if c.name != "csv"}
+    for c in REGISTRY:
+        assert f"— `{c.name}`" in docs or c.name == "csv", c.name       # one section per corpus
+        assert c.source.page in docs, c.name
+    assert "EMOBOX-LICENSE" in docs and "https://github.com/emo-box/EmoBox" in docs
+
+
+def test_emobox_licence_ships_next_to_the_data():
+    import tomllib
+    from fnmatch import fnmatch
+
+    repo = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((repo / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"][
+        "package-data"]["featstore"]
+    for name in ("emobox.json.gz", "EMOBOX-LICENSE"):
+        assert (repo / "featstore" / "data" / name).is_file()
+        assert any(fnmatch(f"data/{name}", p) for p in patterns), name
+    licence = (repo / "featstore" / "data" / "EMOBOX-LICENSE").read_text(encoding="utf-8")
+    assert "MIT License" in licence and "emobox.json.gz" in licence
+    assert "the ser authors" in (repo / "LICENSE").read_text(encoding="utf-8")
