@@ -296,3 +296,19 @@ def test_emobox_licence_ships_next_to_the_data():
     licence = (repo / "featstore" / "data" / "EMOBOX-LICENSE").read_text(encoding="utf-8")
     assert "MIT License" in licence and "emobox.json.gz" in licence
     assert "the ser authors" in (repo / "LICENSE").read_text(encoding="utf-8")
+
+
+def test_cli_corpora_and_download_list_come_from_the_registry(monkeypatch):
+    from typer.testing import CliRunner
+
+    import cli
+
+    monkeypatch.setattr(cli.console, "width", 400)  # one line per table row: nothing truncated
+    listed = CliRunner().invoke(cli.app, ["corpora"])
+    assert listed.exit_code == 0, listed.output
+    sources = CliRunner().invoke(cli.app, ["download", "--list"])
+    assert sources.exit_code == 0, sources.output
+    for c in REGISTRY:
+        assert f"{c.protocol.name}: {c.protocol.why}" in listed.output, c.name
+        assert c.source.licence in listed.output and c.source.licence in sources.output, c.name
+    assert "zenodo.org/records/1188976/files/Audio_Speech_Actors_01-24.zip" in sources.output

@@ -202,7 +202,7 @@ class Corpus:
         if s.method == "own":
             return [f"{self.name} is your own data: pass the CSV file that lists it with --root"]
         if s.method == "http":
-            return [f"ser download {self.name}    # fetches {s.page}, unpacks into {target}"]
+            return [f"ser download {self.name}    # from {s.page}, unpacks into {target}"]
         if s.method == "git-lfs":
             return [f"ser download {self.name}    # git clone + git lfs pull {s.lfs_include} into {target} "
                     f"(needs git-lfs)"]
