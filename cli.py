@@ -74,9 +74,11 @@ def _corpus(corpus: str | None) -> str:
 def _warnings_as_lines():
     """Print each warning raised inside (e.g. a FoldWarning) as one `warning:` line, no source line."""
     with warnings.catch_warnings(record=True) as caught:
-        yield
-    for w in caught:
-        err.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+        try:
+            yield
+        finally:  # also when the command fails: the warning may explain why
+            for w in caught:
+                err.print(f"[yellow]warning:[/] {w.message}", highlight=False)
 
 
 def _root(corpus: str, root: Path | None) -> Path:

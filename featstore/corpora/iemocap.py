@@ -119,7 +119,8 @@ def _evaluation_files(root: Path) -> list[Path]:
 
 
 def _utterance_wavs(root: Path) -> list[Path]:
-    return sorted(p for p in root.glob("Session*/sentences/wav/*/*.wav") if p.is_file())
+    """Every `*.wav` path of the layout, directories and broken links too (`load` reports them)."""
+    return sorted(root.glob("Session*/sentences/wav/*/*.wav"))
 
 
 class IemocapCorpus(Corpus):
