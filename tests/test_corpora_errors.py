@@ -58,11 +58,11 @@ def test_a_near_miss_is_not_taken_for_a_csv_corpus():
     assert check_custom_name("IEMOCAP") == "iemocap"
 
 
+# extract and finetune take the same `cli._corpus` path as manifest and folds; probe fails in
+# config.default_protocol (tested below). All three import torch first: seconds, not milliseconds.
 @pytest.mark.parametrize("args", [
-    ("extract", "--corpus", "ravdes"),
     ("manifest", "--corpus", "ravdes"),
     ("folds", "--corpus", "ravdes"),
-    ("probe", "--corpus", "ravdes", "--model", "some/model"),
     ("download", "ravdes"),
     ("synth", "--like", "ravdes", "--out", "s"),
     ("config", "set", "corpus", "ravdes"),
@@ -72,6 +72,14 @@ def test_misspelt_corpus_everywhere_suggests_the_name(args):
     line = one_error_line(*args)
     assert "unknown corpus 'ravdes' - did you mean ravdess?" in line
     assert "ser extract --corpus ravdes" not in line
+
+
+def test_probe_default_protocol_of_a_misspelt_corpus_suggests_the_name():
+    from featstore.config import default_protocol
+
+    with pytest.raises(CorpusError, match="unknown corpus 'ravdes' - did you mean ravdess?"):
+        default_protocol("ravdes")
+    assert default_protocol("my_emotions") == "speaker-kfold:5"
 
 
 # -- parse errors ---------------------------------------------------------------------------------
@@ -158,7 +166,8 @@ def test_bad_config_file_is_one_line_naming_file_and_key(tmp_path, content, word
 
 
 def test_a_mistyped_value_can_be_unset_or_overwritten(tmp_path):
-    (tmp_path / "config.toml").write_text('cache = ["a"]\ndevice = "mps"\n', encoding="utf-8")
+    # model set: `config show` would otherwise import torch for the default model's name
+    (tmp_path / "config.toml").write_text('model = "m"\ncache = ["a"]\ndevice = "mps"\n', encoding="utf-8")
     assert "ser config unset cache" in one_error_line("config", "show")
     assert runner.invoke(app, ["config", "unset", "cache"]).exit_code == 0
     assert runner.invoke(app, ["config", "set", "device", "cpu"]).exit_code == 0
