@@ -19,6 +19,7 @@ import soundfile as sf
 from featstore import config
 from featstore import download as dl
 from featstore.corpora import CORPORA, load_manifest
+from featstore.corpora.base import METHODS, Source
 from featstore.download import ChecksumError, DownloadInstructions, UnsafeArchiveError, download, fetch, safe_extract
 from featstore.errors import CorpusError, SerError
 
@@ -385,10 +386,12 @@ def test_source_table_covers_every_corpus():
     assert rows["iemocap"]["method"] == "manual" and rows["cremad"]["method"] == "git-lfs"
     for name, corpus in CORPORA.items():
         source = corpus.source
-        assert source.method in ("http", "git-lfs", "manual", "own") and source.verified and source.licence, name
+        assert source.method in METHODS and source.verified and source.licence, name
         assert all(a.url.startswith(("http://", "https://")) for a in source.archives), name
         assert bool(source.archives) == (source.method == "http"), name
         assert rows[name]["licence"] == source.licence and rows[name]["method"] == source.method
+    with pytest.raises(ValueError, match="'ftp'"):
+        Source("ftp", "https://example.org", "CC0")
     # one spelling per corpus: the page on the class is the page the table and the archives use
     assert CORPORA["ravdess"].source.page == "https://zenodo.org/records/1188976"
     assert CORPORA["ravdess"].source.archives[0].url.startswith(CORPORA["ravdess"].source.page + "/files/")

@@ -146,6 +146,10 @@ class Source:
     approx_size: str = ""               # when no exact size is known
     verified: str = ""                  # how the URL / size / checksum were checked; "(U)" = unverified
 
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"Source method {self.method!r} is not one of {', '.join(METHODS)}")
+
 
 @dataclass(frozen=True)
 class Protocol:
@@ -232,7 +236,7 @@ class Corpus:
             )
         manifest = Manifest(self.name, str(root))
         seen: dict[str, str] = {}
-        files = parsed_any = 0
+        files, parsed_any = 0, False
         for path in _iter_progress(candidates, progress, f"reading {self.name}"):
             not_a_file = _not_a_file(path)
             if not_a_file:
