@@ -6,6 +6,7 @@ here and printed on one line (`ser --debug ...` shows the traceback).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import warnings
@@ -69,14 +70,27 @@ def _human(n: float) -> str:
 
 
 def _corpus(corpus: str | None) -> str:
+    """The registered corpus name given (or configured); a misspelt one fails here, with a suggestion."""
     from featstore.config import default_corpus
+    from featstore.corpora import get_corpus
     from featstore.errors import SerError
 
     corpus = corpus or default_corpus()
     if not corpus:
         raise SerError("no corpus given: pass --corpus NAME (see `ser corpora`) or set a default with "
                        "`ser config set corpus ravdess`")
-    return corpus.lower()
+    return get_corpus(corpus).name
+
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """Print each warning raised inside (e.g. a FoldWarning) as one `warning:` line, no source line."""
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            yield
+        finally:  # also when the command fails: the warning may explain why
+            for w in caught:
+                err.print(f"[yellow]warning:[/] {w.message}", highlight=False)
 
 
 def _root(corpus: str, root: Path | None) -> Path:
@@ -137,8 +151,8 @@ def corpora(labels: bool = typer.Option(False, "--labels", help="Print the label
 
     Example: ser corpora
     """
-    from featstore.corpora import CORPORA
-    from featstore.labels import mapping_table
+    from featstore.corpora import REGISTRY
+    from featstore.labels import canonical_order, mapping_table
 
     if labels:
         t = Table("corpus", "code", "canonical label", title="label mapping")
@@ -146,12 +160,13 @@ def corpora(labels: bool = typer.Option(False, "--labels", help="Print the label
             t.add_row(*row)
         console.print(t)
         return
-    t = Table("corpus", "lang", "speakers", "classes", "utterances", "layout", "source / licence",
-              title="supported corpora", show_lines=True)
-    for name, c in CORPORA.items():
-        classes = ", ".join(sorted(set(c.labels.values())))
-        t.add_row(name, c.language, str(c.n_speakers or "?"), classes, str(c.expected_count or "?"),
-                  c.layout_hint, f"{c.source}\n{c.licence}")
+    t = Table("corpus", "lang", "speakers", "classes", "utterances", "layout", "standard folds",
+              "source / licence", title="supported corpora", show_lines=True)
+    for c in REGISTRY:
+        classes = ", ".join(canonical_order(c.labels.values()))
+        t.add_row(c.name, c.language, str(c.n_speakers or "?"), classes, str(c.expected_count or "?"),
+                  c.layout_hint, f"{c.protocol.name}: {c.protocol.why}",
+                  f"{c.source.page or c.source.verified}\n{c.source.licence}")
     console.print(t)
 
 
@@ -208,14 +223,20 @@ def folds(
 
     Example: ser folds --corpus ravdess --root /data/RAVDESS --protocol luna5
     """
-    from featstore.corpora import load_manifest
-    from featstore.folds import fold_summary, make_folds, standard_protocol
+    from featstore.corpora import get_corpus, load_manifest
+    from featstore.folds import check_protocol, fold_summary, make_folds
 
     corpus = _corpus(corpus)
+    protocol = check_protocol(protocol)
     m = load_manifest(corpus, _root(corpus, root))
     _print_problems(m.problems, limit=10)
-    name = standard_protocol(m.corpus) if protocol == "standard" else protocol
-    fl = make_folds(m.utterances, name, seed=seed)
+    name = protocol
+    if protocol == "standard":
+        standard = get_corpus(corpus).protocol
+        name = standard.name
+        console.print(f"standard protocol for {corpus}: {name} ({standard.why})", highlight=False)
+    with _warnings_as_lines():
+        fl = make_folds(m.utterances, name, seed=seed)
     t = Table("fold", "train", "test", "test speakers", "test labels", "leaked speakers",
               title=f"{m.corpus}: protocol {name}, {len(fl)} folds")
     leaked_any = 0
@@ -614,7 +635,7 @@ def download(
             t.add_row(*[row[c] for c in SOURCE_COLUMNS])
         console.print(t)
         return
-    res = fetch_corpus(corpus.lower(), to, url=url, md5=md5, sha256=sha256, force=force, progress=True)
+    res = fetch_corpus(corpus, to, url=url, md5=md5, sha256=sha256, force=force, progress=True)
     console.print(res.summary(), highlight=False)
 
 

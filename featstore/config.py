@@ -5,7 +5,7 @@ The config file is TOML, at ``$SER_CONFIG`` if set, else ``$XDG_CONFIG_HOME/ser/
 
     model  = "facebook/wav2vec2-base"   # default backbone
     cache  = "/big/disk/ser-cache"      # feature store directory
-    device = "cuda:0"                   # auto, cpu, cuda, cuda:N or mps
+    device = "cuda:0"                   # auto, cpu, cuda or cuda:N
     data   = "/big/disk/ser-data"       # where `ser download` puts corpora
     corpus = "ravdess"                  # default corpus when --corpus is not given
 
@@ -28,6 +28,10 @@ root        else ``<data dir>/<name>``: the first that exists (`resolve_root`)
 
 Environment variables beat the file for the two directories because they are how a job on a
 shared machine (CI, a cluster node) points ser at its scratch disk without editing a file.
+
+The file is validated whenever it is read (`load_config`): unknown keys, values of the wrong
+type, devices and protocols that do not exist are one-line `SerError`s naming the file, the key
+and the command that fixes it.
 """
 
 from __future__ import annotations
@@ -38,13 +42,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from featstore.device import DEVICE_HELP, check_device
 from featstore.errors import CorpusError, SerError
 
 #: Top-level keys and what they hold (listed by `ser config` and in the unknown-key error).
 KEYS: dict[str, str] = {
     "model": "default model id or directory (e.g. facebook/wav2vec2-base)",
     "cache": "feature store directory",
-    "device": "default device: auto, cpu, cuda, cuda:N or mps",
+    "device": f"default device: {DEVICE_HELP}",
     "data": "default data directory; `ser download` puts corpora in <data>/<corpus>",
     "corpus": "default corpus for commands run without --corpus",
 }
@@ -54,8 +59,6 @@ CORPUS_KEYS: dict[str, str] = {
     "protocol": "default fold protocol (luna5, emobox, loso, loso-session, speaker-kfold:K, standard)",
 }
 _PATH_KEYS = {"cache", "data", "root"}
-_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-_PROTOCOL = re.compile(r"luna5|emobox|loso|loso-session|standard|speaker-kfold:([2-9]|[1-9]\d+)")
 DEFAULT_DATA = "~/ser-data"
 DEFAULT_CACHE = "cache"
 DEFAULT_DEVICE = "auto"
@@ -74,21 +77,39 @@ def config_path() -> Path:
     return Path(base).expanduser() / "ser" / "config.toml"
 
 
-def load_config() -> dict:
-    """The config file's contents as nested dicts; {} when there is no file."""
+def _read() -> dict:
+    """The config file parsed as TOML, not validated (so `set`/`unset` can repair it); {} if absent."""
     path = config_path()
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return {}
+    except UnicodeDecodeError as e:
+        raise SerError(f"the config file {path} is not UTF-8 text (byte {e.start} is not): is it the right "
+                       f"file? Delete it and set values again with `ser config set KEY VALUE`") from e
     except OSError as e:
         raise SerError(f"cannot read the config file {path}: {e.strerror}; fix its permissions or "
-                       f"point $SER_CONFIG at another file") from None
+                       f"point $SER_CONFIG at another file") from e
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SerError(f"the config file {path} is not valid TOML ({e}); fix it by hand or delete it "
-                       f"and set values again with `ser config set KEY VALUE`") from None
+                       f"and set values again with `ser config set KEY VALUE`") from e
+
+
+def load_config() -> dict:
+    """The config file's contents as nested dicts, validated; {} when there is no file."""
+    data = _read()
+    for key, value in _flatten(data):
+        try:
+            parts = _split_key(key)
+            if not isinstance(value, str):
+                raise SerError(f"{key} must be a string, not {type(value).__name__} {value!r}")
+            _check_value(key, parts[-1], value)
+        except SerError as e:
+            raise SerError(f"the config file {config_path()}: {e}; fix it with `ser config set {key} VALUE` "
+                           f"or `ser config unset {key}`") from e
+    return data
 
 
 def get(key: str, default: Any = None) -> Any:
@@ -109,16 +130,11 @@ def valid_keys() -> list[str]:
     return list(KEYS) + [f"corpora.<corpus>.{k}" for k in CORPUS_KEYS]
 
 
-def _corpus_names() -> list[str]:
-    from featstore.corpora import CORPORA
-
-    return sorted(CORPORA)
-
-
 def _check_corpus(name: str, what: str) -> str:
-    names = _corpus_names()
-    if name.lower() not in names:
-        raise SerError(f"unknown corpus {name!r} in {what}; known corpora: {', '.join(names)} (see `ser corpora`)")
+    from featstore.corpora import CORPORA, unknown_corpus
+
+    if name.lower() not in CORPORA:
+        raise SerError(f"{what}: {unknown_corpus(name)}")
     return name.lower()
 
 
@@ -140,14 +156,21 @@ def _check_value(key: str, leaf: str, value: Any) -> str:
     if leaf in _PATH_KEYS:
         # Stored absolute: the file is global, read from any working directory.
         return str(Path(text).expanduser().absolute())
-    if leaf == "device" and not _DEVICE.fullmatch(text.lower()):
-        raise SerError(f"bad device {text!r} for {key}; use auto, cpu, cuda, cuda:N or mps")
-    if leaf == "protocol" and not _PROTOCOL.fullmatch(text.lower()):
-        raise SerError(f"bad protocol {text!r} for {key}; use one of luna5, emobox, loso, loso-session, "
-                       f"standard or speaker-kfold:K (K >= 2)")
+    if leaf == "device":
+        try:
+            return check_device(text)
+        except SerError as e:
+            raise SerError(f"bad device {text!r} for {key}; use {DEVICE_HELP}") from e
+    if leaf == "protocol":
+        from featstore.folds import check_protocol
+
+        try:
+            return check_protocol(text)
+        except SerError as e:
+            raise SerError(f"{key}: {e}") from e
     if leaf == "corpus":
         return _check_corpus(text, key)
-    return text.lower() if leaf in ("device", "protocol") else text
+    return text
 
 
 def set_value(key: str, value: Any) -> Path:
@@ -158,7 +181,7 @@ def set_value(key: str, value: Any) -> Path:
     """
     parts = _split_key(key)
     text = _check_value(key, parts[-1], value)
-    data = load_config()
+    data = _read()
     node = data
     for part in parts[:-1]:
         child = node.get(part)
@@ -172,7 +195,7 @@ def set_value(key: str, value: Any) -> Path:
 def unset_value(key: str) -> bool:
     """Remove `key` from the config file; True if it was set. Empty tables are dropped."""
     parts = tuple(key.strip().split("."))
-    data = load_config()
+    data = _read()
     trail = [data]
     for part in parts[:-1]:
         child = trail[-1].get(part)
@@ -200,7 +223,7 @@ def _write(data: dict) -> Path:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise SerError(f"cannot write the config file {path}: {e.strerror}; fix the folder's permissions "
-                       f"or point $SER_CONFIG at another file") from None
+                       f"or point $SER_CONFIG at another file") from e
     return path
 
 
@@ -369,9 +392,9 @@ def resolve_root(corpus: str, root: str | Path | None = None) -> Path:
             return path
     looked = "\n".join(f"  - {what}: {path if path is not None else '(not set)'}"
                        + (" (missing)" if path is not None else "") for what, path in places)
-    from featstore.download import how_to_get  # download imports this module
+    from featstore.corpora import get_corpus
 
-    fix = "\n".join(f"  {line}" for line in how_to_get(name, data_dir() / name))
+    fix = "\n".join(f"  {line}" for line in get_corpus(name).how_to_get(data_dir() / name))
     raise CorpusError(
         f"{name}: corpus not found. Looked in:\n{looked}\n"
         f"Fix:\n{fix}\n"

@@ -1,6 +1,6 @@
 """Downloading corpora: ``ser download CORPUS [--to DIR]``.
 
-`SOURCES` says, per corpus, how it can be obtained:
+Each corpus class says how it can be obtained (`Corpus.source`, a `featstore.corpora.Source`):
 
 - ``http``: one or more archives fetched over HTTP(S) by `fetch` (streamed, resumable through a
   ``.part`` file and an HTTP Range request, size- and checksum-checked when those are known),
@@ -8,7 +8,7 @@
 - ``git-lfs``: CREMA-D lives in a Git-LFS repository; cloned without LFS content, then
   ``git lfs pull --include AudioWAV/*`` (needs git-lfs; otherwise instructions are raised);
 - ``manual``: licensed or registration-only corpora; `download` raises `DownloadInstructions`
-  saying where to obtain the corpus and where to put it.
+  saying where to obtain the corpus and where to put it (``own``: your CSV corpus, likewise).
 
 After unpacking, the corpus loader reads the result and the utterance count is compared with the
 corpus' `expected_count` (`DownloadResult.summary`). ``url=`` replaces the table's archive(s) with
@@ -32,6 +32,7 @@ import subprocess
 import tarfile
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.error import HTTPError, URLError
@@ -39,6 +40,7 @@ from urllib.parse import unquote, urlparse
 from urllib.request import Request, url2pathname, urlopen
 
 from featstore import config
+from featstore.corpora.base import Archive, Corpus, Source
 from featstore.errors import CorpusError, SerError
 
 CHUNK = 1 << 20
@@ -48,132 +50,6 @@ STAGING = ".ser-downloads"        # archives are fetched into <root's parent>/.s
 RETRY_WAIT = 2.0                  # seconds before retry k is k * RETRY_WAIT
 
 
-@dataclass(frozen=True)
-class Archive:
-    """One file to fetch: where from, its name on disk, and what it must hash to (if known)."""
-
-    url: str
-    filename: str
-    size: int | None = None
-    md5: str | None = None
-    sha256: str | None = None
-
-
-@dataclass(frozen=True)
-class Source:
-    """How one corpus is obtained."""
-
-    corpus: str
-    method: str                         # "http", "git-lfs" or "manual"
-    page: str                           # the official page, for people
-    archives: tuple[Archive, ...] = ()  # http
-    repo: str = ""                      # git-lfs: repository to clone
-    lfs_include: str = ""               # git-lfs: the LFS paths to pull
-    steps: tuple[str, ...] = ()         # manual: how to obtain it ({target} = where it goes)
-    approx_size: str = ""               # when no exact size is known
-    verified: str = ""                  # how the URL / size / checksum were checked
-
-
-def _zenodo(record: int, filename: str, **kw) -> Archive:
-    return Archive(f"https://zenodo.org/records/{record}/files/{filename}?download=1", filename, **kw)
-
-
-_URDU_COMMIT = "4b546d4e0fa36d1c86c53a281631b2ab7ce2fdec"
-
-SOURCES: dict[str, Source] = {s.corpus: s for s in (
-    Source(
-        "ravdess", "http", "https://zenodo.org/records/1188976",
-        archives=(_zenodo(1188976, "Audio_Speech_Actors_01-24.zip", size=208_468_073,
-                          md5="bc696df654c87fed845eb13823edef8a"),),
-        verified="record and file name: CORPORA.md and many public scripts; size and MD5: CORPORA.md, "
-                 "marked (U) there, not checked against Zenodo (one independent public script checks "
-                 "the same MD5)",
-    ),
-    Source(
-        "emodb", "http", "http://emodb.bilderbar.info/",
-        archives=(Archive("http://emodb.bilderbar.info/download/download.zip", "emodb-download.zip"),),
-        verified="URL: CORPORA.md and public scripts; no published checksum (only the count check)",
-    ),
-    Source(
-        "cafe", "http", "https://zenodo.org/records/1478765",
-        archives=(_zenodo(1478765, "CaFE_48k.zip"),),
-        verified="(U) file name CaFE_48k.zip from public scripts (nkululeko's CaFE recipe), not from "
-                 "Zenodo's page; no checksum",
-    ),
-    Source(
-        "subesco", "http", "https://zenodo.org/records/4526477",
-        archives=(_zenodo(4526477, "SUBESCO.zip"),),
-        approx_size="~1.7 GB (U)",
-        verified="(U) file name SUBESCO.zip from two public scripts, not from Zenodo's page; no checksum",
-    ),
-    Source(
-        "shemo", "http", "https://github.com/mansourehk/ShEMO",
-        archives=(
-            Archive("https://media.githubusercontent.com/media/mansourehk/ShEMO/master/female.zip",
-                    "shemo-female.zip", size=374_368_830,
-                    sha256="663d8d7dceb44adbbf87d84be3a080fb691d169fbd972f6941e6302bc39f71e6"),
-            Archive("https://media.githubusercontent.com/media/mansourehk/ShEMO/master/male.zip",
-                    "shemo-male.zip", size=496_606_401,
-                    sha256="747670d0d918e59d5e5020cf66610242890b093d42968c467c4f02eb5e6a6b1a"),
-        ),
-        verified="sizes and SHA-256 from the repository's git-lfs pointers for female.zip / male.zip "
-                 "(HEAD checked); URL is GitHub's LFS media endpoint",
-    ),
-    Source(
-        "urdu", "http", "https://github.com/siddiquelatif/URDU-Dataset",
-        archives=(Archive(f"https://github.com/siddiquelatif/URDU-Dataset/archive/{_URDU_COMMIT}.zip",
-                          "URDU-Dataset.zip"),),
-        approx_size="~88 MB (the wavs; the zip is compressed on the fly)",
-        verified=f"commit {_URDU_COMMIT[:7]} checked: Angry/ Happy/ Neutral/ Sad/ hold 400 wavs in plain "
-                 f"git; GitHub builds archives on the fly, so no checksum",
-    ),
-    Source(
-        "cremad", "git-lfs", "https://github.com/CheyneyComputerScience/CREMA-D",
-        repo="https://github.com/CheyneyComputerScience/CREMA-D", lfs_include="AudioWAV/*",
-        approx_size="606 MB (7442 wavs)",
-        verified="repository tree checked: AudioWAV/ holds 7442 git-lfs files, VideoDemographics.csv is "
-                 "plain git; GitHub's LFS bandwidth for the repository can run out",
-    ),
-    Source(
-        "tess", "manual", "https://doi.org/10.5683/SP2/E8H2MF",
-        steps=("Open https://doi.org/10.5683/SP2/E8H2MF (University of Toronto Dataverse, Borealis) and use "
-               "'Access Dataset' -> 'Download ZIP' (CC BY-NC-ND 4.0).",),
-        verified="no stable direct archive URL known",
-    ),
-    Source(
-        "mesd", "manual", "https://data.mendeley.com/datasets/cy34mh68j9",
-        steps=("Open https://data.mendeley.com/datasets/cy34mh68j9 (Mendeley Data, CC BY 4.0) and use "
-               "'Download All'.",),
-        verified="Mendeley's download links are not stable",
-    ),
-    Source(
-        "iemocap", "manual", "https://sail.usc.edu/iemocap/",
-        steps=("IEMOCAP is released under the USC release agreement (research only, no redistribution): "
-               "request it at https://sail.usc.edu/iemocap/ (release form; the download link comes by "
-               "e-mail).",),
-        verified="licensed",
-    ),
-    Source(
-        "savee", "manual", "http://kahlan.eps.surrey.ac.uk/savee/",
-        steps=("Register at http://kahlan.eps.surrey.ac.uk/savee/ (free for research) and download the audio "
-               "data (AudioData).",),
-        verified="registration required",
-    ),
-    Source(
-        "aesdd", "manual", "http://m3c.web.auth.gr/research/aesdd-speech-emotion-recognition/",
-        steps=("Request AESDD from the AUTh M3C lab: "
-               "http://m3c.web.auth.gr/research/aesdd-speech-emotion-recognition/ (free for research).",),
-        verified="request required",
-    ),
-    Source(
-        "emovo", "manual", "http://voice.fub.it/activities/corpora/emovo/index.html",
-        steps=("Request EMOVO from Fondazione Ugo Bordoni: http://voice.fub.it/activities/corpora/emovo/index.html "
-               "(free for research).",),
-        verified="no direct URL known",
-    ),
-)}
-
-
 # -- what the CLI prints --------------------------------------------------------------------------
 
 SOURCE_COLUMNS = ("corpus", "method", "where", "size", "checksum", "licence", "verified")
@@ -181,15 +57,11 @@ SOURCE_COLUMNS = ("corpus", "method", "where", "size", "checksum", "licence", "v
 
 def sources() -> list[dict[str, str]]:
     """One row per registered corpus (keys `SOURCE_COLUMNS`), for ``ser download --list``."""
-    from featstore.corpora import CORPORA
+    from featstore.corpora import REGISTRY
 
     rows = []
-    for name, corpus in sorted(CORPORA.items()):
-        s = SOURCES.get(name)
-        if s is None:
-            rows.append(dict(corpus=name, method="-", where=corpus.source, size="", checksum="",
-                             licence=corpus.licence, verified="your own data: pass the CSV with --root"))
-            continue
+    for corpus in REGISTRY:
+        s = corpus.source
         if s.method == "http":
             where = " + ".join(a.url for a in s.archives)
             sizes = [a.size for a in s.archives]
@@ -199,32 +71,9 @@ def sources() -> list[dict[str, str]]:
             where, size, checksum = f"{s.repo} ({s.lfs_include})", s.approx_size, "git-lfs (sha256 per file)"
         else:
             where, size, checksum = s.page, "", ""
-        rows.append(dict(corpus=name, method=s.method, where=where, size=size, checksum=checksum,
-                         licence=corpus.licence, verified=s.verified))
+        rows.append(dict(corpus=corpus.name, method=s.method, where=where, size=size, checksum=checksum,
+                         licence=s.licence, verified=s.verified))
     return rows
-
-
-def how_to_get(corpus: str, target: str | Path) -> list[str]:
-    """Lines telling a user how to put `corpus` at `target` (used in not-found errors)."""
-    name = corpus.lower()
-    s = SOURCES.get(name)
-    if s is None:
-        return [f"{name} is your own data: pass the CSV file that lists it with --root"]
-    if s.method == "http":
-        size = human_size(sum(a.size for a in s.archives)) if all(a.size for a in s.archives) else s.approx_size
-        return [f"ser download {name}    # {size or 'size unknown'}, unpacks into {target}"]
-    if s.method == "git-lfs":
-        return [f"ser download {name}    # git clone + git lfs pull {s.lfs_include} into {target} (needs git-lfs)"]
-    layout = _layout_hint(name)
-    return [*(step.format(target=target) for step in s.steps),
-            f"Then unpack it so that {layout} sit under {target}",
-            f"(`ser download {name} --url /path/to/archive.zip` unpacks a downloaded archive there and checks it)"]
-
-
-def _layout_hint(name: str) -> str:
-    from featstore.corpora import get_corpus
-
-    return get_corpus(name).layout_hint
 
 
 class DownloadInstructions(SerError):
@@ -305,15 +154,15 @@ def download(corpus: str, to: str | Path | None = None, *, url: str | None = Non
     corp = get_corpus(corpus)
     name = corp.name
     target = Path(to).expanduser() if to else config.data_dir() / name
-    source = SOURCES.get(name)
+    source = corp.source
     if url is not None:
         archives: tuple[Archive, ...] = (Archive(url, _filename(url, name), size=size, md5=md5, sha256=sha256),)
-    elif source is None:
-        raise DownloadInstructions(name, "it is your own corpus", how_to_get(name, target), target)
+    elif source.method == "own":
+        raise DownloadInstructions(name, "it is your own corpus", corp.how_to_get(target), target)
     elif source.method == "manual":
-        raise DownloadInstructions(name, corp.licence, how_to_get(name, target), target)
+        raise DownloadInstructions(name, source.licence, corp.how_to_get(target), target)
     elif source.method == "git-lfs":
-        return _download_git_lfs(source, target, force=force)
+        return _download_git_lfs(corp, target, force=force)
     else:
         archives = source.archives
         if (md5 or sha256 or size) and len(archives) == 1:
@@ -341,7 +190,13 @@ def download(corpus: str, to: str | Path | None = None, *, url: str | None = Non
                          progress=progress, retries=retries, timeout=timeout)
             fetched.append(path)
             paths.append(path)
-    files = sum(len(safe_extract(p, target, progress=progress)) for p in paths)
+    fresh = not target.exists()
+    try:
+        files = sum(len(safe_extract(p, target, progress=progress)) for p in paths)
+    except BaseException:
+        if fresh:  # a later archive failed: the earlier ones' files must not look like a corpus
+            shutil.rmtree(target, ignore_errors=True)
+        raise
     result = _check(name, target, DownloadResult(name, target, archives=fetched, files=files))
     (target / MARKER).write_text(json.dumps({
         "corpus": name, "archives": [a.url for a in archives], "files": files,
@@ -366,7 +221,7 @@ def _check(name: str, target: Path, result: DownloadResult) -> DownloadResult:
     except CorpusError as e:
         raise SerError(f"{name}: the download is in {target} but the loader cannot read it ({e}); the "
                        f"archive's layout may have changed: point --root at the folder holding "
-                       f"{corp.layout_hint}, and please report it") from None
+                       f"{corp.layout_hint}, and please report it") from e
     result.utterances, result.problems, result.expected = len(manifest), len(manifest.problems), corp.expected_count
     looked = [p for _, p in config.candidate_roots(name) if p is not None]
     if not any(_same(target, p) for p in looked):
@@ -418,8 +273,8 @@ def _git_lfs_commands(source: Source, target: Path) -> list[str]:
             f"git -C {target} lfs pull --include '{source.lfs_include}'"]
 
 
-def _download_git_lfs(source: Source, target: Path, *, force: bool) -> DownloadResult:
-    name = source.corpus
+def _download_git_lfs(corp: Corpus, target: Path, *, force: bool) -> DownloadResult:
+    name, source = corp.name, corp.source
     if (target / MARKER).exists() and not force:
         return _check(name, target, DownloadResult(name, target, skipped=True))
     if not git_lfs_available():
@@ -434,8 +289,8 @@ def _download_git_lfs(source: Source, target: Path, *, force: bool) -> DownloadR
             raise SerError(f"{target} exists and is not a clone of {source.repo}; empty it or pass --to DIR")
         target.parent.mkdir(parents=True, exist_ok=True)
         # Without SKIP_SMUDGE the clone would fetch every LFS file (videos included), not only AudioWAV.
-        _run([git, "clone", "--depth", "1", source.repo, str(target)], {"GIT_LFS_SKIP_SMUDGE": "1"}, source, target)
-    _run([git, "-C", str(target), "lfs", "pull", "--include", source.lfs_include], {}, source, target)
+        _run([git, "clone", "--depth", "1", source.repo, str(target)], {"GIT_LFS_SKIP_SMUDGE": "1"}, name, target)
+    _run([git, "-C", str(target), "lfs", "pull", "--include", source.lfs_include], {}, name, target)
     files = sum(1 for _ in (target / source.lfs_include.split("/")[0]).glob("*"))
     result = _check(name, target, DownloadResult(name, target, files=files))
     (target / MARKER).write_text(json.dumps({"corpus": name, "repo": source.repo, "files": files,
@@ -443,7 +298,7 @@ def _download_git_lfs(source: Source, target: Path, *, force: bool) -> DownloadR
     return result
 
 
-def _run(cmd: list[str], env: dict, source: Source, target: Path) -> None:
+def _run(cmd: list[str], env: dict, name: str, target: Path) -> None:
     try:
         rc = subprocess.run(cmd, env={**os.environ, **env}).returncode
     except OSError as e:
@@ -452,7 +307,7 @@ def _run(cmd: list[str], env: dict, source: Source, target: Path) -> None:
         err = f"exit status {rc}"
     if rc != 0:
         raise SerError(
-            f"`{' '.join(cmd)}` failed ({err}). Run `ser download {source.corpus}` again to resume; if git "
+            f"`{' '.join(cmd)}` failed ({err}). Run `ser download {name}` again to resume; if git "
             f"reports that the repository is over its LFS data quota, GitHub is refusing downloads for now: "
             f"try later, or fetch AudioWAV/ from a mirror into {target} (beside VideoDemographics.csv)")
 
@@ -490,7 +345,7 @@ def fetch(url: str, dest: str | Path, *, md5: str | None = None, sha256: str | N
             if attempt == retries:
                 have = part.stat().st_size if part.exists() else 0
                 raise SerError(f"download of {url} failed: {e} ({human_size(have)} kept in {part}); check the "
-                               f"network and run the same command again: it resumes where it stopped") from None
+                               f"network and run the same command again: it resumes where it stopped") from e
             time.sleep(RETRY_WAIT * (attempt + 1))
     os.replace(part, dest)
     _meta_path(part).unlink(missing_ok=True)
@@ -525,9 +380,9 @@ def _fetch_once(url: str, part: Path, expected_size: int | None, progress: bool,
             meta_path.unlink(missing_ok=True)
             return _fetch_once(url, part, expected_size, progress, timeout)
         raise SerError(f"{url}: HTTP {e.code} {e.reason}; the file may have moved: check the corpus' page "
-                       f"(`ser download --list`) and pass the new address with --url") from None
+                       f"(`ser download --list`) and pass the new address with --url") from e
     except (URLError, OSError, http.client.HTTPException) as e:
-        raise _Interrupted(f"cannot reach the server ({getattr(e, 'reason', e)})") from None
+        raise _Interrupted(f"cannot reach the server ({getattr(e, 'reason', e)})") from e
     with resp:
         status = resp.status
         if have and status == 206:
@@ -552,7 +407,7 @@ def _fetch_once(url: str, part: Path, expected_size: int | None, progress: bool,
                 try:
                     chunk = resp.read(CHUNK)
                 except (http.client.HTTPException, OSError) as e:
-                    raise _Interrupted(f"connection lost ({type(e).__name__})") from None
+                    raise _Interrupted(f"connection lost ({type(e).__name__})") from e
                 if not chunk:
                     break
                 f.write(chunk)
@@ -637,35 +492,88 @@ def safe_extract(archive: str | Path, target: str | Path, *, progress: bool = Fa
     CaFE); the corpus loaders read file names, not folder names.
     """
     archive, target = Path(archive), Path(target)
+    new_dirs = [p for p in (target, *target.absolute().parents) if not p.exists()]  # deepest first
     target.mkdir(parents=True, exist_ok=True)
     root = target.resolve()
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            plan = _plan_zip(zf, root, archive)
-            _check_space(archive, root, sum(info.file_size for info, _ in plan))
-            written = []
-            for info, dest in _iter(plan, progress, f"unpacking {archive.name}"):
-                if info.is_dir():
-                    dest.mkdir(parents=True, exist_ok=True)
-                    continue
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(dest, "wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK)
-                written.append(dest)
-            return written
-    if _is_tar(archive):
-        with tarfile.open(archive, "r:*") as tf:
-            members = _plan_tar(tf, root, archive)
-            _check_space(archive, root, sum(m.size for m in members if m.isfile()))
-            for m in _iter(members, progress, f"unpacking {archive.name}"):
-                tf.extract(m, root, filter="data")  # the data filter checks once more while writing
-            return [root / m.name for m in members if m.isfile()]
+    made: list[Path] = []  # files and folders this call creates, in order (undone on failure)
+    try:
+        if zipfile.is_zipfile(archive):
+            return _unpack_zip(archive, root, made, progress)
+        if _is_tar(archive):
+            return _unpack_tar(archive, root, made, progress)
+    except BaseException as e:
+        _undo(made, new_dirs)
+        if isinstance(e, _DAMAGED):
+            raise SerError(f"{archive} is damaged ({_first_line(e)}); nothing was left in {target}: delete the "
+                           f"archive and download it again, or pass a good copy with --url") from e
+        if isinstance(e, OSError):
+            raise SerError(f"cannot unpack {archive} into {target} ({e.strerror or e}); nothing was left there: "
+                           f"check free space and permissions, or pass --to DIR") from e
+        raise
+    _undo([], new_dirs)
     with open(archive, "rb") as f:
         head = f.read(512).lstrip().lower()
     looks = " (it looks like a web page: the server sent an error or login page)" if head.startswith(
         (b"<!doctype", b"<html")) else ""
     raise SerError(f"{archive} is not a zip or tar archive{looks}; delete it and download again, or pass the "
                    f"right file with --url")
+
+
+# What a corrupt archive raises while unpacking: bad CRC or an entry larger than it declares
+# (BadZipFile), truncated or garbled streams, unknown compression methods, encrypted entries.
+_DAMAGED = (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, NotImplementedError, RuntimeError)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _unpack_zip(archive: Path, root: Path, made: list[Path], progress: bool) -> list[Path]:
+    with zipfile.ZipFile(archive) as zf:
+        plan = _plan_zip(zf, root, archive)
+        _check_space(archive, root, sum(info.file_size for info, _ in plan))
+        written = []
+        for info, dest in _iter(plan, progress, f"unpacking {archive.name}"):
+            _make_dirs(dest if info.is_dir() else dest.parent, made)
+            if info.is_dir():
+                continue
+            made.append(dest)
+            # zipfile stops at the declared size and checks the CRC: an entry that inflates
+            # beyond what it declares raises BadZipFile instead of filling the disk.
+            with zf.open(info) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out, CHUNK)
+            written.append(dest)
+        return written
+
+
+def _unpack_tar(archive: Path, root: Path, made: list[Path], progress: bool) -> list[Path]:
+    with tarfile.open(archive, "r:*") as tf:
+        members = _plan_tar(tf, root, archive)
+        _check_space(archive, root, sum(m.size for m in members if m.isfile()))
+        for m in _iter(members, progress, f"unpacking {archive.name}"):
+            dest = root / m.name
+            _make_dirs(dest if m.isdir() else dest.parent, made)
+            if not m.isdir():
+                made.append(dest)
+            tf.extract(m, root, filter="data")  # the data filter checks once more while writing
+        return [root / m.name for m in members if m.isfile()]
+
+
+def _make_dirs(folder: Path, made: list[Path]) -> None:
+    """`mkdir -p folder`, recording every folder it creates in `made` (outermost first)."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    made.extend(reversed(missing))
+
+
+def _undo(made: list[Path], new_dirs: list[Path]) -> None:
+    """Remove what an unpack that failed half-way created: files, then folders (deepest first)."""
+    for path in [*reversed(made), *new_dirs]:
+        with contextlib.suppress(OSError):
+            if path.is_dir() and not path.is_symlink():
+                path.rmdir()  # only when empty: never a folder that held something before
+            else:
+                path.unlink(missing_ok=True)
 
 
 def _is_tar(path: Path) -> bool:

@@ -39,5 +39,9 @@ class TooShortAudio(AudioError):
     """Fewer samples than the model's receptive field."""
 
 
+class LayoutError(SerError):
+    """A file whose name does not follow its corpus' naming grammar (the message says which part)."""
+
+
 class LabelError(SerError):
     """A file whose name or annotation carries a label code the corpus does not define."""

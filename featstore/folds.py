@@ -25,26 +25,10 @@ Protocols (`make_folds(utterances, protocol)`):
 ``standard``        `standard_protocol(corpus)` of the (single) corpus in the list.
 ==================  ===========================================================================
 
-Standard speaker-independent protocol per corpus (`standard_protocol`, `STANDARD_PROTOCOLS`):
-
-=========  =================  ===============================================================
-corpus     protocol           why
-=========  =================  ===============================================================
-ravdess    luna5              published 5-fold actor split (24 actors)
-iemocap    loso-session       the field's convention; 5 sessions x 2 speakers
-emovo      emobox             EmoBox's 6 folds are leave-one-speaker-out
-savee      emobox             EmoBox's 4 folds are leave-one-speaker-out
-cafe       emobox             EmoBox's 3 folds hold out 4 of the 12 actors each
-cremad     speaker-kfold:5    91 actors; EmoBox's single split mixes speakers
-emodb      loso               10 speakers; EmoBox's folds mix speakers
-tess       loso               2 speakers: train on one, test on the other
-mesd       loso               no speaker ids, only 3 voice types (F, M, child)
-aesdd      loso               5-6 actors; EmoBox's split mixes speakers
-subesco    emobox             EmoBox's 5 folds hold out 4 of the 20 speakers each
-shemo      speaker-kfold:5    87 speakers; EmoBox's split mixes speakers
-urdu       speaker-kfold:5    ~30 speakers; EmoBox's split mixes speakers
-(other)    speaker-kfold:5    fallback for corpora not in the table (e.g. CSV corpora)
-=========  =================  ===============================================================
+Standard speaker-independent protocol per corpus: each corpus class states its own, with the
+reason (`Corpus.protocol`); `standard_protocol(name)` reads it, `standard_protocols()` lists them
+all, and `ser corpora` / docs/CORPORA.md print the table. Corpora without one (your own CSV
+corpora) get ``speaker-kfold:5``.
 
 Beyond one corpus: `multi_corpus_folds` (a target corpus' folds, every fold's train set
 enlarged by whole extra corpora) and `cross_corpus_folds` (train on some corpora, test on
@@ -64,13 +48,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from featstore.corpora.base import Utterance
+from featstore.corpora import CORPORA, REGISTRY, check_custom_name
+from featstore.corpora.base import DEFAULT_PROTOCOL, Utterance
 from featstore.errors import SerError
 from featstore.labels import canonical_order
 
 __all__ = [
-    "Fold", "ProtocolError", "FoldWarning", "PROTOCOLS", "LUNA5_TEST_ACTORS", "STANDARD_PROTOCOLS",
-    "make_folds", "standard_protocol", "multi_corpus_folds", "cross_corpus_folds",
+    "Fold", "ProtocolError", "FoldWarning", "PROTOCOLS", "LUNA5_TEST_ACTORS",
+    "make_folds", "check_protocol", "standard_protocol", "standard_protocols", "multi_corpus_folds", "cross_corpus_folds",
     "validation_split", "with_validation", "speaker_overlap", "leakage_report", "LeakageRow",
     "fold_summary",
 ]
@@ -113,28 +98,21 @@ LUNA5_TEST_ACTORS: tuple[frozenset[int], ...] = (
     frozenset({1, 4, 9, 22}),
 )
 
-#: corpus -> (standard speaker-independent protocol, reason). See the module docstring.
-STANDARD_PROTOCOLS: dict[str, tuple[str, str]] = {
-    "ravdess": ("luna5", "published 5-fold actor split (24 actors)"),
-    "iemocap": ("loso-session", "the field's convention; 5 sessions x 2 speakers"),
-    "emovo": ("emobox", "EmoBox's 6 folds are leave-one-speaker-out"),
-    "savee": ("emobox", "EmoBox's 4 folds are leave-one-speaker-out"),
-    "cafe": ("emobox", "EmoBox's 3 folds hold out 4 of the 12 actors each"),
-    "cremad": ("speaker-kfold:5", "91 actors; EmoBox's single split mixes speakers"),
-    "emodb": ("loso", "10 speakers; EmoBox's folds mix speakers"),
-    "tess": ("loso", "2 speakers: train on one, test on the other"),
-    "mesd": ("loso", "no speaker ids, only 3 voice types (female, male, child)"),
-    "aesdd": ("loso", "5-6 actors; EmoBox's split mixes speakers"),
-    "subesco": ("emobox", "EmoBox's 5 folds hold out 4 of the 20 speakers each"),
-    "shemo": ("speaker-kfold:5", "87 speakers; EmoBox's split mixes speakers"),
-    "urdu": ("speaker-kfold:5", "~30 speakers; EmoBox's split mixes speakers"),
-}
-DEFAULT_PROTOCOL = "speaker-kfold:5"
 
 
 def standard_protocol(corpus_name: str) -> str:
-    """The default speaker-independent protocol for `corpus_name` (``speaker-kfold:5`` if unknown)."""
-    return STANDARD_PROTOCOLS.get(corpus_name.lower(), (DEFAULT_PROTOCOL, ""))[0]
+    """The standard speaker-independent protocol of `corpus_name` (its class' `protocol`).
+
+    A name that is not registered is taken for your own CSV corpus (``speaker-kfold:5``), unless
+    it is a near miss of a registered name ("ravdes"): that raises CorpusError with the suggestion.
+    """
+    corpus = CORPORA.get(check_custom_name(corpus_name))
+    return (corpus.protocol if corpus is not None else DEFAULT_PROTOCOL).name
+
+
+def standard_protocols() -> dict[str, tuple[str, str]]:
+    """corpus name -> (standard protocol, why), for every registered corpus."""
+    return {c.name: (c.protocol.name, c.protocol.why) for c in REGISTRY}
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -176,12 +154,25 @@ def _parse_kfold(protocol: str) -> int:
         raise ProtocolError(f"bad protocol {protocol!r}: write speaker-kfold:K with an integer K >= 2, e.g. speaker-kfold:5")
     k = int(m.group(1))
     if k < 2:
-        raise ProtocolError(f"bad protocol {protocol!r}: K must be at least 2")
+        raise ProtocolError(f"bad protocol {protocol!r}: K must be at least 2 (speaker-kfold:K, e.g. speaker-kfold:5)")
     return k
 
 
 def _unknown_protocol(protocol: str) -> ProtocolError:
     return ProtocolError(f"unknown fold protocol {protocol!r}; valid protocols: {', '.join(PROTOCOLS)}")
+
+
+def check_protocol(protocol: str) -> str:
+    """`protocol` stripped and lowercased if `make_folds` knows the name; ProtocolError else.
+
+    Checks the spelling only (``speaker-kfold:K`` with K >= 2), not whether some utterances suit it.
+    """
+    name = str(protocol).strip().lower()
+    if name.startswith("speaker-kfold"):
+        _parse_kfold(name)
+    elif name not in PROTOCOLS:
+        raise _unknown_protocol(protocol)
+    return name
 
 
 # -- protocols ------------------------------------------------------------------------------------
@@ -237,13 +228,13 @@ def _emobox(utterances: Sequence[Utterance], *, strict: bool) -> list[Fold]:
     corpus = _single_corpus(utterances, "emobox")
     try:
         ref = reference(corpus)
-    except KeyError:
+    except KeyError as e:
         from featstore.reference import reference_corpora
 
         raise ProtocolError(
             f"protocol 'emobox': EmoBox publishes no splits for corpus {corpus!r} "
             f"(it has: {', '.join(reference_corpora())}); use loso or speaker-kfold:K"
-        ) from None
+        ) from e
     fold_of = {f.key: f.test_fold for f in ref.files}
     known, unknown = [], []
     for i, u in enumerate(utterances):

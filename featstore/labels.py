@@ -31,10 +31,6 @@ def canonical_order(labels) -> list[str]:
 
 def mapping_table() -> list[tuple[str, str, str]]:
     """(corpus, raw code, canonical label) for every registered corpus."""
-    from featstore.corpora import CORPORA
+    from featstore.corpora import REGISTRY
 
-    rows = []
-    for name, corpus in CORPORA.items():
-        for raw, canonical in corpus.labels.items():
-            rows.append((name, raw, canonical))
-    return rows
+    return [(corpus.name, raw, canonical) for corpus in REGISTRY for raw, canonical in corpus.labels.items()]

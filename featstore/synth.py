@@ -510,7 +510,7 @@ def _write_cremad_demographics(out: Path, seed: int) -> list[str]:
 
 # -- helpers ---------------------------------------------------------------------------------
 def _corpus_name(corpus: str) -> str:
-    name = corpus.lower()
+    name = get_corpus(corpus).name  # a misspelt name fails here, with a suggestion
     if name not in reference_corpora():
         raise CorpusError(
             f"cannot synthesize {corpus!r}: no EmoBox file list for it; choose one of "

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from featstore.corpora import CORPORA, get_corpus
+from featstore.corpora import CORPORA, REGISTRY, get_corpus
 from featstore.corpora.iemocap import IemocapCorpus, format_emo_evaluation
 from featstore.labels import CANONICAL, EMOBOX_TO_CANONICAL
 from tests.helpers import read_emobox
@@ -168,12 +168,13 @@ def loaded(request, trees):
 
 def test_registry_lists_every_corpus_with_its_description():
     assert set(CORPORA) == set(EMOBOX_CORPORA) | {"csv"}
+    assert [c.name for c in REGISTRY] == list(CORPORA) and len(REGISTRY) == len(CORPORA)
     for name in EMOBOX_CORPORA:
         corpus = CORPORA[name]
         assert corpus.name == name
         assert corpus.language == LANGUAGES[name]
-        assert corpus.title and corpus.layout_hint and corpus.licence
-        assert corpus.source.startswith("http")
+        assert corpus.title and corpus.layout_hint and corpus.source.licence
+        assert corpus.source.page.startswith("http") and corpus.protocol.why
         assert corpus.expected_count >= FACTS[name][0] and corpus.n_speakers == FACTS[name][1]
         assert set(corpus.labels.values()) <= set(CANONICAL), name
         assert type(corpus).__module__ == f"featstore.corpora.{name}"
@@ -266,3 +267,48 @@ def test_iemocap_class_sets(trees):
     assert IemocapCorpus(classes=4).labels == IemocapCorpus().labels
     with pytest.raises(ValueError, match="classes"):
         IemocapCorpus(classes="6")
+
+
+def test_docs_state_every_corpus_protocol_and_source_as_the_registry_does():
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "CORPORA.md").read_text(encoding="utf-8")
+    rows = {}
+    for line in docs.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[1].startswith("`") and cells[0] in CORPORA:
+            rows[cells[0]] = (cells[1].strip("`"), cells[2])
+    assert rows == {c.name: (c.protocol.name, c.protocol.why) for c in REGISTRY if c.name != "csv"}
+    for c in REGISTRY:
+        assert f"— `{c.name}`" in docs or c.name == "csv", c.name       # one section per corpus
+        assert c.source.page in docs, c.name
+    assert "EMOBOX-LICENSE" in docs and "https://github.com/emo-box/EmoBox" in docs
+
+
+def test_emobox_licence_ships_next_to_the_data():
+    import tomllib
+    from fnmatch import fnmatch
+
+    repo = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((repo / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"][
+        "package-data"]["featstore"]
+    for name in ("emobox.json.gz", "EMOBOX-LICENSE"):
+        assert (repo / "featstore" / "data" / name).is_file()
+        assert any(fnmatch(f"data/{name}", p) for p in patterns), name
+    licence = (repo / "featstore" / "data" / "EMOBOX-LICENSE").read_text(encoding="utf-8")
+    assert "MIT License" in licence and "emobox.json.gz" in licence
+    assert "the ser authors" in (repo / "LICENSE").read_text(encoding="utf-8")
+
+
+def test_cli_corpora_and_download_list_come_from_the_registry(monkeypatch):
+    from typer.testing import CliRunner
+
+    import cli
+
+    monkeypatch.setattr(cli.console, "width", 400)  # one line per table row: nothing truncated
+    listed = CliRunner().invoke(cli.app, ["corpora"])
+    assert listed.exit_code == 0, listed.output
+    sources = CliRunner().invoke(cli.app, ["download", "--list"])
+    assert sources.exit_code == 0, sources.output
+    for c in REGISTRY:
+        assert f"{c.protocol.name}: {c.protocol.why}" in listed.output, c.name
+        assert c.source.licence in listed.output and c.source.licence in sources.output, c.name
+    assert "zenodo.org/records/1188976/files/Audio_Speech_Actors_01-24.zip" in sources.output

@@ -123,6 +123,20 @@ def test_missing_wav_and_missing_label_line_are_problems(tmp_path):
         "Ses02M_impro05a_M001.wav", "Ses02M_impro05a_F002.wav", "Ses02M_impro05a_M009.wav"}
 
 
+def test_directory_named_like_a_wav_and_empty_file_are_problems(tmp_path):
+    root = make_tree(tmp_path, {"Ses01F_impro01": [("F000", "neu"), ("M001", "sad"), ("F002", "ang")]})
+    wav_dir = root / "Session1" / "sentences" / "wav" / "Ses01F_impro01"
+    (wav_dir / "Ses01F_impro01_M001.wav").unlink()
+    (wav_dir / "Ses01F_impro01_M001.wav").mkdir()
+    (wav_dir / "Ses01F_impro01_F002.wav").write_bytes(b"")
+    manifest = get_corpus("iemocap").load(root)
+    assert [u.id for u in manifest] == ["iemocap-Ses01F_impro01_F000"]
+    assert {Path(p.path).name: p.reason for p in manifest.problems} == {
+        "Ses01F_impro01_M001.wav": "a directory, not an audio file",
+        "Ses01F_impro01_F002.wav": "empty file (0 bytes)",
+    }
+
+
 def test_unknown_code_is_a_problem(tmp_path):
     root = make_tree(tmp_path, {"Ses03F_script02_2": [("F000", "neu"), ("M001", "zzz")]})
     manifest = get_corpus("iemocap").load(root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import stat
+import struct
 import tarfile
 import threading
 import zipfile
@@ -18,6 +19,7 @@ import soundfile as sf
 from featstore import config
 from featstore import download as dl
 from featstore.corpora import CORPORA, load_manifest
+from featstore.corpora.base import METHODS, Source
 from featstore.download import ChecksumError, DownloadInstructions, UnsafeArchiveError, download, fetch, safe_extract
 from featstore.errors import CorpusError, SerError
 
@@ -224,6 +226,53 @@ def test_local_archive_is_unpacked_and_kept(ravdess_zip, tmp_path):
 
 # -- unsafe archives ------------------------------------------------------------------------------
 
+def lying_zip(entries: dict[str, bytes], liar: str, declared: int = 1024) -> bytes:
+    """A deflated zip whose entry `liar` declares `declared` bytes (local and central headers)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    data = bytearray(buf.getvalue())
+    name = liar.encode()
+    local = data.find(b"PK\x03\x04")
+    while data[local + 30:local + 30 + len(name)] != name:
+        local = data.find(b"PK\x03\x04", local + 4)
+    central = data.find(b"PK\x01\x02")
+    while data[central + 46:central + 46 + len(name)] != name:
+        central = data.find(b"PK\x01\x02", central + 4)
+    struct.pack_into("<I", data, local + 22, declared)
+    struct.pack_into("<I", data, central + 24, declared)
+    return bytes(data)
+
+
+def test_entry_inflating_past_its_declared_size_is_one_line_and_leaves_nothing(tmp_path):
+    big = "Actor_02/03-01-03-01-02-02-02.wav"
+    archive = tmp_path / "bomb.zip"
+    archive.write_bytes(lying_zip({RAVDESS_NAMES[0]: wav_bytes(), big: bytes(50_000_000)}, big))
+    assert zipfile.ZipFile(archive).getinfo(big).file_size == 1024
+    target = tmp_path / "fresh" / "ravdess"
+    with pytest.raises(SerError) as e:
+        download("ravdess", target, url=str(archive), progress=False)
+    assert "is damaged" in str(e.value) and "\n" not in str(e.value) and big in str(e.value)
+    assert not (tmp_path / "fresh").exists()            # not the first entry, not a 0-byte file, no folder
+    keep = tmp_path / "kept"
+    (keep / "mine.txt").parent.mkdir()
+    (keep / "mine.txt").write_text("x")
+    with pytest.raises(SerError, match="is damaged"):
+        safe_extract(archive, keep)
+    assert _tree(keep) == ["mine.txt"]                  # what was there stays; what was unpacked goes
+
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    result = CliRunner().invoke(app, ["download", "ravdess", "--url", str(archive), "--to", str(target)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert [line for line in result.output.splitlines() if line.strip()] == [result.output.strip()]
+    assert result.output.strip().startswith("error: ") and not (tmp_path / "fresh").exists()
+
+
+
 def _tree(path: Path) -> list[str]:
     return sorted(p.relative_to(path).as_posix() for p in path.rglob("*")) if path.exists() else []
 
@@ -279,8 +328,7 @@ def test_tar_escapes_refused(tmp_path, bad):
     target = tmp_path / "sandbox" / "target"
     with pytest.raises(UnsafeArchiveError):
         safe_extract(archive, target)
-    assert _tree(target) == []
-    assert _tree(tmp_path / "sandbox") == ["target"]
+    assert not (tmp_path / "sandbox").exists()  # the folders it made for the target are gone too
     assert not Path("/tmp/ser-test-evil.txt").exists()
 
 
@@ -336,9 +384,18 @@ def test_source_table_covers_every_corpus():
     assert rows["ravdess"]["checksum"] == "md5" and "1188976" in rows["ravdess"]["where"]
     assert rows["shemo"]["checksum"] == "sha256"
     assert rows["iemocap"]["method"] == "manual" and rows["cremad"]["method"] == "git-lfs"
-    for name, source in dl.SOURCES.items():
-        assert source.method in ("http", "git-lfs", "manual") and source.verified, name
+    for name, corpus in CORPORA.items():
+        source = corpus.source
+        assert source.method in METHODS and source.verified and source.licence, name
         assert all(a.url.startswith(("http://", "https://")) for a in source.archives), name
+        assert bool(source.archives) == (source.method == "http"), name
+        assert rows[name]["licence"] == source.licence and rows[name]["method"] == source.method
+    with pytest.raises(ValueError, match="'ftp'"):
+        Source("ftp", "https://example.org", "CC0")
+    # one spelling per corpus: the page on the class is the page the table and the archives use
+    assert CORPORA["ravdess"].source.page == "https://zenodo.org/records/1188976"
+    assert CORPORA["ravdess"].source.archives[0].url.startswith(CORPORA["ravdess"].source.page + "/files/")
+    assert CORPORA["cafe"].source.archives[0].url.startswith(CORPORA["cafe"].source.page + "/files/")
 
 
 def test_existing_symlink_in_target_is_not_followed_out(tmp_path):

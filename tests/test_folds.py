@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 
 from featstore.corpora.base import Utterance
-from featstore.errors import SerError
+from featstore.errors import CorpusError, SerError
 from featstore.folds import (
     LUNA5_TEST_ACTORS,
-    STANDARD_PROTOCOLS,
+    PROTOCOLS,
     Fold,
     FoldWarning,
     ProtocolError,
+    check_protocol,
     cross_corpus_folds,
     fold_summary,
     leakage_report,
@@ -28,6 +29,7 @@ from featstore.folds import (
     multi_corpus_folds,
     speaker_overlap,
     standard_protocol,
+    standard_protocols,
     validation_split,
     with_validation,
 )
@@ -199,7 +201,7 @@ def test_emobox_speaker_leakage_is_flagged(emobox, corpus):
 @pytest.mark.parametrize("corpus", EMOBOX_CORPORA)
 def test_standard_protocol_is_speaker_independent(emobox, corpus):
     utts, _ = emobox[corpus]
-    assert standard_protocol(corpus) == STANDARD_PROTOCOLS[corpus][0]
+    assert standard_protocol(corpus) == standard_protocols()[corpus][0]
     folds = make_folds(utts, "standard")
     assert len(folds) >= 2
     for f in folds:
@@ -216,7 +218,32 @@ def test_standard_protocol_table():
     assert standard_protocol("tess") == "loso"
     assert standard_protocol("mesd") == "loso"
     assert standard_protocol("my-csv-corpus") == "speaker-kfold:5"
-    assert set(STANDARD_PROTOCOLS) == set(EMOBOX_CORPORA)
+    table = standard_protocols()
+    assert set(table) == set(EMOBOX_CORPORA) | {"csv"}
+    for name, (protocol, why) in table.items():
+        assert check_protocol(protocol) == protocol and protocol != "standard", name
+        assert why, name
+
+
+def test_standard_protocol_of_a_misspelt_corpus_suggests_the_name():
+    with pytest.raises(CorpusError) as e:
+        standard_protocol("ravdes")
+    assert "unknown corpus 'ravdes' - did you mean ravdess?" in str(e.value)
+    assert "--protocol" in str(e.value) and "\n" not in str(e.value)
+    assert standard_protocol("my_emotions") == "speaker-kfold:5"   # far from every name: a CSV corpus
+
+
+@pytest.mark.parametrize("spelling, expected", [(" LUNA5 ", "luna5"), ("speaker-kfold:12", "speaker-kfold:12"),
+                                                ("standard", "standard"), ("loso-session", "loso-session")])
+def test_check_protocol_normalises_known_names(spelling, expected):
+    assert check_protocol(spelling) == expected
+
+
+@pytest.mark.parametrize("bad", ["luna6", "speaker-kfold:1", "speaker-kfold", "kfold:5"])
+def test_check_protocol_refuses_unknown_names(bad):
+    with pytest.raises(ProtocolError) as e:
+        check_protocol(bad)
+    assert repr(bad) in str(e.value) and any(p.split(":")[0] in str(e.value) for p in PROTOCOLS)
 
 
 # -- loso, loso-session ---------------------------------------------------------------------------
@@ -398,3 +425,23 @@ def test_fold_summary_rows(emobox):
     assert fold_summary(utts, make_folds(utts, "loso"))[0]["n_val"] is None
     cremad = emobox["cremad"][0]
     assert fold_summary(cremad, make_folds(cremad, "emobox"))[0]["leaked_speakers"] == 91
+
+
+# -- the CLI --------------------------------------------------------------------------------------
+
+def test_cli_prints_a_fold_warning_as_one_line(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cli import app
+    from tests.helpers import write_wav
+
+    monkeypatch.setenv("SER_CONFIG", str(tmp_path / "config.toml"))
+    for actor in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10):  # actors 11-24 missing
+        write_wav(tmp_path / "r" / f"Actor_{actor:02d}" / f"03-01-05-01-01-01-{actor:02d}.wav")
+    result = CliRunner().invoke(app, ["folds", "--corpus", "ravdess", "--root", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "standard protocol for ravdess: luna5 (the published 5-fold actor split" in result.output
+    warned = [line for line in result.output.splitlines() if "warning" in line.lower()]
+    assert warned == ["warning: luna5: actors [11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24] have no "
+                      "utterances; folds are not the published ones"]
+    assert "FoldWarning" not in result.output and "warnings.warn" not in result.output

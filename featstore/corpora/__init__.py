@@ -1,51 +1,96 @@
-"""Corpus registry: one module per corpus, registered in `CORPORA` (the CLI lists this table)."""
+"""Corpus registry: one module per corpus, listed once in `REGISTRY` (`ser corpora` prints it).
+
+Adding a corpus: write `featstore/corpora/<name>.py` (a `Corpus` subclass with its layout,
+labels, `Source` and standard `Protocol`), add an instance to `REGISTRY`, and test it.
+`ser corpora`, `ser download --list`, `featstore.folds.standard_protocol` and the label table
+are generated from the registry.
+"""
 
 from __future__ import annotations
 
-from featstore.corpora.base import UTTERANCE_FIELDS, Corpus, Manifest, ParsedFile, Problem, Utterance
+import difflib
+from types import MappingProxyType
+
+from featstore.corpora.aesdd import AesddCorpus
+from featstore.corpora.base import (
+    UTTERANCE_FIELDS,
+    Archive,
+    Corpus,
+    Manifest,
+    ParsedFile,
+    Problem,
+    Protocol,
+    Source,
+    Utterance,
+)
+from featstore.corpora.cafe import CafeCorpus
+from featstore.corpora.cremad import CremadCorpus
+from featstore.corpora.csvcorpus import CsvCorpus
+from featstore.corpora.emodb import EmodbCorpus
+from featstore.corpora.emovo import EmovoCorpus
+from featstore.corpora.iemocap import IemocapCorpus
+from featstore.corpora.mesd import MesdCorpus
+from featstore.corpora.ravdess import RavdessCorpus
+from featstore.corpora.savee import SaveeCorpus
+from featstore.corpora.shemo import ShemoCorpus
+from featstore.corpora.subesco import SubescoCorpus
+from featstore.corpora.tess import TessCorpus
+from featstore.corpora.urdu import UrduCorpus
 from featstore.errors import CorpusError
 
-CORPORA: dict[str, Corpus] = {}
+#: Every supported corpus, in the order `ser corpora` lists them.
+REGISTRY: tuple[Corpus, ...] = (
+    RavdessCorpus(), CremadCorpus(), EmodbCorpus(), EmovoCorpus(), IemocapCorpus(), TessCorpus(),
+    SaveeCorpus(), CafeCorpus(), AesddCorpus(), MesdCorpus(), ShemoCorpus(), SubescoCorpus(), UrduCorpus(),
+    CsvCorpus(),
+)
+
+#: name -> corpus, read-only (the registry is `REGISTRY`).
+CORPORA: MappingProxyType[str, Corpus] = MappingProxyType({c.name: c for c in REGISTRY})
+
+# Close enough to a registered name to be a typo of it (ravdes/ravdess 0.92, emodbb/emodb 0.91).
+_TYPO_CUTOFF = 0.8
 
 
-def register(corpus: Corpus) -> Corpus:
-    CORPORA[corpus.name] = corpus
-    return corpus
+def closest_corpus(name: str) -> str | None:
+    """The registered corpus name `name` is most likely a misspelling of, or None."""
+    match = difflib.get_close_matches(name.lower(), CORPORA, n=1, cutoff=_TYPO_CUTOFF)
+    return match[0] if match else None
+
+
+def unknown_corpus(name: str) -> CorpusError:
+    """The one-line error for a corpus name that is not registered (with a suggestion when one is close)."""
+    guess = closest_corpus(name)
+    if guess:
+        return CorpusError(f"unknown corpus {name!r} - did you mean {guess}? (see `ser corpora`)")
+    return CorpusError(f"unknown corpus {name!r}; known: {', '.join(CORPORA)} (see `ser corpora`)")
 
 
 def get_corpus(name: str) -> Corpus:
-    """The registered corpus called `name` (case-insensitive)."""
+    """The registered corpus called `name` (case-insensitive); CorpusError naming the closest one else."""
+    corpus = CORPORA.get(name.lower())
+    if corpus is None:
+        raise unknown_corpus(name)
+    return corpus
+
+
+def check_custom_name(name: str) -> str:
+    """`name` lowercased, for a corpus that may be your own (a CSV corpus is named after its file).
+
+    Registered names pass; so does any name not close to one. A near miss ("ravdes") raises
+    CorpusError: it is far likelier a typo than a CSV file called ravdes.csv.
+    """
     key = name.lower()
-    if key not in CORPORA:
-        raise CorpusError(f"unknown corpus {name!r}; known: {', '.join(sorted(CORPORA))} (see `ser corpora`)")
-    return CORPORA[key]
+    if key not in CORPORA and closest_corpus(key):
+        raise CorpusError(f"{unknown_corpus(name)}; if it is your own CSV corpus of that name, "
+                          f"pass --protocol explicitly")
+    return key
 
 
 def load_manifest(name: str, root, **kwargs) -> Manifest:
     return get_corpus(name).load(root, **kwargs)
 
 
-def _register_all() -> None:
-    # Imported for their side effect: each module calls `register(...)` once.
-    from featstore.corpora import (  # noqa: F401
-        aesdd,
-        cafe,
-        cremad,
-        csvcorpus,
-        emodb,
-        emovo,
-        iemocap,
-        mesd,
-        ravdess,
-        savee,
-        shemo,
-        subesco,
-        tess,
-        urdu,
-    )
-
-
-_register_all()
-
-__all__ = ["CORPORA", "Corpus", "CorpusError", "Manifest", "ParsedFile", "Problem", "Utterance",
-           "UTTERANCE_FIELDS", "get_corpus", "load_manifest", "register"]
+__all__ = ["CORPORA", "REGISTRY", "Archive", "Corpus", "CorpusError", "Manifest", "ParsedFile", "Problem",
+           "Protocol", "Source", "Utterance", "UTTERANCE_FIELDS", "check_custom_name", "closest_corpus",
+           "get_corpus", "load_manifest", "unknown_corpus"]

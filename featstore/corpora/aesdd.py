@@ -21,8 +21,8 @@ import re
 from pathlib import Path
 
 from featstore import labels as L
-from featstore.corpora import register
-from featstore.corpora.base import Corpus, ParsedFile
+from featstore.corpora.base import Corpus, ParsedFile, Protocol, Source
+from featstore.errors import LayoutError
 
 _NAME = re.compile(r"([a-z])(\d\d) \((\d+)\)([a-z]?)")
 
@@ -35,18 +35,22 @@ class AesddCorpus(Corpus):
     n_speakers = 6
     labels = {"a": L.ANGRY, "d": L.DISGUST, "f": L.FEAR, "h": L.HAPPY, "s": L.SAD}
     layout_hint = "anger/ disgust/ fear/ happiness/ sadness/ holding 'a03 (3).wav'"
-    source = "http://m3c.web.auth.gr/research/aesdd-speech-emotion-recognition/"
-    licence = "free for research use (request from the AUTh M3C lab)"
+    source = Source(
+        "manual", "http://m3c.web.auth.gr/research/aesdd-speech-emotion-recognition/",
+        "free for research use (request from the AUTh M3C lab)",
+        steps=("Request AESDD from the AUTh M3C lab: "
+               "http://m3c.web.auth.gr/research/aesdd-speech-emotion-recognition/ (free for research).",),
+        verified="request required",
+    )
+    protocol = Protocol("loso", "5-6 actors; EmoBox's split mixes speakers")
 
     def parse(self, path: Path, root: Path) -> ParsedFile | None:
         m = _NAME.fullmatch(path.stem)
         if not m:
-            raise ValueError(f"{path.name} is not 'eNN (S).wav' (e.g. 'a03 (3).wav')")
+            raise LayoutError(f"{path.name} is not 'eNN (S).wav' (e.g. 'a03 (3).wav')")
         emotion, number, speaker, take = m.groups()
         return ParsedFile(
             id=f"aesdd-{emotion}{number}-{speaker}{take}", speaker=str(int(speaker)),
             label_raw=emotion, text=number,
         )
 
-
-register(AesddCorpus())

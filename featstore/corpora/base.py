@@ -1,16 +1,20 @@
 """Utterance records, manifests and the `Corpus` base class every corpus module fills in.
 
-A corpus module describes one corpus in one place: its layout, label codes, speakers and
-language. It implements `parse(path, root)` (one audio file -> record fields) and, where the
-labels live outside the file names (IEMOCAP), `find_files`/`parse` over its annotation files.
+A corpus module describes one corpus in one place: its layout, label codes, speakers,
+language, where it comes from (`Source`: page, licence, archives and checksums or the manual
+steps) and its standard speaker-independent fold protocol with the reason (`Protocol`). It
+implements `parse(path, root)` (one audio file -> record fields) and, where the labels live
+outside the file names (IEMOCAP), `find_files`/`parse` over its annotation files.
 `Corpus.load(root)` does the rest: walks the tree, reads audio headers, and collects every
-problem (unknown label code, unreadable file, ...) instead of stopping at the first.
+problem (unknown label code, name outside the corpus' grammar, unreadable or empty file,
+directory or broken link where a file should be, ...) instead of stopping at the first.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -18,7 +22,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from featstore.errors import CorpusError, LabelError
+from featstore.errors import CorpusError, LabelError, LayoutError
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,57 @@ class ParsedFile:
     language: str | None = None  # per-file language where it varies (CSV corpora); else the corpus'
 
 
+@dataclass(frozen=True)
+class Archive:
+    """One file to fetch: where from, its name on disk, and what it must hash to (if known)."""
+
+    url: str
+    filename: str
+    size: int | None = None
+    md5: str | None = None
+    sha256: str | None = None
+
+
+def zenodo(record: int, filename: str, **kw) -> Archive:
+    """`filename` of Zenodo record `record`, at the address Zenodo serves downloads from."""
+    return Archive(f"https://zenodo.org/records/{record}/files/{filename}?download=1", filename, **kw)
+
+
+#: How a corpus is obtained: fetched over HTTP, cloned with Git LFS, by hand, or it is your own.
+METHODS = ("http", "git-lfs", "manual", "own")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one corpus comes from and under which licence (`ser download --list` prints these)."""
+
+    method: str                         # one of METHODS
+    page: str                           # the official page, for people
+    licence: str
+    archives: tuple[Archive, ...] = ()  # http
+    repo: str = ""                      # git-lfs: repository to clone
+    lfs_include: str = ""               # git-lfs: the LFS paths to pull
+    steps: tuple[str, ...] = ()         # manual: how to obtain it
+    approx_size: str = ""               # when no exact size is known
+    verified: str = ""                  # how the URL / size / checksum were checked; "(U)" = unverified
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"Source method {self.method!r} is not one of {', '.join(METHODS)}")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A corpus' standard speaker-independent fold protocol (`featstore.folds`) and why."""
+
+    name: str
+    why: str
+
+
+#: For corpora without a published speaker-independent split (e.g. your own CSV corpus).
+DEFAULT_PROTOCOL = Protocol("speaker-kfold:5", "no published speaker-independent split: 5 folds by speaker")
+
+
 class Corpus:
     """Describes one corpus. Subclasses set the class attributes and implement `parse`."""
 
@@ -118,8 +173,8 @@ class Corpus:
     n_speakers: int = 0
     labels: dict[str, str] = {}   # corpus code -> canonical label
     layout_hint: str = ""         # one line: where the audio files sit under the root
-    source: str = ""              # official page / download
-    licence: str = ""
+    source: Source = Source("own", "", "")
+    protocol: Protocol = DEFAULT_PROTOCOL
     audio_suffixes: tuple[str, ...] = (".wav",)
 
     # -- to implement -------------------------------------------------------------------
@@ -127,21 +182,37 @@ class Corpus:
         """Read one audio file's record fields from its path.
 
         Returns None for a file that belongs to another part of the release (e.g. RAVDESS song
-        files) and raises LabelError for a file whose label code the corpus does not define.
+        files), raises LayoutError for a name outside the corpus' grammar and LabelError for a
+        file whose label code the corpus does not define. Any other exception is a bug.
         """
         raise NotImplementedError
 
     def find_files(self, root: Path) -> list[Path]:
-        """Every candidate audio file under `root`, sorted."""
-        return sorted(p for p in root.rglob("*") if p.suffix.lower() in self.audio_suffixes and p.is_file())
+        """Every path under `root` with an audio suffix, sorted: directories and broken links too,
+        so that `load` reports them."""
+        return sorted(p for p in root.rglob("*") if p.suffix.lower() in self.audio_suffixes)
 
     # -- shared -------------------------------------------------------------------------
     def canonical(self, label_raw: str, path: Path | str = "") -> str:
         try:
             return self.labels[label_raw]
-        except KeyError:
+        except KeyError as e:
             known = ", ".join(sorted(self.labels))
-            raise LabelError(f"unknown label code {label_raw!r} (known: {known})") from None
+            raise LabelError(f"unknown label code {label_raw!r} (known: {known})") from e
+
+    def how_to_get(self, target: str | Path) -> list[str]:
+        """Lines telling a user how to put this corpus at `target` (used in not-found errors)."""
+        s = self.source
+        if s.method == "own":
+            return [f"{self.name} is your own data: pass the CSV file that lists it with --root"]
+        if s.method == "http":
+            return [f"ser download {self.name}    # from {s.page}, unpacks into {target}"]
+        if s.method == "git-lfs":
+            return [f"ser download {self.name}    # git clone + git lfs pull {s.lfs_include} into {target} "
+                    f"(needs git-lfs)"]
+        return [*s.steps, f"Then unpack it so that {self.layout_hint} sit under {target}",
+                f"(`ser download {self.name} --url /path/to/archive.zip` unpacks a downloaded archive there "
+                f"and checks it)"]
 
     def check_root(self, root: str | Path) -> Path:
         root = Path(root).expanduser()
@@ -165,15 +236,20 @@ class Corpus:
             )
         manifest = Manifest(self.name, str(root))
         seen: dict[str, str] = {}
-        parsed_any = False
+        files, parsed_any = 0, False
         for path in _iter_progress(candidates, progress, f"reading {self.name}"):
+            not_a_file = _not_a_file(path)
+            if not_a_file:
+                manifest.problems.append(Problem(str(path), not_a_file))
+                continue
+            files += 1
             try:
                 parsed = self.parse(path, root)
             except LabelError as e:
                 parsed_any = True
                 manifest.problems.append(Problem(str(path), str(e)))
                 continue
-            except ValueError as e:  # a name that does not follow the corpus' pattern
+            except LayoutError as e:
                 manifest.problems.append(Problem(str(path), f"file name not in {self.name} layout: {e}"))
                 continue
             if parsed is None:
@@ -181,6 +257,9 @@ class Corpus:
             parsed_any = True
             if parsed.id in seen:
                 manifest.problems.append(Problem(str(path), f"duplicate utterance id {parsed.id} (also {seen[parsed.id]})"))
+                continue
+            if path.stat().st_size == 0:
+                manifest.problems.append(Problem(str(path), "empty file (0 bytes)"))
                 continue
             try:
                 info = sf.info(str(path))
@@ -203,12 +282,25 @@ class Corpus:
                 session=parsed.session, duration=info.frames / info.samplerate,
                 sample_rate=int(info.samplerate),
             ))
-        if not parsed_any:
+        if files and not parsed_any:
             raise CorpusError(
-                f"{self.name}: none of the {len(candidates)} audio files under {root} follows the "
+                f"{self.name}: none of the {files} audio files under {root} follows the "
                 f"{self.name} layout ({self.layout_hint}); is --corpus right?"
             )
         return manifest
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why `path` cannot be an audio file (a directory, a broken link), or None for a regular file."""
+    if path.is_dir():
+        return "a directory, not an audio file"
+    if not path.exists():
+        if path.is_symlink():
+            return f"broken symbolic link (to {os.readlink(path)})"
+        return "vanished while being read"
+    if not path.is_file():
+        return "not a regular file (device, FIFO or socket)"
+    return None
 
 
 def _short(e: Exception) -> str:

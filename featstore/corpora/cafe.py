@@ -20,8 +20,8 @@ import re
 from pathlib import Path
 
 from featstore import labels as L
-from featstore.corpora import register
-from featstore.corpora.base import Corpus, ParsedFile
+from featstore.corpora.base import Corpus, ParsedFile, Protocol, Source, zenodo
+from featstore.errors import LayoutError
 
 _NAME = re.compile(r"(\d\d)-([A-Z])-([12])-([1-6])")
 _INTENSITY = {"1": "weak", "2": "strong"}
@@ -46,21 +46,24 @@ class CafeCorpus(Corpus):
         "P": L.FEAR, "S": L.SURPRISE, "T": L.SAD,
     }
     layout_hint = "CaFE_48k/<Émotion>/<Faible|Fort>/AA-E-I-S.wav and CaFE_48k/Neutre/AA-N-1-S.wav"
-    source = "https://zenodo.org/record/1478765"
-    licence = "CC BY-NC-SA 4.0"
+    source = Source(
+        "http", "https://zenodo.org/records/1478765", "CC BY-NC-SA 4.0",
+        archives=(zenodo(1478765, "CaFE_48k.zip"),),
+        verified="(U) file name CaFE_48k.zip from public scripts (nkululeko's CaFE recipe), not from "
+                 "Zenodo's page; no checksum",
+    )
+    protocol = Protocol("emobox", "EmoBox's 3 folds hold out 4 of the 12 actors each")
 
     def parse(self, path: Path, root: Path) -> ParsedFile | None:
         m = _NAME.fullmatch(path.stem)
         if not m:
-            raise ValueError(f"{path.name} is not AA-E-I-S.wav (e.g. 01-C-1-1.wav)")
+            raise LayoutError(f"{path.name} is not AA-E-I-S.wav (e.g. 01-C-1-1.wav)")
         actor, emotion, intensity, sentence = m.groups()
         if not 1 <= int(actor) <= 12:
-            raise ValueError(f"{path.name}: actor {actor} is not 01-12")
+            raise LayoutError(f"{path.name}: actor {actor} is not 01-12")
         return ParsedFile(
             id=f"cafe-{path.stem}", speaker=actor, label_raw=emotion,
             gender="male" if int(actor) % 2 else "female", text=_SENTENCES[sentence],
             intensity=None if emotion == "N" else _INTENSITY[intensity],
         )
 
-
-register(CafeCorpus())

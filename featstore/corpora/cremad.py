@@ -24,8 +24,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from featstore import labels as L
-from featstore.corpora import register
-from featstore.corpora.base import Corpus, ParsedFile
+from featstore.corpora.base import Corpus, ParsedFile, Protocol, Source
+from featstore.errors import LayoutError
 
 _NAME = re.compile(r"(\d{4})_([A-Z]{3})_([A-Z]{3})_(LO|MD|HI|XX|X)")
 _SENTENCES = {
@@ -74,21 +74,25 @@ class CremadCorpus(Corpus):
         "HAP": L.HAPPY, "NEU": L.NEUTRAL, "SAD": L.SAD,
     }
     layout_hint = "AudioWAV/AAAA_SSS_EEE_LL.wav, VideoDemographics.csv beside AudioWAV/"
-    source = "https://github.com/CheyneyComputerScience/CREMA-D"
-    licence = "ODbL 1.0 (database) + DbCL 1.0 (contents)"
+    source = Source(
+        "git-lfs", "https://github.com/CheyneyComputerScience/CREMA-D", "ODbL 1.0 (database) + DbCL 1.0 (contents)",
+        repo="https://github.com/CheyneyComputerScience/CREMA-D", lfs_include="AudioWAV/*",
+        approx_size="606 MB (7442 wavs)",
+        verified="repository tree checked: AudioWAV/ holds 7442 git-lfs files, VideoDemographics.csv is "
+                 "plain git; GitHub's LFS bandwidth for the repository can run out",
+    )
+    protocol = Protocol("speaker-kfold:5", "91 actors; EmoBox's single split mixes speakers")
 
     def parse(self, path: Path, root: Path) -> ParsedFile | None:
         m = _NAME.fullmatch(path.stem)
         if not m:
-            raise ValueError(f"{path.name} is not AAAA_SSS_EEE_LL.wav")
+            raise LayoutError(f"{path.name} is not AAAA_SSS_EEE_LL.wav")
         actor, sentence, emotion, level = m.groups()
         if sentence not in _SENTENCES:
-            raise ValueError(f"{path.name}: unknown sentence code {sentence}")
+            raise LayoutError(f"{path.name}: unknown sentence code {sentence}")
         level = "XX" if level == "X" else level  # the one-X file 1040_ITH_SAD_X.wav
         return ParsedFile(
             id=f"cremad-{actor}-{sentence}-{emotion}-{level}", speaker=actor, label_raw=emotion,
             gender=actor_genders(root).get(actor), text=_SENTENCES[sentence], intensity=_LEVELS[level],
         )
 
-
-register(CremadCorpus())

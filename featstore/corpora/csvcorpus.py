@@ -19,12 +19,12 @@ line; a CSV without the required columns is a CorpusError.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from pathlib import Path
 
 from featstore import labels as L
-from featstore.corpora import register
-from featstore.corpora.base import Corpus, Manifest, ParsedFile, Problem
+from featstore.corpora.base import Corpus, Manifest, ParsedFile, Problem, Source
 from featstore.errors import CorpusError
 
 REQUIRED = ("path", "label", "speaker")
@@ -55,8 +55,7 @@ class CsvCorpus(Corpus):
     language = ""  # unknown unless the CSV has a language column
     labels = LABEL_ALIASES
     layout_hint = "a CSV file with columns path,label,speaker[,language,gender]; paths relative to its folder"
-    source = "your own data"
-    licence = "yours"
+    source = Source("own", "", "yours", verified="your own data: pass the CSV with --root")
 
     def __init__(self, name: str | None = None):
         self._named = name is not None
@@ -85,22 +84,37 @@ class CsvCorpus(Corpus):
     def find_files(self, root: Path) -> list[Path]:
         """Read the CSV: the audio file of every usable row, in file order; bad rows become problems."""
         self._rows, self._row_problems = {}, []
-        with root.open(encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f)
-            columns = [(c or "").strip().lower() for c in reader.fieldnames or []]
-            missing = [c for c in REQUIRED if c not in columns]
-            if missing:
-                raise CorpusError(
-                    f"{self.name}: {root} lacks the column(s) {', '.join(missing)}; the header must name "
-                    f"path,label,speaker[,language,gender] (found: {', '.join(columns) or 'no header'})"
-                )
-            reader.fieldnames = columns
-            for row in reader:
-                self._add_row(root, reader.line_num, {k: (v or "").strip() for k, v in row.items() if k})
+        try:
+            text = root.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise CorpusError(f"{self.name}: {root} is not UTF-8 text (byte {e.start} is not); pass the CSV file "
+                              f"that lists your corpus, saved as UTF-8") from e
+        except OSError as e:
+            raise CorpusError(f"{self.name}: cannot read {root} ({e.strerror}); check its permissions") from e
+        if "\x00" in text:
+            raise CorpusError(f"{self.name}: {root} is a binary file (it holds NUL bytes), not a CSV; pass the "
+                              f"CSV file that lists your corpus ({self.layout_hint})")
+        try:
+            self._read_rows(root, csv.DictReader(io.StringIO(text, newline="")))
+        except csv.Error as e:
+            raise CorpusError(f"{self.name}: {root} is not a readable CSV file ({e}); pass the CSV file that "
+                              f"lists your corpus ({self.layout_hint})") from e
         if not self._rows:
             first = self._row_problems[0].reason if self._row_problems else "it has no data rows"
             raise CorpusError(f"{self.name}: no usable row in {root} ({first})")
         return list(self._rows)
+
+    def _read_rows(self, root: Path, reader: csv.DictReader) -> None:
+        columns = [(c or "").strip().lower() for c in reader.fieldnames or []]
+        missing = [c for c in REQUIRED if c not in columns]
+        if missing:
+            raise CorpusError(
+                f"{self.name}: {root} lacks the column(s) {', '.join(missing)}; the header must name "
+                f"path,label,speaker[,language,gender] (found: {', '.join(columns) or 'no header'})"
+            )
+        reader.fieldnames = columns
+        for row in reader:
+            self._add_row(root, reader.line_num, {k: (v or "").strip() for k, v in row.items() if k})
 
     def _add_row(self, csv_path: Path, line: int, row: dict[str, str]) -> None:
         where = f"{csv_path}:{line}"
@@ -135,5 +149,3 @@ class CsvCorpus(Corpus):
     def canonical(self, label_raw: str, path: Path | str = "") -> str:
         return canonical_label(label_raw)
 
-
-register(CsvCorpus())

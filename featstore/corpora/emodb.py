@@ -19,8 +19,8 @@ import re
 from pathlib import Path
 
 from featstore import labels as L
-from featstore.corpora import register
-from featstore.corpora.base import Corpus, ParsedFile
+from featstore.corpora.base import Archive, Corpus, ParsedFile, Protocol, Source
+from featstore.errors import LayoutError
 
 _NAME = re.compile(r"(\d\d)([ab]\d\d)([A-Z])([a-z])")
 _MALE = {"03", "10", "11", "12", "15"}
@@ -38,20 +38,22 @@ class EmodbCorpus(Corpus):
         "F": L.HAPPY, "T": L.SAD, "N": L.NEUTRAL,
     }
     layout_hint = "wav/SSTTTEV.wav, e.g. wav/03a01Wa.wav"
-    source = "http://emodb.bilderbar.info/ (download.zip)"
-    licence = "free for research use (no formal licence on the site)"
+    source = Source(
+        "http", "http://emodb.bilderbar.info/", "free for research use (no formal licence on the site)",
+        archives=(Archive("http://emodb.bilderbar.info/download/download.zip", "emodb-download.zip"),),
+        verified="URL: CORPORA.md and public scripts; no published checksum (only the count check)",
+    )
+    protocol = Protocol("loso", "10 speakers; EmoBox's 5 folds mix speakers")
 
     def parse(self, path: Path, root: Path) -> ParsedFile | None:
         m = _NAME.fullmatch(path.stem)
         if not m:
-            raise ValueError(f"{path.name} is not SSTTTEV.wav (e.g. 03a01Wa.wav)")
+            raise LayoutError(f"{path.name} is not SSTTTEV.wav (e.g. 03a01Wa.wav)")
         speaker, text, emotion, _version = m.groups()
         if speaker not in _MALE | _FEMALE:
-            raise ValueError(f"{path.name}: speaker {speaker} is not one of EMO-DB's ten")
+            raise LayoutError(f"{path.name}: speaker {speaker} is not one of EMO-DB's ten")
         return ParsedFile(
             id=f"emodb-{path.stem}", speaker=speaker, label_raw=emotion,
             gender="male" if speaker in _MALE else "female", text=text,
         )
 
-
-register(EmodbCorpus())

@@ -18,8 +18,8 @@ import re
 from pathlib import Path
 
 from featstore import labels as L
-from featstore.corpora import register
-from featstore.corpora.base import Corpus, ParsedFile
+from featstore.corpora.base import Corpus, ParsedFile, Protocol, Source
+from featstore.errors import LayoutError
 
 _NAME = re.compile(r"([a-z]{3})-([fm][1-3])-([a-z]\d)")
 
@@ -35,18 +35,22 @@ class EmovoCorpus(Corpus):
         "rab": L.ANGRY, "sor": L.SURPRISE, "tri": L.SAD,
     }
     layout_hint = "f1/ … m3/ holding emo-spk-sent.wav, e.g. f1/dis-f1-b1.wav"
-    source = "http://voice.fub.it/activities/corpora/emovo/index.html"
-    licence = "free for research use (request from Fondazione Ugo Bordoni)"
+    source = Source(
+        "manual", "http://voice.fub.it/activities/corpora/emovo/index.html",
+        "free for research use (request from Fondazione Ugo Bordoni)",
+        steps=("Request EMOVO from Fondazione Ugo Bordoni: http://voice.fub.it/activities/corpora/emovo/index.html "
+               "(free for research).",),
+        verified="no direct URL known",
+    )
+    protocol = Protocol("emobox", "EmoBox's 6 folds are leave-one-speaker-out")
 
     def parse(self, path: Path, root: Path) -> ParsedFile | None:
         m = _NAME.fullmatch(path.stem)
         if not m:
-            raise ValueError(f"{path.name} is not emo-spk-sent.wav (e.g. dis-f1-b1.wav)")
+            raise LayoutError(f"{path.name} is not emo-spk-sent.wav (e.g. dis-f1-b1.wav)")
         emotion, speaker, sentence = m.groups()
         return ParsedFile(
             id=f"emovo-{path.stem}", speaker=speaker, label_raw=emotion,
             gender="female" if speaker[0] == "f" else "male", text=sentence,
         )
 
-
-register(EmovoCorpus())

@@ -38,9 +38,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from featstore import labels as L
-from featstore.corpora import register
-from featstore.corpora.base import Corpus, Manifest, ParsedFile, Problem
-from featstore.errors import CorpusError, LabelError
+from featstore.corpora.base import Corpus, Manifest, ParsedFile, Problem, Protocol, Source
+from featstore.errors import CorpusError, LabelError, LayoutError
 
 HEADER = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]"
 _TURN = re.compile(r"\[\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*\]\s+(Ses\S+)\s+(\w+)\s+\[")
@@ -120,7 +119,8 @@ def _evaluation_files(root: Path) -> list[Path]:
 
 
 def _utterance_wavs(root: Path) -> list[Path]:
-    return sorted(p for p in root.glob("Session*/sentences/wav/*/*.wav") if p.is_file())
+    """Every `*.wav` path of the layout, directories and broken links too (`load` reports them)."""
+    return sorted(root.glob("Session*/sentences/wav/*/*.wav"))
 
 
 class IemocapCorpus(Corpus):
@@ -130,8 +130,14 @@ class IemocapCorpus(Corpus):
     n_speakers = 10
     layout_hint = ("Session1..5/sentences/wav/<dialog>/<utterance>.wav with labels in "
                    "Session1..5/dialog/EmoEvaluation/<dialog>.txt")
-    source = "https://sail.usc.edu/iemocap/"
-    licence = "USC IEMOCAP release agreement (research only, no redistribution)"
+    source = Source(
+        "manual", "https://sail.usc.edu/iemocap/", "USC IEMOCAP release agreement (research only, no redistribution)",
+        steps=("IEMOCAP is released under the USC release agreement (research only, no redistribution): "
+               "request it at https://sail.usc.edu/iemocap/ (release form; the download link comes by "
+               "e-mail).",),
+        verified="licensed",
+    )
+    protocol = Protocol("loso-session", "the field's convention; 5 sessions x 2 speakers")
 
     def __init__(self, classes: str = "4"):
         classes = str(classes)  # IemocapCorpus(classes=4) reads as "4"
@@ -155,7 +161,7 @@ class IemocapCorpus(Corpus):
     def parse(self, path: Path, root: Path) -> ParsedFile | None:
         m = _UTTERANCE.fullmatch(path.stem)
         if not m:
-            raise ValueError(f"{path.name} is not an IEMOCAP utterance name (e.g. Ses01F_impro01_F000.wav)")
+            raise LayoutError(f"{path.name} is not an IEMOCAP utterance name (e.g. Ses01F_impro01_F000.wav)")
         session, speaker_letter = m.groups()
         session_dir = path.parents[3]  # SessionN/sentences/wav/<dialog>/<utterance>.wav
         evaluation = session_dir / "dialog" / "EmoEvaluation" / f"{path.parent.name}.txt"
@@ -188,5 +194,3 @@ class IemocapCorpus(Corpus):
                     ))
         return manifest
 
-
-register(IemocapCorpus())

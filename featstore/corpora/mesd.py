@@ -21,8 +21,8 @@ import re
 from pathlib import Path
 
 from featstore import labels as L
-from featstore.corpora import register
-from featstore.corpora.base import Corpus, ParsedFile
+from featstore.corpora.base import Corpus, ParsedFile, Protocol, Source
+from featstore.errors import LayoutError
 
 _NAME = re.compile(r"([A-Za-z]+)_([FMC])_([AB])_(\w+)")
 _GENDER = {"F": "female", "M": "male", "C": "child"}
@@ -39,18 +39,21 @@ class MesdCorpus(Corpus):
         "Happiness": L.HAPPY, "Neutral": L.NEUTRAL, "Sadness": L.SAD,
     }
     layout_hint = "Mexican Emotional Speech Database (MESD)/Emotion_Voice_Corpus_word.wav"
-    source = "https://data.mendeley.com/datasets/cy34mh68j9"
-    licence = "CC BY 4.0"
+    source = Source(
+        "manual", "https://data.mendeley.com/datasets/cy34mh68j9", "CC BY 4.0",
+        steps=("Open https://data.mendeley.com/datasets/cy34mh68j9 (Mendeley Data, CC BY 4.0) and use "
+               "'Download All'.",),
+        verified="Mendeley's download links are not stable",
+    )
+    protocol = Protocol("loso", "no speaker ids, only 3 voice types (female, male, child): NOT speaker-independent")
 
     def parse(self, path: Path, root: Path) -> ParsedFile | None:
         m = _NAME.fullmatch(path.stem)
         if not m:
-            raise ValueError(f"{path.name} is not Emotion_Voice_Corpus_word.wav (e.g. Anger_F_A_tarde.wav)")
+            raise LayoutError(f"{path.name} is not Emotion_Voice_Corpus_word.wav (e.g. Anger_F_A_tarde.wav)")
         emotion, voice, _word_list, word = m.groups()
         return ParsedFile(
             id=f"mesd-{path.stem}", speaker=voice, label_raw=emotion,
             gender=_GENDER[voice], text=word.replace("_", " "),
         )
 
-
-register(MesdCorpus())

@@ -22,8 +22,8 @@ import re
 from pathlib import Path
 
 from featstore import labels as L
-from featstore.corpora import register
-from featstore.corpora.base import Corpus, ParsedFile
+from featstore.corpora.base import Corpus, ParsedFile, Protocol, Source, zenodo
+from featstore.errors import LayoutError
 
 _NAME = re.compile(r"(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)")
 _INTENSITY = {"01": "normal", "02": "strong"}
@@ -41,25 +41,30 @@ class RavdessCorpus(Corpus):
         "05": L.ANGRY, "06": L.FEAR, "07": L.DISGUST, "08": L.SURPRISE,
     }
     layout_hint = "Actor_01/ … Actor_24/ holding 03-01-EE-II-SS-RR-AA.wav"
-    source = "https://zenodo.org/record/1188976 (Audio_Speech_Actors_01-24.zip)"
-    licence = "CC BY-NC-SA 4.0"
+    source = Source(
+        "http", "https://zenodo.org/records/1188976", "CC BY-NC-SA 4.0",
+        archives=(zenodo(1188976, "Audio_Speech_Actors_01-24.zip", size=208_468_073,
+                         md5="bc696df654c87fed845eb13823edef8a"),),
+        verified="record and file name: CORPORA.md and many public scripts; size and MD5: CORPORA.md, "
+                 "marked (U) there, not checked against Zenodo (one independent public script checks "
+                 "the same MD5)",
+    )
+    protocol = Protocol("luna5", "the published 5-fold actor split of Luna-Jiménez et al. 2022 (24 actors)")
 
     def parse(self, path: Path, root: Path) -> ParsedFile | None:
         m = _NAME.fullmatch(path.stem)
         if not m:
-            raise ValueError(f"{path.name} is not MM-VV-EE-II-SS-RR-AA.wav")
+            raise LayoutError(f"{path.name} is not MM-VV-EE-II-SS-RR-AA.wav")
         modality, channel, emotion, intensity, statement, _repetition, actor = m.groups()
         if modality not in ("01", "02", "03") or channel not in ("01", "02"):
-            raise ValueError(f"{path.name}: modality {modality} / vocal channel {channel} not defined")
+            raise LayoutError(f"{path.name}: modality {modality} / vocal channel {channel} not defined")
         if modality != "03" or channel != "01":
             return None  # video or song files: other parts of the release
         if intensity not in _INTENSITY or statement not in _STATEMENT or not 1 <= int(actor) <= 24:
-            raise ValueError(f"{path.name}: intensity {intensity}, statement {statement} or actor {actor} out of range")
+            raise LayoutError(f"{path.name}: intensity {intensity}, statement {statement} or actor {actor} out of range")
         return ParsedFile(
             id=f"ravdess-{path.stem}", speaker=actor, label_raw=emotion,
             gender="male" if int(actor) % 2 else "female",
             text=_STATEMENT[statement], intensity=_INTENSITY[intensity],
         )
 
-
-register(RavdessCorpus())

@@ -18,8 +18,8 @@ import re
 from pathlib import Path
 
 from featstore import labels as L
-from featstore.corpora import register
-from featstore.corpora.base import Corpus, ParsedFile
+from featstore.corpora.base import Corpus, ParsedFile, Protocol, Source
+from featstore.errors import LayoutError
 
 _SPEAKERS = ("DC", "JE", "JK", "KL")
 _FLAT = re.compile(r"([A-Z]{2})_([a-z]{1,2})(\d\d)")
@@ -37,8 +37,13 @@ class SaveeCorpus(Corpus):
         "n": L.NEUTRAL, "sa": L.SAD, "su": L.SURPRISE,
     }
     layout_hint = "AudioData/{DC,JE,JK,KL}/a01.wav (official) or flat DC_a01.wav"
-    source = "http://kahlan.eps.surrey.ac.uk/savee/"
-    licence = "free for research use (registration on the site)"
+    source = Source(
+        "manual", "http://kahlan.eps.surrey.ac.uk/savee/", "free for research use (registration on the site)",
+        steps=("Register at http://kahlan.eps.surrey.ac.uk/savee/ (free for research) and download the audio "
+               "data (AudioData).",),
+        verified="registration required",
+    )
+    protocol = Protocol("emobox", "EmoBox's 4 folds are leave-one-speaker-out")
 
     def parse(self, path: Path, root: Path) -> ParsedFile | None:
         if m := _FLAT.fullmatch(path.stem):
@@ -47,10 +52,8 @@ class SaveeCorpus(Corpus):
             speaker = path.parent.name  # official layout: the speaker is the folder
             code, number = m.groups()
         else:
-            raise ValueError(f"{path.name} is neither SPK_eNN.wav nor AudioData/SPK/eNN.wav")
+            raise LayoutError(f"{path.name} is neither SPK_eNN.wav nor AudioData/SPK/eNN.wav")
         if speaker not in _SPEAKERS:
-            raise ValueError(f"{path}: speaker {speaker!r} is not one of {', '.join(_SPEAKERS)}")
+            raise LayoutError(f"{path}: speaker {speaker!r} is not one of {', '.join(_SPEAKERS)}")
         return ParsedFile(id=f"savee-{speaker}-{code}{number}", speaker=speaker, label_raw=code, gender="male")
 
-
-register(SaveeCorpus())

@@ -17,8 +17,8 @@ import re
 from pathlib import Path
 
 from featstore import labels as L
-from featstore.corpora import register
-from featstore.corpora.base import Corpus, ParsedFile
+from featstore.corpora.base import Archive, Corpus, ParsedFile, Protocol, Source
+from featstore.errors import LayoutError
 
 _NAME = re.compile(r"([FM])(\d\d)([A-Z])(\d\d)")
 
@@ -33,18 +33,28 @@ class ShemoCorpus(Corpus):
         "A": L.ANGRY, "F": L.FEAR, "H": L.HAPPY, "N": L.NEUTRAL, "S": L.SAD, "W": L.SURPRISE,
     }
     layout_hint = "female/F03S02.wav, male/M12A29.wav"
-    source = "https://github.com/mansourehk/ShEMO"
-    licence = "free for research use (see the repository)"
+    source = Source(
+        "http", "https://github.com/mansourehk/ShEMO", "free for research use (see the repository)",
+        archives=(
+            Archive("https://media.githubusercontent.com/media/mansourehk/ShEMO/master/female.zip",
+                    "shemo-female.zip", size=374_368_830,
+                    sha256="663d8d7dceb44adbbf87d84be3a080fb691d169fbd972f6941e6302bc39f71e6"),
+            Archive("https://media.githubusercontent.com/media/mansourehk/ShEMO/master/male.zip",
+                    "shemo-male.zip", size=496_606_401,
+                    sha256="747670d0d918e59d5e5020cf66610242890b093d42968c467c4f02eb5e6a6b1a"),
+        ),
+        verified="sizes and SHA-256 from the repository's git-lfs pointers for female.zip / male.zip "
+                 "(HEAD checked); URL is GitHub's LFS media endpoint",
+    )
+    protocol = Protocol("speaker-kfold:5", "87 speakers; EmoBox's split mixes speakers")
 
     def parse(self, path: Path, root: Path) -> ParsedFile | None:
         m = _NAME.fullmatch(path.stem)
         if not m:
-            raise ValueError(f"{path.name} is not GSSEII.wav (e.g. F03S02.wav)")
+            raise LayoutError(f"{path.name} is not GSSEII.wav (e.g. F03S02.wav)")
         gender, number, emotion, _index = m.groups()
         return ParsedFile(
             id=f"shemo-{path.stem}", speaker=f"{gender}{number}", label_raw=emotion,
             gender="female" if gender == "F" else "male",
         )
 
-
-register(ShemoCorpus())

@@ -20,8 +20,8 @@ import re
 from pathlib import Path
 
 from featstore import labels as L
-from featstore.corpora import register
-from featstore.corpora.base import Corpus, ParsedFile
+from featstore.corpora.base import Corpus, ParsedFile, Protocol, Source, zenodo
+from featstore.errors import LayoutError
 
 _NAME = re.compile(r"([FM])_(\d\d)_([A-Z]+)_S_(\d+)_([A-Z]+)_(\d)\]?")  # "]": the stray-bracket file
 
@@ -37,18 +37,21 @@ class SubescoCorpus(Corpus):
         "NEUTRAL": L.NEUTRAL, "SAD": L.SAD, "SURPRISE": L.SURPRISE,
     }
     layout_hint = "flat folder of G_NN_NAME_S_K_EMOTION_R.wav, e.g. F_10_FAHMEE_S_6_FEAR_5.wav"
-    source = "https://zenodo.org/record/4526477"
-    licence = "CC BY 4.0"
+    source = Source(
+        "http", "https://zenodo.org/records/4526477", "CC BY 4.0",
+        archives=(zenodo(4526477, "SUBESCO.zip"),),
+        approx_size="~1.7 GB (U)",
+        verified="(U) file name SUBESCO.zip from two public scripts, not from Zenodo's page; no checksum",
+    )
+    protocol = Protocol("emobox", "EmoBox's 5 folds hold out 4 of the 20 speakers each")
 
     def parse(self, path: Path, root: Path) -> ParsedFile | None:
         m = _NAME.fullmatch(path.stem)
         if not m:
-            raise ValueError(f"{path.name} is not G_NN_NAME_S_K_EMOTION_R.wav")
+            raise LayoutError(f"{path.name} is not G_NN_NAME_S_K_EMOTION_R.wav")
         gender, number, _name, sentence, emotion, _take = m.groups()
         return ParsedFile(
             id=f"subesco-{path.stem}", speaker=f"{gender}_{number}", label_raw=emotion,
             gender="female" if gender == "F" else "male", text=f"S_{sentence}",
         )
 
-
-register(SubescoCorpus())

@@ -23,8 +23,8 @@ import re
 from pathlib import Path
 
 from featstore import labels as L
-from featstore.corpora import register
-from featstore.corpora.base import Corpus, ParsedFile
+from featstore.corpora.base import Corpus, ParsedFile, Protocol, Source
+from featstore.errors import LayoutError
 
 _NAME = re.compile(r"([A-Za-z]{2,3})_(\w+?)_([A-Za-z]+)")
 _SPEAKERS = {"OAF": "OAF", "YAF": "YAF", "OA": "OAF"}  # "OA": the misnamed OA_bite_neutral.wav
@@ -41,13 +41,18 @@ class TessCorpus(Corpus):
         "neutral": L.NEUTRAL, "ps": L.SURPRISE, "sad": L.SAD,
     }
     layout_hint = "{OAF|YAF}_word_emotion.wav, flat or in per-emotion folders"
-    source = "https://doi.org/10.5683/SP2/E8H2MF"
-    licence = "CC BY-NC-ND 4.0"
+    source = Source(
+        "manual", "https://doi.org/10.5683/SP2/E8H2MF", "CC BY-NC-ND 4.0",
+        steps=("Open https://doi.org/10.5683/SP2/E8H2MF (University of Toronto Dataverse, Borealis) and use "
+               "'Access Dataset' -> 'Download ZIP' (CC BY-NC-ND 4.0).",),
+        verified="no stable direct archive URL known",
+    )
+    protocol = Protocol("loso", "2 speakers: train on one, test on the other")
 
     def parse(self, path: Path, root: Path) -> ParsedFile | None:
         m = _NAME.fullmatch(path.stem)
         if not m or m.group(1).upper() not in _SPEAKERS:
-            raise ValueError(f"{path.name} is not {{OAF|YAF}}_word_emotion.wav")
+            raise LayoutError(f"{path.name} is not {{OAF|YAF}}_word_emotion.wav")
         speaker = _SPEAKERS[m.group(1).upper()]
         word, emotion = m.group(2), m.group(3).lower()
         return ParsedFile(
@@ -55,5 +60,3 @@ class TessCorpus(Corpus):
             gender="female", text=word,
         )
 
-
-register(TessCorpus())

@@ -19,9 +19,10 @@ import re
 from pathlib import Path
 
 from featstore import labels as L
-from featstore.corpora import register
-from featstore.corpora.base import Corpus, ParsedFile
+from featstore.corpora.base import Archive, Corpus, ParsedFile, Protocol, Source
+from featstore.errors import LayoutError
 
+_COMMIT = "4b546d4e0fa36d1c86c53a281631b2ab7ce2fdec"  # the checked URDU-Dataset commit
 _NAME = re.compile(r"(S([MF])\d+)_F\d+_([A-Z])\d+")
 
 
@@ -33,18 +34,23 @@ class UrduCorpus(Corpus):
     n_speakers = 29
     labels = {"A": L.ANGRY, "H": L.HAPPY, "N": L.NEUTRAL, "S": L.SAD}
     layout_hint = "Angry/ Happy/ Neutral/ Sad/ holding SM20_F8_N012.wav"
-    source = "https://github.com/siddiquelatif/URDU-Dataset"
-    licence = "free for research use (see the repository)"
+    source = Source(
+        "http", "https://github.com/siddiquelatif/URDU-Dataset", "free for research use (see the repository)",
+        archives=(Archive(f"https://github.com/siddiquelatif/URDU-Dataset/archive/{_COMMIT}.zip",
+                          "URDU-Dataset.zip"),),
+        approx_size="~88 MB (the wavs; the zip is compressed on the fly)",
+        verified=f"commit {_COMMIT[:7]} checked: Angry/ Happy/ Neutral/ Sad/ hold 400 wavs in plain "
+                 f"git; GitHub builds archives on the fly, so no checksum",
+    )
+    protocol = Protocol("speaker-kfold:5", "29 speakers with very unequal clip counts; EmoBox's split mixes speakers")
 
     def parse(self, path: Path, root: Path) -> ParsedFile | None:
         m = _NAME.fullmatch(path.stem)
         if not m:
-            raise ValueError(f"{path.name} is not S{{M|F}}n_Fk_Eidx.wav (e.g. SM20_F8_N012.wav)")
+            raise LayoutError(f"{path.name} is not S{{M|F}}n_Fk_Eidx.wav (e.g. SM20_F8_N012.wav)")
         speaker, gender, emotion = m.groups()
         return ParsedFile(
             id=f"urdu-{path.stem}", speaker=speaker, label_raw=emotion,
             gender="male" if gender == "M" else "female",
         )
 
-
-register(UrduCorpus())
