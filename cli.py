@@ -6,7 +6,6 @@ here and printed on one line (`ser --debug ...` shows the traceback).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import warnings
@@ -80,17 +79,6 @@ def _corpus(corpus: str | None) -> str:
         raise SerError("no corpus given: pass --corpus NAME (see `ser corpora`) or set a default with "
                        "`ser config set corpus ravdess`")
     return get_corpus(corpus).name
-
-
-@contextlib.contextmanager
-def _warnings_as_lines():
-    """Print each warning raised inside (e.g. a FoldWarning) as one `warning:` line, no source line."""
-    with warnings.catch_warnings(record=True) as caught:
-        try:
-            yield
-        finally:  # also when the command fails: the warning may explain why
-            for w in caught:
-                err.print(f"[yellow]warning:[/] {w.message}", highlight=False)
 
 
 def _root(corpus: str, root: Path | None) -> Path:
@@ -235,8 +223,7 @@ def folds(
         standard = get_corpus(corpus).protocol
         name = standard.name
         console.print(f"standard protocol for {corpus}: {name} ({standard.why})", highlight=False)
-    with _warnings_as_lines():
-        fl = make_folds(m.utterances, name, seed=seed)
+    fl = make_folds(m.utterances, name, seed=seed)
     t = Table("fold", "train", "test", "test speakers", "test labels", "leaked speakers",
               title=f"{m.corpus}: protocol {name}, {len(fl)} folds")
     leaked_any = 0
