@@ -38,9 +38,10 @@ def test_happy_path(tmp_path):
 
 def test_explicit_name(tmp_path):
     write_wav(tmp_path / "x.wav")
-    (tmp_path / "list.csv").write_text("path,label,speaker\nx.wav,Surprised,spk\n", encoding="utf-8")
+    (tmp_path / "list.csv").write_text("path,label,speaker,text\nx.wav,Surprised,spk, Kids are here \n", encoding="utf-8")
     (u,) = CsvCorpus("lab").load(tmp_path / "list.csv")
     assert (u.id, u.speaker, u.corpus, u.label) == ("lab-x", "lab-spk", "lab", "surprise")
+    assert u.text == "Kids are here"  # the optional text column (transcripts for forced alignment)
 
 
 def test_label_names():

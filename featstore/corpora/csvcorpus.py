@@ -1,6 +1,7 @@
 """Your own corpus, listed in a CSV file (registered as "csv").
 
-The CSV has a header row and the columns `path,label,speaker`, optionally `language` (ISO 639-1)
+The CSV has a header row and the columns `path,label,speaker`, optionally `text` (what is said),
+`language` (ISO 639-1)
 and `gender` (male/female/child, or m/f/c); column names are case-insensitive, extra columns are
 ignored. Paths are relative to the CSV's folder (absolute paths work too); any format soundfile
 reads is accepted. The root passed to `load` is the CSV file itself.
@@ -144,6 +145,7 @@ class CsvCorpus(Corpus):
         return ParsedFile(
             id=f"{self.name}-{path.stem}", speaker=row["speaker"], label_raw=row["label"],
             gender=_GENDERS[gender] if gender else None, language=row.get("language", "").lower() or None,
+            text=(row.get("text") or "").strip() or None,
         )
 
     def canonical(self, label_raw: str, path: Path | str = "") -> str:
