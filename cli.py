@@ -698,26 +698,48 @@ def predict(
     files: list[Path] = typer.Argument(..., help="Audio files."),
     model: Path = typer.Option(..., "--model", "-m", help="A fine-tuned model directory or a saved probe."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    out: Path | None = typer.Option(None, "--out", "-o",
+                                    help="Also write a CSV: file, predicted, p_<class> per class, model."),
     device: str | None = DEVICE_OPT,
 ):
     """Emotion probabilities per file, from a fine-tuned model or a saved probe.
 
-    Example: ser predict clip1.wav clip2.wav --model runs/finetune-ravdess-.../luna-0/model
+    Example: ser predict clip1.wav clip2.wav --model runs/finetune-ravdess-.../luna-0/model --out preds.csv
     """
-    import json
+    from featstore.device import check_device
+
+    device = check_device(_device_opt(device))        # a typo costs milliseconds, not a torch import
+    from rich.measure import Measurement
 
     from classifiers.predict import predict as run_predict
+    from featstore.serialize import dumps
 
-    rows = run_predict(files, model, device=_device_opt(device))
-    if as_json:
-        print(json.dumps([{"file": f, "probabilities": p, "label": max(p, key=p.get)} for f, p in rows], indent=1))
-        return
+    rows = run_predict(files, model, device=device)
     labels = list(rows[0][1]) if rows else []
+    if out is not None:
+        _write_predictions_csv(out, rows, labels, model)
+    if as_json:
+        print(dumps([{"file": f, "probabilities": p, "label": max(p, key=p.get)} for f, p in rows], indent=1))
+        return
     t = Table("file", "predicted", *labels)
     for f, p in rows:
-        best = max(p, key=p.get)
-        t.add_row(f, best, *[f"{p[k]:.3f}" for k in labels])
-    console.print(t)
+        t.add_row(f, max(p, key=p.get), *[f"{p[k]:.3f}" for k in labels])
+    # as wide as the table needs: paths and values are never cut to fit a narrow terminal
+    natural = Measurement.get(console, console.options.update(max_width=1 << 16), t).maximum
+    Console(width=max(console.width, natural)).print(t)
+    if out is not None:
+        console.print(f"wrote {out}", highlight=False)
+
+
+def _write_predictions_csv(path: Path, rows: list, labels: list[str], model: Path) -> None:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "predicted", *[f"p_{c}" for c in labels], "model"])
+        for f, p in rows:
+            w.writerow([f, max(p, key=p.get), *[repr(p[c]) for c in labels], str(model)])
 
 
 # ---------------------------------------------------------------------------------------------
