@@ -175,6 +175,29 @@ def test_finished_fold_is_read_back_not_retrained(corpus, trained):
 
 
 @pytest.mark.slow
+def test_run_directory_of_an_older_ser_is_read_back(corpus, trained, tmp_path):
+    """A finished fold written before FinetuneConfig (plan without `device`, result without
+    predictions / training-only classes) is recognised, not retrained, and rescored from its CSV."""
+    import json
+
+    root, model, utterances, folds = corpus
+    out = tmp_path / "old"
+    shutil.copytree(trained.out_dir, out)
+    path = out / "luna-0" / "fold_result.json"
+    data = json.loads(path.read_text())
+    data["plan"].pop("device")
+    for key in ("y_true", "y_pred", "training_only"):
+        data["result"].pop(key)
+    path.write_text(json.dumps(data))
+    stamp = (out / "luna-0" / "model" / "model.safetensors").stat().st_mtime_ns
+    again = finetune(utterances, folds, _config(model), out_dir=out)
+    fold = again.folds[0]
+    assert (out / "luna-0" / "model" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert fold.metrics == pytest.approx(trained.folds[0].metrics) and fold.y_true == trained.folds[0].y_true
+    assert fold.y_pred == trained.folds[0].y_pred and fold.training_only == [] and fold.restricted is None
+
+
+@pytest.mark.slow
 def test_interrupted_run_resumes_from_its_checkpoint_and_matches(corpus, trained):
     """Killed after epoch 3's checkpoint, the rerun starts at that global step and ends where an
     uninterrupted run with the same seed ends."""
