@@ -688,8 +688,9 @@ def finetune(
         if f.restricted:
             console.print(f"{f.fold}: trained classes {', '.join(f.training_only)} are not declared by the test "
                           f"corpora; restricted to {', '.join(f.restricted['labels'])}: WA {f.restricted['wa']:.3f}, "
-                          f"UAR {f.restricted['uar']:.3f}, macro-F1 {f.restricted['macro_f1']:.3f}", highlight=False)
-    console.print("wrote " + ", ".join(str(p) for p in res.files.values()), highlight=False)
+                          f"UAR {f.restricted['uar']:.3f}, macro-F1 {f.restricted['macro_f1']:.3f}", highlight=False,
+                          soft_wrap=True)
+    console.print("wrote " + ", ".join(str(p) for p in res.files.values()), highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -34,6 +34,7 @@ from classifiers.metrics import softmax
 from featstore.audio import load_audio, windows
 from featstore.device import resolve_device
 from featstore.errors import SerError
+from featstore.serialize import write_json
 
 PROBE_KIND = "ser-linear-probe"
 PROBE_FORMAT_VERSION = 1
@@ -114,7 +115,7 @@ def save_probe(directory: str | Path, backbone_id: str, layer: int, stat: str, s
         "layer": probe.layer, "stat": probe.stat, "classes": probe.classes, "n_features": int(probe.coef.shape[1]),
         "max_seconds": probe.max_seconds, "weights_sha256": probe.weights_sha256, "extra": probe.extra,
     }
-    (directory / PROBE_CONFIG).write_text(json.dumps(config, indent=1), encoding="utf-8")
+    write_json(directory / PROBE_CONFIG, config)
     return directory
 
 

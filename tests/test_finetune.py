@@ -505,3 +505,18 @@ def test_cli_bad_option_is_one_error_line(tmp_path, args, match):
     assert res.exit_code == 2 and "Traceback" not in res.output
     [line] = [ln for ln in res.output.splitlines() if ln.strip()]
     assert line.startswith("error:") and match in line
+
+
+def test_head_lr_gives_the_head_its_own_parameter_group(tiny_models):
+    from classifiers.finetune import _optimizers
+
+    clf = build_classifier(str(tiny_models["group"]), ["a", "b"], pooling="attention", freeze="layers:1")
+    assert _optimizers(clf, FinetuneConfig(lr=1e-5)) == (None, None)          # the Trainer's default AdamW
+    opt, scheduler = _optimizers(clf, FinetuneConfig(lr=1e-5, head_lr=1e-3, weight_decay=0.01))
+    body, head = opt.param_groups
+    assert (body["lr"], head["lr"], head["weight_decay"], scheduler) == (1e-5, 1e-3, 0.01, None)
+    names = {id(p): n for n, p in clf.named_parameters()}
+    assert all(names[id(p)].startswith(("pooling.", "classifier.")) for p in head["params"])
+    assert all(names[id(p)].startswith("backbone.") for p in body["params"])
+    trainable = [p for p in clf.parameters() if p.requires_grad]
+    assert len(body["params"]) + len(head["params"]) == len(trainable)
