@@ -89,6 +89,7 @@ ON_RESUME = ("must-match", "may-change", "ignored")
 def _param(default, help: str, *, on_resume: str = "must-match", saved: bool = True, cli: bool = True):
     """A FinetuneConfig field: its default, its one help text (here and in `ser finetune --help`),
     how resuming treats a change, whether plan.json records it and whether it is a CLI option."""
+    assert on_resume in ON_RESUME, on_resume
     return field(default=default, metadata=dict(help=help, on_resume=on_resume, saved=saved, cli=cli))
 
 

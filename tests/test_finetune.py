@@ -520,3 +520,14 @@ def test_head_lr_gives_the_head_its_own_parameter_group(tiny_models):
     assert all(names[id(p)].startswith("backbone.") for p in body["params"])
     trainable = [p for p in clf.parameters() if p.requires_grad]
     assert len(body["params"]) + len(head["params"]) == len(trainable)
+
+
+def test_pooling_help_names_every_head():
+    """The option help is literal text (the CLI builds options without importing torch): it must
+    stay in step with the heads that exist."""
+    from dataclasses import fields
+
+    from classifiers.heads import FREEZE_HELP, POOLINGS
+
+    helps = {f.name: f.metadata["help"] for f in fields(FinetuneConfig)}
+    assert all(p in helps["pooling"] for p in POOLINGS) and FREEZE_HELP in helps["freeze"]
