@@ -630,40 +630,80 @@ def download(
 # fine-tuning and prediction
 # ---------------------------------------------------------------------------------------------
 
+def _config_options(config_cls):
+    """Give a command one option per CLI field of the dataclass `config_cls` (`--head-lr` for
+    `head_lr`, the field's default and help); the command receives them as one dict, `options`."""
+    import dataclasses
+    import inspect
+    import typing
+
+    hints = typing.get_type_hints(config_cls)
+    simple = (int, float, str, bool, int | None, float | None, str | None)
+    def flag(name: str, kind) -> str:
+        dashed = name.replace("_", "-")
+        return f"--{dashed}/--no-{dashed}" if kind is bool else f"--{dashed}"
+
+    extra = [inspect.Parameter(
+        f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name] if hints[f.name] in simple else str | None,
+        default=typer.Option(f.default, flag(f.name, hints[f.name]), help=f.metadata["help"]))
+        for f in dataclasses.fields(config_cls) if f.metadata.get("cli", True)]
+    names = [p.name for p in extra]
+
+    def decorate(fn):
+        hints_fn = typing.get_type_hints(fn)
+        own = [p.replace(annotation=hints_fn[p.name]) for p in inspect.signature(fn).parameters.values()
+               if p.name != "options"]
+
+        @functools.wraps(fn)
+        def wrapper(**kwargs):
+            return fn(**{k: v for k, v in kwargs.items() if k not in names},
+                      options={k: kwargs[k] for k in names})
+
+        wrapper.__signature__ = inspect.Signature(own + extra)
+        wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
+        return wrapper
+
+    return decorate
+
+
+def _finetune_config_cls():
+    from classifiers.finetune import FinetuneConfig
+
+    return FinetuneConfig
+
+
 @app.command()
 @friendly
+@_config_options(_finetune_config_cls())
 def finetune(
     corpus: str | None = CORPUS_OPT,
     root: Path | None = ROOT_OPT,
     train: str | None = typer.Option(None, "--train", help="Training corpora, e.g. ravdess,emodb (tested on --corpus' folds)."),
     model: str | None = MODEL_OPT,
     protocol: str | None = typer.Option(None, "--protocol", "-p", help="Fold protocol; default: the corpus' standard one."),
-    fold: str = typer.Option("all", "--fold", help="all, a fold index or a fold name."),
-    epochs: float = typer.Option(6, "--epochs", help="Training epochs."),
-    freeze: str = typer.Option("feature-encoder", "--freeze", help="none, feature-encoder, layers:N or backbone."),
-    pooling: str = typer.Option("mean", "--pooling", help="mean, attention, layer-weighted or bilstm."),
-    augment: str | None = typer.Option(None, "--augment", help="e.g. chunk-permute,noise or speed:0.9/1.0/1.1."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (data order, head init, augmentation)."),
-    lr: float = typer.Option(3e-5, "--lr", help="Learning rate."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Utterances per step."),
-    grad_accum: int = typer.Option(1, "--grad-accum", help="Gradient accumulation steps."),
-    max_duration: float | None = typer.Option(None, "--max-duration", help="Crop training clips to S seconds."),
-    report_to: str = typer.Option("none", "--report-to", help="none, tensorboard or wandb."),
     device: str | None = DEVICE_OPT,
     out: Path | None = typer.Option(None, "--out", "-o", help="Run directory (default runs/finetune-...)."),
+    options: dict | None = None,
 ):
     """Fine-tune the model end to end over speaker-independent folds (model selection on
     validation speakers, never the test fold); resumes an interrupted run.
 
+    Checkpoints keep the model as safetensors, but the Trainer's optimizer.pt, scheduler.pt and
+    rng_state.pth are pickles (loaded with torch.load(weights_only=True) on resume): resume only
+    runs you wrote. The exported <fold>/model/ directories hold no pickle.
+
     Example: ser finetune --corpus ravdess --model facebook/wav2vec2-large-xlsr-53 --protocol luna5 --epochs 6
     """
+    from classifiers.finetune import FinetuneConfig
     from classifiers.finetune import finetune as run_finetune
     from featstore.backbone import model_slug
     from featstore.config import default_protocol
     from featstore.corpora import load_manifest
+    from featstore.device import check_device
     from featstore.folds import make_folds, multi_corpus_folds
 
     corpus, model = _corpus(corpus), _model(model)
+    config = FinetuneConfig(model=model, device=check_device(_device_opt(device)), **options)
     manifests = [load_manifest(corpus, _root(corpus, root))]
     extra = [c for c in (train or "").split(",") if c and c != corpus]
     for c in extra:
@@ -673,16 +713,21 @@ def finetune(
     utts = [u for m in manifests for u in m.utterances]
     prot = protocol or default_protocol(corpus)
     folds_ = multi_corpus_folds(utts, corpus, prot, extra) if extra else make_folds(utts, prot)
-    out = out or Path("runs") / f"finetune-{'+'.join([corpus] + extra)}-{model_slug(model)}-{pooling}-seed{seed}"
-    res = run_finetune(utts, folds_, model, out_dir=out, epochs=epochs, freeze=freeze, pooling=pooling,
-                       augment=augment, seed=seed, lr=lr, batch_size=batch_size, grad_accum=grad_accum, fold=fold,
-                       max_duration=max_duration, report_to=report_to, device=_device_opt(device))
-    t = Table("fold", "test", "WA", "UAR", "macro-F1", title=f"fine-tuned {model} on {'+'.join([corpus] + extra)} ({prot})")
+    name = "+".join([corpus] + extra)
+    out = out or Path("runs") / f"finetune-{name}-{model_slug(model)}-{config.pooling}-seed{config.seed}"
+    res = run_finetune(utts, folds_, config, out_dir=out)
+    t = Table("fold", "test", "WA", "UAR", "macro-F1", title=f"fine-tuned {model} on {name} ({prot})")
     for row in res.table():
         t.add_row(str(row["fold"]), "" if row["n_test"] is None else str(row["n_test"]),
                   *[f"{row[k]:.3f}" for k in ("wa", "uar", "macro_f1")])
     console.print(t)
-    console.print("wrote " + ", ".join(str(p) for p in res.files.values()), highlight=False)
+    for f in res.folds:
+        if f.restricted:
+            console.print(f"{f.fold}: trained classes {', '.join(f.training_only)} are not declared by the test "
+                          f"corpora; restricted to {', '.join(f.restricted['labels'])}: WA {f.restricted['wa']:.3f}, "
+                          f"UAR {f.restricted['uar']:.3f}, macro-F1 {f.restricted['macro_f1']:.3f}", highlight=False,
+                          soft_wrap=True)
+    console.print("wrote " + ", ".join(str(p) for p in res.files.values()), highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -691,26 +736,48 @@ def predict(
     files: list[Path] = typer.Argument(..., help="Audio files."),
     model: Path = typer.Option(..., "--model", "-m", help="A fine-tuned model directory or a saved probe."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    out: Path | None = typer.Option(None, "--out", "-o",
+                                    help="Also write a CSV: file, predicted, p_<class> per class, model."),
     device: str | None = DEVICE_OPT,
 ):
     """Emotion probabilities per file, from a fine-tuned model or a saved probe.
 
-    Example: ser predict clip1.wav clip2.wav --model runs/finetune-ravdess-.../luna-0/model
+    Example: ser predict clip1.wav clip2.wav --model runs/finetune-ravdess-.../luna-0/model --out preds.csv
     """
-    import json
+    from featstore.device import check_device
+
+    device = check_device(_device_opt(device))        # a typo costs milliseconds, not a torch import
+    from rich.measure import Measurement
 
     from classifiers.predict import predict as run_predict
+    from featstore.serialize import dumps
 
-    rows = run_predict(files, model, device=_device_opt(device))
-    if as_json:
-        print(json.dumps([{"file": f, "probabilities": p, "label": max(p, key=p.get)} for f, p in rows], indent=1))
-        return
+    rows = run_predict(files, model, device=device)
     labels = list(rows[0][1]) if rows else []
+    if out is not None:
+        _write_predictions_csv(out, rows, labels, model)
+    if as_json:
+        print(dumps([{"file": f, "probabilities": p, "label": max(p, key=p.get)} for f, p in rows], indent=1))
+        return
     t = Table("file", "predicted", *labels)
     for f, p in rows:
-        best = max(p, key=p.get)
-        t.add_row(f, best, *[f"{p[k]:.3f}" for k in labels])
-    console.print(t)
+        t.add_row(f, max(p, key=p.get), *[f"{p[k]:.3f}" for k in labels])
+    # as wide as the table needs: paths and values are never cut to fit a narrow terminal
+    natural = Measurement.get(console, console.options.update(max_width=1 << 16), t).maximum
+    Console(width=max(console.width, natural)).print(t)
+    if out is not None:
+        console.print(f"wrote {out}", highlight=False)
+
+
+def _write_predictions_csv(path: Path, rows: list, labels: list[str], model: Path) -> None:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "predicted", *[f"p_{c}" for c in labels], "model"])
+        for f, p in rows:
+            w.writerow([f, max(p, key=p.get), *[repr(p[c]) for c in labels], str(model)])
 
 
 # ---------------------------------------------------------------------------------------------

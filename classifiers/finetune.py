@@ -1,7 +1,9 @@
 """End-to-end fine-tuning over speaker-independent folds, on the Hugging Face Trainer.
 
-`finetune(utterances, folds, model, out_dir=...)` trains one `EmotionClassifier` (backbone +
-pooling head, classifiers.heads) per fold and evaluates it on that fold's test speakers:
+`finetune(utterances, folds, FinetuneConfig(model=..., epochs=...), out_dir=...)` trains one
+`EmotionClassifier` (backbone + pooling head, classifiers.heads) per fold and evaluates it on that
+fold's test speakers. `FinetuneConfig` holds every hyper-parameter of a run: it is the function's
+settings, the plan saved in each fold directory, the resume check and the `ser finetune` options.
 
 - model selection on a *validation* set of training speakers (`featstore.folds.validation_split`,
   unless the folds already carry `val`), never on the test fold: the checkpoint with the best
@@ -12,13 +14,22 @@ pooling head, classifiers.heads) per fold and evaluates it on that fold's test s
   (same plan) is read back instead of retrained, so an interrupted 5-fold run goes on where
   it stopped;
 - repeatable: the seed fixes the head's initialisation, the data order, the validation speakers
-  and every augmentation draw (per seed, epoch and utterance).
+  and every augmentation draw (per seed, epoch and utterance);
+- cross-corpus honest: when the test corpora do not declare every trained class (a RAVDESS model
+  on CREMA-D, which has no calm/surprise), the scores with predictions restricted to the shared
+  classes are reported beside the plain ones, and the training-only classes are named.
 
 Layout of `out_dir`:
 
     <fold>/plan.json              the settings the fold was trained with (resume checks them)
-    <fold>/checkpoint-<step>/     Trainer checkpoints (model.safetensors + config.json each)
+    <fold>/checkpoint-<step>/     Trainer checkpoints: the model as config.json + model.safetensors
+                                  and the arguments as training_args.json, but also the Trainer's
+                                  own optimizer.pt, scheduler.pt and rng_state.pth, which ARE
+                                  pickles (transformers loads them with torch.load(weights_only=True)
+                                  when resuming, which refuses arbitrary objects); resume only
+                                  checkpoints you wrote
     <fold>/model/                 the selected model: EmotionClassifier.from_pretrained / predict
+                                  (config.json + model.safetensors only, no pickle)
     <fold>/predictions.csv        test utterances: id, speaker, label, prediction, probabilities
     <fold>/fold_result.json       test metrics, confusion, validation score, log history
     finetune.json, finetune.csv   one record per fold (WA / UAR / macro-F1, confusion, validation
@@ -33,40 +44,170 @@ import csv
 import hashlib
 import json
 import math
+import pickle
 import shutil
 import time
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from classifiers.augment import Compose, augment_rng, describe_augment, parse_augment
-from classifiers.heads import POOLINGS, build_classifier
 from classifiers.metrics import mean_std, scores, softmax
 from classifiers.wordswap import bind_word_swap
 from featstore import serialize
 from featstore.audio import load_audio
-from featstore.backbone import DEFAULT_MODEL, normalize_waveform
+from featstore.corpora import get_corpus
 from featstore.corpora.base import Utterance
-from featstore.errors import SerError
+from featstore.corpora.csvcorpus import CsvCorpus
+from featstore.device import DEVICE_HELP, check_device, resolve_device
+from featstore.errors import CorpusError, SerError
 from featstore.folds import Fold, make_folds, validation_split
 from featstore.labels import canonical_order
 
-#: plan keys that may change between a run and its resumption (the training length, logging)
-RESUMABLE_CHANGES = ("epochs", "max_steps", "report_to", "num_workers", "logging_steps")
+if TYPE_CHECKING:
+    import torch
+
+# torch, transformers and the model code are imported where used: `ser` builds its finetune
+# options from FinetuneConfig at start-up, which must stay light
 
 
 class FinetuneError(SerError):
     """Fine-tuning settings or an output directory that cannot be used; the message says why."""
 
 
+# -- the configuration ---------------------------------------------------------------------------
+
+#: how a resumed run treats a changed field: must-match refuses, may-change goes on (training
+#: length, logging: a finished fold is trained on), ignored never makes a fold stale
+ON_RESUME = ("must-match", "may-change", "ignored")
+
+
+def _param(default, help: str, *, on_resume: str = "must-match", saved: bool = True, cli: bool = True):
+    """A FinetuneConfig field: its default, its one help text (here and in `ser finetune --help`),
+    how resuming treats a change, whether plan.json records it and whether it is a CLI option."""
+    assert on_resume in ON_RESUME, on_resume
+    return field(default=default, metadata=dict(help=help, on_resume=on_resume, saved=saved, cli=cli))
+
+
+@dataclass
+class FinetuneConfig:
+    """Every hyper-parameter of a fine-tuning run (one object, SpeechBrain-style).
+
+    Saved fields make up `plan.json` in each fold directory (with `labels` resolved to the trained
+    classes and `augment` in canonical form); resuming compares them by `on_resume`. Fields
+    marked `cli` are the `ser finetune` options (`--head-lr` for `head_lr`), with the help below.
+    Values are checked on construction (`FinetuneError` naming the option).
+    """
+
+    model: str | None = _param(None, "Hub id or local directory of the pretrained backbone (default: config "
+                                     "`model`, else facebook/wav2vec2-base).", cli=False)
+    epochs: float = _param(6.0, "Training epochs.", on_resume="may-change")
+    max_steps: int | None = _param(None, "Optimiser steps; when given, wins over --epochs.", on_resume="may-change")
+    freeze: str = _param("feature-encoder", "Frozen part: none, feature-encoder, layers:N (CNN + first N "
+                                            "transformer layers) or backbone.")
+    pooling: str = _param("mean", "Pooling head: mean, attention, layer-weighted or bilstm.")
+    augment: str | None = _param(None, "Training-set augmentation, e.g. chunk-permute,noise or speed:0.9/1.0/1.1@0.5.")
+    seed: int = _param(0, "Random seed: head initialisation, data order, validation speakers, augmentation draws.")
+    lr: float = _param(3e-5, "Learning rate (backbone, and the head unless --head-lr).")
+    head_lr: float | None = _param(None, "Learning rate of the pooling head and classifier (default: --lr).")
+    batch_size: int = _param(8, "Utterances per batch.")
+    grad_accum: int = _param(1, "Batches accumulated per optimiser step.")
+    labels: tuple[str, ...] | None = _param(
+        None, "Classes to learn, comma-separated (default: every training label); other utterances are left out.")
+    val_fraction: float = _param(0.1, "Fraction of training speakers held out for validation (model selection).")
+    val_speakers: int | None = _param(None, "Number of validation speakers, instead of --val-fraction.")
+    max_duration: float | None = _param(None, "Crop training clips longer than S seconds at random (bounds GPU memory).")
+    warmup: float = _param(0.1, "Linear warm-up: a fraction of the steps (< 1) or a step count.")
+    weight_decay: float = _param(0.0, "AdamW weight decay.")
+    dropout: float = _param(0.1, "Dropout before the classifier.")
+    logging_steps: int | None = _param(None, "Log the training loss every N steps (default: 4 times an epoch).",
+                                       on_resume="may-change")
+    report_to: str = _param("none", "none, tensorboard, wandb, or a comma-separated list.", on_resume="ignored")
+    num_workers: int = _param(0, "Data-loading worker processes.", on_resume="ignored")
+    device: str = _param("auto", DEVICE_HELP, on_resume="ignored", cli=False)
+    fold: str = _param("all", "all, a fold index or a fold name.", saved=False)
+    resume: bool = _param(True, "Go on from the last checkpoint and skip finished folds; --no-resume deletes "
+                                "this run's fold directories first.", saved=False)
+    progress: bool = _param(True, "Progress bars and training logs.", saved=False)
+    plots: bool = _param(True, "Write confusion.png and learning_curves.png.", saved=False)
+
+    def __post_init__(self):
+        if isinstance(self.labels, str):
+            self.labels = [s.strip() for s in self.labels.split(",") if s.strip()]
+        self.labels = tuple(dict.fromkeys(self.labels)) if self.labels else None
+        if self.augment is not None and not isinstance(self.augment, str):
+            self.augment = describe_augment(parse_augment(self.augment))
+        if not isinstance(self.report_to, str):
+            self.report_to = ",".join(self.report_to)
+        self.fold, self.device = str(self.fold), check_device(self.device)
+        self._check()
+        if not self.model:
+            from featstore.config import default_model
+
+            self.model = default_model()
+        self.model = str(self.model)
+
+    def _check(self) -> None:
+        def need(ok: bool, name: str, what: str) -> None:
+            if not ok:
+                raise FinetuneError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: {what}")
+
+        parse_augment(self.augment)
+        need(self.max_steps is not None or self.epochs > 0, "epochs", "must be positive")
+        for name in ("max_steps", "val_speakers", "logging_steps"):
+            need(getattr(self, name) is None or getattr(self, name) >= 1, name, "must be at least 1")
+        need(self.batch_size >= 1, "batch_size", "must be at least 1")
+        need(self.grad_accum >= 1, "grad_accum", "must be at least 1")
+        need(self.lr > 0, "lr", "must be positive")
+        need(self.head_lr is None or self.head_lr > 0, "head_lr", "must be positive")
+        need(0 < self.val_fraction < 1, "val_fraction", "must lie strictly between 0 and 1")
+        need(self.max_duration is None or self.max_duration > 0, "max_duration", "must be positive (seconds)")
+        need(self.warmup >= 0, "warmup", "must be a fraction of the steps (< 1) or a step count, not negative")
+        need(self.weight_decay >= 0, "weight_decay", "must not be negative")
+        need(0 <= self.dropout < 1, "dropout", "must lie in [0, 1)")
+        need(self.num_workers >= 0, "num_workers", "must not be negative")
+        need(self.labels is None or len(self.labels) >= 2, "labels", "fine-tuning needs at least 2 classes")
+        from classifiers.heads import POOLINGS, parse_freeze
+
+        need(self.pooling in POOLINGS, "pooling", f"choose one of {', '.join(POOLINGS)}")
+        parse_freeze(self.freeze, 10**6)  # spelling only; the model's depth is checked when it is loaded
+
+    def plan(self, classes: Sequence[str]) -> dict:
+        """The saved fields as plan.json holds them: `labels` = the trained classes, `augment` canonical."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["saved"]}
+        out.update(labels=list(classes), augment=describe_augment(parse_augment(self.augment)))
+        return serialize.plain(out)
+
+    def report_targets(self) -> str | list[str]:
+        """`report_to` as TrainingArguments takes it."""
+        names = [s.strip() for s in self.report_to.split(",") if s.strip()]
+        return names[0] if len(names) == 1 else names
+
+
+#: plan keys that may change between a run and its resumption (derived from FinetuneConfig)
+RESUMABLE_CHANGES = tuple(f.name for f in fields(FinetuneConfig) if f.metadata["on_resume"] != "must-match")
+_IGNORED = {f.name for f in fields(FinetuneConfig) if f.metadata["on_resume"] == "ignored"}
+
+
+def plan_changes(old: dict, new: dict, *, allowed: Sequence[str] = ()) -> list[str]:
+    """Keys whose values differ between a stored plan and this run's, except `allowed` ones.
+
+    A saved field missing from `old` (a plan written before the field existed) counts as its
+    default, so older run directories are still recognised.
+    """
+    defaults = serialize.plain({f.name: f.default for f in fields(FinetuneConfig) if f.metadata["saved"]})
+    old = {**{k: defaults[k] for k in new if k not in old and k in defaults and k != "labels"}, **old}
+    return sorted(k for k in set(old) | set(new) if k not in allowed and old.get(k) != new.get(k))
+
+
 # -- data ----------------------------------------------------------------------------------------
 
-class AudioDataset(torch.utils.data.Dataset):
+class AudioDataset:
     """Utterances as `{"input_values": (samples,) float32, "labels": int}` items.
 
     Training sets (`train=True`) apply `augment` with a generator keyed by (seed, epoch, index)
@@ -96,6 +237,8 @@ class AudioDataset(torch.utils.data.Dataset):
         return [max(1, int(u.duration * self.sample_rate)) for u in self.utterances]
 
     def __getitem__(self, i: int) -> dict:
+        from featstore.backbone import normalize_waveform
+
         u = self.utterances[i]
         wave = load_audio(u.path, self.sample_rate)
         if self.train:
@@ -112,6 +255,8 @@ class AudioDataset(torch.utils.data.Dataset):
 
 def collate(items: Sequence[dict]) -> dict[str, torch.Tensor]:
     """Pad a list of items: input_values `(batch, samples)`, attention_mask `(batch, samples)`, labels `(batch,)`."""
+    import torch
+
     n = max(len(it["input_values"]) for it in items)
     values = torch.zeros(len(items), n, dtype=torch.float32)
     mask = torch.zeros(len(items), n, dtype=torch.long)
@@ -136,6 +281,45 @@ def _compute_metrics(classes: list[str]):
     return compute
 
 
+# -- labels and scores ---------------------------------------------------------------------------
+
+def declared_labels(corpora: Sequence[str], utterances: Sequence[Utterance]) -> set[str]:
+    """The labels the named corpora define, whether or not a fold happens to hold them.
+
+    A registered corpus contributes its label map (`get_corpus(name).labels`); a CSV corpus
+    (free-text labels) or an unregistered name contributes the labels its utterances carry.
+    """
+    out: set[str] = set()
+    for name in corpora:
+        try:
+            corpus = get_corpus(name)
+        except CorpusError:
+            corpus = None
+        if corpus is None or isinstance(corpus, CsvCorpus):
+            out |= {u.label for u in utterances if u.corpus == name}
+        else:
+            out |= set(corpus.labels.values())
+    return out
+
+
+def score_test(truth: Sequence[str], probs: np.ndarray, classes: Sequence[str],
+               shared: Sequence[str]) -> tuple[list[str], dict, dict | None]:
+    """Predictions and scores of a test fold; probs `(N, C)` in `classes` order.
+
+    Returns (predicted labels, `scores(...)` over `classes`, restricted) where restricted holds
+    wa / uar / macro_f1 with predictions restricted to `shared` (the classes the training and
+    test corpora both declare) and those labels, or None when every class is shared.
+    """
+    classes = list(classes)
+    predicted = [classes[k] for k in np.asarray(probs).argmax(-1)]
+    s = scores(truth, predicted, classes)
+    if len(shared) == len(classes):
+        return predicted, s, None
+    cols = [classes.index(c) for c in shared]
+    r = scores(truth, [shared[k] for k in np.asarray(probs)[:, cols].argmax(-1)], list(shared))
+    return predicted, s, {"labels": list(shared), **{k: r[k] for k in ("wa", "uar", "macro_f1")}}
+
+
 @dataclass
 class FoldResult:
     """One fold's outcome on its test speakers."""
@@ -158,9 +342,12 @@ class FoldResult:
     log_history: list[dict] = field(default_factory=list, repr=False)
     dropped: dict = field(default_factory=dict)  # test label -> utterances left out (class not trained)
     resumed_from_step: int | None = None  # global step of the checkpoint training went on from
-    # when the test fold lacks some trained classes (cross-corpus: CREMA-D has no calm/surprise):
-    # wa/uar/macro_f1 with predictions restricted to the test fold's labels, and those labels
+    # trained classes the test corpora do not declare (cross-corpus: calm/surprise on CREMA-D), and
+    # wa/uar/macro_f1 with predictions restricted to the shared classes (with those labels)
+    training_only: list[str] = field(default_factory=list)
     restricted: dict | None = None
+    y_true: list[str] = field(default_factory=list, repr=False)   # test labels, predictions.csv order
+    y_pred: list[str] = field(default_factory=list, repr=False)   # predicted labels, same order
 
 
 @dataclass
@@ -200,7 +387,9 @@ def _trainer_class():
             self.dataset.epoch = int(math.floor((state.epoch or 0.0) + 1e-6))
 
     class SerTrainer(Trainer):
-        """Trainer with length grouping from known durations and pickle-free checkpoints."""
+        """Trainer with length grouping from known durations; checkpoints hold the model as
+        safetensors and the arguments as JSON (the Trainer's optimizer.pt, scheduler.pt and
+        rng_state.pth stay pickles, read back with torch.load(weights_only=True))."""
 
         def __init__(self, *args, group_by_length: bool = True, **kwargs):
             super().__init__(*args, **kwargs)
@@ -228,6 +417,8 @@ def _trainer_class():
 
 
 def _mixed_precision(device: str) -> dict:
+    import torch
+
     if device == "cpu" or not torch.cuda.is_available():
         return {"bf16": False, "fp16": False}
     if torch.cuda.is_bf16_supported():
@@ -277,269 +468,265 @@ def _indices_digest(fold: Fold, utterances: Sequence[Utterance]) -> str:
 
 # -- the run -------------------------------------------------------------------------------------
 
-def finetune(
-    utterances: Sequence[Utterance],
-    folds: Sequence[Fold] | str = "standard",
-    model: str = DEFAULT_MODEL,
-    *,
-    out_dir: str | Path,
-    epochs: float = 6,
-    max_steps: int | None = None,
-    freeze: str = "feature-encoder",
-    pooling: str = "mean",
-    augment: str | Compose | None = None,
-    seed: int = 0,
-    lr: float = 3e-5,
-    head_lr: float | None = None,
-    batch_size: int = 8,
-    grad_accum: int = 1,
-    fold: str | int = "all",
-    labels: Sequence[str] | None = None,
-    val_fraction: float = 0.1,
-    val_speakers: int | None = None,
-    max_duration: float | None = None,
-    warmup: float = 0.1,
-    weight_decay: float = 0.0,
-    dropout: float = 0.1,
-    report_to: str | Sequence[str] = "none",
-    resume: bool = True,
-    device: str = "auto",
-    num_workers: int = 0,
-    logging_steps: int | None = None,
-    progress: bool = True,
-    plots: bool = True,
-    callbacks: Sequence = (),
-) -> FinetuneResult:
-    """Fine-tune `model` end to end on every selected fold and test it on the fold's test speakers.
+@dataclass
+class _Split:
+    """One fold's utterances after label filtering, and what the test corpora share with training."""
+
+    train: list[Utterance]
+    val: list[Utterance]
+    test: list[Utterance]
+    dropped: dict                     # test label -> utterances left out (class not trained)
+    shared: list[str]                 # trained classes the test corpora declare too, in class order
+
+
+def finetune(utterances: Sequence[Utterance], folds: Sequence[Fold] | str = "standard",
+             config: FinetuneConfig | None = None, *, out_dir: str | Path, callbacks: Sequence = ()) -> FinetuneResult:
+    """Fine-tune `config.model` end to end on every selected fold and test it on the fold's test speakers.
 
     utterances: the records the folds index (length N). folds: `Fold`s from featstore.folds
     (make_folds / multi_corpus_folds / cross_corpus_folds) or a protocol name for `make_folds`
     (e.g. "luna5", "standard"). Folds without `val` get one from `validation_split(fraction=
-    val_fraction, n_speakers=val_speakers, seed=seed)`. model: hub id or local directory.
-
-    epochs / max_steps: training length (max_steps, when given, wins). freeze: none,
-    feature-encoder, layers:N or backbone. pooling: mean, attention, layer-weighted or bilstm.
-    augment: spec such as "chunk-permute,noise" (classifiers.augment) for the training set.
-    lr: learning rate (backbone and head; head_lr gives the head its own). batch_size x
-    grad_accum utterances per optimiser step. fold: "all", an index or a fold name. labels: the
-    classes to learn (default: every label of the selected training sets); utterances with other
-    labels are dropped (training) or counted in `FoldResult.dropped` (test). max_duration: training
-    clips longer than this many seconds are randomly cropped (bounds GPU memory).
-    warmup: linear warm-up, a fraction of the steps (< 1) or a step count. report_to: "none",
-    "tensorboard", "wandb" or a list. resume: go on from the last checkpoint of an interrupted
-    run and skip finished folds; False deletes this run's fold directories first. callbacks:
-    extra `transformers.TrainerCallback`s (e.g. EarlyStoppingCallback).
+    config.val_fraction, n_speakers=config.val_speakers, seed=config.seed)`. config: every
+    hyper-parameter (`FinetuneConfig`; default: its defaults). Utterances with labels outside
+    the trained classes are dropped (training) or counted in `FoldResult.dropped` (test).
+    callbacks: extra `transformers.TrainerCallback`s (e.g. EarlyStoppingCallback).
 
     Returns a `FinetuneResult` and writes the files listed in the module docstring.
     """
-    from transformers import TrainingArguments, set_seed
     from transformers.utils import logging as hf_logging
 
-    if pooling not in POOLINGS:
-        raise FinetuneError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
-    if batch_size < 1 or grad_accum < 1:
-        raise FinetuneError(f"batch_size and grad_accum must be at least 1 (got {batch_size}, {grad_accum})")
-    if max_steps is None and not epochs > 0:
-        raise FinetuneError(f"epochs must be positive, got {epochs}")
+    config = config or FinetuneConfig()
+    resolve_device(config.device)     # a missing GPU is an error here, not a CPU run in disguise
     utterances = list(utterances)
-    folds_arg = folds
+    protocol = folds if isinstance(folds, str) else ""
     if isinstance(folds, str):
-        folds = make_folds(utterances, folds, seed=seed)
-    selected = _select_folds(list(folds), fold)
-    augment = parse_augment(augment)
+        folds = make_folds(utterances, folds, seed=config.seed)
+    selected = _select_folds(list(folds), config.fold)
+    classes = _classes(utterances, selected, config.labels)
+    plan = config.plan(classes)
     out_dir = Path(out_dir).expanduser()
+    out_dir.mkdir(parents=True, exist_ok=True)
     hf_logging.disable_progress_bar()
+    verbosity = hf_logging.get_verbosity()
+    if not config.progress:
+        hf_logging.set_verbosity_error()
+    results: list[FoldResult] = []
+    try:
+        for f in selected:
+            fold_dir = out_dir / _fold_dir_name(f.name)
+            fold_plan = {**plan, "fold": f.name, "fold_digest": _indices_digest(f, utterances)}
+            split = _split(utterances, f, classes, config)
+            done = _prepare_fold_dir(fold_dir, fold_plan, config.resume)
+            if done is None:
+                done = _train_fold(fold_dir, fold_plan, split, classes, config, callbacks)
+            elif not done.y_true:         # written before predictions were kept: rescored from its CSV
+                done = _rescore(done, fold_dir / "predictions.csv", classes, split.shared)
+            results.append(done)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    run = FinetuneResult(out_dir=out_dir, labels=classes, folds=results, summary=summarize(results),
+                         plan={**plan, "protocol": protocol})
+    run.files = write_results(run, plots=config.plots)
+    return run
 
+
+def _classes(utterances: Sequence[Utterance], selected: Sequence[Fold], labels: Sequence[str] | None) -> list[str]:
+    """The trained classes: `labels`, or every label of the selected training (and validation) sets."""
     train_labels = {utterances[int(i)].label for f in selected for part in (f.train, f.val)
                     if part is not None for i in part}
-    classes = canonical_order(train_labels) if labels is None else list(dict.fromkeys(labels))
+    classes = canonical_order(train_labels) if labels is None else list(labels)
     missing = [c for c in classes if c not in train_labels]
     if missing:
         raise FinetuneError(f"labels {', '.join(missing)} have no training utterances in the selected folds "
                             f"(training labels: {', '.join(canonical_order(train_labels))})")
     if len(classes) < 2:
         raise FinetuneError(f"fine-tuning needs at least 2 classes, the training sets have {classes}")
+    return classes
+
+
+def _split(utterances: Sequence[Utterance], f: Fold, classes: list[str], config: FinetuneConfig) -> _Split:
+    """Training / validation / test utterances of fold `f` with a trained label, and the shared classes."""
+    train_idx, val_idx = ((f.train, f.val) if f.val is not None else
+                          validation_split(utterances, f.train, fraction=config.val_fraction,
+                                           n_speakers=config.val_speakers, seed=config.seed))
+    keep = set(classes)
+    train = [utterances[int(i)] for i in train_idx if utterances[int(i)].label in keep]
+    val = [utterances[int(i)] for i in val_idx if utterances[int(i)].label in keep]
+    test_all = [utterances[int(i)] for i in f.test]
+    test = [u for u in test_all if u.label in keep]
+    dropped = dict(Counter(u.label for u in test_all if u.label not in keep))
+    if dropped and config.labels is None:
+        warnings.warn(f"fold {f.name}: {sum(dropped.values())} test utterances labelled "
+                      f"{', '.join(canonical_order(dropped))} are not among the trained classes and are left out",
+                      stacklevel=3)
+    if not train or not val or not test:
+        raise FinetuneError(f"fold {f.name}: empty split after label filtering "
+                            f"(train {len(train)}, validation {len(val)}, test {len(test)})")
+    declared = (declared_labels(sorted({u.corpus for u in train + val}), utterances)
+                & declared_labels(sorted({u.corpus for u in test_all}), utterances))
+    return _Split(train, val, test, dropped, [c for c in classes if c in declared])
+
+
+def _prepare_fold_dir(fold_dir: Path, plan: dict, resume: bool) -> FoldResult | None:
+    """The stored result when the fold is finished with this plan; else checks that its checkpoints
+    may be resumed (or deletes them when not `resume`) and returns None."""
+    if not resume and fold_dir.exists():
+        if not (fold_dir / "plan.json").is_file():
+            raise FinetuneError(f"{fold_dir} exists but was not written by finetune; choose another out_dir")
+        shutil.rmtree(fold_dir)
+    done = _finished(fold_dir, plan)
+    if done is None:
+        _check_plan(fold_dir, plan)
+    return done
+
+
+def _training_arguments(config: FinetuneConfig, fold_dir: Path, n_train: int):
+    import torch
+    from transformers import TrainingArguments
+
+    steps_per_epoch = max(1, math.ceil(n_train / (config.batch_size * config.grad_accum)))
+    cpu = config.device == "cpu"
+    return TrainingArguments(
+        output_dir=str(fold_dir),
+        num_train_epochs=float(config.epochs),
+        max_steps=int(config.max_steps) if config.max_steps else -1,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr,
+        warmup_steps=config.warmup,
+        weight_decay=config.weight_decay,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,                      # the best one is always kept besides the last
+        load_best_model_at_end=True,
+        metric_for_best_model="uar",
+        greater_is_better=True,
+        logging_strategy="steps",
+        logging_steps=config.logging_steps or max(1, steps_per_epoch // 4),
+        logging_first_step=True,
+        report_to=config.report_targets(),
+        seed=config.seed,
+        data_seed=config.seed,
+        disable_tqdm=not config.progress,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        dataloader_num_workers=config.num_workers,
+        dataloader_pin_memory=not cpu and torch.cuda.is_available(),
+        use_cpu=cpu,
+        **_mixed_precision(config.device),
+    )
+
+
+def _optimizers(clf: torch.nn.Module, config: FinetuneConfig) -> tuple:
+    """(optimizer, scheduler) for the Trainer: its defaults, or AdamW with the head at `head_lr`."""
+    import torch
+
+    if config.head_lr is None:
+        return None, None
+    trainable = [(n, p) for n, p in clf.named_parameters() if p.requires_grad]
+    body = [p for n, p in trainable if n.startswith("backbone.")]
+    head = [p for n, p in trainable if not n.startswith("backbone.")]
+    return torch.optim.AdamW([{"params": body, "lr": config.lr}, {"params": head, "lr": config.head_lr}],
+                             lr=config.lr, weight_decay=config.weight_decay), None
+
+
+def _train_fold(fold_dir: Path, plan: dict, split: _Split, classes: list[str], config: FinetuneConfig,
+                callbacks: Sequence) -> FoldResult:
+    """Train (or resume) one fold, pick the best validation checkpoint, test it and write its files."""
+    import torch
+    from transformers import TrainerState, set_seed
+
+    from classifiers.heads import build_classifier
+
     label_ids = {c: i for i, c in enumerate(classes)}
-
-    plan = {
-        "model": str(model), "labels": classes, "epochs": epochs, "max_steps": max_steps, "freeze": freeze,
-        "pooling": pooling, "augment": describe_augment(augment), "seed": seed, "lr": lr, "head_lr": head_lr,
-        "batch_size": batch_size, "grad_accum": grad_accum, "val_fraction": val_fraction,
-        "val_speakers": val_speakers, "max_duration": max_duration, "warmup": warmup,
-        "weight_decay": weight_decay, "dropout": dropout, "report_to": report_to, "num_workers": num_workers,
-        "logging_steps": logging_steps,
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    Trainer = _trainer_class()
-    results: list[FoldResult] = []
-    verbosity = hf_logging.get_verbosity()
-    if not progress:
-        hf_logging.set_verbosity_error()
+    set_seed(config.seed)
+    clf = build_classifier(config.model, classes, pooling=config.pooling, freeze=config.freeze,
+                           dropout=config.dropout, seed=config.seed,
+                           extra={"fold": plan["fold"], "seed": config.seed,
+                                  "train_corpora": sorted({u.corpus for u in split.train}),
+                                  "test_speakers": sorted({u.speaker for u in split.test})})
+    sr, norm = clf.config.sample_rate, clf.config.do_normalize
+    max_samples = int(config.max_duration * sr) if config.max_duration else None
+    # word-swap donors come from this fold's training clips only
+    augment = bind_word_swap(parse_augment(config.augment), split.train, sample_rate=sr, device=config.device)
+    train_ds = AudioDataset(split.train, label_ids, sr, norm, train=True, augment=augment,
+                            seed=config.seed, max_samples=max_samples)
+    trainer = _trainer_class()(
+        model=clf, args=_training_arguments(config, fold_dir, len(train_ds)), train_dataset=train_ds,
+        eval_dataset=AudioDataset(split.val, label_ids, sr, norm), data_collator=collate,
+        compute_metrics=_compute_metrics(classes), optimizers=_optimizers(clf, config), callbacks=list(callbacks))
+    serialize.write_json(fold_dir / "plan.json", plan)
+    checkpoint = _last_checkpoint(fold_dir) if config.resume else None
+    resumed_from = (TrainerState.load_from_json(str(checkpoint / "trainer_state.json")).global_step
+                    if checkpoint is not None else None)
+    started = time.time()
     try:
-        for f in selected:
-            fold_dir = out_dir / _fold_dir_name(f.name)
-            fold_plan = {**plan, "fold": f.name, "fold_digest": _indices_digest(f, utterances)}
-            if not resume and fold_dir.exists():
-                if not (fold_dir / "plan.json").is_file():
-                    raise FinetuneError(f"{fold_dir} exists but was not written by finetune; choose another out_dir")
-                shutil.rmtree(fold_dir)
-            done = _finished(fold_dir, fold_plan)
-            if done is not None:
-                results.append(done)
-                continue
-            _check_plan(fold_dir, fold_plan)
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except pickle.UnpicklingError as e:
+        raise FinetuneError(f"{checkpoint} holds a file that torch.load(weights_only=True) refuses to read "
+                            f"({str(e).splitlines()[0]}); delete that checkpoint, or use --no-resume") from e
 
-            train_idx, val_idx = ((f.train, f.val) if f.val is not None else
-                                  validation_split(utterances, f.train, fraction=val_fraction,
-                                                   n_speakers=val_speakers, seed=seed))
-            train_u = [utterances[int(i)] for i in train_idx if utterances[int(i)].label in label_ids]
-            val_u = [utterances[int(i)] for i in val_idx if utterances[int(i)].label in label_ids]
-            test_all = [utterances[int(i)] for i in f.test]
-            test_u = [u for u in test_all if u.label in label_ids]
-            if len(test_u) < len(test_all) and labels is None:
-                dropped = canonical_order({u.label for u in test_all} - set(label_ids))
-                warnings.warn(f"fold {f.name}: {len(test_all) - len(test_u)} test utterances labelled "
-                              f"{', '.join(dropped)} are not among the trained classes and are left out", stacklevel=2)
-            if not train_u or not val_u or not test_u:
-                raise FinetuneError(f"fold {f.name}: empty split after label filtering "
-                                    f"(train {len(train_u)}, validation {len(val_u)}, test {len(test_u)})")
-
-            set_seed(seed)
-            clf = build_classifier(model, classes, pooling=pooling, freeze=freeze, dropout=dropout, seed=seed,
-                                   extra={"fold": f.name, "seed": seed,
-                                          "train_corpora": sorted({u.corpus for u in train_u}),
-                                          "test_speakers": sorted({u.speaker for u in test_u})})
-            sr, norm = clf.config.sample_rate, clf.config.do_normalize
-            max_samples = int(max_duration * sr) if max_duration else None
-            fold_augment = bind_word_swap(augment, train_u, sample_rate=sr, device=device)  # donors: train only
-            train_ds = AudioDataset(train_u, label_ids, sr, norm, train=True, augment=fold_augment, seed=seed,
-                                    max_samples=max_samples)
-            val_ds = AudioDataset(val_u, label_ids, sr, norm)
-            test_ds = AudioDataset(test_u, label_ids, sr, norm)
-
-            steps_per_epoch = max(1, math.ceil(len(train_ds) / (batch_size * grad_accum)))
-            args = TrainingArguments(
-                output_dir=str(fold_dir),
-                num_train_epochs=float(epochs),
-                max_steps=int(max_steps) if max_steps else -1,
-                per_device_train_batch_size=batch_size,
-                per_device_eval_batch_size=batch_size,
-                gradient_accumulation_steps=grad_accum,
-                learning_rate=lr,
-                warmup_steps=warmup,
-                weight_decay=weight_decay,
-                eval_strategy="epoch",
-                save_strategy="epoch",
-                save_total_limit=2,                      # the best one is always kept besides the last
-                load_best_model_at_end=True,
-                metric_for_best_model="uar",
-                greater_is_better=True,
-                logging_strategy="steps",
-                logging_steps=logging_steps or max(1, steps_per_epoch // 4),
-                logging_first_step=True,
-                report_to=report_to,
-                seed=seed,
-                data_seed=seed,
-                disable_tqdm=not progress,
-                remove_unused_columns=False,
-                label_names=["labels"],
-                dataloader_num_workers=num_workers,
-                dataloader_pin_memory=device != "cpu" and torch.cuda.is_available(),
-                use_cpu=device == "cpu",
-                **_mixed_precision(device),
-            )
-            optimizers = (None, None)
-            if head_lr is not None:
-                head = [p for n, p in clf.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
-                body = [p for n, p in clf.named_parameters() if p.requires_grad and n.startswith("backbone.")]
-                optimizers = (torch.optim.AdamW([{"params": body, "lr": lr}, {"params": head, "lr": head_lr}],
-                                                lr=lr, weight_decay=weight_decay), None)
-            trainer = Trainer(model=clf, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                              data_collator=collate, compute_metrics=_compute_metrics(classes),
-                              optimizers=optimizers, callbacks=list(callbacks))
-            fold_dir.mkdir(parents=True, exist_ok=True)
-            (fold_dir / "plan.json").write_text(json.dumps(fold_plan, indent=1), encoding="utf-8")
-            checkpoint = _last_checkpoint(fold_dir) if resume else None
-            resumed_from = None
-            if checkpoint is not None:
-                from transformers import TrainerState
-
-                resumed_from = TrainerState.load_from_json(str(checkpoint / "trainer_state.json")).global_step
-            started = time.time()
-            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-
-            output = trainer.predict(test_ds)
-            logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-            probs = softmax(np.asarray(logits, dtype=np.float64))
-            truth = [u.label for u in test_u]
-            s = scores(truth, [classes[k] for k in probs.argmax(-1)], classes)
-            restricted = None
-            present = [c for c in classes if c in set(truth)]
-            if len(present) < len(classes):
-                cols = [label_ids[c] for c in present]
-                r = scores(truth, [present[k] for k in probs[:, cols].argmax(-1)], present)
-                restricted = {"labels": present, **{k: r[k] for k in ("wa", "uar", "macro_f1")}}
-            model_dir = fold_dir / "model"
-            best_val = trainer.state.best_metric
-            trainer.model.config.extra.update({"best_val_uar": best_val,
-                                               "test_metrics": {k: s[k] for k in ("wa", "uar", "macro_f1")}})
-            trainer.model.save_pretrained(model_dir)
-            _write_predictions(fold_dir / "predictions.csv", test_u, classes, probs)
-            result = FoldResult(
-                fold=f.name, train_set="+".join(sorted({u.corpus for u in train_u})),
-                test_set="+".join(sorted({u.corpus for u in test_u})),
-                n_train=len(train_u), n_val=len(val_u), n_test=len(test_u),
-                val_speakers=sorted({u.speaker for u in val_u}),
-                metrics={k: s[k] for k in ("wa", "uar", "macro_f1")}, recall=s["recall"], confusion=s["confusion"],
-                best_val_uar=None if best_val is None else float(best_val),
-                best_checkpoint=trainer.state.best_model_checkpoint, global_step=int(trainer.state.global_step),
-                model_dir=str(model_dir), seconds=time.time() - started,
-                log_history=list(trainer.state.log_history),
-                dropped=dict(Counter(u.label for u in test_all if u.label not in label_ids)),
-                resumed_from_step=resumed_from, restricted=restricted,
-            )
-            (fold_dir / "fold_result.json").write_text(
-                serialize.dumps({"plan": fold_plan, "result": asdict(result)}, indent=1),
-                encoding="utf-8")
-            results.append(result)
-            del trainer, clf
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    summary = summarize(results)
-    protocol = folds_arg if isinstance(folds_arg, str) else ""
-    run = FinetuneResult(out_dir=out_dir, labels=classes, folds=results, summary=summary,
-                         plan={**plan, "protocol": protocol})
-    run.files = write_results(run, plots=plots)
-    return run
+    output = trainer.predict(AudioDataset(split.test, label_ids, sr, norm))
+    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    probs = softmax(logits)
+    truth = [u.label for u in split.test]
+    predicted, s, restricted = score_test(truth, probs, classes, split.shared)
+    model_dir = fold_dir / "model"
+    best_val = trainer.state.best_metric
+    trainer.model.config.extra.update({"best_val_uar": best_val,
+                                       "test_metrics": {k: s[k] for k in ("wa", "uar", "macro_f1")}})
+    trainer.model.save_pretrained(model_dir)
+    _write_predictions(fold_dir / "predictions.csv", split.test, classes, probs)
+    result = FoldResult(
+        fold=plan["fold"], train_set="+".join(sorted({u.corpus for u in split.train})),
+        test_set="+".join(sorted({u.corpus for u in split.test})),
+        n_train=len(split.train), n_val=len(split.val), n_test=len(split.test),
+        val_speakers=sorted({u.speaker for u in split.val}),
+        metrics={k: s[k] for k in ("wa", "uar", "macro_f1")}, recall=s["recall"], confusion=s["confusion"],
+        best_val_uar=None if best_val is None else float(best_val),
+        best_checkpoint=trainer.state.best_model_checkpoint, global_step=int(trainer.state.global_step),
+        model_dir=str(model_dir), seconds=time.time() - started, log_history=list(trainer.state.log_history),
+        dropped=split.dropped, resumed_from_step=resumed_from,
+        training_only=[c for c in classes if c not in split.shared], restricted=restricted,
+        y_true=truth, y_pred=predicted,
+    )
+    serialize.write_json(fold_dir / "fold_result.json", {"plan": plan, "result": asdict(result)})
+    del trainer, clf
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return result
 
 
 def _finished(fold_dir: Path, plan: dict) -> FoldResult | None:
-    """The stored result of a fold finished with the same plan, else None."""
+    """The stored result of a fold finished with the same plan (ignored fields aside), else None."""
     path = fold_dir / "fold_result.json"
     if not path.is_file() or not (fold_dir / "model").is_dir():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        return None
-    if data.get("plan") != serialize.plain(plan):
-        return None
-    return FoldResult(**data["result"])
+        if plan_changes(data["plan"], plan, allowed=tuple(_IGNORED)):
+            return None
+        return FoldResult(**data["result"])
+    except (ValueError, KeyError, TypeError):
+        return None                   # unreadable or foreign: trained again (checkpoints permitting)
 
 
 def _check_plan(fold_dir: Path, plan: dict) -> None:
-    """Refuse to resume a checkpoint trained with other settings (only the length may change)."""
+    """Refuse to resume a checkpoint trained with other settings (only RESUMABLE_CHANGES may differ)."""
     path = fold_dir / "plan.json"
     if not path.is_file() or _last_checkpoint(fold_dir) is None:
         return
-    old = json.loads(path.read_text(encoding="utf-8"))
-    new = serialize.plain(plan)
-    changed = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(old, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:
+        raise FinetuneError(f"{path} cannot be read ({e}), so its checkpoints cannot be checked; use another "
+                            f"--out directory, or --no-resume to start this fold afresh") from e
+    changed = plan_changes(old, plan, allowed=RESUMABLE_CHANGES)
     if changed:
-        detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
+        detail = "; ".join(f"{k}: {old.get(k)!r} -> {plan.get(k)!r}" for k in changed[:4])
         raise FinetuneError(f"{fold_dir} holds checkpoints trained with other settings ({detail}); "
                             f"use another --out directory, or resume=False (--no-resume) to start this fold afresh")
 
@@ -552,6 +739,18 @@ def _write_predictions(path: Path, utterances: Sequence[Utterance], classes: lis
             w.writerow([u.id, u.corpus, u.speaker, u.label, classes[int(p.argmax())], *[f"{x:.6f}" for x in p]])
 
 
+def _rescore(result: FoldResult, predictions: Path, classes: list[str], shared: list[str]) -> FoldResult:
+    """A fold result written by an older ser, rescored from its predictions.csv (shared classes as now)."""
+    with predictions.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    truth = [r["label"] for r in rows]
+    probs = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows]).reshape(len(rows), len(classes))
+    predicted, s, restricted = score_test(truth, probs, classes, shared)
+    return replace(result, metrics={k: s[k] for k in ("wa", "uar", "macro_f1")}, recall=s["recall"],
+                   confusion=s["confusion"], restricted=restricted, y_true=truth, y_pred=predicted,
+                   training_only=[c for c in classes if c not in shared])
+
+
 def summarize(results: Sequence[FoldResult]) -> dict:
     """metric -> {"mean", "std"} over folds (population std, classifiers.metrics.mean_std)."""
     out = {}
@@ -562,21 +761,21 @@ def summarize(results: Sequence[FoldResult]) -> dict:
 
 
 def to_probe_results(run: FinetuneResult):
-    """The run as `classifiers.evaluate.ProbeResults` (one record per fold, layer "e2e"), so the
-    probes' files, tables and summaries apply to fine-tuned models too."""
-    from classifiers.evaluate import ProbeResults
+    """The run as `classifiers.results.ProbeResults` (one `make_record` per fold, layer "e2e"), so
+    the probes' files, tables and summaries apply to fine-tuned models too."""
+    from classifiers.results import ProbeResults, make_record
 
     records = []
     for f in run.folds:
-        records.append(dict(
-            layer="e2e", fold=f.fold, n_train=f.n_train, n_test=f.n_test, **f.metrics, recall=f.recall,
-            confusion=f.confusion, labels=run.labels, classifier=f"finetune-{run.plan['pooling']}",
-            seed=run.plan["seed"], train_set=f.train_set, test_set=f.test_set, shuffled=False, C=None,
-            n_val=f.n_val, val_speakers=f.val_speakers, val_uar=f.best_val_uar, model_dir=f.model_dir,
-            best_checkpoint=f.best_checkpoint, global_step=f.global_step, resumed_from_step=f.resumed_from_step,
-            seconds=round(f.seconds, 1),
-            **({f"restricted_{k}": f.restricted[k] for k in ("wa", "uar", "macro_f1", "labels")}
-               if f.restricted else {}),
+        restricted = ({f"restricted_{k}": f.restricted[k] for k in ("wa", "uar", "macro_f1", "labels")}
+                      if f.restricted else {})
+        records.append(make_record(
+            layer="e2e", fold=f.fold, y_true=f.y_true, y_pred=f.y_pred, labels=run.labels, n_train=f.n_train,
+            classifier=f"finetune-{run.plan['pooling']}", seed=run.plan["seed"], train_set=f.train_set,
+            test_set=f.test_set, shuffled=False, C=None, n_val=f.n_val, val_speakers=f.val_speakers,
+            val_uar=f.best_val_uar, model_dir=f.model_dir, best_checkpoint=f.best_checkpoint,
+            global_step=f.global_step, resumed_from_step=f.resumed_from_step, seconds=round(f.seconds, 1),
+            training_only=f.training_only, **restricted,
         ))
     meta = {"kind": "finetune", "protocol": run.plan.get("protocol", ""), "stores": [], "labels": run.labels,
             "plan": run.plan, "mean_std_over_folds": run.summary}

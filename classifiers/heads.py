@@ -24,14 +24,16 @@ feature projection, the positional convolution and the first N transformer block
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from featstore import serialize
 from featstore.backbone import install_masked_group_norm, masked_group_norm
 from featstore.errors import SerError
 
@@ -203,9 +205,72 @@ class ClassifierConfig:
         return {"ser_kind": MODEL_KIND, "format_version": FORMAT_VERSION, **asdict(self)}
 
     @classmethod
-    def from_json(cls, data: dict) -> ClassifierConfig:
+    def from_json(cls, data: dict, where: str | Path = CONFIG_NAME) -> ClassifierConfig:
+        """The config in `data` (a parsed config.json), every field checked; HeadError names `where` and the field."""
+        def bad(what: str) -> HeadError:
+            return HeadError(f"{where}: {what}; re-export the model with `ser finetune` (or restore the file)")
+
+        if not isinstance(data, dict) or data.get("ser_kind") != MODEL_KIND:
+            raise bad(f"not a fine-tuned ser model config (ser_kind must be {MODEL_KIND!r})")
+        version = data.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise bad(f"format_version {version!r} is not an integer")
+        if version > FORMAT_VERSION:
+            raise HeadError(f"{where}: format {version} is newer than this ser understands ({FORMAT_VERSION}); "
+                            f"upgrade ser")
         data = {k: v for k, v in data.items() if k not in ("ser_kind", "format_version")}
-        return cls(**data)
+        known = {f.name for f in fields(cls)}
+        if set(data) - known:
+            raise bad(f"unknown field(s) {', '.join(sorted(set(data) - known))}")
+        for name in ("labels", "backbone_config"):
+            if name not in data:
+                raise bad(f"field {name!r} is missing")
+        config = cls(**data)
+        labels = config.labels
+        if (not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) and x for x in labels)
+                or len(set(labels)) != len(labels)):
+            raise bad(f"field 'labels' must list at least 2 distinct class names, got {labels!r}")
+        if not isinstance(config.backbone_config, dict) or not isinstance(config.backbone_config.get("model_type"), str):
+            raise bad("field 'backbone_config' must be the backbone's transformers config (with model_type)")
+        if config.pooling not in POOLINGS:
+            raise bad(f"field 'pooling' is {config.pooling!r}, not one of {', '.join(POOLINGS)}")
+        if not isinstance(config.freeze, str):
+            raise bad(f"field 'freeze' is {config.freeze!r}, not a freeze spec")
+        checks = {"dropout": _number(config.dropout) and 0 <= config.dropout < 1,
+                  "lstm_size": _integer(config.lstm_size) and config.lstm_size >= 1,
+                  "sample_rate": _integer(config.sample_rate) and config.sample_rate > 0,
+                  "do_normalize": isinstance(config.do_normalize, bool),
+                  "backbone_id": isinstance(config.backbone_id, str), "extra": isinstance(config.extra, dict)}
+        for name, ok in checks.items():
+            if not ok:
+                raise bad(f"field {name!r} has the unusable value {getattr(config, name)!r}")
+        return config
+
+
+def _one_line(e: Exception) -> str:
+    """A foreign exception's message on one line (the CLI prints one line per error)."""
+    return " ".join(str(e).split())
+
+
+def _integer(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def load_safetensors(path: str | Path, *, framework: str = "pt") -> tuple[dict, dict]:
+    """(tensors, metadata) of a safetensors file; a truncated, garbled or non-safetensors file is a
+    HeadError naming it. framework: "pt" (torch tensors) or "np" (numpy arrays)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework=framework) as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise HeadError(f"{path}: not a readable safetensors file ({_one_line(e)}); it may be truncated or not "
+                        f"written by ser: restore or re-export it") from e
 
 
 class EmotionClassifier(nn.Module):
@@ -271,26 +336,46 @@ class EmotionClassifier(nn.Module):
         state = state_dict if state_dict is not None else self.state_dict()
         state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
         save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "ser_kind": MODEL_KIND})
-        (directory / CONFIG_NAME).write_text(json.dumps(self.config.to_json(), indent=1), encoding="utf-8")
+        serialize.write_json(directory / CONFIG_NAME, self.config.to_json())
         return directory
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> EmotionClassifier:
-        """Load a directory written by `save_pretrained` (eval mode)."""
-        from safetensors.torch import load_file
-
+        """Load a directory written by `save_pretrained` (eval mode); every field of config.json and
+        every tensor (names, shapes, finite values) is checked first (HeadError naming the file)."""
         directory = Path(directory)
         if not is_classifier_dir(directory):
             raise HeadError(f"{directory} is not a fine-tuned ser model directory (no {CONFIG_NAME} with "
                             f"ser_kind={MODEL_KIND!r}); pass the `model` directory `ser finetune` exported")
-        config = ClassifierConfig.from_json(json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8")))
-        model = cls(config)
-        state = load_file(str(directory / WEIGHTS_NAME))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise HeadError(f"{directory / WEIGHTS_NAME}: weights do not match the config "
-                            f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        from huggingface_hub.errors import StrictDataclassError  # transformers' typed configs raise it
+
+        path = directory / CONFIG_NAME
+        config = ClassifierConfig.from_json(json.loads(path.read_text(encoding="utf-8")), path)
+        try:
+            parse_freeze(config.freeze, int(config.backbone_config.get("num_hidden_layers", 0)))
+            model = cls(config)
+        except (ValueError, TypeError, KeyError, AttributeError, StrictDataclassError) as e:
+            raise HeadError(f"{path}: its backbone_config / freeze cannot build a model ({_one_line(e)}); re-export the "
+                            f"model with `ser finetune`") from e
+        state, _ = load_safetensors(directory / WEIGHTS_NAME)
+        _check_state(state, model.state_dict(), directory / WEIGHTS_NAME)
+        model.load_state_dict(state)
         return model.to(device).eval()
+
+
+def _check_state(state: dict, expected: dict, where: Path) -> None:
+    """The loaded weights have exactly the model's tensors, shapes, and finite values (else HeadError)."""
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise HeadError(f"{where}: weights do not match config.json (missing {missing[:3]}, unexpected "
+                        f"{unexpected[:3]}); re-export the model with `ser finetune`")
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise HeadError(f"{where}: tensor {name} has shape {tuple(tensor.shape)}, config.json implies "
+                            f"{tuple(expected[name].shape)}; re-export the model with `ser finetune`")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise HeadError(f"{where}: tensor {name} holds NaN or infinite values; the model is unusable "
+                            f"(retrain it, e.g. with a lower --lr)")
 
 
 def is_classifier_dir(directory: str | Path) -> bool:

@@ -1,4 +1,4 @@
-"""Emotion probabilities for audio files from a saved model directory (no pickle anywhere).
+"""Emotion probabilities for audio files from a saved model directory (JSON + safetensors: no pickle is read).
 
 Two kinds of directory, told apart by `model_kind(dir)`:
 
@@ -13,6 +13,10 @@ Two kinds of directory, told apart by `model_kind(dir)`:
                and applies the linear model.
 
 `predict(files, model_dir)` -> `[(file, {label: probability}), ...]` in the order given.
+
+Both kinds are validated when loaded: every config field (present, of the right type), the
+weights file (readable safetensors, the expected tensors and shapes, finite values); anything
+else is a one-line `PredictError` / `HeadError` naming the file and the fix, never NaN output.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from classifiers.metrics import softmax
 from featstore.audio import load_audio, windows
 from featstore.device import resolve_device
 from featstore.errors import SerError
+from featstore.serialize import write_json
 
 PROBE_KIND = "ser-linear-probe"
 PROBE_FORMAT_VERSION = 1
@@ -74,9 +80,7 @@ class SavedProbe:
         if z.shape[1] == 1:
             p1 = 1.0 / (1.0 + np.exp(-z[:, 0]))
             return np.stack([1.0 - p1, p1], axis=1)
-        z = z - z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        return softmax(z)
 
 
 def save_probe(directory: str | Path, backbone_id: str, layer: int, stat: str, scaler_mean, scaler_scale,
@@ -111,13 +115,19 @@ def save_probe(directory: str | Path, backbone_id: str, layer: int, stat: str, s
         "layer": probe.layer, "stat": probe.stat, "classes": probe.classes, "n_features": int(probe.coef.shape[1]),
         "max_seconds": probe.max_seconds, "weights_sha256": probe.weights_sha256, "extra": probe.extra,
     }
-    (directory / PROBE_CONFIG).write_text(json.dumps(config, indent=1), encoding="utf-8")
+    write_json(directory / PROBE_CONFIG, config)
     return directory
 
 
 def _validated(p: SavedProbe, where: Path) -> SavedProbe:
+    """`p` with its shapes, values and classes checked (PredictError naming `where`); None scalers filled."""
     if p.stat not in STATS:
         raise PredictError(f"{where}: unknown statistic {p.stat!r}; use one of {', '.join(STATS)}")
+    if len(set(p.classes)) != len(p.classes) or not all(p.classes):
+        raise PredictError(f"{where}: classes {p.classes} must be distinct, non-empty names")
+    if p.coef.ndim != 2 or p.intercept.ndim != 1:
+        raise PredictError(f"{where}: coef must be 2-D (classes, features) and intercept 1-D, got shapes "
+                           f"{p.coef.shape} and {p.intercept.shape}")
     c, d = p.coef.shape
     n = len(p.classes)
     if n < 2 or c not in (n, 1) or (c == 1 and n != 2):
@@ -131,34 +141,75 @@ def _validated(p: SavedProbe, where: Path) -> SavedProbe:
     if p.scaler_mean.shape != (d,) or p.scaler_scale.shape != (d,):
         raise PredictError(f"{where}: scaler mean/scale shapes {p.scaler_mean.shape}/{p.scaler_scale.shape} "
                            f"do not match the {d} features of coef")
+    for name in ("coef", "intercept", "scaler_mean", "scaler_scale"):
+        if not np.isfinite(getattr(p, name)).all():
+            raise PredictError(f"{where}: {name} holds NaN or infinite values; refit and save the probe again")
     if not (p.scaler_scale > 0).all():
         raise PredictError(f"{where}: scaler scale must be positive")
+    if not (np.isfinite(p.max_seconds) and p.max_seconds > 0):
+        raise PredictError(f"{where}: max_seconds must be a positive number of seconds, got {p.max_seconds}")
     return p
 
 
+def _config_field(config: dict, name: str, kinds: type | tuple, where: Path, default=...):
+    """config[name], required unless `default` is given, of one of `kinds` (bool is never a number)."""
+    if name not in config:
+        if default is ...:
+            raise PredictError(f"{where}: field {name!r} is missing; save the probe again (ser probe --save-probe)")
+        return default
+    value = config[name]
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise PredictError(f"{where}: field {name!r} is {value!r}, not {' or '.join(k.__name__ for k in kinds)}; "
+                           f"save the probe again (ser probe --save-probe)")
+    return value
+
+
 def load_probe(directory: str | Path) -> SavedProbe:
-    """Read a directory written by `save_probe`."""
-    from safetensors.numpy import load_file
+    """Read a directory written by `save_probe`; every field and array is checked (PredictError naming the file)."""
+    from classifiers.heads import HeadError, load_safetensors
 
     directory = Path(directory)
-    if not (directory / PROBE_CONFIG).is_file() or not (directory / PROBE_WEIGHTS).is_file():
+    cpath, wpath = directory / PROBE_CONFIG, directory / PROBE_WEIGHTS
+    if not cpath.is_file() or not wpath.is_file():
         raise PredictError(f"{directory} is not a saved probe (needs {PROBE_CONFIG} and {PROBE_WEIGHTS})")
     try:
-        config = json.loads((directory / PROBE_CONFIG).read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise PredictError(f"{directory / PROBE_CONFIG}: not valid JSON ({e})") from None
-    if config.get("ser_kind") != PROBE_KIND:
-        raise PredictError(f"{directory / PROBE_CONFIG}: not a ser probe (ser_kind={config.get('ser_kind')!r})")
-    if int(config.get("format_version", 0)) > PROBE_FORMAT_VERSION:
-        raise PredictError(f"{directory}: probe format {config['format_version']} is newer than this ser "
+        config = json.loads(cpath.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise PredictError(f"{cpath}: not valid JSON ({e}); save the probe again (ser probe --save-probe)") from e
+    if not isinstance(config, dict) or config.get("ser_kind") != PROBE_KIND:
+        kind = config.get("ser_kind") if isinstance(config, dict) else None
+        raise PredictError(f"{cpath}: not a ser probe (ser_kind={kind!r})")
+    version = _config_field(config, "format_version", int, cpath)
+    if version > PROBE_FORMAT_VERSION:
+        raise PredictError(f"{directory}: probe format {version} is newer than this ser "
                            f"understands ({PROBE_FORMAT_VERSION}); upgrade ser")
-    arrays = load_file(str(directory / PROBE_WEIGHTS))
-    return _validated(SavedProbe(
-        backbone_id=config["backbone_id"], layer=int(config["layer"]), stat=config["stat"],
-        classes=list(config["classes"]), scaler_mean=arrays["scaler_mean"], scaler_scale=arrays["scaler_scale"],
-        coef=arrays["coef"], intercept=arrays["intercept"], max_seconds=float(config.get("max_seconds", 30.0)),
-        weights_sha256=config.get("weights_sha256"), extra=config.get("extra", {}),
+    classes = _config_field(config, "classes", list, cpath)
+    if not all(isinstance(c, str) for c in classes):
+        raise PredictError(f"{cpath}: field 'classes' must list class names, got {classes!r}")
+    try:
+        arrays, meta = load_safetensors(wpath, framework="np")
+    except HeadError as e:
+        raise PredictError(str(e)) from e
+    if meta.get("ser_kind") != PROBE_KIND:
+        raise PredictError(f"{wpath}: not a ser probe's weights (metadata ser_kind={meta.get('ser_kind')!r}); "
+                           f"save the probe again (ser probe --save-probe)")
+    missing = [k for k in ("scaler_mean", "scaler_scale", "coef", "intercept") if k not in arrays]
+    if missing:
+        raise PredictError(f"{wpath}: tensor(s) {', '.join(missing)} missing; save the probe again")
+    probe = _validated(SavedProbe(
+        backbone_id=_config_field(config, "backbone_id", str, cpath), layer=_config_field(config, "layer", int, cpath),
+        stat=_config_field(config, "stat", str, cpath), classes=classes,
+        **{k: np.asarray(arrays[k], dtype=np.float64) for k in ("scaler_mean", "scaler_scale", "coef", "intercept")},
+        max_seconds=float(_config_field(config, "max_seconds", (int, float), cpath, 30.0)),
+        weights_sha256=_config_field(config, "weights_sha256", (str, type(None)), cpath, None),
+        extra=_config_field(config, "extra", dict, cpath, {}),
     ), directory)
+    n_features = _config_field(config, "n_features", int, cpath, probe.coef.shape[1])
+    if n_features != probe.coef.shape[1]:
+        raise PredictError(f"{cpath}: n_features is {n_features} but coef has {probe.coef.shape[1]} columns; "
+                           f"save the probe again")
+    return probe
 
 
 # -- which kind --------------------------------------------------------------------------------
@@ -190,15 +241,18 @@ def predict(files: Sequence[str | Path], model_dir: str | Path, *, batch_size: i
     AudioError naming it). Batches are exact (padding does not change a clip's result).
     """
     files = [str(f) for f in files]
+    dev = resolve_device(device)
     kind = model_kind(model_dir)
-    if not files:
-        return []
     if kind == "finetuned":
-        labels, probs = _predict_finetuned(files, Path(model_dir), batch_size, resolve_device(device))
+        labels, probs = _predict_finetuned(files, Path(model_dir), batch_size, dev)
     else:
         probe = load_probe(model_dir)
-        features = probe_features(files, probe, batch_size=batch_size, device=device)
-        labels, probs = probe.classes, probe.predict_proba(features)
+        labels = probe.classes
+        probs = (probe.predict_proba(probe_features(files, probe, batch_size=batch_size, device=dev)) if files
+                 else np.zeros((0, len(labels))))
+    for f, row in zip(files, probs):
+        if not np.isfinite(row).all():    # never a silent NaN row: the model or the features are broken
+            raise PredictError(f"{f}: the model in {model_dir} gives non-finite probabilities; check the model")
     return [(f, {lab: float(p) for lab, p in zip(labels, row)}) for f, row in zip(files, probs)]
 
 
@@ -222,7 +276,7 @@ def _predict_finetuned(files: list[str], model_dir: Path, batch_size: int, devic
     for rows in _order_by_length(waves, batch_size):
         batch = collate([{"input_values": waves[i]} for i in rows])
         logits = model(batch["input_values"].to(device), batch["attention_mask"].to(device)).logits
-        probs[rows] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
+        probs[rows] = softmax(logits.double().cpu().numpy())
     return model.labels, probs
 
 

@@ -131,3 +131,168 @@ def test_model_kind_explains_unusable_directories(tmp_path, tiny_models):
     assert predict([], tmp_path / "fold" / "model") == []
     loaded = EmotionClassifier.from_pretrained(tmp_path / "fold" / "model")
     assert loaded.labels == ["a", "b"] and not loaded.training
+
+
+# -- ser predict: broken model directories and devices are one error line, exit code 2 --------------
+
+@pytest.fixture(scope="module")
+def saved(tiny_models, tmp_path_factory):
+    """A valid saved probe and a valid fine-tuned model on the tiny backbone."""
+    root = tmp_path_factory.mktemp("saved")
+    rng = np.random.default_rng(0)
+    d, classes = 16, ["disgust", "surprise", "neutral"]
+    probe = save_probe(root / "probe", str(tiny_models["group"]), 2, "mean", rng.standard_normal(d),
+                       rng.uniform(0.5, 2, d), rng.standard_normal((3, d)), rng.standard_normal(3), classes)
+    model = build_classifier(str(tiny_models["group"]), ["sad", "angry"]).save_pretrained(root / "model")
+    return probe, model
+
+
+def _tampered(src, dst, *, config=None, weights=None, truncate=None):
+    """A copy of the model directory `src` with its JSON config edited (`config(dict)`), its weights
+    replaced (`weights` = {name: array}, written as the probe writer would) or a file cut short."""
+    import shutil
+
+    from safetensors.numpy import save_file
+
+    shutil.copytree(src, dst)
+    name = "probe.json" if (dst / "probe.json").exists() else "config.json"
+    if config is not None:
+        data = json.loads((dst / name).read_text())
+        config(data)
+        (dst / name).write_text(json.dumps(data))
+    if weights is not None:
+        save_file(weights, str(dst / "probe.safetensors"), metadata={"ser_kind": "ser-linear-probe"})
+    if truncate is not None:
+        raw = (dst / truncate).read_bytes()
+        (dst / truncate).write_bytes(raw[: len(raw) // 2])
+    return dst
+
+
+def _cli(args):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    return CliRunner().invoke(app, ["predict", *map(str, args)])
+
+
+def _one_error_line(res, match):
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and match in lines[0], res.output
+
+
+def _probe_weights(probe_dir, **changes):
+    from safetensors.numpy import load_file
+
+    arrays = load_file(str(probe_dir / "probe.safetensors"))
+    return {**arrays, **changes}
+
+
+@pytest.mark.parametrize("case,match", [
+    ("missing-field", "field 'layer' is missing"),
+    ("garbled-field", "field 'layer' is 'two'"),
+    ("garbled-classes", "field 'classes'"),
+    ("invalid-json", "not valid JSON"),
+    ("truncated-weights", "not a readable safetensors file"),
+    ("foreign-weights", "not a ser probe's weights"),
+    ("wrong-shape-coef", "coef has 2 rows for 3 classes"),
+    ("3d-coef", "coef must be 2-D"),
+    ("nan-weights", "coef holds NaN"),
+    ("n-features", "n_features is 99"),
+])
+def test_broken_saved_probe_is_one_error_line(saved, clips, tmp_path, case, match):
+    probe, model = saved
+    dst = tmp_path / case
+    if case == "missing-field":
+        _tampered(probe, dst, config=lambda c: c.pop("layer"))
+    elif case == "garbled-field":
+        _tampered(probe, dst, config=lambda c: c.update(layer="two"))
+    elif case == "garbled-classes":
+        _tampered(probe, dst, config=lambda c: c.update(classes="abc"))
+    elif case == "invalid-json":
+        _tampered(probe, dst, truncate="probe.json")
+    elif case == "truncated-weights":
+        _tampered(probe, dst, truncate="probe.safetensors")
+    elif case == "foreign-weights":
+        _tampered(probe, dst)
+        (dst / "probe.safetensors").write_bytes((model / "model.safetensors").read_bytes())
+    elif case == "wrong-shape-coef":
+        _tampered(probe, dst, weights=_probe_weights(probe, coef=np.zeros((2, 16))))
+    elif case == "3d-coef":
+        _tampered(probe, dst, weights=_probe_weights(probe, coef=np.zeros((3, 16, 1))))
+    elif case == "nan-weights":
+        coef = _probe_weights(probe)["coef"].copy()
+        coef[1, 3] = np.nan
+        _tampered(probe, dst, weights=_probe_weights(probe, coef=coef))
+    elif case == "n-features":
+        _tampered(probe, dst, config=lambda c: c.update(n_features=99))
+    _one_error_line(_cli([clips.utterances[0].path, "--model", dst, "--device", "cpu"]), match)
+
+
+@pytest.mark.parametrize("case,match", [
+    ("missing-labels", "field 'labels' is missing"),
+    ("one-label", "at least 2 distinct class names"),
+    ("changed-shape", "config.json implies (3"),
+    ("truncated-weights", "not a readable safetensors file"),
+    ("bad-pooling", "field 'pooling' is 'max'"),
+    ("bad-backbone-config", "cannot build a model"),
+    ("nan-weights", "NaN or infinite"),
+])
+def test_broken_finetuned_model_is_one_error_line(saved, clips, tmp_path, case, match):
+    from safetensors.torch import load_file, save_file
+
+    _, model = saved
+    dst = tmp_path / case
+    if case == "missing-labels":
+        _tampered(model, dst, config=lambda c: c.pop("labels"))
+    elif case == "one-label":
+        _tampered(model, dst, config=lambda c: c.update(labels=["sad"]))
+    elif case == "changed-shape":
+        _tampered(model, dst, config=lambda c: c.update(labels=["sad", "angry", "happy"]))
+    elif case == "truncated-weights":
+        _tampered(model, dst, truncate="model.safetensors")
+    elif case == "bad-pooling":
+        _tampered(model, dst, config=lambda c: c.update(pooling="max"))
+    elif case == "bad-backbone-config":
+        _tampered(model, dst, config=lambda c: c["backbone_config"].update(hidden_size="big"))
+    elif case == "nan-weights":
+        _tampered(model, dst)
+        state = load_file(str(dst / "model.safetensors"))
+        state["classifier.weight"][0, 0] = float("nan")
+        save_file(state, str(dst / "model.safetensors"))
+    _one_error_line(_cli([clips.utterances[0].path, "--model", dst, "--device", "cpu"]), match)
+
+
+def test_predict_device_errors_are_one_line(saved, clips, monkeypatch):
+    probe, _ = saved
+    _one_error_line(_cli([clips.utterances[0].path, "--model", probe, "--device", "bogus"]), "unknown device 'bogus'")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)     # as on a machine without CUDA
+    _one_error_line(_cli([clips.utterances[0].path, "--model", probe, "--device", "cuda"]), "no CUDA GPU")
+
+
+def test_predict_output_keeps_paths_and_values_whole_and_writes_csv(saved, clips, tmp_path):
+    import csv
+    import shutil
+
+    probe, model = saved
+    deep = tmp_path / ("a-rather-long-directory-name-" * 3) / "clip-with-a-long-file-name-to-keep-whole.wav"
+    deep.parent.mkdir(parents=True)
+    shutil.copy(clips.utterances[0].path, deep)
+    res = _cli([deep, clips.utterances[1].path, "--model", probe, "--device", "cpu", "--out", tmp_path / "preds.csv"])
+    assert res.exit_code == 0, res.output
+    assert str(deep) in res.output and "…" not in res.output and "..." not in res.output
+    assert all(name in res.output for name in ("disgust", "surprise", "neutral"))
+    with open(tmp_path / "preds.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["file", "predicted", "p_disgust", "p_surprise", "p_neutral", "model"]
+    assert [r["file"] for r in rows] == [str(deep), clips.utterances[1].path]
+    assert {r["model"] for r in rows} == {str(probe)}
+    for r in rows:
+        p = {c: float(r[f"p_{c}"]) for c in ("disgust", "surprise", "neutral")}
+        assert sum(p.values()) == pytest.approx(1.0) and r["predicted"] == max(p, key=p.get)
+    js = _cli([deep, "--model", model, "--device", "cpu", "--json"])
+    assert js.exit_code == 0, js.output
+    [row] = json.loads(js.output, parse_constant=lambda c: pytest.fail(f"{c} in JSON output"))
+    assert row["file"] == str(deep) and set(row["probabilities"]) == {"sad", "angry"}
