@@ -63,7 +63,7 @@ from featstore.labels import canonical_order
 __all__ = [
     "Neighbors", "NeighborError", "normalize", "search", "knn_vote", "purity", "knn_evaluate",
     "cross_retrieval", "neighbor_analysis", "NeighborReport", "PurityRow", "CrossRow",
-    "ATTRIBUTES", "use_gpu",
+    "ATTRIBUTES", "use_gpu", "analyse_cached",
 ]
 
 #: attribute name -> Utterance field. "emotion, other speakers" is derived (see module docstring).
@@ -400,9 +400,9 @@ class NeighborReport:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=["layer", "measure", "attribute", "value", "chance", "n"])
+            w = csv.DictWriter(f, fieldnames=["model", "layer", "measure", "attribute", "value", "chance", "n"])
             w.writeheader()
-            w.writerows(self.long_rows())
+            w.writerows(dict(r, model=self.model) for r in self.long_rows())
         return path
 
     def write(self, path: str | Path) -> Path:
@@ -454,7 +454,7 @@ def neighbor_analysis(features, utterances: Sequence[Utterance] | None = None, l
                       k: int = 10, *, folds: Sequence | None = None, protocol: str | None = None,
                       weighting: str = "uniform", center: str | None = "global", cross: bool = True,
                       attributes: Sequence[str] = tuple(ATTRIBUTES), stat: str = "mean",
-                      batch_size: int = 4096, gpu: bool | None = None) -> NeighborReport:
+                      batch_size: int = 4096, gpu: bool | None = None, progress=None) -> NeighborReport:
     """Neighbour purity, speaker-independent kNN accuracy and cross-corpus retrieval, per layer.
 
     features: a `FeatureStore` (its `pooled(layer, stat)` rows; `utterances` default to the
@@ -463,7 +463,7 @@ def neighbor_analysis(features, utterances: Sequence[Utterance] | None = None, l
     `Fold`s for the kNN classification (e.g. `make_folds(utts, "standard")`); None = leave one
     speaker out by excluding same-speaker neighbours. protocol: a name for the folds in reports.
     cross: also retrieve across every ordered pair of corpora (when there are several).
-    Returns a `NeighborReport`.
+    progress: called once per layer analysed. Returns a `NeighborReport`.
     """
     if utterances is None:
         utterances = getattr(features, "utterances", None)
@@ -552,4 +552,32 @@ def neighbor_analysis(features, utterances: Sequence[Utterance] | None = None, l
                             weighting=weighting, center="corpus" if center else None, batch_size=batch_size, gpu=gpu))
                     except NeighborError as e:
                         report.skipped[f"cross {a}->{b}"] = str(e)
+        if progress:
+            progress()
     return report
+
+
+def analyse_cached(corpora: Sequence[str] | None, *, layers: str = "all", k: int = 10, stat: str = "mean",
+                   model: str, cache: str | Path = "cache", out: str | Path | None = None, overwrite: bool = False,
+                   progress: bool = False) -> tuple[NeighborReport, list[Path]]:
+    """`ser neighbors`: `neighbor_analysis` of the cached features of `corpora` (None: every corpus
+    cached for `model`), written as neighbors.json / .csv / _purity.png into `out` (default: a
+    directory named by corpora, model, layers, k, stat and a hash of them), which is refused when
+    it already holds files unless `overwrite`. Returns (report, files written)."""
+    from classifiers.evaluate import progress_bar
+    from classifiers.probe import cached_corpora, default_out, store_for
+    from classifiers.results import prepare_out
+    from featstore.store import open_store, parse_layers
+
+    if k < 1:
+        raise NeighborError(f"--k must be at least 1, got {k}")
+    names = list(corpora or []) or cached_corpora(cache, model)
+    out = prepare_out(out or default_out("neighbors", "+".join(names), model,
+                                         dict(corpora=names, layers=layers, k=k, stat=stat)), overwrite)
+    fs = open_store(*[store_for(cache, model, c) for c in names])
+    layer_list = parse_layers(layers, fs.num_layers)
+    with progress_bar(len(layer_list), f"neighbours of {'+'.join(names)}, per layer", progress) as advance:
+        report = neighbor_analysis(fs, layers=layer_list, k=k, stat=stat, progress=advance)
+    files = [report.write(out / "neighbors.json"), report.write(out / "neighbors.csv"),
+             report.plot(out / "neighbors_purity.png")]
+    return report, files
