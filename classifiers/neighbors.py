@@ -576,7 +576,7 @@ def analyse_cached(corpora: Sequence[str] | None, *, layers: str = "all", k: int
                                          dict(corpora=names, layers=layers, k=k, stat=stat)), overwrite)
     fs = open_store(*[store_for(cache, model, c) for c in names])
     layer_list = parse_layers(layers, fs.num_layers)
-    with progress_bar(len(layer_list), f"neighbours of {'+'.join(names)}, per layer", progress) as advance:
+    with progress_bar(len(layer_list), f"neighbours {'+'.join(names)}: layer", progress) as advance:
         report = neighbor_analysis(fs, layers=layer_list, k=k, stat=stat, progress=advance)
     files = [report.write(out / "neighbors.json"), report.write(out / "neighbors.csv"),
              report.plot(out / "neighbors_purity.png")]

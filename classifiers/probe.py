@@ -164,7 +164,7 @@ def run_probe(corpus: str | None, *, layers: str | Sequence[int] = "all", classi
         task = ProbeTask(fs, utts, folds, layer_list, seeds=tuple(range(seeds)), stat=stat, policy=harmony["policy"],
                          shared=harmony.get("shared"), shuffle_labels=shuffle_labels, train_set=tset,
                          test_set=test_name, device=device, C=C)
-        with progress_bar(task.units, f"{classifier}: {tset} → {test_name}, layer × fold × seed",
+        with progress_bar(task.units, f"{classifier} {tset}→{test_name}: layer×fold×seed",
                           enabled=progress) as advance:
             task.progress = advance
             results.extend(run_classifier(classifier, task))
@@ -269,7 +269,7 @@ def run_matrix(corpora: Sequence[str], *, layer: str | int, model: str, cache: s
         k = ks[0]
         feats[c], utts[c] = fs.pooled(k, stat)[:, None, :], fs.utterances
         folds[c] = make_folds(fs.utterances, standard_protocol(c))
-    with progress_bar(len(corpora) ** 2, f"{classifier}: transfer matrix, train × test corpus", progress) as advance:
+    with progress_bar(len(corpora) ** 2, f"{classifier} transfer matrix: train×test", progress) as advance:
         M, details = transfer_matrix(feats, utts, list(corpora), 0, within_folds=folds, classifier=classifier, C=C,
                                      device=device, policy=policy, layer=k, progress=advance)
     files = []
