@@ -48,6 +48,7 @@ from classifiers.knn_index import (
     NeighborError,
     Neighbors,
     excluded_mask,
+    faiss_module,
     first_valid,
     normalize,
     search,
@@ -571,6 +572,7 @@ def analyse_cached(corpora: Sequence[str] | None, *, layers: str = "all", k: int
 
     if k < 1:
         raise NeighborError(f"--k must be at least 1, got {k}")
+    faiss_module()  # a missing optional dependency fails before any work
     names = list(corpora or []) or cached_corpora(cache, model)
     out = prepare_out(out or default_out("neighbors", "+".join(names), model,
                                          dict(corpora=names, layers=layers, k=k, stat=stat)), overwrite)

@@ -127,6 +127,10 @@ def run_probe(corpus: str | None, *, layers: str | Sequence[int] = "all", classi
     test_corpora = [c for t in (test or []) for c in t.split(",") if c]
     target = corpus or (test_corpora[0] if test_corpora else train_sets[0].split(",")[0])
     protocol = protocol or standard_protocol(target)
+    if classifier == "knn":
+        from classifiers.knn_index import faiss_module
+
+        faiss_module()  # a missing optional dependency fails before any work
     if out is not None:
         out = prepare_out(out, overwrite)
     results = ProbeResults()

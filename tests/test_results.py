@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from classifiers.evaluate import CLASSIFIERS, probe_layers
 from classifiers.results import Record, declared_labels, harmonise, make_record
 from featstore.corpora.base import Utterance
-from featstore.errors import SerError
 from featstore.folds import make_folds
 
 MODEL = "org/toy"
