@@ -8,11 +8,25 @@ wav2vec2 into the store -> logistic-regression probe of every layer -> nearest n
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: measured wall time of the default demo on 2 shared CPU cores (README: "about a minute")
-ESTIMATE = "about a minute on 2 CPU cores"
+#: measured: 87 s wall, 41 s CPU for the default demo on 2 cores shared with other jobs (load ~5)
+ESTIMATE = "about a minute on 2 free CPU cores (40 s of CPU time; longer on a busy machine)"
+
+
+@contextmanager
+def _torch_threads(n: int):
+    """torch's CPU thread count set to `n` inside, restored after."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 @dataclass
@@ -31,7 +45,14 @@ def demo(out: str | Path = "demo", *, n: int = 240, model: str | None = None, se
     n: synthetic utterances (balanced over 24 actors and 8 emotions); model: None = a small
     random-weight wav2vec2 built locally. Re-running reuses the corpus and the store and
     replaces the results (`overwrite`). The last step's `files` lists every result written.
+    Runs on one torch thread: the demo's tiny model and probe gain nothing from a second one, and
+    two threads on busy shared cores spin-wait (measured: 208 s of CPU instead of 45 s).
     """
+    with _torch_threads(1):
+        yield from _demo(Path(out), n, model, seed, overwrite)
+
+
+def _demo(out: Path, n: int, model: str | None, seed: int, overwrite: bool) -> Iterator[DemoStep]:
     from classifiers.neighbors import neighbor_analysis
     from classifiers.probe import run_probe
     from classifiers.results import prepare_out, summary_table, table
@@ -42,7 +63,6 @@ def demo(out: str | Path = "demo", *, n: int = 240, model: str | None = None, se
     from featstore.store import open_store
     from featstore.synth import synthesize
 
-    out = Path(out)
     yield DemoStep(text=f"ser demo: {n} synthetic utterances, every layer probed and analysed; {ESTIMATE}")
     root = out / "ravdess"
     if not (root / ".ser-synth.json").exists():
