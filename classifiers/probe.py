@@ -63,10 +63,13 @@ def default_out(kind: str, name: str, model: str, settings: dict) -> Path:
     from classifiers.results import settings_tag
     from featstore.backbone import model_slug
 
-    parts = [kind, name, model_slug(model)]
-    parts += [str(settings[k]) for k in ("classifier",) if settings.get(k)]
-    parts += [_layer_tag(settings["layers"])] if "layers" in settings else []
-    parts += [str(settings["protocol"]).replace(":", "")] if settings.get("protocol") else []
+    parts = [kind, name.replace(",", "+"), model_slug(model)]
+    if settings.get("classifier"):
+        parts.append(settings["classifier"])
+    if "layers" in settings:
+        parts.append(_layer_tag(settings["layers"]))
+    if settings.get("protocol"):
+        parts.append(str(settings["protocol"]).replace(":", ""))
     return Path("results") / "-".join(parts + [settings_tag(settings)])
 
 
@@ -250,16 +253,16 @@ def run_matrix(corpora: Sequence[str], *, layer: str | int, model: str, cache: s
     (every file names the model and the stored layer) to `out`, refused when it holds files
     unless `overwrite`. Returns (matrix (n, n) UAR, {(train, test): summary}, files).
     """
-    from classifiers.evaluate import check_classifier, check_policy, progress_bar
+    from classifiers.evaluate import FRAME_CLASSIFIERS, check_classifier, check_policy, progress_bar
     from classifiers.plots import transfer_heatmap
     from classifiers.results import prepare_out, versions
     from featstore.folds import make_folds, standard_protocol
     from featstore.serialize import write_json
     from featstore.store import open_store
 
-    check_classifier(classifier)
-    if classifier != "logreg" and classifier != "xgboost":
-        raise SerError(f"--matrix runs on pooled features with logreg or xgboost, not {classifier!r}")
+    if check_classifier(classifier) in FRAME_CLASSIFIERS:
+        raise SerError(f"--matrix runs on pooled features; the {classifier} probe reads frames: "
+                       "use --classifier logreg, xgboost or knn")
     policy = check_policy(classes) or "shared"
     if out is not None:
         out = prepare_out(out, overwrite)

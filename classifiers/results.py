@@ -194,8 +194,8 @@ class ProbeResults:
         return total, labels
 
 
-CSV_FIELDS = ("model", "train_set", "test_set", "classifier", "layer", "fold", "seed", "wa", "uar", "macro_f1",
-              "n_train", "n_test", "C", "classes", "shuffled")
+CSV_FIELDS = ("train_set", "test_set", "classifier", "layer", "fold", "seed", "wa", "uar", "macro_f1",
+              "n_train", "n_test", "C", "shuffled", "classes", "model")
 
 
 def versions() -> dict:
