@@ -55,7 +55,7 @@ def demo(out: str | Path = "demo", *, n: int = 240, model: str | None = None, se
 def _demo(out: Path, n: int, model: str | None, seed: int, overwrite: bool) -> Iterator[DemoStep]:
     from classifiers.neighbors import neighbor_analysis
     from classifiers.probe import run_probe
-    from classifiers.results import prepare_out, summary_table, table
+    from classifiers.results import check_out, summary_table, table
     from featstore.backbone import build_demo_model
     from featstore.corpora import load_manifest
     from featstore.extract import extract_manifest
@@ -100,7 +100,7 @@ def _demo(out: Path, n: int, model: str | None, seed: int, overwrite: bool) -> I
     for r in rows:
         t.add_row(*r)
     yield DemoStep(text=t)
-    nb_out = prepare_out(out / "results" / "neighbors", overwrite)
+    nb_out = check_out(out / "results" / "neighbors", overwrite)
     files = run.files + [report.write(nb_out / "neighbors.json"), report.write(nb_out / "neighbors.csv"),
                          report.plot(nb_out / "neighbors_purity.png")]
     yield DemoStep("done", text="results and plots:\n  " + "\n  ".join(str(f) for f in files), files=files)

@@ -371,7 +371,7 @@ class NeighborReport:
         """(columns, rows) for the cross-corpus retrieval table, one row per layer and pair."""
         cols = ["layer", "query", "database", "labels", "purity", "chance", "kNN WA", "kNN UAR"]
         rows = [[str(r.layer), f"{r.query} ({r.query_language})", f"{r.database} ({r.database_language})",
-                 ",".join(r.labels), f"{r.purity:.3f}", f"{r.chance:.3f}", f"{r.wa:.3f}", f"{r.uar:.3f}"]
+                 ", ".join(r.labels), f"{r.purity:.3f}", f"{r.chance:.3f}", f"{r.wa:.3f}", f"{r.uar:.3f}"]
                 for r in self.cross]
         return cols, rows
 
@@ -567,14 +567,14 @@ def analyse_cached(corpora: Sequence[str] | None, *, layers: str = "all", k: int
     it already holds files unless `overwrite`. Returns (report, files written)."""
     from classifiers.evaluate import progress_bar
     from classifiers.probe import cached_corpora, default_out, store_for
-    from classifiers.results import prepare_out
+    from classifiers.results import check_out
     from featstore.store import open_store, parse_layers
 
     if k < 1:
         raise NeighborError(f"--k must be at least 1, got {k}")
     faiss_module()  # a missing optional dependency fails before any work
     names = list(corpora or []) or cached_corpora(cache, model)
-    out = prepare_out(out or default_out("neighbors", "+".join(names), model,
+    out = check_out(out or default_out("neighbors", "+".join(names), model,
                                          dict(corpora=names, layers=layers, k=k, stat=stat)), overwrite)
     fs = open_store(*[store_for(cache, model, c) for c in names])
     layer_list = parse_layers(layers, fs.num_layers)

@@ -117,7 +117,7 @@ def run_probe(corpus: str | None, *, layers: str | Sequence[int] = "all", classi
         progress_bar,
         run_classifier,
     )
-    from classifiers.results import prepare_out
+    from classifiers.results import check_out
     from featstore.folds import cross_corpus_folds, make_folds, multi_corpus_folds, standard_protocol
     from featstore.store import open_store
 
@@ -135,7 +135,7 @@ def run_probe(corpus: str | None, *, layers: str | Sequence[int] = "all", classi
 
         faiss_module()  # a missing optional dependency fails before any work
     if out is not None:
-        out = prepare_out(out, overwrite)
+        out = check_out(out, overwrite)
     results = ProbeResults()
     stores, class_info = [], {}
     for tset in train_sets:
@@ -255,7 +255,7 @@ def run_matrix(corpora: Sequence[str], *, layer: str | int, model: str, cache: s
     """
     from classifiers.evaluate import FRAME_CLASSIFIERS, check_classifier, check_policy, progress_bar
     from classifiers.plots import transfer_heatmap
-    from classifiers.results import prepare_out, versions
+    from classifiers.results import check_out, versions
     from featstore.folds import make_folds, standard_protocol
     from featstore.serialize import write_json
     from featstore.store import open_store
@@ -265,7 +265,7 @@ def run_matrix(corpora: Sequence[str], *, layer: str | int, model: str, cache: s
                        "use --classifier logreg, xgboost or knn")
     policy = check_policy(classes) or "shared"
     if out is not None:
-        out = prepare_out(out, overwrite)
+        out = check_out(out, overwrite)
     feats, utts, folds = {}, {}, {}
     k = None
     for c in corpora:
@@ -281,6 +281,7 @@ def run_matrix(corpora: Sequence[str], *, layer: str | int, model: str, cache: s
                                      device=device, policy=policy, layer=k, progress=advance)
     files = []
     if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
         files.append(transfer_heatmap(M, corpora, out / "transfer_matrix.png",
                                       title=f"train × test UAR, model {model}, layer {k} ({classifier}; "
                                             f"diagonal: mean over each corpus' folds, off-diagonal: classes {policy})"))

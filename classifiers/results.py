@@ -280,13 +280,12 @@ def settings_tag(settings: dict) -> str:
     return hashlib.sha256(dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def prepare_out(out: str | Path, overwrite: bool = False) -> Path:
-    """`out` as a directory to write results into: refused when it already holds files, unless
-    `overwrite` (results are never silently replaced)."""
+def check_out(out: str | Path, overwrite: bool = False) -> Path:
+    """`out` as a results directory, checked before any work: refused when it already holds
+    files, unless `overwrite` (results are never silently replaced). The writers create it."""
     from featstore.errors import SerError
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise SerError(f"{out} already holds results; pass --overwrite to replace them, or another --out")
-    out.mkdir(parents=True, exist_ok=True)
     return out
