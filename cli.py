@@ -379,6 +379,11 @@ def _print_table(head, rows, title: str = "") -> None:
     console.print(t)
 
 
+def _print_files(files) -> None:
+    """One written file per line (long paths stay whole)."""
+    console.print("wrote:\n  " + "\n  ".join(str(f) for f in files), highlight=False, soft_wrap=True)
+
+
 def _print_classes(results) -> None:
     """What cross-corpus harmonisation did: shared/training-only classes and rows left out."""
     for tset, info in results.meta.get("classes", {}).items():
@@ -461,7 +466,7 @@ def probe(
             for dropped in d["dropped"].values():
                 console.print(f"{a} → {b}: test rows dropped (class not shared): "
                               + ", ".join(f"{c} ({v})" for c, v in dropped.items()), highlight=False)
-        console.print("wrote " + ", ".join(str(f) for f in files), highlight=False)
+        _print_files(files)
         return
     runs = run_probes(corpus.lower() if corpus else None, layers=layer, classifier=classifier, protocol=protocol,
                       train=train, test=test, model=model, cache=cache, out=out, overwrite=overwrite, stat=stat,
@@ -472,7 +477,7 @@ def probe(
         _print_classes(run.results)
         console.print(f"[dim]{run.results.meta['corpus']}: {run.seconds:.1f} s[/]")
     console.print(summary_table(combined, title=f"probe, model {model}"))
-    console.print("wrote " + ", ".join(str(f) for r in runs for f in r.files), highlight=False)
+    _print_files([f for r in runs for f in r.files])
     if save_probe:
         from classifiers.probe import fit_and_save_probe
 
@@ -509,7 +514,7 @@ def neighbors(
     head, rows = report.cross_rows()
     if rows:
         _print_table(head, rows, title="cross-corpus retrieval")
-    console.print("wrote " + ", ".join(str(f) for f in files), highlight=False)
+    _print_files(files)
 
 
 # ---------------------------------------------------------------------------------------------
