@@ -407,16 +407,38 @@ def store_export(
 # probes and neighbours
 # ---------------------------------------------------------------------------------------------
 
-def _cached_corpora(cache: Path, model: str) -> list[str]:
-    from featstore.backbone import model_slug
-    from featstore.errors import SerError
+def _print_table(head, rows, title: str = "") -> None:
+    from classifiers.results import table
 
-    directory = cache / model_slug(model)
-    names = sorted({p.name.split(".")[0] for p in directory.glob("*.h5")}) if directory.exists() else []
-    if not names:
-        raise SerError(f"no extracted corpora for model {model!r} under {directory}; run "
-                       f"`ser extract --corpus NAME --model {model}` first (or pass --model / --cache)")
-    return names
+    t = table(*head, title=title)
+    for r in rows:
+        t.add_row(*r)
+    console.print(t)
+
+
+def _print_files(files) -> None:
+    """One written file per line (long paths stay whole)."""
+    console.print("wrote:\n  " + "\n  ".join(str(f) for f in files), highlight=False, soft_wrap=True)
+
+
+def _print_classes(results) -> None:
+    """What cross-corpus harmonisation did: shared/training-only classes and rows left out."""
+    for tset, info in results.meta.get("classes", {}).items():
+        line = f"{tset}: classes {info['policy']}"
+        if info["policy"] == "shared":
+            line += f" (trained on and predicted among {', '.join(info['shared']) or 'none'})"
+        if info["train_only"]:
+            left = "left out of training" if info["policy"] == "shared" else "can be predicted, never true"
+            line += f"; training-only classes ({left}): {', '.join(info['train_only'])}"
+        if info["test_only"]:
+            line += f"; test-only classes: {', '.join(info['test_only'])}"
+        console.print(line, highlight=False)
+    for fold, dropped in results.dropped_train.items():
+        console.print(f"{fold}: training rows left out: " + ", ".join(f"{k} ({v})" for k, v in dropped.items()),
+                      highlight=False)
+    for fold, dropped in results.dropped.items():
+        console.print(f"{fold}: test rows dropped (class not trained on): "
+                      + ", ".join(f"{k} ({v})" for k, v in dropped.items()), highlight=False)
 
 
 @app.command()
@@ -425,20 +447,25 @@ def probe(
     corpus: str | None = typer.Option(None, "--corpus", "-c",
                                          help="Corpus to test on; default: every corpus cached for the model."),
     layer: str = typer.Option("all", "--layer", "-l", help="12, all, 3-9 or 6,12."),
-    classifier: str = typer.Option("logreg", "--classifier", help="logreg, xgboost or attention (frame-level)."),
+    classifier: str = typer.Option("logreg", "--classifier",
+                                   help="logreg, xgboost, attention (frame-level) or knn."),
     protocol: str | None = typer.Option(None, "--protocol", "-p",
                                            help="luna5, emobox, loso, loso-session, speaker-kfold:K; default: per corpus."),
     stat: str = typer.Option("mean", "--stat", help="mean, std or mean+std pooled statistics."),
     train: list[str] | None = typer.Option(None, "--train",
                                               help="Training corpora, e.g. ravdess,emodb (repeat to compare training sets)."),
     test: str | None = typer.Option(None, "--test", help="Cross-corpus: test corpora, e.g. cremad."),
-    matrix: str | None = typer.Option(None, "--matrix", help="Transfer matrix over corpora, e.g. ravdess,emodb,emovo,cremad."),
+    classes: str | None = typer.Option(None, "--classes",
+                                          help="Training and test corpora differ: shared (train on and predict among the "
+                                               "classes both declare; default cross-corpus) or all (every test row)."),
+    matrix: str | None = typer.Option(None, "--matrix", help="Transfer matrix over corpora at one --layer, e.g. ravdess,emodb,emovo,cremad."),
     seeds: int = typer.Option(1, "--seeds", help="Number of seeds (0..N-1)."),
     C: float | None = typer.Option(None, "--C", help="Fix logreg's C (default: chosen by inner speaker CV)."),
     model: str | None = MODEL_OPT,
     cache: Path | None = CACHE_OPT,
     device: str | None = DEVICE_OPT,
-    out: Path | None = typer.Option(None, "--out", "-o", help="Results directory (default results/probe-...)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Results directory (default: results/probe-... named by the settings)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results already in --out."),
     save_probe: Path | None = typer.Option(None, "--save-probe",
                                               help="Also fit the probe on all of --corpus at one --layer and save it for `ser predict`."),
 ):
@@ -448,62 +475,51 @@ def probe(
       ser probe --layer 12                          (every cached corpus, side by side)
       ser probe --corpus ravdess --layer all --protocol luna5
       ser probe --corpus ravdess --train ravdess --train ravdess,emodb --train ravdess,emodb,emovo
-      ser probe --train ravdess,emodb --test cremad --layer 12
+      ser probe --train ravdess,emodb --test cremad --layer 12 --classes shared
       ser probe --matrix ravdess,emodb,emovo,cremad --layer 12
     """
-    from classifiers.probe import run_matrix, run_probe
-    from classifiers.results import summary_table
-    from featstore.backbone import model_slug
-    from featstore.config import default_protocol
+    from classifiers.evaluate import check_classifier, check_policy
 
-    model, cache = _model(model), _cache(cache)
-    dev = _device_opt(device)
-    slug = model_slug(model)
+    check_classifier(classifier)
+    check_policy(classes)
+    from classifiers.probe import probe as run_probes
+    from classifiers.probe import run_matrix
+    from classifiers.results import ProbeResults, summary_table
+
+    model, cache, dev = _model(model), _cache(cache), _device_opt(device)
     if matrix:
+        from classifiers.probe import default_out
+
         corpora_list = [c for c in matrix.split(",") if c]
-        k = int(layer) if layer.lstrip("-").isdigit() else -1
-        out = out or Path("results") / f"matrix-{slug}"
-        M, details, files = run_matrix(corpora_list, layer=k, model=model, cache=cache, classifier=classifier,
-                                       C=C, out=out, device=dev)
-        t = Table("train \\ test", *corpora_list, title=f"transfer UAR, layer {k}")
-        for i, a in enumerate(corpora_list):
-            t.add_row(a, *[f"{M[i, j]:.3f}" for j in range(len(corpora_list))])
-        console.print(t)
+        settings = dict(corpora=corpora_list, layers=layer, classifier=classifier, stat=stat, C=C, classes=classes)
+        M, details, files = run_matrix(corpora_list, layer=layer, model=model, cache=cache, classifier=classifier,
+                                       stat=stat, C=C, classes=classes, device=dev, overwrite=overwrite, progress=True,
+                                       out=out or default_out("matrix", "+".join(corpora_list), model, settings))
+        k = next(iter(details.values()))["layer"]
+        _print_table(["train \\ test", *corpora_list],
+                     [[a, *[f"{M[i, j]:.3f}" for j in range(len(corpora_list))]] for i, a in enumerate(corpora_list)],
+                     title=f"transfer UAR, model {model}, layer {k}")
         for (a, b), d in details.items():
             for dropped in d["dropped"].values():
-                console.print(f"{a} → {b}: dropped test classes absent from training: "
-                              + ", ".join(f"{k} ({v})" for k, v in dropped.items()), highlight=False)
-        console.print("wrote " + ", ".join(str(f) for f in files), highlight=False)
+                console.print(f"{a} → {b}: test rows dropped (class not shared): "
+                              + ", ".join(f"{c} ({v})" for c, v in dropped.items()), highlight=False)
+        _print_files(files)
         return
-    if corpus is None and not train and not test:
-        targets = _cached_corpora(cache, model)
-    else:
-        targets = [corpus.lower() if corpus else None]
-    from classifiers.results import ProbeResults
-
+    runs = run_probes(corpus.lower() if corpus else None, layers=layer, classifier=classifier, protocol=protocol,
+                      train=train, test=test, model=model, cache=cache, out=out, overwrite=overwrite, stat=stat,
+                      seeds=seeds, C=C, device=dev, classes=classes, progress=True)
     combined = ProbeResults()
-    files = []
-    for target in targets:
-        prot = protocol or (default_protocol(target) if target else None)
-        o = out or Path("results") / f"probe-{target or 'cross'}-{slug}"
-        if len(targets) > 1 and out:
-            o = out / target
-        run = run_probe(target, layers=layer, classifier=classifier, protocol=prot, stat=stat, train=train,
-                        test=[test] if test else None, seeds=seeds, model=model, cache=cache, out=o, C=C,
-                        device=dev)
+    for run in runs:
         combined.extend(run.results)
-        files.extend(run.files)
-        for fold, dropped in run.results.dropped.items():
-            console.print(f"{fold}: dropped test classes absent from training: "
-                          + ", ".join(f"{k} ({v})" for k, v in dropped.items()), highlight=False)
-        console.print(f"[dim]{target or 'cross-corpus'}: {run.seconds:.1f} s[/]")
+        _print_classes(run.results)
+        console.print(f"[dim]{run.results.meta['corpus']}: {run.seconds:.1f} s[/]")
     console.print(summary_table(combined, title=f"probe, model {model}"))
-    console.print("wrote " + ", ".join(str(f) for f in files), highlight=False)
+    _print_files([f for r in runs for f in r.files])
     if save_probe:
         from classifiers.probe import fit_and_save_probe
 
-        path = fit_and_save_probe(save_probe, train or [targets[0]], layer=layer, stat=stat, model=model,
-                                  cache=cache, C=C, device=dev)
+        path = fit_and_save_probe(save_probe, train or [runs[0].results.meta["corpus"]], layer=layer, stat=stat,
+                                  model=model, cache=cache, C=C, device=dev)
         console.print(f"saved probe: {path} (use: ser predict FILE... --model {save_probe})", highlight=False)
 
 
@@ -516,37 +532,26 @@ def neighbors(
     stat: str = typer.Option("mean", "--stat", help="mean, std or mean+std."),
     model: str | None = MODEL_OPT,
     cache: Path | None = CACHE_OPT,
-    out: Path | None = typer.Option(None, "--out", "-o", help="Results directory (default results/neighbors-...)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Results directory (default: results/neighbors-... named by the settings)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results already in --out."),
 ):
     """What each layer encodes: neighbour purity (emotion, speaker, gender, language, corpus),
     speaker-independent kNN accuracy and cross-corpus retrieval, with exact faiss search.
 
     Example: ser neighbors --corpus ravdess,emodb --layer all --k 10
     """
-    from classifiers.neighbors import neighbor_analysis
-    from classifiers.probe import parse_layers, store_for
-    from featstore.backbone import model_slug
-    from featstore.store import open_store
+    from classifiers.neighbors import analyse_cached
 
     model, cache = _model(model), _cache(cache)
-    names = [c for c in (corpus or "").split(",") if c] or _cached_corpora(cache, model)
-    fs = open_store(*[store_for(cache, model, c) for c in names])
-    report = neighbor_analysis(fs, layers=parse_layers(layer, fs.num_layers), k=k, stat=stat)
-    head, rows = report.table_rows()
-    t = Table(*head, title=f"neighbour purity (k={k}) vs chance, {', '.join(names)}")
-    for r in rows:
-        t.add_row(*r)
-    console.print(t)
+    names = [c for c in (corpus or "").lower().split(",") if c]
+    report, files = analyse_cached(names, layers=layer, k=k, stat=stat, model=model, cache=cache, out=out,
+                                   overwrite=overwrite, progress=True)
+    _print_table(*report.table_rows(), title=f"neighbour purity (k={k}) vs chance, {', '.join(report.corpora)}, "
+                                            f"model {model}")
     head, rows = report.cross_rows()
     if rows:
-        t = Table(*head, title="cross-corpus retrieval")
-        for r in rows:
-            t.add_row(*r)
-        console.print(t)
-    o = out or Path("results") / f"neighbors-{'-'.join(names)}-{model_slug(model)}"
-    written = [report.write(o / "neighbors.json"), report.write(o / "neighbors.csv"),
-               report.plot(o / "neighbors_purity.png")]
-    console.print("wrote " + ", ".join(str(f) for f in written), highlight=False)
+        _print_table(head, rows, title="cross-corpus retrieval")
+    _print_files(files)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -864,56 +869,13 @@ def demo(
 
     Example: ser demo --out demo --n 240
     """
-    from featstore.backbone import build_demo_model
-    from featstore.corpora import load_manifest
-    from featstore.extract import extract_manifest
-    from featstore.folds import fold_summary, make_folds
-    from featstore.synth import synthesize
+    from classifiers.demo import demo as run_demo
 
-    root = out / "ravdess"
-    if not (root / ".ser-synth.json").exists():
-        console.rule("1. synthetic corpus")
-        console.print(synthesize("ravdess", root, n=n, seed=seed, progress=True).summary(), highlight=False)
-    m = load_manifest("ravdess", root)
-    console.rule("2. manifest and luna5 folds")
-    labels = m.label_counts()
-    console.print(f"{len(m)} utterances, {len(m.speaker_counts())} speakers, "
-                  f"{sum(u.duration for u in m) / 60:.1f} min; labels: "
-                  + ", ".join(f"{k} {v}" for k, v in sorted(labels.items())), highlight=False)
-    _print_problems(m.problems)
-    fl = make_folds(m.utterances, "luna5")
-    t = Table("fold", "train", "test", "test speakers", "leaked speakers")
-    for row in fold_summary(m.utterances, fl):
-        t.add_row(row["fold"], str(row["n_train"]), str(row["n_test"]), ", ".join(row["test_speakers"]),
-                  str(row["leaked_speakers"]))
-    console.print(t)
-    console.rule("3. extract every layer")
-    if model is None:
-        model = str(build_demo_model(out / "models" / "demo-wav2vec2-random"))
-        console.print(f"model: {model} (6 layers x 256, random weights: no hub download here; "
-                      f"pass --model facebook/wav2vec2-base for the real one)", highlight=False)
-    res = extract_manifest(m, model=model, cache=out / "cache", device="auto", progress=True)
-    console.print(f"store: {res.store} ({res.extracted} extracted, {res.already} already there)", highlight=False)
-    console.rule("4. probe every layer (logistic regression, C by inner speaker CV, luna5 folds)")
-    from classifiers.neighbors import neighbor_analysis
-    from classifiers.probe import run_probe
-    from classifiers.results import summary_table
-    from featstore.store import open_store
-
-    run = run_probe("ravdess", layers="all", protocol="luna5", model=model, cache=out / "cache",
-                    out=out / "results" / "probe")
-    console.print(summary_table(run.results, title="demo probe"))
-    console.rule("5. nearest neighbours: what each layer encodes")
-    report = neighbor_analysis(open_store(res.store), k=10)
-    head, rows = report.table_rows()
-    t = Table(*head)
-    for r in rows:
-        t.add_row(*r)
-    console.print(t)
-    files = run.files + [report.write(out / "results" / "neighbors" / "neighbors.json"),
-                         report.plot(out / "results" / "neighbors" / "neighbors_purity.png")]
-    console.rule("done")
-    console.print("results and plots:\n  " + "\n  ".join(str(f) for f in files), highlight=False)
+    for step in run_demo(out, n=n, model=model, seed=seed):
+        if step.title:
+            console.rule(step.title)
+        if step.text is not None:
+            console.print(step.text, highlight=False)
 
 
 def main() -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,11 +37,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from classifiers.metrics import scores as _scores
 from featstore.corpora.base import Utterance
 from featstore.device import resolve_device
 from featstore.errors import SerError
-from featstore.labels import canonical_order
 
 try:  # sklearn-compatible parameters (get_params/set_params/clone) when scikit-learn is there
     from sklearn.base import BaseEstimator, ClassifierMixin
@@ -219,8 +216,11 @@ def _threads(n: int | None):
 
 
 def _balanced_accuracy(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    """UAR of class codes over the classes present in `y` (scikit-learn's macro recall)."""
+    from sklearn.metrics import recall_score
+
     present = [c for c in range(n_classes) if (y == c).any()]
-    return float(np.mean([(pred[y == c] == c).mean() for c in present]))
+    return float(recall_score(y, pred, labels=present, average="macro", zero_division=0))
 
 
 class AttentionProbe(ClassifierMixin, BaseEstimator):
@@ -463,8 +463,9 @@ def layer_key(layers: Sequence[int]) -> int | str:
 
 def probe_attention(source, utterances: Sequence[Utterance], folds: Sequence, layers: Sequence[int] | int = (-1,), *,
                     seeds: Sequence[int] = (0,), mix_layers: bool = False, val_fraction: float = 0.15,
-                    shuffle_labels: bool = False, train_set: str = "", test_set: str = "", progress=None, **params):
-    """Speaker-independent evaluation of `AttentionProbe` over `folds`, one record per (fold, seed).
+                    shuffle_labels: bool = False, train_set: str = "", test_set: str = "", policy: str | None = None,
+                    shared: set[str] | None = None, progress=None, **params):
+    """Speaker-independent evaluation of `AttentionProbe` over `folds`, one record per (layer, fold, seed).
 
     source: a `FeatureStore` with frame-level features of `layers`, or a sequence of N frame
     arrays aligned with `utterances`, each (T, D) or (T, L, D) (then `layers` names the stored
@@ -473,16 +474,14 @@ def probe_attention(source, utterances: Sequence[Utterance], folds: Sequence, la
     True = one head over the learned softmax mix of all `layers` (SUPERB-style weighted sum).
     folds: `featstore.folds.Fold`s; validation (early stopping) uses fold.val when set, else whole
     training speakers drawn by `validation_split(fraction=val_fraction, seed=seed)`.
-    Label harmonisation as in `classifiers.evaluate.probe_layers`: a fold scores only the classes
-    of its training rows; other test rows are dropped and counted in `ProbeResults.dropped`.
+    Labels are harmonised by `classifiers.results.harmonise(policy, shared)`, as for every probe.
     shuffle_labels permutes the training and validation labels (scores must fall to chance).
     params: `AttentionProbe` hyper-parameters (seed is set per run). progress: called per fit.
-    Returns `classifiers.evaluate.ProbeResults`; record keys as `probe_layers`' (layer, fold,
-    n_train, n_test, wa, uar, macro_f1, recall, confusion, labels, classifier="attention", seed,
-    train_set, test_set, shuffled) plus layers, n_val, best_epoch, epochs, layer_weights, seconds.
-    `layer` is `layer_key(layers)`; n_train counts the rows trained on (validation excluded).
+    Returns `ProbeResults` of `classifiers.results.make_record` records (classifier="attention")
+    plus layers, n_val, best_epoch, epochs, layer_weights, seconds. `layer` is
+    `layer_key(layers)`; n_train counts the rows trained on (validation excluded).
     """
-    from classifiers.evaluate import ProbeResults
+    from classifiers.results import ProbeResults, harmonise, make_record
     from featstore.folds import validation_split
 
     layers = [layers] if isinstance(layers, int) else list(layers)
@@ -511,22 +510,17 @@ def probe_attention(source, utterances: Sequence[Utterance], folds: Sequence, la
             if shuffle_labels:
                 learn = np.concatenate([train, val])
                 y[learn] = rng.permutation(y[learn])
-            classes = canonical_order(y[train].tolist())
-            keep = np.isin(y[f.test], classes)
-            test = np.asarray(f.test)[keep]
-            dropped = Counter(y[f.test][~keep].tolist())
-            if dropped:
-                results.dropped[f.name] = dict(dropped)
+            h = harmonise(y, train, f.test, policy=policy, shared=shared)
+            results.add(f.name, h)
+            val = val[np.isin(y[val], h.classes)] if policy == "shared" else val
             est = AttentionProbe(**{**params, "seed": seed})
-            est._fit_packed(frames.subset(where[train]), y[train], frames.subset(where[val]), y[val])
-            pred = est.predict(frames.subset(where[test]))
-            rec = {"layer": layer_key(run_layers), "fold": f.name, "n_train": len(train), "n_test": len(test)}
-            rec.update(_scores(list(y[test]), list(pred), classes))
-            rec.update(classifier="attention", seed=seed, train_set=train_set, test_set=test_set,
-                       shuffled=shuffle_labels, layers=run_layers, n_val=len(val), best_epoch=est.best_epoch_,
-                       epochs=est.n_epochs_, layer_weights=est.layer_weights_.round(4).tolist(),
-                       seconds=round(time.perf_counter() - t0, 3))
-            results.records.append(rec)
+            est._fit_packed(frames.subset(where[h.train]), y[h.train], frames.subset(where[val]), y[val])
+            results.records.append(make_record(
+                layer=layer_key(run_layers), fold=f.name, y_true=y[h.test], y_pred=est.predict(frames.subset(where[h.test])),
+                labels=h.scored, n_train=len(h.train), classifier="attention", seed=seed, train_set=train_set,
+                test_set=test_set, shuffled=shuffle_labels, C=None, classes=policy or "train", layers=run_layers,
+                n_val=len(val), best_epoch=est.best_epoch_, epochs=est.n_epochs_,
+                layer_weights=est.layer_weights_.round(4).tolist(), seconds=round(time.perf_counter() - t0, 3)))
             if progress:
                 progress()
     return results

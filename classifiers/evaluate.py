@@ -1,154 +1,286 @@
-"""The fold runner: probes over layers x folds x seeds, with label harmonisation.
+"""The fold runner: every classifier over layers x folds x seeds, dispatched from one registry.
 
-Inputs are arrays and records, never store paths: `X` is `(N, n_layers, D)` pooled features
-(rows = `utterances`), `layers` names the stored layer of each column, and `folds` are
-`featstore.folds.Fold`s (index arrays into the rows).
+`CLASSIFIERS` maps a name to a runner (s3prl-style downstream table); a runner takes a
+`ProbeTask` and returns `ProbeResults`. Inputs are arrays and records (or a `FeatureStore`),
+never paths: pooled features are `(N, n_layers, D)` (rows = `utterances`), `layers` names the
+stored layer of each column, and `folds` are `featstore.folds.Fold`s (index arrays into the rows).
 
-Label harmonisation (cross-corpus): a fold scores only the classes present in its training
-rows; test rows of other classes are dropped and counted in `ProbeResults.dropped`.
+Label harmonisation is `classifiers.results.harmonise` for every classifier: within-corpus, a
+fold scores the classes of its training rows; cross-corpus, `policy="shared"` trains and scores
+on the classes both sides declare, `policy="all"` scores every test row with the model as trained.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Sequence
+import os
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from classifiers.linear import DEFAULT_CS, choose_C, fit_many
-from classifiers.results import ProbeResults, make_record
-
-CLASSIFIERS = ("logreg", "xgboost")
+from classifiers.results import CLASS_POLICIES, ProbeResults, declared_labels, harmonise, make_record
+from featstore.errors import SerError
 
 
-def _harmonise(labels: np.ndarray, fold) -> tuple[list[str], np.ndarray, Counter]:
-    """(training classes in canonical order, scored test rows, dropped label counts)."""
-    from featstore.labels import canonical_order
+@dataclass
+class ProbeTask:
+    """What every classifier runner receives.
 
-    classes = canonical_order(labels[fold.train])
-    keep = np.isin(labels[fold.test], classes)
-    dropped = Counter(labels[fold.test][~keep].tolist())
-    return classes, fold.test[keep], dropped
-
-
-def probe_layers(X, utterances, folds, layers: Sequence[int], *, classifier: str = "logreg",
-                 seeds: Sequence[int] = (0,), C: float | None = None, Cs: Sequence[float] = DEFAULT_CS,
-                 inner_folds: int = 3, shuffle_labels: bool = False, device: str | None = None,
-                 train_set: str = "", test_set: str = "", progress=None) -> ProbeResults:
-    """Evaluate a probe on every layer and fold.
-
-    X: `(N, len(layers), D)` float array; utterances: N records (label, speaker used);
-    folds: Folds over the rows. classifier: "logreg" (batched, C by inner speaker CV unless `C`
-    is given) or "xgboost". shuffle_labels permutes training labels (an honesty control: scores
-    must fall to chance). Returns per-(layer, fold, seed) records.
+    source: pooled features `(N, len(layers), D)`, or a `FeatureStore` (pooled `stat` rows; the
+    attention runner reads its frame-level features, or `source` as N frame arrays (T, D)).
+    utterances: N records (label, speaker, corpus); folds: `Fold`s over the rows; layers: the
+    stored layer of each column; seeds: one run per seed. C/Cs/inner_folds: logreg (Cs None:
+    `classifiers.linear.DEFAULT_CS`); k: kNN; params: estimator hyper-parameters (attention). policy/shared: label harmonisation
+    (`classifiers.results.harmonise`). progress: called with n after n (layer, fold, seed) units.
     """
-    if classifier not in CLASSIFIERS:
-        raise ValueError(f"unknown classifier {classifier!r}: use {', '.join(CLASSIFIERS)}")
-    X = np.asarray(X)
-    if X.ndim != 3 or X.shape[1] != len(layers) or X.shape[0] != len(utterances):
-        raise ValueError(f"X must be (N={len(utterances)}, len(layers)={len(layers)}, D), got {X.shape}")
-    labels = np.array([u.label for u in utterances])
-    speakers = np.array([u.speaker for u in utterances])
+
+    source: object
+    utterances: Sequence
+    folds: Sequence
+    layers: Sequence[int]
+    seeds: Sequence[int] = (0,)
+    stat: str = "mean"
+    policy: str | None = None
+    shared: set[str] | None = None
+    shuffle_labels: bool = False
+    train_set: str = ""
+    test_set: str = ""
+    device: str | None = None
+    C: float | None = None
+    Cs: Sequence[float] | None = None
+    inner_folds: int = 3
+    k: int = 10
+    params: dict = field(default_factory=dict)
+    progress: Callable[[int], None] | None = None
+
+    @property
+    def units(self) -> int:
+        """(layer, fold, seed) combinations the runner works through."""
+        return len(self.layers) * len(self.folds) * len(self.seeds)
+
+    def advance(self, n: int = 1) -> None:
+        if self.progress:
+            self.progress(n)
+
+    def common(self, seed: int) -> dict:
+        """The record keys every classifier sets the same way."""
+        return dict(seed=seed, train_set=self.train_set, test_set=self.test_set, shuffled=self.shuffle_labels,
+                    classes=self.policy or "train")
+
+    def pooled(self) -> np.ndarray:
+        """`(N, len(layers), D)` pooled features."""
+        if hasattr(self.source, "pooled_all"):
+            return self.source.pooled_all(self.stat, list(self.layers))
+        X = np.asarray(self.source)
+        if X.ndim != 3 or X.shape[1] != len(self.layers) or X.shape[0] != len(self.utterances):
+            raise ValueError(f"X must be (N={len(self.utterances)}, len(layers)={len(self.layers)}, D), got {X.shape}")
+        return X
+
+    def labels(self, seed: int) -> np.ndarray:
+        """(N,) labels; with shuffle_labels, each fold's training labels permuted (seeded)."""
+        y = np.array([u.label for u in self.utterances], dtype=object)
+        if self.shuffle_labels:
+            rng = np.random.default_rng(seed)
+            for fold in self.folds:
+                y[fold.train] = rng.permutation(y[fold.train])
+        return y
+
+
+def cpu_count() -> int:
+    """CPU cores this process may use (its affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _run_logreg(task: ProbeTask) -> ProbeResults:
+    """Batched logistic regression, C by inner CV on each fold's training speakers unless task.C."""
+    from classifiers.linear import DEFAULT_CS, choose_C, fit_many
+
+    X = task.pooled()
+    Xl = np.ascontiguousarray(np.moveaxis(X, 1, 0))               # (L, N, D)
+    speakers = np.array([u.speaker for u in task.utterances])
     results = ProbeResults()
-    for seed in seeds:
-        rng = np.random.default_rng(seed)
-        y_all = labels.copy()
-        if shuffle_labels:
-            for fold in folds:
-                y_all[fold.train] = rng.permutation(y_all[fold.train])
-        # folds with the same training classes are solved together
-        by_classes = defaultdict(list)
-        for fold in folds:
-            classes, test, dropped = _harmonise(y_all, fold)
-            if dropped:
-                results.dropped[fold.name] = dict(dropped)
-            by_classes[tuple(classes)].append((fold, test))
+    for seed in task.seeds:
+        y = task.labels(seed)
+        by_classes = defaultdict(list)  # folds with the same training classes are solved together
+        for fold in task.folds:
+            h = harmonise(y, fold.train, fold.test, policy=task.policy, shared=task.shared)
+            results.add(fold.name, h)
+            by_classes[tuple(h.classes)].append((fold, h))
         for classes, group in by_classes.items():
-            if classifier == "logreg":
-                recs = _logreg_group(X, y_all, speakers, group, list(classes), layers, seed, C, Cs, inner_folds,
-                                     device)
+            index = {c: i for i, c in enumerate(classes)}
+            # rows of other classes are never training rows of this group's folds
+            yi = np.array([index.get(v, 0) for v in y])
+            masks = np.zeros((len(group), len(y)), dtype=bool)
+            for fi, (_, h) in enumerate(group):
+                masks[fi, h.train] = True
+            if task.C is None:
+                chosen = choose_C(Xl, yi, list(masks), speakers, len(classes), task.Cs or DEFAULT_CS, task.inner_folds, seed,
+                                  task.device)                       # (L, F)
             else:
-                recs = _xgb_group(X, y_all, speakers, group, list(classes), layers, seed, device, progress)
-            for r in recs:
-                r.update(classifier=classifier, seed=seed, train_set=train_set, test_set=test_set,
-                         shuffled=shuffle_labels)
-            results.records.extend(recs)
+                chosen = np.full((len(task.layers), len(group)), float(task.C))
+            fit = fit_many(Xl, yi, np.broadcast_to(masks, (len(task.layers), *masks.shape)), chosen, len(classes),
+                           device=task.device)
+            pred = fit.predict()                                   # (L, F, N)
+            for li, layer in enumerate(task.layers):
+                for fi, (fold, h) in enumerate(group):
+                    results.records.append(make_record(
+                        layer=layer, fold=fold.name, y_true=y[h.test], y_pred=[classes[k] for k in pred[li, fi, h.test]],
+                        labels=h.scored, n_train=len(h.train), classifier="logreg", C=float(chosen[li, fi]),
+                        **task.common(seed)))
+            task.advance(len(task.layers) * len(group))
     return results
 
 
-def _record(layer, fold, test_idx, y_true, y_pred, classes, n_train, **extra) -> dict:
-    return make_record(layer=int(layer), fold=fold.name, y_true=y_true, y_pred=y_pred, labels=classes,
-                       n_train=n_train, **extra)
-
-
-def _logreg_group(X, y, speakers, group, classes, layers, seed, C, Cs, inner_folds, device) -> list[dict]:
-    index = {c: i for i, c in enumerate(classes)}
-    yi = np.array([index.get(v, -1) for v in y])
-    masks = []
-    for fold, _ in group:
-        m = np.zeros(len(y), dtype=bool)
-        m[fold.train] = True
-        masks.append(m)
-    # rows of classes outside this group's set are never training rows of its folds
-    yi_fit = np.where(yi < 0, 0, yi)
-    Xl = np.ascontiguousarray(np.moveaxis(X, 1, 0))               # (L, N, D)
-    if C is None:
-        chosen = choose_C(Xl, yi_fit, masks, speakers, len(classes), Cs, inner_folds, seed, device)  # (L, F)
-    else:
-        chosen = np.full((len(layers), len(group)), float(C))
-    fit = fit_many(Xl, yi_fit, np.broadcast_to(np.stack(masks), (len(layers), len(group), len(y))), chosen,
-                   len(classes), device=device)
-    pred = fit.predict()                                           # (L, F, N)
-    recs = []
-    for li, layer in enumerate(layers):
-        for fi, (fold, test) in enumerate(group):
-            y_pred = [classes[k] for k in pred[li, fi, test]]
-            recs.append(_record(layer, fold, test, y[test], y_pred, classes, len(fold.train), C=float(chosen[li, fi])))
-    return recs
-
-
-def _xgb_group(X, y, speakers, group, classes, layers, seed, device, progress) -> list[dict]:
+def _run_xgboost(task: ProbeTask) -> ProbeResults:
+    """XGBoost (`hist`) per layer and fold, on every core this process may use."""
     from classifiers.boosting import XGBProbe
 
-    recs = []
-    for li, layer in enumerate(layers):
-        for fold, test in group:
-            model = XGBProbe(random_state=seed, device=device)
-            model.fit(X[fold.train, li], y[fold.train])
-            recs.append(_record(layer, fold, test, y[test], model.predict(X[test, li]), classes, len(fold.train)))
-            if progress:
-                progress()
-    return recs
+    X = task.pooled()
+    results = ProbeResults()
+    for seed in task.seeds:
+        y = task.labels(seed)
+        for fold in task.folds:
+            h = harmonise(y, fold.train, fold.test, policy=task.policy, shared=task.shared)
+            results.add(fold.name, h)
+            for li, layer in enumerate(task.layers):
+                model = XGBProbe(random_state=seed, device=task.device, n_jobs=cpu_count())
+                model.fit(X[h.train, li], y[h.train])
+                results.records.append(make_record(
+                    layer=layer, fold=fold.name, y_true=y[h.test], y_pred=model.predict(X[h.test, li]),
+                    labels=h.scored, n_train=len(h.train), classifier="xgboost", C=None, **task.common(seed)))
+                task.advance()
+    return results
+
+
+def _run_attention(task: ProbeTask) -> ProbeResults:
+    """The attention-pooling head over frames, one per layer (`classifiers.attention`)."""
+    from classifiers.attention import probe_attention
+
+    params = {"device": task.device or "auto", **task.params}
+    return probe_attention(task.source, task.utterances, task.folds, list(task.layers), seeds=tuple(task.seeds),
+                           shuffle_labels=task.shuffle_labels, train_set=task.train_set, test_set=task.test_set,
+                           policy=task.policy, shared=task.shared, progress=task.advance, **params)
+
+
+def _run_knn(task: ProbeTask) -> ProbeResults:
+    """Speaker-independent kNN on the pooled features (`classifiers.neighbors.knn_evaluate`)."""
+    from classifiers.neighbors import knn_evaluate
+
+    if task.shuffle_labels:
+        raise SerError("the kNN probe has no shuffled-label control; use --classifier logreg for it")
+    X = task.pooled()
+    results = ProbeResults()
+    for li, layer in enumerate(task.layers):
+        results.extend(knn_evaluate(X[:, li], task.utterances, task.folds, k=task.k, layer=layer,
+                                    train_set=task.train_set, test_set=task.test_set, policy=task.policy,
+                                    shared=task.shared))
+        task.advance(len(task.folds) * len(task.seeds))
+    return results
+
+
+#: classifier name -> runner(ProbeTask) -> ProbeResults
+CLASSIFIERS: dict[str, Callable[[ProbeTask], ProbeResults]] = {
+    "logreg": _run_logreg, "xgboost": _run_xgboost, "attention": _run_attention, "knn": _run_knn,
+}
+#: runners reading frame-level features instead of pooled ones
+FRAME_CLASSIFIERS = ("attention",)
+
+
+def check_classifier(name: str) -> str:
+    """`name` if it is in the registry; else a one-line error listing every name."""
+    if name not in CLASSIFIERS:
+        raise SerError(f"unknown classifier {name!r}: use one of {', '.join(CLASSIFIERS)}")
+    return name
+
+
+def check_policy(policy: str | None) -> str | None:
+    if policy not in (None, *CLASS_POLICIES):
+        raise SerError(f"unknown --classes {policy!r}: use {' or '.join(CLASS_POLICIES)}")
+    return policy
+
+
+def run_classifier(name: str, task: ProbeTask) -> ProbeResults:
+    """Run registry entry `name` on `task`."""
+    return CLASSIFIERS[check_classifier(name)](task)
+
+
+@contextmanager
+def progress_bar(total: int, description: str, enabled: bool = True):
+    """A rich bar on stderr over `total` units with elapsed time and ETA; yields advance(n=1)."""
+    if not enabled:
+        yield lambda n=1: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("{task.description}"), BarColumn(bar_width=12), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        tid = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(tid, n)
+
+
+def probe_layers(X, utterances, folds, layers: Sequence[int], *, classifier: str = "logreg",
+                 seeds: Sequence[int] = (0,), C: float | None = None, Cs: Sequence[float] | None = None,
+                 inner_folds: int = 3, shuffle_labels: bool = False, device: str | None = None,
+                 train_set: str = "", test_set: str = "", policy: str | None = None,
+                 shared: set[str] | None = None, progress=None) -> ProbeResults:
+    """Evaluate a registry classifier on every layer and fold of pooled features.
+
+    X: `(N, len(layers), D)` float array (or a FeatureStore); utterances: N records (label,
+    speaker used); folds: Folds over the rows. classifier: a `CLASSIFIERS` name ("logreg":
+    batched, C by inner speaker CV unless `C` is given). shuffle_labels permutes training
+    labels (an honesty control: scores must fall to chance). policy/shared: see
+    `classifiers.results.harmonise`. Returns per-(layer, fold, seed) records.
+    """
+    task = ProbeTask(X, list(utterances), list(folds), list(layers), seeds=tuple(seeds), C=C, Cs=Cs,
+                     inner_folds=inner_folds, shuffle_labels=shuffle_labels, device=device, train_set=train_set,
+                     test_set=test_set, policy=check_policy(policy), shared=shared, progress=progress)
+    return run_classifier(classifier, task)
 
 
 def transfer_matrix(features: dict, utterances: dict, corpora: Sequence[str], layer_index: int, *,
                     within_folds: dict, classifier: str = "logreg", C: float | None = None, seed: int = 0,
-                    device: str | None = None) -> tuple[np.ndarray, dict]:
+                    device: str | None = None, policy: str = "shared", layer: int | None = None,
+                    progress=None) -> tuple[np.ndarray, dict]:
     """Train on each corpus, test on each corpus: `(len(corpora), len(corpora))` UAR matrix.
 
-    features[c]: `(N_c, n_layers, D)`; utterances[c]: its records; within_folds[c]: the
-    speaker-independent folds used for the diagonal. Off-diagonal cells train on all of the
-    row corpus and test on all of the column corpus, scoring only shared classes.
-    Returns (matrix, {(train, test): record}).
+    features[c]: `(N_c, n_layers, D)` pooled; utterances[c]: its records; within_folds[c]: the
+    speaker-independent folds of the diagonal. Off-diagonal cells train on all of the row
+    corpus and test on all of the column corpus, harmonised by `policy` over the labels both
+    declare. layer: the stored layer recorded (default `layer_index`). progress: called per cell.
+    Returns (matrix, {(train, test): summary row + dropped + dropped_train}).
     """
     from featstore.folds import Fold
 
+    layer = layer_index if layer is None else layer
     n = len(corpora)
     M = np.full((n, n), np.nan)
     details = {}
     for i, a in enumerate(corpora):
         for j, b in enumerate(corpora):
+            common = dict(classifier=classifier, C=C, seeds=(seed,), device=device, train_set=a, test_set=b)
             if a == b:
-                res = probe_layers(features[a][:, [layer_index]], utterances[a], within_folds[a], [layer_index],
-                                   classifier=classifier, C=C, seeds=(seed,), device=device, train_set=a, test_set=a)
+                res = probe_layers(features[a][:, [layer_index]], utterances[a], within_folds[a], [layer], **common)
             else:
                 X = np.concatenate([features[a][:, [layer_index]], features[b][:, [layer_index]]])
                 utts = list(utterances[a]) + list(utterances[b])
                 na = len(utterances[a])
                 fold = Fold(f"{a}->{b}", np.arange(na), np.arange(na, len(utts)))
-                res = probe_layers(X, utts, [fold], [layer_index], classifier=classifier, C=C, seeds=(seed,),
-                                   device=device, train_set=a, test_set=b)
+                shared = declared_labels([a], utterances[a]) & declared_labels([b], utterances[b])
+                res = probe_layers(X, utts, [fold], [layer], policy=policy, shared=shared, **common)
             row = res.summary()[0]
             M[i, j] = row["uar"]
-            details[(a, b)] = dict(row, dropped=res.dropped)
+            details[(a, b)] = dict(row, dropped=res.dropped, dropped_train=res.dropped_train)
+            if progress:
+                progress()
     return M, details

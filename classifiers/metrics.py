@@ -1,7 +1,14 @@
-"""Metrics for emotion classification, with a fixed label order, and their aggregation.
+"""Metrics for emotion classification over a fixed label order, and their aggregation.
 
-WA = accuracy (weighted by class frequency), UAR = unweighted average recall (balanced
-accuracy over the classes present in y_true), macro-F1 over the scored labels.
+Every number is scikit-learn's, over the *scored* labels (the label set a record is scored on):
+
+- WA = `accuracy_score`;
+- UAR = `recall_score(average="macro")` over the scored labels present in `y_true` (balanced
+  accuracy: a class with no test row has no recall);
+- macro-F1 = `f1_score(average="macro", zero_division=0)` over the scored labels that occur in
+  `y_true` or `y_pred` — sklearn's own default label set, so a predicted class absent from the
+  test set counts (with F1 0), as EmoBox reports it;
+- per-class recall (classes present in `y_true`) and `confusion_matrix` in the scored order.
 """
 
 from __future__ import annotations
@@ -13,33 +20,28 @@ import numpy as np
 
 def confusion(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> np.ndarray:
     """Counts `(n_labels, n_labels)`: rows true label, columns predicted, in `labels` order."""
-    index = {label: i for i, label in enumerate(labels)}
-    cm = np.zeros((len(labels), len(labels)), dtype=np.int64)
-    for t, p in zip(y_true, y_pred):
-        if t in index and p in index:
-            cm[index[t], index[p]] += 1
-    return cm
+    from sklearn.metrics import confusion_matrix
+
+    if not len(y_true):
+        return np.zeros((len(labels), len(labels)), dtype=np.int64)
+    return confusion_matrix(list(y_true), list(y_pred), labels=list(labels)).astype(np.int64)
 
 
 def scores(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict:
-    """wa, uar, macro_f1, per-class recall, and the confusion matrix (as nested lists)."""
+    """wa, uar, macro_f1, per-class recall, the confusion matrix (nested lists) and the label order."""
+    from sklearn.metrics import accuracy_score, f1_score, recall_score
+
+    y_true, y_pred, labels = list(y_true), list(y_pred), list(labels)
     cm = confusion(y_true, y_pred, labels)
-    support = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
-    tp = np.diag(cm).astype(float)
-    present = support > 0
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=present)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0)
-    n = int(support.sum())
-    return {
-        "wa": float(tp.sum() / n) if n else float("nan"),
-        "uar": float(recall[present].mean()) if present.any() else float("nan"),
-        "macro_f1": float(f1[present].mean()) if present.any() else float("nan"),
-        "recall": {label: float(recall[i]) for i, label in enumerate(labels) if present[i]},
-        "confusion": cm.tolist(),
-        "labels": list(labels),
-    }
+    present = [lab for lab in labels if lab in set(y_true)]
+    occurring = [lab for lab in labels if lab in set(y_true) | set(y_pred)]
+    out = {"wa": float("nan"), "uar": float("nan"), "macro_f1": float("nan"), "recall": {}}
+    if y_true:
+        recall = recall_score(y_true, y_pred, labels=present, average=None, zero_division=0)
+        out.update(wa=float(accuracy_score(y_true, y_pred)), uar=float(np.mean(recall)),
+                   macro_f1=float(f1_score(y_true, y_pred, labels=occurring, average="macro", zero_division=0)),
+                   recall={lab: float(r) for lab, r in zip(present, recall)})
+    return dict(out, confusion=cm.tolist(), labels=labels)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -57,4 +59,3 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
-

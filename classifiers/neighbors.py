@@ -1,8 +1,7 @@
 """Nearest-neighbour analysis of stored features: which layers group utterances by what.
 
-Exact cosine kNN with faiss (`IndexFlatIP` on L2-normalised rows; a GPU index when faiss sees
-a GPU, the CPU index otherwise), queried in batches so memory stays bounded. On top of it, per
-layer (`neighbor_analysis`):
+Exact cosine kNN comes from `classifiers.knn_index` (faiss; its names are re-exported here).
+On top of it, per layer (`neighbor_analysis`):
 
 - **Neighbour purity** of emotion, speaker, gender, language and corpus: the share of an
   utterance's k nearest neighbours (itself excluded) that agree with it, averaged over
@@ -22,7 +21,8 @@ layer (`neighbor_analysis`):
   Which one: with the standard folds the kNN numbers sit beside the probes' (same test
   speakers, same training pool); leave-one-speaker-out works for any mix of corpora and uses
   every other speaker. Both are speaker-independent; neither tunes anything on test speakers.
-  Records and label harmonisation follow `classifiers.evaluate` (`ProbeResults`).
+  Records and label harmonisation are every probe's (`classifiers.results.make_record`,
+  `harmonise`); the registry's "knn" classifier runs `knn_evaluate`.
 - **Cross-corpus / cross-language retrieval**: queries from corpus A, database corpus B, both
   restricted to the emotion labels they share (listed in each row); emotion purity against
   chance (the frequency of the query's label in B), plus kNN WA/UAR.
@@ -31,208 +31,46 @@ Centring: raw wav2vec2 hidden states share a large common direction, which makes
 similarities high and neighbours noisy, so rows are centred before normalisation: by the mean
 of all analysed utterances ("global", label-free), of each fold's training set (kNN
 classification), and of each corpus (cross-corpus retrieval, so that channel offsets between
-corpora do not decide the neighbours). `center=None` turns it off.
-
-Same-speaker exclusion is exact: a query asks faiss for k + (number of its excluded rows)
-neighbours, so after filtering at least k remain whenever the database holds k eligible rows;
-when it holds fewer, the missing slots are index -1 / similarity -inf.
+corpora do not decide the neighbours). `center=None` turns it off. Plots: `classifiers.plots`.
 """
 
 from __future__ import annotations
 
 import csv
-import functools
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from classifiers.knn_index import (
+    FlatIndex,
+    NeighborError,
+    Neighbors,
+    excluded_mask,
+    faiss_module,
+    first_valid,
+    normalize,
+    search,
+    shared_codes,
+    use_gpu,
+    value_codes,
+)
 from classifiers.metrics import scores as _scores
 from featstore import serialize
 from featstore.corpora.base import Utterance
-from featstore.errors import SerError
 from featstore.labels import canonical_order
 
 __all__ = [
     "Neighbors", "NeighborError", "normalize", "search", "knn_vote", "purity", "knn_evaluate",
     "cross_retrieval", "neighbor_analysis", "NeighborReport", "PurityRow", "CrossRow",
-    "ATTRIBUTES", "use_gpu",
+    "ATTRIBUTES", "use_gpu", "analyse_cached",
 ]
 
 #: attribute name -> Utterance field. "emotion, other speakers" is derived (see module docstring).
 ATTRIBUTES: dict[str, str] = {"emotion": "label", "speaker": "speaker", "gender": "gender",
                               "language": "language", "corpus": "corpus"}
 EMOTION_OTHER_SPEAKERS = "emotion, other speakers"
-GPU_MAX_K = 2048  # faiss GPU k-selection limit; larger fetches run on the CPU index
-
-
-class NeighborError(SerError, ValueError):
-    """Inputs a neighbour search or analysis cannot use; the message names the fix."""
-
-
-# ---------------------------------------------------------------------------------------------
-# exact search
-# ---------------------------------------------------------------------------------------------
-
-def use_gpu() -> bool:
-    """Whether faiss can build GPU indexes here (a faiss-gpu build and at least one GPU)."""
-    import faiss
-
-    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-
-
-@functools.lru_cache(maxsize=1)
-def _gpu_resources():
-    """One faiss GPU resource object per process (creating one allocates scratch memory)."""
-    import faiss
-
-    return faiss.StandardGpuResources()
-
-
-def normalize(X: np.ndarray, center: np.ndarray | None = None) -> np.ndarray:
-    """Rows of `X` (N, D), minus `center` (D,) if given, scaled to unit L2 norm: (N, D) float32.
-
-    Zero rows stay zero (their similarity to everything is 0).
-    """
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim != 2:
-        raise NeighborError(f"features must be a 2-D (utterances, dims) array, got shape {X.shape}")
-    if not np.isfinite(X).all():
-        raise NeighborError("features contain NaN or infinite values; re-extract the store or drop those rows")
-    if center is not None:
-        X = X - np.asarray(center, dtype=np.float32)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return np.ascontiguousarray(X / np.maximum(norms, 1e-12), dtype=np.float32)
-
-
-@dataclass
-class Neighbors:
-    """k nearest neighbours per query, best first.
-
-    index: (Q, k) int64 rows of the database, -1 where fewer than k eligible rows exist.
-    sim:   (Q, k) float32 cosine similarity, -inf where index is -1.
-    """
-
-    index: np.ndarray
-    sim: np.ndarray
-
-    @property
-    def valid(self) -> np.ndarray:
-        """(Q, k) bool: slots holding a real neighbour."""
-        return self.index >= 0
-
-
-class _Index:
-    """A faiss IndexFlatIP over unit rows, on the GPU where possible (CPU copy kept for large k)."""
-
-    def __init__(self, database: np.ndarray, gpu: bool | None = None):
-        import faiss
-
-        self.n, d = database.shape
-        self.cpu = faiss.IndexFlatIP(d)
-        self.cpu.add(database)
-        self.gpu = None
-        if (use_gpu() if gpu is None else gpu) and self.n:
-            self.gpu = faiss.index_cpu_to_gpu(_gpu_resources(), 0, self.cpu)
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(sims (Q, k) float32, index (Q, k) int64) of the k best rows, k <= n."""
-        index = self.gpu if self.gpu is not None and k <= GPU_MAX_K else self.cpu
-        sims, idx = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-        return sims, idx.astype(np.int64, copy=False)
-
-
-def _codes(values: Sequence) -> tuple[np.ndarray, list]:
-    """Integer codes (N,) of hashable values; None and "" (unknown) get -1. Returns (codes, names)."""
-    names = sorted({v for v in values if v is not None and v != ""}, key=str)
-    pos = {v: i for i, v in enumerate(names)}
-    return np.fromiter((pos.get(v, -1) if v is not None and v != "" else -1 for v in values),
-                       dtype=np.int64, count=len(values)), names
-
-
-def _first_valid(sims: np.ndarray, idx: np.ndarray, excluded: np.ndarray, k: int) -> Neighbors:
-    """Keep, per row, the first k slots that are real (idx >= 0) and not `excluded`, in order."""
-    keep = (idx >= 0) & ~excluded
-    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-    rows = np.arange(len(idx))[:, None]
-    ok = keep[rows, order]
-    index = np.where(ok, idx[rows, order], -1)
-    sim = np.where(ok, sims[rows, order], -np.inf).astype(np.float32)
-    if index.shape[1] < k:  # database smaller than k
-        pad = k - index.shape[1]
-        index = np.pad(index, ((0, 0), (0, pad)), constant_values=-1)
-        sim = np.pad(sim, ((0, 0), (0, pad)), constant_values=-np.inf)
-    return Neighbors(index, sim)
-
-
-def _excluded_mask(idx: np.ndarray, query_rows: np.ndarray | None, db_groups: np.ndarray | None,
-                   query_groups: np.ndarray | None) -> np.ndarray:
-    """(Q, kf) bool: slots holding the query itself (`query_rows`) or a row of the query's group."""
-    ex = np.zeros(idx.shape, dtype=bool)
-    if query_rows is not None:
-        ex |= idx == query_rows[:, None]
-    if db_groups is not None:
-        ex |= (db_groups[np.maximum(idx, 0)] == query_groups[:, None]) & (idx >= 0)
-    return ex
-
-
-def search(database: np.ndarray, queries: np.ndarray | None = None, k: int = 10, *,
-           groups: Sequence | None = None, query_groups: Sequence | None = None,
-           batch_size: int = 4096, gpu: bool | None = None) -> Neighbors:
-    """Exact k nearest neighbours by inner product (cosine when rows are `normalize`d).
-
-    database: (N, D). queries: (Q, D), or None to query the database with itself, in which case
-    each row's own entry is excluded (by index, so duplicates of a row still count).
-    groups: (N,) group (e.g. speaker) of each database row; with it, rows of the query's group
-    are excluded too. query_groups: (Q,) groups of the queries (defaults to `groups` when
-    queries is None). Exact: each batch fetches k + (most rows any of its queries excludes).
-    batch_size: queries per faiss call (bounds memory). gpu: None = when faiss has a GPU.
-    Returns `Neighbors` with index/sim of shape (Q, k).
-    """
-    if k < 1:
-        raise NeighborError(f"k must be at least 1, got {k}")
-    database = np.ascontiguousarray(database, dtype=np.float32)
-    self_query = queries is None
-    queries = database if self_query else np.ascontiguousarray(queries, dtype=np.float32)
-    if queries.ndim != 2 or database.ndim != 2 or queries.shape[1] != database.shape[1]:
-        raise NeighborError(f"queries {queries.shape} and database {database.shape} must be 2-D with equal widths")
-    db_groups = qg = None
-    n_excluded = np.full(len(queries), 1 if self_query else 0, dtype=np.int64)
-    if groups is not None:
-        if query_groups is None and not self_query:
-            raise NeighborError("groups of the database need query_groups for the queries")
-        db_groups, qg, n_groups = _shared_codes(groups, groups if query_groups is None else query_groups)
-        if len(db_groups) != len(database) or len(qg) != len(queries):
-            raise NeighborError(f"groups must have one entry per database row ({len(database)}) and "
-                                f"query_groups one per query ({len(queries)})")
-        in_db = np.bincount(db_groups[db_groups >= 0], minlength=n_groups)
-        # a self query sits in its own group, so the group count already includes itself
-        n_excluded = np.maximum(n_excluded, np.where(qg >= 0, in_db[np.maximum(qg, 0)], 0))
-    index = _Index(database, gpu)
-    out_idx = np.full((len(queries), k), -1, dtype=np.int64)
-    out_sim = np.full((len(queries), k), -np.inf, dtype=np.float32)
-    if index.n == 0:
-        return Neighbors(out_idx, out_sim)
-    for start in range(0, len(queries), batch_size):
-        stop = min(start + batch_size, len(queries))
-        kf = int(min(index.n, k + n_excluded[start:stop].max(initial=0)))
-        sims, idx = index.search(queries[start:stop], kf)
-        rows = np.arange(start, stop) if self_query else None
-        ex = _excluded_mask(idx, rows, db_groups, None if qg is None else qg[start:stop])
-        nb = _first_valid(sims, idx, ex, k)
-        out_idx[start:stop], out_sim[start:stop] = nb.index, nb.sim
-    return Neighbors(out_idx, out_sim)
-
-
-def _shared_codes(a: Sequence, b: Sequence) -> tuple[np.ndarray, np.ndarray, int]:
-    """Codes of two value lists in one code space, and its size. Unknown values never match:
-    -1 in `a`, -2 in `b`."""
-    codes, names = _codes(list(a) + list(b))
-    ca, cb = codes[:len(a)], codes[len(a):].copy()
-    cb[cb < 0] = -2
-    return ca, cb, len(names)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,20 +161,20 @@ def _loso_name(speaker: str) -> str:
 
 def knn_evaluate(X: np.ndarray, utterances: Sequence[Utterance], folds: Sequence | None = None, *,
                  k: int = 10, weighting: str = "uniform", center: str | None = "global", layer: int | None = None,
-                 train_set: str = "", test_set: str = "", batch_size: int = 4096, gpu: bool | None = None):
+                 train_set: str = "", test_set: str = "", policy: str | None = None, shared: set[str] | None = None,
+                 batch_size: int = 4096, gpu: bool | None = None):
     """Speaker-independent kNN emotion classification of pooled features `X` (N, D).
 
     folds: `featstore.folds.Fold`s (test rows query their fold's train + val rows), or None for
     leave-one-speaker-out by excluding same-speaker neighbours (one record per speaker, named as
     `make_folds(..., "loso")` names its folds). center: "global" (mean of the database rows:
     the fold's training rows, or all rows), or None. layer: stored in the records.
-    Label harmonisation as in `classifiers.evaluate.probe_layers`: a fold scores only the classes
-    of its database (training) rows; other test rows are dropped and counted in `dropped`.
-    Returns `classifiers.evaluate.ProbeResults` whose records have probe_layers' keys (layer,
-    fold, n_train, n_test, wa, uar, macro_f1, recall, confusion, labels, classifier="knn",
-    seed=0 (kNN is deterministic), train_set, test_set, shuffled=False) plus k and weighting.
+    Labels are harmonised by `classifiers.results.harmonise(policy, shared)` with the database
+    (training) rows as a fold's training rows, as for every probe.
+    Returns `ProbeResults` of `classifiers.results.make_record` records (classifier="knn",
+    seed=0: kNN is deterministic) plus k and weighting.
     """
-    from classifiers.results import ProbeResults
+    from classifiers.results import ProbeResults, harmonise
 
     X = np.asarray(X, dtype=np.float32)
     if len(X) != len(utterances):
@@ -350,55 +188,50 @@ def knn_evaluate(X: np.ndarray, utterances: Sequence[Utterance], folds: Sequence
                              **common)
     results = ProbeResults(meta={"classifier": "knn", "protocol": "folds", "k": k, "weighting": weighting, "center": center})
     for f in folds:
-        train = np.asarray(f.train if f.val is None else np.union1d(f.train, f.val), dtype=np.int64)
-        if not len(train):
+        database = np.asarray(f.train if f.val is None else np.union1d(f.train, f.val), dtype=np.int64)
+        if not len(database):
             raise NeighborError(f"fold {f.name} has no training rows")
-        classes = canonical_order(labels[train].tolist())
-        keep = np.isin(labels[f.test], classes)
-        test = np.asarray(f.test, dtype=np.int64)[keep]
-        if (~keep).any():
-            results.dropped[f.name] = dict(Counter(labels[f.test][~keep].tolist()))
-        if not len(test):
+        h = harmonise(labels, database, f.test, policy=policy, shared=shared)
+        results.add(f.name, h)
+        if not len(h.test):
             continue
+        train, test = h.train, h.test
         c = X[train].mean(0) if center else None
         nb = search(normalize(X[train], c), normalize(X[test], c), k, groups=speakers[train],
                     query_groups=speakers[test], batch_size=batch_size, gpu=gpu)
-        codes, names = _codes(labels[train].tolist())
+        codes, names = value_codes(labels[train].tolist())
         pred = np.asarray(names, dtype=object)[knn_vote(nb, codes, len(names), weighting)]
-        results.records.append(_knn_record(f.name, labels[test], pred, classes, len(train), **common))
+        results.records.append(_knn_record(f.name, labels[test], pred, h.scored, len(train), classes=policy or "train",
+                                           **common))
     return results
 
 
 def _loso_results(nb: Neighbors, labels: np.ndarray, speakers: np.ndarray, **common):
     """`knn_evaluate`'s leave-one-speaker-out results from neighbours of every row that exclude the
-    row's speaker: one record per speaker, scored on the classes other speakers have."""
-    from classifiers.results import ProbeResults
+    row's speaker: one record per speaker, harmonised with the other speakers as training rows."""
+    from classifiers.results import ProbeResults, harmonise
 
-    codes, names = _codes(labels.tolist())
+    codes, names = value_codes(labels.tolist())
     pred = np.asarray(names, dtype=object)[knn_vote(nb, codes, len(names), common["weighting"])]
     results = ProbeResults(meta={"classifier": "knn", "protocol": "loso (same-speaker neighbours excluded)",
                                  "k": common["k"], "weighting": common["weighting"]})
-    by_label = Counter(labels.tolist())
     for s in sorted(set(speakers.tolist())):
-        rows = np.flatnonzero(speakers == s)
-        own = Counter(labels[rows].tolist())
-        classes = canonical_order(lab for lab in by_label if by_label[lab] > own.get(lab, 0))
-        keep = np.isin(labels[rows], classes)
-        if (~keep).any():
-            results.dropped[_loso_name(s)] = dict(Counter(labels[rows][~keep].tolist()))
-        if keep.any():
-            results.records.append(_knn_record(_loso_name(s), labels[rows][keep], pred[rows][keep], classes,
-                                               len(labels) - len(rows), **common))
+        own = speakers == s
+        h = harmonise(labels, np.flatnonzero(~own), np.flatnonzero(own))
+        results.add(_loso_name(s), h)
+        if len(h.test):
+            results.records.append(_knn_record(_loso_name(s), labels[h.test], pred[h.test], h.scored, len(h.train),
+                                               classes="train", **common))
     return results
 
 
-def _knn_record(fold: str, y_true, y_pred, classes: list, n_train: int, *, k: int, weighting: str,
-                layer, train_set: str, test_set: str) -> dict:
-    rec = dict(layer=layer, fold=fold, n_train=int(n_train), n_test=int(len(y_true)))
-    rec.update(_scores(list(y_true), list(y_pred), classes))
-    rec.update(classifier="knn", seed=0, train_set=train_set, test_set=test_set, shuffled=False, k=k,
-               weighting=weighting)
-    return rec
+def _knn_record(fold: str, y_true, y_pred, labels: list, n_train: int, *, k: int, weighting: str,
+                layer, train_set: str, test_set: str, classes: str) -> dict:
+    from classifiers.results import make_record
+
+    return make_record(layer=layer, fold=fold, y_true=list(y_true), y_pred=list(y_pred), labels=labels,
+                       n_train=n_train, classifier="knn", seed=0, train_set=train_set, test_set=test_set,
+                       shuffled=False, C=None, classes=classes, k=k, weighting=weighting)
 
 
 @dataclass
@@ -538,7 +371,7 @@ class NeighborReport:
         """(columns, rows) for the cross-corpus retrieval table, one row per layer and pair."""
         cols = ["layer", "query", "database", "labels", "purity", "chance", "kNN WA", "kNN UAR"]
         rows = [[str(r.layer), f"{r.query} ({r.query_language})", f"{r.database} ({r.database_language})",
-                 ",".join(r.labels), f"{r.purity:.3f}", f"{r.chance:.3f}", f"{r.wa:.3f}", f"{r.uar:.3f}"]
+                 ", ".join(r.labels), f"{r.purity:.3f}", f"{r.chance:.3f}", f"{r.wa:.3f}", f"{r.uar:.3f}"]
                 for r in self.cross]
         return cols, rows
 
@@ -568,9 +401,9 @@ class NeighborReport:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=["layer", "measure", "attribute", "value", "chance", "n"])
+            w = csv.DictWriter(f, fieldnames=["model", "layer", "measure", "attribute", "value", "chance", "n"])
             w.writeheader()
-            w.writerows(self.long_rows())
+            w.writerows(dict(r, model=self.model) for r in self.long_rows())
         return path
 
     def write(self, path: str | Path) -> Path:
@@ -585,68 +418,10 @@ class NeighborReport:
         raise NeighborError(f"cannot write neighbour results to {path}: use a .json, .csv or .png name")
 
     def plot(self, path: str | Path, title: str | None = None) -> Path:
-        """PNG: purity vs layer per attribute (solid) with its chance level (dashed, same colour);
-        a second panel with kNN WA/UAR and cross-corpus emotion purity when those were measured."""
-        import matplotlib
+        """The PNG of `classifiers.plots.neighbor_plot`."""
+        from classifiers.plots import neighbor_plot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        second = bool(self.knn or self.cross)
-        fig, axes = plt.subplots(1, 2 if second else 1, figsize=(13 if second else 7, 5.6), squeeze=False)
-        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-        markers = "osD^vP*X"
-        ax = axes[0, 0]
-        for i, attr in enumerate(self.attributes()):
-            rows = sorted((r for r in self.purity if r.attribute == attr), key=lambda r: r.layer)
-            x = [r.layer for r in rows]
-            c = colors[i % len(colors)]
-            ax.plot(x, [r.purity for r in rows], "-", marker=markers[i % len(markers)], color=c, lw=2, ms=5,
-                    alpha=0.85, label=attr)
-            ax.plot(x, [r.chance for r in rows], "--", color=c, lw=1.2, alpha=0.8)
-        ax.plot([], [], "--", color="gray", lw=1.2, label="chance (dashed, same colour)")
-        ax.set(xlabel="layer (hidden_states index)", ylabel=f"share of the {self.k} nearest neighbours agreeing",
-               ylim=(0, 1.02), title="neighbour purity per attribute")
-        _finish_axes(ax, self.layers)
-        if second:
-            ax = axes[0, 1]
-            s = self.knn_summary()
-            if s:
-                x = sorted(s)
-                ax.plot(x, [s[k]["wa_mean"] for k in x], "o-", color="black", lw=2, ms=5, label="kNN WA")
-                ax.plot(x, [s[k]["uar_mean"] for k in x], "s-", color="dimgray", lw=2, ms=5, label="kNN UAR")
-                n_classes = len({lab for r in self.knn for lab in r.get("recall", {})}) or 1
-                ax.axhline(1 / n_classes, color="dimgray", ls=":", lw=1.2, label=f"UAR chance (1/{n_classes})")
-            pairs = list(dict.fromkeys((r.query, r.database) for r in self.cross))
-            for j, (q, d) in enumerate(pairs):
-                rows = sorted((r for r in self.cross if (r.query, r.database) == (q, d)), key=lambda r: r.layer)
-                c = _PAIR_COLORS[j % len(_PAIR_COLORS)]
-                langs = f"{rows[0].query_language}->{rows[0].database_language}"
-                ax.plot([r.layer for r in rows], [r.purity for r in rows], "-", marker=markers[(j + 3) % len(markers)],
-                        color=c, lw=1.6, ms=5, label=f"purity, {q} queries -> {d} ({langs})")
-                ax.plot([r.layer for r in rows], [r.chance for r in rows], "--", color=c, lw=1.0, alpha=0.8)
-            ax.set(xlabel="layer (hidden_states index)", ylabel="score", ylim=(0, 1.02),
-                   title="emotion: speaker-independent kNN, cross-corpus retrieval")
-            _finish_axes(ax, self.layers)
-        corpora = "+".join(self.corpora)
-        fig.suptitle(title or f"{self.model or 'features'} | {corpora} | N={self.n_utterances}, k={self.k} | "
-                     f"kNN: {self.protocol}", fontsize=10.5)
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=130)
-        plt.close(fig)
-        return path
-
-
-_PAIR_COLORS = ("#e377c2", "#bcbd22", "#17becf", "#8c564b", "#d62728", "#9467bd", "#2ca02c", "#ff7f0e")
-
-
-def _finish_axes(ax, layers: Sequence[int]) -> None:
-    step = max(1, int(np.ceil(len(layers) / 13)))
-    ax.set_xticks(list(layers)[::step])
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8.5, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+        return neighbor_plot(self, path, title)
 
 
 def _layer_source(features, layers: Sequence[int] | None, stat: str):
@@ -680,7 +455,7 @@ def neighbor_analysis(features, utterances: Sequence[Utterance] | None = None, l
                       k: int = 10, *, folds: Sequence | None = None, protocol: str | None = None,
                       weighting: str = "uniform", center: str | None = "global", cross: bool = True,
                       attributes: Sequence[str] = tuple(ATTRIBUTES), stat: str = "mean",
-                      batch_size: int = 4096, gpu: bool | None = None) -> NeighborReport:
+                      batch_size: int = 4096, gpu: bool | None = None, progress=None) -> NeighborReport:
     """Neighbour purity, speaker-independent kNN accuracy and cross-corpus retrieval, per layer.
 
     features: a `FeatureStore` (its `pooled(layer, stat)` rows; `utterances` default to the
@@ -689,7 +464,7 @@ def neighbor_analysis(features, utterances: Sequence[Utterance] | None = None, l
     `Fold`s for the kNN classification (e.g. `make_folds(utts, "standard")`); None = leave one
     speaker out by excluding same-speaker neighbours. protocol: a name for the folds in reports.
     cross: also retrieve across every ordered pair of corpora (when there are several).
-    Returns a `NeighborReport`.
+    progress: called once per layer analysed. Returns a `NeighborReport`.
     """
     if utterances is None:
         utterances = getattr(features, "utterances", None)
@@ -706,21 +481,21 @@ def neighbor_analysis(features, utterances: Sequence[Utterance] | None = None, l
         raise NeighborError(f"unknown attributes {unknown_attr}; valid: {', '.join(ATTRIBUTES)}")
     layer_list, get = _layer_source(features, layers, stat)
     speakers = np.asarray([u.speaker for u in utterances], dtype=object)
-    spk_codes, spk_query, _ = _shared_codes(list(speakers), list(speakers))
+    spk_codes, spk_query, _ = shared_codes(list(speakers), list(speakers))
     report = NeighborReport(k=k, layers=layer_list, corpora=sorted({u.corpus for u in utterances}), n_utterances=N,
                             protocol=protocol or ("loso (same-speaker neighbours excluded)" if folds is None else "folds"),
                             weighting=weighting, center=center, model=getattr(features, "model_id", "") or "")
     # attribute codes; skip constant or unknown ones
     coded: dict[str, np.ndarray] = {}
     for a in attributes:
-        codes, names = _codes([getattr(u, ATTRIBUTES[a]) for u in utterances])
+        codes, names = value_codes([getattr(u, ATTRIBUTES[a]) for u in utterances])
         if len(names) == 0:
             report.skipped[a] = "unknown for every utterance"
         elif len(names) == 1:
             report.skipped[a] = f"constant ({names[0]})"
         else:
             coded[a] = codes
-    emo_codes, emo_names = _codes([u.label for u in utterances])
+    emo_codes, emo_names = value_codes([u.label for u in utterances])
     n_speakers = len(set(spk_codes.tolist()))
     with_emotion_xspk = "emotion" in coded and n_speakers > 1
     if len(emo_names) < 2:
@@ -739,16 +514,16 @@ def neighbor_analysis(features, utterances: Sequence[Utterance] | None = None, l
         if X.shape[0] != N:
             raise NeighborError(f"layer {layer}: {X.shape[0]} feature rows for {N} utterances")
         Xn = normalize(X, X.mean(0) if center else None)
-        index = _Index(Xn, gpu)
+        index = FlatIndex(Xn, gpu)
         own: list[Neighbors] = []
         other: list[Neighbors] = []
         for start in range(0, N, batch_size):
             stop = min(start + batch_size, N)
             sims, idx = index.search(Xn[start:stop], kf)
             q = rows[start:stop]
-            own.append(_first_valid(sims, idx, _excluded_mask(idx, q, None, None), k))
+            own.append(first_valid(sims, idx, excluded_mask(idx, q, None, None), k))
             if with_emotion_xspk or folds is None:
-                other.append(_first_valid(sims, idx, _excluded_mask(idx, q, spk_codes, spk_query[start:stop]), k))
+                other.append(first_valid(sims, idx, excluded_mask(idx, q, spk_codes, spk_query[start:stop]), k))
         nb_self = Neighbors(np.concatenate([n.index for n in own]), np.concatenate([n.sim for n in own]))
         for a, codes in coded.items():
             p, c, n = purity(nb_self, codes, codes, query_rows=rows)
@@ -778,4 +553,33 @@ def neighbor_analysis(features, utterances: Sequence[Utterance] | None = None, l
                             weighting=weighting, center="corpus" if center else None, batch_size=batch_size, gpu=gpu))
                     except NeighborError as e:
                         report.skipped[f"cross {a}->{b}"] = str(e)
+        if progress:
+            progress()
     return report
+
+
+def analyse_cached(corpora: Sequence[str] | None, *, layers: str = "all", k: int = 10, stat: str = "mean",
+                   model: str, cache: str | Path = "cache", out: str | Path | None = None, overwrite: bool = False,
+                   progress: bool = False) -> tuple[NeighborReport, list[Path]]:
+    """`ser neighbors`: `neighbor_analysis` of the cached features of `corpora` (None: every corpus
+    cached for `model`), written as neighbors.json / .csv / _purity.png into `out` (default: a
+    directory named by corpora, model, layers, k, stat and a hash of them), which is refused when
+    it already holds files unless `overwrite`. Returns (report, files written)."""
+    from classifiers.evaluate import progress_bar
+    from classifiers.probe import cached_corpora, default_out, store_for
+    from classifiers.results import check_out
+    from featstore.store import open_store, parse_layers
+
+    if k < 1:
+        raise NeighborError(f"--k must be at least 1, got {k}")
+    faiss_module()  # a missing optional dependency fails before any work
+    names = list(corpora or []) or cached_corpora(cache, model)
+    out = check_out(out or default_out("neighbors", "+".join(names), model,
+                                         dict(corpora=names, layers=layers, k=k, stat=stat)), overwrite)
+    fs = open_store(*[store_for(cache, model, c) for c in names])
+    layer_list = parse_layers(layers, fs.num_layers)
+    with progress_bar(len(layer_list), f"neighbours {'+'.join(names)}: layer", progress) as advance:
+        report = neighbor_analysis(fs, layers=layer_list, k=k, stat=stat, progress=advance)
+    files = [report.write(out / "neighbors.json"), report.write(out / "neighbors.csv"),
+             report.plot(out / "neighbors_purity.png")]
+    return report, files

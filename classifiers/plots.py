@@ -103,3 +103,67 @@ def transfer_heatmap(matrix: np.ndarray, corpora: Sequence[str], out: str | Path
     ax.set_title(title or f"cross-corpus transfer ({metric}; diagonal: speaker-independent folds)", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=metric)
     return _save(plt, fig, out)
+
+
+_PAIR_COLORS = ("#e377c2", "#bcbd22", "#17becf", "#8c564b", "#d62728", "#9467bd", "#2ca02c", "#ff7f0e")
+
+
+def _finish_axes(ax, layers: Sequence[int]) -> None:
+    step = max(1, int(np.ceil(len(layers) / 13)))
+    ax.set_xticks(list(layers)[::step])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8.5, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+
+
+def neighbor_plot(report, out: str | Path, title: str | None = None) -> Path:
+    """A `NeighborReport` as PNG: purity vs layer per attribute (solid) with its chance level
+    (dashed, same colour); a second panel with kNN WA/UAR (mean over its folds) and, with
+    several corpora, cross-corpus emotion purity."""
+    plt = _plt()
+    second = bool(report.knn or report.cross)
+    fig, axes = plt.subplots(1, 2 if second else 1, figsize=(13 if second else 7, 5.6), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    markers = "osD^vP*X"
+    ax = axes[0, 0]
+    for i, attr in enumerate(report.attributes()):
+        rows = sorted((r for r in report.purity if r.attribute == attr), key=lambda r: r.layer)
+        x = [r.layer for r in rows]
+        c = colors[i % len(colors)]
+        ax.plot(x, [r.purity for r in rows], "-", marker=markers[i % len(markers)], color=c, lw=2, ms=5,
+                alpha=0.85, label=attr)
+        ax.plot(x, [r.chance for r in rows], "--", color=c, lw=1.2, alpha=0.8)
+    ax.plot([], [], "--", color="gray", lw=1.2, label="chance (dashed, same colour)")
+    ax.set(xlabel="layer (hidden_states index)", ylabel=f"share of the {report.k} nearest neighbours agreeing",
+           ylim=(0, 1.02), title=f"neighbour purity per attribute (mean over {report.n_utterances} utterances)")
+    _finish_axes(ax, report.layers)
+    if second:
+        ax = axes[0, 1]
+        s = report.knn_summary()
+        n_folds = len({r["fold"] for r in report.knn})
+        if s:
+            x = sorted(s)
+            ax.plot(x, [s[k]["wa_mean"] for k in x], "o-", color="black", lw=2, ms=5, label="kNN WA")
+            ax.plot(x, [s[k]["uar_mean"] for k in x], "s-", color="dimgray", lw=2, ms=5, label="kNN UAR")
+            n_classes = len({lab for r in report.knn for lab in r.get("recall", {})}) or 1
+            ax.axhline(1 / n_classes, color="dimgray", ls=":", lw=1.2, label=f"UAR chance (1/{n_classes})")
+        pairs = list(dict.fromkeys((r.query, r.database) for r in report.cross))
+        for j, (q, d) in enumerate(pairs):
+            rows = sorted((r for r in report.cross if (r.query, r.database) == (q, d)), key=lambda r: r.layer)
+            c = _PAIR_COLORS[j % len(_PAIR_COLORS)]
+            langs = f"{rows[0].query_language}->{rows[0].database_language}"
+            ax.plot([r.layer for r in rows], [r.purity for r in rows], "-", marker=markers[(j + 3) % len(markers)],
+                    color=c, lw=1.6, ms=5, label=f"purity, {q} queries -> {d} ({langs})")
+            ax.plot([r.layer for r in rows], [r.chance for r in rows], "--", color=c, lw=1.0, alpha=0.8)
+        panel = f"emotion: speaker-independent kNN (mean over {n_folds} folds)" if report.knn else "emotion"
+        if report.cross:
+            panel += ", cross-corpus retrieval"
+        ax.set(xlabel="layer (hidden_states index)", ylabel="score", ylim=(0, 1.02), title=panel)
+        _finish_axes(ax, report.layers)
+    fig.suptitle(title or f"model {report.model or '(not recorded)'} | {'+'.join(report.corpora)} | "
+                 f"N={report.n_utterances}, k={report.k} | kNN: {report.protocol}", fontsize=10.5)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return out

@@ -1,25 +1,28 @@
 """`ser probe`: layer sweeps over cached features, within-corpus, multi-corpus and cross-corpus.
 
-Reads features only through `featstore.store`; builds folds with `featstore.folds`; runs
-`classifiers.evaluate.probe_layers`; writes results (JSON, CSV) and plots.
+Reads features only through `featstore.store`; builds folds with `featstore.folds`; runs a
+`classifiers.evaluate.CLASSIFIERS` entry over layers x folds x seeds; writes results (JSON,
+CSV) and plots into a directory of its own (never over earlier results).
 """
 
 from __future__ import annotations
 
+import csv
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from classifiers.evaluate import ProbeResults, probe_layers, transfer_matrix
+from classifiers.evaluate import transfer_matrix
+from classifiers.results import ProbeResults
 from featstore.errors import SerError
 from featstore.store import parse_layers
 
 
 @dataclass
 class ProbeRun:
+    """One probe run: its results, the files written, and its wall time."""
+
     results: ProbeResults
     files: list[Path] = field(default_factory=list)
     seconds: float = 0.0
@@ -38,33 +41,103 @@ def store_for(cache: str | Path, model: str, corpus: str) -> Path:
     return path
 
 
-def _features(fs, layers: Sequence[int], stat: str) -> np.ndarray:
-    return fs.pooled_all(stat, layers)  # (N, n_layers, D)
+def cached_corpora(cache: str | Path, model: str) -> list[str]:
+    """Corpora with features of `model` under `cache`; a clear error naming `ser extract` when none."""
+    from featstore.backbone import model_slug
+
+    directory = Path(cache) / model_slug(model)
+    names = sorted({p.name.split(".")[0] for p in directory.glob("*.h5")}) if directory.exists() else []
+    if not names:
+        raise SerError(f"no extracted corpora for model {model!r} under {directory}; run "
+                       f"`ser extract --corpus NAME --model {model}` first (or pass --model / --cache)")
+    return names
+
+
+def _layer_tag(layers) -> str:
+    return "L" + (layers if isinstance(layers, str) else ",".join(map(str, layers))).replace(",", "_")
+
+
+def default_out(kind: str, name: str, model: str, settings: dict) -> Path:
+    """`results/<kind>-<name>-<model>-<classifier>-L<layers>-<protocol>-<hash of the settings>`:
+    two runs with different settings never share a directory."""
+    from classifiers.results import settings_tag
+    from featstore.backbone import model_slug
+
+    parts = [kind, name.replace(",", "+"), model_slug(model)]
+    if settings.get("classifier"):
+        parts.append(settings["classifier"])
+    if "layers" in settings:
+        parts.append(_layer_tag(settings["layers"]))
+    if settings.get("protocol"):
+        parts.append(str(settings["protocol"]).replace(":", ""))
+    return Path("results") / "-".join(parts + [settings_tag(settings)])
+
+
+def _class_policy(classes: str | None, train_corpora: Sequence[str], test_corpora: Sequence[str], utts) -> dict:
+    """The harmonisation of a run: policy, and the declared label sets of both sides.
+
+    Within-corpus: the fold's training classes (policy None). Training corpora differing from
+    the test corpora: `classes` ("shared" by default when the test corpora are not trained on)."""
+    from classifiers.results import declared_labels
+
+    if set(train_corpora) == set(test_corpora):
+        return dict(policy=None)
+    cross = not set(train_corpora) & set(test_corpora)
+    policy = classes or ("shared" if cross else None)
+    train_labels = declared_labels(train_corpora, utts)
+    test_labels = declared_labels(test_corpora, utts)
+    shared = train_labels & test_labels
+    return dict(policy=policy, shared=shared, info=dict(
+        policy=policy or "train", shared=sorted(shared), train_only=sorted(train_labels - test_labels),
+        test_only=sorted(test_labels - train_labels)))
 
 
 def run_probe(corpus: str | None, *, layers: str | Sequence[int] = "all", classifier: str = "logreg",
               protocol: str | None = None, stat: str = "mean", train: Sequence[str] | None = None,
               test: Sequence[str] | None = None, seeds: int = 1, model: str, cache: str | Path = "cache",
               out: str | Path | None = None, C: float | None = None, device: str | None = None,
-              shuffle_labels: bool = False, plots: bool = True) -> ProbeRun:
+              shuffle_labels: bool = False, plots: bool = True, classes: str | None = None,
+              overwrite: bool = False, progress: bool = False) -> ProbeRun:
     """Probe `layers` of the cached features of `corpus` (or train on `train`, test on `test`).
 
     train: one or more training sets, each a comma-separated corpus list ("ravdess,emodb"); each
     is tested on `corpus`' speaker-independent folds (multi-corpus), or, with `test`, on all of
-    the test corpora (cross-corpus, classes absent from training dropped and reported).
+    the test corpora (cross-corpus). classifier: a `classifiers.evaluate.CLASSIFIERS` name.
+    classes: where training and test corpora differ, "shared" (default cross-corpus: train on and
+    predict among the classes both sides declare, other test rows dropped and counted) or "all"
+    (every test row, model as trained); see `classifiers.results.harmonise`.
+    out: results directory, refused when it already holds files unless `overwrite`.
+    progress: a rich bar over layer x fold x seed with ETA, on stderr.
     """
+    from classifiers.evaluate import (
+        FRAME_CLASSIFIERS,
+        ProbeTask,
+        check_classifier,
+        check_policy,
+        progress_bar,
+        run_classifier,
+    )
+    from classifiers.results import check_out
     from featstore.folds import cross_corpus_folds, make_folds, multi_corpus_folds, standard_protocol
     from featstore.store import open_store
 
     t0 = time.monotonic()
+    check_classifier(classifier)
+    check_policy(classes)
     train_sets = [t for t in (train or []) if t] or ([corpus] if corpus else [])
     if not train_sets:
         raise SerError("name a corpus (--corpus) or training corpora (--train)")
     test_corpora = [c for t in (test or []) for c in t.split(",") if c]
     target = corpus or (test_corpora[0] if test_corpora else train_sets[0].split(",")[0])
     protocol = protocol or standard_protocol(target)
+    if classifier == "knn":
+        from classifiers.knn_index import faiss_module
+
+        faiss_module()  # a missing optional dependency fails before any work
+    if out is not None:
+        out = check_out(out, overwrite)
     results = ProbeResults()
-    stores = []
+    stores, class_info = [], {}
     for tset in train_sets:
         tcorpora = [c for c in tset.split(",") if c]
         needed = list(dict.fromkeys(tcorpora + (test_corpora or [target])))
@@ -84,31 +157,67 @@ def run_probe(corpus: str | None, *, layers: str | Sequence[int] = "all", classi
             folds = (multi_corpus_folds(utts, target, protocol, extra) if extra
                      else make_folds(utts, protocol))
             test_name = target
-        if classifier == "attention":
-            from classifiers.attention import probe_attention
-
+        if classifier in FRAME_CLASSIFIERS:
             if layers == "all":
                 layer_list = fs.frame_layers
             missing = [k for k in layer_list if k not in fs.frame_layers]
             if missing or not layer_list:
-                raise SerError(f"the attention probe reads frame-level features; layers {missing or layer_list} "
+                raise SerError(f"the {classifier} probe reads frame-level features; layers {missing or layer_list} "
                                f"have none in {', '.join(map(str, fs.paths))} (it has {fs.frame_layers or 'none'}): "
                                f"re-extract with --frames {','.join(map(str, missing or layer_list)) or 12}")
-            res = probe_attention(fs, utts, folds, layer_list, seeds=tuple(range(seeds)),
-                                  shuffle_labels=shuffle_labels, train_set=tset, test_set=test_name)
-        else:
-            X = _features(fs, layer_list, stat)
-            res = probe_layers(X, utts, folds, layer_list, classifier=classifier, seeds=tuple(range(seeds)), C=C,
-                               device=device, shuffle_labels=shuffle_labels, train_set=tset, test_set=test_name)
-        results.extend(res)
+        harmony = _class_policy(classes, tcorpora, test_corpora or [target], utts)
+        if "info" in harmony:
+            class_info[tset] = harmony["info"]
+        task = ProbeTask(fs, utts, folds, layer_list, seeds=tuple(range(seeds)), stat=stat, policy=harmony["policy"],
+                         shared=harmony.get("shared"), shuffle_labels=shuffle_labels, train_set=tset,
+                         test_set=test_name, device=device, C=C)
+        with progress_bar(task.units, f"{classifier} {tset}→{test_name}: layer×fold×seed",
+                          enabled=progress) as advance:
+            task.progress = advance
+            results.extend(run_classifier(classifier, task))
     results.meta = dict(model=model, stores=sorted(set(stores)), protocol=protocol if not test_corpora else "cross-corpus",
                         stat=stat, classifier=classifier, seeds=list(range(seeds)), corpus=target,
-                        train_sets=train_sets, test=test_corpora, C=C, shuffled=shuffle_labels)
+                        train_sets=train_sets, test=test_corpora, C=C, shuffled=shuffle_labels, classes=class_info)
     run = ProbeRun(results)
     if out is not None:
-        run.files.extend(write_outputs(results, Path(out), plots=plots))
+        run.files.extend(write_outputs(results, out, plots=plots))
     run.seconds = time.monotonic() - t0
     return run
+
+
+def probe(corpus: str | None = None, *, layers: str = "all", classifier: str = "logreg", protocol: str | None = None,
+          train: Sequence[str] | None = None, test: str | None = None, model: str, cache: str | Path = "cache",
+          out: str | Path | None = None, overwrite: bool = False, **kw) -> list[ProbeRun]:
+    """`ser probe`: `run_probe` on `corpus`, or on every corpus cached for `model` when neither a
+    corpus nor training/test corpora are named. Each run writes to `out` (`out/<corpus>` when
+    there are several), or by default to its own `default_out` directory.
+
+    protocol: None = each corpus' configured protocol (`featstore.config.default_protocol`).
+    kw: the other `run_probe` options (stat, seeds, C, device, classes, shuffle_labels, progress).
+    """
+    from classifiers.evaluate import check_classifier, check_policy
+    from featstore.config import default_protocol
+
+    check_classifier(classifier)
+    check_policy(kw.get("classes"))
+    targets = cached_corpora(cache, model) if corpus is None and not train and not test else [corpus]
+    runs = []
+    for target in targets:
+        prot = protocol or (default_protocol(target) if target else None)
+        settings = dict(corpus=target, train=list(train or []), test=test, classifier=classifier, layers=layers,
+                        protocol=prot, **{k: v for k, v in kw.items() if k not in ("progress", "device")})
+        o = (Path(out) / target if len(targets) > 1 else Path(out)) if out else \
+            default_out("probe", target or f"{'+'.join(train or [])}-to-{test}", model, settings)
+        runs.append(run_probe(target, layers=layers, classifier=classifier, protocol=prot, train=train,
+                              test=[test] if test else None, model=model, cache=cache, out=o, overwrite=overwrite, **kw))
+    return runs
+
+
+def _aggregated(results: ProbeResults, **where) -> str:
+    """'mean over 5 folds × 1 seed' for the records matching `where`."""
+    recs = [r for r in results.records if all(r.get(k) == v for k, v in where.items())]
+    n_folds, n_seeds = len({r["fold"] for r in recs}), len({r["seed"] for r in recs})
+    return f"{n_folds} fold{'s' * (n_folds != 1)} × {n_seeds} seed{'s' * (n_seeds != 1)}"
 
 
 def write_outputs(results: ProbeResults, out: Path, *, plots: bool = True, name: str = "probe") -> list[Path]:
@@ -119,47 +228,75 @@ def write_outputs(results: ProbeResults, out: Path, *, plots: bool = True, name:
     if plots and results.records:
         labels = results.records[0]["labels"]
         chance = 1.0 / len(labels) if labels else None
+        meta = results.meta
         files.append(layer_curve(results, out / f"{name}_layers.png", chance=chance,
-                                 title=f"{results.meta.get('corpus', '')}: UAR by layer "
-                                       f"({results.meta.get('protocol', '')}, mean ± std over folds)"))
+                                 title=f"{meta.get('corpus', '')}: UAR by layer, model {meta.get('model', '?')}\n"
+                                       f"({meta.get('protocol', '')}; mean ± std over {_aggregated(results)})"))
         best = results.best()
         cm, lab = results.confusion(best["layer"], best["classifier"], best["train_set"])
+        over = _aggregated(results, layer=best["layer"], classifier=best["classifier"], train_set=best["train_set"])
         files.append(confusion_heatmap(cm, lab, out / f"{name}_confusion.png",
-                                       title=f"train {best['train_set']} → test {best['test_set']}, "
-                                             f"layer {best['layer']}, {best['classifier']} (UAR {best['uar']:.3f})"))
+                                       title=f"model {meta.get('model', '?')}, layer {best['layer']}, "
+                                             f"{best['classifier']}\ntrain {best['train_set']} → test {best['test_set']}, "
+                                             f"summed over {over} (UAR {best['uar']:.3f})"))
     return files
 
 
-def run_matrix(corpora: Sequence[str], *, layer: int, model: str, cache: str | Path = "cache",
+def run_matrix(corpora: Sequence[str], *, layer: str | int, model: str, cache: str | Path = "cache",
                classifier: str = "logreg", stat: str = "mean", C: float | None = None,
-               out: str | Path | None = None, device: str | None = None):
-    """Train corpus x test corpus UAR at one layer; diagonal on each corpus' standard folds."""
+               out: str | Path | None = None, device: str | None = None, classes: str | None = None,
+               overwrite: bool = False, progress: bool = False):
+    """Train corpus x test corpus UAR at one layer; diagonal on each corpus' standard folds.
+
+    layer: one layer spec ("12", "-1"); a multi-layer spec is refused. classes: off-diagonal
+    harmonisation ("shared" by default, see `run_probe`). Writes transfer_matrix.{png,json,csv}
+    (every file names the model and the stored layer) to `out`, refused when it holds files
+    unless `overwrite`. Returns (matrix (n, n) UAR, {(train, test): summary}, files).
+    """
+    from classifiers.evaluate import FRAME_CLASSIFIERS, check_classifier, check_policy, progress_bar
     from classifiers.plots import transfer_heatmap
+    from classifiers.results import check_out, versions
     from featstore.folds import make_folds, standard_protocol
+    from featstore.serialize import write_json
     from featstore.store import open_store
 
+    if check_classifier(classifier) in FRAME_CLASSIFIERS:
+        raise SerError(f"--matrix runs on pooled features; the {classifier} probe reads frames: "
+                       "use --classifier logreg, xgboost or knn")
+    policy = check_policy(classes) or "shared"
+    if out is not None:
+        out = check_out(out, overwrite)
     feats, utts, folds = {}, {}, {}
+    k = None
     for c in corpora:
         fs = open_store(store_for(cache, model, c))
-        k = parse_layers(str(layer), fs.num_layers)[0]
-        X = fs.pooled(k, stat)[:, None, :]
-        feats[c], utts[c] = X, fs.utterances
+        ks = parse_layers(str(layer), fs.num_layers)
+        if len(ks) != 1:
+            raise SerError(f"--matrix needs one layer (e.g. --layer 12), not {str(layer)!r}")
+        k = ks[0]
+        feats[c], utts[c] = fs.pooled(k, stat)[:, None, :], fs.utterances
         folds[c] = make_folds(fs.utterances, standard_protocol(c))
-    M, details = transfer_matrix(feats, utts, list(corpora), 0, within_folds=folds, classifier=classifier, C=C,
-                                 device=device)
+    with progress_bar(len(corpora) ** 2, f"{classifier} transfer matrix: train×test", progress) as advance:
+        M, details = transfer_matrix(feats, utts, list(corpora), 0, within_folds=folds, classifier=classifier, C=C,
+                                     device=device, policy=policy, layer=k, progress=advance)
     files = []
     if out is not None:
-        import json
-
-        out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         files.append(transfer_heatmap(M, corpora, out / "transfer_matrix.png",
-                                      title=f"train × test UAR, layer {layer} ({classifier})"))
-        (out / "transfer_matrix.json").write_text(json.dumps(dict(
-            corpora=list(corpora), layer=layer, model=model, uar=M.tolist(),
-            cells=[dict(train=a, test=b, **{k: v for k, v in d.items() if k != "dropped"}, dropped=d["dropped"])
-                   for (a, b), d in details.items()]), indent=1, default=float))
-        files.append(out / "transfer_matrix.json")
+                                      title=f"train × test UAR, model {model}, layer {k} ({classifier}; "
+                                            f"diagonal: mean over each corpus' folds, off-diagonal: classes {policy})"))
+        cells = [dict(train=a, test=b, **d) for (a, b), d in details.items()]
+        files.append(write_json(out / "transfer_matrix.json", dict(
+            corpora=list(corpora), layer=k, model=model, classifier=classifier, stat=stat, classes=policy,
+            uar=M.tolist(), cells=cells, versions=versions())))
+        path = out / "transfer_matrix.csv"
+        with path.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["model", "layer", "classifier", "train", "test", "uar", "uar_std", "wa", "macro_f1", "n"])
+            for c in cells:
+                w.writerow([model, k, classifier, c["train"], c["test"], c["uar"], c["uar_std"], c["wa"],
+                            c["macro_f1"], c["n"]])
+        files.append(path)
     return M, details, files
 
 

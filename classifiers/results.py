@@ -6,10 +6,11 @@ import csv
 import json
 import platform
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -17,29 +18,150 @@ from classifiers.metrics import mean_std, scores
 from featstore.serialize import write_json
 
 
-def make_record(*, layer, fold: str, y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str],
-                n_train: int, **extra) -> dict:
-    """The one record every classifier writes: one scored (setting, layer, classifier, fold, seed).
+class Record(TypedDict, total=False):
+    """One scored (setting, layer, classifier, fold, seed); stored as a plain dict in JSON.
 
-    Keys: layer (int, or a string such as "e2e" / "mix:..."), fold, n_train, n_test, wa, uar,
-    macro_f1, recall {label: recall}, confusion (nested lists, rows true), labels (scored label
-    order), plus `extra` (classifier, seed, train_set, test_set, shuffled, C, ...).
+    layer       int stored layer (`hidden_states[k]`), or a string: "e2e" (fine-tuned), "5+7"
+                (a learned mix of layers)
+    fold        fold name (e.g. "luna-0", "ravdess->cremad", "loso-ravdess-03")
+    n_train     training rows the model was fitted on (validation rows excluded)
+    n_test      test rows scored
+    wa          accuracy (weighted by class frequency)
+    uar         unweighted average recall over the scored labels present in the test rows
+    macro_f1    scikit-learn macro-F1 over the scored labels that occur in truth or prediction
+    recall      {label: recall} for the scored labels present in the test rows
+    confusion   (n_labels, n_labels) counts as nested lists, rows true, columns predicted
+    labels      the scored label order (rows/columns of `confusion`)
+    classifier  registry name ("logreg", "xgboost", "attention", "knn") or "finetune-<pooling>"
+    seed        the run's seed (0 for the deterministic kNN)
+    train_set   training corpora, comma-joined; test_set: test corpora, comma-joined
+    shuffled    True for the shuffled-label control
+    C           logreg's inverse regularisation (None elsewhere)
+    classes     "train" (the fold's training classes), "shared" or "all" (see `harmonise`)
+    """
+
+    layer: int | str
+    fold: str
+    n_train: int
+    n_test: int
+    wa: float
+    uar: float
+    macro_f1: float
+    recall: dict[str, float]
+    confusion: list[list[int]]
+    labels: list[str]
+    classifier: str
+    seed: int
+    train_set: str
+    test_set: str
+    shuffled: bool
+    C: float | None
+    classes: str
+
+
+def make_record(*, layer, fold: str, y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str],
+                n_train: int, **extra) -> Record:
+    """The one record builder every classifier uses (see `Record` for the keys).
+
+    y_true, y_pred: (n_test,) labels; labels: the scored label order. `extra` holds the other
+    `Record` keys (classifier, seed, train_set, test_set, shuffled, C, ...) and any
+    classifier-specific ones (k, best_epoch, layer_weights, ...).
     """
     s = scores(y_true, y_pred, labels)
-    return dict(layer=layer, fold=str(fold), n_train=int(n_train), n_test=int(len(y_true)), **s, **extra)
+    layer = int(layer) if isinstance(layer, (int, np.integer)) else layer
+    return Record(layer=layer, fold=str(fold), n_train=int(n_train), n_test=int(len(y_true)), **s, **extra)
+
+
+CLASS_POLICIES = ("shared", "all")
+
+
+@dataclass
+class Harmonised:
+    """One fold after label harmonisation.
+
+    classes: labels the model is trained on and predicts among (canonical order)
+    train:   (n_train,) training rows kept; test: (n_test,) test rows scored
+    scored:  the scored label order of the records (classes, plus test-only labels under "all")
+    dropped: {label: test rows not scored}; dropped_train: {label: training rows left out}
+    """
+
+    classes: list[str]
+    train: np.ndarray
+    test: np.ndarray
+    scored: list[str]
+    dropped: dict[str, int]
+    dropped_train: dict[str, int]
+
+
+def harmonise(labels: Sequence[str], train: Sequence[int], test: Sequence[int], *, policy: str | None = None,
+              shared: set[str] | None = None) -> Harmonised:
+    """The one label harmonisation of every classifier (logreg, XGBoost, attention, kNN).
+
+    labels: (N,) label of every row; train, test: row indices of one fold.
+    policy None: the model learns the fold's training classes; test rows of other classes are
+    dropped (within-corpus folds, where a class missing from training is an accident).
+    "shared": training and test restricted to `shared` (the classes both sides declare, see
+    `declared_labels`); training rows of other classes are left out, test rows dropped.
+    "all": the model as trained on every training row; every test row is scored, over the
+    training classes plus the test-only ones (which it can never predict).
+    """
+    from featstore.labels import canonical_order
+
+    labels = np.asarray(labels, dtype=object)
+    train, test = np.asarray(train, dtype=np.int64), np.asarray(test, dtype=np.int64)
+    if policy not in (None, *CLASS_POLICIES):
+        raise ValueError(f"unknown class policy {policy!r}: use {', '.join(CLASS_POLICIES)}")
+    dropped_train: dict[str, int] = {}
+    if policy == "shared":
+        if shared is None:
+            raise ValueError("policy 'shared' needs the shared label set")
+        keep = np.isin(labels[train], sorted(shared))
+        dropped_train = dict(Counter(labels[train][~keep].tolist()))
+        train = train[keep]
+    classes = canonical_order(labels[train].tolist())
+    if policy == "all":
+        return Harmonised(classes, train, test, canonical_order(set(classes) | set(labels[test].tolist())), {},
+                          dropped_train)
+    keep = np.isin(labels[test], classes)
+    return Harmonised(classes, train, test[keep], classes, dict(Counter(labels[test][~keep].tolist())),
+                      dropped_train)
+
+
+def declared_labels(corpora: Sequence[str], utterances: Sequence | None = None) -> set[str]:
+    """The canonical labels the corpora declare: `set(get_corpus(name).labels.values())` for each
+    registered corpus, the labels present in `utterances` of that corpus for CSV corpora (whose
+    label set is their data). Never the labels that happen to occur in one test fold."""
+    from featstore.corpora import CORPORA
+
+    out: set[str] = set()
+    for name in corpora:
+        if name in CORPORA and name != "csv":
+            out |= set(CORPORA[name].labels.values())
+        else:
+            out |= {u.label for u in (utterances or []) if u.corpus == name}
+    return out
 
 
 @dataclass
 class ProbeResults:
     """One record per (layer, classifier, fold, seed) plus what was dropped and how it was run."""
 
-    records: list[dict] = field(default_factory=list)
-    dropped: dict = field(default_factory=dict)      # fold -> {label: test rows dropped}
+    records: list[Record] = field(default_factory=list)
+    dropped: dict = field(default_factory=dict)        # fold -> {label: test rows dropped}
     meta: dict = field(default_factory=dict)
+    dropped_train: dict = field(default_factory=dict)  # fold -> {label: training rows left out ("shared")}
 
     def extend(self, other: ProbeResults) -> None:
         self.records.extend(other.records)
         self.dropped.update(other.dropped)
+        self.dropped_train.update(other.dropped_train)
+
+    def add(self, fold: str, h: Harmonised) -> None:
+        """Count what harmonising `fold` left out."""
+        if h.dropped:
+            self.dropped[fold] = dict(h.dropped)
+        if h.dropped_train:
+            self.dropped_train[fold] = dict(h.dropped_train)
 
     def summary(self, metrics: Sequence[str] = ("wa", "uar", "macro_f1")) -> list[dict]:
         """Mean and std over folds and seeds, per (train_set, test_set, classifier, layer)."""
@@ -71,8 +193,9 @@ class ProbeResults:
             total[np.ix_(idx, idx)] += np.asarray(r["confusion"])
         return total, labels
 
+
 CSV_FIELDS = ("train_set", "test_set", "classifier", "layer", "fold", "seed", "wa", "uar", "macro_f1",
-              "n_train", "n_test", "C", "shuffled")
+              "n_train", "n_test", "C", "shuffled", "classes", "model")
 
 
 def versions() -> dict:
@@ -93,25 +216,26 @@ def write_results(results: ProbeResults, out_dir: str | Path, name: str = "probe
     out.mkdir(parents=True, exist_ok=True)
     meta = dict(results.meta, versions=versions(), written=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     jpath = out / f"{name}.json"
-    write_json(jpath, dict(meta=meta, summary=results.summary(), dropped=results.dropped, records=results.records))
+    write_json(jpath, dict(meta=meta, summary=results.summary(), dropped=results.dropped,
+                           dropped_train=results.dropped_train, records=results.records))
     cpath = out / f"{name}.csv"
     with cpath.open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS + ("store", "protocol"), extrasaction="ignore")
         w.writeheader()
         for r in results.records:
-            w.writerow(dict(r, store=";".join(meta.get("stores", [])), protocol=meta.get("protocol", "")))
+            w.writerow(dict(r, model=meta.get("model", ""), store=";".join(meta.get("stores", [])),
+                            protocol=meta.get("protocol", "")))
     return jpath, cpath
 
 
 def read_results(path: str | Path) -> ProbeResults:
     data = json.loads(Path(path).read_text(encoding="utf-8"))
-    return ProbeResults(records=data["records"], dropped=data.get("dropped", {}), meta=data.get("meta", {}))
+    return ProbeResults(records=data["records"], dropped=data.get("dropped", {}), meta=data.get("meta", {}),
+                        dropped_train=data.get("dropped_train", {}))
 
 
 def summary_table(results: ProbeResults, metric: str = "uar", title: str = ""):
     """A rich Table: one row per (training set, classifier, layer), mean ± std, best marked."""
-    from rich.table import Table
-
     rows = results.summary()
     sets = {(r["train_set"], r["test_set"]) for r in rows}
     clfs = {r["classifier"] for r in rows}
@@ -121,7 +245,7 @@ def summary_table(results: ProbeResults, metric: str = "uar", title: str = ""):
         title = f"{title} — train {train}" + (f" → test {test}" if test and test != train else "")
     if len(clfs) == 1:
         title = f"{title} ({next(iter(clfs))})"
-    t = Table(*cols, "layer", "WA", "UAR", "macro-F1", "n", title=title.strip(" —"))
+    t = table(*cols, "layer", "WA", "UAR", "macro-F1", "n", title=title.strip(" —"))
     best = {}
     for r in rows:
         key = (r["train_set"], r["test_set"], r["classifier"])
@@ -135,3 +259,33 @@ def summary_table(results: ProbeResults, metric: str = "uar", title: str = ""):
         t.add_row(*lead, f"{r['layer']}{' ★' if mark else ''}", *cells, str(r["n"]),
                   style="bold green" if mark else None)
     return t
+
+
+def table(*columns: str, title: str = "", **kw):
+    """A rich Table whose cells wrap (fold) instead of being cut to "..." on narrow terminals."""
+    from rich.table import Table
+
+    t = Table(title=title, **kw)
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    return t
+
+
+def settings_tag(settings: dict) -> str:
+    """8 hex digits naming a run's settings (same settings, same tag): sha256 of their JSON."""
+    import hashlib
+
+    from featstore.serialize import dumps
+
+    return hashlib.sha256(dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def check_out(out: str | Path, overwrite: bool = False) -> Path:
+    """`out` as a results directory, checked before any work: refused when it already holds
+    files, unless `overwrite` (results are never silently replaced). The writers create it."""
+    from featstore.errors import SerError
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise SerError(f"{out} already holds results; pass --overwrite to replace them, or another --out")
+    return out

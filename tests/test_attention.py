@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from classifiers.attention import AttentionError, AttentionProbe, probe_attention
+from classifiers.results import Record
 from featstore.corpora.base import Utterance
 from featstore.folds import make_folds
 
@@ -129,6 +130,7 @@ def test_fold_runner_over_a_store(tmp_path):
         assert r["n_test"] == len(f.test) and r["n_train"] + r["n_val"] == len(f.train) and r["n_val"] > 0
         assert 0 <= r["uar"] <= 1 and np.asarray(r["confusion"]).sum() == len(f.test)
         assert r["classifier"] == "attention" and r["layer"] == 2 and r["layers"] == [2]
+        assert set(Record.__annotations__) <= set(r)          # the one record every classifier writes
     (row,) = res.summary()                              # the record format of classifiers.evaluate
     assert row["classifier"] == "attention" and row["n"] == 6 and 0 <= row["uar"] <= 1
     with pytest.raises(AttentionError, match="no frame-level features"):

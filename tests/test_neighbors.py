@@ -204,3 +204,24 @@ def test_what_cannot_be_measured_is_reported_not_guessed():
     rep = neighbor_analysis(rng.standard_normal((24, 2, 8)), a + b, layers=[0], k=3)
     assert rep.cross == [] and "share no emotion label" in rep.skipped["cross emodb->ravdess"]
     assert len(rep.knn) == 6                                                     # one record per speaker
+
+
+def test_missing_faiss_is_one_line_naming_the_package(monkeypatch, tmp_path):
+    import sys
+
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    monkeypatch.setitem(sys.modules, "faiss", None)             # `import faiss` now fails as when not installed
+    X = np.random.default_rng(0).standard_normal((20, 4)).astype(np.float32)
+    with pytest.raises(NeighborError, match="pip install faiss-cpu") as info:
+        search(normalize(X), None, 3)
+    assert isinstance(info.value.__cause__, ImportError)          # the cause is kept for --debug
+    from tests.test_results import MODEL, RAVDESS, planted, write_store
+
+    write_store(tmp_path / "cache", "ravdess", *planted("ravdess", RAVDESS[:4], n_speakers=3, per=1))
+    r = CliRunner().invoke(app, ["neighbors", "--corpus", "ravdess", "--model", MODEL, "--cache",
+                                 str(tmp_path / "cache"), "--out", str(tmp_path / "nb")])
+    assert r.exit_code == 2 and r.output.count("\n") == 1
+    assert r.output.startswith("error:") and "pip install faiss-cpu (or faiss-gpu" in r.output
