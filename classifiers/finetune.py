@@ -58,14 +58,13 @@ import numpy as np
 
 from classifiers.augment import Compose, augment_rng, describe_augment, parse_augment
 from classifiers.metrics import mean_std, scores, softmax
+from classifiers.results import declared_labels
 from classifiers.wordswap import bind_word_swap
 from featstore import serialize
 from featstore.audio import load_audio
-from featstore.corpora import get_corpus
 from featstore.corpora.base import Utterance
-from featstore.corpora.csvcorpus import CsvCorpus
 from featstore.device import DEVICE_HELP, check_device, resolve_device
-from featstore.errors import CorpusError, SerError
+from featstore.errors import SerError
 from featstore.folds import Fold, make_folds, validation_split
 from featstore.labels import canonical_order
 
@@ -282,25 +281,6 @@ def _compute_metrics(classes: list[str]):
 
 
 # -- labels and scores ---------------------------------------------------------------------------
-
-def declared_labels(corpora: Sequence[str], utterances: Sequence[Utterance]) -> set[str]:
-    """The labels the named corpora define, whether or not a fold happens to hold them.
-
-    A registered corpus contributes its label map (`get_corpus(name).labels`); a CSV corpus
-    (free-text labels) or an unregistered name contributes the labels its utterances carry.
-    """
-    out: set[str] = set()
-    for name in corpora:
-        try:
-            corpus = get_corpus(name)
-        except CorpusError:
-            corpus = None
-        if corpus is None or isinstance(corpus, CsvCorpus):
-            out |= {u.label for u in utterances if u.corpus == name}
-        else:
-            out |= set(corpus.labels.values())
-    return out
-
 
 def score_test(truth: Sequence[str], probs: np.ndarray, classes: Sequence[str],
                shared: Sequence[str]) -> tuple[list[str], dict, dict | None]:

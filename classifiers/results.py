@@ -132,11 +132,13 @@ def declared_labels(corpora: Sequence[str], utterances: Sequence | None = None) 
     registered corpus, the labels present in `utterances` of that corpus for CSV corpora (whose
     label set is their data). Never the labels that happen to occur in one test fold."""
     from featstore.corpora import CORPORA
+    from featstore.corpora.csvcorpus import CsvCorpus
 
     out: set[str] = set()
     for name in corpora:
-        if name in CORPORA and name != "csv":
-            out |= set(CORPORA[name].labels.values())
+        corpus = CORPORA.get(name)
+        if corpus is not None and not isinstance(corpus, CsvCorpus):
+            out |= set(corpus.labels.values())
         else:
             out |= {u.label for u in (utterances or []) if u.corpus == name}
     return out
