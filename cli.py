@@ -371,15 +371,9 @@ def store_export(
 # ---------------------------------------------------------------------------------------------
 
 def _cached_corpora(cache: Path, model: str) -> list[str]:
-    from featstore.backbone import model_slug
-    from featstore.errors import SerError
+    from featstore.store import cached_corpora
 
-    directory = cache / model_slug(model)
-    names = sorted({p.name.split(".")[0] for p in directory.glob("*.h5")}) if directory.exists() else []
-    if not names:
-        raise SerError(f"no extracted corpora for model {model!r} under {directory}; run "
-                       f"`ser extract --corpus NAME --model {model}` first (or pass --model / --cache)")
-    return names
+    return cached_corpora(cache, model)
 
 
 @app.command()

@@ -27,15 +27,9 @@ class ProbeRun:
 
 def store_for(cache: str | Path, model: str, corpus: str) -> Path:
     """Where `ser extract` put (model, corpus); a clear error naming the command when missing."""
-    from featstore.backbone import model_slug
+    from featstore.store import find_store
 
-    path = Path(cache) / model_slug(model) / f"{corpus}.h5"
-    shards = list(path.parent.glob(f"{corpus}.shard-*-of-*.h5"))
-    if not path.exists() and not shards:
-        have = sorted(p.name for p in path.parent.glob("*.h5")) if path.parent.exists() else []
-        raise SerError(f"no features for corpus {corpus!r} with model {model!r} in {path.parent} "
-                       f"(found: {', '.join(have) or 'nothing'}); run `ser extract --corpus {corpus} --model {model}` first")
-    return path
+    return find_store(cache, model, corpus)
 
 
 def _features(fs, layers: Sequence[int], stat: str) -> np.ndarray:

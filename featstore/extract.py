@@ -36,7 +36,7 @@ from featstore.backbone import DEFAULT_MODEL, Backbone, ModelInfo, hidden_states
 from featstore.corpora import Manifest, Utterance, load_manifest
 from featstore.device import resolve_device
 from featstore.errors import AudioError, SerError
-from featstore.store import Batch, Skipped, StoreError, assemble, config_matches, parts_dir, store_path, write_part
+from featstore.store import Batch, Skipped, assemble, new_part_path, read_progress, store_path, write_part
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 LAYER_CONVENTION = ("layer k = transformers hidden_states[k], k=0..L; 0 = input to the first transformer "
@@ -75,47 +75,6 @@ def store_config(info: ModelInfo, dtype: str, frame_layers: list[int], max_secon
         num_layers=info.num_layers, hidden_size=info.hidden_size, layer_convention=LAYER_CONVENTION,
         format_version=FORMAT_VERSION,
     )
-
-
-def _existing_state(path: Path, config: dict) -> tuple[set[str], dict[str, Skipped], float]:
-    """Ids already extracted (store + finished parts), skips recorded, store mtime."""
-    import json
-
-    import h5py
-
-    done: set[str] = set()
-    skipped: dict[str, Skipped] = {}
-    mtime = 0.0
-    sources = []
-    if path.exists():
-        sources.append(path)
-        mtime = path.stat().st_mtime
-    pdir = parts_dir(path)
-    if pdir.exists():
-        for leftover in pdir.glob(".*.tmp-*"):
-            leftover.unlink(missing_ok=True)  # a part that was being written when the run died
-        sources.extend(sorted(pdir.glob("part-*.h5")))
-    for src in sources:
-        try:
-            f = h5py.File(src, "r")
-        except OSError as e:
-            raise StoreError(f"{src}: unreadable ({e}); delete it and re-run") from None
-        with f:
-            other = json.loads(f.attrs["config"])
-            diff = config_matches(other, config)
-            if diff:
-                details = ", ".join(f"{k}: {other.get(k)!r} vs {config.get(k)!r}" for k in diff)
-                raise StoreError(
-                    f"{src} was extracted with a different configuration ({details}); it is never mixed "
-                    f"with another run: pass --cache DIR for a separate store, or delete {path} to start over")
-            done.update(v.decode() if isinstance(v, bytes) else v for v in f["utterances/id"][()])
-            if "skipped" in f:
-                for i, p, r in zip(*(f[f"skipped/{k}"][()] for k in ("id", "path", "reason"))):
-                    dec = [x.decode() if isinstance(x, bytes) else x for x in (i, p, r)]
-                    skipped[dec[0]] = Skipped(*dec)
-            if src != path:
-                mtime = max(mtime, src.stat().st_mtime)
-    return done, skipped, mtime
 
 
 class _Prefetcher:
@@ -186,14 +145,11 @@ class _Writer:
     """Buffers finished utterances and flushes them as atomic part files."""
 
     def __init__(self, path: Path, config: dict, shard: int, checkpoint_seconds: float, max_bytes: int = 256 << 20):
-        self.dir = parts_dir(path)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self.config = config
         self.shard = shard
         self.checkpoint_seconds = checkpoint_seconds
         self.max_bytes = max_bytes
-        existing = sorted(self.dir.glob(f"part-{shard:03d}-*.h5"))
-        self.seq = 1 + max((int(p.stem.rsplit("-", 1)[1]) for p in existing), default=0)
         self._reset()
 
     def _reset(self):
@@ -229,8 +185,7 @@ class _Writer:
             frames={k: [np.concatenate(p.frames[k]) for p in self.items] for k in layers},
             skipped=self.skipped,
         )
-        write_part(self.dir / f"part-{self.shard:03d}-{self.seq:06d}.h5", batch, self.config)
-        self.seq += 1
+        write_part(new_part_path(self.path, self.shard), batch, self.config)
         self._reset()
 
 
@@ -292,21 +247,21 @@ def extract_manifest(
     frame_layers = parse_frame_layers(frames, info.num_layers)
     config = store_config(info, dtype, frame_layers, max_seconds)
     path = store_path(cache, model_slug(info.model_id), manifest.corpus, shard, shards)
-    done, recorded, mtime = _existing_state(path, config)
+    progress = read_progress(path, config)
+    done, recorded = progress.done, progress.skipped
 
     ordered = sorted(manifest.utterances, key=lambda u: u.id)
     mine = [u for i, u in enumerate(ordered) if i % shards == shard]
     result = ExtractResult(store=path, already=sum(u.id in done for u in mine))
     # a file skipped before is tried again only if it changed since
     todo = [u for u in mine if u.id not in done and not (
-        u.id in recorded and _mtime(u.path) <= mtime)]
+        u.id in recorded and _mtime(u.path) <= progress.mtime)]
     problems = [Skipped(p.path, p.path, p.reason) for p in manifest.problems
                 if shard == 0 and p.path not in recorded]
-    has_parts = parts_dir(path).exists() and any(parts_dir(path).glob("part-*.h5"))
     if not todo and not problems:
-        if has_parts:
+        if progress.parts:
             assemble(path, config, corpus=manifest.corpus, shard=f"{shard}/{shards}")
-        result.up_to_date = not has_parts
+        result.up_to_date = not progress.parts
         result.wall_seconds = time.monotonic() - t0
         return result
 

@@ -33,6 +33,7 @@ import json
 import os
 import re
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,6 +178,15 @@ def write_part(path: Path, batch: Batch, config: dict) -> None:
 
 def parts_dir(store_path: Path) -> Path:
     return store_path.with_name(store_path.name + ".parts")
+
+
+def new_part_path(store_path: Path, shard: int) -> Path:
+    """A fresh part name: after every existing part of the shard (a later part wins on assembly),
+    with the writer's pid and a random tag so that two writers can never pick the same name."""
+    pdir = parts_dir(store_path)
+    pdir.mkdir(parents=True, exist_ok=True)
+    seqs = [int(m[1]) for p in pdir.glob(f"part-{shard:03d}-*.h5") if (m := re.match(r"part-\d+-(\d+)", p.name))]
+    return pdir / f"part-{shard:03d}-{1 + max(seqs, default=0):06d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.h5"
 
 
 def config_matches(a: dict, b: dict) -> list[str]:
@@ -496,6 +506,95 @@ def open_store(*paths: str | Path) -> FeatureStore:
 def store_path(cache: str | Path, model_slug: str, corpus: str, shard: int = 0, shards: int = 1) -> Path:
     name = f"{corpus}.h5" if shards == 1 else f"{corpus}.shard-{shard}-of-{shards}.h5"
     return Path(cache) / model_slug / name
+
+
+def _model_dir(cache: str | Path, model: str) -> Path:
+    from featstore.backbone import model_slug
+
+    return Path(cache) / model_slug(model)
+
+
+def _corpus_of(name: str) -> str | None:
+    """`ravdess.h5` / `ravdess.shard-0-of-2.h5` -> "ravdess"; None for other names."""
+    m = _SHARD_RE.match(name)
+    if m:
+        return m["corpus"]
+    return name[:-3] if name.endswith(".h5") and not name.startswith(".") else None
+
+
+def cached_corpora(cache: str | Path, model: str) -> list[str]:
+    """Corpora with a finished store (or shard) for `model` under `cache`, sorted."""
+    directory = _model_dir(cache, model)
+    names = sorted({c for p in directory.glob("*.h5") if (c := _corpus_of(p.name))}) if directory.is_dir() else []
+    if not names:
+        raise StoreError(f"no extracted corpora for model {model!r} under {directory}; run "
+                         f"`ser extract --corpus NAME --model {model}` first (or pass --model / --cache)")
+    return names
+
+
+def find_store(cache: str | Path, model: str, corpus: str) -> Path:
+    """Where `ser extract` put (model, corpus): `<corpus>.h5`, also the name of a sharded store.
+
+    Raises StoreError naming the `ser extract` command when there is no such store.
+    """
+    directory = _model_dir(cache, model)
+    path = directory / f"{corpus}.h5"
+    if path.is_file() or any(directory.glob(f"{corpus}.shard-*-of-*.h5")):
+        return path
+    have = sorted({c for p in directory.glob("*.h5") if (c := _corpus_of(p.name))}) if directory.is_dir() else []
+    raise StoreError(f"no features for corpus {corpus!r} with model {model!r} in {directory} "
+                     f"(found: {', '.join(have) or 'nothing'}); run `ser extract --corpus {corpus} --model {model}` first")
+
+
+@dataclass
+class Progress:
+    """What an earlier run left for a store: ids done (store + finished parts) and skips recorded."""
+
+    done: set[str] = field(default_factory=set)
+    skipped: dict[str, Skipped] = field(default_factory=dict)
+    mtime: float = 0.0                  # newest of the store and its parts
+    parts: int = 0                      # finished part files waiting to be assembled
+
+
+def read_progress(path: Path, config: dict) -> Progress:
+    """Read a store and its part files as a resumed run needs them; refuse another configuration.
+
+    Deletes the temporary file of a part that was being written when an earlier run died.
+    """
+    progress = Progress()
+    sources = []
+    if path.exists():
+        sources.append(path)
+        progress.mtime = path.stat().st_mtime
+    pdir = parts_dir(path)
+    if pdir.exists():
+        for leftover in pdir.glob(".*.tmp-*"):
+            leftover.unlink(missing_ok=True)
+        parts = _readable_parts(pdir)
+        progress.parts = len(parts)
+        sources.extend(parts)
+    for src in sources:
+        try:
+            f = h5py.File(src, "r")
+        except OSError as e:
+            raise StoreError(f"{src}: unreadable ({e}); delete it and re-run") from e
+        with f:
+            other = json.loads(f.attrs["config"])
+            diff = config_matches(other, config)
+            if diff:
+                details = ", ".join(f"{k}: {other.get(k)!r} vs {config.get(k)!r}" for k in diff)
+                raise StoreError(
+                    f"{src} was extracted with a different configuration ({details}); it is never mixed "
+                    f"with another run: pass --cache DIR for a separate store, or delete {path} to start over")
+            progress.done.update(_strings(f["utterances/id"][()]))
+            progress.skipped.update((s.id, s) for s in _read_skipped(f))
+            if src != path:
+                progress.mtime = max(progress.mtime, src.stat().st_mtime)
+    return progress
+
+
+def _strings(values) -> list[str]:
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
 
 def list_stores(cache: str | Path) -> list[dict]:
