@@ -7,7 +7,6 @@ here and printed on one line (`ser --debug ...` shows the traceback).
 from __future__ import annotations
 
 import functools
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -48,11 +47,9 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."))
 
 
 def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    from featstore.units import human_size
+
+    return human_size(n)
 
 
 def _corpus(corpus: str | None) -> str:
@@ -230,10 +227,11 @@ def synth(
 # extraction and stores
 # ---------------------------------------------------------------------------------------------
 
-def _torchrun() -> tuple[int, int] | None:
-    """(rank, world size) when started by torchrun with more than one process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return (int(os.environ.get("RANK", "0")), world) if world > 1 else None
+def _torchrun():
+    """The torchrun process group this process belongs to (None when not started by torchrun)."""
+    from featstore.extract import torchrun
+
+    return torchrun()
 
 
 @app.command()
@@ -267,12 +265,7 @@ def extract(
     root = _root(corpus, root)
     dist = _torchrun()
     if dist:
-        shard, shards = dist
-        if device in ("auto", "cuda"):
-            import torch
-
-            if torch.cuda.is_available():
-                device = f"cuda:{int(os.environ.get('LOCAL_RANK', shard))}"
+        shard, shards, device = dist.rank, dist.world_size, dist.device(device)
     m = load_manifest(corpus, root, progress=shard == 0)
     lead = shard == 0 or not dist
 
@@ -283,11 +276,7 @@ def extract(
                            max_seconds=max_seconds, batch_size=batch_size, batch_seconds=batch_seconds,
                            shards=shards, shard=shard, progress=lead, on_skip=on_skip)
     if dist:
-        import torch.distributed as tdist
-
-        tdist.init_process_group("gloo")
-        tdist.barrier()
-        tdist.destroy_process_group()
+        dist.barrier()
     tag = f"[shard {shard}/{shards}] " if shards > 1 else ""
     if res.up_to_date:
         console.print(f"{tag}{res.store}: up to date ({res.already} utterances), nothing to extract")

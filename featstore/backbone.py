@@ -118,7 +118,7 @@ def _resolve_directory(model_id: str, revision: str | None) -> tuple[Path, str |
             f"`huggingface-cli download {model_id}` (or python -c \"from transformers import AutoModel; "
             f"AutoModel.from_pretrained('{model_id}')\") and copy the cache (~/.cache/huggingface), "
             f"or save the model with save_pretrained and pass --model /path/to/dir"
-        ) from None
+        ) from e
     path = Path(path)
     return path, path.name if re.fullmatch(r"[0-9a-f]{40}", path.name) else revision
 
@@ -149,7 +149,7 @@ def model_info(model_id: str = DEFAULT_MODEL, *, revision: str | None = None) ->
     try:
         config = AutoConfig.from_pretrained(directory)
     except Exception as e:
-        raise ModelLoadError(f"{directory}: not a transformers model directory ({e})") from None
+        raise ModelLoadError(f"{directory}: not a transformers model directory ({e})") from e
     if config.model_type not in SUPPORTED_MODEL_TYPES:
         raise ModelLoadError(f"{model_id}: model type {config.model_type!r} is not a wav2vec2-family "
                              f"encoder (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")

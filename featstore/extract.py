@@ -14,8 +14,8 @@ the pooled mean/std are over all frames (combined exactly from per-window statis
 does not cross window borders, which is what bounds memory.
 
 Batching depends on the device: on CUDA, length-sorted batches of at most `batch_seconds` of
-padded audio (halved automatically on out-of-memory); on CPU one utterance at a time, which
-measured fastest on 2 cores (bench/extract.py).
+padded audio (halved automatically on out-of-memory); on CPU batches of `batch_size` windows in
+reading order, 1 by default, which measured fastest on 2 cores (bench/extract.py).
 """
 
 from __future__ import annotations
@@ -240,6 +240,8 @@ def extract_manifest(
         raise SerError(f"--shard {shard} out of range for --shards {shards}")
     if max_seconds <= 0:
         raise SerError("--max-seconds must be positive")
+    if batch_size is not None and batch_size < 1:
+        raise SerError(f"--batch-size {batch_size}: use 1 or more utterances per batch")
     dev = resolve_device(device)
     if dev.type == "cpu" and dtype == "float16":
         raise SerError("--dtype float16 is for GPUs; on CPU use float32 (or bfloat16)")
@@ -276,12 +278,49 @@ def extract_manifest(
         autocast = DTYPES[dtype] if (dev.type == "cpu" and dtype == "bfloat16") else None
         # GPU: longest first, so an out-of-memory batch shows up at once and batches pad little
         todo.sort(key=lambda u: (-u.duration, u.id) if dev.type == "cuda" else (u.id,))
-        _run(backbone, todo, writer, result, dev, autocast, max_seconds, batch_size, batch_seconds,
-             progress, on_skip, prefetch_seconds)
+        settings = _RunSettings(device=dev, autocast=autocast, max_seconds=max_seconds, batch_size=batch_size,
+                                batch_seconds=batch_seconds, prefetch_seconds=prefetch_seconds,
+                                progress=progress, on_skip=on_skip)
+        _run(backbone, todo, writer, result, settings)
     writer.flush()
     assemble(path, config, corpus=manifest.corpus, shard=f"{shard}/{shards}")
     result.wall_seconds = time.monotonic() - t0
     return result
+
+
+@dataclass(frozen=True)
+class TorchRun:
+    """This process's place in a `torchrun --nproc-per-node N` job: one shard per rank."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+
+    def device(self, requested: str) -> str:
+        """The rank's own GPU when `requested` is auto/cuda and CUDA is there; else `requested`."""
+        if requested in ("auto", "cuda") and torch.cuda.is_available():
+            return f"cuda:{self.local_rank}"
+        return requested
+
+    def barrier(self) -> None:
+        """Wait until every rank has finished its shard (gloo: works with or without GPUs)."""
+        import torch.distributed as tdist
+
+        tdist.init_process_group("gloo")
+        try:
+            tdist.barrier()
+        finally:
+            tdist.destroy_process_group()
+
+
+def torchrun(environ: dict[str, str] | None = None) -> TorchRun | None:
+    """The torchrun job this process is part of, from RANK/WORLD_SIZE/LOCAL_RANK; None for one process."""
+    env = os.environ if environ is None else environ
+    world = int(env.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    rank = int(env.get("RANK", "0"))
+    return TorchRun(rank=rank, world_size=world, local_rank=int(env.get("LOCAL_RANK", rank)))
 
 
 def _mtime(path: str) -> float:
@@ -291,13 +330,28 @@ def _mtime(path: str) -> float:
         return 0.0
 
 
-def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer, result: ExtractResult, dev, autocast,
-         max_seconds, batch_size, batch_seconds, progress, on_skip, prefetch_seconds) -> None:
-    sr = backbone.sample_rate
-    total_seconds = float(sum(u.duration for u in todo))
-    bar = _progress(progress, len(todo), total_seconds)
-    max_samples = int(max_seconds * sr)
+@dataclass(frozen=True)
+class _RunSettings:
+    """How `_run` feeds the model: device, precision, windowing, batching, reporting."""
+
+    device: torch.device
+    autocast: torch.dtype | None        # CPU bfloat16 runs under autocast; None = model dtype
+    max_seconds: float
+    batch_size: int | None
+    batch_seconds: float | None
+    prefetch_seconds: float
+    progress: bool
+    on_skip: Callable[[Skipped], None] | None
+
+
+def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer, result: ExtractResult,
+         settings: _RunSettings) -> None:
+    """Read, window, batch and run `todo` through the model; hand finished utterances to `writer`."""
+    dev, sr = settings.device, backbone.sample_rate
+    bar = _progress(settings.progress, len(todo), float(sum(u.duration for u in todo)))
+    max_samples = int(settings.max_seconds * sr)
     frame_layers = writer.config["frame_layers"]
+    cpu_batch = settings.batch_size or 1
     fetch = _Prefetcher(todo, sr, backbone.receptive_field)
     pieces: list = []
     buffered = 0.0
@@ -306,13 +360,14 @@ def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer, result: Ext
         s = Skipped(u.id, u.path, reason)
         writer.skip(s)
         result.skipped.append(s)
-        if on_skip:
-            on_skip(s)
+        if settings.on_skip:
+            settings.on_skip(s)
         bar.advance(u.duration, 1)
 
     def run_pieces(pieces):
-        for batch in _batches(pieces, dev, batch_size, batch_seconds, sr):
-            for pending, stats in _forward(backbone, batch, dev, autocast, frame_layers, skip):
+        pieces.sort(key=lambda p: -len(p[1]))  # batches pad little
+        for batch in _batches(pieces, dev, settings.batch_size, settings.batch_seconds, sr):
+            for pending, stats in _forward(backbone, batch, dev, settings.autocast, frame_layers, skip):
                 pending.add(*stats)
                 if pending.windows_left == 0:
                     writer.add(pending)
@@ -330,14 +385,15 @@ def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer, result: Ext
                 pending = _Pending(u, len(wave), len(cut))
                 pieces.extend((pending, w) for w in cut)
                 buffered += len(wave) / sr
-                # on GPU gather audio so batches can be length-sorted; on CPU run as it comes
-                if dev.type != "cuda" or buffered >= prefetch_seconds:
-                    if dev.type == "cuda":
-                        pieces.sort(key=lambda p: -len(p[1]))
+                # GPU: gather audio so batches can be length-sorted; CPU: run each full batch as it fills
+                if dev.type == "cuda" and buffered >= settings.prefetch_seconds:
                     run_pieces(pieces)
                     pieces, buffered = [], 0.0
+                elif dev.type != "cuda" and len(pieces) >= cpu_batch:
+                    full = len(pieces) - len(pieces) % cpu_batch
+                    run_pieces(pieces[:full])
+                    pieces = pieces[full:]
             if pieces:
-                pieces.sort(key=lambda p: -len(p[1]))
                 run_pieces(pieces)
     finally:
         fetch.close()

@@ -343,7 +343,7 @@ class FeatureStore:
                 f = h5py.File(p, "r")
             except OSError as e:
                 raise StoreError(f"{p}: cannot open as HDF5 ({e}); if an extraction was interrupted, "
-                                 f"re-run the same `ser extract` command to finish it") from None
+                                 f"re-run the same `ser extract` command to finish it") from e
             with f:
                 configs.append(_read_config(f, p))
                 utts = _read_utterances(f["utterances"])
@@ -465,8 +465,8 @@ def parse_layers(spec: str | int | Sequence[int], num_layers: int, option: str =
             part = str(part).strip()
             m = re.fullmatch(r"(\d+)-(\d+)", part)
             layers.extend(range(int(m[1]), int(m[2]) + 1) if m else [int(part)])
-    except ValueError:
-        raise StoreError(f"{option} {spec!r}: use a layer number, all, or layers like 6,12 or 3-9") from None
+    except ValueError as e:
+        raise StoreError(f"{option} {spec!r}: use a layer number, all, or layers like 6,12 or 3-9") from e
     bad = [k for k in layers if not -num_layers <= k < num_layers]
     if bad:
         raise StoreError(f"{option}: layer(s) {bad} out of range; the model has layers 0..{num_layers - 1}")
