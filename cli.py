@@ -278,6 +278,9 @@ def extract(
     if dist:
         dist.barrier()
     tag = f"[shard {shard}/{shards}] " if shards > 1 else ""
+    if res.frames_added:
+        console.print(f"{tag}{res.store}: added frame layers {','.join(map(str, res.frames_added))} "
+                      f"(pooled features unchanged)", highlight=False)
     if res.up_to_date:
         console.print(f"{tag}{res.store}: up to date ({res.already} utterances), nothing to extract")
         return

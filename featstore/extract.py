@@ -36,7 +36,18 @@ from featstore.backbone import DEFAULT_MODEL, Backbone, ModelInfo, hidden_states
 from featstore.corpora import Manifest, Utterance, load_manifest
 from featstore.device import resolve_device
 from featstore.errors import AudioError, SerError
-from featstore.store import Batch, Skipped, assemble, new_part_path, read_progress, store_path, write_part
+from featstore.store import (
+    Batch,
+    Skipped,
+    StoreError,
+    adding_frame_layers,
+    assemble,
+    missing_frame_layers,
+    new_part_path,
+    read_progress,
+    store_path,
+    write_part,
+)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 LAYER_CONVENTION = ("layer k = transformers hidden_states[k], k=0..L; 0 = input to the first transformer "
@@ -52,6 +63,7 @@ class ExtractResult:
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     up_to_date: bool = False
+    frames_added: list[int] = field(default_factory=list)  # frame layers added to a finished store
 
     @property
     def speed(self) -> float:
@@ -231,7 +243,8 @@ def extract_manifest(
     """Extract every layer of `model` for the utterances of `manifest` into the store.
 
     Returns what was done; the store is at `result.store` (`<cache>/<model-slug>/<corpus>.h5`, or
-    `<corpus>.shard-<i>-of-<n>.h5` with shards > 1).
+    `<corpus>.shard-<i>-of-<n>.h5` with shards > 1). Frame layers asked for that a finished
+    store lacks are added to it (`result.frames_added`), its pooled data untouched.
     """
     t0 = time.monotonic()
     if dtype not in DTYPES:
@@ -249,21 +262,29 @@ def extract_manifest(
     frame_layers = parse_frame_layers(frames, info.num_layers)
     config = store_config(info, dtype, frame_layers, max_seconds)
     path = store_path(cache, model_slug(info.model_id), manifest.corpus, shard, shards)
-    progress = read_progress(path, config)
-    done, recorded = progress.done, progress.skipped
+    settings = _RunSettings(device=dev, autocast=DTYPES[dtype] if (dev.type == "cpu" and dtype == "bfloat16") else None,
+                            max_seconds=max_seconds, batch_size=batch_size, batch_seconds=batch_seconds,
+                            prefetch_seconds=prefetch_seconds, progress=progress, on_skip=on_skip)
+    backbone = _BackboneOnce(info, dev, DTYPES[dtype] if dev.type == "cuda" else torch.float32)
+    result = ExtractResult(store=path)
+    missing = missing_frame_layers(path, config)
+    if missing:
+        _add_frame_layers(path, config, missing, manifest, backbone(), settings)
+        result.frames_added = missing
+    state = read_progress(path, config)
 
     ordered = sorted(manifest.utterances, key=lambda u: u.id)
     mine = [u for i, u in enumerate(ordered) if i % shards == shard]
-    result = ExtractResult(store=path, already=sum(u.id in done for u in mine))
+    result.already = sum(u.id in state.done for u in mine)
     # a file skipped before is tried again only if it changed since
-    todo = [u for u in mine if u.id not in done and not (
-        u.id in recorded and _mtime(u.path) <= progress.mtime)]
+    todo = [u for u in mine if u.id not in state.done and not (
+        u.id in state.skipped and _mtime(u.path) <= state.mtime)]
     problems = [Skipped(p.path, p.path, p.reason) for p in manifest.problems
-                if shard == 0 and p.path not in recorded]
+                if shard == 0 and p.path not in state.skipped]
     if not todo and not problems:
-        if progress.parts:
+        if state.parts:
             assemble(path, config, corpus=manifest.corpus, shard=f"{shard}/{shards}")
-        result.up_to_date = not progress.parts
+        result.up_to_date = not state.parts and not missing
         result.wall_seconds = time.monotonic() - t0
         return result
 
@@ -274,18 +295,51 @@ def extract_manifest(
         if on_skip:
             on_skip(s)
     if todo:
-        backbone = load_backbone(info, device=dev, dtype=DTYPES[dtype] if dev.type == "cuda" else torch.float32)
-        autocast = DTYPES[dtype] if (dev.type == "cpu" and dtype == "bfloat16") else None
         # GPU: longest first, so an out-of-memory batch shows up at once and batches pad little
         todo.sort(key=lambda u: (-u.duration, u.id) if dev.type == "cuda" else (u.id,))
-        settings = _RunSettings(device=dev, autocast=autocast, max_seconds=max_seconds, batch_size=batch_size,
-                                batch_seconds=batch_seconds, prefetch_seconds=prefetch_seconds,
-                                progress=progress, on_skip=on_skip)
-        _run(backbone, todo, writer, result, settings)
+        _run(backbone(), todo, writer, result, settings)
     writer.flush()
     assemble(path, config, corpus=manifest.corpus, shard=f"{shard}/{shards}")
     result.wall_seconds = time.monotonic() - t0
     return result
+
+
+class _BackboneOnce:
+    """Loads the backbone on first use (a no-op run never loads the model)."""
+
+    def __init__(self, info: ModelInfo, device: torch.device, dtype: torch.dtype):
+        self.info, self.device, self.dtype = info, device, dtype
+        self.backbone: Backbone | None = None
+
+    def __call__(self) -> Backbone:
+        if self.backbone is None:
+            self.backbone = load_backbone(self.info, device=self.device, dtype=self.dtype)
+        return self.backbone
+
+
+class _FrameSink:
+    """Takes `_run`'s finished utterances and puts their frames of the new layers into the store."""
+
+    def __init__(self, put: Callable[[str, dict[int, np.ndarray]], None], layers: list[int]):
+        self.put = put
+        self.config = {"frame_layers": layers}
+
+    def add(self, item: _Pending) -> None:
+        self.put(item.utt.id, {k: np.concatenate(v) for k, v in item.frames.items()})
+
+    def skip(self, s: Skipped) -> None:
+        raise StoreError(f"{s.path}: {s.reason}; it was extracted before, so its frames cannot be added "
+                         f"without it: restore the file, or pass --cache DIR to extract into a new store")
+
+
+def _add_frame_layers(path: Path, config: dict, layers: list[int], manifest: Manifest, backbone: Backbone,
+                      settings: _RunSettings) -> None:
+    """Run the model over the utterances of a finished store, keeping only frame `layers`."""
+    here = {u.id: u for u in manifest.utterances}
+    with adding_frame_layers(path, config, layers) as (stored, put):
+        # the corpus may have moved since: read each file where the manifest says it is now
+        todo = sorted((here.get(u.id, u) for u in stored), key=lambda u: u.id)
+        _run(backbone, todo, _FrameSink(put, layers), ExtractResult(store=path), settings)
 
 
 @dataclass(frozen=True)
@@ -344,7 +398,7 @@ class _RunSettings:
     on_skip: Callable[[Skipped], None] | None
 
 
-def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer, result: ExtractResult,
+def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer | _FrameSink, result: ExtractResult,
          settings: _RunSettings) -> None:
     """Read, window, batch and run `todo` through the model; hand finished utterances to `writer`."""
     dev, sr = settings.device, backbone.sample_rate

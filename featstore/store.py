@@ -35,6 +35,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -581,6 +582,8 @@ def read_progress(path: Path, config: dict) -> Progress:
         with f:
             other = json.loads(f.attrs["config"])
             diff = config_matches(other, config)
+            if diff == ["frame_layers"]:
+                raise StoreError(_frame_layers_differ(src, path, other, config))
             if diff:
                 details = ", ".join(f"{k}: {other.get(k)!r} vs {config.get(k)!r}" for k in diff)
                 raise StoreError(
@@ -591,6 +594,78 @@ def read_progress(path: Path, config: dict) -> Progress:
             if src != path:
                 progress.mtime = max(progress.mtime, src.stat().st_mtime)
     return progress
+
+
+def _frame_layers_differ(src: Path, path: Path, other: dict, config: dict) -> str:
+    """The one line for a run whose --frames differs from what `src` was extracted with."""
+    def spec(c):
+        return ",".join(map(str, c.get("frame_layers", []))) or "none"
+
+    if src == path:
+        union = sorted(set(other.get("frame_layers", [])) | set(config.get("frame_layers", [])))
+        return (f"{path} has frame layers {spec(other)}; frame layers are only ever added to a store: "
+                f"re-run with --frames {spec(dict(frame_layers=union))}")
+    return (f"an interrupted run with --frames {spec(other)} waits in {parts_dir(path)}: finish it with "
+            f"--frames {spec(other)}, then re-run with --frames {spec(config)} to add frame layers")
+
+
+def missing_frame_layers(path: Path, config: dict) -> list[int]:
+    """Frame layers `config` asks for that the finished store at `path` lacks, when that is its only
+    difference from `config` and no interrupted run waits in its parts; else []."""
+    if not path.is_file() or parts_dir(path).exists():
+        return []
+    try:
+        with h5py.File(path, "r") as f:
+            have = json.loads(f.attrs["config"])
+    except (OSError, KeyError, ValueError):
+        return []  # read_progress reports an unreadable store
+    want = [int(k) for k in config.get("frame_layers", [])]
+    if config_matches(have, config) != ["frame_layers"] or not set(have.get("frame_layers", [])) < set(want):
+        return []
+    return sorted(set(want) - set(have.get("frame_layers", [])))
+
+
+@contextmanager
+def adding_frame_layers(path: Path, config: dict, layers: Sequence[int]):
+    """Yield `(utterances, put)` to add frame `layers` to the finished store at `path`.
+
+    `put(id, {layer: (T, D) array})` writes one utterance's frames; T must equal its stored
+    n_frames. The store is copied (pooled data byte for byte) to a temporary file that replaces
+    it only when the block ends without error; `config` becomes the store's configuration.
+    """
+    with h5py.File(path, "r") as src, _atomic_h5(path) as out:
+        for name in src:
+            src.copy(src[name], out, name)
+        for key, value in src.attrs.items():
+            out.attrs[key] = value
+        out.attrs["config"] = json.dumps(config, sort_keys=True)
+        utterances = _read_utterances(out["utterances"])
+        n_frames = out["utterances/n_frames"][()].astype(np.int64)
+        if "frames/offsets" in out:
+            offsets = out["frames/offsets"][()]
+        else:
+            offsets = np.concatenate([[0], np.cumsum(n_frames)]).astype(np.int64)
+            out.create_dataset("frames/offsets", data=offsets)
+        total, hidden = int(offsets[-1]), int(out.attrs["hidden_size"])
+        datasets = {k: out.create_dataset(f"frames/layer_{k}", shape=(total, hidden), dtype=np.float16,
+                                          chunks=(max(1, min(total, 4096)), hidden) if total else None)
+                    for k in layers}
+        row = {u.id: i for i, u in enumerate(utterances)}
+        filled: set[str] = set()
+
+        def put(uid: str, frames: dict[int, np.ndarray]) -> None:
+            filled.add(uid)
+            a, b = int(offsets[row[uid]]), int(offsets[row[uid] + 1])
+            for k, x in frames.items():
+                if x.shape != (b - a, hidden):
+                    raise StoreError(f"{path}: {uid} now gives {x.shape[0]} frames, the store has {b - a}; "
+                                     f"its audio changed since it was extracted: delete {path} and re-extract")
+                datasets[k][a:b] = x
+
+        yield utterances, put
+        if len(filled) != len(utterances):
+            raise StoreError(f"{path}: frames of {len(utterances) - len(filled)} utterances were not added; "
+                             f"the store is left as it was")
 
 
 def _strings(values) -> list[str]:

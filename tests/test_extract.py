@@ -130,7 +130,7 @@ def test_other_config_never_mixes(tmp_path, tiny_models):
     kw = dict(model=str(tiny_models["group"]), cache=tmp_path / "cache", device="cpu", progress=False)
     extract_manifest(manifest, **kw)
     with pytest.raises(StoreError, match="different configuration"):
-        extract_manifest(manifest, **{**kw, "frames": "2"})
+        extract_manifest(manifest, **{**kw, "max_seconds": 10.0})
     # another model with the same directory name lands in the same slug: refused as well
     other = tmp_path / "m2" / tiny_models["group"].name
     from tests.helpers import build_tiny_model

@@ -39,7 +39,7 @@ def test_read_progress_of_an_interrupted_run(tmp_path, tiny_models):
     done = read_progress(res.store, config)
     assert done.done == {"toy-000", "toy-001", "toy-002"} and done.parts == 0 and done.mtime > 0
     with pytest.raises(StoreError, match="different configuration"):
-        read_progress(res.store, {**config, "frame_layers": [2]})
+        read_progress(res.store, {**config, "dtype": "bfloat16"})
     assert read_progress(tmp_path / "nothing.h5", config).done == set()
 
 
