@@ -334,11 +334,35 @@ def store_info_cmd(path: Path = typer.Argument(..., help="A store file (or <corp
                  ("labels", ", ".join(f"{k} {info['labels'][k]}" for k in canonical_order(info["labels"]))),
                  ("size", _human(info["size"])), ("files", "\n".join(info["paths"])),
                  ("created", info["attrs"].get("created")), ("code version", info["attrs"].get("code_version")),
-                 ("layer convention", cfg.get("layer_convention")), ("skipped", len(info["skipped"]))]:
+                 ("layer convention", cfg.get("layer_convention")), ("skipped", len(info["skipped"])),
+                 ("integrity", "checksummed (Fletcher-32 per chunk, verified on every read)" if info["checksums"]
+                  else "unverified: written before checksums; `ser store verify` checks that it reads end to end")]:
         t.add_row(k, str(v))
     console.print(t)
     for _uid, p, reason in info["skipped"]:
         console.print(f"  skipped {p}: {reason}", highlight=False)
+
+
+@store_app.command("verify")
+@friendly
+def store_verify(path: Path = typer.Argument(..., help="A store file (or <corpus>.h5 of a sharded store).")):
+    """Read a store end to end and report what is damaged (exit 2 if anything is).
+
+    Example: ser store verify cache/facebook--wav2vec2-base/ravdess.h5
+    """
+    from featstore.store import StoreError, verify_store
+
+    report = verify_store(path)
+    for line in report.damaged:
+        err.print(f"damaged: {line}", highlight=False)
+    if not report.ok:
+        raise StoreError(f"{path}: {len(report.damaged)} damaged; delete the damaged file and re-run the "
+                         f"`ser extract` that made it")
+    how = ("checksums verified" if not report.unverified
+           else f"readable, but {len(report.unverified)} datasets have no checksums (written before format 2): "
+                f"their numbers cannot be proven intact")
+    console.print(f"{path}: intact, {len(report.files)} file(s), {_human(report.bytes_read)} read, {how}",
+                  highlight=False)
 
 
 @store_app.command("export")

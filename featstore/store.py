@@ -11,13 +11,18 @@ then renamed), and the finished store is assembled from them the same way. A `ki
 most the part in flight; the next run reads the finished parts and goes on. Rows of a finished
 store are sorted by utterance id, so a resumed run gives the same store as an uninterrupted one.
 
-Schema (format "ser-featstore", version 1), readable with plain h5py:
+Integrity: every dataset has a Fletcher-32 checksum per chunk, verified by HDF5 on every read,
+and the file's metadata (headers, attributes) is checksummed too (HDF5 1.8 object formats); a
+read failure is one StoreError naming the file and the fix. Stores of format 1 (no checksums)
+stay readable and are reported as unverified. One writer at a time per store (a lock file).
+
+Schema (format "ser-featstore", version 2), readable with plain h5py:
 
     /                    attrs: format, format_version, config (JSON: model_id, revision,
                          weights_sha256, model_type, dtype, frame_layers, max_seconds,
                          sample_rate, do_normalize, layer_convention), num_layers (L+1),
                          hidden_size, corpus, code_version, created (ISO time), shard
-    /utterances/<field>  (N,) one dataset per Utterance field (strings UTF-8), plus
+    /utterances/<field>  (N,) one dataset per Utterance field (strings fixed-length UTF-8), plus
                          n_samples (model-rate samples) and n_frames (output frames)
     /pooled/mean         (N, L+1, D) float32: mean over valid frames of hidden_states[k]
     /pooled/std          (N, L+1, D) float32: population std over the same frames
@@ -47,8 +52,11 @@ from featstore.corpora.base import UTTERANCE_FIELDS, Utterance
 from featstore.errors import SerError
 
 FORMAT = "ser-featstore"
-FORMAT_VERSION = 1
-_STR = h5py.string_dtype("utf-8")
+FORMAT_VERSION = 2  # 2: a Fletcher-32 checksum per chunk of every dataset, fixed-length UTF-8 strings
+#: format versions that hold the same numbers (2 only added checksums), so one run may extend the other
+_SAME_FEATURES = {1: 2}
+#: HDF5 1.8 object formats and up: metadata (headers, attributes) carry checksums as well
+_LIBVER = ("v108", "latest")
 _INT_FIELDS = {"sample_rate"}
 _FLOAT_FIELDS = {"duration"}
 #: config keys that must agree for two runs to write into the same store
@@ -81,6 +89,127 @@ class Batch:
 
 
 # ---------------------------------------------------------------------------------------------
+# integrity
+# ---------------------------------------------------------------------------------------------
+
+def _create(group: h5py.Group, name: str, **kwargs) -> h5py.Dataset:
+    """A dataset with a Fletcher-32 checksum per chunk, which HDF5 verifies on every read."""
+    return group.create_dataset(name, fletcher32=True, **kwargs)
+
+
+def _create_strings(group: h5py.Group, name: str, values: Sequence[str]) -> h5py.Dataset:
+    """UTF-8 strings, fixed length (HDF5 cannot checksum variable-length strings)."""
+    encoded = [v.encode("utf-8") for v in values]
+    kind = h5py.string_dtype("utf-8", max([1, *map(len, encoded)]))
+    return _create(group, name, data=np.array(encoded, dtype=kind))
+
+
+def _fix_for(path: Path) -> str:
+    if path.parent.name.endswith(".parts"):
+        return "delete the part and re-run; the store re-assembles from what is intact"
+    return (f"delete it and re-run the `ser extract` that made it (`ser store verify {path}` lists what is "
+            f"damaged)")
+
+
+def _describe(error: BaseException) -> str:
+    """HDF5's top-level message, or what it means when it is about a checksum."""
+    detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    if "filter returned failure" in detail or "checksum" in detail:
+        return f"checksum mismatch: the bytes on disk are not the ones written; {detail}"
+    return detail
+
+
+def _short(error: BaseException) -> str:
+    """The cause of a StoreError from `_reading` (or the error itself), for a table cell."""
+    cause = error.__cause__ if isinstance(error, StoreError) and error.__cause__ else error
+    return _describe(cause).split(";")[0]
+
+
+def _damaged(path: Path, error: BaseException) -> str:
+    return f"{path}: damaged or not readable ({_describe(error)}); {_fix_for(path)}"
+
+
+@contextmanager
+def _reading(path: Path):
+    """Open `path` for reading; any read failure inside the block is one StoreError naming it and the fix."""
+    try:
+        with h5py.File(path, "r") as f:
+            yield f
+    except (OSError, KeyError, ValueError, RuntimeError) as e:
+        raise StoreError(_damaged(Path(path), e)) from e
+
+
+def verify_file(f: h5py.File, *, frames: bool = True, slab_bytes: int = 64 << 20) -> list[str]:
+    """Read every dataset of an open store or part end to end (checksums are verified by HDF5).
+
+    Returns one line per damaged dataset (empty when all is intact). `frames=False` skips
+    /frames (the bulk of a store with frame layers).
+    """
+    damaged = []
+    for name, ds in _datasets(f):
+        if not frames and name.startswith("frames/"):
+            continue
+        row_bytes = max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:])))
+        step = max(1, slab_bytes // row_bytes)
+        try:
+            for start in range(0, ds.shape[0] if ds.shape else 1, step):
+                ds[start:start + step] if ds.shape else ds[()]
+        except (OSError, ValueError, RuntimeError) as e:
+            damaged.append(f"/{name}: {_describe(e)}")
+    return damaged
+
+
+def _raise_damage(path: Path, damaged: list[str]) -> None:
+    if damaged:
+        raise StoreError(f"{path}: damaged ({'; '.join(damaged[:3])}); {_fix_for(path)}")
+
+
+@dataclass
+class Verification:
+    """What `verify_store` found, per file of a store."""
+
+    files: list[Path]
+    damaged: list[str] = field(default_factory=list)      # "<file>: /<dataset>: <error>"
+    unverified: list[str] = field(default_factory=list)   # "<file>: /<dataset>" written without checksums
+    bytes_read: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.damaged
+
+
+def _datasets(f: h5py.File) -> list[tuple[str, h5py.Dataset]]:
+    """Every dataset of an open file, with its path."""
+    found: list[tuple[str, h5py.Dataset]] = []
+    f.visititems(lambda name, obj: found.append((name, obj)) if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
+def checksummed(f: h5py.File) -> bool:
+    """Whether every dataset of an open store carries a Fletcher-32 checksum (stores from format 2 on)."""
+    return all(ds.fletcher32 for _, ds in _datasets(f))
+
+
+def verify_store(path: str | Path) -> Verification:
+    """Read a store (every shard) end to end: damaged datasets, and datasets without checksums.
+
+    A store written before checksums (format 1) can only be checked for being readable; its
+    numbers cannot be proven intact, which `unverified` says.
+    """
+    files = store_files(path)
+    report = Verification(files=files)
+    for p in files:
+        try:
+            with h5py.File(p, "r") as f:
+                report.damaged.extend(f"{p}: {line}" for line in verify_file(f))
+                report.unverified.extend(f"{p}: /{name}" for name, ds in _datasets(f) if not ds.fletcher32)
+        except (OSError, KeyError, ValueError, RuntimeError) as e:
+            report.damaged.append(_damaged(p, e))
+        report.bytes_read += p.stat().st_size
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
 # writing
 # ---------------------------------------------------------------------------------------------
 
@@ -90,7 +219,7 @@ def _atomic_h5(path: Path):
     class _Atomic:
         def __enter__(self):
             self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            self.f = h5py.File(self.tmp, "w")
+            self.f = h5py.File(self.tmp, "w", libver=_LIBVER)
             return self.f
 
         def __exit__(self, exc_type, exc, tb):
@@ -122,11 +251,11 @@ def _write_utterances(group: h5py.Group, utterances: Sequence[Utterance]) -> Non
     for name in UTTERANCE_FIELDS:
         values = [getattr(u, name) for u in utterances]
         if name in _INT_FIELDS:
-            group.create_dataset(name, data=np.asarray(values, dtype=np.int64))
+            _create(group, name, data=np.asarray(values, dtype=np.int64))
         elif name in _FLOAT_FIELDS:
-            group.create_dataset(name, data=np.asarray(values, dtype=np.float64))
+            _create(group, name, data=np.asarray(values, dtype=np.float64))
         else:
-            group.create_dataset(name, data=["" if v is None else str(v) for v in values], dtype=_STR)
+            _create_strings(group, name, ["" if v is None else str(v) for v in values])
 
 
 def _read_utterances(group: h5py.Group) -> list[Utterance]:
@@ -147,9 +276,9 @@ def _read_utterances(group: h5py.Group) -> list[Utterance]:
 
 def _write_skipped(f: h5py.File, skipped: Sequence[Skipped]) -> None:
     g = f.create_group("skipped")
-    g.create_dataset("id", data=[s.id for s in skipped], dtype=_STR)
-    g.create_dataset("path", data=[s.path for s in skipped], dtype=_STR)
-    g.create_dataset("reason", data=[s.reason for s in skipped], dtype=_STR)
+    _create_strings(g, "id", [s.id for s in skipped])
+    _create_strings(g, "path", [s.path for s in skipped])
+    _create_strings(g, "reason", [s.reason for s in skipped])
 
 
 def _read_skipped(f: h5py.File) -> list[Skipped]:
@@ -166,14 +295,14 @@ def write_part(path: Path, batch: Batch, config: dict) -> None:
         f.attrs["format"] = FORMAT + "-part"
         f.attrs["config"] = json.dumps(config, sort_keys=True)
         _write_utterances(f.create_group("utterances"), batch.utterances)
-        f["utterances"].create_dataset("n_samples", data=batch.n_samples.astype(np.int64))
-        f["utterances"].create_dataset("n_frames", data=batch.n_frames.astype(np.int64))
-        f.create_dataset("pooled/mean", data=batch.mean.astype(np.float32))
-        f.create_dataset("pooled/std", data=batch.std.astype(np.float32))
+        _create(f["utterances"], "n_samples", data=batch.n_samples.astype(np.int64))
+        _create(f["utterances"], "n_frames", data=batch.n_frames.astype(np.int64))
+        _create(f, "pooled/mean", data=batch.mean.astype(np.float32))
+        _create(f, "pooled/std", data=batch.std.astype(np.float32))
         for layer, arrays in batch.frames.items():
             g = f.require_group("frames")
             data = np.concatenate(arrays) if arrays else np.zeros((0, batch.mean.shape[-1]), np.float16)
-            g.create_dataset(f"layer_{layer}", data=data.astype(np.float16))
+            _create(g, f"layer_{layer}", data=data.astype(np.float16))
         _write_skipped(f, batch.skipped)
 
 
@@ -192,7 +321,10 @@ def new_part_path(store_path: Path, shard: int) -> Path:
 
 def config_matches(a: dict, b: dict) -> list[str]:
     """Names of fingerprint keys on which two store configs differ."""
-    return [k for k in FINGERPRINT_KEYS if a.get(k) != b.get(k)]
+    def key(c: dict, k: str):
+        return _SAME_FEATURES.get(c.get(k), c.get(k)) if k == "format_version" else c.get(k)
+
+    return [k for k in FINGERPRINT_KEYS if key(a, k) != key(b, k)]
 
 
 def _readable_parts(directory: Path) -> list[Path]:
@@ -220,7 +352,7 @@ def assemble(store_path: Path, config: dict, *, corpus: str, shard: str = "0/1",
     num_layers = hidden = None
     frame_layers: list[int] = [int(k) for k in config.get("frame_layers", [])]
     for si, src in enumerate(sources):
-        with h5py.File(src, "r") as f:
+        with _reading(src) as f:
             utts = _read_utterances(f["utterances"])
             nf = f["utterances/n_frames"][()]
             ns = f["utterances/n_samples"][()]
@@ -258,20 +390,20 @@ def assemble(store_path: Path, config: dict, *, corpus: str, shard: str = "0/1",
         out.attrs["shard"] = shard
         g = out.create_group("utterances")
         _write_utterances(g, [utt_of[i] for i in ids])
-        g.create_dataset("n_samples", data=np.array([n_samples_of[i] for i in ids], dtype=np.int64))
-        g.create_dataset("n_frames", data=n_frames)
+        _create(g, "n_samples", data=np.array([n_samples_of[i] for i in ids], dtype=np.int64))
+        _create(g, "n_frames", data=n_frames)
         chunk = (max(1, min(n, 256)), 1, hidden) if n else None
-        mean = out.create_dataset("pooled/mean", shape=(n, num_layers, hidden), dtype=np.float32, chunks=chunk)
-        std = out.create_dataset("pooled/std", shape=(n, num_layers, hidden), dtype=np.float32, chunks=chunk)
+        mean = _create(out, "pooled/mean", shape=(n, num_layers, hidden), dtype=np.float32, chunks=chunk)
+        std = _create(out, "pooled/std", shape=(n, num_layers, hidden), dtype=np.float32, chunks=chunk)
         fr = {}
         if frame_layers:
-            out.create_dataset("frames/offsets", data=offsets)
+            _create(out, "frames/offsets", data=offsets)
             total = int(offsets[-1])
             for k in frame_layers:
-                fr[k] = out.create_dataset(f"frames/layer_{k}", shape=(total, hidden), dtype=np.float16,
+                fr[k] = _create(out, f"frames/layer_{k}", shape=(total, hidden), dtype=np.float16,
                                            chunks=(max(1, min(total, 4096)), hidden) if total else None)
         for si, src in enumerate(sources):
-            with h5py.File(src, "r") as f:
+            with _reading(src) as f:
                 src_ids = [u for u in f["utterances/id"][()]]
                 src_ids = [v.decode("utf-8") if isinstance(v, bytes) else v for v in src_ids]
                 rows = [(row_of[uid], r) for r, uid in enumerate(src_ids) if where.get(uid) == (si, r)]
@@ -339,13 +471,9 @@ class FeatureStore:
         self.n_frames = []
         self.n_samples = []
         configs = []
+        checksums: list[bool] = []
         for fi, p in enumerate(self.paths):
-            try:
-                f = h5py.File(p, "r")
-            except OSError as e:
-                raise StoreError(f"{p}: cannot open as HDF5 ({e}); if an extraction was interrupted, "
-                                 f"re-run the same `ser extract` command to finish it") from e
-            with f:
+            with _reading(p) as f:
                 configs.append(_read_config(f, p))
                 utts = _read_utterances(f["utterances"])
                 self._rows.append((len(self.utterances), len(utts), fi))
@@ -353,6 +481,7 @@ class FeatureStore:
                 self.n_frames.extend(f["utterances/n_frames"][()].tolist())
                 self.n_samples.extend(f["utterances/n_samples"][()].tolist())
                 self.skipped.extend(_read_skipped(f))
+                checksums.append(checksummed(f))
                 self.num_layers = int(f.attrs["num_layers"])
                 self.hidden_size = int(f.attrs["hidden_size"])
                 if fi == 0:
@@ -363,6 +492,8 @@ class FeatureStore:
                 raise StoreError(f"{p} was extracted with another model or dtype than {self.paths[0]}; "
                                  f"stores read together must share the model")
         self.config = base
+        #: every dataset carries a checksum verified on read (False: a store written before format 2)
+        self.checksums = all(checksums)
         self.frame_layers = [int(k) for k in set.intersection(*[set(c.get("frame_layers", [])) for c in configs])]
         self.frame_layers.sort()
         self.n_frames = np.asarray(self.n_frames, dtype=np.int64)
@@ -402,7 +533,7 @@ class FeatureStore:
         out = np.empty((len(self), self.hidden_size), dtype=np.float32)
         for (start, n, fi) in self._rows:
             if n:
-                with h5py.File(self.paths[fi], "r") as f:
+                with _reading(self.paths[fi]) as f:
                     f[f"pooled/{stat}"].read_direct(out, np.s_[:, layer, :], np.s_[start:start + n])
         return out
 
@@ -420,7 +551,7 @@ class FeatureStore:
         out = np.empty((len(self), len(order), self.hidden_size), dtype=np.float32)
         for (start, n, fi) in self._rows:
             if n:
-                with h5py.File(self.paths[fi], "r") as f:
+                with _reading(self.paths[fi]) as f:
                     ds = f[f"pooled/{stat}"]
                     out[start:start + n] = ds[()] if order == list(range(self.num_layers)) else ds[:, order, :]
         return out[:, [order.index(k) for k in layers], :]
@@ -433,7 +564,7 @@ class FeatureStore:
                              f"{self.frame_layers or 'none'}); re-extract with --frames {layer}")
         for (start, n, fi) in self._rows:
             if start <= index < start + n:
-                with h5py.File(self.paths[fi], "r") as f:
+                with _reading(self.paths[fi]) as f:
                     off = f["frames/offsets"]
                     a, b = int(off[index - start]), int(off[index - start + 1])
                     return f[f"frames/layer_{layer}"][a:b]
@@ -575,11 +706,7 @@ def read_progress(path: Path, config: dict) -> Progress:
         progress.parts = len(parts)
         sources.extend(parts)
     for src in sources:
-        try:
-            f = h5py.File(src, "r")
-        except OSError as e:
-            raise StoreError(f"{src}: unreadable ({e}); delete it and re-run") from e
-        with f:
+        with _reading(src) as f:
             other = json.loads(f.attrs["config"])
             diff = config_matches(other, config)
             if diff == ["frame_layers"]:
@@ -591,6 +718,9 @@ def read_progress(path: Path, config: dict) -> Progress:
                     f"with another run: pass --cache DIR for a separate store, or delete {path} to start over")
             progress.done.update(_strings(f["utterances/id"][()]))
             progress.skipped.update((s.id, s) for s in _read_skipped(f))
+            if src == path:
+                # a no-op re-run must not vouch for damaged numbers; frames are checked when read
+                _raise_damage(path, verify_file(f, frames=False))
             if src != path:
                 progress.mtime = max(progress.mtime, src.stat().st_mtime)
     return progress
@@ -633,7 +763,7 @@ def adding_frame_layers(path: Path, config: dict, layers: Sequence[int]):
     n_frames. The store is copied (pooled data byte for byte) to a temporary file that replaces
     it only when the block ends without error; `config` becomes the store's configuration.
     """
-    with h5py.File(path, "r") as src, _atomic_h5(path) as out:
+    with _reading(path) as src, _atomic_h5(path) as out:
         for name in src:
             src.copy(src[name], out, name)
         for key, value in src.attrs.items():
@@ -645,9 +775,9 @@ def adding_frame_layers(path: Path, config: dict, layers: Sequence[int]):
             offsets = out["frames/offsets"][()]
         else:
             offsets = np.concatenate([[0], np.cumsum(n_frames)]).astype(np.int64)
-            out.create_dataset("frames/offsets", data=offsets)
+            _create(out, "frames/offsets", data=offsets)
         total, hidden = int(offsets[-1]), int(out.attrs["hidden_size"])
-        datasets = {k: out.create_dataset(f"frames/layer_{k}", shape=(total, hidden), dtype=np.float16,
+        datasets = {k: _create(out, f"frames/layer_{k}", shape=(total, hidden), dtype=np.float16,
                                           chunks=(max(1, min(total, 4096)), hidden) if total else None)
                     for k in layers}
         row = {u.id: i for i, u in enumerate(utterances)}
@@ -685,16 +815,16 @@ def list_stores(cache: str | Path) -> list[dict]:
         seen.add(key)
         try:
             files = store_files(p)
-            with h5py.File(files[0], "r") as f:
+            with _reading(files[0]) as f:
                 model = json.loads(f.attrs["config"]).get("model_id", "")
                 layers = int(f.attrs["num_layers"])
             n = 0
             for fp in files:
-                with h5py.File(fp, "r") as f:
+                with _reading(fp) as f:
                     n += len(f["utterances/id"])
             status = "complete"
         except (StoreError, OSError, KeyError) as e:
-            files, model, layers, n, status = [p], "", 0, 0, f"unreadable: {e}"
+            files, model, layers, n, status = [p], "", 0, 0, f"damaged or unreadable: {_short(e)}"
         rows.append(dict(model_slug=p.parent.name, model=model, corpus=corpus, utterances=n,
                          layers=layers, size=sum(f.stat().st_size for f in files if f.exists()),
                          path=str(files[0] if len(files) == 1 else p.parent / f"{corpus}.h5"),
@@ -717,7 +847,7 @@ def store_info(path: str | Path) -> dict:
         frame_layers=fs.frame_layers, size=sum(p.stat().st_size for p in fs.paths),
         labels=Counter(u.label for u in fs.utterances), speakers=len({u.speaker for u in fs.utterances}),
         seconds=float(sum(u.duration for u in fs.utterances)),
-        skipped=[(s.id, s.path, s.reason) for s in fs.skipped],
+        skipped=[(s.id, s.path, s.reason) for s in fs.skipped], checksums=fs.checksums,
     )
 
 
