@@ -272,9 +272,12 @@ def extract(
     def on_skip(s):
         err.print(f"[yellow]skipped[/] {s.path}: {s.reason}", highlight=False)
 
+    def on_wait(line):
+        err.print(f"[yellow]waiting[/] {line}", highlight=False)
+
     res = extract_manifest(m, model=model, cache=cache, device=device, dtype=dtype, frames=frames,
                            max_seconds=max_seconds, batch_size=batch_size, batch_seconds=batch_seconds,
-                           shards=shards, shard=shard, progress=lead, on_skip=on_skip)
+                           shards=shards, shard=shard, progress=lead, on_skip=on_skip, on_wait=on_wait)
     if dist:
         dist.barrier()
     tag = f"[shard {shard}/{shards}] " if shards > 1 else ""

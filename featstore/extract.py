@@ -42,9 +42,11 @@ from featstore.store import (
     StoreError,
     adding_frame_layers,
     assemble,
+    clean_dead_temps,
     missing_frame_layers,
     new_part_path,
     read_progress,
+    store_lock,
     store_path,
     write_part,
 )
@@ -238,13 +240,17 @@ def extract_manifest(
     dtype: str = "float32", frames: str | Sequence[int] | None = "none", max_seconds: float = 30.0,
     batch_size: int | None = None, batch_seconds: float | None = None, shards: int = 1, shard: int = 0,
     checkpoint_seconds: float = 60.0, progress: bool = True, on_skip: Callable[[Skipped], None] | None = None,
-    prefetch_seconds: float = 120.0,
+    prefetch_seconds: float = 120.0, lock_timeout: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> ExtractResult:
     """Extract every layer of `model` for the utterances of `manifest` into the store.
 
     Returns what was done; the store is at `result.store` (`<cache>/<model-slug>/<corpus>.h5`, or
     `<corpus>.shard-<i>-of-<n>.h5` with shards > 1). Frame layers asked for that a finished
     store lacks are added to it (`result.frames_added`), its pooled data untouched.
+
+    One writer per store: while another process writes it, this one calls `on_wait` with one
+    line and waits (at most `lock_timeout` seconds; None waits for as long as it takes).
     """
     t0 = time.monotonic()
     if dtype not in DTYPES:
@@ -266,6 +272,20 @@ def extract_manifest(
                             max_seconds=max_seconds, batch_size=batch_size, batch_seconds=batch_seconds,
                             prefetch_seconds=prefetch_seconds, progress=progress, on_skip=on_skip)
     backbone = _BackboneOnce(info, dev, DTYPES[dtype] if dev.type == "cuda" else torch.float32)
+    with store_lock(path, timeout=lock_timeout, on_wait=on_wait):
+        clean_dead_temps(path)
+        try:
+            result = _extract_locked(manifest, path, config, backbone, settings, shard=shard, shards=shards,
+                                     checkpoint_seconds=checkpoint_seconds)
+        finally:
+            clean_dead_temps(path)  # nothing of this run is in flight any more: leave no temp behind
+    result.wall_seconds = time.monotonic() - t0
+    return result
+
+
+def _extract_locked(manifest: Manifest, path: Path, config: dict, backbone: _BackboneOnce, settings: _RunSettings,
+                    *, shard: int, shards: int, checkpoint_seconds: float) -> ExtractResult:
+    """The run itself, with the store's lock held: frame layers to add, then what is not done yet."""
     result = ExtractResult(store=path)
     missing = missing_frame_layers(path, config)
     if missing:
@@ -285,22 +305,20 @@ def extract_manifest(
         if state.parts:
             assemble(path, config, corpus=manifest.corpus, shard=f"{shard}/{shards}")
         result.up_to_date = not state.parts and not missing
-        result.wall_seconds = time.monotonic() - t0
         return result
 
     writer = _Writer(path, config, shard, checkpoint_seconds)
     for s in problems:
         writer.skip(s)
         result.skipped.append(s)
-        if on_skip:
-            on_skip(s)
+        if settings.on_skip:
+            settings.on_skip(s)
     if todo:
         # GPU: longest first, so an out-of-memory batch shows up at once and batches pad little
-        todo.sort(key=lambda u: (-u.duration, u.id) if dev.type == "cuda" else (u.id,))
+        todo.sort(key=lambda u: (-u.duration, u.id) if settings.device.type == "cuda" else (u.id,))
         _run(backbone(), todo, writer, result, settings)
     writer.flush()
     assemble(path, config, corpus=manifest.corpus, shard=f"{shard}/{shards}")
-    result.wall_seconds = time.monotonic() - t0
     return result
 
 

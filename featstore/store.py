@@ -34,12 +34,15 @@ Schema (format "ser-featstore", version 2), readable with plain h5py:
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import re
+import shutil
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,27 +216,69 @@ def verify_store(path: str | Path) -> Verification:
 # writing
 # ---------------------------------------------------------------------------------------------
 
-def _atomic_h5(path: Path):
-    """Context manager: an h5py.File written at a temporary name, fsynced, renamed to `path`."""
+def _temp_name(path: Path) -> Path:
+    """Where `path` is written before its rename: hidden, tagged with the writer's pid (see clean_dead_temps)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
-    class _Atomic:
-        def __enter__(self):
-            self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            self.f = h5py.File(self.tmp, "w", libver=_LIBVER)
-            return self.f
 
-        def __exit__(self, exc_type, exc, tb):
-            self.f.close()
-            if exc_type is not None:
-                self.tmp.unlink(missing_ok=True)
-                return False
-            with open(self.tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(self.tmp, path)
-            _fsync_dir(path.parent)
-            return False
+def _ensure_space(path: Path, needed: int) -> None:
+    """Refuse to start a write of about `needed` bytes that the disk cannot hold.
 
-    return _Atomic()
+    Checked before writing because HDF5 cannot recover from a failed write: h5py crashes when
+    it closes such a file, so an out-of-space error must not reach it.
+    """
+    free = shutil.disk_usage(path.parent).free
+    if free < needed:
+        raise DiskFull(path.parent, needed, free)
+
+
+class DiskFull(StoreError):
+    """Not enough space to write a store or part; nothing was left behind."""
+
+    def __init__(self, directory: Path, needed: int, free: int):
+        from featstore.units import human_size
+
+        super().__init__(f"disk full at {directory}: {human_size(needed)} needed, {human_size(free)} free; "
+                         f"free some space and re-run the same command (finished work is kept)")
+
+
+@contextmanager
+def _atomic_h5(path: Path, needed: int):
+    """An h5py.File written at a temporary name, fsynced, renamed to `path`; `needed`: bytes it takes.
+
+    On an error the temporary file is deleted; a process killed meanwhile leaves it for
+    `clean_dead_temps` at the next start.
+    """
+    _ensure_space(path, needed)
+    tmp = _temp_name(path)
+    try:
+        with h5py.File(tmp, "w", libver=_LIBVER) as f:
+            yield f
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` at a temporary name, fsync, rename to `path`; a full disk is one DiskFull line."""
+    _ensure_space(path, len(data))
+    tmp = _temp_name(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno == errno.ENOSPC:
+            raise DiskFull(path.parent, len(data), shutil.disk_usage(path.parent).free) from e
+        raise
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -290,8 +335,9 @@ def _read_skipped(f: h5py.File) -> list[Skipped]:
 
 
 def write_part(path: Path, batch: Batch, config: dict) -> None:
-    """Write one complete part file atomically."""
-    with _atomic_h5(path) as f:
+    """Write one complete part file atomically (built in memory, so a full disk fails cleanly)."""
+    image = io.BytesIO()
+    with h5py.File(image, "w", libver=_LIBVER) as f:
         f.attrs["format"] = FORMAT + "-part"
         f.attrs["config"] = json.dumps(config, sort_keys=True)
         _write_utterances(f.create_group("utterances"), batch.utterances)
@@ -304,6 +350,7 @@ def write_part(path: Path, batch: Batch, config: dict) -> None:
             data = np.concatenate(arrays) if arrays else np.zeros((0, batch.mean.shape[-1]), np.float16)
             _create(g, f"layer_{layer}", data=data.astype(np.float16))
         _write_skipped(f, batch.skipped)
+    _write_bytes(path, image.getvalue())
 
 
 def parts_dir(store_path: Path) -> Path:
@@ -378,7 +425,8 @@ def assemble(store_path: Path, config: dict, *, corpus: str, shard: str = "0/1",
     n_frames = np.array([n_frames_of[i] for i in ids], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(n_frames)]).astype(np.int64)
     store_path.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic_h5(store_path) as out:
+    # the sources hold every row once at least, so their size bounds the store's
+    with _atomic_h5(store_path, needed=sum(p.stat().st_size for p in sources) + (1 << 16)) as out:
         out.attrs["format"] = FORMAT
         out.attrs["format_version"] = FORMAT_VERSION
         out.attrs["config"] = json.dumps(config, sort_keys=True)
@@ -689,10 +737,7 @@ class Progress:
 
 
 def read_progress(path: Path, config: dict) -> Progress:
-    """Read a store and its part files as a resumed run needs them; refuse another configuration.
-
-    Deletes the temporary file of a part that was being written when an earlier run died.
-    """
+    """Read a store and its part files as a resumed run needs them; refuse another configuration."""
     progress = Progress()
     sources = []
     if path.exists():
@@ -700,8 +745,6 @@ def read_progress(path: Path, config: dict) -> Progress:
         progress.mtime = path.stat().st_mtime
     pdir = parts_dir(path)
     if pdir.exists():
-        for leftover in pdir.glob(".*.tmp-*"):
-            leftover.unlink(missing_ok=True)
         parts = _readable_parts(pdir)
         progress.parts = len(parts)
         sources.extend(parts)
@@ -739,6 +782,61 @@ def _frame_layers_differ(src: Path, path: Path, other: dict, config: dict) -> st
             f"--frames {spec(other)}, then re-run with --frames {spec(config)} to add frame layers")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_dead_temps(path: Path) -> list[Path]:
+    """Delete the temporary files a dead writer of this store left (its parts', the store's), and
+    an empty parts directory.
+
+    A temporary name carries its writer's pid; files of a live process are left alone (the
+    store lock keeps live writers of one store apart; this guards what the lock cannot see).
+    """
+    removed = []
+    pdir = parts_dir(path)
+    candidates = list(path.parent.glob(f".{path.name}.tmp-*"))
+    candidates += list(pdir.glob(".part-*.tmp-*")) if pdir.is_dir() else []
+    for tmp in candidates:
+        m = re.search(r"\.tmp-(\d+)", tmp.name)
+        if m and int(m[1]) != os.getpid() and _alive(int(m[1])):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    if pdir.is_dir() and not any(pdir.iterdir()):
+        pdir.rmdir()
+    return removed
+
+
+@contextmanager
+def store_lock(path: Path, *, timeout: float | None = None, on_wait: Callable[[str], None] | None = None):
+    """Hold `<store>.lock` for the block: one writer per store (another one waits, or gives up after `timeout` s)."""
+    from filelock import FileLock, Timeout
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path.with_name(path.name + ".lock")))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_wait:
+            on_wait(f"another ser extract is writing {path}; waiting for it to finish (lock {lock.lock_file})")
+        try:
+            lock.acquire(timeout=-1 if timeout is None else timeout)
+        except Timeout as e:
+            raise StoreError(f"{path} is being written by another ser extract (lock {lock.lock_file}); "
+                             f"wait for it to finish, or stop it and re-run") from e
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def missing_frame_layers(path: Path, config: dict) -> list[int]:
     """Frame layers `config` asks for that the finished store at `path` lacks, when that is its only
     difference from `config` and no interrupted run waits in its parts; else []."""
@@ -763,11 +861,15 @@ def adding_frame_layers(path: Path, config: dict, layers: Sequence[int]):
     n_frames. The store is copied (pooled data byte for byte) to a temporary file that replaces
     it only when the block ends without error; `config` becomes the store's configuration.
     """
-    with _reading(path) as src, _atomic_h5(path) as out:
-        for name in src:
-            src.copy(src[name], out, name)
-        for key, value in src.attrs.items():
-            out.attrs[key] = value
+    with _reading(path) as src:
+        total = int(src["utterances/n_frames"][()].sum())
+        needed = path.stat().st_size + total * int(src.attrs["hidden_size"]) * 2 * len(layers) + (1 << 16)
+    with _atomic_h5(path, needed) as out:
+        with _reading(path) as src:
+            for name in src:
+                src.copy(src[name], out, name)
+            for key, value in src.attrs.items():
+                out.attrs[key] = value
         out.attrs["config"] = json.dumps(config, sort_keys=True)
         utterances = _read_utterances(out["utterances"])
         n_frames = out["utterances/n_frames"][()].astype(np.int64)
