@@ -3,13 +3,19 @@
 On disk (`cache/<model-slug>/`):
 
     <corpus>.h5                  the finished store (or <corpus>.shard-<i>-of-<n>.h5 per shard)
-    <corpus>.h5.parts/           while extracting: config.json + part-<shard>-<seq>.h5 files
+    <corpus>.h5.lock             held by the one process writing the store
+    <corpus>.h5.parts/           while extracting: part-<shard>-<seq>-<pid>-<tag>.h5 files
+    .<name>.tmp-<pid>-<tag>      a file being written (deleted at the next start if its writer died)
+
+Only this module knows that layout: `find_store`, `cached_corpora`, `list_stores`,
+`read_progress`, `new_part_path` and `clean_dead_temps` are how everything else reaches it.
 
 Crash safety: a killed h5py writer can leave an unreadable file, so no file is ever written in
 place. Work is flushed as small, complete part files (written to a temporary name, fsynced,
 then renamed), and the finished store is assembled from them the same way. A `kill -9` loses at
 most the part in flight; the next run reads the finished parts and goes on. Rows of a finished
 store are sorted by utterance id, so a resumed run gives the same store as an uninterrupted one.
+Space is checked before each write: h5py cannot survive a failed write (it crashes on close).
 
 Integrity: every dataset has a Fletcher-32 checksum per chunk, verified by HDF5 on every read,
 and the file's metadata (headers, attributes) is checksummed too (HDF5 1.8 object formats); a
