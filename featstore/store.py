@@ -780,7 +780,7 @@ def _frame_layers_differ(src: Path, path: Path, other: dict, config: dict) -> st
     def spec(c):
         return ",".join(map(str, c.get("frame_layers", []))) or "none"
 
-    if src == path:
+    if src == path and not parts_dir(path).exists():
         union = sorted(set(other.get("frame_layers", [])) | set(config.get("frame_layers", [])))
         return (f"{path} has frame layers {spec(other)}; frame layers are only ever added to a store: "
                 f"re-run with --frames {spec(dict(frame_layers=union))}")
