@@ -926,11 +926,12 @@ def list_stores(cache: str | Path) -> list[dict]:
             with _reading(files[0]) as f:
                 model = json.loads(f.attrs["config"]).get("model_id", "")
                 layers = int(f.attrs["num_layers"])
-            n = 0
+            n, verified = 0, True
             for fp in files:
                 with _reading(fp) as f:
                     n += len(f["utterances/id"])
-            status = "complete"
+                    verified = verified and checksummed(f)
+            status = "complete" if verified else "complete, unverified (no checksums: format 1)"
         except (StoreError, OSError, KeyError) as e:
             files, model, layers, n, status = [p], "", 0, 0, f"damaged or unreadable: {_short(e)}"
         rows.append(dict(model_slug=p.parent.name, model=model, corpus=corpus, utterances=n,

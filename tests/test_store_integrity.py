@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import featstore.extract as ex
 from cli import app
-from featstore.store import StoreError, export_layer, open_store, parts_dir, store_info, verify_store
+from featstore.store import StoreError, export_layer, list_stores, open_store, parts_dir, store_info, verify_store
 from tests.test_extract import LENGTHS, write_corpus
 
 runner = CliRunner()
@@ -147,6 +147,7 @@ def test_format_1_store_reads_and_is_reported_unverified(store, tmp_path):
     assert code == 0 and "unverified" in out
     code, out = cli("store", "verify", path)
     assert code == 0 and "no checksums" in out
+    assert "unverified" in list_stores(path.parent.parent)[0]["status"]
     grown = write_corpus(tmp_path / "audio", LENGTHS)              # an old store is extended, not refused
     res = ex.extract_manifest(grown, **kw)
     assert res.extracted == len(LENGTHS) - 6 and res.already == 6
