@@ -284,6 +284,8 @@ def extract(
     if res.frames_added:
         console.print(f"{tag}{res.store}: added frame layers {','.join(map(str, res.frames_added))} "
                       f"(pooled features unchanged)", highlight=False)
+        if not res.extracted and not res.skipped:
+            return
     if res.up_to_date:
         console.print(f"{tag}{res.store}: up to date ({res.already} utterances), nothing to extract")
         return
