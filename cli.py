@@ -7,7 +7,6 @@ here and printed on one line (`ser --debug ...` shows the traceback).
 from __future__ import annotations
 
 import functools
-import os
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -61,11 +60,9 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."))
 
 
 def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    from featstore.units import human_size
+
+    return human_size(n)
 
 
 def _corpus(corpus: str | None) -> str:
@@ -267,10 +264,11 @@ def synth(
 # extraction and stores
 # ---------------------------------------------------------------------------------------------
 
-def _torchrun() -> tuple[int, int] | None:
-    """(rank, world size) when started by torchrun with more than one process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return (int(os.environ.get("RANK", "0")), world) if world > 1 else None
+def _torchrun():
+    """The torchrun process group this process belongs to (None when not started by torchrun)."""
+    from featstore.extract import torchrun
+
+    return torchrun()
 
 
 @app.command()
@@ -304,28 +302,27 @@ def extract(
     root = _root(corpus, root)
     dist = _torchrun()
     if dist:
-        shard, shards = dist
-        if device in ("auto", "cuda"):
-            import torch
-
-            if torch.cuda.is_available():
-                device = f"cuda:{int(os.environ.get('LOCAL_RANK', shard))}"
+        shard, shards, device = dist.rank, dist.world_size, dist.device(device)
     m = load_manifest(corpus, root, progress=shard == 0)
     lead = shard == 0 or not dist
 
     def on_skip(s):
         err.print(f"[yellow]skipped[/] {s.path}: {s.reason}", highlight=False)
 
+    def on_wait(line):
+        err.print(f"[yellow]waiting[/] {line}", highlight=False)
+
     res = extract_manifest(m, model=model, cache=cache, device=device, dtype=dtype, frames=frames,
                            max_seconds=max_seconds, batch_size=batch_size, batch_seconds=batch_seconds,
-                           shards=shards, shard=shard, progress=lead, on_skip=on_skip)
+                           shards=shards, shard=shard, progress=lead, on_skip=on_skip, on_wait=on_wait)
     if dist:
-        import torch.distributed as tdist
-
-        tdist.init_process_group("gloo")
-        tdist.barrier()
-        tdist.destroy_process_group()
+        dist.barrier()
     tag = f"[shard {shard}/{shards}] " if shards > 1 else ""
+    if res.frames_added:
+        console.print(f"{tag}{res.store}: added frame layers {','.join(map(str, res.frames_added))} "
+                      f"(pooled features unchanged)", highlight=False)
+        if not res.extracted and not res.skipped:
+            return
     if res.up_to_date:
         console.print(f"{tag}{res.store}: up to date ({res.already} utterances), nothing to extract")
         return
@@ -379,11 +376,35 @@ def store_info_cmd(path: Path = typer.Argument(..., help="A store file (or <corp
                  ("labels", ", ".join(f"{k} {info['labels'][k]}" for k in canonical_order(info["labels"]))),
                  ("size", _human(info["size"])), ("files", "\n".join(info["paths"])),
                  ("created", info["attrs"].get("created")), ("code version", info["attrs"].get("code_version")),
-                 ("layer convention", cfg.get("layer_convention")), ("skipped", len(info["skipped"]))]:
+                 ("layer convention", cfg.get("layer_convention")), ("skipped", len(info["skipped"])),
+                 ("integrity", "checksummed (Fletcher-32 per chunk, verified on every read)" if info["checksums"]
+                  else "unverified: written before checksums; `ser store verify` checks that it reads end to end")]:
         t.add_row(k, str(v))
     console.print(t)
     for _uid, p, reason in info["skipped"]:
         console.print(f"  skipped {p}: {reason}", highlight=False)
+
+
+@store_app.command("verify")
+@friendly
+def store_verify(path: Path = typer.Argument(..., help="A store file (or <corpus>.h5 of a sharded store).")):
+    """Read a store end to end and report what is damaged (exit 2 if anything is).
+
+    Example: ser store verify cache/facebook--wav2vec2-base/ravdess.h5
+    """
+    from featstore.store import StoreError, verify_store
+
+    report = verify_store(path)
+    for line in report.damaged:
+        err.print(f"damaged: {line}", highlight=False)
+    if not report.ok:
+        raise StoreError(f"{path}: {len(report.damaged)} damaged; delete the damaged file and re-run the "
+                         f"`ser extract` that made it")
+    how = ("checksums verified" if not report.unverified
+           else f"readable, but {len(report.unverified)} datasets have no checksums (written before format 2): "
+                f"their numbers cannot be proven intact")
+    console.print(f"{path}: intact, {len(report.files)} file(s), {_human(report.bytes_read)} read, {how}",
+                  highlight=False)
 
 
 @store_app.command("export")

@@ -9,7 +9,8 @@ one process, same audio, same model:
   (c) naive per-file loop       read, resample, forward, one .npy per utterance per layer
 
 and, in child processes, the peak RSS of `ser extract` on N and on 10 x N utterances.
-Also the forward speed at several CPU batch sizes (why CPU extraction uses batch 1).
+Also the speed at several batch sizes, of the forward alone and of `ser extract --batch-size`
+(why CPU extraction uses batch 1 by default).
 
     python bench/extract.py --n 40 --scale 10 [--device cpu|cuda]
 """
@@ -70,12 +71,13 @@ def pure_forward(model_dir: Path, manifest, device: str, batch_size: int = 1) ->
     return sum(len(w) for w in waves) / 16000, time.perf_counter() - t
 
 
-def ser_extract(model_dir: Path, manifest, device: str, cache: Path) -> tuple[float, float]:
+def ser_extract(model_dir: Path, manifest, device: str, cache: Path, batch_size: int | None = None) -> tuple[float, float]:
     from featstore.extract import extract_manifest
 
     shutil.rmtree(cache, ignore_errors=True)
     t = time.perf_counter()
-    res = extract_manifest(manifest, model=str(model_dir), cache=cache, device=device, progress=False)
+    res = extract_manifest(manifest, model=str(model_dir), cache=cache, device=device, progress=False,
+                           batch_size=batch_size)
     wall = time.perf_counter() - t
     return res.audio_seconds, wall
 
@@ -149,7 +151,9 @@ def main() -> None:
 
     for bs in [int(x) for x in args.batch_sizes.split(",") if x]:
         s, w = pure_forward(model_dir, manifest, args.device, batch_size=bs)
-        print(f"forward, batch {bs:2d} (length-sorted): {s / w:7.1f} audio-s/s")
+        se, we = ser_extract(model_dir, manifest, args.device, work / f"cache-b{bs}", batch_size=bs)
+        print(f"batch {bs:2d}: forward (length-sorted) {s / w:7.1f} audio-s/s, "
+              f"ser extract --batch-size {bs} {se / we:7.1f} audio-s/s")
 
     if args.scale:
         big = corpus(work / f"ravdess-{args.n * args.scale}", args.n * args.scale)

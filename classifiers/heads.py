@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from featstore import serialize
-from featstore.backbone import install_masked_group_norm, masked_group_norm
+from featstore.backbone import install_masked_group_norm, masked_group_norm, masked_pos_conv
 from featstore.errors import SerError
 
 POOLINGS: tuple[str, ...] = ("mean", "attention", "layer-weighted", "bilstm")
@@ -313,14 +313,14 @@ class EmotionClassifier(nn.Module):
              else torch.full((batch,), samples, device=input_values.device)).long()
         padded = bool((n != samples).any())
         mask = attention_mask.long() if padded else None
-        with masked_group_norm(self.backbone, n, padded):
+        lengths = self.backbone._get_feat_extract_output_lengths(n)
+        with masked_group_norm(self.backbone, n, padded), masked_pos_conv(self.backbone, lengths, padded):
             out = self.backbone(input_values, attention_mask=mask,
                                 output_hidden_states=self.config.pooling == "layer-weighted")
         if self.config.pooling == "layer-weighted":
             states = torch.stack(out.hidden_states)                   # (L+1, batch, frames, hidden)
         else:
             states = out.last_hidden_state                            # (batch, frames, hidden)
-        lengths = self.backbone._get_feat_extract_output_lengths(n)
         pooled = self.pooling(states, frame_mask(lengths, states.shape[-2]))
         logits = self.classifier(self.dropout(pooled))
         loss = None if labels is None else nn.functional.cross_entropy(logits.float(), labels.long())

@@ -16,7 +16,7 @@ from pathlib import Path
 from classifiers.evaluate import transfer_matrix
 from classifiers.results import ProbeResults
 from featstore.errors import SerError
-from featstore.store import parse_layers
+from featstore.store import cached_corpora, parse_layers
 
 
 @dataclass
@@ -29,28 +29,17 @@ class ProbeRun:
 
 
 def store_for(cache: str | Path, model: str, corpus: str) -> Path:
-    """Where `ser extract` put (model, corpus); a clear error naming the command when missing."""
-    from featstore.backbone import model_slug
+    """Where `ser extract` put (model, corpus); a clear error naming the command when missing
+    (or the corpus meant, when the name is a near miss of a registered one)."""
+    from featstore.corpora import CORPORA, closest_corpus, unknown_corpus
+    from featstore.store import StoreError, find_store
 
-    path = Path(cache) / model_slug(model) / f"{corpus}.h5"
-    shards = list(path.parent.glob(f"{corpus}.shard-*-of-*.h5"))
-    if not path.exists() and not shards:
-        have = sorted(p.name for p in path.parent.glob("*.h5")) if path.parent.exists() else []
-        raise SerError(f"no features for corpus {corpus!r} with model {model!r} in {path.parent} "
-                       f"(found: {', '.join(have) or 'nothing'}); run `ser extract --corpus {corpus} --model {model}` first")
-    return path
-
-
-def cached_corpora(cache: str | Path, model: str) -> list[str]:
-    """Corpora with features of `model` under `cache`; a clear error naming `ser extract` when none."""
-    from featstore.backbone import model_slug
-
-    directory = Path(cache) / model_slug(model)
-    names = sorted({p.name.split(".")[0] for p in directory.glob("*.h5")}) if directory.exists() else []
-    if not names:
-        raise SerError(f"no extracted corpora for model {model!r} under {directory}; run "
-                       f"`ser extract --corpus NAME --model {model}` first (or pass --model / --cache)")
-    return names
+    try:
+        return find_store(cache, model, corpus)
+    except StoreError as e:
+        if corpus.lower() not in CORPORA and closest_corpus(corpus.lower()):
+            raise unknown_corpus(corpus) from e
+        raise
 
 
 def _layer_tag(layers) -> str:

@@ -30,7 +30,7 @@ def load_audio(path: str | Path, target_sr: int | None = 16000, *, min_samples: 
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (frames, channels)
     except Exception as e:  # LibsndfileError / RuntimeError / OSError / TypeError on odd inputs
-        raise UnreadableAudio(path, _why_unreadable(path, e)) from None
+        raise UnreadableAudio(path, _why_unreadable(path, e)) from e
     if data.shape[0] == 0:
         raise EmptyAudio(path, "empty audio (0 samples)")
     if not np.isfinite(data).all():
@@ -54,7 +54,7 @@ def audio_info(path: str | Path) -> tuple[int, int, int]:
     try:
         info = sf.info(str(path))
     except Exception as e:
-        raise UnreadableAudio(path, _why_unreadable(path, e)) from None
+        raise UnreadableAudio(path, _why_unreadable(path, e)) from e
     return int(info.frames), int(info.samplerate), int(info.channels)
 
 

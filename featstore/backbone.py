@@ -15,6 +15,8 @@ channel, whose statistics run over time, padded samples included. `MaskedGroupNo
 with the same normalisation computed over each item's valid frames only; together with the
 attention mask (and per-waveform normalisation before padding) a batch then gives the same
 hidden states as running every utterance alone. LayerNorm feature encoders only need the mask.
+data2vec-audio's stacked positional convolution also needs its padded frames zeroed between
+its layers (`masked_pos_conv`).
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ def _resolve_directory(model_id: str, revision: str | None) -> tuple[Path, str |
             f"`huggingface-cli download {model_id}` (or python -c \"from transformers import AutoModel; "
             f"AutoModel.from_pretrained('{model_id}')\") and copy the cache (~/.cache/huggingface), "
             f"or save the model with save_pretrained and pass --model /path/to/dir"
-        ) from None
+        ) from e
     path = Path(path)
     return path, path.name if re.fullmatch(r"[0-9a-f]{40}", path.name) else revision
 
@@ -149,7 +151,7 @@ def model_info(model_id: str = DEFAULT_MODEL, *, revision: str | None = None) ->
     try:
         config = AutoConfig.from_pretrained(directory)
     except Exception as e:
-        raise ModelLoadError(f"{directory}: not a transformers model directory ({e})") from None
+        raise ModelLoadError(f"{directory}: not a transformers model directory ({e})") from e
     if config.model_type not in SUPPORTED_MODEL_TYPES:
         raise ModelLoadError(f"{model_id}: model type {config.model_type!r} is not a wav2vec2-family "
                              f"encoder (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
@@ -167,7 +169,7 @@ def model_info(model_id: str = DEFAULT_MODEL, *, revision: str | None = None) ->
         weights_sha256=_weights_hash(directory), model_type=config.model_type,
         num_layers=config.num_hidden_layers + 1, hidden_size=config.hidden_size,
         sample_rate=sample_rate, do_normalize=do_normalize,
-        group_norm=config.feat_extract_norm == "group", receptive_field=receptive,
+        group_norm=uses_group_norm(config), receptive_field=receptive,
         frame_rate=sample_rate / int(np.prod(config.conv_stride)),
     )
 
@@ -295,6 +297,36 @@ def masked_group_norm(model: nn.Module, n_samples: torch.Tensor, padded: bool):
             norm.valid = None
 
 
+def _stacked_pos_conv(model: nn.Module) -> list[nn.Module]:
+    """The layers of a multi-layer positional convolution (data2vec-audio has 5); [] otherwise."""
+    layers = getattr(getattr(getattr(model, "encoder", None), "pos_conv_embed", None), "layers", None)
+    return list(layers) if layers is not None and len(layers) > 1 else []
+
+
+@contextmanager
+def masked_pos_conv(model: nn.Module, n_frames: torch.Tensor, padded: bool):
+    """Within the block, padded frames are zeroed between the layers of a stacked positional conv.
+
+    The encoder zeroes padded frames before its positional convolution, which makes one conv
+    layer exact; a stack of them (data2vec-audio) would carry values into the padding and back
+    into valid frames, so each layer's output but the last is masked too. n_frames `(batch,)`:
+    valid frames per item. A no-op for single-layer models or when nothing is padded.
+    """
+    layers = _stacked_pos_conv(model) if padded else []
+
+    def zero_padding(module, inputs, output):  # output: (batch, hidden, frames)
+        frames = torch.arange(output.shape[-1], device=output.device)
+        valid = frames[None, :] < n_frames.to(output.device)[:, None]
+        return output.masked_fill(~valid[:, None, :], 0.0)
+
+    hooks = [layer.register_forward_hook(zero_padding) for layer in layers[:-1]]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def normalize_waveform(wave: np.ndarray) -> np.ndarray:
     """Zero mean, unit variance (as Wav2Vec2FeatureExtractor's do_normalize), float32."""
     wave = wave.astype(np.float32, copy=False)
@@ -325,7 +357,7 @@ def hidden_states(backbone: Backbone, waves: Sequence[np.ndarray], *, device=Non
     mask = mask.to(device) if mask is not None else None
     if next(model.parameters()).dtype != torch.float32:
         batch = batch.to(next(model.parameters()).dtype)
-    with masked_group_norm(model, n, padded), torch.autocast(
+    with masked_group_norm(model, n, padded), masked_pos_conv(model, lengths, padded), torch.autocast(
             device_type=torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         out = model(batch, attention_mask=mask, output_hidden_states=True)
     return torch.stack(out.hidden_states), lengths

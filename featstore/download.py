@@ -42,6 +42,7 @@ from urllib.request import Request, url2pathname, urlopen
 from featstore import config
 from featstore.corpora.base import Archive, Corpus, Source
 from featstore.errors import CorpusError, SerError
+from featstore.units import human_size
 
 CHUNK = 1 << 20
 USER_AGENT = "ser-download/0.1 (Python urllib)"
@@ -469,14 +470,6 @@ def file_hash(path: str | Path, algorithm: str = "sha256") -> str:
         for block in iter(lambda: f.read(CHUNK), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def human_size(n: int | float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
 
 
 # -- safe extraction ------------------------------------------------------------------------------

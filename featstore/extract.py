@@ -14,8 +14,8 @@ the pooled mean/std are over all frames (combined exactly from per-window statis
 does not cross window borders, which is what bounds memory.
 
 Batching depends on the device: on CUDA, length-sorted batches of at most `batch_seconds` of
-padded audio (halved automatically on out-of-memory); on CPU one utterance at a time, which
-measured fastest on 2 cores (bench/extract.py).
+padded audio (halved automatically on out-of-memory); on CPU batches of `batch_size` windows in
+reading order, 1 by default, which measured fastest on 2 cores (bench/extract.py).
 """
 
 from __future__ import annotations
@@ -36,7 +36,20 @@ from featstore.backbone import DEFAULT_MODEL, Backbone, ModelInfo, hidden_states
 from featstore.corpora import Manifest, Utterance, load_manifest
 from featstore.device import resolve_device
 from featstore.errors import AudioError, SerError
-from featstore.store import Batch, Skipped, StoreError, assemble, config_matches, parts_dir, store_path, write_part
+from featstore.store import (
+    Batch,
+    Skipped,
+    StoreError,
+    adding_frame_layers,
+    assemble,
+    clean_dead_temps,
+    missing_frame_layers,
+    new_part_path,
+    read_progress,
+    store_lock,
+    store_path,
+    write_part,
+)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 LAYER_CONVENTION = ("layer k = transformers hidden_states[k], k=0..L; 0 = input to the first transformer "
@@ -52,6 +65,7 @@ class ExtractResult:
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     up_to_date: bool = False
+    frames_added: list[int] = field(default_factory=list)  # frame layers added to a finished store
 
     @property
     def speed(self) -> float:
@@ -75,47 +89,6 @@ def store_config(info: ModelInfo, dtype: str, frame_layers: list[int], max_secon
         num_layers=info.num_layers, hidden_size=info.hidden_size, layer_convention=LAYER_CONVENTION,
         format_version=FORMAT_VERSION,
     )
-
-
-def _existing_state(path: Path, config: dict) -> tuple[set[str], dict[str, Skipped], float]:
-    """Ids already extracted (store + finished parts), skips recorded, store mtime."""
-    import json
-
-    import h5py
-
-    done: set[str] = set()
-    skipped: dict[str, Skipped] = {}
-    mtime = 0.0
-    sources = []
-    if path.exists():
-        sources.append(path)
-        mtime = path.stat().st_mtime
-    pdir = parts_dir(path)
-    if pdir.exists():
-        for leftover in pdir.glob(".*.tmp-*"):
-            leftover.unlink(missing_ok=True)  # a part that was being written when the run died
-        sources.extend(sorted(pdir.glob("part-*.h5")))
-    for src in sources:
-        try:
-            f = h5py.File(src, "r")
-        except OSError as e:
-            raise StoreError(f"{src}: unreadable ({e}); delete it and re-run") from None
-        with f:
-            other = json.loads(f.attrs["config"])
-            diff = config_matches(other, config)
-            if diff:
-                details = ", ".join(f"{k}: {other.get(k)!r} vs {config.get(k)!r}" for k in diff)
-                raise StoreError(
-                    f"{src} was extracted with a different configuration ({details}); it is never mixed "
-                    f"with another run: pass --cache DIR for a separate store, or delete {path} to start over")
-            done.update(v.decode() if isinstance(v, bytes) else v for v in f["utterances/id"][()])
-            if "skipped" in f:
-                for i, p, r in zip(*(f[f"skipped/{k}"][()] for k in ("id", "path", "reason"))):
-                    dec = [x.decode() if isinstance(x, bytes) else x for x in (i, p, r)]
-                    skipped[dec[0]] = Skipped(*dec)
-            if src != path:
-                mtime = max(mtime, src.stat().st_mtime)
-    return done, skipped, mtime
 
 
 class _Prefetcher:
@@ -186,14 +159,11 @@ class _Writer:
     """Buffers finished utterances and flushes them as atomic part files."""
 
     def __init__(self, path: Path, config: dict, shard: int, checkpoint_seconds: float, max_bytes: int = 256 << 20):
-        self.dir = parts_dir(path)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self.config = config
         self.shard = shard
         self.checkpoint_seconds = checkpoint_seconds
         self.max_bytes = max_bytes
-        existing = sorted(self.dir.glob(f"part-{shard:03d}-*.h5"))
-        self.seq = 1 + max((int(p.stem.rsplit("-", 1)[1]) for p in existing), default=0)
         self._reset()
 
     def _reset(self):
@@ -229,8 +199,7 @@ class _Writer:
             frames={k: [np.concatenate(p.frames[k]) for p in self.items] for k in layers},
             skipped=self.skipped,
         )
-        write_part(self.dir / f"part-{self.shard:03d}-{self.seq:06d}.h5", batch, self.config)
-        self.seq += 1
+        write_part(new_part_path(self.path, self.shard), batch, self.config)
         self._reset()
 
 
@@ -271,12 +240,17 @@ def extract_manifest(
     dtype: str = "float32", frames: str | Sequence[int] | None = "none", max_seconds: float = 30.0,
     batch_size: int | None = None, batch_seconds: float | None = None, shards: int = 1, shard: int = 0,
     checkpoint_seconds: float = 60.0, progress: bool = True, on_skip: Callable[[Skipped], None] | None = None,
-    prefetch_seconds: float = 120.0,
+    prefetch_seconds: float = 120.0, lock_timeout: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> ExtractResult:
     """Extract every layer of `model` for the utterances of `manifest` into the store.
 
     Returns what was done; the store is at `result.store` (`<cache>/<model-slug>/<corpus>.h5`, or
-    `<corpus>.shard-<i>-of-<n>.h5` with shards > 1).
+    `<corpus>.shard-<i>-of-<n>.h5` with shards > 1). Frame layers asked for that a finished
+    store lacks are added to it (`result.frames_added`), its pooled data untouched.
+
+    One writer per store: while another process writes it, this one calls `on_wait` with one
+    line and waits (at most `lock_timeout` seconds; None waits for as long as it takes).
     """
     t0 = time.monotonic()
     if dtype not in DTYPES:
@@ -285,6 +259,8 @@ def extract_manifest(
         raise SerError(f"--shard {shard} out of range for --shards {shards}")
     if max_seconds <= 0:
         raise SerError("--max-seconds must be positive")
+    if batch_size is not None and batch_size < 1:
+        raise SerError(f"--batch-size {batch_size}: use 1 or more utterances per batch")
     dev = resolve_device(device)
     if dev.type == "cpu" and dtype == "float16":
         raise SerError("--dtype float16 is for GPUs; on CPU use float32 (or bfloat16)")
@@ -292,41 +268,131 @@ def extract_manifest(
     frame_layers = parse_frame_layers(frames, info.num_layers)
     config = store_config(info, dtype, frame_layers, max_seconds)
     path = store_path(cache, model_slug(info.model_id), manifest.corpus, shard, shards)
-    done, recorded, mtime = _existing_state(path, config)
+    settings = _RunSettings(device=dev, autocast=DTYPES[dtype] if (dev.type == "cpu" and dtype == "bfloat16") else None,
+                            max_seconds=max_seconds, batch_size=batch_size, batch_seconds=batch_seconds,
+                            prefetch_seconds=prefetch_seconds, progress=progress, on_skip=on_skip)
+    backbone = _BackboneOnce(info, dev, DTYPES[dtype] if dev.type == "cuda" else torch.float32)
+    with store_lock(path, timeout=lock_timeout, on_wait=on_wait):
+        clean_dead_temps(path)
+        try:
+            result = _extract_locked(manifest, path, config, backbone, settings, shard=shard, shards=shards,
+                                     checkpoint_seconds=checkpoint_seconds)
+        finally:
+            clean_dead_temps(path)  # nothing of this run is in flight any more: leave no temp behind
+    result.wall_seconds = time.monotonic() - t0
+    return result
+
+
+def _extract_locked(manifest: Manifest, path: Path, config: dict, backbone: _BackboneOnce, settings: _RunSettings,
+                    *, shard: int, shards: int, checkpoint_seconds: float) -> ExtractResult:
+    """The run itself, with the store's lock held: frame layers to add, then what is not done yet."""
+    result = ExtractResult(store=path)
+    missing = missing_frame_layers(path, config)
+    if missing:
+        _add_frame_layers(path, config, missing, manifest, backbone(), settings)
+        result.frames_added = missing
+    state = read_progress(path, config)
 
     ordered = sorted(manifest.utterances, key=lambda u: u.id)
     mine = [u for i, u in enumerate(ordered) if i % shards == shard]
-    result = ExtractResult(store=path, already=sum(u.id in done for u in mine))
+    result.already = sum(u.id in state.done for u in mine)
     # a file skipped before is tried again only if it changed since
-    todo = [u for u in mine if u.id not in done and not (
-        u.id in recorded and _mtime(u.path) <= mtime)]
+    todo = [u for u in mine if u.id not in state.done and not (
+        u.id in state.skipped and _mtime(u.path) <= state.mtime)]
     problems = [Skipped(p.path, p.path, p.reason) for p in manifest.problems
-                if shard == 0 and p.path not in recorded]
-    has_parts = parts_dir(path).exists() and any(parts_dir(path).glob("part-*.h5"))
+                if shard == 0 and p.path not in state.skipped]
     if not todo and not problems:
-        if has_parts:
+        if state.parts:
             assemble(path, config, corpus=manifest.corpus, shard=f"{shard}/{shards}")
-        result.up_to_date = not has_parts
-        result.wall_seconds = time.monotonic() - t0
+        result.up_to_date = not state.parts and not missing
         return result
 
     writer = _Writer(path, config, shard, checkpoint_seconds)
     for s in problems:
         writer.skip(s)
         result.skipped.append(s)
-        if on_skip:
-            on_skip(s)
+        if settings.on_skip:
+            settings.on_skip(s)
     if todo:
-        backbone = load_backbone(info, device=dev, dtype=DTYPES[dtype] if dev.type == "cuda" else torch.float32)
-        autocast = DTYPES[dtype] if (dev.type == "cpu" and dtype == "bfloat16") else None
         # GPU: longest first, so an out-of-memory batch shows up at once and batches pad little
-        todo.sort(key=lambda u: (-u.duration, u.id) if dev.type == "cuda" else (u.id,))
-        _run(backbone, todo, writer, result, dev, autocast, max_seconds, batch_size, batch_seconds,
-             progress, on_skip, prefetch_seconds)
+        todo.sort(key=lambda u: (-u.duration, u.id) if settings.device.type == "cuda" else (u.id,))
+        _run(backbone(), todo, writer, result, settings)
     writer.flush()
     assemble(path, config, corpus=manifest.corpus, shard=f"{shard}/{shards}")
-    result.wall_seconds = time.monotonic() - t0
     return result
+
+
+class _BackboneOnce:
+    """Loads the backbone on first use (a no-op run never loads the model)."""
+
+    def __init__(self, info: ModelInfo, device: torch.device, dtype: torch.dtype):
+        self.info, self.device, self.dtype = info, device, dtype
+        self.backbone: Backbone | None = None
+
+    def __call__(self) -> Backbone:
+        if self.backbone is None:
+            self.backbone = load_backbone(self.info, device=self.device, dtype=self.dtype)
+        return self.backbone
+
+
+class _FrameSink:
+    """Takes `_run`'s finished utterances and puts their frames of the new layers into the store."""
+
+    def __init__(self, put: Callable[[str, dict[int, np.ndarray]], None], layers: list[int]):
+        self.put = put
+        self.config = {"frame_layers": layers}
+
+    def add(self, item: _Pending) -> None:
+        self.put(item.utt.id, {k: np.concatenate(v) for k, v in item.frames.items()})
+
+    def skip(self, s: Skipped) -> None:
+        raise StoreError(f"{s.path}: {s.reason}; it was extracted before, so its frames cannot be added "
+                         f"without it: restore the file, or pass --cache DIR to extract into a new store")
+
+
+def _add_frame_layers(path: Path, config: dict, layers: list[int], manifest: Manifest, backbone: Backbone,
+                      settings: _RunSettings) -> None:
+    """Run the model over the utterances of a finished store, keeping only frame `layers`."""
+    here = {u.id: u for u in manifest.utterances}
+    with adding_frame_layers(path, config, layers) as (stored, put):
+        # the corpus may have moved since: read each file where the manifest says it is now
+        todo = sorted((here.get(u.id, u) for u in stored), key=lambda u: u.id)
+        _run(backbone, todo, _FrameSink(put, layers), ExtractResult(store=path), settings)
+
+
+@dataclass(frozen=True)
+class TorchRun:
+    """This process's place in a `torchrun --nproc-per-node N` job: one shard per rank."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+
+    def device(self, requested: str) -> str:
+        """The rank's own GPU when `requested` is auto/cuda and CUDA is there; else `requested`."""
+        if requested in ("auto", "cuda") and torch.cuda.is_available():
+            return f"cuda:{self.local_rank}"
+        return requested
+
+    def barrier(self) -> None:
+        """Wait until every rank has finished its shard (gloo: works with or without GPUs)."""
+        import torch.distributed as tdist
+
+        tdist.init_process_group("gloo")
+        try:
+            tdist.barrier()
+        finally:
+            tdist.destroy_process_group()
+
+
+def torchrun(environ: dict[str, str] | None = None) -> TorchRun | None:
+    """The torchrun job this process is part of, from RANK/WORLD_SIZE/LOCAL_RANK; None for one process."""
+    env = os.environ if environ is None else environ
+    world = int(env.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    rank = int(env.get("RANK", "0"))
+    return TorchRun(rank=rank, world_size=world, local_rank=int(env.get("LOCAL_RANK", rank)))
 
 
 def _mtime(path: str) -> float:
@@ -336,13 +402,28 @@ def _mtime(path: str) -> float:
         return 0.0
 
 
-def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer, result: ExtractResult, dev, autocast,
-         max_seconds, batch_size, batch_seconds, progress, on_skip, prefetch_seconds) -> None:
-    sr = backbone.sample_rate
-    total_seconds = float(sum(u.duration for u in todo))
-    bar = _progress(progress, len(todo), total_seconds)
-    max_samples = int(max_seconds * sr)
+@dataclass(frozen=True)
+class _RunSettings:
+    """How `_run` feeds the model: device, precision, windowing, batching, reporting."""
+
+    device: torch.device
+    autocast: torch.dtype | None        # CPU bfloat16 runs under autocast; None = model dtype
+    max_seconds: float
+    batch_size: int | None
+    batch_seconds: float | None
+    prefetch_seconds: float
+    progress: bool
+    on_skip: Callable[[Skipped], None] | None
+
+
+def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer | _FrameSink, result: ExtractResult,
+         settings: _RunSettings) -> None:
+    """Read, window, batch and run `todo` through the model; hand finished utterances to `writer`."""
+    dev, sr = settings.device, backbone.sample_rate
+    bar = _progress(settings.progress, len(todo), float(sum(u.duration for u in todo)))
+    max_samples = int(settings.max_seconds * sr)
     frame_layers = writer.config["frame_layers"]
+    cpu_batch = settings.batch_size or 1
     fetch = _Prefetcher(todo, sr, backbone.receptive_field)
     pieces: list = []
     buffered = 0.0
@@ -351,13 +432,14 @@ def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer, result: Ext
         s = Skipped(u.id, u.path, reason)
         writer.skip(s)
         result.skipped.append(s)
-        if on_skip:
-            on_skip(s)
+        if settings.on_skip:
+            settings.on_skip(s)
         bar.advance(u.duration, 1)
 
     def run_pieces(pieces):
-        for batch in _batches(pieces, dev, batch_size, batch_seconds, sr):
-            for pending, stats in _forward(backbone, batch, dev, autocast, frame_layers, skip):
+        pieces.sort(key=lambda p: -len(p[1]))  # batches pad little
+        for batch in _batches(pieces, dev, settings.batch_size, settings.batch_seconds, sr):
+            for pending, stats in _forward(backbone, batch, dev, settings.autocast, frame_layers, skip):
                 pending.add(*stats)
                 if pending.windows_left == 0:
                     writer.add(pending)
@@ -375,14 +457,15 @@ def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer, result: Ext
                 pending = _Pending(u, len(wave), len(cut))
                 pieces.extend((pending, w) for w in cut)
                 buffered += len(wave) / sr
-                # on GPU gather audio so batches can be length-sorted; on CPU run as it comes
-                if dev.type != "cuda" or buffered >= prefetch_seconds:
-                    if dev.type == "cuda":
-                        pieces.sort(key=lambda p: -len(p[1]))
+                # GPU: gather audio so batches can be length-sorted; CPU: run each full batch as it fills
+                if dev.type == "cuda" and buffered >= settings.prefetch_seconds:
                     run_pieces(pieces)
                     pieces, buffered = [], 0.0
+                elif dev.type != "cuda" and len(pieces) >= cpu_batch:
+                    full = len(pieces) - len(pieces) % cpu_batch
+                    run_pieces(pieces[:full])
+                    pieces = pieces[full:]
             if pieces:
-                pieces.sort(key=lambda p: -len(p[1]))
                 run_pieces(pieces)
     finally:
         fetch.close()

@@ -3,21 +3,32 @@
 On disk (`cache/<model-slug>/`):
 
     <corpus>.h5                  the finished store (or <corpus>.shard-<i>-of-<n>.h5 per shard)
-    <corpus>.h5.parts/           while extracting: config.json + part-<shard>-<seq>.h5 files
+    <corpus>.h5.lock             held by the one process writing the store
+    <corpus>.h5.parts/           while extracting: part-<shard>-<seq>-<pid>-<tag>.h5 files
+    .<name>.tmp-<pid>-<tag>      a file being written (deleted at the next start if its writer died)
+
+Only this module knows that layout: `find_store`, `cached_corpora`, `list_stores`,
+`read_progress`, `new_part_path` and `clean_dead_temps` are how everything else reaches it.
 
 Crash safety: a killed h5py writer can leave an unreadable file, so no file is ever written in
 place. Work is flushed as small, complete part files (written to a temporary name, fsynced,
 then renamed), and the finished store is assembled from them the same way. A `kill -9` loses at
 most the part in flight; the next run reads the finished parts and goes on. Rows of a finished
 store are sorted by utterance id, so a resumed run gives the same store as an uninterrupted one.
+Space is checked before each write: h5py cannot survive a failed write (it crashes on close).
 
-Schema (format "ser-featstore", version 1), readable with plain h5py:
+Integrity: every dataset has a Fletcher-32 checksum per chunk, verified by HDF5 on every read,
+and the file's metadata (headers, attributes) is checksummed too (HDF5 1.8 object formats); a
+read failure is one StoreError naming the file and the fix. Stores of format 1 (no checksums)
+stay readable and are reported as unverified. One writer at a time per store (a lock file).
+
+Schema (format "ser-featstore", version 2), readable with plain h5py:
 
     /                    attrs: format, format_version, config (JSON: model_id, revision,
                          weights_sha256, model_type, dtype, frame_layers, max_seconds,
                          sample_rate, do_normalize, layer_convention), num_layers (L+1),
                          hidden_size, corpus, code_version, created (ISO time), shard
-    /utterances/<field>  (N,) one dataset per Utterance field (strings UTF-8), plus
+    /utterances/<field>  (N,) one dataset per Utterance field (strings fixed-length UTF-8), plus
                          n_samples (model-rate samples) and n_frames (output frames)
     /pooled/mean         (N, L+1, D) float32: mean over valid frames of hidden_states[k]
     /pooled/std          (N, L+1, D) float32: population std over the same frames
@@ -29,11 +40,16 @@ Schema (format "ser-featstore", version 1), readable with plain h5py:
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import re
+import shutil
 import time
-from collections.abc import Iterable, Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,8 +61,11 @@ from featstore.corpora.base import UTTERANCE_FIELDS, Utterance
 from featstore.errors import SerError
 
 FORMAT = "ser-featstore"
-FORMAT_VERSION = 1
-_STR = h5py.string_dtype("utf-8")
+FORMAT_VERSION = 2  # 2: a Fletcher-32 checksum per chunk of every dataset, fixed-length UTF-8 strings
+#: format versions that hold the same numbers (2 only added checksums), so one run may extend the other
+_SAME_FEATURES = {1: 2}
+#: HDF5 1.8 object formats and up: metadata (headers, attributes) carry checksums as well
+_LIBVER = ("v108", "latest")
 _INT_FIELDS = {"sample_rate"}
 _FLOAT_FIELDS = {"duration"}
 #: config keys that must agree for two runs to write into the same store
@@ -79,30 +98,194 @@ class Batch:
 
 
 # ---------------------------------------------------------------------------------------------
+# integrity
+# ---------------------------------------------------------------------------------------------
+
+def _create(group: h5py.Group, name: str, **kwargs) -> h5py.Dataset:
+    """A dataset with a Fletcher-32 checksum per chunk, which HDF5 verifies on every read."""
+    return group.create_dataset(name, fletcher32=True, **kwargs)
+
+
+def _create_strings(group: h5py.Group, name: str, values: Sequence[str]) -> h5py.Dataset:
+    """UTF-8 strings, fixed length (HDF5 cannot checksum variable-length strings)."""
+    encoded = [v.encode("utf-8") for v in values]
+    kind = h5py.string_dtype("utf-8", max([1, *map(len, encoded)]))
+    return _create(group, name, data=np.array(encoded, dtype=kind))
+
+
+def _fix_for(path: Path) -> str:
+    if path.parent.name.endswith(".parts"):
+        return "delete the part and re-run; the store re-assembles from what is intact"
+    return (f"delete it and re-run the `ser extract` that made it (`ser store verify {path}` lists what is "
+            f"damaged)")
+
+
+def _describe(error: BaseException) -> str:
+    """HDF5's top-level message, or what it means when it is about a checksum."""
+    detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    if "filter returned failure" in detail or "checksum" in detail:
+        return f"checksum mismatch: the bytes on disk are not the ones written; {detail}"
+    return detail
+
+
+def _short(error: BaseException) -> str:
+    """The cause of a StoreError from `_reading` (or the error itself), for a table cell."""
+    cause = error.__cause__ if isinstance(error, StoreError) and error.__cause__ else error
+    return _describe(cause).split(";")[0]
+
+
+def _damaged(path: Path, error: BaseException) -> str:
+    return f"{path}: damaged or not readable ({_describe(error)}); {_fix_for(path)}"
+
+
+@contextmanager
+def _reading(path: Path):
+    """Open `path` for reading; any read failure inside the block is one StoreError naming it and the fix."""
+    try:
+        with h5py.File(path, "r") as f:
+            yield f
+    except (OSError, KeyError, ValueError, RuntimeError) as e:
+        raise StoreError(_damaged(Path(path), e)) from e
+
+
+def verify_file(f: h5py.File, *, frames: bool = True, slab_bytes: int = 64 << 20) -> list[str]:
+    """Read every dataset of an open store or part end to end (checksums are verified by HDF5).
+
+    Returns one line per damaged dataset (empty when all is intact). `frames=False` skips
+    /frames (the bulk of a store with frame layers).
+    """
+    damaged = []
+    for name, ds in _datasets(f):
+        if not frames and name.startswith("frames/"):
+            continue
+        step = max(1, slab_bytes // max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:]))))
+        try:
+            if not ds.shape:
+                ds[()]
+            for start in range(0, ds.shape[0] if ds.shape else 0, step):
+                ds[start:start + step]  # reading is the check: HDF5 verifies each chunk's checksum
+        except (OSError, ValueError, RuntimeError) as e:
+            damaged.append(f"/{name}: {_describe(e)}")
+    return damaged
+
+
+def _raise_damage(path: Path, damaged: list[str]) -> None:
+    if damaged:
+        raise StoreError(f"{path}: damaged ({'; '.join(damaged[:3])}); {_fix_for(path)}")
+
+
+@dataclass
+class Verification:
+    """What `verify_store` found, per file of a store."""
+
+    files: list[Path]
+    damaged: list[str] = field(default_factory=list)      # "<file>: /<dataset>: <error>"
+    unverified: list[str] = field(default_factory=list)   # "<file>: /<dataset>" written without checksums
+    bytes_read: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.damaged
+
+
+def _datasets(f: h5py.File) -> list[tuple[str, h5py.Dataset]]:
+    """Every dataset of an open file, with its path."""
+    found: list[tuple[str, h5py.Dataset]] = []
+    f.visititems(lambda name, obj: found.append((name, obj)) if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
+def checksummed(f: h5py.File) -> bool:
+    """Whether every dataset of an open store carries a Fletcher-32 checksum (stores from format 2 on)."""
+    return all(ds.fletcher32 for _, ds in _datasets(f))
+
+
+def verify_store(path: str | Path) -> Verification:
+    """Read a store (every shard) end to end: damaged datasets, and datasets without checksums.
+
+    A store written before checksums (format 1) can only be checked for being readable; its
+    numbers cannot be proven intact, which `unverified` says.
+    """
+    files = store_files(path)
+    report = Verification(files=files)
+    for p in files:
+        try:
+            with h5py.File(p, "r") as f:
+                report.damaged.extend(f"{p}: {line}" for line in verify_file(f))
+                report.unverified.extend(f"{p}: /{name}" for name, ds in _datasets(f) if not ds.fletcher32)
+        except (OSError, KeyError, ValueError, RuntimeError) as e:
+            report.damaged.append(_damaged(p, e))
+        report.bytes_read += p.stat().st_size
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
 # writing
 # ---------------------------------------------------------------------------------------------
 
-def _atomic_h5(path: Path):
-    """Context manager: an h5py.File written at a temporary name, fsynced, renamed to `path`."""
+def _temp_name(path: Path) -> Path:
+    """Where `path` is written before its rename: hidden, tagged with the writer's pid (see clean_dead_temps)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
-    class _Atomic:
-        def __enter__(self):
-            self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            self.f = h5py.File(self.tmp, "w")
-            return self.f
 
-        def __exit__(self, exc_type, exc, tb):
-            self.f.close()
-            if exc_type is not None:
-                self.tmp.unlink(missing_ok=True)
-                return False
-            with open(self.tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(self.tmp, path)
-            _fsync_dir(path.parent)
-            return False
+def _ensure_space(path: Path, needed: int) -> None:
+    """Refuse to start a write of about `needed` bytes that the disk cannot hold.
 
-    return _Atomic()
+    Checked before writing because HDF5 cannot recover from a failed write: h5py crashes when
+    it closes such a file, so an out-of-space error must not reach it.
+    """
+    free = shutil.disk_usage(path.parent).free
+    if free < needed:
+        raise DiskFull(path.parent, needed, free)
+
+
+class DiskFull(StoreError):
+    """Not enough space to write a store or part; nothing was left behind."""
+
+    def __init__(self, directory: Path, needed: int, free: int):
+        from featstore.units import human_size
+
+        super().__init__(f"disk full at {directory}: {human_size(needed)} needed, {human_size(free)} free; "
+                         f"free some space and re-run the same command (finished work is kept)")
+
+
+@contextmanager
+def _atomic_h5(path: Path, needed: int):
+    """An h5py.File written at a temporary name, fsynced, renamed to `path`; `needed`: bytes it takes.
+
+    On an error the temporary file is deleted; a process killed meanwhile leaves it for
+    `clean_dead_temps` at the next start.
+    """
+    _ensure_space(path, needed)
+    tmp = _temp_name(path)
+    try:
+        with h5py.File(tmp, "w", libver=_LIBVER) as f:
+            yield f
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` at a temporary name, fsync, rename to `path`; a full disk is one DiskFull line."""
+    _ensure_space(path, len(data))
+    tmp = _temp_name(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno == errno.ENOSPC:
+            raise DiskFull(path.parent, len(data), shutil.disk_usage(path.parent).free) from e
+        raise
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -120,11 +303,11 @@ def _write_utterances(group: h5py.Group, utterances: Sequence[Utterance]) -> Non
     for name in UTTERANCE_FIELDS:
         values = [getattr(u, name) for u in utterances]
         if name in _INT_FIELDS:
-            group.create_dataset(name, data=np.asarray(values, dtype=np.int64))
+            _create(group, name, data=np.asarray(values, dtype=np.int64))
         elif name in _FLOAT_FIELDS:
-            group.create_dataset(name, data=np.asarray(values, dtype=np.float64))
+            _create(group, name, data=np.asarray(values, dtype=np.float64))
         else:
-            group.create_dataset(name, data=["" if v is None else str(v) for v in values], dtype=_STR)
+            _create_strings(group, name, ["" if v is None else str(v) for v in values])
 
 
 def _read_utterances(group: h5py.Group) -> list[Utterance]:
@@ -145,9 +328,9 @@ def _read_utterances(group: h5py.Group) -> list[Utterance]:
 
 def _write_skipped(f: h5py.File, skipped: Sequence[Skipped]) -> None:
     g = f.create_group("skipped")
-    g.create_dataset("id", data=[s.id for s in skipped], dtype=_STR)
-    g.create_dataset("path", data=[s.path for s in skipped], dtype=_STR)
-    g.create_dataset("reason", data=[s.reason for s in skipped], dtype=_STR)
+    _create_strings(g, "id", [s.id for s in skipped])
+    _create_strings(g, "path", [s.path for s in skipped])
+    _create_strings(g, "reason", [s.reason for s in skipped])
 
 
 def _read_skipped(f: h5py.File) -> list[Skipped]:
@@ -159,29 +342,43 @@ def _read_skipped(f: h5py.File) -> list[Skipped]:
 
 
 def write_part(path: Path, batch: Batch, config: dict) -> None:
-    """Write one complete part file atomically."""
-    with _atomic_h5(path) as f:
+    """Write one complete part file atomically (built in memory, so a full disk fails cleanly)."""
+    image = io.BytesIO()
+    with h5py.File(image, "w", libver=_LIBVER) as f:
         f.attrs["format"] = FORMAT + "-part"
         f.attrs["config"] = json.dumps(config, sort_keys=True)
         _write_utterances(f.create_group("utterances"), batch.utterances)
-        f["utterances"].create_dataset("n_samples", data=batch.n_samples.astype(np.int64))
-        f["utterances"].create_dataset("n_frames", data=batch.n_frames.astype(np.int64))
-        f.create_dataset("pooled/mean", data=batch.mean.astype(np.float32))
-        f.create_dataset("pooled/std", data=batch.std.astype(np.float32))
+        _create(f["utterances"], "n_samples", data=batch.n_samples.astype(np.int64))
+        _create(f["utterances"], "n_frames", data=batch.n_frames.astype(np.int64))
+        _create(f, "pooled/mean", data=batch.mean.astype(np.float32))
+        _create(f, "pooled/std", data=batch.std.astype(np.float32))
         for layer, arrays in batch.frames.items():
             g = f.require_group("frames")
             data = np.concatenate(arrays) if arrays else np.zeros((0, batch.mean.shape[-1]), np.float16)
-            g.create_dataset(f"layer_{layer}", data=data.astype(np.float16))
+            _create(g, f"layer_{layer}", data=data.astype(np.float16))
         _write_skipped(f, batch.skipped)
+    _write_bytes(path, image.getvalue())
 
 
 def parts_dir(store_path: Path) -> Path:
     return store_path.with_name(store_path.name + ".parts")
 
 
+def new_part_path(store_path: Path, shard: int) -> Path:
+    """A fresh part name: after every existing part of the shard (a later part wins on assembly),
+    with the writer's pid and a random tag so that two writers can never pick the same name."""
+    pdir = parts_dir(store_path)
+    pdir.mkdir(parents=True, exist_ok=True)
+    seqs = [int(m[1]) for p in pdir.glob(f"part-{shard:03d}-*.h5") if (m := re.match(r"part-\d+-(\d+)", p.name))]
+    return pdir / f"part-{shard:03d}-{1 + max(seqs, default=0):06d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.h5"
+
+
 def config_matches(a: dict, b: dict) -> list[str]:
     """Names of fingerprint keys on which two store configs differ."""
-    return [k for k in FINGERPRINT_KEYS if a.get(k) != b.get(k)]
+    def key(c: dict, k: str):
+        return _SAME_FEATURES.get(c.get(k), c.get(k)) if k == "format_version" else c.get(k)
+
+    return [k for k in FINGERPRINT_KEYS if key(a, k) != key(b, k)]
 
 
 def _readable_parts(directory: Path) -> list[Path]:
@@ -209,7 +406,7 @@ def assemble(store_path: Path, config: dict, *, corpus: str, shard: str = "0/1",
     num_layers = hidden = None
     frame_layers: list[int] = [int(k) for k in config.get("frame_layers", [])]
     for si, src in enumerate(sources):
-        with h5py.File(src, "r") as f:
+        with _reading(src) as f:
             utts = _read_utterances(f["utterances"])
             nf = f["utterances/n_frames"][()]
             ns = f["utterances/n_samples"][()]
@@ -235,7 +432,8 @@ def assemble(store_path: Path, config: dict, *, corpus: str, shard: str = "0/1",
     n_frames = np.array([n_frames_of[i] for i in ids], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(n_frames)]).astype(np.int64)
     store_path.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic_h5(store_path) as out:
+    # the sources hold every row once at least, so their size bounds the store's
+    with _atomic_h5(store_path, needed=sum(p.stat().st_size for p in sources) + (1 << 16)) as out:
         out.attrs["format"] = FORMAT
         out.attrs["format_version"] = FORMAT_VERSION
         out.attrs["config"] = json.dumps(config, sort_keys=True)
@@ -247,20 +445,20 @@ def assemble(store_path: Path, config: dict, *, corpus: str, shard: str = "0/1",
         out.attrs["shard"] = shard
         g = out.create_group("utterances")
         _write_utterances(g, [utt_of[i] for i in ids])
-        g.create_dataset("n_samples", data=np.array([n_samples_of[i] for i in ids], dtype=np.int64))
-        g.create_dataset("n_frames", data=n_frames)
+        _create(g, "n_samples", data=np.array([n_samples_of[i] for i in ids], dtype=np.int64))
+        _create(g, "n_frames", data=n_frames)
         chunk = (max(1, min(n, 256)), 1, hidden) if n else None
-        mean = out.create_dataset("pooled/mean", shape=(n, num_layers, hidden), dtype=np.float32, chunks=chunk)
-        std = out.create_dataset("pooled/std", shape=(n, num_layers, hidden), dtype=np.float32, chunks=chunk)
+        mean = _create(out, "pooled/mean", shape=(n, num_layers, hidden), dtype=np.float32, chunks=chunk)
+        std = _create(out, "pooled/std", shape=(n, num_layers, hidden), dtype=np.float32, chunks=chunk)
         fr = {}
         if frame_layers:
-            out.create_dataset("frames/offsets", data=offsets)
+            _create(out, "frames/offsets", data=offsets)
             total = int(offsets[-1])
             for k in frame_layers:
-                fr[k] = out.create_dataset(f"frames/layer_{k}", shape=(total, hidden), dtype=np.float16,
+                fr[k] = _create(out, f"frames/layer_{k}", shape=(total, hidden), dtype=np.float16,
                                            chunks=(max(1, min(total, 4096)), hidden) if total else None)
         for si, src in enumerate(sources):
-            with h5py.File(src, "r") as f:
+            with _reading(src) as f:
                 src_ids = [u for u in f["utterances/id"][()]]
                 src_ids = [v.decode("utf-8") if isinstance(v, bytes) else v for v in src_ids]
                 rows = [(row_of[uid], r) for r, uid in enumerate(src_ids) if where.get(uid) == (si, r)]
@@ -328,13 +526,9 @@ class FeatureStore:
         self.n_frames = []
         self.n_samples = []
         configs = []
+        checksums: list[bool] = []
         for fi, p in enumerate(self.paths):
-            try:
-                f = h5py.File(p, "r")
-            except OSError as e:
-                raise StoreError(f"{p}: cannot open as HDF5 ({e}); if an extraction was interrupted, "
-                                 f"re-run the same `ser extract` command to finish it") from None
-            with f:
+            with _reading(p) as f:
                 configs.append(_read_config(f, p))
                 utts = _read_utterances(f["utterances"])
                 self._rows.append((len(self.utterances), len(utts), fi))
@@ -342,6 +536,7 @@ class FeatureStore:
                 self.n_frames.extend(f["utterances/n_frames"][()].tolist())
                 self.n_samples.extend(f["utterances/n_samples"][()].tolist())
                 self.skipped.extend(_read_skipped(f))
+                checksums.append(checksummed(f))
                 self.num_layers = int(f.attrs["num_layers"])
                 self.hidden_size = int(f.attrs["hidden_size"])
                 if fi == 0:
@@ -352,6 +547,8 @@ class FeatureStore:
                 raise StoreError(f"{p} was extracted with another model or dtype than {self.paths[0]}; "
                                  f"stores read together must share the model")
         self.config = base
+        #: every dataset carries a checksum verified on read (False: a store written before format 2)
+        self.checksums = all(checksums)
         self.frame_layers = [int(k) for k in set.intersection(*[set(c.get("frame_layers", [])) for c in configs])]
         self.frame_layers.sort()
         self.n_frames = np.asarray(self.n_frames, dtype=np.int64)
@@ -391,7 +588,7 @@ class FeatureStore:
         out = np.empty((len(self), self.hidden_size), dtype=np.float32)
         for (start, n, fi) in self._rows:
             if n:
-                with h5py.File(self.paths[fi], "r") as f:
+                with _reading(self.paths[fi]) as f:
                     f[f"pooled/{stat}"].read_direct(out, np.s_[:, layer, :], np.s_[start:start + n])
         return out
 
@@ -409,7 +606,7 @@ class FeatureStore:
         out = np.empty((len(self), len(order), self.hidden_size), dtype=np.float32)
         for (start, n, fi) in self._rows:
             if n:
-                with h5py.File(self.paths[fi], "r") as f:
+                with _reading(self.paths[fi]) as f:
                     ds = f[f"pooled/{stat}"]
                     out[start:start + n] = ds[()] if order == list(range(self.num_layers)) else ds[:, order, :]
         return out[:, [order.index(k) for k in layers], :]
@@ -422,7 +619,7 @@ class FeatureStore:
                              f"{self.frame_layers or 'none'}); re-extract with --frames {layer}")
         for (start, n, fi) in self._rows:
             if start <= index < start + n:
-                with h5py.File(self.paths[fi], "r") as f:
+                with _reading(self.paths[fi]) as f:
                     off = f["frames/offsets"]
                     a, b = int(off[index - start]), int(off[index - start + 1])
                     return f[f"frames/layer_{layer}"][a:b]
@@ -455,8 +652,8 @@ def parse_layers(spec: str | int | Sequence[int], num_layers: int, option: str =
             part = str(part).strip()
             m = re.fullmatch(r"(\d+)-(\d+)", part)
             layers.extend(range(int(m[1]), int(m[2]) + 1) if m else [int(part)])
-    except ValueError:
-        raise StoreError(f"{option} {spec!r}: use a layer number, all, or layers like 6,12 or 3-9") from None
+    except ValueError as e:
+        raise StoreError(f"{option} {spec!r}: use a layer number, all, or layers like 6,12 or 3-9") from e
     bad = [k for k in layers if not -num_layers <= k < num_layers]
     if bad:
         raise StoreError(f"{option}: layer(s) {bad} out of range; the model has layers 0..{num_layers - 1}")
@@ -498,6 +695,222 @@ def store_path(cache: str | Path, model_slug: str, corpus: str, shard: int = 0, 
     return Path(cache) / model_slug / name
 
 
+def _model_dir(cache: str | Path, model: str) -> Path:
+    from featstore.backbone import model_slug
+
+    return Path(cache) / model_slug(model)
+
+
+def _corpus_of(name: str) -> str | None:
+    """`ravdess.h5` / `ravdess.shard-0-of-2.h5` -> "ravdess"; None for other names."""
+    m = _SHARD_RE.match(name)
+    if m:
+        return m["corpus"]
+    return name[:-3] if name.endswith(".h5") and not name.startswith(".") else None
+
+
+def cached_corpora(cache: str | Path, model: str) -> list[str]:
+    """Corpora with a finished store (or shard) for `model` under `cache`, sorted."""
+    directory = _model_dir(cache, model)
+    names = sorted({c for p in directory.glob("*.h5") if (c := _corpus_of(p.name))}) if directory.is_dir() else []
+    if not names:
+        raise StoreError(f"no extracted corpora for model {model!r} under {directory}; run "
+                         f"`ser extract --corpus NAME --model {model}` first (or pass --model / --cache)")
+    return names
+
+
+def find_store(cache: str | Path, model: str, corpus: str) -> Path:
+    """Where `ser extract` put (model, corpus): `<corpus>.h5`, also the name of a sharded store.
+
+    Raises StoreError naming the `ser extract` command when there is no such store.
+    """
+    directory = _model_dir(cache, model)
+    path = directory / f"{corpus}.h5"
+    if path.is_file() or any(directory.glob(f"{corpus}.shard-*-of-*.h5")):
+        return path
+    have = sorted({c for p in directory.glob("*.h5") if (c := _corpus_of(p.name))}) if directory.is_dir() else []
+    raise StoreError(f"no features for corpus {corpus!r} with model {model!r} in {directory} "
+                     f"(found: {', '.join(have) or 'nothing'}); run `ser extract --corpus {corpus} --model {model}` first")
+
+
+@dataclass
+class Progress:
+    """What an earlier run left for a store: ids done (store + finished parts) and skips recorded."""
+
+    done: set[str] = field(default_factory=set)
+    skipped: dict[str, Skipped] = field(default_factory=dict)
+    mtime: float = 0.0                  # newest of the store and its parts
+    parts: int = 0                      # finished part files waiting to be assembled
+
+
+def read_progress(path: Path, config: dict) -> Progress:
+    """Read a store and its part files as a resumed run needs them; refuse another configuration."""
+    progress = Progress()
+    sources = []
+    if path.exists():
+        sources.append(path)
+        progress.mtime = path.stat().st_mtime
+    pdir = parts_dir(path)
+    if pdir.exists():
+        parts = _readable_parts(pdir)
+        progress.parts = len(parts)
+        sources.extend(parts)
+    for src in sources:
+        with _reading(src) as f:
+            other = json.loads(f.attrs["config"])
+            diff = config_matches(other, config)
+            if diff == ["frame_layers"]:
+                raise StoreError(_frame_layers_differ(src, path, other, config))
+            if diff:
+                details = ", ".join(f"{k}: {other.get(k)!r} vs {config.get(k)!r}" for k in diff)
+                raise StoreError(
+                    f"{src} was extracted with a different configuration ({details}); it is never mixed "
+                    f"with another run: pass --cache DIR for a separate store, or delete {path} to start over")
+            progress.done.update(_strings(f["utterances/id"][()]))
+            progress.skipped.update((s.id, s) for s in _read_skipped(f))
+            if src == path:
+                # a no-op re-run must not vouch for damaged numbers; frames are checked when read
+                _raise_damage(path, verify_file(f, frames=False))
+            if src != path:
+                progress.mtime = max(progress.mtime, src.stat().st_mtime)
+    return progress
+
+
+def _frame_layers_differ(src: Path, path: Path, other: dict, config: dict) -> str:
+    """The one line for a run whose --frames differs from what `src` was extracted with."""
+    def spec(c):
+        return ",".join(map(str, c.get("frame_layers", []))) or "none"
+
+    if src == path and not parts_dir(path).exists():
+        union = sorted(set(other.get("frame_layers", [])) | set(config.get("frame_layers", [])))
+        return (f"{path} has frame layers {spec(other)}; frame layers are only ever added to a store: "
+                f"re-run with --frames {spec(dict(frame_layers=union))}")
+    return (f"an interrupted run with --frames {spec(other)} waits in {parts_dir(path)}: finish it with "
+            f"--frames {spec(other)}, then re-run with --frames {spec(config)} to add frame layers")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_dead_temps(path: Path) -> list[Path]:
+    """Delete the temporary files a dead writer of this store left (its parts', the store's), and
+    an empty parts directory.
+
+    A temporary name carries its writer's pid; files of a live process are left alone (the
+    store lock keeps live writers of one store apart; this guards what the lock cannot see).
+    """
+    removed = []
+    pdir = parts_dir(path)
+    candidates = list(path.parent.glob(f".{path.name}.tmp-*"))
+    candidates += list(pdir.glob(".part-*.tmp-*")) if pdir.is_dir() else []
+    for tmp in candidates:
+        m = re.search(r"\.tmp-(\d+)", tmp.name)
+        if m and int(m[1]) != os.getpid() and _alive(int(m[1])):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    if pdir.is_dir() and not any(pdir.iterdir()):
+        pdir.rmdir()
+    return removed
+
+
+@contextmanager
+def store_lock(path: Path, *, timeout: float | None = None, on_wait: Callable[[str], None] | None = None):
+    """Hold `<store>.lock` for the block: one writer per store (another one waits, or gives up after `timeout` s)."""
+    from filelock import FileLock, Timeout
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path.with_name(path.name + ".lock")))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_wait:
+            on_wait(f"another ser extract is writing {path}; waiting for it to finish (lock {lock.lock_file})")
+        try:
+            lock.acquire(timeout=-1 if timeout is None else timeout)
+        except Timeout as e:
+            raise StoreError(f"{path} is being written by another ser extract (lock {lock.lock_file}); "
+                             f"wait for it to finish, or stop it and re-run") from e
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def missing_frame_layers(path: Path, config: dict) -> list[int]:
+    """Frame layers `config` asks for that the finished store at `path` lacks, when that is its only
+    difference from `config` and no interrupted run waits in its parts; else []."""
+    if not path.is_file() or parts_dir(path).exists():
+        return []
+    try:
+        with h5py.File(path, "r") as f:
+            have = json.loads(f.attrs["config"])
+    except (OSError, KeyError, ValueError):
+        return []  # read_progress reports an unreadable store
+    want = [int(k) for k in config.get("frame_layers", [])]
+    if config_matches(have, config) != ["frame_layers"] or not set(have.get("frame_layers", [])) < set(want):
+        return []
+    return sorted(set(want) - set(have.get("frame_layers", [])))
+
+
+@contextmanager
+def adding_frame_layers(path: Path, config: dict, layers: Sequence[int]):
+    """Yield `(utterances, put)` to add frame `layers` to the finished store at `path`.
+
+    `put(id, {layer: (T, D) array})` writes one utterance's frames; T must equal its stored
+    n_frames. The store is copied (pooled data byte for byte) to a temporary file that replaces
+    it only when the block ends without error; `config` becomes the store's configuration.
+    """
+    with _reading(path) as src:
+        total = int(src["utterances/n_frames"][()].sum())
+        needed = path.stat().st_size + total * int(src.attrs["hidden_size"]) * 2 * len(layers) + (1 << 16)
+    with _atomic_h5(path, needed) as out:
+        with _reading(path) as src:
+            for name in src:
+                src.copy(src[name], out, name)
+            for key, value in src.attrs.items():
+                out.attrs[key] = value
+        out.attrs["config"] = json.dumps(config, sort_keys=True)
+        utterances = _read_utterances(out["utterances"])
+        n_frames = out["utterances/n_frames"][()].astype(np.int64)
+        if "frames/offsets" in out:
+            offsets = out["frames/offsets"][()]
+        else:
+            offsets = np.concatenate([[0], np.cumsum(n_frames)]).astype(np.int64)
+            _create(out, "frames/offsets", data=offsets)
+        total, hidden = int(offsets[-1]), int(out.attrs["hidden_size"])
+        datasets = {k: _create(out, f"frames/layer_{k}", shape=(total, hidden), dtype=np.float16,
+                                          chunks=(max(1, min(total, 4096)), hidden) if total else None)
+                    for k in layers}
+        row = {u.id: i for i, u in enumerate(utterances)}
+        filled: set[str] = set()
+
+        def put(uid: str, frames: dict[int, np.ndarray]) -> None:
+            filled.add(uid)
+            a, b = int(offsets[row[uid]]), int(offsets[row[uid] + 1])
+            for k, x in frames.items():
+                if x.shape != (b - a, hidden):
+                    raise StoreError(f"{path}: {uid} now gives {x.shape[0]} frames, the store has {b - a}; "
+                                     f"its audio changed since it was extracted: delete {path} and re-extract")
+                datasets[k][a:b] = x
+
+        yield utterances, put
+        if len(filled) != len(utterances):
+            raise StoreError(f"{path}: frames of {len(utterances) - len(filled)} utterances were not added; "
+                             f"the store is left as it was")
+
+
+def _strings(values) -> list[str]:
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+
+
 def list_stores(cache: str | Path) -> list[dict]:
     """Every finished store under `cache`: model slug, corpus, path(s), utterances, size."""
     cache = Path(cache)
@@ -511,16 +924,17 @@ def list_stores(cache: str | Path) -> list[dict]:
         seen.add(key)
         try:
             files = store_files(p)
-            with h5py.File(files[0], "r") as f:
+            with _reading(files[0]) as f:
                 model = json.loads(f.attrs["config"]).get("model_id", "")
                 layers = int(f.attrs["num_layers"])
-            n = 0
+            n, verified = 0, True
             for fp in files:
-                with h5py.File(fp, "r") as f:
+                with _reading(fp) as f:
                     n += len(f["utterances/id"])
-            status = "complete"
+                    verified = verified and checksummed(f)
+            status = "complete" if verified else "complete, unverified (no checksums: format 1)"
         except (StoreError, OSError, KeyError) as e:
-            files, model, layers, n, status = [p], "", 0, 0, f"unreadable: {e}"
+            files, model, layers, n, status = [p], "", 0, 0, f"damaged or unreadable: {_short(e)}"
         rows.append(dict(model_slug=p.parent.name, model=model, corpus=corpus, utterances=n,
                          layers=layers, size=sum(f.stat().st_size for f in files if f.exists()),
                          path=str(files[0] if len(files) == 1 else p.parent / f"{corpus}.h5"),
@@ -543,7 +957,7 @@ def store_info(path: str | Path) -> dict:
         frame_layers=fs.frame_layers, size=sum(p.stat().st_size for p in fs.paths),
         labels=Counter(u.label for u in fs.utterances), speakers=len({u.speaker for u in fs.utterances}),
         seconds=float(sum(u.duration for u in fs.utterances)),
-        skipped=[(s.id, s.path, s.reason) for s in fs.skipped],
+        skipped=[(s.id, s.path, s.reason) for s in fs.skipped], checksums=fs.checksums,
     )
 
 

@@ -68,6 +68,19 @@ def build_tiny_model(directory: Path, kind: str = "group", seed: int = 0) -> Pat
     return directory
 
 
+def build_tiny_data2vec(directory: Path, seed: int = 0) -> Path:
+    """A tiny data2vec-audio (LayerNorm feature encoder, a stack of 3 positional conv layers)."""
+    import torch
+    from transformers import Data2VecAudioConfig, Data2VecAudioModel, Wav2Vec2FeatureExtractor
+
+    torch.manual_seed(seed)
+    kw = {k: v for k, v in TINY.items() if k != "num_conv_pos_embeddings"}
+    config = Data2VecAudioConfig(**kw, num_conv_pos_embeddings=3, conv_pos_kernel_size=5)
+    Data2VecAudioModel(config).eval().save_pretrained(directory)
+    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(directory)
+    return directory
+
+
 def write_wav(path: Path, sample_rate: int = 16000, frames: int = 160) -> Path:
     """A silent 16-bit WAV of `frames` samples."""
     import numpy as np

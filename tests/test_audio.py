@@ -138,3 +138,13 @@ def test_audio_info_reads_the_header(tmp_path):
     (tmp_path / "t.txt").write_text("hello")
     with pytest.raises(UnreadableAudio, match="t.txt"):
         audio_info(tmp_path / "t.txt")
+
+
+def test_zero_byte_file_says_empty_file(tmp_path):
+    """A 0-byte file is named as such, not as a broken header, by both readers."""
+    path = tmp_path / "zero.wav"
+    path.write_bytes(b"")
+    for read in (load_audio, audio_info):
+        with pytest.raises(UnreadableAudio) as info:
+            read(path)
+        assert info.value.reason.startswith("empty file (0 bytes)") and "header" not in info.value.reason

@@ -39,3 +39,10 @@ def test_fold_warning_is_one_warning_line(tmp_path, monkeypatch):
     warning_lines = [x for x in r.output.splitlines() if "luna5: actors" in x]
     assert len(warning_lines) == 1 and warning_lines[0].startswith("warning: "), r.output
     assert "FoldWarning" not in r.output and "warnings.warn" not in r.output
+
+
+def test_probe_on_a_misspelt_corpus_suggests_the_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("SER_CONFIG", str(tmp_path / "none.toml"))
+    r = runner.invoke(app, ["probe", "--corpus", "ravdes", "--cache", str(tmp_path / "cache"), "--model", "m"])
+    assert r.exit_code == 2, r.output
+    assert "did you mean ravdess?" in r.output and "Traceback" not in r.output

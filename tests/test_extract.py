@@ -20,6 +20,7 @@ from featstore.corpora.base import Manifest, Problem, Utterance
 from featstore.errors import SerError
 from featstore.extract import extract_manifest, parse_frame_layers
 from featstore.store import StoreError, export_layer, list_stores, open_store, store_info
+from tests.helpers import build_tiny_data2vec
 
 LENGTHS = [400, 1601, 16000, 3333, 40000, 777, 9000, 24001]  # very different lengths (samples @16k)
 
@@ -130,7 +131,7 @@ def test_other_config_never_mixes(tmp_path, tiny_models):
     kw = dict(model=str(tiny_models["group"]), cache=tmp_path / "cache", device="cpu", progress=False)
     extract_manifest(manifest, **kw)
     with pytest.raises(StoreError, match="different configuration"):
-        extract_manifest(manifest, **{**kw, "frames": "2"})
+        extract_manifest(manifest, **{**kw, "max_seconds": 10.0})
     # another model with the same directory name lands in the same slug: refused as well
     other = tmp_path / "m2" / tiny_models["group"].name
     from tests.helpers import build_tiny_model
@@ -346,3 +347,38 @@ def test_torchrun_two_processes_gloo(tmp_path, tiny_models):
     assert sorted(p.name for p in slug_dir.glob("*.h5")) == ["ravdess.shard-0-of-2.h5", "ravdess.shard-1-of-2.h5"]
     fs = open_store(slug_dir / "ravdess.h5")
     assert len(fs) == 24 and len(set(fs.ids)) == 24
+
+
+def test_data2vec_audio_batches_are_exact(tmp_path):
+    """data2vec-audio loads (no feat_extract_norm) and a padded batch equals each item alone, every layer."""
+    from featstore.backbone import hidden_states, load_backbone
+
+    backbone = load_backbone(str(build_tiny_data2vec(tmp_path / "d2v")))
+    assert backbone.model_type == "data2vec-audio" and not backbone.group_norm
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(n).astype(np.float32) for n in (16000, 3000, 9001, 600)]
+    states, lengths = hidden_states(backbone, waves)
+    assert states.shape[0] == 5
+    for i, w in enumerate(waves):
+        alone, _ = hidden_states(backbone, [w])
+        n = int(lengths[i])
+        assert alone.shape[2] == n
+        assert (states[:, i, :n] - alone[:, 0]).abs().max() <= 1e-4, i
+    # without the masking between pos-conv layers the padded batch would differ
+    import featstore.backbone as bb
+
+    original = bb.masked_pos_conv
+    try:
+        bb.masked_pos_conv = lambda model, n_frames, padded: original(model, n_frames, False)
+        unmasked, _ = bb.hidden_states(backbone, waves)
+    finally:
+        bb.masked_pos_conv = original
+    assert (unmasked[:, 1, : int(lengths[1])] - states[:, 1, : int(lengths[1])]).abs().max() > 1e-2
+
+
+def test_data2vec_audio_extracts(tmp_path):
+    manifest = write_corpus(tmp_path / "audio", LENGTHS[:4])
+    res = extract_manifest(manifest, model=str(build_tiny_data2vec(tmp_path / "d2v")), cache=tmp_path / "c",
+                           device="cpu", batch_size=4, progress=False)
+    fs = open_store(res.store)
+    assert len(fs) == 4 and fs.config["model_type"] == "data2vec-audio" and np.isfinite(fs.pooled_all()).all()

@@ -290,6 +290,21 @@ def test_padded_batches_equal_single_clips_and_round_trip(tiny_models, tmp_path,
         torch.testing.assert_close(loaded(batch["input_values"], batch["attention_mask"]).logits, together)
 
 
+def test_data2vec_audio_padded_batches_equal_single_clips(tmp_path):
+    """The stacked positional conv of data2vec-audio is masked in fine-tuning too (as in extraction)."""
+    from tests.helpers import build_tiny_data2vec
+
+    clf = build_classifier(str(build_tiny_data2vec(tmp_path / "d2v")), ["a", "b"], pooling="mean",
+                           freeze="none").eval()
+    rng = np.random.default_rng(1)
+    waves = [rng.standard_normal(n).astype(np.float32) for n in (8000, 3000)]
+    batch = collate([{"input_values": w} for w in waves])
+    with torch.no_grad():
+        together = clf(batch["input_values"], batch["attention_mask"]).logits
+        alone = torch.cat([clf(torch.from_numpy(w)[None]).logits for w in waves])
+    torch.testing.assert_close(together, alone, atol=2e-5, rtol=1e-4)
+
+
 def test_pooling_heads_ignore_padding():
     torch.manual_seed(0)
     x = torch.randn(2, 7, 5)
