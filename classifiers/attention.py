@@ -303,9 +303,8 @@ class AttentionProbe(ClassifierMixin, BaseEstimator):
 
     def _packed(self, X, lengths=None) -> Packed:
         """Clips to predict on, checked against the fitted D and L."""
-        if not self._is_clips(X):
-            return pack_frames(validate_data(self, X, dtype=np.float32, reset=False)[:, None, :])
-        packed = pack_frames(X, lengths)
+        packed = (pack_frames(X, lengths) if self._is_clips(X)
+                  else pack_frames(validate_data(self, X, dtype=np.float32, reset=False)[:, None, :]))
         if packed.dim != self.n_features_in_ or len(packed.layers) != len(self.layer_weights_):
             raise AttentionError(f"clips have {len(packed.layers)} layer(s) of dimension {packed.dim}; the probe was "
                                  f"fitted on {len(self.layer_weights_)} of dimension {self.n_features_in_}")

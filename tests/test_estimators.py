@@ -22,7 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import classifiers.linear as linear
-from classifiers.attention import AttentionProbe
+from classifiers.attention import AttentionError, AttentionProbe
 from classifiers.boosting import XGBProbe
 from classifiers.linear import LogRegProbe, ProbeInputError, UngroupedSelectionWarning
 
@@ -151,6 +151,15 @@ def test_routed_groups_reach_the_inner_cv_speaker_disjoint(monkeypatch):
     assert search.best_estimator_[-1].cv_scores_.shape == (2,)
 
 
+def test_routed_groups_give_the_attention_probe_validation_speakers():
+    X, y, g = speakers_data()
+    with sklearn.config_context(enable_metadata_routing=True):
+        probe = AttentionProbe(**FAST[AttentionProbe]).set_fit_request(groups=True)
+        pipe = make_pipeline(StandardScaler(), probe).fit(X, y, groups=g)
+    assert pipe[-1].val_uar_ is not None                               # early stopping on held-out speakers
+    assert AttentionProbe(**FAST[AttentionProbe]).fit(X, y).val_uar_ is None
+
+
 def test_random_state_and_deprecated_seed():
     X, y, g = speakers_data()
     new = LogRegProbe(random_state=3).fit(X, y, groups=g)
@@ -170,6 +179,11 @@ def test_user_errors_name_the_fix():
         LogRegProbe().fit(X, y, groups=g[:-1])
     with pytest.raises(ProbeInputError, match="one class"):
         XGBProbe(**FAST[XGBProbe]).fit(X, np.full(len(y), "c0"))
+    probe = AttentionProbe(**FAST[AttentionProbe]).fit(X, y)
+    with pytest.raises(AttentionError, match="fitted on 1 of dimension 10"):
+        probe.predict(np.zeros((4, 3, 2, 10), dtype=np.float32))       # clips of 2 layers
+    with pytest.raises(ValueError, match="10 features"):
+        probe.predict(X[:, :5])
 
 
 def test_parameter_names():
