@@ -23,7 +23,16 @@ Measured one after the other in this process, on the same arrays and folds:
                    StratifiedGroupKFold(3) over the training actors, balanced accuracy), refit
                    (65 x 13 = 845 fits); slow, so off by default
 
+  inner C selection against a converged scikit-learn (--selection: this comparison only)
+    for a few layers x the 5 folds, every C is scored by the same inner speaker folds
+    (`inner_masks`) twice: by `inner_scores` at several selection tolerances, and by
+    StandardScaler + LogisticRegression(C, tol=1e-8, max_iter=10000) per inner split; prints how
+    many (layer, fold) cells choose the same C, the converged-score gap where they do not, and
+    the cost of each tolerance (wall and process CPU seconds: on a shared machine compare the CPU
+    seconds of a --threads 1 run).
+
     python bench/probe.py [--C 1.0] [--nested] [--threads N] [--device cpu|cuda]
+    python bench/probe.py --selection [--dim 768] [--selection-layers 2,5,8,11]
 """
 
 from __future__ import annotations
@@ -120,6 +129,59 @@ def sklearn_nested(X, y, groups, folds, Cs):
     return out
 
 
+def converged_inner_scores(X, y, groups, train_mask, Cs, inner_folds: int = 3, seed: int = 0) -> np.ndarray:
+    """(len(Cs),) mean inner UAR of each C by a converged sklearn fit on the same inner folds as ours."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.preprocessing import StandardScaler
+
+    from classifiers.linear import inner_masks
+
+    scores = np.zeros(len(Cs))
+    masks = inner_masks(train_mask, groups, y, inner_folds, seed)
+    for inner in masks:
+        val = train_mask & ~inner
+        sc = StandardScaler().fit(X[inner])
+        for ci, C in enumerate(Cs):
+            clf = LogisticRegression(C=C, tol=1e-8, max_iter=10000).fit(sc.transform(X[inner]), y[inner])
+            scores[ci] += balanced_accuracy_score(y[val], clf.predict(sc.transform(X[val])))
+    return scores / len(masks)
+
+
+def selection_agreement(X, y, groups, folds, layers, Cs, tols, device) -> None:
+    """Print, per selection tolerance, the (layer, fold) cells whose chosen C equals the converged sklearn one."""
+    from classifiers.linear import inner_scores
+
+    masks = []
+    for f in folds:
+        m = np.zeros(len(y), dtype=bool)
+        m[f.train] = True
+        masks.append(m)
+    t_ref, ref = timed(lambda: np.array([[converged_inner_scores(X[:, k], y, groups, m, Cs) for m in masks]
+                                         for k in layers]))                          # (L, F, len(Cs))
+    ref_choice = ref.argmax(-1)
+    Xl = np.ascontiguousarray(np.moveaxis(X[:, layers], 1, 0))
+    n_cells = ref_choice.size
+    print(f"\ninner C selection vs converged sklearn (tol=1e-8) on the same inner folds: layers {layers} x "
+          f"{len(folds)} folds = {n_cells} cells, Cs {list(Cs)}; sklearn reference {t_ref:.1f} s")
+    print(f"{'selection tol':>13} {'agree':>7} {'max |score diff|':>16} {'converged-score loss where not':>31} "
+          f"{'wall':>7} {'CPU':>7}")
+    for tol in tols:
+        cpu = time.process_time()
+        t, ours = timed(lambda tol=tol: inner_scores(Xl, y, masks, groups, int(y.max()) + 1, Cs, 3, 0, device, tol))
+        cpu = time.process_time() - cpu
+        choice = ours.argmax(-1)
+        agree = choice == ref_choice
+        loss = (np.take_along_axis(ref, ref_choice[..., None], -1) - np.take_along_axis(ref, choice[..., None], -1))[..., 0]
+        lost = ", ".join(f"{v * 100:.2f}p" for v in loss[~agree]) or "-"
+        print(f"{tol:>13g} {agree.sum():>3}/{n_cells:<3} {np.abs(ours - ref).max() * 100:>15.2f}p {lost:>31} "
+              f"{t:6.1f}s {cpu:6.1f}s")
+        for li, fi in zip(*np.nonzero(~agree)):
+            print(f"{'':>13} layer {layers[li]} fold {fi}: ours C={Cs[choice[li, fi]]:g}, sklearn C="
+                  f"{Cs[ref_choice[li, fi]]:g}; inner UAR ours {np.round(ours[li, fi] * 100, 2).tolist()}, "
+                  f"sklearn {np.round(ref[li, fi] * 100, 2).tolist()}")
+
+
 def timed(fn):
     t = time.perf_counter()
     out = fn()
@@ -133,6 +195,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--device", default=None, help="device of the batched solver (default: cuda if available)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--selection", action="store_true", help="only compare the inner C selection with sklearn's")
+    ap.add_argument("--selection-layers", default="2,5,8,11", help="layers of the --selection comparison")
+    ap.add_argument("--dim", type=int, default=768, help="feature dimension of the synthetic data")
     args = ap.parse_args()
 
     import sklearn
@@ -143,7 +208,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    t_data, (X, utts) = timed(lambda: synthetic_ravdess(seed=args.seed))
+    t_data, (X, utts) = timed(lambda: synthetic_ravdess(dim=args.dim, seed=args.seed))
     folds = luna5_folds(utts)
     y = np.array([u.label for u in utts])
     groups = np.array([u.speaker for u in utts])
@@ -153,6 +218,11 @@ def main() -> None:
           f"{t_data:.1f} s), 24 actors, 8 classes; luna5 folds (test actors {', '.join(map(str, map(sorted, LUNA5)))})")
     print(f"scikit-learn {sklearn.__version__}, torch {torch.__version__} on {device} ({torch.get_num_threads()} "
           f"threads), CPUs visible: {os.cpu_count()}")
+    if args.selection:
+        yi = np.unique(y, return_inverse=True)[1]
+        selection_agreement(X, yi, groups, folds, [int(k) for k in args.selection_layers.split(",")], DEFAULT_CS,
+                            (1e-3, 1e-4, 1e-5), device)
+        return
 
     t_sk, sk = timed(lambda: sklearn_loop(X, y, folds, args.C))
     t_ours, ours = timed(lambda: probe_layers(X, utts, folds, layers, C=args.C, device=device))

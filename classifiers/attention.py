@@ -28,23 +28,24 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from numbers import Integral, Real
 from types import SimpleNamespace
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils._param_validation import Hidden, Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 from torch import nn
 
 from featstore.corpora.base import Utterance
 from featstore.device import resolve_device
 from featstore.errors import SerError
-
-try:  # sklearn-compatible parameters (get_params/set_params/clone) when scikit-learn is there
-    from sklearn.base import BaseEstimator, ClassifierMixin
-except ImportError:  # pragma: no cover - scikit-learn is a dependency
-    BaseEstimator, ClassifierMixin = object, object
 
 __all__ = ["AttentionProbe", "AttentionHead", "probe_attention", "layer_key", "AttentionError", "pack_frames", "Packed"]
 
@@ -226,27 +227,48 @@ def _balanced_accuracy(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float
 class AttentionProbe(ClassifierMixin, BaseEstimator):
     """Attention pooling over frames (optionally a learned mix of several layers) + linear.
 
-    Hyper-parameters:
+    X is N clips (see `fit`); a 2-D array (N, D) is N clips of one frame each (pooled features), so
+    the probe also runs where scikit-learn passes plain feature matrices (Pipeline, GridSearchCV).
+
+    Hyper-parameters (keyword-only, stored as given, validated by `fit`):
       hidden, heads, dropout  size of the head (hidden must be a multiple of heads)
       lr, weight_decay        AdamW
       batch_size, max_epochs  batches of clips; epochs at most
       patience                epochs without a better validation UAR before stopping
-      class_weight            "balanced" (inverse class frequency) or None
+      class_weight            "balanced" (inverse class frequency), {class: weight} or None
       val_fraction            share of training speakers moved to validation when only
                               `groups` is given to `fit`
-      seed                    parameters, shuffling, dropout and the validation draw
+      random_state            int: parameters, shuffling, dropout and the validation draw
       device                  "auto" (CUDA when available), "cpu", "cuda", ...
       threads                 torch CPU threads while fitting/predicting (None: leave torch's
                               setting); 1 is fastest for small heads on a busy machine
+      seed                    deprecated alias of random_state
 
-    Fitted attributes: classes_ (C,), layer_weights_ (L,), best_epoch_, n_epochs_,
-    history_ (one dict per epoch: epoch, train_loss, val_loss, val_uar), val_uar_.
+    Fitted attributes: classes_ (C,), n_features_in_ (D), layer_weights_ (L,), best_epoch_,
+    n_epochs_, history_ (one dict per epoch: epoch, train_loss, val_loss, val_uar), val_uar_.
     """
 
-    def __init__(self, hidden: int = 128, heads: int = 4, dropout: float = 0.1, lr: float = 5e-3,
+    _parameter_constraints: dict = {
+        "hidden": [Interval(Integral, 1, None, closed="left")],
+        "heads": [Interval(Integral, 1, None, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "patience": [Interval(Integral, 0, None, closed="left")],
+        "class_weight": [StrOptions({"balanced"}), dict, None],
+        "val_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+        "device": [str, None],
+        "threads": [Interval(Integral, 1, None, closed="left"), None],
+        "seed": [Hidden(StrOptions({"deprecated"})), Interval(Integral, 0, None, closed="left")],
+    }
+
+    def __init__(self, *, hidden: int = 128, heads: int = 4, dropout: float = 0.1, lr: float = 5e-3,
                  weight_decay: float = 1e-2, batch_size: int = 16, max_epochs: int = 40, patience: int = 10,
-                 class_weight: str | None = "balanced", val_fraction: float = 0.15, seed: int = 0,
-                 device: str = "auto", threads: int | None = None):
+                 class_weight: str | None = "balanced", val_fraction: float = 0.15, random_state: int = 0,
+                 device: str = "auto", threads: int | None = None, seed="deprecated"):
         self.hidden = hidden
         self.heads = heads
         self.dropout = dropout
@@ -257,26 +279,60 @@ class AttentionProbe(ClassifierMixin, BaseEstimator):
         self.patience = patience
         self.class_weight = class_weight
         self.val_fraction = val_fraction
-        self.seed = seed
+        self.random_state = random_state
         self.device = device
         self.threads = threads
+        self.seed = seed
+
+    def _random_state(self) -> int:
+        """`random_state`, or the deprecated `seed` when that was set."""
+        if isinstance(self.seed, str) and self.seed == "deprecated":
+            return self.random_state
+        warnings.warn("AttentionProbe(seed=...) is deprecated; use random_state=...", DeprecationWarning,
+                      stacklevel=3)
+        return self.seed
+
+    @staticmethod
+    def _is_clips(X) -> bool:
+        """True for clips (a Packed, padded 3-/4-D frames, a sequence of 2-D clips); False for a 2-D matrix."""
+        if isinstance(X, Packed):
+            return True
+        if isinstance(X, np.ndarray) or torch.is_tensor(X):
+            return X.ndim in (3, 4)
+        return isinstance(X, (list, tuple)) and len(X) > 0 and np.ndim(X[0]) >= 2
+
+    def _packed(self, X, lengths=None) -> Packed:
+        """Clips to predict on, checked against the fitted D and L."""
+        packed = (pack_frames(X, lengths) if self._is_clips(X)
+                  else pack_frames(validate_data(self, X, dtype=np.float32, reset=False)[:, None, :]))
+        if packed.dim != self.n_features_in_ or len(packed.layers) != len(self.layer_weights_):
+            raise AttentionError(f"clips have {len(packed.layers)} layer(s) of dimension {packed.dim}; the probe was "
+                                 f"fitted on {len(self.layer_weights_)} of dimension {self.n_features_in_}")
+        return packed
 
     # -- fitting --------------------------------------------------------------------------------
     def fit(self, X, y, groups: Sequence | None = None, val: tuple | None = None, lengths=None) -> AttentionProbe:
         """Fit on clips `X` with labels `y` (N,).
 
         X: N arrays (T_i, D) or (T_i, L, D), or a padded (N, T, D) / (N, T, L, D) array with
-        `lengths` (N,). groups: (N,) speaker of each clip; used to draw validation speakers when
-        `val` is not given. val: (X_val, y_val) or (X_val, y_val, lengths_val), speakers disjoint
-        from the training clips'.
+        `lengths` (N,); or a 2-D (N, D) array of one-frame clips. groups: (N,) speaker of each
+        clip; used to draw validation speakers when `val` is not given. val: (X_val, y_val) or
+        (X_val, y_val, lengths_val), speakers disjoint from the training clips'.
         """
-        packed = pack_frames(X, lengths)
-        y = np.asarray(y)
+        self._validate_params()
+        if self._is_clips(X):
+            packed = pack_frames(X, lengths)
+            y = column_or_1d(y, warn=True)
+        else:
+            X, y = validate_data(self, X, y, dtype=np.float32)
+            packed = pack_frames(X[:, None, :])
+        check_classification_targets(y)
         if len(y) != len(packed):
             raise AttentionError(f"{len(packed)} clips but {len(y)} labels")
         val_packed = y_val = None
         if val is not None:
-            val_packed = pack_frames(val[0], val[2] if len(val) > 2 else None)
+            val_packed = (pack_frames(val[0], val[2] if len(val) > 2 else None) if self._is_clips(val[0])
+                          else pack_frames(np.asarray(val[0], dtype=np.float32)[:, None, :]))
             y_val = np.asarray(val[1])
         elif groups is not None and self.patience:
             from featstore.folds import validation_split
@@ -285,17 +341,21 @@ class AttentionProbe(ClassifierMixin, BaseEstimator):
             if len(groups) != len(y):
                 raise AttentionError(f"{len(y)} labels but {len(groups)} groups")
             records = [SimpleNamespace(speaker=str(g), label=str(lab)) for g, lab in zip(groups, y)]
-            tr, va = validation_split(records, np.arange(len(y)), fraction=self.val_fraction, seed=self.seed)
+            tr, va = validation_split(records, np.arange(len(y)), fraction=self.val_fraction,
+                                     seed=self._random_state())
             val_packed, y_val = packed.subset(va), y[va]
             packed, y = packed.subset(tr), y[tr]
         return self._fit_packed(packed, y, val_packed, y_val)
 
     def _fit_packed(self, packed: Packed, y: np.ndarray, val_packed: Packed | None, y_val: np.ndarray | None):
+        self._validate_params()
         with _threads(self.threads):
             return self._fit(packed, y, val_packed, y_val)
 
     def _fit(self, packed: Packed, y: np.ndarray, val_packed: Packed | None, y_val: np.ndarray | None):
         self.classes_ = np.unique(y)
+        self.n_features_in_ = packed.dim
+        seed = self._random_state()
         code = {c: i for i, c in enumerate(self.classes_.tolist())}
         yc = np.array([code[c] for c in y.tolist()], dtype=np.int64)
         if len(self.classes_) < 2:
@@ -315,14 +375,15 @@ class AttentionProbe(ClassifierMixin, BaseEstimator):
         C = len(self.classes_)
         counts = np.bincount(yc, minlength=C).astype(np.float64)
         weight = None
-        if self.class_weight == "balanced":
+        if isinstance(self.class_weight, dict):
+            weight = torch.tensor([float(self.class_weight.get(c, 1.0)) for c in self.classes_.tolist()],
+                                  dtype=torch.float32, device=dev)
+        elif self.class_weight == "balanced":
             weight = torch.tensor(len(yc) / (C * np.maximum(counts, 1)), dtype=torch.float32, device=dev)
-        elif self.class_weight is not None:
-            raise AttentionError(f"class_weight must be 'balanced' or None, got {self.class_weight!r}")
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(seed)
         devices = [dev.index or 0] if dev.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.seed)
+            torch.manual_seed(seed)
             mean, std = _frame_stats(packed)
             model = AttentionHead(len(packed.layers), packed.dim, C, self.hidden, self.heads, self.dropout,
                                      mean, std).to(dev)
@@ -369,18 +430,22 @@ class AttentionProbe(ClassifierMixin, BaseEstimator):
     # -- prediction -----------------------------------------------------------------------------
     def predict_proba(self, X, lengths=None) -> np.ndarray:
         """Class probabilities (N, C), columns in `classes_` order."""
+        check_is_fitted(self)
+        packed = self._packed(X, lengths)
         dev = next(self.model_.parameters()).device
         with _threads(self.threads):
-            logits = _logits(self.model_, _to_device(pack_frames(X, lengths), dev), dev, self.batch_size)
+            logits = _logits(self.model_, _to_device(packed, dev), dev, self.batch_size)
             return torch.softmax(logits, 1).cpu().numpy()
 
     def predict(self, X, lengths=None) -> np.ndarray:
         """Predicted labels (N,), values of `classes_`."""
+        check_is_fitted(self)
         return self.classes_[self.predict_proba(X, lengths).argmax(1)]
 
     def attention(self, X, lengths=None) -> list[np.ndarray]:
         """Attention weights per clip: N arrays (T_i, heads), each column summing to 1."""
-        packed = pack_frames(X, lengths)
+        check_is_fitted(self)
+        packed = self._packed(X, lengths)
         dev = next(self.model_.parameters()).device
         packed = _to_device(packed, dev)
         out: list[np.ndarray | None] = [None] * len(packed)
@@ -513,7 +578,7 @@ def probe_attention(source, utterances: Sequence[Utterance], folds: Sequence, la
             h = harmonise(y, train, f.test, policy=policy, shared=shared)
             results.add(f.name, h)
             val = val[np.isin(y[val], h.classes)] if policy == "shared" else val
-            est = AttentionProbe(**{**params, "seed": seed})
+            est = AttentionProbe(**{**params, "random_state": seed})
             est._fit_packed(frames.subset(where[h.train]), y[h.train], frames.subset(where[val]), y[val])
             results.records.append(make_record(
                 layer=layer_key(run_layers), fold=f.name, y_true=y[h.test], y_pred=est.predict(frames.subset(where[h.test])),

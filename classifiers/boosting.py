@@ -2,53 +2,101 @@
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from classifiers.linear import ProbeInputError
+from featstore.device import check_device
 
 
 class XGBProbe(ClassifierMixin, BaseEstimator):
     """sklearn-compatible XGBoost classifier with defaults for small SER data sets.
 
     fit(X (n, D), y (n,), eval_set=(X_val, y_val) optional) — with a validation set drawn from
-    training speakers, training stops early on its log-loss.
+    training speakers, training stops early on its log-loss (`early_stopping_rounds`); validation
+    rows of classes absent from y are left out.
+
+    Parameters (keyword-only, stored as given, validated by `fit`): n_estimators, max_depth,
+    learning_rate, subsample, colsample_bytree, early_stopping_rounds (as XGBoost's),
+    random_state (int), n_jobs (None: XGBoost's default), device ("auto"/None, "cpu", "cuda", ...).
+
+    Fitted attributes: classes_ (K,), n_features_in_, model_ (the fitted `xgboost.XGBClassifier`).
     """
 
-    def __init__(self, n_estimators: int = 300, max_depth: int = 4, learning_rate: float = 0.1,
+    _parameter_constraints: dict = {
+        "n_estimators": [Interval(Integral, 1, None, closed="left")],
+        "max_depth": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "subsample": [Interval(Real, 0, 1, closed="right")],
+        "colsample_bytree": [Interval(Real, 0, 1, closed="right")],
+        "early_stopping_rounds": [Interval(Integral, 1, None, closed="left")],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+        "n_jobs": [Integral, None],
+        "device": [str, None],
+    }
+
+    def __init__(self, *, n_estimators: int = 300, max_depth: int = 4, learning_rate: float = 0.1,
                  subsample: float = 0.8, colsample_bytree: float = 0.5, early_stopping_rounds: int = 20,
                  random_state: int = 0, n_jobs: int | None = None, device: str | None = None):
-        self.n_estimators, self.max_depth, self.learning_rate = n_estimators, max_depth, learning_rate
-        self.subsample, self.colsample_bytree = subsample, colsample_bytree
-        self.early_stopping_rounds, self.random_state, self.n_jobs, self.device = (
-            early_stopping_rounds, random_state, n_jobs, device)
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.early_stopping_rounds = early_stopping_rounds
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.device = device
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        return tags
 
     def _device(self) -> str:
         from featstore.device import resolve_device
 
         return str(resolve_device(self.device))
 
-    def fit(self, X, y, eval_set=None):
+    def fit(self, X, y, eval_set=None) -> XGBProbe:
+        """Fit on X (n, D) and labels y (n,); eval_set: (X_val, y_val) for early stopping."""
         from xgboost import XGBClassifier
 
-        self.classes_, yi = np.unique(np.asarray(y), return_inverse=True)
+        self._validate_params()
+        check_device(self.device)
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
+        self.classes_, yi = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ProbeInputError(f"y holds one class only ({self.classes_[0]!r}); a classifier needs at least two")
         kw = dict(n_estimators=self.n_estimators, max_depth=self.max_depth, learning_rate=self.learning_rate,
                   subsample=self.subsample, colsample_bytree=self.colsample_bytree, tree_method="hist",
                   device=self._device(), random_state=self.random_state, n_jobs=self.n_jobs)
         fit_kw = {}
         if eval_set is not None:
             Xv, yv = eval_set
+            Xv = validate_data(self, Xv, dtype=np.float32, reset=False)
             index = {c: i for i, c in enumerate(self.classes_)}
             keep = np.array([v in index for v in yv])
             kw["early_stopping_rounds"] = self.early_stopping_rounds
-            fit_kw = dict(eval_set=[(np.asarray(Xv)[keep], np.array([index[v] for v in np.asarray(yv)[keep]]))],
-                          verbose=False)
+            fit_kw = dict(eval_set=[(Xv[keep], np.array([index[v] for v in np.asarray(yv)[keep]]))], verbose=False)
         if len(self.classes_) == 2:
             kw["objective"] = "binary:logistic"
         self.model_ = XGBClassifier(**kw)
-        self.model_.fit(np.asarray(X, dtype=np.float32), yi, **fit_kw)
+        self.model_.fit(X, yi, **fit_kw)
         return self
 
     def predict_proba(self, X) -> np.ndarray:
-        return self.model_.predict_proba(np.asarray(X, dtype=np.float32))
+        """(n, K) class probabilities, columns in `classes_` order."""
+        check_is_fitted(self)
+        return self.model_.predict_proba(validate_data(self, X, dtype=np.float32, reset=False))
 
     def predict(self, X) -> np.ndarray:
+        """(n,) predicted labels, values of `classes_`."""
+        check_is_fitted(self)
         return self.classes_[self.predict_proba(X).argmax(axis=1)]

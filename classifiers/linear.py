@@ -9,20 +9,40 @@ inner folds) x every C, as one batched L-BFGS in torch, sharing each layer's fea
 between its problems (standardisation is folded into the weights, so no per-problem copy of the
 features is made). A layer sweep is then a handful of batched solves instead of hundreds of
 separate fits.
+
+What matches scikit-learn: a refit (fixed C) matches a converged `LogisticRegression` on
+`StandardScaler` output. The inner C selection (`inner_scores`, `choose_C`) solves to the same
+gradient tolerance as the refit (1e-4, sklearn's default), in float32: its inner UAR per C agrees
+with a converged sklearn (tol 1e-8) on the same inner folds to within one or two validation clips
+(near-tied rows at small C, where logit margins are ~1e-4), so the chosen C is the same unless
+the best Cs are that close. `python bench/probe.py --selection` measures it: 20/20 (layer, fold)
+cells on its synthetic data at D=256 and D=768 (18/20 at D=256 with the former 1e-3 tolerance).
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils._param_validation import Hidden, Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from featstore.device import resolve_device
+from classifiers.metrics import softmax
+from featstore.device import check_device, resolve_device
+from featstore.errors import SerError
 
 DEFAULT_CS = (1e-3, 1e-2, 1e-1, 1.0)
+# converged like the refit: at 1e-3 the chosen C differed from a converged sklearn's in 2/20 cells (bench/probe.py)
+SELECTION_TOL = 1e-4
+
+
+class ProbeInputError(SerError, ValueError):
+    """Training data or groups a probe cannot use; the message names the fix."""
 
 
 class _Problems:
@@ -205,78 +225,185 @@ def inner_masks(train_mask: np.ndarray, groups: np.ndarray, y: np.ndarray, n_fol
     return masks
 
 
-def choose_C(X: np.ndarray, y: np.ndarray, train_masks: Sequence[np.ndarray], groups: np.ndarray, n_classes: int,
-             Cs: Sequence[float] = DEFAULT_CS, inner_folds: int = 3, seed: int = 0, device: str | None = None) -> np.ndarray:
-    """Best C per (layer, outer fold) by inner cross-validation on training speakers only.
+def inner_scores(X: np.ndarray, y: np.ndarray, train_masks: Sequence[np.ndarray], groups: np.ndarray,
+                 n_classes: int, Cs: Sequence[float] = DEFAULT_CS, inner_folds: int = 3, seed=0,
+                 device: str | None = None, tol: float = SELECTION_TOL) -> np.ndarray | None:
+    """Mean inner-validation UAR of every C, per (layer, outer fold): (L, F, len(Cs)); None without inner folds.
 
-    X: (L, N, D); train_masks: F boolean (N,) masks. Returns (L, F) chosen C values.
-    Inner folds split the *training speakers* of each outer fold (groups = speakers), so the
-    outer test speakers never influence the choice.
+    X: (L, N, D); train_masks: F boolean (N,) masks. Inner folds split the *training speakers* of
+    each outer fold (groups = speakers), so the outer test speakers never influence the scores.
+    tol: the selection fits' gradient tolerance (the refit's default is 1e-4, sklearn's).
     """
     L, F = X.shape[0], len(train_masks)
     masks, owner = [], []
     for f, tm in enumerate(train_masks):
         for im in inner_masks(tm, groups, y, inner_folds, seed):
-            for c in Cs:
+            for ci, c in enumerate(Cs):
                 masks.append(im)
-                owner.append((f, c, tm & ~im))
+                owner.append((f, ci, c, tm & ~im))
     if not masks:
-        return np.full((L, F), 1.0)
-    # ranking Cs needs less precision than the final refit: a 10x looser tolerance halves the time
-    fit = fit_many(X, y, np.stack(masks), np.array([o[1] for o in owner]), n_classes, device=device, tol=1e-3)
+        return None
+    fit = fit_many(X, y, np.stack(masks), np.array([o[2] for o in owner]), n_classes, device=device, tol=tol)
     pred = fit.predict()                                                   # (L, M, N)
     score = np.zeros((L, F, len(Cs)))
     count = np.zeros((L, F, len(Cs)))
-    for m, (f, c, val) in enumerate(owner):
-        ci = list(Cs).index(c)
+    for m, (f, ci, _, val) in enumerate(owner):
         vi = np.flatnonzero(val)
         recalls = [np.mean(pred[:, m, vi[y[vi] == k]] == k, axis=1) for k in np.unique(y[vi])]
         score[:, f, ci] += np.mean(recalls, axis=0)                         # inner UAR
         count[:, f, ci] += 1
-    best = np.argmax(score / np.maximum(count, 1), axis=-1)
-    return np.asarray(Cs)[best]
+    return score / np.maximum(count, 1)
+
+
+def choose_C(X: np.ndarray, y: np.ndarray, train_masks: Sequence[np.ndarray], groups: np.ndarray, n_classes: int,
+             Cs: Sequence[float] = DEFAULT_CS, inner_folds: int = 3, seed=0, device: str | None = None,
+             tol: float = SELECTION_TOL) -> np.ndarray:
+    """Best C per (layer, outer fold) by inner cross-validation on training speakers only: (L, F).
+
+    The C with the highest mean inner UAR (`inner_scores`); ties go to the smallest C listed first.
+    Without inner folds (fewer than 2 training speakers) every choice is 1.0.
+    """
+    score = inner_scores(X, y, train_masks, groups, n_classes, Cs, inner_folds, seed, device, tol)
+    if score is None:
+        return np.full((X.shape[0], len(train_masks)), 1.0)
+    return np.asarray(Cs, dtype=float)[np.argmax(score, axis=-1)]
+
+
+class UngroupedSelectionWarning(UserWarning):
+    """C was chosen by inner cross-validation without speaker groups (not speaker-independent)."""
 
 
 class LogRegProbe(ClassifierMixin, BaseEstimator):
     """Multinomial logistic regression on standardised features, C by inner speaker CV.
 
     fit(X (n, D), y (n,), groups=speakers (n,)) chooses C among `Cs` by `inner_folds`-fold
-    group k-fold over the *training* speakers (stratified k-fold when no groups), then refits on
-    all training rows. Set `C` to skip the search.
+    stratified group k-fold over the *training* speakers, then refits on all training rows with
+    the batched L-BFGS of `fit_many` (the refit matches a converged scikit-learn
+    `LogisticRegression` on `StandardScaler` output; the search, to within about one validation
+    clip per C: see the module docstring). Set `C` to skip the search.
+
+    Parameters (keyword-only, stored as given, validated by `fit`):
+      C             float > 0, or None (default): choose C among `Cs` by inner CV
+      Cs            candidate C values, searched when C is None
+      inner_folds   int >= 2, inner group k-fold splits (fewer when there are fewer speakers)
+      random_state  int, RandomState or None: the inner folds' shuffle
+      max_iter, tol the refit's L-BFGS iteration cap and gradient tolerance (sklearn's defaults)
+      selection_tol gradient tolerance of the inner-CV fits that rank the Cs (as converged as the
+                    refit by default; see the module docstring for what that matches)
+      device        "auto"/None, "cpu", "cuda", "cuda:N"
+      seed          deprecated alias of random_state
+
+    Fitted attributes: classes_ (K,), n_features_in_, C_, cv_scores_ (len(Cs),) mean inner UAR per
+    C (None when C was given or no inner split was possible), mean_ and scale_ (D,) of the
+    standardisation, coef_ (K, D) on standardised features, intercept_ (K,), n_iter_.
+
+    Groups inside meta-estimators: without `groups` the inner CV treats every row as its own
+    speaker, so the chosen C is not speaker-independent and `fit` warns
+    (`UngroupedSelectionWarning`). In a `Pipeline`, pass them by step name
+    (`pipe.fit(X, y, logregprobe__groups=speakers)`) or route them (scikit-learn metadata
+    routing, which also reaches the probe inside `GridSearchCV`/`cross_validate`)::
+
+        sklearn.set_config(enable_metadata_routing=True)
+        probe = LogRegProbe().set_fit_request(groups=True)
+        GridSearchCV(make_pipeline(StandardScaler(), probe), grid, cv=GroupKFold(5)).fit(X, y, groups=speakers)
+
+    Then the outer splitter and the probe's inner C search both split by speaker.
     """
 
-    def __init__(self, C: float | None = None, Cs: Sequence[float] = DEFAULT_CS, inner_folds: int = 3,
-                 seed: int = 0, max_iter: int = 300, device: str | None = None):
-        self.C, self.Cs, self.inner_folds, self.seed, self.max_iter, self.device = C, Cs, inner_folds, seed, max_iter, device
+    _parameter_constraints: dict = {
+        "C": [Interval(Real, 0, None, closed="neither"), None],
+        "Cs": ["array-like"],
+        "inner_folds": [Interval(Integral, 2, None, closed="left")],
+        "random_state": ["random_state"],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="neither")],
+        "selection_tol": [Interval(Real, 0, None, closed="neither")],
+        "device": [str, None],
+        "seed": [Hidden(StrOptions({"deprecated"})), "random_state"],
+    }
 
-    def fit(self, X, y, groups=None):
-        X = np.asarray(X, dtype=np.float64)
-        self.classes_, yi = np.unique(np.asarray(y), return_inverse=True)
-        groups = np.arange(len(yi)) if groups is None else np.asarray(groups)
+    def __init__(self, *, C: float | None = None, Cs: Sequence[float] = DEFAULT_CS, inner_folds: int = 3,
+                 random_state=0, max_iter: int = 300, tol: float = 1e-4, selection_tol: float = SELECTION_TOL,
+                 device: str | None = None, seed="deprecated"):
+        self.C = C
+        self.Cs = Cs
+        self.inner_folds = inner_folds
+        self.random_state = random_state
+        self.max_iter = max_iter
+        self.tol = tol
+        self.selection_tol = selection_tol
+        self.device = device
+        self.seed = seed
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        return tags
+
+    def _random_state(self):
+        """`random_state`, or the deprecated `seed` when that was set."""
+        if isinstance(self.seed, str) and self.seed == "deprecated":
+            return self.random_state
+        warnings.warn("LogRegProbe(seed=...) is deprecated; use random_state=...", DeprecationWarning, stacklevel=3)
+        return self.seed
+
+    def fit(self, X, y, groups=None) -> LogRegProbe:
+        """Fit on X (n, D) and labels y (n,); groups (n,): the speaker of each row (see the class docstring)."""
+        self._validate_params()
+        check_device(self.device)
+        seed = self._random_state()
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        check_classification_targets(y)
+        self.classes_, yi = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ProbeInputError(f"y holds one class only ({self.classes_[0]!r}); a classifier needs at least two")
         full = np.ones(len(yi), dtype=bool)
+        self.cv_scores_ = None
         if self.C is None:
-            self.C_ = float(choose_C(X[None], yi, [full], groups, len(self.classes_), self.Cs, self.inner_folds,
-                                     self.seed, self.device)[0, 0])
+            Cs = np.asarray(self.Cs, dtype=float).ravel()
+            if not len(Cs) or (Cs <= 0).any():
+                raise ProbeInputError(f"Cs must be positive values, got {self.Cs!r}")
+            if groups is None:
+                warnings.warn("LogRegProbe chose C without groups, so its inner CV is not speaker-independent: "
+                              "pass groups=speakers to fit (see the LogRegProbe docstring for Pipelines)",
+                              UngroupedSelectionWarning, stacklevel=2)
+                groups = np.arange(len(yi))
+            groups = np.asarray(groups)
+            if groups.shape != yi.shape:
+                raise ProbeInputError(f"groups must be one speaker per row: {len(yi)} rows, groups of shape "
+                                      f"{groups.shape}")
+            score = inner_scores(X[None], yi, [full], groups, len(self.classes_), Cs, self.inner_folds, seed,
+                                 self.device, self.selection_tol)
+            self.cv_scores_ = None if score is None else score[0, 0]
+            self.C_ = 1.0 if score is None else float(Cs[np.argmax(score[0, 0])])
         else:
             self.C_ = float(self.C)
         fit = fit_many(X[None], yi, full[None], np.array([self.C_]), len(self.classes_), device=self.device,
-                       max_iter=self.max_iter)
+                       max_iter=self.max_iter, tol=self.tol)
         coef, intercept = fit.coef()
-        self.mean_ = fit.problems.mu[0, 0].cpu().numpy()
-        self.scale_ = fit.problems.sd[0, 0].cpu().numpy()
-        self.coef_, self.intercept_ = coef[0, 0], intercept[0, 0]
+        self.mean_ = fit.problems.mu[0, 0].cpu().numpy().astype(np.float64)
+        self.scale_ = fit.problems.sd[0, 0].cpu().numpy().astype(np.float64)
+        self.coef_, self.intercept_ = coef[0, 0].astype(np.float64), intercept[0, 0].astype(np.float64)
         self.n_iter_ = fit.iterations
         return self
 
+    def _logits(self, X) -> np.ndarray:
+        """(n, K) class logits."""
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return ((X - self.mean_) / self.scale_) @ self.coef_.T + self.intercept_
+
     def decision_function(self, X) -> np.ndarray:
-        Z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
-        return Z @ self.coef_.T + self.intercept_
+        """(n, K) class logits; (n,) for two classes (logit of classes_[1] minus classes_[0], as sklearn)."""
+        check_is_fitted(self)
+        z = self._logits(X)
+        return z[:, 1] - z[:, 0] if z.shape[1] == 2 else z
 
     def predict_proba(self, X) -> np.ndarray:
-        z = self.decision_function(X)
-        z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        return p / p.sum(axis=1, keepdims=True)
+        """(n, K) class probabilities, columns in `classes_` order."""
+        check_is_fitted(self)
+        return softmax(self._logits(X))
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[self.decision_function(X).argmax(axis=1)]
+        """(n,) predicted labels, values of `classes_`."""
+        check_is_fitted(self)
+        return self.classes_[self._logits(X).argmax(axis=1)]

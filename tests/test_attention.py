@@ -47,7 +47,7 @@ def test_attention_beats_mean_pooled_logistic_regression_on_held_out_speakers():
     train, test = spk < 12, spk >= 12                   # 4 held-out speakers
     Xtr = [c for c, t in zip(clips, train) if t]
     Xte = [c for c, t in zip(clips, test) if t]
-    probe = AttentionProbe(seed=0, threads=1).fit(Xtr, y[train], groups=spk[train])
+    probe = AttentionProbe(random_state=0, threads=1).fit(Xtr, y[train], groups=spk[train])
     acc_att = float((probe.predict(Xte) == y[test]).mean())
     pooled = lambda xs: np.stack([x.mean(0) for x in xs])  # noqa: E731
     lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(pooled(Xtr), y[train])
@@ -62,7 +62,7 @@ def test_attention_beats_mean_pooled_logistic_regression_on_held_out_speakers():
 
 def test_padding_is_masked_and_lists_equal_padded_arrays():
     clips, y, spk, _ = short_cue_clips(n_speakers=4, per_class=3)
-    probe = AttentionProbe(seed=1, threads=1, max_epochs=3).fit(clips, y)
+    probe = AttentionProbe(random_state=1, threads=1, max_epochs=3).fit(clips, y)
     T = max(len(c) for c in clips)
     padded = np.full((len(clips), T, D), 1e3, dtype=np.float32)   # garbage in the padding
     for i, c in enumerate(clips):
@@ -77,8 +77,8 @@ def test_padding_is_masked_and_lists_equal_padded_arrays():
 def test_seeded_deterministic_and_global_rng_untouched():
     clips, y, spk, _ = short_cue_clips(n_speakers=6, per_class=3)
     state = torch.get_rng_state()
-    a = AttentionProbe(seed=3, threads=1, max_epochs=4).fit(clips, y, groups=spk)
-    b = AttentionProbe(seed=3, threads=1, max_epochs=4).fit(clips, y, groups=spk)
+    a = AttentionProbe(random_state=3, threads=1, max_epochs=4).fit(clips, y, groups=spk)
+    b = AttentionProbe(random_state=3, threads=1, max_epochs=4).fit(clips, y, groups=spk)
     assert torch.equal(state, torch.get_rng_state())
     np.testing.assert_array_equal(a.predict_proba(clips), b.predict_proba(clips))
     assert a.history_ == b.history_
@@ -86,7 +86,7 @@ def test_seeded_deterministic_and_global_rng_untouched():
 
 def test_layer_weights_favour_the_layer_with_the_cue():
     clips, y, spk, _ = short_cue_clips(n_speakers=10, per_class=4, cue_layer=2, n_layers=3)
-    probe = AttentionProbe(seed=0, threads=1, max_epochs=24, patience=24).fit(clips, y, groups=spk)
+    probe = AttentionProbe(random_state=0, threads=1, max_epochs=24, patience=24).fit(clips, y, groups=spk)
     assert probe.layer_weights_.shape == (3,) and probe.layer_weights_.sum() == pytest.approx(1, abs=1e-5)
     assert probe.layer_weights_.argmax() == 2
 
