@@ -64,7 +64,7 @@ from featstore import serialize
 from featstore.audio import load_audio
 from featstore.corpora.base import Utterance
 from featstore.device import DEVICE_HELP, check_device, resolve_device
-from featstore.errors import SerError
+from featstore.errors import SerError, SerWarning
 from featstore.folds import Fold, make_folds, validation_split
 from featstore.labels import canonical_order
 
@@ -111,6 +111,8 @@ class FinetuneConfig:
                                             "transformer layers) or backbone.")
     pooling: str = _param("mean", "Pooling head: mean, attention, layer-weighted or bilstm.")
     augment: str | None = _param(None, "Training-set augmentation, e.g. chunk-permute,noise or speed:0.9/1.0/1.1@0.5.")
+    ctc_model: str | None = _param(None, "CTC model for --augment word-swap (Wav2Vec2ForCTC hub id or directory; "
+                                         "default: $SER_CTC_MODEL, else one per language).")
     seed: int = _param(0, "Random seed: head initialisation, data order, validation speakers, augmentation draws.")
     lr: float = _param(3e-5, "Learning rate (backbone, and the head unless --head-lr).")
     head_lr: float | None = _param(None, "Learning rate of the pooling head and classifier (default: --lr).")
@@ -538,7 +540,7 @@ def _split(utterances: Sequence[Utterance], f: Fold, classes: list[str], config:
     if dropped and config.labels is None:
         warnings.warn(f"fold {f.name}: {sum(dropped.values())} test utterances labelled "
                       f"{', '.join(canonical_order(dropped))} are not among the trained classes and are left out",
-                      stacklevel=3)
+                      SerWarning, stacklevel=3)
     if not train or not val or not test:
         raise FinetuneError(f"fold {f.name}: empty split after label filtering "
                             f"(train {len(train)}, validation {len(val)}, test {len(test)})")
@@ -629,7 +631,8 @@ def _train_fold(fold_dir: Path, plan: dict, split: _Split, classes: list[str], c
     sr, norm = clf.config.sample_rate, clf.config.do_normalize
     max_samples = int(config.max_duration * sr) if config.max_duration else None
     # word-swap donors come from this fold's training clips only
-    augment = bind_word_swap(parse_augment(config.augment), split.train, sample_rate=sr, device=config.device)
+    augment = bind_word_swap(parse_augment(config.augment), split.train, sample_rate=sr, device=config.device,
+                             model=config.ctc_model)
     train_ds = AudioDataset(split.train, label_ids, sr, norm, train=True, augment=augment,
                             seed=config.seed, max_samples=max_samples)
     trainer = _trainer_class()(

@@ -33,7 +33,7 @@ import torch
 from classifiers.metrics import softmax
 from featstore.audio import load_audio, windows
 from featstore.device import resolve_device
-from featstore.errors import SerError
+from featstore.errors import SerError, SerWarning
 from featstore.serialize import write_json
 
 PROBE_KIND = "ser-linear-probe"
@@ -292,8 +292,7 @@ def probe_features(files: Sequence[str | Path], probe: SavedProbe, *, batch_size
                            f"(layers 0..{backbone.num_layers - 1})")
     if probe.weights_sha256 and probe.weights_sha256 != backbone.weights_sha256:
         warnings.warn(f"the weights of {probe.backbone_id} differ from those the probe was trained on "
-                      f"(sha256 {backbone.weights_sha256[:12]} vs {probe.weights_sha256[:12]}); predictions may be off",
-                      stacklevel=2)
+                      f"(sha256 {backbone.weights_sha256[:12]} vs {probe.weights_sha256[:12]}); predictions may be off", SerWarning, stacklevel=2)
     width = backbone.hidden_size * (2 if probe.stat == "mean+std" else 1)
     if probe.coef.shape[1] != width:
         raise PredictError(f"the probe expects {probe.coef.shape[1]} features, {probe.stat} of {probe.backbone_id} "

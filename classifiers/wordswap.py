@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ import numpy as np
 from featstore.align import Word, align_corpus, alignment_path, default_ctc_model, load_ctc_model, read_alignments
 from featstore.audio import load_audio
 from featstore.corpora.base import Utterance
-from featstore.errors import SerError
+from featstore.errors import SerError, SerWarning
 from featstore.transcripts import transcript
 
 #: at most this many per-clip warning lines per fold; the rest are counted in one line
@@ -78,15 +78,15 @@ class WordSwap:
         for corpus, utts in by_corpus.items():
             if not any(transcript(u) for u in utts):
                 warnings.warn(f"word-swap: corpus {corpus} has no transcripts; its {len(utts)} training clips "
-                              f"are left unaugmented", stacklevel=2)
+                              f"are left unaugmented", SerWarning, stacklevel=2)
                 continue
             alignments.update(_fold_alignments(utts, self.model or default_ctc_model(utts[0].language),
                                                cache, device, problems))
         for line in problems[:MAX_WARNINGS]:
-            warnings.warn(f"word-swap: {line}; the clip is left unaugmented", stacklevel=2)
+            warnings.warn(f"word-swap: {line}; the clip is left unaugmented", SerWarning, stacklevel=2)
         if len(problems) > MAX_WARNINGS:
             warnings.warn(f"word-swap: {len(problems) - MAX_WARNINGS} more clips could not be aligned "
-                          f"and are left unaugmented", stacklevel=2)
+                          f"and are left unaugmented", SerWarning, stacklevel=2)
         donors: dict[tuple, list[Utterance]] = {}
         for u in train:
             if u.id in alignments:
@@ -201,13 +201,17 @@ class FoldWordSwap:
 
 
 def bind_word_swap(augment, train: Sequence[Utterance], *, sample_rate: int, cache: str | Path | None = None,
-                   device="cpu"):
-    """`augment` (a classifiers.augment.Compose) with its word swap bound to `train` and moved first."""
+                   device="cpu", model: str | None = None):
+    """`augment` (a classifiers.augment.Compose) with its word swap bound to `train` and moved first.
+
+    model: the CTC model for swaps that name none (None: $SER_CTC_MODEL or the language's default).
+    """
     from classifiers.augment import Compose
 
     swaps = [t for t in augment.transforms if isinstance(t, WordSwap)]
     if not swaps:
         return augment
+    swaps = [replace(s, model=s.model or model) for s in swaps]
     bound = [s.bind(train, sample_rate=sample_rate, cache=cache, device=device) for s in swaps]
     return Compose(tuple(bound) + tuple(t for t in augment.transforms if not isinstance(t, WordSwap)))
 

@@ -10,6 +10,10 @@ class SerError(Exception):
     """An error the user can fix; the message says how."""
 
 
+class SerWarning(UserWarning):
+    """Something the user should know that does not stop the run (printed as one `warning:` line)."""
+
+
 class CorpusError(SerError):
     """A corpus root that cannot be read as the corpus it claims to be."""
 

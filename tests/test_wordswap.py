@@ -172,13 +172,14 @@ def test_cli_finetune_with_word_swap_runs_and_takes_donors_from_training_speaker
     loaded = []
     real_load = ws.load_audio
     monkeypatch.setattr(ws, "load_audio", lambda path, sr: loaded.append(path) or real_load(path, sr))
-    monkeypatch.setenv("SER_CTC_MODEL", str(world["ctc"]))
+    monkeypatch.delenv("SER_CTC_MODEL", raising=False)
     monkeypatch.setenv("SER_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("SER_CONFIG", str(tmp_path / "config.toml"))
     model = build_tiny_model(tmp_path / "tiny")
     result = CliRunner().invoke(app, ["finetune", "--corpus", "ravdess", "--root", str(world["base"] / "ravdess"),
                                       "--model", str(model), "--protocol", "luna5", "--fold", "0", "--epochs", "1",
                                       "--freeze", "none", "--augment", "word-swap:1", "--batch-size", "16",
+                                      "--ctc-model", str(world["ctc"]),
                                       "--device", "cpu", "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "run" / "finetune.json").read_text())
