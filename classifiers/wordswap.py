@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from classifiers.augment import _check_p
 from featstore.align import Word, align_corpus, alignment_path, default_ctc_model, load_ctc_model, read_alignments
 from featstore.audio import load_audio
 from featstore.corpora.base import Utterance
@@ -36,14 +37,6 @@ from featstore.transcripts import transcript
 
 #: at most this many per-clip warning lines per fold; the rest are counted in one line
 MAX_WARNINGS = 10
-
-
-def _check_p(p: float) -> float:
-    from classifiers.augment import AugmentError
-
-    if not 0.0 <= p <= 1.0:
-        raise AugmentError(f"word-swap probability must be in [0, 1], got {p}")
-    return float(p)
 
 
 @dataclass(frozen=True)

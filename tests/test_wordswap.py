@@ -142,7 +142,7 @@ def test_spec_parsing_and_description():
     assert parse_augment("word-swap:0.3").transforms == (WordSwap(0.3),)
     combined = parse_augment("chunk-permute,word-swap@1")
     assert describe_augment(combined) == "chunk-permute:4@0.5,word-swap@1"
-    with pytest.raises(AugmentError, match="word-swap probability"):
+    with pytest.raises(AugmentError, match="augmentation probability must be in"):
         parse_augment("word-swap:2")
     with pytest.raises(SerError, match="bound"):
         combined(np.zeros(10, np.float32), np.random.default_rng(0))
