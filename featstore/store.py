@@ -651,9 +651,14 @@ def parse_layers(spec: str | int | Sequence[int], num_layers: int, option: str =
         for part in (spec.split(",") if isinstance(spec, str) else spec):
             part = str(part).strip()
             m = re.fullmatch(r"(\d+)-(\d+)", part)
+            if m and int(m[1]) > int(m[2]):
+                raise StoreError(f"{option} {spec!r}: the range {part} is empty; write it low-high, "
+                                 f"e.g. {m[2]}-{m[1]}")
             layers.extend(range(int(m[1]), int(m[2]) + 1) if m else [int(part)])
     except ValueError as e:
         raise StoreError(f"{option} {spec!r}: use a layer number, all, or layers like 6,12 or 3-9") from e
+    if not layers:
+        raise StoreError(f"{option} {spec!r}: names no layer; use a layer number, all, or layers like 6,12 or 3-9")
     bad = [k for k in layers if not -num_layers <= k < num_layers]
     if bad:
         raise StoreError(f"{option}: layer(s) {bad} out of range; the model has layers 0..{num_layers - 1}")

@@ -46,3 +46,29 @@ def test_probe_on_a_misspelt_corpus_suggests_the_name(tmp_path, monkeypatch):
     r = runner.invoke(app, ["probe", "--corpus", "ravdes", "--cache", str(tmp_path / "cache"), "--model", "m"])
     assert r.exit_code == 2, r.output
     assert "did you mean ravdess?" in r.output and "Traceback" not in r.output
+
+
+def test_reversed_or_empty_layer_ranges_are_one_line_errors():
+    import pytest
+
+    from featstore.store import StoreError, parse_layers
+
+    for spec, option in [("3-1", "--layer"), ("3-1", "--frames"), ("", "--layer"), (",", "--frames")]:
+        with pytest.raises(StoreError, match=option):
+            parse_layers(spec, 13, option=option)
+    assert parse_layers("1-3", 13) == [1, 2, 3] and parse_layers("5-5", 13) == [5]
+
+
+def test_reversed_frames_range_is_refused_by_extract(tmp_path, monkeypatch):
+    monkeypatch.setenv("SER_CONFIG", str(tmp_path / "none.toml"))
+    from featstore.synth import synthesize
+
+    root = tmp_path / "ravdess"
+    synthesize("ravdess", root, n=4, seed=0, max_duration=0.3, sample_rate=16000)
+    from tests.helpers import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "m")
+    r = runner.invoke(app, ["extract", "--corpus", "ravdess", "--root", str(root), "--model", str(model),
+                            "--cache", str(tmp_path / "cache"), "--frames", "3-1", "--device", "cpu"])
+    assert r.exit_code == 2 and "--frames '3-1'" in r.output and "Traceback" not in r.output, r.output
+    assert not list((tmp_path / "cache").rglob("*.h5"))
