@@ -37,8 +37,8 @@ def resolve_device(spec=None):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise DeviceError(f"--device {spec} asked for, but torch sees no CUDA GPU on this machine; "
-                              f"use --device cpu or auto")
+            raise DeviceError(f"device {spec} asked for (--device, or `device` in the config file), but torch "
+                              f"sees no CUDA GPU on this machine; use --device cpu or auto")
         index = int(spec.split(":")[1]) if ":" in spec else 0
         if index >= torch.cuda.device_count():
             raise DeviceError(f"--device {spec}: torch sees {torch.cuda.device_count()} CUDA GPU(s) "
