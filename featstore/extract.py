@@ -474,11 +474,16 @@ def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer | _FrameSink
 def _forward(backbone, batch, dev, autocast, frame_layers, skip):
     """Yield (pending, (n, mean, m2, frames)) per piece; halves the batch on CUDA out-of-memory."""
     waves = [w for _, w in batch]
+    pooled = None
     try:
         states, lengths = hidden_states(backbone, waves, device=dev, autocast_dtype=autocast)
         pooled = _pool(states, lengths, frame_layers)
-        del states
-    except torch.OutOfMemoryError:
+    except RuntimeError as e:  # torch.OutOfMemoryError is one
+        if not _out_of_memory(e):
+            raise
+    states = None
+    # retried outside the handler: the exception's traceback holds the failed forward's tensors
+    if pooled is None:
         if dev.type == "cuda":
             torch.cuda.empty_cache()
         if len(batch) > 1:
@@ -494,6 +499,12 @@ def _forward(backbone, batch, dev, autocast, frame_layers, skip):
     for (pending, _), stats in zip(batch, pooled):
         if pending.windows_left > 0:
             yield pending, stats
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """A CUDA allocation failure: torch's OutOfMemoryError, or cuDNN/cuBLAS failing to allocate."""
+    return isinstance(e, torch.OutOfMemoryError) or any(
+        s in str(e) for s in ("CUDA out of memory", "CUDNN_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_ALLOC_FAILED"))
 
 
 class _NullBar:
