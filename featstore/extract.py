@@ -91,26 +91,45 @@ def store_config(info: ModelInfo, dtype: str, frame_layers: list[int], max_secon
     )
 
 
-class _Prefetcher:
-    """Reads and resamples audio on a background thread, ahead of the model."""
+#: reader threads feeding a GPU: one reads and resamples about 1,000-1,600 audio-s/s, less than a GPU's forward
+GPU_READERS = 4
 
-    def __init__(self, utterances: Sequence[Utterance], sample_rate: int, min_samples: int, depth: int = 16):
+
+def _read(u: Utterance, sample_rate: int, min_samples: int) -> tuple:
+    """(utterance, wave or None, skip reason or None)."""
+    try:
+        return u, load_audio(u.path, sample_rate, min_samples=min_samples), None
+    except AudioError as e:
+        return u, None, e.reason
+    except Exception as e:  # anything else a broken file can raise
+        return u, None, f"unreadable audio: {type(e).__name__}: {e}"
+
+
+class _Prefetcher:
+    """Reads and resamples audio ahead of the model, in order, on `readers` threads."""
+
+    def __init__(self, utterances: Sequence[Utterance], sample_rate: int, min_samples: int, depth: int = 16,
+                 readers: int = 1):
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(utterances, sample_rate, min_samples), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(utterances, sample_rate, min_samples, readers),
+                                        daemon=True)
         self._thread.start()
 
-    def _run(self, utterances, sample_rate, min_samples):
-        for u in utterances:
-            if self._stop.is_set():
-                return
-            try:
-                item = (u, load_audio(u.path, sample_rate, min_samples=min_samples), None)
-            except AudioError as e:
-                item = (u, None, e.reason)
-            except Exception as e:  # anything else a broken file can raise
-                item = (u, None, f"unreadable audio: {type(e).__name__}: {e}")
-            self._q.put(item)
+    def _run(self, utterances, sample_rate, min_samples, readers):
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=readers) as pool:
+            ahead: deque = deque()
+            for u in utterances:
+                if self._stop.is_set():
+                    break
+                ahead.append(pool.submit(_read, u, sample_rate, min_samples))
+                if len(ahead) >= 2 * readers:
+                    self._q.put(ahead.popleft().result())
+            while ahead and not self._stop.is_set():
+                self._q.put(ahead.popleft().result())
         self._q.put(None)
 
     def __iter__(self):
@@ -424,7 +443,7 @@ def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer | _FrameSink
     max_samples = int(settings.max_seconds * sr)
     frame_layers = writer.config["frame_layers"]
     cpu_batch = settings.batch_size or 1
-    fetch = _Prefetcher(todo, sr, backbone.receptive_field)
+    fetch = _Prefetcher(todo, sr, backbone.receptive_field, readers=GPU_READERS if dev.type == "cuda" else 1)
     pieces: list = []
     buffered = 0.0
 

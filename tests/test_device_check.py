@@ -153,3 +153,24 @@ def test_masked_group_norm_in_a_half_precision_model(dtype):
     for i, n in enumerate(valid.tolist()):
         assert torch.isfinite(got[i, :, :n]).all()
         torch.testing.assert_close(got[i, :, :n].float(), expected[i, :, :n], atol=tol, rtol=tol)
+
+
+def test_parallel_readers_keep_order_and_skip_reasons(corpus, tmp_path):
+    """On CUDA extraction reads with several threads: same items, same order, same skips as one reader."""
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF....WAVEfmt nonsense")
+    utts = list(corpus.utterances)
+    utts.insert(2, Utterance(id="toy-broken", path=str(broken), corpus="toy", language="en", speaker="s0",
+                             gender=None, label="happy", label_raw="x", duration=1.0, sample_rate=16000))
+    one = list(fx._Prefetcher(utts, 16000, 400, readers=1))
+    many = list(fx._Prefetcher(utts, 16000, 400, readers=fx.GPU_READERS))
+    assert [u.id for u, _, _ in many] == [u.id for u in utts] == [u.id for u, _, _ in one]
+    for (_, a, ra), (_, b, rb) in zip(one, many):
+        assert ra == rb and (a is None) == (b is None)
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+    assert many[2][1] is None and many[2][2]
+    early = fx._Prefetcher(utts * 20, 16000, 400, depth=2, readers=fx.GPU_READERS)
+    next(iter(early))
+    early.close()  # stops the readers mid-corpus without hanging
+    assert not early._thread.is_alive()
