@@ -279,13 +279,14 @@ def check_precision(ctx: Context) -> list[Row]:
 
 # -- 3 throughput --------------------------------------------------------------------------------
 
-def read_only(ctx: Context, sample_rate: int, receptive_field: int) -> float:
-    """Audio seconds per second of extraction's reader thread alone (read + resample)."""
+def read_only(ctx: Context, sample_rate: int, receptive_field: int, readers: int) -> float:
+    """Audio seconds per second of extraction's reading alone (read + resample on `readers` threads)."""
     from featstore.extract import _Prefetcher
 
     utts = ctx.manifest.utterances
     t = time.perf_counter()
-    seconds = sum(len(w) for _, w, _ in _Prefetcher(utts, sample_rate, receptive_field) if w is not None)
+    seconds = sum(len(w) for _, w, _ in _Prefetcher(utts, sample_rate, receptive_field, readers=readers)
+                  if w is not None)
     return seconds / sample_rate / (time.perf_counter() - t)
 
 
@@ -338,11 +339,14 @@ def naive(ctx: Context, model: str) -> float:
 
 def check_throughput(ctx: Context) -> list[Row]:
     from featstore.backbone import model_info
+    from featstore.extract import GPU_READERS
 
     rows = []
     info = model_info(str(ctx.models["base"]))
-    reading = read_only(ctx, info.sample_rate, info.receptive_field)
-    rows.append(Row("3", "reading alone (extraction's reader thread: read + resample)", reading, unit="audio-s/s"))
+    for readers in sorted({1, GPU_READERS if ctx.cuda else 1}):
+        reading = read_only(ctx, info.sample_rate, info.receptive_field, readers)
+        rows.append(Row("3", f"reading alone (read + resample, {readers} reader thread{'s' * (readers > 1)})",
+                        reading, unit="audio-s/s"))
     for model in ctx.sizes["models"]:
         res, wall, peak = extract(ctx, model, "float32")
         ser = res.audio_seconds / wall

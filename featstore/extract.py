@@ -234,6 +234,9 @@ def _pool(states: torch.Tensor, lengths: torch.Tensor, frame_layers: list[int]):
     return out
 
 
+DEFAULT_BATCH_SECONDS = 200.0   # GPU: padded audio seconds per batch
+
+
 def _batches(pieces: list, device: torch.device, batch_size: int | None, batch_seconds: float | None, sr: int):
     """Group (pending, wave) pieces: fixed size on CPU, by padded seconds on GPU."""
     if device.type != "cuda":
@@ -241,7 +244,7 @@ def _batches(pieces: list, device: torch.device, batch_size: int | None, batch_s
         for i in range(0, len(pieces), size):
             yield pieces[i:i + size]
         return
-    limit = (batch_seconds or 200.0) * sr
+    limit = (batch_seconds or DEFAULT_BATCH_SECONDS) * sr
     batch, longest = [], 0
     for piece in pieces:
         n = len(piece[1])
@@ -446,6 +449,8 @@ def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer | _FrameSink
     fetch = _Prefetcher(todo, sr, backbone.receptive_field, readers=GPU_READERS if dev.type == "cuda" else 1)
     pieces: list = []
     buffered = 0.0
+    # gather two batches' worth at least: a smaller buffer would cap batches below --batch-seconds
+    gather = max(settings.prefetch_seconds, 2 * (settings.batch_seconds or DEFAULT_BATCH_SECONDS))
 
     def skip(u: Utterance, reason: str) -> None:
         s = Skipped(u.id, u.path, reason)
@@ -477,7 +482,7 @@ def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer | _FrameSink
                 pieces.extend((pending, w) for w in cut)
                 buffered += len(wave) / sr
                 # GPU: gather audio so batches can be length-sorted; CPU: run each full batch as it fills
-                if dev.type == "cuda" and buffered >= settings.prefetch_seconds:
+                if dev.type == "cuda" and buffered >= gather:
                     run_pieces(pieces)
                     pieces, buffered = [], 0.0
                 elif dev.type != "cuda" and len(pieces) >= cpu_batch:

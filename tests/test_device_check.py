@@ -174,3 +174,28 @@ def test_parallel_readers_keep_order_and_skip_reasons(corpus, tmp_path):
     next(iter(early))
     early.close()  # stops the readers mid-corpus without hanging
     assert not early._thread.is_alive()
+
+
+def test_cuda_batches_fill_batch_seconds(tmp_path, monkeypatch):
+    """The CUDA branch of extraction, driven on CPU with a stand-in forward: batches reach --batch-seconds
+    even when the read-ahead (prefetch_seconds) is smaller, and every utterance completes."""
+    from types import SimpleNamespace
+
+    manifest = tiny_corpus(tmp_path / "c", lengths=[16000] * 12)
+    seen = []
+
+    def forward(backbone, waves, device=None, autocast_dtype=None):
+        assert device.type == "cuda"
+        seen.append(len(waves))
+        lengths = torch.tensor([len(w) // 320 for w in waves])
+        return torch.zeros(2, len(waves), int(lengths.max()), 3), lengths
+
+    monkeypatch.setattr(fx, "hidden_states", forward)
+    done = []
+    writer = SimpleNamespace(config={"frame_layers": []}, add=done.append, skip=lambda s: pytest.fail(s.reason))
+    settings = fx._RunSettings(device=torch.device("cuda"), autocast=None, max_seconds=30.0, batch_size=None,
+                               batch_seconds=4.0, prefetch_seconds=1.0, progress=False, on_skip=None)
+    backbone = SimpleNamespace(sample_rate=16000, receptive_field=400)
+    fx._run(backbone, manifest.utterances, writer, fx.ExtractResult(store=tmp_path / "s.h5"), settings)
+    assert sorted(p.utt.id for p in done) == sorted(u.id for u in manifest.utterances)
+    assert seen == [4, 4, 4]   # 4 s of padded audio each; a 1 s read-ahead alone would give batches of 1
