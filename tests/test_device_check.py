@@ -199,3 +199,13 @@ def test_cuda_batches_fill_batch_seconds(tmp_path, monkeypatch):
     fx._run(backbone, manifest.utterances, writer, fx.ExtractResult(store=tmp_path / "s.h5"), settings)
     assert sorted(p.utt.id for p in done) == sorted(u.id for u in manifest.utterances)
     assert seen == [4, 4, 4]   # 4 s of padded audio each; a 1 s read-ahead alone would give batches of 1
+
+
+def test_finetune_refuses_a_gpu_the_trainer_would_not_use():
+    """transformers' Trainer always trains on cuda:0: `--device cuda:1` says how to get GPU 1 instead."""
+    from classifiers.finetune import FinetuneConfig, FinetuneError
+
+    with pytest.raises(FinetuneError, match="CUDA_VISIBLE_DEVICES=1 ser finetune .* --device cuda"):
+        FinetuneConfig(model="m", device="cuda:1")
+    for ok in ("auto", "cpu", "cuda", "cuda:0"):
+        assert FinetuneConfig(model="m", device=ok).device == ok
