@@ -526,9 +526,9 @@ def _forward(backbone, batch, dev, autocast, frame_layers, skip):
 
 
 def _out_of_memory(e: BaseException) -> bool:
-    """A CUDA allocation failure: torch's OutOfMemoryError, or cuDNN/cuBLAS failing to allocate."""
+    """A CUDA allocation failure: torch's OutOfMemoryError, a CUDA error, or cuDNN/cuBLAS failing to allocate."""
     return isinstance(e, torch.OutOfMemoryError) or any(
-        s in str(e) for s in ("CUDA out of memory", "CUDNN_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_ALLOC_FAILED"))
+        s in str(e) for s in ("CUDA error: out of memory", "CUDNN_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_ALLOC_FAILED"))
 
 
 class _NullBar:
