@@ -622,9 +622,15 @@ def table(rows: list[Row]) -> str:
     return "\n".join([lines[0], "  ".join("-" * w for w in widths)] + lines[1:])
 
 
-def run(device: str = "auto", quick: bool = False, only=CHECKS, work: Path | None = None) -> dict:
-    """Run the checks; returns {"environment", "sizes", "rows", "errors", "seconds"} (JSON-ready)."""
+def run(device: str = "auto", quick: bool = False, only=CHECKS, work: Path | None = None,
+        out: str | Path | None = None) -> dict:
+    """Run the checks; returns {"environment", "quick", "sizes", "rows", "errors", "seconds"} (JSON-ready).
+
+    With `out`, the JSON is rewritten after every check, so a run stopped by a time limit keeps
+    what it measured; one progress line per check goes to stderr.
+    """
     from featstore.device import resolve_device
+    from featstore.serialize import write_json
 
     dev = resolve_device(device)
     quick = quick or dev.type == "cpu"
@@ -632,21 +638,27 @@ def run(device: str = "auto", quick: bool = False, only=CHECKS, work: Path | Non
     with tempfile.TemporaryDirectory(prefix="device-check-") as tmp:
         ctx = Context(dev, quick, Path(work or tmp), SIZES["quick" if quick else "full"])
         ctx.work.mkdir(parents=True, exist_ok=True)
+        rows: list[Row] = []
+        result = dict(environment=environment(dev), quick=quick, sizes=ctx.sizes, rows=[], errors={}, seconds={})
         t0 = time.perf_counter()
         prepare(ctx)
-        rows, errors, seconds = [], {}, {"prepare": time.perf_counter() - t0}
+        result["seconds"]["prepare"] = time.perf_counter() - t0
         for check in (c for c in ORDER if c in only):
             t = time.perf_counter()
             try:
                 rows += RUNNERS[check](ctx)
             except Exception as e:  # one failed check must not cost the other figures of a scarce GPU run
-                errors[check] = traceback.format_exc()
-                rows.append(Row(check, f"ERROR {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:160],
-                                None, ok=False))
-            seconds[check] = time.perf_counter() - t
-        seconds["total"] = time.perf_counter() - t0
-    return dict(environment=environment(dev), quick=quick, sizes=ctx.sizes, rows=[r.__dict__ for r in rows],
-                errors=errors, seconds=seconds)
+                result["errors"][check] = traceback.format_exc()
+                message = str(e).splitlines()[0] if str(e) else ""
+                rows.append(Row(check, f"ERROR {type(e).__name__}: {message}"[:160], None, ok=False))
+            result["seconds"][check] = time.perf_counter() - t
+            result["seconds"]["total"] = time.perf_counter() - t0
+            result["rows"] = [r.__dict__ for r in rows]
+            print(f"[{result['seconds']['total']:6.0f} s] check {check} done in {result['seconds'][check]:.0f} s"
+                  f"{' (failed)' if check in result['errors'] else ''}", file=sys.stderr, flush=True)
+            if out:
+                write_json(out, result)
+    return result
 
 
 def main(argv=None) -> int:
@@ -654,20 +666,18 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (cpu implies --quick)")
     p.add_argument("--quick", action="store_true", help="tiny models and sizes (seconds)")
     p.add_argument("--only", default=",".join(CHECKS), help="checks to run, e.g. 1,3 (default: all)")
-    p.add_argument("--out", default="device.json", help="JSON file written with every figure")
+    p.add_argument("--out", default="device.json", help="JSON file with every figure (rewritten after each check)")
     p.add_argument("--work", default=None, help="working directory (default: a temporary one, removed)")
     args = p.parse_args(argv)
     only = tuple(c.strip() for c in args.only.split(",") if c.strip())
     if bad := [c for c in only if c not in CHECKS]:
         p.error(f"--only {','.join(bad)}: checks are {','.join(CHECKS)}")
-    result = run(args.device, args.quick, only, Path(args.work) if args.work else None)
-    from featstore.serialize import write_json
-
-    write_json(args.out, result)
+    result = run(args.device, args.quick, only, Path(args.work) if args.work else None, out=args.out)
     rows = [Row(**r) for r in result["rows"]]
     env = result["environment"]
     print(f"device check on {env.get('gpu', env['device'])} (torch {env['torch']}, "
-          f"{'quick sizes' if result['quick'] else 'full sizes'}), {result['seconds']['total']:.0f} s")
+          f"{'quick sizes' if result['quick'] else 'full sizes'}), {result['seconds']['total']:.0f} s "
+          f"({', '.join(f'{k}: {v:.0f} s' for k, v in result['seconds'].items() if k != 'total')})")
     print(table(rows))
     for check, tb in result["errors"].items():
         print(f"\ncheck {check} failed:\n{tb}", file=sys.stderr)

@@ -58,6 +58,7 @@ def test_device_check_runs_every_check_on_cpu(tmp_path):
     header = next(line for line in proc.stdout.splitlines() if line.startswith("#"))
     assert header.split() == ["#", "check", "value", "goal", "ok"]
     assert f"wrote {out}" in proc.stdout
+    assert sum(" done in " in line for line in proc.stderr.splitlines()) == 8  # the JSON is rewritten after each
 
 
 @pytest.fixture
