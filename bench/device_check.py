@@ -53,7 +53,7 @@ SIZES = {
                  faiss=(50_000, 1024, 10), xgb=(4000, 256, 8, 100), logreg=(13, 1440, 768, 8, 10),
                  finetune_utts=240, probe_layer=6),
     # quick: tiny models and clips, seconds on two CPU cores
-    "quick": dict(n_utts=24, max_duration=1.5, exact_utts=4, models=("base", "large"), naive_utts=12,
+    "quick": dict(n_utts=48, max_duration=1.5, exact_utts=4, models=("base", "large"), naive_utts=12,
                   batch_seconds=(2, 8), oom_utts=8, oom_cap_gib=None,
                   faiss=(2000, 64, 10), xgb=(300, 32, 4, 20), logreg=(3, 120, 16, 4, 4),
                   finetune_utts=24, probe_layer=2),
@@ -567,7 +567,7 @@ def check_finetune(ctx: Context) -> list[Row]:
     train = next((h for h in fold.log_history if "train_steps_per_second" in h), {})
     precision = [k for k, v in _mixed_precision(str(ctx.device)).items() if v] or ["fp32"]
     return [
-        Row("8", f"fine-tune 1 epoch, base model, {fold.n_train} clips, batch 8, {precision[0]}: optimiser steps/s",
+        Row("8", f"fine-tune 1 epoch, {'tiny ' if ctx.quick else ''}base model, {fold.n_train} clips, batch 8, {precision[0]}: optimiser steps/s",
             float(train.get("train_steps_per_second", float("nan")))),
         Row("8", f"... {fold.global_step} steps, {fold.seconds:.1f} s with evaluation; test UAR {fold.metrics['uar']:.3f}",
             "done", "completes", ctx.verdict(fold.global_step > 0)),
