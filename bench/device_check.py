@@ -50,7 +50,7 @@ SIZES = {
     # full: 2/3 of RAVDESS (about 3,500 s of audio); the whole check takes minutes on one H100
     "full": dict(n_utts=960, max_duration=None, exact_utts=8, models=("base", "large"), naive_utts=240,
                  batch_seconds=(50, 100, 200, 400), oom_utts=96, oom_cap_gib=2.0,
-                 faiss=(50_000, 1024, 10), xgb=(4000, 256, 8, 100), logreg=(13, 1440, 768, 8, 10),
+                 faiss=(50_000, 1024, 10), xgb=(10_000, 256, 8, 100), logreg=(13, 1440, 768, 8, 10),
                  finetune_utts=240, probe_layer=6),
     # quick: tiny models and clips, seconds on two CPU cores
     "quick": dict(n_utts=48, max_duration=1.5, exact_utts=4, models=("base", "large"), naive_utts=12,
@@ -486,7 +486,7 @@ def separable(n: int, d: int, classes: int, seed: int = 0) -> tuple[np.ndarray, 
     """Gaussian classes in d dimensions, overlapping enough that accuracy is neither 1 nor chance."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, classes, n)
-    means = rng.normal(scale=0.35, size=(classes, d))
+    means = rng.normal(scale=2.0 / np.sqrt(d), size=(classes, d))  # class distance ~2.8 noise sds at any d
     return (means[y] + rng.normal(size=(n, d))).astype(np.float32), y
 
 
@@ -511,7 +511,10 @@ def check_xgboost(ctx: Context) -> list[Row]:
         rows.append(Row("6", "XGBoost device=cuda", "n/a: no CUDA device"))
         return rows
     acc, t_gpu, mismatch = out[str(ctx.device)]
-    rows += [Row("6", "XGBoost CUDA: accuracy", acc, "within 0.02 of CPU", ctx.verdict(abs(acc - out["cpu"][0]) <= 0.02)),
+    # GPU and CPU draw different subsamples and quantiles: "the same" means within ~3 test-set standard errors
+    noise = 3 * np.sqrt(out["cpu"][0] * (1 - out["cpu"][0]) / (n - cut))
+    rows += [Row("6", "XGBoost CUDA: accuracy", acc, f"within {noise:.3f} of CPU",
+                 ctx.verdict(abs(acc - out["cpu"][0]) <= noise)),
              Row("6", "XGBoost CUDA vs CPU speed ratio", out["cpu"][1] / t_gpu, unit="x"),
              Row("6", "XGBoost CUDA: device-mismatch warnings on predict", mismatch, "0", ctx.verdict(mismatch == 0))]
     return rows
