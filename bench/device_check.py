@@ -50,7 +50,7 @@ SIZES = {
     # full: 2/3 of RAVDESS (about 3,500 s of audio); the whole check takes minutes on one H100
     "full": dict(n_utts=960, max_duration=None, exact_utts=8, models=("base", "large"), naive_utts=240,
                  batch_seconds=(50, 100, 200, 400), oom_utts=96, oom_cap_gib=2.0,
-                 faiss=(50_000, 1024, 10), xgb=(10_000, 256, 8, 100), logreg=(13, 1440, 768, 8, 10),
+                 faiss=(50_000, 1024, 10), xgb=(10_000, 128, 8, 60), logreg=(13, 1440, 768, 8, 10),
                  finetune_utts=240, probe_layer=6),
     # quick: tiny models and clips, seconds on two CPU cores
     "quick": dict(n_utts=48, max_duration=1.5, exact_utts=4, models=("base", "large"), naive_utts=12,
