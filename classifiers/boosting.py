@@ -89,6 +89,9 @@ class XGBProbe(ClassifierMixin, BaseEstimator):
             kw["objective"] = "binary:logistic"
         self.model_ = XGBClassifier(**kw)
         self.model_.fit(X, yi, **fit_kw)
+        if kw["device"] != "cpu":
+            # predictions come from numpy: a CUDA booster would copy them into a DMatrix and warn each process
+            self.model_.set_params(device="cpu")
         return self
 
     def predict_proba(self, X) -> np.ndarray:

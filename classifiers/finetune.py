@@ -172,6 +172,9 @@ class FinetuneConfig:
         need(self.weight_decay >= 0, "weight_decay", "must not be negative")
         need(0 <= self.dropout < 1, "dropout", "must lie in [0, 1)")
         need(self.num_workers >= 0, "num_workers", "must not be negative")
+        gpu = self.device.partition(":")[2]
+        need(gpu in ("", "0"), "device", f"the Hugging Face Trainer trains on the first visible GPU only: run "
+                                          f"CUDA_VISIBLE_DEVICES={gpu} ser finetune ... --device cuda")
         need(self.labels is None or len(self.labels) >= 2, "labels", "fine-tuning needs at least 2 classes")
         from classifiers.heads import POOLINGS, parse_freeze
 

@@ -246,13 +246,15 @@ class MaskedGroupNorm(nn.Module):
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         if self.valid is None:
             return nn.functional.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
+        # float32 statistics, as nn.GroupNorm's CUDA kernel: in a float16 model, sums over 10^5 frames overflow
+        xf = x.float()
         frames = torch.arange(x.shape[-1], device=x.device)
-        mask = (frames[None, :] < self.valid.to(x.device)[:, None]).to(x.dtype)[:, None, :]
+        mask = (frames[None, :] < self.valid.to(x.device)[:, None]).float()[:, None, :]
         count = mask.sum(-1, keepdim=True).clamp_min(1)
-        mean = (x * mask).sum(-1, keepdim=True) / count
-        var = (((x - mean) * mask) ** 2).sum(-1, keepdim=True) / count
-        y = (x - mean) * torch.rsqrt(var + self.eps)
-        return y * self.weight[None, :, None] + self.bias[None, :, None]
+        mean = (xf * mask).sum(-1, keepdim=True) / count
+        var = (((xf - mean) * mask) ** 2).sum(-1, keepdim=True) / count
+        y = (xf - mean) * torch.rsqrt(var + self.eps)
+        return (y * self.weight.float()[None, :, None] + self.bias.float()[None, :, None]).to(x.dtype)
 
 
 def uses_group_norm(config) -> bool:

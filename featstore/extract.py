@@ -91,26 +91,45 @@ def store_config(info: ModelInfo, dtype: str, frame_layers: list[int], max_secon
     )
 
 
-class _Prefetcher:
-    """Reads and resamples audio on a background thread, ahead of the model."""
+#: reader threads feeding a GPU: one reads and resamples about 1,000-1,600 audio-s/s, less than a GPU's forward
+GPU_READERS = 4
 
-    def __init__(self, utterances: Sequence[Utterance], sample_rate: int, min_samples: int, depth: int = 16):
+
+def _read(u: Utterance, sample_rate: int, min_samples: int) -> tuple:
+    """(utterance, wave or None, skip reason or None)."""
+    try:
+        return u, load_audio(u.path, sample_rate, min_samples=min_samples), None
+    except AudioError as e:
+        return u, None, e.reason
+    except Exception as e:  # anything else a broken file can raise
+        return u, None, f"unreadable audio: {type(e).__name__}: {e}"
+
+
+class _Prefetcher:
+    """Reads and resamples audio ahead of the model, in order, on `readers` threads."""
+
+    def __init__(self, utterances: Sequence[Utterance], sample_rate: int, min_samples: int, depth: int = 16,
+                 readers: int = 1):
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(utterances, sample_rate, min_samples), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(utterances, sample_rate, min_samples, readers),
+                                        daemon=True)
         self._thread.start()
 
-    def _run(self, utterances, sample_rate, min_samples):
-        for u in utterances:
-            if self._stop.is_set():
-                return
-            try:
-                item = (u, load_audio(u.path, sample_rate, min_samples=min_samples), None)
-            except AudioError as e:
-                item = (u, None, e.reason)
-            except Exception as e:  # anything else a broken file can raise
-                item = (u, None, f"unreadable audio: {type(e).__name__}: {e}")
-            self._q.put(item)
+    def _run(self, utterances, sample_rate, min_samples, readers):
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=readers) as pool:
+            ahead: deque = deque()
+            for u in utterances:
+                if self._stop.is_set():
+                    break
+                ahead.append(pool.submit(_read, u, sample_rate, min_samples))
+                if len(ahead) >= 2 * readers:
+                    self._q.put(ahead.popleft().result())
+            while ahead and not self._stop.is_set():
+                self._q.put(ahead.popleft().result())
         self._q.put(None)
 
     def __iter__(self):
@@ -215,6 +234,9 @@ def _pool(states: torch.Tensor, lengths: torch.Tensor, frame_layers: list[int]):
     return out
 
 
+DEFAULT_BATCH_SECONDS = 200.0   # GPU: padded audio seconds per batch
+
+
 def _batches(pieces: list, device: torch.device, batch_size: int | None, batch_seconds: float | None, sr: int):
     """Group (pending, wave) pieces: fixed size on CPU, by padded seconds on GPU."""
     if device.type != "cuda":
@@ -222,7 +244,7 @@ def _batches(pieces: list, device: torch.device, batch_size: int | None, batch_s
         for i in range(0, len(pieces), size):
             yield pieces[i:i + size]
         return
-    limit = (batch_seconds or 200.0) * sr
+    limit = (batch_seconds or DEFAULT_BATCH_SECONDS) * sr
     batch, longest = [], 0
     for piece in pieces:
         n = len(piece[1])
@@ -424,9 +446,11 @@ def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer | _FrameSink
     max_samples = int(settings.max_seconds * sr)
     frame_layers = writer.config["frame_layers"]
     cpu_batch = settings.batch_size or 1
-    fetch = _Prefetcher(todo, sr, backbone.receptive_field)
+    fetch = _Prefetcher(todo, sr, backbone.receptive_field, readers=GPU_READERS if dev.type == "cuda" else 1)
     pieces: list = []
     buffered = 0.0
+    # gather two batches' worth at least: a smaller buffer would cap batches below --batch-seconds
+    gather = max(settings.prefetch_seconds, 2 * (settings.batch_seconds or DEFAULT_BATCH_SECONDS))
 
     def skip(u: Utterance, reason: str) -> None:
         s = Skipped(u.id, u.path, reason)
@@ -458,7 +482,7 @@ def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer | _FrameSink
                 pieces.extend((pending, w) for w in cut)
                 buffered += len(wave) / sr
                 # GPU: gather audio so batches can be length-sorted; CPU: run each full batch as it fills
-                if dev.type == "cuda" and buffered >= settings.prefetch_seconds:
+                if dev.type == "cuda" and buffered >= gather:
                     run_pieces(pieces)
                     pieces, buffered = [], 0.0
                 elif dev.type != "cuda" and len(pieces) >= cpu_batch:
@@ -474,11 +498,16 @@ def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer | _FrameSink
 def _forward(backbone, batch, dev, autocast, frame_layers, skip):
     """Yield (pending, (n, mean, m2, frames)) per piece; halves the batch on CUDA out-of-memory."""
     waves = [w for _, w in batch]
+    pooled = None
     try:
         states, lengths = hidden_states(backbone, waves, device=dev, autocast_dtype=autocast)
         pooled = _pool(states, lengths, frame_layers)
-        del states
-    except torch.OutOfMemoryError:
+    except RuntimeError as e:  # torch.OutOfMemoryError is one
+        if not _out_of_memory(e):
+            raise
+    states = None
+    # retried outside the handler: the exception's traceback holds the failed forward's tensors
+    if pooled is None:
         if dev.type == "cuda":
             torch.cuda.empty_cache()
         if len(batch) > 1:
@@ -494,6 +523,12 @@ def _forward(backbone, batch, dev, autocast, frame_layers, skip):
     for (pending, _), stats in zip(batch, pooled):
         if pending.windows_left > 0:
             yield pending, stats
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """A CUDA allocation failure: torch's OutOfMemoryError, a CUDA error, or cuDNN/cuBLAS failing to allocate."""
+    return isinstance(e, torch.OutOfMemoryError) or any(
+        s in str(e) for s in ("CUDA error: out of memory", "CUDNN_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_ALLOC_FAILED"))
 
 
 class _NullBar:
