@@ -114,8 +114,8 @@ class Comparison:
     permutation p-value (each speaker's a/b predictions swapped at random)."""
 
     metric: str
-    a: float
-    b: float
+    value_a: float
+    value_b: float
     diff: float
     low: float
     high: float

@@ -65,7 +65,7 @@ def test_planted_difference_is_covered_and_identical_settings_are_not_significan
 def test_planted_difference_is_detected():
     a, b = simulate(np.random.default_rng(0), 0.7, 0.5)
     c = paired_compare(a, b, LABELS, metric="wa", seed=0)
-    assert c.p < 0.01 and c.low > 0 and c.diff == pytest.approx(c.a - c.b)
+    assert c.p < 0.01 and c.low > 0 and c.diff == pytest.approx(c.value_a - c.value_b)
 
 
 def test_speaker_bootstrap_is_wider_than_utterance_bootstrap(tmp_path):
