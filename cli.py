@@ -582,7 +582,7 @@ def _print_differences(results, against: str, metric: str = "uar") -> None:
     rows = train_set_differences(results, metric)
     _print_table(["classifier", "layer", "training set", f"Δ {metric.upper()} vs {against}", "95% speaker CI", "p",
                   "p (Holm)"],
-                 [[r["classifier"], str(r["layer"]), r["a"], f"{r['diff']:+.3f}", f"[{r['low']:+.3f}, {r['high']:+.3f}]",
+                 [[r["classifier"], str(r["layer"]), r["train_set"], f"{r['diff']:+.3f}", f"[{r['low']:+.3f}, {r['high']:+.3f}]",
                    f"{r['p']:.3g}", f"{r['p_holm']:.3g}"] for r in rows],
                  title=f"training sets against {against} (paired, same test utterances; Holm over {len(rows)} tests)")
 
@@ -1118,14 +1118,10 @@ def evaluate(
 
     Example: ser evaluate --model runs/finetune-ravdess-.../luna-0/model --corpus cremad
     """
-    from classifiers.scoring import parse_maps
-
-    maps = parse_maps(map_ or [])
-    dev = _device_opt(device)
     from classifiers.registry import Registry
-    from classifiers.scoring import evaluate_model
+    from classifiers.scoring import evaluate_model, parse_maps
 
-    corpus = _corpus(corpus)
+    maps, dev, corpus = parse_maps(map_ or []), _device_opt(device), _corpus(corpus)
     res = evaluate_model(model_dir, corpus, cache=_cache(cache), root=root, fold=fold, protocol=protocol, maps=maps,
                          drop=drop or [], out=out, device=dev, registry=Registry(_db(db)), command=_command())
     for policy, s in res.scores.items():

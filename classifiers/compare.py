@@ -68,7 +68,8 @@ def train_set_differences(results, metric: str = "uar", seed: int = 0) -> list[d
         a = setting_rows(cols, (train, test, clf, layer))
         b = setting_rows(cols, (first, test, clf, layer))
         if len(b["id"]):
-            rows.append(dict(_row(train, first, _paired(a, b, metric, seed)), layer=layer, classifier=clf))
+            rows.append(dict(_row(f"{train}, layer {layer}", first, _paired(a, b, metric, seed)), layer=layer,
+                             classifier=clf, train_set=train))
     return with_holm(rows)
 
 
@@ -85,6 +86,11 @@ def layer_differences(results, reference: str | int | None = None, metric: str =
     rows = [dict(_row(f"layer {reference}", f"layer {k}", _paired(ref, setting_rows(cols, (*base, k)), metric, seed)),
                  layer=k) for k in layers if k != str(reference)]
     return with_holm(rows)
+
+
+def test_ids(results) -> frozenset:
+    """The test utterance ids of a run's predictions (runs with equal ids can be compared)."""
+    return frozenset(columns(results)["id"].tolist())
 
 
 def interval(cols: dict, setting: Setting, metric: str = "uar", seed: int = 0):

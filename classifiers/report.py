@@ -64,10 +64,11 @@ def layer_ci_figure(cols: dict, out: str | Path, metric: str = "uar", title: str
     for s in settings(cols):
         if str(s[3]).lstrip("-").isdigit():
             groups.setdefault(s[:3], []).append(s[3])
-    if not groups:
+    if not any(len(layers) > 1 for layers in groups.values()):
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.0), dpi=130)
+    ticks = sorted({int(k) for layers in groups.values() for k in layers})
     for (train, test, clf), layers in groups.items():
         layers = sorted(layers, key=int)
         ivs = [interval(cols, (train, test, clf, k), metric) for k in layers]
@@ -78,6 +79,7 @@ def layer_ci_figure(cols: dict, out: str | Path, metric: str = "uar", title: str
         ax.fill_between(x, [iv.low for iv in ivs], [iv.high for iv in ivs], color=line.get_color(), alpha=0.2, lw=0)
         b = int(np.argmax(v))
         ax.plot([x[b]], [v[b]], marker="*", ms=12, color=line.get_color())
+    ax.set_xticks(ticks)
     ax.set_xlabel("layer (hidden_states[k])")
     ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric)} (pooled over folds and seeds)")
     ax.set_ylim(0, 1)
@@ -191,7 +193,7 @@ def _run_section(run: dict, results, tmp: Path, idx: int) -> tuple[str, dict]:
              f"{html.escape(str(run.get('corpus', '')))}, {html.escape(str(run.get('classifier', '')))}</h2>",
              f'<p class="meta">model {html.escape(str(run.get("model", "")))} · {html.escape(run.get("created", ""))}'
              f' · ser {html.escape(str(run.get("code_version", "")))}<br><code>{html.escape(run.get("command", ""))}'
-             f"</code><br>protocol {html.escape(str(cfg.get('protocol', results.meta.get('protocol', ''))))}, "
+             f"</code><br>protocol {html.escape(str(results.meta.get('protocol') or cfg.get('protocol') or ''))}, "
              f"seeds {html.escape(str(cfg.get('seeds', '')))}</p>",
              _score_table(results, cols)]
     transfer = {}
@@ -245,26 +247,26 @@ def write_report(runs: Sequence[tuple[dict, object]], out: str | Path, *, title:
     """
     import tempfile
 
-    from classifiers.compare import run_differences
-    from classifiers.stats import StatsError
+    from classifiers.compare import run_differences, test_ids
 
     out = Path(out)
     sections, transfer = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if len(runs) > 1 and all(r.predictions for _, r in runs):
-            try:
-                summary, rows = run_differences([(run["id"], res) for run, res in runs], metric)
-            except StatsError as e:  # runs on different test sets: said on the page, the rest still shown
-                sections.append(f"<h2>runs compared</h2><p>{html.escape(str(e))}</p>")
-            else:
-                body = [[html.escape(s["run"]), html.escape(s["setting"]), f"{s['value']:.3f}",
-                         f"[{s['low']:.3f}, {s['high']:.3f}]"] for s in summary]
-                sections.append(f"<h2>runs compared (each at its best setting, {METRIC_NAMES[metric]})</h2>"
-                                + _table(["run", "setting", METRIC_NAMES[metric], "95% speaker CI"], body, left=2)
-                                + _diff_table(rows, f"against run {runs[0][0]['id']}")
-                                + _img(comparison_figure(rows, tmp / "runs.png", title="runs against the first"),
-                                       "run comparison"))
+        by_test: dict = {}  # only runs scored on the same utterances can be compared
+        for run, res in runs:
+            if res.predictions:
+                by_test.setdefault(test_ids(res), []).append((run["id"], res))
+        for i, group in enumerate(g for g in by_test.values() if len(g) > 1):
+            summary, rows = run_differences(group, metric)
+            body = [[html.escape(s["run"]), html.escape(s["setting"]), f"{s['value']:.3f}",
+                     f"[{s['low']:.3f}, {s['high']:.3f}]"] for s in summary]
+            sections.append(f"<h2>runs on the same test utterances compared (each at its best setting, "
+                            f"{METRIC_NAMES[metric]})</h2>"
+                            + _table(["run", "setting", METRIC_NAMES[metric], "95% speaker CI"], body, left=2)
+                            + _diff_table(rows, f"against run {group[0][0]}")
+                            + _img(comparison_figure(rows, tmp / f"runs{i}.png", title=f"runs against {group[0][0]}"),
+                                   "run comparison"))
         for i, (run, results) in enumerate(runs):
             html_part, cells = _run_section(run, results, tmp, i)
             sections.append(html_part)

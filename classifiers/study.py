@@ -142,7 +142,8 @@ class Cell:
         o = self.options
         where = (f"train {' | '.join(o['train'])}" if o.get("train") else "") + \
                 (f" → {o['test']}" if o.get("test") else f" on {o.get('corpus')}")
-        return f"{self.classifier}, {self.model}: {where.strip()}"
+        classes = f", classes {o['classes']}" if o.get("classes") else ""
+        return f"{self.classifier}, {self.model}: {where.strip()}{classes}"
 
 
 def read_study(path: str | Path) -> tuple[dict, list[Cell]]:

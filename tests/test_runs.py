@@ -279,3 +279,12 @@ def test_report_renders_in_chromium(cache, tmp_path, monkeypatch):
     img = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert img.shape == (2400, 1366)
     assert img.std() > 20 and (img < 128).mean() > 0.01                # text and plots, not a blank page
+
+
+def test_the_diary_study_example_reads():
+    from classifiers.study import read_study
+
+    head, cells = read_study(Path(__file__).parents[1] / "examples" / "diary-study.toml")
+    assert head["name"] == "diary" and len(cells) == 10
+    assert cells[0].options["train"] == ["ravdess", "ravdess,emodb", "ravdess,emodb,emovo"]
+    assert {c.options.get("classes") for c in cells} == {None, "shared", "all"}
