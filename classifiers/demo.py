@@ -121,7 +121,7 @@ def _register_and_report(run, store: Path, model: str, results_dir: Path, purity
 
     registry = Registry(results_dir / "ser.db")
     predictions = next((f for f in run.files if f.suffix == ".parquet"), None)
-    run_id = registry.register(kind="probe", config=dict(corpus="ravdess", layers="all", protocol="luna5", model=model),
+    run_id = registry.register(kind="probe", config=dict(corpus="ravdess", layers="all", protocol="luna5", seeds=1, model=model),
                                stores=[store_fingerprint(open_store(store))], results=run.results, command="ser demo",
                                out=results_dir / "probe", predictions=predictions)
     page = write_report([(registry.run(run_id), run.results)], results_dir / "report.html", figures=[purity_png],

@@ -76,16 +76,23 @@ def fingerprints(cache, model: str, corpora: Sequence[str]) -> list[dict]:
     return [store_fingerprint(open_store(store_for(cache, model, c))) for c in corpora]
 
 
+def registered_files(run: dict) -> bool:
+    """Whether a registered run's results file is still there (a deleted one is run again)."""
+    return _results_json(run).exists()
+
+
+def _results_json(run: dict) -> Path:
+    return Path(run["out"]) / {"finetune": "finetune.json", "evaluate": "evaluate.json"}.get(run["kind"], "probe.json")
+
+
 def load_registered(run: dict):
     """The `ProbeResults` of a registered run, read back from its files (predictions included)."""
     from classifiers.predictions import read_predictions
     from classifiers.results import read_results
 
-    json_path = Path(run["out"]) / ("finetune.json" if run["kind"] == "finetune" else "probe.json")
-    if run["kind"] == "evaluate":
-        json_path = Path(run["out"]) / "evaluate.json"
+    json_path = _results_json(run)
     if not json_path.exists():
-        raise SerError(f"run {run['id']}: {json_path} is gone; re-run it with --force")
+        raise SerError(f"run {run['id']}: {json_path} is gone; re-run its command: {run['command']}")
     results = read_results(json_path)
     if run.get("predictions") and Path(run["predictions"]).exists():
         results.predictions = [{k: v.tolist() for k, v in read_predictions(run["predictions"]).items()}]
@@ -113,13 +120,18 @@ def registered_probe(corpus: str | None, *, model: str, cache, registry, force: 
                   stat=stat, seeds=seeds, C=C, classes=classes, shuffle_labels=shuffle_labels, model=model)
     stores = fingerprints(cache, model, _needed(corpus, train, test))
     found = None if force else registry.find("probe", config, stores)
-    if found is not None:
+    if found is not None and registered_files(found):
         return Registered(found, load_registered(found), reused=True)
     settings = {k: v for k, v in config.items() if k != "model"}
-    out = Path(out) if out else default_out("probe", corpus or f"{'+'.join(train)}-to-{test}", model, settings)
+    if out is None:
+        out = default_out("probe", corpus or f"{'+'.join(train)}-to-{test}", model, settings)
+        base, i = out, 1
+        while force and out.exists():  # a forced re-run never replaces the files of the run registered before
+            i += 1
+            out = base.with_name(f"{base.name}-{i}")
     run = run_probe(corpus, layers=layers, classifier=classifier, protocol=protocol, stat=stat, train=train or None,
                     test=[test] if test else None, seeds=seeds, model=model, cache=cache, out=out, C=C, device=device,
-                    shuffle_labels=shuffle_labels, classes=classes, overwrite=overwrite or force, progress=progress)
+                    shuffle_labels=shuffle_labels, classes=classes, overwrite=overwrite, progress=progress)
     predictions = next((f for f in run.files if f.suffix == ".parquet"), None)
     run_id = registry.register(kind="probe", config=config, stores=stores, results=run.results,
                                command=command, out=out, predictions=predictions)

@@ -261,7 +261,7 @@ def test_report_renders_in_chromium(cache, tmp_path, monkeypatch):
     cli("report", "--out", str(page), "--db", str(db))
     html_text = page.read_text()
     n_images = html_text.count("<img ")
-    assert n_images >= 6 and "src=\"http" not in html_text          # self-contained
+    assert n_images >= 5 and "src=\"http" not in html_text          # self-contained
     shot = tmp_path / "report.png"
     # the page reports how many of its images decoded, in its title, for Chromium's --dump-dom
     probe_page = tmp_path / "probe.html"
