@@ -288,3 +288,23 @@ def test_the_diary_study_example_reads():
     assert head["name"] == "diary" and len(cells) == 10
     assert cells[0].options["train"] == ["ravdess", "ravdess,emodb", "ravdess,emodb,emovo"]
     assert {c.options.get("classes") for c in cells} == {None, "shared", "all"}
+
+
+def test_finetune_results_carry_each_folds_predictions(tmp_path):
+    from classifiers.finetune import FinetuneResult, FoldResult, _fold_dir_name, to_probe_results
+    from classifiers.predictions import concat
+
+    fold_dir = tmp_path / _fold_dir_name("luna-0")
+    fold_dir.mkdir()
+    (fold_dir / "predictions.csv").write_text("id,corpus,speaker,label,prediction,p_angry,p_sad\n"
+                                              "u1,ravdess,ravdess-01,sad,sad,0.2,0.8\n"
+                                              "u2,ravdess,ravdess-02,angry,sad,0.4,0.6\n")
+    fold = FoldResult(fold="luna-0", train_set="ravdess", test_set="ravdess", n_train=10, n_val=2, n_test=2,
+                      val_speakers=["s"], metrics={}, recall={}, confusion=[], best_val_uar=0.5, best_checkpoint=None,
+                      global_step=4, model_dir="m", seconds=1.0, y_true=["sad", "angry"], y_pred=["sad", "sad"])
+    run = FinetuneResult(out_dir=tmp_path, labels=["angry", "sad"], folds=[fold], summary={},
+                         plan={"pooling": "mean", "seed": 3})
+    cols = concat(to_probe_results(run).predictions)
+    assert list(cols["id"]) == ["u1", "u2"] and list(cols["predicted"]) == ["sad", "sad"]
+    assert set(cols["layer"]) == {"e2e"} and set(cols["classifier"]) == {"finetune-mean"} and set(cols["seed"]) == {3}
+    np.testing.assert_allclose(cols["p_sad"], [0.8, 0.6])
