@@ -308,3 +308,21 @@ def test_finetune_results_carry_each_folds_predictions(tmp_path):
     assert list(cols["id"]) == ["u1", "u2"] and list(cols["predicted"]) == ["sad", "sad"]
     assert set(cols["layer"]) == {"e2e"} and set(cols["classifier"]) == {"finetune-mean"} and set(cols["seed"]) == {3}
     np.testing.assert_allclose(cols["p_sad"], [0.8, 0.6])
+
+
+def test_evaluate_finetuned_model_on_audio(tiny_models, one_torch_thread, tmp_path, monkeypatch):
+    """A fine-tuned model directory (RAVDESS' 8 classes) scored on a synthetic CREMA-D from audio."""
+    from classifiers.heads import build_classifier
+    from featstore.synth import synthesize
+
+    monkeypatch.chdir(tmp_path)
+    synthesize("cremad", tmp_path / "cremad", n=24, seed=0, max_duration=1.0, sample_rate=16000)
+    model = build_classifier(str(tiny_models["group"]), LABELS["ravdess"]).save_pretrained(tmp_path / "model")
+    r = cli("evaluate", "--model", str(model), "--corpus", "cremad", "--root", str(tmp_path / "cremad"),
+            "--out", str(tmp_path / "ev"), "--device", "cpu")
+    assert "all: WA" in r.output and "shared: WA" in r.output and "calm, surprise" in r.output
+    from classifiers.predictions import read_predictions
+
+    preds = read_predictions(tmp_path / "ev" / "predictions.parquet")
+    assert len(preds["id"]) == 24 and set(preds["layer"]) == {"e2e"} and set(preds["classifier"]) == {"finetuned"}
+    np.testing.assert_allclose(np.stack([preds[f"p_{c}"] for c in LABELS["ravdess"]], 1).sum(1), 1, atol=1e-4)
