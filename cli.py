@@ -942,14 +942,14 @@ def results_ls(
     registry = Registry(_db(db))
     rows = []
     for r in registry.runs(corpus=corpus, model=model, classifier=classifier):
-        uar = [s["value"] for s in registry.scores(r["id"]) if s["metric"] == "uar" and s["value"] is not None]
+        uar = registry.best_mean(r["id"])
         cfg = r["config"]
         where = " | ".join(cfg.get("train") or []) or cfg.get("corpus") or ""
         rows.append([r["id"], r["created"], r["kind"], r["corpus"] or "", r["model"] or "", r["classifier"] or "",
-                     where + (f" → {cfg['test']}" if cfg.get("test") else ""), f"{max(uar):.3f}" if uar else "–"])
+                     where + (f" → {cfg['test']}" if cfg.get("test") else ""), "–" if uar is None else f"{uar:.3f}"])
     from classifiers.results import table
 
-    t = table("run", "created", "kind", "corpus", "model", "classifier", "train", "best fold UAR",
+    t = table("run", "created", "kind", "corpus", "model", "classifier", "train", "best mean UAR",
               title=f"{len(rows)} run(s) in {registry.path}")
     t.columns[0].no_wrap = True  # ids are what the other verbs take: never folded
     for r in rows:

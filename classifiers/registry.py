@@ -175,6 +175,13 @@ class Registry:
             rows = conn.execute("SELECT * FROM scores WHERE run_id = ? ORDER BY rowid", (run_id,)).fetchall()
         return [dict(r) for r in rows]
 
+    def best_mean(self, run_id: str, metric: str = "uar") -> float | None:
+        """The run's highest mean `metric` over folds and seeds, among its settings and layers."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT MAX(m) FROM (SELECT AVG(value) AS m FROM scores WHERE run_id = ? AND metric = ? "
+                               "GROUP BY train_set, test_set, classifier, layer)", (run_id, metric)).fetchone()
+        return row[0]
+
     def export(self, out: str | Path) -> Path:
         """Every score row joined with its run (kind, corpus, model, created, code version) as CSV."""
         with self._connect() as conn:

@@ -174,7 +174,9 @@ def _score_table(results, cols) -> str:
                  html.escape(str(row["layer"]))]
         for m in ("wa", "uar", "macro_f1"):
             cells.append(f"{row[m]:.3f} ± {row[m + '_std']:.3f}")
-        iv = interval(cols, setting, "uar") if cols is not None else None
+        has = cols is not None and bool(np.any((cols["train_set"] == setting[0]) & (cols["test_set"] == setting[1])
+                                               & (cols["classifier"] == setting[2]) & (cols["layer"] == setting[3])))
+        iv = interval(cols, setting, "uar") if has else None
         cells.append(str(iv) if iv else "–")
         cells.append(str(row["n"]))
         body.append(cells)

@@ -163,7 +163,7 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
                                      f"only the {len(shared)} classes both sides know, predictions restricted to them")
     records.append(make_record(layer=layer, fold=fold or "all", y_true=truth[in_shared], y_pred=pred_shared,
                                labels=shared, n_train=0, classifier=kind, seed=0, train_set=records[0]["train_set"],
-                               test_set=corpus, shuffled=False, C=None, classes="shared"))
+                               test_set=f"{corpus} (shared classes)", shuffled=False, C=None, classes="shared"))
     config = dict(model_dir=str(model_dir.resolve()), corpus=corpus, fold=fold, protocol=protocol, maps=maps,
                   drop=sorted(drop))
     out = check_out(Path(out) if out else Path("results") / f"evaluate-{model_slug(str(model_dir))}-{corpus}"

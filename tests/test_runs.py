@@ -123,6 +123,10 @@ def test_probe_registers_reuses_and_compares_training_sets(cache, tmp_path, monk
     scores = reg.scores(runs[0]["id"])
     assert {s["metric"] for s in scores} == {"wa", "uar", "macro_f1"} and {s["layer"] for s in scores} == {"0", "1", "2"}
     assert Path(runs[0]["predictions"]).is_file()
+    from classifiers.study import load_registered
+
+    best = max(r["uar"] for r in load_registered(runs[0]).summary())
+    assert reg.best_mean(runs[0]["id"]) == pytest.approx(best)
     ls = cli("results", "ls", "--corpus", "ravdess", "--db", str(db))
     assert runs[0]["id"] in ls.output and runs[1]["id"] in ls.output
     assert "0 run(s)" in cli("results", "ls", "--classifier", "xgboost", "--db", str(db)).output
@@ -178,7 +182,7 @@ def _writer(db: str, tag: int, n: int) -> None:
 
 def test_two_writers_at_once_keep_every_row(tmp_path):
     db = str(tmp_path / "ser.db")
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("fork")  # the children only write SQLite; fork starts them in ms
     procs = [ctx.Process(target=_writer, args=(db, tag, 20)) for tag in (1, 2)]
     for p in procs:
         p.start()
