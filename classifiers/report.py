@@ -186,8 +186,9 @@ def _score_table(results, cols) -> str:
 
 def _run_section(run: dict, results, tmp: Path, idx: int) -> tuple[str, dict]:
     """One run's HTML and its {(train_set, test_set): best UAR} transfer cells."""
-    from classifiers.compare import best_setting, layer_differences, train_set_differences
+    from classifiers.compare import best_setting, label_order, layer_differences, setting_rows, train_set_differences
     from classifiers.predictions import concat
+    from classifiers.stats import group_confusions
 
     cols = concat(results.predictions) if results.predictions else None
     cfg = run.get("config", {})
@@ -211,7 +212,9 @@ def _run_section(run: dict, results, tmp: Path, idx: int) -> tuple[str, dict]:
     if curve:
         figs.append(_img(curve, "UAR by layer with CI bands"))
     best = best_setting(cols)
-    cm, labels = results.confusion(_layer_value(best[3]), best[2], best[0])
+    rows = setting_rows(cols, best)  # the confusion of exactly the predictions the intervals resample
+    labels = label_order(rows)
+    cm = group_confusions(rows["label"], rows["predicted"], None, labels)[1].sum(0)
     if len(labels):
         figs.append(_img(confusion_heatmap(cm, labels, tmp / f"confusion{idx}.png",
                                            title=f"run {run['id']}: {best[2]}, layer {best[3]}, "
@@ -235,10 +238,6 @@ def _settings(cols):
     from classifiers.predictions import settings
 
     return settings(cols)
-
-
-def _layer_value(layer: str):
-    return int(layer) if str(layer).lstrip("-").isdigit() else layer
 
 
 def write_report(runs: Sequence[tuple[dict, object]], out: str | Path, *, title: str = "ser report",

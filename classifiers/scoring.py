@@ -117,11 +117,12 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
 
     maps: test label -> label (applied before scoring); drop: test classes left out. Writes
     evaluate.json/.csv (records "all" and "shared"), predictions.parquet and one confusion
-    heatmap per policy to `out`, and registers the run in `registry` (kind "evaluate").
+    heatmap per policy to `out` (refused when it holds files; default: a new directory under
+    results/), and registers the run in `registry` (kind "evaluate").
     """
     from classifiers.plots import confusion_heatmap
     from classifiers.predictions import block, write_predictions
-    from classifiers.results import ProbeResults, check_out, declared_labels, make_record, write_results
+    from classifiers.results import ProbeResults, check_out, declared_labels, make_record, settings_tag, write_results
     from featstore.backbone import model_slug
     from featstore.folds import make_folds, standard_protocol
     from featstore.labels import canonical_order
@@ -166,8 +167,8 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
                                test_set=f"{corpus} (shared classes)", shuffled=False, C=None, classes="shared"))
     config = dict(model_dir=str(model_dir.resolve()), corpus=corpus, fold=fold, protocol=protocol, maps=maps,
                   drop=sorted(drop))
-    out = check_out(Path(out) if out else Path("results") / f"evaluate-{model_slug(str(model_dir))}-{corpus}"
-                    + (f"-{fold}" if fold else ""), overwrite=True)
+    out = check_out(out) if out else _free_dir(Path("results") / "-".join(
+        ["evaluate", model_slug(str(model_dir)), corpus, *([fold] if fold else []), settings_tag(config)]))
     results = ProbeResults(records=records, meta=dict(kind="evaluate", model=str(model_dir), corpus=corpus,
                                                       classifier=kind, training_only=training_only, test_only=test_only,
                                                       maps=maps, drop=sorted(drop)))
@@ -185,6 +186,15 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
         result.run_id = registry.register(kind="evaluate", config=config, stores=stores, results=results,
                                           command=command, out=out, predictions=pred_path)
     return result
+
+
+def _free_dir(path: Path) -> Path:
+    """`path`, or `path-2`, `path-3`, ... : the first that does not exist (earlier runs' files stay)."""
+    base, i = path, 1
+    while path.exists():
+        i += 1
+        path = base.with_name(f"{base.name}-{i}")
+    return path
 
 
 def _trained_on(model_dir: Path, kind: str) -> str:

@@ -221,6 +221,9 @@ def test_evaluate_saved_probe_cross_corpus(cache, tmp_path, monkeypatch):
                  "--db", str(db), "--out", str(tmp_path / "ev2"), "--drop", "disgust", "--map", "fear=sad")
     assert "disgust" not in json.loads((tmp_path / "ev2" / "evaluate.json").read_text())["records"][1]["labels"]
     assert mapped.exit_code == 0
+    cli("evaluate", "--model", str(tmp_path / "probe"), "--corpus", "cremad", "--cache", str(cache), "--db", str(db))
+    cli("evaluate", "--model", str(tmp_path / "probe"), "--corpus", "cremad", "--cache", str(cache), "--db", str(db))
+    assert len(list((tmp_path / "results").glob("evaluate-*"))) == 2          # a re-run never replaces files
     bad = cli("evaluate", "--model", str(tmp_path / "probe"), "--corpus", "cremad", "--map", "calm", ok=False)
     assert bad.exit_code == 2 and "FROM=TO" in bad.output
 
