@@ -945,7 +945,7 @@ def results_ls(
         uar = registry.best_mean(r["id"])
         cfg = r["config"]
         where = " | ".join(cfg.get("train") or []) or cfg.get("corpus") or ""
-        rows.append([r["id"], r["created"], r["kind"], r["corpus"] or "", r["model"] or "", r["classifier"] or "",
+        rows.append([r["id"], r["created"][:16].replace("T", " "), r["kind"], r["corpus"] or "", r["model"] or "", r["classifier"] or "",
                      where + (f" → {cfg['test']}" if cfg.get("test") else ""), "–" if uar is None else f"{uar:.3f}"])
     from classifiers.results import table
 
