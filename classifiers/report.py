@@ -199,10 +199,12 @@ def _run_section(run: dict, results, tmp: Path, idx: int) -> tuple[str, dict]:
              f"</code><br>protocol {html.escape(str(results.meta.get('protocol') or cfg.get('protocol') or ''))}, "
              f"seeds {html.escape(str(cfg.get('seeds', '')))}</p>",
              _score_table(results, cols)]
+    predicted = set() if cols is None else {s[:2] for s in _settings(cols)}
     transfer = {}
     for row in results.summary():
         key = (row["train_set"], row["test_set"])
-        transfer[key] = max(transfer.get(key, 0.0), row["uar"])
+        if key in predicted:  # settings scored on every test utterance (not evaluate's shared-classes subset)
+            transfer[key] = max(transfer.get(key, 0.0), row["uar"])
     if cols is None:
         parts.append("<p>No per-utterance predictions: no intervals or paired tests for this run.</p>")
         return "\n".join(parts), transfer
