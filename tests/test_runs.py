@@ -102,6 +102,26 @@ def test_predictions_of_every_runner_are_complete(cache, tmp_path):
         assert list(back["id"]) == list(cols["id"]) and back["seed"].dtype == np.int64
 
 
+def test_attention_predictions(one_torch_thread):
+    from classifiers.attention import probe_attention
+    from classifiers.predictions import concat
+    from featstore.folds import make_folds
+
+    rng = np.random.default_rng(0)
+    utts = [Utterance(id=f"u{s}{c}{r}", path="", corpus="ravdess", language="en", speaker=f"ravdess-{s}", gender=None,
+                      label=c, label_raw=c) for s in range(4) for c in ("angry", "sad") for r in range(3)]
+    frames = [rng.normal(size=(6, 8)) + (2.0 if u.label == "sad" else 0.0) for u in utts]
+    folds = make_folds(utts, "speaker-kfold:2")
+    res = probe_attention(frames, utts, folds, layers=[0], seeds=(0, 1), threads=1, max_epochs=2)
+    cols = concat(res.predictions)
+    assert len(cols["id"]) == 2 * len(utts) and set(cols["seed"]) == {0, 1} and set(cols["classifier"]) == {"attention"}
+    np.testing.assert_allclose(cols["p_angry"] + cols["p_sad"], 1, atol=1e-5)
+    for seed in (0, 1):
+        correct = sum(r["wa"] * r["n_test"] for r in res.records if r["seed"] == seed)
+        mine = cols["seed"] == seed
+        assert np.sum(cols["label"][mine] == cols["predicted"][mine]) == pytest.approx(correct)
+
+
 def test_probe_registers_reuses_and_compares_training_sets(cache, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     db = tmp_path / "ser.db"
