@@ -123,6 +123,15 @@ def _check_device_option(value: str | None) -> str | None:
 
 DEVICE_OPT = typer.Option(None, "--device", callback=_check_device_option,
                           help="auto, cpu or cuda[:N]; default: config `device` or auto.")
+DB_OPT = typer.Option(None, "--db", help="Run registry (SQLite); default: $SER_DB or results/ser.db.")
+
+
+def _db(db: Path | None) -> Path:
+    import os
+
+    from classifiers.registry import DEFAULT_DB
+
+    return Path(db or os.environ.get("SER_DB") or DEFAULT_DB)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,8 +498,14 @@ def probe(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results already in --out."),
     save_probe: Path | None = typer.Option(None, "--save-probe",
                                               help="Also fit the probe on all of --corpus at one --layer and save it for `ser predict`."),
+    db: Path | None = DB_OPT,
+    force: bool = typer.Option(False, "--force", help="Run again even if the registry holds this exact run."),
 ):
     """Probe cached features: layer sweeps, multi-corpus training, cross-corpus transfer.
+
+    Every run is registered (results/ser.db); an identical configuration over identical stores
+    returns the registered run unless --force. Several --train sets: differences against the
+    first, with 95% speaker-bootstrap CI and paired permutation p (Holm-adjusted).
 
     Examples:
       ser probe --layer 12                          (every cached corpus, side by side)
@@ -503,7 +518,6 @@ def probe(
 
     check_classifier(classifier)
     check_policy(classes)
-    from classifiers.probe import probe as run_probes
     from classifiers.probe import run_matrix
     from classifiers.results import ProbeResults, summary_table
 
@@ -526,22 +540,51 @@ def probe(
                               + ", ".join(f"{c} ({v})" for c, v in dropped.items()), highlight=False)
         _print_files(files)
         return
-    runs = run_probes(corpus.lower() if corpus else None, layers=layer, classifier=classifier, protocol=protocol,
-                      train=train, test=test, model=model, cache=cache, out=out, overwrite=overwrite, stat=stat,
-                      seeds=seeds, C=C, device=dev, classes=classes, progress=True)
+    from classifiers.registry import Registry
+    from classifiers.study import command_line, registered_probe
+    from featstore.store import cached_corpora
+
+    registry = Registry(_db(db))
+    targets = cached_corpora(cache, model) if corpus is None and not train and not test else [corpus.lower() if corpus else None]
+    runs = []
+    for target in targets:
+        o = (out / target if len(targets) > 1 else out) if out else None
+        reg = registered_probe(target, model=model, cache=cache, registry=registry, force=force, train=train, test=test,
+                               layers=layer, classifier=classifier, protocol=protocol, stat=stat, seeds=seeds, C=C,
+                               classes=classes, out=o, overwrite=overwrite, device=dev, progress=True,
+                               command=command_line())
+        runs.append(reg)
+        _print_classes(reg.results)
+        if reg.reused:
+            console.print(f"run {reg.run['id']} ({reg.run['created']}) already holds this configuration over these "
+                          f"stores: showing it (--force runs it again)", highlight=False)
+        else:
+            console.print(f"registered run {reg.run['id']} in {registry.path}", highlight=False)
     combined = ProbeResults()
-    for run in runs:
-        combined.extend(run.results)
-        _print_classes(run.results)
-        console.print(f"[dim]{run.results.meta['corpus']}: {run.seconds:.1f} s[/]")
+    for reg in runs:
+        combined.extend(reg.results)
     console.print(summary_table(combined, title=f"probe, model {model}"))
-    _print_files([f for r in runs for f in r.files])
+    if train and len(train) > 1:
+        _print_differences(combined, against=train[0])
+    _print_files([f for r in runs for f in r.files] or [r.run["out"] for r in runs])
     if save_probe:
         from classifiers.probe import fit_and_save_probe
 
         path = fit_and_save_probe(save_probe, train or [runs[0].results.meta["corpus"]], layer=layer, stat=stat,
                                   model=model, cache=cache, C=C, device=dev)
         console.print(f"saved probe: {path} (use: ser predict FILE... --model {save_probe})", highlight=False)
+
+
+def _print_differences(results, against: str, metric: str = "uar") -> None:
+    """Each training set minus `against`, per classifier and layer: difference, CI, p, Holm."""
+    from classifiers.compare import train_set_differences
+
+    rows = train_set_differences(results, metric)
+    _print_table(["classifier", "layer", "training set", f"Δ {metric.upper()} vs {against}", "95% speaker CI", "p",
+                  "p (Holm)"],
+                 [[r["classifier"], str(r["layer"]), r["train_set"], f"{r['diff']:+.3f}", f"[{r['low']:+.3f}, {r['high']:+.3f}]",
+                   f"{r['p']:.3g}", f"{r['p_holm']:.3g}"] for r in rows],
+                 title=f"training sets against {against} (paired, same test utterances; Holm over {len(rows)} tests)")
 
 
 @app.command()
@@ -869,6 +912,235 @@ def align(
         swapper = WordSwap(1.0, model=model).bind(m.utterances, sample_rate=16000, cache=_cache(cache))
         files = save_example(swapper, chosen[0], out, seed=seed)
         console.print("wrote " + ", ".join(str(p) for p in files.values()), highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# the run registry, comparisons, reports, studies, scoring saved models
+# ---------------------------------------------------------------------------------------------
+
+results_app = typer.Typer(help="The run registry: list, show, compare and export registered runs.",
+                          no_args_is_help=True)
+app.add_typer(results_app, name="results")
+study_app = typer.Typer(help="Run a whole comparison declared in one TOML study file.", no_args_is_help=True)
+app.add_typer(study_app, name="study")
+
+
+@results_app.command("ls")
+@friendly
+def results_ls(
+    corpus: str | None = typer.Option(None, "--corpus", "-c", help="Only runs on this corpus."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Only runs of this model (substring)."),
+    classifier: str | None = typer.Option(None, "--classifier", help="Only runs of this classifier."),
+    db: Path | None = DB_OPT,
+):
+    """List registered runs with their best mean UAR.
+
+    Example: ser results ls --corpus ravdess
+    """
+    from classifiers.registry import Registry
+
+    registry = Registry(_db(db))
+    rows = []
+    for r in registry.runs(corpus=corpus, model=model, classifier=classifier):
+        uar = registry.best_mean(r["id"])
+        cfg = r["config"]
+        where = " | ".join(cfg.get("train") or []) or cfg.get("corpus") or ""
+        rows.append([r["id"], r["created"][:16].replace("T", " "), r["kind"], r["corpus"] or "", r["model"] or "", r["classifier"] or "",
+                     where + (f" → {cfg['test']}" if cfg.get("test") else ""), "–" if uar is None else f"{uar:.3f}"])
+    from classifiers.results import table
+
+    t = table("run", "created", "kind", "corpus", "model", "classifier", "train", "best mean UAR",
+              title=f"{len(rows)} run(s) in {registry.path}")
+    t.columns[0].no_wrap = True  # ids are what the other verbs take: never folded
+    for r in rows:
+        t.add_row(*r)
+    console.print(t)
+
+
+@results_app.command("show")
+@friendly
+def results_show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."), db: Path | None = DB_OPT):
+    """One run: configuration, stores, scores (mean ± std and 95% speaker-bootstrap CI).
+
+    Example: ser results show 3fa9c2
+    """
+    from classifiers.registry import Registry
+    from classifiers.results import summary_table
+    from classifiers.study import load_registered
+
+    registry = Registry(_db(db))
+    run = registry.run(run_id)
+    _print_table(["key", "value"], [[k, str(run[k])] for k in ("id", "kind", "created", "command", "model", "corpus",
+                                                                 "classifier", "code_version", "out", "predictions")]
+                 + [["config", str(run["config"])]] + [["store", str(s)] for s in run["stores"]], title=f"run {run['id']}")
+    results = load_registered(run)
+    console.print(summary_table(results, title=f"run {run['id']}"))
+    if results.predictions:
+        from classifiers.compare import columns, interval
+        from classifiers.predictions import settings
+
+        cols = columns(results)
+        _print_table(["setting", "layer", "UAR pooled", "95% speaker CI", "speakers"],
+                     [[f"{s[2]}, {s[0]}" + (f" → {s[1]}" if s[1] != s[0] else ""), s[3], f"{iv.value:.3f}",
+                       f"[{iv.low:.3f}, {iv.high:.3f}]", str(iv.n_groups)]
+                      for s in settings(cols) for iv in [interval(cols, s)]],
+                     title="pooled over folds and seeds, 1000 speaker resamples")
+
+
+@results_app.command("compare")
+@friendly
+def results_compare(
+    run_ids: list[str] = typer.Argument(..., help="Two or more run ids; each is compared with the first."),
+    metric: str = typer.Option("uar", "--metric", help="uar, wa or macro_f1."),
+    layer: str | None = typer.Option(None, "--layer", "-l", help="Compare at this layer (default: each run's best)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the comparison plot (PNG) here."),
+    db: Path | None = DB_OPT,
+):
+    """Runs side by side: scores with CI, differences against the first run with CI and paired p
+    (Holm-adjusted), and a comparison plot. Runs must share their test utterances.
+
+    Example: ser results compare 3fa9c2 81d0e4 --metric uar
+    """
+    from classifiers.stats import METRICS, StatsError
+
+    if metric not in METRICS:
+        raise StatsError(f"unknown --metric {metric!r}: use one of {', '.join(METRICS)}")
+    if len(run_ids) < 2:
+        raise StatsError("name at least two runs to compare (see `ser results ls`)")
+    from classifiers.compare import run_differences
+    from classifiers.registry import Registry
+    from classifiers.report import comparison_figure
+    from classifiers.study import load_registered
+
+    registry = Registry(_db(db))
+    runs = [registry.run(r) for r in run_ids]
+    summary, rows = run_differences([(r["id"], load_registered(r)) for r in runs], metric, layer)
+    name = metric.upper() if metric != "macro_f1" else "macro-F1"
+    _print_table(["run", "setting", name, "95% speaker CI", "speakers"],
+                 [[s["run"], s["setting"], f"{s['value']:.3f}", f"[{s['low']:.3f}, {s['high']:.3f}]", str(s["n_groups"])]
+                  for s in summary], title="runs")
+    _print_table(["run", f"Δ {name} vs {runs[0]['id']}", "95% speaker CI", "p", "p (Holm)"],
+                 [[r["a"], f"{r['diff']:+.3f}", f"[{r['low']:+.3f}, {r['high']:+.3f}]", f"{r['p']:.3g}",
+                   f"{r['p_holm']:.3g}"] for r in rows],
+                 title=f"paired on the same test utterances; Holm over {len(rows)} comparison(s)")
+    path = comparison_figure(rows, out or Path("results") / f"compare-{'-'.join(r['id'] for r in runs)}.png",
+                             title=f"{name}: runs against {runs[0]['id']}")
+    _print_files([path])
+
+
+@results_app.command("export")
+@friendly
+def results_export(out: Path = typer.Option(..., "--out", "-o", help="CSV file to write."), db: Path | None = DB_OPT):
+    """Every registered score (one row per run, setting, layer, fold, seed, metric) as CSV.
+
+    Example: ser results export --out all-scores.csv
+    """
+    from classifiers.registry import Registry
+
+    _print_files([Registry(_db(db)).export(out)])
+
+
+@app.command()
+@friendly
+def report(
+    run_ids: list[str] | None = typer.Argument(None, help="Run ids (default: every registered run)."),
+    out: Path = typer.Option(Path("results/report.html"), "--out", "-o", help="The HTML file to write."),
+    figure: list[Path] | None = typer.Option(None, "--figure", help="Also embed this PNG (repeatable)."),
+    db: Path | None = DB_OPT,
+):
+    """One self-contained HTML report: layer curves with CI bands, confusion matrices, comparisons,
+    the transfer matrix, and any --figure (e.g. neighbors_purity.png).
+
+    Example: ser report 3fa9c2 81d0e4 --out report.html
+    """
+    from classifiers.registry import Registry
+    from classifiers.report import write_report
+    from classifiers.study import load_registered
+
+    registry = Registry(_db(db))
+    runs = [registry.run(r) for r in run_ids] if run_ids else registry.runs()
+    page = write_report([(r, load_registered(r)) for r in runs], out, figures=figure or [],
+                        title=f"ser report: {len(runs)} run(s)")
+    _print_files([page])
+
+
+@study_app.command("run")
+@friendly
+def study_run(
+    path: Path = typer.Argument(..., help="The study file (TOML), e.g. examples/diary-study.toml."),
+    cache: Path | None = CACHE_OPT,
+    model: str | None = MODEL_OPT,
+    device: str | None = DEVICE_OPT,
+    report_out: Path | None = typer.Option(None, "--report", help="HTML report (default results/study-<name>.html)."),
+    force: bool = typer.Option(False, "--force", help="Run every cell again, even those already registered."),
+    db: Path | None = DB_OPT,
+):
+    """Run every cell of a study file (extracting missing stores), skip registered ones, register
+    each run and write the report.
+
+    Example: ser study run examples/diary-study.toml
+    """
+    from classifiers.registry import Registry
+    from classifiers.study import read_study, run_study
+
+    read_study(path)  # a bad file fails before any work
+
+    def on_cell(cell, reg):
+        state = "registered already" if reg.reused else "ran"
+        best = reg.results.best()
+        console.print(f"{cell.describe()}: {state}, run {reg.run['id']} (best UAR {best['uar']:.3f} at layer "
+                      f"{best['layer']})", highlight=False, soft_wrap=True)
+
+    done, page = run_study(path, cache=_cache(cache), registry=Registry(_db(db)), default_model=_model(model),
+                           force=force, device=_device_opt(device), report=report_out, on_cell=on_cell, progress=True)
+    console.print(f"{len(done)} cell(s), {sum(r.reused for r in done)} already registered", highlight=False)
+    _print_files([page])
+
+
+@app.command()
+@friendly
+def evaluate(
+    model_dir: Path = typer.Option(..., "--model", "-m", help="A saved probe (--save-probe) or a fine-tuned model directory."),
+    corpus: str = typer.Option(..., "--corpus", "-c", help="The corpus to score on."),
+    root: Path | None = ROOT_OPT,
+    cache: Path | None = CACHE_OPT,
+    fold: str | None = typer.Option(None, "--fold", help="Only this fold's test speakers (e.g. luna-0)."),
+    protocol: str | None = typer.Option(None, "--protocol", "-p", help="Fold protocol of --fold (default: the corpus' standard)."),
+    map_: list[str] | None = typer.Option(None, "--map", help="Relabel test classes, e.g. calm=neutral (repeatable)."),
+    drop: list[str] | None = typer.Option(None, "--drop", help="Leave out test utterances of this class (repeatable)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Results directory (default results/evaluate-...)."),
+    device: str | None = DEVICE_OPT,
+    db: Path | None = DB_OPT,
+):
+    """Score a saved probe or a fine-tuned model on a whole corpus (or one fold's test speakers):
+    every test utterance, and only the classes shared with training; confusion heatmap,
+    predictions and a registry row. A saved probe reads the store's features when present.
+
+    Example: ser evaluate --model runs/finetune-ravdess-.../luna-0/model --corpus cremad
+    """
+    from classifiers.registry import Registry
+    from classifiers.scoring import evaluate_model, parse_maps
+
+    maps, dev, corpus = parse_maps(map_ or []), _device_opt(device), _corpus(corpus)
+    res = evaluate_model(model_dir, corpus, cache=_cache(cache), root=root, fold=fold, protocol=protocol, maps=maps,
+                         drop=drop or [], out=out, device=dev, registry=Registry(_db(db)), command=_command())
+    for policy, s in res.scores.items():
+        console.print(f"{policy}: WA {s.wa:.3f}, UAR {s.uar}, macro-F1 {s.macro_f1:.3f} ({s.n} utterances; "
+                      f"{s.what})", highlight=False, soft_wrap=True)
+    if res.training_only:
+        console.print(f"trained classes the test corpus lacks (never true; excluded from predictions under shared): "
+                      f"{', '.join(res.training_only)}", highlight=False)
+    if res.test_only:
+        console.print("test classes the model never learnt (dropped under shared): "
+                      + ", ".join(f"{k} ({v})" for k, v in res.test_only.items()), highlight=False)
+    console.print(f"registered run {res.run_id}", highlight=False)
+    _print_files(res.files)
+
+
+def _command() -> str:
+    from classifiers.study import command_line
+
+    return command_line()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -546,6 +546,7 @@ def probe_attention(source, utterances: Sequence[Utterance], folds: Sequence, la
     plus layers, n_val, best_epoch, epochs, layer_weights, seconds. `layer` is
     `layer_key(layers)`; n_train counts the rows trained on (validation excluded).
     """
+    from classifiers.predictions import block
     from classifiers.results import ProbeResults, harmonise, make_record
     from featstore.folds import validation_split
 
@@ -580,8 +581,13 @@ def probe_attention(source, utterances: Sequence[Utterance], folds: Sequence, la
             val = val[np.isin(y[val], h.classes)] if policy == "shared" else val
             est = AttentionProbe(**{**params, "random_state": seed})
             est._fit_packed(frames.subset(where[h.train]), y[h.train], frames.subset(where[val]), y[val])
+            proba = est.predict_proba(frames.subset(where[h.test]))
+            y_pred = est.classes_[proba.argmax(1)]
+            results.predictions.append(block(utterances, h.test, y_pred, proba=proba, classes=list(est.classes_),
+                                             labels=y[h.test], layer=layer_key(run_layers), fold=f.name, seed=seed,
+                                             classifier="attention", train_set=train_set, test_set=test_set))
             results.records.append(make_record(
-                layer=layer_key(run_layers), fold=f.name, y_true=y[h.test], y_pred=est.predict(frames.subset(where[h.test])),
+                layer=layer_key(run_layers), fold=f.name, y_true=y[h.test], y_pred=y_pred,
                 labels=h.scored, n_train=len(h.train), classifier="attention", seed=seed, train_set=train_set,
                 test_set=test_set, shuffled=shuffle_labels, C=None, classes=policy or "train", layers=run_layers,
                 n_val=len(val), best_epoch=est.best_epoch_, epochs=est.n_epochs_,

@@ -1,7 +1,8 @@
 """`ser demo`: the research loop on the embedded default, with no network and no corpus.
 
 synthetic RAVDESS-shaped corpus -> manifest and luna5 folds -> every layer of a small local
-wav2vec2 into the store -> logistic-regression probe of every layer -> nearest neighbours.
+wav2vec2 into the store -> logistic-regression probe of every layer -> nearest neighbours ->
+the run registered, the HTML report, and the best layer against the runner-up with its CI.
 `demo` yields what to show, step by step; the CLI prints it.
 """
 
@@ -103,4 +104,31 @@ def _demo(out: Path, n: int, model: str | None, seed: int, overwrite: bool) -> I
     nb_out = check_out(out / "results" / "neighbors", overwrite)
     files = run.files + [report.write(nb_out / "neighbors.json"), report.write(nb_out / "neighbors.csv"),
                          report.plot(nb_out / "neighbors_purity.png")]
+    yield DemoStep("6. registry, report and one comparison with its uncertainty")
+    page, line = _register_and_report(run, res.store, model, out / "results", files[-1])
+    files.append(page)
+    yield DemoStep(text=f"{line}\nreport: {page}")
     yield DemoStep("done", text="results and plots:\n  " + "\n  ".join(str(f) for f in files), files=files)
+
+
+def _register_and_report(run, store: Path, model: str, results_dir: Path, purity_png: Path) -> tuple[Path, str]:
+    """Register the probe in `results_dir`/ser.db, write the HTML report, and say whether the best
+    layer really beats the runner-up: (report path, one line with the difference, CI and p)."""
+    from classifiers.compare import layer_differences
+    from classifiers.registry import Registry, store_fingerprint
+    from classifiers.report import write_report
+    from featstore.store import open_store
+
+    registry = Registry(results_dir / "ser.db")
+    predictions = next((f for f in run.files if f.suffix == ".parquet"), None)
+    run_id = registry.register(kind="probe", config=dict(corpus="ravdess", layers="all", protocol="luna5", seeds=1, model=model),
+                               stores=[store_fingerprint(open_store(store))], results=run.results, command="ser demo",
+                               out=results_dir / "probe", predictions=predictions)
+    page = write_report([(registry.run(run_id), run.results)], results_dir / "report.html", figures=[purity_png],
+                        title="ser demo report")
+    rows = layer_differences(run.results)
+    close = min(rows, key=lambda r: r["diff"])
+    line = (f"{close['a']} vs the runner-up {close['b']}: UAR {close['diff']:+.3f}, 95% speaker-bootstrap CI "
+            f"[{close['low']:+.3f}, {close['high']:+.3f}], paired permutation p = {close['p']:.3g} "
+            f"(Holm over {len(rows)} layers: {close['p_holm']:.3g}); run {run_id} in {registry.path}")
+    return page, line

@@ -69,6 +69,15 @@ class ProbeTask:
         return dict(seed=seed, train_set=self.train_set, test_set=self.test_set, shuffled=self.shuffle_labels,
                     classes=self.policy or "train")
 
+    def keep(self, results: ProbeResults, rows, y_pred, y, proba, classes, layer, fold: str, seed: int,
+             classifier: str) -> None:
+        """Append the per-utterance predictions of test `rows` to `results.predictions`."""
+        from classifiers.predictions import block
+
+        results.predictions.append(block(self.utterances, rows, y_pred, proba=proba, classes=list(classes),
+                                         labels=y[rows], layer=layer, fold=fold, seed=seed, classifier=classifier,
+                                         train_set=self.train_set, test_set=self.test_set))
+
     def pooled(self) -> np.ndarray:
         """`(N, len(layers), D)` pooled features."""
         if hasattr(self.source, "pooled_all"):
@@ -122,13 +131,17 @@ def _run_logreg(task: ProbeTask) -> ProbeResults:
                 chosen = np.full((len(task.layers), len(group)), float(task.C))
             fit = fit_many(Xl, yi, np.broadcast_to(masks, (len(task.layers), *masks.shape)), chosen, len(classes),
                            device=task.device)
-            pred = fit.predict()                                   # (L, F, N)
+            proba = fit.proba()                                    # (L, F, N, K)
+            pred = proba.argmax(-1)                                # (L, F, N)
             for li, layer in enumerate(task.layers):
                 for fi, (fold, h) in enumerate(group):
+                    y_pred = [classes[k] for k in pred[li, fi, h.test]]
                     results.records.append(make_record(
-                        layer=layer, fold=fold.name, y_true=y[h.test], y_pred=[classes[k] for k in pred[li, fi, h.test]],
+                        layer=layer, fold=fold.name, y_true=y[h.test], y_pred=y_pred,
                         labels=h.scored, n_train=len(h.train), classifier="logreg", C=float(chosen[li, fi]),
                         **task.common(seed)))
+                    task.keep(results, h.test, y_pred, y, proba[li, fi, h.test], classes, layer, fold.name, seed,
+                              "logreg")
             task.advance(len(task.layers) * len(group))
     return results
 
@@ -147,9 +160,12 @@ def _run_xgboost(task: ProbeTask) -> ProbeResults:
             for li, layer in enumerate(task.layers):
                 model = XGBProbe(random_state=seed, device=task.device, n_jobs=cpu_count())
                 model.fit(X[h.train, li], y[h.train])
+                proba = model.predict_proba(X[h.test, li])
+                y_pred = np.asarray(model.classes_, dtype=object)[proba.argmax(1)]
                 results.records.append(make_record(
-                    layer=layer, fold=fold.name, y_true=y[h.test], y_pred=model.predict(X[h.test, li]),
+                    layer=layer, fold=fold.name, y_true=y[h.test], y_pred=y_pred,
                     labels=h.scored, n_train=len(h.train), classifier="xgboost", C=None, **task.common(seed)))
+                task.keep(results, h.test, y_pred, y, proba, model.classes_, layer, fold.name, seed, "xgboost")
                 task.advance()
     return results
 

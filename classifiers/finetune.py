@@ -35,6 +35,7 @@ Layout of `out_dir`:
     finetune.json, finetune.csv   one record per fold (WA / UAR / macro-F1, confusion, validation
                                   score, ...) in the probes' format (classifiers.results), with the
                                   mean ± std over folds in the JSON's summary
+    predictions.parquet           every fold's predictions in one file (classifiers.predictions)
     confusion.png                 summed test-fold confusion; learning_curves.png from the logs
 """
 
@@ -749,6 +750,7 @@ def summarize(results: Sequence[FoldResult]) -> dict:
 def to_probe_results(run: FinetuneResult):
     """The run as `classifiers.results.ProbeResults` (one `make_record` per fold, layer "e2e"), so
     the probes' files, tables and summaries apply to fine-tuned models too."""
+    from classifiers.predictions import read_fold_csv
     from classifiers.results import ProbeResults, make_record
 
     records = []
@@ -765,17 +767,25 @@ def to_probe_results(run: FinetuneResult):
         ))
     meta = {"kind": "finetune", "protocol": run.plan.get("protocol", ""), "stores": [], "labels": run.labels,
             "plan": run.plan, "mean_std_over_folds": run.summary}
-    return ProbeResults(records=records, dropped={f.fold: f.dropped for f in run.folds if f.dropped}, meta=meta)
+    predictions = [read_fold_csv(path, fold=f.fold, seed=run.plan["seed"], layer="e2e", train_set=f.train_set,
+                                 test_set=f.test_set, classifier=f"finetune-{run.plan['pooling']}")
+                   for f in run.folds if (path := run.out_dir / _fold_dir_name(f.fold) / "predictions.csv").exists()]
+    return ProbeResults(records=records, dropped={f.fold: f.dropped for f in run.folds if f.dropped}, meta=meta,
+                        predictions=predictions)
 
 
 def write_results(run: FinetuneResult, *, plots: bool = True) -> dict[str, Path]:
     """finetune.json / finetune.csv (classifiers.results format) and, with `plots`, confusion.png
     (summed over the test folds) and learning_curves.png in run.out_dir."""
     from classifiers import plots as probe_plots
+    from classifiers.predictions import write_predictions
     from classifiers.results import write_results as write_probe_results
 
     files = {}
-    files["json"], files["csv"] = write_probe_results(to_probe_results(run), run.out_dir, name="finetune")
+    results = to_probe_results(run)
+    files["json"], files["csv"] = write_probe_results(results, run.out_dir, name="finetune")
+    if results.predictions:
+        files["predictions"] = write_predictions(results.predictions, run.out_dir / "predictions.parquet")
     if plots and run.folds:
         total = np.sum([np.asarray(f.confusion) for f in run.folds], axis=0)
         title = (f"fine-tuned, {len(run.folds)} test fold{'s' if len(run.folds) > 1 else ''}: "

@@ -185,7 +185,7 @@ def knn_evaluate(X: np.ndarray, utterances: Sequence[Utterance], folds: Sequence
     if folds is None:
         Xn = normalize(X, X.mean(0) if center else None)
         return _loso_results(search(Xn, None, k, groups=speakers, batch_size=batch_size, gpu=gpu), labels, speakers,
-                             **common)
+                             utterances=utterances, **common)
     results = ProbeResults(meta={"classifier": "knn", "protocol": "folds", "k": k, "weighting": weighting, "center": center})
     for f in folds:
         database = np.asarray(f.train if f.val is None else np.union1d(f.train, f.val), dtype=np.int64)
@@ -203,10 +203,11 @@ def knn_evaluate(X: np.ndarray, utterances: Sequence[Utterance], folds: Sequence
         pred = np.asarray(names, dtype=object)[knn_vote(nb, codes, len(names), weighting)]
         results.records.append(_knn_record(f.name, labels[test], pred, h.scored, len(train), classes=policy or "train",
                                            **common))
+        results.predictions.append(_knn_block(utterances, test, pred, f.name, **common))
     return results
 
 
-def _loso_results(nb: Neighbors, labels: np.ndarray, speakers: np.ndarray, **common):
+def _loso_results(nb: Neighbors, labels: np.ndarray, speakers: np.ndarray, utterances=None, **common):
     """`knn_evaluate`'s leave-one-speaker-out results from neighbours of every row that exclude the
     row's speaker: one record per speaker, harmonised with the other speakers as training rows."""
     from classifiers.results import ProbeResults, harmonise
@@ -222,7 +223,17 @@ def _loso_results(nb: Neighbors, labels: np.ndarray, speakers: np.ndarray, **com
         if len(h.test):
             results.records.append(_knn_record(_loso_name(s), labels[h.test], pred[h.test], h.scored, len(h.train),
                                                classes="train", **common))
+            if utterances is not None:
+                results.predictions.append(_knn_block(utterances, h.test, pred[h.test], _loso_name(s), **common))
     return results
+
+
+def _knn_block(utterances, rows, pred, fold: str, *, layer, train_set: str, test_set: str, **_) -> dict:
+    """Per-utterance kNN predictions (votes are not probabilities: no p_ columns)."""
+    from classifiers.predictions import block
+
+    return block(utterances, rows, pred, layer=layer, fold=fold, seed=0, classifier="knn", train_set=train_set,
+                 test_set=test_set)
 
 
 def _knn_record(fold: str, y_true, y_pred, labels: list, n_train: int, *, k: int, weighting: str,

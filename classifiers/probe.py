@@ -214,6 +214,10 @@ def write_outputs(results: ProbeResults, out: Path, *, plots: bool = True, name:
     from classifiers.results import write_results
 
     files = list(write_results(results, out, name))
+    if results.predictions:
+        from classifiers.predictions import write_predictions
+
+        files.append(write_predictions(results.predictions, out / f"{name}_predictions.parquet"))
     if plots and results.records:
         labels = results.records[0]["labels"]
         chance = 1.0 / len(labels) if labels else None

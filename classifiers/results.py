@@ -152,9 +152,11 @@ class ProbeResults:
     dropped: dict = field(default_factory=dict)        # fold -> {label: test rows dropped}
     meta: dict = field(default_factory=dict)
     dropped_train: dict = field(default_factory=dict)  # fold -> {label: training rows left out ("shared")}
+    predictions: list = field(default_factory=list)    # `classifiers.predictions.block`s, per-utterance
 
     def extend(self, other: ProbeResults) -> None:
         self.records.extend(other.records)
+        self.predictions.extend(other.predictions)
         self.dropped.update(other.dropped)
         self.dropped_train.update(other.dropped_train)
 

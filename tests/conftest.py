@@ -16,6 +16,12 @@ def tiny_models(tmp_path_factory) -> dict:
     return {kind: build_tiny_model(root / f"tiny-{kind}", kind) for kind in ("group", "layer")}
 
 
+@pytest.fixture(autouse=True)
+def own_registry(tmp_path_factory, monkeypatch):
+    """Each test registers its runs in a registry of its own, never in ./results/ser.db."""
+    monkeypatch.setenv("SER_DB", str(tmp_path_factory.mktemp("registry") / "ser.db"))
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models gain nothing from threads, and two threads on busy shared cores spin-wait (4x slower)."""

@@ -184,12 +184,16 @@ def test_results_are_never_silently_overwritten(cache, tmp_path, monkeypatch):
             "--cache", str(cache), "--C", "0.1"]
     assert invoke(*args).exit_code == 0
     assert invoke(*args, "--classifier", "knn").exit_code == 0
-    dirs = sorted(p.name for p in (tmp_path / "results").iterdir())
+    dirs = sorted(p.name for p in (tmp_path / "results").iterdir() if p.is_dir())  # results/ser.db: the registry
     assert len(dirs) == 2 and all(d.startswith("probe-ravdess-org--toy-") for d in dirs)
     assert any("-logreg-L1-speaker-kfold2-" in d for d in dirs) and any("-knn-" in d for d in dirs)
-    again = invoke(*args)
+    assert "already holds this configuration" in invoke(*args).output   # the registered run, not a new one
+    assert invoke(*args, "--force").exit_code == 0                       # a new run, into a new directory
+    assert len([p for p in (tmp_path / "results").iterdir() if p.is_dir()]) == 3
+    out = ["--out", str(tmp_path / "results" / dirs[0])]
+    again = invoke(*args, *out, "--force")
     assert again.exit_code == 2 and "pass --overwrite" in again.output
-    assert invoke(*args, "--overwrite").exit_code == 0
+    assert invoke(*args, *out, "--force", "--overwrite").exit_code == 0
     nb = ["neighbors", "--corpus", "ravdess", "--layer", "1", "--model", MODEL, "--cache", str(cache)]
     assert invoke(*nb).exit_code == 0
     assert invoke(*nb).exit_code == 2 and invoke(*nb, "--overwrite").exit_code == 0

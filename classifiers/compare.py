@@ -1,0 +1,130 @@
+"""Comparisons of settings from per-utterance predictions: training sets against the first, a
+layer against every other layer, run against run. Each row is a `classifiers.stats.paired_compare`
+(difference, speaker-bootstrap CI, paired permutation p) plus Holm's adjustment over the family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from classifiers.predictions import concat, layer_sort_key, select, settings
+from classifiers.stats import StatsError, bootstrap_ci, holm, paired_compare
+from featstore.labels import canonical_order
+
+Setting = tuple[str, str, str, str]  # (train_set, test_set, classifier, layer)
+
+
+def columns(results) -> dict[str, np.ndarray]:
+    """The `ProbeResults`' predictions as one column dict; a clear error when it has none."""
+    if not results.predictions:
+        raise StatsError("these results have no per-utterance predictions (written before ser kept them); "
+                         "re-run the probe to compare it")
+    return concat(results.predictions)
+
+
+def setting_rows(cols: dict, setting: Setting) -> dict:
+    train, test, clf, layer = setting
+    return select(cols, train_set=train, test_set=test, classifier=clf, layer=layer)
+
+
+def label_order(*parts: dict) -> list[str]:
+    return canonical_order({v for p in parts for k in ("label", "predicted") for v in p[k].tolist()})
+
+
+def _paired(a: dict, b: dict, metric: str, seed: int):
+    sides = [dict(id=p["id"], y_true=p["label"], y_pred=p["predicted"], speaker=p["speaker"]) for p in (a, b)]
+    return paired_compare(*sides, label_order(a, b), metric=metric, seed=seed)
+
+
+def _row(name_a: str, name_b: str, c) -> dict:
+    return dict(a=name_a, b=name_b, **c.to_dict())
+
+
+def with_holm(rows: list[dict]) -> list[dict]:
+    """`rows` with p_holm: Holm-adjusted over the rows (one family of comparisons)."""
+    for r, p in zip(rows, holm([r["p"] for r in rows]) if rows else []):
+        r["p_holm"] = float(p)
+    return rows
+
+
+def setting_name(s: Setting, *, layer: bool = True) -> str:
+    train, test, clf, k = s
+    where = f"{train}" + (f" → {test}" if test and test != train else "")
+    return f"{clf}, {where}" + (f", layer {k}" if layer else "")
+
+
+def train_set_differences(results, metric: str = "uar", seed: int = 0) -> list[dict]:
+    """Every training set against the first one, at each (classifier, layer): the multi-corpus
+    question ("does adding EMO-DB help?"). Holm over the whole table."""
+    cols = columns(results)
+    found = settings(cols)
+    first = found[0][0]
+    rows = []
+    for train, test, clf, layer in found:
+        if train == first:
+            continue
+        a = setting_rows(cols, (train, test, clf, layer))
+        b = setting_rows(cols, (first, test, clf, layer))
+        if len(b["id"]):
+            rows.append(dict(_row(f"{train}, layer {layer}", first, _paired(a, b, metric, seed)), layer=layer,
+                             classifier=clf, train_set=train))
+    return with_holm(rows)
+
+
+def layer_differences(results, reference: str | int | None = None, metric: str = "uar", seed: int = 0) -> list[dict]:
+    """One layer (default: the best by pooled `metric`) against every other layer of the first
+    setting: a layer sweep is a family of comparisons, so p_holm is Holm-adjusted."""
+    cols = columns(results)
+    found = settings(cols)
+    base = found[0][:3]
+    layers = sorted({s[3] for s in found if s[:3] == base}, key=layer_sort_key)
+    if reference is None:
+        reference = max(layers, key=lambda k: interval(cols, (*base, k), metric).value)
+    ref = setting_rows(cols, (*base, str(reference)))
+    rows = [dict(_row(f"layer {reference}", f"layer {k}", _paired(ref, setting_rows(cols, (*base, k)), metric, seed)),
+                 layer=k) for k in layers if k != str(reference)]
+    return with_holm(rows)
+
+
+def test_ids(results) -> frozenset:
+    """The test utterance ids of a run's predictions (runs with equal ids can be compared)."""
+    return frozenset(columns(results)["id"].tolist())
+
+
+def interval(cols: dict, setting: Setting, metric: str = "uar", seed: int = 0):
+    """Pooled `metric` of one setting with its speaker-bootstrap 95% CI (`classifiers.stats.Interval`)."""
+    p = setting_rows(cols, setting)
+    return bootstrap_ci(p["label"], p["predicted"], p["speaker"], label_order(p), metric=metric, seed=seed)
+
+
+def best_setting(cols: dict, metric: str = "uar", layer: str | int | None = None) -> Setting:
+    """The setting with the highest pooled `metric` (at `layer` when given)."""
+    found = [s for s in settings(cols) if layer is None or s[3] == str(layer)]
+    if not found:
+        raise StatsError(f"no predictions at layer {layer}; see `ser results show`")
+    return max(found, key=lambda s: interval(cols, s, metric).value)
+
+
+def run_differences(runs: Sequence[tuple[str, object]], metric: str = "uar", layer: str | int | None = None,
+                    seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Runs (name, ProbeResults) against the first: each at its best setting (or `layer`).
+
+    Returns (one summary row per run: name, setting, value with CI; the comparisons with Holm).
+    Refused (`StatsError`) when two runs were scored on different test utterances.
+    """
+    chosen = []
+    for name, results in runs:
+        cols = columns(results)
+        s = best_setting(cols, metric, layer)
+        chosen.append((name, s, setting_rows(cols, s), interval(cols, s, metric, seed)))
+    summary = [dict(run=name, setting=setting_name(s), **iv.to_dict()) for name, s, _, iv in chosen]
+    first_name, _, first, _ = chosen[0]
+    rows = []
+    for name, _, p, _ in chosen[1:]:
+        try:
+            rows.append(_row(name, first_name, _paired(p, first, metric, seed)))
+        except StatsError as e:
+            raise StatsError(f"cannot compare run {name} with run {first_name}: {e}") from e
+    return summary, with_holm(rows)

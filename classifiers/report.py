@@ -1,0 +1,294 @@
+"""`ser report`: one self-contained HTML file over registered runs (every plot embedded as PNG).
+
+Per run: the scores with their speaker-bootstrap 95% CI next to mean ± std over folds and seeds,
+the layer curve with CI bands, the confusion matrix of the best setting, the layer-sweep and
+training-set comparisons (Holm-adjusted). Over all runs: the run comparison against the first run,
+the train x test transfer matrix when the runs test on several corpora, and any extra figures
+(e.g. the neighbour analysis' purity plot).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from classifiers.plots import _plt, confusion_heatmap
+
+METRIC_NAMES = {"uar": "UAR", "wa": "WA", "macro_f1": "macro-F1"}
+
+
+# ---------------------------------------------------------------------------------------------
+# figures (each returns the path written)
+# ---------------------------------------------------------------------------------------------
+
+def _finish(plt, fig, out) -> Path:
+    from classifiers.plots import _save
+
+    return _save(plt, fig, out)
+
+
+def interval_figure(intervals: dict, out: str | Path, title: str = "") -> Path:
+    """One horizontal error bar per {name: `Interval`}: value and its CI."""
+    plt = _plt()
+    names = list(intervals)
+    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.6 * len(names)), dpi=130)
+    for i, name in enumerate(names):
+        iv = intervals[name]
+        ax.errorbar([iv.value], [i], xerr=[[iv.value - iv.low], [iv.high - iv.low - (iv.value - iv.low)]], fmt="o",
+                    capsize=5, lw=2)
+        ax.annotate(f"{iv.value:.3f} [{iv.low:.3f}, {iv.high:.3f}] ({iv.n_groups} {iv.unit}s)", (iv.high, i),
+                    textcoords="offset points", xytext=(8, -3), fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=9)
+    ax.set_ylim(-0.7, len(names) - 0.3)
+    lo = min(iv.low for iv in intervals.values())
+    hi = max(iv.high for iv in intervals.values())
+    ax.set_xlim(lo - 0.05, hi + 0.25 * (hi - lo + 0.05) + 0.1)
+    ax.set_xlabel(f"{METRIC_NAMES.get(next(iter(intervals.values())).metric, '')} with 95% bootstrap CI")
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title(title, fontsize=10)
+    return _finish(plt, fig, out)
+
+
+def layer_ci_figure(cols: dict, out: str | Path, metric: str = "uar", title: str = "") -> Path | None:
+    """Pooled `metric` by layer with speaker-bootstrap 95% CI bands, a line per setting; None when
+    no setting has numeric layers."""
+    from classifiers.compare import interval
+    from classifiers.predictions import settings
+
+    groups: dict = {}
+    for s in settings(cols):
+        if str(s[3]).lstrip("-").isdigit():
+            groups.setdefault(s[:3], []).append(s[3])
+    if not any(len(layers) > 1 for layers in groups.values()):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.0), dpi=130)
+    ticks = sorted({int(k) for layers in groups.values() for k in layers})
+    for (train, test, clf), layers in groups.items():
+        layers = sorted(layers, key=int)
+        ivs = [interval(cols, (train, test, clf, k), metric) for k in layers]
+        x = np.array([int(k) for k in layers])
+        v = np.array([iv.value for iv in ivs])
+        line, = ax.plot(x, v, marker="o", ms=4,
+                        label=f"{clf}, {train}" + (f" → {test}" if test and test != train else ""))
+        ax.fill_between(x, [iv.low for iv in ivs], [iv.high for iv in ivs], color=line.get_color(), alpha=0.2, lw=0)
+        b = int(np.argmax(v))
+        ax.plot([x[b]], [v[b]], marker="*", ms=12, color=line.get_color())
+    ax.set_xticks(ticks)
+    ax.set_xlabel("layer (hidden_states[k])")
+    ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric)} (pooled over folds and seeds)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "by layer, band: 95% speaker-bootstrap CI", fontsize=10)
+    return _finish(plt, fig, out)
+
+
+def comparison_figure(rows: Sequence[dict], out: str | Path, title: str = "") -> Path:
+    """Forest plot: each comparison's difference (a - b) with its CI; zero marked."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.45 * len(rows)), dpi=130)
+    for i, r in enumerate(rows):
+        sig = r.get("p_holm", r["p"]) < 0.05
+        ax.errorbar([r["diff"]], [i], xerr=[[r["diff"] - r["low"]], [r["high"] - r["diff"]]], fmt="o", capsize=4,
+                    color="tab:red" if sig else "tab:blue")
+    ax.axvline(0, color="grey", lw=1, ls="--")
+    ax.set_yticks(range(len(rows)), [f"{r['a']} − {r['b']}" for r in rows], fontsize=8)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.invert_yaxis()
+    ax.set_xlabel("difference with 95% speaker-bootstrap CI (red: p < 0.05 after Holm)")
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title(title, fontsize=10)
+    return _finish(plt, fig, out)
+
+
+def transfer_figure(cells: dict, out: str | Path, title: str = "") -> Path:
+    """Train set (rows) x test set (columns) heatmap of {(train, test): value}."""
+    plt = _plt()
+    trains = list(dict.fromkeys(a for a, _ in cells))
+    tests = list(dict.fromkeys(b for _, b in cells))
+    M = np.array([[cells.get((a, b), np.nan) for b in tests] for a in trains])
+    fig, ax = plt.subplots(figsize=(1.8 + 1.2 * len(tests), 1.2 + 0.6 * len(trains)), dpi=130)
+    ax.imshow(M, cmap="viridis", vmin=0, vmax=1)
+    for i in range(len(trains)):
+        for j in range(len(tests)):
+            if not np.isnan(M[i, j]):
+                ax.text(j, i, f"{M[i, j]:.3f}", ha="center", va="center", color="white" if M[i, j] < 0.6 else "black")
+    ax.set_xticks(range(len(tests)), tests)
+    ax.set_yticks(range(len(trains)), trains)
+    ax.set_xlabel("test")
+    ax.set_ylabel("train")
+    ax.set_title(title, fontsize=10)
+    return _finish(plt, fig, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# the page
+# ---------------------------------------------------------------------------------------------
+
+CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1100px;margin:1.5em auto;
+padding:0 1em;color:#222;line-height:1.4}h1{font-size:1.6em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;
+margin-top:1.8em}h3{margin-bottom:.3em}table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}
+img{max-width:100%;height:auto;border:1px solid #eee;margin:.4em 0}.meta{color:#555;font-size:.9em}
+code{background:#f5f5f5;padding:0 .3em}.sig{color:#b00;font-weight:bold}.figs{display:flex;flex-wrap:wrap;gap:1em}
+.figs img{max-width:520px}"""
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence], left: int = 1) -> str:
+    th = "".join(f'<th class="{"l" if i < left else ""}">{html.escape(str(h))}</th>' for i, h in enumerate(head))
+    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r))
+                   + "</tr>" for r in rows)
+    return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def _diff_table(rows: Sequence[dict], what: str) -> str:
+    body = []
+    for r in rows:
+        p_holm = r.get("p_holm", r["p"])
+        body.append([html.escape(f"{r['a']} − {r['b']}"), f"{r['diff']:+.3f}",
+                     f"[{r['low']:+.3f}, {r['high']:+.3f}]", f"{r['p']:.3g}",
+                     f'<span class="{"sig" if p_holm < 0.05 else ""}">{p_holm:.3g}</span>', str(r["n_groups"])])
+    return _table([what, "difference", "95% CI", "p (permutation)", "p (Holm)", "speakers"], body)
+
+
+def _score_table(results, cols) -> str:
+    """Per setting: mean ± std over folds and seeds (records) and the pooled score with its CI."""
+    from classifiers.compare import interval
+
+    body = []
+    for row in results.summary():
+        setting = (row["train_set"], row["test_set"], row["classifier"], str(row["layer"]))
+        cells = [html.escape(f"{row['classifier']}, {row['train_set']}"
+                             + (f" → {row['test_set']}" if row["test_set"] != row["train_set"] else "")),
+                 html.escape(str(row["layer"]))]
+        for m in ("wa", "uar", "macro_f1"):
+            cells.append(f"{row[m]:.3f} ± {row[m + '_std']:.3f}")
+        has = cols is not None and bool(np.any((cols["train_set"] == setting[0]) & (cols["test_set"] == setting[1])
+                                               & (cols["classifier"] == setting[2]) & (cols["layer"] == setting[3])))
+        iv = interval(cols, setting, "uar") if has else None
+        cells.append(str(iv) if iv else "–")
+        cells.append(str(row["n"]))
+        body.append(cells)
+    return _table(["setting", "layer", "WA", "UAR", "macro-F1", "UAR pooled [95% speaker CI]", "folds×seeds"], body,
+                  left=2)
+
+
+def _run_section(run: dict, results, tmp: Path, idx: int) -> tuple[str, dict]:
+    """One run's HTML and its {(train_set, test_set): best UAR} transfer cells."""
+    from classifiers.compare import best_setting, label_order, layer_differences, setting_rows, train_set_differences
+    from classifiers.predictions import concat
+    from classifiers.stats import group_confusions
+
+    cols = concat(results.predictions) if results.predictions else None
+    cfg = run.get("config", {})
+    parts = [f"<h2>run {html.escape(run['id'])} — {html.escape(run.get('kind', ''))}, "
+             f"{html.escape(str(run.get('corpus', '')))}, {html.escape(str(run.get('classifier', '')))}</h2>",
+             f'<p class="meta">model {html.escape(str(run.get("model", "")))} · {html.escape(run.get("created", ""))}'
+             f' · ser {html.escape(str(run.get("code_version", "")))}<br><code>{html.escape(run.get("command", ""))}'
+             f"</code><br>protocol {html.escape(str(results.meta.get('protocol') or cfg.get('protocol') or ''))}, "
+             f"seeds {html.escape(str(cfg.get('seeds', '')))}</p>",
+             _score_table(results, cols)]
+    predicted = set() if cols is None else {s[:2] for s in _settings(cols)}
+    transfer = {}
+    for row in results.summary():
+        key = (row["train_set"], row["test_set"])
+        if key in predicted:  # settings scored on every test utterance (not evaluate's shared-classes subset)
+            transfer[key] = max(transfer.get(key, 0.0), row["uar"])
+    if cols is None:
+        parts.append("<p>No per-utterance predictions: no intervals or paired tests for this run.</p>")
+        return "\n".join(parts), transfer
+    figs = []
+    curve = layer_ci_figure(cols, tmp / f"layers{idx}.png",
+                            title=f"run {run['id']}: UAR by layer, band: 95% speaker-bootstrap CI")
+    if curve:
+        figs.append(_img(curve, "UAR by layer with CI bands"))
+    best = best_setting(cols)
+    rows = setting_rows(cols, best)  # the confusion of exactly the predictions the intervals resample
+    labels = label_order(rows)
+    cm = group_confusions(rows["label"], rows["predicted"], None, labels)[1].sum(0)
+    if len(labels):
+        figs.append(_img(confusion_heatmap(cm, labels, tmp / f"confusion{idx}.png",
+                                           title=f"run {run['id']}: {best[2]}, layer {best[3]}, "
+                                                 f"train {best[0]} → {best[1]}"), "confusion matrix"))
+    parts.append('<div class="figs">' + "".join(figs) + "</div>")
+    found = _settings(cols)
+    if len({s[3] for s in found if s[:3] == found[0][:3]}) > 1:
+        rows = layer_differences(results)
+        parts.append(f"<h3>best layer against every other layer (UAR; Holm over {len(rows)} comparisons)</h3>")
+        parts.append(_diff_table(rows, "layers"))
+    if len({s[0] for s in found}) > 1:
+        rows = train_set_differences(results)
+        parts.append(f"<h3>training sets against {html.escape(found[0][0])} (UAR; Holm over "
+                     f"{len(rows)} comparisons)</h3>")
+        parts.append(_diff_table(rows, "training set"))
+        parts.append(_img(comparison_figure(rows, tmp / f"trainsets{idx}.png", title="training sets"), "training sets"))
+    return "\n".join(parts), transfer
+
+
+def _settings(cols):
+    from classifiers.predictions import settings
+
+    return settings(cols)
+
+
+def write_report(runs: Sequence[tuple[dict, object]], out: str | Path, *, title: str = "ser report",
+                 figures: Sequence[str | Path] = (), metric: str = "uar") -> Path:
+    """Write the HTML report over `runs` ((registry row, ProbeResults) pairs) to `out`; return it.
+
+    figures: extra PNGs embedded at the end (e.g. neighbors_purity.png).
+    """
+    import tempfile
+
+    from classifiers.compare import run_differences, test_ids
+
+    out = Path(out)
+    sections, transfer = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        by_test: dict = {}  # only runs scored on the same utterances can be compared
+        for run, res in runs:
+            if res.predictions:
+                by_test.setdefault(test_ids(res), []).append((run["id"], res))
+        for i, group in enumerate(g for g in by_test.values() if len(g) > 1):
+            summary, rows = run_differences(group, metric)
+            body = [[html.escape(s["run"]), html.escape(s["setting"]), f"{s['value']:.3f}",
+                     f"[{s['low']:.3f}, {s['high']:.3f}]"] for s in summary]
+            sections.append(f"<h2>runs on the same test utterances compared (each at its best setting, "
+                            f"{METRIC_NAMES[metric]})</h2>"
+                            + _table(["run", "setting", METRIC_NAMES[metric], "95% speaker CI"], body, left=2)
+                            + _diff_table(rows, f"against run {group[0][0]}")
+                            + _img(comparison_figure(rows, tmp / f"runs{i}.png", title=f"runs against {group[0][0]}"),
+                                   "run comparison"))
+        for i, (run, results) in enumerate(runs):
+            html_part, cells = _run_section(run, results, tmp, i)
+            sections.append(html_part)
+            for k, v in cells.items():
+                transfer[k] = max(transfer.get(k, 0.0), v)
+        if len({b for _, b in transfer}) > 1:
+            sections.append("<h2>transfer: best UAR per training and test set</h2>"
+                            + _img(transfer_figure(transfer, tmp / "transfer.png", title="train × test UAR (best layer)"),
+                                   "transfer matrix"))
+        if figures:
+            sections.append("<h2>more figures</h2>" + "".join(_img(Path(f), Path(f).name) for f in figures))
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' "
+            f"content='width=device-width,initial-scale=1'><title>{html.escape(title)}</title><style>{CSS}</style>"
+            f"</head><body><h1>{html.escape(title)}</h1><p class='meta'>{len(runs)} run(s), written "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}. Every score: mean ± std over folds and seeds, and the pooled "
+            f"score with a 95% confidence interval from 1000 bootstrap resamples of speakers. Differences: paired, "
+            f"with a speaker-level permutation p-value; p (Holm) adjusts for the comparisons in the same table.</p>"
+            + "\n".join(sections) + "</body></html>")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out
+

@@ -1,0 +1,210 @@
+"""`ser evaluate`: score a saved probe or a fine-tuned model on a whole corpus (or one fold's test
+speakers) — the cross-corpus question "trained on RAVDESS, how good on CREMA-D?".
+
+Two scores, always both: "all" (every test utterance, predictions over every trained class, a
+test class the model never learnt counted as an error) and "shared" (only test utterances of
+classes the model knows and the corpus declares, predictions restricted to those classes: the
+trained classes the corpus lacks, e.g. calm and surprise on CREMA-D, cannot be predicted).
+Test labels can be mapped (`calm=neutral`) or dropped before scoring. A saved probe reads pooled
+features from the store when `ser extract` made one for its backbone (no re-extraction).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from featstore.errors import SerError
+
+
+class EvaluateError(SerError):
+    """Bad `ser evaluate` input (the message names the value and the fix)."""
+
+
+def parse_maps(items: Sequence[str]) -> dict[str, str]:
+    """["calm=neutral", ...] -> {"calm": "neutral"}; a malformed item fails with its text."""
+    out = {}
+    for item in items:
+        src, sep, dst = item.partition("=")
+        if not sep or not src.strip() or not dst.strip():
+            raise EvaluateError(f"--map {item!r}: write it as FROM=TO, e.g. --map calm=neutral")
+        out[src.strip()] = dst.strip()
+    return out
+
+
+@dataclass
+class Scored:
+    """One policy's scores: WA, UAR with its speaker-bootstrap CI (`Interval`), macro-F1, rows."""
+
+    wa: float
+    uar: object
+    macro_f1: float
+    n: int
+    what: str
+
+
+@dataclass
+class Evaluation:
+    scores: dict[str, Scored]
+    training_only: list[str]
+    test_only: dict[str, int]
+    files: list[Path] = field(default_factory=list)
+    run_id: str = ""
+
+
+def _features(model_dir: Path, corpus: str, cache, root, device: str):
+    """(kind, classes, probs (N, K), utterances, layer, stores) for every utterance of `corpus`."""
+    from classifiers.predict import _predict_finetuned, load_probe, model_kind, probe_features
+    from classifiers.probe import store_for
+    from classifiers.registry import store_fingerprint
+    from featstore.device import resolve_device
+    from featstore.store import StoreError, open_store
+
+    kind = model_kind(model_dir)
+    if kind == "probe":
+        probe = load_probe(model_dir)
+        try:
+            fs = open_store(store_for(cache, probe.backbone_id, corpus))
+        except StoreError:
+            fs = None
+        if fs is not None:
+            sha = fs.config.get("weights_sha256")
+            if probe.weights_sha256 and sha and sha != probe.weights_sha256:
+                raise EvaluateError(f"the store {fs.paths[0]} was extracted with other weights of {probe.backbone_id} "
+                                    f"than the probe in {model_dir} was trained on; re-extract {corpus}")
+            X = fs.pooled(probe.layer % fs.num_layers, probe.stat)
+            return kind, probe.classes, probe.predict_proba(X), fs.utterances, probe.layer, [store_fingerprint(fs)]
+        utts = _manifest(corpus, root)
+        X = probe_features([u.path for u in utts], probe, device=device)
+        return kind, probe.classes, probe.predict_proba(X), utts, probe.layer, [_audio_fingerprint(corpus, utts)]
+    utts = _manifest(corpus, root)
+    classes, probs = _predict_finetuned([u.path for u in utts], Path(model_dir), 8, resolve_device(device))
+    return kind, list(classes), probs, utts, "e2e", [_audio_fingerprint(corpus, utts)]
+
+
+def _manifest(corpus: str, root):
+    from featstore.config import resolve_root
+    from featstore.corpora import load_manifest
+
+    return load_manifest(corpus, resolve_root(corpus, root)).utterances
+
+
+def _audio_fingerprint(corpus: str, utts) -> dict:
+    import hashlib
+
+    return dict(corpus=corpus, utterances=len(utts),
+                ids_sha256=hashlib.sha256("\n".join(sorted(u.id for u in utts)).encode()).hexdigest()[:16])
+
+
+def _score(y_true, y_pred, speakers, labels, what: str) -> Scored:
+    from classifiers.metrics import scores
+    from classifiers.stats import bootstrap_ci
+
+    s = scores(y_true, y_pred, labels)
+    iv = bootstrap_ci(y_true, y_pred, speakers, labels, metric="uar") if len(set(speakers)) > 1 else None
+    return Scored(s["wa"], iv if iv is not None else f"{s['uar']:.3f}", s["macro_f1"], len(y_true), what)
+
+
+def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=None, fold: str | None = None,
+                   protocol: str | None = None, maps: dict[str, str] | None = None, drop: Sequence[str] = (),
+                   out: str | Path | None = None, device: str = "auto", registry=None,
+                   command: str = "") -> Evaluation:
+    """Score the model in `model_dir` on `corpus` (or the test speakers of `fold`), both ways.
+
+    maps: test label -> label (applied before scoring); drop: test classes left out. Writes
+    evaluate.json/.csv (records "all" and "shared"), predictions.parquet and one confusion
+    heatmap per policy to `out` (refused when it holds files; default: a new directory under
+    results/), and registers the run in `registry` (kind "evaluate").
+    """
+    from classifiers.plots import confusion_heatmap
+    from classifiers.predictions import block, write_predictions
+    from classifiers.results import ProbeResults, check_out, declared_labels, make_record, settings_tag, write_results
+    from featstore.backbone import model_slug
+    from featstore.folds import make_folds, standard_protocol
+    from featstore.labels import canonical_order
+
+    maps = dict(maps or {})
+    model_dir = Path(model_dir)
+    kind, classes, probs, utts, layer, stores = _features(model_dir, corpus, cache, root, device)
+    rows = np.arange(len(utts))
+    if fold:
+        folds = {f.name: f for f in make_folds(utts, protocol or standard_protocol(corpus))}
+        if fold not in folds:
+            raise EvaluateError(f"no fold {fold!r} in {corpus}'s {protocol or standard_protocol(corpus)} folds: use "
+                                f"{', '.join(folds)}")
+        rows = np.asarray(folds[fold].test, dtype=np.int64)
+    truth = np.array([maps.get(utts[i].label, utts[i].label) for i in rows], dtype=object)
+    keep = ~np.isin(truth, list(drop))
+    rows, truth, P = rows[keep], truth[keep], np.asarray(probs)[rows[keep]]
+    if not len(rows):
+        raise EvaluateError(f"no test utterance of {corpus} is left after --drop {', '.join(drop)}")
+    speakers = np.array([utts[i].speaker for i in rows], dtype=object)
+    declared = {maps.get(c, c) for c in declared_labels([corpus], utts)} - set(drop)
+    shared = [c for c in classes if c in declared]
+    training_only = [c for c in classes if c not in declared]
+    test_only = dict(Counter(t for t in truth.tolist() if t not in classes))
+    pred_all = np.asarray(classes, dtype=object)[P.argmax(1)]
+    scored_all = canonical_order(set(classes) | set(truth.tolist()))
+    result = Evaluation({"all": _score(truth, pred_all, speakers, scored_all,
+                                       f"every test utterance, predictions over all {len(classes)} trained classes")},
+                        training_only, test_only)
+    records = [make_record(layer=layer, fold=fold or "all", y_true=truth, y_pred=pred_all, labels=scored_all,
+                           n_train=0, classifier=kind, seed=0, train_set=_trained_on(model_dir, kind), test_set=corpus,
+                           shuffled=False, C=None, classes="all")]
+    if not shared:
+        raise EvaluateError(f"the model's classes ({', '.join(classes)}) share none with {corpus}; map them with --map")
+    in_shared = np.isin(truth, shared)
+    cols = [classes.index(c) for c in shared]
+    pred_shared = np.asarray(shared, dtype=object)[P[in_shared][:, cols].argmax(1)]
+    result.scores["shared"] = _score(truth[in_shared], pred_shared, speakers[in_shared], shared,
+                                     f"only the {len(shared)} classes both sides know, predictions restricted to them")
+    records.append(make_record(layer=layer, fold=fold or "all", y_true=truth[in_shared], y_pred=pred_shared,
+                               labels=shared, n_train=0, classifier=kind, seed=0, train_set=records[0]["train_set"],
+                               test_set=f"{corpus} (shared classes)", shuffled=False, C=None, classes="shared"))
+    config = dict(model_dir=str(model_dir.resolve()), corpus=corpus, fold=fold, protocol=protocol, maps=maps,
+                  drop=sorted(drop))
+    out = check_out(out) if out else _free_dir(Path("results") / "-".join(
+        ["evaluate", model_slug(str(model_dir)), corpus, *([fold] if fold else []), settings_tag(config)]))
+    results = ProbeResults(records=records, meta=dict(kind="evaluate", model=str(model_dir), corpus=corpus,
+                                                      classifier=kind, training_only=training_only, test_only=test_only,
+                                                      maps=maps, drop=sorted(drop)))
+    results.predictions = [block(utts, rows, pred_all, proba=P, classes=classes, labels=truth, layer=layer,
+                                 fold=fold or "all", seed=0, classifier=kind, train_set=records[0]["train_set"],
+                                 test_set=corpus)]
+    result.files.extend(write_results(results, out, name="evaluate"))
+    pred_path = write_predictions(results.predictions, out / "predictions.parquet")
+    result.files.append(pred_path)
+    for r in records:
+        result.files.append(confusion_heatmap(np.asarray(r["confusion"]), r["labels"], out / f"confusion_{r['classes']}.png",
+                                              title=f"{model_dir.name} on {corpus}: classes {r['classes']} "
+                                                    f"(UAR {r['uar']:.3f}, {r['n_test']} utterances)"))
+    if registry is not None:
+        result.run_id = registry.register(kind="evaluate", config=config, stores=stores, results=results,
+                                          command=command, out=out, predictions=pred_path)
+    return result
+
+
+def _free_dir(path: Path) -> Path:
+    """`path`, or `path-2`, `path-3`, ... : the first that does not exist (earlier runs' files stay)."""
+    base, i = path, 1
+    while path.exists():
+        i += 1
+        path = base.with_name(f"{base.name}-{i}")
+    return path
+
+
+def _trained_on(model_dir: Path, kind: str) -> str:
+    """The training corpora recorded with the model ("" when it does not say)."""
+    import json
+
+    if kind == "probe":
+        from classifiers.predict import load_probe
+
+        return ",".join(load_probe(model_dir).extra.get("trained_on", []))
+    cfg = model_dir / "config.json"
+    data = json.loads(cfg.read_text(encoding="utf-8")) if cfg.is_file() else {}
+    return str(data.get("trained_on", ""))

@@ -1,0 +1,243 @@
+"""Registered probe runs and study files: a whole comparison declared in one TOML file.
+
+`registered_probe` is `ser probe` with the run registry: an identical configuration over identical
+stores returns the registered run (unless `force`); a new run is registered with its scores and
+predictions. `run_study` runs every cell of a study file that way (extracting missing stores
+when the corpus root is known), skips cells already registered, and writes the HTML report.
+
+A study file (see examples/diary-study.toml):
+
+    [study]
+    name = "diary"                  # the report's title
+    models = ["facebook/wav2vec2-base"]
+    classifiers = ["logreg"]
+    layers = "all"                  # as --layer
+    seeds = 3
+    [[cells]]                       # one cell per comparison: a probe invocation
+    corpus = "ravdess"              # tested on its speaker-independent folds ...
+    train = ["ravdess", "ravdess,emodb", "ravdess,emodb,emovo"]   # ... trained on each of these
+    protocol = "luna5"
+    [[cells]]
+    train = ["ravdess"]
+    test = "cremad"                 # cross-corpus
+    classes = "shared"
+
+Every [[cells]] key overrides the [study] default of the same name; each cell runs once per
+model and classifier.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from featstore.errors import SerError
+
+#: the `run_probe` options that make a probe's configuration (and its registry key)
+CONFIG_KEYS = ("corpus", "train", "test", "classifier", "layers", "protocol", "stat", "seeds", "C", "classes",
+               "shuffle_labels", "model")
+CELL_KEYS = ("corpus", "train", "test", "protocol", "stat", "seeds", "C", "classes", "layers", "classifiers",
+             "models", "shuffle_labels")
+
+
+class StudyError(SerError):
+    """A study file that cannot be run (the message names the file and the key)."""
+
+
+@dataclass
+class Registered:
+    """One probe configuration: its registry row, its results, and whether it was re-used."""
+
+    run: dict
+    results: object
+    reused: bool
+    files: list[Path] = field(default_factory=list)
+
+
+def command_line() -> str:
+    return shlex.join(["ser", *sys.argv[1:]])
+
+
+def _needed(corpus: str | None, train: Sequence[str], test: str | None) -> list[str]:
+    sets = [c for t in (train or [corpus]) for c in t.split(",") if c]
+    return list(dict.fromkeys(sets + [c for c in (test or corpus or "").split(",") if c]))
+
+
+def fingerprints(cache, model: str, corpora: Sequence[str]) -> list[dict]:
+    """`store_fingerprint` of each corpus' store for `model`."""
+    from classifiers.probe import store_for
+    from classifiers.registry import store_fingerprint
+    from featstore.store import open_store
+
+    return [store_fingerprint(open_store(store_for(cache, model, c))) for c in corpora]
+
+
+def registered_files(run: dict) -> bool:
+    """Whether a registered run's results file is still there (a deleted one is run again)."""
+    return _results_json(run).exists()
+
+
+def _results_json(run: dict) -> Path:
+    return Path(run["out"]) / {"finetune": "finetune.json", "evaluate": "evaluate.json"}.get(run["kind"], "probe.json")
+
+
+def load_registered(run: dict):
+    """The `ProbeResults` of a registered run, read back from its files (predictions included)."""
+    from classifiers.predictions import read_predictions
+    from classifiers.results import read_results
+
+    json_path = _results_json(run)
+    if not json_path.exists():
+        raise SerError(f"run {run['id']}: {json_path} is gone; re-run its command: {run['command']}")
+    results = read_results(json_path)
+    if run.get("predictions") and Path(run["predictions"]).exists():
+        results.predictions = [{k: v.tolist() for k, v in read_predictions(run["predictions"]).items()}]
+    return results
+
+
+def registered_probe(corpus: str | None, *, model: str, cache, registry, force: bool = False,
+                     train: Sequence[str] | None = None, test: str | None = None, layers: str = "all",
+                     classifier: str = "logreg", protocol: str | None = None, stat: str = "mean", seeds: int = 1,
+                     C: float | None = None, classes: str | None = None, shuffle_labels: bool = False,
+                     out=None, overwrite: bool = False, device: str | None = None, progress: bool = False,
+                     command: str = "") -> Registered:
+    """`run_probe` on one test corpus, through the registry `registry` (a `Registry`).
+
+    The configuration (CONFIG_KEYS) and the fingerprints of the stores read make the run's key:
+    a registered run with the same key is returned (reused=True) unless `force`. Otherwise the
+    probe runs, writes its files (`out`, default `default_out`) and is registered.
+    """
+    from classifiers.probe import default_out, run_probe
+    from featstore.config import default_protocol
+
+    protocol = protocol or (default_protocol(corpus) if corpus else None)
+    train = list(train or [])
+    config = dict(corpus=corpus, train=train, test=test, classifier=classifier, layers=layers, protocol=protocol,
+                  stat=stat, seeds=seeds, C=C, classes=classes, shuffle_labels=shuffle_labels, model=model)
+    stores = fingerprints(cache, model, _needed(corpus, train, test))
+    found = None if force else registry.find("probe", config, stores)
+    if found is not None and registered_files(found):
+        return Registered(found, load_registered(found), reused=True)
+    settings = {k: v for k, v in config.items() if k != "model"}
+    if out is None:
+        out = default_out("probe", corpus or f"{'+'.join(train)}-to-{test}", model, settings)
+        base, i = out, 1
+        while force and out.exists():  # a forced re-run never replaces the files of the run registered before
+            i += 1
+            out = base.with_name(f"{base.name}-{i}")
+    run = run_probe(corpus, layers=layers, classifier=classifier, protocol=protocol, stat=stat, train=train or None,
+                    test=[test] if test else None, seeds=seeds, model=model, cache=cache, out=out, C=C, device=device,
+                    shuffle_labels=shuffle_labels, classes=classes, overwrite=overwrite, progress=progress)
+    predictions = next((f for f in run.files if f.suffix == ".parquet"), None)
+    run_id = registry.register(kind="probe", config=config, stores=stores, results=run.results,
+                               command=command, out=out, predictions=predictions)
+    return Registered(registry.run(run_id), run.results, reused=False, files=run.files)
+
+
+# ---------------------------------------------------------------------------------------------
+# study files
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Cell:
+    """One probe configuration of a study."""
+
+    model: str
+    classifier: str
+    options: dict
+
+    def describe(self) -> str:
+        o = self.options
+        where = (f"train {' | '.join(o['train'])}" if o.get("train") else "") + \
+                (f" → {o['test']}" if o.get("test") else f" on {o.get('corpus')}")
+        classes = f", classes {o['classes']}" if o.get("classes") else ""
+        return f"{self.classifier}, {self.model}: {where.strip()}{classes}"
+
+
+def read_study(path: str | Path) -> tuple[dict, list[Cell]]:
+    """The study file's [study] table and its cells (one per [[cells]] x model x classifier)."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise StudyError(f"cannot read the study file {path}: {e}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise StudyError(f"{path} is not valid TOML ({e})") from e
+    head = data.get("study", {})
+    unknown = sorted(set(head) - set(CELL_KEYS) - {"name", "cache", "db", "report"})
+    if unknown:
+        raise StudyError(f"{path}: unknown [study] key(s) {', '.join(unknown)}; use {', '.join(CELL_KEYS)}")
+    if not data.get("cells"):
+        raise StudyError(f"{path} declares no [[cells]]; add at least one (see examples/diary-study.toml)")
+    cells = []
+    for i, raw in enumerate(data["cells"]):
+        bad = sorted(set(raw) - set(CELL_KEYS))
+        if bad:
+            raise StudyError(f"{path}: cell {i + 1} has unknown key(s) {', '.join(bad)}; use {', '.join(CELL_KEYS)}")
+        merged = {**{k: v for k, v in head.items() if k in CELL_KEYS}, **raw}
+        if not merged.get("corpus") and not merged.get("train"):
+            raise StudyError(f"{path}: cell {i + 1} names neither corpus nor train")
+        models = _as_list(merged.pop("models", None)) or [None]
+        classifiers = _as_list(merged.pop("classifiers", None)) or ["logreg"]
+        merged["train"] = _as_list(merged.get("train"))
+        if "layers" in merged:
+            merged["layers"] = str(merged["layers"])
+        cells.extend(Cell(m, c, dict(merged)) for m, c in itertools.product(models, classifiers))
+    return head, cells
+
+
+def _as_list(value) -> list:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
+
+
+def ensure_store(cache, model: str, corpus: str, *, device: str = "auto", progress: bool = False) -> bool:
+    """Extract `corpus` with `model` into `cache` unless its store is there; True if it extracted."""
+    from classifiers.probe import store_for
+    from featstore.config import resolve_root
+    from featstore.corpora import load_manifest
+    from featstore.extract import extract_manifest
+    from featstore.store import StoreError
+
+    try:
+        store_for(cache, model, corpus)
+        return False
+    except StoreError:
+        pass
+    extract_manifest(load_manifest(corpus, resolve_root(corpus)), model=model, cache=cache, device=device,
+                     progress=progress)
+    return True
+
+
+def run_study(path: str | Path, *, cache, registry, default_model: str, force: bool = False,
+              device: str | None = None, report: str | Path | None = None,
+              on_cell: Callable[[Cell, Registered], None] | None = None, progress: bool = False):
+    """Run every cell of the study file `path`; return (cells' `Registered`s, report path).
+
+    Cells already registered are re-used (unless `force`); missing stores are extracted first
+    (the corpus root must be configured, see `ser config`). The report (default
+    `results/study-<name>.html`) holds every cell's run.
+    """
+    from classifiers.report import write_report
+
+    head, cells = read_study(path)
+    done = []
+    for cell in cells:
+        model = cell.model or default_model
+        o = dict(cell.options)
+        for c in _needed(o.get("corpus"), o.get("train"), o.get("test")):
+            ensure_store(cache, model, c, device=device or "auto", progress=progress)
+        reg = registered_probe(o.pop("corpus", None), model=model, cache=cache, registry=registry, force=force,
+                               classifier=cell.classifier, device=device, progress=progress,
+                               command=command_line(), **o)
+        done.append(reg)
+        if on_cell:
+            on_cell(cell, reg)
+    out = Path(report or head.get("report") or Path("results") / f"study-{head.get('name', Path(path).stem)}.html")
+    page = write_report([(r.run, r.results) for r in done], out, title=f"study {head.get('name', Path(path).stem)}")
+    return done, page

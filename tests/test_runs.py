@@ -1,0 +1,355 @@
+"""Per-utterance predictions, the run registry, `ser results`, `ser evaluate`, study files and the
+HTML report, on synthetic stores (no model, no audio: features with a planted class signal)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from featstore.corpora.base import Utterance
+
+MODEL = "toy/model"
+LABELS = {"ravdess": ["angry", "calm", "disgust", "fear", "happy", "neutral", "sad", "surprise"],
+          "cremad": ["angry", "disgust", "fear", "happy", "neutral", "sad"],
+          "emodb": ["angry", "disgust", "fear", "happy", "neutral", "sad"]}
+runner = CliRunner()
+
+
+def toy_store(cache: Path, corpus: str, *, speakers: int = 8, per_class: int = 3, layers: int = 3, dim: int = 12,
+              seed: int = 0) -> Path:
+    """A finished store of `corpus` for MODEL: class means shared by every corpus (so transfer
+    works), strongest in layer 1, plus a speaker offset and noise."""
+    from featstore.backbone import model_slug
+    from featstore.store import Batch, assemble, parts_dir, store_path, write_part
+
+    rng = np.random.default_rng(seed)
+    means = np.random.default_rng(99).normal(size=(8, dim))
+    names = LABELS["ravdess"]
+    utts, X = [], []
+    for s in range(speakers):
+        offset = rng.normal(scale=0.8, size=dim)
+        for label in LABELS[corpus]:
+            for r in range(per_class):
+                utts.append(Utterance(id=f"{corpus}-{s:02d}-{label}-{r}", path="", corpus=corpus, language="en",
+                                      speaker=f"{corpus}-{s:02d}", gender=None, label=label, label_raw=label))
+                signal = means[names.index(label)]
+                X.append(np.stack([signal * w + offset + rng.normal(scale=1.0, size=dim) for w in (0.2, 1.2, 0.6)]))
+    X = np.asarray(X, dtype=np.float32)[:, :layers]
+    n = len(utts)
+    batch = Batch(utts, X, np.abs(X), np.full(n, 16000), np.full(n, 50))
+    config = {"model_id": MODEL, "frame_layers": [], "num_layers": layers, "hidden_size": dim, "weights_sha256": "ab" * 32}
+    path = store_path(cache, model_slug(MODEL), corpus)
+    parts_dir(path).mkdir(parents=True, exist_ok=True)
+    write_part(parts_dir(path) / "part-0-0.h5", batch, config)
+    assemble(path, config, corpus=corpus)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs-cache")
+    for i, c in enumerate(("ravdess", "cremad", "emodb")):
+        toy_store(root, c, seed=i)
+    return root
+
+
+def cli(*args: str, ok: bool = True):
+    r = runner.invoke(app, list(args))
+    assert "Traceback" not in r.output, r.output
+    if ok:
+        assert r.exit_code == 0, r.output
+    return r
+
+
+def probe_args(cache, db, *extra):
+    return ("probe", "--corpus", "ravdess", "--protocol", "speaker-kfold:4", "--layer", "all", "--C", "1",
+            "--model", MODEL, "--cache", str(cache), "--db", str(db), *extra)
+
+
+def test_predictions_of_every_runner_are_complete(cache, tmp_path):
+    """logreg, xgboost and kNN keep one row per test utterance and fold, with probabilities (kNN: none)."""
+    from classifiers.evaluate import probe_layers
+    from classifiers.predictions import concat, read_predictions, write_predictions
+    from featstore.folds import make_folds
+    from featstore.store import open_store
+
+    fs = open_store(cache / "toy--model" / "ravdess.h5")
+    folds = make_folds(fs.utterances, "speaker-kfold:4")
+    for clf in ("logreg", "xgboost", "knn"):
+        res = probe_layers(fs, fs.utterances, folds, [1], classifier=clf, C=1.0, train_set="ravdess",
+                           test_set="ravdess")
+        cols = concat(res.predictions)
+        assert sorted(cols["id"]) == sorted(u.id for u in fs.utterances)       # each utterance once (one seed)
+        assert set(cols["classifier"]) == {clf} and set(cols["layer"]) == {"1"}
+        rec_correct = sum(r["wa"] * r["n_test"] for r in res.records)
+        assert np.sum(cols["label"] == cols["predicted"]) == pytest.approx(rec_correct)
+        if clf == "knn":
+            assert not any(k.startswith("p_") for k in cols)
+        else:
+            probs = np.stack([cols[f"p_{c}"] for c in LABELS["ravdess"]], 1)
+            np.testing.assert_allclose(probs.sum(1), 1, atol=1e-4)
+            picked = np.asarray(LABELS["ravdess"], dtype=object)[probs.argmax(1)]
+            assert (picked == cols["predicted"]).mean() > 0.99
+        path = write_predictions(res.predictions, tmp_path / f"{clf}.parquet")
+        back = read_predictions(path)
+        assert list(back["id"]) == list(cols["id"]) and back["seed"].dtype == np.int64
+
+
+def test_attention_predictions(one_torch_thread):
+    from classifiers.attention import probe_attention
+    from classifiers.predictions import concat
+    from featstore.folds import make_folds
+
+    rng = np.random.default_rng(0)
+    utts = [Utterance(id=f"u{s}{c}{r}", path="", corpus="ravdess", language="en", speaker=f"ravdess-{s}", gender=None,
+                      label=c, label_raw=c) for s in range(4) for c in ("angry", "sad") for r in range(3)]
+    frames = [rng.normal(size=(6, 8)) + (2.0 if u.label == "sad" else 0.0) for u in utts]
+    folds = make_folds(utts, "speaker-kfold:2")
+    res = probe_attention(frames, utts, folds, layers=[0], seeds=(0, 1), threads=1, max_epochs=2)
+    cols = concat(res.predictions)
+    assert len(cols["id"]) == 2 * len(utts) and set(cols["seed"]) == {0, 1} and set(cols["classifier"]) == {"attention"}
+    np.testing.assert_allclose(cols["p_angry"] + cols["p_sad"], 1, atol=1e-5)
+    for seed in (0, 1):
+        correct = sum(r["wa"] * r["n_test"] for r in res.records if r["seed"] == seed)
+        mine = cols["seed"] == seed
+        assert np.sum(cols["label"][mine] == cols["predicted"][mine]) == pytest.approx(correct)
+
+
+def test_probe_registers_reuses_and_compares_training_sets(cache, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "ser.db"
+    r = cli(*probe_args(cache, db, "--train", "ravdess", "--train", "ravdess,emodb"))
+    assert "registered run" in r.output
+    assert "training sets against ravdess" in r.output and "p (Holm)" in r.output
+    again = cli(*probe_args(cache, db, "--train", "ravdess", "--train", "ravdess,emodb"))
+    assert "already holds this configuration" in again.output
+    forced = cli(*probe_args(cache, db, "--train", "ravdess", "--train", "ravdess,emodb", "--force"))
+    assert "registered run" in forced.output
+    from classifiers.registry import Registry
+
+    reg = Registry(db)
+    runs = reg.runs()
+    assert len(runs) == 2 and runs[0]["key"] == runs[1]["key"] and reg.check() == "ok"
+    fp = runs[0]["stores"]
+    assert {f["corpus"] for f in fp} == {"ravdess", "emodb"} and fp[0]["model_id"] == MODEL
+    assert fp[0]["weights_sha256"] == "ab" * 32 and fp[0]["utterances"] > 0
+    scores = reg.scores(runs[0]["id"])
+    assert {s["metric"] for s in scores} == {"wa", "uar", "macro_f1"} and {s["layer"] for s in scores} == {"0", "1", "2"}
+    assert Path(runs[0]["predictions"]).is_file()
+    from classifiers.study import load_registered
+
+    best = max(r["uar"] for r in load_registered(runs[0]).summary())
+    assert reg.best_mean(runs[0]["id"]) == pytest.approx(best)
+    ls = cli("results", "ls", "--corpus", "ravdess", "--db", str(db))
+    assert runs[0]["id"] in ls.output and runs[1]["id"] in ls.output
+    assert "0 run(s)" in cli("results", "ls", "--classifier", "xgboost", "--db", str(db)).output
+    show = cli("results", "show", runs[0]["id"][:6], "--db", str(db))
+    assert "95% speaker CI" in show.output and "ravdess,emodb" in show.output
+    cmp = cli("results", "compare", runs[0]["id"], runs[1]["id"], "--db", str(db), "--out", str(tmp_path / "c.png"))
+    assert "+0.000" in cmp.output and (tmp_path / "c.png").stat().st_size > 3000   # same run twice: no difference
+    out = cli("results", "export", "--out", str(tmp_path / "all.csv"), "--db", str(db))
+    assert "all.csv" in out.output
+    assert len((tmp_path / "all.csv").read_text().splitlines()) == 1 + 2 * len(scores)
+
+
+def test_compare_refuses_different_test_sets_and_bad_databases(cache, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "ser.db"
+    cli(*probe_args(cache, db))
+    cli("probe", "--train", "ravdess", "--test", "cremad", "--layer", "1", "--model", MODEL, "--cache", str(cache),
+        "--db", str(db))
+    a, b = (r["id"] for r in __import__("classifiers.registry", fromlist=["Registry"]).Registry(db).runs())
+    r = cli("results", "compare", a, b, "--db", str(db), ok=False)
+    assert r.exit_code == 2 and "different test utterances" in r.output and "same utterances" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    bad = tmp_path / "corrupt.db"
+    bad.write_bytes(b"this is not sqlite at all" * 100)
+    r = cli("results", "ls", "--db", str(bad), ok=False)
+    assert r.exit_code == 2 and str(bad) in r.output and len(r.output.strip().splitlines()) == 1
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        from classifiers.registry import Registry, RegistryError
+
+        with pytest.raises(RegistryError, match=f"{db}.*locked"):
+            Registry(db, timeout=0.2).register(kind="probe", config={}, stores=[], results=_one_record())
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def _one_record():
+    from classifiers.results import ProbeResults, make_record
+
+    return ProbeResults([make_record(layer=1, fold="f", y_true=["a", "b"], y_pred=["a", "a"], labels=["a", "b"],
+                                     n_train=2, classifier="logreg", seed=0, train_set="x", test_set="x")])
+
+
+def _writer(db: str, tag: int, n: int) -> None:
+    from classifiers.registry import Registry
+
+    reg = Registry(db)
+    for i in range(n):
+        reg.register(kind="probe", config=dict(tag=tag, i=i), stores=[], results=_one_record(), command=f"w{tag}")
+
+
+def test_two_writers_at_once_keep_every_row(tmp_path):
+    db = str(tmp_path / "ser.db")
+    ctx = multiprocessing.get_context("fork")  # the children only write SQLite; fork starts them in ms
+    procs = [ctx.Process(target=_writer, args=(db, tag, 20)) for tag in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    from classifiers.registry import Registry
+
+    reg = Registry(db)
+    runs = reg.runs()
+    assert sorted((r["command"], r["config"]["i"]) for r in runs) == sorted((f"w{t}", i) for t in (1, 2) for i in range(20))
+    assert all(len(reg.scores(r["id"])) == 3 for r in runs) and reg.check() == "ok"
+    assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_evaluate_saved_probe_cross_corpus(cache, tmp_path, monkeypatch):
+    """A probe trained on (synthetic) RAVDESS scored on (synthetic) CREMA-D: all utterances and the
+    shared classes, the classes CREMA-D lacks named, predictions saved, a registry row."""
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "ser.db"
+    cli(*probe_args(cache, db, "--layer", "1", "--save-probe", str(tmp_path / "probe")))
+    r = cli("evaluate", "--model", str(tmp_path / "probe"), "--corpus", "cremad", "--cache", str(cache),
+            "--db", str(db), "--out", str(tmp_path / "ev"))
+    assert "all: WA" in r.output and "shared: WA" in r.output
+    assert "calm, surprise" in r.output
+    from classifiers.predictions import read_predictions
+
+    preds = read_predictions(tmp_path / "ev" / "predictions.parquet")
+    assert len(preds["id"]) == 8 * 6 * 3 and set(preds["corpus"]) == {"cremad"} and "p_calm" in preds
+    import json
+
+    recs = {r["classes"]: r for r in json.loads((tmp_path / "ev" / "evaluate.json").read_text())["records"]}
+    assert recs["shared"]["labels"] == LABELS["cremad"] and "calm" in recs["all"]["labels"]
+    assert recs["shared"]["uar"] >= recs["all"]["uar"] > 1 / 8        # restricting to shared classes can only help here
+    mapped = cli("evaluate", "--model", str(tmp_path / "probe"), "--corpus", "cremad", "--cache", str(cache),
+                 "--db", str(db), "--out", str(tmp_path / "ev2"), "--drop", "disgust", "--map", "fear=sad")
+    assert "disgust" not in json.loads((tmp_path / "ev2" / "evaluate.json").read_text())["records"][1]["labels"]
+    assert mapped.exit_code == 0
+    cli("evaluate", "--model", str(tmp_path / "probe"), "--corpus", "cremad", "--cache", str(cache), "--db", str(db))
+    cli("evaluate", "--model", str(tmp_path / "probe"), "--corpus", "cremad", "--cache", str(cache), "--db", str(db))
+    assert len(list((tmp_path / "results").glob("evaluate-*"))) == 2          # a re-run never replaces files
+    bad = cli("evaluate", "--model", str(tmp_path / "probe"), "--corpus", "cremad", "--map", "calm", ok=False)
+    assert bad.exit_code == 2 and "FROM=TO" in bad.output
+
+
+def test_study_file_runs_cells_once_and_writes_the_report(cache, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    study = tmp_path / "s.toml"
+    study.write_text(f'''[study]
+name = "toy"
+models = ["{MODEL}"]
+layers = "all"
+C = 1.0
+seeds = 2
+[[cells]]
+corpus = "ravdess"
+protocol = "speaker-kfold:4"
+train = ["ravdess", "ravdess,emodb"]
+[[cells]]
+train = ["ravdess"]
+test = "cremad"
+''')
+    args = ("study", "run", str(study), "--cache", str(cache), "--db", str(tmp_path / "ser.db"))
+    r = cli(*args)
+    assert r.output.count(": ran, run") == 2 and "study-toy.html" in r.output
+    r = cli(*args)
+    assert r.output.count("registered already") == 2
+    page = (tmp_path / "results" / "study-toy.html").read_text()
+    assert page.count("data:image/png;base64,") >= 5 and "transfer" in page
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[study]\nnmae = 1\n[[cells]]\ncorpus = 'ravdess'\n")
+    r = cli("study", "run", str(bad), ok=False)
+    assert r.exit_code == 2 and "nmae" in r.output
+
+
+def test_report_renders_in_chromium(cache, tmp_path, monkeypatch):
+    """The report, opened in headless Chromium: the screenshot is not blank and every image decoded."""
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "ser.db"
+    cli(*probe_args(cache, db, "--train", "ravdess", "--train", "ravdess,emodb", "--seeds", "2"))
+    cli(*probe_args(cache, db, "--classifier", "xgboost", "--layer", "1"))
+    page = tmp_path / "report.html"
+    cli("report", "--out", str(page), "--db", str(db))
+    html_text = page.read_text()
+    n_images = html_text.count("<img ")
+    assert n_images >= 5 and "src=\"http" not in html_text          # self-contained
+    shot = tmp_path / "report.png"
+    # the page reports how many of its images decoded, in its title, for Chromium's --dump-dom
+    probe_page = tmp_path / "probe.html"
+    probe_page.write_text(html_text.replace("</body>", "<script>addEventListener('load',()=>{document.title="
+                                            "'decoded '+[...document.images].filter(i=>i.naturalWidth>0).length})"
+                                            "</script></body>"))
+    chrome = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    subprocess.run([*chrome, f"--screenshot={shot}", "--window-size=1366,2400", page.as_uri()], check=True,
+                   capture_output=True, timeout=120)
+    dom = subprocess.run([*chrome, "--dump-dom", probe_page.as_uri()], check=True, capture_output=True, text=True,
+                         timeout=120).stdout
+    assert f"<title>decoded {n_images}</title>" in dom
+    from PIL import Image
+
+    img = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert img.shape == (2400, 1366)
+    assert img.std() > 20 and (img < 128).mean() > 0.01                # text and plots, not a blank page
+
+
+def test_the_diary_study_example_reads():
+    from classifiers.study import read_study
+
+    head, cells = read_study(Path(__file__).parents[1] / "examples" / "diary-study.toml")
+    assert head["name"] == "diary" and len(cells) == 10
+    assert cells[0].options["train"] == ["ravdess", "ravdess,emodb", "ravdess,emodb,emovo"]
+    assert {c.options.get("classes") for c in cells} == {None, "shared", "all"}
+
+
+def test_finetune_results_carry_each_folds_predictions(tmp_path):
+    from classifiers.finetune import FinetuneResult, FoldResult, _fold_dir_name, to_probe_results
+    from classifiers.predictions import concat
+
+    fold_dir = tmp_path / _fold_dir_name("luna-0")
+    fold_dir.mkdir()
+    (fold_dir / "predictions.csv").write_text("id,corpus,speaker,label,prediction,p_angry,p_sad\n"
+                                              "u1,ravdess,ravdess-01,sad,sad,0.2,0.8\n"
+                                              "u2,ravdess,ravdess-02,angry,sad,0.4,0.6\n")
+    fold = FoldResult(fold="luna-0", train_set="ravdess", test_set="ravdess", n_train=10, n_val=2, n_test=2,
+                      val_speakers=["s"], metrics={}, recall={}, confusion=[], best_val_uar=0.5, best_checkpoint=None,
+                      global_step=4, model_dir="m", seconds=1.0, y_true=["sad", "angry"], y_pred=["sad", "sad"])
+    run = FinetuneResult(out_dir=tmp_path, labels=["angry", "sad"], folds=[fold], summary={},
+                         plan={"pooling": "mean", "seed": 3})
+    cols = concat(to_probe_results(run).predictions)
+    assert list(cols["id"]) == ["u1", "u2"] and list(cols["predicted"]) == ["sad", "sad"]
+    assert set(cols["layer"]) == {"e2e"} and set(cols["classifier"]) == {"finetune-mean"} and set(cols["seed"]) == {3}
+    np.testing.assert_allclose(cols["p_sad"], [0.8, 0.6])
+
+
+def test_evaluate_finetuned_model_on_audio(tiny_models, one_torch_thread, tmp_path, monkeypatch):
+    """A fine-tuned model directory (RAVDESS' 8 classes) scored on a synthetic CREMA-D from audio."""
+    from classifiers.heads import build_classifier
+    from featstore.synth import synthesize
+
+    monkeypatch.chdir(tmp_path)
+    synthesize("cremad", tmp_path / "cremad", n=24, seed=0, max_duration=1.0, sample_rate=16000)
+    model = build_classifier(str(tiny_models["group"]), LABELS["ravdess"]).save_pretrained(tmp_path / "model")
+    r = cli("evaluate", "--model", str(model), "--corpus", "cremad", "--root", str(tmp_path / "cremad"),
+            "--out", str(tmp_path / "ev"), "--device", "cpu")
+    assert "all: WA" in r.output and "shared: WA" in r.output and "calm, surprise" in r.output
+    from classifiers.predictions import read_predictions
+
+    preds = read_predictions(tmp_path / "ev" / "predictions.parquet")
+    assert len(preds["id"]) == 24 and set(preds["layer"]) == {"e2e"} and set(preds["classifier"]) == {"finetuned"}
+    np.testing.assert_allclose(np.stack([preds[f"p_{c}"] for c in LABELS["ravdess"]], 1).sum(1), 1, atol=1e-4)
