@@ -220,16 +220,12 @@ def _front_end(model_id: str, directory: Path, model_type: str) -> LogMelFrontEn
 def _logmel_info(model_id: str, directory: Path, revision: str | None, config, layers: str) -> ModelInfo:
     """Whisper (encoder only) and w2v-BERT 2.0: input from the model's own feature extractor."""
     fe = _front_end(model_id, directory, config.model_type)
-    whisper = config.model_type == "whisper"
     return ModelInfo(
         model_id=model_id, directory=directory, revision=revision,
         weights_sha256=_weights_hash(directory, front_end=True), model_type=config.model_type,
-        num_layers=(config.encoder_layers if whisper else config.num_hidden_layers) + 1,
-        hidden_size=config.d_model if whisper else config.hidden_size,
-        sample_rate=fe.sample_rate, do_normalize=False, group_norm=False,
-        receptive_field=fe.extractor.n_fft if whisper else fe.receptive_field,
-        frame_rate=fe.sample_rate / (2 * fe.extractor.hop_length if whisper else 160 * fe.extractor.stride),
-        input_kind="log-mel", max_input_seconds=fe.max_seconds if whisper else None, layer_convention=layers,
+        num_layers=config.num_hidden_layers + 1, hidden_size=config.hidden_size,  # Whisper: encoder_layers, d_model
+        sample_rate=fe.sample_rate, do_normalize=False, group_norm=False, receptive_field=fe.receptive_field,
+        frame_rate=fe.frame_rate, input_kind="log-mel", max_input_seconds=fe.max_seconds, layer_convention=layers,
     )
 
 

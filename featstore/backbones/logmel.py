@@ -25,7 +25,15 @@ PREPROCESSOR = "preprocessor_config.json"
 
 
 class LogMelFrontEnd:
-    """The model's feature extractor, run per window; pads a batch and counts valid output frames."""
+    """The model's feature extractor, run per window; pads a batch and counts valid output frames.
+
+    receptive_field: samples for one output frame; frame_rate: output frames per second;
+    max_seconds: the longest window the model takes (None: any).
+    """
+
+    receptive_field: int
+    frame_rate: float
+    max_seconds: float | None = None
 
     def __init__(self, extractor):
         self.extractor = extractor
@@ -47,6 +55,14 @@ class WhisperFrontEnd(LogMelFrontEnd):
     def max_seconds(self) -> float:
         return self.extractor.n_samples / self.sample_rate
 
+    @property
+    def receptive_field(self) -> int:
+        return self.extractor.n_fft
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / (2 * self.extractor.hop_length)
+
     def features(self, wave):
         x = self.extractor(wave, sampling_rate=self.sample_rate, return_tensors="np")["input_features"][0]
         mel = min(math.ceil(len(wave) / self.extractor.hop_length), self.extractor.nb_max_frames)
@@ -64,6 +80,10 @@ class W2vBertFrontEnd(LogMelFrontEnd):
     def receptive_field(self) -> int:
         """Samples for one output frame: `stride` fbank frames of 25 ms every 10 ms (the variance needs two)."""
         return 400 + 160 * (self.extractor.stride - 1)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / (160 * self.extractor.stride)
 
     def features(self, wave):
         out = self.extractor(wave, sampling_rate=self.sample_rate, return_tensors="np", return_attention_mask=True)
