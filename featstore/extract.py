@@ -432,7 +432,7 @@ def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer | _FrameSink
     bar = _progress(settings.progress, len(todo), float(sum(u.duration for u in todo)))
     max_samples = int(settings.max_seconds * sr)
     whole = backbone.input_kind == "functionals"  # functionals describe the whole clip; openSMILE streams it
-    min_input = int((backbone.max_input_seconds or 0) * sr)
+    min_input = int((backbone.max_input_seconds or 0) * sr)  # Whisper pads every window to its input limit
     frame_layers = writer.config["frame_layers"]
     cpu_batch = settings.batch_size or 1
     fetch = _Prefetcher(todo, sr, backbone.receptive_field)

@@ -215,8 +215,12 @@ def test_unsupported_model_type_names_the_families(tmp_path):
 
 
 @pytest.mark.parametrize("family", ["whisper", "wav2vec2-bert"])
-def test_model_directory_without_feature_extractor_names_the_file(models, tmp_path, family):
+def test_model_directory_without_feature_extractor_names_the_file(models, tmp_path, family, monkeypatch):
     import shutil
+
+    from typer.testing import CliRunner
+
+    import cli
 
     bare = tmp_path / family
     shutil.copytree(models[family], bare)
@@ -224,6 +228,24 @@ def test_model_directory_without_feature_extractor_names_the_file(models, tmp_pa
     with pytest.raises(ModelLoadError, match="no preprocessor_config.json in") as e:
         model_info(str(bare))
     assert "save_pretrained" in str(e.value)
+    # the command line says it in one line, exit code 2
+    monkeypatch.setenv("SER_CONFIG", str(tmp_path / "none.toml"))
+    _corpus(tmp_path / "audio", [0.5])
+    (tmp_path / "audio" / "mine.csv").write_text("path,label,speaker\nclip0.wav,sad,s1\n")
+    out = CliRunner().invoke(cli.app, ["extract", "--corpus", "csv", "--root", str(tmp_path / "audio" / "mine.csv"),
+                                       "--model", str(bare), "--cache", str(tmp_path / "cache"), "--device", "cpu"])
+    assert out.exit_code == 2 and "error:" in out.output and "preprocessor_config.json" in out.output
+    assert "Traceback" not in out.output
+
+
+def test_gpu_batches_count_whisper_windows_as_30_seconds():
+    """Whisper pads every window to 30 s, so a GPU batch budget counts each window as 30 s."""
+    from featstore.extract import _batches
+
+    pieces = [(None, np.zeros(16000 * 3, np.float32)) for _ in range(6)]
+    cuda = torch.device("cuda")
+    assert [len(b) for b in _batches(pieces, cuda, None, 60.0, 16000)] == [6]
+    assert [len(b) for b in _batches(pieces, cuda, None, 60.0, 16000, min_input=30 * 16000)] == [2, 2, 2]
 
 
 def test_ser_models_lists_families_layers_and_local_copies(models, tmp_path, monkeypatch):

@@ -98,9 +98,10 @@ def supported_families() -> str:
 def local_copy(model_id: str) -> Path | None:
     """Where a model can be loaded from without the network: a directory, or the HF cache; else None."""
     if model_id.startswith("opensmile:"):
-        from featstore.backbones.opensmile import installed
+        from importlib.util import find_spec
 
-        return Path(installed()) if installed() else None
+        spec = find_spec("opensmile")  # the wheel carries the binaries: installed means available offline
+        return Path(spec.origin).parent if spec and spec.origin else None
     path = Path(model_id).expanduser()
     if path.is_dir():
         return path if (path / "config.json").exists() else None
