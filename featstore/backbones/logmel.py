@@ -64,6 +64,9 @@ class WhisperFrontEnd(LogMelFrontEnd):
         return self.sample_rate / (2 * self.extractor.hop_length)
 
     def features(self, wave):
+        if len(wave) > self.extractor.n_samples:  # the extractor would silently cut it
+            raise ValueError(f"a Whisper window is at most {self.max_seconds:g} s; cut longer clips with "
+                             f"featstore.audio.windows")
         x = self.extractor(wave, sampling_rate=self.sample_rate, return_tensors="np")["input_features"][0]
         mel = min(math.ceil(len(wave) / self.extractor.hop_length), self.extractor.nb_max_frames)
         return x, (mel - 1) // 2 + 1  # the encoder's stride-2 convolution
