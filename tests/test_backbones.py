@@ -175,6 +175,8 @@ def test_whisper_pools_only_real_audio_and_windows_long_clips(models, tmp_path, 
     assert fs.n_frames[1] == 2 * 1125 == sum(h.shape[1] for h in halves)
     np.testing.assert_allclose(fs.pooled_all("mean")[1], np.concatenate(halves, 1).mean(1), atol=1e-4)
     np.testing.assert_allclose(fs.frames(2, 1), np.concatenate(halves, 1)[2], atol=2e-2)
+    with pytest.raises(ValueError, match="at most 30 s"):  # never cut silently by the feature extractor
+        hidden_states(load_backbone(str(models["whisper"])), [long[: 30 * 16000 + 1]])
 
 
 def test_w2v_bert_and_conformer_extract_in_batches(models, tmp_path, one_torch_thread):
