@@ -164,6 +164,35 @@ def corpora(labels: bool = typer.Option(False, "--labels", help="Print the label
     console.print(t)
 
 
+@app.command()
+@friendly
+def models():
+    """The backbone families, how each numbers its layers, known models and whether a local copy is here.
+
+    Example: ser models
+    """
+    from rich.table import Column
+
+    from featstore.backbones import FAMILIES, describe_model, models_table
+    from featstore.config import default_model
+
+    t = Table("family", Column("model", overflow="fold"), "layers", "hidden", "local copy")
+    for r in models_table():
+        t.add_row(r["family"], r["model"], str(r["layers"]), str(r["hidden_size"]), "yes" if r["local"] else "no")
+    console.print(t)
+    console.print("layer numbering (--layer k, --frames k):", highlight=False)
+    conventions: dict[str, list[str]] = {}
+    for f in FAMILIES:
+        conventions.setdefault(f"[{f.input_kind}] {f.layers}", []).append(f.name)
+    for text, names in conventions.items():
+        console.print(f"  {', '.join(names)} {text}", highlight=False, soft_wrap=True, markup=False)
+    mine = describe_model(default_model())
+    what = (mine["error"] or f"{mine['family']}, {mine['layers']} layers x {mine['hidden_size']}, local copy: yes"
+            if mine["local"] else "no local copy (downloaded on first use unless HF_HUB_OFFLINE is set)")
+    console.print(f"configured model: {mine['model']}: {what}",
+                  highlight=False, soft_wrap=True)
+
+
 def _print_problems(problems, limit: int = 50) -> None:
     for p in problems[:limit]:
         err.print(f"[yellow]skipped[/] {p.path}: {p.reason}", highlight=False)

@@ -12,12 +12,19 @@ and, in child processes, the peak RSS of `ser extract` on N and on 10 x N uttera
 Also the speed at several batch sizes, of the forward alone and of `ser extract --batch-size`
 (why CPU extraction uses batch 1 by default).
 
+With `--families`, instead: `ser extract` speed of every backbone family on the same corpus,
+each at base size (12 blocks x 768, random weights; Whisper = whisper-small's encoder), as
+audio-seconds per second and as a ratio to wav2vec2-base measured in the same run; plus
+Whisper on 30 s clips of the same audio, which shows what its 30 s padding costs short clips.
+
     python bench/extract.py --n 40 --scale 10 [--device cpu|cuda]
+    python bench/extract.py --families --n 12
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import shutil
@@ -41,6 +48,82 @@ def build_base_model(directory: Path) -> Path:
         Wav2Vec2Model(Wav2Vec2Config()).save_pretrained(directory)
         Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(directory)
     return directory
+
+
+BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+
+
+def build_family(family: str, directory: Path) -> Path:
+    """A base-size model of `family` with random weights, saved with save_pretrained (model + feature extractor)."""
+    import transformers as tf
+
+    if (directory / "config.json").exists():
+        return directory
+    torch.manual_seed(0)
+    waveform = dict(wav2vec2="Wav2Vec2", hubert="Hubert", wavlm="WavLM", unispeech="UniSpeech",
+                    data2vec_audio="Data2VecAudio", unispeech_sat="UniSpeechSat", wav2vec2_conformer="Wav2Vec2Conformer")
+    if family in waveform:
+        name = waveform[family]
+        model, fe = getattr(tf, f"{name}Model")(getattr(tf, f"{name}Config")(**BASE)), tf.Wav2Vec2FeatureExtractor()
+    elif family == "w2v_bert":
+        model = tf.Wav2Vec2BertModel(tf.Wav2Vec2BertConfig(**BASE, output_hidden_size=768))
+        fe = tf.SeamlessM4TFeatureExtractor()
+    elif family == "whisper":
+        model = tf.WhisperModel(tf.WhisperConfig(d_model=768, encoder_layers=12, encoder_attention_heads=12,
+                                                 encoder_ffn_dim=3072, decoder_layers=1, decoder_attention_heads=12,
+                                                 decoder_ffn_dim=768, vocab_size=64, max_target_positions=16,
+                                                 pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                                 decoder_start_token_id=1))
+        fe = tf.WhisperFeatureExtractor()
+    else:
+        raise ValueError(family)
+    model.save_pretrained(directory)
+    fe.save_pretrained(directory)
+    return directory
+
+
+def family_throughput(work: Path, manifest, device: str) -> None:
+    """`ser extract` audio-s/s per family on the same corpus, and Whisper on 30 s clips of the same audio."""
+    from featstore.corpora import load_manifest
+
+    families = ["wav2vec2", "hubert", "wavlm", "data2vec_audio", "unispeech", "unispeech_sat", "wav2vec2_conformer",
+                "w2v_bert", "whisper", "opensmile:eGeMAPSv02", "opensmile:ComParE_2016"]
+    models = {f: f if f.startswith("opensmile:") else str(build_family(f, work / "models" / f)) for f in families}
+    warm = dataclasses.replace(manifest, utterances=manifest.utterances[:2])
+    ser_extract(models["wav2vec2"], warm, device, work / "cache-families")  # warm-up: imports, first load
+    speeds = {}
+    # wav2vec2 first and last: the shared machine's drift over the run shows in the two
+    for family in [*families, "wav2vec2"]:
+        seconds, wall = ser_extract(models[family], manifest, device, work / "cache-families")
+        speed = seconds / wall
+        speeds[family] = (speeds[family] + speed) / 2 if family in speeds else speed
+        print(f"{family:24s} {speed:7.1f} audio-s/s  ({seconds:.0f} s of audio in {wall:.1f} s)", flush=True)
+    long_root = work / "long-clips"
+    if not long_root.exists():
+        _thirty_second_corpus(manifest, long_root)
+    long = load_manifest("csv", long_root / "clips.csv")
+    seconds, wall = ser_extract(str(work / "models" / "whisper"), long, device, work / "cache-families")
+    whole = seconds / wall
+    mean = sum(u.duration for u in manifest.utterances) / len(manifest)
+    print(f"{'whisper, 30 s clips':24s} {whole:7.1f} audio-s/s  ({seconds:.0f} s of audio in {wall:.1f} s)")
+    base = speeds["wav2vec2"]
+    print("ratio to wav2vec2-base (mean of its first and last run): " + ", ".join(f"{f} {v / base:.2f}" for f, v in speeds.items()))
+    print(f"whisper padding cost: {mean:.1f} s clips run at {speeds['whisper']:.1f} audio-s/s, 30 s clips at "
+          f"{whole:.1f}: short clips are {whole / speeds['whisper']:.1f}x slower per audio second "
+          f"(30 s / {mean:.1f} s = {30 / mean:.1f}x more frames computed than kept)")
+
+
+def _thirty_second_corpus(manifest, root: Path) -> None:
+    """The corpus' audio (at 16 kHz) concatenated into 30 s clips, as a `csv` corpus."""
+    from featstore.audio import load_audio
+
+    root.mkdir(parents=True)
+    audio = np.concatenate([load_audio(u.path, 16000) for u in manifest.utterances])
+    rows = ["path,label,speaker"]
+    for i in range(len(audio) // 480000):
+        sf.write(root / f"clip{i}.wav", audio[i * 480000:(i + 1) * 480000], 16000)
+        rows.append(f"clip{i}.wav,neutral,s{i}")
+    (root / "clips.csv").write_text("\n".join(rows) + "\n")
 
 
 def corpus(root: Path, n: int):
@@ -120,6 +203,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch-sizes", default="1,4,8", help="forward speed at these batch sizes")
     p.add_argument("--work", type=Path, default=None, help="working directory (default: a temporary one)")
+    p.add_argument("--families", action="store_true", help="ser extract speed of every backbone family instead")
     p.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
@@ -129,6 +213,15 @@ def main() -> None:
         return rss_child(args)
 
     work = args.work or Path(tempfile.mkdtemp(prefix="ser-bench-"))
+    if args.families:
+        manifest = corpus(work / f"ravdess-{args.n}", args.n)
+        print(f"corpus: {len(manifest)} RAVDESS-shaped utterances, {sum(u.duration for u in manifest.utterances):.0f} s "
+              f"at 48 kHz; base-size models (12 x 768, random weights); device {args.device}, torch threads "
+              f"{torch.get_num_threads()}")
+        family_throughput(work, manifest, args.device)
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     model_dir = build_base_model(work / "wav2vec2-base-random")
     manifest = corpus(work / f"ravdess-{args.n}", args.n)
     total = sum(u.duration for u in manifest.utterances)

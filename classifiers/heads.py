@@ -34,7 +34,12 @@ import torch
 from torch import nn
 
 from featstore import serialize
-from featstore.backbone import install_masked_group_norm, masked_group_norm, masked_pos_conv
+from featstore.backbone import (
+    install_masked_group_norm,
+    masked_conformer_conv,
+    masked_group_norm,
+    masked_pos_conv,
+)
 from featstore.errors import SerError
 
 POOLINGS: tuple[str, ...] = ("mean", "attention", "layer-weighted", "bilstm")
@@ -314,7 +319,8 @@ class EmotionClassifier(nn.Module):
         padded = bool((n != samples).any())
         mask = attention_mask.long() if padded else None
         lengths = self.backbone._get_feat_extract_output_lengths(n)
-        with masked_group_norm(self.backbone, n, padded), masked_pos_conv(self.backbone, lengths, padded):
+        with (masked_group_norm(self.backbone, n, padded), masked_pos_conv(self.backbone, lengths, padded),
+              masked_conformer_conv(self.backbone, lengths, padded)):
             out = self.backbone(input_values, attention_mask=mask,
                                 output_hidden_states=self.config.pooling == "layer-weighted")
         if self.config.pooling == "layer-weighted":
@@ -403,6 +409,9 @@ def build_classifier(backbone_id: str, labels: Sequence[str], *, pooling: str = 
     if len(labels) < 2:
         raise HeadError(f"a classifier needs at least 2 labels, got {list(labels)}")
     bb = load_backbone(backbone_id)
+    if bb.input_kind != "waveform":
+        raise HeadError(f"{backbone_id}: fine-tuning takes waveform models (wav2vec2, HuBERT, WavLM, data2vec-audio, "
+                        f"UniSpeech, wav2vec2-conformer); its {bb.input_kind} input is for `ser extract` and probes")
     parse_freeze(freeze, bb.model.config.num_hidden_layers)
     config = ClassifierConfig(
         labels=list(labels), backbone_config=bb.model.config.to_dict(), backbone_id=str(backbone_id),

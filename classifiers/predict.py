@@ -301,7 +301,9 @@ def probe_features(files: Sequence[str | Path], probe: SavedProbe, *, batch_size
     pieces: list[tuple[int, np.ndarray]] = []
     for i, f in enumerate(files):
         wave = load_audio(f, backbone.sample_rate, min_samples=backbone.receptive_field)
-        pieces += [(i, w) for w in windows(wave, max_samples, backbone.receptive_field)]
+        # functionals (openSMILE) describe the whole clip, as in the store: never windowed
+        cut = [wave] if backbone.input_kind == "functionals" else windows(wave, max_samples, backbone.receptive_field)
+        pieces += [(i, w) for w in cut]
     frames: list[list[np.ndarray]] = [[] for _ in files]
     for rows in _order_by_length([w for _, w in pieces], batch_size):
         states, lengths = hidden_states(backbone, [pieces[r][1] for r in rows], device=dev)

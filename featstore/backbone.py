@@ -1,4 +1,13 @@
-"""Loading wav2vec2-family backbones and running them exactly over batches.
+"""Loading backbones and running them exactly over batches.
+
+The families ser extracts from, how each numbers its layers and which hub ids are known, are
+in `featstore.backbones` (`ser models` prints them). Three kinds of input:
+  - waveform (wav2vec2, HuBERT, WavLM, data2vec-audio, UniSpeech(-SAT), wav2vec2-conformer):
+    the raw 16 kHz signal, normalised per waveform when the feature extractor says so;
+  - log-mel (Whisper encoders, w2v-BERT 2.0): features from the model's own feature extractor,
+    computed per window and padded afterwards (`featstore.backbones.logmel`);
+  - functionals (openSMILE eGeMAPS / ComParE): one vector per utterance, stored as one layer
+    (`featstore.backbones.opensmile`).
 
 Layer convention (used everywhere in ser): layer k is `hidden_states[k]` of the transformers
 model called with `output_hidden_states=True`, k = 0..L:
@@ -16,7 +25,8 @@ with the same normalisation computed over each item's valid frames only; togethe
 attention mask (and per-waveform normalisation before padding) a batch then gives the same
 hidden states as running every utterance alone. LayerNorm feature encoders only need the mask.
 data2vec-audio's stacked positional convolution also needs its padded frames zeroed between
-its layers (`masked_pos_conv`).
+its layers (`masked_pos_conv`), and wav2vec2-conformer's convolution modules their padded frames
+zeroed before the depthwise convolution (`masked_conformer_conv`).
 """
 
 from __future__ import annotations
@@ -34,12 +44,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from featstore.backbones import SUPPORTED_MODEL_TYPES, family_of, supported_families
+from featstore.backbones.logmel import PREPROCESSOR, LogMelFrontEnd
 from featstore.errors import SerError
 
 DEFAULT_MODEL = "facebook/wav2vec2-base"
 
-#: Model families ser extracts from (transformers `model_type`s with wav2vec2-style encoders).
-SUPPORTED_MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat")
+#: the layer convention of waveform models, recorded in their stores
+WAVEFORM_CONVENTION = ("layer k = transformers hidden_states[k], k=0..L; 0 = input to the first transformer "
+                       "block; for stable-layer-norm models hidden_states[L] is before the final LayerNorm")
 
 
 class ModelLoadError(SerError):
@@ -62,6 +75,10 @@ class Backbone:
     group_norm: bool            # feature encoder uses GroupNorm (padding-sensitive)
     receptive_field: int        # samples needed for one output frame
     frame_rate: float           # output frames per second
+    input_kind: str = "waveform"              # "waveform" | "log-mel" | "functionals"
+    max_input_seconds: float | None = None    # longest window the model takes (Whisper: 30 s)
+    layer_convention: str = WAVEFORM_CONVENTION
+    front_end: object | None = None           # LogMelFrontEnd (log-mel models) or opensmile.Smile
 
     @property
     def slug(self) -> str:
@@ -84,10 +101,12 @@ def model_slug(model_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "--", name.strip("/")).strip("-") or "model"
 
 
-def _weights_hash(directory: Path) -> str:
+def _weights_hash(directory: Path, *, front_end: bool = False) -> str:
+    """sha256 of the weight files (and, with `front_end`, of the preprocessor config defining the input)."""
     digest = hashlib.sha256()
     files = sorted(p for p in directory.iterdir()
-                   if p.suffix in (".safetensors", ".bin") or p.name.endswith(".safetensors.index.json"))
+                   if p.suffix in (".safetensors", ".bin") or p.name.endswith(".safetensors.index.json")
+                   or (front_end and p.name == PREPROCESSOR))
     for p in files:
         digest.update(p.name.encode())
         with p.open("rb") as f:
@@ -141,20 +160,30 @@ class ModelInfo:
     group_norm: bool
     receptive_field: int
     frame_rate: float
+    input_kind: str = "waveform"              # "waveform" | "log-mel" | "functionals"
+    max_input_seconds: float | None = None    # longest window the model takes (Whisper: 30 s)
+    layer_convention: str = WAVEFORM_CONVENTION
 
 
 def model_info(model_id: str = DEFAULT_MODEL, *, revision: str | None = None) -> ModelInfo:
-    """Resolve a hub id or local directory (honouring HF_HUB_OFFLINE) and describe the model."""
+    """Resolve a hub id, local directory (honouring HF_HUB_OFFLINE) or `opensmile:<set>` and describe the model."""
     from transformers import AutoConfig
 
+    from featstore.backbones import opensmile
+
+    if model_id.startswith(opensmile.PREFIX):
+        return _opensmile_info(model_id)
     directory, resolved_revision = _resolve_directory(model_id, revision)
     try:
         config = AutoConfig.from_pretrained(directory)
     except Exception as e:
         raise ModelLoadError(f"{directory}: not a transformers model directory ({e})") from e
+    family = family_of(config.model_type)
     if config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise ModelLoadError(f"{model_id}: model type {config.model_type!r} is not a wav2vec2-family "
-                             f"encoder (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
+        raise ModelLoadError(f"{model_id}: model type {config.model_type!r} is not supported; ser supports "
+                             f"{supported_families()} (`ser models` lists them)")
+    if family.input_kind == "log-mel":
+        return _logmel_info(model_id, directory, resolved_revision, config, family.layers)
     do_normalize, sample_rate = True, 16000
     pre = directory / "preprocessor_config.json"
     if pre.exists():
@@ -174,27 +203,77 @@ def model_info(model_id: str = DEFAULT_MODEL, *, revision: str | None = None) ->
     )
 
 
+def _front_end(model_id: str, directory: Path, model_type: str) -> LogMelFrontEnd:
+    """The log-mel front-end saved beside the weights; a missing preprocessor config is named with its fix."""
+    from featstore.backbones.logmel import front_end
+
+    if not (directory / PREPROCESSOR).is_file():
+        raise ModelLoadError(f"{model_id}: no {PREPROCESSOR} in {directory}; a {model_type} model needs its "
+                             f"feature extractor: save it beside the weights with "
+                             f"AutoFeatureExtractor.from_pretrained(<hub id>).save_pretrained('{directory}')")
+    try:
+        return front_end(model_type, directory)
+    except (OSError, ValueError, TypeError) as e:
+        raise ModelLoadError(f"{directory / PREPROCESSOR}: not a feature extractor for {model_type} ({e})") from e
+
+
+def _logmel_info(model_id: str, directory: Path, revision: str | None, config, layers: str) -> ModelInfo:
+    """Whisper (encoder only) and w2v-BERT 2.0: input from the model's own feature extractor."""
+    fe = _front_end(model_id, directory, config.model_type)
+    return ModelInfo(
+        model_id=model_id, directory=directory, revision=revision,
+        weights_sha256=_weights_hash(directory, front_end=True), model_type=config.model_type,
+        num_layers=config.num_hidden_layers + 1, hidden_size=config.hidden_size,  # Whisper: encoder_layers, d_model
+        sample_rate=fe.sample_rate, do_normalize=False, group_norm=False, receptive_field=fe.receptive_field,
+        frame_rate=fe.frame_rate, input_kind="log-mel", max_input_seconds=fe.max_seconds, layer_convention=layers,
+    )
+
+
+def _opensmile_info(model_id: str) -> ModelInfo:
+    from featstore.backbones import opensmile
+
+    revision, sha, features = opensmile.identity(model_id)
+    return ModelInfo(
+        model_id=model_id, directory=Path(opensmile.smile(model_id).config_path).parent, revision=revision,
+        weights_sha256=sha, model_type="opensmile", num_layers=1, hidden_size=features,
+        sample_rate=opensmile.SAMPLE_RATE, do_normalize=False, group_norm=False,
+        receptive_field=opensmile.MIN_SAMPLES, frame_rate=0.0, input_kind="functionals",
+        layer_convention=family_of("opensmile").layers,
+    )
+
+
 def load_backbone(model: str | ModelInfo = DEFAULT_MODEL, *, device: str | torch.device = "cpu",
                   dtype: torch.dtype = torch.float32, revision: str | None = None) -> Backbone:
-    """Load a wav2vec2-family encoder with `from_pretrained` (hub id or local directory).
+    """Load a backbone: a transformers encoder with `from_pretrained` (hub id or local directory), or openSMILE.
 
-    Honours HF_HUB_OFFLINE. A CTC / classification checkpoint loads its base encoder. GroupNorm
-    feature encoders get `MaskedGroupNorm`, so batches are exact.
+    Honours HF_HUB_OFFLINE. A CTC / classification checkpoint loads its base encoder; Whisper
+    loads its encoder only. GroupNorm feature encoders get `MaskedGroupNorm`, so batches are exact.
     """
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
     info = model if isinstance(model, ModelInfo) else model_info(model, revision=revision)
-    hf_logging.disable_progress_bar()
-    net = AutoModel.from_pretrained(info.directory, dtype=dtype)
-    net.eval().to(device)
-    install_masked_group_norm(net)
+    front = None
+    if info.input_kind == "functionals":
+        from featstore.backbones.opensmile import smile
+
+        net = front = smile(info.model_id)
+    else:
+        hf_logging.disable_progress_bar()
+        net = AutoModel.from_pretrained(info.directory, dtype=dtype)
+        if info.model_type == "whisper":
+            net = net.get_encoder()  # the decoder is never used: do not keep it in memory
+        net.eval().to(device)
+        install_masked_group_norm(net)
+        if info.input_kind == "log-mel":
+            front = _front_end(info.model_id, info.directory, info.model_type)
     return Backbone(
         model=net, model_id=info.model_id, revision=info.revision,
         weights_sha256=info.weights_sha256, model_type=info.model_type,
         num_layers=info.num_layers, hidden_size=info.hidden_size, sample_rate=info.sample_rate,
         do_normalize=info.do_normalize, group_norm=info.group_norm,
-        receptive_field=info.receptive_field, frame_rate=info.frame_rate,
+        receptive_field=info.receptive_field, frame_rate=info.frame_rate, input_kind=info.input_kind,
+        max_input_seconds=info.max_input_seconds, layer_convention=info.layer_convention, front_end=front,
     )
 
 
@@ -329,6 +408,39 @@ def masked_pos_conv(model: nn.Module, n_frames: torch.Tensor, padded: bool):
             hook.remove()
 
 
+def _symmetric_depthwise_convs(model: nn.Module) -> list[nn.Module]:
+    """The depthwise convolutions of conformer blocks that look ahead in time (wav2vec2-conformer); [] otherwise.
+
+    w2v-BERT's are causal and masked by transformers itself, so they are left alone.
+    """
+    layers = getattr(getattr(model, "encoder", None), "layers", None) or []
+    convs = [getattr(getattr(layer, "conv_module", None), "depthwise_conv", None) for layer in layers]
+    return [c for c in convs if c is not None and c.padding[0] > 0]
+
+
+@contextmanager
+def masked_conformer_conv(model: nn.Module, n_frames: torch.Tensor, padded: bool):
+    """Within the block, padded frames are zeroed at the input of each conformer depthwise convolution.
+
+    Its kernel spans both directions, so the last valid frames would otherwise read the padded
+    frames (non-zero after the block's feed-forward). n_frames `(batch,)`: valid frames per item.
+    A no-op for models without such convolutions, or when nothing is padded.
+    """
+    convs = _symmetric_depthwise_convs(model) if padded else []
+
+    def zero_padding(module, inputs):  # inputs[0]: (batch, channels, frames)
+        x = inputs[0]
+        valid = torch.arange(x.shape[-1], device=x.device)[None, :] < n_frames.to(x.device)[:, None]
+        return (x.masked_fill(~valid[:, None, :], 0.0),)
+
+    hooks = [conv.register_forward_pre_hook(zero_padding) for conv in convs]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def normalize_waveform(wave: np.ndarray) -> np.ndarray:
     """Zero mean, unit variance (as Wav2Vec2FeatureExtractor's do_normalize), float32."""
     wave = wave.astype(np.float32, copy=False)
@@ -344,8 +456,22 @@ def hidden_states(backbone: Backbone, waves: Sequence[np.ndarray], *, device=Non
     Returns `(states, lengths)`: states `(L+1, batch, frames, hidden)` (padded frames are
     garbage; use lengths), lengths `(batch,)` valid output frames per item.
     """
+    if backbone.input_kind == "functionals":
+        from featstore.backbones.opensmile import functionals
+
+        return functionals(backbone.front_end, waves)
+    device = device or next(backbone.model.parameters()).device
+    if backbone.input_kind == "log-mel":
+        from featstore.backbones.logmel import logmel_states
+
+        return logmel_states(backbone, waves, device, autocast_dtype)
+    return _waveform_states(backbone, waves, device, autocast_dtype)
+
+
+def _waveform_states(backbone: Backbone, waves: Sequence[np.ndarray], device,
+                     autocast_dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`hidden_states` for waveform models (wav2vec2 and its family)."""
     model = backbone.model
-    device = device or next(model.parameters()).device
     if backbone.do_normalize:
         waves = [normalize_waveform(w) for w in waves]
     n = torch.tensor([len(w) for w in waves])
@@ -359,7 +485,8 @@ def hidden_states(backbone: Backbone, waves: Sequence[np.ndarray], *, device=Non
     mask = mask.to(device) if mask is not None else None
     if next(model.parameters()).dtype != torch.float32:
         batch = batch.to(next(model.parameters()).dtype)
-    with masked_group_norm(model, n, padded), masked_pos_conv(model, lengths, padded), torch.autocast(
+    with masked_group_norm(model, n, padded), masked_pos_conv(model, lengths, padded), \
+            masked_conformer_conv(model, lengths, padded), torch.autocast(
             device_type=torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         out = model(batch, attention_mask=mask, output_hidden_states=True)
     return torch.stack(out.hidden_states), lengths

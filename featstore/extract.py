@@ -1,4 +1,4 @@
-"""`ser extract`: every layer of a wav2vec2-family model over a corpus, into the feature store.
+"""`ser extract`: every layer of a backbone (see `ser models`) over a corpus, into the feature store.
 
 The run is resumable and exact:
   - utterances already in the store (or in finished part files of an interrupted run) are not
@@ -11,7 +11,9 @@ The run is resumable and exact:
 Long clips: a clip longer than `max_seconds` is cut into near-equal consecutive windows of at
 most `max_seconds`, each run through the model alone; the windows' frames are concatenated and
 the pooled mean/std are over all frames (combined exactly from per-window statistics). Context
-does not cross window borders, which is what bounds memory.
+does not cross window borders, which is what bounds memory. A model with its own input limit
+caps the window (Whisper: 30 s; the store records the window used); openSMILE functionals
+describe the whole clip and are never windowed.
 
 Batching depends on the device: on CUDA, length-sorted batches of at most `batch_seconds` of
 padded audio (halved automatically on out-of-memory); on CPU batches of `batch_size` windows in
@@ -52,8 +54,6 @@ from featstore.store import (
 )
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-LAYER_CONVENTION = ("layer k = transformers hidden_states[k], k=0..L; 0 = input to the first transformer "
-                    "block; for stable-layer-norm models hidden_states[L] is before the final LayerNorm")
 
 
 @dataclass
@@ -79,15 +79,20 @@ def parse_frame_layers(spec: str | Sequence[int] | None, num_layers: int) -> lis
     return [] if spec in (None, "", "none") else parse_layers(spec, num_layers, option="--frames")
 
 
+def window_seconds(info: ModelInfo, max_seconds: float) -> float:
+    """The longest window a run feeds the model: `--max-seconds`, capped by the model's own input limit."""
+    return min(max_seconds, info.max_input_seconds or max_seconds)
+
+
 def store_config(info: ModelInfo, dtype: str, frame_layers: list[int], max_seconds: float) -> dict:
     from featstore.store import FORMAT_VERSION
 
     return dict(
         model_id=info.model_id, revision=info.revision, weights_sha256=info.weights_sha256,
         model_type=info.model_type, dtype=dtype, frame_layers=frame_layers,
-        max_seconds=float(max_seconds), sample_rate=info.sample_rate, do_normalize=info.do_normalize,
-        num_layers=info.num_layers, hidden_size=info.hidden_size, layer_convention=LAYER_CONVENTION,
-        format_version=FORMAT_VERSION,
+        max_seconds=float(window_seconds(info, max_seconds)), sample_rate=info.sample_rate,
+        do_normalize=info.do_normalize, num_layers=info.num_layers, hidden_size=info.hidden_size,
+        layer_convention=info.layer_convention, format_version=FORMAT_VERSION,
     )
 
 
@@ -237,8 +242,12 @@ def _pool(states: torch.Tensor, lengths: torch.Tensor, frame_layers: list[int]):
 DEFAULT_BATCH_SECONDS = 200.0   # GPU: padded audio seconds per batch
 
 
-def _batches(pieces: list, device: torch.device, batch_size: int | None, batch_seconds: float | None, sr: int):
-    """Group (pending, wave) pieces: fixed size on CPU, by padded seconds on GPU."""
+def _batches(pieces: list, device: torch.device, batch_size: int | None, batch_seconds: float | None, sr: int,
+             min_input: int = 0):
+    """Group (pending, wave) pieces: fixed size on CPU, by padded seconds on GPU.
+
+    min_input: samples every window is padded to by the model itself (Whisper: 30 s), so it counts that much.
+    """
     if device.type != "cuda":
         size = batch_size or 1
         for i in range(0, len(pieces), size):
@@ -247,7 +256,7 @@ def _batches(pieces: list, device: torch.device, batch_size: int | None, batch_s
     limit = (batch_seconds or DEFAULT_BATCH_SECONDS) * sr
     batch, longest = [], 0
     for piece in pieces:
-        n = len(piece[1])
+        n = max(len(piece[1]), min_input)
         if batch and (max(longest, n) * (len(batch) + 1) > limit or (batch_size and len(batch) >= batch_size)):
             yield batch
             batch, longest = [], 0
@@ -291,7 +300,7 @@ def extract_manifest(
     config = store_config(info, dtype, frame_layers, max_seconds)
     path = store_path(cache, model_slug(info.model_id), manifest.corpus, shard, shards)
     settings = _RunSettings(device=dev, autocast=DTYPES[dtype] if (dev.type == "cpu" and dtype == "bfloat16") else None,
-                            max_seconds=max_seconds, batch_size=batch_size, batch_seconds=batch_seconds,
+                            max_seconds=config["max_seconds"], batch_size=batch_size, batch_seconds=batch_seconds,
                             prefetch_seconds=prefetch_seconds, progress=progress, on_skip=on_skip)
     backbone = _BackboneOnce(info, dev, DTYPES[dtype] if dev.type == "cuda" else torch.float32)
     with store_lock(path, timeout=lock_timeout, on_wait=on_wait):
@@ -444,6 +453,8 @@ def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer | _FrameSink
     dev, sr = settings.device, backbone.sample_rate
     bar = _progress(settings.progress, len(todo), float(sum(u.duration for u in todo)))
     max_samples = int(settings.max_seconds * sr)
+    whole = backbone.input_kind == "functionals"  # functionals describe the whole clip; openSMILE streams it
+    min_input = int((backbone.max_input_seconds or 0) * sr)  # Whisper pads every window to its input limit
     frame_layers = writer.config["frame_layers"]
     cpu_batch = settings.batch_size or 1
     fetch = _Prefetcher(todo, sr, backbone.receptive_field, readers=GPU_READERS if dev.type == "cuda" else 1)
@@ -462,7 +473,7 @@ def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer | _FrameSink
 
     def run_pieces(pieces):
         pieces.sort(key=lambda p: -len(p[1]))  # batches pad little
-        for batch in _batches(pieces, dev, settings.batch_size, settings.batch_seconds, sr):
+        for batch in _batches(pieces, dev, settings.batch_size, settings.batch_seconds, sr, min_input):
             for pending, stats in _forward(backbone, batch, dev, settings.autocast, frame_layers, skip):
                 pending.add(*stats)
                 if pending.windows_left == 0:
@@ -477,7 +488,7 @@ def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer | _FrameSink
                 if wave is None:
                     skip(u, reason)
                     continue
-                cut = windows(wave, max_samples, backbone.receptive_field)
+                cut = [wave] if whole else windows(wave, max_samples, backbone.receptive_field)
                 pending = _Pending(u, len(wave), len(cut))
                 pieces.extend((pending, w) for w in cut)
                 buffered += len(wave) / sr

@@ -546,3 +546,21 @@ def test_pooling_help_names_every_head():
 
     helps = {f.name: f.metadata["help"] for f in fields(FinetuneConfig)}
     assert all(p in helps["pooling"] for p in POOLINGS) and FREEZE_HELP in helps["freeze"]
+
+
+def test_conformer_padded_batches_equal_single_clips_and_logmel_models_are_refused(tmp_path):
+    """wav2vec2-conformer fine-tunes exactly under padding; Whisper (log-mel input) is refused in one line."""
+    from classifiers.heads import HeadError
+    from tests.test_backbones import build_tiny
+
+    clf = build_classifier(str(build_tiny("wav2vec2-conformer", tmp_path / "conf")), ["a", "b"], pooling="mean",
+                           freeze="none").eval()
+    rng = np.random.default_rng(2)
+    waves = [rng.standard_normal(n).astype(np.float32) for n in (8000, 2500)]
+    batch = collate([{"input_values": w} for w in waves])
+    with torch.no_grad():
+        together = clf(batch["input_values"], batch["attention_mask"]).logits
+        alone = torch.cat([clf(torch.from_numpy(w)[None]).logits for w in waves])
+    torch.testing.assert_close(together, alone, atol=2e-5, rtol=1e-4)
+    with pytest.raises(HeadError, match="fine-tuning takes waveform models"):
+        build_classifier(str(build_tiny("whisper", tmp_path / "whisper")), ["a", "b"])
