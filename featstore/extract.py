@@ -105,7 +105,7 @@ class _Prefetcher:
             if self._stop.is_set():
                 return
             try:
-                item = (u, load_audio(u.path, sample_rate, min_samples=min_samples), None)
+                item = (u, load_audio(u.path, sample_rate, min_samples=min_samples, start=u.start, end=u.end), None)
             except AudioError as e:
                 item = (u, None, e.reason)
             except Exception as e:  # anything else a broken file can raise
