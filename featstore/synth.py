@@ -407,11 +407,12 @@ def balanced_subset(speakers: list[str], labels: list[str], n: int, seed: int = 
 
 def synthesize(corpus: str, out: str | Path, *, n: int | None = None, seed: int = 0,
                max_duration: float | None = None, sample_rate: int | None = None,
-               progress: bool = False) -> SynthResult:
+               keys=None, progress: bool = False) -> SynthResult:
     """Write a synthetic `corpus` under `out` in its real layout; see the module docstring.
 
     n: a subset balanced over speakers and labels (`balanced_subset`); None writes every file
-    EmoBox lists. max_duration caps each file's real duration (seconds) and sample_rate
+    EmoBox lists. keys: only these EmoBox keys (e.g. EmoBox's cross-corpus subset,
+    `featstore.reference.track2`), before `n` applies. max_duration caps each file's real duration (seconds) and sample_rate
     overrides every file's real rate (both for quick tests). `out` must be new, empty, or an
     earlier output of `synthesize` (whose files are replaced).
     """
@@ -426,8 +427,14 @@ def synthesize(corpus: str, out: str | Path, *, n: int | None = None, seed: int 
     _prepare_out(out)
     loader = get_corpus(name)
 
+    files = reference(name).files
+    if keys is not None:
+        wanted = set(keys)
+        files = [f for f in files if f.key in wanted]
+        if len(files) < len(wanted):
+            raise SerError(f"{len(wanted) - len(files)} of the keys asked for are not EmoBox {name} keys")
     sized = []
-    for f in reference(name).files:
+    for f in files:
         rate = int(sample_rate or f.sample_rate)
         seconds = f.duration if max_duration is None else min(f.duration, max_duration)
         sized.append((f, rate, max(1, int(round(seconds * rate)))))

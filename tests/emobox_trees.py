@@ -1,7 +1,7 @@
 """Trees at EmoBox's real relative paths for the 16 later corpora, built from the packaged table.
 
-Audio files are tiny (a few hundred frames; containers a few milliseconds of audio, written once
-per suffix and rate with PyAV and copied); the metadata the loaders read (MELD's, MER2023's,
+Audio files are tiny (a few hundred frames; containers 20 ms of audio, written once per suffix
+and rate with PyAV and copied); the metadata the loaders read (MELD's, MER2023's,
 EMNS's and Emozionalmente's tables, PAVOQUE's segment annotations) is written in its format.
 """
 
@@ -16,8 +16,9 @@ import numpy as np
 import soundfile as sf
 
 from featstore.reference import reference
+from featstore.synth import write_container
 
-CONTAINER_CODECS = {".mp4": ("mp4", "alac"), ".avi": ("avi", "pcm_s16le"), ".webm": ("webm", "libopus")}
+CONTAINER_SUFFIXES = (".mp4", ".avi", ".webm")
 # PAVOQUE's recordings are hours long: the test writes them at a low rate (the segments are in seconds).
 PAVOQUE_TEST_RATE = 200
 
@@ -34,30 +35,6 @@ def wav_bytes(sample_rate: int, frames: int) -> bytes:
     return buf.getvalue()
 
 
-def write_container(path: Path, wave: np.ndarray, sample_rate: int, *, audio: bool = True) -> None:
-    """`wave` (float32 mono) as the audio track of an .mp4/.avi/.webm (chosen by the suffix), with PyAV.
-
-    audio=False writes a video-only file (one black frame, no audio track).
-    """
-    import av
-
-    fmt, codec = CONTAINER_CODECS[path.suffix]
-    with av.open(str(path), "w", format=fmt) as container:
-        if not audio:
-            stream = container.add_stream("mpeg4" if fmt != "webm" else "libvpx", rate=1)
-            stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
-            frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), dtype=np.uint8), format="rgb24")
-            for packet in [*stream.encode(frame), *stream.encode(None)]:
-                container.mux(packet)
-            return
-        stream = container.add_stream(codec, rate=sample_rate)
-        stream.layout = "mono"
-        frame = av.AudioFrame.from_ndarray(np.asarray(wave, dtype=np.float32)[None, :], format="flt", layout="mono")
-        frame.sample_rate = sample_rate
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            container.mux(packet)
-
-
 @cache
 def container_bytes(suffix: str, sample_rate: int) -> bytes:
     import tempfile
@@ -65,7 +42,7 @@ def container_bytes(suffix: str, sample_rate: int) -> bytes:
     rate = 48000 if suffix == ".webm" else sample_rate  # Opus runs at 48 kHz
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"clip{suffix}"
-        write_container(path, np.zeros(rate // 50, dtype=np.float32), rate)
+        write_container(path, np.zeros(rate // 50, dtype=np.float32), rate)  # 20 ms
         return path.read_bytes()
 
 
@@ -80,7 +57,7 @@ def build_tree(root: Path, corpus: str) -> dict[str, int]:
         path = root / f.relpath
         path.parent.mkdir(parents=True, exist_ok=True)
         suffix = path.suffix.lower()
-        if suffix in CONTAINER_CODECS:
+        if suffix in CONTAINER_SUFFIXES:
             path.write_bytes(container_bytes(suffix, f.sample_rate))
         else:
             path.write_bytes(wav_bytes(f.sample_rate, frames_for(i)))
