@@ -60,7 +60,7 @@ from featstore.errors import SerError
 from featstore.labels import canonical_order
 
 __all__ = [
-    "Fold", "ProtocolError", "FoldWarning", "PROTOCOLS", "LUNA5_TEST_ACTORS",
+    "Fold", "ProtocolError", "FoldWarning", "SpeakerWarning", "PROTOCOLS", "LUNA5_TEST_ACTORS",
     "make_folds", "check_protocol", "track2_indices", "TRACK2_CLASSES", "standard_protocol", "standard_protocols", "multi_corpus_folds", "cross_corpus_folds",
     "validation_split", "with_validation", "speaker_overlap", "leakage_report", "LeakageRow",
     "fold_summary",
@@ -73,6 +73,10 @@ class ProtocolError(SerError, ValueError):
 
 class FoldWarning(UserWarning):
     """Folds were built, but something about them deserves attention (e.g. utterances left out)."""
+
+
+class SpeakerWarning(UserWarning):
+    """The corpus' speaker ids are not people (none, one voice, sources): fold independence is unproven."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,10 @@ def make_folds(utterances: Sequence[Utterance], protocol: str, *, seed: int = 0,
         raise ProtocolError(f"protocol {protocol!r}: no utterances to split")
     if protocol == "standard":
         return make_folds(utterances, standard_protocol(_single_corpus(utterances, protocol)), seed=seed, strict=strict)
+    for corpus in _corpora(utterances):
+        note = CORPORA[corpus].speaker_note if corpus in CORPORA else ""
+        if note:
+            warnings.warn(f"{corpus}: {note}", SpeakerWarning, stacklevel=2)
     if protocol == "luna5":
         return _luna5(utterances)
     if protocol == "emobox":

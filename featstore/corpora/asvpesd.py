@@ -51,8 +51,8 @@ class AsvpesdCorpus(Corpus):
                "or Zenodo record 7132783 (U).",),
         verified="(U) addresses from public scripts, not opened",
     )
-    protocol = Protocol("emobox", "actor folders are sources rather than people: no speaker-independent split; "
-                                  "EmoBox's single split")
+    speaker_note = ("ASVP-ESD's actor folders are sources (films, channels), not people: one voice may sit in several folders, so folds by folder are not proven speaker-independent")
+    protocol = Protocol("emobox", "actor folders are sources, not people: no speaker-independent split")
 
     def parse(self, path: Path, root: Path) -> ParsedFile | None:
         m = _NAME.fullmatch(path.stem)

@@ -179,6 +179,9 @@ class Corpus:
     source: Source = Source("own", "", "")
     protocol: Protocol = DEFAULT_PROTOCOL
     audio_suffixes: tuple[str, ...] = (".wav",)
+    # What the corpus' speaker ids mean for fold independence, where they are not people
+    # (`featstore.folds.make_folds` warns with it, so `ser folds` and probes say it).
+    speaker_note: str = ""
 
     # -- to implement -------------------------------------------------------------------
     def parse(self, path: Path, root: Path) -> ParsedFile | list[ParsedFile] | None:

@@ -39,6 +39,7 @@ class EmnsCorpus(Corpus):
                "folder and metadata.csv.",),
         verified="(U) address from the EMNS paper, not opened",
     )
+    speaker_note = ("EMNS has one speaker: every split has the same voice in train and test")
     protocol = Protocol("emobox", "one speaker: no speaker-independent split exists; EmoBox's single split")
 
     def find_files(self, root: Path) -> list[Path]:

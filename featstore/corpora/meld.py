@@ -38,8 +38,7 @@ class MeldCorpus(Corpus):
     expected_count = 13706
     labels = {"anger": L.ANGRY, "disgust": L.DISGUST, "fear": L.FEAR, "joy": L.HAPPY, "neutral": L.NEUTRAL,
               "sadness": L.SAD, "surprise": L.SURPRISE}
-    layout_hint = ("train/train_splits/, dev_splits_complete/, output_repeated_splits_test/ holding "
-                   "diaD_uttU.mp4, with {train,dev,test}_sent_emo.csv")
+    layout_hint = "{train/train_splits,dev_splits_complete,output_repeated_splits_test}/diaD_uttU.mp4 + *_sent_emo.csv"
     audio_suffixes = (".mp4",)
     source = Source(
         "manual", "https://affective-meld.github.io/", "GPL-3.0 (U)",

@@ -38,6 +38,7 @@ class Mer2023Corpus(Corpus):
                "label files.",),
         verified="licensed",
     )
+    speaker_note = ("MER2023 publishes no speakers: each clip counts as its own speaker, so '0 leaked speakers' proves nothing; the same actors may be on both sides of any split")
     protocol = Protocol("emobox", "no speaker ids (each clip counts as its own speaker); EmoBox's single split")
 
     def find_files(self, root: Path) -> list[Path]:

@@ -72,6 +72,7 @@ class PavoqueCorpus(Corpus):
                "https://github.com/marytts/pavoque-data/releases (U).",),
         verified="(U) release page not opened",
     )
+    speaker_note = ("PAVOQUE has one speaker: every split has the same voice in train and test")
     protocol = Protocol("emobox", "one speaker: no speaker-independent split exists; EmoBox's single split")
 
     def find_files(self, root: Path) -> list[Path]:

@@ -40,6 +40,7 @@ class ResdCorpus(Corpus):
         steps=("Download RESD from https://huggingface.co/datasets/Aniemore/resd (U) and unpack train/ and test/.",),
         verified="(U) address from public scripts, not opened",
     )
+    speaker_note = ("RESD gives dialogue numbers, not speakers: actors who recur across dialogues may be on both sides of a split")
     protocol = Protocol("emobox", "no speaker ids, only dialogues; EmoBox's single split (train vs test folders)")
 
     def parse(self, path: Path, root: Path) -> ParsedFile | None:
