@@ -17,7 +17,7 @@ import soundfile as sf
 import soxr
 
 from featstore.audio import audio_info, load_audio
-from featstore.corpora import get_corpus
+from featstore.corpora import Manifest, get_corpus
 from featstore.errors import UnreadableAudio
 from featstore.synth import synthesize, write_container
 
@@ -151,8 +151,10 @@ def test_extract_runs_and_resumes_over_containers_and_segments(corpus, bad_trees
     root = bad_trees[0] if corpus == "meld" else bad_trees[1]
     manifest = get_corpus(corpus).load(root)
     kw = dict(model=str(tiny_models["group"]), cache=tmp_path / "cache", device="cpu", progress=False)
-    first = extract_manifest(manifest, **kw)
-    assert first.extracted == len(manifest)
+    part = Manifest(manifest.corpus, manifest.root, manifest.utterances[:3], manifest.problems)
+    assert extract_manifest(part, **kw).extracted == 3
+    first = extract_manifest(manifest, **kw)  # resumes: only the utterances not yet in the store
+    assert first.extracted == len(manifest) - 3 and first.already == 3
     again = extract_manifest(manifest, **kw)
     assert again.up_to_date and again.extracted == 0
     fs = open_store(first.store)
