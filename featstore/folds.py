@@ -16,8 +16,10 @@ Protocols (`make_folds(utterances, protocol)`):
                     are left out of every split with a `FoldWarning` (``strict=True`` raises
                     instead). Speaker-independent for RAVDESS, SAVEE, EMOVO, CaFE, IEMOCAP and
                     SUBESCO (5 folds x 4 speakers, checked against EmoBox's keys, although it is
-                    often listed as random); for the others (CREMA-D, EMO-DB, TESS, AESDD, MESD,
-                    ShEMO, URDU) the folds are produced and `leakage_report` flags them.
+                    often listed as random), CASIA, ESD, JL-Corpus and Polish; for the others
+                    the folds are produced and `leakage_report` flags them. A corpus whose
+                    speaker ids are not people (`Corpus.speaker_note`: MER2023, EMNS, PAVOQUE,
+                    RESD, ASVP-ESD, MESD) gets a `SpeakerWarning` under every protocol.
 ``emobox-track2``   EmoBox's cross-corpus track, within one corpus: only the corpus' 240 balanced
                     utterances (IEMOCAP, MELD, RAVDESS or SAVEE; 4 classes: neutral, happy, sad,
                     angry), 4 folds grouped by speaker (SAVEE has 4 speakers); every other

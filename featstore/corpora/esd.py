@@ -32,7 +32,7 @@ class EsdCorpus(Corpus):
         steps=("Request ESD at https://hltsingapore.github.io/ESD/ (licence agreement; U) and unpack it.",),
         verified="licensed",
     )
-    protocol = Protocol("emobox", "EmoBox's 5 folds hold out 2 Mandarin + 2 English speakers each (U)")
+    protocol = Protocol("emobox", "EmoBox's 5 folds each hold out 4 of the 20 speakers")
 
     def parse(self, path: Path, root: Path) -> ParsedFile | None:
         m = _NAME.fullmatch(path.stem)

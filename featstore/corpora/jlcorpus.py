@@ -35,7 +35,7 @@ class JlcorpusCorpus(Corpus):
         steps=("Download JL-Corpus from Kaggle (tli725/jl-corpus; U) and unpack it.",),
         verified="(U) address from public scripts, not opened",
     )
-    protocol = Protocol("emobox", "EmoBox's 4 folds (U: speaker make-up of its folds; `ser folds` reports leaks)")
+    protocol = Protocol("emobox", "EmoBox's 4 folds each hold out one of the 4 speakers")
 
     def parse(self, path: Path, root: Path) -> ParsedFile | None:
         m = _NAME.fullmatch(path.stem)

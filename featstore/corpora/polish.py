@@ -1,7 +1,8 @@
 """Polish emotional speech (Powroźnik 2017; acted single words and short commands).
 
 Layout: one flat folder of `<speaker>.<emotion>_<word>_<take>.wav`, e.g. `m3.s_trzymaj_5.wav`
-(450 wavs at 44.1 kHz): speakers f1-f? and m1-m5 (gender from the letter), emotions a anger,
+(450 wavs at 44.1 kHz): speakers m1-m5 in EmoBox's list (the letter is the gender: all male
+there), emotions a anger,
 n neutral, s strach (fear) (`label_raw`; EmoBox maps s to fear), the word, the take.
 Utterance id = "polish-" + file stem, as in EmoBox.
 """
@@ -32,7 +33,7 @@ class PolishCorpus(Corpus):
         steps=("Download the recordings from the Most Wiedzy open data page (U) and unpack them into one folder.",),
         verified="(U) page not opened",
     )
-    protocol = Protocol("emobox", "EmoBox's 5 folds (U: speaker make-up; `ser folds` reports leaks)")
+    protocol = Protocol("emobox", "EmoBox's 5 folds each hold out one of the 5 speakers")
 
     def parse(self, path: Path, root: Path) -> ParsedFile | None:
         m = _NAME.fullmatch(path.stem)
