@@ -326,11 +326,6 @@ def _not_a_file(path: Path) -> str | None:
     return None
 
 
-def _short(e: Exception) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text[:200]
-
-
 def _iter_progress(items: list, enabled: bool, description: str) -> Iterable:
     if not enabled:
         return items

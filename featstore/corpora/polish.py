@@ -25,6 +25,7 @@ class PolishCorpus(Corpus):
     title = "Polish emotional speech (single words)"
     language = "pl"
     expected_count = 450
+    n_speakers = 5
     labels = {"a": L.ANGRY, "n": L.NEUTRAL, "s": L.FEAR}
     layout_hint = "m3.s_trzymaj_5.wav (flat)"
     source = Source(
