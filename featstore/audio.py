@@ -151,9 +151,11 @@ def _frame_samples(frame) -> np.ndarray:
     data = frame.to_ndarray()
     channels = len(frame.layout.channels)
     data = data.T if frame.format.is_planar else data.reshape(-1, channels)
-    if data.dtype.kind in "iu":  # integer PCM (s16, s32, u8)
-        info = np.iinfo(data.dtype)
-        data = (data.astype(np.float32) - (info.max + 1 if info.min == 0 else 0)) / float(info.max + 1)
+    if data.dtype.kind == "u":  # unsigned PCM (u8) is centred on half its range
+        half = (np.iinfo(data.dtype).max + 1) / 2
+        data = (data.astype(np.float32) - half) / half
+    elif data.dtype.kind == "i":  # s16, s32
+        data = data.astype(np.float32) / float(np.iinfo(data.dtype).max + 1)
     return data.astype(np.float32, copy=False)
 
 

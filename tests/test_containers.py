@@ -171,3 +171,13 @@ def test_extract_runs_and_resumes_over_containers_and_segments(corpus, bad_trees
         # the model saw the utterance's span (segments: not the whole recording), at 16 kHz
         assert abs(int(n_samples[u.id]) - u.duration * RATE) <= 0.01 * RATE + 0.025 * u.duration * RATE
     assert np.isfinite(fs.pooled(1)).all()
+
+
+@pytest.mark.parametrize("codec", ["pcm_u8", "pcm_s32le"])
+def test_integer_pcm_tracks_scale_to_the_source(tmp_path, codec):
+    wave = source_wave(0.5)
+    path = tmp_path / "clip.avi"
+    write_container(path, wave, RATE, codec=codec)
+    got = load_audio(path, None)
+    n = min(len(got), len(wave))
+    assert np.abs(got[:n] - wave[:n]).max() < (0.01 if codec == "pcm_u8" else 1e-4)  # u8: 1/128 steps
