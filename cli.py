@@ -555,9 +555,11 @@ def probe(
         from classifiers.probe import default_out
 
         corpora_list = [c for c in matrix.split(",") if c]
-        settings = dict(corpora=corpora_list, layers=layer, classifier=classifier, stat=stat, C=C, classes=classes)
+        settings = dict(corpora=corpora_list, layers=layer, classifier=classifier, stat=stat, C=C, classes=classes,
+                        **({"protocol": protocol} if protocol else {}))
         M, details, files = run_matrix(corpora_list, layer=layer, model=model, cache=cache, classifier=classifier,
                                        stat=stat, C=C, classes=classes, device=dev, overwrite=overwrite, progress=True,
+                                       protocol=protocol,
                                        out=out or default_out("matrix", "+".join(corpora_list), model, settings))
         k = next(iter(details.values()))["layer"]
         _print_table(["train \\ test", *corpora_list],

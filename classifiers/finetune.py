@@ -245,7 +245,7 @@ class AudioDataset:
         from featstore.backbone import normalize_waveform
 
         u = self.utterances[i]
-        wave = load_audio(u.path, self.sample_rate)
+        wave = load_audio(u.path, self.sample_rate, start=u.start, end=u.end)
         if self.train:
             rng = augment_rng(self.seed, self.epoch, i)
             if self.augment:

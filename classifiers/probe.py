@@ -238,8 +238,12 @@ def write_outputs(results: ProbeResults, out: Path, *, plots: bool = True, name:
 def run_matrix(corpora: Sequence[str], *, layer: str | int, model: str, cache: str | Path = "cache",
                classifier: str = "logreg", stat: str = "mean", C: float | None = None,
                out: str | Path | None = None, device: str | None = None, classes: str | None = None,
-               overwrite: bool = False, progress: bool = False):
+               overwrite: bool = False, progress: bool = False, protocol: str | None = None):
     """Train corpus x test corpus UAR at one layer; diagonal on each corpus' standard folds.
+
+    protocol: the diagonal's folds instead of each corpus' standard ones; "emobox-track2" also
+    keeps only each corpus' EmoBox cross-corpus subset, so every cell trains on one subset and
+    tests on another.
 
     layer: one layer spec ("12", "-1"); a multi-layer spec is refused. classes: off-diagonal
     harmonisation ("shared" by default, see `run_probe`). Writes transfer_matrix.{png,json,csv}
@@ -249,7 +253,7 @@ def run_matrix(corpora: Sequence[str], *, layer: str | int, model: str, cache: s
     from classifiers.evaluate import FRAME_CLASSIFIERS, check_classifier, check_policy, progress_bar
     from classifiers.plots import transfer_heatmap
     from classifiers.results import check_out, versions
-    from featstore.folds import make_folds, standard_protocol
+    from featstore.folds import make_folds, standard_protocol, track2_indices
     from featstore.serialize import write_json
     from featstore.store import open_store
 
@@ -267,8 +271,9 @@ def run_matrix(corpora: Sequence[str], *, layer: str | int, model: str, cache: s
         if len(ks) != 1:
             raise SerError(f"--matrix needs one layer (e.g. --layer 12), not {str(layer)!r}")
         k = ks[0]
-        feats[c], utts[c] = fs.pooled(k, stat)[:, None, :], fs.utterances
-        folds[c] = make_folds(fs.utterances, standard_protocol(c))
+        keep = track2_indices(fs.utterances) if protocol == "emobox-track2" else list(range(len(fs.utterances)))
+        feats[c], utts[c] = fs.pooled(k, stat)[keep][:, None, :], [fs.utterances[i] for i in keep]
+        folds[c] = make_folds(utts[c], protocol or standard_protocol(c))
     with progress_bar(len(corpora) ** 2, f"{classifier} transfer matrix: train×test", progress) as advance:
         M, details = transfer_matrix(feats, utts, list(corpora), 0, within_folds=folds, classifier=classifier, C=C,
                                      device=device, policy=policy, layer=k, progress=advance)

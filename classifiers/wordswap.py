@@ -173,7 +173,7 @@ class FoldWordSwap:
             return wave, None
         donor = pool[int(rng.integers(len(pool)))]
         k = int(rng.integers(len(words))) if word_index is None else int(word_index)
-        other = load_audio(donor.path, self.sample_rate)
+        other = load_audio(donor.path, self.sample_rate, start=donor.start, end=donor.end)
         a0, b0 = _samples(words[k], self.sample_rate, len(wave))
         a1, b1 = _samples(self.alignments[donor.id][k], self.sample_rate, len(other))
         piece = other[a1:b1].astype(np.float64)
@@ -224,10 +224,10 @@ def save_example(swapper: FoldWordSwap, u: Utterance, out: str | Path, *, seed: 
     if not swapper.donor_pool(u):
         raise SerError(f"{u.id}: no other aligned clip of the same emotion and sentence to take a word from")
     sr = swapper.sample_rate
-    wave = load_audio(u.path, sr)
+    wave = load_audio(u.path, sr, start=u.start, end=u.end)
     result, info = FoldWordSwap(1.0, swapper.crossfade, sr, swapper.alignments, swapper.donors).swap(
         wave, np.random.default_rng(seed), u, word_index)
-    donor = load_audio(info.donor.path, sr)
+    donor = load_audio(info.donor.path, sr, start=info.donor.start, end=info.donor.end)
     out = Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     files = {}

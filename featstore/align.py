@@ -359,7 +359,7 @@ def align_utterance(aligner: CTCAligner, u: Utterance) -> Alignment:
     if not text:
         return Alignment(u.id, error=f"no transcript for {u.id} (corpus {u.corpus} has no fixed sentences)")
     try:
-        wave = load_audio(u.path, aligner.sample_rate, min_samples=aligner.receptive_field)
+        wave = load_audio(u.path, aligner.sample_rate, min_samples=aligner.receptive_field, start=u.start, end=u.end)
         words = aligner.align(wave, text)
     except (AlignError, AudioError) as e:
         return Alignment(u.id, text=text, error=f"{u.id}: {e}")

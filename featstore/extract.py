@@ -103,7 +103,7 @@ GPU_READERS = 4
 def _read(u: Utterance, sample_rate: int, min_samples: int) -> tuple:
     """(utterance, wave or None, skip reason or None)."""
     try:
-        return u, load_audio(u.path, sample_rate, min_samples=min_samples), None
+        return u, load_audio(u.path, sample_rate, min_samples=min_samples, start=u.start, end=u.end), None
     except AudioError as e:
         return u, None, e.reason
     except Exception as e:  # anything else a broken file can raise

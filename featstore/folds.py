@@ -16,8 +16,16 @@ Protocols (`make_folds(utterances, protocol)`):
                     are left out of every split with a `FoldWarning` (``strict=True`` raises
                     instead). Speaker-independent for RAVDESS, SAVEE, EMOVO, CaFE, IEMOCAP and
                     SUBESCO (5 folds x 4 speakers, checked against EmoBox's keys, although it is
-                    often listed as random); for the others (CREMA-D, EMO-DB, TESS, AESDD, MESD,
-                    ShEMO, URDU) the folds are produced and `leakage_report` flags them.
+                    often listed as random), CASIA, ESD, JL-Corpus and Polish; for the others
+                    the folds are produced and `leakage_report` flags them. A corpus whose
+                    speaker ids are not people (`Corpus.speaker_note`: MER2023, EMNS, PAVOQUE,
+                    RESD, ASVP-ESD, MESD) gets a `SpeakerWarning` under every protocol.
+``emobox-track2``   EmoBox's cross-corpus track, within one corpus: only the corpus' 240 balanced
+                    utterances (IEMOCAP, MELD, RAVDESS or SAVEE; 4 classes: neutral, happy, sad,
+                    angry), 4 folds grouped by speaker (SAVEE has 4 speakers); every other
+                    utterance is in no split. Across corpora, `ser probe --protocol emobox-track2
+                    --matrix iemocap,meld,ravdess,savee` trains on one subset and tests on another
+                    (`track2_indices`).
 ``loso``            Leave one speaker out: one fold per speaker.
 ``loso-session``    Leave one session out (IEMOCAP): one fold per (corpus, session).
 ``speaker-kfold:K`` K folds grouped by speaker, stratified by label where possible
@@ -54,8 +62,8 @@ from featstore.errors import SerError
 from featstore.labels import canonical_order
 
 __all__ = [
-    "Fold", "ProtocolError", "FoldWarning", "PROTOCOLS", "LUNA5_TEST_ACTORS",
-    "make_folds", "check_protocol", "standard_protocol", "standard_protocols", "multi_corpus_folds", "cross_corpus_folds",
+    "Fold", "ProtocolError", "FoldWarning", "SpeakerWarning", "PROTOCOLS", "LUNA5_TEST_ACTORS",
+    "make_folds", "check_protocol", "track2_indices", "TRACK2_CLASSES", "standard_protocol", "standard_protocols", "multi_corpus_folds", "cross_corpus_folds",
     "validation_split", "with_validation", "speaker_overlap", "leakage_report", "LeakageRow",
     "fold_summary",
 ]
@@ -67,6 +75,10 @@ class ProtocolError(SerError, ValueError):
 
 class FoldWarning(UserWarning):
     """Folds were built, but something about them deserves attention (e.g. utterances left out)."""
+
+
+class SpeakerWarning(UserWarning):
+    """The corpus' speaker ids are not people (none, one voice, sources): fold independence is unproven."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +99,13 @@ class Fold:
 
 
 #: Protocol names `make_folds` accepts (``speaker-kfold:K`` with an integer K >= 2).
-PROTOCOLS: tuple[str, ...] = ("luna5", "emobox", "loso", "loso-session", "speaker-kfold:K", "standard")
+PROTOCOLS: tuple[str, ...] = ("luna5", "emobox", "emobox-track2", "loso", "loso-session", "speaker-kfold:K",
+                              "standard")
+
+#: The classes EmoBox's cross-corpus track shares between its 4 corpora.
+TRACK2_CLASSES: tuple[str, ...] = ("neutral", "happy", "sad", "angry")
+# SAVEE, the smallest of the 4, has 4 speakers: the within-corpus track2 folds are 4 speaker folds.
+_TRACK2_FOLDS = 4
 
 #: Luna-Jiménez et al. 2022 RAVDESS test actors, fold 0..4.
 LUNA5_TEST_ACTORS: tuple[frozenset[int], ...] = (
@@ -192,10 +210,16 @@ def make_folds(utterances: Sequence[Utterance], protocol: str, *, seed: int = 0,
         raise ProtocolError(f"protocol {protocol!r}: no utterances to split")
     if protocol == "standard":
         return make_folds(utterances, standard_protocol(_single_corpus(utterances, protocol)), seed=seed, strict=strict)
+    for corpus in _corpora(utterances):
+        note = CORPORA[corpus].speaker_note if corpus in CORPORA else ""
+        if note:
+            warnings.warn(f"{corpus}: {note}", SpeakerWarning, stacklevel=2)
     if protocol == "luna5":
         return _luna5(utterances)
     if protocol == "emobox":
         return _emobox(utterances, strict=strict)
+    if protocol == "emobox-track2":
+        return _emobox_track2(utterances, seed)
     if protocol == "loso":
         return _loso(utterances)
     if protocol == "loso-session":
@@ -261,6 +285,30 @@ def _emobox(utterances: Sequence[Utterance], *, strict: bool) -> list[Fold]:
         mask = fold_arr == k
         folds.append(Fold(name, _idx(known_arr[~mask]), _idx(known_arr[mask])))
     return folds
+
+
+def track2_indices(utterances: Sequence[Utterance], *, strict: bool = False) -> np.ndarray:
+    """Sorted int64 indices `(n,)` of the utterances in EmoBox's cross-corpus subset of their corpus.
+
+    ProtocolError for a corpus outside the track (or, with `strict`, when some of its 240 are missing).
+    """
+    from featstore.reference import track2, track2_corpora
+
+    corpus = _single_corpus(utterances, "emobox-track2")
+    if corpus not in track2_corpora():
+        raise ProtocolError(f"protocol 'emobox-track2' covers {', '.join(track2_corpora())} only, not {corpus!r}")
+    keys = {key for key, _label, _speaker in track2(corpus)}
+    idx = [i for i, u in enumerate(utterances) if u.id in keys and u.label in TRACK2_CLASSES]
+    if not idx or (strict and len(idx) < len(keys)):
+        raise ProtocolError(f"emobox-track2: {len(idx)} of the {len(keys)} {corpus} utterances of EmoBox's "
+                            f"cross-corpus track are here; extract the corpus with those files")
+    return _idx(idx)
+
+
+def _emobox_track2(utterances: Sequence[Utterance], seed: int) -> list[Fold]:
+    subset = track2_indices(utterances)
+    folds = _speaker_kfold([utterances[i] for i in subset], _TRACK2_FOLDS, seed)
+    return [Fold(f"track2-{k}", _idx(subset[f.train]), _idx(subset[f.test])) for k, f in enumerate(folds)]
 
 
 def _loso(utterances: Sequence[Utterance]) -> list[Fold]:

@@ -68,6 +68,7 @@ _SAME_FEATURES = {1: 2}
 _LIBVER = ("v108", "latest")
 _INT_FIELDS = {"sample_rate"}
 _FLOAT_FIELDS = {"duration"}
+_OPTIONAL_FLOAT_FIELDS = {"start", "end"}  # segments, in seconds; -1 on disk where the utterance is a whole file
 #: config keys that must agree for two runs to write into the same store
 FINGERPRINT_KEYS = ("weights_sha256", "model_type", "dtype", "frame_layers", "max_seconds",
                     "sample_rate", "do_normalize", "format_version")
@@ -306,6 +307,8 @@ def _write_utterances(group: h5py.Group, utterances: Sequence[Utterance]) -> Non
             _create(group, name, data=np.asarray(values, dtype=np.int64))
         elif name in _FLOAT_FIELDS:
             _create(group, name, data=np.asarray(values, dtype=np.float64))
+        elif name in _OPTIONAL_FLOAT_FIELDS:
+            _create(group, name, data=np.asarray([-1.0 if v is None else v for v in values], dtype=np.float64))
         else:
             _create_strings(group, name, ["" if v is None else str(v) for v in values])
 
@@ -313,11 +316,16 @@ def _write_utterances(group: h5py.Group, utterances: Sequence[Utterance]) -> Non
 def _read_utterances(group: h5py.Group) -> list[Utterance]:
     columns = {}
     for name in UTTERANCE_FIELDS:
+        if name in _OPTIONAL_FLOAT_FIELDS and name not in group:  # a store written before segments existed
+            columns[name] = [None] * len(group["id"])
+            continue
         data = group[name][()]
         if name in _INT_FIELDS:
             columns[name] = [int(v) for v in data]
         elif name in _FLOAT_FIELDS:
             columns[name] = [float(v) for v in data]
+        elif name in _OPTIONAL_FLOAT_FIELDS:
+            columns[name] = [None if v < 0 else float(v) for v in data]
         else:
             strings = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in data]
             columns[name] = strings if name in ("id", "path", "corpus", "language", "speaker", "label", "label_raw") \

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from featstore import labels as L
 from featstore.corpora import Corpus, get_corpus
 from featstore.errors import CorpusError, SerError
 from featstore.labels import (
@@ -44,7 +45,7 @@ from featstore.labels import (
     SURPRISE,
     canonical_order,
 )
-from featstore.reference import ReferenceFile, reference, reference_corpora
+from featstore.reference import reference, reference_corpora
 
 MARKER = ".ser-synth.json"  # written into `out`; lets a rerun replace its own files safely
 
@@ -81,6 +82,24 @@ PROSODY: dict[str, Prosody] = {
     BOREDOM: Prosody(0.86, 0.6, -0.8, 2.6, -4.0, 190, 0.10, 0.006, 0.18),
     FRUSTRATED: Prosody(1.10, 2.4, -1.5, 4.4, 5.0, 580, 0.08, 0.012, 0.10),
     OTHER: Prosody(1.05, 2.0, -1.0, 4.1, 1.0, 350, 0.07, 0.008, 0.10),
+    # The later EmoBox corpora's classes, placed by arousal and valence beside the basic ones.
+    L.EXCITED: Prosody(1.32, 5.0, -0.8, 5.4, 6.0, 600, 0.04, 0.009, 0.06),
+    L.AMUSED: Prosody(1.18, 4.0, -1.0, 4.6, 2.5, 420, 0.12, 0.010, 0.10),
+    L.ENTHUSIASTIC: Prosody(1.28, 4.2, -0.6, 5.0, 5.5, 560, 0.04, 0.008, 0.06),
+    L.PLEASURE: Prosody(1.05, 2.5, -1.5, 3.0, 0.0, 250, 0.25, 0.008, 0.22),
+    L.SARCASTIC: Prosody(0.95, 3.5, -2.2, 3.4, 1.0, 300, 0.08, 0.008, 0.14),
+    L.CONTEMPT: Prosody(0.90, 2.2, -2.4, 3.2, 0.5, 330, 0.10, 0.012, 0.16),
+    L.SLEEPY: Prosody(0.84, 0.5, -1.2, 2.3, -7.0, 150, 0.28, 0.010, 0.26),
+    L.POKER: Prosody(0.97, 0.7, -0.6, 3.8, -1.5, 280, 0.06, 0.005, 0.12),
+    L.WORRIED: Prosody(1.22, 1.8, -0.4, 4.4, -1.0, 300, 0.16, 0.018, 0.14, tremor=0.5),
+    L.ANXIOUS: Prosody(1.35, 1.8, 0.2, 5.5, 0.5, 380, 0.15, 0.020, 0.10, tremor=0.8),
+    L.CONCERNED: Prosody(1.05, 2.0, -1.4, 3.6, -1.5, 260, 0.12, 0.010, 0.16),
+    L.APOLOGETIC: Prosody(0.98, 1.6, -1.6, 3.3, -3.0, 220, 0.16, 0.009, 0.18),
+    L.ASSERTIVE: Prosody(1.08, 1.8, -2.2, 4.5, 5.0, 620, 0.03, 0.007, 0.08),
+    L.ENCOURAGING: Prosody(1.20, 3.6, -0.8, 4.3, 2.5, 430, 0.06, 0.007, 0.10, final_rise=2.0),
+    L.PAIN: Prosody(1.15, 3.0, -3.0, 2.5, 3.0, 500, 0.20, 0.030, 0.25),
+    L.DISAPPOINTMENT: Prosody(0.92, 1.4, -2.6, 3.0, -3.5, 200, 0.18, 0.010, 0.20),
+    L.BREATH: Prosody(1.00, 0.5, -0.5, 2.0, -8.0, 200, 0.90, 0.010, 0.40),
 }
 
 # gender -> (base f0 in Hz, vocal-tract scaling of the formants)
@@ -305,6 +324,8 @@ class SynthFile:
     label_raw: str      # the corpus' own code
     sample_rate: int
     num_frames: int
+    start: float | None = None   # segment corpora (PAVOQUE): where the utterance sits in its file
+    end: float | None = None
 
     @property
     def duration(self) -> float:
@@ -386,11 +407,12 @@ def balanced_subset(speakers: list[str], labels: list[str], n: int, seed: int = 
 
 def synthesize(corpus: str, out: str | Path, *, n: int | None = None, seed: int = 0,
                max_duration: float | None = None, sample_rate: int | None = None,
-               progress: bool = False) -> SynthResult:
+               keys=None, progress: bool = False) -> SynthResult:
     """Write a synthetic `corpus` under `out` in its real layout; see the module docstring.
 
     n: a subset balanced over speakers and labels (`balanced_subset`); None writes every file
-    EmoBox lists. max_duration caps each file's real duration (seconds) and sample_rate
+    EmoBox lists. keys: only these EmoBox keys (e.g. EmoBox's cross-corpus subset,
+    `featstore.reference.track2`), before `n` applies. max_duration caps each file's real duration (seconds) and sample_rate
     overrides every file's real rate (both for quick tests). `out` must be new, empty, or an
     earlier output of `synthesize` (whose files are replaced).
     """
@@ -405,54 +427,156 @@ def synthesize(corpus: str, out: str | Path, *, n: int | None = None, seed: int 
     _prepare_out(out)
     loader = get_corpus(name)
 
+    files = reference(name).files
+    if keys is not None:
+        wanted = set(keys)
+        files = [f for f in files if f.key in wanted]
+        if len(files) < len(wanted):
+            raise SerError(f"{len(wanted) - len(files)} of the keys asked for are not EmoBox {name} keys")
     sized = []
-    for f in reference(name).files:
+    for f in files:
         rate = int(sample_rate or f.sample_rate)
         seconds = f.duration if max_duration is None else min(f.duration, max_duration)
         sized.append((f, rate, max(1, int(round(seconds * rate)))))
     # Annotation files first: the loader's parse may read labels (IEMOCAP) or gender (CREMA-D) there.
     annotations = _write_annotations(name, out, sized, seed)
-    plan = [_describe(loader, out, f, rate, frames) for f, rate, frames in sized]
+    plan = _describe_all(loader, out, sized)
     if n is not None and n < len(plan):
         keep = balanced_subset([f.speaker for f in plan], [f.label for f in plan], n, seed)
-        plan, sized = [plan[i] for i in keep], [sized[i] for i in keep]
+        sized = [sized[i] for i in keep]
         every = annotations
         annotations = _write_annotations(name, out, sized, seed)
         for rel in set(every) - set(annotations):
             (out / rel).unlink()
+        plan = _describe_all(loader, out, sized)  # segments are re-timed for the subset
     # The full list goes in before the audio, so an interrupted run is cleaned up by the next.
-    relpaths = [f.relpath for f in plan]
+    relpaths = list(dict.fromkeys(f.relpath for f in plan))
     (out / MARKER).write_text(json.dumps({
         "corpus": name, "seed": seed, "n": n, "max_duration": max_duration,
         "sample_rate": sample_rate, "files": relpaths + annotations,
     }, indent=1), encoding="utf-8")
 
     voices: dict[str, Voice] = {}
-    items = plan
-    if progress:
-        from rich.progress import track
 
-        items = track(plan, description=f"synthesizing {name}", transient=True)
-    for item in items:
+    def audio_of(item: SynthFile) -> np.ndarray:
         voice = voices.get(item.speaker)
         if voice is None:
             voice = voices[item.speaker] = make_voice(f"{name}-{item.speaker}", item.gender, seed)
         rng = np.random.default_rng([seed, _stable_hash(item.key), 3])
-        audio = render(item.num_frames, item.sample_rate, utterance_prosody(item.label, voice, rng), voice, rng)
+        return render(item.num_frames, item.sample_rate, utterance_prosody(item.label, voice, rng), voice, rng)
+
+    whole = [item for item in plan if item.start is None]
+    items = whole
+    if progress:
+        from rich.progress import track
+
+        items = track(whole, description=f"synthesizing {name}", transient=True)
+    for item in items:
         path = out / item.relpath
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_wav(path, audio, item.sample_rate)
+        write_audio(path, audio_of(item), item.sample_rate)
+    _write_segment_files(out, [item for item in plan if item.start is not None], audio_of)
     return SynthResult(name, out, len(plan), float(sum(f.duration for f in plan)), relpaths, plan, annotations)
 
 
-def _describe(loader: Corpus, root: Path, f: ReferenceFile, rate: int, frames: int) -> SynthFile:
-    """Speaker, gender and label of one file, exactly as the corpus loader will parse them."""
-    path = root / f.relpath
-    parsed = loader.parse(path, root)
-    if parsed is None:
-        raise CorpusError(f"{loader.name}: the loader skips {f.relpath}, a file EmoBox lists")
-    return SynthFile(f.relpath, f.key, parsed.speaker, parsed.gender, loader.canonical(parsed.label_raw, path),
-                     parsed.label_raw, rate, frames)
+def _describe_all(loader: Corpus, root: Path, sized: list) -> list[SynthFile]:
+    """Speaker, gender and label of every file (or segment), exactly as the corpus loader parses them."""
+    from featstore.corpora import metadata
+
+    metadata.clear_cache()  # the tables were just (re)written
+    segments: dict[str, dict] = {}  # a segment file's parse, once per file
+    plan = []
+    for f, rate, frames in sized:
+        path = root / f.relpath
+        if f.segment:
+            if f.relpath not in segments:
+                segments[f.relpath] = {p.id: p for p in loader.parse(path, root)}
+            parsed = segments[f.relpath].get(f.key)
+        else:
+            parsed = loader.parse(path, root)
+        if parsed is None:
+            raise CorpusError(f"{loader.name}: the loader skips {f.relpath} ({f.key}), a file EmoBox lists")
+        if parsed.start is not None:  # the re-timed segment: its frames follow from its bounds
+            frames = int(round(parsed.end * rate)) - int(round(parsed.start * rate))
+        plan.append(SynthFile(f.relpath, f.key, parsed.speaker, parsed.gender,
+                              loader.canonical(parsed.label_raw, path), parsed.label_raw, rate, frames,
+                              parsed.start, parsed.end))
+    return plan
+
+
+def write_audio(path: Path, x: np.ndarray, sample_rate: int) -> None:
+    """Write float `(n,)` mono as the file type its suffix names: a container's audio track, FLAC or WAV."""
+    from featstore.audio import is_container
+
+    if is_container(path):
+        write_container(path, x, sample_rate)
+    elif path.suffix.lower() == ".flac":
+        import soundfile as sf
+
+        sf.write(str(path), np.clip(x, -1, 1), int(sample_rate), format="FLAC", subtype="PCM_16")
+    else:
+        write_wav(path, x, sample_rate)
+
+
+#: suffix -> (container format, audio codec) of the containers `write_container` writes.
+CONTAINERS = {".mp4": ("mp4", "aac"), ".avi": ("avi", "pcm_s16le"), ".webm": ("webm", "libopus"),
+              ".mkv": ("matroska", "flac"), ".mov": ("mov", "pcm_s16le")}
+_OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+
+
+def write_container(path: str | Path, x: np.ndarray, sample_rate: int, *, codec: str | None = None,
+                    audio: bool = True) -> None:
+    """Float `(n,)` mono as the only (audio) track of an .mp4/.avi/.webm/.mkv/.mov, with PyAV.
+
+    The codec is the suffix' usual one (`CONTAINERS`: AAC in .mp4 as MELD's clips, PCM in .avi,
+    Opus in .webm as EMNS') unless `codec` names another (e.g. "alac" for a lossless .mp4).
+    Opus runs at 8/12/16/24/48 kHz: other rates are resampled to 48 kHz. audio=False writes one
+    black video frame and no audio track (a video-only file).
+    """
+    import av
+
+    path = Path(path)
+    fmt, default_codec = CONTAINERS[path.suffix.lower()]
+    codec = codec or default_codec
+    x = np.asarray(x, dtype=np.float32)
+    if codec == "libopus" and sample_rate not in _OPUS_RATES:
+        import soxr
+
+        x, sample_rate = soxr.resample(x, sample_rate, 48000).astype(np.float32), 48000
+    with av.open(str(path), "w", format=fmt) as container:
+        if audio:
+            stream = container.add_stream(codec, rate=int(sample_rate))
+            stream.layout = "mono"
+            frame = av.AudioFrame.from_ndarray(np.clip(x, -1, 1)[None, :], format="flt", layout="mono")
+            frame.sample_rate = int(sample_rate)
+        else:
+            stream = container.add_stream("libvpx" if fmt == "webm" else "mpeg4", rate=1)
+            stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+            frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), dtype=np.uint8), format="rgb24")
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+
+
+def _write_segment_files(out: Path, items: list[SynthFile], audio_of) -> None:
+    """Each segment file (PAVOQUE) written as one FLAC, segment by segment: memory stays one utterance."""
+    import soundfile as sf
+
+    by_file: dict[str, list[SynthFile]] = {}
+    for item in items:
+        by_file.setdefault(item.relpath, []).append(item)
+    for relpath, segments in by_file.items():
+        rate = segments[0].sample_rate
+        path = out / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with sf.SoundFile(str(path), "w", samplerate=rate, channels=1, format="FLAC", subtype="PCM_16") as f:
+            pos = 0
+            for item in sorted(segments, key=lambda s: s.start):
+                a = int(round(item.start * rate))
+                f.write(np.zeros(a - pos, dtype=np.float32))
+                audio = np.clip(audio_of(item), -1, 1).astype(np.float32)
+                f.write(audio)
+                pos = a + len(audio)
+            f.write(np.zeros(int(_SEGMENT_GAP_S * rate), dtype=np.float32))
 
 
 def _write_annotations(name: str, out: Path, sized: list, seed: int) -> list[str]:
@@ -461,7 +585,84 @@ def _write_annotations(name: str, out: Path, sized: list, seed: int) -> list[str
         return _write_iemocap_evaluations(out, sized)
     if name == "cremad":
         return _write_cremad_demographics(out, seed)
+    if name == "pavoque":
+        return _write_pavoque_segments(out, sized)
+    if name in ("meld", "mer2023", "emns", "emozionalmente"):
+        return _write_label_tables(name, out, sized, seed)
     return []
+
+
+# Silence between re-timed segments of a synthetic segment file, seconds.
+_SEGMENT_GAP_S = 0.2
+
+
+def _write_pavoque_segments(out: Path, sized: list) -> list[str]:
+    """`pavoque-<style>.yaml` beside each recording: the chosen segments, back to back with short gaps."""
+    from featstore.corpora.pavoque import format_segments
+
+    by_file: dict[str, list] = {}
+    for f, rate, frames in sized:
+        by_file.setdefault(f.relpath, []).append((f, rate, frames))
+    written = []
+    for relpath, segments in sorted(by_file.items()):
+        entries, pos = [], None
+        for f, rate, frames in sorted(segments, key=lambda s: s[0].start):
+            a = int(round(_SEGMENT_GAP_S * rate)) if pos is None else pos + int(round(_SEGMENT_GAP_S * rate))
+            entries.append((f.key.split("-")[1], a / rate, (a + frames) / rate, f.label_raw))
+            pos = a + frames
+        rel = str(Path(relpath).with_suffix(".yaml"))
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text(format_segments(entries), encoding="utf-8")
+        written.append(rel)
+    return written
+
+
+# MELD's main cast: synthetic MELD lines are spread over them (EmoBox's track2 names win where it has them).
+_MELD_CAST = ("Monica", "Rachel", "Phoebe", "Ross", "Chandler", "Joey")
+
+
+def _write_label_tables(name: str, out: Path, sized: list, seed: int) -> list[str]:
+    """The tables MELD, MER2023, EMNS and Emozionalmente keep labels and speakers in, for the chosen files.
+
+    Speakers the reference does not give are drawn per dialogue (MELD) or per file
+    (Emozionalmente, 60 contributors) from the seed.
+    """
+    files = [f for f, _rate, _frames in sized]
+    tables: dict[str, str] = {}
+    if name == "meld":
+        from featstore.corpora.meld import format_table
+        from featstore.reference import track2
+
+        known = {key: speaker for key, _label, speaker in track2("meld")}
+        by_split: dict[str, list] = {}
+        for f in files:
+            stem, split = f.key[len("meld-"):].rsplit("-", 1)
+            dialogue, utterance = (int(v) for v in stem[len("dia"):].split("_utt"))
+            speaker = known.get(f.key) or _MELD_CAST[_stable_hash(f"{seed}-{split}-{dialogue}-{utterance % 2}") % 6]
+            by_split.setdefault(split, []).append((dialogue, utterance, speaker, f.label_raw))
+        tables = {f"{split}_sent_emo.csv": format_table(rows) for split, rows in sorted(by_split.items())}
+    elif name == "mer2023":
+        from featstore.corpora.mer2023 import format_labels
+
+        tables = {"mer2023train/train-label.csv": format_labels([(Path(f.relpath).stem, f.label_raw) for f in files])}
+    elif name == "emns":
+        from featstore.corpora.emns import format_metadata
+
+        tables = {"metadata.csv": format_metadata([(f.relpath, f.label_raw, "female") for f in files])}
+    elif name == "emozionalmente":
+        from featstore.corpora.emozionalmente import format_samples, format_users
+
+        actor = {f.key: f"actor{_stable_hash(f'{seed}-{f.key}') % 60:02d}" for f in files}
+        users = sorted(set(actor.values()))
+        tables = {
+            "metadata/samples.csv": format_samples([(Path(f.relpath).name, actor[f.key], f.label_raw) for f in files]),
+            "metadata/users.csv": format_users([(u, "female" if _stable_hash(f"{seed}-{u}") % 2 else "male")
+                                                for u in users]),
+        }
+    for rel, text in tables.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text(text, encoding="utf-8")
+    return sorted(tables)
 
 
 def _write_iemocap_evaluations(out: Path, sized: list) -> list[str]:

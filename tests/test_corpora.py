@@ -1,4 +1,4 @@
-"""The 13 corpus loaders against EmoBox's real file lists.
+"""The first 13 corpus loaders against EmoBox's real file lists (the later 16: test_corpora_emobox16.py).
 
 Each corpus gets a tree of tiny WAVs at EmoBox's relative paths (the `downloads/<c>/` prefix
 dropped) and its loader must find exactly EmoBox's keys, with EmoBox's labels, the right
@@ -167,7 +167,9 @@ def loaded(request, trees):
 
 
 def test_registry_lists_every_corpus_with_its_description():
-    assert set(CORPORA) == set(EMOBOX_CORPORA) | {"csv"}
+    from featstore.reference import reference_corpora
+
+    assert set(CORPORA) == set(reference_corpora()) | {"csv"} and set(EMOBOX_CORPORA) < set(CORPORA)
     assert [c.name for c in REGISTRY] == list(CORPORA) and len(REGISTRY) == len(CORPORA)
     for name in EMOBOX_CORPORA:
         corpus = CORPORA[name]
@@ -303,7 +305,7 @@ def test_cli_corpora_and_download_list_come_from_the_registry(monkeypatch):
 
     import cli
 
-    monkeypatch.setattr(cli.console, "width", 400)  # one line per table row: nothing truncated
+    monkeypatch.setattr(cli.console, "width", 1000)  # one line per table row: nothing truncated
     listed = CliRunner().invoke(cli.app, ["corpora"])
     assert listed.exit_code == 0, listed.output
     sources = CliRunner().invoke(cli.app, ["download", "--list"])

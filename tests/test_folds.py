@@ -13,6 +13,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from featstore.corpora import CORPORA
 from featstore.corpora.base import Utterance
 from featstore.errors import CorpusError, SerError
 from featstore.folds import (
@@ -219,7 +220,7 @@ def test_standard_protocol_table():
     assert standard_protocol("mesd") == "loso"
     assert standard_protocol("my-csv-corpus") == "speaker-kfold:5"
     table = standard_protocols()
-    assert set(table) == set(EMOBOX_CORPORA) | {"csv"}
+    assert set(table) == set(CORPORA) and set(EMOBOX_CORPORA) < set(table)
     for name, (protocol, why) in table.items():
         assert check_protocol(protocol) == protocol and protocol != "standard", name
         assert why, name
@@ -445,3 +446,63 @@ def test_cli_prints_a_fold_warning_as_one_line(tmp_path, monkeypatch):
     assert warned == ["warning: luna5: actors [11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24] have no "
                       "utterances; folds are not the published ones"]
     assert "FoldWarning" not in result.output and "warnings.warn" not in result.output
+
+
+# -- emobox-track2 --------------------------------------------------------------------------------
+
+def _track2_utterances(corpus: str) -> list[Utterance]:
+    """Every EmoBox file of `corpus` as an utterance, canonical labels; track2's speakers where it names them."""
+    from featstore.labels import EMOBOX_TO_CANONICAL
+    from featstore.reference import reference, track2
+
+    ref = reference(corpus)
+    speaker = {key: spk for key, _label, spk in track2(corpus)}
+    return [Utterance(id=f.key, path=f.relpath, corpus=corpus, language="en",
+                      speaker=f"{corpus}-{speaker.get(f.key, f'other{i % 7}')}", gender=None,
+                      label=EMOBOX_TO_CANONICAL[ref.label_map[f.label_raw]], label_raw=f.label_raw)
+            for i, f in enumerate(ref.files)]
+
+
+@pytest.mark.parametrize("corpus", ["iemocap", "meld", "ravdess", "savee"])
+def test_emobox_track2_folds_are_the_balanced_subset_by_speaker(corpus):
+    from featstore.folds import TRACK2_CLASSES, track2_indices
+    from featstore.reference import track2
+
+    utts = _track2_utterances(corpus)
+    rows = track2(corpus)
+    assert len(rows) == 240
+    by_id = {u.id: u for u in utts}
+    assert {by_id[key].label for key, _l, _s in rows} == set(TRACK2_CLASSES)
+    assert all(by_id[key].label == label for key, label, _s in rows)  # our labels are track2's
+    subset = track2_indices(utts)
+    assert {utts[i].id for i in subset} == {key for key, _l, _s in rows}
+    folds = make_folds(utts, "emobox-track2")
+    assert len(folds) == 4
+    tested = Counter()
+    for f in folds:
+        _check_fold(f, len(utts))
+        assert speaker_overlap(utts, f) == set()
+        assert set(f.train) | set(f.test) == set(subset.tolist())
+        tested.update(utts[i].id for i in f.test)
+    assert set(tested) == {key for key, _l, _s in rows} and set(tested.values()) == {1}
+
+
+def test_emobox_track2_refuses_corpora_outside_the_track():
+    utts = [Utterance(id="emodb-03a01Wa", path="x", corpus="emodb", language="de", speaker="emodb-03", gender=None,
+                      label="angry", label_raw="W")]
+    with pytest.raises(ProtocolError, match="covers iemocap, meld, ravdess, savee only"):
+        make_folds(utts, "emobox-track2")
+    assert check_protocol("emobox-track2") == "emobox-track2"
+
+
+def test_corpora_without_real_speakers_say_so_when_folded():
+    from featstore.folds import SpeakerWarning
+
+    utts = [Utterance(id=f"mer2023-sample_{i:08d}", path="x", corpus="mer2023", language="zh",
+                      speaker=f"mer2023-sample_{i:08d}", gender=None, label=("angry", "sad")[i % 2], label_raw="x")
+            for i in range(10)]
+    with pytest.warns(SpeakerWarning, match="MER2023 publishes no speakers.*proves nothing"):
+        make_folds(utts, "speaker-kfold:2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SpeakerWarning)
+        make_folds(_track2_utterances("savee"), "loso")  # real speakers: no such warning

@@ -215,3 +215,26 @@ def test_voices_are_deterministic_and_distinct():
     male = [make_voice(f"m{i}", "male", 0) for i in range(20)]
     assert np.mean([v.f0 for v in female]) > 1.5 * np.mean([v.f0 for v in male])
     assert np.mean([v.formant_scale for v in female]) > 1.1 * np.mean([v.formant_scale for v in male])
+
+
+def test_containers_and_segment_files_are_written_as_the_real_corpora_are(tmp_path):
+    from featstore.audio import audio_info, load_audio
+    from featstore.reference import track2
+
+    meld = synthesize("meld", tmp_path / "meld", n=6, max_duration=0.4)
+    assert all(rel.endswith(".mp4") for rel in meld.relpaths)
+    assert sorted(meld.annotations) and all(a.endswith("_sent_emo.csv") for a in meld.annotations)
+    for f in meld.files:
+        frames, rate, _ = audio_info(tmp_path / "meld" / f.relpath)
+        assert rate == 48000 and abs(frames - f.num_frames) <= 2048  # AAC frames of 1024 samples
+    pavoque = synthesize("pavoque", tmp_path / "pavoque", n=10, max_duration=0.4, sample_rate=16000)
+    assert len(pavoque.relpaths) < len(pavoque.files)  # several segments per recording
+    m = get_corpus("pavoque").load(tmp_path / "pavoque")
+    assert not m.problems and {u.id for u in m} == {f.key for f in pavoque.files}
+    for u in m:  # each segment is exactly the utterance rendered for it, silence around it
+        seg = load_audio(u.path, None, start=u.start, end=u.end)
+        before = load_audio(u.path, None, start=max(0.0, u.start - 0.1), end=u.start)
+        assert np.abs(seg).max() > 10 * max(np.abs(before).max(), 1e-4)
+    keys = [key for key, _label, _speaker in track2("savee")][:5]
+    assert sorted(f.key for f in synthesize("savee", tmp_path / "savee", keys=keys, max_duration=0.1).files) \
+        == sorted(keys)

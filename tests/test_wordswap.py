@@ -171,7 +171,7 @@ def test_cli_finetune_with_word_swap_runs_and_takes_donors_from_training_speaker
 
     loaded = []
     real_load = ws.load_audio
-    monkeypatch.setattr(ws, "load_audio", lambda path, sr: loaded.append(path) or real_load(path, sr))
+    monkeypatch.setattr(ws, "load_audio", lambda path, sr, **kw: loaded.append(path) or real_load(path, sr, **kw))
     monkeypatch.delenv("SER_CTC_MODEL", raising=False)
     monkeypatch.setenv("SER_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("SER_CONFIG", str(tmp_path / "config.toml"))

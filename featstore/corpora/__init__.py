@@ -12,6 +12,8 @@ import difflib
 from types import MappingProxyType
 
 from featstore.corpora.aesdd import AesddCorpus
+from featstore.corpora.ased import AsedCorpus
+from featstore.corpora.asvpesd import AsvpesdCorpus
 from featstore.corpora.base import (
     UTTERANCE_FIELDS,
     Archive,
@@ -24,17 +26,31 @@ from featstore.corpora.base import (
     Utterance,
 )
 from featstore.corpora.cafe import CafeCorpus
+from featstore.corpora.casia import CasiaCorpus
 from featstore.corpora.cremad import CremadCorpus
 from featstore.corpora.csvcorpus import CsvCorpus
+from featstore.corpora.emns import EmnsCorpus
 from featstore.corpora.emodb import EmodbCorpus
+from featstore.corpora.emovdb import EmovdbCorpus
 from featstore.corpora.emovo import EmovoCorpus
+from featstore.corpora.emozionalmente import EmozionalmenteCorpus
+from featstore.corpora.enterface import EnterfaceCorpus
+from featstore.corpora.esd import EsdCorpus
 from featstore.corpora.iemocap import IemocapCorpus
+from featstore.corpora.jlcorpus import JlcorpusCorpus
+from featstore.corpora.meld import MeldCorpus
+from featstore.corpora.mer2023 import Mer2023Corpus
 from featstore.corpora.mesd import MesdCorpus
+from featstore.corpora.oreau import OreauCorpus
+from featstore.corpora.pavoque import PavoqueCorpus
+from featstore.corpora.polish import PolishCorpus
 from featstore.corpora.ravdess import RavdessCorpus
+from featstore.corpora.resd import ResdCorpus
 from featstore.corpora.savee import SaveeCorpus
 from featstore.corpora.shemo import ShemoCorpus
 from featstore.corpora.subesco import SubescoCorpus
 from featstore.corpora.tess import TessCorpus
+from featstore.corpora.turevdb import TurevdbCorpus
 from featstore.corpora.urdu import UrduCorpus
 from featstore.errors import CorpusError
 
@@ -42,6 +58,9 @@ from featstore.errors import CorpusError
 REGISTRY: tuple[Corpus, ...] = (
     RavdessCorpus(), CremadCorpus(), EmodbCorpus(), EmovoCorpus(), IemocapCorpus(), TessCorpus(),
     SaveeCorpus(), CafeCorpus(), AesddCorpus(), MesdCorpus(), ShemoCorpus(), SubescoCorpus(), UrduCorpus(),
+    AsedCorpus(), AsvpesdCorpus(), CasiaCorpus(), EmnsCorpus(), EmovdbCorpus(), EmozionalmenteCorpus(),
+    EnterfaceCorpus(), EsdCorpus(), JlcorpusCorpus(), MeldCorpus(), Mer2023Corpus(), OreauCorpus(),
+    PavoqueCorpus(), PolishCorpus(), ResdCorpus(), TurevdbCorpus(),
     CsvCorpus(),
 )
 

@@ -20,9 +20,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import soundfile as sf
-
-from featstore.errors import CorpusError, LabelError, LayoutError
+from featstore.audio import SEGMENT_SLACK_S, audio_info
+from featstore.errors import CorpusError, LabelError, LayoutError, UnreadableAudio
 
 
 @dataclass(frozen=True)
@@ -40,8 +39,10 @@ class Utterance:
     text: str | None = None        # sentence / text / word id where the corpus has one
     intensity: str | None = None   # e.g. RAVDESS "normal"/"strong", CaFE "weak"/"strong"
     session: str | None = None     # recording session (IEMOCAP "Ses01")
-    duration: float = 0.0          # seconds, from the audio header
+    duration: float = 0.0          # seconds, from the audio header (a segment: end - start)
     sample_rate: int = 0           # Hz, from the audio header
+    start: float | None = None     # a segment of a longer file (PAVOQUE): its start, seconds
+    end: float | None = None       # ... and its end; None: the whole file
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,6 +111,8 @@ class ParsedFile:
     intensity: str | None = None
     session: str | None = None
     language: str | None = None  # per-file language where it varies (CSV corpora); else the corpus'
+    start: float | None = None   # segment corpora: the utterance is seconds start..end of the file
+    end: float | None = None
 
 
 @dataclass(frozen=True)
@@ -176,14 +179,18 @@ class Corpus:
     source: Source = Source("own", "", "")
     protocol: Protocol = DEFAULT_PROTOCOL
     audio_suffixes: tuple[str, ...] = (".wav",)
+    # What the corpus' speaker ids mean for fold independence, where they are not people
+    # (`featstore.folds.make_folds` warns with it, so `ser folds` and probes say it).
+    speaker_note: str = ""
 
     # -- to implement -------------------------------------------------------------------
-    def parse(self, path: Path, root: Path) -> ParsedFile | None:
+    def parse(self, path: Path, root: Path) -> ParsedFile | list[ParsedFile] | None:
         """Read one audio file's record fields from its path.
 
         Returns None for a file that belongs to another part of the release (e.g. RAVDESS song
         files), raises LayoutError for a name outside the corpus' grammar and LabelError for a
-        file whose label code the corpus does not define. Any other exception is a bug.
+        file whose label code the corpus does not define. A segment corpus (PAVOQUE) returns
+        one ParsedFile per segment of the file. Any other exception is a bug.
         """
         raise NotImplementedError
 
@@ -255,39 +262,55 @@ class Corpus:
             if parsed is None:
                 continue
             parsed_any = True
-            if parsed.id in seen:
-                manifest.problems.append(Problem(str(path), f"duplicate utterance id {parsed.id} (also {seen[parsed.id]})"))
-                continue
-            if path.stat().st_size == 0:
-                manifest.problems.append(Problem(str(path), "empty file (0 bytes)"))
-                continue
-            try:
-                info = sf.info(str(path))
-            except Exception as e:  # soundfile raises RuntimeError/LibsndfileError/OSError
-                manifest.problems.append(Problem(str(path), f"unreadable audio: {_short(e)}"))
-                continue
-            if info.frames <= 0:
-                manifest.problems.append(Problem(str(path), "empty audio (0 samples)"))
-                continue
-            seen[parsed.id] = str(path)
-            try:
-                label = self.canonical(parsed.label_raw, path)
-            except LabelError as e:
-                manifest.problems.append(Problem(str(path), str(e)))
-                continue
-            manifest.utterances.append(Utterance(
-                id=parsed.id, path=str(path), corpus=self.name, language=parsed.language or self.language,
-                speaker=f"{self.name}-{parsed.speaker}", gender=parsed.gender, label=label,
-                label_raw=parsed.label_raw, text=parsed.text, intensity=parsed.intensity,
-                session=parsed.session, duration=info.frames / info.samplerate,
-                sample_rate=int(info.samplerate),
-            ))
+            self._add(manifest, path, [parsed] if isinstance(parsed, ParsedFile) else parsed, seen)
         if files and not parsed_any:
             raise CorpusError(
                 f"{self.name}: none of the {files} audio files under {root} follows the "
                 f"{self.name} layout ({self.layout_hint}); is --corpus right?"
             )
         return manifest
+
+
+    def _add(self, manifest: Manifest, path: Path, parsed: list[ParsedFile], seen: dict[str, str]) -> None:
+        """Check one file's header and add its utterance(s), or record why not."""
+        fresh = []
+        for p in parsed:
+            if p.id in seen:
+                manifest.problems.append(Problem(str(path), f"duplicate utterance id {p.id} (also {seen[p.id]})"))
+            else:
+                fresh.append(p)
+        if not fresh:
+            return
+        if path.stat().st_size == 0:
+            manifest.problems.append(Problem(str(path), "empty file (0 bytes)"))
+            return
+        try:
+            frames, rate, _ = audio_info(path)
+        except UnreadableAudio as e:
+            manifest.problems.append(Problem(str(path), f"unreadable audio: {e.reason}"))
+            return
+        if frames <= 0:
+            manifest.problems.append(Problem(str(path), "empty audio (0 samples)"))
+            return
+        for p in fresh:
+            where = str(path) if p.start is None else f"{path} [{p.start:.2f}-{p.end:.2f} s]"
+            seen[p.id] = where
+            if p.start is not None and p.end > frames / rate + SEGMENT_SLACK_S:
+                manifest.problems.append(Problem(where, f"segment {p.id} ends at {p.end:.2f} s, past the end of "
+                                                        f"the file ({frames / rate:.2f} s)"))
+                continue
+            try:
+                label = self.canonical(p.label_raw, path)
+            except LabelError as e:
+                manifest.problems.append(Problem(where, str(e)))
+                continue
+            manifest.utterances.append(Utterance(
+                id=p.id, path=str(path), corpus=self.name, language=p.language or self.language,
+                speaker=f"{self.name}-{p.speaker}", gender=p.gender, label=label,
+                label_raw=p.label_raw, text=p.text, intensity=p.intensity,
+                session=p.session, duration=(p.end - p.start) if p.start is not None else frames / rate,
+                sample_rate=int(rate), start=p.start, end=p.end,
+            ))
 
 
 def _not_a_file(path: Path) -> str | None:
@@ -301,11 +324,6 @@ def _not_a_file(path: Path) -> str | None:
     if not path.is_file():
         return "not a regular file (device, FIFO or socket)"
     return None
-
-
-def _short(e: Exception) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text[:200]
 
 
 def _iter_progress(items: list, enabled: bool, description: str) -> Iterable:

@@ -45,6 +45,7 @@ class MesdCorpus(Corpus):
                "'Download All'.",),
         verified="Mendeley's download links are not stable",
     )
+    speaker_note = ("MESD gives voice types (female, male, child), not speakers: no split by them is speaker-independent")
     protocol = Protocol("loso", "no speaker ids, only 3 voice types (female, male, child): NOT speaker-independent")
 
     def parse(self, path: Path, root: Path) -> ParsedFile | None:
