@@ -149,12 +149,12 @@ def corpora(labels: bool = typer.Option(False, "--labels", help="Print the label
     from featstore.labels import canonical_order, mapping_table
 
     if labels:
-        t = Table("corpus", "code", "canonical label", title="label mapping")
+        t = _table("corpus", "code", "canonical label", title="label mapping")
         for row in mapping_table():
             t.add_row(*row)
         console.print(t)
         return
-    t = Table("corpus", "lang", "speakers", "classes", "utterances", "layout", "standard folds",
+    t = _table("corpus", "lang", "speakers", "classes", "utterances", "layout", "standard folds",
               "source / licence", title="supported corpora", show_lines=True)
     for c in REGISTRY:
         classes = ", ".join(canonical_order(c.labels.values()))
@@ -176,7 +176,7 @@ def models():
     from featstore.backbones import FAMILIES, describe_model, models_table
     from featstore.config import default_model
 
-    t = Table("family", Column("model", overflow="fold"), "layers", "hidden", "local copy")
+    t = _table("family", Column("model", overflow="fold"), "layers", "hidden", "local copy")
     for r in models_table():
         t.add_row(r["family"], r["model"], str(r["layers"]), str(r["hidden_size"]), "yes" if r["local"] else "no")
     console.print(t)
@@ -221,7 +221,7 @@ def manifest(
     corpus = _corpus(corpus)
     m = load_manifest(corpus, _root(corpus, root), progress=True)
     labels = m.label_counts()
-    t = Table("label", "utterances", title=f"{m.corpus}: {len(m)} utterances, "
+    t = _table("label", "utterances", title=f"{m.corpus}: {len(m)} utterances, "
               f"{len(m.speaker_counts())} speakers, {sum(u.duration for u in m) / 3600:.2f} h")
     for label in canonical_order(labels):
         t.add_row(label, str(labels[label]))
@@ -259,7 +259,7 @@ def folds(
         name = standard.name
         console.print(f"standard protocol for {corpus}: {name} ({standard.why})", highlight=False)
     fl = make_folds(m.utterances, name, seed=seed)
-    t = Table("fold", "train", "test", "test speakers", "test labels", "leaked speakers",
+    t = _table("fold", "train", "test", "test speakers", "test labels", "leaked speakers",
               title=f"{m.corpus}: protocol {name}, {len(fl)} folds")
     leaked_any = 0
     for row in fold_summary(m.utterances, fl):
@@ -385,7 +385,7 @@ def store_ls(cache: Path | None = CACHE_OPT):
     if not rows:
         console.print(f"no stores under {cache} (run `ser extract` first)")
         return
-    t = Table("model", "corpus", "utterances", "layers", "size", "status", "path")
+    t = _table("model", "corpus", "utterances", "layers", "size", "status", "path")
     for r in rows:
         t.add_row(r["model"] or r["model_slug"], r["corpus"], str(r["utterances"]), str(r["layers"]),
                   _human(r["size"]), r["status"], r["path"])
@@ -404,7 +404,7 @@ def store_info_cmd(path: Path = typer.Argument(..., help="A store file (or <corp
 
     info = store_info(path)
     cfg = info["config"]
-    t = Table(show_header=False, title=str(path))
+    t = _table(show_header=False, title=str(path))
     for k, v in [("model", cfg.get("model_id")), ("revision", cfg.get("revision") or "-"),
                  ("weights sha256", cfg.get("weights_sha256", "")[:16] + "…"), ("model type", cfg.get("model_type")),
                  ("dtype", cfg.get("dtype")), ("layers", f"{info['layers']} (0..{info['layers'] - 1})"),
@@ -465,6 +465,13 @@ def store_export(
 # ---------------------------------------------------------------------------------------------
 # probes and neighbours
 # ---------------------------------------------------------------------------------------------
+
+def _table(*columns, **kw):
+    """A rich Table that folds long values instead of cutting them (classifiers.results.table)."""
+    from classifiers.results import table
+
+    return table(*columns, **kw)
+
 
 def _print_table(head, rows, title: str = "") -> None:
     from classifiers.results import table
@@ -666,7 +673,7 @@ def config_show():
     """
     from featstore.config import config_path, show
 
-    t = Table("key", "value", "source", title=str(config_path()))
+    t = _table("key", "value", "source", title=str(config_path()))
     for key, value, source in show():
         t.add_row(key, "" if value is None else str(value), source)
     console.print(t)
@@ -717,7 +724,7 @@ def download(
     from featstore.download import download as fetch_corpus
 
     if list_ or not corpus:
-        t = Table(*SOURCE_COLUMNS, title="corpus sources")
+        t = _table(*SOURCE_COLUMNS, title="corpus sources")
         for row in sources():
             t.add_row(*[row[c] for c in SOURCE_COLUMNS])
         console.print(t)
@@ -816,7 +823,7 @@ def finetune(
     name = "+".join([corpus] + extra)
     out = out or Path("runs") / f"finetune-{name}-{model_slug(model)}-{config.pooling}-seed{config.seed}"
     res = run_finetune(utts, folds_, config, out_dir=out)
-    t = Table("fold", "test", "WA", "UAR", "macro-F1", title=f"fine-tuned {model} on {name} ({prot})")
+    t = _table("fold", "test", "WA", "UAR", "macro-F1", title=f"fine-tuned {model} on {name} ({prot})")
     for row in res.table():
         t.add_row(str(row["fold"]), "" if row["n_test"] is None else str(row["n_test"]),
                   *[f"{row[k]:.3f}" for k in ("wa", "uar", "macro_f1")])
@@ -917,7 +924,7 @@ def align(
         if found.error:
             console.print(f"{show}: not aligned: {found.error}", highlight=False)
             return
-        t = Table("word", "start (s)", "end (s)", "score", title=f"{show}: {found.text}")
+        t = _table("word", "start (s)", "end (s)", "score", title=f"{show}: {found.text}")
         for w in found.words:
             t.add_row(w.word, f"{w.start:.3f}", f"{w.end:.3f}", f"{w.score:.3f}")
         console.print(t)

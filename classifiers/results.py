@@ -265,13 +265,19 @@ def summary_table(results: ProbeResults, metric: str = "uar", title: str = ""):
     return t
 
 
-def table(*columns: str, title: str = "", **kw):
-    """A rich Table whose cells wrap (fold) instead of being cut to "..." on narrow terminals."""
-    from rich.table import Table
+def table(*columns, title: str = "", **kw):
+    """A rich Table whose cells wrap (fold) instead of being cut to "..." on narrow terminals.
+
+    columns: header strings, or rich `Column`s (kept as given).
+    """
+    from rich.table import Column, Table
 
     t = Table(title=title, **kw)
     for c in columns:
-        t.add_column(c, overflow="fold")
+        if isinstance(c, Column):
+            t.columns.append(c)
+        else:
+            t.add_column(c, overflow="fold")
     return t
 
 
