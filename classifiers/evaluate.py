@@ -135,20 +135,57 @@ def _run_logreg(task: ProbeTask) -> ProbeResults:
                 masks[fi, h.train] = True
             inner = None if task.C is not None else selection_masks(list(masks), speakers, yi, task.inner_folds, seed)
             groups.append((seed, y, classes, yi, masks, inner, group))
-    for li, layer in enumerate(task.layers):
+
+    def solve(li: int) -> list:
         X = _layer_features(task, li)
-        for seed, y, classes, yi, masks, inner, group in groups:
-            sweep = sweep_layer(X, yi, len(classes), list(masks), C=task.C, Cs=task.Cs or DEFAULT_CS, inner=inner,
-                                class_weight=task.params.get("class_weight"), device=task.device)
+        return [sweep_layer(X, yi, len(classes), list(masks), C=task.C, Cs=task.Cs or DEFAULT_CS, inner=inner,
+                            class_weight=task.params.get("class_weight"), device=task.device)
+                for _, _, classes, yi, masks, inner, _ in groups]
+
+    for li, sweeps in _layer_parallel(task, solve):
+        for sweep, (seed, y, classes, _, _, _, group) in zip(sweeps, groups):
             pred = sweep.predict                                           # (F, N)
             for fi, (fold, h) in enumerate(group):
                 results.records.append(make_record(
-                    layer=layer, fold=fold.name, y_true=y[h.test], y_pred=[classes[k] for k in pred[fi, h.test]],
+                    layer=task.layers[li], fold=fold.name, y_true=y[h.test], y_pred=[classes[k] for k in pred[fi, h.test]],
                     labels=h.scored, n_train=len(h.train), classifier="logreg", C=float(sweep.C[fi]),
                     **task.common(seed)))
             task.advance(len(group))
-        del X
     return results
+
+
+def _layer_parallel(task: ProbeTask, solve: Callable[[int], object]):
+    """Yield (layer index, solve(layer index)) in layer order, `cpu_count()` layers at a time on the CPU.
+
+    One single-threaded torch solve per core: on 2 cores, two layers side by side beat one layer
+    on two threads (the solver's many small operations make threads wait on each other, worst on
+    a shared machine), and at most that many layers' matrices are held at once.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from featstore.device import resolve_device
+
+    workers = 1 if resolve_device(task.device).type == "cuda" else min(cpu_count(), len(task.layers))
+    if workers == 1:
+        for li in range(len(task.layers)):
+            yield li, solve(li)
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            pending = {}
+            for li in range(len(task.layers)):
+                pending[li] = pool.submit(solve, li)
+                if li + 1 - workers >= 0:                                  # keep `workers` layers in flight
+                    done = li + 1 - workers
+                    yield done, pending.pop(done).result()
+            for li in sorted(pending):
+                yield li, pending.pop(li).result()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _run_xgboost(task: ProbeTask) -> ProbeResults:
