@@ -369,9 +369,12 @@ def main_memory(args, device) -> None:
 
     os.makedirs(args.store_dir, exist_ok=True)
     path = os.path.join(args.store_dir, "ravdess.h5")
-    t, c, utts = timed(lambda: write_synthetic_store(path, args.memory))
-    print(f"\nwrote {path}: {args.memory} x 25 x 1024 float32 means ({os.path.getsize(path) / 2 ** 30:.1f} GiB) in "
-          f"{t:.0f} s; peak RSS so far {peak_rss_gb():.2f} GiB", flush=True)
+    if os.path.exists(path) and len(open_store(path)) == args.memory:
+        print(f"\nreusing {path} ({os.path.getsize(path) / 2 ** 30:.1f} GiB)", flush=True)
+    else:
+        t, c, _ = timed(lambda: write_synthetic_store(path, args.memory))
+        print(f"\nwrote {path}: {args.memory} x 25 x 1024 float32 means ({os.path.getsize(path) / 2 ** 30:.1f} GiB) "
+              f"in {t:.0f} s; peak RSS so far {peak_rss_gb():.2f} GiB", flush=True)
     fs = open_store(path)
     folds = luna5_folds(fs.utterances)
     start = time.perf_counter()
