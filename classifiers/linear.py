@@ -143,10 +143,13 @@ class _Preconditioner:
         self.V, self.lam, self.rest, self.alpha = V, lam, rest, alpha
 
     @staticmethod
-    def top(z: torch.Tensor, rank: int = 64, power: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Top eigenpairs of z^T z / n for a standardised (n, D) z: V (rank, D), lam (rank,), mean of the rest.
+    def top(z: torch.Tensor, trace: float, rank: int = 64, power: int = 1) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                   torch.Tensor]:
+        """Top eigenpairs of z^T z / n for a standardised (n, D) z of the given trace: V (rank, D), lam (rank,),
+        and the mean of the other eigenvalues.
 
-        A randomised range finder with `power` power iterations (seeded: the same z, the same result).
+        A randomised range finder with `power` power iterations (seeded: the same z, the same result;
+        2 iterations instead of 1 changed the solver's iteration count by under 2% on the benchmark).
         """
         n, D = z.shape
         r = min(rank, D, n)
@@ -157,7 +160,7 @@ class _Preconditioner:
         B = z @ Q
         lam, U = torch.linalg.eigh(B.T @ B / n)
         lam, U = lam.flip(0)[:r].clamp_min(0), U.flip(1)[:, :r]
-        rest = (((z * z).sum() / n - lam.sum()) / max(D - r, 1)).clamp_min(0)     # trace minus the top ones
+        rest = ((trace - lam.sum()) / max(D - r, 1)).clamp_min(0)          # the trace minus the top ones
         return (Q @ U).T, lam, rest
 
     def apply(self, q: torch.Tensor, group: torch.Tensor, reg: torch.Tensor, D: int, K: int) -> torch.Tensor:
@@ -312,7 +315,7 @@ class _Layer:
             sd = z.std(0, unbiased=False)
             z -= z.mean(0)
             z /= torch.where(sd > 1e-8, sd, torch.ones_like(sd))
-            tops.append(_Preconditioner.top(z))
+            tops.append(_Preconditioner.top(z, float((sd > 1e-8).sum())))  # standardised: one per varying feature
             del z
         V, lam, rest = (torch.stack(t) for t in zip(*tops))
         return _Preconditioner(V, lam, rest, 1.0 / self.K)
