@@ -6,7 +6,7 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -23,7 +23,8 @@ class XGBProbe(ClassifierMixin, BaseEstimator):
 
     Parameters (keyword-only, stored as given, validated by `fit`): n_estimators, max_depth,
     learning_rate, subsample, colsample_bytree, early_stopping_rounds (as XGBoost's),
-    random_state (int), n_jobs (None: XGBoost's default), device ("auto"/None, "cpu", "cuda", ...).
+    random_state (int), class_weight (None, "balanced": rows weighted n / (K n_k), or {class: weight},
+    as scikit-learn's), n_jobs (None: XGBoost's default), device ("auto"/None, "cpu", "cuda", ...).
 
     Fitted attributes: classes_ (K,), n_features_in_, model_ (the fitted `xgboost.XGBClassifier`).
     """
@@ -36,13 +37,15 @@ class XGBProbe(ClassifierMixin, BaseEstimator):
         "colsample_bytree": [Interval(Real, 0, 1, closed="right")],
         "early_stopping_rounds": [Interval(Integral, 1, None, closed="left")],
         "random_state": [Interval(Integral, 0, None, closed="left")],
+        "class_weight": [StrOptions({"balanced"}), dict, None],
         "n_jobs": [Integral, None],
         "device": [str, None],
     }
 
     def __init__(self, *, n_estimators: int = 300, max_depth: int = 4, learning_rate: float = 0.1,
                  subsample: float = 0.8, colsample_bytree: float = 0.5, early_stopping_rounds: int = 20,
-                 random_state: int = 0, n_jobs: int | None = None, device: str | None = None):
+                 random_state: int = 0, class_weight: str | dict | None = None, n_jobs: int | None = None,
+                 device: str | None = None):
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -50,6 +53,7 @@ class XGBProbe(ClassifierMixin, BaseEstimator):
         self.colsample_bytree = colsample_bytree
         self.early_stopping_rounds = early_stopping_rounds
         self.random_state = random_state
+        self.class_weight = class_weight
         self.n_jobs = n_jobs
         self.device = device
 
@@ -87,6 +91,12 @@ class XGBProbe(ClassifierMixin, BaseEstimator):
             fit_kw = dict(eval_set=[(Xv[keep], np.array([index[v] for v in np.asarray(yv)[keep]]))], verbose=False)
         if len(self.classes_) == 2:
             kw["objective"] = "binary:logistic"
+        if self.class_weight is not None:
+            from sklearn.utils.class_weight import compute_sample_weight
+
+            cw = self.class_weight if isinstance(self.class_weight, str) else {
+                i: float(self.class_weight.get(c, 1.0)) for i, c in enumerate(self.classes_.tolist())}
+            fit_kw["sample_weight"] = compute_sample_weight(cw, yi)
         self.model_ = XGBClassifier(**kw)
         self.model_.fit(X, yi, **fit_kw)
         if kw["device"] != "cpu":

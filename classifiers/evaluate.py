@@ -102,17 +102,35 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _run_logreg(task: ProbeTask) -> ProbeResults:
-    """Batched logistic regression, C by inner CV on each fold's training speakers unless task.C."""
-    from classifiers.linear import DEFAULT_CS, choose_C, fit_many
+def _layer_features(task: ProbeTask, li: int) -> np.ndarray:
+    """`(N, D)` pooled features of `task.layers[li]`, read alone (a sweep holds one layer at a time)."""
+    if hasattr(task.source, "pooled"):
+        X = task.source.pooled(task.layers[li], task.stat)
+    else:
+        X = np.asarray(task.source)
+        if X.ndim != 3 or X.shape[1] != len(task.layers) or X.shape[0] != len(task.utterances):
+            raise ValueError(f"X must be (N={len(task.utterances)}, len(layers)={len(task.layers)}, D), got {X.shape}")
+        X = X[:, li]
+    if task.params.get("speaker_norm"):
+        from classifiers.linear import speaker_normalise
 
-    X = task.pooled()
-    Xl = np.ascontiguousarray(np.moveaxis(X, 1, 0))               # (L, N, D)
+        X = speaker_normalise(X, [u.speaker for u in task.utterances])
+    return X
+
+
+def _run_logreg(task: ProbeTask) -> ProbeResults:
+    """Logistic regression layer by layer, C by inner CV on each fold's training speakers unless task.C.
+
+    task.params: class_weight (None or "balanced"), speaker_norm (bool: `linear.speaker_normalise`).
+    """
+    from classifiers.linear import DEFAULT_CS, selection_masks, sweep_layer
+
     speakers = np.array([u.speaker for u in task.utterances])
     results = ProbeResults()
+    groups = []  # (seed, y, classes, yi, masks, inner, [(fold, harmonised)]): folds with the same classes solve together
     for seed in task.seeds:
         y = task.labels(seed)
-        by_classes = defaultdict(list)  # folds with the same training classes are solved together
+        by_classes = defaultdict(list)
         for fold in task.folds:
             h = harmonise(y, fold.train, fold.test, policy=task.policy, shared=task.shared)
             results.add(fold.name, h)
@@ -124,49 +142,101 @@ def _run_logreg(task: ProbeTask) -> ProbeResults:
             masks = np.zeros((len(group), len(y)), dtype=bool)
             for fi, (_, h) in enumerate(group):
                 masks[fi, h.train] = True
-            if task.C is None:
-                chosen = choose_C(Xl, yi, list(masks), speakers, len(classes), task.Cs or DEFAULT_CS, task.inner_folds, seed,
-                                  task.device)                       # (L, F)
-            else:
-                chosen = np.full((len(task.layers), len(group)), float(task.C))
-            fit = fit_many(Xl, yi, np.broadcast_to(masks, (len(task.layers), *masks.shape)), chosen, len(classes),
-                           device=task.device)
-            proba = fit.proba()                                    # (L, F, N, K)
-            pred = proba.argmax(-1)                                # (L, F, N)
-            for li, layer in enumerate(task.layers):
-                for fi, (fold, h) in enumerate(group):
-                    y_pred = [classes[k] for k in pred[li, fi, h.test]]
-                    results.records.append(make_record(
-                        layer=layer, fold=fold.name, y_true=y[h.test], y_pred=y_pred,
-                        labels=h.scored, n_train=len(h.train), classifier="logreg", C=float(chosen[li, fi]),
-                        **task.common(seed)))
-                    task.keep(results, h.test, y_pred, y, proba[li, fi, h.test], classes, layer, fold.name, seed,
-                              "logreg")
-            task.advance(len(task.layers) * len(group))
+            inner = None if task.C is not None else selection_masks(list(masks), speakers, yi, task.inner_folds, seed)
+            groups.append((seed, y, classes, yi, masks, inner, group))
+
+    def solve(li: int) -> list:
+        X = _layer_features(task, li)
+        return [sweep_layer(X, yi, len(classes), list(masks), C=task.C, Cs=task.Cs or DEFAULT_CS, inner=inner,
+                            class_weight=task.params.get("class_weight"), device=task.device)
+                for _, _, classes, yi, masks, inner, _ in groups]
+
+    for li, sweeps in _layer_parallel(task, solve):
+        for sweep, (seed, y, classes, _, _, _, group) in zip(sweeps, groups):
+            pred = sweep.predict                                           # (F, N)
+            for fi, (fold, h) in enumerate(group):
+                y_pred = [classes[k] for k in pred[fi, h.test]]
+                results.records.append(make_record(
+                    layer=task.layers[li], fold=fold.name, y_true=y[h.test], y_pred=y_pred,
+                    labels=h.scored, n_train=len(h.train), classifier="logreg", C=float(sweep.C[fi]),
+                    **task.common(seed)))
+                task.keep(results, h.test, y_pred, y, sweep.proba[fi, h.test], classes, task.layers[li], fold.name,
+                          seed, "logreg")
+            task.advance(len(group))
     return results
 
 
-def _run_xgboost(task: ProbeTask) -> ProbeResults:
-    """XGBoost (`hist`) per layer and fold, on every core this process may use."""
-    from classifiers.boosting import XGBProbe
+def _layer_parallel(task: ProbeTask, solve: Callable[[int], object]):
+    """Yield (layer index, solve(layer index)) in layer order, `cpu_count()` layers at a time on the CPU.
 
-    X = task.pooled()
+    One single-threaded torch solve per core: on 2 cores, two layers side by side beat one layer
+    on two threads (the solver's many small operations make threads wait on each other, worst on
+    a shared machine), and at most that many layers' matrices are held at once.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from featstore.device import resolve_device
+
+    workers = 1 if resolve_device(task.device).type == "cuda" else min(cpu_count(), len(task.layers))
+    if workers == 1:
+        for li in range(len(task.layers)):
+            yield li, solve(li)
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            pending = {}
+            for li in range(len(task.layers)):
+                pending[li] = pool.submit(solve, li)
+                if li + 1 - workers >= 0:                                  # keep `workers` layers in flight
+                    done = li + 1 - workers
+                    yield done, pending.pop(done).result()
+            for li in sorted(pending):
+                yield li, pending.pop(li).result()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_xgboost(task: ProbeTask) -> ProbeResults:
+    """XGBoost (`hist`) per layer and fold, on every core this process may use, one layer read at a time.
+
+    Trees stop early on a validation split of each fold's *training* speakers (15%, drawn by
+    `featstore.folds.validation_split`; never a test speaker). task.params: early_stopping
+    (True; False trains every tree on every training row), class_weight (None or "balanced"),
+    speaker_norm (bool), n_estimators/max_depth/learning_rate (`XGBProbe`'s).
+    """
+    from classifiers.boosting import XGBProbe
+    from featstore.folds import validation_split
+
+    early = task.params.get("early_stopping", True)
+    est = {k: v for k, v in task.params.items() if k in ("n_estimators", "max_depth", "learning_rate", "class_weight")}
     results = ProbeResults()
+    plans = []  # (seed, y, fold, harmonised, trained-on rows, validation rows)
     for seed in task.seeds:
         y = task.labels(seed)
         for fold in task.folds:
             h = harmonise(y, fold.train, fold.test, policy=task.policy, shared=task.shared)
             results.add(fold.name, h)
-            for li, layer in enumerate(task.layers):
-                model = XGBProbe(random_state=seed, device=task.device, n_jobs=cpu_count())
-                model.fit(X[h.train, li], y[h.train])
-                proba = model.predict_proba(X[h.test, li])
-                y_pred = np.asarray(model.classes_, dtype=object)[proba.argmax(1)]
-                results.records.append(make_record(
-                    layer=layer, fold=fold.name, y_true=y[h.test], y_pred=y_pred,
-                    labels=h.scored, n_train=len(h.train), classifier="xgboost", C=None, **task.common(seed)))
-                task.keep(results, h.test, y_pred, y, proba, model.classes_, layer, fold.name, seed, "xgboost")
-                task.advance()
+            train, val = np.asarray(h.train), None
+            if early and len({task.utterances[i].speaker for i in train}) > 1:
+                train, val = validation_split(task.utterances, train, fraction=0.15, seed=seed)
+            plans.append((seed, y, fold, h, train, val))
+    for li, layer in enumerate(task.layers):
+        X = _layer_features(task, li)
+        for seed, y, fold, h, train, val in plans:
+            model = XGBProbe(random_state=seed, device=task.device, n_jobs=cpu_count(), **est)
+            model.fit(X[train], y[train], eval_set=None if val is None else (X[val], y[val]))
+            proba = model.predict_proba(X[h.test])
+            y_pred = np.asarray(model.classes_, dtype=object)[proba.argmax(1)]
+            results.records.append(make_record(
+                layer=layer, fold=fold.name, y_true=y[h.test], y_pred=y_pred,
+                labels=h.scored, n_train=len(train), classifier="xgboost", C=None, **task.common(seed)))
+            task.keep(results, h.test, y_pred, y, proba, model.classes_, layer, fold.name, seed, "xgboost")
+            task.advance()
+        del X
     return results
 
 

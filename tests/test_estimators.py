@@ -189,10 +189,11 @@ def test_user_errors_name_the_fix():
 def test_parameter_names():
     """The names the README documents; a rename must update it."""
     assert sorted(LogRegProbe().get_params()) == sorted(
-        ["C", "Cs", "inner_folds", "random_state", "max_iter", "tol", "selection_tol", "device", "seed"])
+        ["C", "Cs", "inner_folds", "random_state", "max_iter", "tol", "selection_tol", "class_weight", "device",
+         "seed"])
     assert sorted(XGBProbe().get_params()) == sorted(
         ["n_estimators", "max_depth", "learning_rate", "subsample", "colsample_bytree", "early_stopping_rounds",
-         "random_state", "n_jobs", "device"])
+         "random_state", "class_weight", "n_jobs", "device"])
     assert sorted(AttentionProbe().get_params()) == sorted(
         ["hidden", "heads", "dropout", "lr", "weight_decay", "batch_size", "max_epochs", "patience",
          "class_weight", "val_fraction", "random_state", "device", "threads", "seed"])

@@ -42,10 +42,10 @@ def test_batched_solver_matches_sklearn():
     y = np.array([LABELS.index(u.label) for u in utts])
     train = np.array([int(u.speaker[-2:]) < 9 for u in utts])
     for C in (0.01, 1.0):
-        fit = fit_many(X[:, 1][None], y, train[None], np.array([C]), 4, tol=1e-7)
+        proba = fit_many(X[:, 1][None], y, train[None], np.array([C]), 4, tol=1e-7)
         sc = StandardScaler().fit(X[train, 1])
         ref = LogisticRegression(C=C, max_iter=10000, tol=1e-10).fit(sc.transform(X[train, 1]), y[train])
-        ours = fit.proba()[0, 0][~train]
+        ours = proba[0, 0][~train]
         theirs = ref.predict_proba(sc.transform(X[~train, 1]))
         assert (ours.argmax(1) == theirs.argmax(1)).mean() >= 0.99
         assert np.abs(ours - theirs).max() < 0.02
