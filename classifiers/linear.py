@@ -310,12 +310,14 @@ class _Layer:
     def preconditioner(self, masks: np.ndarray) -> _Preconditioner:
         """One `_Preconditioner` group per mask (N,): that mask's rows, standardised with their own statistics."""
         tops = []
+        # one rank for every group (they are stacked): small folds can hold fewer rows than the default rank
+        rank = max(1, min(64, self.X.shape[1], min(int(np.count_nonzero(m)) for m in masks)))
         for m in masks:
             z = self.X[torch.as_tensor(np.flatnonzero(m), device=self.dev)]
             sd = z.std(0, unbiased=False)
             z -= z.mean(0)
             z /= torch.where(sd > 1e-8, sd, torch.ones_like(sd))
-            tops.append(_Preconditioner.top(z, float((sd > 1e-8).sum())))  # standardised: one per varying feature
+            tops.append(_Preconditioner.top(z, float((sd > 1e-8).sum()), rank=rank))  # one per varying feature
             del z
         V, lam, rest = (torch.stack(t) for t in zip(*tops))
         return _Preconditioner(V, lam, rest, 1.0 / self.K)

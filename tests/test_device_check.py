@@ -196,7 +196,7 @@ def test_cuda_batches_fill_batch_seconds(tmp_path, monkeypatch):
     writer = SimpleNamespace(config={"frame_layers": []}, add=done.append, skip=lambda s: pytest.fail(s.reason))
     settings = fx._RunSettings(device=torch.device("cuda"), autocast=None, max_seconds=30.0, batch_size=None,
                                batch_seconds=4.0, prefetch_seconds=1.0, progress=False, on_skip=None)
-    backbone = SimpleNamespace(sample_rate=16000, receptive_field=400)
+    backbone = SimpleNamespace(sample_rate=16000, receptive_field=400, input_kind="waveform", max_input_seconds=None)
     fx._run(backbone, manifest.utterances, writer, fx.ExtractResult(store=tmp_path / "s.h5"), settings)
     assert sorted(p.utt.id for p in done) == sorted(u.id for u in manifest.utterances)
     assert seen == [4, 4, 4]   # 4 s of padded audio each; a 1 s read-ahead alone would give batches of 1

@@ -172,3 +172,16 @@ def test_xgboost_stops_early_on_training_speakers_only(monkeypatch):
         assert val_speakers and val_speakers <= set(speakers[f.train])
     assert all(r["n_train"] < len(f.train) for r, f in zip(res.records, folds))
 
+
+
+def test_folds_smaller_than_the_preconditioner_rank_are_solved():
+    """Wide features (88, like eGeMAPS) and outer folds of unequal size under 64 rows: one common rank."""
+    from classifiers.linear import sweep_layer
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 14)
+    X = (rng.normal(size=(42, 88)) + y[:, None] * 0.8).astype(np.float32)
+    masks = [np.arange(42) % 7 != 0, np.arange(42) % 7 > 1]          # 36 and 30 training rows
+    sweep = sweep_layer(X, y, 3, masks, C=1.0)
+    assert sweep.proba.shape == (2, 42, 3) and np.isfinite(sweep.proba).all()
+    assert (sweep.predict[0] == y).mean() > 0.8
