@@ -536,6 +536,12 @@ def probe(
                                               help="Also fit the probe on all of --corpus at one --layer and save it for `ser predict`."),
     db: Path | None = DB_OPT,
     force: bool = typer.Option(False, "--force", help="Run again even if the registry holds this exact run."),
+    class_weight: str | None = typer.Option(None, "--class-weight",
+                                            help="balanced: weight classes by inverse frequency in each fold's training rows."),
+    speaker_norm: bool = typer.Option(False, "--speaker-norm",
+                                      help="Standardise each speaker's features with their own utterances (unlabelled)."),
+    no_early_stopping: bool = typer.Option(False, "--no-early-stopping",
+                                           help="XGBoost: train every tree (default: stop early on training speakers' validation split)."),
 ):
     """Probe cached features: layer sweeps, multi-corpus training, cross-corpus transfer.
 
@@ -550,14 +556,22 @@ def probe(
       ser probe --train ravdess,emodb --test cremad --layer 12 --classes shared
       ser probe --matrix ravdess,emodb,emovo,cremad --layer 12
     """
-    from classifiers.evaluate import check_classifier, check_policy
+    from classifiers.evaluate import check_classifier, check_params, check_policy
 
     check_classifier(classifier)
     check_policy(classes)
+    params = check_params(classifier, {**({"class_weight": class_weight} if class_weight else {}),
+                                       **({"speaker_norm": True} if speaker_norm else {}),
+                                       **({"early_stopping": False} if no_early_stopping else {})})
     from classifiers.probe import run_matrix
     from classifiers.results import ProbeResults, summary_table
 
     model, cache, dev = _model(model), _cache(cache), _device_opt(device)
+    if params and (matrix or save_probe):
+        from featstore.errors import SerError
+
+        raise SerError("--class-weight, --speaker-norm and --no-early-stopping apply to the probe sweep; "
+                       "leave them out with --matrix or --save-probe")
     if matrix:
         from classifiers.probe import default_out
 
@@ -590,7 +604,7 @@ def probe(
         reg = registered_probe(target, model=model, cache=cache, registry=registry, force=force, train=train, test=test,
                                layers=layer, classifier=classifier, protocol=protocol, stat=stat, seeds=seeds, C=C,
                                classes=classes, out=o, overwrite=overwrite, device=dev, progress=True,
-                               command=command_line())
+                               command=command_line(), params=params)
         runs.append(reg)
         _print_classes(reg.results)
         if reg.reused:

@@ -287,6 +287,26 @@ def check_policy(policy: str | None) -> str | None:
     return policy
 
 
+#: probe options each classifier accepts (`ser probe --class-weight/--speaker-norm/--no-early-stopping`)
+PROBE_OPTIONS = {"logreg": ("class_weight", "speaker_norm"),
+                 "xgboost": ("class_weight", "speaker_norm", "early_stopping"),
+                 "attention": ("class_weight",), "knn": ()}
+
+
+def check_params(classifier: str, params: dict | None) -> dict:
+    """The probe options `params`, validated for `classifier` (one-line SerError naming what it takes)."""
+    params = dict(params or {})
+    allowed = PROBE_OPTIONS[check_classifier(classifier)]
+    bad = sorted(set(params) - set(allowed))
+    if bad:
+        flags = {"class_weight": "--class-weight", "speaker_norm": "--speaker-norm", "early_stopping": "--no-early-stopping"}
+        raise SerError(f"--classifier {classifier} does not take {', '.join(flags.get(b, b) for b in bad)} "
+                       f"(it takes: {', '.join(flags[a] for a in allowed) or 'none of these options'})")
+    if params.get("class_weight") not in (None, "balanced"):
+        raise SerError(f"--class-weight {params['class_weight']!r}: use balanced (or leave it out)")
+    return params
+
+
 def run_classifier(name: str, task: ProbeTask) -> ProbeResults:
     """Run registry entry `name` on `task`."""
     return CLASSIFIERS[check_classifier(name)](task)

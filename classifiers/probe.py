@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from classifiers.evaluate import transfer_matrix
+from classifiers.evaluate import check_params, transfer_matrix
 from classifiers.results import ProbeResults
 from featstore.errors import SerError
 from featstore.store import cached_corpora, parse_layers
@@ -86,7 +86,7 @@ def run_probe(corpus: str | None, *, layers: str | Sequence[int] = "all", classi
               test: Sequence[str] | None = None, seeds: int = 1, model: str, cache: str | Path = "cache",
               out: str | Path | None = None, C: float | None = None, device: str | None = None,
               shuffle_labels: bool = False, plots: bool = True, classes: str | None = None,
-              overwrite: bool = False, progress: bool = False) -> ProbeRun:
+              overwrite: bool = False, progress: bool = False, params: dict | None = None) -> ProbeRun:
     """Probe `layers` of the cached features of `corpus` (or train on `train`, test on `test`).
 
     train: one or more training sets, each a comma-separated corpus list ("ravdess,emodb"); each
@@ -97,6 +97,8 @@ def run_probe(corpus: str | None, *, layers: str | Sequence[int] = "all", classi
     (every test row, model as trained); see `classifiers.results.harmonise`.
     out: results directory, refused when it already holds files unless `overwrite`.
     progress: a rich bar over layer x fold x seed with ETA, on stderr.
+    params: probe options (`evaluate.PROBE_OPTIONS`): class_weight "balanced", speaker_norm (each
+    speaker standardised with their own utterances), early_stopping False (XGBoost).
     """
     from classifiers.evaluate import (
         FRAME_CLASSIFIERS,
@@ -159,14 +161,15 @@ def run_probe(corpus: str | None, *, layers: str | Sequence[int] = "all", classi
             class_info[tset] = harmony["info"]
         task = ProbeTask(fs, utts, folds, layer_list, seeds=tuple(range(seeds)), stat=stat, policy=harmony["policy"],
                          shared=harmony.get("shared"), shuffle_labels=shuffle_labels, train_set=tset,
-                         test_set=test_name, device=device, C=C)
+                         test_set=test_name, device=device, C=C, params=check_params(classifier, params))
         with progress_bar(task.units, f"{classifier} {tset}→{test_name}: layer×fold×seed",
                           enabled=progress) as advance:
             task.progress = advance
             results.extend(run_classifier(classifier, task))
     results.meta = dict(model=model, stores=sorted(set(stores)), protocol=protocol if not test_corpora else "cross-corpus",
                         stat=stat, classifier=classifier, seeds=list(range(seeds)), corpus=target,
-                        train_sets=train_sets, test=test_corpora, C=C, shuffled=shuffle_labels, classes=class_info)
+                        train_sets=train_sets, test=test_corpora, C=C, shuffled=shuffle_labels, classes=class_info,
+                        params=dict(params or {}))
     run = ProbeRun(results)
     if out is not None:
         run.files.extend(write_outputs(results, out, plots=plots))

@@ -104,7 +104,7 @@ def registered_probe(corpus: str | None, *, model: str, cache, registry, force: 
                      classifier: str = "logreg", protocol: str | None = None, stat: str = "mean", seeds: int = 1,
                      C: float | None = None, classes: str | None = None, shuffle_labels: bool = False,
                      out=None, overwrite: bool = False, device: str | None = None, progress: bool = False,
-                     command: str = "") -> Registered:
+                     command: str = "", params: dict | None = None) -> Registered:
     """`run_probe` on one test corpus, through the registry `registry` (a `Registry`).
 
     The configuration (CONFIG_KEYS) and the fingerprints of the stores read make the run's key:
@@ -118,6 +118,8 @@ def registered_probe(corpus: str | None, *, model: str, cache, registry, force: 
     train = list(train or [])
     config = dict(corpus=corpus, train=train, test=test, classifier=classifier, layers=layers, protocol=protocol,
                   stat=stat, seeds=seeds, C=C, classes=classes, shuffle_labels=shuffle_labels, model=model)
+    if params:  # probe options join the key only when set, so runs registered without them keep their key
+        config["params"] = dict(sorted(params.items()))
     stores = fingerprints(cache, model, _needed(corpus, train, test))
     found = None if force else registry.find("probe", config, stores)
     if found is not None and registered_files(found):
@@ -131,7 +133,8 @@ def registered_probe(corpus: str | None, *, model: str, cache, registry, force: 
             out = base.with_name(f"{base.name}-{i}")
     run = run_probe(corpus, layers=layers, classifier=classifier, protocol=protocol, stat=stat, train=train or None,
                     test=[test] if test else None, seeds=seeds, model=model, cache=cache, out=out, C=C, device=device,
-                    shuffle_labels=shuffle_labels, classes=classes, overwrite=overwrite, progress=progress)
+                    shuffle_labels=shuffle_labels, classes=classes, overwrite=overwrite, progress=progress,
+                    params=params)
     predictions = next((f for f in run.files if f.suffix == ".parquet"), None)
     run_id = registry.register(kind="probe", config=config, stores=stores, results=run.results,
                                command=command, out=out, predictions=predictions)

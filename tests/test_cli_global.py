@@ -72,3 +72,29 @@ def test_reversed_frames_range_is_refused_by_extract(tmp_path, monkeypatch):
                             "--cache", str(tmp_path / "cache"), "--frames", "3-1", "--device", "cpu"])
     assert r.exit_code == 2 and "--frames '3-1'" in r.output and "Traceback" not in r.output, r.output
     assert not list((tmp_path / "cache").rglob("*.h5"))
+
+
+def test_probe_options_reach_the_runner_and_are_checked_per_classifier(tmp_path, monkeypatch):
+    """--class-weight/--speaker-norm reach logreg's task; options a classifier does not take are one line."""
+    import classifiers.evaluate as ev
+    from featstore.synth import synthesize
+    from tests.helpers import build_tiny_model
+
+    monkeypatch.setenv("SER_CONFIG", str(tmp_path / "none.toml"))
+    monkeypatch.setenv("SER_DB", str(tmp_path / "ser.db"))
+    root = tmp_path / "ravdess"
+    synthesize("ravdess", root, n=48, seed=0, max_duration=0.4, sample_rate=16000)
+    model = str(build_tiny_model(tmp_path / "m"))
+    common = ["--corpus", "ravdess", "--cache", str(tmp_path / "cache"), "--model", model]
+    assert runner.invoke(app, ["extract", "--root", str(root), "--device", "cpu", *common]).exit_code == 0
+    seen = []
+    real = ev.CLASSIFIERS["logreg"]
+    monkeypatch.setitem(ev.CLASSIFIERS, "logreg", lambda task: seen.append(dict(task.params)) or real(task))
+    r = runner.invoke(app, ["probe", *common, "--layer", "2", "--C", "1", "--class-weight", "balanced",
+                            "--speaker-norm", "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert seen == [{"class_weight": "balanced", "speaker_norm": True}]
+    bad = runner.invoke(app, ["probe", *common, "--layer", "2", "--classifier", "knn", "--speaker-norm"])
+    assert bad.exit_code == 2 and "does not take --speaker-norm" in bad.output and "Traceback" not in bad.output
+    bad = runner.invoke(app, ["probe", *common, "--layer", "2", "--class-weight", "inverse"])
+    assert bad.exit_code == 2 and "--class-weight 'inverse'" in bad.output
