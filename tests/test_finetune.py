@@ -275,17 +275,24 @@ def test_heads_freezing_and_augmented_accumulated_run(corpus):
     assert tuned.config.pooling == "layer-weighted" and tuned.config.freeze == "layers:2"
 
 
-@pytest.mark.parametrize("kind", ["group", "layer"])
-@pytest.mark.parametrize("pooling", ["mean", "attention", "layer-weighted", "bilstm"])
-def test_padded_batches_equal_single_clips_and_round_trip(tiny_models, tmp_path, kind, pooling):
-    clf = build_classifier(str(tiny_models[kind]), ["a", "b", "c"], pooling=pooling, freeze="layers:1").eval()
-    rng = np.random.default_rng(0)
-    waves = [rng.standard_normal(n).astype(np.float32) for n in (8000, 5000, 1200)]
+def padded_vs_alone(clf, lengths, seed: int):
+    """Logits of random clips of `lengths` as one padded batch, and each clip alone (with the batch)."""
+    rng = np.random.default_rng(seed)
+    waves = [rng.standard_normal(n).astype(np.float32) for n in lengths]
     batch = collate([{"input_values": w} for w in waves])
     with torch.no_grad():
         together = clf(batch["input_values"], batch["attention_mask"]).logits
         alone = torch.cat([clf(torch.from_numpy(w)[None]).logits for w in waves])
-        torch.testing.assert_close(together, alone, atol=2e-5, rtol=1e-4)
+    return together, alone, batch
+
+
+@pytest.mark.parametrize("kind", ["group", "layer"])
+@pytest.mark.parametrize("pooling", ["mean", "attention", "layer-weighted", "bilstm"])
+def test_padded_batches_equal_single_clips_and_round_trip(tiny_models, tmp_path, kind, pooling):
+    clf = build_classifier(str(tiny_models[kind]), ["a", "b", "c"], pooling=pooling, freeze="layers:1").eval()
+    together, alone, batch = padded_vs_alone(clf, (8000, 5000, 1200), seed=0)
+    torch.testing.assert_close(together, alone, atol=2e-5, rtol=1e-4)
+    with torch.no_grad():
         loaded = EmotionClassifier.from_pretrained(clf.save_pretrained(tmp_path / "m"))
         torch.testing.assert_close(loaded(batch["input_values"], batch["attention_mask"]).logits, together)
 
@@ -296,12 +303,7 @@ def test_data2vec_audio_padded_batches_equal_single_clips(tmp_path):
 
     clf = build_classifier(str(build_tiny_data2vec(tmp_path / "d2v")), ["a", "b"], pooling="mean",
                            freeze="none").eval()
-    rng = np.random.default_rng(1)
-    waves = [rng.standard_normal(n).astype(np.float32) for n in (8000, 3000)]
-    batch = collate([{"input_values": w} for w in waves])
-    with torch.no_grad():
-        together = clf(batch["input_values"], batch["attention_mask"]).logits
-        alone = torch.cat([clf(torch.from_numpy(w)[None]).logits for w in waves])
+    together, alone, _ = padded_vs_alone(clf, (8000, 3000), seed=1)
     torch.testing.assert_close(together, alone, atol=2e-5, rtol=1e-4)
 
 
@@ -555,12 +557,7 @@ def test_conformer_padded_batches_equal_single_clips_and_logmel_models_are_refus
 
     clf = build_classifier(str(build_tiny("wav2vec2-conformer", tmp_path / "conf")), ["a", "b"], pooling="mean",
                            freeze="none").eval()
-    rng = np.random.default_rng(2)
-    waves = [rng.standard_normal(n).astype(np.float32) for n in (8000, 2500)]
-    batch = collate([{"input_values": w} for w in waves])
-    with torch.no_grad():
-        together = clf(batch["input_values"], batch["attention_mask"]).logits
-        alone = torch.cat([clf(torch.from_numpy(w)[None]).logits for w in waves])
+    together, alone, _ = padded_vs_alone(clf, (8000, 2500), seed=2)
     torch.testing.assert_close(together, alone, atol=2e-5, rtol=1e-4)
     with pytest.raises(HeadError, match="fine-tuning takes waveform models"):
         build_classifier(str(build_tiny("whisper", tmp_path / "whisper")), ["a", "b"])
