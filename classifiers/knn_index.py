@@ -40,9 +40,21 @@ def faiss_module():
 
 
 def use_gpu() -> bool:
-    """Whether faiss can build GPU indexes here (a faiss-gpu build and at least one GPU)."""
+    """Whether searches can run on a GPU here: a faiss-gpu build with a GPU, or torch with CUDA."""
+    return faiss_gpu() or torch_cuda()
+
+
+def faiss_gpu() -> bool:
+    """Whether faiss itself can build GPU indexes (a faiss-gpu build and at least one GPU)."""
     faiss = faiss_module()
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def torch_cuda() -> bool:
+    """Whether torch sees a CUDA GPU (imported only when asked: CPU searches never load torch)."""
+    import torch
+
+    return torch.cuda.is_available()
 
 
 @functools.lru_cache(maxsize=1)
@@ -86,22 +98,50 @@ class Neighbors:
 
 
 class FlatIndex:
-    """A faiss IndexFlatIP over unit rows, on the GPU where possible (CPU copy kept for large k)."""
+    """Exact inner-product search over unit rows: a faiss IndexFlatIP, on the GPU where possible.
+
+    GPU: faiss's own GPU index with a faiss-gpu build; otherwise, with faiss-cpu beside a CUDA
+    build of torch (faiss-gpu wheels are CUDA 12 only), the same flat search as one float32 matrix
+    product and top-k on the GPU. The CPU index is kept for fetches larger than the GPU k-selection.
+    """
 
     def __init__(self, database: np.ndarray, gpu: bool | None = None):
         faiss = faiss_module()
         self.n, d = database.shape
         self.cpu = faiss.IndexFlatIP(d)
         self.cpu.add(database)
-        self.gpu = None
+        self.gpu = self.torch_db = None
         if (use_gpu() if gpu is None else gpu) and self.n:
-            self.gpu = faiss.index_cpu_to_gpu(_gpu_resources(), 0, self.cpu)
+            if faiss_gpu():
+                self.gpu = faiss.index_cpu_to_gpu(_gpu_resources(), 0, self.cpu)
+            elif torch_cuda():
+                import torch
+
+                self.torch_db = torch.from_numpy(np.ascontiguousarray(database, dtype=np.float32)).cuda()
+
+    @property
+    def on_gpu(self) -> str | None:
+        """"faiss" or "torch" when searches run on the GPU, else None."""
+        return "faiss" if self.gpu is not None else "torch" if self.torch_db is not None else None
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(sims (Q, k) float32, index (Q, k) int64) of the k best rows, k <= n."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if self.torch_db is not None and k <= GPU_MAX_K:
+            return self._torch_search(queries, k)
         index = self.gpu if self.gpu is not None and k <= GPU_MAX_K else self.cpu
-        sims, idx = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        sims, idx = index.search(queries, k)
         return sims, idx.astype(np.int64, copy=False)
+
+    def _torch_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        from featstore.device import full_float32
+
+        with torch.inference_mode(), full_float32(self.torch_db.device):  # no TF32: the same sums as faiss's
+            sims = torch.from_numpy(queries).to(self.torch_db.device) @ self.torch_db.T
+            top = torch.topk(sims, k, dim=1)
+        return top.values.cpu().numpy(), top.indices.cpu().numpy().astype(np.int64, copy=False)
 
 
 def value_codes(values: Sequence) -> tuple[np.ndarray, list]:
@@ -148,7 +188,7 @@ def search(database: np.ndarray, queries: np.ndarray | None = None, k: int = 10,
     groups: (N,) group (e.g. speaker) of each database row; with it, rows of the query's group
     are excluded too. query_groups: (Q,) groups of the queries (defaults to `groups` when
     queries is None). Exact: each batch fetches k + (most rows any of its queries excludes).
-    batch_size: queries per faiss call (bounds memory). gpu: None = when faiss has a GPU.
+    batch_size: queries per call (bounds memory). gpu: None = on a GPU when one is usable (`use_gpu`).
     Returns `Neighbors` with index/sim of shape (Q, k).
     """
     if k < 1:

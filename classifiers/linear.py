@@ -153,8 +153,10 @@ class _Preconditioner:
         """
         n, D = z.shape
         r = min(rank, D, n)
-        gen = torch.Generator(device=z.device).manual_seed(0)
-        Q = torch.randn(D, min(r + 8, D), generator=gen, device=z.device, dtype=z.dtype)
+        # drawn on the CPU whatever the device: CUDA's generator gives other numbers, hence another
+        # preconditioner, another L-BFGS path and (within the tolerance) another solution than the CPU's
+        gen = torch.Generator().manual_seed(0)
+        Q = torch.randn(D, min(r + 8, D), generator=gen, dtype=z.dtype).to(z.device)
         for _ in range(power + 1):
             Q = torch.linalg.qr(z.T @ (z @ Q)).Q
         B = z @ Q

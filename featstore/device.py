@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 
 from featstore.errors import SerError
 
@@ -44,3 +45,24 @@ def resolve_device(spec=None):
             raise DeviceError(f"--device {spec}: torch sees {torch.cuda.device_count()} CUDA GPU(s) "
                               f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
     return torch.device(spec)
+
+
+@contextmanager
+def full_float32(device, enabled: bool = True):
+    """cuDNN and cuBLAS in true float32 on CUDA while the block runs (no TF32), then as they were.
+
+    torch lets cuDNN convolutions use TF32 by default: an H200 then gave a clip's features 3e-3 apart
+    batched and alone (2e-5 without TF32), so a float32 store would depend on its batches. Half
+    precision (--dtype float16/bfloat16) is the fast path; float32 is the exact one.
+    """
+    import torch
+
+    if not enabled or torch.device(device).type != "cuda":
+        yield
+        return
+    conv, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul

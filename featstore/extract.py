@@ -161,8 +161,8 @@ class _Pending:
     n_samples: int
     windows_left: int
     count: int = 0
-    mean: np.ndarray | None = None     # (L+1, D) float64
-    m2: np.ndarray | None = None       # (L+1, D) float64
+    mean: np.ndarray | None = None     # (L+1, D) float32 for one window; float64 once windows merge
+    m2: np.ndarray | None = None       # (L+1, D) likewise
     frames: dict = field(default_factory=dict)
 
     def add(self, n: int, mean: np.ndarray, m2: np.ndarray, frames: dict[int, np.ndarray]) -> None:
@@ -170,7 +170,7 @@ class _Pending:
             self.count, self.mean, self.m2 = n, mean, m2
         else:
             total = self.count + n
-            delta = mean - self.mean
+            delta = mean.astype(np.float64) - self.mean
             self.mean = self.mean + delta * (n / total)
             self.m2 = self.m2 + m2 + delta ** 2 * (self.count * n / total)
             self.count = total
@@ -214,8 +214,13 @@ class _Writer:
             return
         layers = self.config["frame_layers"]
         shape = (self.config["num_layers"], self.config["hidden_size"])
-        mean = np.stack([p.mean for p in self.items]).astype(np.float32) if self.items else np.zeros((0, *shape), np.float32)
-        std = np.stack([np.sqrt(p.m2 / p.count) for p in self.items]).astype(np.float32) if self.items else mean.copy()
+        if self.items:
+            mean = np.stack([p.mean for p in self.items]).astype(np.float32, copy=False)
+            std = np.stack([p.m2 for p in self.items])
+            std /= np.array([p.count for p in self.items], dtype=std.dtype)[:, None, None]
+            std = np.sqrt(std, out=std).astype(np.float32, copy=False)
+        else:
+            mean = std = np.zeros((0, *shape), np.float32)
         batch = Batch(
             utterances=[p.utt for p in self.items], mean=mean, std=std,
             n_samples=np.array([p.n_samples for p in self.items], dtype=np.int64),
@@ -227,15 +232,31 @@ class _Writer:
         self._reset()
 
 
-def _pool(states: torch.Tensor, lengths: torch.Tensor, frame_layers: list[int]):
-    """Per item: (n, mean (L+1, D) f64, M2 (L+1, D) f64, frames {layer: (T, D) f16})."""
+def _pool(states: torch.Tensor, lengths: torch.Tensor, frame_layers: list[int], layer_chunk: int = 8):
+    """Per item: (n, mean (L+1, D) f32, M2 (L+1, D) f32, frames {layer: (T, D) f16}).
+
+    states: (L+1, B, T, D) on the model's device, padded frames past each item's length. The whole
+    batch is pooled on the device at once (masked sums, a few layers at a time to bound memory)
+    and copied to the host in one transfer: per-item pooling was a dozen small kernels and two
+    host syncs per utterance.
+    """
+    dev = states.device
+    n = lengths.to(dev)
+    valid = (torch.arange(states.shape[2], device=dev)[None, :] < n[:, None]).to(torch.float32)[:, :, None]
+    count = n.to(torch.float32)[None, :, None]
+    means, m2s = [], []
+    for lo in range(0, states.shape[0], layer_chunk):
+        x = states[lo:lo + layer_chunk].float()                              # (l, B, T, D)
+        mean = (x * valid).sum(dim=2) / count                                # (l, B, D)
+        m2 = (((x - mean[:, :, None]) * valid) ** 2).sum(dim=2)
+        means.append(mean)
+        m2s.append(m2)
+    pooled = torch.stack([torch.cat(means), torch.cat(m2s)], dim=2).cpu().numpy()   # (L+1, B, 2, D)
+    frames = states[frame_layers].to(torch.float16).cpu().numpy() if frame_layers else None   # (F, B, T, D)
     out = []
-    for i, n in enumerate(lengths.tolist()):
-        x = states[:, i, :n].float()                      # (L+1, T, D)
-        mean = x.mean(dim=1)
-        m2 = ((x - mean[:, None]) ** 2).sum(dim=1)
-        frames = {k: x[k].to(torch.float16).cpu().numpy() for k in frame_layers}
-        out.append((n, mean.double().cpu().numpy(), m2.double().cpu().numpy(), frames))
+    for i, k in enumerate(lengths.tolist()):
+        item = {layer: frames[j, i, :k] for j, layer in enumerate(frame_layers)}
+        out.append((k, pooled[:, i, 0], pooled[:, i, 1], item))
     return out
 
 
@@ -457,11 +478,16 @@ def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer | _FrameSink
     min_input = int((backbone.max_input_seconds or 0) * sr)  # Whisper pads every window to its input limit
     frame_layers = writer.config["frame_layers"]
     cpu_batch = settings.batch_size or 1
-    fetch = _Prefetcher(todo, sr, backbone.receptive_field, readers=GPU_READERS if dev.type == "cuda" else 1)
-    pieces: list = []
-    buffered = 0.0
     # gather two batches' worth at least: a smaller buffer would cap batches below --batch-seconds
     gather = max(settings.prefetch_seconds, 2 * (settings.batch_seconds or DEFAULT_BATCH_SECONDS))
+    depth = 16
+    if dev.type == "cuda":  # read the next gather while the GPU runs this one (bounded in audio seconds)
+        mean_seconds = sum(u.duration for u in todo) / max(len(todo), 1)
+        depth = int(min(512, max(16, gather / max(mean_seconds, 0.5))))
+    fetch = _Prefetcher(todo, sr, backbone.receptive_field, depth=depth,
+                        readers=GPU_READERS if dev.type == "cuda" else 1)
+    pieces: list = []
+    buffered = 0.0
 
     def skip(u: Utterance, reason: str) -> None:
         s = Skipped(u.id, u.path, reason)

@@ -18,8 +18,10 @@ def tiny_models(tmp_path_factory) -> dict:
 
 @pytest.fixture(autouse=True)
 def own_registry(tmp_path_factory, monkeypatch):
-    """Each test registers its runs in a registry of its own, never in ./results/ser.db."""
+    """Each test registers its runs in a registry of its own, never in ./results/ser.db, and keeps its weight
+    hashes out of ~/.cache."""
     monkeypatch.setenv("SER_DB", str(tmp_path_factory.mktemp("registry") / "ser.db"))
+    monkeypatch.setenv("SER_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "ser-cache"))
 
 
 @pytest.fixture(scope="module")

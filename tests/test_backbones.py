@@ -271,3 +271,41 @@ def test_ser_models_lists_families_layers_and_local_copies(models, tmp_path, mon
     mine = next(line for line in text.splitlines() if line.startswith("configured model:"))
     assert mine.endswith(f"{models['whisper']}: whisper, 4 layers x 16, local copy: yes")
     assert "hidden_states[k]" in text
+
+
+def test_weights_hash_is_remembered_and_follows_the_files(tmp_path, tiny_models):
+    """The weights' sha256 is remembered per file identity: a second model_info reads no weights, and a
+    rewritten weight file (new size/mtime) is hashed again, to its new value."""
+    import shutil
+
+    import featstore.backbone as fb
+
+    model = shutil.copytree(tiny_models["group"], tmp_path / "m")
+    first = model_info(str(model)).weights_sha256
+    assert fb.hash_memo_path().is_file() and first in fb.hash_memo_path().read_text()
+    opened = []
+    real_open = Path.open
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Path, "open", lambda self, *a, **k: opened.append(self.name) or real_open(self, *a, **k))
+        assert model_info(str(model)).weights_sha256 == first
+    assert not [n for n in opened if n.endswith(".safetensors")]          # remembered, not re-read
+    weights = next(model.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes() + b"\0")                      # another file now
+    second = model_info(str(model)).weights_sha256
+    fb.hash_memo_path().unlink()
+    assert second != first and model_info(str(model)).weights_sha256 == second   # and it is the true hash
+
+
+def test_normalize_rows_matches_each_clip_normalised_alone():
+    """The GPU-side normalisation of a zero-padded batch equals normalize_waveform of each clip; padding stays 0."""
+    from featstore.backbone import normalize_rows, normalize_waveform
+
+    rng = np.random.default_rng(0)
+    waves = [rng.normal(0.3, 2.0, n).astype(np.float32) for n in (1600, 900, 17)]
+    batch = torch.zeros(3, 1600)
+    for i, w in enumerate(waves):
+        batch[i, :len(w)] = torch.from_numpy(w)
+    out = normalize_rows(batch, torch.tensor([len(w) for w in waves]))
+    for i, w in enumerate(waves):
+        np.testing.assert_allclose(out[i, :len(w)].numpy(), normalize_waveform(w), atol=1e-5)
+        assert not out[i, len(w):].any()

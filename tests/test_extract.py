@@ -382,3 +382,42 @@ def test_data2vec_audio_extracts(tmp_path):
                            device="cpu", batch_size=4, progress=False)
     fs = open_store(res.store)
     assert len(fs) == 4 and fs.config["model_type"] == "data2vec-audio" and np.isfinite(fs.pooled_all()).all()
+
+
+def test_pool_whole_batch_ignores_padding_and_matches_each_item():
+    """Batch pooling (masked sums on the device, one copy to the host) gives each item's own mean, M2
+    and frames: padded frames, however large, never count."""
+    import featstore.extract as fx
+
+    gen = torch.Generator().manual_seed(0)
+    states = torch.randn(5, 4, 12, 6, generator=gen)
+    lengths = torch.tensor([12, 9, 4, 1])
+    for i, n in enumerate(lengths.tolist()):
+        states[:, i, n:] = 1e6                      # garbage past each item's length
+    out = fx._pool(states, lengths, [0, 3], layer_chunk=2)
+    for i, (n, mean, m2, frames) in enumerate(out):
+        x = states[:, i, :lengths[i]].double()
+        assert n == lengths[i]
+        np.testing.assert_allclose(mean, x.mean(1).numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(m2, ((x - x.mean(1, keepdim=True)) ** 2).sum(1).numpy(), rtol=1e-5, atol=1e-5)
+        assert sorted(frames) == [0, 3]
+        np.testing.assert_array_equal(frames[3], states[3, i, :n].half().numpy())
+
+
+def test_full_float32_turns_tf32_off_on_cuda_only_and_restores():
+    """fp32 extraction on CUDA runs cuDNN/cuBLAS without TF32 (a clip's features must not depend on its
+    batch), and leaves the flags as they were afterwards; on CPU it changes nothing."""
+    from featstore.device import full_float32
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        with full_float32("cpu"):
+            assert torch.backends.cudnn.allow_tf32
+        with full_float32("cuda", enabled=False):
+            assert torch.backends.cudnn.allow_tf32
+        with full_float32(torch.device("cuda:0")):
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

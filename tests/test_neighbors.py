@@ -225,3 +225,22 @@ def test_missing_faiss_is_one_line_naming_the_package(monkeypatch, tmp_path):
                                  str(tmp_path / "cache"), "--out", str(tmp_path / "nb")])
     assert r.exit_code == 2 and r.output.count("\n") == 1
     assert r.output.startswith("error:") and "pip install faiss-cpu (or faiss-gpu" in r.output
+
+
+def test_torch_flat_search_gives_faiss_neighbours():
+    """The GPU search used where faiss has no GPU build (one matrix product and top-k in torch) returns
+    the flat index's own neighbours; exercised here with the database tensor left on the CPU."""
+    import torch
+
+    from classifiers.knn_index import FlatIndex, normalize
+
+    rng = np.random.default_rng(0)
+    X = normalize(rng.normal(size=(400, 24)))
+    index = FlatIndex(X, gpu=False)
+    assert index.on_gpu is None
+    ref_sims, ref_idx = index.search(X[:60], 7)
+    index.torch_db = torch.from_numpy(X)
+    assert index.on_gpu == "torch"
+    sims, idx = index.search(X[:60], 7)
+    assert idx.dtype == np.int64 and (idx == ref_idx).all()
+    np.testing.assert_allclose(sims, ref_sims, atol=1e-5)
