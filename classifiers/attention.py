@@ -12,13 +12,14 @@
       -> Linear(H, classes)
 
 Training: AdamW, class-weighted cross-entropy ("balanced" by default, i.e. optimising UAR),
-batches padded to their longest clip (clips of similar length are batched together), at most
-`max_epochs` epochs with early stopping on validation UAR. The validation set must come from
-speakers that are not in the training set: pass `val=` (the fold runner passes the fold's
-`val` or draws one with `featstore.folds.validation_split`), or `groups=` (speaker per clip)
-and the estimator draws whole validation speakers itself. With neither, it trains for
-`max_epochs` without early stopping. Seeded and deterministic on CPU (same seed, same result);
-the global torch RNG is left as it was.
+batches of clips of similar length, at most `max_epochs` epochs with early stopping on validation
+UAR. A batch's frames are gathered unpadded and projected (the standardisation folded into the
+layer mix and the projection); only the small projected frames are padded for the attention.
+The validation set must come from speakers that are not in the training set: pass `val=` (the
+fold runner passes the fold's `val` or draws one with `featstore.folds.validation_split`), or
+`groups=` (speaker per clip) and the estimator draws whole validation speakers itself. With
+neither, it trains for `max_epochs` without early stopping. Seeded and deterministic on CPU
+(same seed, same result); the global torch RNG is left as it was.
 
 `probe_attention` runs the estimator over `Fold`s and returns one record per (fold, seed), in
 the format of the other probes (`classifiers.evaluate`).
