@@ -35,8 +35,11 @@ import time
 import numpy as np
 
 
-def ravdess_frames(n_layers: int = 13, dim: int = 768, every: int = 1, seed: int = 0):
-    """(layers: n_layers float16 tensors (frames, dim), start (N,), length (N,), utterances) for N RAVDESS clips."""
+def ravdess_frames(n_layers: int = 13, dim: int = 768, every: int = 1, seed: int = 0, signal: float = 0.35):
+    """(layers: n_layers float16 tensors (frames, dim), start (N,), length (N,), utterances) for N RAVDESS clips.
+
+    signal: the emotion's strength per dimension at the peak layer (15% of it at the ends).
+    """
     import torch
 
     from featstore.corpora.base import Utterance
@@ -51,7 +54,7 @@ def ravdess_frames(n_layers: int = 13, dim: int = 768, every: int = 1, seed: int
     bank_rows = 1 << 16                               # noise windows drawn from a bank: fast to generate
     layers = []
     for k in range(n_layers):
-        strength = 0.05 + 0.3 * np.exp(-0.5 * ((k - 8 * (n_layers - 1) / 12) / 2.5) ** 2)
+        strength = signal * (0.15 + 0.85 * np.exp(-0.5 * ((k - 8 * (n_layers - 1) / 12) / 2.5) ** 2))
         bank = rng.standard_normal((bank_rows, dim), dtype=np.float32)
         emotion = rng.standard_normal((8, dim)).astype(np.float32) * strength
         offset = rng.standard_normal((25, dim)).astype(np.float32) * 0.6

@@ -106,13 +106,14 @@ class Packed:
         bounds = np.concatenate([[0], cuts, [len(rows)]]).tolist()
         sums = []
         for x in self.layers:
-            s1 = torch.zeros(len(self), x.shape[1], dtype=torch.float64)
-            s2 = torch.zeros(len(self), x.shape[1], dtype=torch.float64)
+            s1 = torch.zeros(len(self), x.shape[1], dtype=torch.float64, device=x.device)
+            s2 = torch.zeros(len(self), x.shape[1], dtype=torch.float64, device=x.device)
+            on = clip.to(x.device)
             for a, b in zip(bounds[:-1], bounds[1:]):
-                v = x[int(rows[a]):int(rows[a]) + b - a].to("cpu", torch.float64)
-                s1.index_add_(0, clip[a:b], v)
-                s2.index_add_(0, clip[a:b], v * v)
-            sums.append((s1, s2))
+                v = x[int(rows[a]):int(rows[a]) + b - a].to(torch.float64)
+                s1.index_add_(0, on[a:b], v)
+                s2.index_add_(0, on[a:b], v * v)
+            sums.append((s1.cpu(), s2.cpu()))
         return Packed(self.layers, self.start, self.length, sums)
 
     def rows(self, clips: np.ndarray) -> np.ndarray:
@@ -123,10 +124,10 @@ class Packed:
 
     def frames(self, clips: np.ndarray, device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Unpadded batch: L tensors (frames, D) as stored (float16 or float32) on `device`, clip after
-        clip, and the clips' lengths (B,) int64 on `device`."""
+        clip, and the clips' lengths (B,) int64 on the CPU (sizes known without a device sync)."""
         idx = torch.as_tensor(self.rows(clips), device=self.layers[0].device)
         xs = [x.index_select(0, idx).to(device, non_blocking=True) for x in self.layers]
-        return xs, torch.as_tensor(self.length[clips], device=device)
+        return xs, torch.as_tensor(self.length[clips])
 
     def batch(self, rows: np.ndarray, device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Padded batch: L tensors (B, T, D) float32 on `device` and mask (B, T) bool (True = frame)."""
@@ -253,14 +254,16 @@ class AttentionHead(nn.Module):
         return self.out(self.drop(self.norm(pooled)))
 
     def forward_frames(self, xs: Sequence[torch.Tensor], length: torch.Tensor) -> torch.Tensor:
-        """Logits (B, classes) of unpadded clips: L tensors (frames, D), clip after clip, and length (B,).
+        """Logits (B, classes) of unpadded clips: L tensors (frames, D), clip after clip, and length (B,)
+        on the CPU.
 
         Only the small (frames, hidden) activations are padded, after the projection, so no padding
         frame is gathered, standardised or projected.
         """
         h = nn.functional.gelu(self.projected(xs))                           # (frames, H)
         B, T = len(length), int(length.max())
-        clip = torch.repeat_interleave(torch.arange(B, device=h.device), length)
+        length = length.to(h.device)
+        clip = torch.repeat_interleave(torch.arange(B, device=h.device), length, output_size=len(h))
         first = torch.cumsum(length, 0) - length
         t = torch.arange(len(h), device=h.device) - first[clip]
         padded = h.new_zeros(B, T, h.shape[1]).index_put((clip, t), h)
