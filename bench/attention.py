@@ -23,7 +23,7 @@ layers; `--epochs` epochs per fit without early stopping (patience = epochs), so
 do the same work; every fit draws the same batches from the same seed, so UARs differ only by
 floating-point rounding (the standardisation is folded differently) growing over the epochs.
 
-    python bench/attention.py [--epochs 2] [--threads 1] [--layers 13] [--every 1] [--quick]
+    python bench/attention.py [--epochs 2] [--threads 1] [--layers 13] [--every 1] [--device cpu] [--quick]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 
-def ravdess_frames(n_layers: int = 13, dim: int = 768, every: int = 1, seed: int = 0, signal: float = 0.35):
+def ravdess_frames(n_layers: int = 13, dim: int = 768, every: int = 1, seed: int = 0, signal: float = 0.15):
     """(layers: n_layers float16 tensors (frames, dim), start (N,), length (N,), utterances) for N RAVDESS clips.
 
     signal: the emotion's strength per dimension at the peak layer (15% of it at the ends).
@@ -51,16 +51,15 @@ def ravdess_frames(n_layers: int = 13, dim: int = 768, every: int = 1, seed: int
     length = np.array([int((f.duration * 16000 - 400) // 320 + 1) for f in files], dtype=np.int64)
     start = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64)
     rng = np.random.default_rng(seed)
-    bank_rows = 1 << 16                               # noise windows drawn from a bank: fast to generate
+    bank = rng.standard_normal((1 << 17, dim), dtype=np.float32)  # noise windows drawn from one bank: fast
     layers = []
     for k in range(n_layers):
         strength = signal * (0.15 + 0.85 * np.exp(-0.5 * ((k - 8 * (n_layers - 1) / 12) / 2.5) ** 2))
-        bank = rng.standard_normal((bank_rows, dim), dtype=np.float32)
         emotion = rng.standard_normal((8, dim)).astype(np.float32) * strength
         offset = rng.standard_normal((25, dim)).astype(np.float32) * 0.6
         out = np.empty((int(length.sum()), dim), np.float16)
         for i, T in enumerate(length):
-            x = bank[(a := rng.integers(0, bank_rows - T)):a + T] + offset[actors[i]]
+            x = bank[(a := rng.integers(0, len(bank) - T)):a + T] + offset[actors[i]]
             cue = rng.integers(0, T - T // 4)
             x[cue:cue + T // 4] += emotion[labels[i]]
             out[start[i]:start[i] + T] = x
@@ -71,7 +70,7 @@ def ravdess_frames(n_layers: int = 13, dim: int = 768, every: int = 1, seed: int
     return layers, start, length, utts
 
 
-def all_folds(module, frames, utts, folds, epochs: int, threads: int, seed: int = 0) -> dict:
+def all_folds(module, frames, utts, folds, epochs: int, threads: int, device: str = "cpu", seed: int = 0) -> dict:
     """The fold loop of `probe_attention` with `module`'s estimator: UAR per fold, seconds, epochs."""
     from sklearn.metrics import balanced_accuracy_score
 
@@ -81,11 +80,12 @@ def all_folds(module, frames, utts, folds, epochs: int, threads: int, seed: int 
     t0, c0 = time.perf_counter(), time.process_time()
     if hasattr(frames, "with_sums"):
         frames = frames.with_sums()                   # what `probe_attention` does once for all folds
+    frames = module._to_device(frames, module.resolve_device(device))  # once for all folds, as `probe_attention`
     uar, n_epochs = [], []
     for f in folds:
         train, val = validation_split(utts, f.train, fraction=0.15, seed=seed)
         est = module.AttentionProbe(max_epochs=epochs, patience=epochs, threads=threads, random_state=seed,
-                                    device="cpu")
+                                    device=device)
         est._fit_packed(frames.subset(train), y[train], frames.subset(val), y[val])
         pred = est.classes_[est.predict_proba(frames.subset(f.test)).argmax(1)]
         uar.append(balanced_accuracy_score(y[f.test], pred))
@@ -101,10 +101,12 @@ def main() -> None:
     ap.add_argument("--layer", type=int, default=8, help="the layer of the one-layer run")
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--every", type=int, default=1, help="keep every k-th RAVDESS clip")
-    ap.add_argument("--quick", action="store_true", help="every 4th clip, 5 layers, 1 epoch")
+    ap.add_argument("--signal", type=float, default=0.15, help="the emotion's strength at the peak layer")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (frames moved once, as `probe_attention` does)")
+    ap.add_argument("--quick", action="store_true", help="every 4th clip, 5 layers, 1 epoch, signal 0.3")
     args = ap.parse_args()
     if args.quick:
-        args.every, args.layers, args.layer, args.epochs = 4, 5, 3, 1
+        args.every, args.layers, args.layer, args.epochs, args.signal = 4, 5, 3, 1, 0.3
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
 
@@ -114,17 +116,18 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    layers, start, length, utts = ravdess_frames(args.layers, args.dim, args.every)
+    layers, start, length, utts = ravdess_frames(args.layers, args.dim, args.every, signal=args.signal)
     folds = make_folds(utts, "luna5")
     print(f"{len(utts)} clips, {int(length.sum())} frames ({length.min()}-{length.max()} per clip), "
           f"{args.layers} layers x {args.dim} float16, luna5 folds, {args.epochs} epoch(s) per fit, "
-          f"{args.threads} thread(s); data in {time.perf_counter() - t0:.1f} s")
+          f"{args.threads} thread(s), {args.device}; data in {time.perf_counter() - t0:.1f} s")
     print(f"{'run':<16}{'loop':<10}{'wall s':>8}{'cpu s':>8}   UAR per fold                     mean")
     for name, picked in ((f"layer {args.layer}", [args.layer]), (f"{args.layers} mixed", list(range(args.layers)))):
         chosen = [layers[k] for k in picked]
         runs = {"previous": all_folds(legacy, legacy.Packed(chosen, start, length), utts, folds, args.epochs,
-                                      args.threads),
-                "new": all_folds(new, new.Packed(chosen, start, length), utts, folds, args.epochs, args.threads)}
+                                      args.threads, args.device),
+                "new": all_folds(new, new.Packed(chosen, start, length), utts, folds, args.epochs, args.threads,
+                                 args.device)}
         for loop, r in runs.items():
             print(f"{name:<16}{loop:<10}{r['wall']:8.1f}{r['cpu']:8.1f}   "
                   f"{' '.join(f'{u:.3f}' for u in r['uar'])}   {r['uar'].mean():.3f}")
