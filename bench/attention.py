@@ -20,10 +20,12 @@ CPU seconds; on a shared machine the CPU seconds and the ratios are the figures 
 Both run the all-folds loop of `probe_attention` (fold -> validation split -> fit -> predict) on
 one shared `Packed`, once with one layer (--layer, default 8) and once with the learned mix of all
 layers; `--epochs` epochs per fit without early stopping (patience = epochs), so that both loops
-do the same work; every fit draws the same batches from the same seed, so UARs differ only by
-floating-point rounding (the standardisation is folded differently) growing over the epochs.
+do the same work (`--defaults`: the estimator's 40 epochs at most, early stopping after 10 without
+a better validation UAR). Every fit draws the same batches from the same seed, so UARs differ only
+by floating-point rounding (the standardisation is folded differently), which can grow over epochs.
 
-    python bench/attention.py [--epochs 2] [--threads 1] [--layers 13] [--every 1] [--device cpu] [--quick]
+    python bench/attention.py [--epochs 1 | --defaults] [--threads 2] [--layers 13] [--every 1] [--device cpu]
+    python bench/attention.py --quick
 """
 
 from __future__ import annotations
@@ -70,8 +72,11 @@ def ravdess_frames(n_layers: int = 13, dim: int = 768, every: int = 1, seed: int
     return layers, start, length, utts
 
 
-def all_folds(module, frames, utts, folds, epochs: int, threads: int, device: str = "cpu", seed: int = 0) -> dict:
-    """The fold loop of `probe_attention` with `module`'s estimator: UAR per fold, seconds, epochs."""
+def all_folds(module, frames, utts, folds, epochs: int | None, threads: int, device: str = "cpu", seed: int = 0) -> dict:
+    """The fold loop of `probe_attention` with `module`'s estimator: UAR per fold, seconds, epochs.
+
+    epochs: that many epochs per fit, no early stopping; None: the estimator's defaults.
+    """
     from sklearn.metrics import balanced_accuracy_score
 
     from featstore.folds import validation_split
@@ -84,8 +89,8 @@ def all_folds(module, frames, utts, folds, epochs: int, threads: int, device: st
     uar, n_epochs = [], []
     for f in folds:
         train, val = validation_split(utts, f.train, fraction=0.15, seed=seed)
-        est = module.AttentionProbe(max_epochs=epochs, patience=epochs, threads=threads, random_state=seed,
-                                    device=device)
+        fixed = {} if epochs is None else dict(max_epochs=epochs, patience=epochs)
+        est = module.AttentionProbe(**fixed, threads=threads, random_state=seed, device=device)
         est._fit_packed(frames.subset(train), y[train], frames.subset(val), y[val])
         pred = est.classes_[est.predict_proba(frames.subset(f.test)).argmax(1)]
         uar.append(balanced_accuracy_score(y[f.test], pred))
@@ -95,9 +100,11 @@ def all_folds(module, frames, utts, folds, epochs: int, threads: int, device: st
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--epochs", type=int, default=2, help="epochs per fit (no early stopping: same work on both sides)")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads of both loops")
-    ap.add_argument("--layers", type=int, default=13, help="layers stored and mixed")
+    ap.add_argument("--epochs", type=int, default=1, help="epochs per fit (no early stopping: same work on both sides)")
+    ap.add_argument("--defaults", action="store_true", help="the estimator's max_epochs and patience (early "
+                                                            "stopping) instead of --epochs")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads of both loops")
+    ap.add_argument("--layers", type=int, default=13, help="layers stored and mixed (1: the one-layer run only)")
     ap.add_argument("--layer", type=int, default=8, help="the layer of the one-layer run")
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--every", type=int, default=1, help="keep every k-th RAVDESS clip")
@@ -107,6 +114,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.every, args.layers, args.layer, args.epochs, args.signal = 4, 5, 3, 1, 0.3
+    if args.layers == 1:
+        args.layer = 0
+    epochs = None if args.defaults else args.epochs
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
 
@@ -119,20 +129,23 @@ def main() -> None:
     layers, start, length, utts = ravdess_frames(args.layers, args.dim, args.every, signal=args.signal)
     folds = make_folds(utts, "luna5")
     print(f"{len(utts)} clips, {int(length.sum())} frames ({length.min()}-{length.max()} per clip), "
-          f"{args.layers} layers x {args.dim} float16, luna5 folds, {args.epochs} epoch(s) per fit, "
+          f"{args.layers} layers x {args.dim} float16, luna5 folds, "
+          f"{'early stopping' if epochs is None else f'{epochs} epoch(s) per fit'}, "
           f"{args.threads} thread(s), {args.device}; data in {time.perf_counter() - t0:.1f} s")
-    print(f"{'run':<16}{'loop':<10}{'wall s':>8}{'cpu s':>8}   UAR per fold                     mean")
-    for name, picked in ((f"layer {args.layer}", [args.layer]), (f"{args.layers} mixed", list(range(args.layers)))):
+    print(f"{'run':<16}{'loop':<10}{'wall s':>8}{'cpu s':>8}  epochs  UAR per fold                     mean")
+    runs = [(f"layer {args.layer}", [args.layer])] + ([(f"{args.layers} mixed", list(range(args.layers)))]
+                                                      if args.layers > 1 else [])
+    for name, picked in runs:
         chosen = [layers[k] for k in picked]
-        runs = {"previous": all_folds(legacy, legacy.Packed(chosen, start, length), utts, folds, args.epochs,
+        both = {"previous": all_folds(legacy, legacy.Packed(chosen, start, length), utts, folds, epochs,
                                       args.threads, args.device),
-                "new": all_folds(new, new.Packed(chosen, start, length), utts, folds, args.epochs, args.threads,
+                "new": all_folds(new, new.Packed(chosen, start, length), utts, folds, epochs, args.threads,
                                  args.device)}
-        for loop, r in runs.items():
-            print(f"{name:<16}{loop:<10}{r['wall']:8.1f}{r['cpu']:8.1f}   "
+        for loop, r in both.items():
+            print(f"{name:<16}{loop:<10}{r['wall']:8.1f}{r['cpu']:8.1f}  {sum(r['epochs']):6d}  "
                   f"{' '.join(f'{u:.3f}' for u in r['uar'])}   {r['uar'].mean():.3f}")
-        p, n = runs["previous"], runs["new"]
-        print(f"{'':<16}{'ratio':<10}{p['wall'] / n['wall']:7.2f}x{p['cpu'] / n['cpu']:7.2f}x   "
+        p, n = both["previous"], both["new"]
+        print(f"{'':<16}{'ratio':<10}{p['wall'] / n['wall']:7.2f}x{p['cpu'] / n['cpu']:7.2f}x          "
               f"|UAR new - previous| max {np.abs(n['uar'] - p['uar']).max():.3f}, "
               f"mean {n['uar'].mean() - p['uar'].mean():+.3f}")
 
