@@ -103,7 +103,7 @@ class Packed:
         clip = torch.as_tensor(np.repeat(order, self.length[order]))
         # read contiguous slices (no gather): cut where the rows jump, and every `chunk` rows
         cuts = np.union1d(np.flatnonzero(np.diff(rows) != 1) + 1, np.arange(chunk, len(rows), chunk))
-        bounds = np.concatenate([[0], cuts, [len(rows)]]).tolist()
+        bounds = np.unique(np.concatenate([[0], cuts, [len(rows)]])).tolist()
         sums = []
         for x in self.layers:
             s1 = torch.zeros(len(self), x.shape[1], dtype=torch.float64, device=x.device)
@@ -120,7 +120,7 @@ class Packed:
         """(sum of their lengths,) int64: the frame rows of `clips`, clip after clip."""
         length = self.length[clips]
         ends = np.cumsum(length)
-        return np.arange(int(ends[-1])) + np.repeat(self.start[clips] - (ends - length), length)
+        return np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(self.start[clips] - (ends - length), length)
 
     def frames(self, clips: np.ndarray, device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Unpadded batch: L tensors (frames, D) as stored (float16 or float32) on `device`, clip after

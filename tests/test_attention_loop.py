@@ -131,6 +131,8 @@ def test_statistics_from_training_rows_only_and_from_base_sums():
     assert torch.equal(old[0], mean) and torch.equal(old[1], std)
     everything = np.concatenate(data).astype(np.float64).mean(0)
     assert not np.allclose(mean.numpy(), everything, atol=1e-3)
+    assert packed.rows(np.array([], dtype=np.int64)).shape == (0,)
+    assert [tuple(s.shape) for s in packed.subset([]).with_sums().sums[0]] == [(0, D), (0, D)]
 
 
 def _labelled(n_speakers=6, per_speaker=8, seed=0, n_layers=1):
