@@ -12,13 +12,14 @@
       -> Linear(H, classes)
 
 Training: AdamW, class-weighted cross-entropy ("balanced" by default, i.e. optimising UAR),
-batches padded to their longest clip (clips of similar length are batched together), at most
-`max_epochs` epochs with early stopping on validation UAR. The validation set must come from
-speakers that are not in the training set: pass `val=` (the fold runner passes the fold's
-`val` or draws one with `featstore.folds.validation_split`), or `groups=` (speaker per clip)
-and the estimator draws whole validation speakers itself. With neither, it trains for
-`max_epochs` without early stopping. Seeded and deterministic on CPU (same seed, same result);
-the global torch RNG is left as it was.
+batches of clips of similar length, at most `max_epochs` epochs with early stopping on validation
+UAR. A batch's frames are gathered unpadded and projected (the standardisation folded into the
+layer mix and the projection); only the small projected frames are padded for the attention.
+The validation set must come from speakers that are not in the training set: pass `val=` (the
+fold runner passes the fold's `val` or draws one with `featstore.folds.validation_split`), or
+`groups=` (speaker per clip) and the estimator draws whole validation speakers itself. With
+neither, it trains for `max_epochs` without early stopping. Seeded and deterministic on CPU
+(same seed, same result); the global torch RNG is left as it was.
 
 `probe_attention` runs the estimator over `Fold`s and returns one record per (fold, seed), in
 the format of the other probes (`classifiers.evaluate`).
@@ -64,11 +65,14 @@ class Packed:
 
     layers: L tensors (total_frames, D), float16 or float32, on CPU or the training device.
     start, length: (N,) int64 numpy: clip i is rows start[i]:start[i] + length[i].
+    sums: None, or per layer (s1, s2), each (N, D) float64 on CPU: clip i's sum of frames and of
+    squared frames (`with_sums`), so that folds read their standardisation without a pass over frames.
     """
 
     layers: list[torch.Tensor]
     start: np.ndarray
     length: np.ndarray
+    sums: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def __len__(self) -> int:
         return len(self.start)
@@ -79,10 +83,51 @@ class Packed:
 
     def subset(self, rows) -> Packed:
         rows = np.asarray(rows, dtype=np.int64)
-        return Packed(self.layers, self.start[rows], self.length[rows])
+        sums = None if self.sums is None else [(s1[rows], s2[rows]) for s1, s2 in self.sums]
+        return Packed(self.layers, self.start[rows], self.length[rows], sums)
+
+    def select(self, layers: Sequence[int]) -> Packed:
+        """The same clips with only the layers at positions `layers`."""
+        sums = None if self.sums is None else [self.sums[k] for k in layers]
+        return Packed([self.layers[k] for k in layers], self.start, self.length, sums)
 
     def to(self, device: torch.device) -> Packed:
-        return Packed([x.to(device) for x in self.layers], self.start, self.length)
+        return Packed([x.to(device) for x in self.layers], self.start, self.length, self.sums)
+
+    def with_sums(self, chunk: int = 1 << 11) -> Packed:
+        """This Packed with per-clip sums (one pass over the frames, in float64 as the statistics)."""
+        if self.sums is not None:
+            return self
+        order = np.argsort(self.start, kind="stable")
+        rows = self.rows(order)                                       # every frame once, in storage order
+        clip = torch.as_tensor(np.repeat(order, self.length[order]))
+        # read contiguous slices (no gather): cut where the rows jump, and every `chunk` rows
+        cuts = np.union1d(np.flatnonzero(np.diff(rows) != 1) + 1, np.arange(chunk, len(rows), chunk))
+        bounds = np.unique(np.concatenate([[0], cuts, [len(rows)]])).tolist()
+        sums = []
+        for x in self.layers:
+            s1 = torch.zeros(len(self), x.shape[1], dtype=torch.float64, device=x.device)
+            s2 = torch.zeros(len(self), x.shape[1], dtype=torch.float64, device=x.device)
+            on = clip.to(x.device)
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                v = x[int(rows[a]):int(rows[a]) + b - a].to(torch.float64)
+                s1.index_add_(0, on[a:b], v)
+                s2.index_add_(0, on[a:b], v * v)
+            sums.append((s1.cpu(), s2.cpu()))
+        return Packed(self.layers, self.start, self.length, sums)
+
+    def rows(self, clips: np.ndarray) -> np.ndarray:
+        """(sum of their lengths,) int64: the frame rows of `clips`, clip after clip."""
+        length = self.length[clips]
+        ends = np.cumsum(length)
+        return np.arange(int(ends[-1]) if len(ends) else 0) + np.repeat(self.start[clips] - (ends - length), length)
+
+    def frames(self, clips: np.ndarray, device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Unpadded batch: L tensors (frames, D) as stored (float16 or float32) on `device`, clip after
+        clip, and the clips' lengths (B,) int64 on the CPU (sizes known without a device sync)."""
+        idx = torch.as_tensor(self.rows(clips), device=self.layers[0].device)
+        xs = [x.index_select(0, idx).to(device, non_blocking=True) for x in self.layers]
+        return xs, torch.as_tensor(self.length[clips])
 
     def batch(self, rows: np.ndarray, device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Padded batch: L tensors (B, T, D) float32 on `device` and mask (B, T) bool (True = frame)."""
@@ -134,20 +179,14 @@ def pack_frames(frames: Sequence[np.ndarray] | np.ndarray, lengths: Sequence[int
     return Packed(layers, start, lens)
 
 
-def _frame_stats(packed: Packed, chunk: int = 1 << 16) -> tuple[torch.Tensor, torch.Tensor]:
+def _frame_stats(packed: Packed) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-layer mean and std over the clips' frames: two (L, D) float32 tensors."""
-    rows = np.concatenate([np.arange(s, s + n) for s, n in zip(packed.start, packed.length)])
+    n = float(packed.length.sum())
     means, stds = [], []
-    for x in packed.layers:
-        s1 = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
-        s2 = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
-        for a in range(0, len(rows), chunk):
-            v = x[torch.as_tensor(rows[a:a + chunk], device=x.device)].to(torch.float64)
-            s1 += v.sum(0)
-            s2 += (v * v).sum(0)
-        m = s1 / len(rows)
-        means.append(m.cpu())
-        stds.append((s2 / len(rows) - m * m).clamp_min(0).sqrt().cpu())
+    for s1, s2 in packed.with_sums().sums:
+        m = s1.sum(0) / n
+        means.append(m)
+        stds.append((s2.sum(0) / n - m * m).clamp_min(0).sqrt())
     return torch.stack(means).float(), torch.stack(stds).float().clamp_min(1e-4)
 
 
@@ -180,11 +219,24 @@ class AttentionHead(nn.Module):
         """(L,) softmax weights of the layers."""
         return torch.softmax(self.layer_logits, 0)
 
-    def attend(self, xs: Sequence[torch.Tensor], mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pooled clip vectors (B, hidden) and attention weights (B, heads, T), zero on padding."""
-        w = self.layer_weights()
-        x = sum(w[k] * (xs[k] - self.mean[k]) / self.std[k] for k in range(len(xs)))
-        h = nn.functional.gelu(self.proj(x))                                 # (B, T, H)
+    def projected(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """proj of the weighted sum of the standardised layers: L tensors (..., D) -> (..., hidden).
+
+        The standardisation is folded into the mix weights and the projection's bias (one pass over
+        the frames instead of three); with one layer, whose softmax weight is 1 and has no gradient,
+        into the projection itself.
+        """
+        if len(xs) == 1:
+            weight = self.proj.weight / self.std[0]                           # (H, D)
+            return nn.functional.linear(xs[0].float(), weight, self.proj.bias - weight @ self.mean[0])
+        scale = self.layer_weights()[:, None] / self.std                      # (L, D)
+        x = xs[0].float() * scale[0]
+        for k in range(1, len(xs)):
+            x = torch.addcmul(x, xs[k].float(), scale[k])
+        return nn.functional.linear(x, self.proj.weight, self.proj.bias - self.proj.weight @ (scale * self.mean).sum(0))
+
+    def pool(self, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """GELU frames (B, T, H) + mask (B, T) -> pooled (B, H) and attention (B, heads, T), zero on padding."""
         B, T, H = h.shape
         hh = h.view(B, T, self.heads, H // self.heads)                        # (B, T, heads, dh)
         scores = torch.einsum("bthd,hd->bht", hh, self.query)
@@ -193,8 +245,29 @@ class AttentionHead(nn.Module):
         pooled = torch.einsum("bht,bthd->bhd", att, hh).reshape(B, H)
         return pooled, att
 
+    def attend(self, xs: Sequence[torch.Tensor], mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled clip vectors (B, hidden) and attention weights (B, heads, T), zero on padding."""
+        return self.pool(nn.functional.gelu(self.projected(xs)), mask)
+
     def forward(self, xs: Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         pooled, _ = self.attend(xs, mask)
+        return self.out(self.drop(self.norm(pooled)))
+
+    def forward_frames(self, xs: Sequence[torch.Tensor], length: torch.Tensor) -> torch.Tensor:
+        """Logits (B, classes) of unpadded clips: L tensors (frames, D), clip after clip, and length (B,)
+        on the CPU.
+
+        Only the small (frames, hidden) activations are padded, after the projection, so no padding
+        frame is gathered, standardised or projected.
+        """
+        h = nn.functional.gelu(self.projected(xs))                           # (frames, H)
+        B, T = len(length), int(length.max())
+        length = length.to(h.device)
+        clip = torch.repeat_interleave(torch.arange(B, device=h.device), length, output_size=len(h))
+        first = torch.cumsum(length, 0) - length
+        t = torch.arange(len(h), device=h.device) - first[clip]
+        padded = h.new_zeros(B, T, h.shape[1]).index_put((clip, t), h)
+        pooled, _ = self.pool(padded, torch.arange(T, device=h.device)[None] < length[:, None])
         return self.out(self.drop(self.norm(pooled)))
 
 
@@ -394,18 +467,17 @@ class AttentionProbe(ClassifierMixin, BaseEstimator):
             best_state, self.best_epoch_, since, self.history_ = None, 0, 0, []
             for epoch in range(1, self.max_epochs + 1):
                 model.train()
-                total, seen = 0.0, 0
+                total = torch.zeros((), dtype=torch.float64, device=dev)  # summed on the device: no sync per step
                 for rows in _batches(packed.length, self.batch_size, rng):
-                    xs, mask = packed.batch(rows, dev)
-                    loss = loss_fn(model(xs, mask), y_t[torch.as_tensor(rows, device=dev)])
+                    xs, length = packed.frames(rows, dev)
+                    loss = loss_fn(model.forward_frames(xs, length), y_t[torch.as_tensor(rows, device=dev)])
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
-                    total += float(loss.detach()) * len(rows)
-                    seen += len(rows)
-                entry = {"epoch": epoch, "train_loss": total / seen}
+                    total += loss.detach() * len(rows)
+                entry = {"epoch": epoch, "train_loss": float(total) / len(packed)}
                 if val_packed is not None:
-                    logits = _logits(model, val_packed, dev, self.batch_size)
+                    logits = _logits(model, val_packed, dev)
                     v_loss = float(nn.functional.cross_entropy(logits, torch.as_tensor(yv, device=dev), weight=weight))
                     v_uar = _balanced_accuracy(yv, logits.argmax(1).cpu().numpy(), C)
                     entry.update(val_loss=v_loss, val_uar=v_uar)
@@ -434,7 +506,7 @@ class AttentionProbe(ClassifierMixin, BaseEstimator):
         packed = self._packed(X, lengths)
         dev = next(self.model_.parameters()).device
         with _threads(self.threads):
-            logits = _logits(self.model_, _to_device(packed, dev), dev, self.batch_size)
+            logits = _logits(self.model_, _to_device(packed, dev), dev)
             return torch.softmax(logits, 1).cpu().numpy()
 
     def predict(self, X, lengths=None) -> np.ndarray:
@@ -481,17 +553,20 @@ def _batches(length: np.ndarray, batch_size: int, rng: np.random.Generator):
         yield batches[i]
 
 
-def _logits(model: AttentionHead, packed: Packed, dev: torch.device, batch_size: int) -> torch.Tensor:
-    """(N, C) logits in row order, eval mode, no gradients."""
+def _logits(model: AttentionHead, packed: Packed, dev: torch.device, frames: int = 1 << 14) -> torch.Tensor:
+    """(N, C) logits in row order, eval mode, no autograd; batches of up to `frames` frames, by length."""
     was_training = model.training
     model.eval()
     order = np.argsort(packed.length, kind="stable")
+    ends = np.cumsum(packed.length[order])
     out = torch.empty(len(packed), model.out.out_features, device=dev)
-    with torch.no_grad():
-        for a in range(0, len(order), batch_size * 2):
-            rows = order[a:a + batch_size * 2]
-            xs, mask = packed.batch(rows, dev)
-            out[torch.as_tensor(rows, device=dev)] = model(xs, mask)
+    with torch.inference_mode():
+        a = 0
+        while a < len(order):
+            b = max(a + 1, int(np.searchsorted(ends, (ends[a - 1] if a else 0) + frames, side="right")))
+            rows = order[a:b]
+            out[torch.as_tensor(rows, device=dev)] = model.forward_frames(*packed.frames(rows, dev))
+            a = b
     model.train(was_training)
     return out
 
@@ -555,7 +630,8 @@ def probe_attention(source, utterances: Sequence[Utterance], folds: Sequence, la
         layers = [k % source.num_layers if -source.num_layers <= k < source.num_layers else k for k in layers]
     used = np.unique(np.concatenate([np.concatenate([f.train, f.test] + ([] if f.val is None else [f.val]))
                                      for f in folds])).astype(np.int64)
-    packed_all = _to_device(pack_frames(_load(source, utterances, used, layers)), resolve_device(params.get("device", "auto")))
+    packed_all = pack_frames(_load(source, utterances, used, layers)).with_sums()  # every fold's statistics in one pass
+    packed_all = _to_device(packed_all, resolve_device(params.get("device", "auto")))
     where = np.full(len(utterances), -1, dtype=np.int64)
     where[used] = np.arange(len(used))
     labels = np.asarray([u.label for u in utterances], dtype=object)
@@ -564,7 +640,7 @@ def probe_attention(source, utterances: Sequence[Utterance], folds: Sequence, la
                                  "params": AttentionProbe(**params).get_params()})
     runs = [layers] if mix_layers or len(layers) == 1 else [[k] for k in layers]
     for run_layers, seed in [(r, s) for r in runs for s in seeds]:
-        frames = Packed([packed_all.layers[layers.index(k)] for k in run_layers], packed_all.start, packed_all.length)
+        frames = packed_all.select([layers.index(k) for k in run_layers])
         rng = np.random.default_rng(seed)
         for f in folds:
             t0 = time.perf_counter()
