@@ -46,6 +46,7 @@ import argparse
 import os
 import resource
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -416,6 +417,77 @@ def main_xgboost(args, device) -> None:
           + ", ".join(f"{b[k]:.3f}" for k in layers) + f"   {t_all / t_es:.1f}x faster")
 
 
+SKLEARN_SCRIPT = """
+import sys, time
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.preprocessing import StandardScaler
+LUNA5 = ({2, 5, 14, 15, 16}, {3, 6, 7, 13, 18}, {10, 11, 12, 19, 20}, {8, 17, 21, 23, 24}, {1, 4, 9, 22})
+best = 0.0
+for f in sys.argv[1:]:
+    d = np.load(f)
+    actor = np.array([int(s.rsplit("-", 1)[1]) for s in d["speaker"]])
+    uar = []
+    for test in LUNA5:
+        te = np.isin(actor, list(test))
+        sc = StandardScaler().fit(d["X"][~te])
+        clf = LogisticRegression(C=1.0, max_iter=1000).fit(sc.transform(d["X"][~te]), d["label"][~te])
+        uar.append(balanced_accuracy_score(d["label"][te], clf.predict(sc.transform(d["X"][te]))))
+    best = max(best, float(np.mean(uar)))
+print(f"best layer UAR {best:.3f}")
+"""
+
+
+def main_process(args) -> None:
+    """The whole `ser probe --layer all` process against a plain sklearn fixed-C script over the same
+    features exported as .npz (one file per layer, as `ser store export` writes them), both as fresh
+    processes; and the start-up of commands that need no model."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from featstore.store import export_layer
+
+    def run(cmd, **kw):
+        t = time.perf_counter()
+        out = subprocess.run(cmd, capture_output=True, text=True, **kw)
+        wall = time.perf_counter() - t
+        if out.returncode:
+            raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{out.stdout}{out.stderr}")
+        return wall, out.stdout
+
+    with tempfile.TemporaryDirectory(prefix="ser-bench-process-") as tmp:
+        tmp = Path(tmp)
+        store = tmp / "cache" / "synthetic" / "ravdess.h5"
+        store.parent.mkdir(parents=True)
+        write_synthetic_store(store, 1440, n_layers=13, dim=args.dim, seed=args.seed)
+        files = [export_layer(store, k, tmp / f"layer{k}.npz") for k in range(13)]
+        script = tmp / "sklearn_loop.py"
+        script.write_text(SKLEARN_SCRIPT)
+        env = dict(os.environ, SER_DB=str(tmp / "ser.db"))
+        print(f"\nwhole processes, 1440 x 13 x {args.dim} synthetic store (luna5), each run 3 times, best wall:")
+        rows = {
+            "ser --help (start-up, no model)": ["ser", "--help"],
+            "ser store ls (start-up + reading the store's header)": ["ser", "store", "ls", "--cache", str(tmp / "cache")],
+            "ser probe --layer all, C by inner speaker CV (default)": [
+                "ser", "probe", "--corpus", "ravdess", "--layer", "all", "--model", "synthetic",
+                "--cache", str(tmp / "cache"), "--out", str(tmp / "results"), "--force", "--overwrite"],
+            "sklearn fixed-C loop over the exported .npz (python + imports + fits)": [
+                sys.executable, str(script), *map(str, files)],
+        }
+        best = {}
+        for name, cmd in rows.items():
+            walls = []
+            for _ in range(3):
+                wall, out = run(cmd, env=env, cwd=tmp)
+                walls.append(wall)
+            best[name] = min(walls)
+            print(f"  {name:<72} {min(walls):6.2f} s   (runs: {', '.join(f'{w:.2f}' for w in walls)})", flush=True)
+        names = list(rows)
+        print(f"  ser probe / sklearn fixed-C loop: {best[names[2]] / best[names[3]]:.2f}x the time")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--C", type=float, default=1.0, help="C of the fixed-C comparison (sklearn's default: 1.0)")
@@ -430,6 +502,8 @@ def main() -> None:
     ap.add_argument("--memory-C", type=float, default=None, help="fixed C for --memory (default: C by inner CV)")
     ap.add_argument("--store-dir", default="/tmp/ser-bench-store", help="where --memory writes its store")
     ap.add_argument("--xgboost", action="store_true", help="only the XGBoost sweep before/after")
+    ap.add_argument("--process", action="store_true",
+                    help="only whole processes: ser probe --layer all vs a plain sklearn script; start-up")
     ap.add_argument("--layers", type=int, default=13, help="layers of the --xgboost comparison")
     ap.add_argument("--selection", action="store_true", help="only compare the inner C selection with sklearn's")
     ap.add_argument("--selection-layers", default="2,5,8,11", help="layers of the --selection comparison")
@@ -458,6 +532,8 @@ def main() -> None:
         main_memory(args, device)
     elif args.xgboost:
         main_xgboost(args, device)
+    elif args.process:
+        main_process(args)
     else:
         print(f"data: 1440 utterances x 13 layers x {args.dim} float32 (seed {args.seed}), 24 actors, 8 classes; luna5 "
               f"folds (test actors {', '.join(map(str, map(sorted, LUNA5)))})")
