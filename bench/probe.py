@@ -31,12 +31,16 @@ CPU seconds; on a shared machine the CPU seconds and the ratios are the figures 
                    unwritten), then swept from disk one layer at a time: peak RSS and time
   --xgboost        the XGBoost layer sweep: every tree (no early stopping, as before issue 18)
                    against early stopping on a validation split of the training speakers
+  --process        whole fresh processes on a 1440 x 13 x 768 store: `ser probe --layer all` (default
+                   selection, writing its results and plots) against a plain scikit-learn fixed-C
+                   script over the same features exported as .npz; start-up of model-free commands
   --selection      inner C selection against a converged scikit-learn on the same inner folds
                    (`inner_masks`): per selection tolerance, how many (layer, fold) cells
                    choose the same C, and the cost
 
     python bench/probe.py [--C 1.0] [--nested] [--threads N] [--device cpu|cuda]
-    python bench/probe.py --scaling | --memory 100000 --store-dir /tmp/x | --xgboost [--layers 3]
+    python bench/probe.py --full          # all of the above but --memory and --selection, in one run
+    python bench/probe.py --scaling | --memory 100000 --store-dir /tmp/x | --xgboost [--layers 3] | --process
     python bench/probe.py --selection [--dim 768] [--selection-layers 2,5,8,11]
 """
 
@@ -502,6 +506,9 @@ def main() -> None:
     ap.add_argument("--memory-C", type=float, default=None, help="fixed C for --memory (default: C by inner CV)")
     ap.add_argument("--store-dir", default="/tmp/ser-bench-store", help="where --memory writes its store")
     ap.add_argument("--xgboost", action="store_true", help="only the XGBoost sweep before/after")
+    ap.add_argument("--full", action="store_true",
+                    help="everything issue 18 asks for, in one run: the RAVDESS-size comparison with --nested, "
+                         "--scaling, --xgboost and --process")
     ap.add_argument("--process", action="store_true",
                     help="only whole processes: ser probe --layer all vs a plain sklearn script; start-up")
     ap.add_argument("--layers", type=int, default=13, help="layers of the --xgboost comparison")
@@ -537,7 +544,12 @@ def main() -> None:
     else:
         print(f"data: 1440 utterances x 13 layers x {args.dim} float32 (seed {args.seed}), 24 actors, 8 classes; luna5 "
               f"folds (test actors {', '.join(map(str, map(sorted, LUNA5)))})")
+        args.nested = args.nested or args.full
         main_ravdess(args, device)
+        if args.full:
+            main_scaling(args, device)
+            main_xgboost(args, device)
+            main_process(args)
 
 
 if __name__ == "__main__":
