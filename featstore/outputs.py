@@ -70,8 +70,6 @@ def check_output(path: str | Path, *, option: str = "--out", suffixes: Sequence[
                               f"e.g. {p / ('out' + (suffixes[0] if suffixes else ''))}")
         if resolved.exists() and not resolved.is_file():
             raise OutputError(f"{option} {path}: is not a regular file; choose a file in a directory of yours")
-        if suffixes and resolved.suffix.lower() not in {s.lower() for s in suffixes}:
-            raise OutputError(f"{option} {path}: expected a {' or '.join(suffixes)} file")
     for parent in resolved.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -80,6 +78,8 @@ def check_output(path: str | Path, *, option: str = "--out", suffixes: Sequence[
                 raise OutputError(f"{option} {path}: cannot write in {parent} (permission denied); "
                                   f"choose a directory of yours")
             break
+    if not directory and suffixes and resolved.suffix.lower() not in {s.lower() for s in suffixes}:
+        raise OutputError(f"{option} {path}: expected a {' or '.join(suffixes)} file")
     return resolved
 
 
