@@ -7,6 +7,8 @@ here and printed on one line (`ser --debug ...` shows the traceback).
 from __future__ import annotations
 
 import functools
+import math
+import re
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -14,14 +16,25 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(help="ser: wav2vec2-family feature store and fast probes for speech emotion recognition.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 store_app = typer.Typer(help="Inspect and export feature stores.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
-console = Console()
-err = Console(stderr=True, soft_wrap=True)  # one problem, one line
+# markup off: paths, labels and messages are printed literally ("x[/].h5" stays whole); styles are explicit
+console = Console(markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)  # one problem, one line
 _state = {"debug": False}
+
+
+def _tagged(tag: str, message, style: str = "yellow") -> None:
+    """One stderr line: `tag` styled, then `message` exactly as given (never parsed as markup)."""
+    err.print(Text.assemble((tag, style), " " if message != "" else "", str(message)), highlight=False)
+
+
+def _error(e) -> None:
+    _tagged("error:", e, "bold red")
 
 
 def friendly(fn):
@@ -36,7 +49,7 @@ def friendly(fn):
         except SerError as e:
             if _state["debug"]:
                 raise
-            err.print(f"[bold red]error:[/] {e}", highlight=False)
+            _error(e)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -45,7 +58,7 @@ def friendly(fn):
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     """ser's own warnings (e.g. FoldWarning) as one `warning:` line; others as Python prints them."""
     if category.__module__.split(".")[0] in ("featstore", "classifiers") and not _state["debug"]:
-        err.print(f"[yellow]warning:[/] {message}", highlight=False)
+        _tagged("warning:", message)
     else:
         _python_showwarning(message, category, filename, lineno, file, line)
 
@@ -117,8 +130,76 @@ def _check_device_option(value: str | None) -> str | None:
     try:
         return check_device(value)
     except DeviceError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        _error(e)
         raise typer.Exit(2) from e
+
+
+# Parse-time checks: a nonsense value is one line before any heavy import or any work.
+def _rule(check):
+    """A typer callback applying `check(value) -> problem or None` to a given (non-None) option value."""
+
+    def callback(param: typer.CallbackParam, value):
+        if value is None or param.name is None:
+            return value
+        for v in value if isinstance(value, list | tuple) else [value]:
+            problem = check(v)
+            if problem:
+                _error(f"{param.opts[0]} {repr(v) if isinstance(v, str) else v}: {problem}")
+                raise typer.Exit(2)
+        return value
+
+    return callback
+
+
+def _finite_positive(v: float) -> str | None:
+    return None if math.isfinite(v) and v > 0 else "must be a finite number above 0"
+
+
+def _at_least(low: int):
+    return lambda v: None if v >= low else f"must be at least {low}"
+
+
+_LAYER_SPEC = re.compile(r"\s*(all|\d+(-\d+)?(\s*,\s*\d+(-\d+)?)*)\s*")
+
+
+def _layer_spec(v: str) -> str | None:
+    """all, 12, 3-9 or 6,12: layers count from 0 (hidden_states[0]); the model's depth is checked when it is read."""
+    return None if _LAYER_SPEC.fullmatch(v) else "use a layer number (0 or more), all, or layers like 6,12 or 3-9"
+
+
+def _frames_spec(v: str) -> str | None:
+    return None if v.strip() == "none" else _layer_spec(v)
+
+
+def _names(v: str) -> str | None:
+    parts = [p.strip() for p in v.split(",")]
+    return None if all(parts) else "use names separated by commas, e.g. ravdess,emodb (no empty names)"
+
+
+def _output(suffixes: tuple[str, ...] = (), directory: bool = False):
+    """A callback checking an output path (featstore.outputs.check_output) before any work."""
+
+    def check(v) -> str | None:
+        from featstore.outputs import OutputError, check_output
+
+        try:
+            check_output(v, option="", suffixes=suffixes, directory=directory)
+        except OutputError as e:
+            return str(e).lstrip(" ").split(": ", 1)[-1]
+        return None
+
+    return check
+
+
+FINITE = _rule(_finite_positive)
+AT_LEAST_1 = _rule(_at_least(1))
+NOT_NEGATIVE = _rule(_at_least(0))
+LAYERS = _rule(_layer_spec)
+OUT_DIR = _rule(_output(directory=True))
+
+
+def _out_file(*suffixes: str):
+    return _rule(_output(suffixes))
 
 
 DEVICE_OPT = typer.Option(None, "--device", callback=_check_device_option,
@@ -195,13 +276,12 @@ def models():
 
 def _print_problems(problems, limit: int = 50) -> None:
     for p in problems[:limit]:
-        err.print(f"[yellow]skipped[/] {p.path}: {p.reason}", highlight=False)
+        _tagged("skipped", f"{p.path}: {p.reason}")
     if len(problems) > limit:
-        err.print(f"[yellow]... and {len(problems) - limit} more problems[/]")
+        _tagged(f"... and {len(problems) - limit} more problems", "")
     if problems:
         reasons = Counter(p.reason.split(":")[0].split(" (")[0] for p in problems)
-        err.print("[yellow]skipped in all:[/] " + "; ".join(f"{n} × {r}" for r, n in reasons.most_common()),
-                  highlight=False)
+        _tagged("skipped in all:", "; ".join(f"{n} × {r}" for r, n in reasons.most_common()))
 
 
 @app.command()
@@ -240,7 +320,7 @@ def folds(
     root: Path | None = ROOT_OPT,
     protocol: str = typer.Option("standard", "--protocol", "-p",
                                  help="luna5, emobox, loso, loso-session, speaker-kfold:K or standard."),
-    seed: int = typer.Option(0, "--seed", help="Seed for speaker-kfold."),
+    seed: int = typer.Option(0, "--seed", callback=NOT_NEGATIVE, help="Seed for speaker-kfold."),
 ):
     """Speakers and counts per fold, with a speaker-leakage check.
 
@@ -269,10 +349,10 @@ def folds(
         spk_text = ", ".join(spk[:8]) + (f" (+{len(spk) - 8})" if len(spk) > 8 else "")
         t.add_row(row["fold"], str(row["n_train"]), str(row["n_test"]), spk_text,
                   ", ".join(f"{k} {v}" for k, v in row["test_labels"].items()),
-                  f"[red]{leaked}[/]" if leaked else "0")
+                  Text(str(leaked), style="red") if leaked else "0")
     console.print(t)
     if leaked_any:
-        err.print(f"[yellow]warning:[/] protocol {name} is not speaker-independent on {m.corpus}: "
+        _tagged("warning:", f"protocol {name} is not speaker-independent on {m.corpus}: "
                   "speakers occur in both train and test")
     else:
         console.print("speaker overlap between train and test: 0 in every fold")
@@ -318,12 +398,14 @@ def extract(
     cache: Path | None = CACHE_OPT,
     device: str | None = DEVICE_OPT,
     dtype: str = typer.Option("float32", "--dtype", help="float32, float16 or bfloat16 (model compute)."),
-    frames: str = typer.Option("none", "--frames", help="Layers whose frames to keep: none, all, or 6,12 / 3-9."),
-    max_seconds: float = typer.Option(30.0, "--max-seconds", help="Longer clips are cut into windows of at most this."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Utterances per batch (CPU default 1)."),
-    batch_seconds: float | None = typer.Option(None, "--batch-seconds", help="GPU: padded audio seconds per batch (default 200)."),
-    shards: int = typer.Option(1, "--shards", help="Split the corpus into N shards (one process each)."),
-    shard: int = typer.Option(0, "--shard", help="Which shard this process extracts."),
+    frames: str = typer.Option("none", "--frames", callback=_rule(_frames_spec), help="Layers whose frames to keep: none, all, or 6,12 / 3-9."),
+    max_seconds: float = typer.Option(30.0, "--max-seconds", callback=FINITE,
+                                      help="Longer clips are cut into windows of at most this."),
+    batch_size: int | None = typer.Option(None, "--batch-size", callback=AT_LEAST_1,
+                                          help="Utterances per batch (CPU default 1)."),
+    batch_seconds: float | None = typer.Option(None, "--batch-seconds", callback=FINITE, help="GPU: padded audio seconds per batch (default 200)."),
+    shards: int = typer.Option(1, "--shards", callback=AT_LEAST_1, help="Split the corpus into N shards (one process each)."),
+    shard: int = typer.Option(0, "--shard", callback=NOT_NEGATIVE, help="Which shard this process extracts."),
 ):
     """Extract every layer of a model over a corpus into a crash-safe HDF5 store.
 
@@ -336,6 +418,10 @@ def extract(
     from featstore.corpora import load_manifest
     from featstore.extract import extract_manifest
 
+    if shard >= shards:
+        from featstore.errors import SerError
+
+        raise SerError(f"--shard {shard}: shards are numbered 0..{shards - 1} (--shards {shards})")
     corpus, model, cache, device = _corpus(corpus), _model(model), _cache(cache), _device_opt(device)
     root = _root(corpus, root)
     dist = _torchrun()
@@ -345,10 +431,10 @@ def extract(
     lead = shard == 0 or not dist
 
     def on_skip(s):
-        err.print(f"[yellow]skipped[/] {s.path}: {s.reason}", highlight=False)
+        _tagged("skipped", f"{s.path}: {s.reason}")
 
     def on_wait(line):
-        err.print(f"[yellow]waiting[/] {line}", highlight=False)
+        _tagged("waiting", line)
 
     res = extract_manifest(m, model=model, cache=cache, device=device, dtype=dtype, frames=frames,
                            max_seconds=max_seconds, batch_size=batch_size, batch_seconds=batch_seconds,
@@ -512,7 +598,7 @@ def _print_classes(results) -> None:
 def probe(
     corpus: str | None = typer.Option(None, "--corpus", "-c",
                                          help="Corpus to test on; default: every corpus cached for the model."),
-    layer: str = typer.Option("all", "--layer", "-l", help="12, all, 3-9 or 6,12."),
+    layer: str = typer.Option("all", "--layer", "-l", callback=LAYERS, help="12, all, 3-9 or 6,12."),
     classifier: str = typer.Option("logreg", "--classifier",
                                    help="logreg, xgboost, attention (frame-level) or knn."),
     protocol: str | None = typer.Option(None, "--protocol", "-p",
@@ -524,15 +610,15 @@ def probe(
     classes: str | None = typer.Option(None, "--classes",
                                           help="Training and test corpora differ: shared (train on and predict among the "
                                                "classes both declare; default cross-corpus) or all (every test row)."),
-    matrix: str | None = typer.Option(None, "--matrix", help="Transfer matrix over corpora at one --layer, e.g. ravdess,emodb,emovo,cremad."),
-    seeds: int = typer.Option(1, "--seeds", help="Number of seeds (0..N-1)."),
-    C: float | None = typer.Option(None, "--C", help="Fix logreg's C (default: chosen by inner speaker CV)."),
+    matrix: str | None = typer.Option(None, "--matrix", callback=_rule(_names), help="Transfer matrix over corpora at one --layer, e.g. ravdess,emodb,emovo,cremad."),
+    seeds: int = typer.Option(1, "--seeds", callback=AT_LEAST_1, help="Number of seeds (0..N-1)."),
+    C: float | None = typer.Option(None, "--C", callback=FINITE, help="Fix logreg's C (default: chosen by inner speaker CV)."),
     model: str | None = MODEL_OPT,
     cache: Path | None = CACHE_OPT,
     device: str | None = DEVICE_OPT,
-    out: Path | None = typer.Option(None, "--out", "-o", help="Results directory (default: results/probe-... named by the settings)."),
+    out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Results directory (default: results/probe-... named by the settings)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results already in --out."),
-    save_probe: Path | None = typer.Option(None, "--save-probe",
+    save_probe: Path | None = typer.Option(None, "--save-probe", callback=OUT_DIR,
                                               help="Also fit the probe on all of --corpus at one --layer and save it for `ser predict`."),
     db: Path | None = DB_OPT,
     force: bool = typer.Option(False, "--force", help="Run again even if the registry holds this exact run."),
@@ -574,6 +660,15 @@ def probe(
                        "leave them out with --matrix or --save-probe")
     if matrix:
         from classifiers.probe import default_out
+
+        ignored = [name for name, given in (("--corpus", corpus), ("--train", train), ("--test", test),
+                                            ("--seeds", seeds != 1), ("--force", force), ("--db", db),
+                                            ("--save-probe", save_probe)) if given]
+        if ignored:
+            from featstore.errors import SerError
+
+            raise SerError(f"--matrix runs every corpus against every other at one seed and is not registered: "
+                           f"leave out {', '.join(ignored)} (or run `ser probe --train A --test B` per cell)")
 
         corpora_list = [c for c in matrix.split(",") if c]
         settings = dict(corpora=corpora_list, layers=layer, classifier=classifier, stat=stat, C=C, classes=classes,
@@ -642,13 +737,14 @@ def _print_differences(results, against: str, metric: str = "uar") -> None:
 @app.command()
 @friendly
 def neighbors(
-    corpus: str | None = typer.Option(None, "--corpus", "-c", help="Corpora, e.g. ravdess,emodb (default: all cached)."),
-    layer: str = typer.Option("all", "--layer", "-l", help="all, 12, 3-9 or 6,12."),
-    k: int = typer.Option(10, "--k", help="Neighbours per query."),
+    corpus: str | None = typer.Option(None, "--corpus", "-c", callback=_rule(_names),
+                                      help="Corpora, e.g. ravdess,emodb (default: all cached)."),
+    layer: str = typer.Option("all", "--layer", "-l", callback=LAYERS, help="all, 12, 3-9 or 6,12."),
+    k: int = typer.Option(10, "--k", callback=AT_LEAST_1, help="Neighbours per query."),
     stat: str = typer.Option("mean", "--stat", help="mean, std or mean+std."),
     model: str | None = MODEL_OPT,
     cache: Path | None = CACHE_OPT,
-    out: Path | None = typer.Option(None, "--out", "-o", help="Results directory (default: results/neighbors-... named by the settings)."),
+    out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Results directory (default: results/neighbors-... named by the settings)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results already in --out."),
 ):
     """What each layer encodes: neighbour purity (emotion, speaker, gender, language, corpus),
@@ -803,7 +899,7 @@ def finetune(
     model: str | None = MODEL_OPT,
     protocol: str | None = typer.Option(None, "--protocol", "-p", help="Fold protocol; default: the corpus' standard one."),
     device: str | None = DEVICE_OPT,
-    out: Path | None = typer.Option(None, "--out", "-o", help="Run directory (default runs/finetune-...)."),
+    out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Run directory (default runs/finetune-...)."),
     options: dict | None = None,
 ):
     """Fine-tune the model end to end over speaker-independent folds (model selection on
@@ -914,11 +1010,12 @@ def align(
                                      "default: $SER_CTC_MODEL, else one per language (English, German)."),
     cache: Path | None = CACHE_OPT,
     device: str | None = DEVICE_OPT,
-    max_seconds: float = typer.Option(30.0, "--max-seconds", help="Clips longer than this are aligned in windows."),
+    max_seconds: float = typer.Option(30.0, "--max-seconds", callback=FINITE,
+                                      help="Clips longer than this are aligned in windows."),
     show: str | None = typer.Option(None, "--show", help="Print the cached words of this utterance id."),
     example: str | None = typer.Option(None, "--example", help="Save a word-swap example of this utterance id."),
-    out: Path = typer.Option(Path("wordswap-example"), "--out", "-o", help="Folder for --example's WAVs and plot."),
-    seed: int = typer.Option(0, "--seed", help="Seed of --example's donor and word draw."),
+    out: Path = typer.Option(Path("wordswap-example"), "--out", "-o", callback=OUT_DIR, help="Folder for --example's WAVs and plot."),
+    seed: int = typer.Option(0, "--seed", callback=NOT_NEGATIVE, help="Seed of --example's donor and word draw."),
 ):
     """Word boundaries by CTC forced alignment, cached beside the stores (resumable); --show prints
     one utterance's words, --example saves a word swap (original, donor, result WAVs + PNG).
@@ -950,9 +1047,9 @@ def align(
     run = align_corpus(m.utterances, model, cache=_cache(cache), device=_device_opt(device),
                        max_seconds=max_seconds, progress=True)
     for a in run.failures[:10]:
-        err.print(f"[yellow]not aligned:[/] {a.error}", highlight=False)
+        _tagged("not aligned:", a.error)
     if len(run.failures) > 10:
-        err.print(f"[yellow]not aligned:[/] {len(run.failures) - 10} more", highlight=False)
+        _tagged("not aligned:", f"{len(run.failures) - 10} more")
     console.print(f"aligned {run.n_aligned} utterances ({run.n_cached} already there, {len(run.failures)} not "
                   f"aligned) -> {run.path}", highlight=False)
     if example:
@@ -1160,7 +1257,7 @@ def evaluate(
     protocol: str | None = typer.Option(None, "--protocol", "-p", help="Fold protocol of --fold (default: the corpus' standard)."),
     map_: list[str] | None = typer.Option(None, "--map", help="Relabel test classes, e.g. calm=neutral (repeatable)."),
     drop: list[str] | None = typer.Option(None, "--drop", help="Leave out test utterances of this class (repeatable)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Results directory (default results/evaluate-...)."),
+    out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Results directory (default results/evaluate-...)."),
     device: str | None = DEVICE_OPT,
     db: Path | None = DB_OPT,
 ):
@@ -1202,11 +1299,11 @@ def _command() -> str:
 @app.command()
 @friendly
 def demo(
-    out: Path = typer.Option(Path("demo"), "--out", "-o", help="Where the corpus, store and results go."),
-    n: int = typer.Option(240, "--n", help="Synthetic RAVDESS utterances (balanced over 24 actors, 8 emotions)."),
+    out: Path = typer.Option(Path("demo"), "--out", "-o", callback=OUT_DIR, help="Where the corpus, store and results go."),
+    n: int = typer.Option(240, "--n", callback=AT_LEAST_1, help="Synthetic RAVDESS utterances (balanced over 24 actors, 8 emotions)."),
     model: str | None = typer.Option(None, "--model", "-m",
                                         help="Model to extract with (default: a small local random-weight wav2vec2)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic corpus."),
+    seed: int = typer.Option(0, "--seed", callback=NOT_NEGATIVE, help="Seed of the synthetic corpus."),
 ):
     """The main job on the embedded default: synthetic corpus -> folds -> extract -> probe -> plots.
 

@@ -177,6 +177,20 @@ class FinetuneConfig:
         need(gpu in ("", "0"), "device", f"the Hugging Face Trainer trains on the first visible GPU only: run "
                                           f"CUDA_VISIBLE_DEVICES={gpu} ser finetune ... --device cuda")
         need(self.labels is None or len(self.labels) >= 2, "labels", "fine-tuning needs at least 2 classes")
+        targets = [n.strip() for n in self.report_to.split(",") if n.strip()]
+        if targets != ["none"]:
+            from transformers.integrations.integration_utils import (
+                INTEGRATION_TO_CALLBACK,
+                get_available_reporting_integrations,
+            )
+
+            unknown = [n for n in targets if n not in {"all", "none", *INTEGRATION_TO_CALLBACK}]
+            need(not unknown, "report_to", f"unknown {', '.join(unknown)}: use none, all, or a comma-separated list "
+                                           f"of {', '.join(sorted(INTEGRATION_TO_CALLBACK))}")
+            missing = [n for n in targets if n in INTEGRATION_TO_CALLBACK and n not in
+                       get_available_reporting_integrations()]
+            need(not missing, "report_to", f"{', '.join(missing)} is not installed here: pip install it, or leave "
+                                           f"--report-to out")
         from classifiers.heads import POOLINGS, parse_freeze
 
         need(self.pooling in POOLINGS, "pooling", f"choose one of {', '.join(POOLINGS)}")

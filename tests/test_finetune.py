@@ -354,10 +354,13 @@ def test_config_rejects_bad_values_naming_the_option(bad, match):
         FinetuneConfig(**bad)
 
 
-def test_config_normalises_and_validates_spellings():
+def test_config_normalises_and_validates_spellings(monkeypatch):
+    from transformers.integrations import integration_utils
+
     from classifiers.augment import AugmentError
     from featstore.device import DeviceError
 
+    monkeypatch.setattr(integration_utils, "get_available_reporting_integrations", lambda: ["tensorboard", "wandb"])
     c = FinetuneConfig(labels="sad, angry,sad", fold=0, report_to=["tensorboard", "wandb"], augment="noise:20@1")
     assert c.labels == ("sad", "angry") and c.fold == "0" and c.report_targets() == ["tensorboard", "wandb"]
     assert FinetuneConfig().report_targets() == "none"
@@ -369,6 +372,11 @@ def test_config_normalises_and_validates_spellings():
         FinetuneConfig(augment="reverb")
     with pytest.raises(DeviceError):
         FinetuneConfig(device="gpu")
+    with pytest.raises(FinetuneError, match="--report-to 'myspace': unknown myspace: use none, all"):
+        FinetuneConfig(report_to="myspace")
+    monkeypatch.setattr(integration_utils, "get_available_reporting_integrations", lambda: [])
+    with pytest.raises(FinetuneError, match="wandb is not installed here"):
+        FinetuneConfig(report_to="wandb")
 
 
 def test_plan_of_an_older_run_directory_is_still_recognised():
