@@ -41,6 +41,7 @@ Schema (format "ser-featstore", version 2), readable with plain h5py:
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import json
 import os
@@ -101,6 +102,116 @@ class Batch:
 # ---------------------------------------------------------------------------------------------
 # integrity
 # ---------------------------------------------------------------------------------------------
+
+#: attribute of every dataset (format 3): its sha256, per layer for /pooled/{mean,std}; root: the store's digest
+_DIGEST_ATTR = "sha256"
+#: what the store digest covers: every dataset under these groups (not /skipped: no features)
+_DIGESTED = ("utterances/", "pooled/", "frames/")
+
+
+def _put_str(obj: h5py.Group | h5py.Dataset, key: str, value: str | Sequence[str]) -> None:
+    """A fixed-length UTF-8 string attribute (or 1-d array of them): stored inside the object header,
+    which HDF5 checksums; a variable-length string would sit in the unchecksummed global heap."""
+    values = [value] if isinstance(value, str) else list(value)
+    encoded = [v.encode("utf-8") for v in values]
+    kind = h5py.string_dtype("utf-8", max([1, *map(len, encoded)]))
+    data = np.array(encoded[0] if isinstance(value, str) else encoded, dtype=kind)
+    obj.attrs.create(key, data=data)
+
+
+def _get_str(obj: h5py.Group | h5py.Dataset, key: str, default=None):
+    """An attribute as str (fixed- or variable-length), a list of str for an array of strings."""
+    if key not in obj.attrs:
+        return default
+    value = obj.attrs[key]
+    if isinstance(value, np.ndarray) and value.ndim:
+        return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in value.tolist()]
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return value.item() if hasattr(value, "item") else value
+
+
+def _is_text(dtype: np.dtype) -> bool:
+    return np.dtype(dtype).kind in "SOU"
+
+
+def _sha_update(h, data: np.ndarray) -> None:
+    if _is_text(data.dtype):  # strings by value: fixed-length (format 2+) and variable-length (1) alike
+        for v in np.asarray(data).reshape(-1).tolist():
+            b = v if isinstance(v, bytes) else str(v).encode("utf-8")
+            h.update(len(b).to_bytes(8, "little") + b)
+        return
+    a = np.ascontiguousarray(data)
+    if a.dtype.byteorder == ">":
+        a = a.astype(a.dtype.newbyteorder("<"))
+    if a.size:
+        h.update(a.reshape(-1).view(np.uint8))
+
+
+def _sha_start(dtype: np.dtype, shape: tuple) -> hashlib._Hash:
+    kind = "text" if _is_text(dtype) else np.dtype(dtype).newbyteorder("<").str
+    return hashlib.sha256(f"{kind} {tuple(int(n) for n in shape)}\n".encode())
+
+
+def _sha(data: np.ndarray) -> str:
+    """sha256 of an array: its dtype, shape and little-endian C-order bytes."""
+    h = _sha_start(data.dtype, data.shape)
+    _sha_update(h, data)
+    return h.hexdigest()
+
+
+def _slabs(ds: h5py.Dataset, slab_bytes: int = 64 << 20) -> Iterator[np.ndarray]:
+    """A dataset's rows, in slabs of about `slab_bytes` (the whole of a scalar)."""
+    if not ds.shape:
+        yield ds[()]
+        return
+    step = max(1, slab_bytes // max(1, ds.dtype.itemsize * int(np.prod(ds.shape[1:]))))
+    for start in range(0, ds.shape[0], step):
+        yield ds[start:start + step]
+
+
+def _compute_digest(ds: h5py.Dataset) -> str | list[str]:
+    """The sha256 of a dataset as read now; per layer (`[:, k, :]`) for a pooled (N, L+1, D) dataset."""
+    if ds.name.startswith("/pooled/") and len(ds.shape) == 3:
+        n, layers, d = ds.shape
+        hs = [_sha_start(ds.dtype, (n, d)) for _ in range(layers)]
+        for slab in _slabs(ds):
+            for k, h in enumerate(hs):
+                _sha_update(h, slab[:, k, :])
+        return [h.hexdigest() for h in hs]
+    h = _sha_start(ds.dtype, ds.shape)
+    for slab in _slabs(ds):
+        _sha_update(h, slab)
+    return h.hexdigest()
+
+
+def _combine(digests: dict[str, str | list[str]]) -> str:
+    """One sha256 over named digests (sorted by name)."""
+    h = hashlib.sha256(b"ser-featstore digest 1\n")
+    for name in sorted(digests):
+        value = digests[name]
+        h.update(f"{name} {' '.join(value) if isinstance(value, list) else value}\n".encode())
+    return h.hexdigest()
+
+
+def _record_digests(f: h5py.File) -> str:
+    """Compute and record every dataset's sha256 (an attribute of it) and the file's digest (root `digest`)."""
+    digests = {}
+    for name, ds in _datasets(f):
+        digests[name] = _compute_digest(ds)
+        _put_str(ds, _DIGEST_ATTR, digests[name])
+    digest = _combine({k: v for k, v in digests.items() if k.startswith(_DIGESTED)})
+    _put_str(f, "digest", digest)
+    return digest
+
+
+def _file_digest(f: h5py.File) -> str:
+    """The digest recorded in a store, or (a store of format 1 or 2) computed from its data."""
+    recorded = _get_str(f, "digest")
+    if recorded:
+        return recorded
+    return _combine({name: _compute_digest(ds) for name, ds in _datasets(f) if name.startswith(_DIGESTED)})
+
 
 def _create(group: h5py.Group, name: str, **kwargs) -> h5py.Dataset:
     """A dataset with a Fletcher-32 checksum per chunk, which HDF5 verifies on every read."""
@@ -365,6 +476,7 @@ def write_part(path: Path, batch: Batch, config: dict) -> None:
             data = np.concatenate(arrays) if arrays else np.zeros((0, batch.mean.shape[-1]), np.float16)
             _create(g, f"layer_{layer}", data=data.astype(np.float16))
         _write_skipped(f, batch.skipped)
+        _record_digests(f)
     _write_bytes(path, image.getvalue())
 
 
@@ -487,6 +599,7 @@ def assemble(store_path: Path, config: dict, *, corpus: str, shard: str = "0/1",
                         for d, r in zip(dst, srcr):
                             fr[k][offsets[d]:offsets[d + 1]] = data[src_off[r]:src_off[r + 1]]
         _write_skipped(out, sorted(skipped.values(), key=lambda s: s.id))
+        _record_digests(out)
     if pdir.exists():
         for p in pdir.iterdir():
             p.unlink()
@@ -528,6 +641,7 @@ class FeatureStore:
         if not paths:
             raise StoreError("no store files given")
         self.paths = [Path(p) for p in paths]
+        self._digest: str | None = None
         self.utterances: list[Utterance] = []
         self.skipped: list[Skipped] = []
         self._rows: list[tuple[int, int, int]] = []  # per file: (first global row, n rows, file index)
@@ -568,6 +682,23 @@ class FeatureStore:
 
     def __len__(self) -> int:
         return len(self.utterances)
+
+    @property
+    def digest(self) -> str:
+        """Hex sha256 of the features: every dataset under /utterances, /pooled and /frames of each file.
+
+        Recorded when a store is assembled; for a store of format 1 or 2, computed from its data on
+        first access (the same function, so a re-assembled store keeps its digest). Several files:
+        one sha256 over theirs, in order.
+        """
+        if self._digest is None:
+            per_file = []
+            for p in self.paths:
+                with _reading(p) as f:
+                    per_file.append(_file_digest(f))
+            self._digest = per_file[0] if len(per_file) == 1 else _combine(
+                {f"{i:06d}": d for i, d in enumerate(per_file)})
+        return self._digest
 
     @property
     def model_id(self) -> str:
@@ -918,6 +1049,7 @@ def adding_frame_layers(path: Path, config: dict, layers: Sequence[int]):
         if len(filled) != len(utterances):
             raise StoreError(f"{path}: frames of {len(utterances) - len(filled)} utterances were not added; "
                              f"the store is left as it was")
+        _record_digests(out)
 
 
 def _strings(values) -> list[str]:

@@ -116,7 +116,8 @@ def _as_format_1(src: Path, dst: Path) -> None:
 
     with h5py.File(src, "r") as f, h5py.File(dst, "w") as out:
         for key, value in f.attrs.items():
-            out.attrs[key] = value
+            if key != "digest":                                    # format 1 had no digest
+                out.attrs[key] = value
         out.attrs["format_version"] = 1
         out.attrs["config"] = json.dumps({**json.loads(f.attrs["config"]), "format_version": 1}, sort_keys=True)
 
@@ -154,3 +155,22 @@ def test_format_1_store_reads_and_is_reported_unverified(store, tmp_path):
     fs = open_store(res.store)
     assert fs.checksums and len(fs) == len(LENGTHS)
     np.testing.assert_array_equal(fs.pooled_all()[:6], before)
+
+
+def test_digest_is_recorded_and_means_the_features(store, tmp_path):
+    _, _, path = store
+    fs = open_store(path)
+    digest = fs.digest
+    assert len(digest) == 64 and int(digest, 16) >= 0
+    with h5py.File(path, "r") as f:
+        assert f.attrs["digest"].decode() == digest                 # recorded when assembled
+    old = path.with_name("old.h5")                                   # a format-1 copy: computed, the same
+    _as_format_1(path, old)
+    with h5py.File(old, "r") as f:
+        assert "digest" not in f.attrs
+    assert open_store(old).digest == digest
+    other = path.with_name("other.h5")                               # one value changed: another digest
+    _as_format_1(path, other)
+    with h5py.File(other, "r+") as f:
+        f["pooled/std"][3, 2, 5] += 1e-3
+    assert open_store(other).digest != digest
