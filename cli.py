@@ -367,6 +367,8 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same bytes)."),
     max_duration: float | None = typer.Option(None, "--max-duration", help="Cap every file at S seconds."),
     sample_rate: int | None = typer.Option(None, "--sample-rate", help="Override every file's sample rate."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace an earlier synthetic corpus in --out (only the files it wrote)."),
 ):
     """Write a synthetic corpus in the real layout, with prosody-separable emotions.
 
@@ -374,7 +376,8 @@ def synth(
     """
     from featstore.synth import synthesize
 
-    res = synthesize(like, out, n=n, seed=seed, max_duration=max_duration, sample_rate=sample_rate, progress=True)
+    res = synthesize(like, out, n=n, seed=seed, max_duration=max_duration, sample_rate=sample_rate, progress=True,
+                     overwrite=overwrite)
     console.print(res.summary(), highlight=False)
 
 

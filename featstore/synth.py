@@ -20,6 +20,9 @@ tree is labelled exactly as `ser` will read it. numpy only; same seed -> identic
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import stat
 import wave
 import zlib
 from collections import Counter
@@ -45,9 +48,14 @@ from featstore.labels import (
     SURPRISE,
     canonical_order,
 )
+from featstore.outputs import write_text
 from featstore.reference import reference, reference_corpora
 
-MARKER = ".ser-synth.json"  # written into `out`; lets a rerun replace its own files safely
+MARKER = ".ser-synth.json"  # written into `out`; lets a rerun (--overwrite) replace its own files safely
+
+
+class SynthError(SerError):
+    """A synthetic-corpus target that cannot be written as asked (the message names it and the fix)."""
 
 
 # -- emotions and speakers ------------------------------------------------------------------
@@ -407,14 +415,15 @@ def balanced_subset(speakers: list[str], labels: list[str], n: int, seed: int = 
 
 def synthesize(corpus: str, out: str | Path, *, n: int | None = None, seed: int = 0,
                max_duration: float | None = None, sample_rate: int | None = None,
-               keys=None, progress: bool = False) -> SynthResult:
+               keys=None, progress: bool = False, overwrite: bool = False) -> SynthResult:
     """Write a synthetic `corpus` under `out` in its real layout; see the module docstring.
 
     n: a subset balanced over speakers and labels (`balanced_subset`); None writes every file
     EmoBox lists. keys: only these EmoBox keys (e.g. EmoBox's cross-corpus subset,
     `featstore.reference.track2`), before `n` applies. max_duration caps each file's real duration (seconds) and sample_rate
-    overrides every file's real rate (both for quick tests). `out` must be new, empty, or an
-    earlier output of `synthesize` (whose files are replaced).
+    overrides every file's real rate (both for quick tests). `out` must be new or empty; an
+    earlier output of `synthesize` is replaced only with `overwrite` (its files as its marker lists
+    them, never a path outside `out`). Every file is written whole (temp, rename) or not at all.
     """
     name = _corpus_name(corpus)
     if n is not None and n <= 0:
@@ -424,7 +433,22 @@ def synthesize(corpus: str, out: str | Path, *, n: int | None = None, seed: int 
     if sample_rate is not None and sample_rate < 1000:
         raise SerError(f"sample_rate must be at least 1000 Hz, not {sample_rate}")
     out = Path(out).expanduser()
-    _prepare_out(out)
+    _prepare_out(out, overwrite)
+    from featstore.outputs import OutputDiskFull
+    from featstore.units import human_size
+
+    try:
+        return _write_tree(name, out, n=n, seed=seed, max_duration=max_duration, sample_rate=sample_rate, keys=keys,
+                           progress=progress)
+    except OutputDiskFull as e:
+        raise SynthError(f"disk full writing the synthetic corpus in {out} ({human_size(shutil.disk_usage(out).free)} "
+                         f"free): every file written is whole and listed in {MARKER}; free some space and re-run "
+                         f"with --overwrite") from e
+
+
+def _write_tree(name: str, out: Path, *, n: int | None, seed: int, max_duration: float | None,
+                sample_rate: int | None, keys, progress: bool) -> SynthResult:
+    """`synthesize` after its checks: annotations, the marker listing every file, then the audio."""
     loader = get_corpus(name)
 
     files = reference(name).files
@@ -451,10 +475,9 @@ def synthesize(corpus: str, out: str | Path, *, n: int | None = None, seed: int 
         plan = _describe_all(loader, out, sized)  # segments are re-timed for the subset
     # The full list goes in before the audio, so an interrupted run is cleaned up by the next.
     relpaths = list(dict.fromkeys(f.relpath for f in plan))
-    (out / MARKER).write_text(json.dumps({
-        "corpus": name, "seed": seed, "n": n, "max_duration": max_duration,
-        "sample_rate": sample_rate, "files": relpaths + annotations,
-    }, indent=1), encoding="utf-8")
+    info = {"corpus": name, "seed": seed, "n": n, "max_duration": max_duration, "sample_rate": sample_rate,
+            "files": relpaths + annotations}
+    _write_marker(out, {**info, "complete": False})
 
     voices: dict[str, Voice] = {}
 
@@ -472,10 +495,11 @@ def synthesize(corpus: str, out: str | Path, *, n: int | None = None, seed: int 
 
         items = track(whole, description=f"synthesizing {name}", transient=True)
     for item in items:
-        path = out / item.relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_audio(path, audio_of(item), item.sample_rate)
+        x = audio_of(item)
+        _write_whole(out / item.relpath, _size_bound(len(x)),
+                     lambda tmp, x=x, rate=item.sample_rate: write_audio(tmp, x, rate))
     _write_segment_files(out, [item for item in plan if item.start is not None], audio_of)
+    _write_marker(out, {**info, "complete": True})
     return SynthResult(name, out, len(plan), float(sum(f.duration for f in plan)), relpaths, plan, annotations)
 
 
@@ -566,17 +590,25 @@ def _write_segment_files(out: Path, items: list[SynthFile], audio_of) -> None:
         by_file.setdefault(item.relpath, []).append(item)
     for relpath, segments in by_file.items():
         rate = segments[0].sample_rate
-        path = out / relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with sf.SoundFile(str(path), "w", samplerate=rate, channels=1, format="FLAC", subtype="PCM_16") as f:
-            pos = 0
-            for item in sorted(segments, key=lambda s: s.start):
-                a = int(round(item.start * rate))
-                f.write(np.zeros(a - pos, dtype=np.float32))
-                audio = np.clip(audio_of(item), -1, 1).astype(np.float32)
-                f.write(audio)
-                pos = a + len(audio)
-            f.write(np.zeros(int(_SEGMENT_GAP_S * rate), dtype=np.float32))
+        frames = max(int(round(item.start * rate)) + item.num_frames for item in segments) + int(_SEGMENT_GAP_S * rate)
+
+        def write(tmp: Path, segments=segments, rate=rate) -> None:
+            with sf.SoundFile(str(tmp), "w", samplerate=rate, channels=1, format="FLAC", subtype="PCM_16") as f:
+                pos = 0
+                for item in sorted(segments, key=lambda s: s.start):
+                    a = int(round(item.start * rate))
+                    f.write(np.zeros(a - pos, dtype=np.float32))
+                    audio = np.clip(audio_of(item), -1, 1).astype(np.float32)
+                    f.write(audio)
+                    pos = a + len(audio)
+                f.write(np.zeros(int(_SEGMENT_GAP_S * rate), dtype=np.float32))
+
+        _write_whole(out / relpath, _size_bound(frames), write)
+
+
+def _size_bound(frames: int) -> int:
+    """Bytes a mono 16-bit file of `frames` samples can take at most (PCM plus headers; compressed is less)."""
+    return 2 * frames + 64 * 1024
 
 
 def _write_annotations(name: str, out: Path, sized: list, seed: int) -> list[str]:
@@ -611,8 +643,7 @@ def _write_pavoque_segments(out: Path, sized: list) -> list[str]:
             entries.append((f.key.split("-")[1], a / rate, (a + frames) / rate, f.label_raw))
             pos = a + frames
         rel = str(Path(relpath).with_suffix(".yaml"))
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        (out / rel).write_text(format_segments(entries), encoding="utf-8")
+        write_text(out / rel, format_segments(entries))
         written.append(rel)
     return written
 
@@ -660,8 +691,7 @@ def _write_label_tables(name: str, out: Path, sized: list, seed: int) -> list[st
                                                 for u in users]),
         }
     for rel, text in tables.items():
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        (out / rel).write_text(text, encoding="utf-8")
+        write_text(out / rel, text)
     return sorted(tables)
 
 
@@ -680,9 +710,7 @@ def _write_iemocap_evaluations(out: Path, sized: list) -> list[str]:
         for utt, seconds, label in utts:
             entries.append((utt, round(t, 4), round(t + seconds, 4), label))
             t += seconds + 0.5
-        path = out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(format_emo_evaluation(entries), encoding="utf-8")
+        write_text(out / rel, format_emo_evaluation(entries))
         written.append(rel)
     return written
 
@@ -704,8 +732,7 @@ def _write_cremad_demographics(out: Path, seed: int) -> list[str]:
         rng = np.random.default_rng([seed, _stable_hash(f"cremad-{actor}"), 4])
         sex = "Male" if rng.random() < 48 / 91 else "Female"
         rows.append(f"{actor},{int(rng.integers(20, 75))},{sex},Unspecified,Unspecified")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "VideoDemographics.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    write_text(out / "VideoDemographics.csv", "\n".join(rows) + "\n")
     return ["VideoDemographics.csv"]
 
 
@@ -720,21 +747,89 @@ def _corpus_name(corpus: str) -> str:
     return name
 
 
-def _prepare_out(out: Path) -> None:
-    """Refuse to mix with foreign files; remove the files of an earlier synthesis."""
-    if out.exists() and not out.is_dir():
-        raise SerError(f"{out} exists and is not a directory; choose a directory for the synthetic corpus")
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    """Claim `out` for a synthetic corpus: new or empty, or (with `overwrite`) an earlier output.
+
+    An earlier output's files are removed only as its marker lists them, and only regular files
+    inside `out` (resolved: no `..`, absolute path or link leads out). Every entry is checked
+    before anything is deleted: one that leaves `out` refuses the run with nothing deleted.
+    """
+    from featstore.outputs import OutputError, check_output
+
+    try:
+        check_output(out, option="--out", directory=True)
+    except OutputError as e:
+        raise SynthError(str(e)) from e
     marker = out / MARKER
     if out.exists() and any(out.iterdir()):
-        if not marker.exists():
-            raise SerError(
-                f"{out} is not empty and was not written by `ser synth`; choose a new or empty "
+        if not marker.is_file():
+            raise SynthError(
+                f"--out {out}: not empty and not written by `ser synth`; choose a new or empty "
                 f"directory so synthetic files do not mix with what is there"
             )
-        for rel in json.loads(marker.read_text(encoding="utf-8")).get("files", []):
-            (out / rel).unlink(missing_ok=True)
+        if not overwrite:
+            raise SynthError(f"--out {out}: holds an earlier synthetic corpus; pass --overwrite to replace it "
+                             f"or choose a new or empty directory")
+        for path in _marked_files(out, marker):
+            path.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"files": []}), encoding="utf-8")  # claims `out` before any file lands
+    _write_marker(out, {"files": []})  # claims `out` before any file lands
+
+
+def _marked_files(out: Path, marker: Path) -> list[Path]:
+    """The regular files inside `out` that `marker` lists (resolved); SynthError, before any deletion,
+    for a damaged marker or an entry that leads outside `out`."""
+    from featstore.outputs import OutputError, inside
+
+    try:
+        entries = json.loads(marker.read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError) as e:
+        raise SynthError(f"{marker}: not a marker `ser synth` wrote ({e}); nothing was deleted: remove the "
+                         f"directory's files yourself or choose a new directory") from e
+    if not isinstance(entries, list) or not all(isinstance(rel, str) and rel for rel in entries):
+        raise SynthError(f"{marker}: 'files' must be a list of relative paths; nothing was deleted: remove the "
+                         f"directory's files yourself or choose a new directory")
+    base = out.resolve()
+    files = []
+    for rel in entries:
+        try:
+            path = inside(base, rel, what="entry")
+        except OutputError as e:
+            raise SynthError(f"{marker} lists {rel!r}, which leads outside {base}; nothing was deleted: "
+                             f"remove that entry (or the marker) and re-run") from e
+        try:
+            mode = os.lstat(base / rel).st_mode  # the entry itself, not what a link points to
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if stat.S_ISREG(mode):  # never a directory, device or link
+            files.append(path)
+    return files
+
+
+def _write_marker(out: Path, content: dict) -> None:
+    from featstore.outputs import write_text
+
+    write_text(out / MARKER, json.dumps(content, indent=1))
+
+
+def _write_whole(path: Path, needed: int, write) -> None:
+    """`write(tmp)` to a temporary file beside `path`, renamed to `path` only when whole.
+
+    `needed`: an upper bound of the file's size, checked first. A full disk is one OutputDiskFull
+    line, also where the writer (libsndfile, FFmpeg) reports it as its own error.
+    """
+    from featstore.outputs import OutputDiskFull, atomic_output
+
+    with atomic_output(path, needed=needed) as tmp:
+        try:
+            write(tmp)
+        except OSError:
+            raise
+        except Exception as e:
+            free = shutil.disk_usage(tmp.parent).free
+            if free < needed:
+                raise OutputDiskFull(path, needed, free) from e
+            raise
 
 
 def _stable_hash(text: str) -> int:

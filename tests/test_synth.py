@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -14,7 +17,8 @@ from featstore.corpora.iemocap import parse_emo_evaluation
 from featstore.errors import CorpusError, SerError
 from featstore.labels import EMOBOX_TO_CANONICAL
 from featstore.reference import reference
-from featstore.synth import MARKER, balanced_subset, make_voice, synth_corpora, synthesize
+from featstore.synth import MARKER, SynthError, balanced_subset, make_voice, synth_corpora, synthesize
+from typer.testing import CliRunner
 
 
 def wavs(root: Path) -> list[str]:
@@ -129,8 +133,15 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
 
 def test_rerun_replaces_its_own_files_and_refuses_foreign_dirs(tmp_path):
     synthesize("ravdess", tmp_path / "s", n=24, seed=0, max_duration=0.1, sample_rate=8000)
-    synthesize("ravdess", tmp_path / "s", n=8, seed=0, max_duration=0.1, sample_rate=8000)
+    before = wavs(tmp_path / "s")
+    with pytest.raises(SynthError, match="pass --overwrite"):       # even a corpus synth wrote itself
+        synthesize("ravdess", tmp_path / "s", n=8, seed=0, max_duration=0.1, sample_rate=8000)
+    assert wavs(tmp_path / "s") == before
+    (tmp_path / "s" / "notes.txt").write_text("mine")
+    synthesize("ravdess", tmp_path / "s", n=8, seed=0, max_duration=0.1, sample_rate=8000, overwrite=True)
     assert len(wavs(tmp_path / "s")) == 8 and (tmp_path / "s" / MARKER).exists()
+    assert (tmp_path / "s" / "notes.txt").read_text() == "mine"     # not listed in the marker: kept
+    assert json.loads((tmp_path / "s" / MARKER).read_text())["complete"] is True
     (tmp_path / "real").mkdir()
     (tmp_path / "real" / "mine.wav").write_bytes(b"x")
     with pytest.raises(SerError, match="not empty"):
@@ -238,3 +249,119 @@ def test_containers_and_segment_files_are_written_as_the_real_corpora_are(tmp_pa
     keys = [key for key, _label, _speaker in track2("savee")][:5]
     assert sorted(f.key for f in synthesize("savee", tmp_path / "savee", keys=keys, max_duration=0.1).files) \
         == sorted(keys)
+
+
+# -- the target directory: nothing outside it is ever deleted ------------------------------------
+runner = CliRunner()
+KW = dict(n=2, max_duration=0.05, sample_rate=8000)
+
+
+def one_error_line(output: str) -> str:
+    """The single `error:` line of a CLI run, whitespace normalised (rich may wrap)."""
+    text = " ".join(output.split())
+    assert text.count("error:") == 1 and "Traceback" not in output, output
+    return text
+
+
+def test_cli_repro_marker_listing_a_path_outside_deletes_nothing(tmp_path, monkeypatch):
+    """Issue 28: `ser synth --out t` deleted ../victim.txt because t/.ser-synth.json listed it."""
+    from cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t").mkdir()
+    (tmp_path / "victim.txt").write_text("x")
+    (tmp_path / "t" / "mine.wav").write_text("listed, inside")
+    (tmp_path / "t" / MARKER).write_text('{"files":["mine.wav", "../victim.txt"]}')
+    args = ["synth", "--like", "ravdess", "--out", "t", "--n", "2", "--max-duration", "0.05"]
+    r = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert r.exit_code == 2 and "pass --overwrite" in one_error_line(r.output)
+    r = runner.invoke(app, [*args, "--overwrite"], env={"COLUMNS": "200"})
+    line = one_error_line(r.output)
+    assert r.exit_code == 2 and "'../victim.txt', which leads outside" in line and "nothing was deleted" in line
+    assert (tmp_path / "victim.txt").read_text() == "x"                       # before: gone, exit 0
+    assert (tmp_path / "t" / "mine.wav").read_text() == "listed, inside"     # checked before any deletion
+
+
+@pytest.mark.parametrize("entry", ["../victim.txt", "ABSOLUTE", "sub/../../victim.txt", "link.txt", "linkdir/victim.txt",
+                                   "../t2/x.wav"])
+def test_marker_entries_leaving_the_directory_are_refused(tmp_path, entry):
+    out = tmp_path / "t"
+    out.mkdir()
+    (tmp_path / "t2").mkdir()
+    (tmp_path / "t2" / "x.wav").write_text("x")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("x")
+    (out / "link.txt").symlink_to(victim)             # a link inside the directory, pointing out of it
+    (out / "linkdir").symlink_to(tmp_path)
+    entry = str(victim) if entry == "ABSOLUTE" else entry
+    (out / MARKER).write_text(json.dumps({"files": [entry]}))
+    with pytest.raises(SynthError, match="leads outside .*nothing was deleted"):
+        synthesize("ravdess", out, overwrite=True, **KW)
+    assert victim.read_text() == "x" and (tmp_path / "t2" / "x.wav").read_text() == "x"
+    assert (out / "link.txt").is_symlink() and not list(out.rglob("*.wav"))   # nothing synthesized either
+
+
+def test_only_listed_regular_files_inside_are_deleted(tmp_path):
+    out = tmp_path / "t"
+    synthesize("ravdess", out, **KW)
+    (out / "keep.txt").write_text("k")
+    (out / "link.wav").symlink_to(out / "keep.txt")     # a listed link is not followed, nor removed
+    (out / "adir").mkdir()
+    (out / "adir" / "f").write_text("f")                # a listed directory is not removed
+    marker = json.loads((out / MARKER).read_text())
+    marker["files"] += ["link.wav", "adir", ".", "missing.wav"]
+    (out / MARKER).write_text(json.dumps(marker))
+    synthesize("ravdess", out, overwrite=True, seed=1, **KW)
+    assert (out / "keep.txt").read_text() == "k" and (out / "adir" / "f").read_text() == "f"
+    assert (out / "link.wav").is_symlink() and len(wavs(out)) == 2 + 1     # 2 new files and the link
+
+
+@pytest.mark.parametrize("text", ["not json", '{"files": "a.wav"}', '{"files": [3]}', "[1]"])
+def test_a_damaged_marker_is_one_line_and_deletes_nothing(tmp_path, text):
+    out = tmp_path / "t"
+    out.mkdir()
+    (out / "a.wav").write_text("a")
+    (out / MARKER).write_text(text)
+    with pytest.raises(SynthError, match="nothing was deleted"):
+        synthesize("ravdess", out, overwrite=True, **KW)
+    assert (out / "a.wav").read_text() == "a"
+
+
+def test_target_must_be_a_directory_not_a_system_path(tmp_path):
+    (tmp_path / "f").write_text("f")
+    with pytest.raises(SynthError, match="not a directory"):
+        synthesize("ravdess", tmp_path / "f", **KW)
+    with pytest.raises(SynthError, match="system path"):
+        synthesize("ravdess", "/proc/self/ser-synth", **KW)
+
+
+def test_full_disk_is_one_line_and_leaves_no_half_file(tmp_path, monkeypatch):
+    """ENOSPC on the third audio file (as tests/test_store_writers.py simulates it): earlier files are
+    whole, no temporary file is left, and a re-run with --overwrite completes."""
+    import builtins
+
+    real_open = builtins.open
+    opened = []
+
+    def full_disk_open(file, mode="r", *a, **k):
+        fh = real_open(file, mode, *a, **k)
+        if "w" in mode and ".tmp-" in str(file) and str(file).endswith(".wav"):
+            opened.append(file)
+            if len(opened) >= 3:
+                def fail(data):
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                fh.write = fail
+        return fh
+
+    out = tmp_path / "t"
+    monkeypatch.setattr(builtins, "open", full_disk_open)
+    with pytest.raises(SynthError, match=r"disk full .* re-run with --overwrite"):
+        synthesize("ravdess", out, n=6, max_duration=0.05, sample_rate=8000)
+    monkeypatch.undo()
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    done = wavs(out)
+    assert len(done) == 2 and all(sf.info(str(out / rel)).frames == 400 for rel in done)
+    assert json.loads((out / MARKER).read_text())["complete"] is False
+    synthesize("ravdess", out, n=6, max_duration=0.05, sample_rate=8000, overwrite=True)
+    assert len(wavs(out)) == 6 and not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    assert os.path.exists(out / MARKER)
