@@ -120,20 +120,6 @@ def _device_opt(device: str | None) -> str:
 CORPUS_OPT = typer.Option(None, "--corpus", "-c", help="Corpus name (see `ser corpora`); default: config `corpus`.")
 ROOT_OPT = typer.Option(None, "--root", "-r", help="Unpacked corpus directory; default: config, $SER_DATA/<corpus>, data dir.")
 MODEL_OPT = typer.Option(None, "--model", "-m", help="Hub id or local model directory; default: config `model` or facebook/wav2vec2-base.")
-CACHE_OPT = typer.Option(None, "--cache", help="Store directory; default: $SER_CACHE, config `cache`, or ./cache.")
-def _check_device_option(value: str | None) -> str | None:
-    """Parse-time check of --device, so a typo costs milliseconds, not a torch import."""
-    from featstore.device import DeviceError, check_device
-
-    if value is None:
-        return None
-    try:
-        return check_device(value)
-    except DeviceError as e:
-        _error(e)
-        raise typer.Exit(2) from e
-
-
 # Parse-time checks: a nonsense value is one line before any heavy import or any work.
 def _rule(check):
     """A typer callback applying `check(value) -> problem or None` to a given (non-None) option value."""
@@ -200,6 +186,34 @@ OUT_DIR = _rule(_output(directory=True))
 
 def _out_file(*suffixes: str):
     return _rule(_output(suffixes))
+
+
+def _cache_dir(v) -> str | None:
+    """--cache is read (and written by extract): never a file or a system path; it may be read-only."""
+    from featstore.outputs import is_system_path
+
+    resolved = Path(v).expanduser().resolve()
+    if is_system_path(resolved):
+        return f"a system path ({resolved}) cannot hold feature stores; choose a directory of yours"
+    if resolved.exists() and not resolved.is_dir():
+        return "is not a directory; give the directory that holds (or will hold) the stores"
+    return None
+
+
+CACHE_OPT = typer.Option(None, "--cache", callback=_rule(_cache_dir), help="Store directory; default: $SER_CACHE, config `cache`, or ./cache.")
+
+
+def _check_device_option(value: str | None) -> str | None:
+    """Parse-time check of --device, so a typo costs milliseconds, not a torch import."""
+    from featstore.device import DeviceError, check_device
+
+    if value is None:
+        return None
+    try:
+        return check_device(value)
+    except DeviceError as e:
+        _error(e)
+        raise typer.Exit(2) from e
 
 
 DEVICE_OPT = typer.Option(None, "--device", callback=_check_device_option,
@@ -531,7 +545,7 @@ def store_verify(path: Path = typer.Argument(..., help="A store file (or <corpus
            else f"readable, but {len(report.unverified)} datasets have no checksums (written before format 2): "
                 f"their numbers cannot be proven intact")
     console.print(f"{path}: intact, {len(report.files)} file(s), {_human(report.bytes_read)} read, {how}",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
 
 
 @store_app.command("export")
@@ -842,6 +856,10 @@ def download(
             t.add_row(*[row[c] for c in SOURCE_COLUMNS])
         console.print(t)
         return
+    if to is not None:
+        from featstore.outputs import check_output
+
+        check_output(to, option="--to", directory=True)
     res = fetch_corpus(corpus, to, url=url, md5=md5, sha256=sha256, force=force, progress=True)
     console.print(res.summary(), highlight=False)
 

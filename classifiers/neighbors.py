@@ -485,6 +485,8 @@ def neighbor_analysis(features, utterances: Sequence[Utterance] | None = None, l
     N = len(utterances)
     if N < 2:
         raise NeighborError(f"nearest-neighbour analysis needs at least 2 utterances, got {N}")
+    if not 1 <= k < N:
+        raise NeighborError(f"--k {k}: each utterance has {N - 1} others; use a k from 1 to {N - 1}")
     if center not in ("global", None):
         raise NeighborError(f"unknown centring {center!r}: use global or None")
     unknown_attr = [a for a in attributes if a not in ATTRIBUTES and a != EMOTION_OTHER_SPEAKERS]

@@ -44,7 +44,8 @@ class OutputDiskFull(OutputError):
                          f"(nothing was written)")
 
 
-def _special(path: Path) -> bool:
+def is_system_path(path: Path) -> bool:
+    """Whether `path` (resolved) lies under /proc, /sys or /dev."""
     return any(path == root or root in path.parents for root in _SPECIAL_ROOTS)
 
 
@@ -58,7 +59,7 @@ def check_output(path: str | Path, *, option: str = "--out", suffixes: Sequence[
     """
     p = Path(path).expanduser()
     resolved = p.resolve()
-    if _special(resolved):
+    if is_system_path(resolved):
         raise OutputError(f"{option} {path}: a system path ({resolved}) is not an output; "
                           f"choose a file in a directory of yours")
     if directory:
