@@ -29,6 +29,9 @@ model and classifier.
 from __future__ import annotations
 
 import itertools
+import json
+import math
+import re
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -46,6 +49,73 @@ CELL_KEYS = ("corpus", "train", "test", "protocol", "stat", "seeds", "C", "class
 
 class StudyError(SerError):
     """A study file that cannot be run (the message names the file and the key)."""
+
+
+# -- what each key's value must be: one row per key, checked before anything runs ------------------------------
+
+def _text(v) -> bool:
+    return isinstance(v, str) and v.strip() != ""
+
+
+def _texts(v) -> bool:
+    return _text(v) or (isinstance(v, list) and len(v) > 0 and all(_text(x) for x in v))
+
+
+def _whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_LAYER_SPEC = re.compile(r"\s*(all|\d+(-\d+)?(\s*,\s*\d+(-\d+)?)*)\s*")
+
+
+def _layers(v) -> bool:
+    if isinstance(v, list):
+        return len(v) > 0 and all(_whole(x) and x >= 0 for x in v)
+    return (_whole(v) and v >= 0) or (isinstance(v, str) and _LAYER_SPEC.fullmatch(v) is not None)
+
+
+def _plain_name(v) -> bool:
+    """A file name of its own: no directory part, not '.' or '..', nothing a file system would refuse."""
+    return (_text(v) and v == v.strip() and len(v) <= 200 and v not in (".", "..")
+            and not any(c in v for c in "/\\\0:") and not v.startswith("-"))
+
+
+#: key -> (check, what a valid value is). [study] and [[cells]] share the rows.
+KEY_TYPES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "name": (_plain_name, 'a plain name for the report file (no "/", "\\", ":" or "..", not starting with "-"), '
+                          'e.g. "diary"'),
+    "corpus": (_text, 'a corpus name, e.g. "ravdess"'),
+    "train": (_texts, 'a training set or a list of them, e.g. ["ravdess", "ravdess,emodb"]'),
+    "test": (_text, 'a test corpus (or comma-separated corpora), e.g. "cremad"'),
+    "protocol": (_text, 'a protocol name, e.g. "luna5"'),
+    "stat": (lambda v: v in ("mean", "std", "mean+std"), '"mean", "std" or "mean+std"'),
+    "seeds": (lambda v: _whole(v) and v >= 1, "a whole number of seeds, 1 or more, e.g. 3"),
+    "C": (lambda v: (_whole(v) or isinstance(v, float)) and math.isfinite(v) and v > 0,
+          "a finite number above 0, e.g. 1.0 (leave it out to search C)"),
+    "classes": (_text, '"shared", "all" or a comma-separated list of labels'),
+    "layers": (_layers, '"all", a layer number (0 or more), or layers such as "6,12", "3-9" or [6, 12]'),
+    "classifiers": (_texts, 'a classifier name or a list of them, e.g. ["logreg", "xgboost"]'),
+    "models": (_texts, 'a model (hub id or local directory) or a list of them'),
+    "shuffle_labels": (lambda v: isinstance(v, bool), "true or false"),
+    "report": (_text, 'an .html file, e.g. "results/diary.html"'),
+    "cache": (_text, "a directory"),
+    "db": (_text, "a registry file, e.g. \"results/ser.db\""),
+}
+
+
+def _shown(v) -> str:
+    """A TOML value as the user wrote it, more or less (strings quoted, lists bracketed)."""
+    try:
+        return json.dumps(v, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(v)
+
+
+def _check_types(path: Path, where: str, table: dict) -> None:
+    for key, value in table.items():
+        check, expected = KEY_TYPES.get(key, (None, ""))
+        if check is not None and not check(value):
+            raise StudyError(f"{path}: {where} {key} = {_shown(value)}: expected {expected}")
 
 
 @dataclass
@@ -173,16 +243,24 @@ def read_study(path: str | Path) -> tuple[dict, list[Cell]]:
     except tomllib.TOMLDecodeError as e:
         raise StudyError(f"{path} is not valid TOML ({e})") from e
     head = data.get("study", {})
+    if not isinstance(head, dict):
+        raise StudyError(f"{path}: study = {_shown(head)}: expected a [study] table")
     unknown = sorted(set(head) - set(CELL_KEYS) - {"name", "cache", "db", "report"})
     if unknown:
         raise StudyError(f"{path}: unknown [study] key(s) {', '.join(unknown)}; use {', '.join(CELL_KEYS)}")
+    _check_types(path, "[study]", head)
     if not data.get("cells"):
         raise StudyError(f"{path} declares no [[cells]]; add at least one (see examples/diary-study.toml)")
+    if not isinstance(data["cells"], list):
+        raise StudyError(f"{path}: cells = {_shown(data['cells'])}: expected [[cells]] tables, one per comparison")
     cells = []
     for i, raw in enumerate(data["cells"]):
+        if not isinstance(raw, dict):
+            raise StudyError(f"{path}: cell {i + 1} = {_shown(raw)}: expected a table of keys (a [[cells]] section)")
         bad = sorted(set(raw) - set(CELL_KEYS))
         if bad:
             raise StudyError(f"{path}: cell {i + 1} has unknown key(s) {', '.join(bad)}; use {', '.join(CELL_KEYS)}")
+        _check_types(path, f"cell {i + 1}", raw)
         merged = {**{k: v for k, v in head.items() if k in CELL_KEYS}, **raw}
         if not merged.get("corpus") and not merged.get("train"):
             raise StudyError(f"{path}: cell {i + 1} names neither corpus nor train")
@@ -190,7 +268,10 @@ def read_study(path: str | Path) -> tuple[dict, list[Cell]]:
         classifiers = _as_list(merged.pop("classifiers", None)) or ["logreg"]
         merged["train"] = _as_list(merged.get("train"))
         if "layers" in merged:
-            merged["layers"] = str(merged["layers"])
+            layers = merged["layers"]
+            merged["layers"] = ",".join(map(str, layers)) if isinstance(layers, list) else str(layers)
+        if "C" in merged:
+            merged["C"] = float(merged["C"])  # as `ser probe --C 1` registers it
         cells.extend(Cell(m, c, dict(merged)) for m, c in itertools.product(models, classifiers))
     return head, cells
 
@@ -229,6 +310,7 @@ def run_study(path: str | Path, *, cache, registry, default_model: str, force: b
     from classifiers.report import write_report
 
     head, cells = read_study(path)
+    report_path(path, head, report)  # a bad report path fails before any work
     done = []
     for cell in cells:
         model = cell.model or default_model
@@ -241,6 +323,22 @@ def run_study(path: str | Path, *, cache, registry, default_model: str, force: b
         done.append(reg)
         if on_cell:
             on_cell(cell, reg)
-    out = Path(report or head.get("report") or Path("results") / f"study-{head.get('name', Path(path).stem)}.html")
-    page = write_report([(r.run, r.results) for r in done], out, title=f"study {head.get('name', Path(path).stem)}")
+    page = write_report([(r.run, r.results) for r in done], report_path(path, head, report),
+                        title=f"study {head.get('name', Path(path).stem)}")
     return done, page
+
+
+def report_path(path: str | Path, head: dict, report: str | Path | None = None) -> Path:
+    """Where a study's report goes: `report` (--report), the file's `report` key, or
+    results/study-<name>.html; checked as an output (an .html file, not a directory or a system path)."""
+    from featstore.outputs import check_output, inside
+
+    if report is not None:
+        return check_output(report, option="--report", suffixes=(".html", ".htm"))
+    if head.get("report"):
+        return check_output(head["report"], option=f"{path}: [study] report", suffixes=(".html", ".htm"))
+    name = head.get("name", Path(path).stem)
+    if not _plain_name(name):  # a file stem is a plain name, a [study] name was checked by read_study
+        raise StudyError(f"{path}: [study] name = {_shown(name)}: expected {KEY_TYPES['name'][1]}")
+    out = inside("results", f"study-{name}.html", what=f"{path}: the report of study")
+    return check_output(out, option=f"{path}: the report", suffixes=(".html",))

@@ -278,6 +278,76 @@ test = "cremad"
     assert r.exit_code == 2 and "nmae" in r.output
 
 
+def one_error_line(r) -> str:
+    """The CLI run's single `error:` line, whitespace normalised (independent of where rich wraps)."""
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and text.count("error:") == 1 and "Traceback" not in r.output, r.output
+    return text
+
+
+def test_study_name_cannot_lead_outside_results(cache, tmp_path, monkeypatch):
+    """Issue 28: name = "x/../../../../escaped" wrote the report outside results/ (exit 0)."""
+    from classifiers.study import StudyError, report_path
+
+    work = tmp_path / "a" / "b" / "c"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    study = work / "s.toml"
+    study.write_text(f'[study]\nname = "x/../../../../escaped"\nmodels = ["{MODEL}"]\nC = 1.0\n'
+                     f'[[cells]]\ncorpus = "ravdess"\nprotocol = "speaker-kfold:4"\nlayers = 1\n')
+    r = runner.invoke(app, ["study", "run", str(study), "--cache", str(cache), "--db", str(work / "ser.db")],
+                      env={"COLUMNS": "200"})
+    line = one_error_line(r)
+    assert f"{study}: [study] name = " in line and "expected a plain name" in line
+    assert not list(tmp_path.rglob("escaped*")) and not (work / "results").exists() and not (work / "ser.db").exists()
+    for name in ("..", "/etc/x", "a\\b", "-rf", " x"):
+        with pytest.raises(StudyError, match="name"):
+            report_path(study, {"name": name})
+    assert report_path(study, {"name": "diary.v2"}) == work / "results" / "study-diary.v2.html"
+
+
+BAD_STUDIES = {  # study file text -> what its one error line must say
+    '[study]\nseeds = "3"\n[[cells]]\ncorpus = "ravdess"\n': '[study] seeds = "3": expected a whole number',
+    '[[cells]]\ncorpus = "ravdess"\nlayers = [1.5]\n': "cell 1 layers = [1.5]: expected \"all\", a layer number",
+    '[[cells]]\ncorpus = 3\n': "cell 1 corpus = 3: expected a corpus name",
+    '[[cells]]\ncorpus = "ravdess"\nclasses = true\n': 'cell 1 classes = true: expected "shared", "all"',
+    'cells = [1, 2]\n': "cell 1 = 1: expected a table of keys",
+    'cells = "ravdess"\n': 'cells = "ravdess": expected [[cells]] tables',
+    'study = 3\n[[cells]]\ncorpus = "ravdess"\n': "study = 3: expected a [study] table",
+    '[[cells]]\ncorpus = "ravdess"\n[[cells]]\ncorpus = "ravdess"\nC = nan\n': "cell 2 C = NaN: expected a finite number",
+    '[[cells]]\ncorpus = "ravdess"\nC = "big"\n': 'cell 1 C = "big": expected a finite number above 0',
+    '[[cells]]\ntrain = ["ravdess", 2]\n': 'cell 1 train = ["ravdess", 2]: expected a training set',
+    '[study]\nmodels = 3\n[[cells]]\ncorpus = "ravdess"\n': "[study] models = 3: expected a model",
+    '[[cells]]\ncorpus = "ravdess"\nshuffle_labels = "yes"\n': 'cell 1 shuffle_labels = "yes": expected true or false',
+    '[[cells]]\ncorpus = "ravdess"\nstat = "median"\n': 'cell 1 stat = "median": expected "mean", "std"',
+    '[[cells]]\ncorpus = "ravdess"\nlayers = -1\n': "cell 1 layers = -1: expected",
+    '[[cells]]\ncorpus = "ravdess"\nseeds = 0\n': "cell 1 seeds = 0: expected a whole number of seeds, 1 or more",
+    '[study]\nname = 3\n[[cells]]\ncorpus = "ravdess"\n': "[study] name = 3: expected a plain name",
+    '[study]\nreport = "results"\n[[cells]]\ncorpus = "ravdess"\n': "[study] report results: is a directory",
+}
+
+
+@pytest.mark.parametrize("text", list(BAD_STUDIES))
+def test_wrong_value_types_in_a_study_are_one_line(tmp_path, monkeypatch, text):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    study = tmp_path / "bad.toml"
+    study.write_text(text)
+    r = runner.invoke(app, ["study", "run", str(study), "--db", str(tmp_path / "ser.db")], env={"COLUMNS": "200"})
+    line = one_error_line(r)
+    assert f"error: {study}: " in line and BAD_STUDIES[text] in line, line
+
+
+def test_study_layers_list_and_integer_C_read_as_the_cli_gives_them(tmp_path):
+    from classifiers.study import read_study
+
+    study = tmp_path / "s.toml"
+    study.write_text('[study]\nC = 1\nlayers = [6, 12]\n[[cells]]\ncorpus = "ravdess"\n')
+    _, cells = read_study(study)
+    assert cells[0].options["layers"] == "6,12" and cells[0].options["C"] == 1.0
+    assert isinstance(cells[0].options["C"], float)
+
+
 def test_report_renders_in_chromium(cache, tmp_path, monkeypatch):
     """The report, opened in headless Chromium: the screenshot is not blank and every image decoded."""
     import shutil

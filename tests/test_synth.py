@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from typer.testing import CliRunner
 
 from featstore.corpora import get_corpus
 from featstore.corpora.iemocap import parse_emo_evaluation
@@ -18,7 +19,6 @@ from featstore.errors import CorpusError, SerError
 from featstore.labels import EMOBOX_TO_CANONICAL
 from featstore.reference import reference
 from featstore.synth import MARKER, SynthError, balanced_subset, make_voice, synth_corpora, synthesize
-from typer.testing import CliRunner
 
 
 def wavs(root: Path) -> list[str]:
