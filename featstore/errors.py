@@ -49,3 +49,7 @@ class LayoutError(SerError):
 
 class LabelError(SerError):
     """A file whose name or annotation carries a label code the corpus does not define."""
+
+
+class TruncatedAudio(UnreadableAudio):
+    """A file that ends before the audio its header declares, or whose decoding stops part-way."""

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from featstore.audio import load_audio, windows
+from featstore.audio import load_audio, validate_extract_options, windows
 from featstore.backbone import DEFAULT_MODEL, Backbone, ModelInfo, hidden_states, load_backbone, model_info, model_slug
 from featstore.corpora import Manifest, Utterance, load_manifest
 from featstore.device import resolve_device
@@ -73,9 +73,15 @@ class ExtractResult:
 
 
 def parse_frame_layers(spec: str | Sequence[int] | None, num_layers: int) -> list[int]:
-    """`--frames`: `none`, `all`, or layers like `6,12` / `3-9` -> sorted layer indices."""
+    """`--frames`: `none`, `all`, or layers like `6,12` / `3-9` -> sorted layer indices 0..num_layers-1.
+
+    A negative layer is refused (SerError), never counted from the end: `--frames=-1` once added
+    layer L's frames to a finished store.
+    """
     from featstore.store import parse_layers
 
+    if spec is not None:
+        validate_extract_options(frames=spec, num_layers=num_layers)
     return [] if spec in (None, "", "none") else parse_layers(spec, num_layers, option="--frames")
 
 
@@ -305,19 +311,25 @@ def extract_manifest(
     line and waits (at most `lock_timeout` seconds; None waits for as long as it takes).
     """
     t0 = time.monotonic()
+    validate_extract_options(frames=frames, max_seconds=max_seconds, batch_seconds=batch_seconds)
     if dtype not in DTYPES:
         raise SerError(f"unknown --dtype {dtype!r}: use {', '.join(DTYPES)}")
     if not 0 <= shard < shards:
         raise SerError(f"--shard {shard} out of range for --shards {shards}")
-    if max_seconds <= 0:
-        raise SerError("--max-seconds must be positive")
     if batch_size is not None and batch_size < 1:
         raise SerError(f"--batch-size {batch_size}: use 1 or more utterances per batch")
     dev = resolve_device(device)
     if dev.type == "cpu" and dtype == "float16":
         raise SerError("--dtype float16 is for GPUs; on CPU use float32 (or bfloat16)")
     info = model_info(model)
+    # checks that need the model, before any store file is touched
     frame_layers = parse_frame_layers(frames, info.num_layers)
+    if info.input_kind != "functionals":  # openSMILE describes whole clips: never windowed
+        validate_extract_options(max_seconds=window_seconds(info, max_seconds), receptive_field=info.receptive_field,
+                                 sample_rate=info.sample_rate)
+    if not manifest.utterances and not manifest.problems:
+        raise SerError(f"corpus {manifest.corpus} at {manifest.root}: no utterances to extract and no file "
+                       f"skipped; check the corpus root and --corpus")
     config = store_config(info, dtype, frame_layers, max_seconds)
     path = store_path(cache, model_slug(info.model_id), manifest.corpus, shard, shards)
     settings = _RunSettings(device=dev, autocast=DTYPES[dtype] if (dev.type == "cpu" and dtype == "bfloat16") else None,
@@ -515,6 +527,10 @@ def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer | _FrameSink
                     skip(u, reason)
                     continue
                 cut = [wave] if whole else windows(wave, max_samples, backbone.receptive_field)
+                if not cut:  # never lose an utterance silently
+                    skip(u, f"no window of at most {settings.max_seconds:g} s holds the model's receptive field; "
+                            f"raise --max-seconds")
+                    continue
                 pending = _Pending(u, len(wave), len(cut))
                 pieces.extend((pending, w) for w in cut)
                 buffered += len(wave) / sr
