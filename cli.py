@@ -988,8 +988,11 @@ def predict(
     from rich.measure import Measurement
 
     from classifiers.predict import predict as run_predict
+    from featstore.outputs import check_output
     from featstore.serialize import dumps
 
+    if out is not None:
+        check_output(out)                              # a directory or /proc fails before the model loads
     rows = run_predict(files, model, device=device)
     labels = list(rows[0][1]) if rows else []
     if out is not None:
@@ -1008,14 +1011,9 @@ def predict(
 
 
 def _write_predictions_csv(path: Path, rows: list, labels: list[str], model: Path) -> None:
-    import csv
+    from classifiers.predict import write_predictions_csv
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["file", "predicted", *[f"p_{c}" for c in labels], "model"])
-        for f, p in rows:
-            w.writerow([f, max(p, key=p.get), *[repr(p[c]) for c in labels], str(model)])
+    write_predictions_csv(path, rows, labels, model)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1177,6 +1175,10 @@ def results_compare(
         raise StatsError(f"unknown --metric {metric!r}: use one of {', '.join(METRICS)}")
     if len(run_ids) < 2:
         raise StatsError("name at least two runs to compare (see `ser results ls`)")
+    from featstore.outputs import check_output
+
+    if out is not None:
+        check_output(out, suffixes=(".png",))
     from classifiers.compare import run_differences
     from classifiers.registry import Registry
     from classifiers.report import comparison_figure
@@ -1206,7 +1208,9 @@ def results_export(out: Path = typer.Option(..., "--out", "-o", help="CSV file t
     Example: ser results export --out all-scores.csv
     """
     from classifiers.registry import Registry
+    from featstore.outputs import check_output
 
+    check_output(out)
     _print_files([Registry(_db(db)).export(out)])
 
 

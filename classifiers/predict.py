@@ -7,7 +7,8 @@ Two kinds of directory, told apart by `model_kind(dir)`:
                backbone's transformers config) + model.safetensors.
 ``probe``      written by `save_probe`: probe.json (backbone id, layer, statistic, classes, window
                length) + probe.safetensors (standardisation mean/scale, logistic-regression
-               coef/intercept). Prediction runs the backbone (`featstore.backbone`), pools
+               coef/intercept) + probe.sha256 (the sha256 of both, `sha256sum` format, verified
+               before anything is parsed: one changed byte in any of the three is refused). Prediction runs the backbone (`featstore.backbone`), pools
                `hidden_states[layer]` over each file's frames as the feature store does (mean, std
                or mean+std; clips longer than `max_seconds` in near-equal windows), standardises
                and applies the linear model.
@@ -21,7 +22,9 @@ else is a one-line `PredictError` / `HeadError` naming the file and the fix, nev
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,12 +37,14 @@ from classifiers.metrics import softmax
 from featstore.audio import load_audio, windows
 from featstore.device import resolve_device
 from featstore.errors import SerError, SerWarning
-from featstore.serialize import write_json
+from featstore.outputs import atomic_output, check_output, write_text
+from featstore.serialize import dumps
 
 PROBE_KIND = "ser-linear-probe"
 PROBE_FORMAT_VERSION = 1
 PROBE_CONFIG = "probe.json"
 PROBE_WEIGHTS = "probe.safetensors"
+PROBE_SUMS = "probe.sha256"
 STATS = ("mean", "std", "mean+std")
 
 
@@ -106,17 +111,63 @@ def save_probe(directory: str | Path, backbone_id: str, layer: int, stat: str, s
         max_seconds=float(max_seconds), weights_sha256=weights_sha256, extra=dict(extra or {}),
     ), Path(directory))
     directory = Path(directory)
+    check_output(directory, option="--save-probe", directory=True)
     directory.mkdir(parents=True, exist_ok=True)
-    save_file({"scaler_mean": probe.scaler_mean, "scaler_scale": probe.scaler_scale,
-               "coef": np.ascontiguousarray(probe.coef), "intercept": probe.intercept},
-              str(directory / PROBE_WEIGHTS), metadata={"ser_kind": PROBE_KIND})
+    with atomic_output(directory / PROBE_WEIGHTS) as tmp:
+        save_file({"scaler_mean": probe.scaler_mean, "scaler_scale": probe.scaler_scale,
+                   "coef": np.ascontiguousarray(probe.coef), "intercept": probe.intercept},
+                  str(tmp), metadata={"ser_kind": PROBE_KIND})
     config = {
         "ser_kind": PROBE_KIND, "format_version": PROBE_FORMAT_VERSION, "backbone_id": probe.backbone_id,
         "layer": probe.layer, "stat": probe.stat, "classes": probe.classes, "n_features": int(probe.coef.shape[1]),
         "max_seconds": probe.max_seconds, "weights_sha256": probe.weights_sha256, "extra": probe.extra,
     }
-    write_json(directory / PROBE_CONFIG, config)
+    write_text(directory / PROBE_CONFIG, dumps(config, indent=1))
+    seal_probe(directory)
     return directory
+
+
+_SUM_LINE = re.compile(r"([0-9a-f]{64})  (\S+)")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def seal_probe(directory: str | Path) -> Path:
+    """(Re)write `probe.sha256`: the sha256 of probe.json and probe.safetensors as they are now.
+    `save_probe` calls it; call it yourself only after editing a probe on purpose."""
+    directory = Path(directory)
+    return write_text(directory / PROBE_SUMS, "".join(f"{_sha256(directory / name)}  {name}\n"
+                                                      for name in (PROBE_CONFIG, PROBE_WEIGHTS)))
+
+
+def verify_probe(directory: str | Path) -> None:
+    """PredictError naming the file unless probe.json and probe.safetensors equal the digests in
+    probe.sha256 (which must list exactly those two files)."""
+    directory = Path(directory)
+    sums = directory / PROBE_SUMS
+    again = "save the probe again (ser probe --save-probe)"
+    try:
+        text = sums.read_text(encoding="ascii")
+    except FileNotFoundError as e:
+        raise PredictError(f"{directory}: no checksums ({PROBE_SUMS}), so the probe cannot be verified; {again}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise PredictError(f"{sums}: unreadable checksum file ({e}); {again}") from e
+    lines = text.split("\n")
+    matches = [_SUM_LINE.fullmatch(line) for line in lines[:-1]]
+    recorded = {m.group(2): m.group(1) for m in matches if m}
+    if lines[-1] or not all(matches) or len(matches) != 2 or set(recorded) != {PROBE_CONFIG, PROBE_WEIGHTS}:
+        raise PredictError(f"{sums}: damaged checksum file (expected a sha256 line for each of {PROBE_CONFIG} and "
+                           f"{PROBE_WEIGHTS}); {again}")
+    for name in (PROBE_CONFIG, PROBE_WEIGHTS):
+        try:
+            actual = _sha256(directory / name)
+        except OSError as e:
+            raise PredictError(f"{directory / name}: cannot read it ({e.strerror}); {again}") from e
+        if actual != recorded[name]:
+            raise PredictError(f"{directory / name}: checksum mismatch with {PROBE_SUMS} (damaged or edited since it "
+                               f"was saved); {again}")
 
 
 def _validated(p: SavedProbe, where: Path) -> SavedProbe:
@@ -173,6 +224,7 @@ def load_probe(directory: str | Path) -> SavedProbe:
     cpath, wpath = directory / PROBE_CONFIG, directory / PROBE_WEIGHTS
     if not cpath.is_file() or not wpath.is_file():
         raise PredictError(f"{directory} is not a saved probe (needs {PROBE_CONFIG} and {PROBE_WEIGHTS})")
+    verify_probe(directory)
     try:
         config = json.loads(cpath.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
@@ -254,6 +306,23 @@ def predict(files: Sequence[str | Path], model_dir: str | Path, *, batch_size: i
         if not np.isfinite(row).all():    # never a silent NaN row: the model or the features are broken
             raise PredictError(f"{f}: the model in {model_dir} gives non-finite probabilities; check the model")
     return [(f, {lab: float(p) for lab, p in zip(labels, row)}) for f, row in zip(files, probs)]
+
+
+def write_predictions_csv(path: str | Path, rows: Sequence[tuple[str, dict[str, float]]], labels: Sequence[str],
+                          model: str | Path) -> Path:
+    """`predict`'s rows as CSV (file, predicted, p_<label> per label, model), written whole or not at all.
+
+    Check `path` with `featstore.outputs.check_output` before predicting; this writes it.
+    """
+    import csv
+    import io
+
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["file", "predicted", *[f"p_{c}" for c in labels], "model"])
+    for f, p in rows:
+        w.writerow([f, max(p, key=p.get), *[repr(p[c]) for c in labels], str(model)])
+    return write_text(path, buf.getvalue())
 
 
 def _order_by_length(waves: list[np.ndarray], batch_size: int) -> list[list[int]]:

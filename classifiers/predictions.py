@@ -6,10 +6,18 @@ and `p_<class>` probabilities (NaN for a class the model was not trained on, or 
 votes are not probabilities). Written as Parquet (zstd): `pandas.read_parquet(path)` loads it.
 
 Runners append `block(...)`s to `ProbeResults.predictions`; `write_predictions` concatenates them.
+
+Integrity: each file is written whole (temporary file, fsync, rename) with a sidecar
+`<file>.sha256` (`sha256sum` format) holding the digest of its bytes; the registry records the
+same digest. `read_predictions` verifies the file against its sidecar (and against a registered
+digest when given) before parsing it, and checks every required column: one changed byte or a
+missing `predicted` column is one `PredictionsError` line naming the file, never other numbers.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +27,8 @@ from featstore.errors import SerError
 
 KEYS = ("id", "corpus", "speaker", "fold", "seed", "layer", "classifier", "train_set", "test_set", "label",
         "predicted")
+SIDECAR = ".sha256"
+_SIDECAR_LINE = re.compile(r"([0-9a-f]{64})  ([^\n]+)\n")
 
 
 class PredictionsError(SerError):
@@ -70,30 +80,104 @@ def concat(blocks: Sequence[dict]) -> dict[str, np.ndarray]:
 
 
 def write_predictions(blocks: Sequence[dict], path: str | Path) -> Path:
-    """Write the blocks to one Parquet file (`path`, zstd-compressed); return the path."""
+    """Write the blocks to one Parquet file (`path`, zstd-compressed) and its `<path>.sha256`
+    sidecar, each whole or not at all; return the path."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    cols = concat(blocks)
+    from featstore.outputs import atomic_output, check_output, write_text
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_output(path, suffixes=(".parquet",))
+    cols = concat(blocks)
     table = pa.table({k: (pa.array(v.tolist(), pa.string()) if v.dtype == object else pa.array(v))
                       for k, v in cols.items()})
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+        write_text(sidecar(path), f"{file_sha256(tmp)}  {path.name}\n")
     return path
 
 
-def read_predictions(path: str | Path) -> dict[str, np.ndarray]:
-    """A predictions file as {column: (n,) array} (strings as object arrays)."""
+def sidecar(path: str | Path) -> Path:
+    """The checksum file beside a predictions file: `<path>.sha256`."""
+    path = Path(path)
+    return path.with_name(path.name + SIDECAR)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def recorded_sha256(path: str | Path) -> str:
+    """The digest the sidecar of `path` records (PredictionsError when it is missing or damaged)."""
+    path, side = Path(path), sidecar(path)
+    try:
+        text = side.read_text(encoding="ascii")
+    except FileNotFoundError as e:
+        raise PredictionsError(f"{path}: its checksum file {side.name} is missing, so the predictions cannot be "
+                               f"verified; re-run the command that wrote them") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise PredictionsError(f"{side}: unreadable checksum file ({e}); re-run the command that wrote "
+                               f"{path.name}") from e
+    m = _SIDECAR_LINE.fullmatch(text)
+    if m is None or m.group(2) != path.name:
+        raise PredictionsError(f"{side}: damaged checksum file (expected '<sha256>  {path.name}'); re-run the "
+                               f"command that wrote {path.name}")
+    return m.group(1)
+
+
+def verify_predictions(path: str | Path, sha256: str | None = None) -> str:
+    """The file's sha256, once it equals its sidecar's (and `sha256`, the registered digest, when
+    given); a PredictionsError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise PredictionsError(f"{path}: the predictions file is gone; re-run the command that wrote it")
+    recorded = recorded_sha256(path)
+    try:
+        actual = file_sha256(path)
+    except OSError as e:
+        raise PredictionsError(f"{path}: cannot read the predictions ({e.strerror}); check the file") from e
+    if actual != recorded:
+        raise PredictionsError(f"{path}: checksum mismatch (changed since it was written: damaged or edited); "
+                               f"re-run the command that wrote it")
+    if sha256 is not None and actual != sha256:
+        raise PredictionsError(f"{path} is not the predictions file registered (its sha256 differs from the "
+                               f"registry's); re-run the command that wrote it")
+    return actual
+
+
+def read_predictions(path: str | Path, sha256: str | None = None) -> dict[str, np.ndarray]:
+    """A predictions file as {column: (n,) array} (strings as object arrays), verified first
+    (`verify_predictions`; `sha256`: the digest the registry holds) and its columns checked."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    verify_predictions(path, sha256)
     try:
         table = pq.read_table(path)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, pa.ArrowException) as e:
         raise PredictionsError(f"{path}: cannot read the predictions ({e}); re-run the command that wrote it") from e
-    return {name: (np.asarray(col.to_pylist(), dtype=object) if col.type == "string" else col.to_numpy())
+    missing = [k for k in KEYS if k not in table.column_names]
+    if missing:
+        raise PredictionsError(f"{path}: column(s) {', '.join(missing)} missing; re-run the command that wrote it")
+    for name, col in zip(table.column_names, table.columns):
+        if name == "seed":
+            ok = pa.types.is_integer(col.type)
+        elif name in KEYS:
+            ok = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+        elif name.startswith("p_"):
+            ok = pa.types.is_floating(col.type)
+        else:
+            continue
+        if not ok or (name in KEYS and col.null_count):
+            raise PredictionsError(f"{path}: column {name!r} is {col.type}{' with missing values' * bool(col.null_count)}"
+                                   f", not what ser writes; re-run the command that wrote it")
+    return {name: (np.asarray(col.to_pylist(), dtype=object) if name in KEYS and name != "seed" else col.to_numpy())
             for name, col in zip(table.column_names, table.columns)}
 
 

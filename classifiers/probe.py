@@ -8,6 +8,7 @@ CSV) and plots into a directory of its own (never over earlier results).
 from __future__ import annotations
 
 import csv
+import io
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -257,7 +258,8 @@ def run_matrix(corpora: Sequence[str], *, layer: str | int, model: str, cache: s
     from classifiers.plots import transfer_heatmap
     from classifiers.results import check_out, versions
     from featstore.folds import make_folds, standard_protocol, track2_indices
-    from featstore.serialize import write_json
+    from featstore.outputs import write_text
+    from featstore.serialize import dumps
     from featstore.store import open_store
 
     if check_classifier(classifier) in FRAME_CLASSIFIERS:
@@ -287,17 +289,16 @@ def run_matrix(corpora: Sequence[str], *, layer: str | int, model: str, cache: s
                                       title=f"train × test UAR, model {model}, layer {k} ({classifier}; "
                                             f"diagonal: mean over each corpus' folds, off-diagonal: classes {policy})"))
         cells = [dict(train=a, test=b, **d) for (a, b), d in details.items()]
-        files.append(write_json(out / "transfer_matrix.json", dict(
+        files.append(write_text(out / "transfer_matrix.json", dumps(dict(
             corpora=list(corpora), layer=k, model=model, classifier=classifier, stat=stat, classes=policy,
-            uar=M.tolist(), cells=cells, versions=versions())))
-        path = out / "transfer_matrix.csv"
-        with path.open("w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["model", "layer", "classifier", "train", "test", "uar", "uar_std", "wa", "macro_f1", "n"])
-            for c in cells:
-                w.writerow([model, k, classifier, c["train"], c["test"], c["uar"], c["uar_std"], c["wa"],
-                            c["macro_f1"], c["n"]])
-        files.append(path)
+            uar=M.tolist(), cells=cells, versions=versions()), indent=1)))
+        buf = io.StringIO(newline="")
+        w = csv.writer(buf)
+        w.writerow(["model", "layer", "classifier", "train", "test", "uar", "uar_std", "wa", "macro_f1", "n"])
+        for c in cells:
+            w.writerow([model, k, classifier, c["train"], c["test"], c["uar"], c["uar_std"], c["wa"],
+                        c["macro_f1"], c["n"]])
+        files.append(write_text(out / "transfer_matrix.csv", buf.getvalue()))
     return M, details, files
 
 

@@ -15,7 +15,7 @@ from typing import TypedDict
 import numpy as np
 
 from classifiers.metrics import mean_std, scores
-from featstore.serialize import write_json
+from featstore.errors import SerError
 
 
 class Record(TypedDict, total=False):
@@ -215,27 +215,90 @@ def versions() -> dict:
 
 
 def write_results(results: ProbeResults, out_dir: str | Path, name: str = "probe") -> tuple[Path, Path]:
-    """Write `<name>.json` (meta, summary, records, dropped) and `<name>.csv`; return both paths."""
+    """Write `<name>.json` (meta, summary, records, dropped) and `<name>.csv`, each whole or not at
+    all (temporary file, fsync, rename); return both paths."""
+    import io
+
+    from featstore.outputs import check_output, write_text
+    from featstore.serialize import dumps
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    jpath, cpath = out / f"{name}.json", out / f"{name}.csv"
+    check_output(out, directory=True)
+    for path in (jpath, cpath):
+        check_output(path)
     meta = dict(results.meta, versions=versions(), written=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    jpath = out / f"{name}.json"
-    write_json(jpath, dict(meta=meta, summary=results.summary(), dropped=results.dropped,
-                           dropped_train=results.dropped_train, records=results.records))
-    cpath = out / f"{name}.csv"
-    with cpath.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS + ("store", "protocol"), extrasaction="ignore")
-        w.writeheader()
-        for r in results.records:
-            w.writerow(dict(r, model=meta.get("model", ""), store=";".join(meta.get("stores", [])),
-                            protocol=meta.get("protocol", "")))
+    text = dumps(dict(meta=meta, summary=results.summary(), dropped=results.dropped,
+                      dropped_train=results.dropped_train, records=results.records), indent=1)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS + ("store", "protocol"), extrasaction="ignore")
+    w.writeheader()
+    for r in results.records:
+        w.writerow(dict(r, model=meta.get("model", ""), store=";".join(meta.get("stores", [])),
+                        protocol=meta.get("protocol", "")))
+    write_text(jpath, text)
+    write_text(cpath, buf.getvalue())
     return jpath, cpath
 
 
+class ResultsError(SerError):
+    """A results file (probe.json, evaluate.json, finetune.json) that cannot be read back."""
+
+
 def read_results(path: str | Path) -> ProbeResults:
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    return ProbeResults(records=data["records"], dropped=data.get("dropped", {}), meta=data.get("meta", {}),
-                        dropped_train=data.get("dropped_train", {}))
+    """The `ProbeResults` of a file `write_results` wrote; a missing, damaged or foreign file (invalid
+    JSON, records of the wrong shape or types) is one ResultsError line naming it."""
+    path = Path(path)
+    again = "re-run the command that wrote it"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ResultsError(f"{path} is gone; {again}") from e
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{path}: not valid JSON ({e}); {again}") from e
+    except OSError as e:
+        raise ResultsError(f"{path}: cannot read it ({e.strerror}); check the file") from e
+    if not isinstance(data, dict) or not isinstance(data.get("records"), list):
+        raise ResultsError(f"{path}: not a ser results file (no list of records); {again}")
+    for i, r in enumerate(data["records"]):
+        why = _bad_record(r)
+        if why:
+            raise ResultsError(f"{path}: record {i} is damaged ({why}); {again}")
+    extras = {k: data.get(k, {}) for k in ("dropped", "meta", "dropped_train")}
+    for k, v in extras.items():
+        if not isinstance(v, dict):
+            raise ResultsError(f"{path}: {k!r} is {type(v).__name__}, not an object; {again}")
+    return ProbeResults(records=data["records"], **extras)
+
+
+def _bad_record(r) -> str:
+    """Why `r` is not a record `summary`, `confusion` and the report can use ("" when it is)."""
+    if not isinstance(r, dict):
+        return f"a {type(r).__name__}, not an object"
+    checks = [("layer", lambda v: isinstance(v, (int, str)) and not isinstance(v, bool), "a layer"),
+              ("fold", lambda v: isinstance(v, str), "text"), ("classifier", lambda v: isinstance(v, str), "text"),
+              ("train_set", lambda v: isinstance(v, str), "text"), ("test_set", lambda v: isinstance(v, str), "text"),
+              ("labels", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of labels")]
+    checks += [(m, lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)), "a number")
+               for m in ("wa", "uar", "macro_f1")]
+    for key, ok, what in checks:
+        if key not in r:
+            return f"{key!r} missing"
+        if not ok(r[key]):
+            return f"{key!r} is {_short(r[key])}, not {what}"
+    if "seed" in r and (not isinstance(r["seed"], int) or isinstance(r["seed"], bool)):
+        return f"'seed' is {_short(r['seed'])}, not an integer"
+    n = len(r["labels"])
+    cm = r.get("confusion")
+    if not (isinstance(cm, list) and len(cm) == n and all(isinstance(row, list) and len(row) == n and all(
+            isinstance(x, int) and not isinstance(x, bool) for x in row) for row in cm)):
+        return f"'confusion' is not a {n}x{n} table of counts"
+    return ""
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def summary_table(results: ProbeResults, metric: str = "uar", title: str = ""):
@@ -293,8 +356,6 @@ def settings_tag(settings: dict) -> str:
 def check_out(out: str | Path, overwrite: bool = False) -> Path:
     """`out` as a results directory, checked before any work: refused when it already holds
     files, unless `overwrite` (results are never silently replaced). The writers create it."""
-    from featstore.errors import SerError
-
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise SerError(f"{out} already holds results; pass --overwrite to replace them, or another --out")

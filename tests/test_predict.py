@@ -11,7 +11,7 @@ import torch
 
 from classifiers.finetune import AudioDataset, collate
 from classifiers.heads import EmotionClassifier, build_classifier
-from classifiers.predict import PredictError, load_probe, model_kind, predict, save_probe
+from classifiers.predict import PredictError, load_probe, model_kind, predict, save_probe, seal_probe
 from featstore.corpora import get_corpus
 from featstore.synth import synthesize
 
@@ -83,7 +83,7 @@ def test_saved_probe_matches_the_store_pipeline(clips, tiny_models, tmp_path, st
                            lr.coef_, lr.intercept_, lr.classes_, max_seconds=fs.config["max_seconds"],
                            weights_sha256=fs.config["weights_sha256"])
     assert model_kind(directory) == "probe"
-    assert {p.name for p in directory.iterdir()} == {"probe.json", "probe.safetensors"}
+    assert {p.name for p in directory.iterdir()} == {"probe.json", "probe.safetensors", "probe.sha256"}
     probe = load_probe(directory)
     assert probe.classes == list(lr.classes_) and probe.layer == 2 and probe.stat == stat
     np.testing.assert_allclose(probe.predict_proba(X), pipe.predict_proba(X), atol=1e-6)
@@ -165,6 +165,8 @@ def _tampered(src, dst, *, config=None, weights=None, truncate=None):
     if truncate is not None:
         raw = (dst / truncate).read_bytes()
         (dst / truncate).write_bytes(raw[: len(raw) // 2])
+    if name == "probe.json" and (config is not None or weights is not None or truncate is not None):
+        seal_probe(dst)   # as if edited on purpose: the checks behind the checksums are what is tested
     return dst
 
 
@@ -218,6 +220,7 @@ def test_broken_saved_probe_is_one_error_line(saved, clips, tmp_path, case, matc
     elif case == "foreign-weights":
         _tampered(probe, dst)
         (dst / "probe.safetensors").write_bytes((model / "model.safetensors").read_bytes())
+        seal_probe(dst)
     elif case == "wrong-shape-coef":
         _tampered(probe, dst, weights=_probe_weights(probe, coef=np.zeros((2, 16))))
     elif case == "3d-coef":
