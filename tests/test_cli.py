@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -58,7 +59,8 @@ def test_card_lines_work_as_written(configured):
     assert again.exit_code == 0 and "up to date" in again.output
     p = run("probe", "--layer", "12")
     assert p.exit_code == 0, p.output
-    assert "12" in p.output and "UAR" in p.output
+    # a table cell "12" (the layer), not the model directory's name "tiny12"
+    assert re.search(r"(?<![\w/.:-])12(?![\w.])", p.output) and "UAR" in p.output, p.output
     results = list((configured / "results").glob("probe-ravdess-*/probe.json"))
     assert results
     data = json.loads(results[0].read_text())
