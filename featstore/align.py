@@ -302,24 +302,53 @@ def alignment_path(cache: str | Path, model: str, corpus: str) -> Path:
 
 
 def read_alignments(path: str | Path) -> tuple[dict, dict[str, Alignment]]:
-    """(header, id -> Alignment) of an alignment file; a partly written last line is ignored."""
+    """(header, id -> Alignment) of an alignment file; a partly written last line is ignored.
+
+    A malformed line anywhere else (not JSON, not an alignment row, wrong value types) is an
+    AlignError naming the file, the line and the fix, never a traceback.
+    """
     path = Path(path)
     if not path.is_file():
         raise AlignError(f"no alignments at {path}; run `ser align --corpus CORPUS --model MODEL` first")
     header, rows = {}, {}
-    with path.open(encoding="utf-8") as fh:
-        for k, line in enumerate(fh):
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue  # the torn last line of an interrupted run
+    try:
+        with path.open("rb") as fh:
+            lines = fh.read().split(b"\n")
+    except OSError as e:
+        raise AlignError(f"{path}: cannot read the alignment file ({e.strerror or e}); check its permissions") from e
+    torn = lines.pop()  # after the last newline: empty, or the torn last line of an interrupted run
+    for k, raw in enumerate(lines):
+        try:
+            row = json.loads(raw.decode("utf-8"))
             if k == 0:
+                if not isinstance(row, dict):
+                    raise ValueError("the first line is not a JSON object")
                 header = row
-            elif isinstance(row, dict) and "id" in row:
-                rows[row["id"]] = Alignment.from_json(row)
+                continue
+            if not isinstance(row, dict) or "id" not in row:
+                raise ValueError("not an object with an id")
+            if not isinstance(row["id"], str) or not isinstance(row.get("words", []), list) or \
+                    not isinstance(row.get("text"), str | None) or not isinstance(row.get("error"), str | None):
+                raise ValueError("id, text or error is not a string, or words is not a list")
+            rows[row["id"]] = Alignment.from_json(row)
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+            if k == 0 and not header:
+                break  # reported below as not an alignment file
+            raise AlignError(f"{path}: line {k + 1} is not a valid alignment row ({_why(e)}); delete the file "
+                             f"(or that line) and re-run `ser align` to rebuild it") from e
+    if not lines and torn:
+        header = {}
     if header.get("format") != FORMAT:
-        raise AlignError(f"{path} is not an alignment file written by ser align (first line {header!r:.80})")
+        first = (lines[0] if lines else torn)[:80].decode("utf-8", "replace")
+        raise AlignError(f"{path} is not an alignment file written by ser align (first line {first!r}); delete it "
+                         f"or pass another --cache")
     return header, rows
+
+
+def _why(error: Exception) -> str:
+    if isinstance(error, KeyError):
+        return f"missing {error}"
+    return (str(error).splitlines() or [type(error).__name__])[0][:120]
 
 
 def _open_cache(path: Path, header: dict) -> set[str]:

@@ -266,3 +266,33 @@ def test_word_features_pool_the_frames_inside_each_word(tiny_models, tmp_path, o
     np.testing.assert_allclose(got.features[0], frames[(centres >= 0.1) & (centres < 0.3)].mean(0), rtol=1e-6)
     np.testing.assert_allclose(got.features[1], frames[int(0.50005 * len(frames) * 16000 / fs.n_samples[0])],
                                rtol=1e-6)
+
+
+@pytest.mark.parametrize("row", [
+    '{"id": "u2", "text": "a b", "words": [{"word": "a", "start": 0.1}]}',          # a word without its end
+    '{"id": "u2", "text": "a b", "words": [{"word": "a", "start": "soon", "end": 1, "score": 1}]}',
+    '{"id": "u2", "text": "a b", "words": "a b"}',                                      # words not a list
+    '{"id": 7, "text": "a b", "words": []}',                                            # id not a string
+    '["u2", "a b"]',                                                                    # not an object
+    '{"id": "u2", "te',                                                                 # torn, but not the last line
+])
+def test_malformed_cache_rows_are_one_line_naming_the_file_and_the_fix(tmp_path, row):
+    path = tmp_path / "emodb.align.jsonl"
+    header = json.dumps({"format": "ser-alignments/1", "model": "m", "weights_sha256": "x", "corpus": "emodb"})
+    good = json.dumps({"id": "u1", "text": "a", "words": [{"word": "a", "start": 0, "end": 0.2, "score": 0.9}]})
+    path.write_text("\n".join([header, good, row, good.replace("u1", "u3")]) + "\n")
+    with pytest.raises(AlignError) as info:
+        read_alignments(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and "line 3" in message and "re-run `ser align`" in message
+    # the same rows without the bad one read fine: the error is about that line only
+    path.write_text("\n".join([header, good, good.replace("u1", "u3")]) + "\n" + row)  # torn last line: ignored
+    assert set(read_alignments(path)[1]) == {"u1", "u3"}
+
+
+def test_a_cache_whose_header_is_not_an_object_is_named(tmp_path):
+    path = tmp_path / "emodb.align.jsonl"
+    path.write_text('[1, 2]\n{"id": "u1"}\n')
+    with pytest.raises(AlignError, match="not an alignment file written by ser align") as info:
+        read_alignments(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
