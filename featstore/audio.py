@@ -375,7 +375,7 @@ def _raise_if_cut_short(path: str | Path, error: Exception) -> None:
                 return
             try:
                 while got < declared:
-                    block = f.read(65536, dtype="float32", always_2d=True)
+                    block = f.read(4096, dtype="float32", always_2d=True)  # small: a failing block loses its frames
                     if not len(block):
                         break
                     got += len(block)

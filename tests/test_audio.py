@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from featstore.audio import audio_info, load_audio
-from featstore.errors import AudioError, EmptyAudio, NonFiniteAudio, TooShortAudio, UnreadableAudio
+from featstore.errors import AudioError, EmptyAudio, NonFiniteAudio, TooShortAudio, TruncatedAudio, UnreadableAudio
 
 
 def sine(freq: float, sr: int, seconds: float, amp: float = 0.5) -> np.ndarray:
@@ -148,3 +148,49 @@ def test_zero_byte_file_says_empty_file(tmp_path):
         with pytest.raises(UnreadableAudio) as info:
             read(path)
         assert info.value.reason.startswith("empty file (0 bytes)") and "header" not in info.value.reason
+
+
+def cut_tail(path, keep: float) -> None:
+    """Keep the first `keep` of the file's bytes: what an interrupted copy or download leaves."""
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])
+def test_truncated_wav_is_refused_not_read_short(tmp_path, subtype):
+    path = tmp_path / "cut.wav"
+    sf.write(path, sine(300, 16000, 1.0), 16000, subtype=subtype)
+    cut_tail(path, 0.6)
+    assert sf.info(str(path)).frames < 10000  # libsndfile alone reads the rest as a 0.6 s clip
+    for read in (load_audio, audio_info):
+        with pytest.raises(TruncatedAudio) as info:
+            read(path)
+        reason = info.value.reason
+        assert isinstance(info.value, UnreadableAudio)  # manifests and extraction list it as unreadable
+        assert reason.startswith("truncated") and "1.00 s" in reason and "re-download" in reason
+        assert "\n" not in str(info.value) and str(path) in str(info.value)
+    with pytest.raises(TruncatedAudio):  # a segment of a cut file too
+        load_audio(path, start=0.1, end=0.3)
+
+
+def test_truncated_flac_is_refused_with_where_decoding_stops(tmp_path):
+    path = tmp_path / "cut.flac"
+    sf.write(path, sine(300, 16000, 3.0), 16000, format="FLAC")
+    cut_tail(path, 0.5)
+    with pytest.raises(TruncatedAudio, match=r"declares 3\.00 s but decoding stops at") as info:
+        load_audio(path)
+    assert "\n" not in str(info.value)
+
+
+def test_wav_length_slack_and_streamed_headers_are_not_truncation(tmp_path):
+    path = tmp_path / "few_bytes.wav"
+    sf.write(path, sine(300, 16000, 1.0), 16000, subtype="PCM_16")
+    cut_tail(path, 1 - 20 / path.stat().st_size)  # 10 samples (0.6 ms) short: within the 20 ms slack
+    assert load_audio(path).shape == (15990,)
+    streamed = tmp_path / "streamed.wav"  # a writer that never filled in the sizes (0xFFFFFFFF)
+    sf.write(streamed, sine(300, 16000, 0.5), 16000, subtype="PCM_16")
+    data = bytearray(streamed.read_bytes())
+    data[4:8] = data[40:44] = b"\xff\xff\xff\xff"
+    assert data[36:40] == b"data"
+    streamed.write_bytes(bytes(data))
+    assert load_audio(streamed).shape == (8000,)

@@ -8,6 +8,7 @@ synthetic MELD (containers) and PAVOQUE (segments) trees.
 
 from __future__ import annotations
 
+import struct
 import tracemalloc
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import soxr
 
 from featstore.audio import audio_info, load_audio
 from featstore.corpora import Manifest, get_corpus
-from featstore.errors import UnreadableAudio
+from featstore.errors import TruncatedAudio, UnreadableAudio
 from featstore.synth import synthesize, write_container
 
 RATE = 16000
@@ -181,3 +182,109 @@ def test_integer_pcm_tracks_scale_to_the_source(tmp_path, codec):
     got = load_audio(path, None)
     n = min(len(got), len(wave))
     assert np.abs(got[:n] - wave[:n]).max() < (0.01 if codec == "pcm_u8" else 1e-4)  # u8: 1/128 steps
+
+
+def cut_tail(path: Path, keep: float) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("suffix,keep", [(".webm", 0.6), (".webm", 0.95), (".mp4", 0.6), (".avi", 0.6)])
+def test_truncated_container_is_refused_not_read_short(tmp_path, suffix, keep):
+    import av
+
+    path = tmp_path / f"cut{suffix}"
+    write_container(path, source_wave(2.0), RATE)
+    cut_tail(path, keep)
+    if suffix == ".webm":  # what made this silent: ffmpeg decodes the rest without a word
+        with av.open(str(path)) as c:
+            assert 0 < sum(f.samples for f in c.decode(c.streams.audio[0])) < 0.99 * 2 * 48000
+    for read in (load_audio, audio_info):
+        with pytest.raises(TruncatedAudio) as info:
+            read(path)
+        reason = info.value.reason
+        assert reason.startswith("truncated") and "bytes" in reason and "re-download" in reason, reason
+        assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_container_cut_mid_data_with_the_index_first_is_truncated(tmp_path):
+    """An MP4 with its index (moov) before the samples: the cut file opens, then decoding fails part-way."""
+    import av
+
+    path = tmp_path / "faststart.mp4"
+    with av.open(str(path), "w", format="mp4", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("aac", rate=RATE)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(source_wave(2.0)[None], format="flt", layout="mono")
+        frame.sample_rate = RATE
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    assert load_audio(path, RATE).shape[0] > 2 * RATE
+    cut_tail(path, 0.6)
+    with pytest.raises(TruncatedAudio, match="truncated") as info:
+        load_audio(path, RATE)
+    assert "\n" not in str(info.value)
+
+
+def test_intact_containers_are_not_called_truncated(tmp_path):
+    """The normal slack between header durations and decoded samples (Opus pre-skip, AAC priming, the last
+    codec frame) over rates and lengths, measured on PyAV-written files."""
+    rng = np.random.default_rng(1)
+    for suffix in (".webm", ".mp4", ".avi", ".mov"):
+        for rate in (8000, 22050, 48000):
+            for seconds in (0.3, 1.37):
+                path = tmp_path / f"ok{rate}{suffix}"
+                write_container(path, (0.1 * rng.standard_normal(int(rate * seconds))).astype(np.float32), rate)
+                frames, sr, _ = audio_info(path)  # raises TruncatedAudio if the slack were too tight
+                # AAC decodes its priming and padding too: up to two 1024-sample frames more
+                assert seconds - 0.03 <= frames / sr <= seconds + 2048 / rate + 0.03, (suffix, rate, seconds)
+
+
+def lie_about_duration(path: Path, seconds: float) -> None:
+    """Patch an MP4's header durations (mvhd, tkhd, mdhd, the edit list, the sample-time table) to `seconds`.
+
+    Only the tables change: every sample is still there, so the file decodes as before.
+    """
+    data = bytearray(path.read_bytes())
+
+    def box(tag: bytes) -> int:
+        return data.index(tag) - 4  # where the box starts (its size comes first)
+
+    mvhd, mdhd, tkhd, elst, stts = box(b"mvhd"), box(b"mdhd"), box(b"tkhd"), box(b"elst"), box(b"stts")
+    movie_scale = struct.unpack(">I", data[mvhd + 20:mvhd + 24])[0]
+    media_scale = struct.unpack(">I", data[mdhd + 20:mdhd + 24])[0]
+    assert data[mvhd + 8] == data[mdhd + 8] == data[tkhd + 8] == data[elst + 8] == 0  # version-0 boxes
+    data[mvhd + 24:mvhd + 28] = struct.pack(">I", int(seconds * movie_scale))
+    data[tkhd + 28:tkhd + 32] = struct.pack(">I", int(seconds * movie_scale))
+    data[mdhd + 24:mdhd + 28] = struct.pack(">I", int(seconds * media_scale))
+    data[elst + 16:elst + 20] = struct.pack(">I", int(seconds * movie_scale))
+    count = struct.unpack(">I", data[stts + 16:stts + 20])[0]
+    data[stts + 16:stts + 24] = struct.pack(">II", count, int(seconds * media_scale / count))
+    path.write_bytes(bytes(data))
+
+
+def test_mp4_claiming_37_hours_is_stored_with_its_decoded_duration(tmp_path, tiny_models, one_torch_thread):
+    import av
+
+    from featstore.extract import extract_manifest
+    from featstore.store import open_store
+
+    meld = synthesize("meld", tmp_path / "meld", n=3, max_duration=0.6).out
+    liar = meld / "train" / "train_splits" / "dia9001_utt0.mp4"
+    write_container(liar, source_wave(2.0), RATE, codec="alac")
+    lie_about_duration(liar, 37 * 3600)
+    with av.open(str(liar)) as c:  # the lie took: PyAV reports 37 h
+        assert c.duration / av.time_base > 36 * 3600
+    with (meld / "train_sent_emo.csv").open("a", encoding="utf-8") as f:
+        f.write('9100,"",Ross,joy,neutral,9001,0,1,1,"00:00:00,000","00:00:02,000"\n')
+    frames, rate, _ = audio_info(liar)
+    assert abs(frames / rate - 2.0) < 0.01
+    manifest = get_corpus("meld").load(meld)
+    [u] = [u for u in manifest if u.path == str(liar)]
+    assert abs(u.duration - 2.0) < 0.01
+    result = extract_manifest(manifest, model=str(tiny_models["group"]), cache=tmp_path / "cache", device="cpu",
+                              progress=False)
+    fs = open_store(result.store)
+    [stored] = [s for s in fs.utterances if s.id == u.id]
+    assert abs(stored.duration - 2.0) < 0.01 and not fs.skipped
+    assert abs(result.audio_seconds - sum(x.duration for x in manifest)) < 0.1
