@@ -1138,10 +1138,10 @@ def results_show(run_id: str = typer.Argument(..., help="Run id (a unique prefix
 
     registry = Registry(_db(db))
     run = registry.run(run_id)
+    results = load_registered(run)  # damaged or missing files: one line, before any table
     _print_table(["key", "value"], [[k, str(run[k])] for k in ("id", "kind", "created", "command", "model", "corpus",
                                                                  "classifier", "code_version", "out", "predictions")]
                  + [["config", str(run["config"])]] + [["store", str(s)] for s in run["stores"]], title=f"run {run['id']}")
-    results = load_registered(run)
     console.print(summary_table(results, title=f"run {run['id']}"))
     if results.predictions:
         from classifiers.compare import columns, interval
