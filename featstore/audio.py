@@ -432,7 +432,7 @@ def validate_extract_options(*, frames: str | int | Sequence[int] | None = None,
         least = 2 * receptive_field / sample_rate
         if max_seconds < least:
             raise SerError(f"--max-seconds {max_seconds:g}: windows this short give the model no frames; it needs "
-                           f"at least {least:.3f} s (twice its receptive field of {receptive_field} samples at "
+                           f"at least {least:.4g} s (twice its receptive field of {receptive_field} samples at "
                            f"{sample_rate} Hz): use --max-seconds {math.ceil(least * 1000) / 1000:g} or more "
                            f"(default 30)")
 

@@ -311,7 +311,7 @@ def extract_manifest(
     line and waits (at most `lock_timeout` seconds; None waits for as long as it takes).
     """
     t0 = time.monotonic()
-    validate_extract_options(frames=frames, max_seconds=max_seconds, batch_seconds=batch_seconds)
+    validate_extract_options(max_seconds=max_seconds, batch_seconds=batch_seconds)  # --frames: with the model's L
     if dtype not in DTYPES:
         raise SerError(f"unknown --dtype {dtype!r}: use {', '.join(DTYPES)}")
     if not 0 <= shard < shards:

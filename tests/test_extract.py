@@ -421,3 +421,89 @@ def test_full_float32_turns_tf32_off_on_cuda_only_and_restores():
         assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_truncated_wav_and_webm_are_skipped_with_a_reason(tmp_path, tiny_models, one_torch_thread):
+    from featstore.synth import write_container
+
+    manifest = write_corpus(tmp_path / "audio", LENGTHS[2:4])
+    rng = np.random.default_rng(3)
+    cut_wav = Path(manifest.utterances[0].path)
+    cut_webm = tmp_path / "audio" / "cut.webm"
+    write_container(cut_webm, (0.1 * rng.standard_normal(32000)).astype(np.float32), 16000)
+    for path in (cut_wav, cut_webm):
+        data = path.read_bytes()
+        path.write_bytes(data[:int(len(data) * 0.6)])
+    webm_utt = Utterance(id="toy-webm", path=str(cut_webm), corpus="toy", language="en", speaker="toy-1",
+                         gender=None, label="sad", label_raw="x", duration=2.0, sample_rate=16000)
+    manifest.utterances.append(webm_utt)
+    seen = []
+    result = extract_manifest(manifest, model=str(tiny_models["group"]), cache=tmp_path / "cache", device="cpu",
+                              progress=False, on_skip=seen.append)
+    fs = open_store(result.store)
+    assert fs.ids == [manifest.utterances[1].id]  # only the intact file
+    reasons = {Path(s.path).name: s.reason for s in fs.skipped}
+    assert set(reasons) == {cut_wav.name, "cut.webm"} and len(seen) == 2
+    assert reasons[cut_wav.name].startswith("truncated: the header declares 1.00 s but the file holds 0.60 s")
+    assert reasons["cut.webm"].startswith("truncated") and "bytes" in reasons["cut.webm"]
+    assert all("\n" not in r for r in reasons.values())
+
+
+def test_negative_frames_refused_and_a_finished_store_unchanged(tmp_path, tiny_models, one_torch_thread):
+    manifest = write_corpus(tmp_path / "audio", LENGTHS[:2])
+    kw = dict(model=str(tiny_models["group"]), cache=tmp_path / "cache", device="cpu", progress=False)
+    store = extract_manifest(manifest, **kw).store
+    before = {p.name: p.read_bytes() for p in store.parent.iterdir()}
+    for frames in ([-1], "-1", "2,-1", [0, 5]):  # the tiny model has layers 0..4
+        with pytest.raises(SerError, match="negative|out of range") as info:
+            extract_manifest(manifest, frames=frames, **kw)
+        assert "\n" not in str(info.value) and "0..4" in str(info.value)
+    assert {p.name: p.read_bytes() for p in store.parent.iterdir()} == before  # bytes identical, nothing added
+    assert parse_frame_layers("4", 5) == [4]
+    with pytest.raises(SerError, match="negative"):
+        parse_frame_layers([-1], 5)
+
+
+@pytest.mark.parametrize("max_seconds", [0.001, 0.018, float("nan"), float("inf"), -1.0, 0.0])
+def test_nonsense_max_seconds_refused_before_any_store_file(tmp_path, tiny_models, max_seconds):
+    manifest = write_corpus(tmp_path / "audio", LENGTHS[:2])
+    with pytest.raises(SerError, match="--max-seconds") as info:
+        extract_manifest(manifest, model=str(tiny_models["group"]), cache=tmp_path / "cache", device="cpu",
+                         max_seconds=max_seconds, progress=False)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "cache").exists()  # refused before the store (or its folder) was touched
+
+
+def test_max_seconds_floor_is_twice_the_receptive_field_and_every_clip_is_stored(tmp_path, tiny_models,
+                                                                                 one_torch_thread):
+    """The tiny models' convs (kernel 8, stride 4, three times) see 148 samples: windows of 296 samples
+    (0.0185 s) are the shortest accepted, and then every clip, however long, still gives frames."""
+    from featstore.audio import validate_extract_options
+
+    with pytest.raises(SerError, match=r"at least 0\.0185 s .*148 samples at 16000 Hz.*--max-seconds 0\.019"):
+        validate_extract_options(max_seconds=0.0184, receptive_field=148, sample_rate=16000)
+    manifest = write_corpus(tmp_path / "audio", [297, 1601, 9000])
+    result = extract_manifest(manifest, model=str(tiny_models["group"]), cache=tmp_path / "cache", device="cpu",
+                              max_seconds=0.0185, progress=False)
+    fs = open_store(result.store)
+    assert len(fs.ids) == 3 and not fs.skipped and (np.asarray(fs.n_frames) > 0).all()
+
+
+def test_cheap_option_checks_need_no_model():
+    from featstore.audio import validate_extract_options
+
+    validate_extract_options(frames="none", max_seconds=30.0)
+    validate_extract_options(frames="0,3-4", max_seconds=0.001)  # the model-dependent floor needs the model
+    for kw, words in [(dict(frames="-1"), "negative"), (dict(frames=[2, -1]), "negative"),
+                      (dict(frames="six"), "layers like"), (dict(max_seconds=float("nan")), "finite"),
+                      (dict(max_seconds=0), "above 0"), (dict(batch_seconds=float("inf")), "--batch-seconds"),
+                      (dict(frames="5", num_layers=5), "out of range")]:
+        with pytest.raises(SerError, match=words):
+            validate_extract_options(**kw)
+
+
+def test_an_empty_manifest_is_refused_not_an_empty_store(tmp_path, tiny_models):
+    with pytest.raises(SerError, match="no utterances to extract") as info:
+        extract_manifest(Manifest("toy", str(tmp_path / "nothing"), [], []), model=str(tiny_models["group"]),
+                         cache=tmp_path / "cache", device="cpu", progress=False)
+    assert "\n" not in str(info.value) and not (tmp_path / "cache").exists()
