@@ -161,7 +161,8 @@ def read_predictions(path: str | Path, sha256: str | None = None) -> dict[str, n
     try:
         table = pq.read_table(path)
     except (OSError, ValueError, pa.ArrowException) as e:
-        raise PredictionsError(f"{path}: cannot read the predictions ({e}); re-run the command that wrote it") from e
+        why = " ".join(str(e).split())             # pyarrow's messages span lines; ours is one
+        raise PredictionsError(f"{path}: cannot read the predictions ({why}); re-run the command that wrote it") from e
     missing = [k for k in KEYS if k not in table.column_names]
     if missing:
         raise PredictionsError(f"{path}: column(s) {', '.join(missing)} missing; re-run the command that wrote it")
