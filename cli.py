@@ -311,7 +311,10 @@ def manifest(
     """
     from featstore.corpora import load_manifest
     from featstore.labels import canonical_order
+    from featstore.outputs import atomic_output, check_output
 
+    if out:
+        out = check_output(out, option="--out", suffixes=(".csv", ".jsonl"))  # before the corpus is read
     corpus = _corpus(corpus)
     m = load_manifest(corpus, _root(corpus, root), progress=True)
     labels = m.label_counts()
@@ -324,7 +327,9 @@ def manifest(
     console.print("speakers: " + ", ".join(f"{s} {n}" for s, n in sorted(speakers.items())), highlight=False)
     _print_problems(m.problems)
     if out:
-        console.print(f"wrote {m.write(out)}")
+        with atomic_output(out) as tmp:  # whole or not at all; a full disk is one line
+            m.write(tmp)
+        console.print(f"wrote {out}")
 
 
 @app.command()
@@ -1228,9 +1233,13 @@ def report(
     Example: ser report 3fa9c2 81d0e4 --out report.html
     """
     from classifiers.registry import Registry
-    from classifiers.report import write_report
+    from classifiers.report import read_figure, write_report
     from classifiers.study import load_registered
+    from featstore.outputs import check_output
 
+    check_output(out, option="--out", suffixes=(".html", ".htm"))  # before any run is read
+    for f in figure or []:
+        read_figure(f)  # a PNG file of the user's own, or one line
     registry = Registry(_db(db))
     runs = [registry.run(r) for r in run_ids] if run_ids else registry.runs()
     page = write_report([(r, load_registered(r)) for r in runs], out, figures=figure or [],

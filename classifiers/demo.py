@@ -62,13 +62,13 @@ def _demo(out: Path, n: int, model: str | None, seed: int, overwrite: bool) -> I
     from featstore.extract import extract_manifest
     from featstore.folds import fold_summary, make_folds
     from featstore.store import open_store
-    from featstore.synth import synthesize
+    from featstore.synth import synthesize, synthesized
 
     yield DemoStep(text=f"ser demo: {n} synthetic utterances, every layer probed and analysed; {ESTIMATE}")
     root = out / "ravdess"
-    if not (root / ".ser-synth.json").exists():
+    if synthesized(root) is None:  # none yet, or one stopped half-way: (re)written, only ever its own files
         yield DemoStep("1. synthetic corpus")
-        yield DemoStep(text=synthesize("ravdess", root, n=n, seed=seed, progress=True).summary())
+        yield DemoStep(text=synthesize("ravdess", root, n=n, seed=seed, progress=True, overwrite=True).summary())
     m = load_manifest("ravdess", root)
     yield DemoStep("2. manifest and luna5 folds")
     labels = m.label_counts()

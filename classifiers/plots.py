@@ -1,7 +1,12 @@
-"""Plots people would rather look at than read: layer curves, confusion heatmaps, transfer matrices."""
+"""Plots people would rather look at than read: layer curves, confusion heatmaps, transfer matrices.
+
+Every text is drawn literally (a corpus label such as `a$b`, `$x$` or `50%_sad` is never parsed as
+mathtext: `literal_text`), and every figure is written whole or not at all (`_save`: temp, rename).
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,15 +24,43 @@ def _plt():
     return plt
 
 
-def _save(plt, fig, out: str | Path) -> Path:
-    fig.tight_layout()
+def literal_text(fn):
+    """Run the plotting function `fn` with mathtext off: labels, titles and legends are drawn as given.
+
+    Matplotlib reads text between `$` signs as math (a label `$_$` raises, `$x$` loses its dollars);
+    `text.parse_math` is read when each text is made, so the whole function, savefig included, runs
+    inside the setting. Other figures of the process keep the user's settings.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _save(plt, fig, out: str | Path, *, dpi: float | None = None, tight: bool = True) -> Path:
+    """Write `fig` to `out` whole (temp file, fsync, rename) and close it, even when writing fails.
+
+    A full disk is one OutputDiskFull line and leaves neither a partial PNG nor the temp file.
+    """
+    from featstore.outputs import atomic_output
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
+    try:
+        if tight:
+            fig.tight_layout()
+        with atomic_output(out) as tmp:
+            fig.savefig(tmp, **({} if dpi is None else {"dpi": dpi}))
+    finally:
+        plt.close(fig)
     return out
 
 
+@literal_text
 def layer_curve(results: ProbeResults, out: str | Path, metric: str = "uar", chance: float | None = None,
                 title: str = "") -> Path:
     """Metric vs layer: a line per (classifier, training set), fold/seed std as a band, best marked."""
@@ -62,6 +95,7 @@ def layer_curve(results: ProbeResults, out: str | Path, metric: str = "uar", cha
     return _save(plt, fig, out)
 
 
+@literal_text
 def confusion_heatmap(cm: np.ndarray, labels: Sequence[str], out: str | Path, title: str = "") -> Path:
     """Row-normalised confusion heatmap with counts annotated (rows: true, columns: predicted)."""
     plt = _plt()
@@ -84,6 +118,7 @@ def confusion_heatmap(cm: np.ndarray, labels: Sequence[str], out: str | Path, ti
     return _save(plt, fig, out)
 
 
+@literal_text
 def transfer_heatmap(matrix: np.ndarray, corpora: Sequence[str], out: str | Path, metric: str = "UAR",
                      title: str = "") -> Path:
     """Train corpus (rows) x test corpus (columns) heatmap, values annotated."""
@@ -115,6 +150,7 @@ def _finish_axes(ax, layers: Sequence[int]) -> None:
     ax.legend(fontsize=8.5, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
 
 
+@literal_text
 def neighbor_plot(report, out: str | Path, title: str | None = None) -> Path:
     """A `NeighborReport` as PNG: purity vs layer per attribute (solid) with its chance level
     (dashed, same colour); a second panel with kNN WA/UAR (mean over its folds) and, with
@@ -161,9 +197,4 @@ def neighbor_plot(report, out: str | Path, title: str | None = None) -> Path:
         _finish_axes(ax, report.layers)
     fig.suptitle(title or f"model {report.model or '(not recorded)'} | {'+'.join(report.corpora)} | "
                  f"N={report.n_utterances}, k={report.k} | kNN: {report.protocol}", fontsize=10.5)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out, dpi=130)

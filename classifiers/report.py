@@ -11,15 +11,69 @@ from __future__ import annotations
 
 import base64
 import html
+import os
+import stat
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from classifiers.plots import _plt, confusion_heatmap
+from classifiers.plots import _plt, confusion_heatmap, literal_text
+from featstore.errors import SerError
 
 METRIC_NAMES = {"uar": "UAR", "wa": "WA", "macro_f1": "macro-F1"}
+
+#: the 8 bytes every PNG file starts with
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: the largest extra figure embedded (a plot is well under 1 MiB)
+MAX_FIGURE_BYTES = 32 * 2**20
+
+
+class FigureError(SerError):
+    """An extra --figure that is not one of the user's own PNG files."""
+
+
+def read_figure(path: str | Path, option: str = "--figure") -> bytes:
+    """The bytes of `path`, checked as a figure to embed: a regular PNG file (its signature, not its
+    name) owned by the user running ser, not under /proc, /sys or /dev, at most MAX_FIGURE_BYTES.
+
+    The file is opened once (non-blocking: a FIFO never hangs) and the checks run on what was
+    opened, so a file swapped in between cannot slip through. FigureError (one line) otherwise.
+    """
+    from featstore.outputs import is_system_path
+    from featstore.units import human_size
+
+    p = Path(path).expanduser()
+    where = f"{option} {path}"
+    if is_system_path(p.resolve()):
+        raise FigureError(f"{where}: a system path is not a figure; give a PNG file of yours")
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError as e:
+        raise FigureError(f"{where}: no such file; give a PNG file (e.g. neighbors_purity.png)") from e
+    except OSError as e:
+        raise FigureError(f"{where}: cannot be read ({e.strerror}); give a PNG file of yours") from e
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise FigureError(f"{where}: is a directory; give a PNG file inside it")
+        if not stat.S_ISREG(st.st_mode):
+            raise FigureError(f"{where}: is not a regular file; give a PNG file of yours")
+        if st.st_uid != os.getuid():
+            raise FigureError(f"{where}: belongs to another user (uid {st.st_uid}); only your own files are "
+                              f"embedded: copy it (cp) and pass the copy")
+        if st.st_size > MAX_FIGURE_BYTES:
+            raise FigureError(f"{where}: {human_size(st.st_size)} is too large for a figure (at most "
+                              f"{human_size(MAX_FIGURE_BYTES)}); pass a smaller PNG")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(MAX_FIGURE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if not data.startswith(PNG_SIGNATURE):
+        raise FigureError(f"{where}: is not a PNG image (no PNG signature); pass a .png file, e.g. one ser "
+                          f"wrote")
+    return data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -32,6 +86,7 @@ def _finish(plt, fig, out) -> Path:
     return _save(plt, fig, out)
 
 
+@literal_text
 def interval_figure(intervals: dict, out: str | Path, title: str = "") -> Path:
     """One horizontal error bar per {name: `Interval`}: value and its CI."""
     plt = _plt()
@@ -54,6 +109,7 @@ def interval_figure(intervals: dict, out: str | Path, title: str = "") -> Path:
     return _finish(plt, fig, out)
 
 
+@literal_text
 def layer_ci_figure(cols: dict, out: str | Path, metric: str = "uar", title: str = "") -> Path | None:
     """Pooled `metric` by layer with speaker-bootstrap 95% CI bands, a line per setting; None when
     no setting has numeric layers."""
@@ -89,6 +145,7 @@ def layer_ci_figure(cols: dict, out: str | Path, metric: str = "uar", title: str
     return _finish(plt, fig, out)
 
 
+@literal_text
 def comparison_figure(rows: Sequence[dict], out: str | Path, title: str = "") -> Path:
     """Forest plot: each comparison's difference (a - b) with its CI; zero marked."""
     plt = _plt()
@@ -107,6 +164,7 @@ def comparison_figure(rows: Sequence[dict], out: str | Path, title: str = "") ->
     return _finish(plt, fig, out)
 
 
+@literal_text
 def transfer_figure(cells: dict, out: str | Path, title: str = "") -> Path:
     """Train set (rows) x test set (columns) heatmap of {(train, test): value}."""
     plt = _plt()
@@ -140,9 +198,9 @@ code{background:#f5f5f5;padding:0 .3em}.sig{color:#b00;font-weight:bold}.figs{di
 .figs img{max-width:520px}"""
 
 
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+def _img(path: Path, alt: str, data: bytes | None = None) -> str:
+    encoded = base64.b64encode(Path(path).read_bytes() if data is None else data).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence], left: int = 1) -> str:
@@ -246,13 +304,17 @@ def write_report(runs: Sequence[tuple[dict, object]], out: str | Path, *, title:
                  figures: Sequence[str | Path] = (), metric: str = "uar") -> Path:
     """Write the HTML report over `runs` ((registry row, ProbeResults) pairs) to `out`; return it.
 
-    figures: extra PNGs embedded at the end (e.g. neighbors_purity.png).
+    figures: extra PNGs embedded at the end (e.g. neighbors_purity.png): each must be a PNG file the
+    user owns (`read_figure`). `out` and the figures are checked before any work; the page is
+    written whole or not at all (a full disk is one line and leaves no partial file).
     """
     import tempfile
 
     from classifiers.compare import run_differences, test_ids
+    from featstore.outputs import check_output, write_text
 
-    out = Path(out)
+    out = check_output(out, option="--out", suffixes=(".html", ".htm"))
+    extra = [(Path(f), read_figure(f)) for f in figures]
     sections, transfer = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -279,8 +341,8 @@ def write_report(runs: Sequence[tuple[dict, object]], out: str | Path, *, title:
             sections.append("<h2>transfer: best UAR per training and test set</h2>"
                             + _img(transfer_figure(transfer, tmp / "transfer.png", title="train × test UAR (best layer)"),
                                    "transfer matrix"))
-        if figures:
-            sections.append("<h2>more figures</h2>" + "".join(_img(Path(f), Path(f).name) for f in figures))
+        if extra:
+            sections.append("<h2>more figures</h2>" + "".join(_img(f, f.name, data) for f, data in extra))
     page = (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' "
             f"content='width=device-width,initial-scale=1'><title>{html.escape(title)}</title><style>{CSS}</style>"
             f"</head><body><h1>{html.escape(title)}</h1><p class='meta'>{len(runs)} run(s), written "
@@ -288,7 +350,5 @@ def write_report(runs: Sequence[tuple[dict, object]], out: str | Path, *, title:
             f"score with a 95% confidence interval from 1000 bootstrap resamples of speakers. Differences: paired, "
             f"with a speaker-level permutation p-value; p (Holm) adjusts for the comparisons in the same table.</p>"
             + "\n".join(sections) + "</body></html>")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    return out
+    return write_text(out, page)
 

@@ -1107,12 +1107,22 @@ def store_info(path: str | Path) -> dict:
 
 
 def export_layer(path: str | Path, layer: int, out: str | Path, stat: str = "mean") -> Path:
-    """Write one layer's pooled matrix with its labels as .npz: id, X, label, speaker, corpus."""
+    """Write one layer's pooled matrix with its labels as .npz: id, X, label, speaker, corpus.
+
+    `out` gets ".npz" appended when its name lacks it (as numpy.savez does). It is checked before the
+    store is read (not a directory or a system path) and written whole or not at all: a full disk is
+    one OutputDiskFull line and leaves neither a partial file nor a temporary one.
+    """
+    from featstore.outputs import atomic_output, check_output
+
+    out = check_output(out, option="--out")
+    if not out.name.endswith(".npz"):
+        out = check_output(out.with_name(out.name + ".npz"), option="--out")
     fs = open_store(path)
-    X = fs.pooled(layer, stat)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, id=np.array(fs.ids), X=X, label=np.array([u.label for u in fs.utterances]),
-             speaker=np.array([u.speaker for u in fs.utterances]),
-             corpus=np.array([u.corpus for u in fs.utterances]))
+    arrays = dict(id=np.array(fs.ids), X=fs.pooled(layer, stat), label=np.array([u.label for u in fs.utterances]),
+                  speaker=np.array([u.speaker for u in fs.utterances]),
+                  corpus=np.array([u.corpus for u in fs.utterances]))
+    with atomic_output(out, needed=sum(a.nbytes for a in arrays.values()) + 64 * 1024) as tmp:
+        with open(tmp, "wb") as fh:  # a file object: numpy adds no suffix to the temporary name
+            np.savez(fh, **arrays)
     return out

@@ -806,6 +806,18 @@ def _marked_files(out: Path, marker: Path) -> list[Path]:
     return files
 
 
+def synthesized(out: str | Path) -> dict | None:
+    """What `synthesize` recorded in `out` (corpus, seed, n, files, ...) when it finished writing
+    there; None when nothing was synthesized there or the run was interrupted."""
+    try:
+        marker = json.loads((Path(out) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or not marker.get("corpus") or marker.get("complete") is False:
+        return None  # the claim written before any file, or a run stopped before its last file
+    return marker
+
+
 def _write_marker(out: Path, content: dict) -> None:
     from featstore.outputs import write_text
 

@@ -365,3 +365,23 @@ def test_full_disk_is_one_line_and_leaves_no_half_file(tmp_path, monkeypatch):
     synthesize("ravdess", out, n=6, max_duration=0.05, sample_rate=8000, overwrite=True)
     assert len(wavs(out)) == 6 and not [p for p in out.rglob("*") if ".tmp-" in p.name]
     assert os.path.exists(out / MARKER)
+
+
+def test_synthesized_tells_a_finished_corpus_from_an_interrupted_one(tmp_path, monkeypatch):
+    from featstore import synth
+
+    assert synth.synthesized(tmp_path / "none") is None
+    synthesize("ravdess", tmp_path / "done", **KW)
+    assert synth.synthesized(tmp_path / "done")["n"] == 2
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synth, "write_audio", stop)
+    with pytest.raises(KeyboardInterrupt):
+        synthesize("ravdess", tmp_path / "cut", **KW)
+    assert synth.synthesized(tmp_path / "cut") is None and not temp_files_in(tmp_path / "cut")
+
+
+def temp_files_in(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if ".tmp-" in p.name]
