@@ -47,6 +47,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -62,11 +64,19 @@ from featstore.corpora.base import UTTERANCE_FIELDS, Utterance
 from featstore.errors import SerError
 
 FORMAT = "ser-featstore"
-FORMAT_VERSION = 2  # 2: a Fletcher-32 checksum per chunk of every dataset, fixed-length UTF-8 strings
-#: format versions that hold the same numbers (2 only added checksums), so one run may extend the other
-_SAME_FEATURES = {1: 2}
-#: HDF5 1.8 object formats and up: metadata (headers, attributes) carry checksums as well
-_LIBVER = ("v108", "latest")
+#: 2: a Fletcher-32 checksum per chunk of every dataset, fixed-length UTF-8 strings;
+#: 3: HDF5 1.10 file format (checksummed chunk indexes), fixed-length string attributes (no global heap),
+#:    a sha256 per dataset (per layer of /pooled) checked on read, and the store's digest
+FORMAT_VERSION = 3
+#: format versions that hold the same numbers (2 added checksums, 3 checksummed metadata and digests), so a
+#: run of one may resume or extend the parts and store of another: every number is read back (checked as
+#: well as its format allows) and re-written, with its digests, in the current format
+_SAME_FEATURES = {1: 3, 2: 3}
+#: HDF5 1.10 file format: superblock, object headers, chunk indexes (fixed/extensible arrays, v2 B-trees),
+#: fractal heaps all carry checksums that HDF5 verifies before it uses them
+_LIBVER = ("v110", "latest")
+#: seconds a child process may take to read the unchecksummed metadata of a format 1 or 2 store
+OLD_FORMAT_TIMEOUT = 60.0
 _INT_FIELDS = {"sample_rate"}
 _FLOAT_FIELDS = {"duration"}
 _OPTIONAL_FLOAT_FIELDS = {"start", "end"}  # segments, in seconds; -1 on disk where the utterance is a whole file
@@ -213,6 +223,41 @@ def _file_digest(f: h5py.File) -> str:
     return _combine({name: _compute_digest(ds) for name, ds in _datasets(f) if name.startswith(_DIGESTED)})
 
 
+def _recorded(ds: h5py.Dataset) -> str | list[str] | None:
+    """The sha256 recorded for a dataset (a list, per layer, for pooled), None before format 3."""
+    return _get_str(ds, _DIGEST_ATTR)
+
+
+def _mismatch(path: Path, name: str, layer: int | None = None) -> str:
+    where = f"/{name.lstrip('/')}" + ("" if layer is None else f" layer {layer}")
+    return (f"{path}: damaged ({where}: content digest mismatch: the numbers read are not the ones written although "
+            f"every checksum passed, e.g. chunks moved or the file edited); {_fix_for(path)}")
+
+
+def _check(path: Path, ds: h5py.Dataset, data: np.ndarray, layer: int | None = None) -> None:
+    """Refuse `data`, read from all of `ds` (or from `ds[:, layer, :]`), if it is not what was recorded."""
+    recorded = _recorded(ds)
+    if recorded is None:
+        return
+    per_layer = ds.name.startswith("/pooled/") and len(ds.shape) == 3
+    if isinstance(recorded, list) != per_layer or per_layer and len(recorded) != ds.shape[1]:
+        raise StoreError(_mismatch(path, ds.name))
+    if layer is None and isinstance(recorded, list):
+        bad = [k for k, want in enumerate(recorded) if _sha(data[:, k]) != want]
+        if bad:
+            raise StoreError(_mismatch(path, ds.name, bad[0]))
+        return
+    if _sha(data) != (recorded if layer is None else recorded[layer]):
+        raise StoreError(_mismatch(path, ds.name, layer))
+
+
+def _read_checked(ds: h5py.Dataset) -> np.ndarray:
+    """All of a dataset, checked against its recorded sha256."""
+    data = ds[()]
+    _check(Path(ds.file.filename), ds, data)
+    return data
+
+
 def _create(group: h5py.Group, name: str, **kwargs) -> h5py.Dataset:
     """A dataset with a Fletcher-32 checksum per chunk, which HDF5 verifies on every read."""
     return group.create_dataset(name, fletcher32=True, **kwargs)
@@ -250,9 +295,72 @@ def _damaged(path: Path, error: BaseException) -> str:
     return f"{path}: damaged or not readable ({_describe(error)}); {_fix_for(path)}"
 
 
+#: files (path, inode, size, mtime) whose old-format metadata a child process has read in time
+_BOUNDED_OK: set[tuple] = set()
+
+#: what the child process of `_bounded_check` reads: every attribute, dataset header, chunk index, string
+_PROBE = """
+import sys, h5py
+def walk(name, obj):
+    for key in obj.attrs:
+        obj.attrs[key]
+    if isinstance(obj, h5py.Dataset):
+        if obj.chunks:
+            obj.id.get_num_chunks()
+        if obj.dtype.kind in "OS":
+            obj[()]
+with h5py.File(sys.argv[1], "r") as f:
+    walk("/", f)
+    f.visititems(walk)
+"""
+
+
+def _superblock_version(path: Path) -> int | None:
+    """The HDF5 superblock version (3 from the 1.10 format: checksummed metadata), None if not HDF5."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+    except OSError:
+        return None
+    return head[8] if len(head) == 9 and head[:8] == b"\x89HDF\r\n\x1a\n" else None
+
+
+def _bounded_check(path: Path) -> None:
+    """Read the metadata of a format 1 or 2 file in a child process first, with a timeout.
+
+    Their metadata (v1 B-tree chunk indexes, variable-length strings in the global heap) carry no
+    checksums, and one flipped bit there can make HDF5 loop forever; a format 3 file is checksummed
+    throughout, so HDF5 refuses damage before it parses it, and is not checked here. Once per file
+    identity per process.
+    """
+    version = _superblock_version(path)
+    if version is None or version >= 3:
+        return
+    try:
+        st = path.stat()
+    except OSError:
+        return
+    key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key in _BOUNDED_OK:
+        return
+    try:
+        child = subprocess.run([sys.executable, "-c", _PROBE, str(path)], stdin=subprocess.DEVNULL,
+                               capture_output=True, timeout=OLD_FORMAT_TIMEOUT)
+    except subprocess.TimeoutExpired as e:
+        raise StoreError(f"{path}: damaged or not readable (HDF5 did not finish reading its metadata in "
+                         f"{OLD_FORMAT_TIMEOUT:g} s: a store written before format 3 has unchecksummed metadata, "
+                         f"which damage can make HDF5 loop on); {_fix_for(path)}") from e
+    if child.returncode < 0:
+        raise StoreError(f"{path}: damaged or not readable (reading its metadata crashed HDF5, signal "
+                         f"{-child.returncode}); {_fix_for(path)}")
+    if child.returncode == 0:
+        _BOUNDED_OK.add(key)
+
+
 @contextmanager
 def _reading(path: Path):
     """Open `path` for reading; any read failure inside the block is one StoreError naming it and the fix."""
+    _bounded_check(Path(path))
     try:
         with h5py.File(path, "r") as f:
             yield f
@@ -281,6 +389,34 @@ def verify_file(f: h5py.File, *, frames: bool = True, slab_bytes: int = 64 << 20
     return damaged
 
 
+def verify_digests(f: h5py.File, *, frames: bool = True) -> list[str]:
+    """Every dataset's content against the sha256 recorded for it, and the file's digest against those.
+
+    One line per dataset that differs; empty for a file without digests (before format 3).
+    `frames=False` skips /frames.
+    """
+    damaged, recorded = [], {}
+    for name, ds in _datasets(f):
+        want = _recorded(ds)
+        if want is None:
+            continue
+        recorded[name] = want
+        if not frames and name.startswith("frames/"):
+            continue
+        try:
+            got = _compute_digest(ds)
+        except (OSError, ValueError, RuntimeError) as e:
+            damaged.append(f"/{name}: {_describe(e)}")
+            continue
+        if got != want:
+            layers = [k for k, (a, b) in enumerate(zip(got, want)) if a != b] if isinstance(got, list) else []
+            damaged.append(f"/{name}{f' layer {layers[0]}' if layers else ''}: content digest mismatch")
+    digest = _get_str(f, "digest")
+    if digest is not None and digest != _combine({k: v for k, v in recorded.items() if k.startswith(_DIGESTED)}):
+        damaged.append("/: the store digest does not match its datasets' digests")
+    return damaged
+
+
 def _raise_damage(path: Path, damaged: list[str]) -> None:
     if damaged:
         raise StoreError(f"{path}: damaged ({'; '.join(damaged[:3])}); {_fix_for(path)}")
@@ -293,6 +429,8 @@ class Verification:
     files: list[Path]
     damaged: list[str] = field(default_factory=list)      # "<file>: /<dataset>: <error>"
     unverified: list[str] = field(default_factory=list)   # "<file>: /<dataset>" written without checksums
+    #: "<file>: ..." of files written before format 3: chunk indexes, root attributes unchecksummed, no digests
+    partial: list[str] = field(default_factory=list)
     bytes_read: int = 0
 
     @property
@@ -322,9 +460,19 @@ def verify_store(path: str | Path) -> Verification:
     report = Verification(files=files)
     for p in files:
         try:
-            with h5py.File(p, "r") as f:
-                report.damaged.extend(f"{p}: {line}" for line in verify_file(f))
+            with _reading(p) as f:
+                damaged = verify_file(f)
+                report.damaged.extend(f"{p}: {line}" for line in damaged)
+                if not damaged:
+                    report.damaged.extend(f"{p}: {line}" for line in verify_digests(f))
                 report.unverified.extend(f"{p}: /{name}" for name, ds in _datasets(f) if not ds.fletcher32)
+                version = int(f.attrs.get("format_version", 0))
+                if version < 3 or _superblock_version(p) < 3:
+                    report.partial.append(f"{p}: format {version}: its chunk indexes and root attributes carry no "
+                                          f"checksums" + ("" if "digest" in f.attrs else
+                                                          " and no content digest was recorded"))
+        except StoreError as e:
+            report.damaged.append(str(e))
         except (OSError, KeyError, ValueError, RuntimeError) as e:
             report.damaged.append(_damaged(p, e))
         report.bytes_read += p.stat().st_size
@@ -411,6 +559,19 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _root_attrs(f: h5py.File, config: dict, **attrs) -> None:
+    """The root attributes of a store: strings fixed-length (inside the checksummed object header)."""
+    _put_str(f, "format", FORMAT)
+    f.attrs["format_version"] = FORMAT_VERSION
+    _put_str(f, "config", json.dumps(config, sort_keys=True))
+    f.attrs["num_layers"] = int(attrs["num_layers"])
+    f.attrs["hidden_size"] = int(attrs["hidden_size"])
+    _put_str(f, "corpus", str(attrs["corpus"]))
+    _put_str(f, "code_version", __version__)
+    _put_str(f, "created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    _put_str(f, "shard", str(attrs["shard"]))
+
+
 def _write_utterances(group: h5py.Group, utterances: Sequence[Utterance]) -> None:
     for name in UTTERANCE_FIELDS:
         values = [getattr(u, name) for u in utterances]
@@ -430,7 +591,7 @@ def _read_utterances(group: h5py.Group) -> list[Utterance]:
         if name in _OPTIONAL_FLOAT_FIELDS and name not in group:  # a store written before segments existed
             columns[name] = [None] * len(group["id"])
             continue
-        data = group[name][()]
+        data = _read_checked(group[name])
         if name in _INT_FIELDS:
             columns[name] = [int(v) for v in data]
         elif name in _FLOAT_FIELDS:
@@ -456,7 +617,7 @@ def _read_skipped(f: h5py.File) -> list[Skipped]:
     if "skipped" not in f:
         return []
     g = f["skipped"]
-    cols = [[v.decode("utf-8") if isinstance(v, bytes) else v for v in g[k][()]] for k in ("id", "path", "reason")]
+    cols = [_strings(_read_checked(g[k])) for k in ("id", "path", "reason")]
     return [Skipped(*row) for row in zip(*cols)]
 
 
@@ -464,8 +625,9 @@ def write_part(path: Path, batch: Batch, config: dict) -> None:
     """Write one complete part file atomically (built in memory, so a full disk fails cleanly)."""
     image = io.BytesIO()
     with h5py.File(image, "w", libver=_LIBVER) as f:
-        f.attrs["format"] = FORMAT + "-part"
-        f.attrs["config"] = json.dumps(config, sort_keys=True)
+        _put_str(f, "format", FORMAT + "-part")
+        f.attrs["format_version"] = FORMAT_VERSION
+        _put_str(f, "config", json.dumps(config, sort_keys=True))
         _write_utterances(f.create_group("utterances"), batch.utterances)
         _create(f["utterances"], "n_samples", data=batch.n_samples.astype(np.int64))
         _create(f["utterances"], "n_frames", data=batch.n_frames.astype(np.int64))
@@ -528,8 +690,8 @@ def assemble(store_path: Path, config: dict, *, corpus: str, shard: str = "0/1",
     for si, src in enumerate(sources):
         with _reading(src) as f:
             utts = _read_utterances(f["utterances"])
-            nf = f["utterances/n_frames"][()]
-            ns = f["utterances/n_samples"][()]
+            nf = _read_checked(f["utterances/n_frames"])
+            ns = _read_checked(f["utterances/n_samples"])
             if len(utts):
                 num_layers, hidden = f["pooled/mean"].shape[1:]
             for row, u in enumerate(utts):
@@ -554,15 +716,7 @@ def assemble(store_path: Path, config: dict, *, corpus: str, shard: str = "0/1",
     store_path.parent.mkdir(parents=True, exist_ok=True)
     # the sources hold every row once at least, so their size bounds the store's
     with _atomic_h5(store_path, needed=sum(p.stat().st_size for p in sources) + (1 << 16)) as out:
-        out.attrs["format"] = FORMAT
-        out.attrs["format_version"] = FORMAT_VERSION
-        out.attrs["config"] = json.dumps(config, sort_keys=True)
-        out.attrs["num_layers"] = num_layers
-        out.attrs["hidden_size"] = hidden
-        out.attrs["corpus"] = corpus
-        out.attrs["code_version"] = __version__
-        out.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        out.attrs["shard"] = shard
+        _root_attrs(out, config, num_layers=num_layers, hidden_size=hidden, corpus=corpus, shard=shard)
         g = out.create_group("utterances")
         _write_utterances(g, [utt_of[i] for i in ids])
         _create(g, "n_samples", data=np.array([n_samples_of[i] for i in ids], dtype=np.int64))
@@ -579,7 +733,7 @@ def assemble(store_path: Path, config: dict, *, corpus: str, shard: str = "0/1",
                                            chunks=(max(1, min(total, 4096)), hidden) if total else None)
         for si, src in enumerate(sources):
             with _reading(src) as f:
-                src_ids = [u for u in f["utterances/id"][()]]
+                src_ids = [u for u in _read_checked(f["utterances/id"])]
                 src_ids = [v.decode("utf-8") if isinstance(v, bytes) else v for v in src_ids]
                 rows = [(row_of[uid], r) for r, uid in enumerate(src_ids) if where.get(uid) == (si, r)]
                 if not rows:
@@ -587,15 +741,15 @@ def assemble(store_path: Path, config: dict, *, corpus: str, shard: str = "0/1",
                 rows.sort()
                 dst = np.array([d for d, _ in rows])
                 srcr = np.array([s for _, s in rows])
-                m = f["pooled/mean"][()]
-                s_ = f["pooled/std"][()]
+                m = _read_checked(f["pooled/mean"])
+                s_ = _read_checked(f["pooled/std"])
                 _scatter(mean, dst, m[srcr])
                 _scatter(std, dst, s_[srcr])
                 if frame_layers:
-                    src_nf = f["utterances/n_frames"][()].astype(np.int64)
+                    src_nf = _read_checked(f["utterances/n_frames"]).astype(np.int64)
                     src_off = np.concatenate([[0], np.cumsum(src_nf)])
                     for k in frame_layers:
-                        data = f[f"frames/layer_{k}"][()]
+                        data = _read_checked(f[f"frames/layer_{k}"])
                         for d, r in zip(dst, srcr):
                             fr[k][offsets[d]:offsets[d + 1]] = data[src_off[r]:src_off[r + 1]]
         _write_skipped(out, sorted(skipped.values(), key=lambda s: s.id))
@@ -624,11 +778,11 @@ _SHARD_RE = re.compile(r"^(?P<corpus>.+)\.shard-(?P<i>\d+)-of-(?P<n>\d+)\.h5$")
 
 
 def _read_config(f: h5py.File, path: Path) -> dict:
-    if f.attrs.get("format") != FORMAT:
-        raise StoreError(f"{path}: not a ser feature store (format attribute {f.attrs.get('format')!r})")
+    if _get_str(f, "format") != FORMAT:
+        raise StoreError(f"{path}: not a ser feature store (format attribute {_get_str(f, 'format')!r})")
     if int(f.attrs.get("format_version", 0)) > FORMAT_VERSION:
         raise StoreError(f"{path}: written by a newer ser (format {f.attrs['format_version']}); upgrade ser")
-    return json.loads(f.attrs["config"])
+    return json.loads(_get_str(f, "config"))
 
 
 class FeatureStore:
@@ -649,20 +803,22 @@ class FeatureStore:
         self.n_samples = []
         configs = []
         checksums: list[bool] = []
+        versions: list[int] = []
         for fi, p in enumerate(self.paths):
             with _reading(p) as f:
                 configs.append(_read_config(f, p))
                 utts = _read_utterances(f["utterances"])
                 self._rows.append((len(self.utterances), len(utts), fi))
                 self.utterances.extend(utts)
-                self.n_frames.extend(f["utterances/n_frames"][()].tolist())
-                self.n_samples.extend(f["utterances/n_samples"][()].tolist())
+                self.n_frames.extend(_read_checked(f["utterances/n_frames"]).tolist())
+                self.n_samples.extend(_read_checked(f["utterances/n_samples"]).tolist())
                 self.skipped.extend(_read_skipped(f))
                 checksums.append(checksummed(f))
+                versions.append(int(f.attrs.get("format_version", 1)))
                 self.num_layers = int(f.attrs["num_layers"])
                 self.hidden_size = int(f.attrs["hidden_size"])
                 if fi == 0:
-                    self.attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+                    self.attrs = {k: _get_str(f, k) for k in f.attrs}
         base = configs[0]
         for p, c in zip(self.paths[1:], configs[1:]):
             if c.get("weights_sha256") != base.get("weights_sha256") or c.get("dtype") != base.get("dtype"):
@@ -671,6 +827,8 @@ class FeatureStore:
         self.config = base
         #: every dataset carries a checksum verified on read (False: a store written before format 2)
         self.checksums = all(checksums)
+        #: the oldest format among the files: 3 has checksummed metadata and content digests checked on read
+        self.format_version = min(versions)
         self.frame_layers = [int(k) for k in set.intersection(*[set(c.get("frame_layers", [])) for c in configs])]
         self.frame_layers.sort()
         self.n_frames = np.asarray(self.n_frames, dtype=np.int64)
@@ -728,7 +886,9 @@ class FeatureStore:
         for (start, n, fi) in self._rows:
             if n:
                 with _reading(self.paths[fi]) as f:
-                    f[f"pooled/{stat}"].read_direct(out, np.s_[:, layer, :], np.s_[start:start + n])
+                    ds = f[f"pooled/{stat}"]
+                    ds.read_direct(out, np.s_[:, layer, :], np.s_[start:start + n])
+                    _check(self.paths[fi], ds, out[start:start + n], layer)
         return out
 
     def pooled_all(self, stat: str = "mean", layers: Sequence[int] | None = None) -> np.ndarray:
@@ -748,6 +908,8 @@ class FeatureStore:
                 with _reading(self.paths[fi]) as f:
                     ds = f[f"pooled/{stat}"]
                     out[start:start + n] = ds[()] if order == list(range(self.num_layers)) else ds[:, order, :]
+                    for j, k in enumerate(order):
+                        _check(self.paths[fi], ds, out[start:start + n, j], k)
         return out[:, [order.index(k) for k in layers], :]
 
     def frames(self, layer: int, index: int) -> np.ndarray:
@@ -901,7 +1063,7 @@ def read_progress(path: Path, config: dict) -> Progress:
         sources.extend(parts)
     for src in sources:
         with _reading(src) as f:
-            other = json.loads(f.attrs["config"])
+            other = json.loads(_get_str(f, "config"))
             diff = config_matches(other, config)
             if diff == ["frame_layers"]:
                 raise StoreError(_frame_layers_differ(src, path, other, config))
@@ -910,11 +1072,11 @@ def read_progress(path: Path, config: dict) -> Progress:
                 raise StoreError(
                     f"{src} was extracted with a different configuration ({details}); it is never mixed "
                     f"with another run: pass --cache DIR for a separate store, or delete {path} to start over")
-            progress.done.update(_strings(f["utterances/id"][()]))
+            progress.done.update(_strings(_read_checked(f["utterances/id"])))
             progress.skipped.update((s.id, s) for s in _read_skipped(f))
             if src == path:
                 # a no-op re-run must not vouch for damaged numbers; frames are checked when read
-                _raise_damage(path, verify_file(f, frames=False))
+                _raise_damage(path, verify_file(f, frames=False) or verify_digests(f, frames=False))
             if src != path:
                 progress.mtime = max(progress.mtime, src.stat().st_mtime)
     return progress
@@ -994,9 +1156,9 @@ def missing_frame_layers(path: Path, config: dict) -> list[int]:
     if not path.is_file() or parts_dir(path).exists():
         return []
     try:
-        with h5py.File(path, "r") as f:
-            have = json.loads(f.attrs["config"])
-    except (OSError, KeyError, ValueError):
+        with _reading(path) as f:
+            have = json.loads(_get_str(f, "config"))
+    except (StoreError, OSError, KeyError, ValueError):
         return []  # read_progress reports an unreadable store
     want = [int(k) for k in config.get("frame_layers", [])]
     if config_matches(have, config) != ["frame_layers"] or not set(have.get("frame_layers", [])) < set(want):
@@ -1017,11 +1179,9 @@ def adding_frame_layers(path: Path, config: dict, layers: Sequence[int]):
         needed = path.stat().st_size + total * int(src.attrs["hidden_size"]) * 2 * len(layers) + (1 << 16)
     with _atomic_h5(path, needed) as out:
         with _reading(path) as src:
-            for name in src:
-                src.copy(src[name], out, name)
-            for key, value in src.attrs.items():
-                out.attrs[key] = value
-        out.attrs["config"] = json.dumps(config, sort_keys=True)
+            _copy_datasets(path, src, out)
+            _root_attrs(out, config, num_layers=src.attrs["num_layers"], hidden_size=src.attrs["hidden_size"],
+                        corpus=_get_str(src, "corpus", ""), shard=_get_str(src, "shard", "0/1"))
         utterances = _read_utterances(out["utterances"])
         n_frames = out["utterances/n_frames"][()].astype(np.int64)
         if "frames/offsets" in out:
@@ -1052,6 +1212,26 @@ def adding_frame_layers(path: Path, config: dict, layers: Sequence[int]):
         _record_digests(out)
 
 
+def _copy_datasets(path: Path, src: h5py.File, out: h5py.File) -> None:
+    """Every dataset of `src` re-written into `out` in the current format (values byte for byte, strings
+    fixed-length), each checked against the digest `src` recorded for it."""
+    for name, ds in _datasets(src):
+        if _is_text(ds.dtype):
+            _create_strings(out, name, _strings(ds[()]))
+            continue
+        copy = _create(out, name, shape=ds.shape, dtype=ds.dtype, chunks=ds.chunks)
+        start = 0
+        for slab in _slabs(ds):
+            if not ds.shape:
+                copy[()] = slab
+                break
+            copy[start:start + len(slab)] = slab
+            start += len(slab)
+        recorded = _recorded(ds)
+        if recorded is not None and _compute_digest(copy) != recorded:
+            raise StoreError(_mismatch(path, name))
+
+
 def _strings(values) -> list[str]:
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
@@ -1070,14 +1250,16 @@ def list_stores(cache: str | Path) -> list[dict]:
         try:
             files = store_files(p)
             with _reading(files[0]) as f:
-                model = json.loads(f.attrs["config"]).get("model_id", "")
+                model = json.loads(_get_str(f, "config")).get("model_id", "")
                 layers = int(f.attrs["num_layers"])
-            n, verified = 0, True
+            n, verified, version = 0, True, FORMAT_VERSION
             for fp in files:
                 with _reading(fp) as f:
                     n += len(f["utterances/id"])
                     verified = verified and checksummed(f)
-            status = "complete" if verified else "complete, unverified (no checksums: format 1)"
+                    version = min(version, int(f.attrs.get("format_version", 1)))
+            status = ("complete" if version >= 3 else "complete, metadata unchecksummed (format 2)" if verified
+                      else "complete, unverified (no checksums: format 1)")
         except (StoreError, OSError, KeyError) as e:
             files, model, layers, n, status = [p], "", 0, 0, f"damaged or unreadable: {_short(e)}"
         rows.append(dict(model_slug=p.parent.name, model=model, corpus=corpus, utterances=n,
@@ -1103,6 +1285,7 @@ def store_info(path: str | Path) -> dict:
         labels=Counter(u.label for u in fs.utterances), speakers=len({u.speaker for u in fs.utterances}),
         seconds=float(sum(u.duration for u in fs.utterances)),
         skipped=[(s.id, s.path, s.reason) for s in fs.skipped], checksums=fs.checksums,
+        format_version=fs.format_version, digest=fs.digest if fs.format_version >= 3 else None,
     )
 
 

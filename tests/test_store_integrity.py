@@ -51,8 +51,14 @@ def test_every_dataset_is_checksummed(store):
         names = []
         f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
         assert names and all(f[n].fletcher32 for n in names), [n for n in names if not f[n].fletcher32]
-        assert f.attrs["format_version"] == 2
-    assert store_info(path)["checksums"] and verify_store(path).ok
+        assert f.attrs["format_version"] == 3
+        assert all(f.attrs.get_id(k).dtype.kind != "O" for k in f.attrs)  # no variable-length strings
+        assert f["pooled/mean"].attrs["sha256"].shape == (5,)           # one digest per layer
+    data = path.read_bytes()
+    assert data[8] == 3 and b"GCOL" not in data                        # 1.10 superblock, no global heap
+    info = store_info(path)
+    assert info["checksums"] and info["format_version"] == 3 and info["digest"] == open_store(path).digest
+    assert verify_store(path).ok and not verify_store(path).partial
 
 
 def test_damaged_pooled_data_is_never_read_silently(store, tmp_path):
