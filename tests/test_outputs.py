@@ -246,3 +246,19 @@ def test_manifest_out_full_disk_and_directory(tmp_path, monkeypatch):
     line = one_error_line(invoke(*args, tmp_path))
     assert "is a directory" in line
     assert invoke(*args, out).exit_code == 0 and len(out.read_text().splitlines()) == 3
+
+
+def test_probe_and_report_over_dollar_labels(tmp_path, monkeypatch):
+    """Issue 28: a `$` in a corpus label crashed `ser probe` in matplotlib, leaving a half-written results folder."""
+    import tests.test_runs as runs
+
+    weird = ["a$b", "$_$", "50%_sad", "$x$", "angry", "calm", "sad", "happy"]
+    monkeypatch.setitem(runs.LABELS, "ravdess", weird)
+    monkeypatch.chdir(tmp_path)
+    runs.toy_store(tmp_path / "cache", "ravdess")
+    r = invoke(*runs.probe_args(tmp_path / "cache", tmp_path / "ser.db"))
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    pngs = sorted(p.name for p in (tmp_path / "results").rglob("*.png"))
+    assert pngs == ["probe_confusion.png", "probe_layers.png"] and not temp_files(tmp_path)
+    r = invoke("report", "--out", tmp_path / "r.html", "--db", tmp_path / "ser.db")
+    assert r.exit_code == 0 and (tmp_path / "r.html").read_text().count("data:image/png;base64,") >= 2
