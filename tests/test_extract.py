@@ -303,7 +303,8 @@ def test_store_api_export_info_ls(tmp_path, tiny_models):
     # plain h5py reads the documented schema
     with h5py.File(res.store, "r") as f:
         assert f["pooled/mean"].shape == (len(LENGTHS), 5, 16)
-        assert f.attrs["format"] == "ser-featstore"
+        fmt = f.attrs["format"]  # fixed-length (checksummed) bytes since store format 3
+        assert (fmt.decode() if isinstance(fmt, bytes) else fmt) == "ser-featstore"
 
 
 def test_frame_layer_spec():
