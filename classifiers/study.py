@@ -164,8 +164,12 @@ def load_registered(run: dict):
     if not json_path.exists():
         raise SerError(f"run {run['id']}: {json_path} is gone; re-run its command: {run['command']}")
     results = read_results(json_path)
-    if run.get("predictions") and Path(run["predictions"]).exists():
-        results.predictions = [{k: v.tolist() for k, v in read_predictions(run["predictions"]).items()}]
+    if run.get("predictions"):
+        if not Path(run["predictions"]).exists():
+            raise SerError(f"run {run['id']}: its predictions {run['predictions']} are gone (the scores and their "
+                           f"intervals need them); re-run its command: {run['command']}")
+        cols = read_predictions(run["predictions"], sha256=run.get("predictions_sha256") or None)
+        results.predictions = [{k: v.tolist() for k, v in cols.items()}]
     return results
 
 
@@ -182,6 +186,7 @@ def registered_probe(corpus: str | None, *, model: str, cache, registry, force: 
     probe runs, writes its files (`out`, default `default_out`) and is registered.
     """
     from classifiers.probe import default_out, run_probe
+    from classifiers.registry import run_key
     from featstore.config import default_protocol
 
     protocol = protocol or (default_protocol(corpus) if corpus else None)
@@ -201,13 +206,17 @@ def registered_probe(corpus: str | None, *, model: str, cache, registry, force: 
         while force and out.exists():  # a forced re-run never replaces the files of the run registered before
             i += 1
             out = base.with_name(f"{base.name}-{i}")
-    run = run_probe(corpus, layers=layers, classifier=classifier, protocol=protocol, stat=stat, train=train or None,
-                    test=[test] if test else None, seeds=seeds, model=model, cache=cache, out=out, C=C, device=device,
-                    shuffle_labels=shuffle_labels, classes=classes, overwrite=overwrite, progress=progress,
-                    params=params)
-    predictions = next((f for f in run.files if f.suffix == ".parquet"), None)
-    run_id = registry.register(kind="probe", config=config, stores=stores, results=run.results,
-                               command=command, out=out, predictions=predictions)
+    try:
+        run = run_probe(corpus, layers=layers, classifier=classifier, protocol=protocol, stat=stat,
+                        train=train or None, test=[test] if test else None, seeds=seeds, model=model, cache=cache,
+                        out=out, C=C, device=device, shuffle_labels=shuffle_labels, classes=classes,
+                        overwrite=overwrite, progress=progress, params=params)
+        predictions = next((f for f in run.files if f.suffix == ".parquet"), None)
+        run_id = registry.register(kind="probe", config=config, stores=stores, results=run.results,
+                                   command=command, out=out, predictions=predictions)
+    except BaseException:
+        registry.release(run_key("probe", config, stores))  # a failed run never blocks an identical one
+        raise
     return Registered(registry.run(run_id), run.results, reused=False, files=run.files)
 
 

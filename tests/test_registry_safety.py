@@ -376,6 +376,41 @@ def test_four_identical_concurrent_probes_register_once(cache, tmp_path, monkeyp
     assert not any(Path(f"{runs[0]['out']}-2").exists() for _ in [0])
 
 
+def test_a_failed_probe_releases_its_claim(cache, tmp_path, monkeypatch):
+    """A probe that fails gives up its run key: an identical probe (another thread) runs instead of waiting."""
+    import classifiers.probe
+    from classifiers.study import registered_probe
+
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "results" / "ser.db"
+    real = classifiers.probe.run_probe
+
+    def failing(*a, **k):
+        raise RuntimeError("the first run fails")
+
+    monkeypatch.setattr(classifiers.probe, "run_probe", failing)
+    with pytest.raises(RuntimeError, match="first run fails"):
+        registered_probe("ravdess", **_probe_args(cache, db))
+    monkeypatch.setattr(classifiers.probe, "run_probe", real)
+    done = []
+    t = threading.Thread(target=lambda: done.append(registered_probe("ravdess", **_probe_args(cache, db))))
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "the identical probe waited on the failed run's claim"
+    assert len(done) == 1 and not done[0].reused and len(Registry(db).runs()) == 1
+
+
+def test_a_run_whose_predictions_are_gone_is_one_line(cache, tmp_path, monkeypatch):
+    from classifiers.study import load_registered, registered_probe
+
+    monkeypatch.chdir(tmp_path)
+    reg = registered_probe("ravdess", **_probe_args(cache, tmp_path / "results" / "ser.db"))
+    Path(reg.run["predictions"]).unlink()
+    with pytest.raises(Exception) as e:
+        load_registered(reg.run)
+    one_line(e, reg.run["id"], "predictions", "are gone")
+
+
 # -- 6. outputs: checked first, whole or absent --------------------------------------------------------
 
 def test_outputs_are_checked_and_written_whole(tmp_path, monkeypatch):
