@@ -59,6 +59,7 @@ import numpy as np
 
 from classifiers.augment import Compose, augment_rng, describe_augment, parse_augment
 from classifiers.metrics import mean_std, scores, softmax
+from classifiers.plots import literal_text, save_figure
 from classifiers.results import declared_labels
 from classifiers.wordswap import bind_word_swap
 from featstore import serialize
@@ -811,6 +812,7 @@ def write_results(run: FinetuneResult, *, plots: bool = True) -> dict[str, Path]
     return files
 
 
+@literal_text
 def plot_learning_curves(histories: dict[str, list[dict]], path: str | Path) -> Path:
     """Training / validation loss and validation UAR against epochs, one line per fold."""
     import matplotlib
@@ -836,7 +838,4 @@ def plot_learning_curves(histories: dict[str, list[dict]], path: str | Path) -> 
     ax_uar.set_xlabel("epoch")
     ax_uar.set_ylabel("validation UAR")
     ax_uar.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(plt, fig, path, dpi=120)

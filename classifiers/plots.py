@@ -1,7 +1,7 @@
 """Plots people would rather look at than read: layer curves, confusion heatmaps, transfer matrices.
 
 Every text is drawn literally (a corpus label such as `a$b`, `$x$` or `50%_sad` is never parsed as
-mathtext: `literal_text`), and every figure is written whole or not at all (`_save`: temp, rename).
+mathtext: `literal_text`), and every figure is written whole or not at all (`save_figure`: temp, rename).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def literal_text(fn):
     return wrapper
 
 
-def _save(plt, fig, out: str | Path, *, dpi: float | None = None, tight: bool = True) -> Path:
+def save_figure(plt, fig, out: str | Path, *, dpi: float | None = None, tight: bool = True) -> Path:
     """Write `fig` to `out` whole (temp file, fsync, rename) and close it, even when writing fails.
 
     A full disk is one OutputDiskFull line and leaves neither a partial PNG nor the temp file.
@@ -92,7 +92,7 @@ def layer_curve(results: ProbeResults, out: str | Path, metric: str = "uar", cha
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     ax.set_title(title or f"{metric.upper()} by layer (mean ± std over folds and seeds)", fontsize=10)
-    return _save(plt, fig, out)
+    return save_figure(plt, fig, out)
 
 
 @literal_text
@@ -115,7 +115,7 @@ def confusion_heatmap(cm: np.ndarray, labels: Sequence[str], out: str | Path, ti
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="recall share")
-    return _save(plt, fig, out)
+    return save_figure(plt, fig, out)
 
 
 @literal_text
@@ -137,7 +137,7 @@ def transfer_heatmap(matrix: np.ndarray, corpora: Sequence[str], out: str | Path
     ax.set_ylabel("train corpus")
     ax.set_title(title or f"cross-corpus transfer ({metric}; diagonal: speaker-independent folds)", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=metric)
-    return _save(plt, fig, out)
+    return save_figure(plt, fig, out)
 
 
 _PAIR_COLORS = ("#e377c2", "#bcbd22", "#17becf", "#8c564b", "#d62728", "#9467bd", "#2ca02c", "#ff7f0e")
@@ -197,4 +197,4 @@ def neighbor_plot(report, out: str | Path, title: str | None = None) -> Path:
         _finish_axes(ax, report.layers)
     fig.suptitle(title or f"model {report.model or '(not recorded)'} | {'+'.join(report.corpora)} | "
                  f"N={report.n_utterances}, k={report.k} | kNN: {report.protocol}", fontsize=10.5)
-    return _save(plt, fig, out, dpi=130)
+    return save_figure(plt, fig, out, dpi=130)

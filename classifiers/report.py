@@ -81,9 +81,9 @@ def read_figure(path: str | Path, option: str = "--figure") -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 def _finish(plt, fig, out) -> Path:
-    from classifiers.plots import _save
+    from classifiers.plots import save_figure
 
-    return _save(plt, fig, out)
+    return save_figure(plt, fig, out)
 
 
 @literal_text

@@ -217,6 +217,14 @@ def save_example(swapper: FoldWordSwap, u: Utterance, out: str | Path, *, seed: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from classifiers.plots import literal_text, save_figure
+
+    return literal_text(_save_example)(plt, save_figure, swapper, u, out, seed=seed, word_index=word_index)
+
+
+def _save_example(plt, save_figure, swapper: FoldWordSwap, u: Utterance, out: str | Path, *, seed: int,
+                  word_index: int | None) -> dict[str, Path]:
+
     from featstore.synth import write_wav
 
     if u.id not in swapper.alignments:
@@ -250,8 +258,5 @@ def save_example(swapper: FoldWordSwap, u: Utterance, out: str | Path, *, seed: 
             ax.text((start + end) / 2, 0.9, w.word, transform=ax.get_xaxis_transform(), ha="center", fontsize=8)
         ax.set_title(title, fontsize=9)
     axes[-1].set_xlabel(f"seconds (word {info.word_index} '{info.word}' swapped, gain {info.gain:.2f})")
-    fig.tight_layout()
-    files["plot"] = out / "boundaries.png"
-    fig.savefig(files["plot"], dpi=110)
-    plt.close(fig)
+    files["plot"] = save_figure(plt, fig, out / "boundaries.png", dpi=110)
     return files
