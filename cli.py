@@ -523,8 +523,12 @@ def store_info_cmd(path: Path = typer.Argument(..., help="A store file (or <corp
                  ("size", _human(info["size"])), ("files", "\n".join(info["paths"])),
                  ("created", info["attrs"].get("created")), ("code version", info["attrs"].get("code_version")),
                  ("layer convention", cfg.get("layer_convention")), ("skipped", len(info["skipped"])),
-                 ("integrity", "checksummed (Fletcher-32 per chunk, verified on every read)" if info["checksums"]
-                  else "unverified: written before checksums; `ser store verify` checks that it reads end to end")]:
+                 ("integrity", "checksummed (format 3: metadata, Fletcher-32 per chunk and sha256 per pooled layer, "
+                               "verified on every read)" if info.get("format_version", 0) >= 3
+                  else "data checksummed, metadata not (format 2: chunk indexes and attributes unchecksummed)"
+                  if info["checksums"]
+                  else "unverified: written before checksums; `ser store verify` checks that it reads end to end"),
+                 ("digest", info.get("digest") or "not recorded (written before format 3)")]:
         t.add_row(k, str(v))
     console.print(t)
     for _uid, p, reason in info["skipped"]:
@@ -546,9 +550,14 @@ def store_verify(path: Path = typer.Argument(..., help="A store file (or <corpus
     if not report.ok:
         raise StoreError(f"{path}: {len(report.damaged)} damaged; delete the damaged file and re-run the "
                          f"`ser extract` that made it")
-    how = ("checksums verified" if not report.unverified
-           else f"readable, but {len(report.unverified)} datasets have no checksums (written before format 2): "
-                f"their numbers cannot be proven intact")
+    if report.unverified:
+        how = (f"readable, but {len(report.unverified)} datasets have no checksums (written before format 2): "
+               f"their numbers cannot be proven intact")
+    elif report.partial:
+        how = ("data checksums verified, but written before format 3: its chunk indexes and root attributes have "
+               "no checksums (a moved chunk or an edited config would pass); re-extract to a new --cache for format 3")
+    else:
+        how = "checksums and content digests verified"
     console.print(f"{path}: intact, {len(report.files)} file(s), {_human(report.bytes_read)} read, {how}",
                   highlight=False, soft_wrap=True)
 
