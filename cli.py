@@ -381,11 +381,14 @@ def folds(
 @friendly
 def synth(
     like: str = typer.Option(..., "--like", help="Corpus whose layout, names, rates and durations to copy."),
-    out: Path = typer.Option(..., "--out", "-o", help="Directory to write the tree into."),
-    n: int | None = typer.Option(None, "--n", help="Number of files (balanced over speakers and labels)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same bytes)."),
-    max_duration: float | None = typer.Option(None, "--max-duration", help="Cap every file at S seconds."),
-    sample_rate: int | None = typer.Option(None, "--sample-rate", help="Override every file's sample rate."),
+    out: Path = typer.Option(..., "--out", "-o", callback=OUT_DIR, help="Directory to write the tree into."),
+    n: int | None = typer.Option(None, "--n", callback=AT_LEAST_1,
+                                 help="Number of files (balanced over speakers and labels)."),
+    seed: int = typer.Option(0, "--seed", callback=NOT_NEGATIVE, help="Random seed (same seed, same bytes)."),
+    max_duration: float | None = typer.Option(None, "--max-duration", callback=FINITE,
+                                              help="Cap every file at S seconds."),
+    sample_rate: int | None = typer.Option(None, "--sample-rate", callback=AT_LEAST_1,
+                                           help="Override every file's sample rate."),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace an earlier synthetic corpus in --out (only the files it wrote)."),
 ):
@@ -566,9 +569,10 @@ def store_verify(path: Path = typer.Argument(..., help="A store file (or <corpus
 @friendly
 def store_export(
     path: Path = typer.Argument(..., help="A store file."),
-    layer: int = typer.Option(..., "--layer", "-l", help="Layer k (hidden_states[k])."),
+    layer: int = typer.Option(..., "--layer", "-l", callback=NOT_NEGATIVE, help="Layer k (hidden_states[k])."),
     stat: str = typer.Option("mean", "--stat", help="mean, std or mean+std."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output .npz (arrays id, X, label, speaker, corpus)."),
+    out: Path = typer.Option(..., "--out", "-o", callback=_out_file(".npz"),
+                             help="Output .npz (arrays id, X, label, speaker, corpus)."),
 ):
     """Export one layer's pooled features as .npz.
 
