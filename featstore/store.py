@@ -17,17 +17,40 @@ most the part in flight; the next run reads the finished parts and goes on. Rows
 store are sorted by utterance id, so a resumed run gives the same store as an uninterrupted one.
 Space is checked before each write: h5py cannot survive a failed write (it crashes on close).
 
-Integrity: every dataset has a Fletcher-32 checksum per chunk, verified by HDF5 on every read,
-and the file's metadata (headers, attributes) is checksummed too (HDF5 1.8 object formats); a
-read failure is one StoreError naming the file and the fix. Stores of format 1 (no checksums)
-stay readable and are reported as unverified. One writer at a time per store (a lock file).
+Integrity (format 3): nothing HDF5 parses or ser returns is unchecksummed.
+  - The file uses HDF5's 1.10 format (`libver=("v110", "latest")`): the superblock (v3), object
+    headers (v2), chunk indexes (fixed/extensible arrays, v2 B-trees) and fractal heaps carry
+    checksums that HDF5 verifies before it uses them, so a moved chunk address or a damaged header
+    is refused rather than parsed.
+  - Every root attribute is a number or a fixed-length UTF-8 string, stored inside the checksummed
+    object header (checked: editing "float32" to "float16" in `config` makes HDF5 refuse the
+    file); variable-length strings would sit in the global heap, which has no checksum and on
+    which one flipped bit made HDF5 loop forever. A format 3 file has no global heap at all.
+  - Every dataset has a Fletcher-32 checksum per chunk (HDF5 verifies it on every read).
+  - Every dataset carries a `sha256` attribute (per layer, `[:, k, :]`, for /pooled/mean and
+    /pooled/std): what ser reads is checked against it (pooled(k) checks just layer k; opening a
+    store checks /utterances and /skipped; assembly checks every part), which catches what
+    Fletcher-32 cannot: two chunks whose bytes were swapped. Frames read one utterance at a time
+    are covered by Fletcher-32 and the checksummed index; `verify_store` checks their digests.
+  - The root `digest` (FeatureStore.digest) is one sha256 over the digests of every dataset under
+    /utterances, /pooled and /frames: two stores with different features never share it (the
+    registry's fingerprint uses it). Stores of format 1 and 2 have it computed from their data.
+A read failure is one StoreError naming the file and the fix. Stores of format 1 (no checksums)
+and 2 (checksummed data, unchecksummed metadata: v1 B-tree chunk indexes, global-heap strings)
+stay readable; their metadata is first read by a child process with a timeout (OLD_FORMAT_TIMEOUT),
+so damage there is one line, never a hang; `verify_store` reports them as less verified. A run
+of format 3 resumes or extends the parts and store of a format 1 or 2 run (same numbers: each is
+read back, checked as far as its format allows, and re-written in format 3 with its digests);
+an older ser refuses format 3 parts and stores (another format_version). One writer at a time
+per store (a lock file).
 
-Schema (format "ser-featstore", version 2), readable with plain h5py:
+Schema (format "ser-featstore", version 3), readable with plain h5py (strings read as bytes):
 
     /                    attrs: format, format_version, config (JSON: model_id, revision,
                          weights_sha256, model_type, dtype, frame_layers, max_seconds,
                          sample_rate, do_normalize, layer_convention), num_layers (L+1),
-                         hidden_size, corpus, code_version, created (ISO time), shard
+                         hidden_size, corpus, code_version, created (ISO time), shard,
+                         digest (hex sha256 of the features)
     /utterances/<field>  (N,) one dataset per Utterance field (strings fixed-length UTF-8), plus
                          n_samples (model-rate samples) and n_frames (output frames)
     /pooled/mean         (N, L+1, D) float32: mean over valid frames of hidden_states[k]
@@ -36,6 +59,9 @@ Schema (format "ser-featstore", version 2), readable with plain h5py:
                          offsets[i]:offsets[i+1] of every /frames/layer_<k>
     /frames/layer_<k>    (total_frames, D) float16
     /skipped/{id,path,reason}  (S,) what was not extracted, and why
+    every dataset        attrs: sha256 (hex of dtype, shape and little-endian bytes; strings by
+                         value), an (L+1,) array of them for /pooled/*; Fletcher-32 per chunk
+Part files have the same layout, attributes and digests, with format "ser-featstore-part".
 """
 
 from __future__ import annotations
@@ -297,6 +323,8 @@ def _damaged(path: Path, error: BaseException) -> str:
 
 #: files (path, inode, size, mtime) whose old-format metadata a child process has read in time
 _BOUNDED_OK: set[tuple] = set()
+#: ... and those it could not read in time (or crashed on): the one line, so that a process waits once
+_BOUNDED_BAD: dict[tuple, str] = {}
 
 #: what the child process of `_bounded_check` reads: every attribute, dataset header, chunk index, string
 _PROBE = """
@@ -343,16 +371,20 @@ def _bounded_check(path: Path) -> None:
     key = (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
     if key in _BOUNDED_OK:
         return
+    if key in _BOUNDED_BAD:
+        raise StoreError(_BOUNDED_BAD[key])
     try:
         child = subprocess.run([sys.executable, "-c", _PROBE, str(path)], stdin=subprocess.DEVNULL,
                                capture_output=True, timeout=OLD_FORMAT_TIMEOUT)
     except subprocess.TimeoutExpired as e:
-        raise StoreError(f"{path}: damaged or not readable (HDF5 did not finish reading its metadata in "
-                         f"{OLD_FORMAT_TIMEOUT:g} s: a store written before format 3 has unchecksummed metadata, "
-                         f"which damage can make HDF5 loop on); {_fix_for(path)}") from e
+        _BOUNDED_BAD[key] = (f"{path}: damaged or not readable (HDF5 did not finish reading its metadata in "
+                             f"{OLD_FORMAT_TIMEOUT:g} s: a store written before format 3 has unchecksummed metadata, "
+                             f"which damage can make HDF5 loop on); {_fix_for(path)}")
+        raise StoreError(_BOUNDED_BAD[key]) from e
     if child.returncode < 0:
-        raise StoreError(f"{path}: damaged or not readable (reading its metadata crashed HDF5, signal "
-                         f"{-child.returncode}); {_fix_for(path)}")
+        _BOUNDED_BAD[key] = (f"{path}: damaged or not readable (reading its metadata crashed HDF5, signal "
+                             f"{-child.returncode}); {_fix_for(path)}")
+        raise StoreError(_BOUNDED_BAD[key])
     if child.returncode == 0:
         _BOUNDED_OK.add(key)
 

@@ -180,3 +180,33 @@ def test_digest_is_recorded_and_means_the_features(store, tmp_path):
     with h5py.File(other, "r+") as f:
         f["pooled/std"][3, 2, 5] += 1e-3
     assert open_store(other).digest != digest
+
+
+def test_damaged_global_heap_of_a_format_2_store_is_one_line_not_a_hang(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import time
+
+    import featstore.store as st
+    from bench.fuzz_store import as_format_2, make_store
+
+    path = tmp_path / "cache" / "tiny" / "toy.h5"
+    path.parent.mkdir(parents=True)
+    as_format_2(make_store(tmp_path / "new" / "toy.h5"), path)
+    data = bytearray(path.read_bytes())
+    data[data.index(b"GCOL") + 10] ^= 1                          # the global heap's collection size
+    path.write_bytes(bytes(data))
+    with pytest.raises(subprocess.TimeoutExpired):               # plain HDF5 loops forever on it
+        subprocess.run([sys.executable, "-c", "import h5py, sys; f = h5py.File(sys.argv[1]); "
+                        "[f.attrs[k] for k in f.attrs]", str(path)], timeout=5, capture_output=True)
+    monkeypatch.setattr(st, "OLD_FORMAT_TIMEOUT", 3.0)
+    t0 = time.perf_counter()
+    with pytest.raises(StoreError, match=f"{path}: damaged or not readable .*did not finish.*delete it and re-run"):
+        open_store(path)
+    report = verify_store(path)
+    assert not report.ok and "did not finish" in report.damaged[0]
+    code, out = cli("store", "info", path)
+    assert code == 2 and len(out.strip().splitlines()) == 1 and "did not finish" in out, out
+    code, out = cli("store", "ls", "--cache", path.parent.parent)
+    assert code == 0 and "damaged or" in out
+    assert time.perf_counter() - t0 < 40
