@@ -188,6 +188,13 @@ def _out_file(*suffixes: str):
     return _rule(_output(suffixes))
 
 
+def _npz_out(param: typer.CallbackParam, value):
+    """--out of an .npz export: a name without a suffix gets .npz (numpy's rule), then it is checked."""
+    if value is not None and not Path(value).suffix and not Path(value).is_dir():
+        value = Path(value).with_suffix(".npz")
+    return _out_file(".npz")(param, value)
+
+
 def _cache_dir(v) -> str | None:
     """--cache is read (and written by extract): never a file or a system path; it may be read-only."""
     from featstore.outputs import is_system_path
@@ -571,8 +578,8 @@ def store_export(
     path: Path = typer.Argument(..., help="A store file."),
     layer: int = typer.Option(..., "--layer", "-l", callback=NOT_NEGATIVE, help="Layer k (hidden_states[k])."),
     stat: str = typer.Option("mean", "--stat", help="mean, std or mean+std."),
-    out: Path = typer.Option(..., "--out", "-o", callback=_out_file(".npz"),
-                             help="Output .npz (arrays id, X, label, speaker, corpus)."),
+    out: Path = typer.Option(..., "--out", "-o", callback=_npz_out,
+                             help="Output .npz (arrays id, X, label, speaker, corpus); .npz is added to a name without a suffix."),
 ):
     """Export one layer's pooled features as .npz.
 
