@@ -7,6 +7,8 @@ kept beside the canonical label (`Utterance.label_raw`), so no mapping decision 
 
 from __future__ import annotations
 
+from featstore.errors import SerWarning
+
 NEUTRAL, CALM, HAPPY, SAD, ANGRY = "neutral", "calm", "happy", "sad", "angry"
 FEAR, DISGUST, SURPRISE, BOREDOM = "fear", "disgust", "surprise", "boredom"
 FRUSTRATED, OTHER = "frustrated", "other"
@@ -41,6 +43,65 @@ EMOBOX_TO_CANONICAL = {
     "Concerned": CONCERNED, "Apologetic": APOLOGETIC, "Assertive": ASSERTIVE, "Encouraging": ENCOURAGING,
     "pain, groan": PAIN, "disappointment, disapproval": DISAPPOINTMENT, "breath": BREATH, "UnKnown": OTHER,
 }
+
+
+# Label spellings that name a canonical emotion, for corpora whose labels are free text (CSV
+# corpora). Keys are lowercased, with "_" and runs of spaces read as one space. The codes are the
+# ones real releases use, checked against EmoBox's metadata (featstore/data/emobox.json.gz) and the
+# corpora's own documentation:
+# - IEMOCAP's and CREMA-D's three-letter codes (ang hap sad neu fea dis sur exc fru oth; CREMA-D
+#   writes them upper-case). IEMOCAP's exc is happy, as EmoBox and ser's own IEMOCAP loader read
+#   it (hap+exc, the benchmark's convention); the word "excited" stays excited (EMNS, JL-Corpus,
+#   ASVP-ESD keep it apart), so write "excited" in the CSV to keep IEMOCAP's exc apart.
+# - EmoBox's label names in every case (Angry, Fearful, Surprised, "pain, groan", UnKnown, ...) and
+#   the raw names its corpora use: anger/sadness/happiness (MESD, RESD), joy (MELD, Emozionalmente),
+#   neutrality (Emozionalmente), boredem (EMO-DB's spelling in EmoBox), enthusiasm (RESD), ps
+#   (TESS's "pleasant surprise"), fearful/surprised (ShEMO, RAVDESS).
+# - Common adjective/noun spellings: angry, happiness, fearful, disgusted, surprised, bored, ...
+# One- and two-letter codes (a, s, sa, ...) are not aliases: they mean different classes in
+# different corpora (s is sad in AESDD, fear in the Polish corpus, surprise in Oreau).
+ALIASES: dict[str, str] = {
+    **{name: name for name in CANONICAL},
+    **{name.lower(): canonical for name, canonical in EMOBOX_TO_CANONICAL.items()},
+    # IEMOCAP (and CREMA-D, upper-case) codes
+    "neu": NEUTRAL, "hap": HAPPY, "sad": SAD, "ang": ANGRY, "fea": FEAR, "dis": DISGUST, "sur": SURPRISE,
+    "exc": HAPPY, "fru": FRUSTRATED, "oth": OTHER,
+    # spellings of each canonical emotion
+    "neutrality": NEUTRAL, "calmness": CALM,
+    "happiness": HAPPY, "joy": HAPPY, "joyful": HAPPY, "sadness": SAD, "anger": ANGRY,
+    "fearful": FEAR, "afraid": FEAR, "scared": FEAR, "disgusted": DISGUST, "surprised": SURPRISE,
+    "pleasant surprise": SURPRISE, "ps": SURPRISE, "bored": BOREDOM, "boredem": BOREDOM,
+    "frustration": FRUSTRATED, "excitation": EXCITED, "amusement": AMUSED, "enthusiasm": ENTHUSIASTIC,
+    "sarcasm": SARCASTIC, "sleepiness": SLEEPY, "worry": WORRIED, "anxiety": ANXIOUS, "concern": CONCERNED,
+    "contemptuous": CONTEMPT, "disappointed": DISAPPOINTMENT, "disappointment": DISAPPOINTMENT,
+    "unknown": OTHER, "others": OTHER,
+}
+
+#: Codes that say an utterance has no agreed emotion (IEMOCAP's xxx: no majority among the raters).
+#: A CSV row with one is left out and listed as a problem, as the IEMOCAP loader leaves them out.
+NO_LABEL: dict[str, str] = {"xxx": "IEMOCAP's code for no majority among the raters"}
+
+
+def alias_key(text: str) -> str:
+    """How `text` is looked up in ALIASES: lowercased, "_" and runs of whitespace as one space."""
+    return " ".join(text.replace("_", " ").split()).lower()
+
+
+def canonical_name(text: str) -> str | None:
+    """The canonical emotion `text` names (an alias or the name itself, any case), else None."""
+    return ALIASES.get(alias_key(text))
+
+
+def unknown_labels(labels) -> dict[str, int]:
+    """{label: count} of the labels in `labels` that are not canonical emotions, most frequent first."""
+    from collections import Counter
+
+    known = set(CANONICAL)
+    return dict(Counter(label for label in labels if label not in known).most_common())
+
+
+class LabelWarning(SerWarning):
+    """Labels that are no canonical emotion, or a --map/--drop that changes nothing (one `warning:` line)."""
 
 
 def canonical_order(labels) -> list[str]:

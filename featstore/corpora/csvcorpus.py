@@ -6,10 +6,14 @@ and `gender` (male/female/child, or m/f/c); column names are case-insensitive, e
 ignored. Paths are relative to the CSV's folder (absolute paths work too); any format soundfile
 reads is accepted. The root passed to `load` is the CSV file itself.
 
-Labels are free text: names that match a canonical emotion (featstore.labels), case-insensitively,
-or a common variant of one (EmoBox-style "Angry", "Fearful", "Surprised"; "anger", "happiness",
-"sadness", ...) become that canonical label; anything else is kept, lowercased (`label_raw`
-keeps the text as written).
+Labels are free text, read through the alias table `featstore.labels.ALIASES` (case-insensitive;
+`ser corpora --labels` lists it under "csv"): canonical names, IEMOCAP's and CREMA-D's codes (hap,
+ang, neu, sad, fea, dis, sur, exc -> happy, fru, oth), EmoBox's names ("Angry", "Fearful",
+"Surprised", ...) and common spellings ("anger", "happiness", "disgusted", ...) become the canonical
+label. Anything else is kept, lowercased, as a class of its own, and loading says so in one
+warning line naming each such label with its count, before anything is extracted or trained.
+Rows labelled xxx (IEMOCAP's "no majority") are left out as problems. `label_raw` keeps the text
+as written.
 
 The corpus name is the CSV file's stem, lowercased, unless one is given (`CsvCorpus("mine")`);
 utterance ids are "<name>-<audio file stem>", speakers "<name>-<speaker>". A row with a missing
@@ -30,20 +34,13 @@ from featstore.errors import CorpusError
 
 REQUIRED = ("path", "label", "speaker")
 OPTIONAL = ("language", "gender")
-LABEL_ALIASES = {
-    **{name: name for name in L.CANONICAL},
-    **{name.lower(): canonical for name, canonical in L.EMOBOX_TO_CANONICAL.items()},
-    "anger": L.ANGRY, "happiness": L.HAPPY, "joy": L.HAPPY, "sadness": L.SAD,
-    "fearful": L.FEAR, "disgusted": L.DISGUST, "surprised": L.SURPRISE, "bored": L.BOREDOM,
-    "frustration": L.FRUSTRATED,
-}
+LABEL_ALIASES = L.ALIASES  # spelling (lowercased) -> canonical label
 _GENDERS = {"male": "male", "m": "male", "female": "female", "f": "female", "child": "child", "c": "child"}
 
 
 def canonical_label(text: str) -> str:
     """The canonical emotion `text` names, else `text` lowercased."""
-    key = text.strip().lower()
-    return LABEL_ALIASES.get(key, key)
+    return L.canonical_name(text) or text.strip().lower()
 
 
 def _corpus_name(csv_path: Path) -> str:
@@ -80,6 +77,15 @@ class CsvCorpus(Corpus):
             return CsvCorpus(_corpus_name(Path(root))).load(root, progress=progress)
         manifest = super().load(root, progress=progress)
         manifest.problems[:0] = self._row_problems
+        unknown = L.unknown_labels(u.label for u in manifest.utterances)
+        if unknown:
+            import warnings
+
+            listed = ", ".join(f"{label} ({n})" for label, n in unknown.items())
+            warnings.warn(L.LabelWarning(
+                f"{self.name}: {len(unknown)} label(s) in {manifest.root} are no canonical emotion and stay classes "
+                f"of their own: {listed}; where one names an emotion, write its canonical name in the label column "
+                f"(`ser corpora --labels` lists the spellings read)"), stacklevel=2)
         return manifest
 
     def find_files(self, root: Path) -> list[Path]:
@@ -122,6 +128,11 @@ class CsvCorpus(Corpus):
         empty = [c for c in REQUIRED if not row.get(c)]
         if empty:
             self._row_problems.append(Problem(where, f"line {line}: no {', '.join(empty)}"))
+            return
+        no_label = L.NO_LABEL.get(L.alias_key(row["label"]))
+        if no_label:
+            self._row_problems.append(Problem(where, f"label {row['label']} is no emotion ({no_label}), line {line}: "
+                                                     f"left out; write a class in its label column to keep it"))
             return
         gender = row.get("gender", "").lower()
         if gender and gender not in _GENDERS:
