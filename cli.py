@@ -1309,8 +1309,10 @@ def evaluate(
     cache: Path | None = CACHE_OPT,
     fold: str | None = typer.Option(None, "--fold", help="Only this fold's test speakers (e.g. luna-0)."),
     protocol: str | None = typer.Option(None, "--protocol", "-p", help="Fold protocol of --fold (default: the corpus' standard)."),
-    map_: list[str] | None = typer.Option(None, "--map", help="Relabel test classes, e.g. calm=neutral (repeatable)."),
-    drop: list[str] | None = typer.Option(None, "--drop", help="Leave out test utterances of this class (repeatable)."),
+    map_: list[str] | None = typer.Option(None, "--map", help="Relabel a class in the test labels and the model's "
+                                          "predictions, e.g. calm=neutral (repeatable)."),
+    drop: list[str] | None = typer.Option(None, "--drop", help="Leave out a class: its test utterances and the model's "
+                                          "predictions of it (argmax over the rest; repeatable)."),
     out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Results directory (default results/evaluate-...)."),
     device: str | None = DEVICE_OPT,
     db: Path | None = DB_OPT,

@@ -5,8 +5,13 @@ Two scores, always both: "all" (every test utterance, predictions over every tra
 test class the model never learnt counted as an error) and "shared" (only test utterances of
 classes the model knows and the corpus declares, predictions restricted to those classes: the
 trained classes the corpus lacks, e.g. calm and surprise on CREMA-D, cannot be predicted).
-Test labels can be mapped (`calm=neutral`) or dropped before scoring. A saved probe reads pooled
-features from the store when `ser extract` made one for its backbone (no re-extraction).
+`--map calm=neutral` and `--drop surprise` apply to both sides (`relabel`): the test truth and the
+model's classes. A mapped class' probability is added to its target's, so a calm prediction counts
+as neutral; a dropped class leaves the test set (utterances whose truth it is) and the model's
+probability columns (the rest renormalised, argmax over them). Maps come first, so drop names are
+read after mapping. A mapped or dropped class neither side has is one warning line. A saved probe
+reads pooled features from the store when `ser extract` made one for its backbone (no
+re-extraction).
 """
 
 from __future__ import annotations
@@ -34,6 +39,37 @@ def parse_maps(items: Sequence[str]) -> dict[str, str]:
             raise EvaluateError(f"--map {item!r}: write it as FROM=TO, e.g. --map calm=neutral")
         out[src.strip()] = dst.strip()
     return out
+
+
+def relabel(classes: Sequence[str], probs: np.ndarray, maps: dict[str, str],
+            drop: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """The model's side of --map/--drop: (classes, probabilities (N, K')) after both.
+
+    Columns of classes mapped to one name are added (in first-appearance order of the mapped
+    names); dropped classes' columns are removed and every row renormalised over the rest.
+    Refused when every class is dropped."""
+    probs = np.asarray(probs, dtype=np.float64)
+    merged: dict[str, list[int]] = {}
+    for j, c in enumerate(classes):
+        merged.setdefault(maps.get(c, c), []).append(j)
+    kept = [c for c in merged if c not in set(drop)]
+    if not kept:
+        raise EvaluateError(f"--drop {', '.join(drop)} leaves none of the model's classes ({', '.join(classes)}); "
+                            f"drop fewer classes")
+    P = np.stack([probs[:, merged[c]].sum(1) for c in kept], axis=1) if len(probs) else np.zeros((0, len(kept)))
+    if len(kept) < len(merged) and len(P):
+        total = P.sum(1, keepdims=True)
+        P = np.divide(P, total, out=np.full_like(P, 1 / len(kept)), where=total > 0)
+    return kept, P
+
+
+def unused_relabels(maps: dict[str, str], drop: Sequence[str], truth_labels, model_classes) -> list[str]:
+    """The --map/--drop items that change nothing: a mapped class that neither the test labels nor
+    the model's classes hold, a dropped class neither holds after mapping ("--map X=Y", "--drop Z")."""
+    sides = set(truth_labels) | set(model_classes)
+    mapped = {maps.get(c, c) for c in sides}
+    return ([f"--map {a}={b}" for a, b in maps.items() if a not in sides]
+            + [f"--drop {d}" for d in drop if d not in mapped])
 
 
 @dataclass
@@ -115,7 +151,9 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
                    command: str = "") -> Evaluation:
     """Score the model in `model_dir` on `corpus` (or the test speakers of `fold`), both ways.
 
-    maps: test label -> label (applied before scoring); drop: test classes left out. Writes
+    maps: label -> label, applied to the test truth and to the model's classes (a mapped class'
+    probability is added to its target's); drop: classes left out after mapping, of the test set
+    and of the model's probability columns (argmax over the rest); see `relabel`. Writes
     evaluate.json/.csv (records "all" and "shared"), predictions.parquet and one confusion
     heatmap per policy to `out` (refused when it holds files; default: a new directory under
     results/), and registers the run in `registry` (kind "evaluate").
@@ -137,11 +175,25 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
             raise EvaluateError(f"no fold {fold!r} in {corpus}'s {protocol or standard_protocol(corpus)} folds: use "
                                 f"{', '.join(folds)}")
         rows = np.asarray(folds[fold].test, dtype=np.int64)
+    trained, drop = list(classes), list(dict.fromkeys(drop))
+    raw_declared = declared_labels([corpus], utts) | {u.label for u in utts}
+    unused = unused_relabels(maps, drop, raw_declared, trained)
+    if unused:
+        import warnings
+
+        from featstore.labels import LabelWarning
+
+        warnings.warn(LabelWarning(
+            f"{', '.join(unused)}: neither {corpus}'s labels ({', '.join(canonical_order(raw_declared))}) nor the "
+            f"model's classes ({', '.join(trained)}) hold {'that class' if len(unused) == 1 else 'these classes'}, "
+            f"so {'it changes' if len(unused) == 1 else 'they change'} nothing; check the spelling"),
+            stacklevel=2)
     truth = np.array([maps.get(utts[i].label, utts[i].label) for i in rows], dtype=object)
-    keep = ~np.isin(truth, list(drop))
-    rows, truth, P = rows[keep], truth[keep], np.asarray(probs)[rows[keep]]
+    keep = ~np.isin(truth, drop)
+    rows, truth = rows[keep], truth[keep]
     if not len(rows):
         raise EvaluateError(f"no test utterance of {corpus} is left after --drop {', '.join(drop)}")
+    classes, P = relabel(trained, np.asarray(probs)[rows], maps, drop)
     speakers = np.array([utts[i].speaker for i in rows], dtype=object)
     declared = {maps.get(c, c) for c in declared_labels([corpus], utts)} - set(drop)
     shared = [c for c in classes if c in declared]
@@ -149,8 +201,10 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
     test_only = dict(Counter(t for t in truth.tolist() if t not in classes))
     pred_all = np.asarray(classes, dtype=object)[P.argmax(1)]
     scored_all = canonical_order(set(classes) | set(truth.tolist()))
+    over = (f"all {len(classes)} trained classes" if classes == trained else
+            f"the model's {len(classes)} classes after --map/--drop (of {len(trained)} trained)")
     result = Evaluation({"all": _score(truth, pred_all, speakers, scored_all,
-                                       f"every test utterance, predictions over all {len(classes)} trained classes")},
+                                       f"every test utterance, predictions over {over}")},
                         training_only, test_only)
     records = [make_record(layer=layer, fold=fold or "all", y_true=truth, y_pred=pred_all, labels=scored_all,
                            n_train=0, classifier=kind, seed=0, train_set=_trained_on(model_dir, kind), test_set=corpus,
@@ -171,7 +225,8 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
         ["evaluate", model_slug(str(model_dir)), corpus, *([fold] if fold else []), settings_tag(config)]))
     results = ProbeResults(records=records, meta=dict(kind="evaluate", model=str(model_dir), corpus=corpus,
                                                       classifier=kind, training_only=training_only, test_only=test_only,
-                                                      maps=maps, drop=sorted(drop)))
+                                                      maps=maps, drop=sorted(drop), trained_classes=trained,
+                                                      model_classes=list(classes)))
     results.predictions = [block(utts, rows, pred_all, proba=P, classes=classes, labels=truth, layer=layer,
                                  fold=fold or "all", seed=0, classifier=kind, train_set=records[0]["train_set"],
                                  test_set=corpus)]
