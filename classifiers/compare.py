@@ -1,6 +1,8 @@
 """Comparisons of settings from per-utterance predictions: training sets against the first, a
 layer against every other layer, run against run. Each row is a `classifiers.stats.paired_compare`
-(difference, speaker-bootstrap CI, paired permutation p) plus Holm's adjustment over the family.
+(difference, jackknife-t CI over speakers and the p-value of the same statistic) plus Holm's
+adjustment over the family; the best layer picked on the test predictions themselves is compared
+exploratorily, adjusted for the pick (`classifiers.stats.best_against_rest`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from classifiers.predictions import concat, layer_sort_key, select, settings
-from classifiers.stats import StatsError, bootstrap_ci, holm, paired_compare
+from classifiers.stats import StatsError, best_against_rest, bootstrap_ci, holm, paired_compare
 from featstore.labels import canonical_order
 
 Setting = tuple[str, str, str, str]  # (train_set, test_set, classifier, layer)
@@ -73,18 +75,32 @@ def train_set_differences(results, metric: str = "uar", seed: int = 0) -> list[d
     return with_holm(rows)
 
 
-def layer_differences(results, reference: str | int | None = None, metric: str = "uar", seed: int = 0) -> list[dict]:
-    """One layer (default: the best by pooled `metric`) against every other layer of the first
-    setting: a layer sweep is a family of comparisons, so p_holm is Holm-adjusted."""
+def layer_differences(results, reference: str | int | None = None, metric: str = "uar", seed: int = 0,
+                      n_perm: int = 2000) -> list[dict]:
+    """One layer against every other layer of the first setting (a layer sweep is a family).
+
+    reference given (chosen before looking at these test predictions, e.g. on training speakers):
+    paired jackknife-t rows, p_holm Holm-adjusted over the layers, `exploratory` False.
+    reference None: the best layer by pooled `metric` on these very test predictions. That pick
+    is data-driven, so the rows are exploratory (`exploratory` True): each row's CI and p are
+    adjusted for the pick and the family by a max-T speaker permutation that re-picks the best in
+    every permutation (`classifiers.stats.best_against_rest`; `method` says so, `family` counts
+    the layers); `p_unadjusted`, `low_unadjusted`, `high_unadjusted` are the pair's own
+    jackknife-t, shown for reference only; no p_holm (p is already family-wise)."""
     cols = columns(results)
     found = settings(cols)
     base = found[0][:3]
     layers = sorted({s[3] for s in found if s[:3] == base}, key=layer_sort_key)
     if reference is None:
-        reference = max(layers, key=lambda k: interval(cols, (*base, k), metric).value)
+        parts = [setting_rows(cols, (*base, k)) for k in layers]
+        sides = [dict(id=p["id"], y_true=p["label"], y_pred=p["predicted"], speaker=p["speaker"]) for p in parts]
+        best, compared = best_against_rest(sides, label_order(*parts), metric=metric, n_perm=n_perm, seed=seed)
+        others = [k for i, k in enumerate(layers) if i != best]
+        return [dict(_row(f"layer {layers[best]}", f"layer {k}", c), layer=k, exploratory=True)
+                for k, c in zip(others, compared)]
     ref = setting_rows(cols, (*base, str(reference)))
     rows = [dict(_row(f"layer {reference}", f"layer {k}", _paired(ref, setting_rows(cols, (*base, k)), metric, seed)),
-                 layer=k) for k in layers if k != str(reference)]
+                 layer=k, exploratory=False) for k in layers if k != str(reference)]
     return with_holm(rows)
 
 
@@ -94,7 +110,7 @@ def test_ids(results) -> frozenset:
 
 
 def interval(cols: dict, setting: Setting, metric: str = "uar", seed: int = 0):
-    """Pooled `metric` of one setting with its speaker-bootstrap 95% CI (`classifiers.stats.Interval`)."""
+    """Pooled `metric` of one setting with its 95% CI over speakers (`classifiers.stats.Interval`, jackknife-t)."""
     p = setting_rows(cols, setting)
     return bootstrap_ci(p["label"], p["predicted"], p["speaker"], label_order(p), metric=metric, seed=seed)
 
