@@ -42,13 +42,30 @@ SEGMENT_SLACK_S = 0.02
 TRUNCATION_SLACK_S = 0.02
 
 
+class RatedWave(np.ndarray):
+    """A mono waveform read at its file's own rate (`load_audio(path, None)`): an ndarray with `.rate` (Hz)."""
+
+    rate: int
+
+    def __array_finalize__(self, obj) -> None:
+        self.rate = getattr(obj, "rate", 0)
+
+
+def wave_seconds(wave: np.ndarray, sample_rate: int | None) -> float:
+    """Seconds of `wave`: at `sample_rate`, or at its own `.rate` when it was read at the file's rate."""
+    return len(wave) / (getattr(wave, "rate", 0) or sample_rate)
+
+
 def is_container(path: str | Path) -> bool:
     return Path(path).suffix.lower() in CONTAINER_SUFFIXES
 
 
 def load_audio(path: str | Path, target_sr: int | None = 16000, *, min_samples: int = RECEPTIVE_FIELD,
-               start: float | None = None, end: float | None = None) -> np.ndarray:
-    """Read `path` (or its `start`..`end` seconds) as float32 mono at `target_sr` Hz (None keeps the file's rate).
+               start: float | None = None, end: float | None = None, min_seconds: float | None = None) -> np.ndarray:
+    """Read `path` (or its `start`..`end` seconds) as float32 mono at `target_sr` Hz (None keeps the
+    file's rate and returns a `RatedWave`, whose `.rate` is that rate).
+
+    min_seconds: the shortest length in seconds, instead of `min_samples` (for reads at the file's rate).
 
     Returns shape `(samples,)`, values in [-1, 1] for integer formats. Channels are averaged;
     resampling uses soxr "HQ". A segment (`start`/`end`) reads only its frames; one that ends
@@ -77,13 +94,28 @@ def load_audio(path: str | Path, target_sr: int | None = 16000, *, min_samples: 
     if target_sr is not None and sr != target_sr:
         mono = soxr.resample(mono, sr, target_sr, quality="HQ")
     rate = target_sr or sr
+    if min_seconds is not None:
+        min_samples = math.ceil(min_seconds * rate)
     if mono.shape[0] < min_samples:
         raise TooShortAudio(
             path,
             f"too short: {mono.shape[0]} samples at {rate} Hz, fewer than the model's receptive "
             f"field of {min_samples} samples ({1000 * min_samples / rate:.0f} ms)",
         )
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    mono = np.ascontiguousarray(mono, dtype=np.float32)
+    if target_sr is None:
+        mono = mono.view(RatedWave)
+        mono.rate = int(sr)
+    return mono
+
+
+def model_audio(path: str | Path, sample_rate: int | None, receptive_field: int, *, start: float | None = None,
+                end: float | None = None) -> np.ndarray:
+    """`path` read as a model is fed: mono at `sample_rate` with at least `receptive_field` samples;
+    sample_rate None (openSMILE at each file's own rate): a `RatedWave`, the receptive field counted at 16 kHz."""
+    if sample_rate:
+        return load_audio(path, sample_rate, min_samples=receptive_field, start=start, end=end)
+    return load_audio(path, None, min_seconds=receptive_field / 16000, start=start, end=end)
 
 
 def segment_frames(path: str | Path, n_frames: int, sr: int, start: float | None, end: float | None) -> slice:

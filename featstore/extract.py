@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from featstore.audio import load_audio, validate_extract_options, windows
+from featstore.audio import model_audio, validate_extract_options, wave_seconds, windows
 from featstore.backbone import DEFAULT_MODEL, Backbone, ModelInfo, hidden_states, load_backbone, model_info, model_slug
 from featstore.corpora import Manifest, Utterance, load_manifest
 from featstore.device import resolve_device
@@ -96,7 +96,7 @@ def store_config(info: ModelInfo, dtype: str, frame_layers: list[int], max_secon
     return dict(
         model_id=info.model_id, revision=info.revision, weights_sha256=info.weights_sha256,
         model_type=info.model_type, dtype=dtype, frame_layers=frame_layers,
-        max_seconds=float(window_seconds(info, max_seconds)), sample_rate=info.sample_rate,
+        max_seconds=float(window_seconds(info, max_seconds)), sample_rate=info.sample_rate or "native",
         do_normalize=info.do_normalize, num_layers=info.num_layers, hidden_size=info.hidden_size,
         layer_convention=info.layer_convention, format_version=FORMAT_VERSION,
     )
@@ -106,10 +106,10 @@ def store_config(info: ModelInfo, dtype: str, frame_layers: list[int], max_secon
 GPU_READERS = 4
 
 
-def _read(u: Utterance, sample_rate: int, min_samples: int) -> tuple:
-    """(utterance, wave or None, skip reason or None)."""
+def _read(u: Utterance, sample_rate: int | None, min_samples: int) -> tuple:
+    """(utterance, wave as the model is fed (`featstore.audio.model_audio`) or None, skip reason or None)."""
     try:
-        return u, load_audio(u.path, sample_rate, min_samples=min_samples, start=u.start, end=u.end), None
+        return u, model_audio(u.path, sample_rate, min_samples, start=u.start, end=u.end), None
     except AudioError as e:
         return u, None, e.reason
     except Exception as e:  # anything else a broken file can raise
@@ -119,7 +119,7 @@ def _read(u: Utterance, sample_rate: int, min_samples: int) -> tuple:
 class _Prefetcher:
     """Reads and resamples audio ahead of the model, in order, on `readers` threads."""
 
-    def __init__(self, utterances: Sequence[Utterance], sample_rate: int, min_samples: int, depth: int = 16,
+    def __init__(self, utterances: Sequence[Utterance], sample_rate: int | None, min_samples: int, depth: int = 16,
                  readers: int = 1):
         self._q: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -166,6 +166,7 @@ class _Pending:
     utt: Utterance
     n_samples: int
     windows_left: int
+    seconds: float = 0.0               # audio seconds of the utterance
     count: int = 0
     mean: np.ndarray | None = None     # (L+1, D) float32 for one window; float64 once windows merge
     m2: np.ndarray | None = None       # (L+1, D) likewise
@@ -485,9 +486,9 @@ def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer | _FrameSink
     """Read, window, batch and run `todo` through the model; hand finished utterances to `writer`."""
     dev, sr = settings.device, backbone.sample_rate
     bar = _progress(settings.progress, len(todo), float(sum(u.duration for u in todo)))
-    max_samples = int(settings.max_seconds * sr)
     whole = backbone.input_kind == "functionals"  # functionals describe the whole clip; openSMILE streams it
-    min_input = int((backbone.max_input_seconds or 0) * sr)  # Whisper pads every window to its input limit
+    max_samples = 0 if whole else int(settings.max_seconds * sr)
+    min_input = 0 if whole else int((backbone.max_input_seconds or 0) * sr)  # Whisper pads every window to 30 s
     frame_layers = writer.config["frame_layers"]
     cpu_batch = settings.batch_size or 1
     # gather two batches' worth at least: a smaller buffer would cap batches below --batch-seconds
@@ -511,14 +512,15 @@ def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer | _FrameSink
 
     def run_pieces(pieces):
         pieces.sort(key=lambda p: -len(p[1]))  # batches pad little
-        for batch in _batches(pieces, dev, settings.batch_size, settings.batch_seconds, sr, min_input):
+        # openSMILE at the files' own rates (sr None) runs clip by clip: batches by 16 kHz-seconds are as good as any
+        for batch in _batches(pieces, dev, settings.batch_size, settings.batch_seconds, sr or 16000, min_input):
             for pending, stats in _forward(backbone, batch, dev, settings.autocast, frame_layers, skip):
                 pending.add(*stats)
                 if pending.windows_left == 0:
                     writer.add(pending)
                     result.extracted += 1
-                    result.audio_seconds += pending.n_samples / sr
-                    bar.advance(pending.n_samples / sr, 1)
+                    result.audio_seconds += pending.seconds
+                    bar.advance(pending.seconds, 1)
 
     try:
         with bar:
@@ -531,9 +533,9 @@ def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer | _FrameSink
                     skip(u, f"no window of at most {settings.max_seconds:g} s holds the model's receptive field; "
                             f"raise --max-seconds")
                     continue
-                pending = _Pending(u, len(wave), len(cut))
+                pending = _Pending(u, len(wave), len(cut), wave_seconds(wave, sr))
                 pieces.extend((pending, w) for w in cut)
-                buffered += len(wave) / sr
+                buffered += pending.seconds
                 # GPU: gather audio so batches can be length-sorted; CPU: run each full batch as it fills
                 if dev.type == "cuda" and buffered >= gather:
                     run_pieces(pieces)
@@ -570,7 +572,7 @@ def _forward(backbone, batch, dev, autocast, frame_layers, skip):
             return
         pending, wave = batch[0]
         pending.windows_left = -1  # never completes
-        skip(pending.utt, f"out of memory on {dev} for a {len(wave) / backbone.sample_rate:.1f} s window; "
+        skip(pending.utt, f"out of memory on {dev} for a {wave_seconds(wave, backbone.sample_rate):.1f} s window; "
                           f"lower --max-seconds")
         return
     for (pending, _), stats in zip(batch, pooled):

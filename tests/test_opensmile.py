@@ -57,10 +57,58 @@ def test_egemaps_store_equals_process_file(tmp_path):
         np.testing.assert_allclose(fs.frames(0, i)[0], want, rtol=1e-3)
     np.testing.assert_array_equal(fs.n_frames, 1)
     assert fs.n_samples[3] == 3 * 16000  # longer than --max-seconds 2: still one vector of the whole clip
+    assert fs.config["sample_rate"] == "native"
     # re-running is a no-op
     again = extract_manifest(manifest, model="opensmile:eGeMAPSv02", cache=tmp_path / "cache", device="cpu",
                              batch_size=3, frames="all", max_seconds=2.0, progress=False)
     assert again.up_to_date
+
+
+def test_native_rate_by_default_16k_on_request(tmp_path):
+    """48 kHz stereo files: the default equals process_file on the file's own mono mix (the published way);
+    `@16000` equals it on a 16 kHz copy, differs from the native features, and lives in its own store."""
+    import soxr
+
+    manifest = _corpus(tmp_path / "audio", [1.2, 0.9], rate=48000)
+    for u in manifest.utterances:  # stereo: both backbone variants mix down to mono first
+        mono, _ = sf.read(u.path, dtype="float32")
+        sf.write(u.path, np.stack([mono, 0.5 * mono], axis=1), 48000, subtype="FLOAT")
+    paths = [extract_manifest(manifest, model=m, cache=tmp_path / "cache", device="cpu", progress=False).store
+             for m in ("opensmile:eGeMAPSv02", "opensmile:eGeMAPSv02@16000")]
+    assert paths[0].parent.name == "opensmile--eGeMAPSv02" != paths[1].parent.name
+    native, low = map(open_store, paths)
+    assert native.config["sample_rate"] == "native" and low.config["sample_rate"] == 16000
+    for i, u in enumerate(native.utterances):
+        stereo, sr = sf.read(u.path, dtype="float32")
+        mono = stereo.mean(axis=1, dtype=np.float32)
+        for name, wave, rate in (("native", mono, sr), ("16k", soxr.resample(mono, sr, 16000, quality="HQ"), 16000)):
+            copy = tmp_path / f"{name}-{i}.wav"
+            sf.write(copy, wave, rate, subtype="FLOAT")
+            got = (native if name == "native" else low).pooled(0)[i]
+            np.testing.assert_allclose(got, direct(str(copy), opensmile.FeatureSet.eGeMAPSv02), rtol=1e-5, atol=1e-5)
+    assert native.n_samples.tolist() == [int(1.2 * 48000), int(0.9 * 48000)]
+    changed = np.abs(native.pooled(0) - low.pooled(0)) > 0.1 * np.abs(native.pooled(0)) + 1e-6
+    assert changed.any(axis=1).all()  # resampling changes the functionals: the rate is part of the store
+
+
+def test_native_rate_store_refuses_old_16k_store_in_one_line(tmp_path):
+    """A store written before native-rate openSMILE (16 kHz under the plain id) is never mixed with native features."""
+    manifest = _corpus(tmp_path / "audio", [0.5])
+    cache = tmp_path / "cache"
+    low = extract_manifest(manifest, model="opensmile:eGeMAPSv02@16000", cache=cache, device="cpu", progress=False).store
+    old = cache / "opensmile--eGeMAPSv02" / low.name
+    old.parent.mkdir(parents=True)
+    old.write_bytes(low.read_bytes())
+    manifest = _corpus(tmp_path / "audio", [0.5, 0.7])  # a grown corpus: the old store would be extended
+    with pytest.raises(SerError, match="sample_rate: 16000 vs 'native'") as e:
+        extract_manifest(manifest, model="opensmile:eGeMAPSv02", cache=cache, device="cpu", progress=False)
+    assert "opensmile:eGeMAPSv02@16000" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_rate_suffix_is_one_line():
+    for bad in ("opensmile:eGeMAPSv02@16k", "opensmile:eGeMAPSv02@100", "opensmile:eGeMAPSv02@"):
+        with pytest.raises(SerError, match="whole number of Hz from 8000 to 192000"):
+            model_info(bad)
 
 
 def test_compare_2016_has_6373_features(tmp_path):
