@@ -720,9 +720,7 @@ def probe(
                                        protocol=protocol,
                                        out=out or default_out("matrix", "+".join(corpora_list), model, settings))
         k = next(iter(details.values()))["layer"]
-        _print_table(["train \\ test", *corpora_list],
-                     [[a, *[f"{M[i, j]:.3f}" for j in range(len(corpora_list))]] for i, a in enumerate(corpora_list)],
-                     title=f"transfer UAR, model {model}, layer {k}")
+        _print_matrix(details, corpora_list, title=f"transfer, model {model}, layer {k} ({classifier})")
         for (a, b), d in details.items():
             for dropped in d["dropped"].values():
                 console.print(f"{a} → {b}: test rows dropped (class not shared): "
@@ -764,6 +762,22 @@ def probe(
         console.print(f"saved probe: {path} (use: ser predict FILE... --model {save_probe})", highlight=False)
 
 
+def _print_matrix(details: dict, corpora: list, title: str) -> None:
+    """The transfer matrix of pooled UAR, then one row per cell: the headline (pooled UAR, 95%
+    speaker CI), mean ± std over the diagonal's folds, classes and chance."""
+    from classifiers.probe import pooled_matrix
+    from classifiers.results import headline_table
+
+    P = pooled_matrix(details, corpora)
+    _print_table(["train \\ test", *corpora],
+                 [[a, *["–" if P[i, j] != P[i, j] else f"{P[i, j]:.3f}" for j in range(len(corpora))]]
+                  for i, a in enumerate(corpora)], title=f"{title}: pooled UAR")
+    rows = [dict(d, train_set=a, test_set=b, classifier=d.get("classifier", "")) for (a, b), d in details.items()]
+    console.print(headline_table(rows, lead=lambda r: [f"{r['train_set']} → {r['test_set']}"],
+                                 lead_columns=["train → test"], layer=False, best=False, others=False,
+                                 title=f"{title}: cells"))
+
+
 def _print_differences(results, against: str, metric: str = "uar") -> None:
     """Each training set minus `against`, per classifier and layer: difference, CI, p, Holm."""
     from classifiers.compare import train_set_differences
@@ -800,11 +814,21 @@ def neighbors(
     names = [c for c in (corpus or "").lower().split(",") if c]
     report, files = analyse_cached(names, layers=layer, k=k, stat=stat, model=model, cache=cache, out=out,
                                    overwrite=overwrite, progress=True)
-    _print_table(*report.table_rows(), title=f"neighbour purity (k={k}) vs chance, {', '.join(report.corpora)}, "
-                                            f"model {model}")
+    _print_table(*report.table_rows(knn=False), title=f"neighbour purity (k={k}) vs chance, "
+                                                      f"{', '.join(report.corpora)}, model {model}")
+    if report.knn:
+        from classifiers.results import summary_table
+
+        console.print(summary_table(report.probe_results(), title=f"kNN emotion classification (k={k}, "
+                                                                  f"{report.protocol})"))
     head, rows = report.cross_rows()
     if rows:
-        _print_table(head, rows, title="cross-corpus retrieval")
+        t = _table(*head, title="cross-corpus retrieval (each pair a single split: no std)",
+                   caption="classes: shared by both corpora; chance UAR 1/classes. kNN UAR: 95% CI over the query "
+                           "corpus' speakers.", caption_justify="left")
+        for r in rows:
+            t.add_row(*r)
+        console.print(t)
     _print_files(files)
 
 
@@ -979,11 +1003,16 @@ def finetune(
     name = "+".join([corpus] + extra)
     out = out or Path("runs") / f"finetune-{name}-{model_slug(model)}-{config.pooling}-seed{config.seed}"
     res = run_finetune(utts, folds_, config, out_dir=out)
-    t = _table("fold", "test", "WA", "UAR", "macro-F1", title=f"fine-tuned {model} on {name} ({prot})")
-    for row in res.table():
-        t.add_row(str(row["fold"]), "" if row["n_test"] is None else str(row["n_test"]),
-                  *[f"{row[k]:.3f}" for k in ("wa", "uar", "macro_f1")])
+    t = _table("fold", "test utterances", "WA", "UAR", "macro-F1", title=f"fine-tuned {model} on {name} ({prot}): "
+                                                                          f"each test fold")
+    for f in res.folds:
+        t.add_row(str(f.fold), str(f.n_test), *[f"{f.metrics[k]:.3f}" for k in ("wa", "uar", "macro_f1")])
     console.print(t)
+    from classifiers.finetune import to_probe_results
+    from classifiers.results import summary_table
+
+    if res.folds:
+        console.print(summary_table(to_probe_results(res), title=f"fine-tuned {model} ({prot})"))
     for f in res.folds:
         if f.restricted:
             console.print(f"{f.fold}: trained classes {', '.join(f.training_only)} are not declared by the test "
@@ -1153,7 +1182,7 @@ def results_ls(
 @results_app.command("show")
 @friendly
 def results_show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."), db: Path | None = DB_OPT):
-    """One run: configuration, stores, scores (mean ± std and 95% speaker-bootstrap CI).
+    """One run: configuration, stores, scores (pooled UAR with its 95% speaker CI, mean ± std over folds).
 
     Example: ser results show 3fa9c2
     """
@@ -1167,17 +1196,7 @@ def results_show(run_id: str = typer.Argument(..., help="Run id (a unique prefix
     _print_table(["key", "value"], [[k, str(run[k])] for k in ("id", "kind", "created", "command", "model", "corpus",
                                                                  "classifier", "code_version", "out", "predictions")]
                  + [["config", str(run["config"])]] + [["store", str(s)] for s in run["stores"]], title=f"run {run['id']}")
-    console.print(summary_table(results, title=f"run {run['id']}"))
-    if results.predictions:
-        from classifiers.compare import columns, interval
-        from classifiers.predictions import settings
-
-        cols = columns(results)
-        _print_table(["setting", "layer", "UAR pooled", "95% speaker CI", "speakers"],
-                     [[f"{s[2]}, {s[0]}" + (f" → {s[1]}" if s[1] != s[0] else ""), s[3], f"{iv.value:.3f}",
-                       f"[{iv.low:.3f}, {iv.high:.3f}]", str(iv.n_groups)]
-                      for s in settings(cols) for iv in [interval(cols, s)]],
-                     title="pooled over folds and seeds, 1000 speaker resamples")
+    console.print(summary_table(results, title=f"run {run['id']}"))   # the headline: pooled UAR, speaker CI
 
 
 @results_app.command("compare")
@@ -1329,9 +1348,7 @@ def evaluate(
     maps, dev, corpus = parse_maps(map_ or []), _device_opt(device), _corpus(corpus)
     res = evaluate_model(model_dir, corpus, cache=_cache(cache), root=root, fold=fold, protocol=protocol, maps=maps,
                          drop=drop or [], out=out, device=dev, registry=Registry(_db(db)), command=_command())
-    for policy, s in res.scores.items():
-        console.print(f"{policy}: WA {s.wa:.3f}, UAR {s.uar}, macro-F1 {s.macro_f1:.3f} ({s.n} utterances; "
-                      f"{s.what})", highlight=False, soft_wrap=True)
+    _print_evaluation(res, corpus)
     if res.training_only:
         console.print(f"trained classes the test corpus lacks (never true; excluded from predictions under shared): "
                       f"{', '.join(res.training_only)}", highlight=False)
@@ -1340,6 +1357,22 @@ def evaluate(
                       + ", ".join(f"{k} ({v})" for k, v in res.test_only.items()), highlight=False)
     console.print(f"registered run {res.run_id}", highlight=False)
     _print_files(res.files)
+
+
+def _print_evaluation(res, corpus: str) -> None:
+    """One row per class policy (all, shared): the headline (pooled UAR, 95% speaker CI), WA,
+    macro-F1, classes and chance; a single split, so no std; what each policy scores below."""
+    from classifiers.results import headline_table
+
+    rows = [dict(r, policy=("all" if "(shared classes)" not in r["test_set"] else "shared"))
+            for r in res.results.summary()]
+    first = rows[0] if rows else {}
+    console.print(headline_table(rows, lead=lambda r: [r["policy"]], lead_columns=["classes scored"], layer=False,
+                                 best=False, title=f"{first.get('classifier', '')} trained on "
+                                                   f"{first.get('train_set') or '?'}, layer {first.get('layer', '?')}"
+                                                   f", scored on {corpus}"))
+    for policy, s in res.scores.items():
+        console.print(f"{policy}: {s.what} ({s.n} utterances)", highlight=False, soft_wrap=True)
 
 
 def _command() -> str:

@@ -362,8 +362,13 @@ class FinetuneResult:
     plan: dict
     files: dict[str, Path] = field(default_factory=dict)
 
+    def headline(self) -> list[dict]:
+        """`classifiers.results.ProbeResults.summary` of the run (one row): pooled UAR over the test
+        folds with its 95% speaker CI, classes, chance, beside the mean ± std over folds."""
+        return to_probe_results(self).summary()
+
     def table(self) -> list[dict]:
-        """Plain rows (fold, n_test, wa, uar, macro_f1) plus "mean" and "std" rows."""
+        """Plain rows (fold, n_test, wa, uar, macro_f1) plus "mean" and "std" rows (over folds)."""
         rows = [{"fold": f.fold, "n_test": f.n_test, **{k: f.metrics[k] for k in ("wa", "uar", "macro_f1")}}
                 for f in self.folds]
         for stat in ("mean", "std"):
@@ -798,13 +803,17 @@ def write_results(run: FinetuneResult, *, plots: bool = True) -> dict[str, Path]
 
     files = {}
     results = to_probe_results(run)
-    files["json"], files["csv"] = write_probe_results(results, run.out_dir, name="finetune")
+    files["json"], files["csv"], files["summary"] = write_probe_results(results, run.out_dir, name="finetune",
+                                                                         summary_csv=True)
     if results.predictions:
         files["predictions"] = write_predictions(results.predictions, run.out_dir / "predictions.parquet")
     if plots and run.folds:
         total = np.sum([np.asarray(f.confusion) for f in run.folds], axis=0)
-        title = (f"fine-tuned, {len(run.folds)} test fold{'s' if len(run.folds) > 1 else ''}: "
-                 f"UAR {run.summary['uar']['mean']:.3f} ± {run.summary['uar']['std']:.3f}")
+        from classifiers.results import ci_text, folds_text
+
+        (head, *_) = results.summary()
+        title = (f"fine-tuned, {len(run.folds)} test fold{'s' if len(run.folds) > 1 else ''}: pooled UAR "
+                 f"{ci_text(head)}" + (f", folds mean ± std {folds_text(head)}" if len(run.folds) > 1 else ""))
         files["confusion"] = probe_plots.confusion_heatmap(total, run.labels, run.out_dir / "confusion.png",
                                                            title=title)
         files["learning_curves"] = plot_learning_curves({f.fold: f.log_history for f in run.folds},

@@ -57,6 +57,7 @@ from classifiers.knn_index import (
     value_codes,
 )
 from classifiers.metrics import scores as _scores
+from classifiers.results import HEADLINE_KEYS, ci_text
 from featstore import serialize
 from featstore.corpora.base import Utterance
 from featstore.labels import canonical_order
@@ -262,6 +263,15 @@ class CrossRow:
     uar: float
     n_queries: int
     n_database: int
+    uar_low: float | None = None       # 95% speaker CI of `uar` (queries' speakers; None under 2 speakers)
+    uar_high: float | None = None
+    ci_method: str | None = None
+    n_speakers: int | None = None      # query speakers
+
+    @property
+    def chance_uar(self) -> float:
+        """UAR of guessing among the shared classes: 1/classes."""
+        return 1.0 / len(self.labels)
 
 
 def cross_retrieval(Xq: np.ndarray, query_utts: Sequence[Utterance], Xd: np.ndarray, db_utts: Sequence[Utterance],
@@ -299,8 +309,22 @@ def cross_retrieval(Xq: np.ndarray, query_utts: Sequence[Utterance], Xd: np.ndar
     nb = search(normalize(Xd[keep_d], cd), normalize(Xq[keep_q], cq), k, batch_size=batch_size, gpu=gpu)
     p, chance, n = purity(nb, qc, dc)
     pred = knn_vote(nb, dc, len(shared), weighting)
-    s = _scores([shared[i] for i in qc], [shared[i] for i in pred], shared)
-    return CrossRow(layer, qa, da, ql, dl, shared, dropped, p, chance, s["wa"], s["uar"], n, len(keep_d))
+    truth, guess = [shared[i] for i in qc], [shared[i] for i in pred]
+    s = _scores(truth, guess, shared)
+    ci = _uar_interval(truth, guess, [str(query_utts[i].speaker) for i in keep_q], shared)
+    return CrossRow(layer, qa, da, ql, dl, shared, dropped, p, chance, s["wa"], s["uar"], n, len(keep_d), **ci)
+
+
+def _uar_interval(y_true, y_pred, speakers, labels) -> dict:
+    """The 95% speaker CI of the UAR (`classifiers.stats.bootstrap_ci`) as CrossRow fields."""
+    from classifiers.results import ci_method
+    from classifiers.stats import StatsError, bootstrap_ci
+
+    try:
+        iv = bootstrap_ci(y_true, y_pred, groups=speakers, labels=labels, metric="uar", seed=0)
+    except StatsError as e:
+        return dict(ci_method=f"none: {e}", n_speakers=len(set(speakers)))
+    return dict(uar_low=iv.low, uar_high=iv.high, ci_method=ci_method(iv), n_speakers=iv.n_groups)
 
 
 def _one(utts: Sequence[Utterance], name: str) -> str:
@@ -339,6 +363,8 @@ class NeighborReport:
     dropped: dict = field(default_factory=dict)         # kNN fold -> {label: test rows not scored}
     cross: list[CrossRow] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # attribute / "kNN" / "cross a->b" -> why not measured
+    # kNN per-utterance predictions (`classifiers.predictions.block`s): the pooled scores and their CI
+    predictions: list = field(default_factory=list, repr=False)
 
     # -- summaries ------------------------------------------------------------------------------
     def probe_results(self):
@@ -348,48 +374,72 @@ class NeighborReport:
 
         return ProbeResults(records=list(self.knn), dropped=dict(self.dropped),
                             meta={"classifier": "knn", "protocol": self.protocol, "k": self.k,
-                                  "weighting": self.weighting, "center": self.center})
+                                  "weighting": self.weighting, "center": self.center},
+                            predictions=list(self.predictions))
 
     def attributes(self) -> list[str]:
         return list(dict.fromkeys(r.attribute for r in self.purity))
 
-    def knn_summary(self) -> dict[int, dict[str, float]]:
-        """layer -> mean and std over folds of wa, uar, macro_f1."""
+    def knn_summary(self) -> dict[int, dict]:
+        """layer -> the kNN headline (`classifiers.results.HEADLINE_KEYS`: pooled UAR over folds
+        with its 95% speaker CI, classes, chance) and the mean and std over folds of wa, uar,
+        macro_f1 (`<m>_mean`, `<m>_std`)."""
         out = {}
+        rows = {r["layer"]: r for r in self.probe_results().summary()} if self.knn else {}
         for layer in self.layers:
             recs = [r for r in self.knn if r["layer"] == layer]
             if recs:
                 out[layer] = {f"{m}_{s}": float(getattr(np, s)([r[m] for r in recs]))
                               for m in ("wa", "uar", "macro_f1") for s in ("mean", "std")}
+                out[layer].update({k: rows[layer].get(k) for k in HEADLINE_KEYS} if layer in rows else {})
         return out
 
-    def table_rows(self) -> tuple[list[str], list[list[str]]]:
-        """(columns, rows) for a layer x attribute table: "purity (chance)" cells, then kNN WA/UAR."""
+    def table_rows(self, knn: bool = True) -> tuple[list[str], list[list[str]]]:
+        """(columns, rows) for a layer x attribute table: "purity (chance)" cells, then (with
+        `knn`) the kNN headline (pooled UAR with its 95% speaker CI, `knn_caption` says how) and
+        the kNN UAR mean ± std over folds."""
+        from classifiers.results import folds_text
+
         attrs = self.attributes()
-        knn = self.knn_summary()
-        cols = ["layer"] + attrs + (["kNN WA", "kNN UAR"] if knn else [])
+        knn = self.knn_summary() if knn else {}
+        cols = ["layer"] + [f"{a} purity (chance)" for a in attrs] + \
+            (["kNN UAR pooled [95% speaker CI]", "kNN UAR folds mean ± std"] if knn else [])
         cell = {(r.layer, r.attribute): f"{r.purity:.3f} ({r.chance:.3f})" for r in self.purity}
         rows = []
         for layer in self.layers:
             row = [str(layer)] + [cell.get((layer, a), "-") for a in attrs]
             if knn:
                 s = knn.get(layer)
-                row += [f"{s['wa_mean']:.3f}", f"{s['uar_mean']:.3f}"] if s else ["-", "-"]
+                row += [ci_text(s), folds_text(dict(s, uar=s["uar_mean"], uar_std=s["uar_std"]))] if s else ["-", "-"]
             rows.append(row)
         return cols, rows
 
+    def knn_caption(self) -> str:
+        """What the kNN columns of `table_rows` mean: pooling, CI method and speakers, classes, chance."""
+        from classifiers.results import headline_caption
+
+        rows = list(self.knn_summary().values())
+        return headline_caption(rows, what="kNN UAR pooled") if rows else ""
+
     def cross_rows(self) -> tuple[list[str], list[list[str]]]:
-        """(columns, rows) for the cross-corpus retrieval table, one row per layer and pair."""
-        cols = ["layer", "query", "database", "labels", "purity", "chance", "kNN WA", "kNN UAR"]
+        """(columns, rows) for the cross-corpus retrieval table, one row per layer and pair (each a
+        single split: no std): classes and chance, purity and its chance, the kNN UAR with its 95%
+        CI over the query speakers, kNN WA."""
+        cols = ["layer", "query", "database", "classes (chance UAR)", "purity (chance)",
+                "kNN UAR [95% speaker CI]", "kNN WA"]
         rows = [[str(r.layer), f"{r.query} ({r.query_language})", f"{r.database} ({r.database_language})",
-                 ", ".join(r.labels), f"{r.purity:.3f}", f"{r.chance:.3f}", f"{r.wa:.3f}", f"{r.uar:.3f}"]
+                 f"{len(r.labels)} ({r.chance_uar:.3f}): {', '.join(r.labels)}", f"{r.purity:.3f} ({r.chance:.3f})",
+                 ci_text(dict(pooled=r.uar, ci_low=r.uar_low, ci_high=r.uar_high)), f"{r.wa:.3f}"]
                 for r in self.cross]
         return cols, rows
 
     # -- writers --------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = asdict(self)
+        d.pop("predictions")              # per-utterance rows: the predictions file's job, not the JSON's
         d["knn_summary"] = {str(k): v for k, v in self.knn_summary().items()}
+        for row, r in zip(d["cross"], self.cross):
+            row["chance_uar"] = r.chance_uar
         return serialize.clean(d)
 
     def write_json(self, path: str | Path) -> Path:
@@ -401,18 +451,25 @@ class NeighborReport:
             yield dict(layer=r.layer, measure="purity", attribute=r.attribute, value=r.purity, chance=r.chance, n=r.n_queries)
         for layer, s in self.knn_summary().items():
             n = sum(r["n_test"] for r in self.knn if r["layer"] == layer)
-            for m in ("wa", "uar", "macro_f1"):
-                yield dict(layer=layer, measure=f"knn_{m}", attribute="emotion", value=s[f"{m}_mean"], chance="", n=n)
+            yield dict(layer=layer, measure="knn_uar_pooled", attribute="emotion", value=s.get("pooled"),
+                       chance=s.get("chance"), n=n, ci_low=s.get("ci_low"), ci_high=s.get("ci_high"),
+                       ci_method=s.get("ci_method"), n_classes=s.get("n_classes"))
+            for m in ("wa", "uar", "macro_f1"):          # means over folds
+                yield dict(layer=layer, measure=f"knn_{m}", attribute="emotion", value=s[f"{m}_mean"],
+                           chance=s.get("chance") if m == "uar" else "", n=n, n_classes=s.get("n_classes"))
         for r in self.cross:
             pair = f"{r.query}->{r.database}"
             yield dict(layer=r.layer, measure="cross_purity", attribute=pair, value=r.purity, chance=r.chance, n=r.n_queries)
-            yield dict(layer=r.layer, measure="cross_knn_uar", attribute=pair, value=r.uar, chance="", n=r.n_queries)
+            yield dict(layer=r.layer, measure="cross_knn_uar", attribute=pair, value=r.uar, chance=r.chance_uar,
+                       n=r.n_queries, ci_low=r.uar_low, ci_high=r.uar_high, ci_method=r.ci_method,
+                       n_classes=len(r.labels))
 
     def write_csv(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=["model", "layer", "measure", "attribute", "value", "chance", "n"])
+            w = csv.DictWriter(f, fieldnames=["model", "layer", "measure", "attribute", "value", "chance", "n",
+                                              "ci_low", "ci_high", "ci_method", "n_classes"])
             w.writeheader()
             w.writerows(dict(r, model=self.model) for r in self.long_rows())
         return path
@@ -549,10 +606,11 @@ def neighbor_analysis(features, utterances: Sequence[Utterance] | None = None, l
         if len(emo_names) > 1 and (folds is not None or n_speakers > 1):
             common = dict(k=k, weighting=weighting, layer=layer, train_set=corpus_set, test_set=corpus_set)
             if folds is None:
-                res = _loso_results(nb_other, labels, speakers, **common)
+                res = _loso_results(nb_other, labels, speakers, utterances=utterances, **common)
             else:
                 res = knn_evaluate(X, utterances, folds, center=center, batch_size=batch_size, gpu=gpu, **common)
             report.knn.extend(res.records)
+            report.predictions.extend(res.predictions)
             report.dropped.update(res.dropped)
         if cross and len(corpora) > 1:
             for a in corpora:

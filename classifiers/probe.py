@@ -215,9 +215,9 @@ def _aggregated(results: ProbeResults, **where) -> str:
 
 def write_outputs(results: ProbeResults, out: Path, *, plots: bool = True, name: str = "probe") -> list[Path]:
     from classifiers.plots import confusion_heatmap, layer_curve
-    from classifiers.results import write_results
+    from classifiers.results import ci_text, write_results
 
-    files = list(write_results(results, out, name))
+    files = list(write_results(results, out, name, summary_csv=True))
     if results.predictions:
         from classifiers.predictions import write_predictions
 
@@ -235,7 +235,7 @@ def write_outputs(results: ProbeResults, out: Path, *, plots: bool = True, name:
         files.append(confusion_heatmap(cm, lab, out / f"{name}_confusion.png",
                                        title=f"model {meta.get('model', '?')}, layer {best['layer']}, "
                                              f"{best['classifier']}\ntrain {best['train_set']} → test {best['test_set']}, "
-                                             f"summed over {over} (UAR {best['uar']:.3f})"))
+                                             f"summed over {over} (pooled UAR {ci_text(best)})"))
     return files
 
 
@@ -285,21 +285,38 @@ def run_matrix(corpora: Sequence[str], *, layer: str | int, model: str, cache: s
     files = []
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        files.append(transfer_heatmap(M, corpora, out / "transfer_matrix.png",
-                                      title=f"train × test UAR, model {model}, layer {k} ({classifier}; "
-                                            f"diagonal: mean over each corpus' folds, off-diagonal: classes {policy})"))
+        P = pooled_matrix(details, corpora)
+        files.append(transfer_heatmap(P, corpora, out / "transfer_matrix.png",
+                                      title=f"train × test pooled UAR, model {model}, layer {k} ({classifier}; "
+                                            f"diagonal: each corpus' folds pooled, off-diagonal: classes {policy})"))
         cells = [dict(train=a, test=b, **d) for (a, b), d in details.items()]
         files.append(write_text(out / "transfer_matrix.json", dumps(dict(
             corpora=list(corpora), layer=k, model=model, classifier=classifier, stat=stat, classes=policy,
-            uar=M.tolist(), cells=cells, versions=versions()), indent=1)))
+            headline="pooled: UAR of every test prediction of a cell, with its 95% speaker CI in cells; "
+                     "uar: mean over the cell's folds (the diagonal's folds; one split off the diagonal)",
+            pooled=P.tolist(), uar=M.tolist(), cells=cells, versions=versions()), indent=1)))
         buf = io.StringIO(newline="")
         w = csv.writer(buf)
-        w.writerow(["model", "layer", "classifier", "train", "test", "uar", "uar_std", "wa", "macro_f1", "n"])
+        extra = ["pooled", "ci_low", "ci_high", "ci_method", "n_speakers", "n_folds", "n_classes", "chance"]
+        w.writerow(["model", "layer", "classifier", "train", "test", "uar", "uar_std", "wa", "macro_f1", "n", *extra])
         for c in cells:
             w.writerow([model, k, classifier, c["train"], c["test"], c["uar"], c["uar_std"], c["wa"],
-                        c["macro_f1"], c["n"]])
+                        c["macro_f1"], c["n"], *["" if c.get(x) is None else c[x] for x in extra]])
         files.append(write_text(out / "transfer_matrix.csv", buf.getvalue()))
     return M, details, files
+
+
+def pooled_matrix(details: dict, corpora: Sequence[str]):
+    """`(n, n)` pooled UAR of `run_matrix`'s cells (train row, test column; NaN where missing)."""
+    import numpy as np
+
+    P = np.full((len(corpora), len(corpora)), np.nan)
+    for i, a in enumerate(corpora):
+        for j, b in enumerate(corpora):
+            value = details.get((a, b), {}).get("pooled")
+            if value is not None:
+                P[i, j] = value
+    return P
 
 
 def fit_and_save_probe(directory: str | Path, train: Sequence[str], *, layer: str, stat: str, model: str,

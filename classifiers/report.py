@@ -236,25 +236,24 @@ def _best_layer_table(rows: Sequence[dict]) -> str:
 
 
 def _score_table(results, cols) -> str:
-    """Per setting: mean ± std over folds and seeds (records) and the pooled score with its CI."""
-    from classifiers.compare import interval
+    """Per setting, as `ser probe` prints it: the headline (pooled UAR over folds and seeds with
+    its 95% speaker CI), the mean ± std over folds beside it, WA and macro-F1 pooled, classes and
+    chance (`ProbeResults.summary`)."""
+    from classifiers.results import ci_text, classes_text, folds_text, headline_caption
 
+    rows = results.summary()
     body = []
-    for row in results.summary():
-        setting = (row["train_set"], row["test_set"], row["classifier"], str(row["layer"]))
-        cells = [html.escape(f"{row['classifier']}, {row['train_set']}"
-                             + (f" → {row['test_set']}" if row["test_set"] != row["train_set"] else "")),
-                 html.escape(str(row["layer"]))]
-        for m in ("wa", "uar", "macro_f1"):
-            cells.append(f"{row[m]:.3f} ± {row[m + '_std']:.3f}")
-        has = cols is not None and bool(np.any((cols["train_set"] == setting[0]) & (cols["test_set"] == setting[1])
-                                               & (cols["classifier"] == setting[2]) & (cols["layer"] == setting[3])))
-        iv = interval(cols, setting, "uar") if has else None
-        cells.append(str(iv) if iv else "–")
-        cells.append(str(row["n"]))
-        body.append(cells)
-    return _table(["setting", "layer", "WA", "UAR", "macro-F1", "UAR pooled [95% speaker CI]", "folds×seeds"], body,
-                  left=2)
+    for row in rows:
+        body.append([html.escape(f"{row['classifier']}, {row['train_set']}"
+                                 + (f" → {row['test_set']}" if row["test_set"] != row["train_set"] else "")),
+                     html.escape(str(row["layer"])), html.escape(ci_text(row)), html.escape(folds_text(row)),
+                     *[("–" if row.get(m + "_pooled") is None else f"{row[m + '_pooled']:.3f}")
+                       for m in ("wa", "macro_f1")],
+                     html.escape(classes_text(row)), f"{row.get('n_folds', row['n'])} × {row.get('n_seeds', 1)}"])
+    caption = "<br>".join(html.escape(line) for line in headline_caption(rows).splitlines())
+    return _table(["setting", "layer", "UAR pooled [95% speaker CI]", "UAR folds mean ± std", "WA pooled",
+                   "macro-F1 pooled", "classes (chance UAR)", "folds × seeds"], body, left=2) + \
+        f'<p class="meta">{caption}</p>'
 
 
 def _run_section(run: dict, results, tmp: Path, idx: int) -> tuple[str, dict]:
@@ -277,7 +276,8 @@ def _run_section(run: dict, results, tmp: Path, idx: int) -> tuple[str, dict]:
     for row in results.summary():
         key = (row["train_set"], row["test_set"])
         if key in predicted:  # settings scored on every test utterance (not evaluate's shared-classes subset)
-            transfer[key] = max(transfer.get(key, 0.0), row["uar"])
+            transfer[key] = max(transfer.get(key, 0.0), row["uar_pooled"] if row.get("uar_pooled") is not None
+                                else row["uar"])
     if cols is None:
         parts.append("<p>No per-utterance predictions: no intervals or paired tests for this run.</p>")
         return "\n".join(parts), transfer
@@ -362,8 +362,8 @@ def write_report(runs: Sequence[tuple[dict, object]], out: str | Path, *, title:
     page = (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' "
             f"content='width=device-width,initial-scale=1'><title>{html.escape(title)}</title><style>{CSS}</style>"
             f"</head><body><h1>{html.escape(title)}</h1><p class='meta'>{len(runs)} run(s), written "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}. Every score: mean ± std over folds and seeds, and the pooled "
-            f"score with a 95% confidence interval from 1000 bootstrap resamples of speakers. Differences: paired, "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}. Every score: the pooled score over folds and seeds "
+            f"with its 95% confidence interval over speakers (the headline), the mean ± std over folds beside it. Differences: paired, "
             f"with a speaker-level permutation p-value; p (Holm) adjusts for the comparisons in the same table.</p>"
             + "\n".join(sections) + "</body></html>")
     return write_text(out, page)

@@ -168,23 +168,35 @@ class ProbeResults:
             self.dropped_train[fold] = dict(h.dropped_train)
 
     def summary(self, metrics: Sequence[str] = ("wa", "uar", "macro_f1")) -> list[dict]:
-        """Mean and std over folds and seeds, per (train_set, test_set, classifier, layer)."""
+        """One row per (train_set, test_set, classifier, layer): the headline and the fold view.
+
+        Headline (`HEADLINE_KEYS`): `pooled` = UAR of all the setting's test predictions pooled over
+        folds and seeds, with its 95% speaker CI (`ci_low`, `ci_high`, `ci_method`, `n_speakers`;
+        None where there are no per-utterance predictions or fewer than 2 speakers), `wa_pooled`,
+        `uar_pooled`, `macro_f1_pooled`, the classes scored (`labels`, `n_classes`) and `chance`
+        (1/classes, the UAR of guessing). Beside it, per metric: `<m>` and `<m>_std`, the mean and
+        population std over folds and seeds (`n` records, `n_folds`, `n_seeds`; one fold is a single
+        split, whose std says nothing).
+        """
         groups = defaultdict(list)
         for r in self.records:
             groups[(r["train_set"], r["test_set"], r["classifier"], r["layer"])].append(r)
+        cols = _prediction_columns(self.predictions)
         rows = []
-        for (train, test, clf, layer), recs in sorted(groups.items(), key=lambda kv: (kv[0][:3], kv[0][3])):
+        for (train, test, clf, layer), recs in sorted(groups.items(), key=lambda kv: (kv[0][:3], _layer_key(kv[0][3]))):
             row = dict(train_set=train, test_set=test, classifier=clf, layer=layer, n=len(recs))
             for m in metrics:
                 row[m], row[m + "_std"] = mean_std([r[m] for r in recs])
+            row.update(headline(recs, cols, (train, test, clf, str(layer))))
             rows.append(row)
         return rows
 
     def best(self, metric: str = "uar", classifier: str | None = None, train_set: str | None = None) -> dict:
-        """The summary row with the highest mean `metric`."""
+        """The summary row with the highest pooled `metric` (the headline; the mean over folds and
+        seeds breaks ties)."""
         rows = [r for r in self.summary() if (classifier is None or r["classifier"] == classifier)
                 and (train_set is None or r["train_set"] == train_set)]
-        return max(rows, key=lambda r: r[metric])
+        return max(rows, key=lambda r: (_num(r.get(metric + "_pooled")), _num(r[metric])))
 
     def confusion(self, layer: int, classifier: str, train_set: str | None = None) -> tuple[np.ndarray, list[str]]:
         """Confusion counts summed over folds and seeds for one layer, and the label order."""
@@ -198,8 +210,142 @@ class ProbeResults:
         return total, labels
 
 
+HEADLINE_METRIC = "uar"
+HEADLINE_KEYS = ("n_folds", "n_seeds", "labels", "n_classes", "chance", "headline", "pooled", "ci_low", "ci_high",
+                 "ci_level", "ci_method", "n_speakers", "wa_pooled", "uar_pooled", "macro_f1_pooled")
+
+
+def _num(value) -> float:
+    """`value` as a float for ordering (None and NaN lowest)."""
+    return float("-inf") if value is None or value != value else float(value)
+
+
+def _layer_key(layer):
+    """Numeric layers in numeric order, then the others ("e2e", "5+7") by name."""
+    return (0, layer, "") if isinstance(layer, int) else (1, 0, str(layer))
+
+
+def _prediction_columns(predictions) -> dict | None:
+    """The predictions as one column dict (`classifiers.predictions.concat`), None when there are none."""
+    if not predictions:
+        return None
+    from classifiers.predictions import concat
+
+    return concat(predictions)
+
+
+def chance_level(n_classes: int) -> float | None:
+    """UAR of guessing uniformly among `n_classes` classes: 1/n_classes (None for no class)."""
+    return 1.0 / n_classes if n_classes else None
+
+
+def _summed_confusion(recs: Sequence[Record]) -> tuple[np.ndarray, list[str]]:
+    """The records' confusion counts summed (label orders merged, as `ProbeResults.confusion`)."""
+    labels = list(dict.fromkeys(lab for r in recs for lab in r["labels"]))
+    total = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for r in recs:
+        idx = [labels.index(lab) for lab in r["labels"]]
+        total[np.ix_(idx, idx)] += np.asarray(r["confusion"], dtype=np.int64).reshape(len(idx), len(idx))
+    return total, labels
+
+
+def ci_method(interval) -> str:
+    """How `interval` (a `classifiers.stats.Interval`) was obtained, in words."""
+    method = getattr(interval, "method", None)
+    unit = getattr(interval, "unit", "speaker")
+    return str(method) if method else f"{unit} bootstrap"
+
+
+def headline(recs: Sequence[Record], cols: dict | None = None, setting: tuple | None = None, *,
+             metric: str = HEADLINE_METRIC, seed: int = 0) -> dict:
+    """The headline of one setting's records (`HEADLINE_KEYS`, see `ProbeResults.summary`).
+
+    cols: every per-utterance prediction (`classifiers.predictions.concat`); setting: (train_set,
+    test_set, classifier, layer as text) selecting this setting's rows. The pooled scores and the
+    speaker CI (`classifiers.stats.bootstrap_ci` through `classifiers.compare.interval`, as `ser
+    results show`) come from those rows; without them, the pooled scores come from the records'
+    summed confusion counts and a single record's own `ci` (`ser evaluate`), else no CI.
+    """
+    from classifiers.stats import METRICS, StatsError, metric_from_confusion
+
+    folds, seeds = {r["fold"] for r in recs}, {r.get("seed", 0) for r in recs}
+    from featstore.labels import canonical_order
+
+    labels = canonical_order({lab for r in recs for lab in r["labels"]})
+    out = dict(n_folds=len(folds), n_seeds=len(seeds), labels=labels, n_classes=len(labels),
+               chance=chance_level(len(labels)), headline=metric, pooled=None, ci_low=None, ci_high=None,
+               ci_level=None, ci_method=None, n_speakers=None)
+    rows = None
+    if cols is not None and setting is not None:
+        from classifiers.compare import setting_rows
+
+        rows = setting_rows(cols, setting)
+        if not len(rows["id"]):
+            rows = None
+    if rows is not None:
+        from classifiers.compare import interval, label_order
+        from classifiers.stats import group_confusions
+
+        order = label_order(rows)
+        cm = group_confusions(rows["label"], rows["predicted"], None, order)[1].sum(0)
+        out.update({f"{m}_pooled": _float(metric_from_confusion(cm, m)) for m in METRICS})
+        out["n_speakers"] = len(set(rows["speaker"].tolist()))
+        try:
+            iv = interval(cols, setting, metric, seed)
+        except StatsError as e:
+            out["ci_method"] = f"none: {e}"
+        else:
+            out.update({f"{metric}_pooled": iv.value, "ci_low": iv.low, "ci_high": iv.high, "ci_level": iv.level,
+                        "ci_method": ci_method(iv), "n_speakers": iv.n_groups})
+    else:
+        cm, order = _summed_confusion(recs)
+        out.update({f"{m}_pooled": _float(metric_from_confusion(cm, m)) for m in METRICS})
+        ci = recs[0].get("ci") if len(recs) == 1 and isinstance(recs[0].get("ci"), dict) else None
+        if ci and ci.get("metric", metric) == metric:
+            out.update(ci_low=ci.get("low"), ci_high=ci.get("high"), ci_level=ci.get("level"),
+                       ci_method=ci.get("method") or f"{ci.get('unit', 'speaker')} bootstrap",
+                       n_speakers=ci.get("n_groups"))
+        else:
+            out["ci_method"] = "none: no per-utterance predictions"
+    out["pooled"] = out[f"{metric}_pooled"]
+    return out
+
+
+def _float(value) -> float | None:
+    value = float(value)
+    return None if value != value else value
+
+
 CSV_FIELDS = ("train_set", "test_set", "classifier", "layer", "fold", "seed", "wa", "uar", "macro_f1",
               "n_train", "n_test", "C", "shuffled", "classes", "model")
+# `<name>_summary.csv`: one row per setting, the headline first, the fold view beside it
+SUMMARY_FIELDS = ("model", "train_set", "test_set", "classifier", "layer", "headline", "pooled", "ci_low", "ci_high",
+                  "ci_level", "ci_method", "n_speakers", "folds_mean", "folds_std", "n_folds", "n_seeds", "n_classes",
+                  "chance", "classes", "wa_pooled", "uar_pooled", "macro_f1_pooled", "wa", "wa_std", "uar", "uar_std",
+                  "macro_f1", "macro_f1_std")
+
+
+def summary_csv_rows(rows: Sequence[dict], model: str = "") -> list[dict]:
+    """`ProbeResults.summary` rows as `SUMMARY_FIELDS` rows: `folds_mean`/`folds_std` are the
+    headline metric's mean and std over folds and seeds, the std left empty for a single split."""
+    out = []
+    for r in rows:
+        m = r.get("headline", HEADLINE_METRIC)
+        single = r.get("n_folds", r.get("n", 1)) <= 1
+        out.append(dict(r, model=model, folds_mean=r.get(m), folds_std=None if single else r.get(m + "_std"),
+                        classes=";".join(r.get("labels") or [])))
+    return out
+
+
+def _csv_text(rows: Sequence[dict], fields: Sequence[str]) -> str:
+    import io
+
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: "" if r.get(k) is None else r.get(k) for k in fields})
+    return buf.getvalue()
 
 
 def versions() -> dict:
@@ -214,31 +360,35 @@ def versions() -> dict:
                 sklearn=sklearn.__version__, torch=torch.__version__, xgboost=xgboost.__version__)
 
 
-def write_results(results: ProbeResults, out_dir: str | Path, name: str = "probe") -> tuple[Path, Path]:
-    """Write `<name>.json` (meta, summary, records, dropped) and `<name>.csv`, each whole or not at
-    all (temporary file, fsync, rename); return both paths."""
-    import io
-
+def write_results(results: ProbeResults, out_dir: str | Path, name: str = "probe", *,
+                  summary_csv: bool = False) -> tuple[Path, ...]:
+    """Write `<name>.json` (meta, summary, records, dropped) and `<name>.csv` (one row per record,
+    with its classes and chance), and with `summary_csv` `<name>_summary.csv` (one row per
+    setting: the headline, pooled UAR with its speaker CI, beside the mean ± std over folds),
+    each whole or not at all (temporary file, fsync, rename); return the paths."""
     from featstore.outputs import check_output, write_text
     from featstore.serialize import dumps
 
     out = Path(out_dir)
-    jpath, cpath = out / f"{name}.json", out / f"{name}.csv"
+    jpath, cpath, spath = out / f"{name}.json", out / f"{name}.csv", out / f"{name}_summary.csv"
     check_output(out, directory=True)
-    for path in (jpath, cpath):
+    for path in (jpath, cpath, spath) if summary_csv else (jpath, cpath):
         check_output(path)
     meta = dict(results.meta, versions=versions(), written=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    text = dumps(dict(meta=meta, summary=results.summary(), dropped=results.dropped,
+    summary = results.summary()
+    meta.setdefault("headline", f"pooled {HEADLINE_METRIC.upper()} over folds and seeds with its 95% speaker CI; "
+                                "mean ± std over folds and seeds beside it")
+    text = dumps(dict(meta=meta, summary=summary, dropped=results.dropped,
                       dropped_train=results.dropped_train, records=results.records), indent=1)
-    buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS + ("store", "protocol"), extrasaction="ignore")
-    w.writeheader()
-    for r in results.records:
-        w.writerow(dict(r, model=meta.get("model", ""), store=";".join(meta.get("stores", [])),
-                        protocol=meta.get("protocol", "")))
+    per_record = [dict(r, model=meta.get("model", ""), store=";".join(meta.get("stores", [])),
+                       protocol=meta.get("protocol", ""), n_classes=len(r.get("labels") or []),
+                       chance=chance_level(len(r.get("labels") or []))) for r in results.records]
     write_text(jpath, text)
-    write_text(cpath, buf.getvalue())
-    return jpath, cpath
+    write_text(cpath, _csv_text(per_record, CSV_FIELDS + ("store", "protocol", "n_classes", "chance")))
+    if not summary_csv:
+        return jpath, cpath
+    write_text(spath, _csv_text(summary_csv_rows(summary, meta.get("model", "")), SUMMARY_FIELDS))
+    return jpath, cpath, spath
 
 
 class ResultsError(SerError):
@@ -302,46 +452,204 @@ def _short(value) -> str:
 
 
 def summary_table(results: ProbeResults, metric: str = "uar", title: str = ""):
-    """A rich Table: one row per (training set, classifier, layer), mean ± std, best marked."""
+    """A rich Table of `results.summary()`: one row per (training set, classifier, layer), the
+    headline first (pooled UAR with its 95% speaker CI), the mean ± std over folds beside it, the
+    classes and chance in the caption (or a column where settings differ), best marked."""
     rows = results.summary()
     sets = {(r["train_set"], r["test_set"]) for r in rows}
     clfs = {r["classifier"] for r in rows}
-    cols = (["train → test"] if len(sets) > 1 else []) + (["classifier"] if len(clfs) > 1 else [])
     if len(sets) == 1:
         (train, test), = sets
         title = f"{title} — train {train}" + (f" → test {test}" if test and test != train else "")
     if len(clfs) == 1:
         title = f"{title} ({next(iter(clfs))})"
-    t = table(*cols, "layer", "WA", "UAR", "macro-F1", "n", title=title.strip(" —"))
-    best = {}
+    layers = {str(r["layer"]) for r in rows}
+    if len(layers) == 1:                  # one layer: said once, in the title
+        title = f"{title}, layer {next(iter(layers))}"
+    lead = (["train → test"] if len(sets) > 1 else []) + (["classifier"] if len(clfs) > 1 else [])
+    return headline_table(rows, lead=lambda r: ([f"{r['train_set']} → {r['test_set']}"] if len(sets) > 1 else [])
+                          + ([r["classifier"]] if len(clfs) > 1 else []), lead_columns=lead,
+                          title=title.strip(" —"), metric=metric, layer=len(layers) > 1)
+
+
+def ci_text(r: dict) -> str:
+    """"0.471 [0.402, 0.533]", or the pooled value and why it has no interval."""
+    if r.get("pooled") is None:
+        return "–"
+    if r.get("ci_low") is None or r.get("ci_high") is None:
+        return f"{r['pooled']:.3f} (no CI)"
+    return f"{r['pooled']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+
+
+def folds_text(r: dict, metric: str = HEADLINE_METRIC) -> str:
+    """"0.468 ± 0.031" over folds and seeds, or "single split" (one fold: no std to show)."""
+    if r.get("n_folds", r.get("n", 1)) <= 1:
+        return "single split"
+    return f"{r[metric]:.3f} ± {r[metric + '_std']:.3f}"
+
+
+def classes_text(r: dict) -> str:
+    """"6 (0.167)": classes scored and the chance UAR."""
+    return f"{r.get('n_classes', 0)} ({r['chance']:.3f})" if r.get("chance") else f"{r.get('n_classes', 0)}"
+
+
+def class_names(labels: Sequence[str], room: int = 72) -> str:
+    """The class names, when they fit in `room` characters ("" otherwise)."""
+    text = ", ".join(labels)
+    return text if len(text) <= room else ""
+
+
+def headline_caption(rows: Sequence[dict], *, what: str = "UAR pooled", folds: bool = True) -> str:
+    """What the headline columns mean, with what is constant over `rows`: folds × seeds pooled,
+    the CI method and speakers, the classes and chance."""
+    if not rows:
+        return ""
+
+    def same(key):
+        values = {str(r.get(key)) for r in rows}
+        return rows[0].get(key) if len(values) == 1 else None
+
+    nf, ns, spk, method = same("n_folds"), same("n_seeds"), same("n_speakers"), same("ci_method")
+    if nf == 1:
+        over = "a single split" + (f", {ns} seeds pooled" if ns and ns > 1 else "")
+    else:
+        over = f"pooled over {nf} folds × {ns} seed{'s' * (ns != 1)}" if nf and ns else "pooled over folds × seeds"
+    if method and str(method).startswith("none"):
+        ci = f"; no CI ({str(method)[len('none: '):]})"
+    elif method:
+        ci = f"; 95% CI: {method}" + (f" over {spk} speakers" if spk else "")
+    else:
+        ci = ""
+    lines = [f"{what}: every test prediction scored at once ({over}){ci}."]
+    if folds:
+        lines.append("folds mean ± std: the score of each fold, averaged (population std); "
+                     "a single split has no std.")
+    labels = same("labels")
+    if labels is not None and rows:
+        names = class_names(labels)
+        chance = rows[0].get("chance")
+        lines.append(f"{len(labels)} classes{': ' + names if names else ''}; "
+                     + (f"chance UAR {chance:.3f} (1/{len(labels)})." if chance else "no chance level."))
+    else:
+        lines.append("classes (chance UAR): classes scored, and 1/classes.")
+    return "\n".join(lines)
+
+
+def headline_table(rows: Sequence[dict], *, lead=lambda r: [], lead_columns: Sequence[str] = (), title: str = "",
+                   metric: str = HEADLINE_METRIC, layer: bool = True, best: bool = True, others: bool = True):
+    """Summary rows (`ProbeResults.summary`) as a rich Table: lead columns, layer, "UAR pooled [95%
+    speaker CI]" (the headline), "UAR folds mean ± std" (left out when every row is a single
+    split), "WA pooled", "macro-F1 pooled", and where they differ between rows the classes (with
+    chance), speakers and folds × seeds; the rest is said in the caption. best: mark the row with
+    the highest pooled `metric` per (train_set, test_set, classifier); others: False leaves out
+    the WA and macro-F1 columns."""
+    name = {"uar": "UAR", "wa": "WA", "macro_f1": "macro-F1"}
+    head = name.get(HEADLINE_METRIC, HEADLINE_METRIC)
+
+    def varies(key):
+        return len({str(r.get(key)) for r in rows}) > 1
+
+    multi = any(r.get("n_folds", r.get("n", 1)) > 1 for r in rows)
+    extra = [(k, h, f) for k, h, f in (("n_classes", "classes (chance UAR)", classes_text),
+                                       ("n_speakers", "speakers", lambda r: str(r.get("n_speakers") or "–")),
+                                       ("n", "folds × seeds",
+                                        lambda r: f"{r.get('n_folds', r['n'])} × {r.get('n_seeds', 1)}"))
+             if varies(k) or (k == "n_classes" and varies("labels"))]
+    cols = [*lead_columns, *(["layer"] if layer else []), f"{head} pooled [95% speaker CI]",
+            *([f"{head} folds mean ± std"] if multi else []),
+            *([f"{name['wa']} pooled", f"{name['macro_f1']} pooled"] if others else []),
+            *[h for _, h, _ in extra]]
+    t = table(*cols, title=title, caption=headline_caption(rows, what=f"{head} pooled", folds=multi) or None,
+              caption_justify="left")
+    top = {}
     for r in rows:
         key = (r["train_set"], r["test_set"], r["classifier"])
-        if key not in best or r[metric] > best[key][metric]:
-            best[key] = r
+        score = (_num(r.get(metric + "_pooled")), _num(r.get(metric)))
+        if key not in top or score > top[key][0]:
+            top[key] = (score, r)
+    marked = best and len(rows) > 1
     for r in rows:
-        mark = r is best[(r["train_set"], r["test_set"], r["classifier"])]
-        cells = [f"{r[m]:.3f}±{r[m + '_std']:.3f}" for m in ("wa", "uar", "macro_f1")]
-        lead = ([f"{r['train_set']} → {r['test_set']}"] if len(sets) > 1 else []) + \
-               ([r["classifier"]] if len(clfs) > 1 else [])
-        t.add_row(*lead, f"{r['layer']}{' ★' if mark else ''}", *cells, str(r["n"]),
-                  style="bold green" if mark else None)
+        mark = marked and r is top[(r["train_set"], r["test_set"], r["classifier"])][1] and \
+            sum(1 for x in rows if (x["train_set"], x["test_set"], x["classifier"]) ==
+                (r["train_set"], r["test_set"], r["classifier"])) > 1
+        cells = [*lead(r), *([f"{r['layer']}{' ★' if mark else ''}"] if layer else []), ci_text(r),
+                 *([folds_text(r)] if multi else []),
+                 *[("–" if r.get(m + "_pooled") is None else f"{r[m + '_pooled']:.3f}")
+                   for m in (("wa", "macro_f1") if others else ())],
+                 *[f(r) for _, _, f in extra]]
+        t.add_row(*cells, style="bold green" if mark else None)
+    at = len(lead_columns) + bool(layer)    # "0.471 [0.402, 0.533]" and "0.468 ± 0.031" kept whole where they fit
+    t.columns[at].min_width = max((len(ci_text(r)) for r in rows), default=None)
+    if multi:
+        t.columns[at + 1].min_width = max(len(folds_text(r)) for r in rows)
     return t
 
 
+class _WordTable:
+    """Mixed into rich's Table by `table`: while the terminal has room, every column gets at least
+    its longest word (its whole lines in `no_wrap` columns), then, column by column, its
+    `min_width` (e.g. "0.471 [0.402, 0.533]" kept on one line), so narrow terminals wrap cells at
+    spaces instead of breaking words; only when there is no room for the words do values fold."""
+
+    def _calculate_column_widths(self, console, options):
+        from rich.cells import cell_len
+
+        widths = super()._calculate_column_widths(console, options)
+        try:
+            hard, soft, body = [], [], []
+            for c, w in zip(self.columns, widths):
+                cells = [getattr(x, "plain", x) for x in (c.header, *c.cells)]
+                texts = [x for x in cells if isinstance(x, str)]
+                parts = [line for x in texts for line in x.splitlines()] if c.no_wrap else \
+                    [w for x in texts for w in x.split()]
+                pad = self._get_padding_width(c._index)
+                hard.append(max((cell_len(w) for w in parts), default=0) + pad)
+                soft.append(max(hard[-1], (c.min_width or 0) + pad))
+                lines = [line for x in texts[1:] for line in x.splitlines()]   # the cells, not the header
+                body.append(max([cell_len(x) + pad for x in lines] + [soft[-1]]) if len(texts) == len(cells) else w)
+        except AttributeError:           # another rich: keep its widths
+            return widths
+        room = options.max_width
+        if sum(hard) > room or (all(w >= f for w, f in zip(widths, soft)) and sum(widths) <= room):
+            return widths
+        floors = list(hard)
+        for i, want in enumerate(soft):  # soft floors in column order, while they fit
+            if sum(floors) - floors[i] + want <= room:
+                floors[i] = want
+        # headers wrap first (down to each column's widest cell), then cells: widest surplus first
+        new = [min(max(w, b, f), room) for w, b, f in zip(widths, body, floors)]
+        for lower in ([max(b, f) for b, f in zip(body, floors)], floors):
+            while sum(new) > room:
+                wide = [j for j in range(len(new)) if new[j] > lower[j]]
+                if not wide:
+                    break
+                i = max(wide, key=lambda j: new[j] - lower[j])
+                new[i] -= 1
+        return new
+
+
 def table(*columns, title: str = "", **kw):
-    """A rich Table whose cells wrap (fold) instead of being cut to "..." on narrow terminals.
+    """A rich Table whose cells wrap at spaces, never breaking a word while the terminal has room
+    for every column's longest word, and fold (rather than cut to "...") when it has not.
 
     columns: header strings, or rich `Column`s (kept as given).
     """
     from rich.table import Column, Table
 
-    t = Table(title=title, **kw)
+    global _Table
+    if _Table is None:
+        _Table = type("Table", (_WordTable, Table), {})
+    t = _Table(title=title, **kw)
     for c in columns:
         if isinstance(c, Column):
+            c._index = len(t.columns)
             t.columns.append(c)
         else:
             t.add_column(c, overflow="fold")
     return t
+
+
+_Table = None
 
 
 def settings_tag(settings: dict) -> str:

@@ -90,6 +90,7 @@ class Evaluation:
     test_only: dict[str, int]
     files: list[Path] = field(default_factory=list)
     run_id: str = ""
+    results: object = None            # the `ProbeResults` written (its summary(): the headline per policy)
 
 
 def _features(model_dir: Path, corpus: str, cache, root, device: str):
@@ -230,7 +231,12 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
     results.predictions = [block(utts, rows, pred_all, proba=P, classes=classes, labels=truth, layer=layer,
                                  fold=fold or "all", seed=0, classifier=kind, train_set=records[0]["train_set"],
                                  test_set=corpus)]
-    result.files.extend(write_results(results, out, name="evaluate"))
+    for r in records:                 # the speaker CI of each policy's UAR travels with its record
+        iv = result.scores[r["classes"]].uar
+        if hasattr(iv, "to_dict"):
+            r["ci"] = iv.to_dict()
+    result.results = results
+    result.files.extend(write_results(results, out, name="evaluate", summary_csv=True))
     pred_path = write_predictions(results.predictions, out / "predictions.parquet")
     result.files.append(pred_path)
     for r in records:

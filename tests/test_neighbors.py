@@ -150,12 +150,13 @@ def test_purity_curves_find_the_planted_layers(planted, tmp_path):
     assert {r["fold"] for r in rep.knn} == {f"loso-ravdess-{s:02d}" for s in range(12)}
     # the results object: table rows, JSON, CSV, PNG
     cols, rows = rep.table_rows()
-    assert cols[0] == "layer" and len(rows) == 5 and cols[-2:] == ["kNN WA", "kNN UAR"]
+    assert cols[0] == "layer" and len(rows) == 5
+    assert cols[-2:] == ["kNN UAR pooled [95% speaker CI]", "kNN UAR folds mean ± std"]   # the headline first
     data = json.loads(rep.write(tmp_path / "nb.json").read_text())
     assert data["k"] == 5 and len(data["purity"]) == 5 * 4 and "3" in data["knn_summary"]
     with open(rep.write(tmp_path / "nb.csv"), newline="") as f:
         tidy = list(csv.DictReader(f))
-    assert {r["measure"] for r in tidy} == {"purity", "knn_wa", "knn_uar", "knn_macro_f1"}
+    assert {r["measure"] for r in tidy} == {"purity", "knn_uar_pooled", "knn_wa", "knn_uar", "knn_macro_f1"}
     png = rep.write(tmp_path / "nb.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
 

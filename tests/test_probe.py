@@ -157,7 +157,7 @@ def test_results_files_and_plots(tmp_path):
     assert back.best()["layer"] == res.best()["layer"] == 2
     lines = (tmp_path / "probe.csv").read_text().splitlines()
     assert lines[0].startswith("train_set,test_set,classifier,layer,fold,seed,wa,uar,macro_f1")
-    assert lines[0].endswith(",classes,model,store,protocol")
+    assert lines[0].endswith(",classes,model,store,protocol,n_classes,chance")   # each record's classes and chance
     assert len(lines) == 1 + 4 * 3
     from PIL import Image
 

@@ -310,7 +310,7 @@ def test_run_folder_is_absolute_and_found_after_the_results_root_moved(cache, tm
     db = tmp_path / "moved" / "ser.db"
     run = Registry(db).run(reg.run["id"])
     assert Path(run["out"]).parent == tmp_path / "moved" and Path(run["predictions"]).is_file()
-    r = runner.invoke(app, ["results", "show", reg.run["id"], "--db", str(db)])
+    r = runner.invoke(app, ["results", "show", reg.run["id"], "--db", str(db)], env={"COLUMNS": "200"})
     assert r.exit_code == 0 and "95% speaker CI" in r.output, r.output   # before: "probe.json is gone"
     again = registered_probe("ravdess", **_probe_args(cache, db))        # from another directory: re-used
     assert again.reused and again.run["id"] == reg.run["id"]

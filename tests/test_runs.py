@@ -3,6 +3,7 @@ HTML report, on synthetic stores (no model, no audio: features with a planted cl
 
 from __future__ import annotations
 
+import csv
 import multiprocessing
 import sqlite3
 import subprocess
@@ -61,7 +62,7 @@ def cache(tmp_path_factory):
 
 
 def cli(*args: str, ok: bool = True):
-    r = runner.invoke(app, list(args))
+    r = runner.invoke(app, list(args), env={"COLUMNS": "200"})   # a wide terminal: no test depends on where rich wraps
     assert "Traceback" not in r.output, r.output
     if ok:
         assert r.exit_code == 0, r.output
@@ -226,8 +227,13 @@ def test_evaluate_saved_probe_cross_corpus(cache, tmp_path, monkeypatch):
     cli(*probe_args(cache, db, "--layer", "1", "--save-probe", str(tmp_path / "probe")))
     r = cli("evaluate", "--model", str(tmp_path / "probe"), "--corpus", "cremad", "--cache", str(cache),
             "--db", str(db), "--out", str(tmp_path / "ev"))
-    assert "all: WA" in r.output and "shared: WA" in r.output
+    assert "all: every test utterance" in r.output and "shared: only the 6 classes" in r.output
     assert "calm, surprise" in r.output
+    summary = {row["test_set"]: row for row in csv.DictReader(open(tmp_path / "ev" / "evaluate_summary.csv"))}
+    assert summary["cremad"]["n_classes"] == "8" and summary["cremad (shared classes)"]["n_classes"] == "6"
+    assert float(summary["cremad (shared classes)"]["chance"]) == pytest.approx(1 / 6)
+    for row in summary.values():                                        # the headline: pooled UAR inside its CI
+        assert float(row["ci_low"]) < float(row["pooled"]) < float(row["ci_high"]) and row["folds_std"] == ""
     from classifiers.predictions import read_predictions
 
     preds = read_predictions(tmp_path / "ev" / "predictions.parquet")
@@ -421,7 +427,7 @@ def test_evaluate_finetuned_model_on_audio(tiny_models, one_torch_thread, tmp_pa
     model = build_classifier(str(tiny_models["group"]), LABELS["ravdess"]).save_pretrained(tmp_path / "model")
     r = cli("evaluate", "--model", str(model), "--corpus", "cremad", "--root", str(tmp_path / "cremad"),
             "--out", str(tmp_path / "ev"), "--device", "cpu")
-    assert "all: WA" in r.output and "shared: WA" in r.output and "calm, surprise" in r.output
+    assert "all: every test utterance" in r.output and "shared: only the" in r.output and "calm, surprise" in r.output
     from classifiers.predictions import read_predictions
 
     preds = read_predictions(tmp_path / "ev" / "predictions.parquet")
