@@ -2,7 +2,8 @@
 
 synthetic RAVDESS-shaped corpus -> manifest and luna5 folds -> every layer of a small local
 wav2vec2 into the store -> logistic-regression probe of every layer -> nearest neighbours ->
-the run registered, the HTML report, and the best layer against the runner-up with its CI.
+the run registered, the HTML report, and the best layer against the runner-up (exploratory: CI and p
+adjusted for picking the best layer on the test speakers).
 `demo` yields what to show, step by step; the CLI prints it.
 """
 

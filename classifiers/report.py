@@ -1,6 +1,6 @@
 """`ser report`: one self-contained HTML file over registered runs (every plot embedded as PNG).
 
-Per run: the scores with their speaker-bootstrap 95% CI next to mean ± std over folds and seeds,
+Per run: the scores with their 95% speaker CI (jackknife-t) next to mean ± std over folds and seeds,
 the layer curve with CI bands, the confusion matrix of the best setting, the layer-sweep and
 training-set comparisons (Holm-adjusted). Over all runs: the run comparison against the first run,
 the train x test transfer matrix when the runs test on several corpora, and any extra figures
@@ -103,7 +103,7 @@ def interval_figure(intervals: dict, out: str | Path, title: str = "") -> Path:
     lo = min(iv.low for iv in intervals.values())
     hi = max(iv.high for iv in intervals.values())
     ax.set_xlim(lo - 0.05, hi + 0.25 * (hi - lo + 0.05) + 0.1)
-    ax.set_xlabel(f"{METRIC_NAMES.get(next(iter(intervals.values())).metric, '')} with 95% bootstrap CI")
+    ax.set_xlabel(f"{METRIC_NAMES.get(next(iter(intervals.values())).metric, '')} with 95% speaker CI (jackknife-t)")
     ax.grid(alpha=0.3, axis="x")
     ax.set_title(title, fontsize=10)
     return _finish(plt, fig, out)
@@ -111,7 +111,7 @@ def interval_figure(intervals: dict, out: str | Path, title: str = "") -> Path:
 
 @literal_text
 def layer_ci_figure(cols: dict, out: str | Path, metric: str = "uar", title: str = "") -> Path | None:
-    """Pooled `metric` by layer with speaker-bootstrap 95% CI bands, a line per setting; None when
+    """Pooled `metric` by layer with 95% speaker CI (jackknife-t) bands, a line per setting; None when
     no setting has numeric layers."""
     from classifiers.compare import interval
     from classifiers.predictions import settings
@@ -141,7 +141,7 @@ def layer_ci_figure(cols: dict, out: str | Path, metric: str = "uar", title: str
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(title or "by layer, band: 95% speaker-bootstrap CI", fontsize=10)
+    ax.set_title(title or "by layer, band: 95% speaker CI", fontsize=10)
     return _finish(plt, fig, out)
 
 
@@ -158,7 +158,7 @@ def comparison_figure(rows: Sequence[dict], out: str | Path, title: str = "") ->
     ax.set_yticks(range(len(rows)), [f"{r['a']} − {r['b']}" for r in rows], fontsize=8)
     ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.invert_yaxis()
-    ax.set_xlabel("difference with 95% speaker-bootstrap CI (red: p < 0.05 after Holm)")
+    ax.set_xlabel("difference with 95% speaker CI (red: p < 0.05 after Holm)")
     ax.grid(alpha=0.3, axis="x")
     ax.set_title(title, fontsize=10)
     return _finish(plt, fig, out)
@@ -217,7 +217,7 @@ def _diff_table(rows: Sequence[dict], what: str) -> str:
         body.append([html.escape(f"{r['a']} − {r['b']}"), f"{r['diff']:+.3f}",
                      f"[{r['low']:+.3f}, {r['high']:+.3f}]", f"{r['p']:.3g}",
                      f'<span class="{"sig" if p_holm < 0.05 else ""}">{p_holm:.3g}</span>', str(r["n_groups"])])
-    return _table([what, "difference", "95% CI", "p (permutation)", "p (Holm)", "speakers"], body)
+    return _table([what, "difference", "95% CI", "p (paired)", "p (Holm)", "speakers"], body)
 
 
 def _best_layer_table(rows: Sequence[dict]) -> str:
@@ -283,7 +283,7 @@ def _run_section(run: dict, results, tmp: Path, idx: int) -> tuple[str, dict]:
         return "\n".join(parts), transfer
     figs = []
     curve = layer_ci_figure(cols, tmp / f"layers{idx}.png",
-                            title=f"run {run['id']}: UAR by layer, band: 95% speaker-bootstrap CI")
+                            title=f"run {run['id']}: UAR by layer, band: 95% speaker CI")
     if curve:
         figs.append(_img(curve, "UAR by layer with CI bands"))
     best = best_setting(cols)
@@ -364,7 +364,7 @@ def write_report(runs: Sequence[tuple[dict, object]], out: str | Path, *, title:
             f"</head><body><h1>{html.escape(title)}</h1><p class='meta'>{len(runs)} run(s), written "
             f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}. Every score: the pooled score over folds and seeds "
             f"with its 95% confidence interval over speakers (the headline), the mean ± std over folds beside it. Differences: paired, "
-            f"with a speaker-level permutation p-value; p (Holm) adjusts for the comparisons in the same table.</p>"
+            f"with a paired p-value from the same jackknife-t statistic over speakers (the CI excludes 0 exactly when p &lt; 0.05); p (Holm) adjusts for the comparisons in the same table.</p>"
             + "\n".join(sections) + "</body></html>")
     return write_text(out, page)
 
