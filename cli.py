@@ -210,6 +210,16 @@ def _cache_dir(v) -> str | None:
 CACHE_OPT = typer.Option(None, "--cache", callback=_rule(_cache_dir), help="Store directory; default: $SER_CACHE, config `cache`, or ./cache.")
 
 
+def _backbone_dir(v) -> str | None:
+    return None if Path(v).expanduser().is_dir() else ("no such directory; pass the directory that holds the "
+                                                        "backbone's config.json and weights")
+
+
+BACKBONE_OPT = typer.Option(None, "--backbone", callback=_rule(_backbone_dir), metavar="DIR",
+                            help="A saved probe's backbone directory, where it is now (it moved and is not found by "
+                                 "its weights hash).")
+
+
 def _check_device_option(value: str | None) -> str | None:
     """Parse-time check of --device, so a typo costs milliseconds, not a torch import."""
     from featstore.device import DeviceError, check_device
@@ -504,10 +514,17 @@ def store_ls(cache: Path | None = CACHE_OPT):
         console.print(f"no stores under {cache} (run `ser extract` first)")
         return
     t = _table("model", "corpus", "utterances", "layers", "size", "status", "path")
-    for r in rows:
+    for r in rows:   # one model id per weights (list_stores); other ids its stores recorded follow the table
         t.add_row(r["model"] or r["model_slug"], r["corpus"], str(r["utterances"]), str(r["layers"]),
                   _human(r["size"]), r["status"], r["path"])
     console.print(t)
+    aliases: dict[str, set[str]] = {}
+    for r in rows:
+        if r["recorded"] and r["recorded"] != r["model"]:
+            aliases.setdefault(r["model"], set()).add(r["recorded"])
+    for model, names in aliases.items():   # one model, one id: what else its stores recorded
+        console.print(f"{model}: also recorded as {', '.join(sorted(names))} (same weights)", highlight=False,
+                      soft_wrap=True)
 
 
 @store_app.command("info")
@@ -1031,6 +1048,7 @@ def predict(
     out: Path | None = typer.Option(None, "--out", "-o",
                                     help="Also write a CSV: file, predicted, p_<class> per class, model."),
     device: str | None = DEVICE_OPT,
+    backbone: Path | None = BACKBONE_OPT,
 ):
     """Emotion probabilities per file, from a fine-tuned model or a saved probe.
 
@@ -1047,7 +1065,7 @@ def predict(
 
     if out is not None:
         check_output(out)                              # a directory or /proc fails before the model loads
-    rows = run_predict(files, model, device=device)
+    rows = run_predict(files, model, device=device, backbone=backbone)
     labels = list(rows[0][1]) if rows else []
     if out is not None:
         _write_predictions_csv(out, rows, labels, model)
@@ -1335,6 +1353,7 @@ def evaluate(
     out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Results directory (default results/evaluate-...)."),
     device: str | None = DEVICE_OPT,
     db: Path | None = DB_OPT,
+    backbone: Path | None = BACKBONE_OPT,
 ):
     """Score a saved probe or a fine-tuned model on a whole corpus (or one fold's test speakers):
     every test utterance, and only the classes shared with training; confusion heatmap,
@@ -1347,7 +1366,8 @@ def evaluate(
 
     maps, dev, corpus = parse_maps(map_ or []), _device_opt(device), _corpus(corpus)
     res = evaluate_model(model_dir, corpus, cache=_cache(cache), root=root, fold=fold, protocol=protocol, maps=maps,
-                         drop=drop or [], out=out, device=dev, registry=Registry(_db(db)), command=_command())
+                         drop=drop or [], out=out, device=dev, registry=Registry(_db(db)), command=_command(),
+                         backbone=backbone)
     _print_evaluation(res, corpus)
     if res.training_only:
         console.print(f"trained classes the test corpus lacks (never true; excluded from predictions under shared): "

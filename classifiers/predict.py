@@ -73,6 +73,8 @@ class SavedProbe:
     max_seconds: float = 30.0
     weights_sha256: str | None = None
     extra: dict = field(default_factory=dict)
+    backbone_dir: str | None = None     # where to load the backbone from now (--backbone DIR); never saved
+    directory: str | None = None        # the probe directory it was loaded from (for messages)
 
     def decision_function(self, features: np.ndarray) -> np.ndarray:
         """features `(N, D)` -> scores `(N, C)` (`(N, 1)` for a binary model)."""
@@ -93,14 +95,21 @@ def save_probe(directory: str | Path, backbone_id: str, layer: int, stat: str, s
                weights_sha256: str | None = None, extra: dict | None = None) -> Path:
     """Write a probe directory (probe.json + probe.safetensors) that `predict` and `load_probe` read.
 
-    backbone_id: hub id or local directory of the backbone the features came from; layer: k of
+    backbone_id: hub id or local directory of the backbone the features came from (a directory is
+    recorded as its resolved absolute path, so the probe works from any working directory); layer: k of
     `hidden_states[k]`; stat: mean, std or mean+std (as `FeatureStore.pooled`); scaler_mean /
     scaler_scale: `(D,)` standardisation (None: none); coef `(C, D)` or `(1, D)`, intercept `(C,)` or
     `(1,)`: e.g. a fitted sklearn LogisticRegression's coef_ / intercept_; classes: the C labels in
     coef's row order. max_seconds: the store's window length; weights_sha256: the store's record
-    of the backbone weights (prediction warns when the loaded weights differ).
+    of the backbone weights (prediction warns when the loaded weights differ; a local backbone that
+    moved is found again by it, `featstore.backbone.locate_model`).
     """
     from safetensors.numpy import save_file
+
+    from featstore.backbone import is_local_id
+
+    if is_local_id(str(backbone_id)) and Path(backbone_id).expanduser().is_dir():
+        backbone_id = Path(backbone_id).expanduser().resolve()
 
     probe = _validated(SavedProbe(
         backbone_id=str(backbone_id), layer=int(layer), stat=stat, classes=[str(c) for c in classes],
@@ -216,11 +225,16 @@ def _config_field(config: dict, name: str, kinds: type | tuple, where: Path, def
     return value
 
 
-def load_probe(directory: str | Path) -> SavedProbe:
-    """Read a directory written by `save_probe`; every field and array is checked (PredictError naming the file)."""
+def load_probe(directory: str | Path, *, backbone: str | Path | None = None) -> SavedProbe:
+    """Read a directory written by `save_probe`; every field and array is checked (PredictError naming the file).
+
+    backbone: the directory to load the backbone from instead of the recorded one (`--backbone DIR`:
+    a local model that moved); checked to exist here, before anything heavy.
+    """
     from classifiers.heads import HeadError, load_safetensors
 
     directory = Path(directory)
+    _check_backbone_dir(backbone)
     cpath, wpath = directory / PROBE_CONFIG, directory / PROBE_WEIGHTS
     if not cpath.is_file() or not wpath.is_file():
         raise PredictError(f"{directory} is not a saved probe (needs {PROBE_CONFIG} and {PROBE_WEIGHTS})")
@@ -256,12 +270,20 @@ def load_probe(directory: str | Path) -> SavedProbe:
         max_seconds=float(_config_field(config, "max_seconds", (int, float), cpath, 30.0)),
         weights_sha256=_config_field(config, "weights_sha256", (str, type(None)), cpath, None),
         extra=_config_field(config, "extra", dict, cpath, {}),
+        backbone_dir=None if backbone is None else str(Path(backbone).expanduser().resolve()), directory=str(directory),
     ), directory)
     n_features = _config_field(config, "n_features", int, cpath, probe.coef.shape[1])
     if n_features != probe.coef.shape[1]:
         raise PredictError(f"{cpath}: n_features is {n_features} but coef has {probe.coef.shape[1]} columns; "
                            f"save the probe again")
     return probe
+
+
+def _check_backbone_dir(backbone: str | Path | None) -> None:
+    """PredictError unless `backbone` is None or an existing directory (the `--backbone DIR` check)."""
+    if backbone is not None and not Path(backbone).expanduser().is_dir():
+        raise PredictError(f"--backbone {backbone}: no such directory; pass the directory that holds the backbone's "
+                           f"config.json and weights")
 
 
 # -- which kind --------------------------------------------------------------------------------
@@ -285,20 +307,26 @@ def model_kind(directory: str | Path) -> str:
 
 
 def predict(files: Sequence[str | Path], model_dir: str | Path, *, batch_size: int = 8,
-            device: str = "auto") -> list[tuple[str, dict[str, float]]]:
+            device: str = "auto", backbone: str | Path | None = None) -> list[tuple[str, dict[str, float]]]:
     """Probabilities per label for every file, in the order given: `[(file, {label: p}), ...]`.
 
     model_dir: a fine-tuned model directory or a saved probe (see the module docstring). Files
     are read with `featstore.audio.load_audio` at the model's rate (an unreadable file raises an
     AudioError naming it). Batches are exact (padding does not change a clip's result).
+    backbone: for a saved probe, the backbone's directory now (`--backbone DIR`), when the one it
+    recorded moved and cannot be found by its weights hash; a fine-tuned model carries its own.
     """
     files = [str(f) for f in files]
+    _check_backbone_dir(backbone)
     dev = resolve_device(device)
     kind = model_kind(model_dir)
+    if kind == "finetuned" and backbone is not None:
+        raise PredictError(f"--backbone is for saved probes; the fine-tuned model in {model_dir} carries its own "
+                           f"backbone weights: leave --backbone out")
     if kind == "finetuned":
         labels, probs = _predict_finetuned(files, Path(model_dir), batch_size, dev)
     else:
-        probe = load_probe(model_dir)
+        probe = load_probe(model_dir, backbone=backbone)
         labels = probe.classes
         probs = (probe.predict_proba(probe_features(files, probe, batch_size=batch_size, device=dev)) if files
                  else np.zeros((0, len(labels))))
@@ -352,15 +380,17 @@ def _predict_finetuned(files: list[str], model_dir: Path, batch_size: int, devic
 def probe_features(files: Sequence[str | Path], probe: SavedProbe, *, batch_size: int = 8,
                    device: str = "auto") -> np.ndarray:
     """Pooled `hidden_states[probe.layer]` statistics of each file: `(N, D)` float64, as the store pools them."""
-    from featstore.backbone import hidden_states, load_backbone
+    from featstore.backbone import hidden_states, load_backbone, locate_model
 
     dev = resolve_device(device)
-    backbone = load_backbone(probe.backbone_id, device=dev)
+    where = locate_model(probe.backbone_id, probe.weights_sha256, backbone=probe.backbone_dir,
+                         recorded_in=Path(probe.directory) / PROBE_CONFIG if probe.directory else None)
+    backbone = load_backbone(where, device=dev)
     if not -backbone.num_layers <= probe.layer < backbone.num_layers:
         raise PredictError(f"probe layer {probe.layer} does not exist in {probe.backbone_id} "
                            f"(layers 0..{backbone.num_layers - 1})")
     if probe.weights_sha256 and probe.weights_sha256 != backbone.weights_sha256:
-        warnings.warn(f"the weights of {probe.backbone_id} differ from those the probe was trained on "
+        warnings.warn(f"the weights of {where} differ from those the probe was trained on "
                       f"(sha256 {backbone.weights_sha256[:12]} vs {probe.weights_sha256[:12]}); predictions may be off", SerWarning, stacklevel=2)
     width = backbone.hidden_size * (2 if probe.stat == "mean+std" else 1)
     if probe.coef.shape[1] != width:

@@ -93,7 +93,7 @@ class Evaluation:
     results: object = None            # the `ProbeResults` written (its summary(): the headline per policy)
 
 
-def _features(model_dir: Path, corpus: str, cache, root, device: str):
+def _features(model_dir: Path, corpus: str, cache, root, device: str, backbone=None):
     """(kind, classes, probs (N, K), utterances, layer, stores) for every utterance of `corpus`."""
     from classifiers.predict import _predict_finetuned, load_probe, model_kind, probe_features
     from classifiers.probe import store_for
@@ -102,8 +102,11 @@ def _features(model_dir: Path, corpus: str, cache, root, device: str):
     from featstore.store import StoreError, open_store
 
     kind = model_kind(model_dir)
+    if kind != "probe" and backbone is not None:
+        raise EvaluateError(f"--backbone is for saved probes; the fine-tuned model in {model_dir} carries its own "
+                            f"backbone weights: leave --backbone out")
     if kind == "probe":
-        probe = load_probe(model_dir)
+        probe = load_probe(model_dir, backbone=backbone)
         try:
             fs = open_store(store_for(cache, probe.backbone_id, corpus))
         except StoreError:
@@ -149,7 +152,7 @@ def _score(y_true, y_pred, speakers, labels, what: str) -> Scored:
 def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=None, fold: str | None = None,
                    protocol: str | None = None, maps: dict[str, str] | None = None, drop: Sequence[str] = (),
                    out: str | Path | None = None, device: str = "auto", registry=None,
-                   command: str = "") -> Evaluation:
+                   command: str = "", backbone: str | Path | None = None) -> Evaluation:
     """Score the model in `model_dir` on `corpus` (or the test speakers of `fold`), both ways.
 
     maps: label -> label, applied to the test truth and to the model's classes (a mapped class'
@@ -168,7 +171,7 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
 
     maps = dict(maps or {})
     model_dir = Path(model_dir)
-    kind, classes, probs, utts, layer, stores = _features(model_dir, corpus, cache, root, device)
+    kind, classes, probs, utts, layer, stores = _features(model_dir, corpus, cache, root, device, backbone)
     rows = np.arange(len(utts))
     if fold:
         folds = {f.name: f for f in make_folds(utts, protocol or standard_protocol(corpus))}

@@ -65,7 +65,7 @@ class Backbone:
     """A loaded backbone and what the store records about it."""
 
     model: nn.Module
-    model_id: str               # hub id or local directory, as given
+    model_id: str               # hub id, or a local directory's resolved absolute path
     revision: str | None        # hub commit hash when known
     weights_sha256: str         # hash of the weight files (identifies the exact weights)
     model_type: str
@@ -94,12 +94,23 @@ class Backbone:
 
 
 def model_slug(model_id: str) -> str:
-    """A directory name for a model: `facebook/wav2vec2-base` -> `facebook--wav2vec2-base`."""
-    path = Path(model_id)
-    name = path.name if path.exists() else model_id
-    if path.exists():
-        name = f"local--{name}"
+    """A directory name for a model: `facebook/wav2vec2-base` -> `facebook--wav2vec2-base`; a local
+    directory -> `local--<its name>`, also once it has moved (a store is found by the id it recorded)."""
+    name = f"local--{Path(model_id).expanduser().name}" if is_local_id(model_id) else model_id
     return re.sub(r"[^A-Za-z0-9._-]+", "--", name.strip("/")).strip("-") or "model"
+
+
+def is_local_id(model_id: str) -> bool:
+    """Whether `model_id` names a local directory rather than a hub id: an existing path, an absolute or
+    home-relative one, or one of more than two parts (a hub id is `name` or `owner/name`)."""
+    path = Path(model_id).expanduser()
+    return (path.exists() or path.is_absolute() or model_id.startswith((".", "~")) or "\\" in model_id
+            or len([part for part in model_id.split("/") if part]) > 2)
+
+
+def _cache_home() -> Path:
+    """$SER_CACHE_HOME, else $XDG_CACHE_HOME/ser (~/.cache/ser)."""
+    return Path(os.environ.get("SER_CACHE_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ser")
 
 
 def _weights_hash(directory: Path, *, front_end: bool = False) -> str:
@@ -128,8 +139,7 @@ def _weights_hash(directory: Path, *, front_end: bool = False) -> str:
 
 def hash_memo_path() -> Path:
     """Where weight hashes are remembered: $SER_CACHE_HOME, else $XDG_CACHE_HOME/ser (~/.cache/ser)."""
-    base = os.environ.get("SER_CACHE_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ser"
-    return Path(base) / "weights-sha256.json"
+    return _cache_home() / "weights-sha256.json"
 
 
 def _read_hash_memo() -> dict:
@@ -157,12 +167,95 @@ def _remember_hash(key: str, digest: str, keep: int = 256) -> None:
         pass
 
 
+def locations_path() -> Path:
+    """Where the known locations of local models are kept (weights sha256 -> directories), beside the hash memo."""
+    return _cache_home() / "model-locations.json"
+
+
+def known_locations(weights_sha256: str) -> list[str]:
+    """Directories a local model with these weights was loaded from, most recent last (they may be gone)."""
+    try:
+        known = json.loads(locations_path().read_text())
+    except (OSError, ValueError):   # none yet, unreadable or torn: nothing known
+        return []
+    paths = known.get(weights_sha256) if isinstance(known, dict) else None
+    return [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
+
+
+def remember_location(directory: str | Path, weights_sha256: str, *, keep: int = 8, models: int = 256) -> None:
+    """Record that the local model with these weights is at `directory` (absolute; at most `keep` places per
+    model, `models` models, newest kept), written whole through featstore.outputs. Called whenever a
+    local model is resolved; a file that cannot be written (read-only home) only means no lookup by hash."""
+    from featstore.outputs import write_text
+
+    path, where = locations_path(), str(Path(directory).resolve())
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    known = known if isinstance(known, dict) else {}
+    before = known.get(weights_sha256)
+    places = [p for p in (before if isinstance(before, list) else []) if p != where] + [where]
+    if before == places:
+        return      # nothing new: no write on every load
+    known.pop(weights_sha256, None)
+    known[weights_sha256] = places[-keep:]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, json.dumps(dict(list(known.items())[-models:]), indent=1))
+    except (OSError, SerError):
+        pass
+
+
+class ModelMovedError(ModelLoadError):
+    """A recorded local model directory that is gone, and no known location holds its weights."""
+
+
+def _holds(directory: Path, weights_sha256: str) -> bool:
+    """Whether `directory` holds the weights with this hash (either hash kind: weights, or weights + front-end)."""
+    try:
+        return weights_sha256 in (_weights_hash(directory), _weights_hash(directory, front_end=True))
+    except OSError:
+        return False
+
+
+def locate_model(model_id: str, weights_sha256: str | None = None, *, backbone: str | Path | None = None,
+                 recorded_in: str | Path | None = None) -> str:
+    """The model to load for a recorded identity (a store's or a saved probe's `model_id` and weights hash).
+
+    backbone: a directory named by the user (`--backbone DIR`), used as given. A hub id (or
+    `opensmile:<set>`) is returned unchanged. A local directory is used where it is; when it is gone,
+    the newest known location (`known_locations`) that holds the same weights is used. Otherwise
+    `ModelMovedError`, one line naming the recorded path and `--backbone DIR`, never a hub download.
+    """
+    if backbone is not None:
+        directory = Path(backbone).expanduser()
+        if not directory.is_dir():
+            raise ModelLoadError(f"--backbone {backbone}: no such directory; pass the directory that holds the "
+                                 f"model's config.json and weights")
+        return str(directory.resolve())
+    if not is_local_id(model_id):
+        return model_id
+    here = Path(model_id).expanduser()
+    if here.is_dir():
+        return str(here.resolve())
+    if weights_sha256:
+        for place in reversed(known_locations(weights_sha256)):
+            if Path(place).is_dir() and _holds(Path(place), weights_sha256):
+                return place
+    relative = "" if here.is_absolute() else f" (a relative path, looked up from {Path.cwd()})"
+    sha = f" (weights sha256 {weights_sha256[:12]}…)" if weights_sha256 else ""
+    source = f" in {recorded_in}" if recorded_in else ""
+    raise ModelMovedError(f"model directory {model_id}{relative} recorded{source} is gone and no known location "
+                          f"holds its weights{sha}; pass --backbone DIR naming where the model is now")
+
+
 def _resolve_directory(model_id: str, revision: str | None) -> tuple[Path, str | None]:
     """The local directory holding the model's files (downloading from the hub if allowed)."""
     local = Path(model_id).expanduser()
     if local.is_dir():
         return local.resolve(), None
-    if local.suffix or model_id.startswith((".", "/", "~")):
+    if local.suffix or is_local_id(model_id):
         raise ModelLoadError(f"model directory {model_id} does not exist; pass --model with a hub id "
                              f"(e.g. {DEFAULT_MODEL}) or a directory saved with save_pretrained")
     from huggingface_hub import snapshot_download
@@ -216,6 +309,9 @@ def model_info(model_id: str = DEFAULT_MODEL, *, revision: str | None = None) ->
     if model_id.startswith(opensmile.PREFIX):
         return _opensmile_info(model_id)
     directory, resolved_revision = _resolve_directory(model_id, revision)
+    local = Path(model_id).expanduser().is_dir()
+    if local:   # recorded as its resolved absolute path: the same from any working directory
+        model_id = str(directory)
     try:
         config = AutoConfig.from_pretrained(directory)
     except Exception as e:
@@ -225,7 +321,7 @@ def model_info(model_id: str = DEFAULT_MODEL, *, revision: str | None = None) ->
         raise ModelLoadError(f"{model_id}: model type {config.model_type!r} is not supported; ser supports "
                              f"{supported_families()} (`ser models` lists them)")
     if family.input_kind == "log-mel":
-        return _logmel_info(model_id, directory, resolved_revision, config, family.layers)
+        return _located(_logmel_info(model_id, directory, resolved_revision, config, family.layers), local)
     do_normalize, sample_rate = True, 16000
     pre = directory / "preprocessor_config.json"
     if pre.exists():
@@ -235,14 +331,21 @@ def model_info(model_id: str = DEFAULT_MODEL, *, revision: str | None = None) ->
     receptive = 1
     for kernel, stride in reversed(list(zip(config.conv_kernel, config.conv_stride))):
         receptive = (receptive - 1) * stride + kernel
-    return ModelInfo(
+    return _located(ModelInfo(
         model_id=model_id, directory=directory, revision=resolved_revision,
         weights_sha256=_weights_hash(directory), model_type=config.model_type,
         num_layers=config.num_hidden_layers + 1, hidden_size=config.hidden_size,
         sample_rate=sample_rate, do_normalize=do_normalize,
         group_norm=uses_group_norm(config), receptive_field=receptive,
         frame_rate=sample_rate / int(np.prod(config.conv_stride)),
-    )
+    ), local)
+
+
+def _located(info: ModelInfo, local: bool) -> ModelInfo:
+    """`info`, its directory remembered under its weights hash when it is a local model (`known_locations`)."""
+    if local:
+        remember_location(info.directory, info.weights_sha256)
+    return info
 
 
 def _front_end(model_id: str, directory: Path, model_type: str) -> LogMelFrontEnd:

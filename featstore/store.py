@@ -1269,7 +1269,13 @@ def _strings(values) -> list[str]:
 
 
 def list_stores(cache: str | Path) -> list[dict]:
-    """Every finished store under `cache`: model slug, corpus, path(s), utterances, size."""
+    """Every finished store under `cache`: model slug, corpus, path(s), utterances, size.
+
+    One model id per weights: stores whose weights hash is the same (e.g. recorded once as a relative
+    and once as an absolute path, or under two cache directories) all show `model` = one of their
+    recorded ids (`_one_id`); `recorded` keeps each store's own, `weights_sha256` the hash. Finished
+    stores come grouped by model, then corpus.
+    """
     cache = Path(cache)
     seen, rows = set(), []
     for p in sorted(cache.glob("*/*.h5")):
@@ -1282,7 +1288,8 @@ def list_stores(cache: str | Path) -> list[dict]:
         try:
             files = store_files(p)
             with _reading(files[0]) as f:
-                model = json.loads(_get_str(f, "config")).get("model_id", "")
+                config = json.loads(_get_str(f, "config"))
+                model, sha, rate = config.get("model_id", ""), config.get("weights_sha256", ""), config.get("sample_rate")
                 layers = int(f.attrs["num_layers"])
             n, verified, version = 0, True, FORMAT_VERSION
             for fp in files:
@@ -1293,16 +1300,41 @@ def list_stores(cache: str | Path) -> list[dict]:
             status = ("complete" if version >= 3 else "complete, metadata unchecksummed (format 2)" if verified
                       else "complete, unverified (no checksums: format 1)")
         except (StoreError, OSError, KeyError) as e:
-            files, model, layers, n, status = [p], "", 0, 0, f"damaged or unreadable: {_short(e)}"
-        rows.append(dict(model_slug=p.parent.name, model=model, corpus=corpus, utterances=n,
+            files, model, sha, rate, layers, n, status = [p], "", "", None, 0, 0, f"damaged or unreadable: {_short(e)}"
+        rows.append(dict(model_slug=p.parent.name, model=model, recorded=model, weights_sha256=sha,
+                         same_weights=f"{sha}@{rate}" if sha else "", corpus=corpus, utterances=n,
                          layers=layers, size=sum(f.stat().st_size for f in files if f.exists()),
                          path=str(files[0] if len(files) == 1 else p.parent / f"{corpus}.h5"),
                          shards=len(files), status=status))
+    ids: dict[str, list[str]] = {}   # weights hash @ input rate (openSMILE's sets hash alike at every rate)
+    for r in rows:
+        if r["same_weights"] and r["recorded"]:
+            ids.setdefault(r["same_weights"], []).append(r["recorded"])
+    for r in rows:
+        key = r.pop("same_weights")
+        if key in ids:
+            r["model"] = _one_id(ids[key])
+    rows.sort(key=lambda r: (r["model"] or r["model_slug"], r["corpus"], r["path"]))
     for pdir in sorted(cache.glob("*/*.h5.parts")):
-        rows.append(dict(model_slug=pdir.parent.name, model="", corpus=pdir.name[:-9], utterances=0, layers=0,
+        rows.append(dict(model_slug=pdir.parent.name, model="", recorded="", weights_sha256="", corpus=pdir.name[:-9],
+                         utterances=0, layers=0,
                          size=sum(p.stat().st_size for p in pdir.iterdir()), path=str(pdir), shards=0,
                          status="in progress / interrupted (re-run `ser extract` to finish)"))
     return rows
+
+
+def _one_id(ids: Sequence[str]) -> str:
+    """One name for the stores of one set of weights recorded under several ids: a local directory that
+    is there (absolute), else a hub id, else a recorded absolute path, else the first recorded. (The
+    hub-id test is featstore.backbone.is_local_id's, without importing torch for `ser store ls`.)"""
+    def rank(i: str) -> int:
+        path = Path(i).expanduser()
+        if path.is_absolute():
+            return 0 if path.is_dir() else 2
+        hub = not path.exists() and not i.startswith((".", "~")) and len([s for s in i.split("/") if s]) <= 2
+        return 1 if hub else 3
+
+    return min(ids, key=rank)
 
 
 def store_info(path: str | Path) -> dict:
