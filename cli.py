@@ -504,6 +504,11 @@ def extract(
 def store_ls(cache: Path | None = CACHE_OPT):
     """List the stores in the cache.
 
+    if res.relabelled:
+        console.print(f"{tag}{res.store}: {res.relabelled} labels brought up to the corpus' labels as read now "
+                      f"(features unchanged; runs registered over the old labels no longer match it)", highlight=False)
+        if not res.extracted and not res.skipped and not res.frames_added:
+            return
     Example: ser store ls --cache cache
     """
     from featstore.store import list_stores
@@ -692,7 +697,7 @@ def probe(
 
     Every run is registered (results/ser.db); an identical configuration over identical stores
     returns the registered run unless --force. Several --train sets: differences against the
-    first, with 95% speaker-bootstrap CI and paired permutation p (Holm-adjusted).
+    first, with 95% speaker CI (jackknife-t) and paired p (Holm-adjusted).
 
     Examples:
       ser probe --layer 12                          (every cached corpus, side by side)

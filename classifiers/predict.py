@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from classifiers.metrics import softmax
-from featstore.audio import load_audio, windows
+from featstore.audio import load_audio, model_audio, windows
 from featstore.device import resolve_device
 from featstore.errors import SerError, SerWarning
 from featstore.outputs import atomic_output, check_output, write_text
@@ -396,12 +396,12 @@ def probe_features(files: Sequence[str | Path], probe: SavedProbe, *, batch_size
     if probe.coef.shape[1] != width:
         raise PredictError(f"the probe expects {probe.coef.shape[1]} features, {probe.stat} of {probe.backbone_id} "
                            f"gives {width}; was it trained on another backbone or statistic?")
-    max_samples = int(round(probe.max_seconds * backbone.sample_rate))
     pieces: list[tuple[int, np.ndarray]] = []
     for i, f in enumerate(files):
-        wave = load_audio(f, backbone.sample_rate, min_samples=backbone.receptive_field)
+        wave = model_audio(f, backbone.sample_rate, backbone.receptive_field)
         # functionals (openSMILE) describe the whole clip, as in the store: never windowed
-        cut = [wave] if backbone.input_kind == "functionals" else windows(wave, max_samples, backbone.receptive_field)
+        cut = [wave] if backbone.input_kind == "functionals" else windows(
+            wave, int(round(probe.max_seconds * backbone.sample_rate)), backbone.receptive_field)
         pieces += [(i, w) for w in cut]
     frames: list[list[np.ndarray]] = [[] for _ in files]
     for rows in _order_by_length([w for _, w in pieces], batch_size):

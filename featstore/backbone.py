@@ -44,12 +44,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from featstore.backbones import SUPPORTED_MODEL_TYPES, family_of, supported_families
+from featstore.backbones import DEFAULT_MODEL, SUPPORTED_MODEL_TYPES, family_of, supported_families
 from featstore.backbones.logmel import PREPROCESSOR, LogMelFrontEnd
 from featstore.device import full_float32
 from featstore.errors import SerError
-
-DEFAULT_MODEL = "facebook/wav2vec2-base"
 
 #: the layer convention of waveform models, recorded in their stores
 WAVEFORM_CONVENTION = ("layer k = transformers hidden_states[k], k=0..L; 0 = input to the first transformer "
@@ -71,7 +69,7 @@ class Backbone:
     model_type: str
     num_layers: int             # L + 1 stored layers (hidden_states entries)
     hidden_size: int
-    sample_rate: int
+    sample_rate: int | None     # Hz the model is fed; None: each file's own rate (openSMILE's default)
     do_normalize: bool          # zero-mean unit-variance per waveform before the model
     group_norm: bool            # feature encoder uses GroupNorm (padding-sensitive)
     receptive_field: int        # samples needed for one output frame
@@ -290,7 +288,7 @@ class ModelInfo:
     model_type: str
     num_layers: int             # L + 1 stored layers
     hidden_size: int
-    sample_rate: int
+    sample_rate: int | None     # None: each file's own rate (openSMILE's default)
     do_normalize: bool
     group_norm: bool
     receptive_field: int
@@ -381,8 +379,8 @@ def _opensmile_info(model_id: str) -> ModelInfo:
     return ModelInfo(
         model_id=model_id, directory=Path(opensmile.smile(model_id).config_path).parent, revision=revision,
         weights_sha256=sha, model_type="opensmile", num_layers=1, hidden_size=features,
-        sample_rate=opensmile.SAMPLE_RATE, do_normalize=False, group_norm=False,
-        receptive_field=opensmile.MIN_SAMPLES, frame_rate=0.0, input_kind="functionals",
+        sample_rate=opensmile.sample_rate(model_id), do_normalize=False, group_norm=False,
+        receptive_field=round(opensmile.MIN_SECONDS * (opensmile.sample_rate(model_id) or 16000)), frame_rate=0.0, input_kind="functionals",
         layer_convention=family_of("opensmile").layers,
     )
 
@@ -607,14 +605,15 @@ def hidden_states(backbone: Backbone, waves: Sequence[np.ndarray], *, device=Non
                   autocast_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run a batch of waveforms through the backbone, padded but exact.
 
-    waves: 1-D float32 arrays at `backbone.sample_rate` (not yet normalised).
+    waves: 1-D float32 arrays at `backbone.sample_rate` (not yet normalised); where that is None
+    (openSMILE at the files' own rates), `featstore.audio.RatedWave`s carrying their rates.
     Returns `(states, lengths)`: states `(L+1, batch, frames, hidden)` (padded frames are
     garbage; use lengths), lengths `(batch,)` valid output frames per item.
     """
     if backbone.input_kind == "functionals":
         from featstore.backbones.opensmile import functionals
 
-        return functionals(backbone.front_end, waves)
+        return functionals(backbone.front_end, waves, backbone.sample_rate)
     device = device or next(backbone.model.parameters()).device
     exact = autocast_dtype is None and next(backbone.model.parameters()).dtype == torch.float32
     with full_float32(device, exact):

@@ -16,7 +16,7 @@ The config file is TOML, at ``$SER_CONFIG`` if set, else ``$XDG_CONFIG_HOME/ser/
 Precedence, highest first (a command-line flag beats all of these):
 
 ==========  ================================================================================
-model       config ``model``, else `featstore.backbone.DEFAULT_MODEL`
+model       config ``model``, else `featstore.backbones.DEFAULT_MODEL`
 cache       ``$SER_CACHE``, else config ``cache``, else ``cache`` (relative to the working dir)
 device      config ``device``, else ``auto``
 data dir    ``$SER_DATA``, else config ``data``, else ``~/ser-data``
@@ -284,11 +284,11 @@ def dumps_toml(data: dict) -> str:
 # -- defaults ---------------------------------------------------------------------------------
 
 def default_model() -> str:
-    """Config ``model``, else featstore.backbone.DEFAULT_MODEL."""
+    """Config ``model``, else featstore.backbones.DEFAULT_MODEL."""
     model = get("model")
     if model:
         return str(model)
-    from featstore.backbone import DEFAULT_MODEL  # imports torch: only when needed
+    from featstore.backbones import DEFAULT_MODEL  # no torch: `ser config show` answers at once
 
     return DEFAULT_MODEL
 

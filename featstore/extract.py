@@ -48,6 +48,7 @@ from featstore.store import (
     missing_frame_layers,
     new_part_path,
     read_progress,
+    relabel,
     store_lock,
     store_path,
     write_part,
@@ -66,6 +67,7 @@ class ExtractResult:
     wall_seconds: float = 0.0
     up_to_date: bool = False
     frames_added: list[int] = field(default_factory=list)  # frame layers added to a finished store
+    relabelled: int = 0                # stored labels brought up to the corpus' labels (no features recomputed)
 
     @property
     def speed(self) -> float:
@@ -357,6 +359,10 @@ def _extract_locked(manifest: Manifest, path: Path, config: dict, backbone: _Bac
         _add_frame_layers(path, config, missing, manifest, backbone(), settings)
         result.frames_added = missing
     state = read_progress(path, config)
+    # labels read differently now (CSV codes through the alias table): relabel, never keep the old task silently
+    changed = {u.id: u.label for u in manifest.utterances if u.id in state.labels and state.labels[u.id] != u.label}
+    if changed and not state.parts:
+        result.relabelled = relabel(path, changed)
 
     ordered = sorted(manifest.utterances, key=lambda u: u.id)
     mine = [u for i, u in enumerate(ordered) if i % shards == shard]
@@ -369,7 +375,7 @@ def _extract_locked(manifest: Manifest, path: Path, config: dict, backbone: _Bac
     if not todo and not problems:
         if state.parts:
             assemble(path, config, corpus=manifest.corpus, shard=f"{shard}/{shards}")
-        result.up_to_date = not state.parts and not missing
+        result.up_to_date = not state.parts and not missing and not result.relabelled
         return result
 
     writer = _Writer(path, config, shard, checkpoint_seconds)

@@ -1079,6 +1079,7 @@ class Progress:
     skipped: dict[str, Skipped] = field(default_factory=dict)
     mtime: float = 0.0                  # newest of the store and its parts
     parts: int = 0                      # finished part files waiting to be assembled
+    labels: dict[str, str] = field(default_factory=dict)  # id -> label in the store file itself
 
 
 def read_progress(path: Path, config: dict) -> Progress:
@@ -1101,6 +1102,10 @@ def read_progress(path: Path, config: dict) -> Progress:
                 raise StoreError(_frame_layers_differ(src, path, other, config))
             if diff:
                 details = ", ".join(f"{k}: {other.get(k)!r} vs {config.get(k)!r}" for k in diff)
+                if diff == ["sample_rate"] and other.get("model_type") == "opensmile":  # before native-rate openSMILE
+                    details += (f"; openSMILE now reads each file at its own rate; that store was computed at "
+                                f"{other.get('sample_rate')} Hz (--model {str(other.get('model_id')).partition('@')[0]}"
+                                f"@{other.get('sample_rate')} makes such a store in its own directory)")
                 raise StoreError(
                     f"{src} was extracted with a different configuration ({details}); it is never mixed "
                     f"with another run: pass --cache DIR for a separate store, or delete {path} to start over")
@@ -1109,6 +1114,8 @@ def read_progress(path: Path, config: dict) -> Progress:
             if src == path:
                 # a no-op re-run must not vouch for damaged numbers; frames are checked when read
                 _raise_damage(path, verify_file(f, frames=False) or verify_digests(f, frames=False))
+                progress.labels = dict(zip(_strings(_read_checked(f["utterances/id"])),
+                                           _strings(_read_checked(f["utterances/label"]))))
             if src != path:
                 progress.mtime = max(progress.mtime, src.stat().st_mtime)
     return progress
@@ -1242,6 +1249,30 @@ def adding_frame_layers(path: Path, config: dict, layers: Sequence[int]):
             raise StoreError(f"{path}: frames of {len(utterances) - len(filled)} utterances were not added; "
                              f"the store is left as it was")
         _record_digests(out)
+
+
+def relabel(path: Path, labels: dict[str, str]) -> int:
+    """Give the utterances of the finished store at `path` new labels (`id -> label`; the corpus'
+    labels changed since extraction, e.g. CSV codes now read through `featstore.labels`' aliases).
+
+    The store is copied (features byte for byte, each dataset checked against its digest) to a
+    temporary file with the new labels and fresh digests, which replaces it only when whole.
+    Returns how many labels changed. The features digest changes with them, so runs registered
+    over the old labels are never answered for the new ones.
+    """
+    with _atomic_h5(path, path.stat().st_size + (1 << 16)) as out:
+        with _reading(path) as src:
+            _copy_datasets(path, src, out)
+            config = json.loads(_get_str(src, "config"))
+            _root_attrs(out, config, num_layers=src.attrs["num_layers"], hidden_size=src.attrs["hidden_size"],
+                        corpus=_get_str(src, "corpus", ""), shard=_get_str(src, "shard", "0/1"))
+        ids = _strings(out["utterances/id"][()])
+        old = _strings(out["utterances/label"][()])
+        new = [labels.get(i, lab) for i, lab in zip(ids, old)]
+        del out["utterances/label"]
+        _create_strings(out["utterances"], "label", new)
+        _record_digests(out)
+    return sum(a != b for a, b in zip(old, new))
 
 
 def _copy_datasets(path: Path, src: h5py.File, out: h5py.File) -> None:

@@ -98,3 +98,34 @@ def test_missing_columns_and_bad_roots_are_corpus_errors(tmp_path):
         get_corpus("csv").load(tmp_path / "absent.csv")
     with pytest.raises(CorpusError, match="is a directory; pass the CSV file"):
         get_corpus("csv").load(tmp_path)
+
+
+def test_store_extracted_before_the_alias_table_is_relabelled_not_kept(tmp_path, tiny_models):
+    """A CSV store made when `hap`/`sad` were read as classes of their own: the next `ser extract` gives it the
+    labels the corpus has now (features byte for byte, fresh digests), and says so; it is not "up to date"."""
+    import dataclasses
+
+    import numpy as np
+
+    from featstore.extract import extract_manifest
+    from featstore.store import open_store, verify_store
+
+    for i in range(4):
+        write_wav(tmp_path / "audio" / f"c{i}.wav", 16000, 4000 + 400 * i)
+    listing = tmp_path / "my.csv"
+    listing.write_text("path,label,speaker\n" + "".join(f"audio/c{i}.wav,{'hap' if i % 2 else 'sad'},s{i % 2}\n"
+                                                          for i in range(4)), encoding="utf-8")
+    now = get_corpus("csv").load(listing)
+    assert {u.label for u in now} == {"happy", "sad"}
+    before = dataclasses.replace(now, utterances=[dataclasses.replace(u, label=u.label_raw) for u in now])
+    kw = dict(model=str(tiny_models["group"]), cache=tmp_path / "cache", device="cpu", progress=False)
+    old = open_store(extract_manifest(before, **kw).store)
+    assert sorted({u.label for u in old.utterances}) == ["hap", "sad"]
+    features, digest = old.pooled_all(), old.digest
+    res = extract_manifest(now, **kw)
+    assert res.relabelled == 2 and not res.up_to_date and res.extracted == 0
+    new = open_store(res.store)
+    assert {u.id: u.label for u in new.utterances} == {u.id: u.label for u in now}
+    np.testing.assert_array_equal(new.pooled_all(), features)
+    assert new.digest != digest and verify_store(res.store).ok
+    assert extract_manifest(now, **kw).up_to_date  # once relabelled, a re-run is a no-op again

@@ -79,6 +79,9 @@ FAMILIES: tuple[Family, ...] = (
                KnownModel("opensmile:ComParE_2016", 0, 6373))),
 )
 
+#: the backbone when neither --model nor config `model` names one
+DEFAULT_MODEL = "facebook/wav2vec2-base"
+
 #: transformers model types ser can load
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(t for f in FAMILIES if f.input_kind != "functionals"
                                                for t in f.model_types)
@@ -118,19 +121,31 @@ def models_table() -> list[dict]:
 
 
 def describe_model(model_id: str) -> dict:
-    """Any model id or directory, as a `models_table` row; family and sizes read from its local copy.
+    """Any model id or directory, as a `models_table` row; family and sizes read from its local copy's
+    config.json (no torch, no transformers: `ser models` answers at once).
 
-    Without a local copy they are None; a local copy that cannot be loaded gives `error` instead.
+    Without a local copy they are None; a local copy whose config cannot be read, or whose model type
+    ser does not support, gives `error` instead.
     """
-    from featstore.errors import SerError
+    import json
 
     row = dict(family=None, model=model_id, layers=None, hidden_size=None, local=local_copy(model_id), error=None)
-    if row["local"] is not None:
-        from featstore.backbone import model_info
-
-        try:
-            info = model_info(model_id)
-        except SerError as e:
-            return {**row, "error": str(e)}
-        row.update(family=family_of(info.model_type).name, layers=info.num_layers, hidden_size=info.hidden_size)
-    return row
+    if row["local"] is None:
+        return row
+    if model_id.startswith("opensmile:"):
+        known = next((m for f in FAMILIES for m in f.known if m.model_id == model_id.partition("@")[0]), None)
+        return {**row, "family": "opensmile", "layers": 1, "hidden_size": known.hidden_size if known else None}
+    try:
+        config = json.loads((Path(row["local"]) / "config.json").read_text())
+        model_type = config["model_type"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return {**row, "error": f"{row['local']}: not a transformers model directory (config.json: {e})"}
+    family = family_of(model_type)
+    if family is None or family.input_kind == "functionals":
+        return {**row, "error": f"{model_id}: model type {model_type!r} is not supported; ser supports "
+                                f"{supported_families()}"}
+    whisper = model_type == "whisper"  # its encoder: encoder_layers blocks of d_model
+    blocks, hidden = config.get("encoder_layers" if whisper else "num_hidden_layers"), config.get(
+        "d_model" if whisper else "hidden_size")
+    return {**row, "family": family.name, "layers": blocks + 1 if isinstance(blocks, int) else None,
+            "hidden_size": hidden}
