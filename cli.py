@@ -424,6 +424,13 @@ def synth(
 # extraction and stores
 # ---------------------------------------------------------------------------------------------
 
+def _executor_spec(v: str) -> str | None:
+    """`--executor` checked at parse time (no Dask import)."""
+    from classifiers.executor import executor_problem
+
+    return executor_problem(v)
+
+
 def _torchrun():
     """The torchrun process group this process belongs to (None when not started by torchrun)."""
     from featstore.extract import torchrun
@@ -448,6 +455,9 @@ def extract(
     batch_seconds: float | None = typer.Option(None, "--batch-seconds", callback=FINITE, help="GPU: padded audio seconds per batch (default 200)."),
     shards: int = typer.Option(1, "--shards", callback=AT_LEAST_1, help="Split the corpus into N shards (one process each)."),
     shard: int = typer.Option(0, "--shard", callback=NOT_NEGATIVE, help="Which shard this process extracts."),
+    executor: str | None = typer.Option(None, "--executor", callback=_rule(_executor_spec),
+                                        help="Several corpora (--corpus a,b,c) or shards as tasks: local (one after "
+                                             "another), local:N, dask://HOST:PORT or slurm."),
 ):
     """Extract every layer of a model over a corpus into a crash-safe HDF5 store.
 
@@ -460,6 +470,11 @@ def extract(
     from featstore.corpora import load_manifest
     from featstore.extract import extract_manifest
 
+    if executor is not None or (corpus and "," in corpus):
+        _extract_tasks(corpus, root, model, cache, device, executor, shards, shard,
+                       dict(dtype=dtype, frames=frames, max_seconds=max_seconds, batch_size=batch_size,
+                            batch_seconds=batch_seconds))
+        return
     if shard >= shards:
         from featstore.errors import SerError
 
@@ -497,6 +512,45 @@ def extract(
                   highlight=False)
     if shards > 1 and lead:
         console.print(f"read all shards as one store: ser store info {res.store.parent / (m.corpus + '.h5')}")
+
+
+def _extract_tasks(corpus, root, model, cache, device, executor, shards, shard, options) -> None:
+    """`ser extract --corpus a,b,c` and/or `--executor`: one task per (corpus, shard), one line each."""
+    from classifiers.executor import extract_corpora, parse_executor
+    from featstore.errors import SerError
+
+    spec = parse_executor(executor)
+    names = [_corpus(c.strip()) for c in (corpus or "").split(",") if c.strip()] or [_corpus(None)]
+    if root is not None and len(names) > 1:
+        raise SerError(f"--root names one corpus' directory, but --corpus names {len(names)}; set each root "
+                       f"with `ser config set corpora.NAME.root DIR` and leave out --root")
+    if shard:
+        raise SerError("--shard picks one shard for one process; with --executor every shard runs as its own task, "
+                       "leave out --shard")
+    roots = [_root(c, root) for c in names]
+    failures = []
+
+    def on_done(outcome):
+        r = outcome.result
+        if not outcome.ok:
+            failures.append(outcome)
+            _tagged("failed:", f"{outcome.task.label}: {outcome.error}", "bold red")
+        elif r.get("up_to_date"):
+            console.print(f"{r['store']}: up to date ({r['already']} utterances), nothing to extract",
+                          highlight=False)
+        else:
+            console.print(f"{r['store']}: extracted {r['extracted']} utterances ({r['audio_seconds']:.0f} s of "
+                          f"audio) in {r['seconds']:.1f} s, {r['already']} already there, {r['skipped']} skipped",
+                          highlight=False)
+
+    def on_start(link):
+        console.print(f"executor {spec}: Dask dashboard {link}", highlight=False, soft_wrap=True)
+
+    outcomes = extract_corpora(names, roots, model=_model(model), cache=_cache(cache), device=_device_opt(device),
+                               spec=spec, shards=shards, options=options, on_done=on_done, on_start=on_start)
+    console.print(f"{len(outcomes) - len(failures)} of {len(outcomes)} extraction task(s) done", highlight=False)
+    if failures:
+        raise typer.Exit(1)
 
 
 @store_app.command("ls")
@@ -1319,27 +1373,75 @@ def study_run(
     report_out: Path | None = typer.Option(None, "--report", help="HTML report (default results/study-<name>.html)."),
     force: bool = typer.Option(False, "--force", help="Run every cell again, even those already registered."),
     db: Path | None = DB_OPT,
+    executor: str | None = typer.Option(None, "--executor", callback=_rule(_executor_spec),
+                                        help="Where cells run: local (default, one after another), local:N "
+                                             "(N worker processes), dask://HOST:PORT or slurm ([executor] table)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the task graph (and, for slurm, the job script) "
+                                 "without running anything."),
 ):
     """Run every cell of a study file (extracting missing stores), skip registered ones, register
     each run and write the report.
 
-    Example: ser study run examples/diary-study.toml
+    Example: ser study run examples/diary-study.toml --executor local:4
     """
+    from classifiers.executor import parse_executor
     from classifiers.registry import Registry
     from classifiers.study import read_study, run_study
 
-    read_study(path)  # a bad file fails before any work
+    head, cells = read_study(path)  # a bad file fails before any work
+    spec = parse_executor(executor if executor is not None else head.get("executor"))
+    if dry_run:
+        _study_dry_run(path, cells, spec, cache, model, device)
+        return
 
     def on_cell(cell, reg):
-        state = "registered already" if reg.reused else "ran"
+        state = "registered already" if reg.reused else "finished before, registered now" if reg.adopted else "ran"
         best = reg.results.best()
         console.print(f"{cell.describe()}: {state}, run {reg.run['id']} (best UAR {best['uar']:.3f} at layer "
                       f"{best['layer']})", highlight=False, soft_wrap=True)
 
-    done, page = run_study(path, cache=_cache(cache), registry=Registry(_db(db)), default_model=_model(model),
-                           force=force, device=_device_opt(device), report=report_out, on_cell=on_cell, progress=True)
-    console.print(f"{len(done)} cell(s), {sum(r.reused for r in done)} already registered", highlight=False)
-    _print_files([page])
+    failures = []
+
+    def on_fail(cell, why):
+        failures.append((cell, why))
+
+    def on_start(link):
+        console.print(f"executor {spec}: Dask dashboard {link}", highlight=False, soft_wrap=True)
+
+    try:
+        done, page = run_study(path, cache=_cache(cache), registry=Registry(_db(db)), default_model=_model(model),
+                               force=force, device=_device_opt(device), report=report_out, on_cell=on_cell,
+                               progress=True, executor=str(spec), on_fail=on_fail, on_start=on_start)
+    except KeyboardInterrupt:
+        _tagged("interrupted:", "cells registered so far are kept; run the same command again to run only the rest")
+        raise typer.Exit(130) from None
+    for cell, why in failures:
+        _tagged("failed:", f"{cell.describe()}: {why}", "bold red")
+    console.print(f"{len(done)} cell(s), {sum(r.reused for r in done)} already registered"
+                  + (f", {len(failures)} failed" if failures else ""), highlight=False)
+    if page is not None:
+        _print_files([page])
+    if failures:
+        raise typer.Exit(1)
+
+
+def _study_dry_run(path, cells, spec, cache, model, device) -> None:
+    """`ser study run --dry-run`: the executor, its job script (slurm) and the tasks it would run."""
+    from classifiers.executor import slurm_job_script
+    from classifiers.study import executor_table, plan_study
+
+    console.print(f"executor: {spec}", highlight=False)
+    if spec.kind == "slurm":
+        console.print(slurm_job_script(executor_table(path)), highlight=False, soft_wrap=True)
+    plans, extracts, broken = plan_study(cells, cache=_cache(cache), default_model=_model(model),
+                                         device=_device_opt(device))
+    for t in extracts:
+        console.print(f"task {t.key}: {t.label}", highlight=False, soft_wrap=True)
+    for p in plans:
+        state = f"cannot run: {p.failed}" if p.failed else p.cells[0].describe()
+        console.print(f"task {p.task}: probe {state}", highlight=False, soft_wrap=True)
+    console.print(f"{len(extracts)} extraction task(s), {len(plans)} cell task(s) (registered cells are skipped "
+                  f"when run)", highlight=False)
 
 
 @app.command()

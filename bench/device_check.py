@@ -382,15 +382,17 @@ def load_seconds(ctx: Context, model: str) -> tuple[float, float]:
     sync(ctx.device)
     load = time.perf_counter() - t
     del bb
+    import featstore.modelfiles as mf
+
     directory = Path(ctx.models[model]).resolve()
-    read, remember = fb._read_hash_memo, fb._remember_hash
-    fb._read_hash_memo, fb._remember_hash = dict, lambda *a, **k: None
+    read, remember = mf._read_hash_memo, mf._remember_hash
+    mf._read_hash_memo, mf._remember_hash = dict, lambda *a, **k: None
     try:
         t = time.perf_counter()
-        fb._weights_hash(directory)
+        mf.weights_hash(directory)
         return load, time.perf_counter() - t
     finally:
-        fb._read_hash_memo, fb._remember_hash = read, remember
+        mf._read_hash_memo, mf._remember_hash = read, remember
 
 
 def check_throughput(ctx: Context) -> list[Row]:

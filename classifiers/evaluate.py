@@ -159,11 +159,19 @@ def _run_logreg(task: ProbeTask) -> ProbeResults:
                 results.records.append(make_record(
                     layer=task.layers[li], fold=fold.name, y_true=y[h.test], y_pred=y_pred,
                     labels=h.scored, n_train=len(h.train), classifier="logreg", C=float(sweep.C[fi]),
-                    **task.common(seed)))
+                    **_c_search(sweep, fi), **task.common(seed)))
                 task.keep(results, h.test, y_pred, y, sweep.proba[fi, h.test], classes, task.layers[li], fold.name,
                           seed, "logreg")
             task.advance(len(group))
     return results
+
+
+def _c_search(sweep, fi: int) -> dict:
+    """Record keys of fold fi's C search beyond the grid (`linear.LayerSweep.extended`/`at_bound`; issue 23)."""
+    if sweep.scores is None:
+        return {}
+    beyond = sweep.extended[fi]
+    return dict(C_extended=[c for c, _ in beyond], C_at_bound=bool(sweep.at_bound[fi]))
 
 
 def _layer_parallel(task: ProbeTask, solve: Callable[[int], object]):

@@ -24,6 +24,13 @@ A study file (see examples/diary-study.toml):
 
 Every [[cells]] key overrides the [study] default of the same name; each cell runs once per
 model and classifier.
+
+Where the cells run: `executor = "local"` (default: one after another, in this process),
+`"local:N"`, `"dask://HOST:PORT"` or `"slurm"` (with an [executor] table), in [study] or as
+`ser study run --executor`. On a Dask executor the study is a task graph (`plan_study`): one
+extraction task per missing (model, corpus) store, one task per cell depending on the stores it
+reads; workers write each run's folder whole (a temporary name renamed into place) and this
+process registers each run as its task finishes (`classifiers.executor`).
 """
 
 from __future__ import annotations
@@ -31,9 +38,12 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import re
 import shlex
+import shutil
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,7 +110,15 @@ KEY_TYPES: dict[str, tuple[Callable[[object], bool], str]] = {
     "report": (_text, 'an .html file, e.g. "results/diary.html"'),
     "cache": (_text, "a directory"),
     "db": (_text, "a registry file, e.g. \"results/ser.db\""),
+    "executor": (lambda v: isinstance(v, str) and _executor_problem(v) is None,
+                 '"local", "local:N", "dask://HOST:PORT" or "slurm"'),
 }
+
+
+def _executor_problem(v: str) -> str | None:
+    from classifiers.executor import executor_problem
+
+    return executor_problem(v)
 
 
 def _shown(v) -> str:
@@ -126,6 +144,7 @@ class Registered:
     results: object
     reused: bool
     files: list[Path] = field(default_factory=list)
+    adopted: bool = False   # computed by an earlier, interrupted study run; registered now without computing
 
 
 def command_line() -> str:
@@ -173,6 +192,22 @@ def load_registered(run: dict):
     return results
 
 
+def probe_config(corpus: str | None, *, model: str, train: Sequence[str] | None = None, test: str | None = None,
+                 layers: str = "all", classifier: str = "logreg", protocol: str | None = None, stat: str = "mean",
+                 seeds: int = 1, C: float | None = None, classes: str | None = None, shuffle_labels: bool = False,
+                 params: dict | None = None) -> dict:
+    """A probe run's configuration as the registry keys it (CONFIG_KEYS, plus `params` when set)."""
+    from featstore.config import default_protocol
+
+    protocol = protocol or (default_protocol(corpus) if corpus else None)
+    config = dict(corpus=corpus, train=list(train or []), test=test, classifier=classifier, layers=layers,
+                  protocol=protocol, stat=stat, seeds=seeds, C=C, classes=classes, shuffle_labels=shuffle_labels,
+                  model=model)
+    if params:  # probe options join the key only when set, so runs registered without them keep their key
+        config["params"] = dict(sorted(params.items()))
+    return config
+
+
 def registered_probe(corpus: str | None, *, model: str, cache, registry, force: bool = False,
                      train: Sequence[str] | None = None, test: str | None = None, layers: str = "all",
                      classifier: str = "logreg", protocol: str | None = None, stat: str = "mean", seeds: int = 1,
@@ -187,14 +222,11 @@ def registered_probe(corpus: str | None, *, model: str, cache, registry, force: 
     """
     from classifiers.probe import default_out, run_probe
     from classifiers.registry import run_key
-    from featstore.config import default_protocol
 
-    protocol = protocol or (default_protocol(corpus) if corpus else None)
-    train = list(train or [])
-    config = dict(corpus=corpus, train=train, test=test, classifier=classifier, layers=layers, protocol=protocol,
-                  stat=stat, seeds=seeds, C=C, classes=classes, shuffle_labels=shuffle_labels, model=model)
-    if params:  # probe options join the key only when set, so runs registered without them keep their key
-        config["params"] = dict(sorted(params.items()))
+    config = probe_config(corpus, model=model, train=train, test=test, layers=layers, classifier=classifier,
+                          protocol=protocol, stat=stat, seeds=seeds, C=C, classes=classes,
+                          shuffle_labels=shuffle_labels, params=params)
+    protocol, train = config["protocol"], config["train"]
     stores = fingerprints(cache, model, _needed(corpus, train, test))
     found = None if force else registry.find("probe", config, stores)
     if found is not None and registered_files(found):
@@ -254,10 +286,17 @@ def read_study(path: str | Path) -> tuple[dict, list[Cell]]:
     head = data.get("study", {})
     if not isinstance(head, dict):
         raise StudyError(f"{path}: study = {_shown(head)}: expected a [study] table")
-    unknown = sorted(set(head) - set(CELL_KEYS) - {"name", "cache", "db", "report"})
+    unknown = sorted(set(head) - set(CELL_KEYS) - {"name", "cache", "db", "report", "executor"})
     if unknown:
         raise StudyError(f"{path}: unknown [study] key(s) {', '.join(unknown)}; use {', '.join(CELL_KEYS)}")
     _check_types(path, "[study]", head)
+    if "executor" in data:
+        from classifiers.executor import ExecutorError, check_executor_table
+
+        try:
+            check_executor_table(data["executor"])
+        except ExecutorError as e:
+            raise StudyError(f"{path}: {e}") from e
     if not data.get("cells"):
         raise StudyError(f"{path} declares no [[cells]]; add at least one (see examples/diary-study.toml)")
     if not isinstance(data["cells"], list):
@@ -309,17 +348,31 @@ def ensure_store(cache, model: str, corpus: str, *, device: str = "auto", progre
 
 def run_study(path: str | Path, *, cache, registry, default_model: str, force: bool = False,
               device: str | None = None, report: str | Path | None = None,
-              on_cell: Callable[[Cell, Registered], None] | None = None, progress: bool = False):
+              on_cell: Callable[[Cell, Registered], None] | None = None, progress: bool = False,
+              executor: str | None = None, on_fail: Callable[[Cell, str], None] | None = None,
+              on_start: Callable[[str], None] | None = None):
     """Run every cell of the study file `path`; return (cells' `Registered`s, report path).
 
     Cells already registered are re-used (unless `force`); missing stores are extracted first
     (the corpus root must be configured, see `ser config`). The report (default
     `results/study-<name>.html`) holds every cell's run.
+
+    executor: `--executor` (default: the file's [study] executor, else "local"). "local" runs the
+    cells here one after another (a failure stops the study); a Dask executor runs the task graph
+    of `plan_study` on its workers: `on_start(dashboard link)` first, `on_cell` as each cell is
+    registered (in the order they finish), `on_fail(cell, one line)` for a cell that failed while
+    the others go on. The report then holds the cells that have a run (None when none has).
     """
+    from classifiers.executor import parse_executor
     from classifiers.report import write_report
 
     head, cells = read_study(path)
     report_path(path, head, report)  # a bad report path fails before any work
+    spec = parse_executor(executor if executor is not None else head.get("executor"))
+    if spec.distributed:
+        return _run_distributed(path, head, cells, spec, executor_table(path), cache=cache, registry=registry,
+                                default_model=default_model, force=force, device=device, report=report,
+                                on_cell=on_cell, on_fail=on_fail, on_start=on_start, progress=progress)
     done = []
     for cell in cells:
         model = cell.model or default_model
@@ -351,3 +404,326 @@ def report_path(path: str | Path, head: dict, report: str | Path | None = None) 
         raise StudyError(f"{path}: [study] name = {_shown(name)}: expected {KEY_TYPES['name'][1]}")
     out = inside("results", f"study-{name}.html", what=f"{path}: the report of study")
     return check_output(out, option=f"{path}: the report", suffixes=(".html",))
+
+
+# ---------------------------------------------------------------------------------------------
+# a study as a task graph (Dask executors)
+# ---------------------------------------------------------------------------------------------
+
+#: written into each run folder a worker makes: the run key, so a folder finished but not registered
+#: (the client stopped first) is registered on the next run instead of computed again
+RUN_MARKER = ".ser-run.json"
+
+
+def executor_table(path: str | Path) -> dict:
+    """The study file's [executor] table ({} when it has none)."""
+    import tomllib
+
+    data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    return dict(data.get("executor", {}))
+
+
+def _model_for_workers(model: str) -> str:
+    """A local model directory as an absolute path (workers start elsewhere); a hub id unchanged."""
+    p = Path(model).expanduser()
+    return str(p.resolve()) if p.exists() else model
+
+
+def extract_task(c: dict, *deps) -> dict:
+    """Task "extract": one (model, corpus[, shard]) store, written by this task alone."""
+    from featstore.corpora import load_manifest
+    from featstore.extract import extract_manifest
+
+    manifest = load_manifest(c["corpus"], c["root"], progress=False)
+    res = extract_manifest(manifest, model=c["model"], cache=c["cache"], device=c.get("device") or "auto",
+                           progress=False, **c.get("options", {}))
+    return dict(store=str(res.store), corpus=c["corpus"], extracted=res.extracted, already=res.already,
+                skipped=len(res.skipped), up_to_date=res.up_to_date, audio_seconds=res.audio_seconds,
+                frames_added=list(res.frames_added))
+
+
+def probe_task(c: dict, *deps) -> dict:
+    """Task "probe": one cell's probe run, its folder written whole at `c["out"]` (a temporary
+    folder renamed into place), its results returned for the client to register."""
+    from classifiers.probe import run_probe
+    from classifiers.registry import run_key
+    from featstore.outputs import write_text
+    from featstore.serialize import dumps
+
+    stores = fingerprints(c["cache"], c["model_path"], c["needed"])
+    key = run_key("probe", c["config"], stores)
+    out = Path(c["out"])
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        run = run_probe(c["corpus"], model=c["model_path"], cache=c["cache"], out=tmp, device=c.get("device"),
+                        progress=False, **c["options"])
+        run.results.meta["model"] = c["config"]["model"]  # as the sequential run records it
+        write_text(tmp / RUN_MARKER, dumps(dict(key=key, kind="probe"), sort_keys=True))
+        try:
+            os.rename(tmp, out)               # whole or not at all; an empty folder is replaced
+        except OSError as e:
+            if _marker_key(out) != key:
+                raise SerError(f"{out} already holds results of another run; move it away and re-run") from e
+            shutil.rmtree(tmp, ignore_errors=True)  # the same run, finished there by an earlier attempt
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    predictions = next((out / f.name for f in run.files if f.suffix == ".parquet"), None)
+    results = run.results
+    results.predictions = []                  # read back from the folder: only scores travel
+    return dict(run_key=key, stores=stores, out=str(out), predictions=str(predictions or ""), results=results)
+
+
+@dataclass
+class CellPlan:
+    """One distinct probe configuration of a study: the cells asking for it, and what it needs."""
+
+    cells: list[Cell]
+    model: str
+    corpus: str | None
+    options: dict
+    config: dict
+    needed: list[str]
+    task: str = ""
+    key: str = ""
+    stores: list = field(default_factory=list)
+    out: Path | None = None
+    failed: str = ""
+
+
+def plan_study(cells: Sequence[Cell], *, cache, default_model: str, device: str | None = None):
+    """The task graph of a study: (cell plans, extraction tasks, {(model, corpus): plan-time failure}).
+
+    One extraction task per (model, corpus) whose store is missing and whose root is known (each
+    store written by exactly one task); one plan per distinct probe configuration, depending on
+    the extraction tasks of the stores it reads. Nothing runs and the registry is not read.
+    """
+    from classifiers.executor import Task
+    from classifiers.probe import store_for
+    from featstore.backbone import model_slug
+    from featstore.config import resolve_root
+    from featstore.store import StoreError
+
+    cache = Path(cache).resolve()
+    token = uuid.uuid4().hex[:6]              # two studies on one scheduler never share a task key
+    plans: dict[str, CellPlan] = {}
+    extracts: dict[tuple[str, str], Task] = {}
+    broken: dict[tuple[str, str], str] = {}
+    for cell in cells:
+        model = cell.model or default_model
+        o = dict(cell.options)
+        corpus = o.pop("corpus", None)
+        config = probe_config(corpus, model=model, classifier=cell.classifier, **o)
+        ident = json.dumps(config, sort_keys=True, default=str)
+        if ident in plans:
+            plans[ident].cells.append(cell)
+            continue
+        needed = _needed(corpus, config["train"], config.get("test"))
+        plan = CellPlan([cell], model, corpus, o, config, needed)
+        plans[ident] = plan
+        for c in needed:
+            if (model, c) in extracts or (model, c) in broken:
+                continue
+            try:
+                store_for(cache, _model_for_workers(model), c)
+                continue
+            except StoreError:
+                pass
+            try:
+                root = resolve_root(c)
+            except SerError as e:
+                broken[(model, c)] = f"no store of {c} for {model} and no corpus root to extract it from: " \
+                                     f"{str(e).splitlines()[0]}"
+                continue
+            extracts[(model, c)] = Task(f"extract-{model_slug(model)}-{c}-{token}", "extract",
+                                        dict(corpus=c, root=str(Path(root).resolve()), model=_model_for_workers(model),
+                                             cache=str(cache), device=device or "auto"),
+                                        label=f"extract {c} with {model}")
+    for i, plan in enumerate(plans.values()):
+        plan.task = f"probe-{i}-{token}"
+        problems = [broken[(plan.model, c)] for c in plan.needed if (plan.model, c) in broken]
+        plan.failed = problems[0] if problems else ""
+    return list(plans.values()), list(extracts.values()), broken
+
+
+def _cell_out(plan: CellPlan, force: bool, taken: set) -> tuple[Path, bool]:
+    """(the run folder for `plan`, whether it already holds this very run, finished but not registered)."""
+    from classifiers.probe import default_out
+
+    o = plan.config
+    settings = {k: v for k, v in o.items() if k != "model"}
+    base = default_out("probe", plan.corpus or f"{'+'.join(o['train'])}-to-{o['test']}", plan.model,
+                       settings).resolve()
+    out, i = base, 1
+    while True:
+        if out not in taken:
+            if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+                return out, False
+            if plan.key and not force and _marker_key(out) == plan.key:
+                return out, True
+        i += 1
+        out = base.with_name(f"{base.name}-{i}")
+
+
+def _marker_key(out: Path) -> str | None:
+    try:
+        return json.loads((out / RUN_MARKER).read_text(encoding="utf-8")).get("key")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+class _Bar:
+    """One rich bar over a study's cells, its description counting each kind of task."""
+
+    def __init__(self, total: int, kinds: dict[str, int], enabled: bool):
+        self.kinds = {k: [0, n] for k, n in kinds.items() if n}
+        self.failed = 0
+        self.progress = None
+        if enabled and total:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), console=Console(stderr=True))
+            self.progress.start()
+            self.tid = self.progress.add_task(self._text(), total=total)
+
+    def _text(self) -> str:
+        parts = [f"{k} {d}/{n}" for k, (d, n) in self.kinds.items()]
+        return "cells: " + ", ".join(parts) + (f", {self.failed} failed" if self.failed else "")
+
+    def done(self, kind: str, cells: int, failed: bool = False) -> None:
+        if kind in self.kinds:
+            self.kinds[kind][0] += 1
+        self.failed += int(failed) * cells
+        if self.progress is not None:
+            self.progress.update(self.tid, advance=cells, description=self._text())
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _run_distributed(path, head, cells, spec, table, *, cache, registry, default_model, force, device, report,
+                     on_cell, on_fail, on_start, progress):
+    """`run_study` on a Dask executor: plan, skip what is registered, run the rest, register as tasks finish."""
+    from classifiers.executor import Task, gpu_workers, open_client, require_dask, run_tasks
+    from classifiers.registry import run_key
+    from classifiers.report import write_report
+    from classifiers.results import read_results
+
+    require_dask()                             # a missing extra is one line before any work
+    cache = Path(cache).resolve()
+    plans, extracts, _ = plan_study(cells, cache=cache, default_model=default_model, device=device)
+    by_cell: dict[int, Registered] = {}
+    order = {id(c): i for i, c in enumerate(cells)}
+    command = command_line()
+
+    def registered(plan: CellPlan, reg: Registered) -> None:
+        for j, cell in enumerate(plan.cells):
+            r = reg if j == 0 else Registered(reg.run, reg.results, reused=True)
+            by_cell[order[id(cell)]] = r
+            if on_cell:
+                on_cell(cell, r)
+
+    def failed(plan: CellPlan, why: str) -> None:
+        if plan.key:
+            registry.release(plan.key)
+        for cell in plan.cells:
+            if on_fail:
+                on_fail(cell, why)
+
+    def register(plan: CellPlan, stores, results, out: Path, predictions) -> Registered:
+        found = None if force else registry.find("probe", plan.config, stores)
+        if found is not None and registered_files(found):
+            if Path(found["out"]).resolve() != Path(out).resolve():
+                shutil.rmtree(out, ignore_errors=True)   # computed meanwhile by another process: ours goes
+            return Registered(found, load_registered(found), reused=True)
+        run_id = registry.register(kind="probe", config=plan.config, stores=stores, results=results,
+                                   command=command, out=out, predictions=predictions or None)
+        run = registry.run(run_id)
+        return Registered(run, load_registered(run), reused=False)
+
+    todo, taken = [], set()
+    extract_of = {(t.config["corpus"], t.config["model"]): t.key for t in extracts}
+    try:
+        for plan in plans:                     # what is registered (or finished) is not run again
+            if plan.failed:
+                failed(plan, plan.failed)
+                continue
+            deps = tuple(extract_of[(c, _model_for_workers(plan.model))] for c in plan.needed
+                         if (c, _model_for_workers(plan.model)) in extract_of)
+            if not deps:
+                plan.stores = fingerprints(cache, _model_for_workers(plan.model), plan.needed)
+                plan.key = run_key("probe", plan.config, plan.stores)
+                found = None if force else registry.find("probe", plan.config, plan.stores)
+                if found is not None and registered_files(found):
+                    registered(plan, Registered(found, load_registered(found), reused=True))
+                    continue
+            plan.out, finished = _cell_out(plan, force, taken)
+            taken.add(plan.out)
+            if finished:                       # its folder is whole: register it, compute nothing
+                pred = plan.out / "probe_predictions.parquet"
+                reg = register(plan, plan.stores, read_results(plan.out / "probe.json"), plan.out,
+                               pred if pred.exists() else None)
+                reg.adopted = not reg.reused
+                registered(plan, reg)
+                continue
+            todo.append((plan, deps))
+        used = {d for _, deps in todo for d in deps}
+        graph = [t for t in extracts if t.key in used]
+        plan_of = {}
+        for plan, deps in todo:
+            o = dict(plan.options)
+            test = o.pop("test", None)
+            graph.append(Task(plan.task, "probe", dict(
+                corpus=plan.corpus, model_path=_model_for_workers(plan.model), cache=str(cache), device=device,
+                needed=plan.needed, config=plan.config, out=str(plan.out),
+                options=dict(o, classifier=plan.config["classifier"], protocol=plan.config["protocol"],
+                             test=[test] if test else None)),
+                deps=deps, label=plan.cells[0].describe()))
+            plan_of[plan.task] = plan
+        if graph:
+            bar = None
+            with open_client(spec, table) as client:
+                if on_start:
+                    on_start(client.dashboard_link)
+                if gpu_workers(client) and (device or "auto") != "cpu":
+                    for t in graph:
+                        if t.kind == "extract":
+                            t.resources = {"GPU": 1}
+                cells_left = sum(len(p.cells) for p in plan_of.values())
+                bar = _Bar(cells_left, {"extract": sum(t.kind == "extract" for t in graph), "probe": cells_left},
+                           progress)
+
+                def done(outcome) -> None:
+                    plan = plan_of.get(outcome.task.key)
+                    if plan is None:           # an extraction: its cells follow (a failed one fails them)
+                        bar.done(outcome.task.kind, 0)
+                        return
+                    if not outcome.ok:
+                        failed(plan, outcome.error)
+                        bar.done("probe", len(plan.cells), failed=True)
+                        return
+                    r = outcome.result
+                    try:
+                        reg = register(plan, r["stores"], r["results"], Path(r["out"]), r["predictions"])
+                    except SerError as e:
+                        failed(plan, str(e).splitlines()[0])
+                        bar.done("probe", len(plan.cells), failed=True)
+                        return
+                    registered(plan, reg)
+                    bar.done("probe", len(plan.cells))
+
+                try:
+                    run_tasks(graph, client=client, on_done=done)
+                finally:
+                    bar.close()
+    finally:
+        registry.release()                     # claims of cells not registered (failed, interrupted)
+    done_runs = [by_cell[i] for i in sorted(by_cell)]
+    page = None
+    if done_runs:
+        page = write_report([(r.run, r.results) for r in done_runs], report_path(path, head, report),
+                            title=f"study {head.get('name', Path(path).stem)}")
+    return done_runs, page

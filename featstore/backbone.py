@@ -31,7 +31,6 @@ zeroed before the depthwise convolution (`masked_conformer_conv`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -48,6 +47,14 @@ from featstore.backbones import DEFAULT_MODEL, SUPPORTED_MODEL_TYPES, family_of,
 from featstore.backbones.logmel import PREPROCESSOR, LogMelFrontEnd
 from featstore.device import full_float32
 from featstore.errors import SerError
+from featstore.modelfiles import (  # noqa: F401  (model_slug, is_local_id, hash_memo_path: part of this module's API)
+    hash_memo_path,
+    is_local_id,
+    known_locations,
+    model_slug,
+    remember_location,
+    weights_hash,
+)
 
 #: the layer convention of waveform models, recorded in their stores
 WAVEFORM_CONVENTION = ("layer k = transformers hidden_states[k], k=0..L; 0 = input to the first transformer "
@@ -91,120 +98,6 @@ class Backbone:
         return lengths
 
 
-def model_slug(model_id: str) -> str:
-    """A directory name for a model: `facebook/wav2vec2-base` -> `facebook--wav2vec2-base`; a local
-    directory -> `local--<its name>`, also once it has moved (a store is found by the id it recorded)."""
-    name = f"local--{Path(model_id).expanduser().name}" if is_local_id(model_id) else model_id
-    return re.sub(r"[^A-Za-z0-9._-]+", "--", name.strip("/")).strip("-") or "model"
-
-
-def is_local_id(model_id: str) -> bool:
-    """Whether `model_id` names a local directory rather than a hub id: an existing path, an absolute or
-    home-relative one, or one of more than two parts (a hub id is `name` or `owner/name`)."""
-    path = Path(model_id).expanduser()
-    return (path.exists() or path.is_absolute() or model_id.startswith((".", "~")) or "\\" in model_id
-            or len([part for part in model_id.split("/") if part]) > 2)
-
-
-def _cache_home() -> Path:
-    """$SER_CACHE_HOME, else $XDG_CACHE_HOME/ser (~/.cache/ser)."""
-    return Path(os.environ.get("SER_CACHE_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ser")
-
-
-def _weights_hash(directory: Path, *, front_end: bool = False) -> str:
-    """sha256 of the weight files (and, with `front_end`, of the preprocessor config defining the input).
-
-    Remembered per file identity (path, size, mtime, inode) in `hash_memo_path()`, as git's index and
-    DVC do: hashing 1.2 GB of XLS-R weights on every `ser extract` of every corpus took 1.4 s each time.
-    """
-    files = sorted(p for p in directory.iterdir()
-                   if p.suffix in (".safetensors", ".bin") or p.name.endswith(".safetensors.index.json")
-                   or (front_end and p.name == PREPROCESSOR))
-    stamps = [(p.name, st.st_size, st.st_mtime_ns, st.st_ino) for p in files for st in [p.stat()]]
-    key = hashlib.sha256(json.dumps([str(directory.resolve()), front_end, stamps]).encode()).hexdigest()
-    memo = _read_hash_memo()
-    if key in memo:
-        return memo[key]
-    digest = hashlib.sha256()
-    for p in files:
-        digest.update(p.name.encode())
-        with p.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                digest.update(block)
-    _remember_hash(key, digest.hexdigest())
-    return digest.hexdigest()
-
-
-def hash_memo_path() -> Path:
-    """Where weight hashes are remembered: $SER_CACHE_HOME, else $XDG_CACHE_HOME/ser (~/.cache/ser)."""
-    return _cache_home() / "weights-sha256.json"
-
-
-def _read_hash_memo() -> dict:
-    try:
-        memo = json.loads(hash_memo_path().read_text())
-    except (OSError, ValueError):   # none yet, unreadable or torn: hash again
-        return {}
-    return memo if isinstance(memo, dict) else {}
-
-
-def _remember_hash(key: str, digest: str, keep: int = 256) -> None:
-    """Add one hash to the memo (atomically replaced; at most `keep` entries, newest kept). A memo that
-    cannot be written (read-only home) only means hashing again next time."""
-    path = hash_memo_path()
-    memo = _read_hash_memo()
-    memo.pop(key, None)
-    memo[key] = digest
-    memo = dict(list(memo.items())[-keep:])
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(memo))
-        os.replace(tmp, path)
-    except OSError:
-        pass
-
-
-def locations_path() -> Path:
-    """Where the known locations of local models are kept (weights sha256 -> directories), beside the hash memo."""
-    return _cache_home() / "model-locations.json"
-
-
-def known_locations(weights_sha256: str) -> list[str]:
-    """Directories a local model with these weights was loaded from, most recent last (they may be gone)."""
-    try:
-        known = json.loads(locations_path().read_text())
-    except (OSError, ValueError):   # none yet, unreadable or torn: nothing known
-        return []
-    paths = known.get(weights_sha256) if isinstance(known, dict) else None
-    return [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
-
-
-def remember_location(directory: str | Path, weights_sha256: str, *, keep: int = 8, models: int = 256) -> None:
-    """Record that the local model with these weights is at `directory` (absolute; at most `keep` places per
-    model, `models` models, newest kept), written whole through featstore.outputs. Called whenever a
-    local model is resolved; a file that cannot be written (read-only home) only means no lookup by hash."""
-    from featstore.outputs import write_text
-
-    path, where = locations_path(), str(Path(directory).resolve())
-    try:
-        known = json.loads(path.read_text())
-    except (OSError, ValueError):
-        known = {}
-    known = known if isinstance(known, dict) else {}
-    before = known.get(weights_sha256)
-    places = [p for p in (before if isinstance(before, list) else []) if p != where] + [where]
-    if before == places:
-        return      # nothing new: no write on every load
-    known.pop(weights_sha256, None)
-    known[weights_sha256] = places[-keep:]
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text(path, json.dumps(dict(list(known.items())[-models:]), indent=1))
-    except (OSError, SerError):
-        pass
-
-
 class ModelMovedError(ModelLoadError):
     """A recorded local model directory that is gone, and no known location holds its weights."""
 
@@ -212,7 +105,7 @@ class ModelMovedError(ModelLoadError):
 def _holds(directory: Path, weights_sha256: str) -> bool:
     """Whether `directory` holds the weights with this hash (either hash kind: weights, or weights + front-end)."""
     try:
-        return weights_sha256 in (_weights_hash(directory), _weights_hash(directory, front_end=True))
+        return weights_sha256 in (weights_hash(directory), weights_hash(directory, front_end=True))
     except OSError:
         return False
 
@@ -331,7 +224,7 @@ def model_info(model_id: str = DEFAULT_MODEL, *, revision: str | None = None) ->
         receptive = (receptive - 1) * stride + kernel
     return _located(ModelInfo(
         model_id=model_id, directory=directory, revision=resolved_revision,
-        weights_sha256=_weights_hash(directory), model_type=config.model_type,
+        weights_sha256=weights_hash(directory), model_type=config.model_type,
         num_layers=config.num_hidden_layers + 1, hidden_size=config.hidden_size,
         sample_rate=sample_rate, do_normalize=do_normalize,
         group_norm=uses_group_norm(config), receptive_field=receptive,
@@ -365,7 +258,7 @@ def _logmel_info(model_id: str, directory: Path, revision: str | None, config, l
     fe = _front_end(model_id, directory, config.model_type)
     return ModelInfo(
         model_id=model_id, directory=directory, revision=revision,
-        weights_sha256=_weights_hash(directory, front_end=True), model_type=config.model_type,
+        weights_sha256=weights_hash(directory, front_end=True), model_type=config.model_type,
         num_layers=config.num_hidden_layers + 1, hidden_size=config.hidden_size,  # Whisper: encoder_layers, d_model
         sample_rate=fe.sample_rate, do_normalize=False, group_norm=False, receptive_field=fe.receptive_field,
         frame_rate=fe.frame_rate, input_kind="log-mel", max_input_seconds=fe.max_seconds, layer_convention=layers,

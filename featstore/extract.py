@@ -38,6 +38,7 @@ from featstore.backbone import DEFAULT_MODEL, Backbone, ModelInfo, hidden_states
 from featstore.corpora import Manifest, Utterance, load_manifest
 from featstore.device import resolve_device
 from featstore.errors import AudioError, SerError
+from featstore.plan import plan
 from featstore.store import (
     Batch,
     Skipped,
@@ -47,7 +48,6 @@ from featstore.store import (
     clean_dead_temps,
     missing_frame_layers,
     new_part_path,
-    read_progress,
     relabel,
     store_lock,
     store_path,
@@ -358,20 +358,11 @@ def _extract_locked(manifest: Manifest, path: Path, config: dict, backbone: _Bac
     if missing:
         _add_frame_layers(path, config, missing, manifest, backbone(), settings)
         result.frames_added = missing
-    state = read_progress(path, config)
-    # labels read differently now (CSV codes through the alias table): relabel, never keep the old task silently
-    changed = {u.id: u.label for u in manifest.utterances if u.id in state.labels and state.labels[u.id] != u.label}
-    if changed and not state.parts:
-        result.relabelled = relabel(path, changed)
-
-    ordered = sorted(manifest.utterances, key=lambda u: u.id)
-    mine = [u for i, u in enumerate(ordered) if i % shards == shard]
-    result.already = sum(u.id in state.done for u in mine)
-    # a file skipped before is tried again only if it changed since
-    todo = [u for u in mine if u.id not in state.done and not (
-        u.id in state.skipped and _mtime(u.path) <= state.mtime)]
-    problems = [Skipped(p.path, p.path, p.reason) for p in manifest.problems
-                if shard == 0 and p.path not in state.skipped]
+    work = plan(manifest, path, config, shard=shard, shards=shards)
+    state, todo, problems = work.state, work.todo, work.problems
+    if work.relabel and not state.parts:
+        result.relabelled = relabel(path, work.relabel)
+    result.already = work.already
     if not todo and not problems:
         if state.parts:
             assemble(path, config, corpus=manifest.corpus, shard=f"{shard}/{shards}")
@@ -464,13 +455,6 @@ def torchrun(environ: dict[str, str] | None = None) -> TorchRun | None:
         return None
     rank = int(env.get("RANK", "0"))
     return TorchRun(rank=rank, world_size=world, local_rank=int(env.get("LOCAL_RANK", rank)))
-
-
-def _mtime(path: str) -> float:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return 0.0
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-#: the preprocessor file the front-end is defined by (saved by `feature_extractor.save_pretrained`)
-PREPROCESSOR = "preprocessor_config.json"
+from featstore.modelfiles import PREPROCESSOR  # noqa: F401  (the preprocessor file the front-end is defined by)
 
 
 class LogMelFrontEnd:
