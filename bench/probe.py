@@ -8,7 +8,13 @@ layers (peak at layer 8), blurred per actor. Folds: luna5, the 5 actor folds of 
 al. 2022 ({2,5,14,15,16}, {3,6,7,13,18}, {10,11,12,19,20}, {8,17,21,23,24}, {1,4,9,22}).
 
 Measured one after the other in this process, on the same arrays and folds (wall and process
-CPU seconds; on a shared machine the CPU seconds and the ratios are the figures to compare):
+CPU seconds; on a shared machine the CPU seconds and the ratios are the figures to compare).
+Every row runs twice and says its threads (issue 23): once with the threads a user's process has
+(numpy/scipy's BLAS threads for scikit-learn, torch's for the previous default, `ser`'s own layers
+side by side for ours), once with one thread per process (threadpoolctl BLAS limit 1, torch 1 thread,
+the process pinned to one core, so ours runs its layers one after another). Idle BLAS threads
+spin-wait on a busy shared machine, so the default-threads rows of scikit-learn can cost many
+times their one-thread CPU: compare against the one-thread rows.
 
   fixed C (apples to apples: same objective, no model selection on either side)
     sklearn loop   for layer: for fold: StandardScaler + LogisticRegression(C, max_iter=1000)
@@ -17,13 +23,15 @@ CPU seconds; on a shared machine the CPU seconds and the ratios are the figures 
 
   C by inner speaker CV (what `ser probe` does by default)
     ours           probe_layers(..., C=None): per layer and outer fold, C among Cs chosen by 3-fold
-                   group k-fold over the fold's training actors, then the refit (`linear.sweep_layer`)
+                   group k-fold over the fold's training actors (the search going on by x10 past a
+                   grid edge while the inner UAR rises, at most 3 steps), then the refit
+                   (`linear.sweep_layer`)
     previous       the default before issue 18 (`bench/legacy_linear.py`, kept verbatim): every
                    layer x fold x inner fold x C problem in one cold-started batched L-BFGS
-    sklearn        (--nested) GridSearchCV(StandardScaler + LogisticRegression, same Cs,
-                   StratifiedGroupKFold(3) over the training actors, balanced accuracy), refit
-                   (65 x 13 = 845 fits); slow, so off by default. Prints UAR per layer and the
-                   chosen C of every (layer, fold) cell next to ours.
+    sklearn        (--nested) GridSearchCV(StandardScaler + LogisticRegression, the Cs and their
+                   x10 ladder 1e-6..1e3, StratifiedGroupKFold(3) over the training actors, balanced
+                   accuracy), C picked by our rule (`extended_choice`), refit; slow, so off by
+                   default. Prints UAR per layer and the chosen C of every (layer, fold) cell next to ours.
 
   --scaling        ours (default selection) at 1440 and 7440 utterances (124 actors, CREMA-D size)
                    x 13 x 768 and 25 x 1024, with the cost per utterance x layer x dimension
@@ -32,8 +40,10 @@ CPU seconds; on a shared machine the CPU seconds and the ratios are the figures 
   --xgboost        the XGBoost layer sweep: every tree (no early stopping, as before issue 18)
                    against early stopping on a validation split of the training speakers
   --process        whole fresh processes on a 1440 x 13 x 768 store: `ser probe --layer all` (default
-                   selection, writing its results and plots) against a plain scikit-learn fixed-C
-                   script over the same features exported as .npz; start-up of model-free commands
+                   selection, and --C 1; writing results and plots) against a plain scikit-learn
+                   fixed-C script over the same features exported as .npz, each with the default
+                   threads and with one thread (OMP/OPENBLAS/MKL_NUM_THREADS=1, pinned to one core);
+                   start-up of model-free commands
   --selection      inner C selection against a converged scikit-learn on the same inner folds
                    (`inner_masks`): per selection tolerance, how many (layer, fold) cells
                    choose the same C, and the cost
@@ -119,24 +129,59 @@ def sklearn_loop(X, y, folds, C: float):
     return out
 
 
+def extended_choice(Cs, score) -> tuple[float, list[float], bool]:
+    """`linear.sweep_layer`'s rule on a score function: (chosen C, Cs searched beyond the grid, at the bound).
+
+    The best of `Cs` (ties: the C listed first); at the grid's largest (smallest) C, on by x10 (/10) while the
+    score rises strictly, at most `linear.EXTEND_STEPS` steps."""
+    from classifiers.linear import EXTEND_FACTOR, EXTEND_STEPS
+
+    s = [score(c) for c in Cs]
+    best = int(np.argmax(s))
+    chosen, top, beyond, bound = Cs[best], s[best], [], False
+    for edge, factor in ((max(Cs), EXTEND_FACTOR), (min(Cs), 1 / EXTEND_FACTOR)):
+        c = edge
+        for step in range(1, EXTEND_STEPS + 1):
+            if chosen != c:
+                break
+            c = c * factor
+            beyond.append(c)
+            v = score(c)
+            if v > top:
+                chosen, top, bound = c, v, step == EXTEND_STEPS
+    return chosen, beyond, bound
+
+
 def sklearn_nested(X, y, groups, folds, Cs):
-    """({layer: (mean WA, mean UAR)}, {layer: [C per fold]}) of GridSearchCV over Cs, 3-fold speaker CV per fold."""
+    """({layer: (mean WA, mean UAR)}, {layer: [C per fold]}) of a nested sklearn search: per fold, every C of the
+    ladder Cs x 10^-3..10^3 scored by StandardScaler + LogisticRegression (max_iter=1000) over
+    StratifiedGroupKFold(3) of the training actors (GridSearchCV, balanced accuracy), the C picked by our rule
+    (`extended_choice`), then the refit."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
     from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from classifiers.linear import EXTEND_FACTOR, EXTEND_STEPS
+
+    ladder = sorted({float(f"{c * EXTEND_FACTOR ** k:.12g}") for c in (min(Cs), max(Cs))
+                     for k in range(-EXTEND_STEPS, EXTEND_STEPS + 1)} | set(Cs))
     out, chosen = {}, {}
     for layer in range(X.shape[1]):
         wa, uar = [], []
         for f in folds:
             search = GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
-                                  {"logisticregression__C": list(Cs)}, scoring="balanced_accuracy",
+                                  {"logisticregression__C": ladder}, scoring="balanced_accuracy", refit=False,
                                   cv=StratifiedGroupKFold(3, shuffle=True, random_state=0))
             search.fit(X[f.train, layer], y[f.train], groups=groups[f.train])
-            chosen.setdefault(layer, []).append(search.best_params_["logisticregression__C"])
-            pred = search.predict(X[f.test, layer])
+            score = dict(zip((float(f"{c:.12g}") for c in search.cv_results_["param_logisticregression__C"]),
+                             search.cv_results_["mean_test_score"]))
+            C, _, _ = extended_choice(list(Cs), lambda c, score=score: score[float(f"{c:.12g}")])
+            chosen.setdefault(layer, []).append(C)
+            model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000)).fit(X[f.train, layer],
+                                                                                             y[f.train])
+            pred = model.predict(X[f.test, layer])
             wa.append(accuracy_score(y[f.test], pred))
             uar.append(balanced_accuracy_score(y[f.test], pred))
         out[layer] = (np.mean(wa), np.mean(uar))
@@ -270,6 +315,61 @@ def timed(fn):
     return time.perf_counter() - t, time.process_time() - c, out
 
 
+ONE = "1 thread"
+
+
+def default_threads() -> str:
+    """What a user's process runs with: numpy/scipy's BLAS threads, torch's threads, cores visible."""
+    from threadpoolctl import threadpool_info
+
+    blas = max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"), default=1)
+    return f"default: BLAS {blas} threads"
+
+
+def ours_threads() -> str:
+    """How `probe_layers` runs the logreg sweep by default on this machine."""
+    from classifiers.evaluate import cpu_count
+
+    n = cpu_count()
+    return f"default: {n} layers side by side x 1 thread" if n > 1 else "default: 1 thread"
+
+
+class one_thread:
+    """One thread per process: BLAS limited to 1 (threadpoolctl), torch 1 thread, and this thread pinned
+    to one core (so `classifiers.evaluate.cpu_count()` is 1 and the sweep runs its layers one after another)."""
+
+    def __enter__(self):
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        self.limits = threadpool_limits(1)
+        self.torch = torch.get_num_threads()
+        torch.set_num_threads(1)
+        self.cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        if self.cpus:
+            os.sched_setaffinity(0, {min(self.cpus)})
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self.cpus:
+            os.sched_setaffinity(0, self.cpus)
+        torch.set_num_threads(self.torch)
+        self.limits.unregister() if hasattr(self.limits, "unregister") else self.limits.restore_original_limits()
+
+
+def both_settings(fn):
+    """[(threads label, wall, CPU, fn()) with the user's default threads, then with one thread]."""
+    out = []
+    t, c, r = timed(fn)
+    out.append((None, t, c, r))
+    with one_thread():
+        t, c, r = timed(fn)
+    out.append((ONE, t, c, r))
+    return out
+
+
 def per_layer(res):
     """{layer: (WA, UAR)} and {layer: [C per fold]} of ProbeResults."""
     rows = {r["layer"]: (r["wa"], r["uar"]) for r in res.summary()}
@@ -277,6 +377,12 @@ def per_layer(res):
     for r in res.records:
         chosen.setdefault(r["layer"], []).append(r["C"])
     return rows, chosen
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def main_ravdess(args, device) -> None:
@@ -290,34 +396,47 @@ def main_ravdess(args, device) -> None:
     layers = list(range(X.shape[1]))
     probe_layers(X[:, :1], utts, folds, [0], C=args.C, device=device)          # warm-up: imports, first BLAS calls
 
-    def step(name, fn):
-        t, c, out = timed(fn)
-        print(f"  {name:<56} {t:7.1f} s wall / {c:7.1f} s CPU", flush=True)
-        return t, c, out
+    rows = []                                          # (name, threads, wall, CPU)
 
-    print(f"\ntimes, {X.shape[0]} x {X.shape[1]} x {X.shape[2]} (this process, one after the other):")
-    t_sel, c_sel, sel = step("ours, default: C by inner speaker CV + refit", lambda: probe_layers(X, utts, folds, layers,
-                                                                                                  device=device))
-    t_fix, c_fix, fix = step(f"ours, fixed C={args.C:g}", lambda: probe_layers(X, utts, folds, layers, C=args.C,
-                                                                              device=device))
-    t_sk, c_sk, sk = step(f"sklearn loop, fixed C={args.C:g}, 65 fits", lambda: sklearn_loop(X, y, folds, args.C))
-    print(f"    ours fixed C is {t_sk / t_fix:.1f}x faster than the sklearn loop (CPU {c_sk / c_fix:.1f}x)", flush=True)
+    def step(name, fn, threads):
+        """Run fn with the default threads (`threads` says which) and with one thread; print both rows."""
+        result = None
+        for label, t, c, out in both_settings(fn):
+            label = label or threads
+            rows.append((name, label, t, c))
+            print(f"  {name:<52} {label:<40} {t:7.1f} s wall / {c:7.1f} s CPU", flush=True)
+            result = out if result is None else result
+        return result
+
+    print(f"\ntimes, {X.shape[0]} x {X.shape[1]} x {X.shape[2]} (this process, one after the other; every row says "
+          f"its threads; load average {os.getloadavg()[0]:.1f} before):")
+    print(f"  {'':<52} {'threads':<40} {'wall':>9}   {'CPU':>9}")
+    sel = step("ours, default: C by inner speaker CV + refit", lambda: probe_layers(X, utts, folds, layers,
+                                                                                   device=device), ours_threads())
+    fix = step(f"ours, fixed C={args.C:g}", lambda: probe_layers(X, utts, folds, layers, C=args.C, device=device),
+               ours_threads())
+    sk = step(f"sklearn loop, fixed C={args.C:g}, 65 fits", lambda: sklearn_loop(X, y, folds, args.C), default_threads())
     fix_rows, _ = per_layer(fix)
     sel_rows, sel_C = per_layer(sel)
     old = nest = None
     if not args.no_legacy:
-        t_old, c_old, (old, old_C) = step("previous default (before issue 18), same selection",
-                                          lambda: legacy_default(X, y, groups, folds, device))
-        print(f"    ours is {t_old / t_sel:.1f}x faster than the previous default (CPU {c_old / c_sel:.1f}x)", flush=True)
+        old, old_C = step("previous default (before issue 18), same selection",
+                          lambda: legacy_default(X, y, groups, folds, device), f"default: torch {torch_threads()} threads")
     if args.nested:
         nl = [int(k) for k in args.nested_layers.split(",")] if args.nested_layers else layers
-        t_nest, c_nest, (nest, nest_C) = step(f"sklearn GridSearchCV nested, same Cs and inner CV, layers {nl}",
-                                              lambda: sklearn_nested(X[:, nl], y, groups, folds, DEFAULT_CS))
+        nest, nest_C = step(f"sklearn GridSearchCV nested, layers {args.nested_layers or 'all'}",
+                            lambda: sklearn_nested(X[:, nl], y, groups, folds, DEFAULT_CS), default_threads())
         nest, nest_C = ({nl[i]: v for i, v in d.items()} for d in (nest, nest_C))
-        share = len(nl) / len(layers)          # ours timed on every layer (layers differ in cost: a rough ratio)
-        print(f"    per layer, ours is {t_nest / (t_sel * share):.1f}x faster than sklearn nested (CPU "
-              f"{c_nest / (c_sel * share):.1f}x){'' if share == 1 else ' (sklearn on a subset of the layers)'}",
-              flush=True)
+    print(f"  load average after: {os.getloadavg()[0]:.1f}")
+    by = {(n, t): (w, c) for n, t, w, c in rows}
+    sk_one = by[(f"sklearn loop, fixed C={args.C:g}, 65 fits", ONE)]
+    for name, label, w, c in rows:
+        if not name.startswith("sklearn loop"):
+            print(f"    {name} [{label}] / sklearn loop [1 thread]: {w / sk_one[0]:.2f}x the wall, "
+                  f"{c / sk_one[1]:.2f}x the CPU")
+    extended = [r for r in sel.records if r.get("C_extended")]
+    print(f"    default sweep: C searched beyond the grid {list(DEFAULT_CS)} in {len(extended)}/{len(sel.records)} "
+          f"cells, chosen C still at the search's bound in {sum(bool(r.get('C_at_bound')) for r in sel.records)}")
 
     print("\nper layer, mean over the 5 folds (UAR; p = points):")
     head = f"{'layer':>5} | {'sk fixC':>7} {'ours fixC':>9} {'diff':>7} | {'ours sel':>8} C chosen"
@@ -470,26 +589,50 @@ def main_process(args) -> None:
         script = tmp / "sklearn_loop.py"
         script.write_text(SKLEARN_SCRIPT)
         env = dict(os.environ, SER_DB=str(tmp / "ser.db"))
-        print(f"\nwhole processes, 1440 x 13 x {args.dim} synthetic store (luna5), each run 3 times, best wall:")
+        one_env = dict(env, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        cpu = min(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+        def pin():                                     # one thread per process: one core, one BLAS thread
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})
+
+        settings = (("default threads (as a user runs it)", env, None), ("1 thread (BLAS/OMP 1, one core)", one_env, pin))
+        print(f"\nwhole processes, 1440 x 13 x {args.dim} synthetic store (luna5), each run {args.repeats} times, "
+              f"best wall and its CPU (children's user+sys); load average {os.getloadavg()[0]:.1f} before:")
         rows = {
             "ser --help (start-up, no model)": ["ser", "--help"],
             "ser store ls (start-up + reading the store's header)": ["ser", "store", "ls", "--cache", str(tmp / "cache")],
             "ser probe --layer all, C by inner speaker CV (default)": [
                 "ser", "probe", "--corpus", "ravdess", "--layer", "all", "--model", "synthetic",
                 "--cache", str(tmp / "cache"), "--out", str(tmp / "results"), "--force", "--overwrite"],
+            "ser probe --layer all --C 1 (fixed C)": [
+                "ser", "probe", "--corpus", "ravdess", "--layer", "all", "--model", "synthetic", "--C", "1",
+                "--cache", str(tmp / "cache"), "--out", str(tmp / "results-c1"), "--force", "--overwrite"],
             "sklearn fixed-C loop over the exported .npz (python + imports + fits)": [
                 sys.executable, str(script), *map(str, files)],
         }
         best = {}
         for name, cmd in rows.items():
-            walls = []
-            for _ in range(3):
-                wall, out = run(cmd, env=env, cwd=tmp)
-                walls.append(wall)
-            best[name] = min(walls)
-            print(f"  {name:<72} {min(walls):6.2f} s   (runs: {', '.join(f'{w:.2f}' for w in walls)})", flush=True)
+            for label, e, pre in settings:
+                runs = []
+                for _ in range(args.repeats):
+                    before = os.times()
+                    wall, out = run(cmd, env=e, cwd=tmp, preexec_fn=pre)
+                    after = os.times()
+                    runs.append((wall, after.children_user + after.children_system
+                                 - before.children_user - before.children_system))
+                wall, cpu_s = min(runs)
+                best[name, label] = wall, cpu_s
+                print(f"  {name:<72} {label:<36} {wall:6.2f} s wall {cpu_s:6.2f} s CPU   (walls: "
+                      f"{', '.join(f'{w:.2f}' for w, _ in runs)})", flush=True)
         names = list(rows)
-        print(f"  ser probe / sklearn fixed-C loop: {best[names[2]] / best[names[3]]:.2f}x the time")
+        one = settings[1][0]
+        sk = best[names[4], one]
+        for name in names[2:4]:
+            for label, _, _ in settings:
+                w, c = best[name, label]
+                print(f"  {name} [{label}] / sklearn loop [{one}]: {w / sk[0]:.2f}x the wall, {c / sk[1]:.2f}x the CPU")
+        print(f"  load average after: {os.getloadavg()[0]:.1f}")
 
 
 def main() -> None:
@@ -515,6 +658,7 @@ def main() -> None:
     ap.add_argument("--selection", action="store_true", help="only compare the inner C selection with sklearn's")
     ap.add_argument("--selection-layers", default="2,5,8,11", help="layers of the --selection comparison")
     ap.add_argument("--dim", type=int, default=768, help="feature dimension of the synthetic data")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each --process row (the best wall is kept)")
     args = ap.parse_args()
 
     import sklearn
