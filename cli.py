@@ -1057,9 +1057,8 @@ def finetune(
 
     Example: ser finetune --corpus ravdess --model facebook/wav2vec2-large-xlsr-53 --protocol luna5 --epochs 6
     """
-    from classifiers.finetune import FinetuneConfig
+    from classifiers.finetune import FinetuneConfig, default_run_dir
     from classifiers.finetune import finetune as run_finetune
-    from featstore.backbone import model_slug
     from featstore.config import default_protocol
     from featstore.corpora import load_manifest
     from featstore.device import check_device
@@ -1077,8 +1076,8 @@ def finetune(
     prot = protocol or default_protocol(corpus)
     folds_ = multi_corpus_folds(utts, corpus, prot, extra) if extra else make_folds(utts, prot)
     name = "+".join([corpus] + extra)
-    out = out or Path("runs") / f"finetune-{name}-{model_slug(model)}-{config.pooling}-seed{config.seed}"
-    res = run_finetune(utts, folds_, config, out_dir=out)
+    out = out or default_run_dir(name, prot, config)
+    res = run_finetune(utts, folds_, config, out_dir=out, protocol=prot)
     t = _table("fold", "test utterances", "WA", "UAR", "macro-F1", title=f"fine-tuned {model} on {name} ({prot}): "
                                                                           f"each test fold")
     for f in res.folds:

@@ -12,7 +12,8 @@ settings, the plan saved in each fold directory, the resume check and the `ser f
   grouped by length (clip durations from the manifest), a checkpoint per epoch;
 - resumable: a fold directory holding checkpoints resumes from the last one; a finished fold
   (same plan) is read back instead of retrained, so an interrupted 5-fold run goes on where
-  it stopped;
+  it stopped; `resume=False` discards unfinished folds' checkpoints but never finished work;
+  `default_run_dir` names a run folder by a hash of its settings;
 - repeatable: the seed fixes the head's initialisation, the data order, the validation speakers
   and every augmentation draw (per seed, epoch and utterance);
 - cross-corpus honest: when the test corpora do not declare every trained class (a RAVDESS model
@@ -28,8 +29,13 @@ Layout of `out_dir`:
                                   pickles (transformers loads them with torch.load(weights_only=True)
                                   when resuming, which refuses arbitrary objects); resume only
                                   checkpoints you wrote
-    <fold>/model/                 the selected model: EmotionClassifier.from_pretrained / predict
-                                  (config.json + model.safetensors only, no pickle)
+    <fold>/model/                 the selected model, no pickle: EmotionClassifier.from_pretrained,
+                                  `ser predict`, and transformers' AutoModelForAudioClassification
+                                  (config.json, model.safetensors, preprocessor_config.json; heads
+                                  other than mean / layer-weighted add modeling_ser.py + pooling.py
+                                  for trust_remote_code); README.md is its model card (base model
+                                  and weights hash, corpora, folds, test scores with speaker CIs,
+                                  training settings)
     <fold>/predictions.csv        test utterances: id, speaker, label, prediction, probabilities
     <fold>/fold_result.json       test metrics, confusion, validation score, log history
     finetune.json, finetune.csv   one record per fold (WA / UAR / macro-F1, confusion, validation
@@ -134,8 +140,9 @@ class FinetuneConfig:
     num_workers: int = _param(0, "Data-loading worker processes.", on_resume="ignored")
     device: str = _param("auto", DEVICE_HELP, on_resume="ignored", cli=False)
     fold: str = _param("all", "all, a fold index or a fold name.", saved=False)
-    resume: bool = _param(True, "Go on from the last checkpoint and skip finished folds; --no-resume deletes "
-                                "this run's fold directories first.", saved=False)
+    resume: bool = _param(True, "Go on from the last checkpoint and skip finished folds; --no-resume starts "
+                                "unfinished folds afresh (their checkpoints discarded) and keeps finished folds.",
+                          saved=False)
     progress: bool = _param(True, "Progress bars and training logs.", saved=False)
     plots: bool = _param(True, "Write confusion.png and learning_curves.png.", saved=False)
 
@@ -416,7 +423,7 @@ def _trainer_class():
             # config.json + model.safetensors (each checkpoint loads with from_pretrained) and the
             # arguments as JSON instead of Trainer's pickled training_args.bin
             output_dir = Path(output_dir or self.args.output_dir)
-            self.model.save_pretrained(output_dir, state_dict=state_dict)
+            self.model.save_pretrained(output_dir, state_dict=state_dict, transformers=False)
             (output_dir / "training_args.json").write_text(self.args.to_json_string(), encoding="utf-8")
 
     return SerTrainer
@@ -486,7 +493,8 @@ class _Split:
 
 
 def finetune(utterances: Sequence[Utterance], folds: Sequence[Fold] | str = "standard",
-             config: FinetuneConfig | None = None, *, out_dir: str | Path, callbacks: Sequence = ()) -> FinetuneResult:
+             config: FinetuneConfig | None = None, *, out_dir: str | Path, callbacks: Sequence = (),
+             protocol: str = "") -> FinetuneResult:
     """Fine-tune `config.model` end to end on every selected fold and test it on the fold's test speakers.
 
     utterances: the records the folds index (length N). folds: `Fold`s from featstore.folds
@@ -495,7 +503,9 @@ def finetune(utterances: Sequence[Utterance], folds: Sequence[Fold] | str = "sta
     config.val_fraction, n_speakers=config.val_speakers, seed=config.seed)`. config: every
     hyper-parameter (`FinetuneConfig`; default: its defaults). Utterances with labels outside
     the trained classes are dropped (training) or counted in `FoldResult.dropped` (test).
-    callbacks: extra `transformers.TrainerCallback`s (e.g. EarlyStoppingCallback).
+    callbacks: extra `transformers.TrainerCallback`s (e.g. EarlyStoppingCallback). protocol: the
+    name of the protocol `folds` came from, for the model cards and results (default: `folds` when
+    it is a name).
 
     Returns a `FinetuneResult` and writes the files listed in the module docstring.
     """
@@ -504,7 +514,7 @@ def finetune(utterances: Sequence[Utterance], folds: Sequence[Fold] | str = "sta
     config = config or FinetuneConfig()
     resolve_device(config.device)     # a missing GPU is an error here, not a CPU run in disguise
     utterances = list(utterances)
-    protocol = folds if isinstance(folds, str) else ""
+    protocol = folds if isinstance(folds, str) else protocol
     if isinstance(folds, str):
         folds = make_folds(utterances, folds, seed=config.seed)
     selected = _select_folds(list(folds), config.fold)
@@ -524,7 +534,8 @@ def finetune(utterances: Sequence[Utterance], folds: Sequence[Fold] | str = "sta
             split = _split(utterances, f, classes, config)
             done = _prepare_fold_dir(fold_dir, fold_plan, config.resume)
             if done is None:
-                done = _train_fold(fold_dir, fold_plan, split, classes, config, callbacks)
+                done = _train_fold(fold_dir, fold_plan, split, classes, config, callbacks,
+                                   run_info={"protocol": protocol, "folds": [x.name for x in folds]})
             elif not done.y_true:         # written before predictions were kept: rescored from its CSV
                 done = _rescore(done, fold_dir / "predictions.csv", classes, split.shared)
             results.append(done)
@@ -574,16 +585,31 @@ def _split(utterances: Sequence[Utterance], f: Fold, classes: list[str], config:
 
 
 def _prepare_fold_dir(fold_dir: Path, plan: dict, resume: bool) -> FoldResult | None:
-    """The stored result when the fold is finished with this plan; else checks that its checkpoints
-    may be resumed (or deletes them when not `resume`) and returns None."""
-    if not resume and fold_dir.exists():
-        if not (fold_dir / "plan.json").is_file():
-            raise FinetuneError(f"{fold_dir} exists but was not written by finetune; choose another out_dir")
-        shutil.rmtree(fold_dir)
+    """The stored result when the fold is finished with this plan (with or without `resume`: finished
+    work is never deleted); else checks that its checkpoints may be resumed, or without `resume`
+    discards them (checkpoints only), and returns None."""
     done = _finished(fold_dir, plan)
-    if done is None:
-        _check_plan(fold_dir, plan)
-    return done
+    if done is not None or resume:
+        if done is None:
+            _check_plan(fold_dir, plan)
+        return done
+    if not fold_dir.exists():
+        return None
+    if not (fold_dir / "plan.json").is_file():
+        raise FinetuneError(f"{fold_dir} exists but was not written by finetune; choose another out_dir")
+    if (fold_dir / "fold_result.json").is_file() and (fold_dir / "model").is_dir():
+        try:
+            old = json.loads((fold_dir / "fold_result.json").read_text(encoding="utf-8"))["plan"]
+            detail = "; ".join(f"{k}: {old.get(k)!r} -> {plan.get(k)!r}"
+                               for k in plan_changes(old, plan, allowed=tuple(_IGNORED))[:4])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            detail = "its fold_result.json cannot be read"
+        raise FinetuneError(f"{fold_dir} holds a model finished with other settings ({detail}); --no-resume never "
+                            f"deletes finished work: use another --out (the default folder follows the settings)")
+    for checkpoint in fold_dir.glob("checkpoint-*"):
+        if checkpoint.is_dir():
+            shutil.rmtree(checkpoint)
+    return None
 
 
 def _training_arguments(config: FinetuneConfig, fold_dir: Path, n_train: int):
@@ -638,7 +664,7 @@ def _optimizers(clf: torch.nn.Module, config: FinetuneConfig) -> tuple:
 
 
 def _train_fold(fold_dir: Path, plan: dict, split: _Split, classes: list[str], config: FinetuneConfig,
-                callbacks: Sequence) -> FoldResult:
+                callbacks: Sequence, run_info: dict | None = None) -> FoldResult:
     """Train (or resume) one fold, pick the best validation checkpoint, test it and write its files."""
     import torch
     from transformers import TrainerState, set_seed
@@ -698,6 +724,7 @@ def _train_fold(fold_dir: Path, plan: dict, split: _Split, classes: list[str], c
         training_only=[c for c in classes if c not in split.shared], restricted=restricted,
         y_true=truth, y_pred=predicted,
     )
+    write_model_card(model_dir, result, plan, classes, trainer.model.config, **(run_info or {}))
     serialize.write_json(fold_dir / "fold_result.json", {"plan": plan, "result": asdict(result)})
     del trainer, clf
     if torch.cuda.is_available():
@@ -756,6 +783,151 @@ def _rescore(result: FoldResult, predictions: Path, classes: list[str], shared: 
     return replace(result, metrics={k: s[k] for k in ("wa", "uar", "macro_f1")}, recall=s["recall"],
                    confusion=s["confusion"], restricted=restricted, y_true=truth, y_pred=predicted,
                    training_only=[c for c in classes if c not in shared])
+
+
+# -- exports: run folders and model cards --------------------------------------------------------
+
+def default_run_dir(corpora: str, protocol: str, config: FinetuneConfig) -> Path:
+    """`runs/finetune-<corpora>-<model>-<pooling>-<protocol>-seed<seed>-<hash>`, the hash (as probe
+    runs', `classifiers.results.settings_tag`) of every setting a resumed run must match, with the
+    corpora and protocol: a run with another --lr gets its own folder, while --epochs / --max-steps
+    (which a resumed run may change) and the fold choice keep theirs, so training longer goes on
+    from the last checkpoint."""
+    from classifiers.results import settings_tag
+    from featstore.backbone import model_slug
+
+    settings = {f.name: getattr(config, f.name) for f in fields(config)
+                if f.metadata["saved"] and f.metadata["on_resume"] == "must-match"}
+    settings.update(augment=describe_augment(parse_augment(config.augment)), corpora=corpora, protocol=protocol)
+    parts = ["finetune", corpora, model_slug(config.model), config.pooling,
+             *([protocol.replace(":", "")] if protocol else []), f"seed{config.seed}"]
+    return Path("runs") / "-".join(parts + [settings_tag(serialize.plain(settings))])
+
+
+_METRIC_NAMES = {"uar": "UAR", "wa": "WA (accuracy)", "macro_f1": "macro-F1"}
+
+
+def fold_scores(result: FoldResult, out_dir: Path, plan: dict, classes: Sequence[str]) -> dict:
+    """metric -> {value, ci_low, ci_high, ci_level, ci_method, n_speakers} of one fold's test
+    predictions (its predictions.csv), by the results code: UAR is the run table's headline
+    (`ProbeResults.summary`), WA and macro-F1 the same interval (`classifiers.compare.interval`,
+    jackknife-t over test speakers); no CI (None) where it cannot be computed (one speaker)."""
+    from classifiers.compare import columns, interval
+    from classifiers.results import ci_method
+    from classifiers.stats import StatsError
+
+    run = FinetuneResult(out_dir=out_dir, labels=list(classes), folds=[result], summary=summarize([result]),
+                         plan=plan)
+    results = to_probe_results(run)
+    [head] = results.summary()
+    setting = (result.train_set, result.test_set, f"finetune-{plan['pooling']}", "e2e")
+    out = {}
+    for m in ("uar", "wa", "macro_f1"):
+        row = dict(value=head.get(f"{m}_pooled", result.metrics[m]), ci_low=None, ci_high=None, ci_level=None,
+                   ci_method=None, n_speakers=head.get("n_speakers"))
+        if m == "uar":
+            row.update(ci_low=head["ci_low"], ci_high=head["ci_high"], ci_level=head["ci_level"],
+                       ci_method=head["ci_method"])
+        elif results.predictions:
+            try:
+                iv = interval(columns(results), setting, m)
+            except StatsError as e:
+                row["ci_method"] = f"none: {e}"
+            else:
+                row.update(value=iv.value, ci_low=iv.low, ci_high=iv.high, ci_level=iv.level, ci_method=ci_method(iv),
+                           n_speakers=iv.n_groups)
+        out[m] = serialize.plain(row)
+    return out
+
+
+def write_model_card(model_dir: Path, result: FoldResult, plan: dict, classes: Sequence[str], model_config,
+                     *, protocol: str = "", folds: Sequence[str] = ()) -> Path:
+    """README.md in an exported model directory: a Hugging Face model card (YAML front matter:
+    base model and its weights sha256, corpora, fold and the run's folds, test scores with their
+    speaker CIs from the fold's predictions, the training settings) and how to load the model.
+
+    model_config: the model's `classifiers.heads.ClassifierConfig` (pooling, classes, provenance)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    from classifiers.heads import NATIVE_HEADS
+    from featstore.outputs import write_text
+
+    model_dir = Path(model_dir)
+    scores = fold_scores(result, model_dir.parent.parent, plan, classes)
+    train = result.train_set.split("+")
+    test = result.test_set.split("+")
+    remote = model_config.pooling not in NATIVE_HEADS
+    base_sha = model_config.extra.get("backbone_weights_sha256")
+    name = f"ser-{'+'.join(train)}-{plan['pooling']}-{result.fold}"
+
+    def ci(m: str) -> str:
+        r = scores[m]
+        return (f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r["ci_low"] is not None
+                else f"{r['value']:.3f} (no CI)")
+
+    evals = [EvalResult(task_type="audio-classification", task_name="speech emotion recognition",
+                        dataset_type=result.test_set, dataset_name=result.test_set,
+                        dataset_split=f"test speakers of fold {result.fold}", metric_type=m,
+                        metric_value=round(float(scores[m]["value"]), 6),
+                        metric_name=f"{_METRIC_NAMES[m]} {ci(m)}")
+             for m in ("uar", "wa", "macro_f1")]
+    card = ModelCardData(
+        model_name=name, base_model=str(plan["model"]), datasets=sorted(set(train) | set(test)),
+        library_name="transformers", pipeline_tag="audio-classification",
+        tags=["audio-classification", "speech-emotion-recognition", "ser", f"pooling-{plan['pooling']}"],
+        eval_results=evals, base_model_sha256=base_sha,
+        ser=serialize.plain({
+            "fold": result.fold, "protocol": protocol or None, "folds": list(folds) or [result.fold],
+            "train_corpora": train, "test_corpora": test, "classes": list(classes),
+            "chance_uar": 1 / len(classes), "n_train": result.n_train, "n_val": result.n_val,
+            "n_test": result.n_test, "validation_speakers": result.val_speakers,
+            "test_speakers": model_config.extra.get("test_speakers"), "scores": scores,
+            "best_validation_uar": result.best_val_uar, "global_step": result.global_step,
+            "trust_remote_code": remote, "training": {k: v for k, v in plan.items() if k not in ("fold_digest",)},
+        }))
+    load = ("AutoModelForAudioClassification.from_pretrained(path, trust_remote_code=True)" if remote
+            else "AutoModelForAudioClassification.from_pretrained(path)")
+    what = (f"`modeling_ser.py` (saved beside the weights) with the {plan['pooling']} pooling head: load it with "
+            f"`trust_remote_code=True`" if remote else
+            f"transformers' own `{model_config.backbone_config.get('model_type')}` sequence classification class "
+            f"({plan['pooling']} pooling)")
+    spk = scores["uar"]["n_speakers"]
+    lines = [
+        "---", card.to_yaml(), "---", "",
+        f"# {name}", "",
+        f"Speech emotion recognition: `{plan['model']}` fine-tuned end to end by `ser finetune` on "
+        f"{', '.join(train)}, fold {result.fold}" + (f" of protocol {protocol}" if protocol else "") +
+        f" ({len(folds) or 1} fold{'s' if len(folds) != 1 else ''}: {', '.join(folds) or result.fold}). "
+        f"The model is {what}.", "",
+        f"## Scores on the fold's test speakers ({result.test_set}, {result.n_test} utterances"
+        + (f", {spk} speakers" if spk else "") + ")", "",
+        "| metric | value [95% CI] |", "|---|---|",
+        *[f"| {_METRIC_NAMES[m]} | {ci(m)} |" for m in ("uar", "wa", "macro_f1")], "",
+        f"Intervals: {scores['uar']['ci_method'] or 'none'} over test speakers, from this fold's predictions "
+        f"(`classifiers.stats`). {len(classes)} classes ({', '.join(classes)}); chance UAR {1 / len(classes):.3f}. "
+        f"Test speakers were never used for training or model selection (validation speakers: "
+        f"{', '.join(result.val_speakers)}).", "",
+        "## Use", "",
+        "```python",
+        "from transformers import AutoFeatureExtractor, AutoModelForAudioClassification",
+        "",
+        "fe = AutoFeatureExtractor.from_pretrained(path)        # normalises each clip as ser does",
+        f"model = {load}.eval()",
+        f"x = fe(wave, sampling_rate={model_config.sample_rate}, return_tensors=\"pt\")   # one clip, mono float32",
+        "probs = model(**x).logits.softmax(-1)                   # classes: model.config.id2label",
+        "```", "",
+        "Or `ser predict clip.wav --model <this directory>`: the same probabilities. "
+        + ("Padded batches give each clip's own result (they run clip by clip)." if remote else
+           "Feed one clip at a time, or batches of equal length: in a padded batch transformers' GroupNorm feature "
+           "encoders (base-style models) count the padding, which ser's exact batching does not."
+           if model_config.backbone_config.get("feat_extract_norm") == "group" else
+           "Padded batches with their attention mask give each clip's own result."), "",
+        "## Training", "",
+        "| setting | value |", "|---|---|",
+        *[f"| {k} | {v} |" for k, v in plan.items() if k not in ("fold_digest",)], "",
+        f"Base model: `{plan['model']}`" + (f", weights sha256 `{base_sha}`" if base_sha else "") + ".", "",
+    ]
+    return write_text(model_dir / "README.md", "\n".join(lines))
 
 
 def summarize(results: Sequence[FoldResult]) -> dict:

@@ -13,8 +13,14 @@ mask, so padded frames never count:
 
 `EmotionClassifier` = backbone (`AutoModel`, hub id or local directory) + pooling head +
 linear classifier. `save_pretrained(dir)` writes `config.json` (everything needed to rebuild it,
-the backbone's transformers config included, so the directory stands alone) and
-`model.safetensors`; `EmotionClassifier.from_pretrained(dir)` loads it back. No pickle.
+the backbone's transformers config included, so the directory stands alone), `model.safetensors`
+and `preprocessor_config.json`, laid out so that transformers' `AutoModelForAudioClassification`
+loads it too (`export_layout`: mean and layer-weighted heads as the family's own
+`*ForSequenceClassification`, the others with `modeling_ser.py` beside the weights, through
+`trust_remote_code`); `EmotionClassifier.from_pretrained(dir)` loads it back, and the format-1
+directories of older ser and of Trainer checkpoints (ser's module names). No pickle. The pooling
+heads themselves live in `classifiers.pooling` (torch only), the exported code in
+`classifiers.hf_modeling`.
 
 Freezing (`freeze=`): ``none``; ``feature-encoder`` (the CNN); ``layers:N`` (the CNN, the
 feature projection, the positional convolution and the first N transformer blocks);
@@ -33,6 +39,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from classifiers.pooling import (  # noqa: F401  (the heads, importable from here as before)
+    AttentionPooling,
+    BiLSTMPooling,
+    LayerWeightedPooling,
+    MeanPooling,
+    frame_mask,
+    pooling_module,
+)
 from featstore import serialize
 from featstore.backbone import (
     install_masked_group_norm,
@@ -47,104 +61,29 @@ FREEZE_HELP = "none, feature-encoder, layers:N (CNN + first N transformer layers
 
 #: `config.json` marker that tells a fine-tuned classifier directory from others
 MODEL_KIND = "ser-emotion-classifier"
-FORMAT_VERSION = 1
+#: config.json formats: 1 = ser's own module names (Trainer checkpoints, and exports of older ser);
+#: 2 = loadable by transformers' Auto classes as well (`save_pretrained`, see `export_layout`)
+FORMAT_VERSION = 2
+NATIVE_FORMAT = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+PREPROCESSOR_NAME = "preprocessor_config.json"
+#: the model code saved beside heads transformers has no class for (trust_remote_code)
+MODELING_NAME = "modeling_ser.py"
+POOLING_NAME = "pooling.py"
+#: heads a family's own *ForSequenceClassification computes exactly (no code saved)
+NATIVE_HEADS: tuple[str, ...] = ("mean", "layer-weighted")
 
 
 class HeadError(SerError, ValueError):
     """A pooling / freezing choice or a model directory that cannot be used."""
 
 
-def frame_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
-    """`(batch, frames)` bool, True for the first `lengths[i]` frames of item i."""
-    return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
-
-
-def _masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """states `(batch, frames, hidden)`, mask `(batch, frames)` -> `(batch, hidden)`."""
-    m = mask.to(states.dtype)[..., None]
-    return (states * m).sum(1) / m.sum(1).clamp_min(1.0)
-
-
-class MeanPooling(nn.Module):
-    """Mean over valid frames: `(batch, frames, hidden)` -> `(batch, hidden)`."""
-
-    def __init__(self, hidden_size: int):
-        super().__init__()
-        self.output_size = hidden_size
-
-    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return _masked_mean(states, mask)
-
-
-class AttentionPooling(nn.Module):
-    """Attention with one learned query: weights = softmax_t(q . tanh(W x_t)) over valid frames.
-
-    `(batch, frames, hidden)` -> `(batch, hidden)`; the query starts at zero, i.e. at the mean.
-    """
-
-    def __init__(self, hidden_size: int):
-        super().__init__()
-        self.key = nn.Linear(hidden_size, hidden_size)
-        self.query = nn.Parameter(torch.zeros(hidden_size))
-        self.output_size = hidden_size
-
-    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        scores = torch.tanh(self.key(states)) @ self.query.to(states.dtype)       # (batch, frames)
-        scores = scores.float().masked_fill(~mask, float("-inf"))
-        weights = torch.softmax(scores, dim=1).to(states.dtype)
-        return (weights[..., None] * states).sum(1)
-
-
-class LayerWeightedPooling(nn.Module):
-    """Softmax-weighted sum over layers, then the masked mean.
-
-    `(layers, batch, frames, hidden)` -> `(batch, hidden)`; weights start equal.
-    """
-
-    def __init__(self, hidden_size: int, num_layers: int):
-        super().__init__()
-        self.layer_logits = nn.Parameter(torch.zeros(num_layers))
-        self.output_size = hidden_size
-
-    def layer_weights(self) -> torch.Tensor:
-        """`(layers,)` the current softmax weights (what the model learned to listen to)."""
-        return torch.softmax(self.layer_logits, dim=0)
-
-    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        w = self.layer_weights().to(states.dtype)
-        mixed = (w[:, None, None, None] * states).sum(0)
-        return _masked_mean(mixed, mask)
-
-
-class BiLSTMPooling(nn.Module):
-    """A one-layer BiLSTM over valid frames, then the mean: `(batch, frames, hidden)` -> `(batch, 2 * lstm)`."""
-
-    def __init__(self, hidden_size: int, lstm_size: int = 128):
-        super().__init__()
-        self.lstm = nn.LSTM(hidden_size, lstm_size, batch_first=True, bidirectional=True)
-        self.output_size = 2 * lstm_size
-
-    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        lengths = mask.sum(1).clamp_min(1).cpu()
-        packed = nn.utils.rnn.pack_padded_sequence(states.float(), lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.lstm(packed)
-        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=states.shape[1])
-        return _masked_mean(out, mask)
-
-
 def make_pooling(name: str, hidden_size: int, num_layers: int, lstm_size: int = 128) -> nn.Module:
     """The pooling head `name` (one of POOLINGS); num_layers = L + 1 hidden_states entries."""
-    if name == "mean":
-        return MeanPooling(hidden_size)
-    if name == "attention":
-        return AttentionPooling(hidden_size)
-    if name == "layer-weighted":
-        return LayerWeightedPooling(hidden_size, num_layers)
-    if name == "bilstm":
-        return BiLSTMPooling(hidden_size, lstm_size)
-    raise HeadError(f"unknown pooling {name!r}; choose one of {', '.join(POOLINGS)}")
+    if name not in POOLINGS:
+        raise HeadError(f"unknown pooling {name!r}; choose one of {', '.join(POOLINGS)}")
+    return pooling_module(name, hidden_size, num_layers, lstm_size)
 
 
 def parse_freeze(spec: str | None, num_transformer_layers: int) -> int | None:
@@ -206,8 +145,8 @@ class ClassifierConfig:
     do_normalize: bool = True             # zero-mean unit-variance per waveform before the model
     extra: dict = field(default_factory=dict)  # provenance (fold, seed, training settings)
 
-    def to_json(self) -> dict:
-        return {"ser_kind": MODEL_KIND, "format_version": FORMAT_VERSION, **asdict(self)}
+    def to_json(self, version: int = FORMAT_VERSION) -> dict:
+        return {"ser_kind": MODEL_KIND, "format_version": version, **asdict(self)}
 
     @classmethod
     def from_json(cls, data: dict, where: str | Path = CONFIG_NAME) -> ClassifierConfig:
@@ -225,6 +164,8 @@ class ClassifierConfig:
                             f"upgrade ser")
         data = {k: v for k, v in data.items() if k not in ("ser_kind", "format_version")}
         known = {f.name for f in fields(cls)}
+        if version >= 2:              # an export: the other keys are transformers' (export_layout)
+            data = {k: v for k, v in data.items() if k in known}
         if set(data) - known:
             raise bad(f"unknown field(s) {', '.join(sorted(set(data) - known))}")
         for name in ("labels", "backbone_config"):
@@ -333,16 +274,37 @@ class EmotionClassifier(nn.Module):
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
     # -- persistence ----------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path, state_dict: dict | None = None) -> Path:
-        """Write config.json + model.safetensors into `directory` (created)."""
+    def save_pretrained(self, directory: str | Path, state_dict: dict | None = None, *,
+                        transformers: bool = True) -> Path:
+        """Write the model into `directory` (created), each file whole or not at all.
+
+        transformers=True (the export, format 2): a directory transformers' Auto classes load as
+        well as ser (`export_layout`): config.json, model.safetensors, preprocessor_config.json and,
+        for heads transformers has no class for, modeling_ser.py + pooling.py. transformers=False
+        (Trainer checkpoints, format 1): config.json + model.safetensors with ser's module names,
+        which the Trainer's own reload of the best checkpoint expects.
+        """
         from safetensors.torch import save_file
+
+        from featstore.outputs import atomic_output, write_text
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = state_dict if state_dict is not None else self.state_dict()
         state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "ser_kind": MODEL_KIND})
-        serialize.write_json(directory / CONFIG_NAME, self.config.to_json())
+        if transformers:
+            hf_config, state = export_layout(self.config, state)
+            config = {**hf_config, **self.config.to_json(FORMAT_VERSION)}
+        else:
+            config = self.config.to_json(NATIVE_FORMAT)
+        with atomic_output(directory / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt", "ser_kind": MODEL_KIND})
+        if transformers:
+            _write_preprocessor(directory, self.config)
+            if self.config.pooling not in NATIVE_HEADS:
+                for name, source in ((MODELING_NAME, "hf_modeling.py"), (POOLING_NAME, "pooling.py")):
+                    write_text(directory / name, (Path(__file__).parent / source).read_text(encoding="utf-8"))
+        write_text(directory / CONFIG_NAME, serialize.dumps(config, indent=1))
         return directory
 
     @classmethod
@@ -356,7 +318,8 @@ class EmotionClassifier(nn.Module):
         from huggingface_hub.errors import StrictDataclassError  # transformers' typed configs raise it
 
         path = directory / CONFIG_NAME
-        config = ClassifierConfig.from_json(json.loads(path.read_text(encoding="utf-8")), path)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        config = ClassifierConfig.from_json(data, path)
         try:
             parse_freeze(config.freeze, int(config.backbone_config.get("num_hidden_layers", 0)))
             model = cls(config)
@@ -364,9 +327,130 @@ class EmotionClassifier(nn.Module):
             raise HeadError(f"{path}: its backbone_config / freeze cannot build a model ({_one_line(e)}); re-export the "
                             f"model with `ser finetune`") from e
         state, _ = load_safetensors(directory / WEIGHTS_NAME)
+        if data["format_version"] >= 2:
+            state = import_layout(config, state, directory / WEIGHTS_NAME)
         _check_state(state, model.state_dict(), directory / WEIGHTS_NAME)
         model.load_state_dict(state)
         return model.to(device).eval()
+
+
+# -- transformers-loadable exports ----------------------------------------------------------------
+
+def export_layout(config: ClassifierConfig, state: dict) -> tuple[dict, dict]:
+    """(transformers' part of config.json, the weights under transformers' names) of a model.
+
+    ``mean`` and ``layer-weighted`` heads become the family's own `*ForSequenceClassification`
+    (Wav2Vec2ForSequenceClassification, HubertFor..., WavLMFor..., ...), which computes
+    classifier(projector(h) averaged over valid frames), h = the last hidden state, or with
+    `use_weighted_layer_sum` the softmax(layer_weights)-weighted sum of every hidden_states[k]
+    (exactly ser's layer-weighted head: its `layer_logits` are written as `layer_weights`). ser's
+    head is classifier(mean of h) with dropout before the classifier: the mean commutes with a
+    linear map, so `classifier_proj_size` = hidden size with the projector written as the identity
+    (weight I, bias 0) and ser's classifier as the classifier gives the same function at
+    inference (dropout is off in eval; transformers' class has no dropout there). The backbone's
+    weights move from `backbone.` to the family's prefix (`wav2vec2.`, `hubert.`, ...).
+
+    Other heads (attention, bilstm) keep ser's names and get `model_type`
+    "ser-emotion-classifier" with an `auto_map` to modeling_ser.py (`classifiers.hf_modeling`,
+    saved beside the weights): `trust_remote_code=True` loads them.
+    """
+    import torch
+
+    labels = list(config.labels)
+    head = {"id2label": {str(i): c for i, c in enumerate(labels)}, "label2id": {c: i for i, c in enumerate(labels)}}
+    if config.pooling not in NATIVE_HEADS:
+        from classifiers.hf_modeling import REMOTE_MODEL_TYPE
+
+        return ({"model_type": REMOTE_MODEL_TYPE, "architectures": ["SerForAudioClassification"],
+                 "auto_map": {"AutoConfig": "modeling_ser.SerEmotionConfig",
+                              "AutoModelForAudioClassification": "modeling_ser.SerForAudioClassification"},
+                 **head}, dict(state))
+    backbone = dict(config.backbone_config)
+    arch, prefix = _sequence_class(backbone.get("model_type"))
+    hidden = int(backbone["hidden_size"])
+    hf = {k: v for k, v in backbone.items() if k not in ("architectures", "auto_map", "id2label", "label2id")}
+    hf.update(head, architectures=[arch], classifier_proj_size=hidden,
+              use_weighted_layer_sum=config.pooling == "layer-weighted")
+    if config.pooling == "layer-weighted":
+        hf["layerdrop"] = 0.0         # as ser runs it: a dropped layer would leave hidden_states one short
+    clash = set(hf) & ({f.name for f in fields(ClassifierConfig)} | {"ser_kind", "format_version"})
+    if clash:
+        raise HeadError(f"the backbone config has field(s) {', '.join(sorted(clash))} that ser's own config.json "
+                        f"fields would overwrite; save with transformers=False")
+    out = {}
+    for name, tensor in state.items():
+        if name.startswith("backbone."):
+            out[f"{prefix}.{name[len('backbone.'):]}"] = tensor
+        elif name == "pooling.layer_logits":
+            out["layer_weights"] = tensor
+        elif name.startswith("classifier."):
+            out[name] = tensor
+        else:
+            raise HeadError(f"cannot export tensor {name} as {arch}; save with transformers=False")
+    weight = state["classifier.weight"]
+    out["projector.weight"] = torch.eye(hidden, dtype=weight.dtype)
+    out["projector.bias"] = torch.zeros(hidden, dtype=weight.dtype)
+    return hf, out
+
+
+def import_layout(config: ClassifierConfig, state: dict, where: Path) -> dict:
+    """The weights of an export (`export_layout`) under ser's module names; a projector other
+    than the identity (a model trained further in transformers) is folded into the classifier."""
+    import torch
+
+    if config.pooling not in NATIVE_HEADS:
+        return state
+    arch, prefix = _sequence_class(config.backbone_config.get("model_type"))
+    head = ("projector.weight", "projector.bias", "classifier.weight", "classifier.bias")
+    missing = [k for k in head if k not in state]
+    if missing:
+        raise HeadError(f"{where}: tensor(s) {', '.join(missing)} missing for {arch}; re-export the model with "
+                        f"`ser finetune`")
+    out = {}
+    for name, tensor in state.items():
+        if name.startswith(prefix + "."):
+            out["backbone." + name[len(prefix) + 1:]] = tensor
+        elif name == "layer_weights":
+            out["pooling.layer_logits"] = tensor
+        elif name not in head:
+            out[name] = tensor        # unexpected: _check_state names it
+    wp, bp, wc, bc = (state[k] for k in head)
+    if wp.ndim != 2 or wc.ndim != 2 or wc.shape[1] != wp.shape[0] or bp.shape != wp.shape[:1]:
+        raise HeadError(f"{where}: projector {tuple(wp.shape)} and classifier {tuple(wc.shape)} do not compose; "
+                        f"re-export the model with `ser finetune`")
+    if wp.shape[0] == wp.shape[1] and torch.equal(wp, torch.eye(wp.shape[0], dtype=wp.dtype)) and not bp.any():
+        out["classifier.weight"], out["classifier.bias"] = wc, bc          # ser's own export: exact
+    else:
+        w64, b64 = wc.double(), bc.double()
+        out["classifier.weight"] = (w64 @ wp.double()).to(wc.dtype)
+        out["classifier.bias"] = (w64 @ bp.double() + b64).to(bc.dtype)
+    return out
+
+
+def _sequence_class(model_type) -> tuple[str, str]:
+    """(transformers' *ForSequenceClassification class name, its backbone prefix) for a model_type."""
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES
+
+    name = MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES.get(str(model_type))
+    if name is None or not name.endswith("ForSequenceClassification"):
+        raise HeadError(f"transformers has no sequence classification class for model_type {model_type!r}; "
+                        f"export the model with another pooling than mean / layer-weighted")
+    return name, getattr(transformers, name).base_model_prefix
+
+
+def _write_preprocessor(directory: Path, config: ClassifierConfig) -> Path:
+    """preprocessor_config.json: a Wav2Vec2FeatureExtractor at the model's rate that normalises as ser
+    does (zero mean, unit variance per clip, eps 1e-7); attention masks for layer-norm encoders only,
+    as transformers' own base-style checkpoints."""
+    from transformers import Wav2Vec2FeatureExtractor
+
+    from featstore.outputs import write_text
+
+    fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=config.sample_rate, padding_value=0.0,
+                                  do_normalize=config.do_normalize,
+                                  return_attention_mask=config.backbone_config.get("feat_extract_norm") != "group")
+    return write_text(directory / PREPROCESSOR_NAME, fe.to_json_string())
 
 
 def _check_state(state: dict, expected: dict, where: Path) -> None:
@@ -416,7 +500,8 @@ def build_classifier(backbone_id: str, labels: Sequence[str], *, pooling: str = 
     config = ClassifierConfig(
         labels=list(labels), backbone_config=bb.model.config.to_dict(), backbone_id=str(backbone_id),
         pooling=pooling, freeze=freeze, dropout=dropout, lstm_size=lstm_size, sample_rate=bb.sample_rate,
-        do_normalize=bb.do_normalize, extra=dict(extra or {}),
+        do_normalize=bb.do_normalize,
+        extra={"backbone_weights_sha256": bb.weights_sha256, **(extra or {})},
     )
     torch.manual_seed(seed)
     return EmotionClassifier(config, backbone=bb.model.train())

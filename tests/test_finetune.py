@@ -135,7 +135,8 @@ def test_results_files_and_what_checkpoints_hold(trained):
         # but the Trainer's own states are pickles, as the docs say (read with weights_only=True)
         assert {"optimizer.pt", "scheduler.pt", "rng_state.pth"} <= {p.name for p in ck.iterdir()}
         EmotionClassifier.from_pretrained(ck)   # every checkpoint is a loadable model
-    assert {p.name for p in (fold_dir / "model").iterdir()} == {"config.json", "model.safetensors"}
+    assert {p.name for p in (fold_dir / "model").iterdir()} == {"config.json", "model.safetensors",
+                                                                 "preprocessor_config.json", "README.md"}
 
 
 class _Planted:
@@ -503,7 +504,7 @@ def test_cli_options_are_the_config_fields(tmp_path, monkeypatch):
     synthesize("ravdess", tmp_path / "ravdess", n=16, max_duration=0.3, sample_rate=16000)
     seen = {}
 
-    def fake(utterances, folds, config, *, out_dir):
+    def fake(utterances, folds, config, *, out_dir, protocol=""):
         seen.update(config=config, out_dir=out_dir, n=len(utterances))
         return ft.FinetuneResult(out_dir=out_dir, labels=["sad", "angry"], folds=[], plan={},
                                  summary={k: {"mean": 0.5, "std": 0.0} for k in ("wa", "uar", "macro_f1")})

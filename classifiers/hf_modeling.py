@@ -1,0 +1,96 @@
+"""The model code saved beside exported fine-tuned models whose head needs it (trust_remote_code).
+
+`ser finetune` copies this file verbatim into an exported model directory as ``modeling_ser.py``,
+with `classifiers/pooling.py` beside it as ``pooling.py`` (the pooling heads ser trained with), for
+the heads transformers has no class for (attention, bilstm), so that
+
+    AutoModelForAudioClassification.from_pretrained(model_dir, trust_remote_code=True)
+
+rebuilds the model without ser installed. It imports only torch, transformers and its sibling
+``pooling`` module. The mean and layer-weighted heads need none of it: they are exported as the
+backbone family's own `*ForSequenceClassification` (`classifiers.heads.export_layout`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from .pooling import frame_mask, pooling_module
+
+#: the transformers model_type of exported heads that need this code (trust_remote_code)
+REMOTE_MODEL_TYPE = "ser-emotion-classifier"
+
+
+# -- the exported model (trust_remote_code) ------------------------------------------------------
+
+class SerEmotionConfig(PretrainedConfig):
+    """An exported ser classifier: the backbone's transformers config (`backbone_config`, a dict),
+    the pooling head and its size, the classes (`id2label`), and how to feed it (`sample_rate`,
+    `do_normalize`: zero-mean unit-variance per clip, which the saved preprocessor_config.json does)."""
+
+    model_type = REMOTE_MODEL_TYPE
+
+    def __init__(self, backbone_config: dict | None = None, pooling: str = "attention", lstm_size: int = 128,
+                 dropout: float = 0.1, sample_rate: int = 16000, do_normalize: bool = True, **kwargs):
+        self.backbone_config = dict(backbone_config or {"model_type": "wav2vec2"})
+        self.pooling = pooling
+        self.lstm_size = lstm_size
+        self.dropout = dropout
+        self.sample_rate = sample_rate
+        self.do_normalize = do_normalize
+        super().__init__(**kwargs)
+
+
+class SerForAudioClassification(PreTrainedModel):
+    """Backbone (`AutoModel` of `config.backbone_config`) + pooling head + dropout + linear classifier:
+    the module names and weights of ser's `EmotionClassifier`, whose forward it repeats.
+
+    forward(input_values `(batch, samples)` float32, normalised as the feature extractor does,
+    attention_mask `(batch, samples)` 1 = real sample, labels `(batch,)`) -> logits `(batch, classes)`.
+    """
+
+    config_class = SerEmotionConfig
+    base_model_prefix = "backbone"
+    main_input_name = "input_values"
+
+    def __init__(self, config: SerEmotionConfig):
+        super().__init__(config)
+        bc = dict(config.backbone_config)
+        self.backbone = AutoModel.from_config(AutoConfig.for_model(bc.pop("model_type"), **bc))
+        if config.pooling == "layer-weighted":
+            self.backbone.config.layerdrop = 0.0  # a dropped layer would leave hidden_states one short
+        hidden = self.backbone.config.hidden_size
+        self.pooling = pooling_module(config.pooling, hidden, self.backbone.config.num_hidden_layers + 1,
+                                      config.lstm_size)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(self.pooling.output_size, config.num_labels)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        pass  # every weight comes from the saved file (or the backbone's own initialisation)
+
+    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, **kwargs) -> SequenceClassifierOutput:
+        batch, samples = input_values.shape
+        n = (attention_mask.sum(-1) if attention_mask is not None
+             else torch.full((batch,), samples, device=input_values.device)).long()
+        if bool((n != samples).any()):
+            # ser makes padded batches exact (GroupNorm and positional convolutions over valid frames
+            # only); plain transformers models are not, so a padded batch runs clip by clip here
+            logits = torch.cat([self._logits(input_values[i:i + 1, :int(n[i])], n[i:i + 1]) for i in range(batch)])
+        else:
+            logits = self._logits(input_values, n)
+        loss = None if labels is None else nn.functional.cross_entropy(logits.float(), labels.long())
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def _logits(self, input_values: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        """Logits `(batch, classes)` of unpadded clips (`n` samples each)."""
+        lengths = self.backbone._get_feat_extract_output_lengths(n)
+        layer_weighted = self.config.pooling == "layer-weighted"
+        out = self.backbone(input_values, output_hidden_states=layer_weighted)
+        states = torch.stack(out.hidden_states) if layer_weighted else out.last_hidden_state
+        pooled = self.pooling(states, frame_mask(lengths, states.shape[-2]))
+        return self.classifier(self.dropout(pooled))
