@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 import warnings
 from collections import Counter
@@ -433,6 +434,8 @@ def _executor_spec(v: str) -> str | None:
 
 def _torchrun():
     """The torchrun process group this process belongs to (None when not started by torchrun)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None    # one process: no torch import needed to learn it
     from featstore.extract import torchrun
 
     return torchrun()
@@ -468,7 +471,6 @@ def extract(
     Example: ser extract --corpus ravdess --root /data/RAVDESS --model facebook/wav2vec2-base
     """
     from featstore.corpora import load_manifest
-    from featstore.extract import extract_manifest
 
     if executor is not None or (corpus and "," in corpus):
         _extract_tasks(corpus, root, model, cache, device, executor, shards, shard,
@@ -486,12 +488,26 @@ def extract(
         shard, shards, device = dist.rank, dist.world_size, dist.device(device)
     m = load_manifest(corpus, root, progress=shard == 0)
     lead = shard == 0 or not dist
+    if not dist:  # a no-op re-run answers from the model's files and the store, without torch
+        from featstore.modelfiles import model_slug
+        from featstore.plan import quick_config, quick_up_to_date
+        from featstore.store import store_path
+
+        quick = quick_config(model, dtype=dtype, frames=frames, max_seconds=max_seconds)
+        path = store_path(cache, model_slug(model), m.corpus, shard, shards)
+        already = quick_up_to_date(m, path, quick, shard=shard, shards=shards)
+        if already is not None:
+            tag = f"[shard {shard}/{shards}] " if shards > 1 else ""
+            console.print(f"{tag}{path}: up to date ({already} utterances), nothing to extract", highlight=False)
+            return
 
     def on_skip(s):
         _tagged("skipped", f"{s.path}: {s.reason}")
 
     def on_wait(line):
         _tagged("waiting", line)
+
+    from featstore.extract import extract_manifest
 
     res = extract_manifest(m, model=model, cache=cache, device=device, dtype=dtype, frames=frames,
                            max_seconds=max_seconds, batch_size=batch_size, batch_seconds=batch_seconds,
