@@ -185,6 +185,35 @@ LAYERS = _rule(_layer_spec)
 OUT_DIR = _rule(_output(directory=True))
 
 
+def _figure_formats(v: str) -> str | None:
+    from classifiers.plots import FigureFormatError, parse_formats
+
+    try:
+        parse_formats(v)
+    except FigureFormatError as e:
+        return str(e).split(": ", 1)[-1]
+    return None
+
+
+FORMAT_OPT = typer.Option(None, "--format", callback=_rule(_figure_formats), metavar="png,pdf,svg",
+                          help="Figure formats, e.g. png,pdf (default png): every figure is written in each.")
+
+
+def _with_formats(fn):
+    """Run a command whose `fmt` parameter is FORMAT_OPT with its figures in those formats."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if kwargs.get("fmt") is None:
+            return fn(*args, **kwargs)
+        from classifiers.plots import figure_formats
+
+        with figure_formats(kwargs["fmt"]):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def _out_file(*suffixes: str):
     return _rule(_output(suffixes))
 
@@ -729,6 +758,7 @@ def _print_classes(results) -> None:
 
 @app.command()
 @friendly
+@_with_formats
 def probe(
     corpus: str | None = typer.Option(None, "--corpus", "-c",
                                          help="Corpus to test on; default: every corpus cached for the model."),
@@ -762,6 +792,7 @@ def probe(
                                       help="Standardise each speaker's features with their own utterances (unlabelled)."),
     no_early_stopping: bool = typer.Option(False, "--no-early-stopping",
                                            help="XGBoost: train every tree (default: stop early on training speakers' validation split)."),
+    fmt: str | None = FORMAT_OPT,
 ):
     """Probe cached features: layer sweeps, multi-corpus training, cross-corpus transfer.
 
@@ -884,6 +915,7 @@ def _print_differences(results, against: str, metric: str = "uar") -> None:
 
 @app.command()
 @friendly
+@_with_formats
 def neighbors(
     corpus: str | None = typer.Option(None, "--corpus", "-c", callback=_rule(_names),
                                       help="Corpora, e.g. ravdess,emodb (default: all cached)."),
@@ -894,6 +926,7 @@ def neighbors(
     cache: Path | None = CACHE_OPT,
     out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Results directory (default: results/neighbors-... named by the settings)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results already in --out."),
+    fmt: str | None = FORMAT_OPT,
 ):
     """What each layer encodes: neighbour purity (emotion, speaker, gender, language, corpus),
     speaker-independent kNN accuracy and cross-corpus retrieval, with exact faiss search.
@@ -1054,6 +1087,7 @@ def _finetune_config_cls():
 @app.command()
 @friendly
 @_config_options(_finetune_config_cls())
+@_with_formats
 def finetune(
     corpus: str | None = CORPUS_OPT,
     root: Path | None = ROOT_OPT,
@@ -1062,6 +1096,7 @@ def finetune(
     protocol: str | None = typer.Option(None, "--protocol", "-p", help="Fold protocol; default: the corpus' standard one."),
     device: str | None = DEVICE_OPT,
     out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Run directory (default runs/finetune-...)."),
+    fmt: str | None = FORMAT_OPT,
     options: dict | None = None,
 ):
     """Fine-tune the model end to end over speaker-independent folds (model selection on
@@ -1297,7 +1332,7 @@ def results_compare(
     run_ids: list[str] = typer.Argument(..., help="Two or more run ids; each is compared with the first."),
     metric: str = typer.Option("uar", "--metric", help="uar, wa or macro_f1."),
     layer: str | None = typer.Option(None, "--layer", "-l", help="Compare at this layer (default: each run's best)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Write the comparison plot (PNG) here."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the comparison plot here (.png, .pdf or .svg)."),
     db: Path | None = DB_OPT,
 ):
     """Runs side by side: scores with CI, differences against the first run with CI and paired p
@@ -1314,7 +1349,7 @@ def results_compare(
     from featstore.outputs import check_output
 
     if out is not None:
-        check_output(out, suffixes=(".png",))
+        check_output(out, suffixes=(".png", ".pdf", ".svg"))
     from classifiers.compare import run_differences
     from classifiers.registry import Registry
     from classifiers.report import comparison_figure
@@ -1331,8 +1366,10 @@ def results_compare(
                  [[r["a"], f"{r['diff']:+.3f}", f"[{r['low']:+.3f}, {r['high']:+.3f}]", f"{r['p']:.3g}",
                    f"{r['p_holm']:.3g}"] for r in rows],
                  title=f"paired on the same test utterances; Holm over {len(rows)} comparison(s)")
+    setting_of = {s["run"]: s["setting"] for s in summary}
     path = comparison_figure(rows, out or Path("results") / f"compare-{'-'.join(r['id'] for r in runs)}.png",
-                             title=f"{name}: runs against {runs[0]['id']}")
+                             title=f"{name}: runs against {runs[0]['id']} ({setting_of[runs[0]['id']]})",
+                             settings=setting_of, formats=out.suffix[1:] if out else None)
     _print_files([path])
 
 
@@ -1461,6 +1498,7 @@ def _study_dry_run(path, cells, spec, cache, model, device) -> None:
 
 @app.command()
 @friendly
+@_with_formats
 def evaluate(
     model_dir: Path = typer.Option(..., "--model", "-m", help="A saved probe (--save-probe) or a fine-tuned model directory."),
     corpus: str = typer.Option(..., "--corpus", "-c", help="The corpus to score on."),
@@ -1476,6 +1514,7 @@ def evaluate(
     device: str | None = DEVICE_OPT,
     db: Path | None = DB_OPT,
     backbone: Path | None = BACKBONE_OPT,
+    fmt: str | None = FORMAT_OPT,
 ):
     """Score a saved probe or a fine-tuned model on a whole corpus (or one fold's test speakers):
     every test utterance, and only the classes shared with training; confusion heatmap,

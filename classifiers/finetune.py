@@ -966,9 +966,12 @@ def to_probe_results(run: FinetuneResult):
                         predictions=predictions)
 
 
-def write_results(run: FinetuneResult, *, plots: bool = True) -> dict[str, Path]:
+def write_results(run: FinetuneResult, *, plots: bool = True,
+                  formats: str | Sequence[str] | None = None) -> dict[str, Path]:
     """finetune.json / finetune.csv (classifiers.results format) and, with `plots`, confusion.png
-    (summed over the test folds) and learning_curves.png in run.out_dir."""
+    (summed over the test folds) and learning_curves.png in run.out_dir (in each of `formats`,
+    default: `classifiers.plots.current_formats()`; the dict holds the first), each titled with
+    the model, the corpora and the folds."""
     from classifiers import plots as probe_plots
     from classifiers.predictions import write_predictions
     from classifiers.results import write_results as write_probe_results
@@ -984,39 +987,64 @@ def write_results(run: FinetuneResult, *, plots: bool = True) -> dict[str, Path]
         from classifiers.results import ci_text, folds_text
 
         (head, *_) = results.summary()
-        title = (f"fine-tuned, {len(run.folds)} test fold{'s' if len(run.folds) > 1 else ''}: pooled UAR "
+        what = _figure_subject(run)
+        title = (f"{what}\n{len(run.folds)} test fold{'s' if len(run.folds) > 1 else ''} summed: pooled UAR "
                  f"{ci_text(head)}" + (f", folds mean ± std {folds_text(head)}" if len(run.folds) > 1 else ""))
         files["confusion"] = probe_plots.confusion_heatmap(total, run.labels, run.out_dir / "confusion.png",
-                                                           title=title)
+                                                           title=title, formats=formats)
         files["learning_curves"] = plot_learning_curves({f.fold: f.log_history for f in run.folds},
-                                                        run.out_dir / "learning_curves.png")
+                                                        run.out_dir / "learning_curves.png",
+                                                        title=f"{what}: learning curves", formats=formats)
+        for key in ("confusion", "learning_curves"):   # the other formats asked for, beside the first
+            for extra in probe_plots.figure_paths(files[key], formats)[1:]:
+                files[f"{key}_{extra.suffix[1:]}"] = extra
     return files
 
 
+def _figure_subject(run: FinetuneResult) -> str:
+    """'fine-tuned facebook/wav2vec2-base (mean pooling) on ravdess → cremad, luna5 folds luna-0, luna-1'."""
+    plan = run.plan
+    trains = sorted({f.train_set for f in run.folds})
+    tests = sorted({f.test_set for f in run.folds})
+    corpora = "; ".join(trains) if trains == tests else f"{'; '.join(trains)} → {'; '.join(tests)}"
+    names = [str(f.fold) for f in run.folds]
+    folds = ", ".join(names) if len(names) <= 6 else f"{names[0]} … {names[-1]} ({len(names)} folds)"
+    protocol = f"{plan['protocol']} " if plan.get("protocol") else ""
+    return (f"fine-tuned {plan.get('model') or '(model not recorded)'} ({plan.get('pooling', '?')} pooling) on "
+            f"{corpora}, {protocol}fold{'s' if len(names) > 1 else ''} {folds}")
+
+
 @literal_text
-def plot_learning_curves(histories: dict[str, list[dict]], path: str | Path) -> Path:
-    """Training / validation loss and validation UAR against epochs, one line per fold."""
+def plot_learning_curves(histories: dict[str, list[dict]], path: str | Path, title: str = "",
+                         formats: str | Sequence[str] | None = None) -> Path:
+    """Training / validation loss and validation UAR against epochs, one line per fold (colour),
+    titled `title` (`write_results` names model, corpora and folds)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_uar) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_loss, ax_uar) = plt.subplots(1, 2, figsize=(11, 4.4))
     for k, (name, history) in enumerate(histories.items()):
         color = f"C{k % 10}"
+        marker, hollow = "osD^vP*X<>"[k % 10], {"mfc": "none"} if k % 2 else {}  # a fold on another stays visible
         train = [(h["epoch"], h["loss"]) for h in history if "loss" in h and "epoch" in h]
         val = [(h["epoch"], h["eval_loss"]) for h in history if "eval_loss" in h]
         uar = [(h["epoch"], h["eval_uar"]) for h in history if "eval_uar" in h]
         if train:
-            ax_loss.plot(*zip(*train), color=color, alpha=0.6, label=f"{name} train")
+            ax_loss.plot(*zip(*train), color=color, alpha=0.6, label=f"fold {name} train")
         if val:
-            ax_loss.plot(*zip(*val), color=color, linestyle="--", marker="o", label=f"{name} validation")
+            ax_loss.plot(*zip(*val), color=color, linestyle="--", marker=marker, **hollow, label=f"fold {name} validation")
         if uar:
-            ax_uar.plot(*zip(*uar), color=color, marker="o", label=name)
+            ax_uar.plot(*zip(*uar), color=color, marker=marker, **hollow, label=f"fold {name}")
+    ax_loss.set_title("loss (solid: training, dashed: validation speakers)", fontsize=10)
+    ax_uar.set_title("UAR on the validation speakers", fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=10.5)
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("cross-entropy")
     ax_loss.legend(fontsize=7)
     ax_uar.set_xlabel("epoch")
     ax_uar.set_ylabel("validation UAR")
     ax_uar.legend(fontsize=7)
-    return save_figure(plt, fig, path, dpi=120)
+    return save_figure(plt, fig, path, dpi=120, formats=formats)

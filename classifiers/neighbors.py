@@ -475,21 +475,22 @@ class NeighborReport:
         return path
 
     def write(self, path: str | Path) -> Path:
-        """Write by suffix: .json (everything), .csv (tidy rows) or .png (the plot)."""
+        """Write by suffix: .json (everything), .csv (tidy rows) or .png, .pdf, .svg (the plot)."""
         suffix = Path(path).suffix.lower()
         if suffix == ".json":
             return self.write_json(path)
         if suffix == ".csv":
             return self.write_csv(path)
-        if suffix == ".png":
-            return self.plot(path)
-        raise NeighborError(f"cannot write neighbour results to {path}: use a .json, .csv or .png name")
+        if suffix in (".png", ".pdf", ".svg"):
+            return self.plot(path, formats=suffix[1:])
+        raise NeighborError(f"cannot write neighbour results to {path}: use a .json, .csv, .png, .pdf or .svg name")
 
-    def plot(self, path: str | Path, title: str | None = None) -> Path:
-        """The PNG of `classifiers.plots.neighbor_plot`."""
+    def plot(self, path: str | Path, title: str | None = None, formats: str | Sequence[str] | None = None) -> Path:
+        """`classifiers.plots.neighbor_plot` as `path`'s stem in each of `formats` (default: the
+        current figure formats, png); returns the first file."""
         from classifiers.plots import neighbor_plot
 
-        return neighbor_plot(self, path, title)
+        return neighbor_plot(self, path, title, formats=formats)
 
 
 def _layer_source(features, layers: Sequence[int] | None, stat: str):
@@ -637,6 +638,7 @@ def analyse_cached(corpora: Sequence[str] | None, *, layers: str = "all", k: int
     directory named by corpora, model, layers, k, stat and a hash of them), which is refused when
     it already holds files unless `overwrite`. Returns (report, files written)."""
     from classifiers.evaluate import progress_bar
+    from classifiers.plots import figure_paths
     from classifiers.probe import cached_corpora, default_out, store_for
     from classifiers.results import check_out
     from featstore.store import open_store, parse_layers
@@ -652,5 +654,5 @@ def analyse_cached(corpora: Sequence[str] | None, *, layers: str = "all", k: int
     with progress_bar(len(layer_list), f"neighbours {'+'.join(names)}: layer", progress) as advance:
         report = neighbor_analysis(fs, layers=layer_list, k=k, stat=stat, progress=advance)
     files = [report.write(out / "neighbors.json"), report.write(out / "neighbors.csv"),
-             report.plot(out / "neighbors_purity.png")]
+             *figure_paths(report.plot(out / "neighbors_purity.png"))]
     return report, files

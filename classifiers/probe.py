@@ -214,7 +214,7 @@ def _aggregated(results: ProbeResults, **where) -> str:
 
 
 def write_outputs(results: ProbeResults, out: Path, *, plots: bool = True, name: str = "probe") -> list[Path]:
-    from classifiers.plots import confusion_heatmap, layer_curve
+    from classifiers.plots import confusion_heatmap, figure_paths, layer_curve
     from classifiers.results import ci_text, write_results
 
     files = list(write_results(results, out, name, summary_csv=True))
@@ -226,16 +226,19 @@ def write_outputs(results: ProbeResults, out: Path, *, plots: bool = True, name:
         labels = results.records[0]["labels"]
         chance = 1.0 / len(labels) if labels else None
         meta = results.meta
-        files.append(layer_curve(results, out / f"{name}_layers.png", chance=chance,
-                                 title=f"{meta.get('corpus', '')}: UAR by layer, model {meta.get('model', '?')}\n"
-                                       f"({meta.get('protocol', '')}; mean ± std over {_aggregated(results)})"))
+        layers = sorted({r["layer"] for r in results.records}, key=str)
+        what = "by layer" if len(layers) > 1 else f"at layer {layers[0]}"
+        files.extend(figure_paths(layer_curve(results, out / f"{name}_layers.png", chance=chance,
+                                              title=f"{meta.get('corpus', '')}: UAR {what}, model "
+                                                    f"{meta.get('model', '?')}\n({meta.get('protocol', '')}; "
+                                                    f"{_aggregated(results)})")))
         best = results.best()
         cm, lab = results.confusion(best["layer"], best["classifier"], best["train_set"])
         over = _aggregated(results, layer=best["layer"], classifier=best["classifier"], train_set=best["train_set"])
-        files.append(confusion_heatmap(cm, lab, out / f"{name}_confusion.png",
-                                       title=f"model {meta.get('model', '?')}, layer {best['layer']}, "
-                                             f"{best['classifier']}\ntrain {best['train_set']} → test {best['test_set']}, "
-                                             f"summed over {over} (pooled UAR {ci_text(best)})"))
+        files.extend(figure_paths(confusion_heatmap(
+            cm, lab, out / f"{name}_confusion.png",
+            title=f"model {meta.get('model', '?')}, layer {best['layer']}, {best['classifier']}\ntrain "
+                  f"{best['train_set']} → test {best['test_set']}, summed over {over} (pooled UAR {ci_text(best)})")))
     return files
 
 
@@ -255,7 +258,7 @@ def run_matrix(corpora: Sequence[str], *, layer: str | int, model: str, cache: s
     unless `overwrite`. Returns (matrix (n, n) UAR, {(train, test): summary}, files).
     """
     from classifiers.evaluate import FRAME_CLASSIFIERS, check_classifier, check_policy, progress_bar
-    from classifiers.plots import transfer_heatmap
+    from classifiers.plots import figure_paths, transfer_heatmap
     from classifiers.results import check_out, versions
     from featstore.folds import make_folds, standard_protocol, track2_indices
     from featstore.outputs import write_text
@@ -286,9 +289,9 @@ def run_matrix(corpora: Sequence[str], *, layer: str | int, model: str, cache: s
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         P = pooled_matrix(details, corpora)
-        files.append(transfer_heatmap(P, corpora, out / "transfer_matrix.png",
+        files.extend(figure_paths(transfer_heatmap(P, corpora, out / "transfer_matrix.png",
                                       title=f"train × test pooled UAR, model {model}, layer {k} ({classifier}; "
-                                            f"diagonal: each corpus' folds pooled, off-diagonal: classes {policy})"))
+                                            f"diagonal: each corpus' folds pooled, off-diagonal: classes {policy})")))
         cells = [dict(train=a, test=b, **d) for (a, b), d in details.items()]
         files.append(write_text(out / "transfer_matrix.json", dumps(dict(
             corpora=list(corpora), layer=k, model=model, classifier=classifier, stat=stat, classes=policy,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classifiers.plots import _plt, confusion_heatmap, literal_text
+from classifiers.plots import _plt, confusion_heatmap, figure_formats, literal_text
 from featstore.errors import SerError
 
 METRIC_NAMES = {"uar": "UAR", "wa": "WA", "macro_f1": "macro-F1"}
@@ -88,80 +88,97 @@ def _finish(plt, fig, out) -> Path:
 
 @literal_text
 def interval_figure(intervals: dict, out: str | Path, title: str = "") -> Path:
-    """One horizontal error bar per {name: `Interval`}: value and its CI."""
+    """A dot plot of {name: `Interval`}: each value with its CI, first on top."""
+    from classifiers.plots import dot_plot
+
     plt = _plt()
     names = list(intervals)
-    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.6 * len(names)), dpi=130)
-    for i, name in enumerate(names):
-        iv = intervals[name]
-        ax.errorbar([iv.value], [i], xerr=[[iv.value - iv.low], [iv.high - iv.low - (iv.value - iv.low)]], fmt="o",
-                    capsize=5, lw=2)
-        ax.annotate(f"{iv.value:.3f} [{iv.low:.3f}, {iv.high:.3f}] ({iv.n_groups} {iv.unit}s)", (iv.high, i),
-                    textcoords="offset points", xytext=(8, -3), fontsize=8)
-    ax.set_yticks(range(len(names)), names, fontsize=9)
-    ax.set_ylim(-0.7, len(names) - 0.3)
-    lo = min(iv.low for iv in intervals.values())
-    hi = max(iv.high for iv in intervals.values())
-    ax.set_xlim(lo - 0.05, hi + 0.25 * (hi - lo + 0.05) + 0.1)
-    ax.set_xlabel(f"{METRIC_NAMES.get(next(iter(intervals.values())).metric, '')} with 95% speaker CI (jackknife-t)")
-    ax.grid(alpha=0.3, axis="x")
+    first = next(iter(intervals.values()))
+    fig, ax = plt.subplots(figsize=(7.5, 1.5 + 0.45 * len(names)), dpi=130)
+    dot_plot(ax, [(name, iv.value, iv.low, iv.high) for name, iv in intervals.items()],
+             f"{METRIC_NAMES.get(first.metric, first.metric)} with 95% CI over {first.n_groups} {first.unit}s "
+             f"(jackknife-t)")
     ax.set_title(title, fontsize=10)
     return _finish(plt, fig, out)
 
 
 @literal_text
 def layer_ci_figure(cols: dict, out: str | Path, metric: str = "uar", title: str = "") -> Path | None:
-    """Pooled `metric` by layer with 95% speaker CI (jackknife-t) bands, a line per setting; None when
-    no setting has numeric layers."""
-    from classifiers.compare import interval
+    """Pooled `metric` by layer with 95% speaker CI (jackknife-t) bands, a line per setting (told
+    apart by marker, line style and a sideways offset); when every setting has one layer, a dot
+    plot of each setting with its CI. None when no setting has a numeric layer."""
+    from classifiers.compare import interval, setting_name
+    from classifiers.plots import dodge, series_style, setting_label
     from classifiers.predictions import settings
 
     groups: dict = {}
     for s in settings(cols):
         if str(s[3]).lstrip("-").isdigit():
             groups.setdefault(s[:3], []).append(s[3])
-    if not any(len(layers) > 1 for layers in groups.values()):
+    if not groups:
         return None
+    if not any(len(layers) > 1 for layers in groups.values()):
+        ivs = {setting_name((*g, layers[0])): interval(cols, (*g, layers[0]), metric) for g, layers in groups.items()}
+        return interval_figure(ivs, out, title=title or f"{METRIC_NAMES.get(metric, metric)} per setting")
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 4.0), dpi=130)
+    fig, ax = plt.subplots(figsize=(7.5, 4.0 + 0.22 * max(0, len(groups) - 2)), dpi=130)
     ticks = sorted({int(k) for layers in groups.values() for k in layers})
-    for (train, test, clf), layers in groups.items():
+    for i, ((train, test, clf), layers) in enumerate(groups.items()):
         layers = sorted(layers, key=int)
         ivs = [interval(cols, (train, test, clf, k), metric) for k in layers]
-        x = np.array([int(k) for k in layers])
+        x = np.array([int(k) for k in layers]) + dodge(i, len(groups), ticks[-1] - ticks[0])
         v = np.array([iv.value for iv in ivs])
-        line, = ax.plot(x, v, marker="o", ms=4,
-                        label=f"{clf}, {train}" + (f" → {test}" if test and test != train else ""))
-        ax.fill_between(x, [iv.low for iv in ivs], [iv.high for iv in ivs], color=line.get_color(), alpha=0.2, lw=0)
         b = int(np.argmax(v))
-        ax.plot([x[b]], [v[b]], marker="*", ms=12, color=line.get_color())
+        line, = ax.plot(x, v, ms=5, lw=1.6, **series_style(i),
+                        label=f"{setting_label(clf, train, test)} (best {v[b]:.3f}, layer {layers[b]})")
+        ax.fill_between(x, [iv.low for iv in ivs], [iv.high for iv in ivs], color=line.get_color(), alpha=0.15, lw=0)
+        ax.plot([x[b]], [v[b]], marker="*", ms=12, color=line.get_color(), mec="black", mew=0.5)
     ax.set_xticks(ticks)
     ax.set_xlabel("layer (hidden_states[k])")
     ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric)} (pooled over folds and seeds)")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if len(groups) <= 2:
+        ax.legend(fontsize=8)
+    else:
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
     ax.set_title(title or "by layer, band: 95% speaker CI", fontsize=10)
     return _finish(plt, fig, out)
 
 
+def _forest_label(r: dict, settings: dict | None) -> str:
+    """A comparison's row label naming the settings compared: 'logreg, layer 6: ravdess,emodb − ravdess'
+    for training sets, 'run b (its setting) − run a' for runs."""
+    if "train_set" in r and "classifier" in r:
+        return f"{r['classifier']}, layer {r['layer']}: {r['train_set']} − {r['b']}"
+    a = f"{r['a']} ({settings[r['a']]})" if settings and r["a"] in settings else str(r["a"])
+    return f"{a} − {r['b']}"
+
+
 @literal_text
-def comparison_figure(rows: Sequence[dict], out: str | Path, title: str = "") -> Path:
-    """Forest plot: each comparison's difference (a - b) with its CI; zero marked."""
+def comparison_figure(rows: Sequence[dict], out: str | Path, title: str = "", settings: dict | None = None,
+                      formats: str | Sequence[str] | None = None) -> Path:
+    """Forest plot: each comparison's difference (a - b) with its CI, labelled by the settings
+    compared (`settings`: {run: setting name} for run comparisons); zero marked."""
+    from matplotlib.ticker import MaxNLocator
+
+    from classifiers.plots import _wrap_label, save_figure
+
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.45 * len(rows)), dpi=130)
+    fig, ax = plt.subplots(figsize=(7.5, 1.3 + 0.5 * len(rows)), dpi=130)
     for i, r in enumerate(rows):
         sig = r.get("p_holm", r["p"]) < 0.05
         ax.errorbar([r["diff"]], [i], xerr=[[r["diff"] - r["low"]], [r["high"] - r["diff"]]], fmt="o", capsize=4,
                     color="tab:red" if sig else "tab:blue")
     ax.axvline(0, color="grey", lw=1, ls="--")
-    ax.set_yticks(range(len(rows)), [f"{r['a']} − {r['b']}" for r in rows], fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
+    ax.set_yticks(range(len(rows)), [_wrap_label(_forest_label(r, settings), 48) for r in rows], fontsize=8)
     ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.invert_yaxis()
     ax.set_xlabel("difference with 95% speaker CI (red: p < 0.05 after Holm)")
     ax.grid(alpha=0.3, axis="x")
     ax.set_title(title, fontsize=10)
-    return _finish(plt, fig, out)
+    return save_figure(plt, fig, out, formats=formats)
 
 
 @literal_text
@@ -171,13 +188,13 @@ def transfer_figure(cells: dict, out: str | Path, title: str = "") -> Path:
     trains = list(dict.fromkeys(a for a, _ in cells))
     tests = list(dict.fromkeys(b for _, b in cells))
     M = np.array([[cells.get((a, b), np.nan) for b in tests] for a in trains])
-    fig, ax = plt.subplots(figsize=(1.8 + 1.2 * len(tests), 1.2 + 0.6 * len(trains)), dpi=130)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.8 + 1.2 * len(tests)), max(2.6, 1.2 + 0.6 * len(trains))), dpi=130)
     ax.imshow(M, cmap="viridis", vmin=0, vmax=1)
     for i in range(len(trains)):
         for j in range(len(tests)):
             if not np.isnan(M[i, j]):
                 ax.text(j, i, f"{M[i, j]:.3f}", ha="center", va="center", color="white" if M[i, j] < 0.6 else "black")
-    ax.set_xticks(range(len(tests)), tests)
+    ax.set_xticks(range(len(tests)), tests, rotation=30 if len(tests) > 3 else 0, ha="right" if len(tests) > 3 else "center")
     ax.set_yticks(range(len(trains)), trains)
     ax.set_xlabel("test")
     ax.set_ylabel("train")
@@ -193,14 +210,25 @@ CSS = """body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-widt
 padding:0 1em;color:#222;line-height:1.4}h1{font-size:1.6em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;
 margin-top:1.8em}h3{margin-bottom:.3em}table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
 td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}
-img{max-width:100%;height:auto;border:1px solid #eee;margin:.4em 0}.meta{color:#555;font-size:.9em}
-code{background:#f5f5f5;padding:0 .3em}.sig{color:#b00;font-weight:bold}.figs{display:flex;flex-wrap:wrap;gap:1em}
-.figs img{max-width:520px}"""
+img{max-width:100%;height:auto;object-fit:contain;border:1px solid #eee;margin:.4em 0}.meta{color:#555;font-size:.9em}
+code{background:#f5f5f5;padding:0 .3em}.sig{color:#b00;font-weight:bold}.figs{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
+.figs img{flex:0 1 auto;max-width:min(520px,100%)}"""
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) in pixels from a PNG's header, or None for anything else."""
+    if data.startswith(PNG_SIGNATURE) and len(data) >= 24 and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return None
 
 
 def _img(path: Path, alt: str, data: bytes | None = None) -> str:
-    encoded = base64.b64encode(Path(path).read_bytes() if data is None else data).decode()
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
+    """The PNG embedded at its own aspect ratio: its pixel size as width/height (the browser
+    reserves the right box), scaled down by CSS with height following the width."""
+    data = Path(path).read_bytes() if data is None else data
+    size = png_size(data)
+    dims = f' width="{size[0]}" height="{size[1]}"' if size else ""
+    return f'<img alt="{html.escape(alt)}"{dims} src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence], left: int = 1) -> str:
@@ -332,7 +360,7 @@ def write_report(runs: Sequence[tuple[dict, object]], out: str | Path, *, title:
     out = check_output(out, option="--out", suffixes=(".html", ".htm"))
     extra = [(Path(f), read_figure(f)) for f in figures]
     sections, transfer = [], {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, figure_formats("png"):  # embedded as PNG whatever --format says
         tmp = Path(tmp)
         by_test: dict = {}  # only runs scored on the same utterances can be compared
         for run, res in runs:
@@ -340,13 +368,15 @@ def write_report(runs: Sequence[tuple[dict, object]], out: str | Path, *, title:
                 by_test.setdefault(test_ids(res), []).append((run["id"], res))
         for i, group in enumerate(g for g in by_test.values() if len(g) > 1):
             summary, rows = run_differences(group, metric)
+            setting_of = {s["run"]: s["setting"] for s in summary}
             body = [[html.escape(s["run"]), html.escape(s["setting"]), f"{s['value']:.3f}",
                      f"[{s['low']:.3f}, {s['high']:.3f}]"] for s in summary]
             sections.append(f"<h2>runs on the same test utterances compared (each at its best setting, "
                             f"{METRIC_NAMES[metric]})</h2>"
                             + _table(["run", "setting", METRIC_NAMES[metric], "95% speaker CI"], body, left=2)
                             + _diff_table(rows, f"against run {group[0][0]}")
-                            + _img(comparison_figure(rows, tmp / f"runs{i}.png", title=f"runs against {group[0][0]}"),
+                            + _img(comparison_figure(rows, tmp / f"runs{i}.png", settings=setting_of,
+                                                     title=f"runs against {group[0][0]} ({setting_of[group[0][0]]})"),
                                    "run comparison"))
         for i, (run, results) in enumerate(runs):
             html_part, cells = _run_section(run, results, tmp, i)

@@ -162,7 +162,7 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
     heatmap per policy to `out` (refused when it holds files; default: a new directory under
     results/), and registers the run in `registry` (kind "evaluate").
     """
-    from classifiers.plots import confusion_heatmap
+    from classifiers.plots import confusion_heatmap, figure_paths
     from classifiers.predictions import block, write_predictions
     from classifiers.results import ProbeResults, check_out, declared_labels, make_record, settings_tag, write_results
     from featstore.backbone import model_slug
@@ -243,9 +243,9 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
     pred_path = write_predictions(results.predictions, out / "predictions.parquet")
     result.files.append(pred_path)
     for r in records:
-        result.files.append(confusion_heatmap(np.asarray(r["confusion"]), r["labels"], out / f"confusion_{r['classes']}.png",
-                                              title=f"{model_dir.name} on {corpus}: classes {r['classes']} "
-                                                    f"(UAR {r['uar']:.3f}, {r['n_test']} utterances)"))
+        result.files.extend(figure_paths(confusion_heatmap(
+            np.asarray(r["confusion"]), r["labels"], out / f"confusion_{r['classes']}.png",
+            title=f"{model_dir.name} on {corpus}: classes {r['classes']} (UAR {r['uar']:.3f}, {r['n_test']} utterances)")))
     if registry is not None:
         result.run_id = registry.register(kind="evaluate", config=config, stores=stores, results=results,
                                           command=command, out=out, predictions=pred_path)
