@@ -247,14 +247,14 @@ def dot_plot(ax, items: Sequence[tuple[str, float, float | None, float | None]],
         else:
             ax.plot([value], [i], style["marker"], ms=7, color=f"C{i % 10}", mfc=style["markerfacecolor"])
             text = f"{value:.3f}"
-        ax.annotate(text, (value if high is None else high, i), textcoords="offset points", xytext=(8, -3),
-                    fontsize=8)
-    ax.set_ylim(len(items) - 0.4, -0.6)
+        ha = "right" if value >= 0.75 else "left" if value <= 0.25 else "center"   # inside the axes
+        ax.annotate(text, (value, i), textcoords="offset points", xytext=(0, 7), ha=ha, va="bottom", fontsize=8)
+    ax.set_ylim(len(items) - 0.5, -0.75)
     if chance is not None:
         ax.axvline(chance, ls="--", color="grey", lw=1)
-        ax.text(chance, -0.6, f" chance {chance:.3f}", ha="left", va="top", fontsize=8, color="dimgrey")
+        ax.text(chance, len(items) - 0.5, f" chance {chance:.3f}", ha="left", va="bottom", fontsize=8, color="dimgrey")
     ax.set_yticks(range(len(items)), [_wrap_label(label) for label, *_ in items], fontsize=8.5)
-    ax.set_xlim(0, 1.12)
+    ax.set_xlim(0, 1.02)
     ax.set_xlabel(xlabel)
     ax.grid(alpha=0.3, axis="x")
 

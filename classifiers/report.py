@@ -106,7 +106,8 @@ def interval_figure(intervals: dict, out: str | Path, title: str = "") -> Path:
 def layer_ci_figure(cols: dict, out: str | Path, metric: str = "uar", title: str = "") -> Path | None:
     """Pooled `metric` by layer with 95% speaker CI (jackknife-t) bands, a line per setting (told
     apart by marker, line style and a sideways offset); when every setting has one layer, a dot
-    plot of each setting with its CI. None when no setting has a numeric layer."""
+    plot of each setting with its CI. `title` names what is shown ("run 3fa9: UAR"); the figure
+    says how. None when no setting has a numeric layer."""
     from classifiers.compare import interval, setting_name
     from classifiers.plots import dodge, series_style, setting_label
     from classifiers.predictions import settings
@@ -117,9 +118,10 @@ def layer_ci_figure(cols: dict, out: str | Path, metric: str = "uar", title: str
             groups.setdefault(s[:3], []).append(s[3])
     if not groups:
         return None
+    name = METRIC_NAMES.get(metric, metric)
     if not any(len(layers) > 1 for layers in groups.values()):
         ivs = {setting_name((*g, layers[0])): interval(cols, (*g, layers[0]), metric) for g, layers in groups.items()}
-        return interval_figure(ivs, out, title=title or f"{METRIC_NAMES.get(metric, metric)} per setting")
+        return interval_figure(ivs, out, title=f"{title or name} per setting (one layer each), 95% speaker CI")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.0 + 0.22 * max(0, len(groups) - 2)), dpi=130)
     ticks = sorted({int(k) for layers in groups.values() for k in layers})
@@ -142,7 +144,7 @@ def layer_ci_figure(cols: dict, out: str | Path, metric: str = "uar", title: str
         ax.legend(fontsize=8)
     else:
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
-    ax.set_title(title or "by layer, band: 95% speaker CI", fontsize=10)
+    ax.set_title(f"{title or name} by layer, band: 95% speaker CI", fontsize=10)
     return _finish(plt, fig, out)
 
 
@@ -192,7 +194,9 @@ def transfer_figure(cells: dict, out: str | Path, title: str = "") -> Path:
     ax.imshow(M, cmap="viridis", vmin=0, vmax=1)
     for i in range(len(trains)):
         for j in range(len(tests)):
-            if not np.isnan(M[i, j]):
+            if np.isnan(M[i, j]):
+                ax.text(j, i, "not run", ha="center", va="center", color="grey", fontsize=8)
+            else:
                 ax.text(j, i, f"{M[i, j]:.3f}", ha="center", va="center", color="white" if M[i, j] < 0.6 else "black")
     ax.set_xticks(range(len(tests)), tests, rotation=30 if len(tests) > 3 else 0, ha="right" if len(tests) > 3 else "center")
     ax.set_yticks(range(len(trains)), trains)
@@ -310,10 +314,9 @@ def _run_section(run: dict, results, tmp: Path, idx: int) -> tuple[str, dict]:
         parts.append("<p>No per-utterance predictions: no intervals or paired tests for this run.</p>")
         return "\n".join(parts), transfer
     figs = []
-    curve = layer_ci_figure(cols, tmp / f"layers{idx}.png",
-                            title=f"run {run['id']}: UAR by layer, band: 95% speaker CI")
+    curve = layer_ci_figure(cols, tmp / f"layers{idx}.png", title=f"run {run['id']}: UAR")
     if curve:
-        figs.append(_img(curve, "UAR by layer with CI bands"))
+        figs.append(_img(curve, "UAR with 95% speaker CI, by layer or per setting"))
     best = best_setting(cols)
     rows = setting_rows(cols, best)  # the confusion of exactly the predictions the intervals resample
     labels = label_order(rows)
