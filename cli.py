@@ -268,6 +268,33 @@ DEVICE_OPT = typer.Option(None, "--device", callback=_check_device_option,
 DB_OPT = typer.Option(None, "--db", help="Run registry (SQLite); default: $SER_DB or results/ser.db.")
 
 
+def _threads_spec(v: int) -> str | None:
+    """--threads N: N >= 1, checked at parse time (no torch import)."""
+    from featstore.threads import ThreadsError, check_threads
+
+    try:
+        check_threads(v)
+    except ThreadsError as e:
+        return str(e)
+    return None
+
+
+def _threads_help() -> str:
+    from featstore.threads import HELP
+
+    return HELP
+
+
+THREADS_OPT = typer.Option(None, "--threads", callback=_rule(_threads_spec), metavar="N", help=_threads_help())
+
+
+def _threads(threads: int | None) -> int:
+    """Apply --threads (else $SER_THREADS, config `threads`, the CPUs usable here) before any heavy import."""
+    from featstore.threads import apply_threads
+
+    return apply_threads(threads)
+
+
 def _db(db: Path | None) -> Path:
     import os
 
@@ -490,6 +517,7 @@ def extract(
     executor: str | None = typer.Option(None, "--executor", callback=_rule(_executor_spec),
                                         help="Several corpora (--corpus a,b,c) or shards as tasks: local (one after "
                                              "another), local:N, dask://HOST:PORT or slurm."),
+    threads: int | None = THREADS_OPT,
 ):
     """Extract every layer of a model over a corpus into a crash-safe HDF5 store.
 
@@ -499,6 +527,7 @@ def extract(
 
     Example: ser extract --corpus ravdess --root /data/RAVDESS --model facebook/wav2vec2-base
     """
+    _threads(threads)
     from featstore.corpora import load_manifest
 
     if executor is not None or (corpus and "," in corpus):
@@ -793,6 +822,7 @@ def probe(
     no_early_stopping: bool = typer.Option(False, "--no-early-stopping",
                                            help="XGBoost: train every tree (default: stop early on training speakers' validation split)."),
     fmt: str | None = FORMAT_OPT,
+    threads: int | None = THREADS_OPT,
 ):
     """Probe cached features: layer sweeps, multi-corpus training, cross-corpus transfer.
 
@@ -807,6 +837,7 @@ def probe(
       ser probe --train ravdess,emodb --test cremad --layer 12 --classes shared
       ser probe --matrix ravdess,emodb,emovo,cremad --layer 12
     """
+    _threads(threads)
     from classifiers.evaluate import check_classifier, check_params, check_policy
 
     check_classifier(classifier)
@@ -927,12 +958,14 @@ def neighbors(
     out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Results directory (default: results/neighbors-... named by the settings)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results already in --out."),
     fmt: str | None = FORMAT_OPT,
+    threads: int | None = THREADS_OPT,
 ):
     """What each layer encodes: neighbour purity (emotion, speaker, gender, language, corpus),
     speaker-independent kNN accuracy and cross-corpus retrieval, with exact faiss search.
 
     Example: ser neighbors --corpus ravdess,emodb --layer all --k 10
     """
+    _threads(threads)
     from classifiers.neighbors import analyse_cached
 
     model, cache = _model(model), _cache(cache)
@@ -1097,6 +1130,7 @@ def finetune(
     device: str | None = DEVICE_OPT,
     out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Run directory (default runs/finetune-...)."),
     fmt: str | None = FORMAT_OPT,
+    threads: int | None = THREADS_OPT,
     options: dict | None = None,
 ):
     """Fine-tune the model end to end over speaker-independent folds (model selection on
@@ -1108,6 +1142,7 @@ def finetune(
 
     Example: ser finetune --corpus ravdess --model facebook/wav2vec2-large-xlsr-53 --protocol luna5 --epochs 6
     """
+    _threads(threads)
     from classifiers.finetune import FinetuneConfig, default_run_dir
     from classifiers.finetune import finetune as run_finetune
     from featstore.config import default_protocol
@@ -1158,11 +1193,13 @@ def predict(
                                     help="Also write a CSV: file, predicted, p_<class> per class, model."),
     device: str | None = DEVICE_OPT,
     backbone: Path | None = BACKBONE_OPT,
+    threads: int | None = THREADS_OPT,
 ):
     """Emotion probabilities per file, from a fine-tuned model or a saved probe.
 
     Example: ser predict clip1.wav clip2.wav --model runs/finetune-ravdess-.../luna-0/model --out preds.csv
     """
+    _threads(threads)
     from featstore.device import check_device
 
     device = check_device(_device_opt(device))        # a typo costs milliseconds, not a torch import
@@ -1216,12 +1253,14 @@ def align(
     example: str | None = typer.Option(None, "--example", help="Save a word-swap example of this utterance id."),
     out: Path = typer.Option(Path("wordswap-example"), "--out", "-o", callback=OUT_DIR, help="Folder for --example's WAVs and plot."),
     seed: int = typer.Option(0, "--seed", callback=NOT_NEGATIVE, help="Seed of --example's donor and word draw."),
+    threads: int | None = THREADS_OPT,
 ):
     """Word boundaries by CTC forced alignment, cached beside the stores (resumable); --show prints
     one utterance's words, --example saves a word swap (original, donor, result WAVs + PNG).
 
     Example: ser align --corpus ravdess --model facebook/wav2vec2-base-960h; ser align --show ravdess-03-01-05-01-01-01-01
     """
+    _threads(threads)
     from featstore.align import AlignError, align_corpus, alignment_path, default_ctc_model, read_alignments
     from featstore.corpora import get_corpus, load_manifest
 
@@ -1430,12 +1469,14 @@ def study_run(
                                              "(N worker processes), dask://HOST:PORT or slurm ([executor] table)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the task graph (and, for slurm, the job script) "
                                  "without running anything."),
+    threads: int | None = THREADS_OPT,
 ):
     """Run every cell of a study file (extracting missing stores), skip registered ones, register
     each run and write the report.
 
     Example: ser study run examples/diary-study.toml --executor local:4
     """
+    _threads(threads)
     from classifiers.executor import parse_executor
     from classifiers.registry import Registry
     from classifiers.study import read_study, run_study
@@ -1515,6 +1556,7 @@ def evaluate(
     db: Path | None = DB_OPT,
     backbone: Path | None = BACKBONE_OPT,
     fmt: str | None = FORMAT_OPT,
+    threads: int | None = THREADS_OPT,
 ):
     """Score a saved probe or a fine-tuned model on a whole corpus (or one fold's test speakers):
     every test utterance, and only the classes shared with training; confusion heatmap,
@@ -1522,6 +1564,7 @@ def evaluate(
 
     Example: ser evaluate --model runs/finetune-ravdess-.../luna-0/model --corpus cremad
     """
+    _threads(threads)
     from classifiers.registry import Registry
     from classifiers.scoring import evaluate_model, parse_maps
 
@@ -1574,6 +1617,7 @@ def demo(
     model: str | None = typer.Option(None, "--model", "-m",
                                         help="Model to extract with (default: a small local random-weight wav2vec2)."),
     seed: int = typer.Option(0, "--seed", callback=NOT_NEGATIVE, help="Seed of the synthetic corpus."),
+    threads: int | None = THREADS_OPT,
 ):
     """The main job on the embedded default: synthetic corpus -> folds -> extract -> probe -> plots.
 
@@ -1583,7 +1627,7 @@ def demo(
     """
     from classifiers.demo import demo as run_demo
 
-    for step in run_demo(out, n=n, model=model, seed=seed):
+    for step in run_demo(out, n=n, model=model, seed=seed, threads=threads):  # the demo's default: 1 thread
         if step.title:
             console.rule(step.title)
         if step.text is not None:

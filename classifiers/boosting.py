@@ -24,7 +24,8 @@ class XGBProbe(ClassifierMixin, BaseEstimator):
     Parameters (keyword-only, stored as given, validated by `fit`): n_estimators, max_depth,
     learning_rate, subsample, colsample_bytree, early_stopping_rounds (as XGBoost's),
     random_state (int), class_weight (None, "balanced": rows weighted n / (K n_k), or {class: weight},
-    as scikit-learn's), n_jobs (None: XGBoost's default), device ("auto"/None, "cpu", "cuda", ...).
+    as scikit-learn's), n_jobs (None: `featstore.threads.threads()`, i.e. ``--threads``, $SER_THREADS,
+    config `threads` or the CPUs this process may use), device ("auto"/None, "cpu", "cuda", ...).
 
     Fitted attributes: classes_ (K,), n_features_in_, model_ (the fitted `xgboost.XGBClassifier`).
     """
@@ -67,6 +68,11 @@ class XGBProbe(ClassifierMixin, BaseEstimator):
 
         return str(resolve_device(self.device))
 
+    def _n_jobs(self) -> int:
+        from featstore.threads import threads
+
+        return self.n_jobs if self.n_jobs is not None else threads()
+
     def fit(self, X, y, eval_set=None) -> XGBProbe:
         """Fit on X (n, D) and labels y (n,); eval_set: (X_val, y_val) for early stopping."""
         from xgboost import XGBClassifier
@@ -80,7 +86,7 @@ class XGBProbe(ClassifierMixin, BaseEstimator):
             raise ProbeInputError(f"y holds one class only ({self.classes_[0]!r}); a classifier needs at least two")
         kw = dict(n_estimators=self.n_estimators, max_depth=self.max_depth, learning_rate=self.learning_rate,
                   subsample=self.subsample, colsample_bytree=self.colsample_bytree, tree_method="hist",
-                  device=self._device(), random_state=self.random_state, n_jobs=self.n_jobs)
+                  device=self._device(), random_state=self.random_state, n_jobs=self._n_jobs())
         fit_kw = {}
         if eval_set is not None:
             Xv, yv = eval_set

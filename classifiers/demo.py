@@ -10,7 +10,6 @@ adjusted for picking the best layer on the test speakers).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,17 +17,14 @@ from pathlib import Path
 ESTIMATE = "about a minute on 2 free CPU cores (40 s of CPU time; longer on a busy machine)"
 
 
-@contextmanager
-def _torch_threads(n: int):
-    """torch's CPU thread count set to `n` inside, restored after."""
-    import torch
+def _threads(n: int | None) -> int:
+    """--threads, else $SER_THREADS or config `threads` when set, else 1 (see `demo`)."""
+    from featstore.threads import default_threads
 
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+    if n is not None:
+        return n
+    default, source = default_threads()
+    return default if source in ("env $SER_THREADS", "config file") else 1
 
 
 @dataclass
@@ -41,16 +37,19 @@ class DemoStep:
 
 
 def demo(out: str | Path = "demo", *, n: int = 240, model: str | None = None, seed: int = 0,
-         overwrite: bool = True) -> Iterator[DemoStep]:
+         overwrite: bool = True, threads: int | None = None) -> Iterator[DemoStep]:
     """Run the demo into `out` (corpus, models, cache, results), yielding `DemoStep`s to show.
 
     n: synthetic utterances (balanced over 24 actors and 8 emotions); model: None = a small
     random-weight wav2vec2 built locally. Re-running reuses the corpus and the store and
     replaces the results (`overwrite`). The last step's `files` lists every result written.
-    Runs on one torch thread: the demo's tiny model and probe gain nothing from a second one, and
-    two threads on busy shared cores spin-wait (measured: 208 s of CPU instead of 45 s).
+    threads: CPU threads (`featstore.threads.limited`); None: $SER_THREADS or config `threads` when
+    set, else one: the demo's tiny model and probe gain nothing from a second thread (measured
+    before the no-spin OpenMP settings: two threads on busy shared cores, 208 s of CPU instead of 45 s).
     """
-    with _torch_threads(1):
+    from featstore.threads import limited
+
+    with limited(_threads(threads)):
         yield from _demo(Path(out), n, model, seed, overwrite)
 
 

@@ -12,7 +12,6 @@ on the classes both sides declare, `policy="all"` scores every test row with the
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -98,8 +97,11 @@ class ProbeTask:
 
 
 def cpu_count() -> int:
-    """CPU cores this process may use (its affinity where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """CPU threads to use: `featstore.threads.threads()` (--threads, $SER_THREADS, config `threads`, else the
+    CPUs this process may use: affinity and cgroup quota)."""
+    from featstore.threads import threads
+
+    return threads()
 
 
 def _layer_features(task: ProbeTask, li: int) -> np.ndarray:

@@ -106,7 +106,10 @@ class FlatIndex:
     """
 
     def __init__(self, database: np.ndarray, gpu: bool | None = None):
+        from featstore.threads import threads
+
         faiss = faiss_module()
+        faiss.omp_set_num_threads(threads())  # --threads / $SER_THREADS / the CPUs this process may use
         self.n, d = database.shape
         self.cpu = faiss.IndexFlatIP(d)
         self.cpu.add(database)

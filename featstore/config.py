@@ -21,6 +21,8 @@ cache       ``$SER_CACHE``, else config ``cache``, else ``cache`` (relative to t
 device      config ``device``, else ``auto``
 data dir    ``$SER_DATA``, else config ``data``, else ``~/ser-data``
 corpus      config ``corpus``, else none (the command asks for --corpus)
+threads     ``$SER_THREADS``, else config ``threads``, else ``$OMP_NUM_THREADS``, else the CPUs the
+            process may use (`featstore.threads.available_cpus`: affinity and cgroup quota)
 protocol    config ``corpora.<name>.protocol``, else `featstore.folds.standard_protocol`
 corpus      explicit --root, else config ``corpora.<name>.root``, else ``$SER_DATA/<name>``,
 root        else ``<data dir>/<name>``: the first that exists (`resolve_root`)
@@ -52,6 +54,7 @@ KEYS: dict[str, str] = {
     "device": f"default device: {DEVICE_HELP}",
     "data": "default data directory; `ser download` puts corpora in <data>/<corpus>",
     "corpus": "default corpus for commands run without --corpus",
+    "threads": "CPU threads of compute commands (default: the CPUs this process may use; --threads N beats it)",
 }
 #: Per-corpus keys, written ``corpora.<corpus>.<key>``.
 CORPUS_KEYS: dict[str, str] = {
@@ -170,6 +173,13 @@ def _check_value(key: str, leaf: str, value: Any) -> str:
             raise SerError(f"{key}: {e}") from e
     if leaf == "corpus":
         return _check_corpus(text, key)
+    if leaf == "threads":
+        from featstore.threads import ThreadsError, check_threads
+
+        try:
+            return str(check_threads(text))
+        except ThreadsError as e:
+            raise SerError(f"{key} {text!r}: {e}") from e
     return text
 
 
@@ -340,12 +350,21 @@ def show() -> list[tuple[str, str | None, str]]:
         ("device", default_device(), source("device")),
         ("data", str(data_dir()), source("data", env_data, "SER_DATA")),
         ("corpus", default_corpus(), source("corpus")),
+        _threads_row(),
     ]
     known = set(KEYS)
     for key, value in _flatten(cfg):
         if key not in known:
             rows.append((key, str(value), SOURCE_FILE))
     return rows
+
+
+def _threads_row() -> tuple[str, str, str]:
+    """("threads", count, source): $SER_THREADS, config, $OMP_NUM_THREADS or the CPUs usable here."""
+    from featstore.threads import default_threads
+
+    n, source = default_threads()
+    return "threads", str(n), SOURCE_FILE if source == "config file" else source
 
 
 def _flatten(node: dict, prefix: str = "") -> list[tuple[str, Any]]:
