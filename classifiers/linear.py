@@ -13,14 +13,20 @@ How a sweep is solved (`sweep_layer`; issue 18, `bench/probe.py` measures each c
   (`selection_masks`); the Cs are a warm-started path (each C's solve starts from the previous,
   smaller C's solution), and a problem leaves the batch as soon as it converges, so the quick
   problems (small C) never wait for the slow ones;
-- the refit on the outer fold's training rows follows the same path up to the chosen C only;
+- a fold whose best C is the grid's largest (smallest) goes on at x10 (/10), warm-started, while
+  its inner UAR rises strictly, at most `EXTEND_STEPS` steps (issue 23: on the benchmark's data
+  the top of the old grid won 64/65 cells with the score still rising); the fold's record says
+  which Cs were searched beyond the grid (`C_extended`) and whether the bound was hit (`C_at_bound`);
+- the refit on the outer fold's training rows starts from the mean of its inner solutions at the
+  chosen C (the same objective and stopping rule as a cold start; fewer iterations than the path);
 - L-BFGS starts each step from a low-rank model of the features' curvature (`_Preconditioner`,
   from each outer fold's training rows): hidden states are strongly anisotropic, and this cut the
   iterations about 4x on the benchmark's data. It changes the route, never the objective;
 - on the CPU the layers are solved side by side, one single-threaded solve per core
   (`classifiers.evaluate`), which also bounds memory to that many layers.
 Every solve is converged: L-BFGS until the largest gradient entry is below `tol` (1e-4,
-scikit-learn's lbfgs default on the same per-sample-scaled objective), selection fits included.
+scikit-learn's lbfgs default on the same per-sample-scaled objective) for the refit and
+`SELECTION_TOL` (1e-5) for the fits that rank the Cs, or until float32 precision stops the descent.
 The refit matches a converged `LogisticRegression` on `StandardScaler` output; the inner UAR per
 C matches a converged scikit-learn on the same inner folds to within a validation clip or two
 (near-tied rows), so the chosen C is the same unless the best Cs are that close
@@ -592,7 +598,9 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
       seed          deprecated alias of random_state
 
     Fitted attributes: classes_ (K,), n_features_in_, C_, cv_scores_ (len(Cs),) mean inner UAR per
-    C (None when C was given or no inner split was possible), mean_ and scale_ (D,) of the
+    C (None when C was given or no inner split was possible), C_extended_ [(C, mean inner UAR)] searched
+    beyond the grid because the best C was at its edge, C_at_bound_ (the search's last allowed C won),
+    mean_ and scale_ (D,) of the
     standardisation, coef_ (K, D) on standardised features, intercept_ (K,), n_iter_.
 
     Groups inside meta-estimators: without `groups` the inner CV treats every row as its own
@@ -680,7 +688,9 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
                                 device=self.device, tol=self.tol, selection_tol=self.selection_tol,
                                 max_iter=self.max_iter)
             self.cv_scores_ = None if sweep.scores is None else sweep.scores[0]
+            self.C_extended_, self.C_at_bound_ = list(sweep.extended[0]), bool(sweep.at_bound[0])
         else:
+            self.C_extended_, self.C_at_bound_ = [], False
             sweep = sweep_layer(X, yi, len(self.classes_), [full], C=float(self.C), class_weight=cw,
                                 device=self.device, tol=self.tol, max_iter=self.max_iter)
         self.C_ = float(sweep.C[0])
