@@ -16,7 +16,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 app = typer.Typer(help="ser: wav2vec2-family feature store and fast probes for speech emotion recognition.",
@@ -27,6 +26,56 @@ app.add_typer(store_app, name="store")
 console = Console(markup=False)
 err = Console(stderr=True, soft_wrap=True, markup=False)  # one problem, one line
 _state = {"debug": False}
+
+
+def reflow_help(doc: str) -> str:
+    """A docstring as help text: the lines of each paragraph joined, so the terminal wraps them at
+    its own width; lines starting "Example", "- " or "* ", indented lines and the lines after a
+    line ending ":" stay lines of their own."""
+    import inspect
+
+    paragraphs = []
+    for para in inspect.cleandoc(doc).split("\n\n"):
+        lines: list[str] = []
+        for line in para.split("\n"):
+            if (not lines or line[:1].isspace() or lines[-1][:1].isspace() or lines[-1].endswith(":")
+                    or line.lstrip().startswith(("Example", "- ", "* "))):
+                lines.append(line)
+            else:
+                lines[-1] = f"{lines[-1].rstrip()} {line.strip()}"
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+def _typer_help() -> None:
+    """Help as people read it, fixed here once for every command. (1) typer (0.2x) prints a type
+    column for every option, `<bool>` included beside flags (`TyperOption.display_type_rich` does
+    not skip `is_flag`), though a flag takes no value: flags get no type. (2) docstrings are
+    hard-wrapped in the source and typer keeps those breaks, so help wrapped raggedly at 80
+    columns: each command's help is `reflow_help`ed as typer builds the command."""
+    from typer import core
+    from typer import main as typer_main
+
+    shown = core.TyperOption.display_type_rich
+    if getattr(shown, "_ser", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag and not self.count else shown(self, ctx)
+
+    build = typer_main.get_command_from_info
+
+    def get_command_from_info(command_info, *args, **kwargs):
+        if command_info.help is None and command_info.callback is not None and command_info.callback.__doc__:
+            command_info.help = reflow_help(command_info.callback.__doc__)
+        return build(command_info, *args, **kwargs)
+
+    display_type_rich._ser = True
+    core.TyperOption.display_type_rich = display_type_rich
+    typer_main.get_command_from_info = get_command_from_info
+
+
+_typer_help()
 
 
 def _tagged(tag: str, message, style: str = "yellow") -> None:
@@ -309,10 +358,13 @@ def _db(db: Path | None) -> Path:
 
 @app.command()
 @friendly
-def corpora(labels: bool = typer.Option(False, "--labels", help="Print the label mapping table instead.")):
-    """List the supported corpora (or, with --labels, every corpus code -> canonical label).
+def corpora(labels: bool = typer.Option(False, "--labels", help="Print the label mapping table instead."),
+            long: bool = typer.Option(False, "--long", help="Also each corpus' class names, layout on disk, why "
+                                      "its standard folds, source and licence.")):
+    """List the supported corpora, one line each (--long: with layout, folds' reason, source and licence;
+    --labels: every corpus code -> canonical label).
 
-    Example: ser corpora
+    Example: ser corpora --long
     """
     from featstore.corpora import REGISTRY
     from featstore.labels import canonical_order, mapping_table
@@ -321,6 +373,15 @@ def corpora(labels: bool = typer.Option(False, "--labels", help="Print the label
         t = _table("corpus", "code", "canonical label", title="label mapping")
         for row in mapping_table():
             t.add_row(*row)
+        console.print(t)
+        return
+    if not long:
+        t = _table("corpus", "lang", "speakers", "classes", "utterances", "standard folds",
+                   title="supported corpora", caption="ser corpora --long: class names, layout, why these folds, "
+                   "source and licence", caption_justify="left")
+        for c in REGISTRY:
+            t.add_row(c.name, c.language, str(c.n_speakers or "?"), str(len(set(canonical_order(c.labels.values())))),
+                      str(c.expected_count or "?"), c.protocol.name)
         console.print(t)
         return
     t = _table("corpus", "lang", "speakers", "classes", "utterances", "layout", "standard folds",
@@ -353,13 +414,14 @@ def models():
     conventions: dict[str, list[str]] = {}
     for f in FAMILIES:
         conventions.setdefault(f"[{f.input_kind}] {f.layers}", []).append(f.name)
-    for text, names in conventions.items():
-        console.print(f"  {', '.join(names)} {text}", highlight=False, soft_wrap=True, markup=False)
+    from rich.padding import Padding
+
+    for text, names in conventions.items():    # wrapped at spaces, indented
+        console.print(Padding(Text(f"{', '.join(names)} {text}"), (0, 0, 0, 2)), highlight=False)
     mine = describe_model(default_model())
     what = (mine["error"] or f"{mine['family']}, {mine['layers']} layers x {mine['hidden_size']}, local copy: yes"
             if mine["local"] else "no local copy (downloaded on first use unless HF_HUB_OFFLINE is set)")
-    console.print(f"configured model: {mine['model']}: {what}",
-                  highlight=False, soft_wrap=True)
+    console.print(Text(f"configured model: {mine['model']}: {what}"), highlight=False)
 
 
 def _print_problems(problems, limit: int = 50) -> None:
@@ -1203,8 +1265,6 @@ def predict(
     from featstore.device import check_device
 
     device = check_device(_device_opt(device))        # a typo costs milliseconds, not a torch import
-    from rich.measure import Measurement
-
     from classifiers.predict import predict as run_predict
     from featstore.outputs import check_output
     from featstore.serialize import dumps
@@ -1218,12 +1278,11 @@ def predict(
     if as_json:
         print(dumps([{"file": f, "probabilities": p, "label": max(p, key=p.get)} for f, p in rows], indent=1))
         return
-    t = Table("file", "predicted", *labels)
+    # a table where it fits, else one `file: ...` block per file (classifiers.results.table): never cut
+    t = _table("file", "predicted", *labels)
     for f, p in rows:
-        t.add_row(f, max(p, key=p.get), *[f"{p[k]:.3f}" for k in labels])
-    # as wide as the table needs: paths and values are never cut to fit a narrow terminal
-    natural = Measurement.get(console, console.options.update(max_width=1 << 16), t).maximum
-    Console(width=max(console.width, natural)).print(t)
+        t.add_row(str(f), max(p, key=p.get), *[f"{p[k]:.3f}" for k in labels])
+    console.print(t)
     if out is not None:
         console.print(f"wrote {out}", highlight=False)
 
@@ -1596,7 +1655,7 @@ def _print_evaluation(res, corpus: str) -> None:
                                                    f"{first.get('train_set') or '?'}, layer {first.get('layer', '?')}"
                                                    f", scored on {corpus}"))
     for policy, s in res.scores.items():
-        console.print(f"{policy}: {s.what} ({s.n} utterances)", highlight=False, soft_wrap=True)
+        console.print(f"{policy}: {s.what} ({s.n} utterances)", highlight=False)   # wrapped at spaces
 
 
 def _command() -> str:

@@ -585,11 +585,197 @@ def headline_table(rows: Sequence[dict], *, lead=lambda r: [], lead_columns: Seq
     return t
 
 
+#: a table whose cells would wrap to more lines than this is shown as `key: value` blocks instead
+TALL_CELL = 6
+
+
+def _plain(cell) -> str | None:
+    """A cell's text (str or rich Text), None for any other renderable."""
+    from rich.text import Text
+
+    return cell.plain if isinstance(cell, Text) else cell if isinstance(cell, str) else None
+
+
+def _word_lines(text, first: int, rest: int) -> list:
+    """`text` (a rich Text, one line) cut at spaces into lines `first` cells wide, then `rest`
+    wide; a word is never split: one wider than its line gets a line of its own."""
+    import re
+
+    from rich.cells import cell_len
+
+    plain = text.plain
+    lines, start, end = [], None, None
+    for m in re.finditer(r"\S+", plain):
+        room = first if not lines else rest
+        if start is not None and cell_len(plain[start:m.end()]) > room:
+            lines.append(text[start:end])
+            start = None
+        if start is None:
+            start = m.start()
+        end = m.end()
+    if start is not None:
+        lines.append(text[start:end])
+    return lines
+
+
 class _WordTable:
     """Mixed into rich's Table by `table`: while the terminal has room, every column gets at least
     its longest word (its whole lines in `no_wrap` columns), then, column by column, its
     `min_width` (e.g. "0.471 [0.402, 0.533]" kept on one line), so narrow terminals wrap cells at
-    spaces instead of breaking words; only when there is no room for the words do values fold."""
+    spaces instead of breaking words. When the terminal has no room for every column's longest
+    word, or a cell would wrap to more than TALL_CELL lines, the table is printed as one
+    `key: value` block per row instead (`_key_values`): no value is ever split mid-word or cut."""
+
+    def _longest_words(self, console) -> list[int] | None:
+        """Per column: its longest word (line, in `no_wrap` columns) plus padding; None when a
+        cell is not text."""
+        from rich.cells import cell_len
+
+        out = []
+        for c in self.columns:
+            texts = [_plain(x) for x in (c.header, *c.cells)]
+            if any(t is None for t in texts):
+                return None
+            parts = [line for x in texts for line in x.splitlines()] if c.no_wrap else \
+                [w for x in texts for w in x.split()]
+            out.append(max((cell_len(w) for w in parts), default=0) + self._get_padding_width(c._index))
+        return out
+
+    def _narrow(self, console, options) -> bool:
+        """Whether this table reads better as `key: value` blocks in `options.max_width` cells."""
+        from rich.text import Text
+
+        if not self.columns or not self.rows or self.width is not None:
+            return False
+        try:
+            hard = self._longest_words(console)
+            if hard is None:
+                return False
+            room = options.max_width - self._extra_width
+            if sum(hard) > room:
+                return True
+            widths = self._calculate_column_widths(console, options.update_width(room))
+            for c, w in zip(self.columns, widths):
+                if c.no_wrap:
+                    continue
+                inner = max(w - self._get_padding_width(c._index), 1)
+                for cell in c.cells:
+                    text = cell if isinstance(cell, Text) else Text(cell)
+                    if sum(len(_word_lines(Text(line), inner, inner)) for line in text.plain.splitlines()) \
+                            > TALL_CELL:
+                        return True
+        except AttributeError:           # another rich: keep its table
+            return False
+        return False
+
+    def __rich_console__(self, console, options):
+        if self._narrow(console, options):
+            yield from self._key_values(console, options)
+            return
+        # a title or caption with a word wider than the table is written at the terminal's width
+        # (rich would fold it at the table's)
+        from rich.cells import cell_len
+        from rich.style import Style
+
+        try:
+            room = options.max_width - self._extra_width
+            inside = sum(self._calculate_column_widths(console, options.update_width(room))) + self._extra_width
+        except AttributeError:
+            inside = options.max_width
+        outside = []
+        for name, style in (("title", "table.title"), ("caption", "table.caption")):
+            text = getattr(self, name)
+            words = (_plain(text) or "").split()
+            if words and max(cell_len(w) for w in words) > inside:
+                outside.append((name, text, Style.pick_first(getattr(self, name + "_style"), style)))
+        for name, _, _ in outside:
+            setattr(self, name, None)
+        try:
+            title = next((x for x in outside if x[0] == "title"), None)
+            if title:
+                yield console.render_str(title[1], style=title[2], highlight=False) if isinstance(title[1], str) \
+                    else title[1]
+            yield from super().__rich_console__(console, options)
+            caption = next((x for x in outside if x[0] == "caption"), None)
+            if caption:
+                yield console.render_str(caption[1], style=caption[2], highlight=False) \
+                    if isinstance(caption[1], str) else caption[1]
+        finally:
+            for name, text, _ in outside:
+                setattr(self, name, text)
+
+    def _key_values(self, console, options):
+        """The table as text: its title, then per row `header: value` lines (the first column's
+        line first, the others indented, short ones sharing a line; a value's further lines
+        indented more), blocks separated by a blank line, then the caption. Without headers, each row is one line
+        `first cell: the other cells`."""
+        from rich.cells import cell_len
+        from rich.style import Style
+        from rich.text import Text
+
+        width = options.max_width
+
+        def annotation(text, style, justify):
+            rendered = console.render_str(text, style=style, highlight=False) if isinstance(text, str) else text
+            rendered = rendered.copy()
+            rendered.justify = justify
+            return rendered
+
+        if self.title:
+            yield annotation(self.title, Style.pick_first(self.title_style, "table.title"), self.title_justify)
+        heads = [" ".join((_plain(c.header) or "").split()) for c in self.columns]
+        columns = [list(c.cells) for c in self.columns]
+        for r, row in enumerate(self.rows):
+            cells = [c[r] if r < len(c) else "" for c in columns]
+            values = [x.copy() if isinstance(x, Text) else Text(x) for x in cells]
+            if row.style:
+                for v in values:
+                    v.stylize(row.style)
+            if not self.show_header:
+                first, *rest = values
+                pairs = [(first.plain, Text("  ").join(v for v in rest if v.plain))]
+                indent = ""
+            else:
+                pairs = [(h, v) for h, v in zip(heads, values) if v.plain.strip()]
+                indent = "  "
+                if r and self.show_header:
+                    yield Text("")
+            packed = None                # short pairs after the first share a line, 3 spaces apart
+            for k, (key, value) in enumerate(pairs):
+                lead = ("" if k == 0 else indent) + (f"{key}: " if key else "")
+                pair = Text.assemble(f"{key}: " if key else "", value)
+                if k and "\n" not in value.plain and cell_len(indent) + cell_len(pair.plain) <= width:
+                    if packed is not None and cell_len(packed.plain) + 3 + cell_len(pair.plain) <= width:
+                        packed.append_text(Text.assemble("   ", pair))
+                        continue
+                    if packed is not None:
+                        yield packed
+                    packed = Text.assemble(indent, pair)
+                    continue
+                if packed is not None:
+                    yield packed
+                    packed = None
+                hang = " " * (len(indent) + 2)
+                lines = []
+                for part in value.split("\n"):
+                    room = width - (cell_len(lead) if not lines else len(hang))
+                    got = _word_lines(part, room, width - len(hang))
+                    if not lines and got and cell_len(got[0].plain) > room:   # the lead alone on its line
+                        lines.append(Text(""))
+                        got = _word_lines(part, width - len(hang), width - len(hang))
+                    lines += got
+                for i, line in enumerate(lines or [Text("")]):
+                    if i == 0:
+                        yield Text.assemble((lead.rstrip() if not line.plain else lead,
+                                             Style(bold=True) if k == 0 and self.show_header else ""), line)
+                    else:   # further lines hang under the key; a word wider than that starts at the edge
+                        pad = hang if cell_len(line.plain) + len(hang) <= width else ""
+                        yield Text.assemble(pad, line)
+            if packed is not None:
+                yield packed
+        if self.caption:
+            yield annotation(self.caption, Style.pick_first(self.caption_style, "table.caption"),
+                             self.caption_justify)
 
     def _calculate_column_widths(self, console, options):
         from rich.cells import cell_len

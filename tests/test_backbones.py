@@ -260,7 +260,7 @@ def test_ser_models_lists_families_layers_and_local_copies(models, tmp_path, mon
     config = tmp_path / "ser.toml"
     config.write_text(f'model = "{models["whisper"]}"\n')
     monkeypatch.setenv("SER_CONFIG", str(config))
-    out = CliRunner().invoke(cli.app, ["models"], terminal_width=250)
+    out = CliRunner().invoke(cli.app, ["models"], terminal_width=250, env={"COLUMNS": "250"})  # rich reads COLUMNS
     assert out.exit_code == 0, out.output
     text = out.output
     for name in ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech-sat", "wav2vec2-conformer",

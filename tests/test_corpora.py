@@ -300,15 +300,15 @@ def test_emobox_licence_ships_next_to_the_data():
     assert "the ser authors" in (repo / "LICENSE").read_text(encoding="utf-8")
 
 
-def test_cli_corpora_and_download_list_come_from_the_registry(monkeypatch):
+def test_cli_corpora_and_download_list_come_from_the_registry():
     from typer.testing import CliRunner
 
     import cli
 
-    monkeypatch.setattr(cli.console, "width", 1000)  # one line per table row: nothing truncated
-    listed = CliRunner().invoke(cli.app, ["corpora"])
+    wide = {"COLUMNS": "1000"}                       # one line per table row (the console's width is not pinned)
+    listed = CliRunner().invoke(cli.app, ["corpora", "--long"], env=wide)   # sources and notes: --long (issue 24)
     assert listed.exit_code == 0, listed.output
-    sources = CliRunner().invoke(cli.app, ["download", "--list"])
+    sources = CliRunner().invoke(cli.app, ["download", "--list"], env=wide)
     assert sources.exit_code == 0, sources.output
     for c in REGISTRY:
         assert f"{c.protocol.name}: {c.protocol.why}" in listed.output, c.name

@@ -170,12 +170,12 @@ def _tampered(src, dst, *, config=None, weights=None, truncate=None):
     return dst
 
 
-def _cli(args):
+def _cli(args, columns: int | None = None):
     from typer.testing import CliRunner
 
     from cli import app
 
-    return CliRunner().invoke(app, ["predict", *map(str, args)])
+    return CliRunner().invoke(app, ["predict", *map(str, args)], env={"COLUMNS": str(columns)} if columns else None)
 
 
 def _one_error_line(res, match):
@@ -283,7 +283,9 @@ def test_predict_output_keeps_paths_and_values_whole_and_writes_csv(saved, clips
     deep = tmp_path / ("a-rather-long-directory-name-" * 3) / "clip-with-a-long-file-name-to-keep-whole.wav"
     deep.parent.mkdir(parents=True)
     shutil.copy(clips.utterances[0].path, deep)
-    res = _cli([deep, clips.utterances[1].path, "--model", probe, "--device", "cpu", "--out", tmp_path / "preds.csv"])
+    # a terminal wider than the path (at 80 columns a path longer than the terminal can only fold)
+    res = _cli([deep, clips.utterances[1].path, "--model", probe, "--device", "cpu", "--out", tmp_path / "preds.csv"],
+               columns=len(str(deep)) + 60)
     assert res.exit_code == 0, res.output
     assert str(deep) in res.output and "…" not in res.output and "..." not in res.output
     assert all(name in res.output for name in ("disgust", "surprise", "neutral"))
