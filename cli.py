@@ -1250,7 +1250,8 @@ def finetune(
 def predict(
     files: list[Path] = typer.Argument(..., help="Audio files."),
     model: Path = typer.Option(..., "--model", "-m", help="A fine-tuned model directory or a saved probe."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table (the CSV's fields: file, "
+                                 "predicted, p_<class> per class, model)."),
     out: Path | None = typer.Option(None, "--out", "-o",
                                     help="Also write a CSV: file, predicted, p_<class> per class, model."),
     device: str | None = DEVICE_OPT,
@@ -1275,8 +1276,10 @@ def predict(
     labels = list(rows[0][1]) if rows else []
     if out is not None:
         _write_predictions_csv(out, rows, labels, model)
-    if as_json:
-        print(dumps([{"file": f, "probabilities": p, "label": max(p, key=p.get)} for f, p in rows], indent=1))
+    if as_json:       # the CSV's fields: file, predicted, p_<class> per class, model
+        from classifiers.predict import prediction_records
+
+        print(dumps(prediction_records(rows, labels, model), indent=1))
         return
     # a table where it fits, else one `file: ...` block per file (classifiers.results.table): never cut
     t = _table("file", "predicted", *labels)
@@ -1303,7 +1306,8 @@ def align(
     corpus: str | None = CORPUS_OPT,
     root: Path | None = ROOT_OPT,
     model: str | None = typer.Option(None, "--model", "-m", help="CTC model (Wav2Vec2ForCTC hub id or directory); "
-                                     "default: $SER_CTC_MODEL, else one per language (English, German)."),
+                                     "default: with --show/--example the one that aligned the corpus, else "
+                                     "$SER_CTC_MODEL, else one per language (English, German)."),
     cache: Path | None = CACHE_OPT,
     device: str | None = DEVICE_OPT,
     max_seconds: float = typer.Option(30.0, "--max-seconds", callback=FINITE,
@@ -1315,17 +1319,30 @@ def align(
     threads: int | None = THREADS_OPT,
 ):
     """Word boundaries by CTC forced alignment, cached beside the stores (resumable); --show prints
-    one utterance's words, --example saves a word swap (original, donor, result WAVs + PNG).
+    one utterance's words, --example saves a word swap (original, donor, result WAVs + PNG). With
+    --show or --example, the corpus is read from the utterance id and the model is the one whose
+    alignments of it are cached (unless --corpus / --model say otherwise).
 
     Example: ser align --corpus ravdess --model facebook/wav2vec2-base-960h; ser align --show ravdess-03-01-05-01-01-01-01
     """
     _threads(threads)
-    from featstore.align import AlignError, align_corpus, alignment_path, default_ctc_model, read_alignments
+    from featstore.align import (
+        AlignError,
+        align_corpus,
+        alignment_path,
+        corpus_of,
+        default_ctc_model,
+        infer_ctc_model,
+        read_alignments,
+    )
     from featstore.corpora import get_corpus, load_manifest
 
+    # --show/--example: the corpus from the utterance id, the model from the alignments cached for it
     if show:
-        name = (corpus or show.split("-")[0]).lower()
-        model = model or default_ctc_model(get_corpus(name).language)
+        name = (corpus or corpus_of(show) or "").lower()
+        if not name:
+            raise AlignError(f"{show} does not start with a corpus name (see `ser corpora`); pass --corpus")
+        model = model or infer_ctc_model(_cache(cache), name, utterance_id=show, language=get_corpus(name).language)
         path = alignment_path(_cache(cache), model, name)
         found = read_alignments(path)[1].get(show)
         if found is None:
@@ -1338,10 +1355,13 @@ def align(
             t.add_row(w.word, f"{w.start:.3f}", f"{w.end:.3f}", f"{w.score:.3f}")
         console.print(t)
         return
-    corpus = _corpus(corpus)
+    corpus = _corpus(corpus or (corpus_of(example) if example else None))
     m = load_manifest(corpus, _root(corpus, root))
     _print_problems(m.problems, limit=10)
-    model = model or default_ctc_model(m.utterances[0].language if m.utterances else "")
+    language = m.utterances[0].language if m.utterances else ""
+    if example and not model:
+        model = infer_ctc_model(_cache(cache), corpus, utterance_id=example, language=language)
+    model = model or default_ctc_model(language)
     run = align_corpus(m.utterances, model, cache=_cache(cache), device=_device_opt(device),
                        max_seconds=max_seconds, progress=True)
     for a in run.failures[:10]:

@@ -336,9 +336,18 @@ def predict(files: Sequence[str | Path], model_dir: str | Path, *, batch_size: i
     return [(f, {lab: float(p) for lab, p in zip(labels, row)}) for f, row in zip(files, probs)]
 
 
+def prediction_records(rows: Sequence[tuple[str, dict[str, float]]], labels: Sequence[str],
+                       model: str | Path) -> list[dict]:
+    """`predict`'s rows as the records `ser predict` writes, in JSON and in CSV alike: `file`,
+    `predicted`, `p_<label>` per label (in `labels`' order), `model`."""
+    return [{"file": str(f), "predicted": max(p, key=p.get), **{f"p_{c}": float(p[c]) for c in labels},
+             "model": str(model)} for f, p in rows]
+
+
 def write_predictions_csv(path: str | Path, rows: Sequence[tuple[str, dict[str, float]]], labels: Sequence[str],
                           model: str | Path) -> Path:
-    """`predict`'s rows as CSV (file, predicted, p_<label> per label, model), written whole or not at all.
+    """`predict`'s rows as CSV (`prediction_records`' fields: file, predicted, p_<label> per label,
+    model), written whole or not at all.
 
     Check `path` with `featstore.outputs.check_output` before predicting; this writes it.
     """
@@ -348,8 +357,8 @@ def write_predictions_csv(path: str | Path, rows: Sequence[tuple[str, dict[str, 
     buf = io.StringIO(newline="")
     w = csv.writer(buf)
     w.writerow(["file", "predicted", *[f"p_{c}" for c in labels], "model"])
-    for f, p in rows:
-        w.writerow([f, max(p, key=p.get), *[repr(p[c]) for c in labels], str(model)])
+    for r in prediction_records(rows, labels, model):
+        w.writerow([repr(v) if isinstance(v, float) else v for v in r.values()])
     return write_text(path, buf.getvalue())
 
 

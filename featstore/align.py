@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import unicodedata
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ import numpy as np
 
 from featstore.audio import load_audio, windows
 from featstore.corpora.base import Utterance
-from featstore.errors import AudioError, SerError
+from featstore.errors import AudioError, SerError, SerWarning
 from featstore.transcripts import transcript
 
 #: a CTC model per language for `ser align` without --model ($SER_CTC_MODEL overrides)
@@ -39,6 +40,8 @@ DEFAULT_CTC_MODELS: dict[str, str] = {
     "de": "jonatasgrosman/wav2vec2-large-xlsr-53-german",
 }
 FORMAT = "ser-alignments/1"
+#: below this mean word confidence a corpus' alignments get a warning (the CTC model hardly hears the words)
+LOW_CONFIDENCE = 0.5
 
 
 class AlignError(SerError):
@@ -55,6 +58,10 @@ class AlignmentImpossible(AlignError):
 
 class NoTranscript(AlignError):
     """An utterance (or a whole corpus) without a known transcript."""
+
+
+class AlignWarning(SerWarning):
+    """Alignments that ran but are probably poor (low mean confidence)."""
 
 
 @dataclass(frozen=True)
@@ -371,15 +378,66 @@ def _open_cache(path: Path, header: dict) -> set[str]:
     return set(rows)
 
 
+def corpus_of(utterance_id: str) -> str | None:
+    """The registered corpus an utterance id belongs to (ids are `<corpus>-...`, as EmoBox's
+    keys), or None when its prefix names none."""
+    from featstore.corpora import REGISTRY
+
+    prefix = utterance_id.split("-", 1)[0].lower()
+    return prefix if prefix in {c.name for c in REGISTRY} else None
+
+
+def _header(path: Path) -> dict:
+    try:
+        with path.open("rb") as fh:
+            header = json.loads(fh.readline().decode("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return header if isinstance(header, dict) and header.get("format") == FORMAT else {}
+
+
+def cached_alignments(cache: str | Path, corpus: str) -> list[tuple[str, Path]]:
+    """(CTC model, file) of each alignment file of `corpus` under `cache`, one per model that aligned it."""
+    found = []
+    for path in sorted(Path(cache).expanduser().glob(f"*/{corpus}.align.jsonl")):
+        model = _header(path).get("model")
+        if isinstance(model, str) and model:
+            found.append((model, path))
+    return found
+
+
+def infer_ctc_model(cache: str | Path, corpus: str, *, utterance_id: str | None = None, language: str = "") -> str:
+    """The CTC model for `ser align --show/--example` without --model: the one whose alignments of
+    `corpus` are in `cache` (of several, the one holding `utterance_id`); with none there, the
+    default for `language` (`default_ctc_model`). Several that fit: AlignError naming them."""
+    found = cached_alignments(cache, corpus)
+    if len(found) > 1 and utterance_id:
+        found = [(m, p) for m, p in found if utterance_id in read_alignments(p)[1]] or found
+    if not found:
+        return default_ctc_model(language)
+    if len(found) > 1:
+        raise AlignError(f"{corpus} is aligned by {len(found)} CTC models in {cache} ({', '.join(m for m, _ in found)}); "
+                         f"pass --model with one of them")
+    return found[0][0]
+
+
+def mean_confidence(alignments: dict[str, Alignment]) -> float | None:
+    """The mean `score` of every aligned word (None when no word is aligned)."""
+    scores = [w.score for a in alignments.values() for w in a.words]
+    return float(np.mean(scores)) if scores else None
+
+
 @dataclass
 class AlignRun:
-    """What `align_corpus` did: the file, and how many utterances it aligned or could not."""
+    """What `align_corpus` did: the file, how many utterances it aligned or could not, and the
+    mean word confidence of every alignment in the file (None: no word aligned)."""
 
     path: Path
     n_total: int
     n_cached: int
     n_aligned: int
     failures: list[Alignment]
+    mean_score: float | None = None
 
 
 def align_utterance(aligner: CTCAligner, u: Utterance) -> Alignment:
@@ -425,7 +483,13 @@ def align_corpus(utterances: Sequence[Utterance], model: str | CTCAligner, *, ca
             if k % 50 == 49:
                 os.fsync(fh.fileno())
         os.fsync(fh.fileno())
-    return AlignRun(path, len(utterances), len(utterances) - len(todo), len(todo) - len(failures), failures)
+    mean = mean_confidence(read_alignments(path)[1])
+    if mean is not None and mean < LOW_CONFIDENCE:
+        warnings.warn(AlignWarning(
+            f"{corpus}: aligned words average confidence {mean:.2f} (below {LOW_CONFIDENCE}) in {path}: the CTC model "
+            f"{aligner.model_id} hardly recognises these words, so their boundaries are likely wrong; look at a "
+            f"few with `ser align --show ID`, or align with a CTC model for this language (--model)"), stacklevel=2)
+    return AlignRun(path, len(utterances), len(utterances) - len(todo), len(todo) - len(failures), failures, mean)
 
 
 @dataclass

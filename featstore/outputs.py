@@ -9,7 +9,8 @@ exports, synthetic corpora, study reports):
 - `inside(base, relative)`: a path a command derives from user data (a study name, a manifest
   entry) that must stay within the directory the command owns.
 - `atomic_output(path)`: yields a temporary path beside `path`; the file lands under its real
-  name (fsynced, renamed) only when the block ends without error. A full disk or any other
+  name (fsynced, given the umask's mode like any new file, renamed) only when the block ends
+  without error. A full disk or any other
   failure removes the temporary file and leaves an earlier `path` untouched.
 """
 
@@ -110,6 +111,27 @@ def _temp_for(path: Path) -> Path:
     return path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
 
 
+def umask() -> int:
+    """The process' umask (read without changing it where Linux allows)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _as_created(tmp: Path) -> None:
+    """Give `tmp` the mode a plain `open(path, "w")` would: 0666 (0777 for a directory) less the
+    umask. Writers that make their temporary file private (mkstemp, safetensors: 0600) would
+    otherwise leave outputs others in the group cannot read."""
+    os.chmod(tmp, (0o777 if tmp.is_dir() else 0o666) & ~umask())
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -139,6 +161,7 @@ def atomic_output(path: str | Path, *, needed: int = 0) -> Iterator[Path]:
             raise OutputError(f"{path}: nothing was written")
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        _as_created(tmp)
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)

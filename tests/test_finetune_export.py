@@ -191,7 +191,7 @@ def test_ser_predict_cli_json_equals_transformers(corpus, runs):
     assert res.exit_code == 0, res.output
     rows = json.loads(res.output)
     theirs, labels, _ = _auto_probs(model_dir, files)
-    got = np.array([[r["probabilities"][c] for c in labels] for r in rows])
+    got = np.array([[r[f"p_{c}"] for c in labels] for r in rows])
     np.testing.assert_allclose(theirs, got, atol=1e-5, rtol=0)
 
 

@@ -300,4 +300,7 @@ def test_predict_output_keeps_paths_and_values_whole_and_writes_csv(saved, clips
     js = _cli([deep, "--model", model, "--device", "cpu", "--json"])
     assert js.exit_code == 0, js.output
     [row] = json.loads(js.output, parse_constant=lambda c: pytest.fail(f"{c} in JSON output"))
-    assert row["file"] == str(deep) and set(row["probabilities"]) == {"sad", "angry"}
+    assert list(row) == ["file", "predicted", "p_sad", "p_angry", "model"] or \
+        list(row) == ["file", "predicted", "p_angry", "p_sad", "model"]      # the CSV's fields (issue 24)
+    assert row["file"] == str(deep) and row["model"] == str(model)
+    assert row["predicted"] == max(("sad", "angry"), key=lambda c: row[f"p_{c}"])
