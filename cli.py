@@ -916,6 +916,14 @@ def probe(
 
         raise SerError("--class-weight, --speaker-norm and --no-early-stopping apply to the probe sweep; "
                        "leave them out with --matrix or --save-probe")
+    if save_probe and not matrix and (len(train or []) > 1 or not re.fullmatch(r"\s*\d+\s*", layer or "")):
+        from featstore.errors import SerError
+
+        raise SerError(f"--save-probe fits one probe: give one layer (e.g. --layer 12, not {layer!r}) and at most one "
+                       f"--train set (corpora joined by commas train together, e.g. --train ravdess,emodb)"
+                       if len(train or []) <= 1 else
+                       f"--save-probe fits one probe, but {len(train)} --train sets were given; keep one (corpora "
+                       f"joined by commas train together, e.g. --train ravdess,emodb)")
     if matrix:
         from classifiers.probe import default_out
 

@@ -433,3 +433,13 @@ def test_evaluate_finetuned_model_on_audio(tiny_models, one_torch_thread, tmp_pa
     preds = read_predictions(tmp_path / "ev" / "predictions.parquet")
     assert len(preds["id"]) == 24 and set(preds["layer"]) == {"e2e"} and set(preds["classifier"]) == {"finetuned"}
     np.testing.assert_allclose(np.stack([preds[f"p_{c}"] for c in LABELS["ravdess"]], 1).sum(1), 1, atol=1e-4)
+
+
+def test_save_probe_with_two_training_sets_or_layers_is_refused_before_the_run(cache, tmp_path):
+    """--save-probe fits one probe: two --train sets or several layers are one line, before any probe runs."""
+    db = tmp_path / "ser.db"
+    for extra, what in ((("--layer", "1", "--train", "ravdess", "--train", "ravdess,emodb"), "2 --train sets"),
+                        (("--layer", "0,1"), "give one layer")):
+        r = cli(*probe_args(cache, db, *extra, "--save-probe", str(tmp_path / "probe")), ok=False)
+        assert r.exit_code == 2 and what in r.output and r.output.count("error:") == 1, r.output
+        assert not db.exists() and not (tmp_path / "probe").exists()
