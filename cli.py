@@ -1588,10 +1588,17 @@ def study_run(
     def on_start(link):
         console.print(f"executor {spec}: Dask dashboard {link}", highlight=False, soft_wrap=True)
 
+    table_files = []
+
+    def on_table(paper, files):  # the study's paper table: printed, and its .md/.tex/.csv listed with the report
+        console.print(paper.rich())
+        table_files.extend(files)
+
     try:
         done, page = run_study(path, cache=_cache(cache), registry=Registry(_db(db)), default_model=_model(model),
                                force=force, device=_device_opt(device), report=report_out, on_cell=on_cell,
-                               progress=True, executor=str(spec), on_fail=on_fail, on_start=on_start)
+                               progress=True, executor=str(spec), on_fail=on_fail, on_start=on_start,
+                               on_table=on_table)
     except KeyboardInterrupt:
         _tagged("interrupted:", "cells registered so far are kept; run the same command again to run only the rest")
         raise typer.Exit(130) from None
@@ -1600,7 +1607,7 @@ def study_run(
     console.print(f"{len(done)} cell(s), {sum(r.reused for r in done)} already registered"
                   + (f", {len(failures)} failed" if failures else ""), highlight=False)
     if page is not None:
-        _print_files([page])
+        _print_files([page, *table_files])
     if failures:
         raise typer.Exit(1)
 

@@ -347,9 +347,34 @@ def _settings(cols):
     return settings(cols)
 
 
+def _folded(section: str, summary: str, open_: bool = False) -> str:
+    """`section` inside a <details> whose <summary> is `summary` (HTML): closed unless `open_`."""
+    return (f'<details class="run"{" open" if open_ else ""}><summary>{summary}</summary>\n{section}\n'
+            f"</details>")
+
+
+def _fold_run(section: str, results) -> str:
+    """A run's section folded: its heading (and best headline) as the summary line."""
+    import re
+
+    from classifiers.results import ci_text
+
+    m = re.match(r"\s*(<h2>.*?</h2>)\s*", section)
+    head, body = (m.group(1), section[m.end():]) if m else ("<h2>run</h2>", section)
+    rows = [r for r in results.summary() if r.get("pooled") is not None]
+    best = max(rows, key=lambda r: r["pooled"]) if rows else None
+    tail = "" if best is None else (f' <span class="meta">best UAR {html.escape(ci_text(best))}, layer '
+                                    f"{html.escape(str(best['layer']))}</span>")
+    return _folded(body, head + tail)
+
+
 def write_report(runs: Sequence[tuple[dict, object]], out: str | Path, *, title: str = "ser report",
-                 figures: Sequence[str | Path] = (), metric: str = "uar") -> Path:
+                 figures: Sequence[str | Path] = (), metric: str = "uar", lead: str = "",
+                 fold: bool = False) -> Path:
     """Write the HTML report over `runs` ((registry row, ProbeResults) pairs) to `out`; return it.
+
+    lead: HTML placed first, under the title (a study's paper table, `classifiers.tables`); fold:
+    each run's section (and each run comparison) in a closed <details>, its heading as the summary.
 
     figures: extra PNGs embedded at the end (e.g. neighbors_purity.png): each must be a PNG file the
     user owns (`read_figure`). `out` and the figures are checked before any work; the page is
@@ -374,16 +399,17 @@ def write_report(runs: Sequence[tuple[dict, object]], out: str | Path, *, title:
             setting_of = {s["run"]: s["setting"] for s in summary}
             body = [[html.escape(s["run"]), html.escape(s["setting"]), f"{s['value']:.3f}",
                      f"[{s['low']:.3f}, {s['high']:.3f}]"] for s in summary]
-            sections.append(f"<h2>runs on the same test utterances compared (each at its best setting, "
-                            f"{METRIC_NAMES[metric]})</h2>"
-                            + _table(["run", "setting", METRIC_NAMES[metric], "95% speaker CI"], body, left=2)
+            compared = (f"<h2>runs on the same test utterances compared (each at its best setting, "
+                        f"{METRIC_NAMES[metric]})</h2>")
+            sections.append((_folded if fold else lambda section, heading: heading + section)(
+                            _table(["run", "setting", METRIC_NAMES[metric], "95% speaker CI"], body, left=2)
                             + _diff_table(rows, f"against run {group[0][0]}")
                             + _img(comparison_figure(rows, tmp / f"runs{i}.png", settings=setting_of,
                                                      title=f"runs against {group[0][0]} ({setting_of[group[0][0]]})"),
-                                   "run comparison"))
+                                   "run comparison"), compared))
         for i, (run, results) in enumerate(runs):
             html_part, cells = _run_section(run, results, tmp, i)
-            sections.append(html_part)
+            sections.append(_fold_run(html_part, results) if fold else html_part)
             for k, v in cells.items():
                 transfer[k] = max(transfer.get(k, 0.0), v)
         if len({b for _, b in transfer}) > 1:
@@ -392,9 +418,12 @@ def write_report(runs: Sequence[tuple[dict, object]], out: str | Path, *, title:
                                    "transfer matrix"))
         if extra:
             sections.append("<h2>more figures</h2>" + "".join(_img(f, f.name, data) for f, data in extra))
+    from classifiers.tables import CSS as STUDY_CSS  # the lead table and the folded runs
     page = (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' "
-            f"content='width=device-width,initial-scale=1'><title>{html.escape(title)}</title><style>{CSS}</style>"
-            f"</head><body><h1>{html.escape(title)}</h1><p class='meta'>{len(runs)} run(s), written "
+            f"content='width=device-width,initial-scale=1'><title>{html.escape(title)}</title><style>{CSS}"
+            f"{STUDY_CSS if lead or fold else ''}</style></head><body><h1>{html.escape(title)}</h1>{lead}"
+            + ("<h2>runs</h2><p class='meta'>Each run below is folded: click its line to open it.</p>" if fold else "")
+            + f"<p class='meta'>{len(runs)} run(s), written "
             f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}. Every score: the pooled score over folds and seeds "
             f"with its 95% confidence interval over speakers (the headline), the mean ± std over folds beside it. Differences: paired, "
             f"with a paired p-value from the same jackknife-t statistic over speakers (the CI excludes 0 exactly when p &lt; 0.05); p (Holm) adjusts for the comparisons in the same table.</p>"

@@ -348,6 +348,42 @@ def _csv_text(rows: Sequence[dict], fields: Sequence[str]) -> str:
     return buf.getvalue()
 
 
+def to_frame(results, what: str = "summary", *, columns: Sequence[str] | None = None):
+    """Results as a pandas DataFrame (pandas is optional: ResultsError, one line, when it is missing).
+
+    results: a `ProbeResults` (what="summary": one row per setting, `SUMMARY_FIELDS`, the headline
+    first; "records": one row per (setting, fold, seed) record, `CSV_FIELDS`; "predictions": one
+    row per test prediction), a study's `classifiers.tables.PaperTable` (one row per cell), a list
+    of dicts (registry runs, summary rows: one row each) or a dict of columns. columns: keep these,
+    in this order. The files (CSV, Parquet) do not need pandas.
+    """
+    try:
+        import pandas as pd
+    except ImportError as e:
+        raise ResultsError("DataFrames need pandas, which is not installed: pip install pandas") from e
+    if hasattr(results, "long_rows"):                 # a study's PaperTable
+        from classifiers.tables import CSV_FIELDS as TABLE_FIELDS
+
+        data, columns = results.long_rows(), columns or TABLE_FIELDS
+    elif isinstance(results, ProbeResults):
+        model = results.meta.get("model", "")
+        if what == "summary":
+            data, columns = summary_csv_rows(results.summary(), model), columns or SUMMARY_FIELDS
+        elif what == "records":
+            data = [dict(r, model=r.get("model") or model) for r in results.records]
+            columns = columns or CSV_FIELDS
+        elif what == "predictions":
+            data = _prediction_columns(results.predictions) or {}
+        else:
+            raise ResultsError(f'to_frame(what={what!r}): expected "summary", "records" or "predictions"')
+    else:
+        data = results if isinstance(results, dict) else list(results)
+    frame = pd.DataFrame(data)
+    if columns is not None:
+        frame = frame.reindex(columns=list(columns))
+    return frame
+
+
 def versions() -> dict:
     import numpy
     import sklearn

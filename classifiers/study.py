@@ -25,6 +25,12 @@ A study file (see examples/diary-study.toml):
 Every [[cells]] key overrides the [study] default of the same name; each cell runs once per
 model and classifier.
 
+The study ends with its paper table (`classifiers.tables`): rows model x training set, columns
+test corpus or layer, each cell the pooled UAR with its 95% speaker CI, a dagger where a cell
+differs from its column's reference after Holm; printed, written beside the report as .md, .tex
+(booktabs) and .csv, and leading the report. `table = {rows = ["model", "train"], columns = "test",
+layer = 12}` in [study] chooses the pivot (default: what varies across the cells).
+
 Where the cells run: `executor = "local"` (default: one after another, in this process),
 `"local:N"`, `"dask://HOST:PORT"` or `"slurm"` (with an [executor] table), in [study] or as
 `ser study run --executor`. On a Dask executor the study is a task graph (`plan_study`): one
@@ -286,10 +292,16 @@ def read_study(path: str | Path) -> tuple[dict, list[Cell]]:
     head = data.get("study", {})
     if not isinstance(head, dict):
         raise StudyError(f"{path}: study = {_shown(head)}: expected a [study] table")
-    unknown = sorted(set(head) - set(CELL_KEYS) - {"name", "cache", "db", "report", "executor"})
+    unknown = sorted(set(head) - set(CELL_KEYS) - {"name", "cache", "db", "report", "executor", "table"})
     if unknown:
         raise StudyError(f"{path}: unknown [study] key(s) {', '.join(unknown)}; use {', '.join(CELL_KEYS)}")
     _check_types(path, "[study]", head)
+    if "table" in head:  # the paper table's pivot
+        from classifiers.tables import spec_problem
+
+        problem = spec_problem(head["table"])
+        if problem:
+            raise StudyError(f"{path}: [study] table {problem}")
     if "executor" in data:
         from classifiers.executor import ExecutorError, check_executor_table
 
@@ -350,7 +362,7 @@ def run_study(path: str | Path, *, cache, registry, default_model: str, force: b
               device: str | None = None, report: str | Path | None = None,
               on_cell: Callable[[Cell, Registered], None] | None = None, progress: bool = False,
               executor: str | None = None, on_fail: Callable[[Cell, str], None] | None = None,
-              on_start: Callable[[str], None] | None = None):
+              on_start: Callable[[str], None] | None = None, on_table: Callable | None = None):
     """Run every cell of the study file `path`; return (cells' `Registered`s, report path).
 
     Cells already registered are re-used (unless `force`); missing stores are extracted first
@@ -362,17 +374,21 @@ def run_study(path: str | Path, *, cache, registry, default_model: str, force: b
     of `plan_study` on its workers: `on_start(dashboard link)` first, `on_cell` as each cell is
     registered (in the order they finish), `on_fail(cell, one line)` for a cell that failed while
     the others go on. The report then holds the cells that have a run (None when none has).
+
+    The study's paper table (`study_outputs`) leads the report and is written beside it as .md,
+    .tex and .csv; `on_table(PaperTable, [those files])` gets it (e.g. to print it).
     """
     from classifiers.executor import parse_executor
-    from classifiers.report import write_report
+    from classifiers.tables import check_table_paths
 
     head, cells = read_study(path)
-    report_path(path, head, report)  # a bad report path fails before any work
+    check_table_paths(report_path(path, head, report))  # a bad report path fails before any work
     spec = parse_executor(executor if executor is not None else head.get("executor"))
     if spec.distributed:
         return _run_distributed(path, head, cells, spec, executor_table(path), cache=cache, registry=registry,
                                 default_model=default_model, force=force, device=device, report=report,
-                                on_cell=on_cell, on_fail=on_fail, on_start=on_start, progress=progress)
+                                on_cell=on_cell, on_fail=on_fail, on_start=on_start, progress=progress,
+                                on_table=on_table)
     done = []
     for cell in cells:
         model = cell.model or default_model
@@ -385,9 +401,33 @@ def run_study(path: str | Path, *, cache, registry, default_model: str, force: b
         done.append(reg)
         if on_cell:
             on_cell(cell, reg)
-    page = write_report([(r.run, r.results) for r in done], report_path(path, head, report),
-                        title=f"study {head.get('name', Path(path).stem)}")
-    return done, page
+    return done, study_outputs(path, head, done, report, on_table=on_table)
+
+
+def study_outputs(path: str | Path, head: dict, done: Sequence[Registered], report: str | Path | None = None, *,
+                  on_table: Callable | None = None) -> Path:
+    """The study's paper table (`classifiers.tables.study_table`, as [study] table asks) written beside
+    its report as .md, .tex and .csv, then the report, led by the table with each run folded below;
+    return the report's path. A table the runs cannot fill is one TableError line, after the report
+    (without the table) is written: the runs stay registered, so fixing the table re-computes nothing."""
+    from classifiers.report import write_report
+    from classifiers.tables import TableError, study_table, write_table
+
+    name = head.get("name", Path(path).stem)
+    out = report_path(path, head, report)
+    runs = [(r.run, r.results) for r in done]
+    try:
+        paper = study_table(runs, head.get("table"), title=f"study {name}: UAR [95% speaker CI]",
+                            where=f"{path}: [study] table")
+    except TableError as e:
+        write_report(runs, out, title=f"study {name}", fold=True)
+        raise TableError(f"{e}; the runs are registered, so running the study again re-computes nothing") from e
+    files = write_table(paper, out, label=f"tab:{re.sub(r'[^A-Za-z0-9:-]+', '-', str(name))}")
+    page = write_report(runs, out, title=f"study {name}", lead=paper.html("the study's table: UAR [95% speaker CI]"),
+                        fold=True)
+    if on_table:
+        on_table(paper, files)
+    return page
 
 
 def report_path(path: str | Path, head: dict, report: str | Path | None = None) -> Path:
@@ -605,11 +645,10 @@ class _Bar:
 
 
 def _run_distributed(path, head, cells, spec, table, *, cache, registry, default_model, force, device, report,
-                     on_cell, on_fail, on_start, progress):
+                     on_cell, on_fail, on_start, progress, on_table=None):
     """`run_study` on a Dask executor: plan, skip what is registered, run the rest, register as tasks finish."""
     from classifiers.executor import Task, gpu_workers, open_client, require_dask, run_tasks
     from classifiers.registry import run_key
-    from classifiers.report import write_report
     from classifiers.results import read_results
 
     require_dask()                             # a missing extra is one line before any work
@@ -724,6 +763,5 @@ def _run_distributed(path, head, cells, spec, table, *, cache, registry, default
     done_runs = [by_cell[i] for i in sorted(by_cell)]
     page = None
     if done_runs:
-        page = write_report([(r.run, r.results) for r in done_runs], report_path(path, head, report),
-                            title=f"study {head.get('name', Path(path).stem)}")
+        page = study_outputs(path, head, done_runs, report, on_table=on_table)
     return done_runs, page
