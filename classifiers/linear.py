@@ -563,7 +563,8 @@ def choose_C(X: np.ndarray, y: np.ndarray, train_masks: Sequence[np.ndarray], gr
              tol: float = SELECTION_TOL) -> np.ndarray:
     """Best C per (layer, outer fold) by inner cross-validation on training speakers only: (L, F).
 
-    The C with the highest mean inner UAR (`inner_scores`); ties go to the C listed first.
+    The C with the highest mean inner UAR (`inner_scores`); ties go to the C listed first; a best C at
+    the grid's edge is searched beyond it as in `sweep_layer`, so the choice may lie outside `Cs`.
     Without inner folds (fewer than 2 training speakers) every choice is 1.0.
     """
     inner = selection_masks(train_masks, groups, y, inner_folds, seed)
