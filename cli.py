@@ -1027,28 +1027,40 @@ def neighbors(
     cache: Path | None = CACHE_OPT,
     out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Results directory (default: results/neighbors-... named by the settings)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results already in --out."),
+    db: Path | None = DB_OPT,
+    force: bool = typer.Option(False, "--force", help="Run again (into a new folder) even if the registry holds this exact run."),
     fmt: str | None = FORMAT_OPT,
     threads: int | None = THREADS_OPT,
 ):
     """What each layer encodes: neighbour purity (emotion, speaker, gender, language, corpus),
     speaker-independent kNN accuracy and cross-corpus retrieval, with exact faiss search.
 
+    Every run is registered (results/ser.db; scores: the kNN records); an identical configuration
+    over identical stores shows the registered run unless --force.
+
     Example: ser neighbors --corpus ravdess,emodb --layer all --k 10
     """
     _threads(threads)
-    from classifiers.neighbors import analyse_cached
+    from classifiers.neighbors import registered_neighbors
+    from classifiers.registry import Registry
 
     model, cache = _model(model), _cache(cache)
     names = [c for c in (corpus or "").lower().split(",") if c]
-    report, files = analyse_cached(names, layers=layer, k=k, stat=stat, model=model, cache=cache, out=out,
-                                   overwrite=overwrite, progress=True)
+    registry = Registry(_db(db))
+    nb = registered_neighbors(names, layers=layer, k=k, stat=stat, model=model, cache=cache, registry=registry,
+                              force=force, out=out, overwrite=overwrite, progress=True, command=_command())
+    report = nb.report
+    if nb.reused:  # neighbors re-run: the registered run, nothing computed or written
+        console.print(f"registered run {nb.run['id']} of {nb.run['created']} (identical configuration over identical "
+                      f"stores; --force runs it again)", highlight=False)
+    else:
+        console.print(f"registered run {nb.run['id']} in {registry.path}", highlight=False)
     _print_table(*report.table_rows(knn=False), title=f"neighbour purity (k={k}) vs chance, "
                                                       f"{', '.join(report.corpora)}, model {model}")
     if report.knn:
         from classifiers.results import summary_table
 
-        console.print(summary_table(report.probe_results(), title=f"kNN emotion classification (k={k}, "
-                                                                  f"{report.protocol})"))
+        console.print(summary_table(nb.results, title=f"kNN emotion classification (k={k}, {report.protocol})"))
     head, rows = report.cross_rows()
     if rows:
         t = _table(*head, title="cross-corpus retrieval (each pair a single split: no std)",
@@ -1057,7 +1069,10 @@ def neighbors(
         for r in rows:
             t.add_row(*r)
         console.print(t)
-    _print_files(files)
+    if nb.reused:
+        console.print(f"folder: {nb.run['out']}", highlight=False, soft_wrap=True)
+    else:
+        _print_files(nb.files)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1406,6 +1421,7 @@ def results_ls(
     corpus: str | None = typer.Option(None, "--corpus", "-c", help="Only runs on this corpus."),
     model: str | None = typer.Option(None, "--model", "-m", help="Only runs of this model (substring)."),
     classifier: str | None = typer.Option(None, "--classifier", help="Only runs of this classifier."),
+    kind: str | None = typer.Option(None, "--kind", help="Only runs of this kind: probe, neighbors, evaluate, finetune."),
     db: Path | None = DB_OPT,
 ):
     """List registered runs with their best mean UAR.
@@ -1416,7 +1432,7 @@ def results_ls(
 
     registry = Registry(_db(db))
     rows = []
-    for r in registry.runs(corpus=corpus, model=model, classifier=classifier):
+    for r in registry.runs(corpus=corpus, model=model, classifier=classifier, kind=kind):
         uar = registry.best_mean(r["id"])
         cfg = r["config"]
         where = " | ".join(cfg.get("train") or []) or cfg.get("corpus") or ""
@@ -1711,17 +1727,19 @@ def demo(
     model: str | None = typer.Option(None, "--model", "-m",
                                         help="Model to extract with (default: a small local random-weight wav2vec2)."),
     seed: int = typer.Option(0, "--seed", callback=NOT_NEGATIVE, help="Seed of the synthetic corpus."),
+    force: bool = typer.Option(False, "--force", help="Run the probe and the neighbours again even if registered."),
     threads: int | None = THREADS_OPT,
 ):
     """The main job on the embedded default: synthetic corpus -> folds -> extract -> probe -> plots.
 
     Needs no network and no corpus: a synthetic RAVDESS-shaped corpus and a small local model.
+    A re-run with the same settings over the same corpus shows the registered runs (--force runs them again).
 
     Example: ser demo --out demo --n 240
     """
     from classifiers.demo import demo as run_demo
 
-    for step in run_demo(out, n=n, model=model, seed=seed, threads=threads):  # the demo's default: 1 thread
+    for step in run_demo(out, n=n, model=model, seed=seed, threads=threads, force=force):  # default: 1 thread
         if step.title:
             console.rule(step.title)
         if step.text is not None:

@@ -2,7 +2,7 @@
 
 synthetic RAVDESS-shaped corpus -> manifest and luna5 folds -> every layer of a small local
 wav2vec2 into the store -> logistic-regression probe of every layer -> nearest neighbours ->
-the run registered, the HTML report, and the best layer against the runner-up (exploratory: CI and p
+the runs registered (a re-run shows them), the HTML report, and the best layer against the runner-up (exploratory: CI and p
 adjusted for picking the best layer on the test speakers).
 `demo` yields what to show, step by step; the CLI prints it.
 """
@@ -37,12 +37,16 @@ class DemoStep:
 
 
 def demo(out: str | Path = "demo", *, n: int = 240, model: str | None = None, seed: int = 0,
-         overwrite: bool = True, threads: int | None = None) -> Iterator[DemoStep]:
+         overwrite: bool = True, threads: int | None = None, force: bool = False) -> Iterator[DemoStep]:
     """Run the demo into `out` (corpus, models, cache, results), yielding `DemoStep`s to show.
 
     n: synthetic utterances (balanced over 24 actors and 8 emotions); model: None = a small
-    random-weight wav2vec2 built locally. Re-running reuses the corpus and the store and
-    replaces the results (`overwrite`). The last step's `files` lists every result written.
+    random-weight wav2vec2 built locally. Re-running reuses the corpus and the store; the probe
+    and the neighbours are registered runs (`out`/results/ser.db), so a re-run with the same
+    settings over the same store shows the registered runs and writes nothing, unless `force`
+    (which runs them again into the same folders). `overwrite`: results in those folders that are
+    not the registered runs' (an earlier corpus) may be replaced. The last step's `files` lists
+    every result.
     threads: CPU threads (`featstore.threads.limited`); None: $SER_THREADS or config `threads` when
     set, else one: the demo's tiny model and probe gain nothing from a second thread (measured
     before the no-spin OpenMP settings: two threads on busy shared cores, 208 s of CPU instead of 45 s).
@@ -50,18 +54,23 @@ def demo(out: str | Path = "demo", *, n: int = 240, model: str | None = None, se
     from featstore.threads import limited
 
     with limited(_threads(threads)):
-        yield from _demo(Path(out), n, model, seed, overwrite)
+        yield from _demo(Path(out), n, model, seed, overwrite or force, force)
 
 
-def _demo(out: Path, n: int, model: str | None, seed: int, overwrite: bool) -> Iterator[DemoStep]:
-    from classifiers.neighbors import neighbor_analysis
-    from classifiers.probe import run_probe
-    from classifiers.results import check_out, summary_table, table
+def _shown(run: dict) -> str:
+    return (f"registered run {run['id']} of {run['created']} (identical configuration over identical stores; "
+            f"--force runs it again)")
+
+
+def _demo(out: Path, n: int, model: str | None, seed: int, overwrite: bool, force: bool = False) -> Iterator[DemoStep]:
+    from classifiers.neighbors import registered_neighbors
+    from classifiers.registry import Registry
+    from classifiers.results import summary_table, table
+    from classifiers.study import registered_probe
     from featstore.backbone import build_demo_model
     from featstore.corpora import load_manifest
     from featstore.extract import extract_manifest
     from featstore.folds import fold_summary, make_folds
-    from featstore.store import open_store
     from featstore.synth import synthesize, synthesized
 
     yield DemoStep(text=f"ser demo: {n} synthetic utterances, every layer probed and analysed; {ESTIMATE}")
@@ -90,46 +99,52 @@ def _demo(out: Path, n: int, model: str | None, seed: int, overwrite: bool) -> I
                             "pass --model facebook/wav2vec2-base for the real one)")
     res = extract_manifest(m, model=model, cache=out / "cache", device="auto", progress=True)
     yield DemoStep(text=f"store: {res.store} ({res.extracted} extracted, {res.already} already there)")
+    results_dir = out / "results"
+    registry = Registry(results_dir / "ser.db")
     yield DemoStep("4. probe every layer (logistic regression, C by inner speaker CV, luna5 folds)")
-    run = run_probe("ravdess", layers="all", protocol="luna5", model=model, cache=out / "cache",
-                    out=out / "results" / "probe", overwrite=overwrite, progress=True)
-    yield DemoStep(text=summary_table(run.results, title="demo probe"))
+    probe = registered_probe("ravdess", model=model, cache=out / "cache", registry=registry, force=force,
+                             layers="all", protocol="luna5", out=results_dir / "probe", overwrite=overwrite,
+                             progress=True, command="ser demo")
+    yield DemoStep(text=_shown(probe.run) if probe.reused else f"registered run {probe.run['id']} in {registry.path}")
+    yield DemoStep(text=summary_table(probe.results, title="demo probe"))
     yield DemoStep("5. nearest neighbours: what each layer encodes")
-    report = neighbor_analysis(open_store(res.store), k=10)
-    head, rows = report.table_rows()
+    nb = registered_neighbors(["ravdess"], layers="all", k=10, model=model, cache=out / "cache", registry=registry,
+                              force=force, out=results_dir / "neighbors", overwrite=overwrite, command="ser demo")
+    yield DemoStep(text=_shown(nb.run) if nb.reused else f"registered run {nb.run['id']} in {registry.path}")
+    head, rows = nb.report.table_rows()
     t = table(*head)
     for r in rows:
         t.add_row(*r)
     yield DemoStep(text=t)
-    nb_out = check_out(out / "results" / "neighbors", overwrite)
-    files = run.files + [report.write(nb_out / "neighbors.json"), report.write(nb_out / "neighbors.csv"),
-                         report.plot(nb_out / "neighbors_purity.png")]
     yield DemoStep("6. registry, report and one comparison with its uncertainty")
-    page, line = _register_and_report(run, res.store, model, out / "results", files[-1])
+    files = [*(probe.files or _folder_files(probe.run)), *(nb.files or _folder_files(nb.run))]
+    purity_png = next(f for f in files if f.name == "neighbors_purity.png")
+    page, line = _report(probe, registry, results_dir, purity_png, write=not (probe.reused and nb.reused))
     files.append(page)
-    yield DemoStep(text=f"{line}\nreport: {page}")
+    yield DemoStep(text=f"{line}\nreport: {page}" + (" (the registered runs' report, unchanged)"
+                                                     if probe.reused and nb.reused and page.exists() else ""))
     yield DemoStep("done", text="results and plots:\n  " + "\n  ".join(str(f) for f in files), files=files)
 
 
-def _register_and_report(run, store: Path, model: str, results_dir: Path, purity_png: Path) -> tuple[Path, str]:
-    """Register the probe in `results_dir`/ser.db, write the HTML report, and say whether the best
-    layer really beats the runner-up: (report path, one line with the difference, CI and p)."""
-    from classifiers.compare import layer_differences
-    from classifiers.registry import Registry, store_fingerprint
-    from classifiers.report import write_report
-    from featstore.store import open_store
+def _folder_files(run: dict) -> list[Path]:
+    """The files of a registered run's folder (a re-run shows them; nothing is written)."""
+    return sorted(p for p in Path(run["out"]).iterdir() if p.is_file())
 
-    registry = Registry(results_dir / "ser.db")
-    predictions = next((f for f in run.files if f.suffix == ".parquet"), None)
-    run_id = registry.register(kind="probe", config=dict(corpus="ravdess", layers="all", protocol="luna5", seeds=1, model=model),
-                               stores=[store_fingerprint(open_store(store))], results=run.results, command="ser demo",
-                               out=results_dir / "probe", predictions=predictions)
-    page = write_report([(registry.run(run_id), run.results)], results_dir / "report.html", figures=[purity_png],
-                        title="ser demo report")
-    rows = layer_differences(run.results)  # the best layer is picked on these test speakers: exploratory, adjusted
+
+def _report(probe, registry, results_dir: Path, purity_png: Path, *, write: bool = True) -> tuple[Path, str]:
+    """Write the HTML report of the registered probe run (unless `write` is False and it is there),
+    and say whether the best layer really beats the runner-up: (report path, one line with the
+    difference, CI and p)."""
+    from classifiers.compare import layer_differences
+    from classifiers.report import write_report
+
+    page = results_dir / "report.html"
+    if write or not page.exists():
+        page = write_report([(probe.run, probe.results)], page, figures=[purity_png], title="ser demo report")
+    rows = layer_differences(probe.results)  # the best layer is picked on these test speakers: exploratory, adjusted
     close = min(rows, key=lambda r: r["diff"])
     line = (f"exploratory (both layers picked on these test speakers): {close['a']} vs the runner-up {close['b']}: "
             f"UAR {close['diff']:+.3f}, 95% CI [{close['low']:+.3f}, {close['high']:+.3f}], p = {close['p']:.3g}, "
             f"both adjusted for picking the best of {close['family']} layers (max-T speaker permutation); "
-            f"run {run_id} in {registry.path}")
+            f"run {probe.run['id']} in {registry.path}")
     return page, line

@@ -65,7 +65,8 @@ from featstore.labels import canonical_order
 __all__ = [
     "Neighbors", "NeighborError", "normalize", "search", "knn_vote", "purity", "knn_evaluate",
     "cross_retrieval", "neighbor_analysis", "NeighborReport", "PurityRow", "CrossRow",
-    "ATTRIBUTES", "use_gpu", "analyse_cached",
+    "ATTRIBUTES", "use_gpu", "analyse_cached", "registered_neighbors", "neighbors_config", "NeighborRun",
+    "read_report",
 ]
 
 #: attribute name -> Utterance field. "emotion, other speakers" is derived (see module docstring).
@@ -633,26 +634,157 @@ def neighbor_analysis(features, utterances: Sequence[Utterance] | None = None, l
 def analyse_cached(corpora: Sequence[str] | None, *, layers: str = "all", k: int = 10, stat: str = "mean",
                    model: str, cache: str | Path = "cache", out: str | Path | None = None, overwrite: bool = False,
                    progress: bool = False) -> tuple[NeighborReport, list[Path]]:
-    """`ser neighbors`: `neighbor_analysis` of the cached features of `corpora` (None: every corpus
-    cached for `model`), written as neighbors.json / .csv / _purity.png into `out` (default: a
-    directory named by corpora, model, layers, k, stat and a hash of them), which is refused when
-    it already holds files unless `overwrite`. Returns (report, files written)."""
-    from classifiers.evaluate import progress_bar
-    from classifiers.plots import figure_paths
-    from classifiers.probe import cached_corpora, default_out, store_for
+    """`ser neighbors` without the registry: `neighbor_analysis` of the cached features of `corpora`
+    (None: every corpus cached for `model`), written as neighbors.json / .csv / _purity.png into `out`
+    (default: a directory named by corpora, model, layers, k, stat and a hash of them), which is
+    refused when it already holds files unless `overwrite`. Returns (report, files written).
+    `registered_neighbors` is the same analysis through the run registry."""
+    from classifiers.probe import cached_corpora
     from classifiers.results import check_out
-    from featstore.store import open_store, parse_layers
 
+    _check_k(k)
+    names = list(corpora or []) or cached_corpora(cache, model)
+    out = check_out(out or _default_out(names, layers, k, stat, model), overwrite)
+    report = _analyse(names, layers=layers, k=k, stat=stat, model=model, cache=cache, progress=progress)
+    return report, _write_report(report, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# registered runs: an identical configuration over identical stores shows the registered run
+# ---------------------------------------------------------------------------------------------
+
+#: the kNN records of a neighbours run as `ProbeResults` files (`write_results` name), beside neighbors.json
+KNN_NAME = "knn"
+
+
+@dataclass
+class NeighborRun:
+    """One registered `ser neighbors` run: its registry row, report, kNN results, whether re-used."""
+
+    run: dict
+    report: NeighborReport
+    results: object                    # the kNN `ProbeResults` (predictions included)
+    reused: bool
+    files: list[Path] = field(default_factory=list)
+
+
+def neighbors_config(corpora: Sequence[str], *, layers: str = "all", k: int = 10, stat: str = "mean",
+                     model: str) -> dict:
+    """A neighbours run's configuration as the registry keys it: the options, and the analysis
+    settings `ser neighbors` fixes (leave-one-speaker-out kNN, uniform votes, global centring)."""
+    return dict(corpora=list(corpora), layers=layers, k=k, stat=stat, model=model, protocol="loso",
+                weighting="uniform", center="global")
+
+
+def _check_k(k: int) -> None:
     if k < 1:
         raise NeighborError(f"--k must be at least 1, got {k}")
     faiss_module()  # a missing optional dependency fails before any work
-    names = list(corpora or []) or cached_corpora(cache, model)
-    out = check_out(out or default_out("neighbors", "+".join(names), model,
-                                         dict(corpora=names, layers=layers, k=k, stat=stat)), overwrite)
+
+
+def _default_out(names: Sequence[str], layers: str, k: int, stat: str, model: str) -> Path:
+    from classifiers.probe import default_out
+
+    return default_out("neighbors", "+".join(names), model, dict(corpora=list(names), layers=layers, k=k, stat=stat))
+
+
+def _analyse(names: Sequence[str], *, layers: str, k: int, stat: str, model: str, cache, progress: bool,
+             weighting: str = "uniform", center: str | None = "global") -> NeighborReport:
+    from classifiers.evaluate import progress_bar
+    from classifiers.probe import store_for
+    from featstore.store import open_store, parse_layers
+
     fs = open_store(*[store_for(cache, model, c) for c in names])
     layer_list = parse_layers(layers, fs.num_layers)
     with progress_bar(len(layer_list), f"neighbours {'+'.join(names)}: layer", progress) as advance:
-        report = neighbor_analysis(fs, layers=layer_list, k=k, stat=stat, progress=advance)
-    files = [report.write(out / "neighbors.json"), report.write(out / "neighbors.csv"),
-             *figure_paths(report.plot(out / "neighbors_purity.png"))]
-    return report, files
+        return neighbor_analysis(fs, layers=layer_list, k=k, stat=stat, weighting=weighting, center=center,
+                                 progress=advance)
+
+
+def _write_report(report: NeighborReport, out: Path) -> list[Path]:
+    from classifiers.plots import figure_paths
+
+    return [report.write(out / "neighbors.json"), report.write(out / "neighbors.csv"),
+            *figure_paths(report.plot(out / "neighbors_purity.png"))]
+
+
+def _knn_results(report: NeighborReport, names: Sequence[str], model: str):
+    results = report.probe_results()
+    results.meta.update(corpus="+".join(names), model=model)
+    return results
+
+
+def read_report(path: str | Path, predictions: Sequence = ()) -> NeighborReport:
+    """The `NeighborReport` a neighbors.json holds (`predictions`: the kNN prediction blocks, which
+    the JSON leaves to the predictions file); a damaged or foreign file is one NeighborError line."""
+    import json
+
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        d.pop("knn_summary", None)
+        purity_rows = [PurityRow(**p) for p in d.pop("purity")]
+        cross = [CrossRow(**{key: v for key, v in c.items() if key != "chance_uar"}) for c in d.pop("cross")]
+        return NeighborReport(**d, purity=purity_rows, cross=cross, predictions=list(predictions))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise NeighborError(f"{path}: cannot read the registered neighbours report ({e}); run again with --force") from e
+
+
+def _registered_here(run: dict) -> bool:
+    from classifiers.study import registered_files
+
+    return registered_files(run) and (Path(run["out"]) / "neighbors.json").is_file()
+
+
+def registered_neighbors(corpora: Sequence[str] | None, *, layers: str = "all", k: int = 10, stat: str = "mean",
+                         model: str, cache: str | Path = "cache", registry, force: bool = False,
+                         out: str | Path | None = None, overwrite: bool = False, progress: bool = False,
+                         command: str = "") -> NeighborRun:
+    """`ser neighbors` through the registry `registry` (a `classifiers.registry.Registry`).
+
+    The configuration (`neighbors_config`) and the fingerprints of the stores read make the run's
+    key: a registered run with the same key whose files are still there is returned (reused=True,
+    nothing written) unless `force`. Otherwise the analysis runs, writes neighbors.json / .csv /
+    _purity.png plus the kNN records (knn.json, knn.csv, knn_summary.csv) and per-utterance
+    predictions (knn_predictions.parquet) into `out` (default: named by the settings; a forced
+    re-run takes a new folder, never the registered run's), and is registered as kind
+    "neighbors" (scores: the kNN records; purity stays in neighbors.json). A user-chosen `out`
+    that already holds files is refused unless `overwrite`.
+    """
+    from classifiers.predictions import write_predictions
+    from classifiers.probe import cached_corpora
+    from classifiers.registry import run_key
+    from classifiers.results import check_out, write_results
+    from classifiers.study import fingerprints, load_registered
+
+    _check_k(k)
+    names = list(corpora or []) or cached_corpora(cache, model)
+    config = neighbors_config(names, layers=layers, k=k, stat=stat, model=model)
+    stores = fingerprints(cache, model, names)
+    found = None if force else registry.find("neighbors", config, stores)
+    if found is not None and _registered_here(found):
+        results = load_registered(found)
+        report = read_report(Path(found["out"]) / "neighbors.json", results.predictions)
+        return NeighborRun(found, report, results, reused=True)
+    try:
+        if out is None:
+            out = base = _default_out(names, layers, k, stat, model)
+            i = 1
+            while force and out.exists():  # a forced re-run never replaces the files of the run registered before
+                i += 1
+                out = base.with_name(f"{base.name}-{i}")
+        out = check_out(out, overwrite)
+        report = _analyse(names, layers=layers, k=k, stat=stat, model=model, cache=cache, progress=progress,
+                          weighting=config["weighting"], center=config["center"])
+        results = _knn_results(report, names, model)
+        files = _write_report(report, out) + list(write_results(results, out, KNN_NAME, summary_csv=True))
+        predictions = None
+        if results.predictions:
+            predictions = write_predictions(results.predictions, out / f"{KNN_NAME}_predictions.parquet")
+            files.append(predictions)
+        run_id = registry.register(kind="neighbors", config=config, stores=stores, results=results,
+                                   command=command, out=out, predictions=predictions)
+    except BaseException:
+        registry.release(run_key("neighbors", config, stores))  # a failed run never blocks an identical one
+        raise
+    return NeighborRun(registry.run(run_id), report, results, reused=False, files=files)

@@ -177,7 +177,8 @@ def registered_files(run: dict) -> bool:
 
 
 def _results_json(run: dict) -> Path:
-    return Path(run["out"]) / {"finetune": "finetune.json", "evaluate": "evaluate.json"}.get(run["kind"], "probe.json")
+    return Path(run["out"]) / {"finetune": "finetune.json", "evaluate": "evaluate.json",
+                             "neighbors": "knn.json"}.get(run["kind"], "probe.json")  # neighbors: its kNN records
 
 
 def load_registered(run: dict):

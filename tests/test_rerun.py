@@ -1,0 +1,111 @@
+"""One re-run behaviour (issue 24, item 7): an identical configuration over identical stores shows the
+registered run, for `ser neighbors` and `ser demo` as for `ser probe`; --force runs it again."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from tests.test_results import MODEL, RAVDESS, planted, write_store
+
+ENV = {"COLUMNS": "200"}
+
+
+def _mtimes(root) -> dict:
+    return {p: p.stat().st_mtime_ns for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _run_id(output: str) -> str:
+    return re.search(r"registered run ([0-9a-f]{10})", output).group(1)
+
+
+@pytest.fixture
+def cache(tmp_path):
+    write_store(tmp_path / "cache", "ravdess", *planted("ravdess", RAVDESS[:4], n_speakers=4, per=2))
+    return tmp_path / "cache"
+
+
+def _neighbors(tmp_path, cache, *extra):
+    args = ["neighbors", "--corpus", "ravdess", "--model", MODEL, "--cache", str(cache), "--layer", "all",
+            "--db", str(tmp_path / "ser.db"), *extra]
+    r = CliRunner().invoke(app, args, env=ENV)
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def test_neighbors_rerun_shows_the_registered_run(tmp_path, cache, monkeypatch):
+    from classifiers.registry import Registry
+
+    monkeypatch.chdir(tmp_path)
+    first = _neighbors(tmp_path, cache, "--k", "3")
+    run_id = _run_id(first)
+    folders = sorted((tmp_path / "results").iterdir())
+    assert len(folders) == 1
+    before = _mtimes(folders[0])
+    assert {p.name for p in before} >= {"neighbors.json", "knn.json", "knn_predictions.parquet"}
+    knn_table = first[first.index("kNN emotion classification"):first.index("wrote:")]
+
+    second = _neighbors(tmp_path, cache, "--k", "3")
+    assert f"registered run {run_id} of " in second
+    assert "(identical configuration over identical stores; --force runs it again)" in second
+    assert knn_table in second                                  # the headline kNN table, from the registered files
+    assert str(folders[0].resolve()) in second and "wrote:" not in second
+    assert sorted((tmp_path / "results").iterdir()) == folders   # no new folder
+    assert _mtimes(folders[0]) == before                          # nothing rewritten
+
+    registry = Registry(tmp_path / "ser.db")
+    run = registry.run(run_id)
+    assert run["kind"] == "neighbors" and run["config"]["k"] == 3 and run["predictions"].endswith(".parquet")
+    assert {s["metric"] for s in registry.scores(run_id)} >= {"uar", "wa"}
+
+    forced = _neighbors(tmp_path, cache, "--k", "3", "--force")
+    forced_id = _run_id(forced)
+    assert forced_id != run_id and "registered run" in forced and "wrote:" in forced
+    now = sorted((tmp_path / "results").iterdir())
+    assert len(now) == 2 and now[0] == folders[0] and now[1].name == folders[0].name + "-2"
+    assert _mtimes(folders[0]) == before                          # the registered run's files untouched
+
+    changed = _neighbors(tmp_path, cache, "--k", "5")
+    assert _run_id(changed) not in (run_id, forced_id) and "identical configuration" not in changed
+    assert len(list((tmp_path / "results").iterdir())) == 3
+
+    ls = CliRunner().invoke(app, ["results", "ls", "--kind", "neighbors", "--db", str(tmp_path / "ser.db")], env=ENV)
+    assert ls.exit_code == 0 and "3 run(s)" in ls.output, ls.output
+    ls = CliRunner().invoke(app, ["results", "ls", "--kind", "probe", "--db", str(tmp_path / "ser.db")], env=ENV)
+    assert ls.exit_code == 0 and "0 run(s)" in ls.output, ls.output
+
+
+def test_neighbors_user_out_keeps_overwrite(tmp_path, cache):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    args = ["neighbors", "--corpus", "ravdess", "--model", MODEL, "--cache", str(cache), "--k", "3",
+            "--db", str(tmp_path / "ser.db"), "--out", str(out)]
+    r = CliRunner().invoke(app, args, env=ENV)
+    assert r.exit_code == 2 and "--overwrite" in r.output and r.output.count("\n") == 1, r.output
+    r = CliRunner().invoke(app, [*args, "--overwrite"], env=ENV)
+    assert r.exit_code == 0 and (out / "knn.json").exists(), r.output
+    r = CliRunner().invoke(app, args, env=ENV)                   # registered now: shown, not refused
+    assert r.exit_code == 0 and "identical configuration" in r.output, r.output
+
+
+def test_demo_rerun_shows_the_registered_runs_and_writes_nothing(tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--n", "48"]
+    first = CliRunner().invoke(app, args, env=ENV)
+    assert first.exit_code == 0, first.output
+    assert "identical configuration" not in first.output
+    before = _mtimes(out)
+    second = CliRunner().invoke(app, args, env=ENV)
+    assert second.exit_code == 0, second.output
+    assert second.output.count("(identical configuration over identical stores; --force runs it again)") == 2
+    assert _mtimes(out) == before                                  # no file written, not even the report
+    assert "results and plots:" in second.output and str(out / "results" / "report.html") in second.output
+    from classifiers.registry import Registry
+
+    runs = Registry(out / "results" / "ser.db").runs()
+    assert sorted(r["kind"] for r in runs) == ["neighbors", "probe"]
+    assert all(f"registered run {r['id']} of " in second.output for r in runs)
