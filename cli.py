@@ -640,6 +640,11 @@ def extract(
                       f"(pooled features unchanged)", highlight=False)
         if not res.extracted and not res.skipped:
             return
+    if res.relabelled:
+        console.print(f"{tag}{res.store}: {res.relabelled} labels brought up to the corpus' labels as read now "
+                      f"(features unchanged; runs registered over the old labels no longer match it)", highlight=False)
+        if not res.extracted and not res.skipped and not res.frames_added:
+            return
     if res.up_to_date:
         console.print(f"{tag}{res.store}: up to date ({res.already} utterances), nothing to extract")
         return
@@ -694,11 +699,6 @@ def _extract_tasks(corpus, root, model, cache, device, executor, shards, shard, 
 def store_ls(cache: Path | None = CACHE_OPT):
     """List the stores in the cache.
 
-    if res.relabelled:
-        console.print(f"{tag}{res.store}: {res.relabelled} labels brought up to the corpus' labels as read now "
-                      f"(features unchanged; runs registered over the old labels no longer match it)", highlight=False)
-        if not res.extracted and not res.skipped and not res.frames_added:
-            return
     Example: ser store ls --cache cache
     """
     from featstore.store import list_stores
