@@ -186,8 +186,9 @@ def _limit_loaded(n: int) -> None:
             pass
         else:
             _state["limits"] = threadpool_limits(limits=n)
-    if "faiss" in sys.modules:
-        sys.modules["faiss"].omp_set_num_threads(n)
+    faiss = sys.modules.get("faiss")   # None where its import was blocked or failed
+    if faiss is not None and hasattr(faiss, "omp_set_num_threads"):
+        faiss.omp_set_num_threads(n)
     torch = sys.modules.get("torch")
     if torch is not None and hasattr(torch, "set_num_threads"):
         torch.set_num_threads(n)
