@@ -146,6 +146,9 @@ def _resolve_directory(model_id: str, revision: str | None) -> tuple[Path, str |
     local = Path(model_id).expanduser()
     if local.is_dir():
         return local.resolve(), None
+    if local.exists():
+        raise ModelLoadError(f"{model_id} is a file, not a model directory; pass --model with a hub id "
+                             f"(e.g. {DEFAULT_MODEL}) or a directory saved with save_pretrained")
     if local.suffix or is_local_id(model_id):
         raise ModelLoadError(f"model directory {model_id} does not exist; pass --model with a hub id "
                              f"(e.g. {DEFAULT_MODEL}) or a directory saved with save_pretrained")

@@ -66,10 +66,10 @@ def quick_config(model_id: str, *, dtype: str, frames: str | Sequence[int] | Non
 
     if model_id.startswith("opensmile:") or not (is_local_id(model_id) or os.environ.get("HF_HUB_OFFLINE")):
         return None
-    directory = local_copy(model_id)
-    if directory is None:
-        return None
     try:
+        directory = local_copy(model_id)
+        if directory is None:
+            return None
         config = json.loads((directory / "config.json").read_text())
         pre = directory / "preprocessor_config.json"
         fe = json.loads(pre.read_text()) if pre.exists() else {}

@@ -196,8 +196,14 @@ def test_results_are_never_silently_overwritten(cache, tmp_path, monkeypatch):
     assert invoke(*args, *out, "--force", "--overwrite").exit_code == 0
     nb = ["neighbors", "--corpus", "ravdess", "--layer", "1", "--model", MODEL, "--cache", str(cache)]
     assert invoke(*nb).exit_code == 0
-    assert invoke(*nb).exit_code == 2 and invoke(*nb, "--overwrite").exit_code == 0
-    nb_dir = next((tmp_path / "results").glob("neighbors-ravdess-*"))
+    again = invoke(*nb)   # registered: an identical re-run shows that run and writes nothing
+    assert again.exit_code == 0 and "registered run" in again.output
+    assert len(list((tmp_path / "results").glob("neighbors-ravdess-*"))) == 1
+    assert invoke(*nb, "--force").exit_code == 0                        # a new run, into a new directory
+    assert len(list((tmp_path / "results").glob("neighbors-ravdess-*"))) == 2
+    nb_dir = sorted((tmp_path / "results").glob("neighbors-ravdess-*"))[0]
+    nb_out = ["--out", str(nb_dir), "--force"]
+    assert invoke(*nb, *nb_out).exit_code == 2 and invoke(*nb, *nb_out, "--overwrite").exit_code == 0
     assert next(csv.DictReader(open(nb_dir / "neighbors.csv")))["model"] == MODEL
 
 

@@ -108,9 +108,14 @@ def local_copy(model_id: str) -> Path | None:
     path = Path(model_id).expanduser()
     if path.is_dir():
         return path if (path / "config.json").exists() else None
+    if path.exists():  # a file is no model
+        return None
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(model_id, "config.json")
+    try:
+        found = try_to_load_from_cache(model_id, "config.json")
+    except ValueError:  # HFValidationError: neither a directory nor a valid hub id
+        return None
     return Path(found).parent if isinstance(found, str) else None
 
 
