@@ -1573,6 +1573,7 @@ def study_run(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the task graph (and, for slurm, the job script) "
                                  "without running anything."),
     threads: int | None = THREADS_OPT,
+    fmt: str | None = FORMAT_OPT,
 ):
     """Run every cell of a study file (extracting missing stores), skip registered ones, register
     each run and write the report.
@@ -1614,7 +1615,7 @@ def study_run(
         done, page = run_study(path, cache=_cache(cache), registry=Registry(_db(db)), default_model=_model(model),
                                force=force, device=_device_opt(device), report=report_out, on_cell=on_cell,
                                progress=True, executor=str(spec), on_fail=on_fail, on_start=on_start,
-                               on_table=on_table)
+                               on_table=on_table, formats=fmt)
     except KeyboardInterrupt:
         _tagged("interrupted:", "cells registered so far are kept; run the same command again to run only the rest")
         raise typer.Exit(130) from None
@@ -1721,6 +1722,7 @@ def _command() -> str:
 
 @app.command()
 @friendly
+@_with_formats
 def demo(
     out: Path = typer.Option(Path("demo"), "--out", "-o", callback=OUT_DIR, help="Where the corpus, store and results go."),
     n: int = typer.Option(240, "--n", callback=AT_LEAST_1, help="Synthetic RAVDESS utterances (balanced over 24 actors, 8 emotions)."),
@@ -1729,6 +1731,7 @@ def demo(
     seed: int = typer.Option(0, "--seed", callback=NOT_NEGATIVE, help="Seed of the synthetic corpus."),
     force: bool = typer.Option(False, "--force", help="Run the probe and the neighbours again even if registered."),
     threads: int | None = THREADS_OPT,
+    fmt: str | None = FORMAT_OPT,
 ):
     """The main job on the embedded default: synthetic corpus -> folds -> extract -> probe -> plots.
 

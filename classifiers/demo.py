@@ -9,6 +9,7 @@ adjusted for picking the best layer on the test speakers).
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,9 +118,12 @@ def _demo(out: Path, n: int, model: str | None, seed: int, overwrite: bool, forc
         t.add_row(*r)
     yield DemoStep(text=t)
     yield DemoStep("6. registry, report and one comparison with its uncertainty")
-    files = [*(probe.files or _folder_files(probe.run)), *(nb.files or _folder_files(nb.run))]
-    purity_png = next(f for f in files if f.name == "neighbors_purity.png")
-    page, line = _report(probe, registry, results_dir, purity_png, write=not (probe.reused and nb.reused))
+    files = [*(_folder_files(probe.run) if probe.reused else probe.files),
+             *(_folder_files(nb.run) if nb.reused else nb.files)]
+    with tempfile.TemporaryDirectory() as tmp:  # the report embeds PNG, whatever --format wrote
+        purity_png = (next((f for f in files if f.name == "neighbors_purity.png"), None)
+                      or nb.report.plot(Path(tmp) / "neighbors_purity.png", formats="png"))
+        page, line = _report(probe, registry, results_dir, purity_png, write=not (probe.reused and nb.reused))
     files.append(page)
     yield DemoStep(text=f"{line}\nreport: {page}" + (" (the registered runs' report, unchanged)"
                                                      if probe.reused and nb.reused and page.exists() else ""))

@@ -60,6 +60,7 @@ from classifiers.metrics import scores as _scores
 from classifiers.results import HEADLINE_KEYS, ci_text
 from featstore import serialize
 from featstore.corpora.base import Utterance
+from featstore.errors import SerError
 from featstore.labels import canonical_order
 
 __all__ = [
@@ -668,6 +669,26 @@ class NeighborRun:
     files: list[Path] = field(default_factory=list)
 
 
+def _complete_figures(run: dict, report: NeighborReport) -> list[Path]:
+    """The purity plot of a registered run in the current formats its folder lacks (drawn from its
+    report, nothing computed again); a folder that cannot be written keeps what it has, with one warning."""
+    import warnings
+
+    from classifiers.plots import current_formats, figure_paths
+
+    out = Path(run["out"])
+    missing = [f for f in current_formats() if not (out / f"neighbors_purity.{f}").exists()]
+    if not missing or not out.is_dir():
+        return []
+    try:
+        return figure_paths(report.plot(out / "neighbors_purity.png", formats=missing), missing)
+    except (OSError, SerError) as e:
+        warnings.warn(f"run {run['id']}: its purity plot as {', '.join(missing)} could not be drawn in {out} "
+                      f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); its scores are unchanged",
+                      stacklevel=2)
+        return []
+
+
 def neighbors_config(corpora: Sequence[str], *, layers: str = "all", k: int = 10, stat: str = "mean",
                      model: str) -> dict:
     """A neighbours run's configuration as the registry keys it: the options, and the analysis
@@ -765,7 +786,7 @@ def registered_neighbors(corpora: Sequence[str] | None, *, layers: str = "all", 
     if found is not None and _registered_here(found):
         results = load_registered(found)
         report = read_report(Path(found["out"]) / "neighbors.json", results.predictions)
-        return NeighborRun(found, report, results, reused=True)
+        return NeighborRun(found, report, results, reused=True, files=_complete_figures(found, report))
     try:
         if out is None:
             out = base = _default_out(names, layers, k, stat, model)

@@ -214,15 +214,27 @@ def _aggregated(results: ProbeResults, **where) -> str:
 
 
 def write_outputs(results: ProbeResults, out: Path, *, plots: bool = True, name: str = "probe") -> list[Path]:
-    from classifiers.plots import confusion_heatmap, figure_paths, layer_curve
-    from classifiers.results import ci_text, write_results
+    from classifiers.results import write_results
 
     files = list(write_results(results, out, name, summary_csv=True))
     if results.predictions:
         from classifiers.predictions import write_predictions
 
         files.append(write_predictions(results.predictions, out / f"{name}_predictions.parquet"))
-    if plots and results.records:
+    if plots:
+        files.extend(draw_figures(results, out, name=name))
+    return files
+
+
+def draw_figures(results: ProbeResults, out: Path, *, name: str = "probe") -> list[Path]:
+    """The run's figures ({name}_layers, {name}_confusion), in the current figure formats
+    (`classifiers.plots.figure_formats`), drawn from its records alone: a registered run's folder
+    gets the formats it lacks without computing anything again."""
+    from classifiers.plots import confusion_heatmap, figure_paths, layer_curve
+    from classifiers.results import ci_text
+
+    files: list[Path] = []
+    if results.records:
         labels = results.records[0]["labels"]
         chance = 1.0 / len(labels) if labels else None
         meta = results.meta

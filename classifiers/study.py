@@ -31,6 +31,9 @@ differs from its column's reference after Holm; printed, written beside the repo
 (booktabs) and .csv, and leading the report. `table = {rows = ["model", "train"], columns = "test",
 layer = 12}` in [study] chooses the pivot (default: what varies across the cells).
 
+Figures: `formats = ["png", "pdf"]` in [study] (or `ser study run --format png,pdf`) writes every
+run's figures in those formats; a registered run re-used gets the formats its folder lacks.
+
 Where the cells run: `executor = "local"` (default: one after another, in this process),
 `"local:N"`, `"dask://HOST:PORT"` or `"slurm"` (with an [executor] table), in [study] or as
 `ser study run --executor`. On a Dask executor the study is a task graph (`plan_study`): one
@@ -50,6 +53,7 @@ import shlex
 import shutil
 import sys
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,9 +120,23 @@ KEY_TYPES: dict[str, tuple[Callable[[object], bool], str]] = {
     "report": (_text, 'an .html file, e.g. "results/diary.html"'),
     "cache": (_text, "a directory"),
     "db": (_text, "a registry file, e.g. \"results/ser.db\""),
+    "formats": (lambda v: _formats_problem(v) is None, '"png", "pdf", "svg" or several, e.g. ["png", "pdf"] '
+                                                        'or "png,pdf"'),
     "executor": (lambda v: isinstance(v, str) and _executor_problem(v) is None,
                  '"local", "local:N", "dask://HOST:PORT" or "slurm"'),
 }
+
+
+def _formats_problem(v) -> str | None:
+    from classifiers.plots import FigureFormatError, parse_formats
+
+    if not (isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))):
+        return "not a string or a list of strings"
+    try:
+        parse_formats(v)
+    except FigureFormatError as e:
+        return str(e)
+    return None
 
 
 def _executor_problem(v: str) -> str | None:
@@ -181,6 +199,26 @@ def _results_json(run: dict) -> Path:
                              "neighbors": "knn.json"}.get(run["kind"], "probe.json")  # neighbors: its kNN records
 
 
+def complete_figures(run: dict, results) -> list[Path]:
+    """Draw a registered probe run's figures in the current formats its folder lacks (a run made
+    with png, asked again with --format pdf); nothing is computed again. Returns the files drawn.
+    A folder that cannot be written (another user's) keeps what it has, with one warning."""
+    from classifiers.plots import current_formats, figure_formats
+    from classifiers.probe import draw_figures
+
+    out = Path(run["out"])
+    missing = [f for f in current_formats() if not (out / f"probe_layers.{f}").exists()]
+    if run["kind"] != "probe" or not missing or not out.is_dir():
+        return []
+    try:
+        with figure_formats(missing):
+            return draw_figures(results, out)
+    except (OSError, SerError) as e:
+        warnings.warn(f"run {run['id']}: its figures as {', '.join(missing)} could not be drawn in {out} "
+                      f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); the run's scores are unchanged", stacklevel=2)
+        return []
+
+
 def load_registered(run: dict):
     """The `ProbeResults` of a registered run, read back from its files (predictions included)."""
     from classifiers.predictions import read_predictions
@@ -237,7 +275,8 @@ def registered_probe(corpus: str | None, *, model: str, cache, registry, force: 
     stores = fingerprints(cache, model, _needed(corpus, train, test))
     found = None if force else registry.find("probe", config, stores)
     if found is not None and registered_files(found):
-        return Registered(found, load_registered(found), reused=True)
+        results = load_registered(found)
+        return Registered(found, results, reused=True, files=complete_figures(found, results))
     settings = {k: v for k, v in config.items() if k != "model"}
     if out is None:
         out = default_out("probe", corpus or f"{'+'.join(train)}-to-{test}", model, settings)
@@ -293,7 +332,7 @@ def read_study(path: str | Path) -> tuple[dict, list[Cell]]:
     head = data.get("study", {})
     if not isinstance(head, dict):
         raise StudyError(f"{path}: study = {_shown(head)}: expected a [study] table")
-    unknown = sorted(set(head) - set(CELL_KEYS) - {"name", "cache", "db", "report", "executor", "table"})
+    unknown = sorted(set(head) - set(CELL_KEYS) - {"name", "cache", "db", "report", "executor", "table", "formats"})
     if unknown:
         raise StudyError(f"{path}: unknown [study] key(s) {', '.join(unknown)}; use {', '.join(CELL_KEYS)}")
     _check_types(path, "[study]", head)
@@ -363,7 +402,8 @@ def run_study(path: str | Path, *, cache, registry, default_model: str, force: b
               device: str | None = None, report: str | Path | None = None,
               on_cell: Callable[[Cell, Registered], None] | None = None, progress: bool = False,
               executor: str | None = None, on_fail: Callable[[Cell, str], None] | None = None,
-              on_start: Callable[[str], None] | None = None, on_table: Callable | None = None):
+              on_start: Callable[[str], None] | None = None, on_table: Callable | None = None,
+              formats: str | Sequence[str] | None = None):
     """Run every cell of the study file `path`; return (cells' `Registered`s, report path).
 
     Cells already registered are re-used (unless `force`); missing stores are extracted first
@@ -378,7 +418,21 @@ def run_study(path: str | Path, *, cache, registry, default_model: str, force: b
 
     The study's paper table (`study_outputs`) leads the report and is written beside it as .md,
     .tex and .csv; `on_table(PaperTable, [those files])` gets it (e.g. to print it).
+
+    formats: the runs' figure formats (`--format`; default the file's [study] formats, else png);
+    registered runs re-used get the formats their folders lack (`complete_figures`).
     """
+    from classifiers.plots import figure_formats
+
+    head, _ = read_study(path)
+    with figure_formats(formats if formats is not None else head.get("formats")):
+        return _run_study(path, cache=cache, registry=registry, default_model=default_model, force=force,
+                          device=device, report=report, on_cell=on_cell, progress=progress, executor=executor,
+                          on_fail=on_fail, on_start=on_start, on_table=on_table)
+
+
+def _run_study(path, *, cache, registry, default_model, force, device, report, on_cell, progress, executor,
+               on_fail, on_start, on_table):
     from classifiers.executor import parse_executor
     from classifiers.tables import check_table_paths
 
@@ -486,6 +540,7 @@ def extract_task(c: dict, *deps) -> dict:
 def probe_task(c: dict, *deps) -> dict:
     """Task "probe": one cell's probe run, its folder written whole at `c["out"]` (a temporary
     folder renamed into place), its results returned for the client to register."""
+    from classifiers.plots import figure_formats
     from classifiers.probe import run_probe
     from classifiers.registry import run_key
     from featstore.outputs import write_text
@@ -496,8 +551,9 @@ def probe_task(c: dict, *deps) -> dict:
     out = Path(c["out"])
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        run = run_probe(c["corpus"], model=c["model_path"], cache=c["cache"], out=tmp, device=c.get("device"),
-                        progress=False, **c["options"])
+        with figure_formats(c.get("formats")):   # the client's formats: a worker process has its own context
+            run = run_probe(c["corpus"], model=c["model_path"], cache=c["cache"], out=tmp, device=c.get("device"),
+                            progress=False, **c["options"])
         run.results.meta["model"] = c["config"]["model"]  # as the sequential run records it
         write_text(tmp / RUN_MARKER, dumps(dict(key=key, kind="probe"), sort_keys=True))
         try:
@@ -649,6 +705,7 @@ def _run_distributed(path, head, cells, spec, table, *, cache, registry, default
                      on_cell, on_fail, on_start, progress, on_table=None):
     """`run_study` on a Dask executor: plan, skip what is registered, run the rest, register as tasks finish."""
     from classifiers.executor import Task, gpu_workers, open_client, require_dask, run_tasks
+    from classifiers.plots import current_formats
     from classifiers.registry import run_key
     from classifiers.results import read_results
 
@@ -660,6 +717,8 @@ def _run_distributed(path, head, cells, spec, table, *, cache, registry, default
     command = command_line()
 
     def registered(plan: CellPlan, reg: Registered) -> None:
+        if reg.reused:
+            reg.files = complete_figures(reg.run, reg.results)
         for j, cell in enumerate(plan.cells):
             r = reg if j == 0 else Registered(reg.run, reg.results, reused=True)
             by_cell[order[id(cell)]] = r
@@ -718,7 +777,7 @@ def _run_distributed(path, head, cells, spec, table, *, cache, registry, default
             test = o.pop("test", None)
             graph.append(Task(plan.task, "probe", dict(
                 corpus=plan.corpus, model_path=_model_for_workers(plan.model), cache=str(cache), device=device,
-                needed=plan.needed, config=plan.config, out=str(plan.out),
+                needed=plan.needed, config=plan.config, out=str(plan.out), formats=list(current_formats()),
                 options=dict(o, classifier=plan.config["classifier"], protocol=plan.config["protocol"],
                              test=[test] if test else None)),
                 deps=deps, label=plan.cells[0].describe()))

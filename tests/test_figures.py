@@ -292,3 +292,55 @@ def test_probe_format_writes_every_format_and_the_report_embeds_png(tmp_path, mo
         assert png_size(base64.b64decode(data)) == (int(w), int(h))
     assert "align-items:flex-start" in page and "height:auto" in page
     assert not list(Path(tmp_path).glob("*.pdf"))
+
+
+def _figures(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.suffix in (".png", ".pdf", ".svg"))
+
+
+def test_a_study_file_says_its_formats_and_re_used_runs_get_the_formats_they_lack(tmp_path, monkeypatch):
+    """[study] formats writes each run's figures in those formats; asked again with --format svg,
+    the registered run is re-used (nothing computed: same run id, same probe.json) and its folder
+    gains the svg figures; a bad formats value is one line before any work."""
+    from classifiers.registry import Registry
+    from tests.test_runs import MODEL, toy_store
+
+    monkeypatch.chdir(tmp_path)
+    cache, db = tmp_path / "cache", tmp_path / "ser.db"
+    toy_store(cache, "ravdess", speakers=4, per_class=2)
+    study = tmp_path / "s.toml"
+    body = (f'models = ["{MODEL}"]\nlayers = "all"\nC = 1.0\nprotocol = "speaker-kfold:2"\n'
+            f'[[cells]]\ncorpus = "ravdess"\n')
+    study.write_text('[study]\nname = "fmt"\nformats = ["pdf"]\n' + body)
+    run = ["study", "run", str(study), "--cache", str(cache), "--db", str(db)]
+    r = runner.invoke(app, run, env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    (only,) = Registry(db).runs()
+    folder = Path(only["out"])
+    assert _figures(folder) == ["probe_confusion.pdf", "probe_layers.pdf"]
+    before = (folder / "probe.json").read_bytes()
+    r = runner.invoke(app, [*run, "--format", "svg"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "registered already" in r.output and [x["id"] for x in Registry(db).runs()] == [only["id"]]
+    assert _figures(folder) == ["probe_confusion.pdf", "probe_confusion.svg", "probe_layers.pdf", "probe_layers.svg"]
+    assert (folder / "probe.json").read_bytes() == before
+    ET.parse(folder / "probe_layers.svg")                               # a whole SVG document
+    study.write_text('[study]\nname = "fmt"\nformats = "png,jpeg"\n' + body)
+    r = runner.invoke(app, run, env={"COLUMNS": "200"})
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert "formats" in r.output and "jpeg" in " ".join(r.output.split())
+    assert len(Registry(db).runs()) == 1
+
+
+def test_demo_format_writes_its_figures_in_each_and_a_re_run_adds_missing_ones(tmp_path):
+    out = tmp_path / "demo"
+    r = runner.invoke(app, ["demo", "--out", str(out), "--n", "24", "--format", "pdf"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert _figures(out / "results" / "probe") == ["probe_confusion.pdf", "probe_layers.pdf"]
+    assert _figures(out / "results" / "neighbors") == ["neighbors_purity.pdf"]
+    page = (out / "results" / "report.html").read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") >= 2                   # the report embeds PNG all the same
+    r = runner.invoke(app, ["demo", "--out", str(out), "--n", "24", "--format", "png"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert _figures(out / "results" / "neighbors") == ["neighbors_purity.pdf", "neighbors_purity.png"]
+    assert "probe_layers.png" in _figures(out / "results" / "probe")
