@@ -18,7 +18,13 @@ wall clock of the task phase - sum of the tasks' own seconds) / tasks, plus the 
 empty task on the same cluster (--empty of them). `uptime`'s load is printed before and after:
 other jobs share this machine, and a loaded machine slows the parallel run first.
 
+With --ravdess-size the store is instead a RAVDESS-sized feature set written directly (bench/probe.py's
+synthetic_ravdess: 1440 utterances of 24 actors x --layers x 768, no audio, no model): each cell is
+then a real-sized default sweep (tens of seconds), where the cluster's fixed costs (start-up: worker
+processes importing ser; shut-down) weigh little and the ratio shows what the cells themselves gain.
+
     python bench/study_executor.py [--utterances 96] [--empty 200]
+    python bench/study_executor.py --ravdess-size [--layers 13]
 """
 
 from __future__ import annotations
@@ -38,10 +44,33 @@ def load() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
+def features_store(cache: Path, model: str, layers: int) -> Path:
+    """A finished RAVDESS store of `model` holding bench/probe.py's synthetic RAVDESS-sized features."""
+    import numpy as np
+
+    from bench.probe import synthetic_ravdess
+    from featstore.backbone import model_slug
+    from featstore.store import Batch, assemble, parts_dir, store_path, write_part
+
+    X, utts = synthetic_ravdess(n_layers=layers)
+    n = len(utts)
+    config = {"model_id": model, "frame_layers": [], "num_layers": layers, "hidden_size": X.shape[2],
+              "weights_sha256": "be" * 32}
+    path = store_path(cache, model_slug(model), "ravdess")
+    parts_dir(path).mkdir(parents=True, exist_ok=True)
+    write_part(parts_dir(path) / "part-0-0.h5", Batch(utts, X, np.abs(X), np.full(n, 16000), np.full(n, 150)),
+               config)
+    assemble(path, config, corpus="ravdess")
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--utterances", type=int, default=96)
     ap.add_argument("--empty", type=int, default=200)
+    ap.add_argument("--ravdess-size", action="store_true",
+                    help="a 1440 x layers x 768 synthetic feature store instead of extracted synthetic audio")
+    ap.add_argument("--layers", type=int, default=13, help="layers of the --ravdess-size store")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -56,11 +85,16 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="ser-bench-executor-"))
     os.environ["SER_CONFIG"] = str(base / "none.toml")
     os.environ["SER_CACHE_HOME"] = str(base / "ser-cache")
-    synthesize("ravdess", base / "data" / "ravdess", n=args.utterances, seed=0, max_duration=1.0, sample_rate=16000)
-    model = build_tiny_model(base / "tiny")
-    with single_threaded():
-        extract_manifest(load_manifest("ravdess", base / "data" / "ravdess"), model=str(model), cache=base / "cache",
-                         device="cpu", progress=False)
+    if args.ravdess_size:
+        model = "bench/ravdess-size"
+        features_store(base / "cache", model, args.layers)
+    else:
+        synthesize("ravdess", base / "data" / "ravdess", n=args.utterances, seed=0, max_duration=1.0,
+                   sample_rate=16000)
+        model = build_tiny_model(base / "tiny")
+        with single_threaded():
+            extract_manifest(load_manifest("ravdess", base / "data" / "ravdess"), model=str(model),
+                             cache=base / "cache", device="cpu", progress=False)
     cells = "".join(f'[[cells]]\ncorpus = "ravdess"\nprotocol = "speaker-kfold:{k}"\nseeds = {s}\n'
                     for k in (2, 3, 4, 5) for s in (1, 2))
     study = base / "s.toml"
@@ -90,7 +124,7 @@ def main() -> None:
         futures = [client.submit(len, (i,), pure=False) for i in range(args.empty)]
         client.gather(futures)
         empty = (time.perf_counter() - t0) / args.empty
-        from classifiers.study import plan_study, read_study
+        from classifiers.study import cell_cost, plan_study, read_study
 
         _, cell_list = read_study(study)
         plans, _, _ = plan_study(cell_list, cache=base / "cache", default_model="x")
@@ -101,7 +135,8 @@ def main() -> None:
             tasks.append(Task(f"bench-{i}", "probe", dict(
                 corpus=plan.corpus, model_path=str(model), cache=str(base / "cache"), device=None, needed=plan.needed,
                 config=plan.config, out=str(out), options=dict(o, classifier=plan.config["classifier"],
-                                                               protocol=plan.config["protocol"], test=None))))
+                                                               protocol=plan.config["protocol"], test=None)),
+                              priority=cell_cost(plan)))
         (base / "phase").mkdir()
         t0 = time.perf_counter()
         outcomes = run_tasks(tasks, client=client)

@@ -147,6 +147,7 @@ class Task:
     deps: tuple[str, ...] = ()
     resources: dict | None = None
     label: str = ""
+    priority: float = 0.0   # Dask starts higher first among ready tasks: the longest cells first balance the workers
 
 
 @contextmanager
@@ -358,7 +359,7 @@ def run_tasks(tasks: Sequence[Task], *, client=None, on_done: Callable[[Outcome]
     futures = {}
     for t in tasks:
         futures[t.key] = client.submit(run_task, t.key, t.kind, t.config, *(futures[d] for d in t.deps), key=t.key,
-                                       resources=t.resources, retries=retries, pure=False)
+                                       resources=t.resources, retries=retries, pure=False, priority=t.priority)
     pending = as_completed(list(futures.values()))
     task_of = {f.key: by_key[k] for k, f in futures.items()}
     try:

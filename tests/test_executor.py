@@ -273,3 +273,40 @@ def test_extract_many_corpora_as_tasks(world, env, cluster):
     assert "ravdess.h5: extracted 32 utterances" in r.output and "emodb.h5: extracted 24 utterances" in r.output
     again = runner.invoke(app, args, env={"COLUMNS": "200"})       # several corpora, in this process
     assert again.exit_code == 0 and again.output.count("up to date") == 2, again.output
+
+
+def _record_task(config: dict, *deps) -> dict:
+    """Task kind "record" for the priority test: note the start in a file, wait a little."""
+    import time
+
+    with open(config["log"], "a") as f:
+        f.write(config["name"] + "\n")
+    time.sleep(config.get("sleep", 0.05))
+    return {}
+
+
+def test_cells_start_longest_first(monkeypatch, tmp_path):
+    """cell_cost ranks cells by seeds x folds x layers x training sets, and run_tasks hands each
+    task's priority to Dask: on one busy worker, the waiting tasks start highest priority first."""
+    from distributed import Client, LocalCluster
+
+    from classifiers import executor
+    from classifiers.executor import Task, run_tasks
+    from classifiers.study import CellPlan, cell_cost
+
+    def plan(protocol, seeds=1, layers="all", train=()):
+        return CellPlan(cells=[], model="m", corpus="ravdess", options=dict(seeds=seeds, layers=layers),
+                        config=dict(protocol=protocol, train=list(train)), needed=[])
+
+    costs = [cell_cost(plan("speaker-kfold:2")), cell_cost(plan("speaker-kfold:5", seeds=2)),
+             cell_cost(plan("luna5", layers="6,12")), cell_cost(plan("loso", layers="3-9", train=["a", "b"]))]
+    assert costs == [2 * 25, 5 * 2 * 25, 5 * 2, 5 * 7 * 2]
+    monkeypatch.setitem(executor.TASK_KINDS, "record", "tests.test_executor:_record_task")
+    log = tmp_path / "order.txt"
+    tasks = [Task("first", "record", dict(name="first", sleep=0.5, log=str(log)), priority=100)]
+    tasks += [Task(f"t{c:g}", "record", dict(name=f"t{c:g}", log=str(log)), priority=c) for c in costs]
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        outcomes = run_tasks(tasks, client=client)
+    assert all(o.ok for o in outcomes)
+    assert log.read_text().split() == ["first", "t250", "t70", "t50", "t10"]
