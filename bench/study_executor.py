@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--ravdess-size", action="store_true",
                     help="a 1440 x layers x 768 synthetic feature store instead of extracted synthetic audio")
     ap.add_argument("--layers", type=int, default=13, help="layers of the --ravdess-size store")
+    ap.add_argument("--no-phase", action="store_true", help="skip the task phase on a running cluster")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -114,6 +115,10 @@ def main() -> None:
         assert len(done) == 8 and not any(r.reused for r in done), "every cell must run"
         print(f"{mode:>10}: {walls[mode]:.1f} s wall for 8 cells")
 
+    print(f"sequential / local:2 wall clock: {walls['local'] / walls['local:2']:.2f}x (cluster start-up included)",
+          flush=True)
+    if args.no_phase:
+        return
     # the task phase alone, on a cluster already up, and the overhead of one task
     from classifiers.executor import Task, run_tasks
 
@@ -144,7 +149,6 @@ def main() -> None:
     assert all(o.ok for o in outcomes), [o.error for o in outcomes if not o.ok]
     own = sum(o.result["seconds"] for o in outcomes)
     print(f"load after: {load()}")
-    print(f"sequential / local:2 wall clock: {walls['local'] / walls['local:2']:.2f}x (cluster start-up included)")
     print(f"task phase on a running cluster: {phase:.1f} s for 8 cells whose own work is {own:.1f} s "
           f"-> {own / phase:.2f}x of one core; sequential / task phase: {walls['local'] / phase:.2f}x")
     print(f"scheduling overhead per cell task: {(2 * phase - own) / len(tasks) * 1000:.0f} ms "

@@ -22,7 +22,7 @@ else runs) and without them ("quiet": only what else runs on the machine; `uptim
 before each block). A run past --timeout is stopped and shown as ">T" (a lower bound). Ratios are
 of figures measured in this same run: each setting over the best of its block, and before/after.
 
-    python bench/threads.py [--load 4] [--timeout 300] [--repeats 1] [--only probe|extract] [--no-quiet]
+    python bench/threads.py [--load 4] [--timeout 300] [--repeats 1] [--only probe|extract] [--no-quiet | --no-load]
 """
 
 from __future__ import annotations
@@ -113,6 +113,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="runs per setting; the best wall is shown")
     ap.add_argument("--only", choices=("probe", "extract"), default=None)
     ap.add_argument("--no-quiet", action="store_true", help="skip the block without added load")
+    ap.add_argument("--no-load", action="store_true", help="skip the block under added load")
     ap.add_argument("--before", default=None, help="git revision of the 'before' code (default: the commit "
                                                    "before featstore/threads.py was added)")
     ap.add_argument("--emovo-n", type=int, default=588, help="synthetic EMOVO utterances (the corpus has 588)")
@@ -159,7 +160,7 @@ def main() -> None:
             print(f"CPUs this process may use: {available_cpus()} (os.cpu_count() {os.cpu_count()}); "
                   f"before = {subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=old, capture_output=True, text=True).stdout.strip()}"
                   f", after = this tree", flush=True)
-            blocks = [("under load", args.load)] + ([] if args.no_quiet else [("quiet", 0)])
+            blocks = ([] if args.no_load else [("under load", args.load)]) + ([] if args.no_quiet else [("quiet", 0)])
             table = {}
             for block, n in blocks:
                 with Load(n):

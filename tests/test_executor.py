@@ -286,7 +286,7 @@ def _record_task(config: dict, *deps) -> dict:
 
 
 def test_cells_start_longest_first(monkeypatch, tmp_path):
-    """cell_cost ranks cells by seeds x folds x layers x training sets, and run_tasks hands each
+    """cell_cost ranks cells by seeds x (folds - 1) x layers x training sets, and run_tasks hands each
     task's priority to Dask: on one busy worker, the waiting tasks start highest priority first."""
     from distributed import Client, LocalCluster
 
@@ -300,7 +300,7 @@ def test_cells_start_longest_first(monkeypatch, tmp_path):
 
     costs = [cell_cost(plan("speaker-kfold:2")), cell_cost(plan("speaker-kfold:5", seeds=2)),
              cell_cost(plan("luna5", layers="6,12")), cell_cost(plan("loso", layers="3-9", train=["a", "b"]))]
-    assert costs == [2 * 25, 5 * 2 * 25, 5 * 2, 5 * 7 * 2]
+    assert costs == [1 * 25, 4 * 2 * 25, 4 * 2, 4 * 7 * 2]
     monkeypatch.setitem(executor.TASK_KINDS, "record", "tests.test_executor:_record_task")
     log = tmp_path / "order.txt"
     tasks = [Task("first", "record", dict(name="first", sleep=0.5, log=str(log)), priority=100)]
@@ -309,4 +309,4 @@ def test_cells_start_longest_first(monkeypatch, tmp_path):
             Client(cluster) as client:
         outcomes = run_tasks(tasks, client=client)
     assert all(o.ok for o in outcomes)
-    assert log.read_text().split() == ["first", "t250", "t70", "t50", "t10"]
+    assert log.read_text().split() == ["first", "t200", "t56", "t25", "t8"]
