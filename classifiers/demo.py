@@ -95,7 +95,8 @@ def _demo(out: Path, n: int, model: str | None, seed: int, overwrite: bool, forc
     yield DemoStep(text=t)
     yield DemoStep("3. extract every layer")
     if model is None:
-        model = str(build_demo_model(out / "models" / "demo-wav2vec2-random"))
+        # absolute: the registry, saved probes and figures name a model that any directory can load (issue 23)
+        model = str(Path(build_demo_model(out / "models" / "demo-wav2vec2-random")).resolve())
         yield DemoStep(text=f"model: {model} (6 layers x 256, random weights: no hub download here; "
                             "pass --model facebook/wav2vec2-base for the real one)")
     res = extract_manifest(m, model=model, cache=out / "cache", device="auto", progress=True)

@@ -6,12 +6,19 @@ not `os.cpu_count()`: a job pinned to 4 of 64 cores gets 4) capped by the cgroup
 limited to 1.5 CPUs gets 2).
 
 `apply_threads(n)` is called first thing by every compute command (``--threads N``): it sets
-the thread variables that BLAS and OpenMP read when they load (OMP/MKL/OpenBLAS/...), makes
-OpenMP threads sleep instead of spin while they wait (``OMP_WAIT_POLICY=PASSIVE``,
-``GOMP_SPINCOUNT=0``, ``KMP_BLOCKTIME=0``, unless set already), limits libraries already loaded
-through threadpoolctl, and torch's threads when torch is imported. On a shared machine spinning
-is what hurts: a thread waiting at an OpenMP barrier for a descheduled sibling burns its core
-(measured, issue 24: an XGBoost probe 413.6 s with the default threads, 25.9 s on one).
+the thread variables that BLAS and OpenMP read when they load (OMP/MKL/OpenBLAS/...), chooses how
+OpenMP threads wait (below), limits libraries already loaded through threadpoolctl, and torch's
+threads when torch is imported.
+
+Waiting: on a busy machine spinning is what hurts: a thread waiting at an OpenMP barrier for a
+descheduled sibling burns the core that sibling needs (measured, issue 24: an XGBoost probe
+413.6 s with the default threads, 25.9 s on one). On an idle machine spinning is what makes
+short parallel regions fast (the same probe, 2 threads, 14-16 s spinning, 22 s sleeping). So
+`apply_threads` looks at the CPUs it will run on for `SAMPLE_SECONDS` (`idle_cpus`, from
+/proc/stat): where fewer are idle than threads it will start, OpenMP threads sleep while they
+wait (``OMP_WAIT_POLICY=PASSIVE``, ``GOMP_SPINCOUNT=0``, ``KMP_BLOCKTIME=0``); otherwise the
+libraries' own short spin is kept. A user's own values of these variables are always kept; one
+thread has no one to wait for and is not measured.
 XGBoost (`classifiers.boosting`), the logistic-regression layer pool (`classifiers.evaluate`)
 and faiss (`classifiers.knn_index`) read the setting through `threads()`.
 
@@ -36,10 +43,12 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VE
 #: OpenMP waits by sleeping, not spinning (GNU, LLVM/Intel); a user's own value is kept
 NO_SPIN = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "0", "KMP_BLOCKTIME": "0"}
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: how long `apply_threads` watches the CPUs before choosing how OpenMP threads wait
+SAMPLE_SECONDS = 0.05
 HELP = ("CPU threads for torch, BLAS, OpenMP, XGBoost and faiss; default: $SER_THREADS, config `threads`, "
         "or the CPUs this process may use (affinity and cgroup quota).")
 
-_state: dict = {"threads": None, "limits": None}
+_state: dict = {"threads": None, "limits": None, "waits": None}
 
 
 class ThreadsError(SerError):
@@ -170,11 +179,59 @@ def apply_threads(n: int | None = None) -> int:
         n = default_threads()[0]
     for var in THREAD_VARS:
         os.environ[var] = str(n)
-    for var, value in NO_SPIN.items():
-        os.environ.setdefault(var, value)
+    _state["waits"] = waits = wait_policy(n)
+    if waits == "sleep":
+        for var, value in NO_SPIN.items():
+            os.environ.setdefault(var, value)
     _state["threads"] = n
     _limit_loaded(n)
     return n
+
+
+def _cpu_times(stat: str, cpus: set[int]) -> tuple[int, int]:
+    """(total, idle) jiffies of `cpus` from the text of /proc/stat (idle includes iowait)."""
+    total = idle = 0
+    for line in stat.splitlines():
+        name, *values = line.split()
+        if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cpus:
+            continue
+        v = [int(x) for x in values[:8]]
+        total += sum(v)
+        idle += v[3] + (v[4] if len(v) > 4 else 0)
+    return total, idle
+
+
+def idle_cpus(seconds: float = SAMPLE_SECONDS, stat: Path = Path("/proc/stat")) -> float | None:
+    """How many of the CPUs this process may run on were idle over the next `seconds` (a float:
+    1.5 = one and a half CPUs' worth); None where /proc/stat cannot be read (not Linux)."""
+    import time
+
+    try:
+        cpus = set(os.sched_getaffinity(0))
+        first = _cpu_times(stat.read_text(), cpus)
+        time.sleep(seconds)
+        second = _cpu_times(stat.read_text(), cpus)
+    except (AttributeError, OSError, ValueError):
+        return None
+    total = second[0] - first[0]
+    if total <= 0:
+        return None
+    return len(cpus) * (second[1] - first[1]) / total
+
+
+def wait_policy(n: int) -> str:
+    """"spin" (keep the OpenMP libraries' short spin) when at least n - 0.5 of this process's CPUs
+    are idle now, else "sleep"; "sleep" for one thread (nothing to wait for) and where the CPUs
+    cannot be watched (the safe choice on a shared machine)."""
+    if n <= 1:
+        return "sleep"
+    idle = idle_cpus()
+    return "spin" if idle is not None and idle >= n - 0.5 else "sleep"
+
+
+def waits() -> str | None:
+    """How OpenMP threads wait in this process ("spin", "sleep"), as the last `apply_threads` chose."""
+    return _state["waits"]
 
 
 def _limit_loaded(n: int) -> None:
