@@ -138,6 +138,24 @@ def _jackknife(m: np.ndarray, metric: str, m_b: np.ndarray | None = None) -> tup
     return value, np.sqrt((G - 1) / G * np.sum(dev * dev, -1))
 
 
+def group_jackknife(parts: np.ndarray, statistic) -> tuple[np.ndarray, np.ndarray]:
+    """A statistic of per-group sums and its leave-one-group-out jackknife standard error: (value, se).
+
+    parts: `(G, ...)` sums that add over groups (counts, sums, cross-products), groups on axis 0;
+    statistic: totals `(...)` -> value, broadcasting over leading axes (it is called on the total
+    and on the `(G, ...)` leave-one-out totals). The same jackknife as `jackknife` (which does this
+    for confusion counts), for any statistic of pooled sums: each replicate recomputes the
+    statistic from the remaining groups' rows, none is a mean of per-row terms.
+    se^2 = (G-1)/G * sum_g (theta_(-g) - mean theta_(-))^2."""
+    parts = np.asarray(parts, dtype=np.float64)
+    G = parts.shape[0]
+    total = parts.sum(0)
+    value = np.asarray(statistic(total), dtype=np.float64)
+    left_out = np.asarray(statistic(total[None] - parts), dtype=np.float64)
+    dev = left_out - left_out.mean(0)
+    return value, np.sqrt((G - 1) / G * np.sum(dev * dev, 0))
+
+
 def t_interval(value, se, n_groups, level: float = 0.95):
     """value ± t(G-1) x se: (low, high, p) with p the two-sided p-value of value / se against
     t(G-1) (H0: the true value is 0). The interval excludes 0 exactly when p < 1 - level: both

@@ -1,0 +1,490 @@
+"""Dimensional emotion (arousal, valence, dominance): regression metrics, their speaker-level
+uncertainty, and a ridge probe (issue 25).
+
+Metrics (per target, and their mean over targets; `scores`):
+- CCC, the concordance correlation coefficient (Lin 1989), the measure of MSP-Podcast and the
+  Odyssey 2024 challenge: 2 cov(y, p) / (var(y) + var(p) + (mean(y) - mean(p))^2), population
+  (1/n) moments. Perfect prediction gives 1, p = 2 mean(y) - y (mirrored) -1, a constant
+  prediction 0 when the truth varies (cov is 0, the denominator is not). Both constant: 0/0 by
+  the formula; `ser` defines it as 1 when prediction and truth are the same constant (the
+  prediction is exactly right, as CCC(y, y) = 1 for every other y) and the formula gives 0 when
+  they differ (the denominator is then the squared bias). audmetric returns NaN for the 0/0 case.
+- Pearson r: cov / (sd(y) sd(p)); 0 when either side is constant (no association can be shown;
+  scipy returns NaN, which would make every mean over targets NaN).
+- RMSE: sqrt(mean((y - p)^2)).
+
+Uncertainty (`ccc_interval`, `paired_ccc`), as `classifiers.stats` does for UAR: the pooled CCC,
+its leave-one-speaker-out jackknife standard error and t(G-1) quantiles (`stats.group_jackknife`,
+`stats.t_interval`). CCC is not a mean of per-utterance terms, so each replicate recomputes it
+from the other speakers' rows (from per-speaker sums of y, p, y^2, p^2, y p, which add). The
+paired difference gets its CI and p from the same t statistic: the CI excludes 0 exactly when
+p < 1 - level. tests/test_regression.py simulates the coverage at 24 speakers.
+
+The ridge probe (`RidgeProbe`, `sweep_ridge`): ridge regression on features standardised with
+the training rows' mean and std (as `StandardScaler`), every target sharing one alpha, the
+intercept the training mean of y (the standardised features have mean 0). Alpha is chosen per
+training set by inner group k-fold over its speakers, scored by the mean CCC over targets
+(averaged over inner folds, as `GridSearchCV`; ties go to the alpha listed first), from a log grid
+(`DEFAULT_ALPHAS`, 1e-2..1e5); a best alpha at the grid's edge goes on by `EXTEND_FACTOR` while
+the inner score rises strictly, at most `EXTEND_STEPS` steps (as `linear.py`'s C). Exact and
+fast: each inner training split is decomposed once (eigh of Z^T Z, or of Z Z^T when it has fewer
+rows than features), after which every alpha's validation predictions are a diagonal rescaling:
+p(alpha) = A diag(1 / (lambda + alpha)) c + mean(y), so the whole grid and its extension cost
+one decomposition; the refit at the chosen alpha is one Cholesky solve. numpy on the CPU, float64.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils._param_validation import Interval as Bounds
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from classifiers.stats import Comparison, Interval, StatsError, group_jackknife, t_interval, t_quantile
+from featstore.errors import SerError, SerWarning
+
+#: the alpha grid searched by default: 1e-2 .. 1e5, one per decade
+DEFAULT_ALPHAS = tuple(10.0 ** k for k in range(-2, 6))
+# a best alpha at the grid's edge: the search goes on by this factor, at most this many steps (as linear.py's C)
+EXTEND_FACTOR = 10.0
+EXTEND_STEPS = 3
+#: alpha of a fit whose training rows hold fewer than 2 speakers (no inner split): scikit-learn's Ridge default
+FALLBACK_ALPHA = 1.0
+REGRESSION_METRICS = ("ccc", "pearson", "rmse")
+
+
+class RegressionError(SerError, ValueError):
+    """Targets, predictions or groups that cannot be scored or fitted (the message says why)."""
+
+
+class UngroupedAlphaWarning(SerWarning):
+    """Alpha was chosen by inner cross-validation without speaker groups (not speaker-independent);
+    the ridge counterpart of `classifiers.linear.UngroupedSelectionWarning`."""
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+def _pair(y_true, y_pred, what: str = "predictions") -> tuple[np.ndarray, np.ndarray, bool]:
+    """(y (n, T), p (n, T) float64, one_d): checked to be finite, non-empty and of the same shape."""
+    y, p = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
+    if y.shape != p.shape or y.ndim not in (1, 2):
+        raise RegressionError(f"truth and {what} must have the same shape (n,) or (n, targets), got {y.shape} and "
+                              f"{p.shape}")
+    if not len(y):
+        raise RegressionError("no rows to score")
+    if not (np.isfinite(y).all() and np.isfinite(p).all()):
+        raise RegressionError(f"truth or {what} hold NaN or infinite values: drop those rows first")
+    return (y[:, None], p[:, None], True) if y.ndim == 1 else (y, p, False)
+
+
+def _centred(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(column means (T,), deviations (n, T)); a constant column gets its value as mean and exact zeros."""
+    const = (a == a[:1]).all(0)
+    mean = np.where(const, a[0], a.mean(0))
+    return mean, np.where(const, 0.0, a - mean)
+
+
+def _moments(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Population means, variances and covariance per column: (my, mp, vy, vp, cov)."""
+    my, dy = _centred(y)
+    mp, dp = _centred(p)
+    return my, mp, (dy * dy).mean(0), (dp * dp).mean(0), (dy * dp).mean(0)
+
+
+def _ccc_of(my, mp, vy, vp, cov) -> np.ndarray:
+    den = vy + vp + (my - mp) ** 2
+    return np.where(den > 0, 2 * cov / np.where(den > 0, den, 1.0), 1.0)
+
+
+def _pearson_of(vy, vp, cov) -> np.ndarray:
+    den = np.sqrt(vy * vp)
+    return np.where(den > 0, cov / np.where(den > 0, den, 1.0), 0.0)
+
+
+def _out(values: np.ndarray, one_d: bool):
+    return float(values[0]) if one_d else values
+
+
+def ccc(y_true, y_pred) -> float | np.ndarray:
+    """Concordance correlation coefficient of y_pred against y_true: a float for (n,) inputs,
+    (T,) per target for (n, T). Edge cases: see the module docstring."""
+    y, p, one_d = _pair(y_true, y_pred)
+    return _out(_ccc_of(*_moments(y, p)), one_d)
+
+
+def pearson(y_true, y_pred) -> float | np.ndarray:
+    """Pearson correlation per target (0 where either side is constant): float or (T,)."""
+    y, p, one_d = _pair(y_true, y_pred)
+    _, _, vy, vp, cov = _moments(y, p)
+    return _out(_pearson_of(vy, vp, cov), one_d)
+
+
+def rmse(y_true, y_pred) -> float | np.ndarray:
+    """Root mean squared error per target: float or (T,)."""
+    y, p, one_d = _pair(y_true, y_pred)
+    return _out(np.sqrt(((y - p) ** 2).mean(0)), one_d)
+
+
+def scores(y_true, y_pred, names: Sequence[str] | None = None) -> dict:
+    """{"ccc", "pearson", "rmse"}: the mean over targets, plus "<metric>_<name>" per target when
+    there are several targets or `names` are given (names default to t0, t1, ...)."""
+    y, p, _ = _pair(y_true, y_pred)
+    T = y.shape[1]
+    if names is None:
+        names = [f"t{k}" for k in range(T)] if T > 1 else []
+    names = list(names)
+    if names and len(names) != T:
+        raise RegressionError(f"{len(names)} target names for {T} targets")
+    my, mp, vy, vp, cov = _moments(y, p)
+    per = {"ccc": _ccc_of(my, mp, vy, vp, cov), "pearson": _pearson_of(vy, vp, cov),
+           "rmse": np.sqrt(((y - p) ** 2).mean(0))}
+    out = {m: float(v.mean()) for m, v in per.items()}
+    for m, v in per.items():
+        out.update({f"{m}_{name}": float(x) for name, x in zip(names, v)})
+    return out
+
+
+# ---------------------------------------------------------------------------------- uncertainty
+
+def _ccc_from_sums(s: np.ndarray) -> np.ndarray:
+    """CCC from sums `(..., 6)`: n, sum y, sum p, sum y^2, sum p^2, sum y p -> `(...)`."""
+    n = s[..., 0]
+    my, mp = s[..., 1] / n, s[..., 2] / n
+    vy = np.maximum(s[..., 3] / n - my * my, 0.0)
+    vp = np.maximum(s[..., 4] / n - mp * mp, 0.0)
+    return _ccc_of(my, mp, vy, vp, s[..., 5] / n - my * mp)
+
+
+def _group_sums(y: np.ndarray, p: np.ndarray, groups, shift: np.ndarray) -> tuple[np.ndarray, str]:
+    """`(G, T, 6)` per-group sums (`_ccc_from_sums`) of y and p shifted by `shift` (T,) (CCC does
+    not change when both sides move together; centring keeps the raw moments accurate); the unit."""
+    n, T = y.shape
+    if groups is None:
+        g, G, unit = np.arange(n), n, "utterance"
+    else:
+        groups = np.asarray(groups)
+        if groups.shape != (n,):
+            raise RegressionError(f"groups must be one speaker per row: {n} rows, groups of shape {groups.shape}")
+        _, g = np.unique(groups.astype(str), return_inverse=True)
+        G, unit = int(g.max()) + 1, "speaker"
+    if G < 2:
+        raise StatsError(f"an interval needs at least 2 {unit}s, got {G}")
+    a, b = y - shift, p - shift
+    cols = [np.ones_like(a), a, b, a * a, b * b, a * b]
+    sums = np.stack([np.stack([np.bincount(g, weights=c[:, t], minlength=G) for t in range(T)], 1) for c in cols], -1)
+    return sums, unit
+
+
+def _check_level(level: float) -> None:
+    if not 0 < level < 1:
+        raise StatsError(f"confidence level {level!r} is not between 0 and 1: use e.g. 0.95")
+
+
+def _mean_ccc(s: np.ndarray) -> np.ndarray:
+    """Mean over targets of `_ccc_from_sums` of `(..., T, 6)` -> `(...)`."""
+    return _ccc_from_sums(s).mean(-1)
+
+
+def ccc_interval(y_true, y_pred, groups=None, *, level: float = 0.95) -> Interval:
+    """CCC of the rows (the mean CCC over targets for (n, T) inputs; pass one column for one
+    target's interval) and its jackknife-t interval over whole groups (speakers; None: every row
+    its own group): value ± t(G-1) x the leave-one-group-out SE, each replicate's CCC recomputed
+    from the remaining rows. Rows may repeat an utterance (one per seed): a speaker left out takes
+    all of them. The record is `classifiers.stats.Interval`, metric "ccc" or "mean_ccc"."""
+    _check_level(level)
+    y, p, _ = _pair(y_true, y_pred)
+    sums, unit = _group_sums(y, p, groups, y.mean(0))
+    G = len(sums)
+    value, se = group_jackknife(sums, _mean_ccc)
+    value, se = float(value), float(se)
+    half = float(t_quantile(level, G)) * se
+    metric = "ccc" if y.shape[1] == 1 else "mean_ccc"
+    return Interval(metric, value, value - half, value + half, level, G, unit, "jackknife-t", se)
+
+
+def paired_ccc(y_true, pred_a, pred_b, groups=None, *, level: float = 0.95) -> Comparison:
+    """Two settings' predictions of the same rows: CCC(a) - CCC(b) (mean over targets for (n, T)),
+    the paired jackknife-t interval over groups and the two-sided p of the same t(G-1) statistic,
+    so the interval excludes 0 exactly when p < 1 - level. The record is
+    `classifiers.stats.Comparison`."""
+    _check_level(level)
+    y, a, _ = _pair(y_true, pred_a, "setting a's predictions")
+    _, b, _ = _pair(y_true, pred_b, "setting b's predictions")
+    shift = y.mean(0)
+    sa, unit = _group_sums(y, a, groups, shift)
+    sb, _ = _group_sums(y, b, groups, shift)
+    G = len(sa)
+    value_a, value_b = float(_mean_ccc(sa.sum(0))), float(_mean_ccc(sb.sum(0)))
+    diff, se = group_jackknife(np.stack([sa, sb], 1), lambda s: _mean_ccc(s[..., 0, :, :]) - _mean_ccc(s[..., 1, :, :]))
+    low, high, p = t_interval(diff, se, G, level)
+    metric = "ccc" if y.shape[1] == 1 else "mean_ccc"
+    return Comparison(metric, value_a, value_b, float(diff), float(low), float(high), float(p), level, G,
+                      "jackknife-t", float(se))
+
+
+# ---------------------------------------------------------------------------------- ridge
+
+def _standardise(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Z, mean, scale) of training rows X: population std, 1 where a feature is constant (as StandardScaler;
+    "constant": a std below 1e-8 of the feature's magnitude, rounding noise of equal values)."""
+    mu = X.mean(0)
+    sd = X.std(0)
+    sd = np.where(sd > 1e-8 * np.maximum(1.0, np.abs(mu)), sd, 1.0)
+    return (X - mu) / sd, mu, sd
+
+
+class _Path:
+    """Ridge fits of one training split for every alpha, and their predictions on its validation rows.
+
+    From the eigendecomposition of the standardised training rows' Z^T Z (or Z Z^T when there are
+    fewer rows than features, the kernel form): predictions(alpha) = A diag(1 / (lam + alpha)) c + ym.
+    """
+
+    def __init__(self, X: np.ndarray, Y: np.ndarray, train: np.ndarray, val: np.ndarray):
+        Z, mu, sd = _standardise(X[train])
+        self.ym = Y[train].mean(0)
+        Yc = Y[train] - self.ym
+        Zv = (X[val] - mu) / sd
+        if Z.shape[0] >= Z.shape[1]:
+            lam, V = np.linalg.eigh(Z.T @ Z)
+            self.A, self.c = Zv @ V, V.T @ (Z.T @ Yc)
+        else:
+            lam, U = np.linalg.eigh(Z @ Z.T)
+            self.A, self.c = (Zv @ Z.T) @ U, U.T @ Yc
+        self.lam = np.maximum(lam, 0.0)
+        self.y_val = Y[val]
+
+    def predict(self, alphas: np.ndarray) -> np.ndarray:
+        """(len(alphas), n_val, T) validation predictions."""
+        scale = 1.0 / (self.lam[None, :] + np.asarray(alphas, dtype=np.float64)[:, None])   # (a, r)
+        return np.einsum("vr,ar,rt->avt", self.A, scale, self.c) + self.ym
+
+    def score(self, alphas: np.ndarray) -> np.ndarray:
+        """(len(alphas),) mean CCC over targets of the validation predictions."""
+        pred = self.predict(alphas)
+        y = np.broadcast_to(self.y_val, pred.shape)
+        my, mp = y.mean(1), pred.mean(1)
+        dy, dp = y - my[:, None], pred - mp[:, None]
+        return _ccc_of(my, mp, (dy * dy).mean(1), (dp * dp).mean(1), (dy * dp).mean(1)).mean(-1)
+
+
+def _refit(X: np.ndarray, Y: np.ndarray, train: np.ndarray, alpha: float) -> tuple[np.ndarray, ...]:
+    """Ridge at `alpha` on the standardised training rows: (coef (T, D), intercept (T,), mean, scale)."""
+    from scipy.linalg import solve
+
+    Z, mu, sd = _standardise(X[train])
+    ym = Y[train].mean(0)
+    Yc = Y[train] - ym
+    if Z.shape[0] >= Z.shape[1]:
+        W = solve(Z.T @ Z + alpha * np.eye(Z.shape[1]), Z.T @ Yc, assume_a="pos")
+    else:
+        W = Z.T @ solve(Z @ Z.T + alpha * np.eye(Z.shape[0]), Yc, assume_a="pos")
+    return W.T, ym, mu, sd
+
+
+def inner_group_masks(train_mask: np.ndarray, groups: np.ndarray, n_folds: int, seed) -> list[np.ndarray]:
+    """Boolean (N,) inner-training masks: group k-fold by speaker (shuffled, seeded) over the
+    training rows only; [] when they hold fewer than 2 speakers."""
+    from sklearn.model_selection import GroupKFold
+
+    idx = np.flatnonzero(train_mask)
+    k = min(n_folds, len(np.unique(groups[idx])))
+    if k < 2:
+        return []
+    masks = []
+    for tr, _ in GroupKFold(n_splits=k, shuffle=True, random_state=seed).split(idx, groups=groups[idx]):
+        m = np.zeros(len(train_mask), dtype=bool)
+        m[idx[tr]] = True
+        masks.append(m)
+    return masks
+
+
+def choose_alpha(paths: Sequence[_Path], alphas: Sequence[float],
+                 extend_grid: bool = True) -> tuple[float, np.ndarray, list, bool]:
+    """(chosen alpha, mean inner score per alpha of `alphas`, [(alpha, score)] searched beyond the
+    grid, whether the search's last allowed alpha won) from one training set's inner splits.
+
+    The best mean score wins, ties to the alpha listed first; at the grid's largest (smallest)
+    alpha the search goes on at x`EXTEND_FACTOR` (/) while the score rises strictly, at most
+    `EXTEND_STEPS` steps."""
+    alphas = np.asarray(alphas, dtype=np.float64)
+    scores = np.mean([p.score(alphas) for p in paths], axis=0)
+    best = int(np.argmax(scores))
+    chosen, best_score, extended, at_bound = float(alphas[best]), float(scores[best]), [], False
+    if extend_grid:
+        for edge, up in ((float(alphas.max()), True), (float(alphas.min()), False)):
+            if chosen != edge:
+                continue
+            steps = EXTEND_FACTOR ** np.arange(1, EXTEND_STEPS + 1)
+            ladder = edge * steps if up else edge / steps
+            more = np.mean([p.score(ladder) for p in paths], axis=0)
+            for step, (a, s) in enumerate(zip(ladder, more), 1):
+                extended.append((float(a), float(s)))
+                if not s > best_score:                                  # strictly: a tie keeps the alpha found so far
+                    break
+                chosen, best_score, at_bound = float(a), float(s), step == EXTEND_STEPS
+    return chosen, scores, extended, at_bound
+
+
+@dataclass
+class RidgeSweep:
+    """What `sweep_ridge` found, per layer L and outer fold F (T targets, N rows, D features).
+
+    alpha: (L, F) the alpha of each refit; scores: (L, F, len(alphas)) mean inner CCC per grid
+    alpha (NaN where a fold had no inner split or alpha was given); extended: [L][F] lists of
+    (alpha, mean inner CCC) searched beyond the grid; at_bound: (L, F) the search's last allowed
+    alpha won (the optimum may lie beyond); predict: (L, F, N, T) the refits' predictions on every
+    row; coef: (L, F, T, D) on standardised features; intercept: (L, F, T); mean, scale: (L, F, D)."""
+
+    alpha: np.ndarray
+    scores: np.ndarray
+    extended: list
+    at_bound: np.ndarray
+    predict: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+
+
+def sweep_ridge(X: np.ndarray, Y: np.ndarray, train_masks: Sequence[np.ndarray], groups: np.ndarray | None, *,
+                alphas: Sequence[float] = DEFAULT_ALPHAS, alpha: float | None = None, inner_folds: int = 3,
+                seed=0, inner: Sequence[Sequence[np.ndarray]] | None = None,
+                extend_grid: bool = True) -> RidgeSweep:
+    """Ridge probes of every layer: per layer and outer fold, alpha by inner group k-fold over that
+    fold's training speakers (or `alpha` given), then the refit on the fold's training rows.
+
+    X: (N, L, D) features (or (N, D): one layer); Y: (N, T) targets (or (N,)); train_masks: F
+    boolean (N,) outer training masks; groups: (N,) speakers (None: every row its own group, not
+    speaker-independent); inner: per outer fold, its inner-training masks (default:
+    `inner_group_masks` with `inner_folds` and `seed`, the same for every layer). A fold without
+    inner splits gets `FALLBACK_ALPHA`. One layer at a time, in float64.
+    """
+    X = np.asarray(X)
+    if X.ndim == 2:
+        X = X[:, None]
+    Y = np.asarray(Y, dtype=np.float64)
+    Y = Y[:, None] if Y.ndim == 1 else Y
+    if X.ndim != 3 or Y.ndim != 2 or len(X) != len(Y):
+        raise RegressionError(f"X must be (N, L, D) and Y (N, T) with the same N, got {X.shape} and {Y.shape}")
+    if not (np.isfinite(Y).all()):
+        raise RegressionError("targets hold NaN or infinite values: drop those rows first")
+    N, L, D = X.shape
+    T = Y.shape[1]
+    outer = np.stack([np.asarray(m, dtype=bool) for m in train_masks])
+    F = len(outer)
+    grid = np.asarray(alphas, dtype=np.float64).ravel()
+    if alpha is None and (not len(grid) or not (grid > 0).all()):
+        raise RegressionError(f"alphas must be positive values, got {alphas!r}")
+    groups = np.arange(N) if groups is None else np.asarray(groups)
+    if inner is None and alpha is None:
+        inner = [inner_group_masks(m, groups, inner_folds, seed) for m in outer]
+    out = RidgeSweep(alpha=np.full((L, F), FALLBACK_ALPHA if alpha is None else float(alpha)),
+                     scores=np.full((L, F, len(grid)), np.nan), extended=[[[] for _ in range(F)] for _ in range(L)],
+                     at_bound=np.zeros((L, F), dtype=bool), predict=np.empty((L, F, N, T)),
+                     coef=np.empty((L, F, T, D)), intercept=np.empty((L, F, T)), mean=np.empty((L, F, D)),
+                     scale=np.empty((L, F, D)))
+    for layer in range(L):
+        Xl = np.ascontiguousarray(X[:, layer], dtype=np.float64)
+        for f in range(F):
+            if alpha is None and inner[f]:
+                paths = [_Path(Xl, Y, m, outer[f] & ~m) for m in inner[f]]
+                (out.alpha[layer, f], out.scores[layer, f], out.extended[layer][f],
+                 out.at_bound[layer, f]) = choose_alpha(paths, grid, extend_grid)
+                del paths
+            W, b, mu, sd = _refit(Xl, Y, outer[f], float(out.alpha[layer, f]))
+            out.coef[layer, f], out.intercept[layer, f], out.mean[layer, f], out.scale[layer, f] = W, b, mu, sd
+            out.predict[layer, f] = ((Xl - mu) / sd) @ W.T + b
+    return out
+
+
+class RidgeProbe(RegressorMixin, BaseEstimator):
+    """Ridge regression on standardised features, one or several targets, alpha by inner speaker CV.
+
+    fit(X (n, D), y (n,) or (n, T), groups=speakers (n,)) standardises X with the training rows'
+    mean and std, chooses alpha among `alphas` by `inner_folds`-fold group k-fold over the training
+    speakers, scored by the mean CCC over targets (ties: the alpha listed first; past a grid edge
+    while the score rises, see the module docstring), then refits on all training rows (the same
+    model as `Pipeline([StandardScaler(), Ridge(alpha)])`). Set `alpha` to skip the search.
+
+    Parameters (keyword-only, stored as given, validated by `fit`):
+      alpha         float > 0, or None (default): choose alpha among `alphas` by inner CV
+      alphas        candidate alphas, searched when alpha is None (default 1e-2..1e5)
+      inner_folds   int >= 2, inner group k-fold splits (fewer when there are fewer speakers)
+      random_state  int, RandomState or None: the inner folds' shuffle
+
+    Fitted attributes: n_features_in_, alpha_, cv_scores_ (len(alphas),) mean inner CCC per alpha
+    (None when alpha was given or no inner split was possible: then alpha_ is `FALLBACK_ALPHA`),
+    alpha_extended_ [(alpha, mean inner CCC)] searched beyond the grid, alpha_at_bound_ (the
+    search's last allowed alpha won), mean_ and scale_ (D,), coef_ on standardised features ((D,)
+    for 1-d y, (T, D) for 2-d, as scikit-learn's Ridge) and intercept_ (float or (T,)).
+
+    Without `groups` the inner CV treats every row as its own speaker, so the chosen alpha is not
+    speaker-independent, and `fit` warns (`UngroupedAlphaWarning`). In a Pipeline pass groups by
+    step name (`ridgeprobe__groups=`) or by scikit-learn metadata routing, as for `LogRegProbe`.
+    """
+
+    _parameter_constraints: dict = {
+        "alpha": [Bounds(Real, 0, None, closed="neither"), None],
+        "alphas": ["array-like"],
+        "inner_folds": [Bounds(Integral, 2, None, closed="left")],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, *, alpha: float | None = None, alphas: Sequence[float] = DEFAULT_ALPHAS, inner_folds: int = 3,
+                 random_state=0):
+        self.alpha = alpha
+        self.alphas = alphas
+        self.inner_folds = inner_folds
+        self.random_state = random_state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.non_deterministic = False
+        return tags
+
+    def fit(self, X, y, groups=None) -> RidgeProbe:
+        """Fit on X (n, D) and targets y (n,) or (n, T); groups (n,): the speaker of each row."""
+        self._validate_params()
+        X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True)
+        one_d = y.ndim == 1
+        Y = y[:, None] if one_d else y
+        full = np.ones(len(Y), dtype=bool)
+        self.cv_scores_, self.alpha_extended_, self.alpha_at_bound_ = None, [], False
+        if self.alpha is None:
+            grid = np.asarray(self.alphas, dtype=np.float64).ravel()
+            if not len(grid) or not (grid > 0).all():
+                raise RegressionError(f"alphas must be positive values, got {self.alphas!r}")
+            if groups is None:
+                warnings.warn("RidgeProbe chose alpha without groups, so its inner CV is not speaker-independent: "
+                              "pass groups=speakers to fit (see the RidgeProbe docstring for Pipelines)",
+                              UngroupedAlphaWarning, stacklevel=2)
+                groups = np.arange(len(Y))
+            groups = np.asarray(groups)
+            if groups.shape != (len(Y),):
+                raise RegressionError(f"groups must be one speaker per row: {len(Y)} rows, groups of shape "
+                                      f"{groups.shape}")
+            inner = inner_group_masks(full, groups, self.inner_folds, self.random_state)
+            sweep = sweep_ridge(X, Y, [full], groups, alphas=grid, inner=[inner])
+            if inner:
+                self.cv_scores_ = sweep.scores[0, 0]
+                self.alpha_extended_, self.alpha_at_bound_ = sweep.extended[0][0], bool(sweep.at_bound[0, 0])
+        else:
+            sweep = sweep_ridge(X, Y, [full], None, alpha=float(self.alpha))
+        self.alpha_ = float(sweep.alpha[0, 0])
+        self.mean_, self.scale_ = sweep.mean[0, 0], sweep.scale[0, 0]
+        coef, intercept = sweep.coef[0, 0], sweep.intercept[0, 0]
+        self.coef_, self.intercept_ = (coef[0], float(intercept[0])) if one_d else (coef, intercept)
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        """(n,) or (n, T) predictions, as the training targets' shape."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return ((X - self.mean_) / self.scale_) @ self.coef_.T + self.intercept_
