@@ -238,6 +238,14 @@ def _standardise(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (X - mu) / sd, mu, sd
 
 
+def _eigh(G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues and eigenvectors of a symmetric matrix (LAPACK's divide and conquer, ~10% faster
+    than numpy's default on 768 x 768, one thread; G is overwritten)."""
+    from scipy.linalg import eigh
+
+    return eigh(G, driver="evd", overwrite_a=True, check_finite=False)
+
+
 class _Path:
     """Ridge fits of one training split for every alpha, and their predictions on its validation rows.
 
@@ -251,18 +259,20 @@ class _Path:
         Yc = Y[train] - self.ym
         Zv = (X[val] - mu) / sd
         if Z.shape[0] >= Z.shape[1]:
-            lam, V = np.linalg.eigh(Z.T @ Z)
+            lam, V = _eigh(Z.T @ Z)
             self.A, self.c = Zv @ V, V.T @ (Z.T @ Yc)
         else:
-            lam, U = np.linalg.eigh(Z @ Z.T)
+            lam, U = _eigh(Z @ Z.T)
             self.A, self.c = (Zv @ Z.T) @ U, U.T @ Yc
         self.lam = np.maximum(lam, 0.0)
         self.y_val = Y[val]
 
     def predict(self, alphas: np.ndarray) -> np.ndarray:
         """(len(alphas), n_val, T) validation predictions."""
-        scale = 1.0 / (self.lam[None, :] + np.asarray(alphas, dtype=np.float64)[:, None])   # (a, r)
-        return np.einsum("vr,ar,rt->avt", self.A, scale, self.c) + self.ym
+        scale = 1.0 / (self.lam[:, None] + np.asarray(alphas, dtype=np.float64)[None, :])   # (r, a)
+        r, a, T = len(self.lam), scale.shape[1], self.c.shape[1]
+        coef = (scale[:, :, None] * self.c[:, None, :]).reshape(r, a * T)                   # one GEMM for all alphas
+        return (self.A @ coef).reshape(-1, a, T).transpose(1, 0, 2) + self.ym
 
     def score(self, alphas: np.ndarray) -> np.ndarray:
         """(len(alphas),) mean CCC over targets of the validation predictions."""
