@@ -20,6 +20,9 @@ CPU seconds:
               and both ladders (1e-5..1e8, 14 alphas), cv = the same inner splits as index pairs,
               scoring = mean CCC), alpha picked by the same rule from its mean test scores, then
               Pipeline(StandardScaler, Ridge(alpha)) refit on the fold's training rows
+    sklearn grid  the same with the grid's 8 alphas only and GridSearchCV's own choice and refit
+              (what a plain nested search costs; it cannot leave the grid, so its choice is
+              compared with ours only where ours stayed inside)
 
 Printed: the times and their ratio; in how many of the 65 (layer, fold) cells the chosen alphas
 agree; the largest difference of inner scores and of test predictions; the mean test CCC per layer.
@@ -129,6 +132,31 @@ def sklearn_nested(X, Y, train_masks, inner, grid):
     return alpha, scores, pred
 
 
+def sklearn_grid_only(X, Y, train_masks, inner, grid):
+    """(alpha (L, F), predictions (L, F, N, T)): plain GridSearchCV over the grid, its own refit."""
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import make_scorer
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    N, L, _ = X.shape
+    F = len(train_masks)
+    alpha, pred = np.empty((L, F)), np.empty((L, F, N, Y.shape[1]))
+    for layer in range(L):
+        Xl = np.asarray(X[:, layer], dtype=np.float64)
+        for f, tm in enumerate(train_masks):
+            rows = np.flatnonzero(tm)
+            pos = np.full(N, -1)
+            pos[rows] = np.arange(len(rows))
+            cv = [(pos[np.flatnonzero(m)], pos[np.flatnonzero(tm & ~m)]) for m in inner[f]]
+            search = GridSearchCV(Pipeline([("scale", StandardScaler()), ("ridge", Ridge())]),
+                                  {"ridge__alpha": list(grid)}, cv=cv, scoring=make_scorer(mean_ccc)).fit(Xl[tm], Y[tm])
+            alpha[layer, f] = search.best_params_["ridge__alpha"]
+            pred[layer, f] = search.predict(Xl)
+    return alpha, pred
+
+
 def test_ccc(pred, Y, train_masks) -> np.ndarray:
     """(L,) mean over outer folds of the mean CCC over targets on each fold's test rows."""
     return np.array([[mean_ccc(Y[~tm], pred[layer, f][~tm]) for f, tm in enumerate(train_masks)]
@@ -151,16 +179,23 @@ def main() -> None:
     with one_thread():
         w_ours, c_ours, ours = timed(lambda: sweep_ridge(X, Y, train_masks, speakers, alphas=grid, inner=inner))
         w_sk, c_sk, (a_sk, s_sk, p_sk) = timed(lambda: sklearn_nested(X, Y, train_masks, inner, grid))
+        w_g, c_g, (a_g, p_g) = timed(lambda: sklearn_grid_only(X, Y, train_masks, inner, grid))
     cells = ours.alpha.size
     agree = np.isclose(ours.alpha, a_sk, rtol=1e-9)
-    print(f"{'':<10} {'wall s':>8} {'CPU s':>8}")
-    print(f"{'ours':<10} {w_ours:8.1f} {c_ours:8.1f}")
-    print(f"{'sklearn':<10} {w_sk:8.1f} {c_sk:8.1f}")
-    print(f"ratio sklearn / ours: wall {w_sk / w_ours:.1f}x, CPU {c_sk / c_ours:.1f}x")
+    print(f"{'':<12} {'wall s':>8} {'CPU s':>8}")
+    print(f"{'ours':<12} {w_ours:8.1f} {c_ours:8.1f}")
+    print(f"{'sklearn':<12} {w_sk:8.1f} {c_sk:8.1f}")
+    print(f"{'sklearn grid':<12} {w_g:8.1f} {c_g:8.1f}")
+    print(f"ratio sklearn / ours: wall {w_sk / w_ours:.1f}x, CPU {c_sk / c_ours:.1f}x; "
+          f"sklearn grid / ours: wall {w_g / w_ours:.1f}x, CPU {c_g / c_ours:.1f}x")
     print(f"chosen alpha agrees in {agree.sum()}/{cells} (layer, fold) cells; the search left the grid in "
           f"{sum(bool(e) for row in ours.extended for e in row)} and stopped at its bound in {ours.at_bound.sum()}")
     for li, fi in zip(*np.nonzero(~agree)):
         print(f"  layer {li} fold {fi}: ours {ours.alpha[li, fi]:g}, sklearn {a_sk[li, fi]:g}")
+    inside = np.array([[not e for e in row] for row in ours.extended])
+    print(f"sklearn grid: chosen alpha agrees in {np.sum(inside & (ours.alpha == a_g))}/{inside.sum()} cells where "
+          f"ours stayed inside the grid; predictions there differ by at most "
+          f"{np.abs(ours.predict - p_g)[inside].max() if inside.any() else float('nan'):.2e}")
     print(f"largest difference: inner mean CCC {np.nanmax(np.abs(ours.scores - s_sk)):.2e}, "
           f"predictions {np.abs(ours.predict - p_sk).max():.2e}")
     t_ours, t_sk = test_ccc(ours.predict, Y, train_masks), test_ccc(p_sk, Y, train_masks)
