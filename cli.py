@@ -1450,7 +1450,7 @@ def results_ls(
 
 @results_app.command("show")
 @friendly
-def results_show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough)."), db: Path | None = DB_OPT):
+def results_show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough) or its results folder."), db: Path | None = DB_OPT):
     """One run: configuration, stores, scores (pooled UAR with its 95% speaker CI, mean ± std over folds).
 
     Example: ser results show 3fa9c2
@@ -1471,7 +1471,7 @@ def results_show(run_id: str = typer.Argument(..., help="Run id (a unique prefix
 @results_app.command("compare")
 @friendly
 def results_compare(
-    run_ids: list[str] = typer.Argument(..., help="Two or more run ids; each is compared with the first."),
+    run_ids: list[str] = typer.Argument(..., help="Two or more run ids or results folders; each is compared with the first."),
     metric: str = typer.Option("uar", "--metric", help="uar, wa or macro_f1."),
     layer: str | None = typer.Option(None, "--layer", "-l", help="Compare at this layer (default: each run's best)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the comparison plot here (.png, .pdf or .svg)."),
@@ -1532,7 +1532,7 @@ def results_export(out: Path = typer.Option(..., "--out", "-o", help="CSV file t
 @app.command()
 @friendly
 def report(
-    run_ids: list[str] | None = typer.Argument(None, help="Run ids (default: every registered run)."),
+    run_ids: list[str] | None = typer.Argument(None, help="Run ids or results folders (default: every registered run)."),
     out: Path = typer.Option(Path("results/report.html"), "--out", "-o", help="The HTML file to write."),
     figure: list[Path] | None = typer.Option(None, "--figure", help="Also embed this PNG (repeatable)."),
     db: Path | None = DB_OPT,

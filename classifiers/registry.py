@@ -132,6 +132,22 @@ def _sqlite_full(e: BaseException) -> bool:
     return (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "full" in str(e).lower()
 
 
+def _folder_ref(ref: str) -> Path | None:
+    """The results folder a run reference names, when it is a path that exists (a folder, or a
+    file in one); None for an id."""
+    p = Path(ref).expanduser()
+    if not p.exists():
+        return None
+    return p if p.is_dir() else p.parent
+
+
+def _same_dir(a, b) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
 class Registry:
     """The SQLite run registry at `path` (created with its directory on first write)."""
 
@@ -372,8 +388,12 @@ class Registry:
         return [self._run_dict(r) for r in rows]
 
     def run(self, run_id: str) -> dict:
-        """The run whose id starts with `run_id` (a unique prefix is enough), its predictions file
-        checked against the digest registered with it."""
+        """The run whose id starts with `run_id` (a unique prefix is enough), or whose results
+        folder `run_id` names (the folder, or a file in it: users have the directory in front of
+        them), its predictions file checked against the digest registered with it."""
+        folder = _folder_ref(run_id)
+        if folder is not None:
+            return self._run_in(folder, run_id)
         with self._connect() as conn:
             rows = conn.execute("SELECT * FROM runs WHERE id LIKE ?", (f"{run_id}%",)).fetchall()
         if len(rows) != 1:
@@ -387,6 +407,17 @@ class Registry:
                                 f"{run['command']}")
         self._check_predictions(run)
         return run
+
+    def _run_in(self, folder: Path, ref: str) -> dict:
+        """The run registered with its results in `folder` (the latest, where one was written over)."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT * FROM runs ORDER BY created").fetchall()
+        found = [r for r in map(self._run_dict, rows) if r.get("out") and _same_dir(r["out"], folder)]
+        live = [r for r in found if not r.get("superseded_by")] or found[-1:]
+        if not live:
+            raise RegistryError(f"no run in {self.path} has its results in {folder} ({ref!r}); the folder may "
+                                f"belong to another registry (pass --db), or give a run id from `ser results ls`")
+        return self.run(live[-1]["id"])
 
     def _check_predictions(self, run: dict) -> None:
         """A registered digest that differs from the one beside the predictions file: another run's file."""

@@ -155,6 +155,17 @@ def test_probe_registers_reuses_and_compares_training_sets(cache, tmp_path, monk
     assert "95% speaker CI" in show.output and "ravdess,emodb" in show.output
     cmp = cli("results", "compare", runs[0]["id"], runs[1]["id"], "--db", str(db), "--out", str(tmp_path / "c.png"))
     assert "+0.000" in cmp.output and (tmp_path / "c.png").stat().st_size > 3000   # same run twice: no difference
+    # a run named by its results folder (or a file in it) wherever a command names a run (issue 22, item 7)
+    folder = Path(runs[1]["out"])
+    by_dir = cli("results", "show", str(folder), "--db", str(db))
+    assert by_dir.output == cli("results", "show", runs[1]["id"], "--db", str(db)).output
+    assert runs[1]["id"] in " ".join(cli("results", "show", str(folder / "probe.json"), "--db", str(db)).output.split())
+    cmp = cli("results", "compare", str(Path(runs[0]["out"])), str(folder), "--db", str(db))
+    assert "+0.000" in cmp.output
+    stray = tmp_path / "not-a-run"
+    stray.mkdir()
+    bad = cli("results", "show", str(stray), "--db", str(db), ok=False)
+    assert bad.exit_code != 0 and bad.output.startswith("error: no run in") and bad.output.count("\n") == 1
     out = cli("results", "export", "--out", str(tmp_path / "all.csv"), "--db", str(db))
     assert "all.csv" in out.output
     assert len((tmp_path / "all.csv").read_text().splitlines()) == 1 + 2 * len(scores)
