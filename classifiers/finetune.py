@@ -117,6 +117,10 @@ class FinetuneConfig:
     max_steps: int | None = _param(None, "Optimiser steps; when given, wins over --epochs.", on_resume="may-change")
     freeze: str = _param("feature-encoder", "Frozen part: none, feature-encoder, layers:N (CNN + first N "
                                             "transformer layers) or backbone.")
+    adapter: str | None = _param(None, "Parameter-efficient fine-tuning: lora[:r=8,alpha=16,dropout=0,targets=q,v] "
+                                       "trains LoRA adapters on the encoder's attention projections (q, k, v, o) and "
+                                       "the head, everything else frozen; exports hold the adapters and head only "
+                                       "(pip install 'ser[lora]').")
     pooling: str = _param("mean", "Pooling head: mean, attention, layer-weighted or bilstm.")
     augment: str | None = _param(None, "Training-set augmentation, e.g. chunk-permute,noise or speed:0.9/1.0/1.1@0.5.")
     ctc_model: str | None = _param(None, "CTC model for --augment word-swap (Wav2Vec2ForCTC hub id or directory; "
@@ -155,6 +159,10 @@ class FinetuneConfig:
         if not isinstance(self.report_to, str):
             self.report_to = ",".join(self.report_to)
         self.fold, self.device = str(self.fold), check_device(self.device)
+        from classifiers.lora import parse_adapter
+
+        spec = parse_adapter(self.adapter)
+        self.adapter = None if spec is None else spec.describe()
         self._check()
         if not self.model:
             from featstore.config import default_model
@@ -167,7 +175,10 @@ class FinetuneConfig:
             if not ok:
                 raise FinetuneError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: {what}")
 
+        from classifiers.lora import require_peft
+
         parse_augment(self.augment)
+        require_peft(self.adapter)
         need(self.max_steps is not None or self.epochs > 0, "epochs", "must be positive")
         for name in ("max_steps", "val_speakers", "logging_steps"):
             need(getattr(self, name) is None or getattr(self, name) >= 1, name, "must be at least 1")
@@ -356,6 +367,13 @@ class FoldResult:
     restricted: dict | None = None
     y_true: list[str] = field(default_factory=list, repr=False)   # test labels, predictions.csv order
     y_pred: list[str] = field(default_factory=list, repr=False)   # predicted labels, same order
+    # what training cost: parameters trained / in the model, and peak memory (`peak_memory_kind`:
+    # "cuda" = torch.cuda.max_memory_allocated during the fold, "rss" = the process' peak resident
+    # set size so far, resource.getrusage), in MiB
+    trainable_params: int | None = None
+    total_params: int | None = None
+    peak_memory_mib: float | None = None
+    peak_memory_kind: str | None = None
 
 
 @dataclass
@@ -678,6 +696,16 @@ def _train_fold(fold_dir: Path, plan: dict, split: _Split, classes: list[str], c
                            extra={"fold": plan["fold"], "seed": config.seed,
                                   "train_corpora": sorted({u.corpus for u in split.train}),
                                   "test_speakers": sorted({u.speaker for u in split.test})})
+    if config.adapter:
+        from classifiers.lora import apply_lora
+
+        apply_lora(clf, config.adapter, seed=config.seed)
+    from classifiers.lora import parameter_counts
+
+    counts = parameter_counts(clf)
+    on_gpu = config.device != "cpu" and torch.cuda.is_available()
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
     sr, norm = clf.config.sample_rate, clf.config.do_normalize
     max_samples = int(config.max_duration * sr) if config.max_duration else None
     # word-swap donors come from this fold's training clips only
@@ -722,7 +750,7 @@ def _train_fold(fold_dir: Path, plan: dict, split: _Split, classes: list[str], c
         model_dir=str(model_dir), seconds=time.time() - started, log_history=list(trainer.state.log_history),
         dropped=split.dropped, resumed_from_step=resumed_from,
         training_only=[c for c in classes if c not in split.shared], restricted=restricted,
-        y_true=truth, y_pred=predicted,
+        y_true=truth, y_pred=predicted, **counts, **_peak_memory(on_gpu),
     )
     write_model_card(model_dir, result, plan, classes, trainer.model.config, **(run_info or {}))
     serialize.write_json(fold_dir / "fold_result.json", {"plan": plan, "result": asdict(result)})
@@ -730,6 +758,21 @@ def _train_fold(fold_dir: Path, plan: dict, split: _Split, classes: list[str], c
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return result
+
+
+def _peak_memory(cuda: bool) -> dict:
+    """{"peak_memory_mib", "peak_memory_kind"}: the GPU's peak allocation since the fold began
+    (`cuda`), else the process' peak resident set size (ru_maxrss, KiB on Linux, bytes on macOS)."""
+    import resource
+    import sys
+
+    import torch
+
+    if cuda:
+        return {"peak_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1), "peak_memory_kind": "cuda"}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"peak_memory_mib": round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1),
+            "peak_memory_kind": "rss"}
 
 
 def _finished(fold_dir: Path, plan: dict) -> FoldResult | None:
@@ -799,6 +842,8 @@ def default_run_dir(corpora: str, protocol: str, config: FinetuneConfig) -> Path
     settings = {f.name: getattr(config, f.name) for f in fields(config)
                 if f.metadata["saved"] and f.metadata["on_resume"] == "must-match"}
     settings.update(augment=describe_augment(parse_augment(config.augment)), corpora=corpora, protocol=protocol)
+    if settings.get("adapter") is None:
+        settings.pop("adapter", None)     # full fine-tuning keeps the folder it had before --adapter existed
     parts = ["finetune", corpora, model_slug(config.model), config.pooling,
              *([protocol.replace(":", "")] if protocol else []), f"seed{config.seed}"]
     return Path("runs") / "-".join(parts + [settings_tag(serialize.plain(settings))])
@@ -856,7 +901,8 @@ def write_model_card(model_dir: Path, result: FoldResult, plan: dict, classes: S
     scores = fold_scores(result, model_dir.parent.parent, plan, classes)
     train = result.train_set.split("+")
     test = result.test_set.split("+")
-    remote = model_config.pooling not in NATIVE_HEADS
+    adapter = getattr(model_config, "adapter", None)
+    remote = model_config.pooling not in NATIVE_HEADS and adapter is None
     base_sha = model_config.extra.get("backbone_weights_sha256")
     name = f"ser-{'+'.join(train)}-{plan['pooling']}-{result.fold}"
 
@@ -873,8 +919,9 @@ def write_model_card(model_dir: Path, result: FoldResult, plan: dict, classes: S
              for m in ("uar", "wa", "macro_f1")]
     card = ModelCardData(
         model_name=name, base_model=str(plan["model"]), datasets=sorted(set(train) | set(test)),
-        library_name="transformers", pipeline_tag="audio-classification",
-        tags=["audio-classification", "speech-emotion-recognition", "ser", f"pooling-{plan['pooling']}"],
+        library_name="peft" if adapter else "transformers", pipeline_tag="audio-classification",
+        tags=["audio-classification", "speech-emotion-recognition", "ser", f"pooling-{plan['pooling']}",
+              *(["lora", "adapter"] if adapter else [])],
         eval_results=evals, base_model_sha256=base_sha,
         ser=serialize.plain({
             "fold": result.fold, "protocol": protocol or None, "folds": list(folds) or [result.fold],
@@ -884,6 +931,8 @@ def write_model_card(model_dir: Path, result: FoldResult, plan: dict, classes: S
             "test_speakers": model_config.extra.get("test_speakers"), "scores": scores,
             "best_validation_uar": result.best_val_uar, "global_step": result.global_step,
             "trust_remote_code": remote, "training": {k: v for k, v in plan.items() if k not in ("fold_digest",)},
+            "adapter": adapter, "trainable_params": result.trainable_params, "total_params": result.total_params,
+            "peak_memory_mib": result.peak_memory_mib, "peak_memory_kind": result.peak_memory_kind,
         }))
     load = ("AutoModelForAudioClassification.from_pretrained(path, trust_remote_code=True)" if remote
             else "AutoModelForAudioClassification.from_pretrained(path)")
@@ -891,6 +940,11 @@ def write_model_card(model_dir: Path, result: FoldResult, plan: dict, classes: S
             f"`trust_remote_code=True`" if remote else
             f"transformers' own `{model_config.backbone_config.get('model_type')}` sequence classification class "
             f"({plan['pooling']} pooling)")
+    if adapter:
+        what = (f"a LoRA adapter ({adapter['spec']}, peft) on `{adapter['base_model']}` plus the {plan['pooling']} "
+                f"pooling head and classifier: this directory holds the adapters (adapter_model.safetensors) and the "
+                f"head (head.safetensors) only, and needs the base model with weights sha256 "
+                f"`{adapter['base_weights_sha256']}`")
     spk = scores["uar"]["n_speakers"]
     lines = [
         "---", card.to_yaml(), "---", "",
@@ -907,7 +961,18 @@ def write_model_card(model_dir: Path, result: FoldResult, plan: dict, classes: S
         f"(`classifiers.stats`). {len(classes)} classes ({', '.join(classes)}); chance UAR {1 / len(classes):.3f}. "
         f"Test speakers were never used for training or model selection (validation speakers: "
         f"{', '.join(result.val_speakers)}).", "",
-        "## Use", "",
+        *(["## Use", "",
+           "```python",
+           "from classifiers.heads import EmotionClassifier   # ser",
+           "",
+           "model = EmotionClassifier.from_pretrained(path)      # base + adapters; a base with other weights is "
+           "refused",
+           "```", "",
+           "Or `ser predict clip.wav --model <this directory>` (`--backbone DIR` where the base model is now, when "
+           "it moved). "
+           + (f"Trainable parameters {result.trainable_params:,} of {result.total_params:,}."
+              if result.trainable_params else ""), ""] if adapter else []),
+        *(["## Use", "",
         "```python",
         "from transformers import AutoFeatureExtractor, AutoModelForAudioClassification",
         "",
@@ -921,7 +986,7 @@ def write_model_card(model_dir: Path, result: FoldResult, plan: dict, classes: S
            "Feed one clip at a time, or batches of equal length: in a padded batch transformers' GroupNorm feature "
            "encoders (base-style models) count the padding, which ser's exact batching does not."
            if model_config.backbone_config.get("feat_extract_norm") == "group" else
-           "Padded batches with their attention mask give each clip's own result."), "",
+           "Padded batches with their attention mask give each clip's own result."), ""] if not adapter else []),
         "## Training", "",
         "| setting | value |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in plan.items() if k not in ("fold_digest",)], "",
@@ -955,7 +1020,8 @@ def to_probe_results(run: FinetuneResult):
             test_set=f.test_set, shuffled=False, C=None, n_val=f.n_val, val_speakers=f.val_speakers,
             val_uar=f.best_val_uar, model_dir=f.model_dir, best_checkpoint=f.best_checkpoint,
             global_step=f.global_step, resumed_from_step=f.resumed_from_step, seconds=round(f.seconds, 1),
-            training_only=f.training_only, **restricted,
+            training_only=f.training_only, trainable_params=f.trainable_params, total_params=f.total_params,
+            peak_memory_mib=f.peak_memory_mib, peak_memory_kind=f.peak_memory_kind, **restricted,
         ))
     meta = {"kind": "finetune", "protocol": run.plan.get("protocol", ""), "stores": [], "labels": run.labels,
             "plan": run.plan, "mean_std_over_folds": run.summary}

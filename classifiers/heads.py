@@ -144,9 +144,15 @@ class ClassifierConfig:
     sample_rate: int = 16000
     do_normalize: bool = True             # zero-mean unit-variance per waveform before the model
     extra: dict = field(default_factory=dict)  # provenance (fold, seed, training settings)
+    # a LoRA export's adapter (classifiers.lora: spec, target pattern, base model and its weights
+    # sha256); None: the weights are the whole model. Left out of config.json when None.
+    adapter: dict | None = None
 
     def to_json(self, version: int = FORMAT_VERSION) -> dict:
-        return {"ser_kind": MODEL_KIND, "format_version": version, **asdict(self)}
+        data = asdict(self)
+        if data["adapter"] is None:
+            del data["adapter"]
+        return {"ser_kind": MODEL_KIND, "format_version": version, **data}
 
     @classmethod
     def from_json(cls, data: dict, where: str | Path = CONFIG_NAME) -> ClassifierConfig:
@@ -190,6 +196,10 @@ class ClassifierConfig:
         for name, ok in checks.items():
             if not ok:
                 raise bad(f"field {name!r} has the unusable value {getattr(config, name)!r}")
+        if config.adapter is not None:
+            from classifiers.lora import check_adapter_field
+
+            check_adapter_field(config.adapter, where)
         return config
 
 
@@ -282,12 +292,17 @@ class EmotionClassifier(nn.Module):
         well as ser (`export_layout`): config.json, model.safetensors, preprocessor_config.json and,
         for heads transformers has no class for, modeling_ser.py + pooling.py. transformers=False
         (Trainer checkpoints, format 1): config.json + model.safetensors with ser's module names,
-        which the Trainer's own reload of the best checkpoint expects.
+        which the Trainer's own reload of the best checkpoint expects. A model with LoRA adapters
+        (`config.adapter`) exports the adapters and the head only (`classifiers.lora.save_export`).
         """
         from safetensors.torch import save_file
 
         from featstore.outputs import atomic_output, write_text
 
+        if transformers and self.config.adapter is not None:
+            from classifiers.lora import save_export
+
+            return save_export(self, directory)
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = state_dict if state_dict is not None else self.state_dict()
@@ -308,9 +323,14 @@ class EmotionClassifier(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> EmotionClassifier:
+    def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu",
+                        backbone: str | Path | None = None) -> EmotionClassifier:
         """Load a directory written by `save_pretrained` (eval mode); every field of config.json and
-        every tensor (names, shapes, finite values) is checked first (HeadError naming the file)."""
+        every tensor (names, shapes, finite values) is checked first (HeadError naming the file).
+
+        An adapter export loads its base model (recorded, found by its weights hash, or `backbone`:
+        `--backbone DIR`) and refuses one whose weights differ (`classifiers.lora.load_export`);
+        `backbone` is for adapter exports only."""
         directory = Path(directory)
         if not is_classifier_dir(directory):
             raise HeadError(f"{directory} is not a fine-tuned ser model directory (no {CONFIG_NAME} with "
@@ -320,6 +340,13 @@ class EmotionClassifier(nn.Module):
         path = directory / CONFIG_NAME
         data = json.loads(path.read_text(encoding="utf-8"))
         config = ClassifierConfig.from_json(data, path)
+        if config.adapter is not None:
+            from classifiers.lora import load_export
+
+            return load_export(directory, config, backbone=backbone).to(device).eval()
+        if backbone is not None:
+            raise HeadError(f"--backbone is for saved probes and adapter exports; the fine-tuned model in {directory} "
+                            f"carries its own backbone weights: leave --backbone out")
         try:
             parse_freeze(config.freeze, int(config.backbone_config.get("num_hidden_layers", 0)))
             model = cls(config)
@@ -470,13 +497,22 @@ def _check_state(state: dict, expected: dict, where: Path) -> None:
 
 def is_classifier_dir(directory: str | Path) -> bool:
     """Whether `directory` holds an `EmotionClassifier` saved with `save_pretrained`."""
+    from classifiers.lora import is_export
+
     path = Path(directory) / CONFIG_NAME
-    if not path.is_file() or not (Path(directory) / WEIGHTS_NAME).is_file():
+    if not path.is_file() or not ((Path(directory) / WEIGHTS_NAME).is_file() or is_export(directory)):
         return False
     try:
         return json.loads(path.read_text(encoding="utf-8")).get("ser_kind") == MODEL_KIND
     except (ValueError, OSError):
         return False
+
+
+def is_adapter_dir(directory: str | Path) -> bool:
+    """Whether `directory` holds an adapter export (`classifiers.lora`: adapters + head on a named base)."""
+    from classifiers.lora import is_export
+
+    return is_classifier_dir(directory) and is_export(directory)
 
 
 def build_classifier(backbone_id: str, labels: Sequence[str], *, pooling: str = "mean",

@@ -4,7 +4,9 @@ Two kinds of directory, told apart by `model_kind(dir)`:
 
 ``finetuned``  written by `EmotionClassifier.save_pretrained` (`ser finetune` exports one per fold
                as `<fold>/model/`): config.json (labels, sample rate, normalisation, pooling, the
-               backbone's transformers config) + model.safetensors.
+               backbone's transformers config) + model.safetensors; or, from `--adapter lora`, the
+               LoRA adapters + head.safetensors on a named base model whose weights hash must
+               match (`classifiers.lora`; `--backbone DIR` where that base is now).
 ``probe``      written by `save_probe`: probe.json (backbone id, layer, statistic, classes, window
                length) + probe.safetensors (standardisation mean/scale, logistic-regression
                coef/intercept) + probe.sha256 (the sha256 of both, `sha256sum` format, verified
@@ -39,6 +41,13 @@ from featstore.device import resolve_device
 from featstore.errors import SerError, SerWarning
 from featstore.outputs import atomic_output, check_output, write_text
 from featstore.serialize import dumps
+
+
+def is_adapter_dir(directory: str | Path) -> bool:
+    """Whether `directory` is an adapter export (LoRA adapters + head on a recorded base, `classifiers.lora`)."""
+    from classifiers.heads import is_adapter_dir as _is_adapter
+
+    return _is_adapter(directory)
 
 PROBE_KIND = "ser-linear-probe"
 PROBE_FORMAT_VERSION = 1
@@ -313,18 +322,19 @@ def predict(files: Sequence[str | Path], model_dir: str | Path, *, batch_size: i
     model_dir: a fine-tuned model directory or a saved probe (see the module docstring). Files
     are read with `featstore.audio.load_audio` at the model's rate (an unreadable file raises an
     AudioError naming it). Batches are exact (padding does not change a clip's result).
-    backbone: for a saved probe, the backbone's directory now (`--backbone DIR`), when the one it
-    recorded moved and cannot be found by its weights hash; a fine-tuned model carries its own.
+    backbone: for a saved probe or an adapter export, the backbone's directory now (`--backbone DIR`),
+    when the one it recorded moved and cannot be found by its weights hash; a fully fine-tuned model
+    carries its own.
     """
     files = [str(f) for f in files]
     _check_backbone_dir(backbone)
     dev = resolve_device(device)
     kind = model_kind(model_dir)
-    if kind == "finetuned" and backbone is not None:
-        raise PredictError(f"--backbone is for saved probes; the fine-tuned model in {model_dir} carries its own "
-                           f"backbone weights: leave --backbone out")
+    if kind == "finetuned" and backbone is not None and not is_adapter_dir(model_dir):
+        raise PredictError(f"--backbone is for saved probes and adapter exports; the fine-tuned model in {model_dir} "
+                           f"carries its own backbone weights: leave --backbone out")
     if kind == "finetuned":
-        labels, probs = _predict_finetuned(files, Path(model_dir), batch_size, dev)
+        labels, probs = _predict_finetuned(files, Path(model_dir), batch_size, dev, backbone=backbone)
     else:
         probe = load_probe(model_dir, backbone=backbone)
         labels = probe.classes
@@ -368,12 +378,15 @@ def _order_by_length(waves: list[np.ndarray], batch_size: int) -> list[list[int]
 
 
 @torch.inference_mode()
-def _predict_finetuned(files: list[str], model_dir: Path, batch_size: int, device: torch.device):
+def _predict_finetuned(files: list[str], model_dir: Path, batch_size: int, device: torch.device,
+                       backbone: str | Path | None = None):
+    """(labels, probabilities `(N, C)`) of a fine-tuned model directory; an adapter export loads its
+    base (recorded, found by its weights hash, or `backbone`) and refuses one with other weights."""
     from classifiers.finetune import collate
     from classifiers.heads import EmotionClassifier
     from featstore.backbone import normalize_waveform
 
-    model = EmotionClassifier.from_pretrained(model_dir, device=device)
+    model = EmotionClassifier.from_pretrained(model_dir, device=device, backbone=backbone)
     sr, norm = model.config.sample_rate, model.config.do_normalize
     waves = [load_audio(f, sr) for f in files]
     if norm:

@@ -1,0 +1,307 @@
+"""LoRA adapters (through `peft`) for `ser finetune --adapter lora[:r=8,alpha=16,targets=q,v]`.
+
+Parameter-efficient fine-tuning: the backbone's weights stay as they are and every encoder layer's
+attention projections named by `targets` get a low-rank update (Hu et al. 2021, LoRA); the
+pooling head and the classifier train in full. Only the adapters and the head leave the run, so an
+export is a small fraction of the model (a few percent at most), and names the base model and the
+sha256 of its weights, which loading checks: an adapter only means something on the weights it was
+trained on.
+
+Spec (`--adapter`, one string, checked without importing torch or peft):
+
+    lora                                    the defaults: r=8, alpha=16, dropout=0, targets=q,v
+    lora:r=4,alpha=8,targets=q,k,v,o        keys r (rank, >= 1), alpha (scale, > 0), dropout
+                                            ([0, 1)), targets (q, k, v, o: the attention's query,
+                                            key, value and output projections)
+
+Short target names map to each family's module names (`PROJECTIONS`): q_proj / k_proj / v_proj /
+out_proj in wav2vec2, HuBERT, WavLM, data2vec-audio and UniSpeech, linear_q / linear_k / linear_v /
+linear_out in wav2vec2-conformer; only `encoder.layers.<i>.<attention>.<projection>` is adapted.
+
+An adapter export (`save_export`, `<fold>/model/` of a LoRA run):
+
+    config.json                 ser's classifier config (labels, pooling, the backbone's config) with
+                                `adapter`: the spec, peft's target pattern, the base model (hub id or
+                                a local directory's absolute path) and its weights sha256
+    adapter_config.json         peft's LoraConfig
+    adapter_model.safetensors   the lora_A / lora_B weights (peft's save_pretrained)
+    head.safetensors            the pooling head and the classifier
+    preprocessor_config.json    how to feed it (ser's per-clip normalisation)
+    README.md                   the model card (it says the directory is an adapter)
+
+`load_export` rebuilds the classifier on the base (found as saved probes find theirs:
+`featstore.backbone.locate_model`, or `--backbone DIR`), refusing a base whose weights hash differs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from featstore.errors import SerError
+
+if TYPE_CHECKING:
+    from classifiers.heads import ClassifierConfig, EmotionClassifier
+
+#: short target names -> the module names families give that projection
+PROJECTIONS: dict[str, tuple[str, ...]] = {"q": ("q_proj", "linear_q"), "k": ("k_proj", "linear_k"),
+                                           "v": ("v_proj", "linear_v"), "o": ("out_proj", "linear_out")}
+KEYS = ("r", "alpha", "dropout", "targets")
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+HEAD_WEIGHTS = "head.safetensors"
+INSTALL = "pip install 'ser[lora]'"
+
+
+class AdapterError(SerError):
+    """An --adapter spec, a backbone or an adapter export that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """A parsed `--adapter lora:...` spec."""
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: tuple[str, ...] = ("q", "v")
+
+    def describe(self) -> str:
+        """The canonical spelling: `lora:r=8,alpha=16,dropout=0,targets=q,v` (plan.json and the run hash)."""
+        return (f"lora:r={self.r},alpha={_number(self.alpha)},dropout={_number(self.dropout)},"
+                f"targets={','.join(self.targets)}")
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def parse_adapter(spec: str | None) -> LoraSpec | None:
+    """The spec as a `LoraSpec` (None for none); AdapterError naming --adapter and the fix otherwise."""
+    if spec is None or not str(spec).strip() or str(spec).strip().lower() == "none":
+        return None
+    text = str(spec).strip()
+    method, _, rest = text.partition(":")
+
+    def bad(what: str) -> AdapterError:
+        return AdapterError(f"--adapter {text!r}: {what}; e.g. lora or lora:r=8,alpha=16,targets=q,v")
+
+    if method.strip().lower() != "lora":
+        raise bad(f"unknown method {method!r} (only lora)")
+    values: dict[str, list[str]] = {}
+    key = None
+    for token in (t.strip() for t in rest.split(",")) if rest.strip() else ():
+        if "=" in token:
+            key, _, value = (s.strip() for s in token.partition("="))
+            key = key.lower()
+            if key not in KEYS:
+                raise bad(f"unknown key {key!r} (keys: {', '.join(KEYS)})")
+            if key in values:
+                raise bad(f"{key} given twice")
+            values[key] = [value]
+        elif key == "targets" and token:
+            values[key].append(token)
+        else:
+            raise bad(f"{token!r} is not key=value")
+    kw = {}
+    if "r" in values:
+        try:
+            kw["r"] = int(values["r"][0])
+        except ValueError:
+            kw["r"] = 0
+        if kw["r"] < 1:
+            raise bad(f"r={values['r'][0]} must be a positive integer (the adapters' rank)")
+    if "alpha" in values:
+        try:
+            kw["alpha"] = float(values["alpha"][0])
+        except ValueError:
+            kw["alpha"] = float("nan")
+        if not kw["alpha"] > 0 or kw["alpha"] == float("inf"):
+            raise bad(f"alpha={values['alpha'][0]} must be a positive number (the update's scale is alpha/r)")
+    if "dropout" in values:
+        try:
+            kw["dropout"] = float(values["dropout"][0])
+        except ValueError:
+            kw["dropout"] = -1.0
+        if not 0 <= kw["dropout"] < 1:
+            raise bad(f"dropout={values['dropout'][0]} must lie in [0, 1)")
+    if "targets" in values:
+        names = [t.lower() for t in values["targets"] if t]
+        unknown = [t for t in names if t not in PROJECTIONS]
+        if unknown or not names:
+            raise bad(f"targets {','.join(unknown) or '(none)'} are not attention projections: use any of "
+                      f"{', '.join(PROJECTIONS)} (query, key, value, output)")
+        kw["targets"] = tuple(t for t in PROJECTIONS if t in names)
+    return LoraSpec(**kw)
+
+
+def peft_available() -> bool:
+    """Whether `peft` can be imported (found without importing it: this runs at parse time)."""
+    if "peft" in sys.modules:
+        return sys.modules["peft"] is not None
+    try:
+        return importlib.util.find_spec("peft") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require_peft(spec: str | None) -> None:
+    """AdapterError naming the install line when an adapter is asked for and peft is missing."""
+    if spec is not None and parse_adapter(spec) is not None and not peft_available():
+        raise AdapterError(f"--adapter {spec}: LoRA needs the peft package, which is not installed here: {INSTALL}")
+
+
+def target_pattern(backbone, spec: LoraSpec) -> str:
+    """peft's `target_modules` regex for `backbone`: its encoder layers' attention projections named
+    by `spec.targets`, under this family's module names (AdapterError when it has none of them)."""
+    names = [n for n, _ in backbone.named_modules()]
+    chosen = []
+    for t in spec.targets:
+        found = [p for p in PROJECTIONS[t] if any(re.fullmatch(rf"encoder\.layers\.\d+\.\w+\.{p}", n) for n in names)]
+        if not found:
+            kind = getattr(getattr(backbone, "config", None), "model_type", type(backbone).__name__)
+            raise AdapterError(f"--adapter targets={t}: the {kind} backbone has no encoder attention projection "
+                               f"named {' or '.join(PROJECTIONS[t])}; LoRA needs a wav2vec2-family encoder")
+        chosen.append(found[0])
+    return rf"encoder\.layers\.\d+\.\w+\.({'|'.join(chosen)})"
+
+
+def parameter_counts(model) -> dict:
+    """{"trainable_params", "total_params"} of a torch module (parameters shared once)."""
+    params = list(model.parameters())
+    return {"trainable_params": int(sum(p.numel() for p in params if p.requires_grad)),
+            "total_params": int(sum(p.numel() for p in params))}
+
+
+def apply_lora(clf: EmotionClassifier, spec: str | LoraSpec, *, seed: int = 0) -> EmotionClassifier:
+    """Wrap `clf.backbone` with LoRA adapters (peft's get_peft_model): every backbone weight frozen
+    but the adapters, the pooling head and classifier trainable. The adapters' initialisation
+    follows `seed` (lora_B starts at zero, so the model's function is unchanged at first).
+    Records the adapter (spec, target pattern, base model and its weights sha256) in
+    `clf.config.adapter`."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from featstore.backbone import is_local_id
+
+    parsed = parse_adapter(spec) if isinstance(spec, str) else spec
+    if parsed is None:
+        return clf
+    pattern = target_pattern(clf.backbone, parsed)
+    for p in clf.backbone.parameters():
+        p.requires_grad_(False)
+    base = clf.config.backbone_id
+    if is_local_id(base) and Path(base).expanduser().is_dir():
+        base = str(Path(base).expanduser().resolve())
+    torch.manual_seed(seed)
+    clf.backbone = get_peft_model(clf.backbone, LoraConfig(
+        r=parsed.r, lora_alpha=parsed.alpha, lora_dropout=parsed.dropout, target_modules=pattern, bias="none",
+        base_model_name_or_path=base))
+    for module in (clf.pooling, clf.classifier):
+        for p in module.parameters():
+            p.requires_grad_(True)
+    clf.config.adapter = {"method": "lora", "spec": parsed.describe(), "target_modules": pattern,
+                          "base_model": base, "base_weights_sha256": clf.config.extra.get("backbone_weights_sha256")}
+    return clf
+
+
+def head_state(clf: EmotionClassifier) -> dict:
+    """The pooling head's and the classifier's tensors (ser's names), on the CPU."""
+    return {k: v.detach().to("cpu").contiguous() for k, v in clf.state_dict().items()
+            if not k.startswith("backbone.")}
+
+
+def save_export(clf: EmotionClassifier, directory: str | Path) -> Path:
+    """Write an adapter export (module docstring): the adapters by peft's save_pretrained
+    (safetensors), the head, config.json and preprocessor_config.json, each file whole."""
+    from safetensors.torch import save_file
+
+    from classifiers.heads import CONFIG_NAME, MODEL_KIND, _write_preprocessor
+    from featstore import serialize
+    from featstore.outputs import atomic_output, write_text
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    clf.backbone.save_pretrained(str(directory), safe_serialization=True)
+    with atomic_output(directory / HEAD_WEIGHTS) as tmp:
+        save_file(head_state(clf), str(tmp), metadata={"format": "pt", "ser_kind": MODEL_KIND})
+    _write_preprocessor(directory, clf.config)
+    write_text(directory / CONFIG_NAME, serialize.dumps(clf.config.to_json(), indent=1))
+    return directory
+
+
+def is_export(directory: str | Path) -> bool:
+    """Whether `directory` holds the adapter and head files of an adapter export."""
+    directory = Path(directory)
+    return all((directory / n).is_file() for n in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, HEAD_WEIGHTS))
+
+
+def check_adapter_field(adapter, where) -> None:
+    """AdapterError unless config.json's `adapter` is a recorded LoRA adapter (or None)."""
+    if adapter is None:
+        return
+    ok = (isinstance(adapter, dict) and adapter.get("method") == "lora"
+          and all(isinstance(adapter.get(k), str) and adapter.get(k) for k in ("spec", "target_modules", "base_model"))
+          and isinstance(adapter.get("base_weights_sha256"), (str, type(None))))
+    if not ok:
+        raise AdapterError(f"{where}: field 'adapter' {adapter!r} is not a recorded LoRA adapter (method, spec, "
+                           f"target_modules, base_model, base_weights_sha256); re-export the model with `ser finetune`")
+    parse_adapter(adapter["spec"])
+
+
+def load_export(directory: str | Path, config: ClassifierConfig, *, backbone: str | Path | None = None,
+                merge: bool = True) -> EmotionClassifier:
+    """The classifier of an adapter export on its base model (eval mode, on the CPU).
+
+    The base is the recorded one (hub id, or a local directory; one that moved is found by its
+    weights hash, `featstore.backbone.locate_model`) or `backbone` (`--backbone DIR`). A base whose
+    weights sha256 differs from the recorded one is refused in one line naming both. merge: fold
+    the adapters into the base weights (peft's merge_and_unload: a plain backbone, as fast as the
+    base); False keeps peft's modules (the tests compare parameters by name)."""
+    import torch
+    from peft import PeftModel
+
+    from classifiers.heads import EmotionClassifier, HeadError, _check_state, load_safetensors
+    from featstore.backbone import load_backbone, locate_model
+
+    directory = Path(directory)
+    adapter = config.adapter
+    check_adapter_field(adapter, directory / "config.json")
+    if not is_export(directory):
+        missing = [n for n in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, HEAD_WEIGHTS) if not (directory / n).is_file()]
+        raise AdapterError(f"{directory}: an adapter export without {', '.join(missing)}; re-export the model with "
+                           f"`ser finetune`")
+    if not peft_available():
+        raise AdapterError(f"{directory} holds a LoRA adapter, which needs the peft package: {INSTALL}")
+    recorded = adapter.get("base_weights_sha256")
+    where = locate_model(adapter["base_model"], recorded, backbone=backbone, recorded_in=directory / "config.json")
+    bb = load_backbone(where)
+    if recorded and bb.weights_sha256 != recorded:
+        raise AdapterError(f"{directory}: the adapter was trained on {adapter['base_model']} with weights sha256 "
+                           f"{recorded}, but {where} has weights sha256 {bb.weights_sha256}; pass the base it was "
+                           f"trained on with --backbone DIR")
+    model = EmotionClassifier(config, backbone=bb.model)
+    try:
+        model.backbone = PeftModel.from_pretrained(model.backbone, str(directory), is_trainable=False)
+    except (ValueError, KeyError, RuntimeError, OSError) as e:
+        raise AdapterError(f"{directory / ADAPTER_WEIGHTS}: cannot be applied to {where} "
+                           f"({' '.join(str(e).split())[:300]}); re-export the model with `ser finetune`") from e
+    head, _ = load_safetensors(directory / HEAD_WEIGHTS)
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+    _check_state(head, expected, directory / HEAD_WEIGHTS)
+    model.load_state_dict(head, strict=False)
+    lora = [(n, p) for n, p in model.backbone.named_parameters() if "lora_" in n]
+    if not lora:
+        raise HeadError(f"{directory / ADAPTER_WEIGHTS}: no LoRA weights matched the base's modules; re-export "
+                        f"the model with `ser finetune`")
+    for n, p in lora:
+        if not torch.isfinite(p).all():
+            raise HeadError(f"{directory / ADAPTER_WEIGHTS}: tensor {n} holds NaN or infinite values; the model is "
+                            f"unusable (retrain it, e.g. with a lower --lr)")
+    if merge:
+        model.backbone = model.backbone.merge_and_unload()
+    return model.eval()
