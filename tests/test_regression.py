@@ -333,6 +333,28 @@ def test_ridge_probe_groups_warnings_and_fallback():
     assert sorted(RidgeProbe().get_params()) == ["alpha", "alphas", "inner_folds", "random_state"]
 
 
+def test_routed_groups_reach_the_inner_alpha_search(monkeypatch):
+    import sklearn
+    from sklearn.model_selection import GroupKFold
+
+    X, Y, g = rating_data()
+    seen = []
+    real = reg.inner_group_masks
+
+    def spy(train_mask, groups, n_folds, seed):
+        seen.append(np.asarray(groups))
+        return real(train_mask, groups, n_folds, seed)
+
+    monkeypatch.setattr(reg, "inner_group_masks", spy)
+    with sklearn.config_context(enable_metadata_routing=True), warnings.catch_warnings():
+        warnings.simplefilter("error", UngroupedAlphaWarning)
+        probe = RidgeProbe(alphas=(0.1, 10.0)).set_fit_request(groups=True)
+        search = GridSearchCV(Pipeline([("s", StandardScaler()), ("r", probe)]), {"r__inner_folds": [2, 3]},
+                              cv=GroupKFold(3), scoring=CCC_SCORER).fit(X, Y, groups=g)
+    assert len(seen) == 2 * 3 + 1 and all(set(s) <= set(g) for s in seen)   # speakers, every fit and the refit
+    assert search.best_estimator_[-1].cv_scores_.shape == (2,)
+
+
 # checks that sklearn itself skips on this machine (as in tests/test_estimators.py): xfail with the reason
 CANNOT_RUN_HERE = {"check_array_api_input": "runs only with SCIPY_ARRAY_API=1 set before scipy is first imported"}
 
