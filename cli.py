@@ -1468,6 +1468,34 @@ def results_show(run_id: str = typer.Argument(..., help="Run id (a unique prefix
     console.print(summary_table(results, title=f"run {run['id']}"))   # the headline: pooled UAR, speaker CI
 
 
+@results_app.command("rerun")
+@friendly
+def results_rerun(
+    run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough) or its results folder."),
+    cache: Path | None = CACHE_OPT,
+    device: str | None = DEVICE_OPT,
+    db: Path | None = DB_OPT,
+    threads: int | None = THREADS_OPT,
+):
+    """Execute a registered probe run again from its stored configuration, into a new folder, and
+    say whether every score is identical. Its stores must still match what it was registered with.
+
+    Example: ser results rerun 3fa9c2
+    """
+    _threads(threads)
+    from classifiers.registry import Registry
+    from classifiers.study import rerun
+
+    registry = Registry(_db(db))
+    r = rerun(registry.run(run_id), cache=_cache(cache), registry=registry, device=_device_opt(device), progress=True)
+    same = ("every score identical" if r.identical
+            else f"scores differ (largest difference {r.largest:.3g}): not reproducible as registered")
+    console.print(f"run {r.after.run['id']} re-ran run {r.before['id']} into {r.after.run['out']}: {same}",
+                  highlight=False, soft_wrap=True)
+    if not r.identical:
+        raise typer.Exit(1)
+
+
 @results_app.command("compare")
 @friendly
 def results_compare(

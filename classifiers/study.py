@@ -189,6 +189,61 @@ def fingerprints(cache, model: str, corpora: Sequence[str]) -> list[dict]:
     return [store_fingerprint(open_store(store_for(cache, model, c))) for c in corpora]
 
 
+@dataclass
+class Rerun:
+    """`rerun`'s answer: the registered run re-executed, the new run, and whether every score is equal."""
+
+    before: dict
+    after: Registered
+    identical: bool
+    largest: float             # the largest |difference| between matching score rows (0.0 when identical)
+
+
+def _store_changes(before: Sequence[dict], now: Sequence[dict]) -> list[str]:
+    """What differs between the store fingerprints a run was registered with and the stores now."""
+    changes = []
+    for old, new in zip(before, now):
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if keys:
+            changes.append(f"{old.get('corpus', '?')}: " + ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}"
+                                                                     for k in keys[:3]))
+    if len(before) != len(now):
+        changes.append(f"{len(before)} store(s) registered, {len(now)} now")
+    return changes
+
+
+def rerun(run: dict, *, cache, registry, device: str | None = None, progress: bool = False) -> Rerun:
+    """Execute a registered probe run again from its stored configuration, into a new folder, and
+    say whether its scores are identical (issue 22, item 4). The stores must still match the
+    fingerprints the run was registered with; what changed is one SerError line."""
+    from featstore.store import StoreError
+
+    if run["kind"] != "probe":
+        raise SerError(f"run {run['id']} is a {run['kind']} run; ser results rerun re-executes probe runs (run "
+                       f"again with its command: {run['command']})")
+    config = dict(run["config"])
+    model, corpus = config.pop("model"), config.pop("corpus")
+    try:
+        now = fingerprints(cache, model, _needed(corpus, config.get("train") or [], config.get("test")))
+    except StoreError as e:
+        raise SerError(f"run {run['id']}: its stores cannot be read now ({e}); it cannot be re-run as registered") from e
+    changed = _store_changes(run["stores"], now)
+    if changed:
+        raise SerError(f"run {run['id']}: its stores changed since it was registered ({'; '.join(changed)}); a re-run "
+                       f"would not be the same run (run its command for a new one: {run['command']})")
+    after = registered_probe(corpus, model=model, cache=cache, registry=registry, force=True, device=device,
+                             progress=progress, command=f"ser results rerun {run['id']}", **config)
+
+    def rows(run_id):
+        return {(r["train_set"], r["test_set"], r["layer"], r["classifier"], r["fold"], r["seed"], r["metric"]):
+                r["value"] for r in registry.scores(run_id)}
+
+    old, new = rows(run["id"]), rows(after.run["id"])
+    common = set(old) & set(new)
+    largest = max((abs(old[k] - new[k]) for k in common if old[k] is not None and new[k] is not None), default=0.0)
+    return Rerun(run, after, identical=old == new, largest=float(largest))
+
+
 def registered_files(run: dict) -> bool:
     """Whether a registered run's results file is still there (a deleted one is run again)."""
     return _results_json(run).exists()

@@ -166,9 +166,22 @@ def test_probe_registers_reuses_and_compares_training_sets(cache, tmp_path, monk
     stray.mkdir()
     bad = cli("results", "show", str(stray), "--db", str(db), ok=False)
     assert bad.exit_code != 0 and bad.output.startswith("error: no run in") and bad.output.count("\n") == 1
+    # re-executed from the registered configuration (issue 22, item 4): a new run, a new folder, same scores
+    re = cli("results", "rerun", str(folder), "--cache", str(cache), "--db", str(db))
+    text = " ".join(re.output.split())
+    assert f"re-ran run {runs[1]['id']}" in text and "every score identical" in text
+    new = [r for r in Registry(db).runs() if r["id"] not in {x["id"] for x in runs}]
+    assert len(new) == 1 and new[0]["out"] not in {runs[0]["out"], runs[1]["out"]}
+    assert new[0]["config"] == runs[1]["config"]
+    other = tmp_path / "other-cache"                                 # same names, other features
+    for i, c in enumerate(("ravdess", "emodb")):
+        toy_store(other, c, seed=10 + i)
+    bad = cli("results", "rerun", runs[1]["id"], "--cache", str(other), "--db", str(db), ok=False)
+    assert bad.exit_code != 0 and bad.output.count("\n") == 1 and "stores changed" in bad.output
+    assert len(Registry(db).runs()) == 3
     out = cli("results", "export", "--out", str(tmp_path / "all.csv"), "--db", str(db))
     assert "all.csv" in out.output
-    assert len((tmp_path / "all.csv").read_text().splitlines()) == 1 + 2 * len(scores)
+    assert len((tmp_path / "all.csv").read_text().splitlines()) == 1 + 3 * len(scores)
 
 
 def test_compare_refuses_different_test_sets_and_bad_databases(cache, tmp_path, monkeypatch):

@@ -20,7 +20,8 @@ from featstore import threads as th
 
 runner = CliRunner()
 COMPUTE = {"extract": "extract", "probe": "probe", "neighbors": "neighbors", "evaluate": "evaluate",
-           "finetune": "finetune", "predict": "predict", "align": "align", "demo": "demo", "study run": "study_run"}
+           "finetune": "finetune", "predict": "predict", "align": "align", "demo": "demo", "study run": "study_run",
+           "results rerun": "results_rerun"}
 
 
 @pytest.fixture
