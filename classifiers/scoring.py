@@ -95,15 +95,15 @@ class Evaluation:
 
 def _features(model_dir: Path, corpus: str, cache, root, device: str, backbone=None):
     """(kind, classes, probs (N, K), utterances, layer, stores) for every utterance of `corpus`."""
-    from classifiers.predict import _predict_finetuned, load_probe, model_kind, probe_features
+    from classifiers.predict import _predict_finetuned, is_adapter_dir, load_probe, model_kind, probe_features
     from classifiers.probe import store_for
     from classifiers.registry import store_fingerprint
     from featstore.device import resolve_device
     from featstore.store import StoreError, open_store
 
     kind = model_kind(model_dir)
-    if kind != "probe" and backbone is not None:
-        raise EvaluateError(f"--backbone is for saved probes; the fine-tuned model in {model_dir} carries its own "
+    if kind != "probe" and backbone is not None and not is_adapter_dir(model_dir):
+        raise EvaluateError(f"--backbone is for saved probes and adapter exports; the fine-tuned model in {model_dir} carries its own "
                             f"backbone weights: leave --backbone out")
     if kind == "probe":
         probe = load_probe(model_dir, backbone=backbone)
@@ -122,7 +122,8 @@ def _features(model_dir: Path, corpus: str, cache, root, device: str, backbone=N
         X = probe_features([u.path for u in utts], probe, device=device)
         return kind, probe.classes, probe.predict_proba(X), utts, probe.layer, [_audio_fingerprint(corpus, utts)]
     utts = _manifest(corpus, root)
-    classes, probs = _predict_finetuned([u.path for u in utts], Path(model_dir), 8, resolve_device(device))
+    classes, probs = _predict_finetuned([u.path for u in utts], Path(model_dir), 8, resolve_device(device),
+                                        backbone=backbone)
     return kind, list(classes), probs, utts, "e2e", [_audio_fingerprint(corpus, utts)]
 
 

@@ -296,3 +296,19 @@ def test_export_is_under_five_percent_of_the_full_model(tmp_path):
     assert adapter < 0.05 * full
     # the adapters hold what LoRA says: 4 layers x (q, v) x (A: 8x256, B: 256x8) float32, plus the head
     assert adapter == pytest.approx(4 * 2 * 2 * 8 * 256 * 4 + (256 * 3 + 3) * 4, rel=0.05)
+
+
+@pytest.mark.slow
+def test_evaluate_scores_an_adapter_export_and_refuses_another_base(corpus, run, tmp_path):
+    from classifiers.scoring import evaluate_model
+
+    root, model, _, _ = corpus
+    fold = run.folds[0]
+    ev = evaluate_model(fold.model_dir, "ravdess", root=root / "ravdess", fold="luna-0", protocol="luna5",
+                        out=tmp_path / "ev", device="cpu")
+    # the test speakers of the fold it was trained on, on its classes: the run's own test scores
+    assert ev.scores["shared"].uar.value == pytest.approx(fold.metrics["uar"])
+    other = build_tiny_model(tmp_path / "other", "group", seed=1)
+    with pytest.raises(SerError, match="--backbone DIR"):
+        evaluate_model(fold.model_dir, "ravdess", root=root / "ravdess", out=tmp_path / "ev2", device="cpu",
+                       backbone=other)
