@@ -15,7 +15,7 @@ CPU seconds:
     ours      sweep_ridge(X, Y, train_masks, groups): per layer and outer fold, alpha among
               1e-2..1e5 by 3-fold group k-fold over the fold's training actors (mean CCC over
               targets), the ladder x10 (/10) past a grid edge while the score rises (at most 3
-              steps), every alpha from one eigendecomposition per inner split; the refit
+              steps), every alpha from one tridiagonal reduction per inner split; the refit
     sklearn   per layer and outer fold: GridSearchCV(Pipeline([StandardScaler(), Ridge()]), the grid
               and both ladders (1e-5..1e8, 14 alphas), cv = the same inner splits as index pairs,
               scoring = mean CCC), alpha picked by the same rule from its mean test scores, then

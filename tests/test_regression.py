@@ -246,6 +246,19 @@ def test_ridge_probe_equals_grid_search_cv_on_the_same_inner_folds(dim, targets)
     np.testing.assert_allclose(probe.intercept_, Y.mean(0), rtol=1e-12)  # the intercept is the training mean
 
 
+def test_banded_fallback_gives_the_same_fit(monkeypatch):
+    """Where LAPACK's positive-definite tridiagonal solve refuses (rounding), the pivoted banded solve
+    takes over with the same result."""
+    from scipy.linalg import lapack
+
+    X, Y, g = rating_data()
+    ref = RidgeProbe().fit(X, Y, groups=g)
+    monkeypatch.setattr(lapack, "dptsv", lambda d, e, b: (d, e, b, 1))    # "not positive definite"
+    forced = RidgeProbe().fit(X, Y, groups=g)
+    np.testing.assert_allclose(forced.cv_scores_, ref.cv_scores_, rtol=1e-10)
+    np.testing.assert_allclose(forced.predict(X), ref.predict(X), rtol=1e-10)
+
+
 def ladder_choice(grid_scores, grid, ladder_scores, up: bool):
     """The documented rule, applied to scikit-learn's scores: the first best of the grid, then the ladder
     past its edge while strictly better."""
