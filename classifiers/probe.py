@@ -209,8 +209,14 @@ def probe(corpus: str | None = None, *, layers: str = "all", classifier: str = "
 def _aggregated(results: ProbeResults, **where) -> str:
     """'mean over 5 folds × 1 seed' for the records matching `where`."""
     recs = [r for r in results.records if all(r.get(k) == v for k, v in where.items())]
-    n_folds, n_seeds = len({r["fold"] for r in recs}), len({r["seed"] for r in recs})
-    return f"{n_folds} fold{'s' * (n_folds != 1)} × {n_seeds} seed{'s' * (n_seeds != 1)}"
+    per_setting: dict = {}                  # folds of one setting: several training sets are not several folds
+    for r in recs:
+        per_setting.setdefault((r.get("train_set"), r.get("classifier"), r.get("layer")), set()).add(r["fold"])
+    n_folds = max(map(len, per_setting.values()), default=0)
+    n_seeds = len({r["seed"] for r in recs})
+    cross = recs and all(str(r["fold"]).startswith("train-") for r in recs)
+    splits = "one train→test split" if cross and n_folds == 1 else f"{n_folds} fold{'s' * (n_folds != 1)}"
+    return f"{splits} × {n_seeds} seed{'s' * (n_seeds != 1)}"
 
 
 def write_outputs(results: ProbeResults, out: Path, *, plots: bool = True, name: str = "probe") -> list[Path]:

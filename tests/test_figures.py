@@ -344,3 +344,19 @@ def test_demo_format_writes_its_figures_in_each_and_a_re_run_adds_missing_ones(t
     assert r.exit_code == 0, r.output
     assert _figures(out / "results" / "neighbors") == ["neighbors_purity.pdf", "neighbors_purity.png"]
     assert "probe_layers.png" in _figures(out / "results" / "probe")
+
+
+def test_titles_count_the_folds_of_one_setting_not_the_training_sets():
+    """Two training sets tested cross-corpus are one split each, not '2 folds'; a corpus' own
+    folds are counted once whatever the number of training sets."""
+    from types import SimpleNamespace
+
+    from classifiers.probe import _aggregated
+
+    cross = SimpleNamespace(records=[dict(fold=f"train-{t}-test-emodb", train_set=t, classifier="logreg", layer=k,
+                                          seed=0) for t in ("cremad", "savee") for k in (0, 1)])
+    assert _aggregated(cross) == "one train→test split × 1 seed"
+    multi = SimpleNamespace(records=[dict(fold=f"luna-{f}", train_set=t, classifier="logreg", layer=0, seed=s)
+                                     for t in ("ravdess", "ravdess,emodb") for f in range(5) for s in (0, 1)])
+    assert _aggregated(multi) == "5 folds × 2 seeds"
+    assert _aggregated(multi, train_set="ravdess") == "5 folds × 2 seeds"
