@@ -28,6 +28,10 @@ Printed: the times and their ratio; in how many of the 65 (layer, fold) cells th
 agree; the largest difference of inner scores and of test predictions; the mean test CCC per layer.
 
     python bench/ridge.py [--layers 13] [--dim 768]
+
+One run on a busy shared 2-core machine (issue 25): ours 16.0 s wall / 13.8 s CPU, sklearn nested
+129.6 / 109.0 (7.9x CPU), sklearn grid only 79.1 / 62.5 (4.5x CPU); the alphas agree in 65/65 cells,
+inner scores to 2e-12 and predictions to 7e-13; about 4 minutes in all.
 """
 
 from __future__ import annotations
