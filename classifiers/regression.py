@@ -416,9 +416,15 @@ def sweep_ridge(X: np.ndarray, Y: np.ndarray, train_masks: Sequence[np.ndarray],
         raise RegressionError(f"X must be (N, L, D) and Y (N, T) with the same N, got {X.shape} and {Y.shape}")
     if not (np.isfinite(Y).all()):
         raise RegressionError("targets hold NaN or infinite values: drop those rows first")
+    if not np.isfinite(X).all():
+        raise RegressionError("features hold NaN or infinite values: re-extract the store or drop those rows")
     N, L, D = X.shape
     T = Y.shape[1]
     outer = np.stack([np.asarray(m, dtype=bool) for m in train_masks])
+    if outer.shape[1:] != (N,) or not outer.any(1).all():
+        raise RegressionError(f"train_masks must be non-empty boolean masks over the {N} rows, got shape {outer.shape}")
+    if groups is not None and np.shape(groups) != (N,):
+        raise RegressionError(f"groups must be one speaker per row: {N} rows, groups of shape {np.shape(groups)}")
     F = len(outer)
     grid = np.asarray(alphas, dtype=np.float64).ravel()
     if alpha is None and (not len(grid) or not (grid > 0).all()):

@@ -323,6 +323,14 @@ def test_sweep_ridge_equals_scikit_learn_per_layer_and_outer_fold():
     assert np.nanmax(sweep.scores[0], 1).mean() > np.nanmax(sweep.scores[2], 1).mean()
     fixed = sweep_ridge(X, Y, train_masks, g, alpha=3.0)
     assert (fixed.alpha == 3.0).all() and np.isnan(fixed.scores).all()
+    with pytest.raises(RegressionError, match="one speaker per row"):
+        sweep_ridge(X, Y, train_masks, g[:-1])
+    with pytest.raises(RegressionError, match="boolean masks over the 150 rows"):
+        sweep_ridge(X, Y, [m[:-1] for m in train_masks], g)
+    bad = X.copy()
+    bad[3, 1, 2] = np.nan
+    with pytest.raises(RegressionError, match="features hold NaN"):
+        sweep_ridge(bad, Y, train_masks, g)
 
 
 def test_ridge_probe_groups_warnings_and_fallback():
