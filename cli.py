@@ -1520,14 +1520,15 @@ def results_compare(
 
     if out is not None:
         check_output(out, suffixes=(".png", ".pdf", ".svg"))
-    from classifiers.compare import run_differences
+    from classifiers.compare import run_differences, what_differs
     from classifiers.registry import Registry
     from classifiers.report import comparison_figure
     from classifiers.study import load_registered
 
     registry = Registry(_db(db))
     runs = [registry.run(r) for r in run_ids]
-    summary, rows = run_differences([(r["id"], load_registered(r)) for r in runs], metric, layer)
+    summary, rows = run_differences([(r["id"], load_registered(r)) for r in runs], metric, layer,
+                                    differs=what_differs(runs))
     name = metric.upper() if metric != "macro_f1" else "macro-F1"
     _print_table(["run", "setting", name, "95% speaker CI", "speakers"],
                  [[s["run"], s["setting"], f"{s['value']:.3f}", f"[{s['low']:.3f}, {s['high']:.3f}]", str(s["n_groups"])]

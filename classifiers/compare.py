@@ -123,19 +123,47 @@ def best_setting(cols: dict, metric: str = "uar", layer: str | int | None = None
     return max(found, key=lambda s: interval(cols, s, metric).value)
 
 
+#: configuration keys a setting's name already shows (classifier, training and test sets, the layer)
+_SHOWN = frozenset({"classifier", "train", "test", "corpus", "layers"})
+
+
+def what_differs(runs: Sequence[dict]) -> dict[str, str]:
+    """Per registered run (registry rows), what its configuration holds that the others' do not:
+    {run id: "model opensmile:eGeMAPSv02, classes all"}, "" where nothing differs. Keys a setting's
+    name already shows are left out, and keys only some runs have (another kind's options: the kind
+    says it); the run kind counts as a key (a kNN run against a probe)."""
+    import json
+
+    def value(run, key):
+        return run["kind"] if key == "kind" else run["config"].get(key)
+
+    common = set.intersection(*(set(r.get("config", {})) for r in runs)) if runs else set()
+    keys = sorted(({"kind"} | common) - _SHOWN)      # a key one kind lacks is implied by the kind
+    differ = [k for k in keys if len({json.dumps(value(r, k), sort_keys=True, default=str) for r in runs}) > 1]
+
+    def shown(v):
+        return ",".join(map(str, v)) if isinstance(v, list) else "none" if v is None else str(v)
+
+    return {r["id"]: ", ".join(f"{k} {shown(value(r, k))}" for k in differ) for r in runs}
+
+
 def run_differences(runs: Sequence[tuple[str, object]], metric: str = "uar", layer: str | int | None = None,
-                    seed: int = 0) -> tuple[list[dict], list[dict]]:
+                    seed: int = 0, differs: dict[str, str] | None = None) -> tuple[list[dict], list[dict]]:
     """Runs (name, ProbeResults) against the first: each at its best setting (or `layer`).
 
     Returns (one summary row per run: name, setting, value with CI; the comparisons with Holm).
-    Refused (`StatsError`) when two runs were scored on different test utterances.
+    Refused (`StatsError`) when two runs were scored on different test utterances. `differs`
+    ({name: text}, `what_differs`) is added to each setting's name, so runs that differ only in
+    their model or class policy are told apart.
     """
     chosen = []
     for name, results in runs:
         cols = columns(results)
         s = best_setting(cols, metric, layer)
         chosen.append((name, s, setting_rows(cols, s), interval(cols, s, metric, seed)))
-    summary = [dict(run=name, setting=setting_name(s), **iv.to_dict()) for name, s, _, iv in chosen]
+    differs = differs or {}
+    summary = [dict(run=name, setting=setting_name(s) + (f"; {differs[name]}" if differs.get(name) else ""),
+                    **iv.to_dict()) for name, s, _, iv in chosen]
     first_name, _, first, _ = chosen[0]
     rows = []
     for name, _, p, _ in chosen[1:]:

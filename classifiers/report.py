@@ -382,7 +382,7 @@ def write_report(runs: Sequence[tuple[dict, object]], out: str | Path, *, title:
     """
     import tempfile
 
-    from classifiers.compare import run_differences, test_ids
+    from classifiers.compare import run_differences, test_ids, what_differs
     from featstore.outputs import check_output, write_text
 
     out = check_output(out, option="--out", suffixes=(".html", ".htm"))
@@ -395,7 +395,8 @@ def write_report(runs: Sequence[tuple[dict, object]], out: str | Path, *, title:
             if res.predictions:
                 by_test.setdefault(test_ids(res), []).append((run["id"], res))
         for i, group in enumerate(g for g in by_test.values() if len(g) > 1):
-            summary, rows = run_differences(group, metric)
+            rows_of = {run["id"]: run for run, _ in runs}
+            summary, rows = run_differences(group, metric, differs=what_differs([rows_of[g] for g, _ in group]))
             setting_of = {s["run"]: s["setting"] for s in summary}
             body = [[html.escape(s["run"]), html.escape(s["setting"]), f"{s['value']:.3f}",
                      f"[{s['low']:.3f}, {s['high']:.3f}]"] for s in summary]

@@ -467,3 +467,27 @@ def test_save_probe_with_two_training_sets_or_layers_is_refused_before_the_run(c
         r = cli(*probe_args(cache, db, *extra, "--save-probe", str(tmp_path / "probe")), ok=False)
         assert r.exit_code == 2 and what in r.output and r.output.count("error:") == 1, r.output
         assert not db.exists() and not (tmp_path / "probe").exists()
+
+
+def test_runs_are_named_by_what_differs(cache, tmp_path, monkeypatch):
+    """Compared runs carry what their configurations do not share (issue 22, item 6): two probes
+    that differ only in C, and the rule itself on registry rows differing in model and class policy."""
+    from classifiers.compare import what_differs
+    from classifiers.registry import Registry
+
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "ser.db"
+    cli(*probe_args(cache, db))
+    cli(*[a if a != "1" else "0.1" for a in probe_args(cache, db)])
+    a, b = Registry(db).runs()
+    cmp = " ".join(cli("results", "compare", a["id"], b["id"], "--db", str(db)).output.split())
+    assert f"C {a['config']['C']}" in cmp and f"C {b['config']['C']}" in cmp and a["config"]["C"] != b["config"]["C"]
+    rows = [dict(id="r1", kind="probe", config=dict(model="facebook/wav2vec2-base", classes="shared", layers="all",
+                                                    train=["ravdess"], C=None)),
+            dict(id="r2", kind="probe", config=dict(model="opensmile:eGeMAPSv02", classes="all", layers="all",
+                                                    train=["ravdess"], C=None)),
+            dict(id="r3", kind="neighbors", config=dict(model="facebook/wav2vec2-base", k=10, layers="all"))]
+    assert what_differs(rows[:2]) == {"r1": "classes shared, model facebook/wav2vec2-base",
+                                      "r2": "classes all, model opensmile:eGeMAPSv02"}
+    assert what_differs([rows[0], rows[2]]) == {"r1": "kind probe", "r3": "kind neighbors"}
+    assert what_differs(rows[:1]) == {"r1": ""}
