@@ -15,7 +15,8 @@ Each variant runs in a fresh process (so its peak resident set size is its own),
             value projections and the head trained, learning rate 1e-3 (LoRA's usual larger rate)
 
 Printed side by side: optimiser steps per second (training steps only: the time from each step's
-start to its end, summed, so per-epoch validation and the final test are left out), the whole
+start to its end, summed, so per-epoch validation and the final test are left out), the process
+CPU seconds per step (the steadier figure on a shared machine), the whole
 fold's wall seconds, trainable / total parameters, peak RSS (ru_maxrss) and the export's size.
 
     python bench/lora.py [--n 160] [--max-duration 2.0] [--epochs 1] [--work /tmp/ser-bench-lora]
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -65,13 +67,14 @@ def run_variant(name: str, work: Path, epochs: float, n: int, max_duration: floa
         """Sums the wall time of the training steps alone (no evaluation, no saving)."""
 
         def __init__(self):
-            self.seconds, self.steps, self.t0 = 0.0, 0, None
+            self.seconds, self.cpu, self.steps, self.t0, self.c0 = 0.0, 0.0, 0, None, None
 
         def on_step_begin(self, args, state, control, **kwargs):
-            self.t0 = time.perf_counter()
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
 
         def on_step_end(self, args, state, control, **kwargs):
             self.seconds += time.perf_counter() - self.t0
+            self.cpu += time.process_time() - self.c0
             self.steps += 1
 
     utterances = get_corpus("ravdess").load(work / "ravdess").utterances
@@ -79,11 +82,13 @@ def run_variant(name: str, work: Path, epochs: float, n: int, max_duration: floa
     config = FinetuneConfig(model=str(work / "model"), epochs=epochs, batch_size=8, fold=0, seed=0, progress=False,
                             plots=False, resume=False, device="cpu", **VARIANTS[name])
     out = work / f"run-{name}"
+    shutil.rmtree(out, ignore_errors=True)    # the bench's own folder: a finished fold would be read back
     started = time.perf_counter()
     fold = finetune(utterances, make_folds(utterances, "luna5"), config, out_dir=out, callbacks=[timer]).folds[0]
     wall = time.perf_counter() - started
     export = sum(p.stat().st_size for p in Path(fold.model_dir).iterdir() if p.suffix == ".safetensors")
-    return {"variant": name, "steps": timer.steps, "steps_per_s": timer.steps / timer.seconds, "fold_wall_s": wall,
+    return {"variant": name, "steps": timer.steps, "steps_per_s": timer.steps / timer.seconds,
+            "cpu_s_per_step": timer.cpu / timer.steps, "fold_wall_s": wall,
             "trainable_params": fold.trainable_params, "total_params": fold.total_params,
             "peak_rss_mib": fold.peak_memory_mib, "export_bytes": export, "test_uar": fold.metrics["uar"],
             "n_train": fold.n_train}
@@ -122,14 +127,15 @@ def main() -> None:
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     print(f"{args.n} synthetic RAVDESS clips (<= {args.max_duration} s), luna5 fold 0 ({rows[0]['n_train']} training "
           f"clips), {args.epochs:g} epoch(s), batch 8, one thread; wav2vec2 hidden 256 x 4 layers, standard CNN")
-    print(f"{'':8}{'steps':>6}{'steps/s':>9}{'fold s':>8}{'trainable':>12}{'total':>12}{'peak RSS MiB':>14}"
+    print(f"{'':8}{'steps':>6}{'steps/s':>9}{'CPU s/step':>11}{'fold s':>8}{'trainable':>12}{'total':>12}{'peak RSS MiB':>14}"
           f"{'export':>12}{'test UAR':>9}")
     for r in rows:
-        print(f"{r['variant']:8}{r['steps']:>6}{r['steps_per_s']:>9.3f}{r['fold_wall_s']:>8.1f}"
+        print(f"{r['variant']:8}{r['steps']:>6}{r['steps_per_s']:>9.3f}{r['cpu_s_per_step']:>11.2f}{r['fold_wall_s']:>8.1f}"
               f"{r['trainable_params']:>12,}{r['total_params']:>12,}{r['peak_rss_mib']:>14.0f}"
               f"{r['export_bytes'] / 2**20:>10.2f}MB{r['test_uar']:>9.3f}")
     full, lora = rows
-    print(f"lora / full: steps/s x{lora['steps_per_s'] / full['steps_per_s']:.2f}, peak RSS "
+    print(f"lora / full: steps/s x{lora['steps_per_s'] / full['steps_per_s']:.2f}, CPU s/step "
+          f"x{lora['cpu_s_per_step'] / full['cpu_s_per_step']:.2f}, peak RSS "
           f"x{lora['peak_rss_mib'] / full['peak_rss_mib']:.2f}, export {100 * lora['export_bytes'] / full['export_bytes']:.1f}%")
 
 
