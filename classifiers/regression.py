@@ -275,16 +275,22 @@ class _Path:
     eigenvectors are never computed).
     """
 
-    def __init__(self, X: np.ndarray, Y: np.ndarray, train: np.ndarray, val: np.ndarray):
+    def __init__(self, d: np.ndarray, e: np.ndarray, At: np.ndarray, b: np.ndarray, ym: np.ndarray,
+                 y_val: np.ndarray):
+        self.d, self.e, self.At, self.b, self.ym, self.y_val = d, e, At, b, ym, y_val
+
+    @classmethod
+    def direct(cls, X: np.ndarray, Y: np.ndarray, train: np.ndarray, val: np.ndarray) -> _Path:
+        """From the rows themselves: X (N, D), Y (N, T), boolean masks of training and validation rows."""
         Z, mu, sd = _standardise(X[train])
-        self.ym = Y[train].mean(0)
-        Yc = Y[train] - self.ym
+        ym = Y[train].mean(0)
+        Yc = Y[train] - ym
         Zv = (X[val] - mu) / sd
         if Z.shape[0] >= Z.shape[1]:
-            self.d, self.e, (self.At, self.b) = _tridiagonalise(Z.T @ Z, Zv.T, Z.T @ Yc)
+            d, e, (At, b) = _tridiagonalise(Z.T @ Z, Zv.T, Z.T @ Yc)
         else:
-            self.d, self.e, (self.At, self.b) = _tridiagonalise(Z @ Z.T, Z @ Zv.T, Yc)
-        self.y_val = Y[val]
+            d, e, (At, b) = _tridiagonalise(Z @ Z.T, Z @ Zv.T, Yc)
+        return cls(d, e, At, b, ym, Y[val])
 
     def _solve(self, alpha: float) -> np.ndarray:
         """(T + alpha I)^-1 b, (r, targets)."""
@@ -313,6 +319,60 @@ class _Path:
         my, mp = y.mean(1), pred.mean(1)
         dy, dp = y - my[:, None], pred - mp[:, None]
         return _ccc_of(my, mp, (dy * dy).mean(1), (dp * dp).mean(1), (dy * dp).mean(1)).mean(-1)
+
+
+class _FoldSums:
+    """One outer fold whose inner validation parts partition its training rows: per-part sums
+    (rows, sum x, x^T x, sum y, x^T y, features shifted by the fold's training mean for accuracy),
+    from which every inner training split's standardised Gram matrix Z^T Z and Z^T Yc, and the
+    refit's, follow by adding the other parts' sums: the rows' products are formed once per fold
+    instead of once per split (`usable`: for splits with about as many rows as features or more).
+
+    Z^T Z = n C / (sd sd^T) with C = S/n - mu mu^T the population covariance, sd = sqrt(diag C) (1
+    where constant, as `_standardise`); Z^T Yc = (P - n mu ybar^T) / sd."""
+
+    def __init__(self, X: np.ndarray, Y: np.ndarray, train: np.ndarray, parts: Sequence[np.ndarray]):
+        self.X, self.Y = X, Y
+        self.shift = X[train].mean(0)
+        self.parts = parts
+        self.sums = []
+        for part in parts:
+            Xs = X[part] - self.shift
+            self.sums.append((float(part.sum()), Xs.sum(0), Xs.T @ Xs, Y[part].sum(0), Xs.T @ Y[part]))
+
+    @staticmethod
+    def usable(train: np.ndarray, parts: Sequence[np.ndarray], D: int) -> bool:
+        """The parts partition the training rows, and every split without one part has at least 0.9 D
+        rows: the D x D form is then no dearer than the kernel form (valid for any rows: alpha > 0);
+        with far fewer rows than features the kernel form from the rows is cheaper."""
+        if not len(parts):
+            return False
+        count = np.sum(parts, axis=0)
+        return bool((count == train).all() and train.sum() - max(p.sum() for p in parts) >= 0.9 * D)
+
+    def _stats(self, keep: Sequence[int]) -> tuple[np.ndarray, ...]:
+        """(Z^T Z, Z^T Yc, mean of y, mean of x in shifted coordinates, sd) over the parts `keep`."""
+        n, sx, S, sy, P = (sum(self.sums[k][i] for k in keep) for i in range(5))
+        mu, ym = sx / n, sy / n
+        cov = S / n - np.outer(mu, mu)
+        sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
+        sd = np.where(sd > 1e-8 * np.maximum(1.0, np.abs(mu + self.shift)), sd, 1.0)
+        return n * cov / np.outer(sd, sd), (P - n * np.outer(mu, ym)) / sd[:, None], ym, mu, sd
+
+    def path(self, k: int) -> _Path:
+        """The inner split that validates on part k and trains on the others."""
+        G, ZtY, ym, mu, sd = self._stats([j for j in range(len(self.parts)) if j != k])
+        Zv = (self.X[self.parts[k]] - self.shift - mu) / sd
+        d, e, (At, b) = _tridiagonalise(G, Zv.T, ZtY)
+        return _Path(d, e, At, b, ym, self.Y[self.parts[k]])
+
+    def refit(self, alpha: float) -> tuple[np.ndarray, ...]:
+        """As `_refit` on all the fold's training rows."""
+        from scipy.linalg import solve
+
+        G, ZtY, ym, mu, sd = self._stats(range(len(self.parts)))
+        G[np.diag_indices_from(G)] += alpha
+        return solve(G, ZtY, assume_a="pos", overwrite_a=True).T, ym, mu + self.shift, sd
 
 
 def _refit(X: np.ndarray, Y: np.ndarray, train: np.ndarray, alpha: float) -> tuple[np.ndarray, ...]:
@@ -440,12 +500,17 @@ def sweep_ridge(X: np.ndarray, Y: np.ndarray, train_masks: Sequence[np.ndarray],
     for layer in range(L):
         Xl = np.ascontiguousarray(X[:, layer], dtype=np.float64)
         for f in range(F):
+            parts = [outer[f] & ~m for m in inner[f]] if alpha is None else []
+            sums = _FoldSums(Xl, Y, outer[f], parts) if _FoldSums.usable(outer[f], parts, D) else None
             if alpha is None and inner[f]:
-                paths = [_Path(Xl, Y, m, outer[f] & ~m) for m in inner[f]]
+                paths = ([sums.path(k) for k in range(len(parts))] if sums is not None
+                         else [_Path.direct(Xl, Y, m, val) for m, val in zip(inner[f], parts)])
                 (out.alpha[layer, f], out.scores[layer, f], out.extended[layer][f],
                  out.at_bound[layer, f]) = choose_alpha(paths, grid, extend_grid)
                 del paths
-            W, b, mu, sd = _refit(Xl, Y, outer[f], float(out.alpha[layer, f]))
+            a = float(out.alpha[layer, f])
+            W, b, mu, sd = sums.refit(a) if sums is not None else _refit(Xl, Y, outer[f], a)
+            del sums
             out.coef[layer, f], out.intercept[layer, f], out.mean[layer, f], out.scale[layer, f] = W, b, mu, sd
             out.predict[layer, f] = ((Xl - mu) / sd) @ W.T + b
     return out

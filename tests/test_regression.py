@@ -246,6 +246,26 @@ def test_ridge_probe_equals_grid_search_cv_on_the_same_inner_folds(dim, targets)
     np.testing.assert_allclose(probe.intercept_, Y.mean(0), rtol=1e-12)  # the intercept is the training mean
 
 
+@pytest.mark.parametrize("dim", [25, 64], ids=["rows>features", "rows a little below features"])
+def test_fold_sums_equal_the_splits_computed_from_their_rows(monkeypatch, dim):
+    """sweep_ridge forms each outer fold's row products once (`_FoldSums`) when its inner validation
+    parts partition the training rows; the same numbers as standardising every split's own rows
+    (at 64 features the inner splits hold 60-70 rows: the rows' own path is then the kernel form)."""
+    X, Y, g = rating_data(n_speakers=15, dim=dim, seed=6)
+    X[:, 3] = 7.0                                                      # a constant feature: scale 1, as StandardScaler
+    spk = np.unique(g)
+    train_masks = [~np.isin(g, spk[k::3]) for k in range(3)]
+    fast = sweep_ridge(X, Y, train_masks, g, alphas=(0.1, 10.0, 1000.0))
+    assert all(reg._FoldSums.usable(tm, [tm & ~m for m in reg.inner_group_masks(tm, g, 3, 0)], X.shape[1])
+               for tm in train_masks)
+    monkeypatch.setattr(reg._FoldSums, "usable", staticmethod(lambda *a: False))
+    slow = sweep_ridge(X, Y, train_masks, g, alphas=(0.1, 10.0, 1000.0))
+    np.testing.assert_array_equal(fast.alpha, slow.alpha)
+    for name in ("scores", "predict", "coef", "intercept", "mean", "scale"):
+        np.testing.assert_allclose(getattr(fast, name), getattr(slow, name), rtol=1e-9, atol=1e-9, err_msg=name)
+    assert (fast.scale[..., 3] == 1.0).all()
+
+
 def test_banded_fallback_gives_the_same_fit(monkeypatch):
     """Where LAPACK's positive-definite tridiagonal solve refuses (rounding), the pivoted banded solve
     takes over with the same result."""
