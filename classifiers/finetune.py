@@ -35,7 +35,10 @@ Layout of `out_dir`:
                                   other than mean / layer-weighted add modeling_ser.py + pooling.py
                                   for trust_remote_code); README.md is its model card (base model
                                   and weights hash, corpora, folds, test scores with speaker CIs,
-                                  training settings)
+                                  training settings). With `adapter` (LoRA, classifiers.lora) it
+                                  holds the adapters (adapter_model.safetensors, peft's) and the
+                                  head (head.safetensors) only, naming the base model and its
+                                  weights sha256, and needs ser to load
     <fold>/predictions.csv        test utterances: id, speaker, label, prediction, probabilities
     <fold>/fold_result.json       test metrics, confusion, validation score, log history
     finetune.json, finetune.csv   one record per fold (WA / UAR / macro-F1, confusion, validation

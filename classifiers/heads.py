@@ -18,7 +18,9 @@ and `preprocessor_config.json`, laid out so that transformers' `AutoModelForAudi
 loads it too (`export_layout`: mean and layer-weighted heads as the family's own
 `*ForSequenceClassification`, the others with `modeling_ser.py` beside the weights, through
 `trust_remote_code`); `EmotionClassifier.from_pretrained(dir)` loads it back, and the format-1
-directories of older ser and of Trainer checkpoints (ser's module names). No pickle. The pooling
+directories of older ser and of Trainer checkpoints (ser's module names). A model with LoRA
+adapters (`classifiers.lora`, `ser finetune --adapter`) exports the adapters and the head only, on a
+base named by its weights sha256. No pickle. The pooling
 heads themselves live in `classifiers.pooling` (torch only), the exported code in
 `classifiers.hf_modeling`.
 

@@ -38,6 +38,8 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -170,6 +172,15 @@ def target_pattern(backbone, spec: LoraSpec) -> str:
     return rf"encoder\.layers\.\d+\.\w+\.({'|'.join(chosen)})"
 
 
+@contextmanager
+def _quiet_peft():
+    """peft asks transformers 5 for `is_gradient_checkpointing`, which warns (FutureWarning) on every
+    wrap: not the user's concern, so not printed."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def parameter_counts(model) -> dict:
     """{"trainable_params", "total_params"} of a torch module (parameters shared once)."""
     params = list(model.parameters())
@@ -198,9 +209,10 @@ def apply_lora(clf: EmotionClassifier, spec: str | LoraSpec, *, seed: int = 0) -
     if is_local_id(base) and Path(base).expanduser().is_dir():
         base = str(Path(base).expanduser().resolve())
     torch.manual_seed(seed)
-    clf.backbone = get_peft_model(clf.backbone, LoraConfig(
-        r=parsed.r, lora_alpha=parsed.alpha, lora_dropout=parsed.dropout, target_modules=pattern, bias="none",
-        base_model_name_or_path=base))
+    with _quiet_peft():
+        clf.backbone = get_peft_model(clf.backbone, LoraConfig(
+            r=parsed.r, lora_alpha=parsed.alpha, lora_dropout=parsed.dropout, target_modules=pattern, bias="none",
+            base_model_name_or_path=base))
     for module in (clf.pooling, clf.classifier):
         for p in module.parameters():
             p.requires_grad_(True)
@@ -286,7 +298,8 @@ def load_export(directory: str | Path, config: ClassifierConfig, *, backbone: st
                            f"trained on with --backbone DIR")
     model = EmotionClassifier(config, backbone=bb.model)
     try:
-        model.backbone = PeftModel.from_pretrained(model.backbone, str(directory), is_trainable=False)
+        with _quiet_peft():
+            model.backbone = PeftModel.from_pretrained(model.backbone, str(directory), is_trainable=False)
     except (ValueError, KeyError, RuntimeError, OSError) as e:
         raise AdapterError(f"{directory / ADAPTER_WEIGHTS}: cannot be applied to {where} "
                            f"({' '.join(str(e).split())[:300]}); re-export the model with `ser finetune`") from e
