@@ -32,7 +32,10 @@ features, reduced to tridiagonal form Q T Q^T by Householder reflections: the fi
 step of an eigendecomposition, without the eigenvectors), after which every alpha's validation
 predictions are p(alpha) = A (T + alpha I)^-1 b + mean(y), one O(D) tridiagonal solve each, so the
 whole grid and its extension cost one decomposition; the refit at the chosen alpha is one
-Cholesky solve. numpy/scipy (LAPACK) on the CPU, float64.
+Cholesky solve. When an outer fold's inner validation parts partition its training rows (group
+k-fold), the row products are formed once per part and every split's standardised Z^T Z follows
+by adding sums (`_FoldSums`). numpy/scipy (LAPACK) on the CPU, float64; `bench/ridge.py` measures
+it against nested scikit-learn (same choices, about 5x less CPU than a plain GridSearchCV).
 """
 
 from __future__ import annotations
