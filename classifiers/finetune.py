@@ -834,7 +834,7 @@ def _rescore(result: FoldResult, predictions: Path, classes: list[str], shared: 
 # -- exports: run folders and model cards --------------------------------------------------------
 
 def default_run_dir(corpora: str, protocol: str, config: FinetuneConfig) -> Path:
-    """`runs/finetune-<corpora>-<model>-<pooling>-<protocol>-seed<seed>-<hash>`, the hash (as probe
+    """`runs/finetune-<corpora>-<model>-<pooling>[-lora]-<protocol>-seed<seed>-<hash>`, the hash (as probe
     runs', `classifiers.results.settings_tag`) of every setting a resumed run must match, with the
     corpora and protocol: a run with another --lr gets its own folder, while --epochs / --max-steps
     (which a resumed run may change) and the fold choice keep theirs, so training longer goes on
@@ -847,7 +847,7 @@ def default_run_dir(corpora: str, protocol: str, config: FinetuneConfig) -> Path
     settings.update(augment=describe_augment(parse_augment(config.augment)), corpora=corpora, protocol=protocol)
     if settings.get("adapter") is None:
         settings.pop("adapter", None)     # full fine-tuning keeps the folder it had before --adapter existed
-    parts = ["finetune", corpora, model_slug(config.model), config.pooling,
+    parts = ["finetune", corpora, model_slug(config.model), config.pooling, *(["lora"] if config.adapter else []),
              *([protocol.replace(":", "")] if protocol else []), f"seed{config.seed}"]
     return Path("runs") / "-".join(parts + [settings_tag(serialize.plain(settings))])
 
