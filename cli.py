@@ -295,8 +295,8 @@ def _backbone_dir(v) -> str | None:
 
 
 BACKBONE_OPT = typer.Option(None, "--backbone", callback=_rule(_backbone_dir), metavar="DIR",
-                            help="A saved probe's backbone directory, where it is now (it moved and is not found by "
-                                 "its weights hash).")
+                            help="The backbone of a saved probe or a LoRA adapter export, where it is now (it moved "
+                                 "and is not found by its weights hash).")
 
 
 def _check_device_option(value: str | None) -> str | None:
