@@ -1697,6 +1697,7 @@ def evaluate(
     backbone: Path | None = BACKBONE_OPT,
     fmt: str | None = FORMAT_OPT,
     threads: int | None = THREADS_OPT,
+    force: bool = typer.Option(False, "--force", help="Score again even if an identical evaluation is registered."),
 ):
     """Score a saved probe or a fine-tuned model on a whole corpus (or one fold's test speakers):
     every test utterance, and only the classes shared with training; confusion heatmap,
@@ -1711,7 +1712,7 @@ def evaluate(
     maps, dev, corpus = parse_maps(map_ or []), _device_opt(device), _corpus(corpus)
     res = evaluate_model(model_dir, corpus, cache=_cache(cache), root=root, fold=fold, protocol=protocol, maps=maps,
                          drop=drop or [], out=out, device=dev, registry=Registry(_db(db)), command=_command(),
-                         backbone=backbone)
+                         backbone=backbone, force=force)
     _print_evaluation(res, corpus)
     if res.training_only:
         console.print(f"trained classes the test corpus lacks (never true; excluded from predictions under shared): "
@@ -1719,7 +1720,11 @@ def evaluate(
     if res.test_only:
         console.print("test classes the model never learnt (dropped under shared): "
                       + ", ".join(f"{k} ({v})" for k, v in res.test_only.items()), highlight=False)
-    console.print(f"registered run {res.run_id}", highlight=False)
+    if res.reused:
+        console.print(f"registered run {res.run_id} of {res.reused['created']} (identical configuration over identical "
+                      f"stores; --force runs it again)", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"registered run {res.run_id}", highlight=False)
     _print_files(res.files)
 
 

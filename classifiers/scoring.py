@@ -91,6 +91,7 @@ class Evaluation:
     files: list[Path] = field(default_factory=list)
     run_id: str = ""
     results: object = None            # the `ProbeResults` written (its summary(): the headline per policy)
+    reused: dict | None = None        # the registry row of an identical earlier run shown instead of computing
 
 
 def _features(model_dir: Path, corpus: str, cache, root, device: str, backbone=None):
@@ -127,6 +128,38 @@ def _features(model_dir: Path, corpus: str, cache, root, device: str, backbone=N
     return kind, list(classes), probs, utts, "e2e", [_audio_fingerprint(corpus, utts)]
 
 
+def _stores(model_dir: Path, corpus: str, cache, root, backbone=None) -> list[dict]:
+    """What `_features` will read, fingerprinted without scoring anything: the store a saved
+    probe's features come from, else the corpus' utterances (the audio a model will hear)."""
+    from classifiers.predict import load_probe, model_kind
+    from classifiers.probe import store_for
+    from classifiers.registry import store_fingerprint
+    from featstore.store import StoreError, open_store
+
+    if model_kind(model_dir) == "probe":
+        probe = load_probe(model_dir, backbone=backbone)
+        try:
+            return [store_fingerprint(open_store(store_for(cache, probe.backbone_id, corpus)))]
+        except StoreError:
+            pass
+    return [_audio_fingerprint(corpus, _manifest(corpus, root))]
+
+
+def model_digest(model_dir: Path) -> str:
+    """What identifies a saved model's content: its weights (`featstore.modelfiles.weights_hash`,
+    remembered per file identity) and its JSON files (classes, head, adapter, config), so a model
+    trained again into the same folder is another model for the registry."""
+    import hashlib
+
+    from featstore.modelfiles import weights_hash
+
+    h = hashlib.sha256(weights_hash(Path(model_dir)).encode())
+    for p in sorted(Path(model_dir).glob("*.json")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _manifest(corpus: str, root):
     from featstore.config import resolve_root
     from featstore.corpora import load_manifest
@@ -153,7 +186,7 @@ def _score(y_true, y_pred, speakers, labels, what: str) -> Scored:
 def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=None, fold: str | None = None,
                    protocol: str | None = None, maps: dict[str, str] | None = None, drop: Sequence[str] = (),
                    out: str | Path | None = None, device: str = "auto", registry=None,
-                   command: str = "", backbone: str | Path | None = None) -> Evaluation:
+                   command: str = "", backbone: str | Path | None = None, force: bool = False) -> Evaluation:
     """Score the model in `model_dir` on `corpus` (or the test speakers of `fold`), both ways.
 
     maps: label -> label, applied to the test truth and to the model's classes (a mapped class'
@@ -161,9 +194,12 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
     and of the model's probability columns (argmax over the rest); see `relabel`. Writes
     evaluate.json/.csv (records "all" and "shared"), predictions.parquet and one confusion
     heatmap per policy to `out` (refused when it holds files; default: a new directory under
-    results/), and registers the run in `registry` (kind "evaluate").
+    results/), and registers the run in `registry` (kind "evaluate"). With a registry, an identical
+    configuration (the model's content digest, corpus, fold, maps, drop) over identical stores
+    returns the registered run (`Evaluation.reused`) without computing, unless `force`.
     """
     from classifiers.plots import confusion_heatmap, figure_paths
+    from classifiers.predict import model_kind
     from classifiers.predictions import block, write_predictions
     from classifiers.results import ProbeResults, check_out, declared_labels, make_record, settings_tag, write_results
     from featstore.backbone import model_slug
@@ -172,6 +208,18 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
 
     maps = dict(maps or {})
     model_dir = Path(model_dir)
+    model_kind(model_dir)                   # a missing or foreign folder is one line before anything is read
+    config = dict(model_dir=str(model_dir.resolve()), model_sha256=model_digest(model_dir), corpus=corpus, fold=fold,
+                  protocol=protocol, maps=maps, drop=sorted(dict.fromkeys(drop)))
+    if registry is not None and not force:
+        from classifiers.study import load_registered, registered_files
+
+        found = registry.find("evaluate", config, _stores(model_dir, corpus, cache, root, backbone))
+        if found is not None and registered_files(found):
+            results = load_registered(found)
+            return Evaluation({}, list(results.meta.get("training_only", [])), dict(results.meta.get("test_only", {})),
+                              files=sorted(p for p in Path(found["out"]).iterdir() if p.is_file()),
+                              run_id=found["id"], results=results, reused=found)
     kind, classes, probs, utts, layer, stores = _features(model_dir, corpus, cache, root, device, backbone)
     rows = np.arange(len(utts))
     if fold:
@@ -224,8 +272,6 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
     records.append(make_record(layer=layer, fold=fold or "all", y_true=truth[in_shared], y_pred=pred_shared,
                                labels=shared, n_train=0, classifier=kind, seed=0, train_set=records[0]["train_set"],
                                test_set=f"{corpus} (shared classes)", shuffled=False, C=None, classes="shared"))
-    config = dict(model_dir=str(model_dir.resolve()), corpus=corpus, fold=fold, protocol=protocol, maps=maps,
-                  drop=sorted(drop))
     out = check_out(out) if out else _free_dir(Path("results") / "-".join(
         ["evaluate", model_slug(str(model_dir)), corpus, *([fold] if fold else []), settings_tag(config)]))
     results = ProbeResults(records=records, meta=dict(kind="evaluate", model=str(model_dir), corpus=corpus,

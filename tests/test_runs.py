@@ -271,9 +271,25 @@ def test_evaluate_saved_probe_cross_corpus(cache, tmp_path, monkeypatch):
                  "--db", str(db), "--out", str(tmp_path / "ev2"), "--drop", "disgust", "--map", "fear=sad")
     assert "disgust" not in json.loads((tmp_path / "ev2" / "evaluate.json").read_text())["records"][1]["labels"]
     assert mapped.exit_code == 0
-    cli("evaluate", "--model", str(tmp_path / "probe"), "--corpus", "cremad", "--cache", str(cache), "--db", str(db))
-    cli("evaluate", "--model", str(tmp_path / "probe"), "--corpus", "cremad", "--cache", str(cache), "--db", str(db))
+    ev = ["evaluate", "--model", str(tmp_path / "probe"), "--corpus", "cremad", "--cache", str(cache), "--db", str(db)]
+    from classifiers.registry import Registry
+
+    before = len(Registry(db).runs())
+    again = cli(*ev)                        # identical to the first evaluation: that run is shown, nothing computed
+    text = " ".join(again.output.split())
+    first = next(r for r in Registry(db).runs() if Path(r["out"]).resolve() == (tmp_path / "ev").resolve())
+    assert f"registered run {first['id']}" in text and "identical configuration" in text and "--force" in text
+    assert len(Registry(db).runs()) == before and not list(tmp_path.glob("results/evaluate-*"))
+    assert "shared" in text and "cremad" in text                       # its headline table, read back
+    cli(*ev, "--force")
+    cli(*ev, "--force")
     assert len(list((tmp_path / "results").glob("evaluate-*"))) == 2          # a re-run never replaces files
+    from classifiers.scoring import model_digest
+
+    digest = model_digest(tmp_path / "probe")
+    meta = tmp_path / "probe" / "probe.json"
+    meta.write_text(meta.read_text() + " ")                            # the saved model changed: another model
+    assert model_digest(tmp_path / "probe") != digest
     bad = cli("evaluate", "--model", str(tmp_path / "probe"), "--corpus", "cremad", "--map", "calm", ok=False)
     assert bad.exit_code == 2 and "FROM=TO" in bad.output
 
