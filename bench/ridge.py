@@ -105,6 +105,14 @@ def rule(scores: dict, grid) -> float:
     return chosen
 
 
+def training_splits(train_mask: np.ndarray, inner_masks) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The inner splits as (train, validation) positions within the outer fold's training rows,
+    the form GridSearchCV's `cv` takes: the same inner folds ours uses."""
+    pos = np.full(len(train_mask), -1)
+    pos[np.flatnonzero(train_mask)] = np.arange(int(np.count_nonzero(train_mask)))
+    return [(pos[np.flatnonzero(m)], pos[np.flatnonzero(train_mask & ~m)]) for m in inner_masks]
+
+
 def sklearn_nested(X, Y, train_masks, inner, grid):
     """(alpha (L, F), inner scores (L, F, len(grid)), predictions (L, F, N, T)) of the nested scikit-learn baseline."""
     from sklearn.linear_model import Ridge
@@ -121,10 +129,7 @@ def sklearn_nested(X, Y, train_masks, inner, grid):
     for layer in range(L):
         Xl = np.asarray(X[:, layer], dtype=np.float64)
         for f, tm in enumerate(train_masks):
-            rows = np.flatnonzero(tm)
-            pos = np.full(N, -1)
-            pos[rows] = np.arange(len(rows))
-            cv = [(pos[np.flatnonzero(m)], pos[np.flatnonzero(tm & ~m)]) for m in inner[f]]
+            cv = training_splits(tm, inner[f])
             search = GridSearchCV(Pipeline([("scale", StandardScaler()), ("ridge", Ridge())]),
                                   {"ridge__alpha": searched}, cv=cv, scoring=make_scorer(mean_ccc), refit=False)
             search.fit(Xl[tm], Y[tm])
@@ -150,10 +155,7 @@ def sklearn_grid_only(X, Y, train_masks, inner, grid):
     for layer in range(L):
         Xl = np.asarray(X[:, layer], dtype=np.float64)
         for f, tm in enumerate(train_masks):
-            rows = np.flatnonzero(tm)
-            pos = np.full(N, -1)
-            pos[rows] = np.arange(len(rows))
-            cv = [(pos[np.flatnonzero(m)], pos[np.flatnonzero(tm & ~m)]) for m in inner[f]]
+            cv = training_splits(tm, inner[f])
             search = GridSearchCV(Pipeline([("scale", StandardScaler()), ("ridge", Ridge())]),
                                   {"ridge__alpha": list(grid)}, cv=cv, scoring=make_scorer(mean_ccc)).fit(Xl[tm], Y[tm])
             alpha[layer, f] = search.best_params_["ridge__alpha"]
