@@ -21,6 +21,9 @@ fold runner passes the fold's `val` or draws one with `featstore.folds.validatio
 neither, it trains for `max_epochs` without early stopping. Seeded and deterministic on CPU
 (same seed, same result); the global torch RNG is left as it was.
 
+`AttentionRegressorProbe` is the same pooling with a regression head (dimensional targets: MSE or
+CCC loss, early stopping on validation CCC; issue 25).
+
 `probe_attention` runs the estimator over `Fold`s and returns one record per (fold, seed), in
 the format of the other probes (`classifiers.evaluate`).
 """
@@ -38,7 +41,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils._param_validation import Hidden, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
@@ -48,7 +51,7 @@ from featstore.corpora.base import Utterance
 from featstore.device import resolve_device
 from featstore.errors import SerError
 
-__all__ = ["AttentionProbe", "AttentionHead", "probe_attention", "layer_key", "AttentionError", "pack_frames", "Packed"]
+__all__ = ["AttentionProbe", "AttentionRegressorProbe", "ccc_loss", "AttentionHead", "probe_attention", "layer_key", "AttentionError", "pack_frames", "Packed"]
 
 
 class AttentionError(SerError, ValueError):
@@ -671,3 +674,195 @@ def probe_attention(source, utterances: Sequence[Utterance], folds: Sequence, la
             if progress:
                 progress()
     return results
+
+
+# ---------------------------------------------------------------------------------------------
+# the regression head (dimensional emotion, issue 25)
+# ---------------------------------------------------------------------------------------------
+
+def ccc_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """1 - CCC per output, averaged over outputs: pred, target (B, T), moments over the batch
+    (population, as `classifiers.regression.ccc`), the loss of the Odyssey 2024 baselines."""
+    mp, my = pred.mean(0), target.mean(0)
+    dp, dy = pred - mp, target - my
+    cov = (dp * dy).mean(0)
+    den = (dp * dp).mean(0) + (dy * dy).mean(0) + (mp - my) ** 2
+    return (1 - 2 * cov / (den + eps)).mean()
+
+
+REGRESSION_LOSSES = ("mse", "ccc")
+
+
+class AttentionRegressorProbe(RegressorMixin, BaseEstimator):
+    """`AttentionProbe`'s attention pooling over frames with a regression head: T outputs (arousal,
+    valence, dominance, ...) instead of class logits.
+
+    The module is `AttentionHead` with T outputs; the targets are standardised with the training
+    rows' mean and std (so one learning rate suits any scale) and predictions mapped back. The loss
+    is the mean squared error of the standardised targets (`loss="mse"`) or 1 - CCC per output,
+    averaged (`loss="ccc"`, `ccc_loss`, over each batch). Early stopping on the validation rows'
+    mean CCC over outputs (ties: the lower validation MSE), from held-out speakers as for the
+    classifier: `val=` (clips and targets of speakers not in the training rows), or `groups=`
+    (speaker per clip: whole speakers drawn by `classifiers.regression.speaker_validation`, the
+    trees' draw in `XGBRegressorProbe` too); with neither, `max_epochs` without early stopping.
+    Seeded and deterministic on CPU; the global torch RNG is left as it was.
+
+    X is clips (N arrays (T_i, D) or (T_i, L, D), a padded (N, T, D) / (N, T, L, D) array with
+    `lengths`, or a `Packed`), or a 2-D (N, D) matrix of one-frame clips: on such matrices the
+    estimator passes scikit-learn's `check_estimator` (tests/test_regressors.py), whose checks feed
+    2-D arrays only; the frame path is tested with the same API (fit, predict, get_params, clone).
+
+    Hyper-parameters (keyword-only, stored as given, validated by `fit`): hidden, heads, dropout,
+    lr, weight_decay, batch_size, max_epochs, patience, val_fraction, random_state, device,
+    threads (as `AttentionProbe`), and loss ("mse" or "ccc").
+
+    Fitted attributes: n_features_in_ (D), n_outputs_ (T), layer_weights_ (L,), y_mean_ and
+    y_scale_ (T,), best_epoch_, n_epochs_, history_ (one dict per epoch: epoch, train_loss,
+    val_loss (MSE of the standardised targets), val_ccc), val_ccc_ (None without validation).
+    """
+
+    _parameter_constraints: dict = {
+        **{k: v for k, v in AttentionProbe._parameter_constraints.items() if k not in ("class_weight", "seed")},
+        "loss": [StrOptions(set(REGRESSION_LOSSES))],
+    }
+
+    def __init__(self, *, hidden: int = 128, heads: int = 4, dropout: float = 0.1, lr: float = 5e-3,
+                 weight_decay: float = 1e-2, batch_size: int = 16, max_epochs: int = 40, patience: int = 10,
+                 loss: str = "mse", val_fraction: float = 0.15, random_state: int = 0, device: str = "auto",
+                 threads: int | None = None):
+        self.hidden = hidden
+        self.heads = heads
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.loss = loss
+        self.val_fraction = val_fraction
+        self.random_state = random_state
+        self.device = device
+        self.threads = threads
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.non_deterministic = False
+        return tags
+
+    _is_clips = staticmethod(AttentionProbe._is_clips)
+    _packed = AttentionProbe._packed
+
+    @staticmethod
+    def _targets(y, n: int) -> np.ndarray:
+        """(n, T) float64 targets of clips, checked."""
+        Y = np.asarray(y, dtype=np.float64)
+        if Y.ndim not in (1, 2) or len(Y) != n:
+            raise AttentionError(f"{n} clips need targets of shape ({n},) or ({n}, outputs), got {Y.shape}")
+        if not np.isfinite(Y).all():
+            raise AttentionError("targets hold NaN or infinite values: drop those clips first")
+        return Y
+
+    def fit(self, X, y, groups: Sequence | None = None, val: tuple | None = None,
+            lengths=None) -> AttentionRegressorProbe:
+        """Fit on clips `X` (see the class docstring) and targets y (N,) or (N, T); groups (N,):
+        speaker per clip, to draw validation speakers when `val` is not given; val: (X_val, y_val)
+        or (X_val, y_val, lengths_val), speakers disjoint from the training clips'."""
+        from classifiers.regression import speaker_validation
+
+        self._validate_params()
+        if self._is_clips(X):
+            packed = pack_frames(X, lengths)
+            y = self._targets(y, len(packed))
+        else:
+            X, y = validate_data(self, X, y, dtype=np.float32, multi_output=True, y_numeric=True)
+            packed = pack_frames(X[:, None, :])
+        self._one_d = y.ndim == 1
+        Y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+        val_packed = y_val = None
+        if val is not None:
+            val_packed = (pack_frames(val[0], val[2] if len(val) > 2 else None) if self._is_clips(val[0])
+                          else pack_frames(np.asarray(val[0], dtype=np.float32)[:, None, :]))
+            y_val = self._targets(val[1], len(val_packed)).reshape(len(val_packed), -1)
+            if y_val.shape[1] != Y.shape[1]:
+                raise AttentionError(f"validation targets have {y_val.shape[1]} output(s), the training ones {Y.shape[1]}")
+        elif groups is not None and self.patience:
+            split = speaker_validation(groups, len(Y), self.val_fraction, self.random_state)
+            if split is not None:
+                tr, va = split
+                val_packed, y_val = packed.subset(va), Y[va]
+                packed, Y = packed.subset(tr), Y[tr]
+        with _threads(self.threads):
+            return self._fit(packed, Y, val_packed, y_val)
+
+    def _fit(self, packed: Packed, Y: np.ndarray, val_packed: Packed | None, y_val: np.ndarray | None):
+        from classifiers.regression import ccc
+
+        self.n_features_in_ = packed.dim
+        self.n_outputs_ = Y.shape[1]
+        self.y_mean_ = Y.mean(0)
+        sd = Y.std(0)
+        self.y_scale_ = np.where(sd > 1e-12 * np.maximum(1.0, np.abs(self.y_mean_)), sd, 1.0)
+        seed = int(self.random_state)
+        dev = resolve_device(self.device)
+        moved = _to_device(packed, dev)
+        if val_packed is not None:  # subsets of one Packed share its tensors: move them once
+            val_packed = (Packed(moved.layers, val_packed.start, val_packed.length)
+                          if val_packed.layers is packed.layers else _to_device(val_packed, dev))
+        packed = moved
+        z = torch.as_tensor((Y - self.y_mean_) / self.y_scale_, dtype=torch.float32, device=dev)
+        loss_fn = ccc_loss if self.loss == "ccc" else nn.functional.mse_loss
+        rng = np.random.default_rng(seed)
+        devices = [dev.index or 0] if dev.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            mean, std = _frame_stats(packed)
+            model = AttentionHead(len(packed.layers), packed.dim, self.n_outputs_, self.hidden, self.heads,
+                                  self.dropout, mean, std).to(dev)
+            opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            best = (-np.inf, np.inf)
+            best_state, self.best_epoch_, since, self.history_ = None, 0, 0, []
+            for epoch in range(1, self.max_epochs + 1):
+                model.train()
+                total = torch.zeros((), dtype=torch.float64, device=dev)
+                for rows in _batches(packed.length, self.batch_size, rng):
+                    xs, length = packed.frames(rows, dev)
+                    loss = loss_fn(model.forward_frames(xs, length), z[torch.as_tensor(rows, device=dev)])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += loss.detach() * len(rows)
+                entry = {"epoch": epoch, "train_loss": float(total) / len(packed)}
+                if val_packed is not None:
+                    pv = _logits(model, val_packed, dev).double().cpu().numpy()
+                    zv = (y_val - self.y_mean_) / self.y_scale_
+                    v_loss = float(((pv - zv) ** 2).mean())
+                    v_ccc = float(np.mean(ccc(zv, pv)))
+                    entry.update(val_loss=v_loss, val_ccc=v_ccc)
+                    if (v_ccc, -v_loss) > (best[0], -best[1]):
+                        best, self.best_epoch_, since = (v_ccc, v_loss), epoch, 0
+                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    else:
+                        since += 1
+                self.history_.append(entry)
+                if val_packed is not None and since >= self.patience:
+                    break
+            if best_state is not None:
+                model.load_state_dict(best_state)
+            else:
+                self.best_epoch_ = len(self.history_)
+        self.n_epochs_ = len(self.history_)
+        self.val_ccc_ = None if val_packed is None else float(best[0])
+        self.model_ = model.eval()
+        self.layer_weights_ = model.layer_weights().detach().cpu().numpy()
+        return self
+
+    def predict(self, X, lengths=None) -> np.ndarray:
+        """(N,) or (N, T) predictions, as the training targets' shape, on their scale."""
+        check_is_fitted(self)
+        packed = self._packed(X, lengths)
+        dev = next(self.model_.parameters()).device
+        with _threads(self.threads):
+            z = _logits(self.model_, _to_device(packed, dev), dev).double().cpu().numpy()
+        pred = z * self.y_scale_ + self.y_mean_
+        return pred[:, 0] if self._one_d else pred

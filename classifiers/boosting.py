@@ -1,11 +1,14 @@
-"""XGBoost probe: gradient-boosted trees (`hist`) on pooled features, on the GPU when there is one."""
+"""XGBoost probe: gradient-boosted trees (`hist`) on pooled features, on the GPU when there is one.
+
+`XGBProbe` classifies emotions; `XGBRegressorProbe` regresses dimensions (arousal, valence,
+dominance), both stopping early on held-out training speakers."""
 
 from __future__ import annotations
 
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -119,3 +122,117 @@ class XGBProbe(ClassifierMixin, BaseEstimator):
         """(n,) predicted labels, values of `classes_`."""
         check_is_fitted(self)
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+class XGBRegressorProbe(RegressorMixin, BaseEstimator):
+    """sklearn-compatible XGBoost regressor (`reg:squarederror`, `hist`) for dimensional targets
+    (arousal, valence, dominance; issue 25), with early stopping on held-out training speakers.
+
+    fit(X (n, D), y (n,) or (n, T), groups=speakers (n,), eval_set=(X_val, y_val)): with `eval_set`
+    training stops early on its RMSE (mean over targets), as `XGBProbe`; else with `groups` whole
+    speakers of the training rows (`val_fraction` of them, at least one, drawn by
+    `classifiers.regression.speaker_validation`) are held out for early stopping and the trees are
+    grown on the other speakers only, so no validation row shares a speaker with a training row
+    and no test speaker is ever seen; with neither (or one speaker), every tree is grown on every
+    row. Several targets are fitted together by XGBoost's multi-output trees, one output per tree
+    (`multi_strategy="one_output_per_tree"`, the default) or one tree for all outputs
+    ("multi_output_tree").
+
+    Parameters (keyword-only, stored as given, validated by `fit`): n_estimators, max_depth,
+    learning_rate, subsample, colsample_bytree, early_stopping_rounds (as XGBoost's),
+    multi_strategy, val_fraction, random_state (int), n_jobs (None: `featstore.threads.threads()`),
+    device ("auto"/None, "cpu", "cuda", ...).
+
+    Fitted attributes: n_features_in_, n_outputs_, model_ (the fitted `xgboost.XGBRegressor`),
+    best_iteration_ (None without early stopping), val_groups_ (the held-out speakers drawn from
+    `groups`, sorted; [] when none were drawn) and fit_rows_ / val_rows_ (row indices of X the
+    trees were grown on / stopped on; val_rows_ is empty without a drawn validation set).
+    """
+
+    _parameter_constraints: dict = {
+        "n_estimators": [Interval(Integral, 1, None, closed="left")],
+        "max_depth": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "subsample": [Interval(Real, 0, 1, closed="right")],
+        "colsample_bytree": [Interval(Real, 0, 1, closed="right")],
+        "early_stopping_rounds": [Interval(Integral, 1, None, closed="left")],
+        "multi_strategy": [StrOptions({"one_output_per_tree", "multi_output_tree"})],
+        "val_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+        "n_jobs": [Integral, None],
+        "device": [str, None],
+    }
+
+    def __init__(self, *, n_estimators: int = 300, max_depth: int = 4, learning_rate: float = 0.1,
+                 subsample: float = 0.8, colsample_bytree: float = 0.5, early_stopping_rounds: int = 20,
+                 multi_strategy: str = "one_output_per_tree", val_fraction: float = 0.15, random_state: int = 0,
+                 n_jobs: int | None = None, device: str | None = None):
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.early_stopping_rounds = early_stopping_rounds
+        self.multi_strategy = multi_strategy
+        self.val_fraction = val_fraction
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.device = device
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.non_deterministic = False
+        return tags
+
+    _device = XGBProbe._device
+    _n_jobs = XGBProbe._n_jobs
+
+    def fit(self, X, y, groups=None, eval_set=None) -> XGBRegressorProbe:
+        """Fit on X (n, D) and targets y (n,) or (n, T); groups (n,): the speaker of each row, for
+        the early-stopping speakers; eval_set: (X_val, y_val) instead of drawing them."""
+        from xgboost import XGBRegressor
+
+        from classifiers.regression import RegressionError, speaker_validation
+
+        self._validate_params()
+        check_device(self.device)
+        X, y = validate_data(self, X, y, dtype=np.float32, multi_output=True, y_numeric=True)
+        one_d = y.ndim == 1
+        Y = np.asarray(y, dtype=np.float32).reshape(len(y), -1)
+        self.n_outputs_ = Y.shape[1]
+        self._one_d = one_d
+        kw = dict(n_estimators=self.n_estimators, max_depth=self.max_depth, learning_rate=self.learning_rate,
+                  subsample=self.subsample, colsample_bytree=self.colsample_bytree, tree_method="hist",
+                  objective="reg:squarederror", multi_strategy=self.multi_strategy, device=self._device(),
+                  random_state=self.random_state, n_jobs=self._n_jobs())
+        rows, val, fit_kw = np.arange(len(Y)), np.arange(0), {}
+        self.val_groups_ = []
+        if eval_set is not None:
+            Xv, yv = eval_set
+            Xv = validate_data(self, Xv, dtype=np.float32, reset=False)
+            Yv = np.asarray(yv, dtype=np.float32).reshape(len(Xv), -1)
+            if Yv.shape[1] != Y.shape[1]:
+                raise RegressionError(f"eval_set has {Yv.shape[1]} target(s), the training rows {Y.shape[1]}")
+            fit_kw = dict(eval_set=[(Xv, Yv if not one_d else Yv[:, 0])])
+        elif groups is not None:
+            split = speaker_validation(groups, len(Y), self.val_fraction, self.random_state)
+            if split is not None:
+                rows, val = split
+                self.val_groups_ = sorted({str(g) for g in np.asarray(groups, dtype=object)[val]})
+                fit_kw = dict(eval_set=[(X[val], Y[val, 0] if one_d else Y[val])])
+        if fit_kw:
+            kw["early_stopping_rounds"] = self.early_stopping_rounds
+        self.fit_rows_, self.val_rows_ = rows, val
+        self.model_ = XGBRegressor(**kw)
+        self.model_.fit(X[rows], Y[rows, 0] if one_d else Y[rows], verbose=False, **fit_kw)
+        self.best_iteration_ = int(self.model_.best_iteration) if fit_kw else None
+        if kw["device"] != "cpu":
+            self.model_.set_params(device="cpu")                     # predictions come from numpy (as XGBProbe)
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        """(n,) or (n, T) predictions, as the training targets' shape."""
+        check_is_fitted(self)
+        p = np.asarray(self.model_.predict(validate_data(self, X, dtype=np.float32, reset=False)), dtype=np.float64)
+        return p.reshape(len(p)) if self._one_d else p.reshape(len(p), self.n_outputs_)

@@ -41,13 +41,14 @@ it against nested scikit-learn (same choices, about 5x less CPU than a plain Gri
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils._param_validation import Interval as Bounds
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from classifiers.stats import Comparison, Interval, StatsError, group_jackknife, t_interval, t_quantile
@@ -604,3 +605,170 @@ class RidgeProbe(RegressorMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float64, reset=False)
         return ((X - self.mean_) / self.scale_) @ self.coef_.T + self.intercept_
+
+
+# ---------------------------------------------------------------------------------- validation speakers
+
+def speaker_validation(groups, n: int, fraction: float = 0.15, seed: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
+    """(training rows, validation rows) of n rows: whole speakers moved to validation, round(fraction
+    x speakers), at least one and leaving at least one (`featstore.folds.validation_split`, seeded);
+    None when the rows hold fewer than 2 speakers (nothing can be held out speaker-independently).
+    The early-stopping split of `XGBRegressorProbe` and `AttentionRegressorProbe`."""
+    from types import SimpleNamespace
+
+    from featstore.folds import validation_split
+
+    groups = np.asarray(groups, dtype=object)
+    if groups.shape != (n,):
+        raise RegressionError(f"groups must be one speaker per row: {n} rows, groups of shape {groups.shape}")
+    speakers = [str(g) for g in groups]
+    if len(set(speakers)) < 2:
+        return None
+    records = [SimpleNamespace(speaker=s, label="") for s in speakers]     # no labels: the draw is by speaker only
+    return validation_split(records, np.arange(n), fraction=fraction, seed=int(seed))
+
+
+# ---------------------------------------------------------------------------------- kNN regression
+
+class KNNRegressorProbe(RegressorMixin, BaseEstimator):
+    """k-nearest-neighbour regression by cosine similarity: the mean of the neighbours' targets.
+
+    The neighbour search is `classifiers.knn_index.search` (exact faiss inner product over
+    L2-normalised rows, on a GPU when one is usable), as the kNN emotion classifier
+    (`classifiers.neighbors.knn_evaluate`): rows are centred on the training rows' mean first
+    (`center="global"`; raw wav2vec2 states share one large direction that makes every cosine
+    high) and then normalised. A prediction is the mean of the k nearest training rows' targets,
+    each weighted 1 (`weighting="uniform"`) or by its similarity, (1 + cosine) / 2 (`"similarity"`,
+    `knn_vote`'s weights); k is capped at the number of training rows.
+
+    Parameters (keyword-only, stored as given, validated by `fit`): n_neighbors (int >= 1),
+    weighting ("uniform" or "similarity"), center ("global" or None).
+
+    Fitted attributes: n_features_in_, n_outputs_, center_ ((D,) or None), database_ ((n, D)
+    float32 unit rows), targets_ ((n, T) float64). Nothing is learned, so groups are not needed:
+    speaker independence comes from the folds, whose training rows form the database.
+    """
+
+    _parameter_constraints: dict = {
+        "n_neighbors": [Bounds(Integral, 1, None, closed="left")],
+        "weighting": [StrOptions({"uniform", "similarity"})],
+        "center": [StrOptions({"global"}), None],
+    }
+
+    def __init__(self, *, n_neighbors: int = 10, weighting: str = "uniform", center: str | None = "global"):
+        self.n_neighbors = n_neighbors
+        self.weighting = weighting
+        self.center = center
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.non_deterministic = False
+        return tags
+
+    def fit(self, X, y) -> KNNRegressorProbe:
+        """Keep the training rows X (n, D), centred and normalised, and their targets y (n,) or (n, T)."""
+        from classifiers.knn_index import normalize
+
+        self._validate_params()
+        X, y = validate_data(self, X, y, dtype=np.float32, multi_output=True, y_numeric=True)
+        self._one_d = y.ndim == 1
+        self.targets_ = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+        self.n_outputs_ = self.targets_.shape[1]
+        self.center_ = X.mean(0, dtype=np.float64).astype(np.float32) if self.center == "global" else None
+        self.database_ = normalize(X, self.center_)
+        return self
+
+    def kneighbors(self, X):
+        """`classifiers.knn_index.Neighbors` of the rows X (Q, D) among the training rows: index and
+        cosine similarity (Q, min(n_neighbors, n)), best first."""
+        from classifiers.knn_index import normalize, search
+
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float32, reset=False)
+        return search(self.database_, normalize(X, self.center_), min(self.n_neighbors, len(self.database_)))
+
+    def predict(self, X) -> np.ndarray:
+        """(n,) or (n, T) weighted means of the neighbours' targets, as the training targets' shape."""
+        nb = self.kneighbors(X)
+        valid = nb.valid
+        w = valid.astype(np.float64)
+        if self.weighting == "similarity":
+            w = np.where(valid, (1.0 + nb.sim.astype(np.float64)) / 2, 0.0)
+            w = np.where(w.sum(1, keepdims=True) > 0, w, valid)         # every neighbour at cosine -1: plain mean
+        vals = self.targets_[np.maximum(nb.index, 0)]                    # (Q, k, T)
+        pred = np.einsum("qk,qkt->qt", w, vals) / w.sum(1)[:, None]
+        return pred[:, 0] if self._one_d else pred
+
+
+# ---------------------------------------------------------------------------------- the registry
+
+class _Registry(Mapping):
+    """name -> estimator class, each imported when first looked up (xgboost and torch load only for
+    the regressors that need them); iterating lists the names without importing anything."""
+
+    def __init__(self, where: dict[str, str]):
+        self._where = dict(where)
+
+    def __getitem__(self, name: str) -> type:
+        import importlib
+
+        module, cls = self._where[check_regressor(name)].split(":")
+        return getattr(importlib.import_module(module), cls)
+
+    def __iter__(self):
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+#: regressor name -> scikit-learn estimator class (names as the classifier registry's, `classifiers.evaluate.CLASSIFIERS`)
+REGRESSORS: Mapping[str, type] = _Registry({
+    "ridge": "classifiers.regression:RidgeProbe",
+    "xgboost": "classifiers.boosting:XGBRegressorProbe",
+    "knn": "classifiers.regression:KNNRegressorProbe",
+    "attention": "classifiers.attention:AttentionRegressorProbe",
+})
+#: regressors that can read frame-level features (clips) instead of pooled ones
+FRAME_REGRESSORS = ("attention",)
+
+
+def check_regressor(name: str) -> str:
+    """`name` if it is in `REGRESSORS`; else a one-line error listing every name."""
+    if name not in REGRESSORS._where:
+        raise RegressionError(f"unknown regressor {name!r}: use one of {', '.join(REGRESSORS)}")
+    return name
+
+
+def make_regressor(name: str, **params):
+    """A new estimator of registry entry `name` with hyper-parameters `params` (its own names; an
+    unknown one is a one-line error listing the ones it takes)."""
+    cls = REGRESSORS[name]
+    est = cls()
+    bad = sorted(set(params) - set(est.get_params()))
+    if bad:
+        raise RegressionError(f"regressor {name!r} does not take {', '.join(bad)} (it takes: "
+                              f"{', '.join(sorted(est.get_params()))})")
+    return est.set_params(**params)
+
+
+# ---------------------------------------------------------------------------------- per layer
+
+def ccc_by_layer(y_true, predictions, groups=None, *, level: float = 0.95) -> dict[str, np.ndarray]:
+    """The layer curve per dimension with its speaker intervals: y_true (N, T) (or (N,)),
+    predictions (L, N, T) (or (L, N)): {"ccc", "low", "high"}, each (L, T), the CCC of every layer
+    and target and its jackknife-t interval over `groups` (`ccc_interval` of one column; None:
+    over rows). What `classifiers.plots.dimension_layer_curve` draws."""
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(predictions, dtype=np.float64)
+    y = y[:, None] if y.ndim == 1 else y
+    p = p[..., None] if p.ndim == 2 else p
+    if p.ndim != 3 or p.shape[1:] != y.shape:
+        raise RegressionError(f"predictions must be (layers, N, T) for truth (N, T) = {y.shape}, got {p.shape}")
+    out = {k: np.empty((len(p), y.shape[1])) for k in ("ccc", "low", "high")}
+    for layer in range(len(p)):
+        for t in range(y.shape[1]):
+            iv = ccc_interval(y[:, t], p[layer, :, t], groups, level=level)
+            out["ccc"][layer, t], out["low"][layer, t], out["high"][layer, t] = iv.value, iv.low, iv.high
+    return out
