@@ -1,5 +1,7 @@
 """What an extraction run has left to do, decided without torch: the utterances of this shard not in
-the store yet, the problems not recorded, the labels that changed since extraction.
+the store yet, the problems not recorded, the labels that changed since extraction (categorical or
+dimensional: a store extracted before a corpus had dimensions gets them on the next `ser extract`,
+without re-extracting audio).
 
 `featstore.extract` runs on this plan (with the store's lock held); `ser extract` asks
 `quick_up_to_date` first, so a no-op re-run of a local waveform model answers in well under a
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from featstore.corpora import Manifest, Utterance
-from featstore.store import Progress, Skipped, read_progress
+from featstore.store import Progress, Skipped, dimensions_of, read_progress
 
 
 @dataclass
@@ -26,7 +28,9 @@ class Plan:
     mine: list[Utterance]                                   # this shard's utterances, in id order
     todo: list[Utterance]                                   # not in the store, not skipped before unchanged
     problems: list[Skipped]                                 # manifest problems not recorded yet (shard 0)
-    relabel: dict[str, str] = field(default_factory=dict)   # id -> the label the corpus gives it now
+    #: id -> the utterance as the corpus reads it now, where its label or dimensional labels differ from
+    #: the store's (`featstore.store.relabel` takes it)
+    relabel: dict[str, Utterance] = field(default_factory=dict)
 
     @property
     def already(self) -> int:
@@ -43,8 +47,10 @@ def _mtime(path: str) -> float:
 def plan(manifest: Manifest, path: Path, config: dict, *, shard: int = 0, shards: int = 1) -> Plan:
     """The plan for `manifest` in the store at `path` (StoreError if it holds another configuration)."""
     state = read_progress(path, config)
-    # labels read differently now (CSV codes through the alias table): relabel, never keep the old task silently
-    changed = {u.id: u.label for u in manifest.utterances if u.id in state.labels and state.labels[u.id] != u.label}
+    # labels read differently now (CSV codes through the alias table, dimensions a corpus has gained): relabel,
+    # never keep the old task silently
+    changed = {u.id: u for u in manifest.utterances if u.id in state.labels and (
+        state.labels[u.id] != u.label or state.dimensions.get(u.id, (None,) * 4) != dimensions_of(u))}
     ordered = sorted(manifest.utterances, key=lambda u: u.id)
     mine = [u for i, u in enumerate(ordered) if i % shards == shard]
     # a file skipped before is tried again only if it changed since

@@ -52,7 +52,13 @@ Schema (format "ser-featstore", version 3), readable with plain h5py (strings re
                          hidden_size, corpus, code_version, created (ISO time), shard,
                          digest (hex sha256 of the features)
     /utterances/<field>  (N,) one dataset per Utterance field (strings fixed-length UTF-8), plus
-                         n_samples (model-rate samples) and n_frames (output frames)
+                         n_samples (model-rate samples) and n_frames (output frames); start/end
+                         float64, -1 for a whole file
+    /utterances/{arousal,valence,dominance}  (N,) float64 on the corpus' own scale, NaN where an
+                         utterance has none, and /utterances/dimension_scale (N, 2) float64 (low,
+                         high of that scale, NaN without dimensions): only in stores of which some
+                         utterance has dimensional labels, so the stores (and digests) of
+                         categorical corpora are as before; a store without them reads as None
     /pooled/mean         (N, L+1, D) float32: mean over valid frames of hidden_states[k]
     /pooled/std          (N, L+1, D) float32: population std over the same frames
     /frames/offsets      (N+1,) int64, only with frame layers: utterance i is rows
@@ -77,7 +83,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +112,10 @@ OLD_FORMAT_TIMEOUT = 60.0
 _INT_FIELDS = {"sample_rate"}
 _FLOAT_FIELDS = {"duration"}
 _OPTIONAL_FLOAT_FIELDS = {"start", "end"}  # segments, in seconds; -1 on disk where the utterance is a whole file
+#: dimensional labels (NaN on disk where missing) and their scale ((N, 2), NaN rows): written only when some
+#: utterance has them; a store written before them (or of a corpus without them) reads as None
+_DIMENSION_FIELDS = ("arousal", "valence", "dominance")
+_SCALE_FIELD = "dimension_scale"
 #: config keys that must agree for two runs to write into the same store
 FINGERPRINT_KEYS = ("weights_sha256", "model_type", "dtype", "frame_layers", "max_seconds",
                     "sample_rate", "do_normalize", "format_version")
@@ -604,8 +614,41 @@ def _root_attrs(f: h5py.File, config: dict, **attrs) -> None:
     _put_str(f, "shard", str(attrs["shard"]))
 
 
+def _has_dimensions(utterances: Sequence[Utterance]) -> bool:
+    return any(u.dimension_scale is not None or any(getattr(u, k) is not None for k in _DIMENSION_FIELDS)
+               for u in utterances)
+
+
+def _write_dimensions(group: h5py.Group, utterances: Sequence[Utterance]) -> None:
+    """The dimensional labels and their scale, when some utterance has them (see the module docstring)."""
+    if not _has_dimensions(utterances):
+        return
+    for name in _DIMENSION_FIELDS:
+        values = [getattr(u, name) for u in utterances]
+        _create(group, name, data=np.asarray([np.nan if v is None else v for v in values], dtype=np.float64))
+    scales = np.full((len(utterances), 2), np.nan, dtype=np.float64)
+    for i, u in enumerate(utterances):
+        if u.dimension_scale is not None:
+            scales[i] = u.dimension_scale
+    _create(group, _SCALE_FIELD, data=scales)
+
+
+def _read_dimensions(group: h5py.Group, n: int) -> dict[str, list]:
+    """Columns arousal, valence, dominance (float or None) and dimension_scale ((low, high) or None)."""
+    if _SCALE_FIELD not in group:  # written before dimensions existed, or a corpus without them
+        return {name: [None] * n for name in (*_DIMENSION_FIELDS, _SCALE_FIELD)}
+    columns = {}
+    for name in _DIMENSION_FIELDS:
+        columns[name] = [None if np.isnan(v) else float(v) for v in _read_checked(group[name])]
+    columns[_SCALE_FIELD] = [None if np.isnan(row).any() else (float(row[0]), float(row[1]))
+                             for row in _read_checked(group[_SCALE_FIELD])]
+    return columns
+
+
 def _write_utterances(group: h5py.Group, utterances: Sequence[Utterance]) -> None:
     for name in UTTERANCE_FIELDS:
+        if name in _DIMENSION_FIELDS or name == _SCALE_FIELD:
+            continue
         values = [getattr(u, name) for u in utterances]
         if name in _INT_FIELDS:
             _create(group, name, data=np.asarray(values, dtype=np.int64))
@@ -615,11 +658,14 @@ def _write_utterances(group: h5py.Group, utterances: Sequence[Utterance]) -> Non
             _create(group, name, data=np.asarray([-1.0 if v is None else v for v in values], dtype=np.float64))
         else:
             _create_strings(group, name, ["" if v is None else str(v) for v in values])
+    _write_dimensions(group, utterances)
 
 
 def _read_utterances(group: h5py.Group) -> list[Utterance]:
-    columns = {}
+    columns = _read_dimensions(group, len(group["id"]))
     for name in UTTERANCE_FIELDS:
+        if name in columns:
+            continue
         if name in _OPTIONAL_FLOAT_FIELDS and name not in group:  # a store written before segments existed
             columns[name] = [None] * len(group["id"])
             continue
@@ -902,6 +948,21 @@ class FeatureStore:
     def corpora(self) -> list[str]:
         return sorted({u.corpus for u in self.utterances})
 
+    @property
+    def dimension_scales(self) -> dict[str, tuple[float, float]]:
+        """corpus -> (low, high) of its arousal/valence/dominance scale, for the corpora here that have
+        dimensional labels (what `featstore.corpora.base.dimension_array(..., scales=)` takes)."""
+        scales: dict[str, tuple[float, float]] = {}
+        for u in self.utterances:
+            if u.dimension_scale is None:
+                continue
+            seen = scales.setdefault(u.corpus, u.dimension_scale)
+            if seen != u.dimension_scale:
+                raise StoreError(f"corpus {u.corpus} has two dimension scales in {', '.join(map(str, self.paths))} "
+                                 f"({seen} and {u.dimension_scale}, e.g. at {u.id}); re-run `ser extract` for it so "
+                                 f"its labels are read again")
+        return scales
+
     def _check_layer(self, layer: int) -> int:
         if not -self.num_layers <= layer < self.num_layers:
             raise StoreError(f"layer {layer} out of range: the store has layers 0..{self.num_layers - 1}")
@@ -1080,6 +1141,8 @@ class Progress:
     mtime: float = 0.0                  # newest of the store and its parts
     parts: int = 0                      # finished part files waiting to be assembled
     labels: dict[str, str] = field(default_factory=dict)  # id -> label in the store file itself
+    #: id -> (arousal, valence, dominance, dimension_scale) in the store file itself (None where it has none)
+    dimensions: dict[str, tuple] = field(default_factory=dict)
 
 
 def read_progress(path: Path, config: dict) -> Progress:
@@ -1114,8 +1177,10 @@ def read_progress(path: Path, config: dict) -> Progress:
             if src == path:
                 # a no-op re-run must not vouch for damaged numbers; frames are checked when read
                 _raise_damage(path, verify_file(f, frames=False) or verify_digests(f, frames=False))
-                progress.labels = dict(zip(_strings(_read_checked(f["utterances/id"])),
-                                           _strings(_read_checked(f["utterances/label"]))))
+                ids = _strings(_read_checked(f["utterances/id"]))
+                progress.labels = dict(zip(ids, _strings(_read_checked(f["utterances/label"]))))
+                dims = _read_dimensions(f["utterances"], len(ids))
+                progress.dimensions = dict(zip(ids, zip(*(dims[k] for k in (*_DIMENSION_FIELDS, _SCALE_FIELD)))))
             if src != path:
                 progress.mtime = max(progress.mtime, src.stat().st_mtime)
     return progress
@@ -1251,14 +1316,21 @@ def adding_frame_layers(path: Path, config: dict, layers: Sequence[int]):
         _record_digests(out)
 
 
-def relabel(path: Path, labels: dict[str, str]) -> int:
-    """Give the utterances of the finished store at `path` new labels (`id -> label`; the corpus'
-    labels changed since extraction, e.g. CSV codes now read through `featstore.labels`' aliases).
+def dimensions_of(u: Utterance) -> tuple:
+    """(arousal, valence, dominance, dimension_scale) of an utterance, as `Progress.dimensions` holds them."""
+    return (u.arousal, u.valence, u.dominance, u.dimension_scale)
 
-    The store is copied (features byte for byte, each dataset checked against its digest) to a
-    temporary file with the new labels and fresh digests, which replaces it only when whole.
-    Returns how many labels changed. The features digest changes with them, so runs registered
-    over the old labels are never answered for the new ones.
+
+def relabel(path: Path, labels: Mapping[str, str | Utterance]) -> int:
+    """Give the utterances of the finished store at `path` new labels (the corpus' labels changed since
+    extraction, e.g. CSV codes now read through `featstore.labels`' aliases, or dimensional labels the
+    corpus has now and the store was extracted without).
+
+    `labels`: id -> the new label, or id -> the utterance as the corpus reads it now (its label,
+    arousal, valence, dominance and dimension scale are taken). The store is copied (features byte for
+    byte, each dataset checked against its digest) to a temporary file with the new labels and fresh
+    digests, which replaces it only when whole. Returns how many utterances changed. The features
+    digest changes with them, so runs registered over the old labels are never answered for the new ones.
     """
     with _atomic_h5(path, path.stat().st_size + (1 << 16)) as out:
         with _reading(path) as src:
@@ -1266,13 +1338,35 @@ def relabel(path: Path, labels: dict[str, str]) -> int:
             config = json.loads(_get_str(src, "config"))
             _root_attrs(out, config, num_layers=src.attrs["num_layers"], hidden_size=src.attrs["hidden_size"],
                         corpus=_get_str(src, "corpus", ""), shard=_get_str(src, "shard", "0/1"))
-        ids = _strings(out["utterances/id"][()])
-        old = _strings(out["utterances/label"][()])
-        new = [labels.get(i, lab) for i, lab in zip(ids, old)]
-        del out["utterances/label"]
-        _create_strings(out["utterances"], "label", new)
+        group = out["utterances"]
+        ids = _strings(group["id"][()])
+        old = _strings(group["label"][()])
+        new = [_label_of(labels.get(i, lab)) for i, lab in zip(ids, old)]
+        old_dims = _read_dimensions(group, len(ids))
+        before = list(zip(*(old_dims[k] for k in (*_DIMENSION_FIELDS, _SCALE_FIELD))))
+        after = [dimensions_of(labels[i]) if isinstance(labels.get(i), Utterance) else d for i, d in zip(ids, before)]
+        del group["label"]
+        _create_strings(group, "label", new)
+        for name in (*_DIMENSION_FIELDS, _SCALE_FIELD):
+            if name in group:
+                del group[name]
+        _write_dimensions(group, [_Dims(*d) for d in after])
         _record_digests(out)
-    return sum(a != b for a, b in zip(old, new))
+    return sum(a != b or da != db for a, b, da, db in zip(old, new, before, after))
+
+
+def _label_of(value: str | Utterance) -> str:
+    return value.label if isinstance(value, Utterance) else value
+
+
+@dataclass(frozen=True)
+class _Dims:
+    """The dimension fields of an utterance, as `_write_dimensions` reads them."""
+
+    arousal: float | None
+    valence: float | None
+    dominance: float | None
+    dimension_scale: tuple[float, float] | None
 
 
 def _copy_datasets(path: Path, src: h5py.File, out: h5py.File) -> None:

@@ -8,6 +8,13 @@ outside the file names (IEMOCAP), `find_files`/`parse` over its annotation files
 `Corpus.load(root)` does the rest: walks the tree, reads audio headers, and collects every
 problem (unknown label code, name outside the corpus' grammar, unreadable or empty file,
 directory or broken link where a file should be, ...) instead of stopping at the first.
+
+Dimensional labels (arousal, valence, dominance): a corpus that has them declares their scale
+(`Corpus.dimension_scale`, e.g. IEMOCAP (1, 5), MSP-Podcast (1, 7)) and its `parse` fills
+`ParsedFile.arousal/valence/dominance` on the corpus' own scale. Each `Utterance` keeps the raw
+values and the scale they are on (`dimension_scale`), so records of several corpora stay
+comparable: `dimension_array` maps each corpus' scale linearly onto [-1, 1] (NaN where a value
+is missing). A corpus without dimensions leaves all four None.
 """
 
 from __future__ import annotations
@@ -19,9 +26,13 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from featstore.audio import SEGMENT_SLACK_S, audio_info
 from featstore.errors import CorpusError, LabelError, LayoutError, UnreadableAudio
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -43,10 +54,18 @@ class Utterance:
     sample_rate: int = 0           # Hz, from the audio header
     start: float | None = None     # a segment of a longer file (PAVOQUE): its start, seconds
     end: float | None = None       # ... and its end; None: the whole file
+    arousal: float | None = None   # dimensional labels on the corpus' own scale (IEMOCAP's
+    valence: float | None = None   # activation is arousal); None where the corpus has none
+    dominance: float | None = None
+    #: (low, high) of the scale the three values are on, e.g. (1.0, 5.0); None without dimensions
+    dimension_scale: tuple[float, float] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+
+#: The dimensional labels, in the order `dimension_array` returns them by default.
+DIMENSIONS: tuple[str, ...] = ("arousal", "valence", "dominance")
 
 UTTERANCE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Utterance))
 
@@ -93,10 +112,19 @@ class Manifest:
                 writer = csv.DictWriter(f, fieldnames=UTTERANCE_FIELDS)
                 writer.writeheader()
                 for u in self.utterances:
-                    writer.writerow({k: ("" if v is None else v) for k, v in u.to_dict().items()})
+                    writer.writerow({k: _cell(v) for k, v in u.to_dict().items()})
         else:
             raise CorpusError(f"cannot write a manifest to {path}: use a .csv or .jsonl file name")
         return path
+
+
+def _cell(value) -> str | float | int:
+    """One manifest CSV cell: "" for None, a scale as "low..high"."""
+    if value is None:
+        return ""
+    if isinstance(value, (tuple, list)):
+        return "..".join(f"{v:g}" for v in value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -113,6 +141,9 @@ class ParsedFile:
     language: str | None = None  # per-file language where it varies (CSV corpora); else the corpus'
     start: float | None = None   # segment corpora: the utterance is seconds start..end of the file
     end: float | None = None
+    arousal: float | None = None    # dimensional labels on the corpus' `dimension_scale`
+    valence: float | None = None
+    dominance: float | None = None
 
 
 @dataclass(frozen=True)
@@ -182,6 +213,8 @@ class Corpus:
     # What the corpus' speaker ids mean for fold independence, where they are not people
     # (`featstore.folds.make_folds` warns with it, so `ser folds` and probes say it).
     speaker_note: str = ""
+    #: (low, high) of the corpus' arousal/valence/dominance ratings; None: no dimensional labels
+    dimension_scale: tuple[float, float] | None = None
 
     # -- to implement -------------------------------------------------------------------
     def parse(self, path: Path, root: Path) -> ParsedFile | list[ParsedFile] | None:
@@ -304,13 +337,74 @@ class Corpus:
             except LabelError as e:
                 manifest.problems.append(Problem(where, str(e)))
                 continue
+            dims = [p.arousal, p.valence, p.dominance]
+            scale = self.dimension_scale if any(v is not None for v in dims) else None
             manifest.utterances.append(Utterance(
                 id=p.id, path=str(path), corpus=self.name, language=p.language or self.language,
                 speaker=f"{self.name}-{p.speaker}", gender=p.gender, label=label,
                 label_raw=p.label_raw, text=p.text, intensity=p.intensity,
                 session=p.session, duration=(p.end - p.start) if p.start is not None else frames / rate,
                 sample_rate=int(rate), start=p.start, end=p.end,
+                arousal=_float(p.arousal), valence=_float(p.valence), dominance=_float(p.dominance),
+                dimension_scale=None if scale is None else (float(scale[0]), float(scale[1])),
             ))
+
+
+def _float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def scale_of(corpus: str) -> tuple[float, float] | None:
+    """The dimension scale the registered corpus `corpus` declares (None: not registered, or none)."""
+    from featstore.corpora import CORPORA
+
+    registered = CORPORA.get(corpus)
+    scale = getattr(registered, "dimension_scale", None)
+    return None if scale is None else (float(scale[0]), float(scale[1]))
+
+
+def dimension_array(utterances: Iterable[Utterance], names: Iterable[str] = DIMENSIONS,
+                    scales: dict[str, tuple[float, float]] | None = None, normalised: bool = True) -> np.ndarray:
+    """The dimensional labels of `utterances` as a float64 `(n, len(names))` array, NaN where missing.
+
+    normalised=True maps each corpus' scale linearly onto [-1, 1] (low -> -1, high -> +1), so
+    corpora rated on 1-5 and 1-7 can be pooled or compared; the scale is looked up by
+    `utterance.corpus` in `scales` (e.g. `FeatureStore.dimension_scales`), else the one the
+    utterance carries, else the registered corpus' `dimension_scale`. normalised=False returns
+    the raw values on each corpus' own scale. A value whose scale cannot be found is a
+    CorpusError naming the corpus (a silent guess would mix scales).
+    """
+    import numpy as np
+
+    names = tuple(names)
+    unknown = [n for n in names if n not in DIMENSIONS]
+    if unknown:
+        raise CorpusError(f"unknown dimension(s) {', '.join(map(repr, unknown))}; use {', '.join(DIMENSIONS)}")
+    utterances = list(utterances)
+    out = np.full((len(utterances), len(names)), np.nan, dtype=np.float64)
+    registered: dict[str, tuple[float, float] | None] = {}
+    for i, u in enumerate(utterances):
+        values = [getattr(u, n) for n in names]
+        if all(v is None for v in values):
+            continue
+        raw = np.array([np.nan if v is None else float(v) for v in values])
+        if not normalised:
+            out[i] = raw
+            continue
+        scale = (scales or {}).get(u.corpus) or u.dimension_scale
+        if scale is None:
+            if u.corpus not in registered:
+                registered[u.corpus] = scale_of(u.corpus)
+            scale = registered[u.corpus]
+        if scale is None:
+            raise CorpusError(f"{u.corpus}: utterance {u.id} has dimensional labels but no scale is known for "
+                              f"them; pass scales={{{u.corpus!r}: (low, high)}} (a store gives its "
+                              f"dimension_scales)")
+        low, high = float(scale[0]), float(scale[1])
+        if not high > low:
+            raise CorpusError(f"{u.corpus}: dimension scale {scale} is empty; write it as (low, high) with low < high")
+        out[i] = 2.0 * (raw - low) / (high - low) - 1.0
+    return out
 
 
 def _not_a_file(path: Path) -> str | None:

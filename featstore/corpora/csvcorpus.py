@@ -15,6 +15,14 @@ warning line naming each such label with its count, before anything is extracted
 Rows labelled xxx (IEMOCAP's "no majority") are left out as problems. `label_raw` keeps the text
 as written.
 
+Dimensional labels: optional columns `arousal`, `valence` and `dominance` (numbers, any of them,
+a cell may be empty) on the scale the columns `scale_min` and `scale_max` declare (e.g. 1 and 5;
+one scale per CSV, so every row that has a value repeats the same two numbers), or the scale
+given as `CsvCorpus(name, dimension_scale=(1, 5))`. Dimensions without a declared scale are a
+CorpusError (a guessed scale would mix corpora wrongly); a value that is not a number or lies
+outside the scale leaves its row out as a problem naming the line. The utterances carry the raw
+values and the scale (`featstore.corpora.base.dimension_array` normalises them).
+
 The corpus name is the CSV file's stem, lowercased, unless one is given (`CsvCorpus("mine")`);
 utterance ids are "<name>-<audio file stem>", speakers "<name>-<speaker>". A row with a missing
 value, a missing audio file, a bad gender or a repeated path is listed as a problem naming its
@@ -34,6 +42,8 @@ from featstore.errors import CorpusError
 
 REQUIRED = ("path", "label", "speaker")
 OPTIONAL = ("language", "gender")
+DIMENSION_COLUMNS = ("arousal", "valence", "dominance")
+SCALE_COLUMNS = ("scale_min", "scale_max")
 LABEL_ALIASES = L.ALIASES  # spelling (lowercased) -> canonical label
 _GENDERS = {"male": "male", "m": "male", "female": "female", "f": "female", "child": "child", "c": "child"}
 
@@ -41,6 +51,22 @@ _GENDERS = {"male": "male", "m": "male", "female": "female", "f": "female", "chi
 def canonical_label(text: str) -> str:
     """The canonical emotion `text` names, else `text` lowercased."""
     return L.canonical_name(text) or text.strip().lower()
+
+
+def _is_number(text: str) -> bool:
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return value == value and abs(value) != float("inf")
+
+
+def _check_scale(low: float, high: float, *, where: str) -> tuple[float, float]:
+    """(low, high) as floats; CorpusError unless low < high."""
+    low, high = float(low), float(high)
+    if not low < high:
+        raise CorpusError(f"{where}: dimension scale {low:g}-{high:g} is empty; scale_min must be below scale_max")
+    return low, high
 
 
 def _corpus_name(csv_path: Path) -> str:
@@ -52,13 +78,16 @@ class CsvCorpus(Corpus):
     title = "Your own corpus, listed in a CSV file"
     language = ""  # unknown unless the CSV has a language column
     labels = LABEL_ALIASES
-    layout_hint = "a CSV file with columns path,label,speaker[,language,gender]; paths relative to its folder"
+    layout_hint = ("a CSV file with columns path,label,speaker[,language,gender,text,arousal,valence,dominance,"
+                   "scale_min,scale_max]; paths relative to its folder")
     source = Source("own", "", "yours", verified="your own data: pass the CSV with --root")
 
-    def __init__(self, name: str | None = None):
+    def __init__(self, name: str | None = None, dimension_scale: tuple[float, float] | None = None):
         self._named = name is not None
         if name is not None:
             self.name = name
+        self._declared = None if dimension_scale is None else _check_scale(*dimension_scale, where=self.name)
+        self.dimension_scale = self._declared
         self._rows: dict[Path, tuple[int, dict[str, str]]] = {}
         self._row_problems: list[Problem] = []
 
@@ -74,7 +103,7 @@ class CsvCorpus(Corpus):
 
     def load(self, root: str | Path, *, progress: bool = False) -> Manifest:
         if not self._named:  # the registered "csv" entry: name the corpus after the file
-            return CsvCorpus(_corpus_name(Path(root))).load(root, progress=progress)
+            return CsvCorpus(_corpus_name(Path(root)), self._declared).load(root, progress=progress)
         manifest = super().load(root, progress=progress)
         manifest.problems[:0] = self._row_problems
         unknown = L.unknown_labels(u.label for u in manifest.utterances)
@@ -91,6 +120,8 @@ class CsvCorpus(Corpus):
     def find_files(self, root: Path) -> list[Path]:
         """Read the CSV: the audio file of every usable row, in file order; bad rows become problems."""
         self._rows, self._row_problems = {}, []
+        self._scales: dict[tuple[float, float], int] = {}   # declared scale -> first line declaring it
+        self.dimension_scale = self._declared
         try:
             text = root.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as e:
@@ -109,7 +140,35 @@ class CsvCorpus(Corpus):
         if not self._rows:
             first = self._row_problems[0].reason if self._row_problems else "it has no data rows"
             raise CorpusError(f"{self.name}: no usable row in {root} ({first})")
+        self._settle_scale(root)
         return list(self._rows)
+
+    def _settle_scale(self, root: Path) -> None:
+        """The one dimension scale of the CSV (declared in it or to the constructor), checked against
+        every row with a dimension value."""
+        if len(self._scales) > 1:
+            (a, la), (b, lb) = list(self._scales.items())[:2]
+            raise CorpusError(f"{self.name}: {root} declares two dimension scales, {a[0]:g}-{a[1]:g} (line {la}) and "
+                              f"{b[0]:g}-{b[1]:g} (line {lb}); a corpus has one scale: make scale_min,scale_max agree")
+        declared = next(iter(self._scales), None)
+        if declared is not None and self._declared is not None and declared != self._declared:
+            raise CorpusError(f"{self.name}: {root} declares the dimension scale {declared[0]:g}-{declared[1]:g}, "
+                              f"but {self._declared[0]:g}-{self._declared[1]:g} was given; drop one of the two")
+        scale = declared or self._declared
+        rated = [(line, row) for line, row in self._rows.values() if any(row.get(c) for c in DIMENSION_COLUMNS)]
+        if rated and scale is None:
+            raise CorpusError(f"{self.name}: {root} has {', '.join(c for c in DIMENSION_COLUMNS if any(r.get(c) for _, r in rated))} "
+                              f"values but no scale; add the columns scale_min,scale_max (e.g. 1 and 5) so they can be "
+                              f"normalised and compared with other corpora")
+        self.dimension_scale = scale if rated else None
+        for path, (line, row) in list(self._rows.items()):
+            for c in DIMENSION_COLUMNS:
+                value = row.get(c)
+                if value and not scale[0] <= float(value) <= scale[1]:
+                    del self._rows[path]
+                    self._row_problems.append(Problem(str(path), f"line {line}: {c} {value} lies outside the scale "
+                                                                 f"{scale[0]:g}-{scale[1]:g}"))
+                    break
 
     def _read_rows(self, root: Path, reader: csv.DictReader) -> None:
         columns = [(c or "").strip().lower() for c in reader.fieldnames or []]
@@ -139,6 +198,20 @@ class CsvCorpus(Corpus):
             reason = f"line {line}: gender {row['gender']!r} is not male, female or child"
             self._row_problems.append(Problem(where, reason))
             return
+        bad = [c for c in (*DIMENSION_COLUMNS, *SCALE_COLUMNS) if row.get(c) and not _is_number(row[c])]
+        if bad:
+            self._row_problems.append(Problem(where, f"line {line}: {bad[0]} {row[bad[0]]!r} is not a number"))
+            return
+        if any(row.get(c) for c in SCALE_COLUMNS):
+            if not all(row.get(c) for c in SCALE_COLUMNS):
+                self._row_problems.append(Problem(where, f"line {line}: give both scale_min and scale_max, or neither"))
+                return
+            try:
+                scale = _check_scale(float(row["scale_min"]), float(row["scale_max"]), where=f"{where}")
+            except CorpusError as e:
+                self._row_problems.append(Problem(where, f"line {line}: {e}"))
+                return
+            self._scales.setdefault(scale, line)
         path = Path(row["path"]).expanduser()
         path = (path if path.is_absolute() else csv_path.parent / path).resolve()
         if not path.is_file():
@@ -157,6 +230,7 @@ class CsvCorpus(Corpus):
             id=f"{self.name}-{path.stem}", speaker=row["speaker"], label_raw=row["label"],
             gender=_GENDERS[gender] if gender else None, language=row.get("language", "").lower() or None,
             text=(row.get("text") or "").strip() or None,
+            **{c: float(row[c]) if row.get(c) else None for c in DIMENSION_COLUMNS},
         )
 
     def canonical(self, label_raw: str, path: Path | str = "") -> str:

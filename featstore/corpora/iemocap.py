@@ -15,6 +15,18 @@ followed by rater lines, categorical (`C-E2:→Neutral;→()`) and dimensional
 (`A-E3:→val 3; act 2; dom  2;→()`). The turn line's code is the majority label: ang, hap,
 exc (excited), sad, neu, fru (frustrated), sur, fea, dis, oth, or xxx (no majority).
 
+Dimensions: the turn line's bracketed triple is the evaluators' mean valence, activation
+(arousal) and dominance, in that order (`[V, A, D]`, as the file's header says), each on 1-5
+(`dimension_scale`). `Utterance.arousal` is the triple's SECOND value, `valence` its first.
+Checked: the header line of every EmoEvaluation file (`% [START_TIME - END_TIME] TURN_NAME EMOTION
+[V, A, D]`, /work/shared/reference/CORPORA.md and the release as other projects quote it, found
+with the `search` tool); and the values agree with that order where the emotion fixes them: an
+`ang` turn quoted with `[1.5000, 4.0000, 4.5000]` and rater lines `val 2; act 4; dom 4`, `val 1;
+act 4; dom 5`, `val 1; act 5; dom 5` (low valence, high activation), which the order A, V, D
+would contradict. The 1-5 scale is that of the rater lines (self-assessment manikins, 1-5).
+Utterances outside the class set are skipped with their dimensions (the 4-class store has the
+dimensions of its 5531 utterances only).
+
 Class sets (`IemocapCorpus(classes=...)`):
 - "4" (default, the standard benchmark): neu, ang, sad, and hap + exc merged into happy
   (`label_raw` keeps "exc"); 5531 utterances, per session 1085, 1023, 1151, 1031, 1241.
@@ -42,7 +54,9 @@ from featstore.corpora.base import Corpus, Manifest, ParsedFile, Problem, Protoc
 from featstore.errors import CorpusError, LabelError, LayoutError
 
 HEADER = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]"
-_TURN = re.compile(r"\[\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*\]\s+(Ses\S+)\s+(\w+)\s+\[")
+_TURN = re.compile(r"\[\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*\]\s+(Ses\S+)\s+(\w+)\s+\[([^\]]*)\]?")
+#: IEMOCAP's ratings (valence, activation, dominance) run 1-5
+SCALE = (1.0, 5.0)
 _UTTERANCE = re.compile(r"(Ses0[1-5])[FM]_\w+_([FM])\d+")
 _TRANSCRIPT = re.compile(r"(Ses\S+) \[[\d.]+-[\d.]+\]:\s?(.*)")
 
@@ -71,6 +85,18 @@ class Turn:
     start: float
     end: float
     label: str
+    valence: float | None = None     # the [V, A, D] triple, in the file's order
+    arousal: float | None = None     # (IEMOCAP calls it activation)
+    dominance: float | None = None
+
+
+def _triple(text: str) -> tuple[float, float, float] | tuple[None, None, None]:
+    """`2.5000, 3.0000, 2.0000` -> (V, A, D); (None, None, None) where it is not three numbers."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        return None, None, None
+    return values if len(values) == 3 else (None, None, None)
 
 
 def parse_emo_evaluation(text: str) -> list[Turn]:
@@ -78,27 +104,38 @@ def parse_emo_evaluation(text: str) -> list[Turn]:
     turns = []
     for line in text.splitlines():
         if m := _TURN.match(line):
-            turns.append(Turn(m.group(3), float(m.group(1)), float(m.group(2)), m.group(4)))
+            v, a, d = _triple(m.group(5) or "")
+            turns.append(Turn(m.group(3), float(m.group(1)), float(m.group(2)), m.group(4), v, a, d))
     return turns
 
 
-def format_emo_evaluation(entries: Iterable[tuple[str, float, float, str]]) -> str:
-    """EmoEvaluation file text for `(utterance, start, end, label)` entries, in the real format."""
+def format_emo_evaluation(entries: Iterable[tuple]) -> str:
+    """EmoEvaluation file text for `(utterance, start, end, label)` entries, in the real format.
+
+    An entry may carry a fifth item, its `(valence, arousal, dominance)` on 1-5, written as the
+    file's `[V, A, D]` triple (default 2.5 each, IEMOCAP's middle), with rater lines near it.
+    """
     blocks = [HEADER]
-    for utterance, start, end, label in entries:
-        lines = [f"[{start:.4f} - {end:.4f}]\t{utterance}\t{label}\t[2.5000, 2.5000, 2.5000]"]
+    for utterance, start, end, label, *rest in entries:
+        v, a, d = rest[0] if rest and rest[0] is not None else (2.5, 2.5, 2.5)
+        lines = [f"[{start:.4f} - {end:.4f}]\t{utterance}\t{label}\t[{v:.4f}, {a:.4f}, {d:.4f}]"]
         words = _RATER_WORDS.get(label, ("Other",) * 3)
         lines += [f"C-E{rater}:\t{word};\t()" for rater, word in zip((2, 3, 4), words)]
-        lines += [f"A-E{rater}:\tval 3; act 2; dom  2;\t()" for rater in (3, 4)]
+        lines += [f"A-E{rater}:\tval {round(v)}; act {round(a)}; dom  {round(d)};\t()" for rater in (3, 4)]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 
 
 @lru_cache(maxsize=512)
-def _labels(path: str, stamp: tuple[int, int]) -> dict[str, str]:
-    """utterance -> majority code of one EmoEvaluation file (`stamp`, mtime and size: re-read on change)."""
+def _turns(path: str, stamp: tuple[int, int]) -> dict[str, Turn]:
+    """utterance -> its turn line in one EmoEvaluation file (`stamp`, mtime and size: re-read on change)."""
     text = Path(path).read_text(encoding="utf-8", errors="replace")
-    return {turn.utterance: turn.label for turn in parse_emo_evaluation(text)}
+    return {turn.utterance: turn for turn in parse_emo_evaluation(text)}
+
+
+def _labels(path: str, stamp: tuple[int, int]) -> dict[str, str]:
+    """utterance -> majority code of one EmoEvaluation file."""
+    return {u: turn.label for u, turn in _turns(path, stamp).items()}
 
 
 @lru_cache(maxsize=512)
@@ -138,6 +175,7 @@ class IemocapCorpus(Corpus):
         verified="licensed",
     )
     protocol = Protocol("loso-session", "the field's convention; 5 sessions x 2 speakers")
+    dimension_scale = SCALE
 
     def __init__(self, classes: str = "4"):
         classes = str(classes)  # IemocapCorpus(classes=4) reads as "4"
@@ -148,7 +186,7 @@ class IemocapCorpus(Corpus):
         self.expected_count = _EXPECTED[classes]
 
     def find_files(self, root: Path) -> list[Path]:
-        _labels.cache_clear()  # every load reads the annotation files afresh
+        _turns.cache_clear()  # every load reads the annotation files afresh
         _transcripts.cache_clear()
         wavs = _utterance_wavs(root)
         if wavs and not _evaluation_files(root):
@@ -165,9 +203,10 @@ class IemocapCorpus(Corpus):
         session, speaker_letter = m.groups()
         session_dir = path.parents[3]  # SessionN/sentences/wav/<dialog>/<utterance>.wav
         evaluation = session_dir / "dialog" / "EmoEvaluation" / f"{path.parent.name}.txt"
-        code = _table(evaluation, _labels).get(path.stem)
-        if code is None:
+        turn = _table(evaluation, _turns).get(path.stem)
+        if turn is None:
             raise LabelError(f"no label line for {path.stem} in {evaluation}")
+        code = turn.label
         if code not in _KNOWN_CODES:
             raise LabelError(f"unknown label code {code!r} for {path.stem} in {evaluation.name} "
                              f"(known: {', '.join(sorted(_KNOWN_CODES))})")
@@ -178,6 +217,7 @@ class IemocapCorpus(Corpus):
             id=f"iemocap-{path.stem}", speaker=f"{session}{speaker_letter}", label_raw=code,
             gender="female" if speaker_letter == "F" else "male",
             text=_table(transcript, _transcripts).get(path.stem), session=session,
+            arousal=turn.arousal, valence=turn.valence, dominance=turn.dominance,
         )
 
     def load(self, root: str | Path, *, progress: bool = False) -> Manifest:
