@@ -249,17 +249,21 @@ def plan_changes(old: dict, new: dict, *, allowed: Sequence[str] = ()) -> list[s
 # -- data ----------------------------------------------------------------------------------------
 
 class AudioDataset:
-    """Utterances as `{"input_values": (samples,) float32, "labels": int}` items.
+    """Utterances as `{"input_values": (samples,) float32, "labels": int}` items, or for log-mel
+    models (`front_end`, `EmotionClassifier.front_end`) `{"input_features", "frame_lengths", "labels"}`
+    (`clip_inputs`: the features computed once per clip, here, not per batch).
 
     Training sets (`train=True`) apply `augment` with a generator keyed by (seed, epoch, index)
     and crop clips longer than `max_samples` at a random (equally keyed) offset; `epoch` is set
     by the trainer's callback before each epoch. Waveforms are normalised per clip when
-    `do_normalize`, before padding, as at prediction time.
+    `do_normalize`, before padding, as at prediction time. A model with a longest window (Whisper:
+    30 s) gets training clips cropped to it at random, and the first window of longer
+    validation / test clips.
     """
 
     def __init__(self, utterances: Sequence[Utterance], label_ids: dict[str, int], sample_rate: int,
                  do_normalize: bool, *, train: bool = False, augment: Compose | None = None,
-                 seed: int = 0, max_samples: int | None = None):
+                 seed: int = 0, max_samples: int | None = None, front_end=None):
         self.utterances = list(utterances)
         self.label_ids = label_ids
         self.sample_rate = sample_rate
@@ -267,7 +271,9 @@ class AudioDataset:
         self.train = train
         self.augment = augment or Compose()
         self.seed = seed
-        self.max_samples = max_samples
+        self.front_end = front_end
+        window = max_window(front_end)
+        self.max_samples = min(x for x in (max_samples, window) if x) if (max_samples or window) else None
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -291,13 +297,38 @@ class AudioDataset:
                 wave = wave[start:start + self.max_samples]
         if self.do_normalize:
             wave = normalize_waveform(wave)
-        return {"input_values": np.ascontiguousarray(wave, dtype=np.float32), "labels": self.label_ids[u.label]}
+        return {**clip_inputs(wave, self.front_end), "labels": self.label_ids[u.label]}
+
+
+def max_window(front_end) -> int | None:
+    """The longest clip in samples a log-mel front-end takes (Whisper: 30 s), else None."""
+    seconds = getattr(front_end, "max_seconds", None)
+    return int(round(seconds * front_end.sample_rate)) if seconds else None
+
+
+def clip_inputs(wave: np.ndarray, front_end=None) -> dict:
+    """One clip's model inputs: `{"input_values": wave}` (already normalised where the model says so) for
+    waveform models; for log-mel ones (`front_end`, `featstore.backbones.logmel`) the model's own features of
+    the clip alone, as extraction computes them, and its real output frames: `{"input_features": array,
+    "frame_lengths": int}`. A clip longer than the front-end's window (Whisper: 30 s) keeps its first window."""
+    wave = np.ascontiguousarray(wave, dtype=np.float32)
+    if front_end is None:
+        return {"input_values": wave}
+    window = max_window(front_end)
+    features, frames = front_end.features(wave[:window] if window else wave)
+    return {"input_features": np.ascontiguousarray(features, dtype=np.float32), "frame_lengths": int(frames)}
 
 
 def collate(items: Sequence[dict]) -> dict[str, torch.Tensor]:
-    """Pad a list of items: input_values `(batch, samples)`, attention_mask `(batch, samples)`, labels `(batch,)`."""
+    """Pad a list of items: input_values `(batch, samples)`, attention_mask `(batch, samples)`, labels `(batch,)`.
+
+    Log-mel items (`clip_inputs`): input_features stacked (Whisper's are all 30 s long) or zero-padded
+    along their first (frame) axis (w2v-BERT) with attention_mask `(batch, frames)` over the input frames
+    then, and frame_lengths `(batch,)`, the real output frames pooling and the loss see."""
     import torch
 
+    if "input_features" in items[0]:
+        return _collate_features(items)
     n = max(len(it["input_values"]) for it in items)
     values = torch.zeros(len(items), n, dtype=torch.float32)
     mask = torch.zeros(len(items), n, dtype=torch.long)
@@ -306,6 +337,27 @@ def collate(items: Sequence[dict]) -> dict[str, torch.Tensor]:
         values[i, :k] = torch.from_numpy(it["input_values"])
         mask[i, :k] = 1
     batch = {"input_values": values, "attention_mask": mask}
+    if "labels" in items[0]:
+        batch["labels"] = torch.tensor([it["labels"] for it in items], dtype=torch.long)
+    return batch
+
+
+def _collate_features(items: Sequence[dict]) -> dict[str, torch.Tensor]:
+    """`collate` of log-mel items."""
+    import torch
+
+    feats = [it["input_features"] for it in items]
+    batch = {"frame_lengths": torch.tensor([it["frame_lengths"] for it in items], dtype=torch.long)}
+    if all(f.shape == feats[0].shape for f in feats):
+        batch["input_features"] = torch.from_numpy(np.stack(feats))
+    else:
+        n = max(len(f) for f in feats)
+        values = torch.zeros(len(feats), n, *feats[0].shape[1:], dtype=torch.float32)
+        mask = torch.zeros(len(feats), n, dtype=torch.long)
+        for i, f in enumerate(feats):
+            values[i, :len(f)] = torch.from_numpy(f)
+            mask[i, :len(f)] = 1
+        batch.update(input_features=values, attention_mask=mask)
     if "labels" in items[0]:
         batch["labels"] = torch.tensor([it["labels"] for it in items], dtype=torch.long)
     return batch
@@ -709,16 +761,16 @@ def _train_fold(fold_dir: Path, plan: dict, split: _Split, classes: list[str], c
     on_gpu = config.device != "cpu" and torch.cuda.is_available()
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
-    sr, norm = clf.config.sample_rate, clf.config.do_normalize
+    sr, norm, front = clf.config.sample_rate, clf.config.do_normalize, clf.front_end
     max_samples = int(config.max_duration * sr) if config.max_duration else None
     # word-swap donors come from this fold's training clips only
     augment = bind_word_swap(parse_augment(config.augment), split.train, sample_rate=sr, device=config.device,
                              model=config.ctc_model)
     train_ds = AudioDataset(split.train, label_ids, sr, norm, train=True, augment=augment,
-                            seed=config.seed, max_samples=max_samples)
+                            seed=config.seed, max_samples=max_samples, front_end=front)
     trainer = _trainer_class()(
         model=clf, args=_training_arguments(config, fold_dir, len(train_ds)), train_dataset=train_ds,
-        eval_dataset=AudioDataset(split.val, label_ids, sr, norm), data_collator=collate,
+        eval_dataset=AudioDataset(split.val, label_ids, sr, norm, front_end=front), data_collator=collate,
         compute_metrics=_compute_metrics(classes), optimizers=_optimizers(clf, config), callbacks=list(callbacks))
     serialize.write_json(fold_dir / "plan.json", plan)
     checkpoint = _last_checkpoint(fold_dir) if config.resume else None
@@ -731,7 +783,7 @@ def _train_fold(fold_dir: Path, plan: dict, split: _Split, classes: list[str], c
         raise FinetuneError(f"{checkpoint} holds a file that torch.load(weights_only=True) refuses to read "
                             f"({str(e).splitlines()[0]}); delete that checkpoint, or use --no-resume") from e
 
-    output = trainer.predict(AudioDataset(split.test, label_ids, sr, norm))
+    output = trainer.predict(AudioDataset(split.test, label_ids, sr, norm, front_end=front))
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
     probs = softmax(logits)
     truth = [u.label for u in split.test]
@@ -897,7 +949,7 @@ def write_model_card(model_dir: Path, result: FoldResult, plan: dict, classes: S
     model_config: the model's `classifiers.heads.ClassifierConfig` (pooling, classes, provenance)."""
     from huggingface_hub import EvalResult, ModelCardData
 
-    from classifiers.heads import NATIVE_HEADS
+    from classifiers.heads import exports_natively
     from featstore.outputs import write_text
 
     model_dir = Path(model_dir)
@@ -905,7 +957,7 @@ def write_model_card(model_dir: Path, result: FoldResult, plan: dict, classes: S
     train = result.train_set.split("+")
     test = result.test_set.split("+")
     adapter = getattr(model_config, "adapter", None)
-    remote = model_config.pooling not in NATIVE_HEADS and adapter is None
+    remote = not exports_natively(model_config) and adapter is None
     base_sha = model_config.extra.get("backbone_weights_sha256")
     name = f"ser-{'+'.join(train)}-{plan['pooling']}-{result.fold}"
 

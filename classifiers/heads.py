@@ -26,7 +26,16 @@ heads themselves live in `classifiers.pooling` (torch only), the exported code i
 
 Freezing (`freeze=`): ``none``; ``feature-encoder`` (the CNN); ``layers:N`` (the CNN, the
 feature projection, the positional convolution and the first N transformer blocks);
-``backbone`` (everything but the head).
+``backbone`` (everything but the head). Whisper's front-end is its two convolutions (and the fixed
+positions), w2v-BERT 2.0's its feature projection over the fbank frames.
+
+Every backbone family fine-tunes (`input_kind`): waveform models (wav2vec2, HuBERT, WavLM,
+data2vec-audio, UniSpeech, wav2vec2-conformer) take `input_values` (samples) and an attention mask
+over samples; log-mel models (Whisper encoders, w2v-BERT 2.0) take `input_features` computed per
+clip by the model's own feature extractor (`featstore.backbones.logmel`, as extraction computes
+them; its settings travel in `ClassifierConfig.front_end`) and `frame_lengths`, the real output
+frames of each clip (Whisper: 50 per second of audio, never its 30 s padding), or an attention
+mask over input frames from which the model derives them. Pooling and the loss see real frames only.
 """
 
 from __future__ import annotations
@@ -108,7 +117,13 @@ def parse_freeze(spec: str | None, num_transformer_layers: int) -> int | None:
 
 
 def apply_freeze(backbone: nn.Module, spec: str | None) -> list[str]:
-    """Set requires_grad=False on the frozen part of a wav2vec2-family model; returns frozen module names."""
+    """Set requires_grad=False on the frozen part of a backbone of any family; returns frozen module names."""
+    if backbone.config.model_type == "whisper":
+        return _freeze_parts(backbone, spec, front=["conv1", "conv2"], before=["embed_positions"],
+                             layers="layers", after=["layer_norm"])
+    if backbone.config.model_type == "wav2vec2-bert":
+        return _freeze_parts(backbone, spec, front=["feature_projection"], before=["masked_spec_embed"],
+                             layers="encoder.layers", after=["adapter", "intermediate_ffn"])
     layers = backbone.encoder.layers
     n = parse_freeze(spec, len(layers))
     if n is None:
@@ -118,18 +133,45 @@ def apply_freeze(backbone: nn.Module, spec: str | None) -> list[str]:
         for name in ("feature_projection", "masked_spec_embed"):
             if getattr(backbone, name, None) is not None:
                 frozen.append((name, getattr(backbone, name)))
-        frozen.append(("encoder.pos_conv_embed", backbone.encoder.pos_conv_embed))
+        if getattr(backbone.encoder, "pos_conv_embed", None) is not None:
+            frozen.append(("encoder.pos_conv_embed", backbone.encoder.pos_conv_embed))
         if not getattr(backbone.config, "do_stable_layer_norm", False) or n == len(layers):
             # base-style encoders apply this LayerNorm before the first block, large-style after the last
             frozen.append(("encoder.layer_norm", backbone.encoder.layer_norm))
         frozen += [(f"encoder.layers.{i}", layers[i]) for i in range(n)]
         if n == len(layers) and getattr(backbone, "adapter", None) is not None:
             frozen.append(("adapter", backbone.adapter))
+    return _set_frozen(frozen)
+
+
+def _set_frozen(frozen: list[tuple[str, nn.Module | nn.Parameter]]) -> list[str]:
     for _, part in frozen:
         params = [part] if isinstance(part, nn.Parameter) else part.parameters()
         for p in params:
             p.requires_grad_(False)
     return [name for name, _ in frozen]
+
+
+def _freeze_parts(backbone: nn.Module, spec: str | None, *, front: list[str], before: list[str], layers: str,
+                  after: list[str]) -> list[str]:
+    """`apply_freeze` for log-mel families: `front` = the front-end (``feature-encoder``), `before` = what
+    else precedes the first block (``layers:N``), `layers` = the blocks' ModuleList, `after` = what follows
+    the last block (frozen with every block: ``backbone``). Parts a checkpoint lacks are skipped."""
+    blocks = backbone.get_submodule(layers)
+    n = parse_freeze(spec, len(blocks))
+    if n is None:
+        return []
+    parts = front + (before if n >= 0 else []) + [f"{layers}.{i}" for i in range(max(n, 0))]
+    parts += after if n == len(blocks) else []
+    frozen = []
+    for name in parts:
+        try:
+            part = backbone.get_submodule(name)
+        except AttributeError:
+            part = getattr(backbone, name, None)       # an nn.Parameter (masked_spec_embed) or absent
+        if part is not None:
+            frozen.append((name, part))
+    return _set_frozen(frozen)
 
 
 @dataclass
@@ -149,12 +191,21 @@ class ClassifierConfig:
     # a LoRA export's adapter (classifiers.lora: spec, target pattern, base model and its weights
     # sha256); None: the weights are the whole model. Left out of config.json when None.
     adapter: dict | None = None
+    # log-mel families (Whisper, w2v-BERT 2.0): the model's feature extractor (its to_dict()), from
+    # which `front_end_of` rebuilds the input features; None for waveform models (left out of config.json)
+    front_end: dict | None = None
 
     def to_json(self, version: int = FORMAT_VERSION) -> dict:
         data = asdict(self)
-        if data["adapter"] is None:
-            del data["adapter"]
+        for name in ("adapter", "front_end"):
+            if data[name] is None:
+                del data[name]
         return {"ser_kind": MODEL_KIND, "format_version": version, **data}
+
+    @property
+    def input_kind(self) -> str:
+        """"waveform" or "log-mel": what the backbone takes (`featstore.backbones`' family table)."""
+        return input_kind(self.backbone_config.get("model_type"))
 
     @classmethod
     def from_json(cls, data: dict, where: str | Path = CONFIG_NAME) -> ClassifierConfig:
@@ -202,7 +253,59 @@ class ClassifierConfig:
             from classifiers.lora import check_adapter_field
 
             check_adapter_field(config.adapter, where)
+        if config.input_kind == "log-mel":
+            fe = config.front_end
+            if not isinstance(fe, dict) or not isinstance(fe.get("feature_extractor_type"), str):
+                raise bad(f"field 'front_end' must hold the {config.backbone_config['model_type']} model's feature "
+                          f"extractor (its to_dict(), with feature_extractor_type), got {fe!r}")
+        elif config.front_end is not None:
+            raise bad("field 'front_end' is for log-mel models (Whisper, w2v-BERT 2.0) only")
         return config
+
+
+def input_kind(model_type) -> str:
+    """"log-mel" for Whisper and w2v-BERT 2.0, else "waveform" (the family table of `featstore.backbones`)."""
+    from featstore.backbones import family_of
+
+    family = family_of(str(model_type))
+    return family.input_kind if family is not None else "waveform"
+
+
+def backbone_depth(backbone_config: dict) -> int:
+    """Transformer blocks of a backbone config dict (Whisper's to_dict() names them encoder_layers)."""
+    return int(backbone_config.get("num_hidden_layers", backbone_config.get("encoder_layers", 0)))
+
+
+def front_end_of(config: ClassifierConfig):
+    """The log-mel front-end (`featstore.backbones.logmel.LogMelFrontEnd`) of a log-mel model's
+    config, rebuilt from the feature extractor it records; None for waveform models."""
+    if config.input_kind != "log-mel":
+        return None
+    import transformers
+
+    from featstore.backbones.logmel import FRONT_ENDS
+
+    fe = dict(config.front_end)
+    try:
+        extractor = getattr(transformers, fe["feature_extractor_type"]).from_dict(fe)
+        return FRONT_ENDS[config.backbone_config["model_type"]](extractor)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise HeadError(f"the recorded feature extractor {fe.get('feature_extractor_type')!r} cannot be rebuilt "
+                        f"({_one_line(e)}); re-export the model with `ser finetune`") from e
+
+
+def new_backbone(backbone_config: dict) -> nn.Module:
+    """A randomly initialised backbone from its transformers config dict (weights loaded afterwards);
+    Whisper: its encoder only (the decoder is never used)."""
+    from transformers import AutoConfig, AutoModel
+
+    bc = dict(backbone_config)
+    config = AutoConfig.for_model(bc.pop("model_type"), **bc)
+    if config.model_type == "whisper":
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+        return WhisperEncoder(config)
+    return AutoModel.from_config(config)
 
 
 def _one_line(e: Exception) -> str:
@@ -241,13 +344,11 @@ class EmotionClassifier(nn.Module):
 
     def __init__(self, config: ClassifierConfig, backbone: nn.Module | None = None):
         super().__init__()
-        from transformers import AutoConfig, AutoModel
-
         self.config = config
         if backbone is None:
-            bc = dict(config.backbone_config)
-            backbone = AutoModel.from_config(AutoConfig.for_model(bc.pop("model_type"), **bc))
+            backbone = new_backbone(config.backbone_config)
         self.backbone = backbone
+        self._front_end = None
         # exact batches: GroupNorm statistics over each item's valid samples only
         install_masked_group_norm(backbone, float32=True)
         if config.pooling == "layer-weighted" and getattr(backbone.config, "layerdrop", 0.0):
@@ -262,10 +363,23 @@ class EmotionClassifier(nn.Module):
     def labels(self) -> list[str]:
         return list(self.config.labels)
 
-    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None):
-        from transformers.modeling_outputs import SequenceClassifierOutput
+    @property
+    def front_end(self):
+        """The log-mel front-end that computes this model's `input_features` (`front_end_of`); None for
+        waveform models."""
+        if self._front_end is None:
+            self._front_end = front_end_of(self.config)
+        return self._front_end
 
+    def forward(self, input_values: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, input_features: torch.Tensor | None = None,
+                frame_lengths: torch.Tensor | None = None):
+        """Waveform models: input_values `(batch, samples)`, attention_mask `(batch, samples)`. Log-mel
+        models: input_features (Whisper `(batch, mels, 3000)`, w2v-BERT `(batch, frames, features)`),
+        frame_lengths `(batch,)` real output frames, or else attention_mask `(batch, input frames)`
+        (the feature extractor's) from which they are derived. Returns SequenceClassifierOutput."""
+        if input_features is not None or input_values is None:
+            return self._logmel_forward(input_features, attention_mask, labels, frame_lengths)
         batch, samples = input_values.shape
         n = (attention_mask.sum(-1) if attention_mask is not None
              else torch.full((batch,), samples, device=input_values.device)).long()
@@ -276,6 +390,12 @@ class EmotionClassifier(nn.Module):
               masked_conformer_conv(self.backbone, lengths, padded)):
             out = self.backbone(input_values, attention_mask=mask,
                                 output_hidden_states=self.config.pooling == "layer-weighted")
+        return self._head(out, lengths, labels)
+
+    def _head(self, out, lengths: torch.Tensor, labels: torch.Tensor | None):
+        """Pool the backbone's output over each clip's `lengths` real frames, classify, and the loss."""
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
         if self.config.pooling == "layer-weighted":
             states = torch.stack(out.hidden_states)                   # (L+1, batch, frames, hidden)
         else:
@@ -284,6 +404,25 @@ class EmotionClassifier(nn.Module):
         logits = self.classifier(self.dropout(pooled))
         loss = None if labels is None else nn.functional.cross_entropy(logits.float(), labels.long())
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def _logmel_forward(self, x: torch.Tensor | None, attention_mask: torch.Tensor | None,
+                        labels: torch.Tensor | None, frame_lengths: torch.Tensor | None):
+        """`forward` of Whisper encoders and w2v-BERT 2.0 (module docstring)."""
+        if x is None or self.config.input_kind != "log-mel":
+            raise HeadError(f"a {self.config.backbone_config.get('model_type')} model takes "
+                            f"{'input_features' if self.config.input_kind == 'log-mel' else 'input_values'}")
+        whisper = self.config.backbone_config.get("model_type") == "whisper"
+        frames_in = x.shape[-1] if whisper else x.shape[1]
+        n_in = (attention_mask.sum(-1) if attention_mask is not None
+                else torch.full((x.shape[0],), frames_in, device=x.device)).long()
+        if frame_lengths is None:
+            frame_lengths = self.backbone._get_feat_extract_output_lengths(n_in)
+        # Whisper's clips are each padded to 30 s by the feature extractor, as the model was trained:
+        # nothing in the batch is padded further, so its items are independent. w2v-BERT takes the mask.
+        mask = None if whisper or not bool((n_in != frames_in).any()) else attention_mask.long()
+        out = self.backbone(x, **({} if mask is None else {"attention_mask": mask}),
+                            output_hidden_states=self.config.pooling == "layer-weighted")
+        return self._head(out, frame_lengths.long().to(x.device), labels)
 
     # -- persistence ----------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path, state_dict: dict | None = None, *,
@@ -318,7 +457,7 @@ class EmotionClassifier(nn.Module):
             save_file(state, str(tmp), metadata={"format": "pt", "ser_kind": MODEL_KIND})
         if transformers:
             _write_preprocessor(directory, self.config)
-            if self.config.pooling not in NATIVE_HEADS:
+            if not exports_natively(self.config):
                 for name, source in ((MODELING_NAME, "hf_modeling.py"), (POOLING_NAME, "pooling.py")):
                     write_text(directory / name, (Path(__file__).parent / source).read_text(encoding="utf-8"))
         write_text(directory / CONFIG_NAME, serialize.dumps(config, indent=1))
@@ -350,7 +489,7 @@ class EmotionClassifier(nn.Module):
             raise HeadError(f"--backbone is for saved probes and adapter exports; the fine-tuned model in {directory} "
                             f"carries its own backbone weights: leave --backbone out")
         try:
-            parse_freeze(config.freeze, int(config.backbone_config.get("num_hidden_layers", 0)))
+            parse_freeze(config.freeze, backbone_depth(config.backbone_config))
             model = cls(config)
         except (ValueError, TypeError, KeyError, AttributeError, StrictDataclassError) as e:
             raise HeadError(f"{path}: its backbone_config / freeze cannot build a model ({_one_line(e)}); re-export the "
@@ -379,7 +518,8 @@ def export_layout(config: ClassifierConfig, state: dict) -> tuple[dict, dict]:
     inference (dropout is off in eval; transformers' class has no dropout there). The backbone's
     weights move from `backbone.` to the family's prefix (`wav2vec2.`, `hubert.`, ...).
 
-    Other heads (attention, bilstm) keep ser's names and get `model_type`
+    Other heads (attention, bilstm), and every Whisper head (transformers' WhisperForAudioClassification
+    averages all 1,500 frames, the 30 s padding included), keep ser's names and get `model_type`
     "ser-emotion-classifier" with an `auto_map` to modeling_ser.py (`classifiers.hf_modeling`,
     saved beside the weights): `trust_remote_code=True` loads them.
     """
@@ -387,7 +527,7 @@ def export_layout(config: ClassifierConfig, state: dict) -> tuple[dict, dict]:
 
     labels = list(config.labels)
     head = {"id2label": {str(i): c for i, c in enumerate(labels)}, "label2id": {c: i for i, c in enumerate(labels)}}
-    if config.pooling not in NATIVE_HEADS:
+    if not exports_natively(config):
         from classifiers.hf_modeling import REMOTE_MODEL_TYPE
 
         return ({"model_type": REMOTE_MODEL_TYPE, "architectures": ["SerForAudioClassification"],
@@ -427,7 +567,7 @@ def import_layout(config: ClassifierConfig, state: dict, where: Path) -> dict:
     than the identity (a model trained further in transformers) is folded into the classifier."""
     import torch
 
-    if config.pooling not in NATIVE_HEADS:
+    if not exports_natively(config):
         return state
     arch, prefix = _sequence_class(config.backbone_config.get("model_type"))
     head = ("projector.weight", "projector.bias", "classifier.weight", "classifier.bias")
@@ -456,6 +596,12 @@ def import_layout(config: ClassifierConfig, state: dict, where: Path) -> dict:
     return out
 
 
+def exports_natively(config: ClassifierConfig) -> bool:
+    """Whether the export is the family's own *ForSequenceClassification (`export_layout`): mean and
+    layer-weighted heads of every family but Whisper; else modeling_ser.py (trust_remote_code)."""
+    return config.pooling in NATIVE_HEADS and config.backbone_config.get("model_type") != "whisper"
+
+
 def _sequence_class(model_type) -> tuple[str, str]:
     """(transformers' *ForSequenceClassification class name, its backbone prefix) for a model_type."""
     import transformers
@@ -471,10 +617,19 @@ def _sequence_class(model_type) -> tuple[str, str]:
 def _write_preprocessor(directory: Path, config: ClassifierConfig) -> Path:
     """preprocessor_config.json: a Wav2Vec2FeatureExtractor at the model's rate that normalises as ser
     does (zero mean, unit variance per clip, eps 1e-7); attention masks for layer-norm encoders only,
-    as transformers' own base-style checkpoints."""
+    as transformers' own base-style checkpoints. Log-mel models: their own feature extractor
+    (`config.front_end`), Whisper's returning its mel-frame attention mask, from which the exported
+    model counts the real frames."""
     from transformers import Wav2Vec2FeatureExtractor
 
     from featstore.outputs import write_text
+
+    front = front_end_of(config)
+    if front is not None:
+        extractor = front.extractor
+        if config.backbone_config.get("model_type") == "whisper":
+            extractor.return_attention_mask = True
+        return write_text(directory / PREPROCESSOR_NAME, extractor.to_json_string())
 
     fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=config.sample_rate, padding_value=0.0,
                                   do_normalize=config.do_normalize,
@@ -531,15 +686,16 @@ def build_classifier(backbone_id: str, labels: Sequence[str], *, pooling: str = 
     if len(labels) < 2:
         raise HeadError(f"a classifier needs at least 2 labels, got {list(labels)}")
     bb = load_backbone(backbone_id)
-    if bb.input_kind != "waveform":
-        raise HeadError(f"{backbone_id}: fine-tuning takes waveform models (wav2vec2, HuBERT, WavLM, data2vec-audio, "
-                        f"UniSpeech, wav2vec2-conformer); its {bb.input_kind} input is for `ser extract` and probes")
+    if bb.input_kind not in ("waveform", "log-mel"):
+        raise HeadError(f"{backbone_id}: {bb.input_kind} ({bb.model_type}) have no weights to fine-tune; fine-tune a "
+                        f"transformers backbone (`ser models` lists them) or probe these features with `ser probe`")
     parse_freeze(freeze, bb.model.config.num_hidden_layers)
     config = ClassifierConfig(
         labels=list(labels), backbone_config=bb.model.config.to_dict(), backbone_id=str(backbone_id),
         pooling=pooling, freeze=freeze, dropout=dropout, lstm_size=lstm_size, sample_rate=bb.sample_rate,
         do_normalize=bb.do_normalize,
         extra={"backbone_weights_sha256": bb.weights_sha256, **(extra or {})},
+        front_end=bb.front_end.extractor.to_dict() if bb.input_kind == "log-mel" else None,
     )
     torch.manual_seed(seed)
     return EmotionClassifier(config, backbone=bb.model.train())

@@ -8,7 +8,12 @@ the heads transformers has no class for (attention, bilstm), so that
 
 rebuilds the model without ser installed. It imports only torch, transformers and its sibling
 ``pooling`` module. The mean and layer-weighted heads need none of it: they are exported as the
-backbone family's own `*ForSequenceClassification` (`classifiers.heads.export_layout`).
+backbone family's own `*ForSequenceClassification` (`classifiers.heads.export_layout`), except
+Whisper's (transformers' class averages the 30 s padding too), which come here as well.
+
+Log-mel families (Whisper encoders, w2v-BERT 2.0) take `input_features` and the attention mask the
+saved feature extractor returns (Whisper's over mel frames, saved with return_attention_mask=True):
+the real output frames are counted from it, as ser does.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from .pooling import frame_mask, pooling_module
 
 #: the transformers model_type of exported heads that need this code (trust_remote_code)
 REMOTE_MODEL_TYPE = "ser-emotion-classifier"
+#: backbones fed log-mel / fbank `input_features` by their own feature extractor
+LOGMEL_TYPES = ("whisper", "wav2vec2-bert")
 
 
 # -- the exported model (trust_remote_code) ------------------------------------------------------
@@ -59,7 +66,15 @@ class SerForAudioClassification(PreTrainedModel):
     def __init__(self, config: SerEmotionConfig):
         super().__init__(config)
         bc = dict(config.backbone_config)
-        self.backbone = AutoModel.from_config(AutoConfig.for_model(bc.pop("model_type"), **bc))
+        backbone_config = AutoConfig.for_model(bc.pop("model_type"), **bc)
+        if backbone_config.model_type == "whisper":   # the encoder only, as ser trains it
+            from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+            self.backbone = WhisperEncoder(backbone_config)
+        else:
+            self.backbone = AutoModel.from_config(backbone_config)
+        if backbone_config.model_type in LOGMEL_TYPES:
+            self.main_input_name = "input_features"
         if config.pooling == "layer-weighted":
             self.backbone.config.layerdrop = 0.0  # a dropped layer would leave hidden_states one short
         hidden = self.backbone.config.hidden_size
@@ -72,8 +87,13 @@ class SerForAudioClassification(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         pass  # every weight comes from the saved file (or the backbone's own initialisation)
 
-    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, **kwargs) -> SequenceClassifierOutput:
+    def forward(self, input_values: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, input_features: torch.Tensor | None = None,
+                **kwargs) -> SequenceClassifierOutput:
+        if input_features is not None:
+            logits = self._logmel_logits(input_features, attention_mask)
+            loss = None if labels is None else nn.functional.cross_entropy(logits.float(), labels.long())
+            return SequenceClassifierOutput(loss=loss, logits=logits)
         batch, samples = input_values.shape
         n = (attention_mask.sum(-1) if attention_mask is not None
              else torch.full((batch,), samples, device=input_values.device)).long()
@@ -91,6 +111,21 @@ class SerForAudioClassification(PreTrainedModel):
         lengths = self.backbone._get_feat_extract_output_lengths(n)
         layer_weighted = self.config.pooling == "layer-weighted"
         out = self.backbone(input_values, output_hidden_states=layer_weighted)
+        states = torch.stack(out.hidden_states) if layer_weighted else out.last_hidden_state
+        pooled = self.pooling(states, frame_mask(lengths, states.shape[-2]))
+        return self.classifier(self.dropout(pooled))
+
+    def _logmel_logits(self, x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Logits of log-mel input: Whisper `(batch, mels, 3000)` (every clip padded to 30 s by the feature
+        extractor, items independent), w2v-BERT `(batch, frames, features)` with its frame mask."""
+        whisper = self.backbone.config.model_type == "whisper"
+        frames_in = x.shape[-1] if whisper else x.shape[1]
+        n = (attention_mask.sum(-1) if attention_mask is not None
+             else torch.full((x.shape[0],), frames_in, device=x.device)).long()
+        lengths = self.backbone._get_feat_extract_output_lengths(n)
+        kwargs = {} if whisper or attention_mask is None else {"attention_mask": attention_mask}
+        layer_weighted = self.config.pooling == "layer-weighted"
+        out = self.backbone(x, output_hidden_states=layer_weighted, **kwargs)
         states = torch.stack(out.hidden_states) if layer_weighted else out.last_hidden_state
         pooled = self.pooling(states, frame_mask(lengths, states.shape[-2]))
         return self.classifier(self.dropout(pooled))

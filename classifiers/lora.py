@@ -15,8 +15,9 @@ Spec (`--adapter`, one string, checked without importing torch or peft):
                                             key, value and output projections)
 
 Short target names map to each family's module names (`PROJECTIONS`): q_proj / k_proj / v_proj /
-out_proj in wav2vec2, HuBERT, WavLM, data2vec-audio and UniSpeech, linear_q / linear_k / linear_v /
-linear_out in wav2vec2-conformer; only `encoder.layers.<i>.<attention>.<projection>` is adapted.
+out_proj in wav2vec2, HuBERT, WavLM, data2vec-audio, UniSpeech and Whisper encoders, linear_q /
+linear_k / linear_v / linear_out in wav2vec2-conformer and w2v-BERT 2.0; only
+`encoder.layers.<i>.<attention>.<projection>` (Whisper: `layers.<i>.self_attn.<projection>`) is adapted.
 
 An adapter export (`save_export`, `<fold>/model/` of a LoRA run):
 
@@ -159,17 +160,23 @@ def require_peft(spec: str | None) -> None:
 
 def target_pattern(backbone, spec: LoraSpec) -> str:
     """peft's `target_modules` regex for `backbone`: its encoder layers' attention projections named
-    by `spec.targets`, under this family's module names (AdapterError when it has none of them)."""
+    by `spec.targets`, under this family's module names (AdapterError when it has none of them).
+
+    The blocks are `encoder.layers.<i>` in wav2vec2-style models and w2v-BERT 2.0, `layers.<i>` in a
+    Whisper encoder (the backbone is the encoder itself), e.g. `layers.0.self_attn.q_proj`."""
     names = [n for n, _ in backbone.named_modules()]
+    blocks = next((b for b in (r"encoder\.layers", "layers")
+                   if any(re.fullmatch(rf"{b}\.\d+\.\w+\.\w+", n) for n in names)), r"encoder\.layers")
     chosen = []
     for t in spec.targets:
-        found = [p for p in PROJECTIONS[t] if any(re.fullmatch(rf"encoder\.layers\.\d+\.\w+\.{p}", n) for n in names)]
+        found = [p for p in PROJECTIONS[t] if any(re.fullmatch(rf"{blocks}\.\d+\.\w+\.{p}", n) for n in names)]
         if not found:
             kind = getattr(getattr(backbone, "config", None), "model_type", type(backbone).__name__)
             raise AdapterError(f"--adapter targets={t}: the {kind} backbone has no encoder attention projection "
-                               f"named {' or '.join(PROJECTIONS[t])}; LoRA needs a wav2vec2-family encoder")
+                               f"named {' or '.join(PROJECTIONS[t])}; LoRA needs a transformer encoder of a family "
+                               f"`ser models` lists")
         chosen.append(found[0])
-    return rf"encoder\.layers\.\d+\.\w+\.({'|'.join(chosen)})"
+    return rf"{blocks}\.\d+\.\w+\.({'|'.join(chosen)})"
 
 
 @contextmanager

@@ -381,20 +381,29 @@ def _order_by_length(waves: list[np.ndarray], batch_size: int) -> list[list[int]
 def _predict_finetuned(files: list[str], model_dir: Path, batch_size: int, device: torch.device,
                        backbone: str | Path | None = None):
     """(labels, probabilities `(N, C)`) of a fine-tuned model directory; an adapter export loads its
-    base (recorded, found by its weights hash, or `backbone`) and refuses one with other weights."""
-    from classifiers.finetune import collate
+    base (recorded, found by its weights hash, or `backbone`) and refuses one with other weights.
+
+    The inputs are the model's own, as in training (`classifiers.finetune.clip_inputs`): normalised
+    waveforms, or a log-mel model's features of each clip alone (Whisper: a clip longer than its 30 s
+    window is judged on its first 30 s, with a warning)."""
+    from classifiers.finetune import clip_inputs, collate, max_window
     from classifiers.heads import EmotionClassifier
     from featstore.backbone import normalize_waveform
 
     model = EmotionClassifier.from_pretrained(model_dir, device=device, backbone=backbone)
-    sr, norm = model.config.sample_rate, model.config.do_normalize
+    sr, norm, front = model.config.sample_rate, model.config.do_normalize, model.front_end
     waves = [load_audio(f, sr) for f in files]
     if norm:
         waves = [normalize_waveform(w) for w in waves]
+    window = max_window(front)
+    long = [f for f, w in zip(files, waves) if window and len(w) > window]
+    if long:
+        warnings.warn(f"{len(long)} file(s) longer than the model's {window / sr:g} s window (e.g. {long[0]}): each "
+                      f"is judged on its first {window / sr:g} s", SerWarning, stacklevel=3)
     probs = np.zeros((len(files), len(model.labels)))
     for rows in _order_by_length(waves, batch_size):
-        batch = collate([{"input_values": waves[i]} for i in rows])
-        logits = model(batch["input_values"].to(device), batch["attention_mask"].to(device)).logits
+        batch = collate([clip_inputs(waves[i], front) for i in rows])
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
         probs[rows] = softmax(logits.double().cpu().numpy())
     return model.labels, probs
 

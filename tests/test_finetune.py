@@ -559,14 +559,14 @@ def test_pooling_help_names_every_head():
     assert all(p in helps["pooling"] for p in POOLINGS) and FREEZE_HELP in helps["freeze"]
 
 
-def test_conformer_padded_batches_equal_single_clips_and_logmel_models_are_refused(tmp_path):
-    """wav2vec2-conformer fine-tunes exactly under padding; Whisper (log-mel input) is refused in one line."""
-    from classifiers.heads import HeadError
+def test_conformer_padded_batches_equal_single_clips_and_logmel_models_build(tmp_path):
+    """wav2vec2-conformer fine-tunes exactly under padding; Whisper (log-mel input) builds too
+    (its exactness and exports: tests/test_finetune_families.py)."""
     from tests.test_backbones import build_tiny
 
     clf = build_classifier(str(build_tiny("wav2vec2-conformer", tmp_path / "conf")), ["a", "b"], pooling="mean",
                            freeze="none").eval()
     together, alone, _ = padded_vs_alone(clf, (8000, 2500), seed=2)
     torch.testing.assert_close(together, alone, atol=2e-5, rtol=1e-4)
-    with pytest.raises(HeadError, match="fine-tuning takes waveform models"):
-        build_classifier(str(build_tiny("whisper", tmp_path / "whisper")), ["a", "b"])
+    whisper = build_classifier(str(build_tiny("whisper", tmp_path / "whisper")), ["a", "b"])
+    assert whisper.config.input_kind == "log-mel" and whisper.front_end is not None
