@@ -907,7 +907,6 @@ def probe(
     params = check_params(classifier, {**({"class_weight": class_weight} if class_weight else {}),
                                        **({"speaker_norm": True} if speaker_norm else {}),
                                        **({"early_stopping": False} if no_early_stopping else {})})
-    from classifiers.probe import run_matrix
     from classifiers.results import ProbeResults, summary_table
 
     model, cache, dev = _model(model), _cache(cache), _device_opt(device)
@@ -925,31 +924,9 @@ def probe(
                        f"--save-probe fits one probe, but {len(train)} --train sets were given; keep one (corpora "
                        f"joined by commas train together, e.g. --train ravdess,emodb)")
     if matrix:
-        from classifiers.probe import default_out
-
-        ignored = [name for name, given in (("--corpus", corpus), ("--train", train), ("--test", test),
-                                            ("--seeds", seeds != 1), ("--force", force), ("--db", db),
-                                            ("--save-probe", save_probe)) if given]
-        if ignored:
-            from featstore.errors import SerError
-
-            raise SerError(f"--matrix runs every corpus against every other at one seed and is not registered: "
-                           f"leave out {', '.join(ignored)} (or run `ser probe --train A --test B` per cell)")
-
-        corpora_list = [c for c in matrix.split(",") if c]
-        settings = dict(corpora=corpora_list, layers=layer, classifier=classifier, stat=stat, C=C, classes=classes,
-                        **({"protocol": protocol} if protocol else {}))
-        M, details, files = run_matrix(corpora_list, layer=layer, model=model, cache=cache, classifier=classifier,
-                                       stat=stat, C=C, classes=classes, device=dev, overwrite=overwrite, progress=True,
-                                       protocol=protocol,
-                                       out=out or default_out("matrix", "+".join(corpora_list), model, settings))
-        k = next(iter(details.values()))["layer"]
-        _print_matrix(details, corpora_list, title=f"transfer, model {model}, layer {k} ({classifier})")
-        for (a, b), d in details.items():
-            for dropped in d["dropped"].values():
-                console.print(f"{a} → {b}: test rows dropped (class not shared): "
-                              + ", ".join(f"{c} ({v})" for c, v in dropped.items()), highlight=False)
-        _print_files(files)
+        _probe_matrix(matrix, corpus=corpus, train=train, test=test, seeds=seeds, save_probe=save_probe, layer=layer,
+                      model=model, cache=cache, classifier=classifier, stat=stat, C=C, classes=classes,
+                      protocol=protocol, device=dev, out=out, overwrite=overwrite, force=force, db=db)
         return
     from classifiers.registry import Registry
     from classifiers.study import command_line, registered_probe
@@ -984,6 +961,37 @@ def probe(
         path = fit_and_save_probe(save_probe, train or [runs[0].results.meta["corpus"]], layer=layer, stat=stat,
                                   model=model, cache=cache, C=C, device=dev)
         console.print(f"saved probe: {path} (use: ser predict FILE... --model {save_probe})", highlight=False)
+
+
+def _probe_matrix(matrix: str, *, corpus, train, test, seeds, save_probe, db, force, **kw) -> None:
+    """`ser probe --matrix`: every corpus against every other at one seed, registered (kind
+    "matrix"); an identical configuration over identical stores shows the registered run."""
+    from classifiers.probe import registered_matrix
+    from classifiers.registry import Registry
+    from classifiers.study import command_line
+    from featstore.errors import SerError
+
+    ignored = [name for name, given in (("--corpus", corpus), ("--train", train), ("--test", test),
+                                        ("--seeds", seeds != 1), ("--save-probe", save_probe)) if given]
+    if ignored:
+        raise SerError(f"--matrix runs every corpus against every other at one seed: leave out {', '.join(ignored)} "
+                       f"(or run `ser probe --train A --test B` per cell)")
+    corpora_list = [c for c in matrix.split(",") if c]
+    registry = Registry(_db(db))
+    reg, details = registered_matrix(corpora_list, registry=registry, force=force, progress=True,
+                                     command=command_line(), **kw)
+    k = next(iter(details.values()))["layer"]
+    _print_matrix(details, corpora_list, title=f"transfer, model {kw['model']}, layer {k} ({kw['classifier']})")
+    for (a, b), d in details.items():
+        for dropped in d["dropped"].values():
+            console.print(f"{a} → {b}: test rows dropped (class not shared): "
+                          + ", ".join(f"{c} ({v})" for c, v in dropped.items()), highlight=False)
+    if reg.reused:
+        console.print(f"run {reg.run['id']} ({reg.run['created']}) already holds this configuration over these "
+                      f"stores: showing it (--force runs it again)", highlight=False)
+    else:
+        console.print(f"registered run {reg.run['id']} in {registry.path}", highlight=False)
+    _print_files(reg.files or [reg.run["out"]])
 
 
 def _print_matrix(details: dict, corpora: list, title: str) -> None:
@@ -1214,6 +1222,7 @@ def finetune(
     protocol: str | None = typer.Option(None, "--protocol", "-p", help="Fold protocol; default: the corpus' standard one."),
     device: str | None = DEVICE_OPT,
     out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Run directory (default runs/finetune-...)."),
+    db: Path | None = DB_OPT,
     fmt: str | None = FORMAT_OPT,
     threads: int | None = THREADS_OPT,
     options: dict | None = None,
@@ -1224,6 +1233,10 @@ def finetune(
     Checkpoints keep the model as safetensors, but the Trainer's optimizer.pt, scheduler.pt and
     rng_state.pth are pickles (loaded with torch.load(weights_only=True) on resume): resume only
     runs you wrote. The exported <fold>/model/ directories hold no pickle.
+
+    The finished run is registered (results/ser.db, kind finetune, with every fold's test
+    predictions) so `ser results compare` pairs it with probes; running it again resumes and
+    registers the folder anew.
 
     Example: ser finetune --corpus ravdess --model facebook/wav2vec2-large-xlsr-53 --protocol luna5 --epochs 6
     """
@@ -1266,6 +1279,14 @@ def finetune(
                           f"UAR {f.restricted['uar']:.3f}, macro-F1 {f.restricted['macro_f1']:.3f}", highlight=False,
                           soft_wrap=True)
     console.print("wrote " + ", ".join(str(p) for p in res.files.values()), highlight=False, soft_wrap=True)
+    from classifiers.registry import Registry, register_finetune
+    from classifiers.study import command_line
+
+    registry = Registry(_db(db))  # every finished run is registered, once per run folder (a re-run replaces its row)
+    run_id = register_finetune(registry, res, utts, folds_, config, corpus=corpus, train=extra, protocol=prot,
+                               command=command_line())
+    if run_id:
+        console.print(f"registered run {run_id} in {registry.path} (ser results show {run_id})", highlight=False)
 
 
 @app.command()

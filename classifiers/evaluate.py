@@ -374,7 +374,8 @@ def transfer_matrix(features: dict, utterances: dict, corpora: Sequence[str], la
     speaker-independent folds of the diagonal. Off-diagonal cells train on all of the row
     corpus and test on all of the column corpus, harmonised by `policy` over the labels both
     declare. layer: the stored layer recorded (default `layer_index`). progress: called per cell.
-    Returns (matrix, {(train, test): summary row + dropped + dropped_train}).
+    Returns (matrix, {(train, test): summary row + dropped + dropped_train + results (the cell's ProbeResults,
+    predictions included)}).
     """
     from featstore.folds import Fold
 
@@ -396,7 +397,7 @@ def transfer_matrix(features: dict, utterances: dict, corpora: Sequence[str], la
                 res = probe_layers(X, utts, [fold], [layer], policy=policy, shared=shared, **common)
             row = res.summary()[0]
             M[i, j] = row["uar"]
-            details[(a, b)] = dict(row, dropped=res.dropped, dropped_train=res.dropped_train)
+            details[(a, b)] = dict(row, dropped=res.dropped, dropped_train=res.dropped_train, results=res)
             if progress:
                 progress()
     return M, details

@@ -273,7 +273,11 @@ def run_matrix(corpora: Sequence[str], *, layer: str | int, model: str, cache: s
     layer: one layer spec ("12", "-1"); a multi-layer spec is refused. classes: off-diagonal
     harmonisation ("shared" by default, see `run_probe`). Writes transfer_matrix.{png,json,csv}
     (every file names the model and the stored layer) to `out`, refused when it holds files
-    unless `overwrite`. Returns (matrix (n, n) UAR, {(train, test): summary}, files).
+    unless `overwrite`, and every cell's records and per-utterance predictions as a probe run's
+    files (probe.json, probe.csv, probe_predictions.parquet: `matrix_results`), so each cell is a
+    scored setting (train_set, test_set) with speaker CIs that `ser results compare` pairs.
+    Returns (matrix (n, n) UAR, {(train, test): summary + the cell's `ProbeResults` as "results"},
+    files).
     """
     from classifiers.evaluate import FRAME_CLASSIFIERS, check_classifier, check_policy, progress_bar
     from classifiers.plots import figure_paths, transfer_heatmap
@@ -310,7 +314,8 @@ def run_matrix(corpora: Sequence[str], *, layer: str | int, model: str, cache: s
         files.extend(figure_paths(transfer_heatmap(P, corpora, out / "transfer_matrix.png",
                                       title=f"train × test pooled UAR, model {model}, layer {k} ({classifier}; "
                                             f"diagonal: each corpus' folds pooled, off-diagonal: classes {policy})")))
-        cells = [dict(train=a, test=b, **d) for (a, b), d in details.items()]
+        cells = [dict(train=a, test=b, **{key: v for key, v in d.items() if key != "results"})
+                 for (a, b), d in details.items()]
         files.append(write_text(out / "transfer_matrix.json", dumps(dict(
             corpora=list(corpora), layer=k, model=model, classifier=classifier, stat=stat, classes=policy,
             headline="pooled: UAR of every test prediction of a cell, with its 95% speaker CI in cells; "
@@ -324,7 +329,97 @@ def run_matrix(corpora: Sequence[str], *, layer: str | int, model: str, cache: s
             w.writerow([model, k, classifier, c["train"], c["test"], c["uar"], c["uar_std"], c["wa"],
                         c["macro_f1"], c["n"], *["" if c.get(x) is None else c[x] for x in extra]])
         files.append(write_text(out / "transfer_matrix.csv", buf.getvalue()))
+        results = matrix_results(details, model=model, corpora=corpora, classifier=classifier, stat=stat,
+                                 C=C, policy=policy, protocol=protocol, layer=k)
+        files.extend(write_outputs(results, out, plots=False))
     return M, details, files
+
+
+def matrix_results(details: dict, *, model: str, corpora: Sequence[str], classifier: str, stat: str,
+                   C: float | None, policy: str, protocol: str | None, layer: int) -> ProbeResults:
+    """Every cell of `run_matrix`'s `details` as one `ProbeResults`: each cell's records and
+    predictions keep its train_set and test_set, so a cell is one setting (train, test,
+    classifier, layer) of the run, scored, resampled and compared like a probe's."""
+    results = ProbeResults()
+    for d in details.values():
+        results.extend(d["results"])
+    results.meta = dict(kind="matrix", model=model, corpus=",".join(corpora), corpora=list(corpora),
+                        classifier=classifier, stat=stat, C=C, classes=policy, layer=layer,
+                        protocol=protocol or "standard", seeds=[0])
+    return results
+
+
+def read_matrix(out: str | Path) -> dict:
+    """The cells of a matrix run's transfer_matrix.json as `run_matrix`'s details ({(train, test):
+    summary}), for showing a registered run without computing it again."""
+    import json
+
+    from classifiers.results import ResultsError
+
+    path = Path(out) / "transfer_matrix.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {(c["train"], c["test"]): c for c in data["cells"]}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ResultsError(f"{path}: cannot read the transfer matrix ({e}); re-run with --force") from e
+
+
+def matrix_config(corpora: Sequence[str], *, layer: str | int, model: str, classifier: str = "logreg",
+                  stat: str = "mean", C: float | None = None, classes: str | None = None,
+                  protocol: str | None = None) -> dict:
+    """A matrix run's configuration as the registry keys it: the corpora in order (rows and
+    columns), the layer as given, the classifier, stat, C, the off-diagonal class policy
+    (None is "shared", its default, so both spellings are one run), the diagonal's protocol
+    (None: each corpus' standard one) and the model."""
+    from classifiers.evaluate import check_policy
+
+    return dict(corpora=list(corpora), layer=str(layer).strip(), classifier=classifier, stat=stat,
+                C=None if C is None else float(C), classes=check_policy(classes) or "shared", protocol=protocol,
+                model=model)
+
+
+def registered_matrix(corpora: Sequence[str], *, layer: str | int, model: str, cache: str | Path, registry,
+                      classifier: str = "logreg", stat: str = "mean", C: float | None = None,
+                      classes: str | None = None, protocol: str | None = None, force: bool = False,
+                      out: str | Path | None = None, overwrite: bool = False, device: str | None = None,
+                      progress: bool = False, command: str = ""):
+    """`run_matrix` through the run registry (kind "matrix"), as `registered_probe` does for probes.
+
+    The key: `matrix_config` and the `store_fingerprint` of every corpus' store. An identical
+    configuration over identical stores returns the registered run (reused=True; its cells read
+    back from its folder, nothing computed) unless `force`; a forced run never writes over the
+    folder of the run registered before. Returns (`classifiers.study.Registered`, details).
+    """
+    from classifiers.registry import run_key
+    from classifiers.study import Registered, fingerprints, load_registered, registered_files
+
+    config = matrix_config(corpora, layer=layer, model=model, classifier=classifier, stat=stat, C=C,
+                           classes=classes, protocol=protocol)
+    stores = fingerprints(cache, model, list(corpora))
+    found = None if force else registry.find("matrix", config, stores)
+    if found is not None and registered_files(found) and (Path(found["out"]) / "transfer_matrix.json").exists():
+        return Registered(found, load_registered(found), reused=True), read_matrix(found["out"])
+    if out is None:
+        settings = {k: v for k, v in config.items() if k not in ("model", "layer")}
+        out = base = default_out("matrix", "+".join(corpora), model, {**settings, "layers": config["layer"]})
+        i = 1
+        while force and out.exists():  # a forced re-run never replaces the files of the run registered before
+            i += 1
+            out = base.with_name(f"{base.name}-{i}")
+    try:
+        M, details, files = run_matrix(corpora, layer=layer, model=model, cache=cache, classifier=classifier,
+                                       stat=stat, C=C, classes=classes, device=device, overwrite=overwrite,
+                                       progress=progress, protocol=protocol, out=out)
+        results = matrix_results(details, model=model, corpora=corpora, classifier=classifier, stat=stat, C=C,
+                                 policy=config["classes"], protocol=protocol,
+                                 layer=next(iter(details.values()))["layer"])
+        predictions = next((f for f in files if f.suffix == ".parquet"), None)
+        run_id = registry.register(kind="matrix", config=config, stores=stores, results=results, command=command,
+                                   out=out, predictions=predictions)
+    except BaseException:
+        registry.release(run_key("matrix", config, stores))  # a failed run never blocks an identical one
+        raise
+    return Registered(registry.run(run_id), results, reused=False, files=files), details
 
 
 def pooled_matrix(details: dict, corpora: Sequence[str]):

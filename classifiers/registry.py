@@ -39,11 +39,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-
 from featstore.errors import SerError
 from featstore.serialize import dumps
 
+#: every kind of run the registry holds, the one list `ser results ls --kind` offers: `ser probe`
+#: (sweeps, multi- and cross-corpus), `ser probe --matrix` (each train→test cell a setting),
+#: `ser neighbors` (kNN per layer), `ser finetune` (each fold's test predictions, layer "e2e") and
+#: `ser evaluate` (a saved model scored on a corpus)
+KINDS = ("probe", "matrix", "neighbors", "finetune", "evaluate")
 DEFAULT_DB = Path("results") / "ser.db"
 METRICS = ("wa", "uar", "macro_f1")
 RUN_COLUMNS = ("id", "key", "kind", "created", "corpus", "model", "classifier", "command", "config", "stores",
@@ -70,8 +73,17 @@ class RegistryError(SerError):
     """A registry that cannot be opened, read or written (the message names the file and the fix)."""
 
 
+def check_kind(kind: str) -> str:
+    """`kind` when it is one of `KINDS`, else one RegistryError line naming the kinds."""
+    if kind not in KINDS:
+        raise RegistryError(f"unknown run kind {kind!r}: use one of {', '.join(KINDS)}")
+    return kind
+
+
 def _exact(value, where: str):
     """`value` made plain for the key: floats as their exact bits (`float.hex`), NaN/inf refused."""
+    import numpy as np  # here, not at import: `ser --help` reads KINDS without loading numpy
+
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
@@ -301,7 +313,7 @@ class Registry:
         `find` took on this run's key. An earlier run registered with the same folder is marked
         superseded (its files were written over).
         """
-        key = run_key(kind, config, stores)
+        key = run_key(check_kind(kind), config, stores)
         try:
             return self._register(key, kind, config, stores, results, command, out, predictions)
         finally:
@@ -376,12 +388,16 @@ class Registry:
 
     def runs(self, *, corpus: str | None = None, model: str | None = None, classifier: str | None = None,
              kind: str | None = None) -> list[dict]:
-        """Registered live runs, oldest first, filtered by corpus / model / classifier / kind (substring)."""
+        """Registered live runs, oldest first, filtered by corpus / model / classifier (substring) and
+        kind (exactly one of `KINDS`)."""
         where, args = [], []
-        for col, value in (("corpus", corpus), ("model", model), ("classifier", classifier), ("kind", kind)):
+        for col, value in (("corpus", corpus), ("model", model), ("classifier", classifier)):
             if value:
                 where.append(f"{col} LIKE ?")
                 args.append(f"%{value}%")
+        if kind:
+            where.append("kind = ?")
+            args.append(check_kind(kind))
         with self._connect() as conn:
             rows = conn.execute("SELECT * FROM runs WHERE " + " AND ".join([_live(conn), *where])
                                 + " ORDER BY created, rowid", args).fetchall()
@@ -575,3 +591,88 @@ def _empty_registry() -> sqlite3.Connection:
     for statement in SCHEMA:
         conn.execute(statement)
     return conn
+
+
+# -- fine-tuning runs ------------------------------------------------------------------------------
+
+def _recorded_base_sha256(model_dir: Path) -> str | None:
+    """The base model's weights sha256 an exported fold model records (its config.json `extra`
+    `backbone_weights_sha256`, or a LoRA export's `base_weights_sha256`), or None."""
+    def find(node):
+        if isinstance(node, dict):
+            for key in ("backbone_weights_sha256", "base_weights_sha256"):
+                if isinstance(node.get(key), str):
+                    return node[key]
+            return next((v for v in map(find, node.values()) if v), None)
+        return None
+
+    try:
+        return find(json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None
+
+
+def finetune_stores(run, utterances: Sequence, folds: Sequence, model: str) -> list[dict]:
+    """What a fine-tuning run read, fingerprinted for its registry key (the stores of a probe).
+
+    - the model: its id and the base weights' sha256 the run trained from, as the exported fold
+      models record it (`backbone_weights_sha256`); for a local model directory with no export yet,
+      `featstore.modelfiles.weights_hash` of the directory; None for a hub id with no export.
+    - the data, per corpus: the utterance count and a sha256 over every utterance's id, speaker,
+      label, duration and sample rate (from the audio headers);
+    - the folds: a sha256 over each fold's name and its training, validation and test ids.
+    Not covered: the audio samples themselves (hashing them would read the whole corpus again): a
+    file re-encoded in place with the same header and id is not told apart.
+    """
+    exported = [Path(f.model_dir) for f in getattr(run, "folds", []) if getattr(f, "model_dir", None)]
+    sha = next((s for s in map(_recorded_base_sha256, exported) if s), None)
+    if sha is None and Path(model).is_dir():
+        from featstore.modelfiles import weights_hash
+
+        try:
+            sha = weights_hash(Path(model))
+        except OSError:
+            sha = None
+    fingerprints = [dict(model_id=model, weights_sha256=sha)]
+    for corpus in dict.fromkeys(u.corpus for u in utterances):
+        lines = sorted(f"{u.id}\t{u.speaker}\t{u.label}\t{u.duration!r}\t{u.sample_rate}"
+                       for u in utterances if u.corpus == corpus)
+        fingerprints.append(dict(corpus=corpus, utterances=len(lines),
+                                 utterances_sha256=hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]))
+    h = hashlib.sha256()
+    for fold in folds:
+        h.update(str(fold.name).encode() + b"\0")
+        for part in (fold.train, fold.val, fold.test):
+            ids = [] if part is None else sorted(utterances[int(i)].id for i in part)
+            h.update("\n".join(ids).encode() + b"\0")
+    fingerprints.append(dict(folds=[str(f.name) for f in folds], folds_sha256=h.hexdigest()[:16]))
+    return fingerprints
+
+
+def finetune_config(config, *, corpus: str, train: Sequence[str] = (), protocol: str = "") -> dict:
+    """A fine-tuning run's registered configuration: every `FinetuneConfig` field (its
+    `dataclasses.asdict`) plus the test corpus, the extra training corpora and the protocol."""
+    from dataclasses import asdict
+
+    return dict(asdict(config), corpus=corpus, train=list(train), protocol=protocol, model=config.model)
+
+
+def register_finetune(registry: Registry, run, utterances: Sequence, folds: Sequence, config, *, corpus: str,
+                      train: Sequence[str] = (), protocol: str = "", command: str = "") -> str | None:
+    """Register a finished `classifiers.finetune.finetune` run (kind "finetune"): its folds' records
+    (`to_probe_results`, layer "e2e") and every fold's test predictions (`predictions.parquet`), so a
+    fine-tuned model gets the probes' speaker CIs and paired comparisons. Never looked up first: an
+    identical run resumes on its own; registering a run folder again replaces its earlier row
+    (`register` marks it superseded). Returns the run id, or None for a run with no fold scored."""
+    from classifiers.finetune import to_probe_results
+
+    results = to_probe_results(run)
+    if not results.records:
+        return None
+    results.meta = dict(results.meta, model=config.model, corpus=corpus)
+    predictions = Path(run.out_dir) / "predictions.parquet"
+    return registry.register(kind="finetune", config=finetune_config(config, corpus=corpus, train=train,
+                                                                     protocol=protocol),
+                             stores=finetune_stores(run, utterances, folds, config.model), results=results,
+                             command=command, out=run.out_dir,
+                             predictions=predictions if predictions.is_file() else None)
