@@ -1436,18 +1436,42 @@ study_app = typer.Typer(help="Run a whole comparison declared in one TOML study 
 app.add_typer(study_app, name="study")
 
 
+def _run_kinds() -> tuple[str, ...]:
+    """The run kinds, from the one list in the registry module (read without numpy)."""
+    from classifiers.registry import KINDS
+
+    return KINDS
+
+
+def _run_kind(v: str) -> str | None:
+    return None if v in _run_kinds() else f"use one of {', '.join(_run_kinds())}"
+
+
+def _run_where(run: dict) -> str:
+    """What a run trained and tested on, from its configuration: "ravdess | ravdess,emodb → cremad",
+    a matrix's corpora "ravdess × emodb", a fine-tuned run's corpus (and extra training corpora)."""
+    cfg = run["config"]
+    if run["kind"] == "matrix":
+        return " × ".join(cfg.get("corpora") or [])
+    if run["kind"] == "finetune" and cfg.get("train"):
+        return "+".join([cfg.get("corpus") or "", *cfg["train"]]) + f" → {cfg.get('corpus')}"
+    where = " | ".join(cfg.get("train") or []) or cfg.get("corpus") or ""
+    return where + (f" → {cfg['test']}" if cfg.get("test") else "")
+
+
 @results_app.command("ls")
 @friendly
 def results_ls(
     corpus: str | None = typer.Option(None, "--corpus", "-c", help="Only runs on this corpus."),
     model: str | None = typer.Option(None, "--model", "-m", help="Only runs of this model (substring)."),
     classifier: str | None = typer.Option(None, "--classifier", help="Only runs of this classifier."),
-    kind: str | None = typer.Option(None, "--kind", help="Only runs of this kind: probe, neighbors, evaluate, finetune."),
+    kind: str | None = typer.Option(None, "--kind", callback=_rule(_run_kind),
+                                    help=f"Only runs of this kind: {', '.join(_run_kinds())}."),
     db: Path | None = DB_OPT,
 ):
-    """List registered runs with their best mean UAR.
+    """List registered runs with their kind and best mean UAR.
 
-    Example: ser results ls --corpus ravdess
+    Example: ser results ls --corpus ravdess --kind matrix
     """
     from classifiers.registry import Registry
 
@@ -1455,10 +1479,8 @@ def results_ls(
     rows = []
     for r in registry.runs(corpus=corpus, model=model, classifier=classifier, kind=kind):
         uar = registry.best_mean(r["id"])
-        cfg = r["config"]
-        where = " | ".join(cfg.get("train") or []) or cfg.get("corpus") or ""
-        rows.append([r["id"], r["created"][:16].replace("T", " "), r["kind"], r["corpus"] or "", r["model"] or "", r["classifier"] or "",
-                     where + (f" → {cfg['test']}" if cfg.get("test") else ""), "–" if uar is None else f"{uar:.3f}"])
+        rows.append([r["id"], r["created"][:16].replace("T", " "), r["kind"], r["corpus"] or "", r["model"] or "",
+                     r["classifier"] or "", _run_where(r), "–" if uar is None else f"{uar:.3f}"])
     from classifiers.results import table
 
     t = table("run", "created", "kind", "corpus", "model", "classifier", "train", "best mean UAR",
@@ -1472,7 +1494,8 @@ def results_ls(
 @results_app.command("show")
 @friendly
 def results_show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough) or its results folder."), db: Path | None = DB_OPT):
-    """One run: configuration, stores, scores (pooled UAR with its 95% speaker CI, mean ± std over folds).
+    """One run: configuration, stores, scores (pooled UAR with its 95% speaker CI, mean ± std over folds),
+    and its configuration as the TOML [[cells]] entry of a study file that would re-create it.
 
     Example: ser results show 3fa9c2
     """
@@ -1487,6 +1510,10 @@ def results_show(run_id: str = typer.Argument(..., help="Run id (a unique prefix
                                                                  "classifier", "code_version", "out", "predictions")]
                  + [["config", str(run["config"])]] + [["store", str(s)] for s in run["stores"]], title=f"run {run['id']}")
     console.print(summary_table(results, title=f"run {run['id']}"))   # the headline: pooled UAR, speaker CI
+    from classifiers.results import study_cell
+
+    console.print(f"# the study file cell of run {run['id']} ({run['kind']}):\n{study_cell(run['kind'], run['config'])}",
+                  highlight=False, soft_wrap=True)
 
 
 @results_app.command("rerun")
@@ -1527,7 +1554,10 @@ def results_compare(
     db: Path | None = DB_OPT,
 ):
     """Runs side by side: scores with CI, differences against the first run with CI and paired p
-    (Holm-adjusted), and a comparison plot. Runs must share their test utterances.
+    (Holm-adjusted), and a comparison plot. Runs of any kind (probe, matrix cell, neighbors,
+    finetune, evaluate) pair on the test utterances they share: each at its best setting scored on
+    the same utterances as the others; runs with no such setting are refused, naming how many
+    utterances they share.
 
     Example: ser results compare 3fa9c2 81d0e4 --metric uar
     """

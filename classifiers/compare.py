@@ -1,5 +1,6 @@
 """Comparisons of settings from per-utterance predictions: training sets against the first, a
-layer against every other layer, run against run. Each row is a `classifiers.stats.paired_compare`
+layer against every other layer, run against run (any kinds: a probe's layer, a matrix cell, kNN, a
+fine-tuned model, paired on the test utterance ids both were scored on). Each row is a `classifiers.stats.paired_compare`
 (difference, jackknife-t CI over speakers and the p-value of the same statistic) plus Holm's
 adjustment over the family; the best layer picked on the test predictions themselves is compared
 exploratorily, adjusted for the pick (`classifiers.stats.best_against_rest`).
@@ -147,20 +148,65 @@ def what_differs(runs: Sequence[dict]) -> dict[str, str]:
     return {r["id"]: ", ".join(f"{k} {shown(value(r, k))}" for k in differ) for r in runs}
 
 
+def _at_layer(found: list[Setting], layer: str | int | None) -> list[Setting]:
+    """The settings at `layer` (all when None); a run whose layers are not stored layers (a fine-tuned
+    model: "e2e") is compared as it is, a stored-layer run without `layer` is refused."""
+    if layer is None:
+        return found
+    at = [s for s in found if s[3] == str(layer)]
+    if at:
+        return at
+    if not any(str(s[3]).lstrip("-").isdigit() for s in found):
+        return found
+    raise StatsError(f"no predictions at layer {layer}; see `ser results show`")
+
+
+def paired_settings(runs: Sequence[tuple[str, dict]], metric: str = "uar",
+                    layer: str | int | None = None) -> list[Setting]:
+    """The setting of each run (name, prediction columns) that the comparison pairs, whatever the
+    runs' kinds (probe layers, matrix cells, kNN, fine-tuned folds): settings pair when they were
+    scored on the same test utterance ids. The first run's best setting (pooled `metric`) among
+    those whose test utterances every run has a setting for, then each other run's best setting
+    on exactly those utterances. Refused in one line (`StatsError`) when two runs share no test
+    set, naming how many utterances they share."""
+    cands = []
+    for _, cols in runs:
+        cands.append([(s, frozenset(setting_rows(cols, s)["id"].tolist()))
+                      for s in _at_layer(settings(cols), layer)])
+    common = set.intersection(*({ids for _, ids in c} for c in cands))
+    if not common:
+        first = {ids for _, ids in cands[0]}
+        i = next((i for i, c in enumerate(cands[1:], 1) if not first & {ids for _, ids in c}), len(cands) - 1)
+        a, b = runs[0][0], runs[i][0]
+        ids_a = frozenset().union(*(ids for _, ids in cands[0]))
+        ids_b = frozenset().union(*(ids for _, ids in cands[i]))
+        shared = len(ids_a & ids_b)
+        raise StatsError(f"cannot compare run {b} with run {a}: they were scored on different test utterances "
+                         f"({shared} shared, {len(ids_a) - shared} only in {a}, {len(ids_b) - shared} only in {b}); "
+                         f"a paired test needs the same utterances: compare runs over the same corpus, folds and "
+                         f"classes")
+
+    def best(k: int, ids=None) -> tuple[Setting, frozenset]:
+        pool = [(s, i) for s, i in cands[k] if (i in common if ids is None else i == ids)]
+        return max(pool, key=lambda si: interval(runs[k][1], si[0], metric).value)
+
+    s0, ids = best(0)
+    return [s0, *(best(k, ids)[0] for k in range(1, len(runs)))]
+
+
 def run_differences(runs: Sequence[tuple[str, object]], metric: str = "uar", layer: str | int | None = None,
                     seed: int = 0, differs: dict[str, str] | None = None) -> tuple[list[dict], list[dict]]:
-    """Runs (name, ProbeResults) against the first: each at its best setting (or `layer`).
+    """Runs (name, ProbeResults) against the first, whatever their kinds: each at the setting
+    `paired_settings` picks (its best on the test utterances all runs share; at `layer` when given).
 
     Returns (one summary row per run: name, setting, value with CI; the comparisons with Holm).
     Refused (`StatsError`) when two runs were scored on different test utterances. `differs`
     ({name: text}, `what_differs`) is added to each setting's name, so runs that differ only in
     their model or class policy are told apart.
     """
-    chosen = []
-    for name, results in runs:
-        cols = columns(results)
-        s = best_setting(cols, metric, layer)
-        chosen.append((name, s, setting_rows(cols, s), interval(cols, s, metric, seed)))
+    cols_of = [(name, columns(results)) for name, results in runs]
+    chosen = [(name, s, setting_rows(cols, s), interval(cols, s, metric, seed))
+              for (name, cols), s in zip(cols_of, paired_settings(cols_of, metric, layer))]
     differs = differs or {}
     summary = [dict(run=name, setting=setting_name(s) + (f"; {differs[name]}" if differs.get(name) else ""),
                     **iv.to_dict()) for name, s, _, iv in chosen]

@@ -890,3 +890,54 @@ def check_out(out: str | Path, overwrite: bool = False) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise SerError(f"{out} already holds results; pass --overwrite to replace them, or another --out")
     return out
+
+
+# -- a registered configuration as the study file cell that re-creates it -------------------------
+
+#: a probe's registered configuration key -> its study file [[cells]] key (classifiers.study.CELL_KEYS)
+_PROBE_CELL_KEYS = {"corpus": "corpus", "train": "train", "test": "test", "protocol": "protocol", "layers": "layers",
+                    "stat": "stat", "seeds": "seeds", "C": "C", "classes": "classes",
+                    "shuffle_labels": "shuffle_labels", "classifier": "classifiers", "model": "models"}
+
+
+def _toml_key(key: str) -> str:
+    import re
+
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def toml_value(value) -> str:
+    """`value` (a registered configuration's JSON value) as a TOML value: strings quoted (JSON's
+    escapes are TOML's), numbers exactly (`repr`), booleans, arrays and inline tables."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "nan" if value != value else {float("inf"): "inf", float("-inf"): "-inf"}.get(value, repr(value))
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value if v is not None) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {toml_value(v)}" for k, v in value.items() if v is not None) + "}"
+    return json.dumps(str(value))
+
+
+def study_cell(kind: str, config: dict) -> str:
+    """A registered run's configuration as the study file `[[cells]]` entry that would re-create it.
+
+    probe: the keys `ser study run` reads (`classifier` as `classifiers`, `model` as `models`; a
+    probe option, `params`, as its own keys: class_weight, speaker_norm, early_stopping); keys
+    that are None or an empty list are left out (their defaults). Other kinds: `kind = "..."` and
+    their configuration as registered (a study file's cell of that kind). TOML has no null, so a
+    None value is left out: it is each option's default."""
+    lines = ["[[cells]]"]
+    if kind == "probe":
+        cell = {_PROBE_CELL_KEYS.get(k, k): v for k, v in config.items() if k != "params"}
+        cell.update(config.get("params") or {})
+    else:
+        lines.append(f"kind = {toml_value(kind)}")
+        cell = dict(config)
+    lines += [f"{_toml_key(k)} = {toml_value(v)}" for k, v in cell.items() if v is not None and v != []]
+    return "\n".join(lines)
