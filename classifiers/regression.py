@@ -705,7 +705,8 @@ class KNNRegressorProbe(RegressorMixin, BaseEstimator):
 
 class _Registry(Mapping):
     """name -> estimator class, each imported when first looked up (xgboost and torch load only for
-    the regressors that need them); iterating lists the names without importing anything."""
+    the regressors that need them); iterating lists the names without importing anything. An
+    unknown name is a one-line `RegressionError` listing the names (not a bare KeyError)."""
 
     def __init__(self, where: dict[str, str]):
         self._where = dict(where)
@@ -715,6 +716,9 @@ class _Registry(Mapping):
 
         module, cls = self._where[check_regressor(name)].split(":")
         return getattr(importlib.import_module(module), cls)
+
+    def __contains__(self, name) -> bool:
+        return name in self._where
 
     def __iter__(self):
         return iter(self._where)
