@@ -1,5 +1,9 @@
 """Plots people would rather look at than read: layer curves, confusion heatmaps, transfer matrices.
 
+Dimensional emotion (issue 25): the CCC layer curve per dimension (`dimension_layer_curve`),
+predicted against true per dimension (`prediction_scatter`) and the cross-corpus CCC matrix
+(`ccc_transfer_heatmap`, drawn by `transfer_heatmap`).
+
 Every text is drawn literally (a corpus label such as `a$b`, `$x$` or `50%_sad` is never parsed as
 mathtext: `literal_text`), and every figure is written whole or not at all (`save_figure`: temp, rename),
 in each of the figure formats asked for (`FORMATS`: png, pdf, svg; `figure_formats` sets them for a
@@ -387,17 +391,19 @@ def confusion_heatmap(cm: np.ndarray, labels: Sequence[str], out: str | Path, ti
 
 @literal_text
 def transfer_heatmap(matrix: np.ndarray, corpora: Sequence[str], out: str | Path, metric: str = "UAR",
-                     title: str = "", formats: str | Sequence[str] | None = None) -> Path:
-    """Train corpus (rows) x test corpus (columns) heatmap, values annotated."""
+                     title: str = "", formats: str | Sequence[str] | None = None, *, vmin: float = 0.0,
+                     vmax: float = 1.0) -> Path:
+    """Train corpus (rows) x test corpus (columns) heatmap, values annotated; colours span vmin..vmax
+    (0..1 for UAR; `ccc_transfer_heatmap` passes a negative vmin when a CCC is below 0)."""
     plt = _plt()
     n = len(corpora)
     fig, ax = plt.subplots(figsize=(max(4.8, 1.6 + 1.0 * n), max(3.6, 1.2 + 0.9 * n)), dpi=150)
-    im = ax.imshow(matrix, cmap="viridis", vmin=0, vmax=1)
+    im = ax.imshow(matrix, cmap="viridis", vmin=vmin, vmax=vmax)
     for i in range(n):
         for j in range(n):
             v = matrix[i, j]
             ax.text(j, i, "—" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=9,
-                    color="black" if (not np.isnan(v) and v > 0.6) else "white")
+                    color="black" if (not np.isnan(v) and (v - vmin) / (vmax - vmin) > 0.6) else "white")
     ax.set_xticks(range(n), corpora, rotation=30, ha="right")
     ax.set_yticks(range(n), corpora)
     ax.set_xlabel("test corpus")
@@ -405,6 +411,123 @@ def transfer_heatmap(matrix: np.ndarray, corpora: Sequence[str], out: str | Path
     ax.set_title(title or f"cross-corpus transfer ({metric}; diagonal: speaker-independent folds)", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=metric)
     return save_figure(plt, fig, out, formats=formats)
+
+
+# ---------------------------------------------------------------------------------------------
+# dimensional emotion (issue 25)
+# ---------------------------------------------------------------------------------------------
+
+@literal_text
+def dimension_layer_curve(curves, out: str | Path, *, metric: str = "CCC", title: str = "",
+                          formats: str | Sequence[str] | None = None) -> Path:
+    """CCC vs layer, one line per dimension (arousal, valence, dominance, ...).
+
+    curves: {dimension: [(layer, value, low, high), ...]}: low/high the speaker CI of the value
+    (`classifiers.regression.ccc_interval`; None, or (layer, value) pairs, for no band). The band
+    is drawn where a CI is given, the best layer of each dimension starred and named in the
+    legend; coinciding lines are told apart by marker, line style and a sideways offset. The y axis
+    spans 0..1, extended below 0 when a value or band is (CCC runs from -1 to 1)."""
+    plt = _plt()
+    if not curves:
+        raise SerError("dimension_layer_curve: no dimensions to draw")
+    series = {}
+    for name, points in curves.items():
+        pts = sorted((tuple(p) + (None, None))[:4] for p in points)
+        if not pts:
+            raise SerError(f"dimension_layer_curve: dimension {name!r} has no layers")
+        series[name] = pts
+    layers = sorted({p[0] for pts in series.values() for p in pts})
+    span = (layers[-1] - layers[0]) if len(layers) > 1 else 1
+    fig, ax = plt.subplots(figsize=(7.5, 4.4), dpi=150)
+    lowest, banded = 0.0, False
+    for i, (name, pts) in enumerate(series.items()):
+        x = np.array([p[0] for p in pts], dtype=float) + dodge(i, len(series), span)
+        m = np.array([p[1] for p in pts], dtype=float)
+        b = int(np.nanargmax(m))
+        line, = ax.plot(x, m, ms=5, lw=1.6, label=f"{name} (best {m[b]:.3f}, layer {pts[b][0]})", **series_style(i))
+        has_ci = [p[2] is not None and p[3] is not None for p in pts]
+        if any(has_ci):
+            banded = True
+            lo = np.array([p[2] if ok else np.nan for p, ok in zip(pts, has_ci)], dtype=float)
+            hi = np.array([p[3] if ok else np.nan for p, ok in zip(pts, has_ci)], dtype=float)
+            ax.fill_between(x, lo, hi, where=np.array(has_ci), color=line.get_color(), alpha=0.15, lw=0)
+            lowest = min(lowest, float(np.nanmin(lo)))
+        lowest = min(lowest, float(np.nanmin(m)))
+        ax.plot([x[b]], [m[b]], marker="*", ms=13, color=line.get_color(), mec="black", mew=0.5)
+    if lowest < 0:
+        ax.axhline(0, color="grey", lw=1, ls="--")
+    ax.set_ylim(max(-1.0, lowest - 0.05) if lowest < 0 else 0, 1)
+    ax.set_xlabel("layer (hidden_states[k])")
+    ax.set_ylabel(f"{metric}" + (" (band: 95% speaker CI)" if banded else ""), fontsize=9)
+    step = max(1, int(np.ceil(len(layers) / 13)))
+    ax.set_xticks(layers[::step])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(title or f"{metric} by layer, per dimension", fontsize=10)
+    return save_figure(plt, fig, out, formats=formats)
+
+
+#: above this many points a predicted-vs-true panel is a hexbin density, not a scatter
+DENSITY_ABOVE = 2000
+
+
+@literal_text
+def prediction_scatter(y_true, y_pred, out: str | Path, names: Sequence[str] | None = None, *, title: str = "",
+                       density_above: int = DENSITY_ABOVE, formats: str | Sequence[str] | None = None) -> Path:
+    """Predicted against true, one panel per dimension: a scatter, or a hexbin density (log counts)
+    above `density_above` points; the identity line; the panel titled with its CCC
+    (`classifiers.regression.ccc` of that column, 3 decimals) and n.
+
+    y_true, y_pred: (n,) or (n, T); names: T dimension names (default arousal, valence, dominance
+    for 3 columns, else t0, t1, ...)."""
+    from classifiers.regression import _pair, ccc
+
+    y, p, _ = _pair(y_true, y_pred)
+    T = y.shape[1]
+    if names is None:
+        names = ["arousal", "valence", "dominance"] if T == 3 else [f"t{k}" for k in range(T)]
+    names = list(names)
+    if len(names) != T:
+        raise SerError(f"prediction_scatter: {len(names)} dimension names for {T} columns")
+    plt = _plt()
+    values = np.atleast_1d(ccc(y, p))
+    from matplotlib.colors import LogNorm
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    dense = len(y) > density_above
+    fig, axes = plt.subplots(1, T, figsize=((4.9 if dense else 4.0) * T, 4.3), dpi=150, squeeze=False)
+    for t, ax in enumerate(axes[0]):
+        yt, pt = y[:, t], p[:, t]
+        lo, hi = float(min(yt.min(), pt.min())), float(max(yt.max(), pt.max()))
+        pad = 0.04 * (hi - lo) or 0.5
+        lo, hi = lo - pad, hi + pad
+        if dense:
+            hb = ax.hexbin(yt, pt, gridsize=40, extent=(lo, hi, lo, hi), norm=LogNorm(), mincnt=1, cmap="viridis")
+            bar = fig.colorbar(hb, ax=ax, fraction=0.046, pad=0.04, label="points per cell (log scale)")
+            bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))   # plain numbers, no mathtext
+            bar.ax.yaxis.set_minor_formatter(NullFormatter())
+        else:
+            ax.scatter(yt, pt, s=8, alpha=0.45, lw=0, color="C0")
+        ax.plot([lo, hi], [lo, hi], ls="--", color="black", lw=1, label="identity")
+        ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel=f"true {names[t]}", ylabel=f"predicted {names[t]}")
+        ax.set_aspect("equal")
+        ax.grid(alpha=0.3)
+        ax.set_title(f"{names[t]}: CCC {values[t]:.3f} (n={len(yt)})", fontsize=9.5)
+    if title:
+        fig.suptitle(title, fontsize=10.5)
+    return save_figure(plt, fig, out, formats=formats)
+
+
+def ccc_transfer_heatmap(matrix: np.ndarray, corpora: Sequence[str], out: str | Path, *, dimension: str = "",
+                         title: str = "", formats: str | Sequence[str] | None = None) -> Path:
+    """The cross-corpus CCC matrix: train corpus (rows) x test corpus (columns), drawn by
+    `transfer_heatmap` (the UAR matrix's figure) with colours over 0..1, extended to the lowest
+    value (at most -1) when a cell's CCC is negative. dimension: named in the metric ("CCC arousal")."""
+    m = np.asarray(matrix, dtype=float)
+    low = float(np.nanmin(m)) if np.isfinite(m).any() else 0.0
+    vmin = max(-1.0, np.floor(low * 10) / 10) if low < 0 else 0.0
+    metric = f"CCC {dimension}".strip()
+    return transfer_heatmap(m, corpora, out, metric=metric, title=title, formats=formats, vmin=vmin, vmax=1.0)
 
 
 _PAIR_COLORS = ("#e377c2", "#bcbd22", "#17becf", "#8c564b", "#d62728", "#9467bd", "#2ca02c", "#ff7f0e")
