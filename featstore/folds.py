@@ -30,6 +30,10 @@ Protocols (`make_folds(utterances, protocol)`):
 ``loso-session``    Leave one session out (IEMOCAP): one fold per (corpus, session).
 ``speaker-kfold:K`` K folds grouped by speaker, stratified by label where possible
                     (`StratifiedGroupKFold(shuffle=True, random_state=seed)`).
+``official``        A corpus' own published partitions, held in `Utterance.session` (MSP-Podcast's
+                    Split_Set): train on Train, validate on Development, one fold per test
+                    partition present (Test1, Test2, Test3), named after it; test partitions are
+                    never pooled. Speaker-independent as far as the release's partitions are.
 ``standard``        `standard_protocol(corpus)` of the (single) corpus in the list.
 ==================  ===========================================================================
 
@@ -100,7 +104,10 @@ class Fold:
 
 #: Protocol names `make_folds` accepts (``speaker-kfold:K`` with an integer K >= 2).
 PROTOCOLS: tuple[str, ...] = ("luna5", "emobox", "emobox-track2", "loso", "loso-session", "speaker-kfold:K",
-                              "standard")
+                              "official", "standard")
+
+#: `official`: the partition names a release uses for training, validation and testing (tests: "Test*")
+OFFICIAL_TRAIN, OFFICIAL_VALIDATION, OFFICIAL_TEST_PREFIX = "Train", "Development", "Test"
 
 #: The classes EmoBox's cross-corpus track shares between its 4 corpora.
 TRACK2_CLASSES: tuple[str, ...] = ("neutral", "happy", "sad", "angry")
@@ -199,7 +206,8 @@ def make_folds(utterances: Sequence[Utterance], protocol: str, *, seed: int = 0,
     """Split `utterances` (length N) into folds by `protocol` (see the module docstring).
 
     Returns a list of `Fold`s with sorted int64 index arrays into `utterances`; `val` is None
-    (add one with `with_validation`). `seed` only matters for ``speaker-kfold:K``; `strict` only
+    (add one with `with_validation`), except under ``official``, whose validation set is the
+    release's own Development partition. `seed` only matters for ``speaker-kfold:K``; `strict` only
     for ``emobox`` (raise instead of warning about utterances EmoBox does not list).
     Raises `ProtocolError` for an unknown protocol or one these utterances cannot support.
     """
@@ -226,6 +234,8 @@ def make_folds(utterances: Sequence[Utterance], protocol: str, *, seed: int = 0,
         return _loso_session(utterances)
     if protocol.startswith("speaker-kfold"):
         return _speaker_kfold(utterances, _parse_kfold(protocol), seed)
+    if protocol == "official":
+        return _official(utterances)
     raise _unknown_protocol(protocol)
 
 
@@ -332,6 +342,27 @@ def _loso_session(utterances: Sequence[Utterance]) -> list[Fold]:
     if len(distinct) < 2:
         raise ProtocolError(f"protocol 'loso-session' needs at least 2 sessions, got {distinct}")
     return _folds_from_groups(groups, [[g] for g in distinct], [f"session-{g}" for g in distinct])
+
+
+def _official(utterances: Sequence[Utterance]) -> list[Fold]:
+    """One fold per test partition: train Train, validate Development, test that partition."""
+    corpus = _single_corpus(utterances, "official")
+    parts = [u.session or "" for u in utterances]
+    tests = sorted({p for p in parts if p.startswith(OFFICIAL_TEST_PREFIX)})
+    if OFFICIAL_TRAIN not in parts or not tests:
+        found = ", ".join(sorted(set(parts) - {""})) or "none"
+        raise ProtocolError(f"protocol 'official' needs the corpus' published partitions ({OFFICIAL_TRAIN}, "
+                            f"{OFFICIAL_VALIDATION}, {OFFICIAL_TEST_PREFIX}1, ...) in each utterance's session; "
+                            f"{corpus} has: {found}; use its standard protocol or speaker-kfold:5")
+    other = sorted({p for p in parts} - {OFFICIAL_TRAIN, OFFICIAL_VALIDATION, *tests})
+    if other:
+        warnings.warn(FoldWarning(f"protocol 'official': {sum(p in other for p in parts)} utterances of {corpus} are in "
+                                  f"no known partition ({', '.join(repr(p) for p in other)}) and in no split"),
+                      stacklevel=3)
+    train = _idx([i for i, p in enumerate(parts) if p == OFFICIAL_TRAIN])
+    val = _idx([i for i, p in enumerate(parts) if p == OFFICIAL_VALIDATION])
+    return [Fold(name, train, _idx([i for i, p in enumerate(parts) if p == name]), val if len(val) else None)
+            for name in tests]
 
 
 def _speaker_kfold(utterances: Sequence[Utterance], k: int, seed: int) -> list[Fold]:

@@ -15,6 +15,16 @@ differ in prosody and voice quality and whose speakers differ in timbre:
 
 Speaker, gender and label of each file come from the corpus module's own `parse`, i.e. the
 tree is labelled exactly as `ser` will read it. numpy only; same seed -> identical bytes.
+
+Dimensional labels are planted from each clip's own prosody (`planted_dimensions`), so a probe
+can find them in the audio: arousal from loudness and pitch level, valence from intonation range
+against spectral brightness and jitter, dominance from loudness against breathiness; each
+varies from clip to clip with the clip's prosody, not only with its emotion. IEMOCAP trees carry
+them as the `[V, A, D]` triple of their EmoEvaluation lines (1-5). MSP-Podcast, which EmoBox does
+not list, gets a release of its own making (`synthesize("msppodcast", ...)`): `Audios/` and
+`Labels/labels_consensus.csv` with partitions Train / Development / Test1 / Test2 (speakers
+disjoint between them), Test3 with its labels hidden, unknown speakers, the O and X codes and
+EmoAct/EmoVal/EmoDom on 1-7.
 """
 
 from __future__ import annotations
@@ -375,8 +385,12 @@ class SynthResult:
 
 
 def synth_corpora() -> list[str]:
-    """Corpora `synthesize` can imitate (those EmoBox publishes file lists for)."""
+    """The EmoBox corpora `synthesize` imitates from EmoBox's file lists (it also writes `OWN_RELEASES`)."""
     return reference_corpora()
+
+
+#: Corpora EmoBox does not list, whose synthetic release `synthesize` makes up in the real layout.
+OWN_RELEASES = ("msppodcast",)
 
 
 def balanced_subset(speakers: list[str], labels: list[str], n: int, seed: int = 0) -> list[int]:
@@ -438,6 +452,11 @@ def synthesize(corpus: str, out: str | Path, *, n: int | None = None, seed: int 
     from featstore.units import human_size
 
     try:
+        if name in OWN_RELEASES:
+            if keys is not None:
+                raise SerError(f"keys select EmoBox files; {name} has no EmoBox list (use n)")
+            return _write_msppodcast(out, n=n, seed=seed, max_duration=max_duration, sample_rate=sample_rate,
+                                     progress=progress)
         return _write_tree(name, out, n=n, seed=seed, max_duration=max_duration, sample_rate=sample_rate, keys=keys,
                            progress=progress)
     except OutputDiskFull as e:
@@ -482,11 +501,13 @@ def _write_tree(name: str, out: Path, *, n: int | None, seed: int, max_duration:
     voices: dict[str, Voice] = {}
 
     def audio_of(item: SynthFile) -> np.ndarray:
-        voice = voices.get(item.speaker)
-        if voice is None:
-            voice = voices[item.speaker] = make_voice(f"{name}-{item.speaker}", item.gender, seed)
-        rng = np.random.default_rng([seed, _stable_hash(item.key), 3])
-        return render(item.num_frames, item.sample_rate, utterance_prosody(item.label, voice, rng), voice, rng)
+        prosody, voice, rng = _prosody_of(name, item, seed, voices)
+        return render(item.num_frames, item.sample_rate, prosody, voice, rng)
+
+    if name == "iemocap":  # the [V, A, D] triples, planted from each clip's prosody
+        dims = {item.key: planted_dimensions(*_prosody_of(name, item, seed, voices)[:2], scale=(1.0, 5.0))
+                for item in plan}
+        _write_iemocap_evaluations(out, sized, dims)
 
     whole = [item for item in plan if item.start is None]
     items = whole
@@ -501,6 +522,37 @@ def _write_tree(name: str, out: Path, *, n: int | None, seed: int, max_duration:
     _write_segment_files(out, [item for item in plan if item.start is not None], audio_of)
     _write_marker(out, {**info, "complete": True})
     return SynthResult(name, out, len(plan), float(sum(f.duration for f in plan)), relpaths, plan, annotations)
+
+
+def _prosody_of(name: str, item: SynthFile, seed: int, voices: dict[str, Voice]) -> tuple:
+    """(prosody, voice, rng) of one clip: the prosody its audio is rendered with, and the generator
+    `render` goes on with (so dimensions planted from the prosody are the audio's own)."""
+    voice = voices.get(item.speaker)
+    if voice is None:
+        voice = voices[item.speaker] = make_voice(f"{name}-{item.speaker}", item.gender, seed)
+    rng = np.random.default_rng([seed, _stable_hash(item.key), 3])
+    return utterance_prosody(item.label, voice, rng), voice, rng
+
+
+def planted_dimensions(prosody: Prosody, voice: Voice, scale: tuple[float, float]) -> tuple[float, float, float]:
+    """(arousal, valence, dominance) on `scale`, read from a clip's prosody (the speaker's habits removed).
+
+    arousal: loudness and pitch level; valence: intonation range against spectral brightness and
+    jitter (happy wide and smooth, angry bright, sad and fearful jittery); dominance: loudness
+    against breathiness. Each z-score goes through a logistic onto the scale, rounded to 4
+    decimals as the corpora's means of ratings are written.
+    """
+    neutral = PROSODY[NEUTRAL]
+    level = prosody.level_db - voice.level_db
+    pitch = 12 * np.log2(prosody.f0_scale)                       # semitones above the speaker's base
+    breath = np.log(prosody.breath / (voice.breath * neutral.breath))
+    z_arousal = level / 5.0 + pitch / 4.0
+    z_valence = (np.log(prosody.f0_range / neutral.f0_range) / 0.5 - np.log(prosody.tilt_hz / neutral.tilt_hz) / 0.4
+                 - np.log(prosody.jitter / neutral.jitter) / 0.5)
+    z_dominance = level / 6.0 - breath / 0.8
+    low, high = scale
+    return tuple(round(float(low + (high - low) / (1.0 + np.exp(-z / 1.5))), 4)
+                 for z in (z_arousal, z_valence, z_dominance))
 
 
 def _describe_all(loader: Corpus, root: Path, sized: list) -> list[SynthFile]:
@@ -695,20 +747,25 @@ def _write_label_tables(name: str, out: Path, sized: list, seed: int) -> list[st
     return sorted(tables)
 
 
-def _write_iemocap_evaluations(out: Path, sized: list) -> list[str]:
-    """`Session*/dialog/EmoEvaluation/<dialog>.txt`: the chosen turns, back to back in time."""
+def _write_iemocap_evaluations(out: Path, sized: list, dims: dict | None = None) -> list[str]:
+    """`Session*/dialog/EmoEvaluation/<dialog>.txt`: the chosen turns, back to back in time.
+
+    dims: key -> (arousal, valence, dominance), written in the file's [V, A, D] order (else 2.5 each).
+    """
     from featstore.corpora.iemocap import format_emo_evaluation
 
     dialogs: dict[str, list] = {}
     for f, rate, frames in sized:
         session, _, _, dialog, utt = Path(f.relpath).with_suffix("").parts
-        dialogs.setdefault(f"{session}/dialog/EmoEvaluation/{dialog}.txt", []).append((utt, frames / rate, f.label_raw))
+        a_v_d = (dims or {}).get(f.key)
+        dialogs.setdefault(f"{session}/dialog/EmoEvaluation/{dialog}.txt", []).append(
+            (utt, frames / rate, f.label_raw, None if a_v_d is None else (a_v_d[1], a_v_d[0], a_v_d[2])))
     written = []
     for rel, utts in sorted(dialogs.items()):
         utts.sort(key=_turn_order)  # F000, M000, F001, ... as the turns of a dialog
         entries, t = [], 1.0
-        for utt, seconds, label in utts:
-            entries.append((utt, round(t, 4), round(t + seconds, 4), label))
+        for utt, seconds, label, v_a_d in utts:
+            entries.append((utt, round(t, 4), round(t + seconds, 4), label, v_a_d))
             t += seconds + 0.5
         write_text(out / rel, format_emo_evaluation(entries))
         written.append(rel)
@@ -736,13 +793,90 @@ def _write_cremad_demographics(out: Path, seed: int) -> list[str]:
     return ["VideoDemographics.csv"]
 
 
+# -- MSP-Podcast: a release of our own making ---------------------------------------------------
+#: (EmoClass, weight): roughly the release's skew (neutral and happy common, fear rare), O and X included
+_MSP_CLASSES = (("N", 0.28), ("H", 0.15), ("A", 0.08), ("S", 0.08), ("U", 0.05), ("F", 0.03), ("D", 0.05),
+                ("C", 0.06), ("O", 0.08), ("X", 0.14))
+#: partition -> (identified speakers, segments per speaker, unknown-speaker segments); Test3's labels are hidden
+_MSP_PARTITIONS = {"Train": (24, 25, 24), "Development": (8, 15, 8), "Test1": (8, 15, 8), "Test2": (6, 12, 6),
+                   "Test3": (4, 8, 0)}
+
+
+def msppodcast_release(seed: int = 0) -> list[dict]:
+    """The segments of a synthetic MSP-Podcast release: one dict per segment with FileName, EmoClass,
+    SpkrID ("Unknown" or a number), Gender, Split_Set and seconds; speakers never cross partitions."""
+    from featstore.corpora.msppodcast import ALL_CLASSES
+
+    rng = np.random.default_rng([seed, 5])
+    codes, weights = zip(*_MSP_CLASSES)
+    weights = np.array(weights) / sum(weights)
+    rows, speaker, podcast = [], 100, 1
+    for split, (n_speakers, per_speaker, unknown) in _MSP_PARTITIONS.items():
+        owners = [(str(speaker + i), "Female" if rng.random() < 0.5 else "Male") for i in range(n_speakers)]
+        speaker += n_speakers
+        clips = [owner for owner in owners for _ in range(per_speaker)] + [("Unknown", "Unknown")] * unknown
+        for i, (spkr, gender) in enumerate(clips):
+            if i % 10 == 0:
+                podcast += 1
+            code = str(rng.choice(codes, p=weights))
+            rows.append(dict(FileName=f"MSP-PODCAST_{podcast:04d}_{i % 10 + 1:04d}.wav", EmoClass=code,
+                             label=ALL_CLASSES[code], SpkrID=spkr, Gender=gender, Split_Set=split,
+                             seconds=float(rng.uniform(2.75, 6.0))))
+    return rows
+
+
+def _write_msppodcast(out: Path, *, n: int | None, seed: int, max_duration: float | None, sample_rate: int | None,
+                      progress: bool) -> SynthResult:
+    """`Audios/` + `Labels/labels_consensus.csv` of `msppodcast_release`, the dimensions planted from prosody."""
+    from featstore.corpora.msppodcast import LABELS_CSV, SCALE, format_labels
+
+    rows = msppodcast_release(seed)
+    if n is not None and n < len(rows):
+        keep = balanced_subset([r["SpkrID"] if r["SpkrID"] != "Unknown" else r["FileName"] for r in rows],
+                               [r["EmoClass"] for r in rows], n, seed)
+        rows = [rows[i] for i in keep]
+    rate = int(sample_rate or 16000)
+    plan = []
+    for r in rows:
+        seconds = r["seconds"] if max_duration is None else min(r["seconds"], max_duration)
+        speaker = r["SpkrID"] if r["SpkrID"] != "Unknown" else f"unknown-{Path(r['FileName']).stem}"
+        plan.append(SynthFile(f"Audios/{r['FileName']}", f"msppodcast-{Path(r['FileName']).stem}", speaker,
+                              r["Gender"].lower() if r["Gender"] != "Unknown" else None, r["label"], r["EmoClass"],
+                              rate, max(1, int(round(seconds * rate)))))
+    relpaths = [item.relpath for item in plan]
+    annotations = [str(LABELS_CSV)]
+    info = {"corpus": "msppodcast", "seed": seed, "n": n, "max_duration": max_duration, "sample_rate": sample_rate,
+            "files": relpaths + annotations}
+    _write_marker(out, {**info, "complete": False})
+    voices: dict[str, Voice] = {}
+    table = []
+    for r, item in zip(rows, plan):
+        act, val, dom = planted_dimensions(*_prosody_of("msppodcast", item, seed, voices)[:2], scale=SCALE)
+        hidden = r["Split_Set"] == "Test3"  # the newest releases hide Test3's labels and speakers
+        table.append((r["FileName"], "" if hidden else r["EmoClass"], *((None,) * 3 if hidden else (act, val, dom)),
+                      "" if hidden else r["SpkrID"], "" if hidden else r["Gender"], r["Split_Set"]))
+    write_text(out / LABELS_CSV, format_labels(table))
+    items = plan
+    if progress:
+        from rich.progress import track
+
+        items = track(plan, description="synthesizing msppodcast", transient=True)
+    for item in items:
+        prosody, voice, rng = _prosody_of("msppodcast", item, seed, voices)
+        x = render(item.num_frames, item.sample_rate, prosody, voice, rng)
+        _write_whole(out / item.relpath, _size_bound(len(x)),
+                     lambda tmp, x=x, rate=item.sample_rate: write_audio(tmp, x, rate))
+    _write_marker(out, {**info, "complete": True})
+    return SynthResult("msppodcast", out, len(plan), float(sum(f.duration for f in plan)), relpaths, plan, annotations)
+
+
 # -- helpers ---------------------------------------------------------------------------------
 def _corpus_name(corpus: str) -> str:
     name = get_corpus(corpus).name  # a misspelt name fails here, with a suggestion
-    if name not in reference_corpora():
+    if name not in reference_corpora() and name not in OWN_RELEASES:
         raise CorpusError(
             f"cannot synthesize {corpus!r}: no EmoBox file list for it; choose one of "
-            f"{', '.join(reference_corpora())}"
+            f"{', '.join([*reference_corpora(), *OWN_RELEASES])}"
         )
     return name
 

@@ -15,6 +15,7 @@ from featstore.corpora.aesdd import AesddCorpus
 from featstore.corpora.ased import AsedCorpus
 from featstore.corpora.asvpesd import AsvpesdCorpus
 from featstore.corpora.base import (
+    DIMENSIONS,
     UTTERANCE_FIELDS,
     Archive,
     Corpus,
@@ -24,6 +25,7 @@ from featstore.corpora.base import (
     Protocol,
     Source,
     Utterance,
+    dimension_array,
 )
 from featstore.corpora.cafe import CafeCorpus
 from featstore.corpora.casia import CasiaCorpus
@@ -41,6 +43,7 @@ from featstore.corpora.jlcorpus import JlcorpusCorpus
 from featstore.corpora.meld import MeldCorpus
 from featstore.corpora.mer2023 import Mer2023Corpus
 from featstore.corpora.mesd import MesdCorpus
+from featstore.corpora.msppodcast import MspPodcastCorpus
 from featstore.corpora.oreau import OreauCorpus
 from featstore.corpora.pavoque import PavoqueCorpus
 from featstore.corpora.polish import PolishCorpus
@@ -54,13 +57,15 @@ from featstore.corpora.turevdb import TurevdbCorpus
 from featstore.corpora.urdu import UrduCorpus
 from featstore.errors import CorpusError
 
-#: Every supported corpus, in the order `ser corpora` lists them.
+#: Every supported corpus, in the order `ser corpora` lists them (the EmoBox corpora first, then the
+#: corpora with dimensional labels EmoBox does not cover, then your own CSV corpora).
 REGISTRY: tuple[Corpus, ...] = (
     RavdessCorpus(), CremadCorpus(), EmodbCorpus(), EmovoCorpus(), IemocapCorpus(), TessCorpus(),
     SaveeCorpus(), CafeCorpus(), AesddCorpus(), MesdCorpus(), ShemoCorpus(), SubescoCorpus(), UrduCorpus(),
     AsedCorpus(), AsvpesdCorpus(), CasiaCorpus(), EmnsCorpus(), EmovdbCorpus(), EmozionalmenteCorpus(),
     EnterfaceCorpus(), EsdCorpus(), JlcorpusCorpus(), MeldCorpus(), Mer2023Corpus(), OreauCorpus(),
     PavoqueCorpus(), PolishCorpus(), ResdCorpus(), TurevdbCorpus(),
+    MspPodcastCorpus(),
     CsvCorpus(),
 )
 
@@ -111,5 +116,5 @@ def load_manifest(name: str, root, **kwargs) -> Manifest:
 
 
 __all__ = ["CORPORA", "REGISTRY", "Archive", "Corpus", "CorpusError", "Manifest", "ParsedFile", "Problem",
-           "Protocol", "Source", "Utterance", "UTTERANCE_FIELDS", "check_custom_name", "closest_corpus",
-           "get_corpus", "load_manifest", "unknown_corpus"]
+           "Protocol", "Source", "Utterance", "UTTERANCE_FIELDS", "DIMENSIONS", "check_custom_name", "closest_corpus",
+           "dimension_array", "get_corpus", "load_manifest", "unknown_corpus"]
