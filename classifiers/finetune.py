@@ -309,22 +309,27 @@ def max_window(front_end) -> int | None:
 def clip_inputs(wave: np.ndarray, front_end=None) -> dict:
     """One clip's model inputs: `{"input_values": wave}` (already normalised where the model says so) for
     waveform models; for log-mel ones (`front_end`, `featstore.backbones.logmel`) the model's own features of
-    the clip alone, as extraction computes them, and its real output frames: `{"input_features": array,
-    "frame_lengths": int}`. A clip longer than the front-end's window (Whisper: 30 s) keeps its first window."""
+    the clip alone, computed by extraction's own code (`LogMelFrontEnd.batch` of the one clip), and its real
+    output frames: `{"input_features": array, "frame_lengths": int}`, plus `attention_mask` over the input
+    frames where the model takes one (w2v-BERT: its extractor pads a clip to an even number of fbank frames
+    and masks the extra one). A clip longer than the front-end's window (Whisper: 30 s) keeps its first window."""
     wave = np.ascontiguousarray(wave, dtype=np.float32)
     if front_end is None:
         return {"input_values": wave}
     window = max_window(front_end)
-    features, frames = front_end.features(wave[:window] if window else wave)
-    return {"input_features": np.ascontiguousarray(features, dtype=np.float32), "frame_lengths": int(frames)}
+    features, mask, frames = front_end.batch([wave[:window] if window else wave])
+    item = {"input_features": features[0].numpy().astype(np.float32, copy=False), "frame_lengths": int(frames[0])}
+    if mask is not None:
+        item["attention_mask"] = mask[0].numpy()
+    return item
 
 
 def collate(items: Sequence[dict]) -> dict[str, torch.Tensor]:
     """Pad a list of items: input_values `(batch, samples)`, attention_mask `(batch, samples)`, labels `(batch,)`.
 
-    Log-mel items (`clip_inputs`): input_features stacked (Whisper's are all 30 s long) or zero-padded
-    along their first (frame) axis (w2v-BERT) with attention_mask `(batch, frames)` over the input frames
-    then, and frame_lengths `(batch,)`, the real output frames pooling and the loss see."""
+    Log-mel items (`clip_inputs`): input_features stacked (Whisper's are all 30 s long), or zero-padded
+    along their first (frame) axis with their attention_mask `(batch, frames)` over the input frames
+    (w2v-BERT), and frame_lengths `(batch,)`, the real output frames pooling and the loss see."""
     import torch
 
     if "input_features" in items[0]:
@@ -348,15 +353,15 @@ def _collate_features(items: Sequence[dict]) -> dict[str, torch.Tensor]:
 
     feats = [it["input_features"] for it in items]
     batch = {"frame_lengths": torch.tensor([it["frame_lengths"] for it in items], dtype=torch.long)}
-    if all(f.shape == feats[0].shape for f in feats):
+    if "attention_mask" not in items[0]:
         batch["input_features"] = torch.from_numpy(np.stack(feats))
     else:
         n = max(len(f) for f in feats)
         values = torch.zeros(len(feats), n, *feats[0].shape[1:], dtype=torch.float32)
         mask = torch.zeros(len(feats), n, dtype=torch.long)
-        for i, f in enumerate(feats):
+        for i, (f, it) in enumerate(zip(feats, items)):
             values[i, :len(f)] = torch.from_numpy(f)
-            mask[i, :len(f)] = 1
+            mask[i, :len(f)] = torch.from_numpy(np.asarray(it["attention_mask"], dtype=np.int64))
         batch.update(input_features=values, attention_mask=mask)
     if "labels" in items[0]:
         batch["labels"] = torch.tensor([it["labels"] for it in items], dtype=torch.long)

@@ -26,8 +26,8 @@ heads themselves live in `classifiers.pooling` (torch only), the exported code i
 
 Freezing (`freeze=`): ``none``; ``feature-encoder`` (the CNN); ``layers:N`` (the CNN, the
 feature projection, the positional convolution and the first N transformer blocks);
-``backbone`` (everything but the head). Whisper's front-end is its two convolutions (and the fixed
-positions), w2v-BERT 2.0's its feature projection over the fbank frames.
+``backbone`` (everything but the head). Whisper's front-end is its two convolutions and its fixed
+positions, w2v-BERT 2.0's its feature projection over the fbank frames.
 
 Every backbone family fine-tunes (`input_kind`): waveform models (wav2vec2, HuBERT, WavLM,
 data2vec-audio, UniSpeech, wav2vec2-conformer) take `input_values` (samples) and an attention mask
@@ -119,7 +119,8 @@ def parse_freeze(spec: str | None, num_transformer_layers: int) -> int | None:
 def apply_freeze(backbone: nn.Module, spec: str | None) -> list[str]:
     """Set requires_grad=False on the frozen part of a backbone of any family; returns frozen module names."""
     if backbone.config.model_type == "whisper":
-        return _freeze_parts(backbone, spec, front=["conv1", "conv2"], before=["embed_positions"],
+        # its positions are fixed sinusoids (transformers builds them frozen): part of the front-end
+        return _freeze_parts(backbone, spec, front=["conv1", "conv2", "embed_positions"], before=[],
                              layers="layers", after=["layer_norm"])
     if backbone.config.model_type == "wav2vec2-bert":
         return _freeze_parts(backbone, spec, front=["feature_projection"], before=["masked_spec_embed"],
