@@ -18,6 +18,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from classifiers.dimensional import TARGETS
+
 app = typer.Typer(help="ser: wav2vec2-family feature store and fast probes for speech emotion recognition.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 store_app = typer.Typer(help="Inspect and export feature stores.", no_args_is_help=True)
@@ -189,6 +191,11 @@ def _rule(check):
 
 def _finite_positive(v: float) -> str | None:
     return None if math.isfinite(v) and v > 0 else "must be a finite number above 0"
+
+
+def _target(v: str) -> str | None:
+    """--target: a name of `classifiers.dimensional.TARGETS`."""
+    return None if v in TARGETS else f"choose one of {', '.join(TARGETS)}"
 
 
 def _at_least(low: int):
@@ -883,6 +890,10 @@ def probe(
                                       help="Standardise each speaker's features with their own utterances (unlabelled)."),
     no_early_stopping: bool = typer.Option(False, "--no-early-stopping",
                                            help="XGBoost: train every tree (default: stop early on training speakers' validation split)."),
+    target: str = typer.Option("emotion", "--target", callback=_rule(_target),
+                               help=f"What to predict: {', '.join(TARGETS)} (a dimension: the ridge probe, scored by CCC)."),
+    alpha: float | None = typer.Option(None, "--alpha", callback=FINITE,
+                                       help="Dimensional targets: fix ridge's alpha (default: chosen by inner speaker CV)."),
     fmt: str | None = FORMAT_OPT,
     threads: int | None = THREADS_OPT,
 ):
@@ -898,8 +909,16 @@ def probe(
       ser probe --corpus ravdess --train ravdess --train ravdess,emodb --train ravdess,emodb,emovo
       ser probe --train ravdess,emodb --test cremad --layer 12 --classes shared
       ser probe --matrix ravdess,emodb,emovo,cremad --layer 12
+      ser probe --corpus iemocap --target avd       (CCC per layer for arousal, valence, dominance)
     """
     _threads(threads)
+    if TARGETS[target] or alpha is not None:
+        _not_for_dimensions(target, classifier=classifier != "logreg", classes=classes, matrix=matrix, seeds=seeds != 1,
+                            C=C, save_probe=save_probe, class_weight=class_weight, speaker_norm=speaker_norm,
+                            no_early_stopping=no_early_stopping, train=len(train or []) > 1)
+        return _probe_dimensions(target, corpus=corpus, layer=layer, protocol=protocol, stat=stat,
+                                 train=list(train or []), test=test, alpha=alpha, model=_model(model),
+                                 cache=_cache(cache), out=out, overwrite=overwrite, db=db, force=force)
     from classifiers.evaluate import check_classifier, check_params, check_policy
 
     check_classifier(classifier)
@@ -992,6 +1011,50 @@ def _probe_matrix(matrix: str, *, corpus, train, test, seeds, save_probe, db, fo
     else:
         console.print(f"registered run {reg.run['id']} in {registry.path}", highlight=False)
     _print_files(reg.files or [reg.run["out"]])
+
+
+def _not_for_dimensions(target: str, **given) -> None:
+    """Probe options that have no meaning for a dimensional target, refused in one line (never ignored)."""
+    from featstore.errors import SerError
+
+    if target == "emotion":
+        raise SerError("--alpha is ridge's penalty for a dimensional --target (arousal, valence, dominance, avd); "
+                       "the emotion probe's penalty is --C")
+    names = {"classifier": "--classifier", "classes": "--classes", "matrix": "--matrix", "seeds": "--seeds",
+             "C": "--C", "save_probe": "--save-probe", "class_weight": "--class-weight",
+             "speaker_norm": "--speaker-norm", "no_early_stopping": "--no-early-stopping",
+             "train": "several --train sets"}
+    bad = [names[k] for k, v in given.items() if v]
+    if bad:
+        raise SerError(f"--target {target} runs the ridge probe (alpha by inner speaker CV, or --alpha) on one training "
+                       f"set: leave out {', '.join(bad)}")
+
+
+def _probe_dimensions(target: str, *, corpus, layer, protocol, stat, train, test, alpha, model, cache, out, overwrite,
+                      db, force) -> None:
+    """`ser probe --target DIM`: the ridge probe per layer, registered like every probe (classifiers.dimensional)."""
+    from classifiers.dimensional import registered_dimensional, summary_lines, summary_table
+    from classifiers.registry import Registry
+    from classifiers.study import command_line
+
+    registry = Registry(_db(db))
+    reg = registered_dimensional(corpus, target=target, model=model, cache=cache, registry=registry, force=force,
+                                 train=train, test=test, layers=layer, protocol=protocol, stat=stat, alpha=alpha,
+                                 out=out, overwrite=overwrite, progress=True, command=command_line())
+    meta = reg.result.meta
+    if reg.reused:
+        console.print(f"run {reg.run['id']} ({reg.run['created']}) already holds this configuration over these "
+                      f"stores: showing it (--force runs it again)", highlight=False)
+    else:
+        console.print(f"registered run {reg.run['id']} in {registry.path}", highlight=False)
+    if meta.get("left_out"):
+        console.print("left out (no " + "/".join(meta["dimensions"]) + " annotation): "
+                      + ", ".join(f"{c} {n}" for c, n in meta["left_out"].items()), highlight=False)
+    console.print(summary_table(reg.result, title=f"probe {target}, model {model}, {meta['protocol']} "
+                                                   f"(CCC on [-1, 1]; CI: jackknife-t over test speakers)"))
+    for line in summary_lines(reg.result):
+        console.print(line, highlight=False)
+    _print_files([reg.run["out"]])
 
 
 def _print_matrix(details: dict, corpora: list, title: str) -> None:

@@ -1,0 +1,373 @@
+"""`ser probe --target arousal|valence|dominance|avd`: which layer carries which emotion dimension.
+
+The dimensional counterpart of `classifiers.probe.run_probe` (issue 25): the same stores, the same
+speaker-independent folds (`featstore.folds`), the same honest selection (alpha chosen by inner
+group k-fold over each outer fold's training speakers only, `classifiers.regression.sweep_ridge`,
+one batched solve per layer), scored by the concordance correlation coefficient (Lin 1989) per
+dimension, with Pearson r and RMSE beside it.
+
+Targets are the corpus' arousal / valence / dominance annotations (`Utterance.arousal`, ...),
+mapped linearly from each corpus' declared scale onto [-1, 1]
+(`featstore.corpora.base.dimension_array`), so several corpora train and test together; rows
+without the target (a corpus without dimensions, or an unannotated clip) are left out and
+counted. CCC is invariant to that common affine map of truth and prediction, so within-corpus
+scores equal those on the raw scale.
+
+Headline per (layer, dimension): the CCC of every test prediction pooled over folds, with its 95%
+jackknife-t interval over test speakers (`regression.ccc_interval`: each replicate recomputes the
+CCC without one speaker; CCC is not a mean of per-utterance terms); the mean ± std over folds
+beside it, named. Records (one per layer x fold) carry `ccc_<dim>`, `pearson_<dim>`, `rmse_<dim>`
+and `ccc` (the mean over the target's dimensions): the metrics `ser results` lists.
+
+Files (the run's own directory, never over earlier results): `probe.json` (records, summary,
+meta), `probe_summary.csv`, `probe_predictions.csv` (id, speaker, corpus, fold, layer, true and
+predicted value per dimension) and `probe_layers.png` (CCC per layer per dimension, CI band).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from featstore.errors import SerError
+
+#: `--target` values: the categorical task, one dimension, or all three at once
+TARGETS: dict[str, tuple[str, ...]] = {
+    "emotion": (),
+    "arousal": ("arousal",),
+    "valence": ("valence",),
+    "dominance": ("dominance",),
+    "avd": ("arousal", "valence", "dominance"),
+}
+
+#: regressors the dimensional probe runs (the batched ridge sweep)
+DIMENSIONAL_PROBES = ("ridge",)
+
+
+class TargetError(SerError, ValueError):
+    """An unknown --target, or a target the corpus has no annotations for."""
+
+
+def target_dimensions(target: str) -> tuple[str, ...]:
+    """The dimensions `target` names (() for the categorical task); one line for an unknown name."""
+    key = str(target).strip().lower()
+    if key not in TARGETS:
+        raise TargetError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    return TARGETS[key]
+
+
+@dataclass
+class DimensionalRun:
+    """One dimensional probe run: its records, summary rows, meta, the files written, the wall time."""
+
+    records: list[dict] = field(default_factory=list)
+    summary: list[dict] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+    predictions: dict = field(default_factory=dict, repr=False)
+
+    def best(self, dimension: str | None = None) -> dict:
+        """The summary row with the highest pooled CCC of `dimension` (None: the target's mean)."""
+        key = f"ccc_{dimension}_pooled" if dimension else "ccc_pooled"
+        return max(self.summary, key=lambda r: (_num(r.get(key)), -_num(r["layer"])))
+
+
+def _num(value) -> float:
+    import numpy as np
+
+    return -np.inf if value is None or value != value else float(value)
+
+
+def _folds(utts, corpus: str, train_corpora: Sequence[str], test_corpora: Sequence[str], protocol: str):
+    from featstore.folds import cross_corpus_folds, make_folds, multi_corpus_folds
+
+    if test_corpora:
+        if set(train_corpora) & set(test_corpora):
+            raise SerError(f"training corpora {list(train_corpora)} and test corpora {list(test_corpora)} overlap; "
+                           "for within-corpus results leave out --test")
+        return cross_corpus_folds(utts, train_corpora, test_corpora)
+    extra = [c for c in train_corpora if c != corpus]
+    return multi_corpus_folds(utts, corpus, protocol, extra) if extra else make_folds(utts, protocol)
+
+
+def run_dimensional(corpus: str | None, *, target: str, model: str, cache: str | Path = "cache",
+                    layers: str | Sequence[int] = "all", protocol: str | None = None, stat: str = "mean",
+                    train: Sequence[str] | None = None, test: Sequence[str] | None = None,
+                    alpha: float | None = None, out: str | Path | None = None, overwrite: bool = False,
+                    plots: bool = True, progress: bool = False, inner_folds: int = 3, seed: int = 0) -> DimensionalRun:
+    """Ridge probes of `layers` predicting `target`'s dimensions from the cached features of `corpus`
+    (or trained on `train`, tested on `corpus`' folds or on `test` corpora).
+
+    alpha: fixed ridge penalty (None: chosen per layer and fold by inner speaker CV over
+    `regression.DEFAULT_ALPHAS`, extended past an edge while the inner CCC rises). out: results
+    directory, refused when it already holds files unless `overwrite`.
+    """
+    import numpy as np
+
+    from classifiers.evaluate import progress_bar
+    from classifiers.probe import store_for
+    from classifiers.regression import inner_group_masks, scores, sweep_ridge
+    from classifiers.results import check_out
+    from featstore.corpora.base import dimension_array
+    from featstore.folds import standard_protocol
+    from featstore.store import open_store, parse_layers
+
+    t0 = time.monotonic()
+    names = target_dimensions(target)
+    if not names:
+        raise TargetError("target 'emotion' is the categorical probe (classifiers.probe.run_probe)")
+    if alpha is not None and not (np.isfinite(alpha) and alpha > 0):
+        raise SerError(f"--alpha must be a positive number, got {alpha!r}")
+    train_sets = [t for t in (train or []) if t]
+    if len(train_sets) > 1:
+        raise SerError("a dimensional probe takes one training set (corpora joined by commas train together)")
+    tcorpora = [c for c in (train_sets[0] if train_sets else corpus or "").split(",") if c]
+    test_corpora = [c for t in (test or []) for c in t.split(",") if c]
+    if not tcorpora:
+        raise SerError("name a corpus (--corpus) or training corpora (--train)")
+    target_corpus = corpus or (test_corpora[0] if test_corpora else tcorpora[0])
+    protocol = protocol or standard_protocol(target_corpus)
+    if out is not None:
+        out = check_out(out, overwrite)
+
+    needed = list(dict.fromkeys(tcorpora + (test_corpora or [target_corpus])))
+    fs = open_store(*[store_for(cache, model, c) for c in needed])
+    layer_list = parse_layers(layers, fs.num_layers)
+    utts_all = fs.utterances
+    Y_all = dimension_array(utts_all, names, scales=fs.dimension_scales, normalised=True)
+    keep = np.isfinite(Y_all).all(1)
+    left_out = {}
+    for c in needed:
+        n_c = sum(u.corpus == c for u in utts_all)
+        n_kept = int(sum(k for u, k in zip(utts_all, keep) if u.corpus == c))
+        if n_kept == 0:
+            raise TargetError(f"{c} has no {'/'.join(names)} annotations in {store_for(cache, model, c)}: "
+                              f"dimensional targets need a corpus that has them (iemocap, msppodcast, mspimprov, "
+                              f"or a CSV corpus with arousal,valence,dominance columns; re-run `ser extract` on a "
+                              f"store written before dimensions were stored)")
+        if n_kept < n_c:
+            left_out[c] = n_c - n_kept
+    rows = np.flatnonzero(keep)
+    utts = [utts_all[i] for i in rows]
+    Y = Y_all[rows]
+    folds = _folds(utts, target_corpus, tcorpora, test_corpora, protocol)
+    speakers = np.array([u.speaker for u in utts])
+    masks = []
+    for f in folds:
+        m = np.zeros(len(utts), dtype=bool)
+        m[f.train] = True
+        masks.append(m)
+    inner = None if alpha is not None else [inner_group_masks(m, speakers, inner_folds, seed) for m in masks]
+    train_name, test_name = ",".join(tcorpora), ",".join(test_corpora) or target_corpus
+
+    run = DimensionalRun()
+    pred = np.empty((len(layer_list), len(folds), len(utts), len(names)))
+    with progress_bar(len(layer_list), f"ridge {train_name}→{test_name} ({'/'.join(names)}): layer",
+                      enabled=progress) as advance:
+        for li, layer in enumerate(layer_list):
+            X = fs.pooled(layer, stat)[rows]
+            sweep = sweep_ridge(X, Y, masks, speakers, alpha=alpha, inner=inner, inner_folds=inner_folds, seed=seed)
+            pred[li] = sweep.predict[0]
+            for fi, f in enumerate(folds):
+                s = scores(Y[f.test], pred[li, fi, f.test], names)
+                run.records.append(dict(
+                    layer=int(layer), fold=f.name, n_train=int(len(f.train)), n_test=int(len(f.test)),
+                    classifier="ridge", seed=seed, train_set=train_name, test_set=test_name, target=target,
+                    alpha=float(sweep.alpha[0, fi]), alpha_at_bound=bool(sweep.at_bound[0, fi]),
+                    **s))
+            advance(1)
+    run.summary = _summary(run.records, Y, pred, folds, speakers, layer_list, names)
+    run.predictions = dict(utterances=utts, folds=folds, layers=list(layer_list), names=names, y=Y, pred=pred)
+    run.meta = dict(kind="probe", target=target, dimensions=list(names), model=model, corpus=target_corpus,
+                    protocol=protocol if not test_corpora else "cross-corpus", stat=stat, classifier="ridge",
+                    train_sets=[train_name], test=test_corpora, alpha=alpha, inner_folds=inner_folds, seed=seed,
+                    stores=sorted(str(p) for p in fs.paths), scale="[-1, 1] (each corpus' declared scale mapped linearly)",
+                    scales={c: list(s) for c, s in fs.dimension_scales.items()}, left_out=left_out,
+                    n_utterances=len(utts))
+    if out is not None:
+        run.files = write_dimensional(run, Path(out), plots=plots)
+    run.seconds = time.monotonic() - t0
+    return run
+
+
+def _summary(records, Y, pred, folds, speakers, layer_list, names) -> list[dict]:
+    """One row per layer: per dimension the pooled CCC of every fold's test rows with its speaker
+    jackknife-t CI, and the mean ± std over folds; the same for the mean over dimensions."""
+    import numpy as np
+
+    from classifiers.regression import ccc_interval
+
+    rows = []
+    tests = [f.test for f in folds]
+    idx = np.concatenate(tests)
+    for li, layer in enumerate(layer_list):
+        P = np.concatenate([pred[li, fi, t] for fi, t in enumerate(tests)])
+        T, G = Y[idx], speakers[idx]
+        recs = [r for r in records if r["layer"] == layer]
+        row = dict(layer=int(layer), n_folds=len(folds), n_test=int(len(idx)), n_speakers=int(len(set(G))))
+        for key, cols in [(n, [k]) for k, n in enumerate(names)] + ([("mean", list(range(len(names))))]
+                                                                     if len(names) > 1 else []):
+            iv = ccc_interval(T[:, cols], P[:, cols], G)
+            m = "ccc" if key == "mean" else f"ccc_{key}"
+            per_fold = [r[m] for r in recs]
+            row.update({f"{m}_pooled": iv.value, f"{m}_ci_low": iv.low, f"{m}_ci_high": iv.high,
+                        f"{m}_mean": float(np.mean(per_fold)),
+                        f"{m}_std": float(np.std(per_fold)) if len(per_fold) > 1 else None})
+        if len(names) == 1:
+            for suffix in ("pooled", "ci_low", "ci_high", "mean", "std"):
+                row[f"ccc_{suffix}"] = row[f"ccc_{names[0]}_{suffix}"]
+        row["ci_method"] = "jackknife-t over test speakers"
+        rows.append(row)
+    return rows
+
+
+def write_dimensional(run: DimensionalRun, out: Path, *, plots: bool = True, name: str = "probe") -> list[Path]:
+    """The run's files (see the module docstring), each written atomically."""
+
+    from classifiers.results import versions
+    from featstore.outputs import write_text
+    from featstore.serialize import dumps
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = [write_text(out / f"{name}.json", dumps(dict(meta=run.meta, records=run.records, summary=run.summary,
+                                                         versions=versions()), indent=1, sort_keys=True))]
+    fields_ = ["layer"] + [k for k in run.summary[0] if k != "layer"] if run.summary else ["layer"]
+    files.append(write_text(out / f"{name}_summary.csv", _csv(run.summary, fields_)))
+    p = run.predictions
+    if p:
+        rows = []
+        for li, layer in enumerate(p["layers"]):
+            for fi, f in enumerate(p["folds"]):
+                for i in f.test:
+                    u = p["utterances"][i]
+                    row = dict(id=u.id, speaker=u.speaker, corpus=u.corpus, fold=f.name, layer=layer)
+                    for k, n in enumerate(p["names"]):
+                        row[f"true_{n}"] = f"{p['y'][i, k]:.6g}"
+                        row[f"pred_{n}"] = f"{p['pred'][li, fi, i, k]:.6g}"
+                    rows.append(row)
+        files.append(write_text(out / f"{name}_predictions.csv", _csv(rows, list(rows[0]) if rows else ["id"])))
+    if plots and run.summary:
+        files.extend(draw_dimensional(run, out, name=name))
+    return files
+
+
+def _csv(rows: Sequence[dict], fields_: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(fields_), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+    return buf.getvalue()
+
+
+def draw_dimensional(run: DimensionalRun, out: Path, *, name: str = "probe") -> list[Path]:
+    """`<name>_layers.png` (and the other configured formats): CCC per layer, one line per dimension."""
+    from classifiers.plots import dimension_layer_curve, figure_paths
+
+    meta = run.meta
+    curves = {n: [(r["layer"], r[f"ccc_{n}_pooled"], r[f"ccc_{n}_ci_low"], r[f"ccc_{n}_ci_high"])
+                  for r in run.summary] for n in meta["dimensions"]}
+    title = (f"{meta.get('corpus', '')}: CCC by layer, model {meta.get('model', '?')}\n"
+             f"({meta.get('protocol', '')}; pooled over {run.summary[0]['n_folds']} folds, 95% speaker CI)")
+    return list(figure_paths(dimension_layer_curve(curves, out / f"{name}_layers.png", title=title)))
+
+
+def summary_lines(run: DimensionalRun) -> list[str]:
+    """Plain lines for the closing report: the best layer per dimension with its CI."""
+    out = []
+    for n in run.meta["dimensions"]:
+        b = run.best(n)
+        out.append(f"{n}: best layer {b['layer']}, CCC {b[f'ccc_{n}_pooled']:.3f} "
+                   f"[{b[f'ccc_{n}_ci_low']:.3f}, {b[f'ccc_{n}_ci_high']:.3f}] (pooled over folds; "
+                   f"mean over folds {b[f'ccc_{n}_mean']:.3f})")
+    return out
+
+
+def summary_table(run: DimensionalRun, title: str = ""):
+    """A rich table: layer, then per dimension the pooled CCC [CI] and the fold mean ± std."""
+    from classifiers.results import table
+
+    names = run.meta["dimensions"]
+    t = table("layer", *[f"{n} CCC pooled [95% CI]" for n in names], *[f"{n} folds mean±std" for n in names],
+              title=title)
+    for r in run.summary:
+        cells = [str(r["layer"])]
+        cells += [f"{r[f'ccc_{n}_pooled']:.3f} [{r[f'ccc_{n}_ci_low']:.3f}, {r[f'ccc_{n}_ci_high']:.3f}]" for n in names]
+        cells += [f"{r[f'ccc_{n}_mean']:.3f}" + (f"±{r[f'ccc_{n}_std']:.3f}" if r[f'ccc_{n}_std'] is not None else "")
+                  for n in names]
+        t.add_row(*cells)
+    return t
+
+
+def dimensional_config(corpus: str | None, *, target: str, model: str, train: Sequence[str] | None = None,
+                       test: str | None = None, layers: str = "all", protocol: str | None = None,
+                       stat: str = "mean", alpha: float | None = None) -> dict:
+    """The registry key's configuration of a dimensional probe (every option that changes a score)."""
+    from featstore.folds import standard_protocol
+
+    train = [t for t in (train or []) if t]
+    where = corpus or (test.split(",")[0] if test else (train[0].split(",")[0] if train else ""))
+    return dict(corpus=corpus, target=str(target).lower(), model=model, train=train, test=test, layers=str(layers),
+                protocol=protocol or (standard_protocol(where) if where else None), stat=stat, alpha=alpha,
+                classifier="ridge")
+
+
+@dataclass
+class RegisteredDimensional:
+    """A dimensional run through the registry: the registry's row, the run, whether it was reused."""
+
+    run: dict
+    result: DimensionalRun
+    reused: bool
+
+
+def read_dimensional(out: str | Path, name: str = "probe") -> DimensionalRun:
+    """A dimensional run read back from its folder's `<name>.json` (records, summary, meta)."""
+    import json
+
+    path = Path(out) / f"{name}.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return DimensionalRun(records=data["records"], summary=data["summary"], meta=data["meta"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SerError(f"{path}: not a readable dimensional probe result ({type(e).__name__}: {e})") from None
+
+
+def registered_dimensional(corpus: str | None, *, target: str, model: str, cache, registry, force: bool = False,
+                           train: Sequence[str] | None = None, test: str | None = None, layers: str = "all",
+                           protocol: str | None = None, stat: str = "mean", alpha: float | None = None,
+                           out=None, overwrite: bool = False, progress: bool = False,
+                           command: str = "") -> RegisteredDimensional:
+    """`run_dimensional` through the registry, as `classifiers.study.registered_probe` runs a probe:
+    an identical configuration over identical stores returns the registered run unless `force`."""
+    from classifiers.probe import default_out
+    from classifiers.registry import run_key
+    from classifiers.study import _needed, fingerprints
+
+    config = dimensional_config(corpus, target=target, model=model, train=train, test=test, layers=layers,
+                                protocol=protocol, stat=stat, alpha=alpha)
+    stores = fingerprints(cache, model, _needed(corpus, config["train"], test))
+    found = None if force else registry.find("probe", config, stores)
+    if found is not None and found.get("out") and (Path(found["out"]) / "probe.json").is_file():
+        return RegisteredDimensional(found, read_dimensional(found["out"]), reused=True)
+    if out is None:
+        settings = {k: v for k, v in config.items() if k != "model"}
+        out = default_out("probe", corpus or f"{'+'.join(config['train'])}-to-{test}", model, settings)
+        base, i = out, 1
+        while force and out.exists():  # a forced re-run never replaces the files of the run registered before
+            i += 1
+            out = base.with_name(f"{base.name}-{i}")
+    try:
+        run = run_dimensional(corpus, target=target, model=model, cache=cache, layers=layers,
+                              protocol=config["protocol"], stat=stat, train=config["train"] or None,
+                              test=[test] if test else None, alpha=alpha, out=out, overwrite=overwrite,
+                              progress=progress)
+        run_id = registry.register(kind="probe", config=config, stores=stores, results=run, command=command, out=out)
+    except BaseException:
+        registry.release(run_key("probe", config, stores))  # a failed run never blocks an identical one
+        raise
+    return RegisteredDimensional(registry.run(run_id), run, reused=False)
