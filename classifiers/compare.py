@@ -60,7 +60,9 @@ def setting_name(s: Setting, *, layer: bool = True) -> str:
 
 def train_set_differences(results, metric: str = "uar", seed: int = 0) -> list[dict]:
     """Every training set against the first one, at each (classifier, layer): the multi-corpus
-    question ("does adding EMO-DB help?"). Holm over the whole table."""
+    question ("does adding EMO-DB help?"). Holm over the whole table. Only settings scored on the
+    same test utterances pair: a transfer matrix's off-diagonal cell whose shared-class policy
+    dropped test rows has no partner on its diagonal and is left out (not compared, not refused)."""
     cols = columns(results)
     found = settings(cols)
     first = found[0][0]
@@ -70,7 +72,7 @@ def train_set_differences(results, metric: str = "uar", seed: int = 0) -> list[d
             continue
         a = setting_rows(cols, (train, test, clf, layer))
         b = setting_rows(cols, (first, test, clf, layer))
-        if len(b["id"]):
+        if len(b["id"]) and set(a["id"].tolist()) == set(b["id"].tolist()):
             rows.append(dict(_row(f"{train}, layer {layer}", first, _paired(a, b, metric, seed)), layer=layer,
                              classifier=clf, train_set=train))
     return with_holm(rows)

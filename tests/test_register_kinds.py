@@ -292,3 +292,19 @@ def test_finetune_of_one_fold_is_refused_against_the_whole_probe(tiny):
     n_fold = len(load_registered(registry.run(tiny["one_fold"])).predictions[0]["id"])
     assert 0 < n_fold < 48
     assert f"({n_fold} shared, 0 only in {tiny['one_fold']}, {48 - n_fold} only in {tiny['probe']})" in line
+
+
+def test_report_holds_matrix_runs_beside_probes(registered, tmp_path):
+    """A matrix's off-diagonal cell that dropped test rows (emodb → ravdess: no calm, surprise) has no
+    partner among the training sets; the report leaves it out instead of failing."""
+    cli("report", "--db", registered["db"], "--out", tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    for r in registered["runs"]:
+        assert f"run {r['id']} — {r['kind']}," in page
+
+
+@pytest.mark.slow
+def test_report_compares_the_finetune_with_the_probe(tiny, tmp_path):
+    cli("report", tiny["again"], tiny["probe"], "--db", tiny["db"], "--out", tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert f"run {tiny['again']} — finetune," in page and "runs on the same test utterances compared" in page
