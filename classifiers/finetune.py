@@ -24,6 +24,7 @@ Layout of `out_dir`:
 
     <fold>/plan.json              the settings the fold was trained with (resume checks them)
     <fold>/checkpoint-<step>/     Trainer checkpoints: the model as config.json + model.safetensors
+                                  (a LoRA run's: the adapters and the head only, `lora.trained_state`)
                                   and the arguments as training_args.json, but also the Trainer's
                                   own optimizer.pt, scheduler.pt and rng_state.pth, which ARE
                                   pickles (transformers loads them with torch.load(weights_only=True)
@@ -499,10 +500,26 @@ def _trainer_class():
 
         def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
             # config.json + model.safetensors (each checkpoint loads with from_pretrained) and the
-            # arguments as JSON instead of Trainer's pickled training_args.bin
+            # arguments as JSON instead of Trainer's pickled training_args.bin. A LoRA run's checkpoints
+            # hold what it trains only (adapters + head): the frozen base is the one it started from
             output_dir = Path(output_dir or self.args.output_dir)
+            if self.model.config.adapter is not None:
+                from classifiers.lora import trained_state
+
+                state_dict = trained_state(self.model, state_dict)
             self.model.save_pretrained(output_dir, state_dict=state_dict, transformers=False)
             (output_dir / "training_args.json").write_text(self.args.to_json_string(), encoding="utf-8")
+
+        def _issue_warnings_after_load(self, load_result) -> None:
+            # resuming / restoring the best checkpoint of a LoRA run: the frozen base weights are absent on
+            # purpose (they are in the model already); a missing trained tensor is still reported
+            if self.model.config.adapter is not None:
+                from classifiers.lora import trained_state
+
+                kept = set(trained_state(self.model))
+                load_result = type(load_result)([k for k in load_result.missing_keys if k in kept],
+                                                load_result.unexpected_keys)
+            super()._issue_warnings_after_load(load_result)
 
     return SerTrainer
 

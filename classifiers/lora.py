@@ -234,6 +234,15 @@ def head_state(clf: EmotionClassifier) -> dict:
             if not k.startswith("backbone.")}
 
 
+def trained_state(clf: EmotionClassifier, state: dict | None = None) -> dict:
+    """The entries of `state` (default: `clf.state_dict()`) a LoRA run trains: the parameters that require
+    grad (the adapters) and everything outside the backbone (pooling head, classifier). What the run's
+    Trainer checkpoints hold: resuming loads them over the same frozen base (`finetune`'s SerTrainer)."""
+    state = clf.state_dict() if state is None else state
+    trained = {n for n, p in clf.named_parameters() if p.requires_grad}
+    return {k: v for k, v in state.items() if k in trained or not k.startswith("backbone.")}
+
+
 def save_export(clf: EmotionClassifier, directory: str | Path) -> Path:
     """Write an adapter export (module docstring): the adapters by peft's save_pretrained
     (safetensors), the head, config.json and preprocessor_config.json, each file whole."""

@@ -279,3 +279,45 @@ def test_lora_targets_whisper_and_w2v_bert_attention_projections(models, tmp_pat
     assert not (tmp_path / "export" / "model.safetensors").exists()
     _, after = _forward(loaded, items)
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_lora_checkpoints_hold_adapters_and_head_only_and_resume(corpus, tmp_path):
+    """A LoRA run's Trainer checkpoints hold the trained tensors only (adapters + head, a few % of the
+    model); killed after its first checkpoint, the rerun resumes from it and ends as the uninterrupted run."""
+    from safetensors import safe_open
+    from transformers import TrainerCallback
+
+    from tests.helpers import build_tiny_model
+
+    _, utterances, folds = corpus
+    model = build_tiny_model(tmp_path / "tiny", "group")
+    settings = dict(model=str(model), epochs=2, lr=3e-3, batch_size=8, fold=0, labels=CLASSES, seed=0,
+                    progress=False, plots=False, adapter="lora:r=2,alpha=4,targets=q,v")
+    whole = finetune(utterances, folds, FinetuneConfig(**settings), out_dir=tmp_path / "whole").folds[0]
+    checkpoints = sorted((tmp_path / "whole" / "luna-0").glob("checkpoint-*"))
+    assert checkpoints
+    clf = EmotionClassifier.from_pretrained(whole.model_dir)
+    full = {k for k in clf.state_dict()}
+    for c in checkpoints:
+        with safe_open(str(c / "model.safetensors"), framework="pt") as f:
+            keys = set(f.keys())
+        assert any("lora_" in k for k in keys) and all("lora_" in k or not k.startswith("backbone.") for k in keys)
+        assert {k for k in keys if not k.startswith("backbone.")} == {k for k in full if not k.startswith("backbone.")}
+        assert (c / "model.safetensors").stat().st_size < 0.05 * sum(
+            p.numel() * 4 for p in clf.parameters())
+    first = whole.global_step // 2
+
+    class Interrupt(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step >= first:
+                raise KeyboardInterrupt("simulated interruption")
+
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        finetune(utterances, folds, FinetuneConfig(**settings), out_dir=out, callbacks=[Interrupt()])
+    fold = finetune(utterances, folds, FinetuneConfig(**settings), out_dir=out).folds[0]
+    assert fold.resumed_from_step == first and fold.global_step == whole.global_step
+    a = EmotionClassifier.from_pretrained(fold.model_dir).state_dict()
+    b = clf.state_dict()
+    assert max(float((a[k] - b[k]).abs().max()) for k in b) < 1e-5
