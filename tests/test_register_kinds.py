@@ -201,6 +201,18 @@ def test_matrix_cell_compares_with_the_probe_on_the_same_utterances(registered):
     assert f"{matrix['id']} +0.000 [+0.000, +0.000]" in out, out
 
 
+def test_knn_compares_with_logistic_regression(cache, tmp_path):
+    """A `ser neighbors` run (kNN over leave-one-speaker-out folds) and a logreg probe (4 speaker folds)
+    both test every utterance once: they pair on those utterances, whatever their folds."""
+    db = tmp_path / "ser.db"
+    probe = run_id(cli(*probe_args(cache, db, "ravdess", "--out", tmp_path / "p")).output)
+    knn = run_id(cli("neighbors", "--corpus", "ravdess", "--layer", "1", "--model", MODEL, "--cache", cache,
+                     "--db", db, "--out", tmp_path / "n").output)
+    out = flat(compare(db, probe, knn).output)
+    assert "knn, ravdess, layer 1; kind neighbors" in out and "logreg, ravdess, layer 1; kind probe" in out
+    assert re.search(rf"{knn} [+-]\d\.\d{{3}} \[[+-]\d\.\d{{3}}, [+-]\d\.\d{{3}}\] \S+ \S+", out), out
+
+
 def test_runs_without_shared_test_utterances_are_refused_in_one_line(registered):
     from classifiers.study import load_registered
 
