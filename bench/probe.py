@@ -47,11 +47,20 @@ times their one-thread CPU: compare against the one-thread rows.
   --selection      inner C selection against a converged scikit-learn on the same inner folds
                    (`inner_masks`): per selection tolerance, how many (layer, fold) cells
                    choose the same C, and the cost
+  --stability N    the sweeps' own floating-point noise (issue 23, item 4): the default sweep and the fixed-C
+                   one on the features and on N copies with every entry moved one float32 ulp up or down
+                   (a seeded coin per entry: the same data to float32 precision, other roundings along
+                   the solver's route), one thread: per copy, the (layer, fold) cells with the same C and
+                   the same C search beyond the grid, test predictions that differ, the largest probability
+                   and UAR differences. A solver change that claims "the same results" is judged against
+                   this envelope: `--save-run F` before the change, `--compare-run F` after (with
+                   --stability N to print the envelope beside it)
 
     python bench/probe.py [--C 1.0] [--nested] [--threads N] [--device cpu|cuda]
     python bench/probe.py --full          # all of the above but --memory and --selection, in one run
     python bench/probe.py --scaling | --memory 100000 --store-dir /tmp/x | --xgboost [--layers 3] | --process
     python bench/probe.py --selection [--dim 768] [--selection-layers 2,5,8,11]
+    python bench/probe.py --stability 2 [--save-run before.npz | --compare-run before.npz]
 """
 
 from __future__ import annotations
@@ -306,6 +315,97 @@ def selection_agreement(X, y, groups, folds, layers, Cs, tols, device) -> None:
             print(f"{'':>13} layer {layers[li]} fold {fi}: ours C={Cs[choice[li, fi]]:g}, sklearn C="
                   f"{Cs[ref_choice[li, fi]]:g}; inner UAR ours {np.round(ours[li, fi] * 100, 2).tolist()}, "
                   f"sklearn {np.round(ref[li, fi] * 100, 2).tolist()}")
+
+
+def ulp_jitter(X: np.ndarray, seed: int) -> np.ndarray:
+    """X (float32) with every entry moved one ulp up or down, a seeded coin per entry: the same data to float32
+    precision, other roundings everywhere downstream."""
+    X = np.asarray(X, dtype=np.float32)
+    up = np.random.default_rng(seed).integers(0, 2, X.shape).astype(bool)
+    return np.where(up, np.nextafter(X, np.float32(np.inf)), np.nextafter(X, np.float32(-np.inf))).astype(np.float32)
+
+
+def run_cells(res) -> dict:
+    """{(layer, fold): cell} of ProbeResults: C, UAR, the C search beyond the grid, test ids, predicted labels
+    and the probabilities (n_test, K) of the fold's classes."""
+    cells = {}
+    for r in res.records:
+        cells[int(r["layer"]), str(r["fold"])] = {"C": float(r["C"]), "uar": float(r["uar"]),
+                                                  "beyond": tuple(r.get("C_extended") or ()),
+                                                  "bound": bool(r.get("C_at_bound", False))}
+    for b in res.predictions:
+        key = int(b["layer"][0]), str(b["fold"][0])
+        cols = sorted(k for k in b if k.startswith("p_"))
+        cells[key].update(ids=list(b["id"]), pred=list(b["predicted"]), proba=np.stack([b[k] for k in cols], 1))
+    return cells
+
+
+def save_cells(path, cells: dict) -> None:
+    """Write `run_cells` to an .npz (one set of arrays per cell) for `--compare-run`."""
+    arrays = {}
+    for i, ((layer, fold), c) in enumerate(sorted(cells.items())):
+        arrays[f"key{i}"] = np.array([str(layer), fold])
+        arrays[f"num{i}"] = np.array([c["C"], c["uar"], float(c["bound"])])
+        arrays[f"beyond{i}"] = np.array(c["beyond"], dtype=float)
+        arrays[f"ids{i}"], arrays[f"pred{i}"] = np.array(c["ids"]), np.array(c["pred"])
+        arrays[f"proba{i}"] = c["proba"]
+    np.savez_compressed(path, **arrays)
+
+
+def load_cells(path) -> dict:
+    d = np.load(path)
+    cells = {}
+    for i in range(sum(k.startswith("key") for k in d.files)):
+        layer, fold = d[f"key{i}"]
+        C, uar, bound = d[f"num{i}"]
+        cells[int(layer), str(fold)] = {"C": float(C), "uar": float(uar), "bound": bool(bound),
+                                        "beyond": tuple(d[f"beyond{i}"].tolist()), "ids": d[f"ids{i}"].tolist(),
+                                        "pred": d[f"pred{i}"].tolist(), "proba": d[f"proba{i}"]}
+    return cells
+
+
+def compare_cells(a: dict, b: dict) -> str:
+    """One line: how far run b is from run a over the same (layer, fold) cells."""
+    if set(a) != set(b):
+        return f"different cells: {sorted(set(a) ^ set(b))}"
+    same_C = sum(np.isclose(a[k]["C"], b[k]["C"], rtol=1e-6) for k in a)
+    same_search = sum(len(a[k]["beyond"]) == len(b[k]["beyond"]) and a[k]["bound"] == b[k]["bound"]
+                      and np.allclose(a[k]["beyond"], b[k]["beyond"], rtol=1e-6) for k in a)
+    n_test = sum(len(a[k]["pred"]) for k in a)
+    flips = sum(int(np.sum(np.array(a[k]["pred"]) != np.array(b[k]["pred"]))) for k in a)
+    dp = max(float(np.abs(a[k]["proba"] - b[k]["proba"]).max()) for k in a)
+    du = max(abs(a[k]["uar"] - b[k]["uar"]) for k in a)
+    layers = sorted({k[0] for k in a})
+    dl = max(abs(np.mean([a[k]["uar"] for k in a if k[0] == layer]) - np.mean([b[k]["uar"] for k in b if k[0] == layer]))
+             for layer in layers)
+    return (f"same C {same_C}/{len(a)}, same search beyond the grid {same_search}/{len(a)}, test predictions differ "
+            f"{flips}/{n_test}, max |d proba| {dp:.3f}, max |d UAR| {du * 100:.2f}p per cell, "
+            f"{dl * 100:.2f}p per layer mean")
+
+
+def main_stability(args, device) -> None:
+    """The sweeps against themselves on one-ulp-jittered features (the envelope), and against a saved run."""
+    from classifiers.evaluate import probe_layers
+
+    X, utts = synthetic_ravdess(dim=args.dim, seed=args.seed)
+    folds = luna5_folds(utts)
+    layers = list(range(X.shape[1]))
+    settings = (("default (C by inner speaker CV)", None), (f"fixed C={args.C:g}", args.C))
+    print(f"\nfloating-point noise of the sweeps, {X.shape[0]} x {X.shape[1]} x {X.shape[2]}, luna5, 1 thread; "
+          f"jittered: every feature one float32 ulp up or down (seeded); load average {os.getloadavg()[0]:.1f}:")
+    with one_thread():
+        for name, C in settings:
+            t, c, res = timed(lambda C=C: probe_layers(X, utts, folds, layers, C=C, device=device))
+            base = run_cells(res)
+            print(f"  {name}: {t:.1f} s wall / {c:.1f} s CPU", flush=True)
+            if C is None and args.save_run:
+                save_cells(args.save_run, base)
+                print(f"    saved to {args.save_run}")
+            if C is None and args.compare_run:
+                print(f"    against {args.compare_run}: {compare_cells(load_cells(args.compare_run), base)}", flush=True)
+            for seed in range(1, args.stability + 1):
+                jittered = run_cells(probe_layers(ulp_jitter(X, seed), utts, folds, layers, C=C, device=device))
+                print(f"    jitter seed {seed}: {compare_cells(base, jittered)}", flush=True)
 
 
 def timed(fn):
@@ -657,6 +757,10 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=13, help="layers of the --xgboost comparison")
     ap.add_argument("--selection", action="store_true", help="only compare the inner C selection with sklearn's")
     ap.add_argument("--selection-layers", default="2,5,8,11", help="layers of the --selection comparison")
+    ap.add_argument("--stability", type=int, default=None, metavar="N",
+                    help="only the sweeps' floating-point noise: N one-ulp-jittered copies of the features")
+    ap.add_argument("--save-run", default=None, help="with --stability: save the default sweep's cells (.npz)")
+    ap.add_argument("--compare-run", default=None, help="with --stability: compare the default sweep with a saved run")
     ap.add_argument("--dim", type=int, default=768, help="feature dimension of the synthetic data")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each --process row (the best wall is kept)")
     args = ap.parse_args()
@@ -677,6 +781,8 @@ def main() -> None:
         yi = np.unique([u.label for u in utts], return_inverse=True)[1]
         selection_agreement(X, yi, np.array([u.speaker for u in utts]), luna5_folds(utts),
                             [int(k) for k in args.selection_layers.split(",")], DEFAULT_CS, (1e-3, 1e-4, 1e-5), device)
+    elif args.stability is not None:
+        main_stability(args, device)
     elif args.scaling:
         main_scaling(args, device)
     elif args.memory:
