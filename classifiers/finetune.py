@@ -980,6 +980,7 @@ def write_model_card(model_dir: Path, result: FoldResult, plan: dict, classes: S
     test = result.test_set.split("+")
     adapter = getattr(model_config, "adapter", None)
     remote = not exports_natively(model_config) and adapter is None
+    logmel = getattr(model_config, "front_end", None) is not None
     base_sha = model_config.extra.get("backbone_weights_sha256")
     name = f"ser-{'+'.join(train)}-{plan['pooling']}-{result.fold}"
 
@@ -1053,13 +1054,16 @@ def write_model_card(model_dir: Path, result: FoldResult, plan: dict, classes: S
         "```python",
         "from transformers import AutoFeatureExtractor, AutoModelForAudioClassification",
         "",
-        "fe = AutoFeatureExtractor.from_pretrained(path)        # normalises each clip as ser does",
+        "fe = AutoFeatureExtractor.from_pretrained(path)        # "
+        + ("the model's own log-mel / fbank front-end" if logmel else "normalises each clip as ser does"),
         f"model = {load}.eval()",
         f"x = fe(wave, sampling_rate={model_config.sample_rate}, return_tensors=\"pt\")   # one clip, mono float32",
         "probs = model(**x).logits.softmax(-1)                   # classes: model.config.id2label",
         "```", "",
         "Or `ser predict clip.wav --model <this directory>`: the same probabilities. "
-        + ("Padded batches give each clip's own result (they run clip by clip)." if remote else
+        + ("Padded batches with their attention mask give each clip's own result (Whisper: every clip is padded "
+           "to 30 s, only its real frames are pooled)." if logmel else
+           "Padded batches give each clip's own result (they run clip by clip)." if remote else
            "Feed one clip at a time, or batches of equal length: in a padded batch transformers' GroupNorm feature "
            "encoders (base-style models) count the padding, which ser's exact batching does not."
            if model_config.backbone_config.get("feat_extract_norm") == "group" else
