@@ -321,3 +321,21 @@ def test_lora_checkpoints_hold_adapters_and_head_only_and_resume(corpus, tmp_pat
     a = EmotionClassifier.from_pretrained(fold.model_dir).state_dict()
     b = clf.state_dict()
     assert max(float((a[k] - b[k]).abs().max()) for k in b) < 1e-5
+
+
+def test_predict_judges_a_long_clip_on_whisper_s_first_30_s_and_says_so(models, tmp_path):
+    import soundfile as sf
+
+    from classifiers.predict import predict
+    from featstore.errors import SerWarning
+
+    model_dir = build_classifier(str(models["whisper"]), CLASSES, pooling="attention", freeze="none",
+                                 seed=2).save_pretrained(tmp_path / "model")
+    rng = np.random.default_rng(7)
+    wave = (0.1 * rng.standard_normal(16000 * 32)).astype(np.float32)
+    sf.write(tmp_path / "long.wav", wave, 16000, subtype="FLOAT")
+    sf.write(tmp_path / "first30.wav", wave[:16000 * 30], 16000, subtype="FLOAT")
+    with pytest.warns(SerWarning, match="longer than the model's 30 s window"):
+        [(_, long)] = predict([tmp_path / "long.wav"], model_dir, device="cpu")
+    [(_, first)] = predict([tmp_path / "first30.wav"], model_dir, device="cpu")
+    assert long == pytest.approx(first, abs=1e-7)
