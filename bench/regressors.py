@@ -7,8 +7,8 @@ default 8): X (1440, 768), Y (1440, 3). Folds: luna5 (bench/probe.py's `luna5_fo
 `--folds` of them (default 1: fold 0, 1140 training rows, 300 test rows of 5 held-out actors).
 
 Each regressor is fitted on a fold's training rows with their actors as `groups` (ridge: alpha by
-inner speaker CV; xgboost and attention: early stopping on held-out training actors; knn needs
-none; "xgboost, all trees" is xgboost without groups, every tree grown) and predicts the fold's test rows, single-threaded (bench/probe.py's `one_thread`: BLAS 1
+inner speaker CV; xgboost and attention: early stopping on held-out training actors; knn tunes
+nothing; "xgboost, all trees" is xgboost without groups, every tree grown) and predicts the fold's test rows, single-threaded (bench/probe.py's `one_thread`: BLAS 1
 thread, torch 1 thread, the process pinned to one core). Printed per regressor: wall and process
 CPU seconds (fit + predict, summed over folds) and the test CCC per dimension (pooled over folds).
 The attention regressor sees pooled rows here, i.e. one-frame clips (its frames path costs more
@@ -54,7 +54,7 @@ ONE_THREAD = {"xgboost": dict(n_jobs=1), "attention": dict(threads=1, device="cp
 
 #: (label, registry name, fitted with groups): xgboost also without groups, i.e. every tree grown (no early stop)
 SETTINGS = (("ridge", "ridge", True), ("xgboost", "xgboost", True), ("xgboost, all trees", "xgboost", False),
-            ("knn", "knn", False), ("attention", "attention", True))
+            ("knn", "knn", True), ("attention", "attention", True))
 
 
 def run(name: str, Xl: np.ndarray, Y: np.ndarray, speakers: np.ndarray, folds,

@@ -36,6 +36,17 @@ Cholesky solve. When an outer fold's inner validation parts partition its traini
 k-fold), the row products are formed once per part and every split's standardised Z^T Z follows
 by adding sums (`_FoldSums`). numpy/scipy (LAPACK) on the CPU, float64; `bench/ridge.py` measures
 it against nested scikit-learn (same choices, about 5x less CPU than a plain GridSearchCV).
+
+The other regressors (`REGRESSORS`: name -> scikit-learn estimator class, imported on first
+look-up; `check_regressor`, `make_regressor`), every one fitted as fit(X, y (n,) or (n, T),
+groups=speakers) and passing `check_estimator`: "ridge" (`RidgeProbe`), "xgboost"
+(`classifiers.boosting.XGBRegressorProbe`: early stopping on whole training speakers drawn by
+`speaker_validation`), "knn" (`KNNRegressorProbe`: the mean of the cosine nearest training rows'
+targets, faiss through `classifiers.knn_index`) and "attention"
+(`classifiers.attention.AttentionRegressorProbe`: attention pooling over frames, MSE or CCC loss,
+early stopping on held-out speakers). `ccc_by_layer` gives the per-layer CCC and speaker interval
+of each dimension that `classifiers.plots.dimension_layer_curve` draws; `bench/regressors.py`
+times the four at RAVDESS size.
 """
 
 from __future__ import annotations
@@ -645,7 +656,7 @@ class KNNRegressorProbe(RegressorMixin, BaseEstimator):
     weighting ("uniform" or "similarity"), center ("global" or None).
 
     Fitted attributes: n_features_in_, n_outputs_, center_ ((D,) or None), database_ ((n, D)
-    float32 unit rows), targets_ ((n, T) float64). Nothing is learned, so groups are not needed:
+    float32 unit rows), targets_ ((n, T) float64). Nothing is tuned, so `fit`'s groups go unused:
     speaker independence comes from the folds, whose training rows form the database.
     """
 
@@ -666,8 +677,9 @@ class KNNRegressorProbe(RegressorMixin, BaseEstimator):
         tags.non_deterministic = False
         return tags
 
-    def fit(self, X, y) -> KNNRegressorProbe:
-        """Keep the training rows X (n, D), centred and normalised, and their targets y (n,) or (n, T)."""
+    def fit(self, X, y, groups=None) -> KNNRegressorProbe:
+        """Keep the training rows X (n, D), centred and normalised, and their targets y (n,) or (n, T).
+        groups: accepted and unused (every regressor of `REGRESSORS` takes fit(X, y, groups=))."""
         from classifiers.knn_index import normalize
 
         self._validate_params()

@@ -86,10 +86,6 @@ def held_out(g, k=6):
     return np.isin(g, sorted(set(g))[-k:])
 
 
-def fit_kw(name, g):
-    return {} if name == "knn" else {"groups": g}
-
-
 # ------------------------------------------------------------------------------------------- registry
 
 def test_registry_names_classes_and_one_line_errors():
@@ -116,13 +112,13 @@ def test_each_regressor_learns_a_planted_linear_target_on_held_out_speakers(name
     X, Y, g = planted(targets=targets)
     y = Y[:, 0] if targets == 1 else Y
     test = held_out(g)
-    est = make_regressor(name, **FAST[name]).fit(X[~test], y[~test], **fit_kw(name, g[~test]))
+    est = make_regressor(name, **FAST[name]).fit(X[~test], y[~test], groups=g[~test])
     pred = est.predict(X[test])
     assert pred.shape == y[test].shape
     assert np.min(ccc(y[test], pred)) > 0.8
     # the same estimator on permuted targets finds nothing: the score above is learned, not given
     perm = np.random.default_rng(1).permutation((~test).sum())
-    est = make_regressor(name, **FAST[name]).fit(X[~test], y[~test][perm], **fit_kw(name, g[~test]))
+    est = make_regressor(name, **FAST[name]).fit(X[~test], y[~test][perm], groups=g[~test])
     assert np.max(ccc(y[test], est.predict(X[test]))) < 0.4
 
 
@@ -172,6 +168,28 @@ def test_xgb_early_stopping_uses_only_training_speakers(monkeypatch):
     np.testing.assert_array_equal(seen[0][1][0], X[test].astype(np.float32))
     with pytest.raises(RegressionError, match="eval_set has 1 target"):
         XGBRegressorProbe(n_estimators=5, n_jobs=1).fit(Xtr, Ytr, eval_set=(X[test], Y[test, 0]))
+
+
+def test_routed_groups_reach_the_early_stopping_split():
+    import sklearn
+    from sklearn.model_selection import GridSearchCV, GroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, Y, g = planted(n_speakers=12, per=10)
+    seen = []
+    with sklearn.config_context(enable_metadata_routing=True):
+        grids = {"xgboost": {"xgbregressorprobe__max_depth": [2, 4]},
+                 "attention": {"attentionregressorprobe__hidden": [8, 16]}}
+        for name, grid in grids.items():
+            quick = dict(n_estimators=20, n_jobs=1) if name == "xgboost" else dict(heads=2, max_epochs=3, threads=1)
+            est = make_regressor(name, **quick).set_fit_request(groups=True)
+            search = GridSearchCV(make_pipeline(StandardScaler(), est), grid, cv=GroupKFold(3))
+            search.fit(X, Y, groups=g)
+            seen.append(search.best_estimator_[-1])
+    xgb, att = seen
+    assert xgb.val_groups_ and set(xgb.val_groups_) <= set(g) and xgb.best_iteration_ is not None
+    assert att.val_ccc_ is not None                                    # early stopping on held-out speakers
 
 
 def test_speaker_validation_moves_whole_speakers():
