@@ -24,7 +24,8 @@ them as the `[V, A, D]` triple of their EmoEvaluation lines (1-5). MSP-Podcast, 
 not list, gets a release of its own making (`synthesize("msppodcast", ...)`): `Audios/` and
 `Labels/labels_consensus.csv` with partitions Train / Development / Test1 / Test2 (speakers
 disjoint between them), Test3 with its labels hidden, unknown speakers, the O and X codes and
-EmoAct/EmoVal/EmoDom on 1-7.
+EmoAct/EmoVal/EmoDom on 1-7; so does MSP-IMPROV (`Audio/session<k>/...` and `Evaluation.txt`,
+6 sessions x 2 actors, A:/V:/D: on 1-5).
 """
 
 from __future__ import annotations
@@ -390,7 +391,7 @@ def synth_corpora() -> list[str]:
 
 
 #: Corpora EmoBox does not list, whose synthetic release `synthesize` makes up in the real layout.
-OWN_RELEASES = ("msppodcast",)
+OWN_RELEASES = ("msppodcast", "mspimprov")
 
 
 def balanced_subset(speakers: list[str], labels: list[str], n: int, seed: int = 0) -> list[int]:
@@ -455,8 +456,8 @@ def synthesize(corpus: str, out: str | Path, *, n: int | None = None, seed: int 
         if name in OWN_RELEASES:
             if keys is not None:
                 raise SerError(f"keys select EmoBox files; {name} has no EmoBox list (use n)")
-            return _write_msppodcast(out, n=n, seed=seed, max_duration=max_duration, sample_rate=sample_rate,
-                                     progress=progress)
+            return _write_own_release(name, out, n=n, seed=seed, max_duration=max_duration, sample_rate=sample_rate,
+                                      progress=progress)
         return _write_tree(name, out, n=n, seed=seed, max_duration=max_duration, sample_rate=sample_rate, keys=keys,
                            progress=progress)
     except OutputDiskFull as e:
@@ -793,18 +794,23 @@ def _write_cremad_demographics(out: Path, seed: int) -> list[str]:
     return ["VideoDemographics.csv"]
 
 
-# -- MSP-Podcast: a release of our own making ---------------------------------------------------
+# -- MSP-Podcast and MSP-IMPROV: releases of our own making ---------------------------------------
 #: (EmoClass, weight): roughly the release's skew (neutral and happy common, fear rare), O and X included
 _MSP_CLASSES = (("N", 0.28), ("H", 0.15), ("A", 0.08), ("S", 0.08), ("U", 0.05), ("F", 0.03), ("D", 0.05),
                 ("C", 0.06), ("O", 0.08), ("X", 0.14))
 #: partition -> (identified speakers, segments per speaker, unknown-speaker segments); Test3's labels are hidden
 _MSP_PARTITIONS = {"Train": (24, 25, 24), "Development": (8, 15, 8), "Test1": (8, 15, 8), "Test2": (6, 12, 6),
                    "Test3": (4, 8, 0)}
+#: MSP-IMPROV: (code, weight), 6 sessions x 2 actors, clips per actor, the recording types
+_IMPROV_CLASSES = (("N", 0.35), ("H", 0.25), ("A", 0.12), ("S", 0.13), ("O", 0.05), ("X", 0.10))
+_IMPROV_CLIPS_PER_ACTOR = 40
+_IMPROV_TYPES = ("R", "S", "T", "P")
 
 
 def msppodcast_release(seed: int = 0) -> list[dict]:
     """The segments of a synthetic MSP-Podcast release: one dict per segment with FileName, EmoClass,
-    SpkrID ("Unknown" or a number), Gender, Split_Set and seconds; speakers never cross partitions."""
+    SpkrID ("Unknown" or a number), Gender, Split_Set, and the relpath, key, speaker, gender, label and
+    seconds every own release gives; speakers never cross partitions."""
     from featstore.corpora.msppodcast import ALL_CLASSES
 
     rng = np.random.default_rng([seed, 5])
@@ -819,55 +825,100 @@ def msppodcast_release(seed: int = 0) -> list[dict]:
             if i % 10 == 0:
                 podcast += 1
             code = str(rng.choice(codes, p=weights))
-            rows.append(dict(FileName=f"MSP-PODCAST_{podcast:04d}_{i % 10 + 1:04d}.wav", EmoClass=code,
-                             label=ALL_CLASSES[code], SpkrID=spkr, Gender=gender, Split_Set=split,
+            name = f"MSP-PODCAST_{podcast:04d}_{i % 10 + 1:04d}.wav"
+            stem = Path(name).stem
+            rows.append(dict(FileName=name, EmoClass=code, SpkrID=spkr, Gender=gender, Split_Set=split,
+                             relpath=f"Audios/{name}", key=f"msppodcast-{stem}", label=ALL_CLASSES[code],
+                             speaker=spkr if spkr != "Unknown" else f"unknown-{stem}",
+                             gender=gender.lower() if gender != "Unknown" else None,
                              seconds=float(rng.uniform(2.75, 6.0))))
     return rows
 
 
-def _write_msppodcast(out: Path, *, n: int | None, seed: int, max_duration: float | None, sample_rate: int | None,
-                      progress: bool) -> SynthResult:
-    """`Audios/` + `Labels/labels_consensus.csv` of `msppodcast_release`, the dimensions planted from prosody."""
-    from featstore.corpora.msppodcast import LABELS_CSV, SCALE, format_labels
+def mspimprov_release(seed: int = 0) -> list[dict]:
+    """The clips of a synthetic MSP-IMPROV release (6 sessions x one female and one male actor): one dict
+    per clip with its wav stem, code, and the relpath, key, speaker, gender, label and seconds."""
+    from featstore.corpora.mspimprov import ALL_CLASSES
 
-    rows = msppodcast_release(seed)
+    rng = np.random.default_rng([seed, 6])
+    codes, weights = zip(*_IMPROV_CLASSES)
+    weights = np.array(weights) / sum(weights)
+    rows = []
+    for session in range(1, 7):
+        for letter in "FM":
+            speaker = f"{letter}{session:02d}"
+            for i in range(_IMPROV_CLIPS_PER_ACTOR):
+                kind = _IMPROV_TYPES[i % len(_IMPROV_TYPES)]
+                sentence = f"S{i // len(_IMPROV_TYPES) + 1:02d}A"
+                stem = f"MSP-IMPROV-{sentence}-{speaker}-{kind}-{'FM' if letter == 'F' else 'MF'}{i + 1:02d}"
+                code = str(rng.choice(codes, p=weights))
+                rows.append(dict(stem=stem, code=code, relpath=f"Audio/session{session}/{sentence}/{kind}/{stem}.wav",
+                                 key=f"mspimprov-{stem}", speaker=speaker, gender="female" if letter == "F" else "male",
+                                 label=ALL_CLASSES[code], seconds=float(rng.uniform(1.5, 5.0))))
+    return rows
+
+
+def _msppodcast_labels(out: Path, rows: list[dict], dims: list[tuple]) -> list[str]:
+    """`Labels/labels_consensus.csv` (Test3's labels and speakers hidden, as the newest releases do)."""
+    from featstore.corpora.msppodcast import LABELS_CSV, format_labels
+
+    table = []
+    for r, (act, val, dom) in zip(rows, dims):
+        hidden = r["Split_Set"] == "Test3"
+        table.append((r["FileName"], "" if hidden else r["EmoClass"], *((None,) * 3 if hidden else (act, val, dom)),
+                      "" if hidden else r["SpkrID"], "" if hidden else r["Gender"], r["Split_Set"]))
+    write_text(out / LABELS_CSV, format_labels(table))
+    return [str(LABELS_CSV)]
+
+
+def _mspimprov_labels(out: Path, rows: list[dict], dims: list[tuple]) -> list[str]:
+    """`Evaluation.txt`: one consensus line (and a rater line) per clip."""
+    from featstore.corpora.mspimprov import format_evaluation
+
+    write_text(out / "Evaluation.txt", format_evaluation([(r["stem"], r["code"], *d) for r, d in zip(rows, dims)]))
+    return ["Evaluation.txt"]
+
+
+#: corpus -> (its release's clips, the label files writer, the dimension scale)
+_OWN = {"msppodcast": (msppodcast_release, _msppodcast_labels, (1.0, 7.0)),
+        "mspimprov": (mspimprov_release, _mspimprov_labels, (1.0, 5.0))}
+
+
+def _write_own_release(name: str, out: Path, *, n: int | None, seed: int, max_duration: float | None,
+                       sample_rate: int | None, progress: bool) -> SynthResult:
+    """A synthetic release EmoBox does not list: its label files, then the audio, dimensions planted from prosody."""
+    release, write_labels, scale = _OWN[name]
+    rows = release(seed)
     if n is not None and n < len(rows):
-        keep = balanced_subset([r["SpkrID"] if r["SpkrID"] != "Unknown" else r["FileName"] for r in rows],
-                               [r["EmoClass"] for r in rows], n, seed)
+        keep = balanced_subset([r["speaker"] for r in rows], [r["label"] for r in rows], n, seed)
         rows = [rows[i] for i in keep]
     rate = int(sample_rate or 16000)
     plan = []
     for r in rows:
         seconds = r["seconds"] if max_duration is None else min(r["seconds"], max_duration)
-        speaker = r["SpkrID"] if r["SpkrID"] != "Unknown" else f"unknown-{Path(r['FileName']).stem}"
-        plan.append(SynthFile(f"Audios/{r['FileName']}", f"msppodcast-{Path(r['FileName']).stem}", speaker,
-                              r["Gender"].lower() if r["Gender"] != "Unknown" else None, r["label"], r["EmoClass"],
-                              rate, max(1, int(round(seconds * rate)))))
+        plan.append(SynthFile(r["relpath"], r["key"], r["speaker"], r["gender"], r["label"],
+                              r.get("EmoClass", r.get("code")), rate, max(1, int(round(seconds * rate)))))
     relpaths = [item.relpath for item in plan]
-    annotations = [str(LABELS_CSV)]
-    info = {"corpus": "msppodcast", "seed": seed, "n": n, "max_duration": max_duration, "sample_rate": sample_rate,
+    voices: dict[str, Voice] = {}
+    dims = [planted_dimensions(*_prosody_of(name, item, seed, voices)[:2], scale=scale) for item in plan]
+    _write_marker(out, {"corpus": name, "seed": seed, "n": n, "max_duration": max_duration,
+                        "sample_rate": sample_rate, "files": relpaths, "complete": False})
+    annotations = write_labels(out, rows, dims)
+    info = {"corpus": name, "seed": seed, "n": n, "max_duration": max_duration, "sample_rate": sample_rate,
             "files": relpaths + annotations}
     _write_marker(out, {**info, "complete": False})
-    voices: dict[str, Voice] = {}
-    table = []
-    for r, item in zip(rows, plan):
-        act, val, dom = planted_dimensions(*_prosody_of("msppodcast", item, seed, voices)[:2], scale=SCALE)
-        hidden = r["Split_Set"] == "Test3"  # the newest releases hide Test3's labels and speakers
-        table.append((r["FileName"], "" if hidden else r["EmoClass"], *((None,) * 3 if hidden else (act, val, dom)),
-                      "" if hidden else r["SpkrID"], "" if hidden else r["Gender"], r["Split_Set"]))
-    write_text(out / LABELS_CSV, format_labels(table))
     items = plan
     if progress:
         from rich.progress import track
 
-        items = track(plan, description="synthesizing msppodcast", transient=True)
+        items = track(plan, description=f"synthesizing {name}", transient=True)
     for item in items:
-        prosody, voice, rng = _prosody_of("msppodcast", item, seed, voices)
+        prosody, voice, rng = _prosody_of(name, item, seed, voices)
         x = render(item.num_frames, item.sample_rate, prosody, voice, rng)
         _write_whole(out / item.relpath, _size_bound(len(x)),
                      lambda tmp, x=x, rate=item.sample_rate: write_audio(tmp, x, rate))
     _write_marker(out, {**info, "complete": True})
-    return SynthResult("msppodcast", out, len(plan), float(sum(f.duration for f in plan)), relpaths, plan, annotations)
+    return SynthResult(name, out, len(plan), float(sum(f.duration for f in plan)), relpaths, plan, annotations)
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -169,7 +169,7 @@ def loaded(request, trees):
 def test_registry_lists_every_corpus_with_its_description():
     from featstore.reference import reference_corpora
 
-    assert set(CORPORA) == set(reference_corpora()) | {"csv", "msppodcast"} and set(EMOBOX_CORPORA) < set(CORPORA)
+    assert set(CORPORA) == set(reference_corpora()) | {"csv", "msppodcast", "mspimprov"} and set(EMOBOX_CORPORA) < set(CORPORA)
     assert [c.name for c in REGISTRY] == list(CORPORA) and len(REGISTRY) == len(CORPORA)
     for name in EMOBOX_CORPORA:
         corpus = CORPORA[name]

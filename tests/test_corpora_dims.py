@@ -15,6 +15,7 @@ import pytest
 from featstore.corpora import DIMENSIONS, Utterance, dimension_array, get_corpus
 from featstore.corpora.csvcorpus import CsvCorpus
 from featstore.corpora.iemocap import HEADER
+from featstore.corpora.mspimprov import MspImprovCorpus
 from featstore.corpora.msppodcast import MspPodcastCorpus
 from featstore.errors import CorpusError
 from featstore.folds import ProtocolError, make_folds, speaker_overlap
@@ -144,6 +145,47 @@ def test_msppodcast_problems_are_listed_not_fatal(tmp_path):
     write_wav(bare / "Audios" / "MSP-PODCAST_0001_0001.wav")
     with pytest.raises(CorpusError, match="labels_consensus.csv"):
         get_corpus("msppodcast").load(bare)
+
+
+# -- MSP-IMPROV -------------------------------------------------------------------------------------
+# Consensus lines as the release writes them (fields by prefix: N: is naturalness, not a dimension), raters below.
+IMPROV_EVALUATION = """UTD-IMPROV-S01A-F01-S-FM01.avi; A; A:4.200000; V:1.800000; D:3.900000; N:3.400000;
+rater line; A; A:4; V:2; D:4; N:3;
+
+UTD-IMPROV-S01A-M01-P-MF02.avi; N; V:3.000000; A:2.500000; D:3.000000; N:4.000000;
+
+UTD-IMPROV-S02A-F02-R-FM03.avi; X; A:3.000000; V:3.500000; D:3.000000; N:4.000000;
+
+UTD-IMPROV-S02A-M02-T-MF04.avi; H; A:3.600000; V:6.500000; D:3.000000; N:4.000000;
+
+UTD-IMPROV-S03A-F03-S-FM05.avi; H; A:3.600000; V:4.500000; D:3.000000; N:4.000000;
+"""
+
+
+def test_mspimprov_reads_evaluation_lines_by_prefix(tmp_path):
+    (tmp_path / "Evalution.txt").write_text(IMPROV_EVALUATION, encoding="utf-8")   # the release's own misspelling
+    for line in IMPROV_EVALUATION.splitlines():
+        if line.startswith("UTD"):
+            stem = "MSP" + line.split(".avi")[0][3:]
+            sentence, speaker, kind = stem.split("-")[2:5]
+            write_wav(tmp_path / "Audio" / f"session{int(speaker[1:])}" / sentence / kind / f"{stem}.wav")
+    write_wav(tmp_path / "Audio" / "session3" / "S09A" / "S" / "MSP-IMPROV-S09A-F03-S-FM09.wav")   # no label line
+    m = get_corpus("mspimprov").load(tmp_path)
+    by_id = {u.id: u for u in m}
+    angry = by_id["mspimprov-MSP-IMPROV-S01A-F01-S-FM01"]
+    assert (angry.arousal, angry.valence, angry.dominance, angry.dimension_scale) == (4.2, 1.8, 3.9, (1.0, 5.0))
+    assert (angry.label, angry.speaker, angry.gender, angry.session) == ("angry", "mspimprov-F01", "female", "1")
+    neutral = by_id["mspimprov-MSP-IMPROV-S01A-M01-P-MF02"]
+    assert (neutral.arousal, neutral.valence) == (2.5, 3.0)                     # by prefix, not by position
+    assert len(m) == 3                                                          # X out, V:6.5 a problem
+    reasons = sorted(p.reason for p in m.problems)
+    assert any("outside MSP-IMPROV's scale 1-5" in r for r in reasons)
+    assert any("no label line for MSP-IMPROV-S09A-F03-S-FM09" in r for r in reasons)
+    everything = MspImprovCorpus(classes="all").load(tmp_path)
+    assert {u.label_raw: u.label for u in everything}["X"] == "other" and len(everything) == 4
+    folds = make_folds(m.utterances, "standard")                                # leave one session out
+    assert [f.name for f in folds] == ["session-1", "session-3"]               # F01+M01 together, F03
+    assert all(not speaker_overlap(m.utterances, f) for f in folds)
 
 
 # -- CSV corpora --------------------------------------------------------------------------------------
@@ -284,6 +326,11 @@ def test_synthetic_iemocap_and_msppodcast_trees_load_with_planted_dimensions(tmp
     folds = make_folds(m.utterances, "standard")
     assert [f.name for f in folds] == ["Test1", "Test2"] and not any(speaker_overlap(m.utterances, f) for f in folds)
     assert sum("unknown" in u.speaker for u in m) == len({u.speaker for u in m if "unknown" in u.speaker}) > 1
+    res_improv = synthesize("mspimprov", tmp_path / "improv", n=48, seed=0, max_duration=0.2, sample_rate=8000)
+    improv = get_corpus("mspimprov").load(tmp_path / "improv")
+    assert improv.problems == [] and len({u.session for u in improv}) == 6 and len({u.speaker for u in improv}) == 12
+    assert all(1 <= u.valence <= 5 for u in improv)
+    assert len(improv) == sum(f.label_raw not in "OX" for f in res_improv.files)
     again = synthesize("msppodcast", tmp_path / "msp2", seed=0, max_duration=0.2, sample_rate=8000)
     assert [f.relpath for f in again.files] == [f.relpath for f in res.files]
     assert (tmp_path / "msp2" / "Labels" / "labels_consensus.csv").read_bytes() == \

@@ -79,7 +79,7 @@ def test_registry_has_the_16_with_their_descriptions():
         assert corpus.title and corpus.layout_hint and corpus.source.licence and corpus.protocol.why
         assert corpus.source.page.startswith("http") and corpus.source.method in ("http", "manual")
         assert set(corpus.labels.values()) <= set(CANONICAL), name
-    assert len(REGISTRY) == 13 + 16 + 1 + 1   # + MSP-Podcast (dimensional; not in EmoBox)
+    assert len(REGISTRY) == 13 + 16 + 1 + 2   # + MSP-Podcast, MSP-IMPROV (dimensional; not in EmoBox)
 
 
 @pytest.mark.parametrize("corpus", PARAMS)

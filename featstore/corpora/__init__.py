@@ -43,6 +43,7 @@ from featstore.corpora.jlcorpus import JlcorpusCorpus
 from featstore.corpora.meld import MeldCorpus
 from featstore.corpora.mer2023 import Mer2023Corpus
 from featstore.corpora.mesd import MesdCorpus
+from featstore.corpora.mspimprov import MspImprovCorpus
 from featstore.corpora.msppodcast import MspPodcastCorpus
 from featstore.corpora.oreau import OreauCorpus
 from featstore.corpora.pavoque import PavoqueCorpus
@@ -65,7 +66,7 @@ REGISTRY: tuple[Corpus, ...] = (
     AsedCorpus(), AsvpesdCorpus(), CasiaCorpus(), EmnsCorpus(), EmovdbCorpus(), EmozionalmenteCorpus(),
     EnterfaceCorpus(), EsdCorpus(), JlcorpusCorpus(), MeldCorpus(), Mer2023Corpus(), OreauCorpus(),
     PavoqueCorpus(), PolishCorpus(), ResdCorpus(), TurevdbCorpus(),
-    MspPodcastCorpus(),
+    MspPodcastCorpus(), MspImprovCorpus(),
     CsvCorpus(),
 )
 
