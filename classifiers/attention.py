@@ -703,8 +703,8 @@ class AttentionRegressorProbe(RegressorMixin, BaseEstimator):
     averaged (`loss="ccc"`, `ccc_loss`, over each batch). Early stopping on the validation rows'
     mean CCC over outputs (ties: the lower validation MSE), from held-out speakers as for the
     classifier: `val=` (clips and targets of speakers not in the training rows), or `groups=`
-    (speaker per clip: whole speakers drawn by `classifiers.regression.speaker_validation`, the
-    trees' draw in `XGBRegressorProbe` too); with neither, `max_epochs` without early stopping.
+    (speaker per clip: whole speakers drawn by `classifiers.regression.speaker_validation`, as
+    `XGBRegressorProbe` draws them); with neither, `max_epochs` without early stopping.
     Seeded and deterministic on CPU; the global torch RNG is left as it was.
 
     X is clips (N arrays (T_i, D) or (T_i, L, D), a padded (N, T, D) / (N, T, L, D) array with
