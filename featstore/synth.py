@@ -18,7 +18,7 @@ tree is labelled exactly as `ser` will read it. numpy only; same seed -> identic
 
 Dimensional labels are planted from each clip's own prosody (`planted_dimensions`), so a probe
 can find them in the audio: arousal from loudness and pitch level, valence from intonation range
-against spectral brightness and jitter, dominance from loudness against breathiness; each
+against spectral brightness and breathiness, dominance from loudness against breathiness; each
 varies from clip to clip with the clip's prosody, not only with its emotion. IEMOCAP trees carry
 them as the `[V, A, D]` triple of their EmoEvaluation lines (1-5). MSP-Podcast, which EmoBox does
 not list, gets a release of its own making (`synthesize("msppodcast", ...)`): `Audios/` and
@@ -539,9 +539,10 @@ def planted_dimensions(prosody: Prosody, voice: Voice, scale: tuple[float, float
     """(arousal, valence, dominance) on `scale`, read from a clip's prosody (the speaker's habits removed).
 
     arousal: loudness and pitch level; valence: intonation range against spectral brightness and
-    jitter (happy wide and smooth, angry bright, sad and fearful jittery); dominance: loudness
-    against breathiness. Each z-score goes through a logistic onto the scale, rounded to 4
-    decimals as the corpora's means of ratings are written.
+    breathiness (happy wide, angry bright, sad and fearful breathy: the class means order as the
+    literature's valence does); dominance: loudness against breathiness. Only cues a log spectrum
+    shows (jitter, which it hardly does, is left out). Each z-score goes through a logistic onto
+    the scale, rounded to 4 decimals as the corpora's means of ratings are written.
     """
     neutral = PROSODY[NEUTRAL]
     level = prosody.level_db - voice.level_db
@@ -549,7 +550,7 @@ def planted_dimensions(prosody: Prosody, voice: Voice, scale: tuple[float, float
     breath = np.log(prosody.breath / (voice.breath * neutral.breath))
     z_arousal = level / 5.0 + pitch / 4.0
     z_valence = (np.log(prosody.f0_range / neutral.f0_range) / 0.5 - np.log(prosody.tilt_hz / neutral.tilt_hz) / 0.4
-                 - np.log(prosody.jitter / neutral.jitter) / 0.5)
+                 - breath / 0.8)
     z_dominance = level / 6.0 - breath / 0.8
     low, high = scale
     return tuple(round(float(low + (high - low) / (1.0 + np.exp(-z / 1.5))), 4)
