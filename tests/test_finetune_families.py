@@ -339,3 +339,27 @@ def test_predict_judges_a_long_clip_on_whisper_s_first_30_s_and_says_so(models, 
         [(_, long)] = predict([tmp_path / "long.wav"], model_dir, device="cpu")
     [(_, first)] = predict([tmp_path / "first30.wav"], model_dir, device="cpu")
     assert long == pytest.approx(first, abs=1e-7)
+
+
+@pytest.mark.parametrize("family,pooling", [("whisper", "mean"), ("whisper", "layer-weighted"),
+                                            ("wav2vec2-bert", "attention"), ("wav2vec2-bert", "layer-weighted")])
+def test_every_log_mel_export_loads_in_transformers_as_ser_runs_it(models, tmp_path, family, pooling):
+    """Whisper's heads all go through modeling_ser.py (transformers' WhisperForAudioClassification would
+    average the 30 s padding too); w2v-BERT's attention head too, its layer-weighted head as transformers'
+    own Wav2Vec2BertForSequenceClassification. A padded batch fed by the saved feature extractor."""
+    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+    clf = build_classifier(str(models[family]), ["a", "b", "c"], pooling=pooling, freeze="none", seed=3).eval()
+    with torch.no_grad():                 # a head that is not near-uniform
+        clf.classifier.weight.normal_(0, 1.0)
+    directory = clf.save_pretrained(tmp_path / "export")
+    remote = (directory / "modeling_ser.py").is_file()
+    assert remote == (family == "whisper" or pooling == "attention")
+    hf = AutoModelForAudioClassification.from_pretrained(directory, trust_remote_code=remote).eval()
+    fe = AutoFeatureExtractor.from_pretrained(directory)
+    waves = _waves(8, lengths=(7000, 15000, 2500))
+    x = fe(waves, sampling_rate=16000, return_tensors="pt", return_attention_mask=True)
+    with torch.no_grad():
+        theirs = hf(**x).logits
+        ours = clf(**collate([clip_inputs(w, clf.front_end) for w in waves])).logits
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-5)
