@@ -44,7 +44,8 @@ groups=speakers) and passing `check_estimator`: "ridge" (`RidgeProbe`), "xgboost
 `speaker_validation`), "knn" (`KNNRegressorProbe`: the mean of the cosine nearest training rows'
 targets, faiss through `classifiers.knn_index`) and "attention"
 (`classifiers.attention.AttentionRegressorProbe`: attention pooling over frames, MSE or CCC loss,
-early stopping on held-out speakers). `ccc_by_layer` gives the per-layer CCC and speaker interval
+early stopping on held-out speakers). `fold_predictions` fits any of them per outer fold in `sweep_ridge`'s prediction layout;
+`ccc_by_layer` gives the per-layer CCC and speaker interval
 of each dimension that `classifiers.plots.dimension_layer_curve` draws; `bench/regressors.py`
 times the four at RAVDESS size.
 """
@@ -767,6 +768,36 @@ def make_regressor(name: str, **params):
         raise RegressionError(f"regressor {name!r} does not take {', '.join(bad)} (it takes: "
                               f"{', '.join(sorted(est.get_params()))})")
     return est.set_params(**params)
+
+
+def fold_predictions(name: str, X, Y, train_masks: Sequence[np.ndarray], groups, *, seed: int = 0,
+                     **params) -> np.ndarray:
+    """Predictions of every row by registry regressor `name`, one fit per outer fold: (F, N, T) for
+    Y (N, T), (F, N) for Y (N,); the layout of `sweep_ridge(X, Y, ...).predict[0]`, so a layer sweep
+    can score any regressor as it scores the ridge sweep.
+
+    X: (N, D) pooled features of one layer; train_masks: F boolean (N,) training masks; groups:
+    (N,) speakers, passed with each fold's training rows to `fit` (ridge's inner alpha search,
+    xgboost's and attention's early-stopping speakers; never a test row). seed: `random_state` of
+    regressors that have one (unless `params` sets it); params: the regressor's hyper-parameters."""
+    X = np.asarray(X)
+    Y = np.asarray(Y, dtype=np.float64)
+    if X.ndim != 2 or Y.ndim not in (1, 2) or len(X) != len(Y):
+        raise RegressionError(f"X must be (N, D) and Y (N,) or (N, T) with the same N, got {X.shape} and {Y.shape}")
+    masks = [np.asarray(m, dtype=bool) for m in train_masks]
+    if not masks or any(m.shape != (len(X),) or not m.any() for m in masks):
+        raise RegressionError(f"train_masks must be non-empty boolean masks over the {len(X)} rows")
+    groups = None if groups is None else np.asarray(groups)
+    if groups is not None and groups.shape != (len(X),):
+        raise RegressionError(f"groups must be one speaker per row: {len(X)} rows, groups of shape {groups.shape}")
+    out = np.empty((len(masks), *Y.shape))
+    for f, m in enumerate(masks):
+        est = make_regressor(name, **params)
+        if "random_state" in est.get_params() and "random_state" not in params:
+            est.set_params(random_state=seed)
+        est.fit(X[m], Y[m], groups=None if groups is None else groups[m])
+        out[f] = est.predict(X)
+    return out
 
 
 # ---------------------------------------------------------------------------------- per layer

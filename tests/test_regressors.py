@@ -31,8 +31,10 @@ from classifiers.regression import (
     ccc_by_layer,
     ccc_interval,
     check_regressor,
+    fold_predictions,
     make_regressor,
     speaker_validation,
+    sweep_ridge,
 )
 
 # small, fast settings; single-threaded (the test machine is shared)
@@ -120,6 +122,24 @@ def test_each_regressor_learns_a_planted_linear_target_on_held_out_speakers(name
     perm = np.random.default_rng(1).permutation((~test).sum())
     est = make_regressor(name, **FAST[name]).fit(X[~test], y[~test][perm], groups=g[~test])
     assert np.max(ccc(y[test], est.predict(X[test]))) < 0.4
+
+
+def test_fold_predictions_is_the_sweep_layout_for_any_regressor():
+    X, Y, g = planted(n_speakers=10, per=12)
+    masks = [~np.isin(g, [f"spk{2 * k}", f"spk{2 * k + 1}"]) for k in range(3)]
+    ridge = fold_predictions("ridge", X, Y, masks, g, seed=4)
+    np.testing.assert_allclose(ridge, sweep_ridge(X, Y, masks, g, seed=4).predict[0], rtol=1e-7, atol=1e-9)
+    knn = fold_predictions("knn", X, Y[:, 0], masks, g, n_neighbors=3)
+    assert knn.shape == (3, len(X))
+    for f, m in enumerate(masks):
+        np.testing.assert_allclose(knn[f], KNNRegressorProbe(n_neighbors=3).fit(X[m], Y[m, 0]).predict(X))
+    xgb = fold_predictions("xgboost", X, Y, masks[:1], g, seed=2, n_estimators=10, n_jobs=1)
+    want = XGBRegressorProbe(n_estimators=10, n_jobs=1, random_state=2).fit(X[masks[0]], Y[masks[0]], groups=g[masks[0]])
+    np.testing.assert_allclose(xgb[0], want.predict(X), rtol=1e-6)
+    with pytest.raises(RegressionError, match="train_masks must be non-empty"):
+        fold_predictions("knn", X, Y, [np.zeros(len(X), bool)], g)
+    with pytest.raises(RegressionError, match="unknown regressor 'svm'"):
+        fold_predictions("svm", X, Y, masks, g)
 
 
 # ------------------------------------------------------------------------------------------- XGBoost
