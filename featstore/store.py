@@ -1475,11 +1475,14 @@ def store_info(path: str | Path) -> dict:
         seconds=float(sum(u.duration for u in fs.utterances)),
         skipped=[(s.id, s.path, s.reason) for s in fs.skipped], checksums=fs.checksums,
         format_version=fs.format_version, digest=fs.digest if fs.format_version >= 3 else None,
+        dimension_scales=fs.dimension_scales,
     )
 
 
 def export_layer(path: str | Path, layer: int, out: str | Path, stat: str = "mean") -> Path:
-    """Write one layer's pooled matrix with its labels as .npz: id, X, label, speaker, corpus.
+    """Write one layer's pooled matrix with its labels as .npz: id, X, label, speaker, corpus (and, for a store
+    with dimensional labels, arousal, valence, dominance on each corpus' scale, NaN where missing, and
+    dimension_scale (N, 2)).
 
     `out` gets ".npz" appended when its name lacks it (as numpy.savez does). It is checked before the
     store is read (not a directory or a system path) and written whole or not at all: a full disk is
@@ -1494,6 +1497,10 @@ def export_layer(path: str | Path, layer: int, out: str | Path, stat: str = "mea
     arrays = dict(id=np.array(fs.ids), X=fs.pooled(layer, stat), label=np.array([u.label for u in fs.utterances]),
                   speaker=np.array([u.speaker for u in fs.utterances]),
                   corpus=np.array([u.corpus for u in fs.utterances]))
+    if fs.dimension_scales:  # raw values on each corpus' scale (NaN where missing) and that scale
+        arrays.update({k: np.array([np.nan if getattr(u, k) is None else getattr(u, k) for u in fs.utterances])
+                       for k in _DIMENSION_FIELDS})
+        arrays[_SCALE_FIELD] = np.array([u.dimension_scale or (np.nan, np.nan) for u in fs.utterances], dtype=float)
     with atomic_output(out, needed=sum(a.nbytes for a in arrays.values()) + 64 * 1024) as tmp:
         with open(tmp, "wb") as fh:  # a file object: numpy adds no suffix to the temporary name
             np.savez(fh, **arrays)

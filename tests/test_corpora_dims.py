@@ -253,7 +253,7 @@ def _msp_manifest(tmp_path: Path):
 
 def test_store_keeps_dimensions_and_relabels_a_store_extracted_without_them(tmp_path, tiny_models):
     from featstore.extract import extract_manifest
-    from featstore.store import open_store, verify_store
+    from featstore.store import export_layer, open_store, store_info, verify_store
 
     now = _msp_manifest(tmp_path)
     assert len(now) >= 6 and all(u.arousal is not None for u in now)
@@ -284,6 +284,10 @@ def test_store_keeps_dimensions_and_relabels_a_store_extracted_without_them(tmp_
     np.testing.assert_allclose(dimension_array(new.utterances, scales=new.dimension_scales)[:, 0],
                                (arousal - 4.0) / 3.0)
     assert extract_manifest(now, **kw).up_to_date         # once relabelled, a re-run is a no-op again
+    z = np.load(export_layer(res.store, 1, tmp_path / "l1.npz"))
+    np.testing.assert_array_equal(z["arousal"], arousal)
+    assert z["dimension_scale"].tolist() == [[1.0, 7.0]] * len(now)
+    assert store_info(res.store)["dimension_scales"] == {"msppodcast": (1.0, 7.0)}
 
 
 def test_a_store_written_before_dimensions_reads_with_none(tmp_path, tiny_models):
