@@ -25,7 +25,7 @@ EXCITED, SARCASTIC, AMUSED, SLEEPY, POKER = "excited", "sarcastic", "amused", "s
 WORRIED, ANXIOUS, CONCERNED, APOLOGETIC = "worried", "anxious", "concerned", "apologetic"
 ASSERTIVE, ENCOURAGING, ENTHUSIASTIC = "assertive", "encouraging", "enthusiastic"
 PLEASURE, PAIN, DISAPPOINTMENT, BREATH = "pleasure", "pain", "disappointment", "breath"
-CONTEMPT = "contempt"  # MEAD and M3ED's class; none of the 29 corpora here has it
+CONTEMPT = "contempt"  # MEAD and M3ED's class; of the corpora here only MSP-Podcast has it (code C)
 
 #: Canonical emotions, in the order tables and confusion matrices use.
 CANONICAL: tuple[str, ...] = (
