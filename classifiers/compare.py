@@ -178,7 +178,10 @@ def paired_settings(runs: Sequence[tuple[str, dict]], metric: str = "uar",
     common = set.intersection(*({ids for _, ids in c} for c in cands))
     if not common:
         first = {ids for _, ids in cands[0]}
-        i = next((i for i, c in enumerate(cands[1:], 1) if not first & {ids for _, ids in c}), len(cands) - 1)
+        i = next((i for i, c in enumerate(cands[1:], 1) if not first & {ids for _, ids in c}), None)
+        if i is None:
+            raise StatsError(f"each run shares a test set with run {runs[0][0]}, but no test set was scored by all "
+                             f"{len(runs)} runs; compare them in pairs")
         a, b = runs[0][0], runs[i][0]
         ids_a = frozenset().union(*(ids for _, ids in cands[0]))
         ids_b = frozenset().union(*(ids for _, ids in cands[i]))

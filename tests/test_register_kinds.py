@@ -320,3 +320,36 @@ def test_report_compares_the_finetune_with_the_probe(tiny, tmp_path):
     cli("report", tiny["again"], tiny["probe"], "--db", tiny["db"], "--out", tmp_path / "r.html")
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert f"run {tiny['again']} — finetune," in page and "runs on the same test utterances compared" in page
+
+
+def _cols(*settings):
+    """Prediction columns of settings (train, test, classifier, layer, ids): 2 speakers, 2 labels."""
+    import numpy as np
+
+    from classifiers.predictions import concat
+
+    blocks = []
+    for train, test, clf, layer, ids in settings:
+        n = len(ids)
+        labels = ["happy" if i % 2 else "sad" for i in ids]
+        blocks.append(dict(id=[f"u{i}" for i in ids], corpus=["c"] * n, speaker=[f"s{i % 4}" for i in ids],
+                           label=labels, predicted=labels[::-1], fold=["f"] * n, seed=[0] * n, layer=[str(layer)] * n,
+                           classifier=[clf] * n, train_set=[train] * n, test_set=[test] * n))
+    return {k: np.asarray(v) for k, v in concat(blocks).items()}
+
+
+def test_paired_settings_pairs_on_shared_test_ids_and_names_the_overlap():
+    from classifiers.compare import paired_settings
+    from classifiers.stats import StatsError
+
+    a = _cols(("c", "c", "logreg", 1, range(12)), ("c", "c", "logreg", 2, range(12)), ("d", "c", "logreg", 1, range(6)))
+    ft = _cols(("c", "c", "finetune-mean", "e2e", range(12)))
+    chosen = paired_settings([("A", a), ("F", ft)], layer=2)
+    assert chosen == [("c", "c", "logreg", "2"), ("c", "c", "finetune-mean", "e2e")]   # e2e passes --layer
+    cell = _cols(("d", "c", "knn", 1, range(6)))
+    assert paired_settings([("A", a), ("K", cell)])[0] == ("d", "c", "logreg", "1")  # the one set both have
+    shifted = _cols(("c", "c", "logreg", 1, range(6, 18)))
+    with pytest.raises(StatsError, match=r"run B with run A: .*\(6 shared, 6 only in A, 6 only in B\)"):
+        paired_settings([("A", a), ("B", shifted)])
+    with pytest.raises(StatsError, match="no test set was scored by all 3 runs"):
+        paired_settings([("A", a), ("F", ft), ("K", cell)])
