@@ -913,10 +913,11 @@ def probe(
     """
     _threads(threads)
     if TARGETS[target] or alpha is not None:
-        _not_for_dimensions(target, classifier=classifier != "logreg", classes=classes, matrix=matrix, seeds=seeds != 1,
+        regressor = "ridge" if classifier == "logreg" else classifier
+        _not_for_dimensions(target, regressor, classes=classes, matrix=matrix, seeds=seeds != 1,
                             C=C, save_probe=save_probe, class_weight=class_weight, speaker_norm=speaker_norm,
                             no_early_stopping=no_early_stopping, train=len(train or []) > 1)
-        return _probe_dimensions(target, corpus=corpus, layer=layer, protocol=protocol, stat=stat,
+        return _probe_dimensions(target, regressor, corpus=corpus, layer=layer, protocol=protocol, stat=stat,
                                  train=list(train or []), test=test, alpha=alpha, model=_model(model),
                                  cache=_cache(cache), out=out, overwrite=overwrite, db=db, force=force)
     from classifiers.evaluate import check_classifier, check_params, check_policy
@@ -1013,24 +1014,28 @@ def _probe_matrix(matrix: str, *, corpus, train, test, seeds, save_probe, db, fo
     _print_files(reg.files or [reg.run["out"]])
 
 
-def _not_for_dimensions(target: str, **given) -> None:
+def _not_for_dimensions(target: str, regressor: str, **given) -> None:
     """Probe options that have no meaning for a dimensional target, refused in one line (never ignored)."""
+    from classifiers.dimensional import dimensional_probes
     from featstore.errors import SerError
 
     if target == "emotion":
         raise SerError("--alpha is ridge's penalty for a dimensional --target (arousal, valence, dominance, avd); "
                        "the emotion probe's penalty is --C")
-    names = {"classifier": "--classifier", "classes": "--classes", "matrix": "--matrix", "seeds": "--seeds",
+    if regressor not in dimensional_probes():
+        raise SerError(f"--target {target} predicts values: --classifier {regressor} has no regressor over pooled "
+                       f"features; choose one of {', '.join(dimensional_probes())} (default ridge)")
+    names = {"classes": "--classes", "matrix": "--matrix", "seeds": "--seeds",
              "C": "--C", "save_probe": "--save-probe", "class_weight": "--class-weight",
              "speaker_norm": "--speaker-norm", "no_early_stopping": "--no-early-stopping",
              "train": "several --train sets"}
     bad = [names[k] for k, v in given.items() if v]
     if bad:
-        raise SerError(f"--target {target} runs the ridge probe (alpha by inner speaker CV, or --alpha) on one training "
-                       f"set: leave out {', '.join(bad)}")
+        raise SerError(f"--target {target} runs a regressor (ridge: alpha by inner speaker CV, or --alpha) on one "
+                       f"training set: leave out {', '.join(bad)}")
 
 
-def _probe_dimensions(target: str, *, corpus, layer, protocol, stat, train, test, alpha, model, cache, out, overwrite,
+def _probe_dimensions(target: str, regressor: str, *, corpus, layer, protocol, stat, train, test, alpha, model, cache, out, overwrite,
                       db, force) -> None:
     """`ser probe --target DIM`: the ridge probe per layer, registered like every probe (classifiers.dimensional)."""
     from classifiers.dimensional import registered_dimensional, summary_lines, summary_table
@@ -1040,7 +1045,7 @@ def _probe_dimensions(target: str, *, corpus, layer, protocol, stat, train, test
     registry = Registry(_db(db))
     reg = registered_dimensional(corpus, target=target, model=model, cache=cache, registry=registry, force=force,
                                  train=train, test=test, layers=layer, protocol=protocol, stat=stat, alpha=alpha,
-                                 out=out, overwrite=overwrite, progress=True, command=command_line())
+                                 classifier=regressor, out=out, overwrite=overwrite, progress=True, command=command_line())
     meta = reg.result.meta
     if reg.reused:
         console.print(f"run {reg.run['id']} ({reg.run['created']}) already holds this configuration over these "
@@ -1050,7 +1055,7 @@ def _probe_dimensions(target: str, *, corpus, layer, protocol, stat, train, test
     if meta.get("left_out"):
         console.print("left out (no " + "/".join(meta["dimensions"]) + " annotation): "
                       + ", ".join(f"{c} {n}" for c, n in meta["left_out"].items()), highlight=False)
-    console.print(summary_table(reg.result, title=f"probe {target}, model {model}, {meta['protocol']} "
+    console.print(summary_table(reg.result, title=f"probe {target} ({regressor}), model {model}, {meta['protocol']} "
                                                    f"(CCC on [-1, 1]; CI: jackknife-t over test speakers)"))
     for line in summary_lines(reg.result):
         console.print(line, highlight=False)
@@ -1532,7 +1537,7 @@ def results_ls(
                                     help=f"Only runs of this kind: {', '.join(_run_kinds())}."),
     db: Path | None = DB_OPT,
 ):
-    """List registered runs with their kind and best mean UAR.
+    """List registered runs with their kind and best mean score over folds (UAR; CCC for a dimension).
 
     Example: ser results ls --corpus ravdess --kind matrix
     """
@@ -1542,11 +1547,13 @@ def results_ls(
     rows = []
     for r in registry.runs(corpus=corpus, model=model, classifier=classifier, kind=kind):
         uar = registry.best_mean(r["id"])
+        ccc = registry.best_mean(r["id"], "ccc") if uar is None else None   # a dimensional run
+        best = f"UAR {uar:.3f}" if uar is not None else f"CCC {ccc:.3f}" if ccc is not None else "–"
         rows.append([r["id"], r["created"][:16].replace("T", " "), r["kind"], r["corpus"] or "", r["model"] or "",
-                     r["classifier"] or "", _run_where(r), "–" if uar is None else f"{uar:.3f}"])
+                     r["classifier"] or "", _run_where(r), best])
     from classifiers.results import table
 
-    t = table("run", "created", "kind", "corpus", "model", "classifier", "train", "best mean UAR",
+    t = table("run", "created", "kind", "corpus", "model", "classifier", "train", "best mean",
               title=f"{len(rows)} run(s) in {registry.path}")
     t.columns[0].no_wrap = True  # ids are what the other verbs take: never folded
     for r in rows:
@@ -1568,11 +1575,21 @@ def results_show(run_id: str = typer.Argument(..., help="Run id (a unique prefix
 
     registry = Registry(_db(db))
     run = registry.run(run_id)
-    results = load_registered(run)  # damaged or missing files: one line, before any table
+    dimensional = run["config"].get("target", "emotion") != "emotion"
+    if dimensional:
+        from classifiers.dimensional import read_dimensional
+        from classifiers.dimensional import summary_table as dimensional_table
+
+        results = read_dimensional(run["out"])
+    else:
+        results = load_registered(run)  # damaged or missing files: one line, before any table
     _print_table(["key", "value"], [[k, str(run[k])] for k in ("id", "kind", "created", "command", "model", "corpus",
                                                                  "classifier", "code_version", "out", "predictions")]
                  + [["config", str(run["config"])]] + [["store", str(s)] for s in run["stores"]], title=f"run {run['id']}")
-    console.print(summary_table(results, title=f"run {run['id']}"))   # the headline: pooled UAR, speaker CI
+    if dimensional:
+        console.print(dimensional_table(results, title=f"run {run['id']}: CCC on [-1, 1], jackknife-t speaker CI"))
+    else:
+        console.print(summary_table(results, title=f"run {run['id']}"))   # the headline: pooled UAR, speaker CI
     from classifiers.results import study_cell
 
     console.print(f"# the study file cell of run {run['id']} ({run['kind']}):\n{study_cell(run['kind'], run['config'])}",

@@ -21,7 +21,8 @@ and `ccc` (the mean over the target's dimensions): the metrics `ser results` lis
 
 Files (the run's own directory, never over earlier results): `probe.json` (records, summary,
 meta), `probe_summary.csv`, `probe_predictions.csv` (id, speaker, corpus, fold, layer, true and
-predicted value per dimension) and `probe_layers.png` (CCC per layer per dimension, CI band).
+predicted value per dimension), `probe_layers.png` (CCC per layer per dimension, CI band) and
+`probe_scatter.png` (predicted against true at the best layer).
 """
 
 from __future__ import annotations
@@ -44,8 +45,12 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "avd": ("arousal", "valence", "dominance"),
 }
 
-#: regressors the dimensional probe runs (the batched ridge sweep)
-DIMENSIONAL_PROBES = ("ridge",)
+#: regressors the dimensional probe runs over pooled features: `classifiers.regression.REGRESSORS`
+#: less the frame-level ones (the attention regressor is a library estimator; no frame sweep yet)
+def dimensional_probes() -> tuple[str, ...]:
+    from classifiers.regression import FRAME_REGRESSORS, REGRESSORS
+
+    return tuple(k for k in REGRESSORS if k not in FRAME_REGRESSORS)
 
 
 class TargetError(SerError, ValueError):
@@ -99,9 +104,14 @@ def run_dimensional(corpus: str | None, *, target: str, model: str, cache: str |
                     layers: str | Sequence[int] = "all", protocol: str | None = None, stat: str = "mean",
                     train: Sequence[str] | None = None, test: Sequence[str] | None = None,
                     alpha: float | None = None, out: str | Path | None = None, overwrite: bool = False,
-                    plots: bool = True, progress: bool = False, inner_folds: int = 3, seed: int = 0) -> DimensionalRun:
-    """Ridge probes of `layers` predicting `target`'s dimensions from the cached features of `corpus`
+                    plots: bool = True, progress: bool = False, inner_folds: int = 3, seed: int = 0,
+                    regressor: str = "ridge") -> DimensionalRun:
+    """Probes of `layers` predicting `target`'s dimensions from the cached features of `corpus`
     (or trained on `train`, tested on `corpus`' folds or on `test` corpora).
+
+    regressor: "ridge" (the batched sweep, alpha by inner speaker CV) or another of
+    `dimensional_probes()`, fitted once per layer and fold on the fold's training rows with its
+    speakers (XGBoost's early stopping holds out training speakers; `regression.fold_predictions`).
 
     alpha: fixed ridge penalty (None: chosen per layer and fold by inner speaker CV over
     `regression.DEFAULT_ALPHAS`, extended past an edge while the inner CCC rises). out: results
@@ -111,7 +121,7 @@ def run_dimensional(corpus: str | None, *, target: str, model: str, cache: str |
 
     from classifiers.evaluate import progress_bar
     from classifiers.probe import store_for
-    from classifiers.regression import inner_group_masks, scores, sweep_ridge
+    from classifiers.regression import fold_predictions, inner_group_masks, scores, sweep_ridge
     from classifiers.results import check_out
     from featstore.corpora.base import dimension_array
     from featstore.folds import standard_protocol
@@ -123,6 +133,11 @@ def run_dimensional(corpus: str | None, *, target: str, model: str, cache: str |
         raise TargetError("target 'emotion' is the categorical probe (classifiers.probe.run_probe)")
     if alpha is not None and not (np.isfinite(alpha) and alpha > 0):
         raise SerError(f"--alpha must be a positive number, got {alpha!r}")
+    if regressor not in dimensional_probes():
+        raise SerError(f"regressor {regressor!r} has no pooled-feature sweep; choose one of "
+                       f"{', '.join(dimensional_probes())}")
+    if alpha is not None and regressor != "ridge":
+        raise SerError(f"--alpha is ridge's penalty; the {regressor} regressor has none")
     train_sets = [t for t in (train or []) if t]
     if len(train_sets) > 1:
         raise SerError("a dimensional probe takes one training set (corpora joined by commas train together)")
@@ -162,29 +177,34 @@ def run_dimensional(corpus: str | None, *, target: str, model: str, cache: str |
         m = np.zeros(len(utts), dtype=bool)
         m[f.train] = True
         masks.append(m)
-    inner = None if alpha is not None else [inner_group_masks(m, speakers, inner_folds, seed) for m in masks]
+    inner = None if alpha is not None or regressor != "ridge" else [inner_group_masks(m, speakers, inner_folds, seed) for m in masks]
     train_name, test_name = ",".join(tcorpora), ",".join(test_corpora) or target_corpus
 
     run = DimensionalRun()
     pred = np.empty((len(layer_list), len(folds), len(utts), len(names)))
-    with progress_bar(len(layer_list), f"ridge {train_name}→{test_name} ({'/'.join(names)}): layer",
+    with progress_bar(len(layer_list), f"{regressor} {train_name}→{test_name} ({'/'.join(names)}): layer",
                       enabled=progress) as advance:
         for li, layer in enumerate(layer_list):
             X = fs.pooled(layer, stat)[rows]
-            sweep = sweep_ridge(X, Y, masks, speakers, alpha=alpha, inner=inner, inner_folds=inner_folds, seed=seed)
-            pred[li] = sweep.predict[0]
+            if regressor == "ridge":
+                sweep = sweep_ridge(X, Y, masks, speakers, alpha=alpha, inner=inner, inner_folds=inner_folds,
+                                    seed=seed)
+                pred[li] = sweep.predict[0]
+            else:
+                pred[li] = fold_predictions(regressor, X, Y, masks, speakers, seed=seed)
             for fi, f in enumerate(folds):
                 s = scores(Y[f.test], pred[li, fi, f.test], names)
+                chosen = (dict(alpha=float(sweep.alpha[0, fi]), alpha_at_bound=bool(sweep.at_bound[0, fi]))
+                          if regressor == "ridge" else {})
                 run.records.append(dict(
                     layer=int(layer), fold=f.name, n_train=int(len(f.train)), n_test=int(len(f.test)),
-                    classifier="ridge", seed=seed, train_set=train_name, test_set=test_name, target=target,
-                    alpha=float(sweep.alpha[0, fi]), alpha_at_bound=bool(sweep.at_bound[0, fi]),
-                    **s))
+                    classifier=regressor, seed=seed, train_set=train_name, test_set=test_name, target=target,
+                    **chosen, **s))
             advance(1)
     run.summary = _summary(run.records, Y, pred, folds, speakers, layer_list, names)
     run.predictions = dict(utterances=utts, folds=folds, layers=list(layer_list), names=names, y=Y, pred=pred)
     run.meta = dict(kind="probe", target=target, dimensions=list(names), model=model, corpus=target_corpus,
-                    protocol=protocol if not test_corpora else "cross-corpus", stat=stat, classifier="ridge",
+                    protocol=protocol if not test_corpora else "cross-corpus", stat=stat, classifier=regressor,
                     train_sets=[train_name], test=test_corpora, alpha=alpha, inner_folds=inner_folds, seed=seed,
                     stores=sorted(str(p) for p in fs.paths), scale="[-1, 1] (each corpus' declared scale mapped linearly)",
                     scales={c: list(s) for c, s in fs.dimension_scales.items()}, left_out=left_out,
@@ -265,15 +285,31 @@ def _csv(rows: Sequence[dict], fields_: Sequence[str]) -> str:
 
 
 def draw_dimensional(run: DimensionalRun, out: Path, *, name: str = "probe") -> list[Path]:
-    """`<name>_layers.png` (and the other configured formats): CCC per layer, one line per dimension."""
-    from classifiers.plots import dimension_layer_curve, figure_paths
+    """`<name>_layers.png`: CCC per layer, one line per dimension; `<name>_scatter.png`: predicted
+    against true at the best layer (by the target's pooled CCC), every fold's test rows (in each
+    configured figure format)."""
+    import numpy as np
+
+    from classifiers.plots import dimension_layer_curve, figure_paths, prediction_scatter
 
     meta = run.meta
     curves = {n: [(r["layer"], r[f"ccc_{n}_pooled"], r[f"ccc_{n}_ci_low"], r[f"ccc_{n}_ci_high"])
                   for r in run.summary] for n in meta["dimensions"]}
     title = (f"{meta.get('corpus', '')}: CCC by layer, model {meta.get('model', '?')}\n"
              f"({meta.get('protocol', '')}; pooled over {run.summary[0]['n_folds']} folds, 95% speaker CI)")
-    return list(figure_paths(dimension_layer_curve(curves, out / f"{name}_layers.png", title=title)))
+    files = list(figure_paths(dimension_layer_curve(curves, out / f"{name}_layers.png", title=title)))
+    p = run.predictions
+    if p:
+        layer = run.best()["layer"]
+        li = p["layers"].index(layer)
+        tests = [f.test for f in p["folds"]]
+        y = p["y"][np.concatenate(tests)]
+        pred = np.concatenate([p["pred"][li, fi, t] for fi, t in enumerate(tests)])
+        files.extend(figure_paths(prediction_scatter(
+            y, pred, out / f"{name}_scatter.png", list(p["names"]),
+            title=f"{meta.get('corpus', '')}, layer {layer} ({meta.get('classifier', '')}): predicted vs true on "
+                  f"[-1, 1], every fold's test rows")))
+    return files
 
 
 def summary_lines(run: DimensionalRun) -> list[str]:
@@ -283,7 +319,8 @@ def summary_lines(run: DimensionalRun) -> list[str]:
         b = run.best(n)
         out.append(f"{n}: best layer {b['layer']}, CCC {b[f'ccc_{n}_pooled']:.3f} "
                    f"[{b[f'ccc_{n}_ci_low']:.3f}, {b[f'ccc_{n}_ci_high']:.3f}] (pooled over folds; "
-                   f"mean over folds {b[f'ccc_{n}_mean']:.3f})")
+                   f"mean over folds {b[f'ccc_{n}_mean']:.3f})"
+                   + ("; no layer's interval lies above 0" if b[f"ccc_{n}_ci_low"] <= 0 else ""))
     return out
 
 
@@ -292,20 +329,25 @@ def summary_table(run: DimensionalRun, title: str = ""):
     from classifiers.results import table
 
     names = run.meta["dimensions"]
-    t = table("layer", *[f"{n} CCC pooled [95% CI]" for n in names], *[f"{n} folds mean±std" for n in names],
-              title=title)
+    one = len(names) == 1            # three dimensions' fold views would not fit 80 columns: the CSV has them
+    # the jackknife-t interval is symmetric: value ± half-width says it exactly, in a cell that fits
+    t = table("layer", *([f"{names[0]} CCC pooled [95% CI]", "folds mean ± std"] if one else
+                         [f"{n} CCC ± 95% CI" for n in names]), title=title)
     for r in run.summary:
         cells = [str(r["layer"])]
-        cells += [f"{r[f'ccc_{n}_pooled']:.3f} [{r[f'ccc_{n}_ci_low']:.3f}, {r[f'ccc_{n}_ci_high']:.3f}]" for n in names]
-        cells += [f"{r[f'ccc_{n}_mean']:.3f}" + (f"±{r[f'ccc_{n}_std']:.3f}" if r[f'ccc_{n}_std'] is not None else "")
+        cells += [f"{r[f'ccc_{n}_pooled']:.3f} [{r[f'ccc_{n}_ci_low']:.3f}, {r[f'ccc_{n}_ci_high']:.3f}]" if one else
+                  f"{r[f'ccc_{n}_pooled']:.3f} ± {(r[f'ccc_{n}_ci_high'] - r[f'ccc_{n}_ci_low']) / 2:.3f}"
                   for n in names]
+        if one:
+            std = r[f"ccc_{names[0]}_std"]
+            cells.append(f"{r[f'ccc_{names[0]}_mean']:.3f}" + (f" ± {std:.3f}" if std is not None else ""))
         t.add_row(*cells)
     return t
 
 
 def dimensional_config(corpus: str | None, *, target: str, model: str, train: Sequence[str] | None = None,
                        test: str | None = None, layers: str = "all", protocol: str | None = None,
-                       stat: str = "mean", alpha: float | None = None) -> dict:
+                       stat: str = "mean", alpha: float | None = None, regressor: str = "ridge") -> dict:
     """The registry key's configuration of a dimensional probe (every option that changes a score)."""
     from featstore.folds import standard_protocol
 
@@ -313,7 +355,7 @@ def dimensional_config(corpus: str | None, *, target: str, model: str, train: Se
     where = corpus or (test.split(",")[0] if test else (train[0].split(",")[0] if train else ""))
     return dict(corpus=corpus, target=str(target).lower(), model=model, train=train, test=test, layers=str(layers),
                 protocol=protocol or (standard_protocol(where) if where else None), stat=stat, alpha=alpha,
-                classifier="ridge")
+                classifier=regressor)
 
 
 @dataclass
@@ -340,7 +382,7 @@ def read_dimensional(out: str | Path, name: str = "probe") -> DimensionalRun:
 def registered_dimensional(corpus: str | None, *, target: str, model: str, cache, registry, force: bool = False,
                            train: Sequence[str] | None = None, test: str | None = None, layers: str = "all",
                            protocol: str | None = None, stat: str = "mean", alpha: float | None = None,
-                           out=None, overwrite: bool = False, progress: bool = False,
+                           classifier: str = "ridge", out=None, overwrite: bool = False, progress: bool = False,
                            command: str = "") -> RegisteredDimensional:
     """`run_dimensional` through the registry, as `classifiers.study.registered_probe` runs a probe:
     an identical configuration over identical stores returns the registered run unless `force`."""
@@ -349,7 +391,7 @@ def registered_dimensional(corpus: str | None, *, target: str, model: str, cache
     from classifiers.study import _needed, fingerprints
 
     config = dimensional_config(corpus, target=target, model=model, train=train, test=test, layers=layers,
-                                protocol=protocol, stat=stat, alpha=alpha)
+                                protocol=protocol, stat=stat, alpha=alpha, regressor=classifier)
     stores = fingerprints(cache, model, _needed(corpus, config["train"], test))
     found = None if force else registry.find("probe", config, stores)
     if found is not None and found.get("out") and (Path(found["out"]) / "probe.json").is_file():
@@ -365,7 +407,7 @@ def registered_dimensional(corpus: str | None, *, target: str, model: str, cache
         run = run_dimensional(corpus, target=target, model=model, cache=cache, layers=layers,
                               protocol=config["protocol"], stat=stat, train=config["train"] or None,
                               test=[test] if test else None, alpha=alpha, out=out, overwrite=overwrite,
-                              progress=progress)
+                              progress=progress, regressor=classifier)
         run_id = registry.register(kind="probe", config=config, stores=stores, results=run, command=command, out=out)
     except BaseException:
         registry.release(run_key("probe", config, stores))  # a failed run never blocks an identical one

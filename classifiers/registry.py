@@ -49,6 +49,10 @@ from featstore.serialize import dumps
 KINDS = ("probe", "matrix", "neighbors", "finetune", "evaluate")
 DEFAULT_DB = Path("results") / "ser.db"
 METRICS = ("wa", "uar", "macro_f1")
+#: the scores of a dimensional run (`classifiers.dimensional`): CCC, Pearson r and RMSE per
+#: dimension and the CCC's mean over the run's dimensions
+DIMENSIONAL_METRICS = ("ccc",) + tuple(f"{m}_{d}" for m in ("ccc", "pearson", "rmse")
+                                       for d in ("arousal", "valence", "dominance"))
 RUN_COLUMNS = ("id", "key", "kind", "created", "corpus", "model", "classifier", "command", "config", "stores",
                "code_version", "out", "predictions", "out_rel", "predictions_rel", "predictions_sha256")
 #: columns added after the first release: older registries get them on their next write
@@ -338,7 +342,7 @@ class Registry:
                    predictions_sha256=digest)
         scores = [(run_id, r.get("train_set", ""), r.get("test_set", ""), str(r["layer"]), r.get("classifier", ""),
                    str(r["fold"]), int(r.get("seed", 0)), m, None if r[m] is None or r[m] != r[m] else float(r[m]))
-                  for r in results.records for m in METRICS if m in r]
+                  for r in results.records for m in METRICS + DIMENSIONAL_METRICS if m in r]
         with self._connect(write=True) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:

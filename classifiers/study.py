@@ -231,8 +231,15 @@ def rerun(run: dict, *, cache, registry, device: str | None = None, progress: bo
     if changed:
         raise SerError(f"run {run['id']}: its stores changed since it was registered ({'; '.join(changed)}); a re-run "
                        f"would not be the same run (run its command for a new one: {run['command']})")
-    after = registered_probe(corpus, model=model, cache=cache, registry=registry, force=True, device=device,
-                             progress=progress, command=f"ser results rerun {run['id']}", **config)
+    command = f"ser results rerun {run['id']}"
+    if config.get("target", "emotion") != "emotion":    # a dimensional probe (classifiers.dimensional)
+        from classifiers.dimensional import registered_dimensional
+
+        after = registered_dimensional(corpus, model=model, cache=cache, registry=registry, force=True,
+                                       progress=progress, command=command, **config)
+    else:
+        after = registered_probe(corpus, model=model, cache=cache, registry=registry, force=True, device=device,
+                                 progress=progress, command=command, **config)
 
     def rows(run_id):
         return {(r["train_set"], r["test_set"], r["layer"], r["classifier"], r["fold"], r["seed"], r["metric"]):

@@ -1,0 +1,173 @@
+"""`ser probe --target arousal|valence|dominance|avd` (issue 25): the layer that carries each
+dimension is found, the headline CCC and its speaker CI are those of the written predictions, runs
+are registered, and bad targets or options are one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from classifiers.regression import ccc, ccc_interval
+from featstore.corpora.base import Utterance
+from tests.test_results import MODEL, invoke, write_store
+
+CORPUS = "mydims"    # not a registered corpus: its utterances carry their own scale (1-5)
+
+
+def planted_dims(n_speakers: int = 10, per: int = 12, dim: int = 8, seed: int = 0, dominance: bool = True):
+    """Pooled features (N, 3 layers, dim): arousal planted linearly in layer 1, valence in layer 2,
+    layer 0 noise only; ratings on a 1-5 scale."""
+    rng = np.random.default_rng(seed)
+    wa, wv = rng.standard_normal(dim), rng.standard_normal(dim)
+    X, utts = [], []
+    for s in range(n_speakers):
+        offset = 0.2 * rng.standard_normal(dim)
+        for i in range(per):
+            a, v = rng.uniform(1, 5), rng.uniform(1, 5)
+            row = rng.standard_normal((3, dim)) + offset
+            row[1] += 1.5 * (a - 3) * wa
+            row[2] += 1.5 * (v - 3) * wv
+            X.append(row)
+            utts.append(Utterance(id=f"{CORPUS}-{s}-{i}", path=f"/x/{s}/{i}.wav", corpus=CORPUS, language="en",
+                                  speaker=f"{CORPUS}-{s:02d}", gender=None, label="neutral", label_raw="neu",
+                                  arousal=float(a), valence=float(v),
+                                  dominance=float(rng.uniform(1, 5)) if dominance else None,
+                                  dimension_scale=(1.0, 5.0)))
+    return np.asarray(X, dtype=np.float32), utts
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    write_store(cache, CORPUS, *planted_dims())
+    write_store(cache, "nodims", *planted_dims(seed=1, n_speakers=6, per=4, dominance=False)[:1],
+                [Utterance(id=f"nodims-{i}", path=f"/y/{i}.wav", corpus="nodims", language="en",
+                           speaker=f"nodims-{i % 6:02d}", gender=None, label="neutral", label_raw="neu")
+                 for i in range(24)])
+    return cache
+
+
+def test_the_layer_carrying_each_dimension_is_found(cache, tmp_path):
+    from classifiers.dimensional import run_dimensional
+
+    run = run_dimensional(CORPUS, target="avd", model=MODEL, cache=cache, out=tmp_path / "r")
+    by_layer = {r["layer"]: r for r in run.summary}
+    assert run.best("arousal")["layer"] == 1 and run.best("valence")["layer"] == 2
+    assert by_layer[1]["ccc_arousal_pooled"] > 0.8 and by_layer[2]["ccc_valence_pooled"] > 0.8
+    assert abs(by_layer[0]["ccc_arousal_pooled"]) < 0.3 and abs(by_layer[1]["ccc_valence_pooled"]) < 0.3
+    # dominance is random: no layer carries it, and its CI says so
+    assert all(r["ccc_dominance_ci_low"] < 0.2 for r in run.summary)
+    # records: one per layer x fold, with the per-dimension and mean metrics ser results lists
+    assert len(run.records) == 3 * run.summary[0]["n_folds"]
+    assert {"ccc_arousal", "ccc_valence", "ccc_dominance", "ccc", "pearson_arousal", "rmse_valence"} <= set(run.records[0])
+    assert run.meta["scales"] == {CORPUS: [1.0, 5.0]}
+
+
+def test_headline_is_the_ccc_of_the_written_predictions(cache, tmp_path):
+    from classifiers.dimensional import run_dimensional
+
+    run = run_dimensional(CORPUS, target="arousal", model=MODEL, cache=cache, out=tmp_path / "r", alpha=1.0)
+    with (tmp_path / "r" / "probe_predictions.csv").open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["layer"] == "1"]
+    y = np.array([float(r["true_arousal"]) for r in rows])
+    p = np.array([float(r["pred_arousal"]) for r in rows])
+    spk = np.array([r["speaker"] for r in rows])
+    row = next(r for r in run.summary if r["layer"] == 1)
+    assert len(rows) == 120 and y.min() >= -1 and y.max() <= 1          # every clip once, on [-1, 1]
+    assert row["ccc_arousal_pooled"] == pytest.approx(ccc(y, p), abs=1e-5)
+    iv = ccc_interval(y, p, spk)
+    assert (row["ccc_arousal_ci_low"], row["ccc_arousal_ci_high"]) == pytest.approx((iv.low, iv.high), abs=1e-4)
+    # the normalisation: (raw - 3) / 2 for a 1-5 scale
+    utt = {u: float(r["true_arousal"]) for u, r in zip([r["id"] for r in rows], rows)}
+    assert all(-1 <= v <= 1 for v in utt.values())
+    saved = json.loads((tmp_path / "r" / "probe.json").read_text())
+    assert saved["meta"]["target"] == "arousal" and all(r["alpha"] == 1.0 for r in saved["records"])
+    assert (tmp_path / "r" / "probe_layers.png").stat().st_size > 1000
+    assert (tmp_path / "r" / "probe_scatter.png").stat().st_size > 1000
+
+
+def test_target_without_annotations_is_one_line(cache, tmp_path):
+    from classifiers.dimensional import TargetError, run_dimensional
+
+    with pytest.raises(TargetError, match="nodims has no arousal annotations"):
+        run_dimensional("nodims", target="arousal", model=MODEL, cache=cache)
+    with pytest.raises(TargetError, match="unknown target 'pleasure'; choose one of emotion, arousal"):
+        run_dimensional(CORPUS, target="pleasure", model=MODEL, cache=cache)
+
+
+def test_cli_target_is_registered_and_found_again(cache, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    db = str(tmp_path / "ser.db")
+    args = ["probe", "--corpus", CORPUS, "--target", "valence", "--model", MODEL, "--cache", str(cache), "--db", db]
+    first = invoke(*args, "--out", str(tmp_path / "a"))
+    assert first.exit_code == 0, first.output
+    assert "registered run" in first.output and "valence: best layer 2" in first.output
+    again = invoke(*args)
+    assert again.exit_code == 0, again.output
+    assert "already holds this configuration" in again.output and "valence: best layer 2" in again.output
+    assert not any(p.name.startswith("probe-") for p in tmp_path.iterdir())   # nothing computed or written again
+    from classifiers.registry import Registry
+
+    [run] = Registry(db).runs(kind="probe")
+    metrics = {s["metric"] for s in Registry(db).scores(run["id"])}
+    assert {"ccc_valence", "ccc"} <= metrics
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--target", "pleasure"], "choose one of emotion, arousal, valence, dominance, avd"),
+    (["--target", "arousal", "--C", "1"], "--C"),
+    (["--target", "arousal", "--classifier", "attention"], "choose one of ridge, xgboost, knn"),
+    (["--target", "arousal", "--classifier", "xgboost", "--alpha", "1"], "--alpha is ridge's penalty"),
+    (["--target", "arousal", "--seeds", "2"], "--seeds"),
+    (["--alpha", "2"], "--alpha"),
+])
+def test_cli_options_that_do_not_apply_are_refused(cache, tmp_path, extra, words):
+    r = invoke("probe", "--corpus", CORPUS, "--model", MODEL, "--cache", str(cache), "--db", str(tmp_path / "d.db"),
+               *extra)
+    assert r.exit_code != 0
+    assert words in " ".join(r.output.split())
+    assert not (tmp_path / "d.db").exists() or "registered run" not in r.output
+
+
+def test_results_show_ls_and_rerun_speak_dimensions(cache, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)           # the re-run writes its own folder under results/
+    db = str(tmp_path / "ser.db")
+    first = invoke("probe", "--corpus", CORPUS, "--target", "arousal", "--model", MODEL, "--cache", str(cache),
+                   "--db", db, "--out", str(tmp_path / "a"), env={"COLUMNS": "200"})
+    assert first.exit_code == 0, first.output
+    from classifiers.registry import Registry
+
+    [run] = Registry(db).runs()
+    shown = invoke("results", "show", run["id"], "--db", db, env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())
+    assert "arousal CCC pooled [95% CI]" in text and 'target = "arousal"' in text
+    listed = " ".join(invoke("results", "ls", "--db", db, env={"COLUMNS": "200"}).output.split())
+    best = max(r["ccc_arousal_mean"] for r in json.loads((tmp_path / "a" / "probe.json").read_text())["summary"])
+    assert f"CCC {best:.3f}" in listed
+    again = invoke("results", "rerun", run["id"], "--db", db, "--cache", str(cache), env={"COLUMNS": "200"})
+    assert again.exit_code == 0, again.output
+    assert "every score identical" in again.output
+
+
+@pytest.mark.parametrize("regressor", ["xgboost", "knn"])
+def test_other_regressors_run_the_same_sweep(cache, tmp_path, regressor):
+    """xgboost and kNN through the same folds and scoring: each fold's predictions equal a fit of
+    the registry's estimator on that fold's training rows (regression.fold_predictions)."""
+    from classifiers.dimensional import run_dimensional
+    from classifiers.regression import fold_predictions
+
+    run = run_dimensional(CORPUS, target="arousal", model=MODEL, cache=cache, regressor=regressor, layers="1")
+    p = run.predictions
+    masks = [np.isin(np.arange(len(p["utterances"])), f.train) for f in p["folds"]]
+    from classifiers.probe import store_for
+    from featstore.store import open_store
+
+    X = open_store(store_for(cache, MODEL, CORPUS)).pooled(1)
+    expected = fold_predictions(regressor, X, p["y"], masks, np.array([u.speaker for u in p["utterances"]]))
+    assert np.allclose(p["pred"][0], expected, atol=1e-6)
+    assert {r["classifier"] for r in run.records} == {regressor} and "alpha" not in run.records[0]
+    assert run.summary[0]["ccc_arousal_pooled"] > 0.3       # the planted layer is found by either
