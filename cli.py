@@ -1742,20 +1742,19 @@ def study_run(
     """
     _threads(threads)
     from classifiers.executor import parse_executor
-    from classifiers.registry import Registry
-    from classifiers.study import read_study, run_study
+    from classifiers.study import headline, read_study, run_study, study_cache, study_registry
 
     head, cells = read_study(path)  # a bad file fails before any work
     spec = parse_executor(executor if executor is not None else head.get("executor"))
+    cache = study_cache(path, head, cache)  # --cache and --db win over the file's [study] cache and db
     if dry_run:
         _study_dry_run(path, cells, spec, cache, model, device)
         return
 
     def on_cell(cell, reg):
         state = "registered already" if reg.reused else "finished before, registered now" if reg.adopted else "ran"
-        best = reg.results.best()
-        console.print(f"{cell.describe()}: {state}, run {reg.run['id']} (best UAR {best['uar']:.3f} at layer "
-                      f"{best['layer']})", highlight=False, soft_wrap=True)
+        console.print(f"{cell.describe()}: {state}, run {reg.run['id']} ({reg.run['kind']}, {headline(reg)})",
+                      highlight=False, soft_wrap=True)
 
     failures = []
 
@@ -1772,7 +1771,7 @@ def study_run(
         table_files.extend(files)
 
     try:
-        done, page = run_study(path, cache=_cache(cache), registry=Registry(_db(db)), default_model=_model(model),
+        done, page = run_study(path, cache=cache, registry=study_registry(path, head, db), default_model=_model(model),
                                force=force, device=_device_opt(device), report=report_out, on_cell=on_cell,
                                progress=True, executor=str(spec), on_fail=on_fail, on_start=on_start,
                                on_table=on_table, formats=fmt)
@@ -1797,15 +1796,19 @@ def _study_dry_run(path, cells, spec, cache, model, device) -> None:
     console.print(f"executor: {spec}", highlight=False)
     if spec.kind == "slurm":
         console.print(slurm_job_script(executor_table(path)), highlight=False, soft_wrap=True)
-    plans, extracts, broken = plan_study(cells, cache=_cache(cache), default_model=_model(model),
+    plans, extracts, broken = plan_study(cells, cache=cache, default_model=_model(model),
                                          device=_device_opt(device))
     for t in extracts:
         console.print(f"task {t.key}: {t.label}", highlight=False, soft_wrap=True)
     for p in plans:
         state = f"cannot run: {p.failed}" if p.failed else p.cells[0].describe()
         console.print(f"task {p.task}: probe {state}", highlight=False, soft_wrap=True)
-    console.print(f"{len(extracts)} extraction task(s), {len(plans)} cell task(s) (registered cells are skipped "
-                  f"when run)", highlight=False)
+    local = [c for c in cells if c.kind != "probe" or c.dimensional]
+    for c in local:
+        console.print(f"cell {c.index}: {c.kind} {c.describe()} (in this process)", highlight=False, soft_wrap=True)
+    console.print(f"{len(extracts)} extraction task(s), {len(plans)} cell task(s)"
+                  + (f", {len(local)} cell(s) of other kinds" if local else "")
+                  + " (registered cells are skipped when run)", highlight=False)
 
 
 @app.command()

@@ -1,6 +1,8 @@
 """`ser report`: one self-contained HTML file over registered runs (every plot embedded as PNG).
 
-Per run: the scores with their 95% speaker CI (jackknife-t) next to mean ± std over folds and seeds,
+Per run, whatever its kind (probe, matrix, neighbors, finetune, evaluate; a dimensional probe by its
+CCC per dimension), headed by its id and kind with a link to its folder: the scores with their 95%
+speaker CI (jackknife-t) next to mean ± std over folds and seeds, a matrix run's train × test table,
 the layer curve with CI bands, the confusion matrix of the best setting, the layer-sweep and
 training-set comparisons (Holm-adjusted). Over all runs: the run comparison against the first run,
 the train x test transfer matrix when the runs test on several corpora, and any extra figures
@@ -288,21 +290,82 @@ def _score_table(results, cols) -> str:
         f'<p class="meta">{caption}</p>'
 
 
+def dimensional_run(run: dict) -> bool:
+    """Whether `run` is a dimensional probe (`classifiers.dimensional`: scored by CCC, not UAR)."""
+    return run.get("kind") == "probe" and (run.get("config") or {}).get("target", "emotion") != "emotion"
+
+
+def _folder_link(run: dict) -> str:
+    """A link to the run's results folder (file:// URI), or its path as text when it has none."""
+    out = run.get("out")
+    if not out:
+        return "no folder"
+    p = Path(out).expanduser()
+    try:
+        uri = p.resolve().as_uri()
+    except (OSError, ValueError):
+        return f"folder <code>{html.escape(str(out))}</code>"
+    return f'folder <a href="{html.escape(uri)}"><code>{html.escape(str(out))}</code></a>'
+
+
+def _run_head(run: dict, results, what: str) -> list[str]:
+    """A run section's heading (its id and kind) and meta line (model, time, command, folder link)."""
+    cfg = run.get("config", {})
+    return [f"<h2>run {html.escape(run['id'])} — {html.escape(what)}, "
+            f"{html.escape(str(run.get('corpus', '')))}, {html.escape(str(run.get('classifier', '')))}</h2>",
+            f'<p class="meta">model {html.escape(str(run.get("model", "")))} · {html.escape(run.get("created", ""))}'
+            f' · ser {html.escape(str(run.get("code_version", "")))}<br><code>{html.escape(run.get("command", ""))}'
+            f"</code><br>protocol {html.escape(str(results.meta.get('protocol') or cfg.get('protocol') or ''))}, "
+            f"seeds {html.escape(str(cfg.get('seeds', '')))} · {_folder_link(run)}</p>"]
+
+
+def _dimensional_section(run: dict, result) -> str:
+    """A dimensional probe's section: per dimension the best layer's pooled CCC with its 95% speaker
+    CI (the headline), then every layer's CCC per dimension."""
+    names = list(result.meta.get("dimensions") or [])
+    target = (run.get("config") or {}).get("target", "")
+    parts = _run_head(run, result, f"{run.get('kind', 'probe')} ({target})")
+    body = []
+    for n in names:
+        b = result.best(n)
+        body.append([html.escape(n), html.escape(str(b["layer"])),
+                     f"{b[f'ccc_{n}_pooled']:.3f} [{b[f'ccc_{n}_ci_low']:.3f}, {b[f'ccc_{n}_ci_high']:.3f}]"])
+    parts.append(_table(["dimension", "best layer", "CCC pooled [95% speaker CI]"], body, left=1))
+    rows = [[html.escape(str(r["layer"])), *[f"{r[f'ccc_{n}_pooled']:.3f} [{r[f'ccc_{n}_ci_low']:.3f}, "
+                                              f"{r[f'ccc_{n}_ci_high']:.3f}]" for n in names]]
+            for r in result.summary]
+    parts.append(_table(["layer", *[f"{n} CCC [95% CI]" for n in names]], rows, left=1))
+    parts.append('<p class="meta">CCC on [-1, 1], pooled over the folds\' test predictions; CI: jackknife-t over '
+                 'test speakers.</p>')
+    return "\n".join(parts)
+
+
+def _matrix_table(results) -> str:
+    """A matrix run's cells as its train × test table of pooled UAR [95% speaker CI]."""
+    from classifiers.results import ci_text
+
+    rows = results.summary()
+    trains = list(dict.fromkeys(r["train_set"] for r in rows))
+    tests = list(dict.fromkeys(r["test_set"] for r in rows))
+    cell = {(r["train_set"], r["test_set"]): r for r in rows}
+    body = [[html.escape(a), *[html.escape(ci_text(cell[(a, b)])) if (a, b) in cell else "–" for b in tests]]
+            for a in trains]
+    return ("<h3>transfer matrix: UAR pooled [95% speaker CI], train (rows) → test (columns)</h3>"
+            + _table(["train \\ test", *tests], body, left=1))
+
+
 def _run_section(run: dict, results, tmp: Path, idx: int) -> tuple[str, dict]:
     """One run's HTML and its {(train_set, test_set): best UAR} transfer cells."""
     from classifiers.compare import best_setting, label_order, layer_differences, setting_rows, train_set_differences
     from classifiers.predictions import concat
     from classifiers.stats import group_confusions
 
+    if dimensional_run(run):
+        return _dimensional_section(run, results), {}
     cols = concat(results.predictions) if results.predictions else None
-    cfg = run.get("config", {})
-    parts = [f"<h2>run {html.escape(run['id'])} — {html.escape(run.get('kind', ''))}, "
-             f"{html.escape(str(run.get('corpus', '')))}, {html.escape(str(run.get('classifier', '')))}</h2>",
-             f'<p class="meta">model {html.escape(str(run.get("model", "")))} · {html.escape(run.get("created", ""))}'
-             f' · ser {html.escape(str(run.get("code_version", "")))}<br><code>{html.escape(run.get("command", ""))}'
-             f"</code><br>protocol {html.escape(str(results.meta.get('protocol') or cfg.get('protocol') or ''))}, "
-             f"seeds {html.escape(str(cfg.get('seeds', '')))}</p>",
-             _score_table(results, cols)]
+    parts = [*_run_head(run, results, run.get("kind", "")), _score_table(results, cols)]
+    if run.get("kind") == "matrix":
+        parts.append(_matrix_table(results))
     predicted = set() if cols is None else {s[:2] for s in _settings(cols)}
     transfer = {}
     for row in results.summary():
@@ -361,6 +424,12 @@ def _fold_run(section: str, results) -> str:
 
     m = re.match(r"\s*(<h2>.*?</h2>)\s*", section)
     head, body = (m.group(1), section[m.end():]) if m else ("<h2>run</h2>", section)
+    if not callable(getattr(results, "summary", None)):    # a dimensional run: its mean CCC
+        best = results.best() if results.summary else None
+        tail = "" if best is None or best.get("ccc_pooled") is None else (
+            f' <span class="meta">best mean CCC {best["ccc_pooled"]:.3f}, layer {html.escape(str(best["layer"]))}'
+            f"</span>")
+        return _folded(body, head + tail)
     rows = [r for r in results.summary() if r.get("pooled") is not None]
     best = max(rows, key=lambda r: r["pooled"]) if rows else None
     tail = "" if best is None else (f' <span class="meta">best UAR {html.escape(ci_text(best))}, layer '
@@ -371,7 +440,11 @@ def _fold_run(section: str, results) -> str:
 def write_report(runs: Sequence[tuple[dict, object]], out: str | Path, *, title: str = "ser report",
                  figures: Sequence[str | Path] = (), metric: str = "uar", lead: str = "",
                  fold: bool = False) -> Path:
-    """Write the HTML report over `runs` ((registry row, ProbeResults) pairs) to `out`; return it.
+    """Write the HTML report over `runs` ((registry row, results) pairs) to `out`; return it.
+
+    Every run kind has its section, headed by its id and kind, with a link to its folder: the
+    scores (pooled UAR with its speaker CI), a matrix run's train × test table, a dimensional
+    probe's CCC per dimension (its results a `DimensionalRun`, as `classifiers.study.load_run` reads it).
 
     lead: HTML placed first, under the title (a study's paper table, `classifiers.tables`); fold:
     each run's section (and each run comparison) in a closed <details>, its heading as the summary.
@@ -392,7 +465,7 @@ def write_report(runs: Sequence[tuple[dict, object]], out: str | Path, *, title:
         tmp = Path(tmp)
         by_test: dict = {}  # only runs scored on the same utterances can be compared
         for run, res in runs:
-            if res.predictions:
+            if not dimensional_run(run) and res.predictions:   # CCC runs are not paired with UAR runs
                 by_test.setdefault(test_ids(res), []).append((run["id"], res))
         for i, group in enumerate(g for g in by_test.values() if len(g) > 1):
             rows_of = {run["id"]: run for run, _ in runs}

@@ -117,6 +117,25 @@ KEY_TYPES: dict[str, tuple[Callable[[object], bool], str]] = {
     "classifiers": (_texts, 'a classifier name or a list of them, e.g. ["logreg", "xgboost"]'),
     "models": (_texts, 'a model (hub id or local directory) or a list of them'),
     "shuffle_labels": (lambda v: isinstance(v, bool), "true or false"),
+    "corpora": (_texts, 'corpora, e.g. ["ravdess", "emodb"] (or "ravdess,emodb")'),
+    "layer": (lambda v: (_whole(v) and v >= 0) or (isinstance(v, str) and v.strip().isdigit()),
+              "one layer number, e.g. 12"),
+    "k": (lambda v: _whole(v) and v >= 1, "a whole number of neighbours, 1 or more, e.g. 10"),
+    "model": (_text, "a model (hub id or local directory)"),
+    "classifier": (_text, 'a classifier name, e.g. "logreg"'),
+    "model_dir": (_text, "a saved probe (ser probe --save-probe) or a fine-tuned model directory"),
+    "model_sha256": (_text, "the model's digest, as ser results show prints it"),
+    "backbone": (_text, "a local backbone directory"),
+    "fold": (lambda v: _text(v) or _whole(v), 'a fold name or index, e.g. "luna-0"'),
+    "maps": (lambda v: isinstance(v, dict) and all(_text(k) and _text(x) for k, x in v.items()),
+             'a table of class renames, e.g. {calm = "neutral"}'),
+    "drop": (_texts, 'a class or a list of classes, e.g. ["surprise"]'),
+    "target": (_text, '"emotion", "arousal", "valence", "dominance" or "avd"'),
+    "alpha": (lambda v: (_whole(v) or isinstance(v, float)) and math.isfinite(v) and v > 0,
+              "a finite number above 0, e.g. 1.0 (leave it out to search alpha)"),
+    "class_weight": (lambda v: v == "balanced", '"balanced" (or leave it out)'),
+    "speaker_norm": (lambda v: isinstance(v, bool), "true or false"),
+    "early_stopping": (lambda v: isinstance(v, bool), "true or false"),
     "report": (_text, 'an .html file, e.g. "results/diary.html"'),
     "cache": (_text, "a directory"),
     "db": (_text, "a registry file, e.g. \"results/ser.db\""),
@@ -364,24 +383,152 @@ def registered_probe(corpus: str | None, *, model: str, cache, registry, force: 
 # study files
 # ---------------------------------------------------------------------------------------------
 
+#: the settings a [[cells]] entry may not give: where a run goes and how it is computed, not what
+#: it computes (the study decides them: --cache, --db, --device, --force, default folders)
+RUNTIME_KEYS = frozenset({"cache", "registry", "force", "out", "overwrite", "device", "progress", "command", "params",
+                          "root", "config"})
+#: fine-tuning settings that never change a score: a registered fine-tune differing only in these is the same run
+FINETUNE_UNSCORED = ("progress", "plots", "resume", "logging_steps", "report_to", "num_workers", "device")
+#: what a kind's cell multiplies over: `models` (each model a run) for kinds with `model`,
+#: `classifiers` for kinds with `classifier`
+MULTIPLIERS = {"model": "models", "classifier": "classifiers"}
+
+
+def _signature(fn, *, drop=()) -> list[str]:
+    import inspect
+
+    return [k for k in inspect.signature(fn).parameters if k not in RUNTIME_KEYS and k not in drop]
+
+
+def _probe_params() -> list[str]:
+    """The probe options a cell gives as its own keys (registered as `params`): every classifier's."""
+    from classifiers.evaluate import PROBE_OPTIONS
+
+    return list(dict.fromkeys(k for keys in PROBE_OPTIONS.values() for k in keys))
+
+
+def _finetune_fields() -> list[str]:
+    """`FinetuneConfig`'s fields that `ser finetune` takes as options, and the model."""
+    from dataclasses import fields
+
+    from classifiers.finetune import FinetuneConfig
+
+    return ["model"] + [f.name for f in fields(FinetuneConfig) if f.metadata.get("cli")]
+
+
+def neighbors_fixed() -> dict:
+    """The analysis settings `ser neighbors` fixes (in its registered config, so a cell printed by
+    `ser results show` names them): a cell may repeat them, never change them."""
+    from classifiers.neighbors import neighbors_config
+
+    given = set(_signature(neighbors_config))
+    return {k: v for k, v in neighbors_config([], model="").items() if k not in given}
+
+
+def kind_keys(kind: str, *, dimensional: bool = False) -> list[str]:
+    """The keys a [[cells]] entry of `kind` may use, derived from that kind's library function
+    (`registered_probe`, `registered_dimensional`, `matrix_config`, `registered_neighbors`,
+    `FinetuneConfig` + `registry.finetune_config`, `evaluate_model`) less what the study decides
+    (RUNTIME_KEYS), with `model`/`classifier` as the lists `models`/`classifiers` a cell multiplies over.
+
+    probe: `target` and `alpha` route a cell to the dimensional probe (`dimensional=True`: its keys only)."""
+    from classifiers.registry import check_kind
+
+    check_kind(kind)
+    if kind == "probe":
+        from classifiers.dimensional import registered_dimensional
+
+        if dimensional:
+            keys = _signature(registered_dimensional)
+        else:
+            keys = _signature(registered_probe) + _probe_params() + ["target", "alpha"]
+    elif kind == "matrix":
+        from classifiers.probe import matrix_config
+
+        keys = _signature(matrix_config)
+    elif kind == "neighbors":
+        from classifiers.neighbors import registered_neighbors
+
+        keys = _signature(registered_neighbors) + list(neighbors_fixed())
+    elif kind == "finetune":
+        from classifiers.registry import finetune_config
+
+        keys = _finetune_fields() + _signature(finetune_config)
+    else:
+        from classifiers.scoring import evaluate_model
+
+        keys = _signature(evaluate_model) + ["model_sha256"]   # the model's digest, as `ser results show` prints it
+    keys = list(dict.fromkeys(keys))
+    if kind == "probe":   # a probe cell says `models` and `classifiers` only (as `ser results show` prints it)
+        keys = [MULTIPLIERS.get(k, k) for k in keys]
+    else:
+        keys += [MULTIPLIERS[k] for k in keys if k in MULTIPLIERS]
+    return ["kind", *keys]
+
+
+def _closest(key: str, keys: Sequence[str]) -> str:
+    import difflib
+
+    near = difflib.get_close_matches(key, keys, n=1, cutoff=0.5) or difflib.get_close_matches(
+        key.lower(), [k.lower() for k in keys], n=1, cutoff=0.0)
+    return next((k for k in keys if k.lower() == near[0].lower()), near[0]) if near else keys[0]
+
+
 @dataclass
 class Cell:
-    """One probe configuration of a study."""
+    """One run of a study: its kind, model, classifier and the options of that kind's function."""
 
-    model: str
+    model: str | None
     classifier: str
     options: dict
+    kind: str = "probe"
+    index: int = 0                       # its [[cells]] entry, counted from 1 (0: not from a file)
+
+    @property
+    def dimensional(self) -> bool:
+        return self.kind == "probe" and str(self.options.get("target") or "emotion").lower() != "emotion"
 
     def describe(self) -> str:
         o = self.options
+        model = self.model or "the default model"
+        if self.kind == "matrix":
+            return f"matrix {self.classifier}, {model}: {' × '.join(o['corpora'])}, layer {o['layer']}"
+        if self.kind == "neighbors":
+            return f"neighbors, {model}: {', '.join(o.get('corpora') or []) or 'every cached corpus'}"
+        if self.kind == "finetune":
+            extra = [c for c in o.get("train") or [] if c != o.get("corpus")]
+            return f"finetune, {model}: {'+'.join([o.get('corpus') or '?', *extra])}"
+        if self.kind == "evaluate":
+            return f"evaluate {o['model_dir']} on {o['corpus']}" + (f" ({o['fold']})" if o.get("fold") else "")
         where = (f"train {' | '.join(o['train'])}" if o.get("train") else "") + \
                 (f" → {o['test']}" if o.get("test") else f" on {o.get('corpus')}")
         classes = f", classes {o['classes']}" if o.get("classes") else ""
-        return f"{self.classifier}, {self.model}: {where.strip()}{classes}"
+        target = f" ({o['target']})" if self.dimensional else ""
+        return f"{self.classifier}{target}, {model}: {where.strip()}{classes}"
+
+
+#: a probe option at its default is left out of `params` (as `ser probe` leaves out a flag not given)
+PARAM_DEFAULTS = {"class_weight": None, "speaker_norm": False, "early_stopping": True}
+
+#: the [study] keys that are no cell's option
+STUDY_ONLY = ("name", "cache", "db", "report", "executor", "table", "formats")
+
+
+def study_keys() -> list[str]:
+    """Every key a [study] table may hold: its own, and any kind's cell key (a default for the cells of the
+    kinds that have it)."""
+    from classifiers.registry import KINDS
+
+    keys = [k for kind in KINDS for k in kind_keys(kind)[1:]]
+    return list(dict.fromkeys([*STUDY_ONLY, *keys]))
 
 
 def read_study(path: str | Path) -> tuple[dict, list[Cell]]:
-    """The study file's [study] table and its cells (one per [[cells]] x model x classifier)."""
+    """The study file's [study] table and its cells (one per [[cells]] x model x classifier).
+
+    A cell's `kind` (default "probe") chooses the keys it may use (`kind_keys`); an unknown key is one
+    StudyError line naming the file, the cell, the key and the closest key of that kind. A [study]
+    key is the default of every cell whose kind has it."""
     import tomllib
 
     path = Path(path)
@@ -394,9 +541,10 @@ def read_study(path: str | Path) -> tuple[dict, list[Cell]]:
     head = data.get("study", {})
     if not isinstance(head, dict):
         raise StudyError(f"{path}: study = {_shown(head)}: expected a [study] table")
-    unknown = sorted(set(head) - set(CELL_KEYS) - {"name", "cache", "db", "report", "executor", "table", "formats"})
+    allowed = study_keys()
+    unknown = [k for k in head if k not in allowed]
     if unknown:
-        raise StudyError(f"{path}: unknown [study] key(s) {', '.join(unknown)}; use {', '.join(CELL_KEYS)}")
+        raise StudyError(f"{path}: unknown [study] key {unknown[0]!r} (did you mean {_closest(unknown[0], allowed)!r}?)")
     _check_types(path, "[study]", head)
     if "table" in head:  # the paper table's pivot
         from classifiers.tables import spec_problem
@@ -419,23 +567,119 @@ def read_study(path: str | Path) -> tuple[dict, list[Cell]]:
     for i, raw in enumerate(data["cells"]):
         if not isinstance(raw, dict):
             raise StudyError(f"{path}: cell {i + 1} = {_shown(raw)}: expected a table of keys (a [[cells]] section)")
-        bad = sorted(set(raw) - set(CELL_KEYS))
-        if bad:
-            raise StudyError(f"{path}: cell {i + 1} has unknown key(s) {', '.join(bad)}; use {', '.join(CELL_KEYS)}")
-        _check_types(path, f"cell {i + 1}", raw)
-        merged = {**{k: v for k, v in head.items() if k in CELL_KEYS}, **raw}
-        if not merged.get("corpus") and not merged.get("train"):
-            raise StudyError(f"{path}: cell {i + 1} names neither corpus nor train")
-        models = _as_list(merged.pop("models", None)) or [None]
-        classifiers = _as_list(merged.pop("classifiers", None)) or ["logreg"]
-        merged["train"] = _as_list(merged.get("train"))
-        if "layers" in merged:
-            layers = merged["layers"]
-            merged["layers"] = ",".join(map(str, layers)) if isinstance(layers, list) else str(layers)
-        if "C" in merged:
-            merged["C"] = float(merged["C"])  # as `ser probe --C 1` registers it
-        cells.extend(Cell(m, c, dict(merged)) for m, c in itertools.product(models, classifiers))
+        cells.extend(_read_cell(path, i + 1, raw, head))
     return head, cells
+
+
+def _read_cell(path: Path, n: int, raw: dict, head: dict) -> list[Cell]:
+    """The cells of the n-th [[cells]] entry `raw` (one per model x classifier), checked."""
+    from classifiers.registry import KINDS
+
+    kind = raw.get("kind", "probe")
+    if kind not in KINDS:
+        raise StudyError(f"{path}: cell {n} kind = {_shown(kind)}: expected one of {', '.join(KINDS)}")
+    where = f"cell {n}" + ("" if kind == "probe" else f" ({kind})")
+    keys = kind_keys(kind)
+    bad = [k for k in raw if k not in keys]
+    if bad:
+        raise StudyError(f"{path}: {where} has unknown key {bad[0]!r} (did you mean {_closest(bad[0], keys)!r}? a "
+                         f"{kind} cell takes {', '.join(keys[1:])})")
+    _check_types(path, where, raw)
+    dimensional = kind == "probe" and str(raw.get("target", head.get("target", "emotion"))).lower() != "emotion"
+    if dimensional:
+        from classifiers.dimensional import target_dimensions
+
+        keys = kind_keys(kind, dimensional=True)
+        wrong = [k for k in raw if k not in keys]
+        if wrong:
+            raise StudyError(f"{path}: {where} target = {_shown(raw.get('target', head.get('target')))} runs a "
+                             f"regressor on one training set: leave out {', '.join(wrong)}")
+        try:
+            target_dimensions(raw.get("target", head.get("target")))
+        except SerError as e:
+            raise StudyError(f"{path}: {where}: {e}") from e
+    elif "alpha" in raw:
+        raise StudyError(f"{path}: {where} alpha is ridge's penalty for a dimensional target (target = \"arousal\", "
+                         f"\"valence\", \"dominance\" or \"avd\"); the emotion probe's penalty is C")
+    merged = {**{k: v for k, v in head.items() if k in keys and k not in STUDY_ONLY}, **raw}
+    merged.pop("kind", None)
+    for single, plural in MULTIPLIERS.items():
+        if single in raw and plural in raw:
+            raise StudyError(f"{path}: {where} gives both {single} and {plural}; keep one")
+        if single in merged:            # a cell's own model/classifier wins over the [study] lists
+            merged.pop(plural, None)
+            merged[plural] = merged.pop(single)
+    models = _as_list(merged.pop("models", None)) or [None]
+    classifiers = _as_list(merged.pop("classifiers", None)) or [""]
+    try:
+        options = _cell_options(kind, merged, dimensional)
+    except SerError as e:
+        raise StudyError(f"{path}: {where}: {str(e).splitlines()[0]}") from e
+    params = {k: options.pop(k) for k in _probe_params() if k in options} if kind == "probe" else {}
+    params = {k: v for k, v in params.items() if v != PARAM_DEFAULTS.get(k)}   # as `ser probe` keys them
+    cells = []
+    for m, c in itertools.product(models, classifiers):
+        o = dict(options)
+        if kind in ("probe", "matrix"):
+            c = c or "logreg"
+            if dimensional and c == "logreg":
+                c = "ridge"                  # as `ser probe --target`: the default regressor
+        if params:
+            from classifiers.evaluate import check_params
+
+            try:
+                o["params"] = check_params(c, params)
+            except SerError as e:
+                raise StudyError(f"{path}: {where}: {str(e).splitlines()[0]}") from e
+        cells.append(Cell(m, c, o, kind=kind, index=n))
+    if kind == "finetune":
+        for cell in cells:               # its settings checked now, not after the cells before it ran
+            try:
+                finetune_settings(cell, cell.model or "model")
+            except SerError as e:
+                raise StudyError(f"{path}: {where}: {str(e).splitlines()[0]}") from e
+    return cells
+
+
+def _cell_options(kind: str, o: dict, dimensional: bool) -> dict:
+    """A cell's keys as its kind's function takes them (lists, layer specs, floats as the CLI gives them)."""
+    o = dict(o)
+    if "layers" in o:
+        o["layers"] = ",".join(map(str, o["layers"])) if isinstance(o["layers"], list) else str(o["layers"])
+    if "C" in o:
+        o["C"] = float(o["C"])               # as `ser probe --C 1` registers it
+    if "alpha" in o:
+        o["alpha"] = float(o["alpha"])
+    if kind == "probe":
+        o["train"] = _as_list(o.get("train"))
+        if not o.get("corpus") and not o.get("train"):
+            raise StudyError("names neither corpus nor train")
+        if dimensional and len(o["train"]) > 1:
+            raise StudyError(f"a dimensional target trains on one training set, not {len(o['train'])}; join corpora "
+                             f"that train together with commas (\"a,b\")")
+    elif kind == "matrix":
+        if "layer" not in o or len(_as_list(o.get("corpora"))) < 2:
+            raise StudyError("a matrix cell needs corpora (two or more) and one layer, e.g. corpora = [\"ravdess\", "
+                             "\"emodb\"], layer = 12")
+        o["corpora"] = [c for x in _as_list(o["corpora"]) for c in x.split(",") if c]
+        o["layer"] = str(o["layer"])
+    elif kind == "neighbors":
+        o["corpora"] = [c for x in _as_list(o.get("corpora")) for c in x.split(",") if c]
+        fixed = neighbors_fixed()
+        for k, v in fixed.items():
+            if k in o and o.pop(k) != v:
+                raise StudyError(f"{k} is fixed by ser neighbors at {_shown(v)}; leave it out")
+    elif kind == "finetune":
+        if not o.get("corpus"):
+            raise StudyError("a finetune cell needs corpus (the corpus whose folds it tests on)")
+        o["train"] = [c for x in _as_list(o.get("train")) for c in x.split(",") if c and c != o["corpus"]]
+    else:
+        if not o.get("model_dir") or not o.get("corpus"):
+            raise StudyError("an evaluate cell needs model_dir (a saved probe or fine-tuned model) and corpus")
+        o["drop"] = _as_list(o.get("drop"))
+        if "fold" in o:
+            o["fold"] = str(o["fold"])
+    return o
 
 
 def _as_list(value) -> list:
@@ -460,7 +704,192 @@ def ensure_store(cache, model: str, corpus: str, *, device: str = "auto", progre
     return True
 
 
-def run_study(path: str | Path, *, cache, registry, default_model: str, force: bool = False,
+def finetune_settings(cell: Cell, model: str):
+    """(`FinetuneConfig`, the other keys: corpus, train, protocol) of a finetune cell."""
+    from classifiers.finetune import FinetuneConfig
+
+    o = dict(cell.options)
+    rest = {k: o.pop(k) for k in ("corpus", "train", "protocol") if k in o}
+    return FinetuneConfig(model=model, **o), rest
+
+
+def _same_finetune(registered: dict, config: dict) -> bool:
+    """Whether a registered fine-tune's configuration equals `config` in every setting that changes a score."""
+    import json
+
+    from featstore.serialize import dumps
+
+    def scored(c: dict) -> dict:
+        return {k: v for k, v in json.loads(dumps(c)).items() if k not in FINETUNE_UNSCORED}
+
+    return scored(registered) == scored(config)
+
+
+def _model_hashes(model: str) -> set:
+    """The weights hashes a fine-tune of `model` may have recorded for its base (weights, and weights +
+    front-end); empty for a hub id (its files are not looked up here)."""
+    from featstore.modelfiles import weights_hash
+
+    p = Path(model).expanduser()
+    if not p.is_dir():
+        return set()
+    try:
+        return {weights_hash(p), weights_hash(p, front_end=True)}
+    except OSError:
+        return set()
+
+
+def registered_finetune(corpus: str, *, model: str, registry, train: Sequence[str] = (), protocol: str | None = None,
+                        force: bool = False, device: str | None = None, progress: bool = False, command: str = "",
+                        out=None, **options) -> Registered:
+    """`ser finetune` through the registry, as `registered_probe` runs a probe: a registered fine-tune
+    with the same settings (every `FinetuneConfig` field that changes a score, the corpora and
+    protocol) over the same data (utterances and folds, `registry.finetune_stores`) and base
+    weights (a local model's hash; a hub id by its name) whose folder is still there is returned
+    (reused=True, nothing trained) unless `force`. Otherwise the run trains (into `out`, default
+    `finetune.default_run_dir`, resuming what an interrupted run left there) and is registered.
+    The corpora's roots come from `ser config` (`featstore.config.resolve_root`)."""
+    from types import SimpleNamespace
+
+    from classifiers.finetune import FinetuneConfig, default_run_dir
+    from classifiers.finetune import finetune as run_finetune
+    from classifiers.registry import finetune_config, finetune_stores, register_finetune
+    from featstore.config import default_protocol, resolve_root
+    from featstore.corpora import load_manifest
+    from featstore.folds import make_folds, multi_corpus_folds
+
+    extra = [c for c in train if c and c != corpus]
+    config = FinetuneConfig(model=model, **{**options, **({"device": device} if device else {}),
+                                            "progress": progress and options.get("progress", True)})
+    utts = [u for c in [corpus, *extra] for u in load_manifest(c, resolve_root(c), progress=False).utterances]
+    protocol = protocol or default_protocol(corpus)
+    folds = multi_corpus_folds(utts, corpus, protocol, extra) if extra else make_folds(utts, protocol)
+    wanted = finetune_config(config, corpus=corpus, train=extra, protocol=protocol)
+    if not force and registry.path.is_file():
+        data = finetune_stores(SimpleNamespace(folds=[]), utts, folds, model)[1:]
+        hashes = _model_hashes(model)
+        for run in reversed(registry.runs(kind="finetune")):
+            base = run["stores"][0] if run["stores"] else {}
+            if (_same_finetune(run["config"], wanted) and run["stores"][1:] == data
+                    and base.get("model_id") == model and (not hashes or base.get("weights_sha256") in hashes)
+                    and registered_files(run)):
+                return Registered(run, load_registered(run), reused=True)
+    out = Path(out) if out is not None else default_run_dir("+".join([corpus, *extra]), protocol, config)
+    res = run_finetune(utts, folds, config, out_dir=out, protocol=protocol)
+    run_id = register_finetune(registry, res, utts, folds, config, corpus=corpus, train=extra, protocol=protocol,
+                               command=command)
+    if run_id is None:
+        raise SerError(f"the fine-tune of {model} on {corpus} scored no fold (see {out}); nothing was registered")
+    run = registry.run(run_id)
+    return Registered(run, load_registered(run), reused=False, files=[Path(p) for p in res.files.values()])
+
+
+def is_dimensional(run: dict) -> bool:
+    """Whether a registered run is a dimensional probe (`classifiers.dimensional`: scored by CCC)."""
+    return run.get("kind") == "probe" and (run.get("config") or {}).get("target", "emotion") != "emotion"
+
+
+def load_run(run: dict):
+    """A registered run's results read back: a `DimensionalRun` for a dimensional probe, else the
+    `ProbeResults` of `load_registered`."""
+    if is_dimensional(run):
+        from classifiers.dimensional import read_dimensional
+        from classifiers.results import ResultsError
+
+        try:
+            return read_dimensional(run["out"])
+        except (OSError, ValueError, KeyError) as e:
+            raise ResultsError(f"run {run['id']}: its results in {run['out']} cannot be read ({e}); re-run its "
+                               f"command: {run['command']}") from e
+    return load_registered(run)
+
+
+def headline(reg: Registered) -> str:
+    """One line for a cell's run: its best pooled score and where ("best UAR 0.412 at layer 6",
+    "best mean CCC 0.310 at layer 3")."""
+    if is_dimensional(reg.run):
+        best = reg.results.best()
+        return f"best mean CCC {best['ccc_pooled']:.3f} at layer {best['layer']}"
+    best = reg.results.best()
+    return f"best UAR {best['uar']:.3f} at layer {best['layer']}"
+
+
+def run_cell(cell: Cell, *, cache, registry, default_model: str, force: bool = False, device: str | None = None,
+             progress: bool = False, command: str = "") -> Registered:
+    """Run one study cell of any kind through the registry (a registered identical run is re-used
+    unless `force`), extracting the stores it reads first when missing (the corpus root known)."""
+    model = cell.model or default_model
+    o = dict(cell.options)
+    common = dict(registry=registry, force=force, progress=progress, command=command)
+    if cell.kind == "evaluate":
+        return _evaluate_cell(cell, o, cache=cache, device=device, **common)
+    if cell.kind == "finetune":
+        return registered_finetune(o.pop("corpus"), model=model, device=device, **common, **o)
+    needed = (_needed(o.get("corpus"), o.get("train"), o.get("test")) if cell.kind == "probe"
+              else list(o.get("corpora") or []))
+    for c in needed:
+        ensure_store(cache, model, c, device=device or "auto", progress=progress)
+    if cell.kind == "matrix":
+        from classifiers.probe import registered_matrix
+
+        reg, _ = registered_matrix(o.pop("corpora"), model=model, cache=cache, classifier=cell.classifier,
+                                   device=device, **common, **o)
+        return reg
+    if cell.kind == "neighbors":
+        from classifiers.neighbors import registered_neighbors
+
+        nb = registered_neighbors(o.pop("corpora"), model=model, cache=cache, **common, **o)
+        return Registered(nb.run, nb.results, reused=nb.reused, files=list(nb.files))
+    if cell.dimensional:
+        from classifiers.dimensional import registered_dimensional
+
+        d = registered_dimensional(o.pop("corpus", None), model=model, cache=cache, classifier=cell.classifier,
+                                   **common, **o)
+        return Registered(d.run, d.result, reused=d.reused, files=list(d.result.files))
+    return registered_probe(o.pop("corpus", None), model=model, cache=cache, classifier=cell.classifier,
+                            device=device, **common, **o)
+
+
+def _evaluate_cell(cell: Cell, o: dict, *, cache, registry, force, device, progress, command) -> Registered:
+    """An evaluate cell: `scoring.evaluate_model` with the registry; `model_sha256` (as `ser results
+    show` prints it) must still be the model's digest."""
+    from classifiers.predict import model_kind
+    from classifiers.scoring import evaluate_model, model_digest
+
+    model_dir = Path(o.pop("model_dir")).expanduser()
+    model_kind(model_dir)                 # a missing or foreign folder is one line
+    sha = o.pop("model_sha256", None)
+    if sha is not None and sha != model_digest(model_dir):
+        raise StudyError(f"{cell.describe()}: the model in {model_dir} is not the one registered (model_sha256 "
+                         f"{sha} != {model_digest(model_dir)} now); drop model_sha256 to score the model as it is")
+    res = evaluate_model(model_dir, o.pop("corpus"), cache=cache, device=device or "auto", registry=registry,
+                         command=command, force=force, **o)
+    run = registry.run(res.run_id)
+    results = res.results if res.reused is None else load_registered(run)
+    return Registered(run, results, reused=res.reused is not None, files=list(res.files))
+
+
+def study_cache(path: str | Path, head: dict, cache=None) -> Path:
+    """The feature cache of a study: `cache` (--cache) when given, else the file's [study] cache, else
+    the configured default (`ser config`)."""
+    from featstore.config import default_cache
+
+    if cache is not None:
+        return Path(cache)
+    return Path(head["cache"]).expanduser() if head.get("cache") else default_cache()
+
+
+def study_registry(path: str | Path, head: dict, db=None):
+    """The run registry of a study: `db` (--db) when given, else the file's [study] db, else $SER_DB,
+    else results/ser.db."""
+    from classifiers.registry import DEFAULT_DB, Registry
+
+    if db is None:
+        db = Path(head["db"]).expanduser() if head.get("db") else os.environ.get("SER_DB") or DEFAULT_DB
+    return Registry(db)
+
+
+def run_study(path: str | Path, *, cache=None, registry=None, default_model: str, force: bool = False,
               device: str | None = None, report: str | Path | None = None,
               on_cell: Callable[[Cell, Registered], None] | None = None, progress: bool = False,
               executor: str | None = None, on_fail: Callable[[Cell, str], None] | None = None,
@@ -468,9 +897,13 @@ def run_study(path: str | Path, *, cache, registry, default_model: str, force: b
               formats: str | Sequence[str] | None = None):
     """Run every cell of the study file `path`; return (cells' `Registered`s, report path).
 
-    Cells already registered are re-used (unless `force`); missing stores are extracted first
-    (the corpus root must be configured, see `ser config`). The report (default
+    Cells of every kind (`Cell.kind`: probe, matrix, neighbors, finetune, evaluate) run through the
+    registry (`run_cell`); cells already registered are re-used (unless `force`); missing stores are
+    extracted first (the corpus root must be configured, see `ser config`). The report (default
     `results/study-<name>.html`) holds every cell's run.
+
+    cache / registry: the feature cache and the `Registry` (default: the file's [study] cache and
+    db, see `study_cache` and `study_registry`).
 
     executor: `--executor` (default: the file's [study] executor, else "local"). "local" runs the
     cells here one after another (a failure stops the study); a Dask executor runs the task graph
@@ -487,6 +920,8 @@ def run_study(path: str | Path, *, cache, registry, default_model: str, force: b
     from classifiers.plots import figure_formats
 
     head, _ = read_study(path)
+    cache = study_cache(path, head, cache)
+    registry = registry if registry is not None else study_registry(path, head)
     with figure_formats(formats if formats is not None else head.get("formats")):
         return _run_study(path, cache=cache, registry=registry, default_model=default_model, force=force,
                           device=device, report=report, on_cell=on_cell, progress=progress, executor=executor,
@@ -502,19 +937,19 @@ def _run_study(path, *, cache, registry, default_model, force, device, report, o
     check_table_paths(report_path(path, head, report))  # a bad report path fails before any work
     spec = parse_executor(executor if executor is not None else head.get("executor"))
     if spec.distributed:
+        other = next((c for c in cells if c.kind != "probe" or c.dimensional), None)
+        if other is not None:
+            raise StudyError(f"{path}: cell {other.index} ({'dimensional probe' if other.dimensional else other.kind}: "
+                             f"{other.describe()}): the {spec} executor runs emotion probe cells only; run this "
+                             f"study with --executor local")
         return _run_distributed(path, head, cells, spec, executor_table(path), cache=cache, registry=registry,
                                 default_model=default_model, force=force, device=device, report=report,
                                 on_cell=on_cell, on_fail=on_fail, on_start=on_start, progress=progress,
                                 on_table=on_table)
     done = []
     for cell in cells:
-        model = cell.model or default_model
-        o = dict(cell.options)
-        for c in _needed(o.get("corpus"), o.get("train"), o.get("test")):
-            ensure_store(cache, model, c, device=device or "auto", progress=progress)
-        reg = registered_probe(o.pop("corpus", None), model=model, cache=cache, registry=registry, force=force,
-                               classifier=cell.classifier, device=device, progress=progress,
-                               command=command_line(), **o)
+        reg = run_cell(cell, cache=cache, registry=registry, default_model=default_model, force=force, device=device,
+                       progress=progress, command=command_line())
         done.append(reg)
         if on_cell:
             on_cell(cell, reg)
@@ -526,13 +961,17 @@ def study_outputs(path: str | Path, head: dict, done: Sequence[Registered], repo
     """The study's paper table (`classifiers.tables.study_table`, as [study] table asks) written beside
     its report as .md, .tex and .csv, then the report, led by the table with each run folded below;
     return the report's path. A table the runs cannot fill is one TableError line, after the report
-    (without the table) is written: the runs stay registered, so fixing the table re-computes nothing."""
+    (without the table) is written: the runs stay registered, so fixing the table re-computes nothing.
+    The table holds the emotion probe cells (`classifiers.tables.tabulated`); the report holds every cell, whatever
+    its kind; a study with no probe cell gets the report alone."""
     from classifiers.report import write_report
-    from classifiers.tables import TableError, study_table, write_table
+    from classifiers.tables import TableError, study_table, tabulated, write_table
 
     name = head.get("name", Path(path).stem)
     out = report_path(path, head, report)
     runs = [(r.run, r.results) for r in done]
+    if not any(tabulated(run) for run, _ in runs):   # no cell the paper table holds: the report alone
+        return write_report(runs, out, title=f"study {name}", fold=True)
     try:
         paper = study_table(runs, head.get("table"), title=f"study {name}: UAR [95% speaker CI]",
                             where=f"{path}: [study] table")
@@ -655,7 +1094,9 @@ def plan_study(cells: Sequence[Cell], *, cache, default_model: str, device: str 
 
     One extraction task per (model, corpus) whose store is missing and whose root is known (each
     store written by exactly one task); one plan per distinct probe configuration, depending on
-    the extraction tasks of the stores it reads. Nothing runs and the registry is not read.
+    the extraction tasks of the stores it reads. Nothing runs and the registry is not read. Only
+    emotion probe cells are planned: cells of other kinds (and dimensional probes) run in this
+    process (`run_cell`).
     """
     from classifiers.executor import Task
     from classifiers.probe import store_for
@@ -669,6 +1110,8 @@ def plan_study(cells: Sequence[Cell], *, cache, default_model: str, device: str 
     extracts: dict[tuple[str, str], Task] = {}
     broken: dict[tuple[str, str], str] = {}
     for cell in cells:
+        if cell.kind != "probe" or cell.dimensional:
+            continue                         # other kinds run on the local executor (`run_cell`)
         model = cell.model or default_model
         o = dict(cell.options)
         corpus = o.pop("corpus", None)

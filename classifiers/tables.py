@@ -1,7 +1,8 @@
 """A study's paper table: model x training set by test corpus or layer, pooled UAR [95% speaker CI], Holm marks.
 
 `study_table` pivots the registered runs of a study (their `ProbeResults.summary()` headlines:
-`pooled`, `ci_low`, `ci_high`) into a `PaperTable`. The study file chooses the pivot:
+`pooled`, `ci_low`, `ci_high`) into a `PaperTable`; it holds the emotion probe runs (`tabulated`),
+while the report shows runs of other kinds in their own sections. The study file chooses the pivot:
 
     [study]
     table = {rows = ["model", "train"], columns = "test", layer = 12}
@@ -141,12 +142,22 @@ def _model_of(run: dict, results) -> str:
     return str(run.get("model") or (run.get("config") or {}).get("model") or results.meta.get("model") or "")
 
 
+def tabulated(run: dict) -> bool:
+    """Whether the paper table holds `run`: an emotion probe (not a dimensional one, scored by CCC;
+    not a matrix, neighbours, fine-tuning or evaluation run, which the report shows in their own sections)."""
+    config = run.get("config") or {}
+    return run.get("kind", "probe") == "probe" and config.get("target", "emotion") == "emotion"
+
+
 def entries(runs: Sequence[tuple[dict, object]]) -> list[Entry]:
-    """Every setting with a pooled score of `runs` ((registry row, ProbeResults) pairs), in study order."""
+    """Every setting with a pooled score of `runs` ((registry row, ProbeResults) pairs), in study order;
+    runs the table does not hold (`tabulated`) are left out."""
     from classifiers.predictions import concat
 
     out = []
     for run, results in runs:
+        if not tabulated(run):
+            continue
         cols = concat(results.predictions) if results.predictions else None
         config = run.get("config") or {}
         options = {k: config.get(k) for k in VARIANT_KEYS}
