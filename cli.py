@@ -914,9 +914,14 @@ def probe(
     _threads(threads)
     if TARGETS[target] or alpha is not None:
         regressor = "ridge" if classifier == "logreg" else classifier
-        _not_for_dimensions(target, regressor, classes=classes, matrix=matrix, seeds=seeds != 1,
+        _not_for_dimensions(target, regressor, classes=classes, seeds=seeds != 1,
                             C=C, save_probe=save_probe, class_weight=class_weight, speaker_norm=speaker_norm,
-                            no_early_stopping=no_early_stopping, train=len(train or []) > 1)
+                            no_early_stopping=no_early_stopping, train=len(train or []) > 1,
+                            **({"corpus": corpus, "train_set": train, "test": test} if matrix else {}))
+        if matrix:
+            return _matrix_dimensions(target, regressor, [c for c in matrix.split(",") if c], layer=layer,
+                                      protocol=protocol, stat=stat, alpha=alpha, model=_model(model),
+                                      cache=_cache(cache), out=out, overwrite=overwrite, db=db, force=force)
         return _probe_dimensions(target, regressor, corpus=corpus, layer=layer, protocol=protocol, stat=stat,
                                  train=list(train or []), test=test, alpha=alpha, model=_model(model),
                                  cache=_cache(cache), out=out, overwrite=overwrite, db=db, force=force)
@@ -1028,7 +1033,8 @@ def _not_for_dimensions(target: str, regressor: str, **given) -> None:
     names = {"classes": "--classes", "matrix": "--matrix", "seeds": "--seeds",
              "C": "--C", "save_probe": "--save-probe", "class_weight": "--class-weight",
              "speaker_norm": "--speaker-norm", "no_early_stopping": "--no-early-stopping",
-             "train": "several --train sets"}
+             "train": "several --train sets", "corpus": "--corpus (with --matrix)", "train_set": "--train (with --matrix)",
+             "test": "--test (with --matrix)"}
     bad = [names[k] for k, v in given.items() if v]
     if bad:
         raise SerError(f"--target {target} runs a regressor (ridge: alpha by inner speaker CV, or --alpha) on one "
@@ -1060,6 +1066,28 @@ def _probe_dimensions(target: str, regressor: str, *, corpus, layer, protocol, s
     for line in summary_lines(reg.result):
         console.print(line, highlight=False)
     _print_files([reg.run["out"]])
+
+
+def _matrix_dimensions(target: str, regressor: str, corpora: list, *, layer, protocol, stat, alpha, model, cache, out,
+                       overwrite, db, force) -> None:
+    """`ser probe --matrix A,B --target DIM`: the cross-corpus CCC matrix, registered (kind matrix)."""
+    from classifiers.dimensional import matrix_table, registered_dimensional_matrix
+    from classifiers.registry import Registry
+    from classifiers.study import command_line
+
+    registry = Registry(_db(db))
+    run, m, reused = registered_dimensional_matrix(corpora, target=target, layer=layer, model=model, cache=cache,
+                                                   registry=registry, protocol=protocol, stat=stat, alpha=alpha,
+                                                   classifier=regressor, force=force, out=out, overwrite=overwrite,
+                                                   progress=True, command=command_line())
+    if reused:
+        console.print(f"run {run['id']} ({run['created']}) already holds this configuration over these stores: "
+                      f"showing it (--force runs it again)", highlight=False)
+    else:
+        console.print(f"registered run {run['id']} in {registry.path}", highlight=False)
+    console.print(matrix_table(m, title=f"transfer {target} ({regressor}), model {model}, layer {m.meta['layer']} "
+                                        f"(CCC on [-1, 1]; CI: jackknife-t over test speakers)"))
+    _print_files([run["out"]])
 
 
 def _print_matrix(details: dict, corpora: list, title: str) -> None:
@@ -1577,10 +1605,14 @@ def results_show(run_id: str = typer.Argument(..., help="Run id (a unique prefix
     run = registry.run(run_id)
     dimensional = run["config"].get("target", "emotion") != "emotion"
     if dimensional:
-        from classifiers.dimensional import read_dimensional
+        from classifiers.dimensional import matrix_table, read_dimensional, read_matrix
         from classifiers.dimensional import summary_table as dimensional_table
 
-        results = read_dimensional(run["out"])
+        if run["kind"] == "matrix":
+            dimensional_table = matrix_table  # noqa: F811 - a dimensional matrix's own table
+            results = read_matrix(run["out"])
+        else:
+            results = read_dimensional(run["out"])
     else:
         results = load_registered(run)  # damaged or missing files: one line, before any table
     _print_table(["key", "value"], [[k, str(run[k])] for k in ("id", "kind", "created", "command", "model", "corpus",

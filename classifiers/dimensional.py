@@ -413,3 +413,146 @@ def registered_dimensional(corpus: str | None, *, target: str, model: str, cache
         registry.release(run_key("probe", config, stores))  # a failed run never blocks an identical one
         raise
     return RegisteredDimensional(registry.run(run_id), run, reused=False)
+
+
+# ---------------------------------------------------------------------------------- cross-corpus matrix
+
+@dataclass
+class DimensionalMatrix:
+    """Train corpus x test corpus CCC per dimension at one layer: `cells[(a, b)]` is that cell's
+    summary row (pooled CCC with its speaker CI per dimension, fold mean); the diagonal is each
+    corpus' own speaker-independent folds."""
+
+    corpora: list[str]
+    cells: dict = field(default_factory=dict)
+    records: list[dict] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+    def matrix(self, dimension: str):
+        import numpy as np
+
+        return np.array([[self.cells[(a, b)][f"ccc_{dimension}_pooled"] for b in self.corpora] for a in self.corpora])
+
+
+def dimensional_matrix(corpora: Sequence[str], *, target: str, layer: str | int, model: str,
+                       cache: str | Path = "cache", protocol: str | None = None, stat: str = "mean",
+                       alpha: float | None = None, regressor: str = "ridge", out: str | Path | None = None,
+                       overwrite: bool = False, progress: bool = False) -> DimensionalMatrix:
+    """`ser probe --matrix A,B,C --target DIM`: every corpus trained on and tested on every corpus at
+    one layer (the diagonal on its own folds: `protocol`, else each corpus' standard one), each cell
+    a `run_dimensional` run; writes transfer_ccc.json/.csv and one heatmap per dimension to `out`."""
+    from classifiers.results import check_out
+
+    names = target_dimensions(target)
+    if not names:
+        raise TargetError("target 'emotion' is the categorical matrix (classifiers.probe.run_matrix)")
+    corpora = [c for c in corpora if c]
+    if len(corpora) < 2 or len(set(corpora)) != len(corpora):
+        raise SerError(f"--matrix needs two or more different corpora, got {', '.join(corpora) or 'none'}")
+    if not str(layer).strip().lstrip("-").isdigit():
+        raise SerError(f"--matrix runs at one layer (e.g. --layer 12), not {layer!r}")
+    if out is not None:
+        out = check_out(out, overwrite)
+    m = DimensionalMatrix(corpora=list(corpora))
+    for a in corpora:
+        for b in corpora:
+            run = (run_dimensional(a, target=target, model=model, cache=cache, layers=str(layer), protocol=protocol,
+                                   stat=stat, alpha=alpha, regressor=regressor, plots=False, progress=progress)
+                   if a == b else
+                   run_dimensional(None, target=target, model=model, cache=cache, layers=str(layer), stat=stat,
+                                   train=[a], test=[b], alpha=alpha, regressor=regressor, plots=False,
+                                   progress=progress))
+            m.cells[(a, b)] = dict(run.summary[0], train_set=a, test_set=b)
+            m.records.extend(run.records)
+    m.meta = dict(kind="matrix", target=target, dimensions=list(names), model=model, corpora=list(corpora),
+                  layer=m.records[0]["layer"], stat=stat, classifier=regressor, alpha=alpha, protocol=protocol,
+                  corpus=",".join(corpora))
+    if out is not None:
+        m.files = write_matrix(m, Path(out))
+    return m
+
+
+def write_matrix(m: DimensionalMatrix, out: Path) -> list[Path]:
+    """transfer_ccc.json (meta, cells, records), transfer_ccc.csv (one row per cell) and
+    transfer_ccc_<dimension>.png per dimension."""
+    from classifiers.plots import ccc_transfer_heatmap, figure_paths
+    from classifiers.results import versions
+    from featstore.outputs import write_text
+    from featstore.serialize import dumps
+
+    out.mkdir(parents=True, exist_ok=True)
+    cells = [m.cells[(a, b)] for a in m.corpora for b in m.corpora]
+    files = [write_text(out / "transfer_ccc.json", dumps(dict(meta=m.meta, cells=cells, records=m.records,
+                                                              versions=versions()), indent=1, sort_keys=True))]
+    fields_ = ["train_set", "test_set"] + [k for k in cells[0] if k not in ("train_set", "test_set")]
+    files.append(write_text(out / "transfer_ccc.csv", _csv(cells, fields_)))
+    for n in m.meta["dimensions"]:
+        files.extend(figure_paths(ccc_transfer_heatmap(
+            m.matrix(n), m.corpora, out / f"transfer_ccc_{n}.png", dimension=n,
+            title=f"{n}: train (rows) → test (columns), model {m.meta['model']}, layer {m.meta['layer']} "
+                  f"({m.meta['classifier']}; diagonal: own folds)")))
+    return files
+
+
+def read_matrix(out: str | Path) -> DimensionalMatrix:
+    """A dimensional matrix read back from its folder's transfer_ccc.json."""
+    import json
+
+    path = Path(out) / "transfer_ccc.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        m = DimensionalMatrix(corpora=list(data["meta"]["corpora"]), records=data["records"], meta=data["meta"])
+        m.cells = {(c["train_set"], c["test_set"]): c for c in data["cells"]}
+        return m
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SerError(f"{path}: not a readable dimensional matrix ({type(e).__name__}: {e})") from None
+
+
+def matrix_table(m: DimensionalMatrix, title: str = ""):
+    """A rich table: one row per train→test cell, the pooled CCC ± its 95% speaker CI half-width per dimension."""
+    from classifiers.results import table
+
+    names = m.meta["dimensions"]
+    t = table("train → test", *[f"{n} CCC ± 95% CI" for n in names], title=title)
+    for a in m.corpora:
+        for b in m.corpora:
+            c = m.cells[(a, b)]
+            t.add_row(f"{a} → {b}" + (" (own folds)" if a == b else ""),
+                      *[f"{c[f'ccc_{n}_pooled']:.3f} ± {(c[f'ccc_{n}_ci_high'] - c[f'ccc_{n}_ci_low']) / 2:.3f}"
+                        for n in names])
+    return t
+
+
+def registered_dimensional_matrix(corpora: Sequence[str], *, target: str, layer: str | int, model: str, cache,
+                                  registry, protocol: str | None = None, stat: str = "mean",
+                                  alpha: float | None = None, classifier: str = "ridge", force: bool = False,
+                                  out=None, overwrite: bool = False, progress: bool = False, command: str = ""):
+    """`dimensional_matrix` through the registry (kind "matrix"): an identical configuration over
+    identical stores returns the registered run (read back from its folder) unless `force`.
+    Returns (registry row, DimensionalMatrix, reused)."""
+    from classifiers.probe import default_out
+    from classifiers.registry import run_key
+    from classifiers.study import fingerprints
+
+    config = dict(corpora=list(corpora), layer=str(layer).strip(), target=str(target).lower(), classifier=classifier,
+                  stat=stat, alpha=alpha, protocol=protocol, model=model)
+    stores = fingerprints(cache, model, list(corpora))
+    found = None if force else registry.find("matrix", config, stores)
+    if found is not None and found.get("out") and (Path(found["out"]) / "transfer_ccc.json").is_file():
+        return found, read_matrix(found["out"]), True
+    if out is None:
+        out = default_out("matrix", "+".join(corpora), model, {k: v for k, v in config.items() if k != "model"})
+        base, i = out, 1
+        while force and out.exists():
+            i += 1
+            out = base.with_name(f"{base.name}-{i}")
+    try:
+        m = dimensional_matrix(corpora, target=target, layer=layer, model=model, cache=cache, protocol=protocol,
+                               stat=stat, alpha=alpha, regressor=classifier, out=out, overwrite=overwrite,
+                               progress=progress)
+        run_id = registry.register(kind="matrix", config=config, stores=stores, results=m, command=command, out=out)
+    except BaseException:
+        registry.release(run_key("matrix", config, stores))
+        raise
+    return registry.run(run_id), m, False

@@ -17,11 +17,12 @@ from tests.test_results import MODEL, invoke, write_store
 CORPUS = "mydims"    # not a registered corpus: its utterances carry their own scale (1-5)
 
 
-def planted_dims(n_speakers: int = 10, per: int = 12, dim: int = 8, seed: int = 0, dominance: bool = True):
-    """Pooled features (N, 3 layers, dim): arousal planted linearly in layer 1, valence in layer 2,
-    layer 0 noise only; ratings on a 1-5 scale."""
+def planted_dims(n_speakers: int = 10, per: int = 12, dim: int = 8, seed: int = 0, dominance: bool = True,
+                 corpus: str = CORPUS):
+    """Pooled features (N, 3 layers, dim): arousal planted linearly in layer 1, valence in layer 2
+    (the same directions in every corpus), layer 0 noise only; ratings on a 1-5 scale."""
+    wa, wv = np.random.default_rng(100).standard_normal((2, dim))
     rng = np.random.default_rng(seed)
-    wa, wv = rng.standard_normal(dim), rng.standard_normal(dim)
     X, utts = [], []
     for s in range(n_speakers):
         offset = 0.2 * rng.standard_normal(dim)
@@ -31,8 +32,8 @@ def planted_dims(n_speakers: int = 10, per: int = 12, dim: int = 8, seed: int = 
             row[1] += 1.5 * (a - 3) * wa
             row[2] += 1.5 * (v - 3) * wv
             X.append(row)
-            utts.append(Utterance(id=f"{CORPUS}-{s}-{i}", path=f"/x/{s}/{i}.wav", corpus=CORPUS, language="en",
-                                  speaker=f"{CORPUS}-{s:02d}", gender=None, label="neutral", label_raw="neu",
+            utts.append(Utterance(id=f"{corpus}-{s}-{i}", path=f"/x/{s}/{i}.wav", corpus=corpus, language="en",
+                                  speaker=f"{corpus}-{s:02d}", gender=None, label="neutral", label_raw="neu",
                                   arousal=float(a), valence=float(v),
                                   dominance=float(rng.uniform(1, 5)) if dominance else None,
                                   dimension_scale=(1.0, 5.0)))
@@ -43,6 +44,7 @@ def planted_dims(n_speakers: int = 10, per: int = 12, dim: int = 8, seed: int = 
 def cache(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     write_store(cache, CORPUS, *planted_dims())
+    write_store(cache, "otherdims", *planted_dims(seed=3, n_speakers=6, per=10, corpus="otherdims"))
     write_store(cache, "nodims", *planted_dims(seed=1, n_speakers=6, per=4, dominance=False)[:1],
                 [Utterance(id=f"nodims-{i}", path=f"/y/{i}.wav", corpus="nodims", language="en",
                            speaker=f"nodims-{i % 6:02d}", gender=None, label="neutral", label_raw="neu")
@@ -171,3 +173,36 @@ def test_other_regressors_run_the_same_sweep(cache, tmp_path, regressor):
     assert np.allclose(p["pred"][0], expected, atol=1e-6)
     assert {r["classifier"] for r in run.records} == {regressor} and "alpha" not in run.records[0]
     assert run.summary[0]["ccc_arousal_pooled"] > 0.3       # the planted layer is found by either
+
+
+def test_cross_corpus_ccc_matrix_is_registered_and_shown(cache, tmp_path, monkeypatch):
+    """ser probe --matrix A,B --target: each cell is the run_dimensional run of that train→test pair
+    (the diagonal on the corpus' own folds); registered as a matrix, shown again without computing."""
+    from classifiers.dimensional import run_dimensional
+
+    monkeypatch.chdir(tmp_path)
+    db = str(tmp_path / "ser.db")
+    args = ["probe", "--matrix", f"{CORPUS},otherdims", "--target", "arousal", "--layer", "1", "--model", MODEL,
+            "--cache", str(cache), "--db", db]
+    first = invoke(*args, "--out", str(tmp_path / "m"), env={"COLUMNS": "200"})
+    assert first.exit_code == 0, first.output
+    saved = json.loads((tmp_path / "m" / "transfer_ccc.json").read_text())
+    cells = {(c["train_set"], c["test_set"]): c for c in saved["cells"]}
+    assert len(cells) == 4 and (tmp_path / "m" / "transfer_ccc_arousal.png").stat().st_size > 1000
+    cross = run_dimensional(None, target="arousal", model=MODEL, cache=cache, layers="1", train=["otherdims"],
+                            test=[CORPUS])
+    assert cells[("otherdims", CORPUS)]["ccc_arousal_pooled"] == pytest.approx(cross.summary[0]["ccc_arousal_pooled"])
+    own = run_dimensional(CORPUS, target="arousal", model=MODEL, cache=cache, layers="1")
+    assert cells[(CORPUS, CORPUS)]["ccc_arousal_pooled"] == pytest.approx(own.summary[0]["ccc_arousal_pooled"])
+    assert min(c["ccc_arousal_pooled"] for c in cells.values()) > 0.8     # the same direction in both corpora
+    text = " ".join(first.output.split())
+    assert f"otherdims → {CORPUS}" in text and "registered run" in text
+    again = invoke(*args, env={"COLUMNS": "200"})
+    assert "already holds this configuration" in again.output
+    from classifiers.registry import Registry
+
+    [run] = Registry(db).runs(kind="matrix")
+    shown = " ".join(invoke("results", "show", run["id"], "--db", db, env={"COLUMNS": "200"}).output.split())
+    assert f"{CORPUS} → otherdims" in shown and 'target = "arousal"' in shown
+    refused = invoke(*args, "--test", "otherdims")
+    assert refused.exit_code != 0 and "--test (with --matrix)" in " ".join(refused.output.split())
