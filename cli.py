@@ -321,7 +321,8 @@ def _check_device_option(value: str | None) -> str | None:
 
 DEVICE_OPT = typer.Option(None, "--device", callback=_check_device_option,
                           help="auto, cpu or cuda[:N]; default: config `device` or auto.")
-DB_OPT = typer.Option(None, "--db", help="Run registry (SQLite); default: $SER_DB or results/ser.db.")
+DB_OPT = typer.Option(None, "--db", help="Run registry (SQLite); default: $SER_DB, config `db`, else one per user "
+                                          "(~/.local/share/ser/ser.db).")
 
 
 def _threads_spec(v: int) -> str | None:
@@ -352,11 +353,9 @@ def _threads(threads: int | None) -> int:
 
 
 def _db(db: Path | None) -> Path:
-    import os
+    from featstore.config import default_db
 
-    from classifiers.registry import DEFAULT_DB
-
-    return Path(db or os.environ.get("SER_DB") or DEFAULT_DB)
+    return Path(db) if db else default_db()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -899,7 +898,7 @@ def probe(
 ):
     """Probe cached features: layer sweeps, multi-corpus training, cross-corpus transfer.
 
-    Every run is registered (results/ser.db); an identical configuration over identical stores
+    Every run is registered (the run registry: --db, default one per user); an identical configuration over identical stores
     returns the registered run unless --force. Several --train sets: differences against the
     first, with 95% speaker CI (jackknife-t) and paired p (Holm-adjusted).
 
@@ -1139,7 +1138,7 @@ def neighbors(
     """What each layer encodes: neighbour purity (emotion, speaker, gender, language, corpus),
     speaker-independent kNN accuracy and cross-corpus retrieval, with exact faiss search.
 
-    Every run is registered (results/ser.db; scores: the kNN records); an identical configuration
+    Every run is registered (the run registry, one per user; scores: the kNN records); an identical configuration
     over identical stores shows the registered run unless --force.
 
     Example: ser neighbors --corpus ravdess,emodb --layer all --k 10
@@ -1330,7 +1329,7 @@ def finetune(
     rng_state.pth are pickles (loaded with torch.load(weights_only=True) on resume): resume only
     runs you wrote. The exported <fold>/model/ directories hold no pickle.
 
-    The finished run is registered (results/ser.db, kind finetune, with every fold's test
+    The finished run is registered (the run registry, kind finetune, with every fold's test
     predictions) so `ser results compare` pairs it with probes; running it again resumes and
     registers the folder anew.
 

@@ -1,5 +1,5 @@
 """The run registry: every run's configuration, store fingerprints, scores and predictions in one
-SQLite file (`results/ser.db` by default), so results are found, compared and never re-computed.
+SQLite file (one per user by default: `default_db`), so results are found, compared and never re-computed.
 
 One row per run in `runs` (command line, full configuration as JSON, store fingerprints — model
 id, weights hash, corpus, utterance count, digest of the ids —, code version, time, output
@@ -42,12 +42,27 @@ from pathlib import Path
 from featstore.errors import SerError
 from featstore.serialize import dumps
 
+
+def default_db() -> Path:
+    """The registry a command uses without --db: ``$SER_DB``, else config ``db``, else one per user
+    (`featstore.config.default_db`: ``$XDG_DATA_HOME/ser/ser.db``), whatever the working directory."""
+    from featstore.config import default_db as configured
+
+    return configured()
+
+
+def __getattr__(name: str):
+    """``DEFAULT_DB``: `default_db()` read when asked for (it follows $SER_DB and the config file)."""
+    if name == "DEFAULT_DB":
+        return default_db()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 #: every kind of run the registry holds, the one list `ser results ls --kind` offers: `ser probe`
 #: (sweeps, multi- and cross-corpus), `ser probe --matrix` (each train→test cell a setting),
 #: `ser neighbors` (kNN per layer), `ser finetune` (each fold's test predictions, layer "e2e") and
 #: `ser evaluate` (a saved model scored on a corpus)
 KINDS = ("probe", "matrix", "neighbors", "finetune", "evaluate")
-DEFAULT_DB = Path("results") / "ser.db"
 METRICS = ("wa", "uar", "macro_f1")
 #: the scores of a dimensional run (`classifiers.dimensional`): CCC, Pearson r and RMSE per
 #: dimension and the CCC's mean over the run's dimensions
@@ -167,8 +182,8 @@ def _same_dir(a, b) -> bool:
 class Registry:
     """The SQLite run registry at `path` (created with its directory on first write)."""
 
-    def __init__(self, path: str | Path = DEFAULT_DB, *, timeout: float = 30.0):
-        self.path = Path(path)
+    def __init__(self, path: str | Path | None = None, *, timeout: float = 30.0):
+        self.path = Path(path) if path is not None else default_db()
         self.timeout = timeout
 
     # -- the file ------------------------------------------------------------------------------

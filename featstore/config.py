@@ -21,6 +21,8 @@ cache       ``$SER_CACHE``, else config ``cache``, else ``cache`` (relative to t
 device      config ``device``, else ``auto``
 data dir    ``$SER_DATA``, else config ``data``, else ``~/ser-data``
 corpus      config ``corpus``, else none (the command asks for --corpus)
+db          ``$SER_DB``, else config ``db``, else ``$XDG_DATA_HOME/ser/ser.db`` (``~/.local/share/ser``):
+            one registry per user, whatever the working directory
 threads     ``$SER_THREADS``, else config ``threads``, else ``$OMP_NUM_THREADS``, else the CPUs the
             process may use (`featstore.threads.available_cpus`: affinity and cgroup quota)
 protocol    config ``corpora.<name>.protocol``, else `featstore.folds.standard_protocol`
@@ -55,13 +57,15 @@ KEYS: dict[str, str] = {
     "data": "default data directory; `ser download` puts corpora in <data>/<corpus>",
     "corpus": "default corpus for commands run without --corpus",
     "threads": "CPU threads of compute commands (default: the CPUs this process may use; --threads N beats it)",
+    "db": "the run registry (SQLite) every command registers in and finds runs from (default: one per user, "
+          "$XDG_DATA_HOME/ser/ser.db)",
 }
 #: Per-corpus keys, written ``corpora.<corpus>.<key>``.
 CORPUS_KEYS: dict[str, str] = {
     "root": "directory of the unpacked corpus",
     "protocol": "default fold protocol (luna5, emobox, loso, loso-session, speaker-kfold:K, standard)",
 }
-_PATH_KEYS = {"cache", "data", "root"}
+_PATH_KEYS = {"cache", "data", "root", "db"}
 DEFAULT_DATA = "~/ser-data"
 DEFAULT_CACHE = "cache"
 DEFAULT_DEVICE = "auto"
@@ -318,6 +322,17 @@ def data_dir() -> Path:
     return Path(os.environ.get("SER_DATA") or get("data") or DEFAULT_DATA).expanduser()
 
 
+def data_home() -> Path:
+    """``$XDG_DATA_HOME/ser`` (``~/.local/share/ser`` when XDG_DATA_HOME is unset): the user's own ser files."""
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share").expanduser() / "ser"
+
+
+def default_db() -> Path:
+    """``$SER_DB``, else config ``db``, else `data_home()`/ser.db: the run registry, one per user, so a
+    run registered from one directory is found from any other (never ./results/ser.db)."""
+    return Path(os.environ.get("SER_DB") or get("db") or data_home() / "ser.db").expanduser()
+
+
 def default_corpus() -> str | None:
     """Config ``corpus``, else None."""
     corpus = get("corpus")
@@ -351,6 +366,7 @@ def show() -> list[tuple[str, str | None, str]]:
         ("data", str(data_dir()), source("data", env_data, "SER_DATA")),
         ("corpus", default_corpus(), source("corpus")),
         _threads_row(),
+        ("db", str(default_db()), source("db", os.environ.get("SER_DB"), "SER_DB")),
     ]
     known = set(KEYS)
     for key, value in _flatten(cfg):

@@ -22,6 +22,7 @@ def own_registry(tmp_path_factory, monkeypatch):
     hashes out of ~/.cache."""
     monkeypatch.setenv("SER_DB", str(tmp_path_factory.mktemp("registry") / "ser.db"))
     monkeypatch.setenv("SER_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "ser-cache"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.getbasetemp() / "xdg-data"))   # never ~/.local/share
 
 
 @pytest.fixture(scope="module")
