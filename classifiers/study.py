@@ -408,12 +408,13 @@ def _probe_params() -> list[str]:
 
 
 def _finetune_fields() -> list[str]:
-    """`FinetuneConfig`'s fields that `ser finetune` takes as options, and the model."""
+    """`FinetuneConfig`'s fields: `ser finetune`'s options, the model and the device (a cell's own
+    device wins over `ser study run --device`)."""
     from dataclasses import fields
 
     from classifiers.finetune import FinetuneConfig
 
-    return ["model"] + [f.name for f in fields(FinetuneConfig) if f.metadata.get("cli")]
+    return [f.name for f in fields(FinetuneConfig)]
 
 
 def neighbors_fixed() -> dict:
@@ -759,8 +760,7 @@ def registered_finetune(corpus: str, *, model: str, registry, train: Sequence[st
     from featstore.folds import make_folds, multi_corpus_folds
 
     extra = [c for c in train if c and c != corpus]
-    config = FinetuneConfig(model=model, **{**options, **({"device": device} if device else {}),
-                                            "progress": progress and options.get("progress", True)})
+    config = FinetuneConfig(model=model, progress=progress, **({"device": device} if device else {}), **options)
     utts = [u for c in [corpus, *extra] for u in load_manifest(c, resolve_root(c), progress=False).utterances]
     protocol = protocol or default_protocol(corpus)
     folds = multi_corpus_folds(utts, corpus, protocol, extra) if extra else make_folds(utts, protocol)
@@ -823,8 +823,9 @@ def run_cell(cell: Cell, *, cache, registry, default_model: str, force: bool = F
     common = dict(registry=registry, force=force, progress=progress, command=command)
     if cell.kind == "evaluate":
         return _evaluate_cell(cell, o, cache=cache, device=device, **common)
-    if cell.kind == "finetune":
-        return registered_finetune(o.pop("corpus"), model=model, device=device, **common, **o)
+    if cell.kind == "finetune":   # the cell's own device and progress win over the study's
+        common["progress"] = progress and o.pop("progress", True)
+        return registered_finetune(o.pop("corpus"), model=model, device=o.pop("device", None) or device, **common, **o)
     needed = (_needed(o.get("corpus"), o.get("train"), o.get("test")) if cell.kind == "probe"
               else list(o.get("corpora") or []))
     for c in needed:
@@ -881,12 +882,12 @@ def study_cache(path: str | Path, head: dict, cache=None) -> Path:
 
 def study_registry(path: str | Path, head: dict, db=None):
     """The run registry of a study: `db` (--db) when given, else the file's [study] db, else $SER_DB,
-    else results/ser.db."""
-    from classifiers.registry import DEFAULT_DB, Registry
+    else the registry's own default (`Registry()`)."""
+    from classifiers.registry import Registry
 
     if db is None:
-        db = Path(head["db"]).expanduser() if head.get("db") else os.environ.get("SER_DB") or DEFAULT_DB
-    return Registry(db)
+        db = Path(head["db"]).expanduser() if head.get("db") else os.environ.get("SER_DB") or None
+    return Registry(db) if db is not None else Registry()
 
 
 def run_study(path: str | Path, *, cache=None, registry=None, default_model: str, force: bool = False,

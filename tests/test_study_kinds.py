@@ -1,0 +1,230 @@
+"""Study files take every run kind (issue 22, item 5): one `ser study run` over a file with a cell of
+each kind (an emotion probe whose store the study extracts first from the configured corpus root, a
+dimensional probe, a matrix, neighbours, an evaluation of a saved probe, a tiny fine-tune) registers
+every kind, writes one report holding them all, re-uses them on a second run, re-creates them from
+the cells `ser results show` prints, honours [study] cache/db (--db wins), and refuses an unknown
+key in one line naming the closest key of the cell's kind."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from classifiers.registry import KINDS, Registry
+from cli import app
+from tests.test_dimensional import CORPUS as DIMS
+from tests.test_dimensional import planted_dims
+from tests.test_results import MODEL as DIMS_MODEL
+from tests.test_results import write_store
+from tests.test_runs import MODEL, toy_store
+
+runner = CliRunner()
+
+
+def cli(*args, ok: bool = True):
+    r = runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "250"})   # wide: nothing depends on wrapping
+    assert "Traceback" not in r.output, r.output
+    if ok:
+        assert r.exit_code == 0, r.output
+    return r
+
+
+def one_error_line(r) -> str:
+    assert r.exit_code == 2, r.output
+    [line] = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert line.startswith("error:")
+    return line
+
+
+def flat(text: str) -> str:
+    return " ".join(re.sub(r"[│┃]", " ", text).split())
+
+
+def cells_text(tiny: Path, probe_dir: Path) -> str:
+    return f'''
+[[cells]]                         # the tiny model's store is missing: extracted first from the configured root
+corpus = "ravdess"
+models = "{tiny}"
+layers = "all"
+protocol = "luna5"
+
+[[cells]]                         # a dimensional probe: [study] C is no key of it, so it is not applied
+target = "arousal"
+corpus = "{DIMS}"
+models = "{DIMS_MODEL}"
+
+[[cells]]
+kind = "matrix"
+corpora = ["ravdess", "emodb"]
+layer = 1
+model = "{MODEL}"
+protocol = "speaker-kfold:4"
+
+[[cells]]
+kind = "neighbors"
+corpora = ["ravdess"]
+layers = "1"
+model = "{MODEL}"
+
+[[cells]]
+kind = "evaluate"
+model_dir = "{probe_dir}"
+corpus = "emodb"
+
+[[cells]]
+kind = "finetune"
+corpus = "ravdess"
+model = "{tiny}"
+protocol = "luna5"
+max_steps = 1
+plots = false
+progress = false
+'''
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A study with one cell of each kind, run twice; the stores, corpus and model it reads."""
+    import torch
+
+    from classifiers.probe import fit_and_save_probe
+    from featstore.synth import synthesize
+    from tests.helpers import build_tiny_model
+
+    tmp = tmp_path_factory.mktemp("study-kinds")
+    cache = tmp / "cache"
+    for i, c in enumerate(("ravdess", "emodb")):
+        toy_store(cache, c, seed=i)
+    write_store(cache, DIMS, *planted_dims())
+    probe_dir = fit_and_save_probe(tmp / "saved-probe", ["ravdess"], layer="1", stat="mean", model=MODEL, cache=cache,
+                                   C=1.0)
+    tiny = build_tiny_model(tmp / "tiny", "group")
+    synthesize("ravdess", tmp / "data" / "ravdess", n=48, max_duration=0.5, sample_rate=16000)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp)                                     # results/ and runs/ land here
+        mp.setenv("SER_CONFIG", str(tmp / "config.toml"))
+        cli("config", "set", "corpora.ravdess.root", tmp / "data" / "ravdess")   # as a user configures it
+        path = tmp / "kinds.toml"
+        path.write_text(f'[study]\nname = "kinds"\ncache = "{cache}"\ndb = "{tmp / "study.db"}"\nC = 1.0\n'
+                        + cells_text(tiny, probe_dir), encoding="utf-8")
+        first = cli("study", "run", path, "--device", "cpu")
+        runs = Registry(tmp / "study.db").runs()
+        again = cli("study", "run", path, "--device", "cpu")
+        yield dict(tmp=tmp, cache=cache, tiny=tiny, path=path, db=tmp / "study.db", first=first, again=again,
+                   runs=runs, probe_dir=probe_dir, mp=mp)
+    torch.set_num_threads(threads)
+
+
+def test_every_kind_runs_and_is_registered(study):
+    runs = study["runs"]
+    assert sorted({r["kind"] for r in runs}) == sorted(KINDS) and len(runs) == 6
+    assert flat(study["first"].output).count(": ran, run") == 6
+    listed = flat(cli("results", "ls", "--db", study["db"]).output)
+    for r in runs:
+        assert re.search(rf"{r['id']} \S+ \S+ {r['kind']} ", listed), listed
+    by_kind = {r["kind"]: r for r in runs}
+    dims = next(r for r in runs if r["config"].get("target") == "arousal")
+    assert dims["config"]["classifier"] == "ridge" and dims["config"]["alpha"] is None   # [study] C not applied
+    assert by_kind["matrix"]["config"]["C"] == 1.0 and by_kind["matrix"]["config"]["corpora"] == ["ravdess", "emodb"]
+    assert by_kind["finetune"]["config"]["max_steps"] == 1 and by_kind["finetune"]["config"]["protocol"] == "luna5"
+    assert Path(by_kind["evaluate"]["config"]["model_dir"]) == study["probe_dir"].resolve()
+
+
+def test_a_missing_store_is_extracted_from_the_configured_root(study):
+    from classifiers.probe import store_for
+    from featstore.store import open_store
+
+    store = open_store(store_for(study["cache"], str(study["tiny"]), "ravdess"))
+    assert len(store) == 48
+    tiny_probe = next(r for r in study["runs"] if r["kind"] == "probe" and r["model"] == str(study["tiny"]))
+    assert tiny_probe["stores"][0]["utterances"] == 48
+
+
+def test_one_report_holds_every_kind(study):
+    page = (study["tmp"] / "results" / "study-kinds.html").read_text(encoding="utf-8")
+    for r in study["runs"]:
+        kind = "probe (arousal)" if r["config"].get("target") == "arousal" else r["kind"]
+        assert f"run {r['id']} — {kind}," in page
+        assert f'href="{Path(r["out"]).resolve().as_uri()}"' in page          # a link to its folder
+    assert "CCC pooled [95% speaker CI]" in page                              # the dimensional headline
+    assert "transfer matrix: UAR pooled [95% speaker CI]" in page             # the matrix's table
+    # the paper table holds the emotion probe only, and the study still writes it
+    table = (study["tmp"] / "results" / "study-kinds.md").read_text(encoding="utf-8")
+    assert "ravdess" in table and "emodb" not in table
+
+
+def test_a_second_run_re_uses_every_registered_run(study):
+    again = flat(study["again"].output)
+    assert again.count("registered already") == 6 and ": ran, run" not in again
+    assert [r["id"] for r in Registry(study["db"]).runs()] == [r["id"] for r in study["runs"]]
+
+
+def test_study_db_is_honoured_and_the_default_registry_untouched(study):
+    default = Path(os.environ["SER_DB"])
+    assert not default.exists() or not any(r["id"] in {x["id"] for x in study["runs"]}
+                                           for r in Registry(default).runs())
+
+
+def test_cells_printed_by_results_show_re_create_their_runs(study):
+    """Each run's `ser results show` cell, run as a study: the same configuration, found registered."""
+    text = ""
+    for r in study["runs"]:
+        out = cli("results", "show", r["id"], "--db", study["db"]).output
+        text += out[out.index("[[cells]]"):] + "\n"
+    assert len(tomllib.loads(text)["cells"]) == 6
+    path = study["tmp"] / "shown.toml"
+    path.write_text(f'[study]\nname = "shown"\ncache = "{study["cache"]}"\ndb = "{study["db"]}"\n' + text,
+                    encoding="utf-8")
+    out = flat(cli("study", "run", path, "--device", "cpu").output)
+    assert out.count("registered already") == 6, out
+    assert len(Registry(study["db"]).runs()) == 6
+
+
+def test_db_option_wins_over_the_study_file(study, tmp_path):
+    path = tmp_path / "one.toml"
+    path.write_text(f'[study]\nname = "one"\ncache = "{study["cache"]}"\ndb = "{tmp_path / "file.db"}"\n'
+                    f'[[cells]]\nkind = "neighbors"\ncorpora = ["emodb"]\nlayers = "1"\nmodel = "{MODEL}"\n',
+                    encoding="utf-8")
+    cli("study", "run", path, "--db", tmp_path / "option.db", "--report", tmp_path / "one.html")
+    assert [r["kind"] for r in Registry(tmp_path / "option.db").runs()] == ["neighbors"]
+    assert not (tmp_path / "file.db").exists()
+    assert "run " in (tmp_path / "one.html").read_text(encoding="utf-8")      # a report with no probe cell
+
+
+BAD_KEYS = {  # a cell -> what its one error line names: the cell, the key, the closest key of that kind
+    'kind = "matrix"\ncorpora = ["a", "b"]\nlayers = 1\n': "cell 1 (matrix) has unknown key 'layers' (did you mean 'layer'?",
+    'kind = "finetune"\ncorpus = "ravdess"\nepoch = 2\n': "cell 1 (finetune) has unknown key 'epoch' (did you mean 'epochs'?",
+    'kind = "neighbors"\ncorpora = ["a"]\nK = 5\n': "cell 1 (neighbors) has unknown key 'K' (did you mean 'k'?",
+    'kind = "evaluate"\nmodel_dir = "m"\ncorpus = "a"\nmap = {calm = "neutral"}\n':
+        "cell 1 (evaluate) has unknown key 'map' (did you mean 'maps'?",
+    'corpus = "ravdess"\nclass_weigth = "balanced"\n': "cell 1 has unknown key 'class_weigth' (did you mean 'class_weight'?",
+    'kind = "knn"\ncorpus = "ravdess"\n': 'cell 1 kind = "knn": expected one of ' + ", ".join(KINDS),
+    'corpus = "ravdess"\ntarget = "arousal"\nseeds = 2\n': 'target = "arousal" runs a regressor on one training set: '
+                                                           "leave out seeds",
+    'kind = "neighbors"\ncorpora = ["a"]\nprotocol = "luna5"\n': 'protocol is fixed by ser neighbors at "loso"',
+    'kind = "finetune"\ncorpus = "ravdess"\nlr = -1.0\n': "cell 1 (finetune): ",
+}
+
+
+@pytest.mark.parametrize("text", list(BAD_KEYS))
+def test_a_wrong_key_is_one_line_naming_the_closest_key(tmp_path, text):
+    path = tmp_path / "bad.toml"
+    path.write_text("[[cells]]\n" + text, encoding="utf-8")
+    line = one_error_line(cli("study", "run", path, "--db", tmp_path / "x.db", ok=False))
+    assert f"error: {path}: " in line and BAD_KEYS[text] in line, line
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_dask_executors_refuse_other_kinds_in_one_line(tmp_path):
+    pytest.importorskip("distributed")
+    path = tmp_path / "s.toml"
+    path.write_text('[[cells]]\nkind = "neighbors"\ncorpora = ["ravdess"]\n', encoding="utf-8")
+    line = one_error_line(cli("study", "run", path, "--db", tmp_path / "x.db", "--executor", "local:2", ok=False))
+    assert "cell 1 (neighbors" in line and "--executor local" in line
