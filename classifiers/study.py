@@ -25,6 +25,18 @@ A study file (see examples/diary-study.toml):
 Every [[cells]] key overrides the [study] default of the same name; each cell runs once per
 model and classifier.
 
+A cell's `kind` (default "probe") is any run kind the registry holds: "probe" (with `target` and
+`alpha`, a dimensional probe: `classifiers.dimensional`), "matrix" (`probe.registered_matrix`),
+"neighbors" (`neighbors.registered_neighbors`), "finetune" (`registered_finetune`) or "evaluate"
+(`scoring.evaluate_model`). It takes exactly the keys of that kind (`kind_keys`, derived from those
+functions' signatures and `FinetuneConfig`); a [study] key is the default of the cells whose kind
+has it. `ser results show ID` prints any registered run as the cell that re-creates it.
+
+    [[cells]]
+    kind = "matrix"
+    corpora = ["ravdess", "emodb", "cremad"]
+    layer = 12
+
 The study ends with its paper table (`classifiers.tables`): rows model x training set, columns
 test corpus or layer, each cell the pooled UAR with its 95% speaker CI, a dagger where a cell
 differs from its column's reference after Holm; printed, written beside the report as .md, .tex
