@@ -18,7 +18,9 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from classifiers.dimensional import TARGETS
+from classifiers.dimensional import TARGETS, dimensional_probes
+from classifiers.evaluate import CLASSIFIERS, FRAME_CLASSIFIERS
+from featstore.folds import PROTOCOLS
 
 app = typer.Typer(help="ser: wav2vec2-family feature store and fast probes for speech emotion recognition.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -480,7 +482,7 @@ def folds(
     corpus: str | None = CORPUS_OPT,
     root: Path | None = ROOT_OPT,
     protocol: str = typer.Option("standard", "--protocol", "-p",
-                                 help="luna5, emobox, loso, loso-session, speaker-kfold:K or standard."),
+                                 help=f"{', '.join(PROTOCOLS)}."),
     seed: int = typer.Option(0, "--seed", callback=NOT_NEGATIVE, help="Seed for speaker-kfold."),
 ):
     """Speakers and counts per fold, with a speaker-leakage check.
@@ -861,9 +863,10 @@ def probe(
                                          help="Corpus to test on; default: every corpus cached for the model."),
     layer: str = typer.Option("all", "--layer", "-l", callback=LAYERS, help="12, all, 3-9 or 6,12."),
     classifier: str = typer.Option("logreg", "--classifier",
-                                   help="logreg, xgboost, attention (frame-level) or knn."),
+                                   help=f"{', '.join(CLASSIFIERS)} (frame-level: {', '.join(FRAME_CLASSIFIERS)}); "
+                                        f"with a dimensional --target: {', '.join(dimensional_probes())}."),
     protocol: str | None = typer.Option(None, "--protocol", "-p",
-                                           help="luna5, emobox, loso, loso-session, speaker-kfold:K; default: per corpus."),
+                                           help=f"{', '.join(p for p in PROTOCOLS if p != 'standard')}; default: per corpus."),
     stat: str = typer.Option("mean", "--stat", help="mean, std or mean+std pooled statistics."),
     train: list[str] | None = typer.Option(None, "--train",
                                               help="Training corpora, e.g. ravdess,emodb (repeat to compare training sets)."),

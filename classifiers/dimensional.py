@@ -45,12 +45,23 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "avd": ("arousal", "valence", "dominance"),
 }
 
-#: regressors the dimensional probe runs over pooled features: `classifiers.regression.REGRESSORS`
-#: less the frame-level ones (the attention regressor is a library estimator; no frame sweep yet)
-def dimensional_probes() -> tuple[str, ...]:
-    from classifiers.regression import FRAME_REGRESSORS, REGRESSORS
+#: the regressor registry's names and where each scikit-learn estimator lives ("module:Class"),
+#: imported only when used (`classifiers.regression.REGRESSORS`); kept here, free of heavy imports,
+#: so the CLI's help lists them without loading scikit-learn
+REGRESSOR_CLASSES: dict[str, str] = {
+    "ridge": "classifiers.regression:RidgeProbe",
+    "xgboost": "classifiers.boosting:XGBRegressorProbe",
+    "knn": "classifiers.regression:KNNRegressorProbe",
+    "attention": "classifiers.attention:AttentionRegressorProbe",
+}
+#: regressors that can read frame-level features (clips) instead of pooled ones
+FRAME_REGRESSORS = ("attention",)
 
-    return tuple(k for k in REGRESSORS if k not in FRAME_REGRESSORS)
+
+def dimensional_probes() -> tuple[str, ...]:
+    """Regressors the dimensional probe runs over pooled features: the registry less the frame-level
+    ones (the attention regressor is a library estimator; no frame sweep yet)."""
+    return tuple(k for k in REGRESSOR_CLASSES if k not in FRAME_REGRESSORS)
 
 
 class TargetError(SerError, ValueError):

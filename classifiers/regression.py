@@ -63,6 +63,7 @@ from sklearn.utils._param_validation import Interval as Bounds
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from classifiers.dimensional import FRAME_REGRESSORS, REGRESSOR_CLASSES  # noqa: F401 - re-exported
 from classifiers.stats import Comparison, Interval, StatsError, group_jackknife, t_interval, t_quantile
 from featstore.errors import SerError, SerWarning
 
@@ -740,15 +741,10 @@ class _Registry(Mapping):
         return len(self._where)
 
 
-#: regressor name -> scikit-learn estimator class (names as the classifier registry's, `classifiers.evaluate.CLASSIFIERS`)
-REGRESSORS: Mapping[str, type] = _Registry({
-    "ridge": "classifiers.regression:RidgeProbe",
-    "xgboost": "classifiers.boosting:XGBRegressorProbe",
-    "knn": "classifiers.regression:KNNRegressorProbe",
-    "attention": "classifiers.attention:AttentionRegressorProbe",
-})
-#: regressors that can read frame-level features (clips) instead of pooled ones
-FRAME_REGRESSORS = ("attention",)
+#: regressor name -> scikit-learn estimator class (names as the classifier registry's,
+#: `classifiers.evaluate.CLASSIFIERS`); the names and where each class lives are kept in
+#: `classifiers.dimensional.REGRESSOR_CLASSES`, light enough for the CLI's help to read
+REGRESSORS: Mapping[str, type] = _Registry(REGRESSOR_CLASSES)
 
 
 def check_regressor(name: str) -> str:
