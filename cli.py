@@ -1770,7 +1770,8 @@ def study_run(
     fmt: str | None = FORMAT_OPT,
 ):
     """Run every cell of a study file (extracting missing stores), skip registered ones, register
-    each run and write the report.
+    each run and write the report. A cell's kind: probe (default), matrix, neighbors, finetune or
+    evaluate; [study] cache and db are read unless --cache / --db are given.
 
     Example: ser study run examples/diary-study.toml --executor local:4
     """

@@ -961,8 +961,11 @@ def _run_study(path, *, cache, registry, default_model, force, device, report, o
                                 on_table=on_table)
     done = []
     for cell in cells:
-        reg = run_cell(cell, cache=cache, registry=registry, default_model=default_model, force=force, device=device,
-                       progress=progress, command=command_line())
+        try:
+            reg = run_cell(cell, cache=cache, registry=registry, default_model=default_model, force=force,
+                           device=device, progress=progress, command=command_line())
+        except SerError as e:             # the cell that failed named first; the cells before it stay registered
+            raise StudyError(f"{path}: cell {cell.index} ({cell.describe()}): {e}") from e
         done.append(reg)
         if on_cell:
             on_cell(cell, reg)

@@ -228,3 +228,22 @@ def test_dask_executors_refuse_other_kinds_in_one_line(tmp_path):
     path.write_text('[[cells]]\nkind = "neighbors"\ncorpora = ["ravdess"]\n', encoding="utf-8")
     line = one_error_line(cli("study", "run", path, "--db", tmp_path / "x.db", "--executor", "local:2", ok=False))
     assert "cell 1 (neighbors" in line and "--executor local" in line
+
+
+def test_a_failing_cell_is_named_and_the_cells_before_it_stay_registered(study, tmp_path):
+    path = tmp_path / "fails.toml"
+    path.write_text(f'[study]\nname = "fails"\ncache = "{study["cache"]}"\ndb = "{tmp_path / "f.db"}"\n'
+                    f'[[cells]]\nkind = "neighbors"\ncorpora = ["emodb"]\nlayers = "0"\nmodel = "{MODEL}"\n'
+                    f'[[cells]]\nkind = "evaluate"\nmodel_dir = "{tmp_path / "nowhere"}"\ncorpus = "emodb"\n',
+                    encoding="utf-8")
+    r = cli("study", "run", path, "--report", tmp_path / "f.html", ok=False)
+    assert r.exit_code == 2 and ": ran, run" in r.output                     # the first cell ran ...
+    [line] = [ln for ln in r.output.splitlines() if ln.startswith("error:")]  # ... then one line for the second
+    assert f"error: {path}: cell 2 (evaluate {tmp_path / 'nowhere'} on emodb): " in line
+    assert [r["kind"] for r in Registry(tmp_path / "f.db").runs()] == ["neighbors"]
+
+
+def test_dry_run_lists_the_cells_of_other_kinds(study):
+    out = flat(cli("study", "run", study["path"], "--dry-run").output)
+    assert "1 cell task(s), 5 cell(s) of other kinds" in out, out
+    assert "cell 3: matrix matrix logreg, toy/model: ravdess × emodb, layer 1 (in this process)" in out
