@@ -68,6 +68,8 @@ from featstore.backbone import (
 from featstore.errors import SerError
 
 POOLINGS: tuple[str, ...] = ("mean", "attention", "layer-weighted", "bilstm")
+#: dimensions a model may regress (featstore.corpora.base.DIMENSIONS, spelled out: heads stays torch-only)
+DIMENSIONS: tuple[str, ...] = ("arousal", "valence", "dominance")
 FREEZE_HELP = "none, feature-encoder, layers:N (CNN + first N transformer layers) or backbone"
 
 #: `config.json` marker that tells a fine-tuned classifier directory from others
@@ -195,10 +197,29 @@ class ClassifierConfig:
     # log-mel families (Whisper, w2v-BERT 2.0): the model's feature extractor (its to_dict()), from
     # which `front_end_of` rebuilds the input features; None for waveform models (left out of config.json)
     front_end: dict | None = None
+    # emotion dimensions the model regresses (`ser finetune --target`, classifiers.dimensional.TARGETS):
+    # T outputs after the C class logits, on [-1, 1] (featstore.corpora.base.dimension_array's scale);
+    # `labels` is [] for a dimensions-only model. None: a classifier only (left out of config.json)
+    dimensions: list[str] | None = None
+    # the CCC loss' weight when the model has classes and dimensions (`--multitask W`: loss =
+    # (1 - W) x cross-entropy + W x CCC loss); None otherwise (left out of config.json)
+    multitask: float | None = None
+
+    @property
+    def dims(self) -> list[str]:
+        """The regressed dimensions ([] for a classifier only)."""
+        return list(self.dimensions or [])
+
+    @property
+    def scale(self) -> tuple[float, float] | None:
+        """The scale of the dimension outputs: (-1, 1) (each corpus' scale mapped linearly), None without."""
+        return (-1.0, 1.0) if self.dimensions else None
 
     def to_json(self, version: int = FORMAT_VERSION) -> dict:
         data = asdict(self)
-        for name in ("adapter", "front_end"):
+        if self.dimensions:
+            data["dimension_scale"] = [-1.0, 1.0]     # informative: outputs are on [-1, 1]
+        for name in ("adapter", "front_end", "dimensions", "multitask"):
             if data[name] is None:
                 del data[name]
         return {"ser_kind": MODEL_KIND, "format_version": version, **data}
@@ -222,7 +243,7 @@ class ClassifierConfig:
         if version > FORMAT_VERSION:
             raise HeadError(f"{where}: format {version} is newer than this ser understands ({FORMAT_VERSION}); "
                             f"upgrade ser")
-        data = {k: v for k, v in data.items() if k not in ("ser_kind", "format_version")}
+        data = {k: v for k, v in data.items() if k not in ("ser_kind", "format_version", "dimension_scale")}
         known = {f.name for f in fields(cls)}
         if version >= 2:              # an export: the other keys are transformers' (export_layout)
             data = {k: v for k, v in data.items() if k in known}
@@ -232,10 +253,17 @@ class ClassifierConfig:
             if name not in data:
                 raise bad(f"field {name!r} is missing")
         config = cls(**data)
-        labels = config.labels
-        if (not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) and x for x in labels)
-                or len(set(labels)) != len(labels)):
+        labels, dims = config.labels, config.dimensions
+        if dims is not None and (not isinstance(dims, list) or not dims or len(set(dims)) != len(dims)
+                                 or not all(d in DIMENSIONS for d in dims)):
+            raise bad(f"field 'dimensions' must list distinct names among {', '.join(DIMENSIONS)}, got {dims!r}")
+        if (not isinstance(labels, list) or not (len(labels) >= 2 or (dims and not labels))
+                or not all(isinstance(x, str) and x for x in labels) or len(set(labels)) != len(labels)):
             raise bad(f"field 'labels' must list at least 2 distinct class names, got {labels!r}")
+        if config.multitask is not None and not (labels and dims and _number(config.multitask)
+                                                 and 0 < config.multitask < 1):
+            raise bad(f"field 'multitask' is {config.multitask!r}: a weight in (0, 1) for a model with classes and "
+                      f"dimensions")
         if not isinstance(config.backbone_config, dict) or not isinstance(config.backbone_config.get("model_type"), str):
             raise bad("field 'backbone_config' must be the backbone's transformers config (with model_type)")
         if config.pooling not in POOLINGS:
@@ -262,6 +290,20 @@ class ClassifierConfig:
         elif config.front_end is not None:
             raise bad("field 'front_end' is for log-mel models (Whisper, w2v-BERT 2.0) only")
         return config
+
+
+def masked_ccc_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """`classifiers.attention.ccc_loss` (1 - CCC per output over the batch, averaged over outputs) with
+    the rows whose target is NaN left out of that output's term; an output with fewer than 2 rated
+    rows in the batch adds nothing (a zero that keeps the graph). pred, target `(batch, T)`."""
+    from classifiers.attention import ccc_loss
+
+    known = torch.isfinite(target)
+    if bool(known.all()):
+        return ccc_loss(pred, target)
+    terms = [ccc_loss(pred[known[:, t], t:t + 1], target[known[:, t], t:t + 1])
+             for t in range(target.shape[1]) if int(known[:, t].sum()) >= 2]
+    return torch.stack(terms).mean() if terms else pred.sum() * 0.0
 
 
 def input_kind(model_type) -> str:
@@ -357,12 +399,41 @@ class EmotionClassifier(nn.Module):
         hidden = backbone.config.hidden_size
         self.pooling = make_pooling(config.pooling, hidden, backbone.config.num_hidden_layers + 1, config.lstm_size)
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(self.pooling.output_size, len(config.labels))
+        # one linear layer for the C class logits and the T dimension outputs (columns C..C+T-1): two
+        # heads on the same pooled embedding, exported as one `classifier` transformers loads as is
+        self.classifier = nn.Linear(self.pooling.output_size, len(config.labels) + len(config.dims))
         apply_freeze(self.backbone, config.freeze)
 
     @property
     def labels(self) -> list[str]:
         return list(self.config.labels)
+
+    @property
+    def dimensions(self) -> list[str]:
+        """The regressed dimensions, outputs on [-1, 1] ([] for a classifier only)."""
+        return self.config.dims
+
+    def split_outputs(self, logits):
+        """(class logits `(batch, C)` or None, dimension values `(batch, T)` or None) of the model's
+        outputs `(batch, C + T)` (torch or numpy)."""
+        c = len(self.config.labels)
+        return (logits[:, :c] if c else None), (logits[:, c:] if self.config.dims else None)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor | None, dimensions: torch.Tensor | None):
+        """The training loss of outputs `logits`: cross-entropy on the class logits (labels), the CCC
+        loss on the dimension outputs (`dimensions`, (batch, T) on [-1, 1], NaN where a clip has no
+        rating: left out of that dimension's loss), or (1 - multitask) x the first + multitask x the
+        second; None when the targets the model needs are not given."""
+        classes, dims = self.split_outputs(logits.float())
+        ce = (nn.functional.cross_entropy(classes, labels.long())
+              if classes is not None and labels is not None else None)
+        ccc = masked_ccc_loss(dims, dimensions.float()) if dims is not None and dimensions is not None else None
+        if classes is not None and dims is not None:
+            if ce is None or ccc is None:
+                return None
+            w = float(self.config.multitask or 0.5)
+            return (1 - w) * ce + w * ccc
+        return ce if classes is not None else ccc
 
     @property
     def front_end(self):
@@ -374,11 +445,14 @@ class EmotionClassifier(nn.Module):
 
     def forward(self, input_values: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, input_features: torch.Tensor | None = None,
-                frame_lengths: torch.Tensor | None = None):
+                frame_lengths: torch.Tensor | None = None, dimensions: torch.Tensor | None = None):
         """Waveform models: input_values `(batch, samples)`, attention_mask `(batch, samples)`. Log-mel
         models: input_features (Whisper `(batch, mels, 3000)`, w2v-BERT `(batch, frames, features)`),
         frame_lengths `(batch,)` real output frames, or else attention_mask `(batch, input frames)`
-        (the feature extractor's) from which they are derived. Returns SequenceClassifierOutput."""
+        (the feature extractor's) from which they are derived. Targets: labels `(batch,)` class ids,
+        dimensions `(batch, T)` ratings on [-1, 1] (NaN: none). Returns SequenceClassifierOutput, its
+        logits `(batch, C + T)`: the class logits, then the dimension values (`split_outputs`)."""
+        labels = (labels, dimensions) if self.config.dims else labels
         if input_features is not None or input_values is None:
             return self._logmel_forward(input_features, attention_mask, labels, frame_lengths)
         batch, samples = input_values.shape
@@ -403,7 +477,10 @@ class EmotionClassifier(nn.Module):
             states = out.last_hidden_state                            # (batch, frames, hidden)
         pooled = self.pooling(states, frame_mask(lengths, states.shape[-2]))
         logits = self.classifier(self.dropout(pooled))
-        loss = None if labels is None else nn.functional.cross_entropy(logits.float(), labels.long())
+        if self.config.dims:
+            loss = self.loss(logits, *labels)
+        else:
+            loss = None if labels is None else nn.functional.cross_entropy(logits.float(), labels.long())
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
     def _logmel_forward(self, x: torch.Tensor | None, attention_mask: torch.Tensor | None,
@@ -526,8 +603,10 @@ def export_layout(config: ClassifierConfig, state: dict) -> tuple[dict, dict]:
     """
     import torch
 
-    labels = list(config.labels)
+    labels = list(config.labels) + config.dims      # a dimensional model's outputs: the values, named
     head = {"id2label": {str(i): c for i, c in enumerate(labels)}, "label2id": {c: i for i, c in enumerate(labels)}}
+    if config.dims and not config.labels:
+        head["problem_type"] = "regression"
     if not exports_natively(config):
         from classifiers.hf_modeling import REMOTE_MODEL_TYPE
 
@@ -675,17 +754,23 @@ def is_adapter_dir(directory: str | Path) -> bool:
 
 def build_classifier(backbone_id: str, labels: Sequence[str], *, pooling: str = "mean",
                      freeze: str = "feature-encoder", dropout: float = 0.1, lstm_size: int = 128,
-                     seed: int = 0, extra: dict | None = None) -> EmotionClassifier:
+                     seed: int = 0, extra: dict | None = None, dimensions: Sequence[str] = (),
+                     multitask: float | None = None) -> EmotionClassifier:
     """A new `EmotionClassifier` on the pretrained backbone `backbone_id` (hub id or directory).
 
     The head is initialised from `seed`. Honours HF_HUB_OFFLINE (featstore.backbone.load_backbone).
+    dimensions: emotion dimensions to regress beside (or, with no `labels`, instead of) the classes;
+    multitask: the CCC loss' weight when both are learnt (ClassifierConfig).
     """
     from featstore.backbone import load_backbone
 
     if pooling not in POOLINGS:
         raise HeadError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
-    if len(labels) < 2:
+    if len(labels) < 2 and not (dimensions and not labels):
         raise HeadError(f"a classifier needs at least 2 labels, got {list(labels)}")
+    unknown = [d for d in dimensions if d not in DIMENSIONS]
+    if unknown:
+        raise HeadError(f"unknown dimension(s) {', '.join(unknown)}; use {', '.join(DIMENSIONS)}")
     bb = load_backbone(backbone_id)
     if bb.input_kind not in ("waveform", "log-mel"):
         raise HeadError(f"{backbone_id}: {bb.input_kind} ({bb.model_type}) have no weights to fine-tune; fine-tune a "
@@ -697,6 +782,8 @@ def build_classifier(backbone_id: str, labels: Sequence[str], *, pooling: str = 
         do_normalize=bb.do_normalize,
         extra={"backbone_weights_sha256": bb.weights_sha256, **(extra or {})},
         front_end=bb.front_end.extractor.to_dict() if bb.input_kind == "log-mel" else None,
+        dimensions=list(dimensions) or None,
+        multitask=float(multitask) if labels and dimensions and multitask else None,
     )
     torch.manual_seed(seed)
     return EmotionClassifier(config, backbone=bb.model.train())
