@@ -18,6 +18,15 @@ describe the whole clip and are never windowed.
 Batching depends on the device: on CUDA, length-sorted batches of at most `batch_seconds` of
 padded audio (halved automatically on out-of-memory); on CPU batches of `batch_size` windows in
 reading order, 1 by default, which measured fastest on 2 cores (bench/extract.py).
+
+The pipeline (issue 26): the main thread only feeds the model. Reader threads read and resample
+ahead (`_Prefetcher`); part files (stacking, HDF5, checksums, fsync) are written by one writer
+thread behind a bounded queue (`_Writer`, at most `WRITER_QUEUE` parts waiting, so a slow disk
+holds back the run instead of filling memory; a writer error is raised on the main thread, and the
+parts written before it are kept, so the run resumes). On CUDA batch k+1 is launched before batch
+k's pooled statistics are taken off the device (`_Pooled`: pinned host buffers, asynchronous
+copies, one event per batch), so the host's work between batches overlaps the GPU's. Every run
+records where its wall time went (`ExtractResult.stages`).
 """
 
 from __future__ import annotations
@@ -68,6 +77,7 @@ class ExtractResult:
     up_to_date: bool = False
     frames_added: list[int] = field(default_factory=list)  # frame layers added to a finished store
     relabelled: int = 0                # stored labels brought up to the corpus' labels (no features recomputed)
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage (see `Stages`)
 
     @property
     def speed(self) -> float:
@@ -188,15 +198,77 @@ class _Pending:
         self.windows_left -= 1
 
 
-class _Writer:
-    """Buffers finished utterances and flushes them as atomic part files."""
+class Stages:
+    """Seconds spent per stage of an extraction, measured where the main thread spends them.
 
-    def __init__(self, path: Path, config: dict, shard: int, checkpoint_seconds: float, max_bytes: int = 256 << 20):
+    Main-thread stages partition its wall time: `load` (model), `plan`, `read` (waiting for the
+    readers), `window` (cutting and gathering), `forward` (padding, host-to-device, the model; on
+    CUDA mostly kernel launches), `pool` (pooling on the device and, on CUDA, waiting for the batch
+    to reach the host: where the GPU's own time shows), `accumulate` (merging windows), `write`
+    (handing parts to the writer; the whole write on the synchronous path, else only a wait when
+    its queue is full), `finish` (the last part and the writer thread's end), `assemble`.
+    `writer_thread` is the writer thread's busy time, overlapped with the others, so not in the sum.
+    No synchronisation is added to measure: on CUDA the forward's time lands in `pool`.
+    """
+
+    MAIN = ("load", "plan", "read", "window", "forward", "pool", "accumulate", "write", "finish", "assemble")
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def time(self, name: str):
+        """A context manager adding the block's wall seconds to `name`."""
+        return _Timed(self, name)
+
+
+class _Timed:
+    __slots__ = ("stages", "name", "t")
+
+    def __init__(self, stages: Stages, name: str):
+        self.stages, self.name = stages, name
+
+    def __enter__(self):
+        self.t = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.stages.add(self.name, time.perf_counter() - self.t)
+        return False
+
+
+#: parts a writer thread may have waiting: beyond this the main thread waits (a slow disk bounds memory)
+WRITER_QUEUE = 2
+
+
+class _Writer:
+    """Buffers finished utterances and flushes them as atomic part files.
+
+    threaded: each flushed part is built and written on one writer thread, behind a queue of at
+    most `queue_parts` parts (each at most `max_bytes` of features or `checkpoint_seconds` of
+    work), in the order flushed, so part numbers keep their order and a later part still wins on
+    assembly. An error on the writer thread (a full disk, say) is raised on the main thread at its
+    next `add`/`skip`/`flush`/`close`; parts written before it stay, so the run resumes from them.
+    `close()` writes what is queued and ends the thread; `kill -9` loses the queued parts with the
+    unflushed ones (at most `queue_parts` + 1 parts of work). Not threaded: written at once, as before.
+    """
+
+    def __init__(self, path: Path, config: dict, shard: int, checkpoint_seconds: float, max_bytes: int = 256 << 20,
+                 *, threaded: bool = False, queue_parts: int = WRITER_QUEUE, stages: Stages | None = None):
         self.path = path
         self.config = config
         self.shard = shard
         self.checkpoint_seconds = checkpoint_seconds
         self.max_bytes = max_bytes
+        self.stages = stages or Stages()
+        self.parts_written = 0
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._queue: queue.Queue = queue.Queue(maxsize=max(1, queue_parts))
+            self._thread = threading.Thread(target=self._work, name="ser-part-writer", daemon=True)
+            self._thread.start()
         self._reset()
 
     def _reset(self):
@@ -206,11 +278,13 @@ class _Writer:
         self.last_flush = time.monotonic()
 
     def add(self, item: _Pending) -> None:
+        self._raise_error()
         self.items.append(item)
         self.bytes += item.mean.nbytes + sum(a.nbytes for v in item.frames.values() for a in v)
         self._maybe_flush()
 
     def skip(self, s: Skipped) -> None:
+        self._raise_error()
         self.skipped.append(s)
         self._maybe_flush()
 
@@ -219,38 +293,117 @@ class _Writer:
             self.flush()
 
     def flush(self) -> None:
+        """Hand the buffered utterances and skips over as one part (written now, or by the writer thread)."""
+        self._raise_error()
         if not self.items and not self.skipped:
             return
+        items, skipped = self.items, self.skipped
+        self._reset()
+        if self._thread is None:
+            self._write(items, skipped)
+        else:
+            self._queue.put((items, skipped))   # blocks while `queue_parts` parts wait: memory stays bounded
+            self._raise_error()
+
+    def close(self, raise_error: bool = True) -> None:
+        """Write every queued part and end the writer thread; raise its error, if it had one (`raise_error`)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        if raise_error:
+            self._raise_error()
+
+    def _raise_error(self) -> None:
+        """The writer thread's error, on the calling (main) thread; it stays raised until the run ends."""
+        if self._error is not None:
+            raise self._error
+
+    def _work(self) -> None:
+        """The writer thread: write parts in order; after an error, take (and drop) what comes so no put blocks."""
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if self._error is not None:
+                continue
+            t = time.perf_counter()
+            try:
+                self._write(*job)
+            except BaseException as e:  # raised on the main thread; what it held is extracted again on resume
+                self._error = e
+            finally:
+                self.stages.add("writer_thread", time.perf_counter() - t)
+
+    def _write(self, items: list[_Pending], skipped: list[Skipped]) -> None:
+        """Stack the items' statistics into one Batch and write it as a part file (format unchanged)."""
         layers = self.config["frame_layers"]
         shape = (self.config["num_layers"], self.config["hidden_size"])
-        if self.items:
-            mean = np.stack([p.mean for p in self.items]).astype(np.float32, copy=False)
-            std = np.stack([p.m2 for p in self.items])
-            std /= np.array([p.count for p in self.items], dtype=std.dtype)[:, None, None]
+        if items:
+            mean = np.stack([p.mean for p in items]).astype(np.float32, copy=False)
+            std = np.stack([p.m2 for p in items])
+            std /= np.array([p.count for p in items], dtype=std.dtype)[:, None, None]
             std = np.sqrt(std, out=std).astype(np.float32, copy=False)
         else:
             mean = std = np.zeros((0, *shape), np.float32)
         batch = Batch(
-            utterances=[p.utt for p in self.items], mean=mean, std=std,
-            n_samples=np.array([p.n_samples for p in self.items], dtype=np.int64),
-            n_frames=np.array([p.count for p in self.items], dtype=np.int64),
-            frames={k: [np.concatenate(p.frames[k]) for p in self.items] for k in layers},
-            skipped=self.skipped,
+            utterances=[p.utt for p in items], mean=mean, std=std,
+            n_samples=np.array([p.n_samples for p in items], dtype=np.int64),
+            n_frames=np.array([p.count for p in items], dtype=np.int64),
+            frames={k: [np.concatenate(p.frames[k]) for p in items] for k in layers},
+            skipped=skipped,
         )
         write_part(new_part_path(self.path, self.shard), batch, self.config)
-        self._reset()
+        self.parts_written += 1
 
 
-def _pool(states: torch.Tensor, lengths: torch.Tensor, frame_layers: list[int], layer_chunk: int = 8):
-    """Per item: (n, mean (L+1, D) f32, M2 (L+1, D) f32, frames {layer: (T, D) f16}).
+class _Pooled:
+    """One batch's pooled statistics and frames on their way to the host.
+
+    On CUDA the copies are asynchronous, into pinned host buffers, followed by one event: the main
+    thread launches the next batch before it waits here (`items`). On CPU the tensors are the results.
+    """
+
+    def __init__(self, pooled: torch.Tensor, frames: torch.Tensor | None, lengths: list[int],
+                 frame_layers: list[int], event=None):
+        self.pooled, self.frames, self.lengths, self.frame_layers, self.event = \
+            pooled, frames, lengths, frame_layers, event
+
+    def items(self) -> list[tuple]:
+        """Per item: (n, mean (L+1, D) f32, M2 (L+1, D) f32, frames {layer: (T, D) f16}); waits for the copies."""
+        if self.event is not None:
+            self.event.synchronize()
+        pooled = self.pooled.numpy()                                        # (L+1, B, 2, D)
+        frames = self.frames.numpy() if self.frames is not None else None   # (F, B, T, D)
+        out = []
+        for i, k in enumerate(self.lengths):
+            item = {layer: frames[j, i, :k] for j, layer in enumerate(self.frame_layers)}
+            out.append((k, pooled[:, i, 0], pooled[:, i, 1], item))
+        return out
+
+
+def _to_host(x: torch.Tensor) -> torch.Tensor:
+    """`x` on the host: on CUDA an asynchronous copy into a pinned buffer (complete after the batch's event)."""
+    if x.device.type != "cuda":
+        return x.cpu()
+    host = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
+    host.copy_(x, non_blocking=True)
+    return host
+
+
+def _pool_async(states: torch.Tensor, lengths: torch.Tensor, frame_layers: list[int],
+                layer_chunk: int = 8) -> _Pooled:
+    """`_pool`, with the copies to the host started but not waited for (see `_Pooled`).
 
     states: (L+1, B, T, D) on the model's device, padded frames past each item's length. The whole
     batch is pooled on the device at once (masked sums, a few layers at a time to bound memory)
-    and copied to the host in one transfer: per-item pooling was a dozen small kernels and two
-    host syncs per utterance.
+    and copied to the host in one transfer per array: per-item pooling was a dozen small kernels
+    and two host syncs per utterance. No host synchronisation here: the lengths go to the device
+    from pinned memory without blocking.
     """
     dev = states.device
-    n = lengths.to(dev)
+    cuda = dev.type == "cuda"
+    n = (lengths.pin_memory() if cuda else lengths).to(dev, non_blocking=cuda)
     valid = (torch.arange(states.shape[2], device=dev)[None, :] < n[:, None]).to(torch.float32)[:, :, None]
     count = n.to(torch.float32)[None, :, None]
     means, m2s = [], []
@@ -260,13 +413,21 @@ def _pool(states: torch.Tensor, lengths: torch.Tensor, frame_layers: list[int], 
         m2 = (((x - mean[:, :, None]) * valid) ** 2).sum(dim=2)
         means.append(mean)
         m2s.append(m2)
-    pooled = torch.stack([torch.cat(means), torch.cat(m2s)], dim=2).cpu().numpy()   # (L+1, B, 2, D)
-    frames = states[frame_layers].to(torch.float16).cpu().numpy() if frame_layers else None   # (F, B, T, D)
-    out = []
-    for i, k in enumerate(lengths.tolist()):
-        item = {layer: frames[j, i, :k] for j, layer in enumerate(frame_layers)}
-        out.append((k, pooled[:, i, 0], pooled[:, i, 1], item))
-    return out
+    pooled = _to_host(torch.stack([torch.cat(means), torch.cat(m2s)], dim=2))       # (L+1, B, 2, D)
+    frames = _to_host(states[frame_layers].to(torch.float16)) if frame_layers else None   # (F, B, T, D)
+    event = None
+    if cuda:
+        event = torch.cuda.Event()
+        event.record()
+    return _Pooled(pooled, frames, lengths.tolist(), frame_layers, event)
+
+
+def _pool(states: torch.Tensor, lengths: torch.Tensor, frame_layers: list[int], layer_chunk: int = 8):
+    """Per item: (n, mean (L+1, D) f32, M2 (L+1, D) f32, frames {layer: (T, D) f16}), on the host.
+
+    The synchronous form of `_pool_async` (same arithmetic, same results).
+    """
+    return _pool_async(states, lengths, frame_layers, layer_chunk).items()
 
 
 DEFAULT_BATCH_SECONDS = 200.0   # GPU: padded audio seconds per batch
@@ -302,7 +463,7 @@ def extract_manifest(
     batch_size: int | None = None, batch_seconds: float | None = None, shards: int = 1, shard: int = 0,
     checkpoint_seconds: float = 60.0, progress: bool = True, on_skip: Callable[[Skipped], None] | None = None,
     prefetch_seconds: float = 120.0, lock_timeout: float | None = None,
-    on_wait: Callable[[str], None] | None = None,
+    on_wait: Callable[[str], None] | None = None, write_thread: bool = True,
 ) -> ExtractResult:
     """Extract every layer of `model` for the utterances of `manifest` into the store.
 
@@ -312,6 +473,8 @@ def extract_manifest(
 
     One writer per store: while another process writes it, this one calls `on_wait` with one
     line and waits (at most `lock_timeout` seconds; None waits for as long as it takes).
+    write_thread: part files are written on a writer thread while the model runs (False: on the
+    main thread, between batches, as before; the same files). `result.stages` says where the time went.
     """
     t0 = time.monotonic()
     validate_extract_options(max_seconds=max_seconds, batch_seconds=batch_seconds)  # --frames: with the model's L
@@ -337,7 +500,8 @@ def extract_manifest(
     path = store_path(cache, model_slug(info.model_id), manifest.corpus, shard, shards)
     settings = _RunSettings(device=dev, autocast=DTYPES[dtype] if (dev.type == "cpu" and dtype == "bfloat16") else None,
                             max_seconds=config["max_seconds"], batch_size=batch_size, batch_seconds=batch_seconds,
-                            prefetch_seconds=prefetch_seconds, progress=progress, on_skip=on_skip)
+                            prefetch_seconds=prefetch_seconds, progress=progress, on_skip=on_skip,
+                            write_thread=write_thread)
     backbone = _BackboneOnce(info, dev, DTYPES[dtype] if dev.type == "cuda" else torch.float32)
     with store_lock(path, timeout=lock_timeout, on_wait=on_wait):
         clean_dead_temps(path)
@@ -347,6 +511,7 @@ def extract_manifest(
         finally:
             clean_dead_temps(path)  # nothing of this run is in flight any more: leave no temp behind
     result.wall_seconds = time.monotonic() - t0
+    result.stages = dict(settings.stages.seconds)
     return result
 
 
@@ -354,33 +519,47 @@ def _extract_locked(manifest: Manifest, path: Path, config: dict, backbone: _Bac
                     *, shard: int, shards: int, checkpoint_seconds: float) -> ExtractResult:
     """The run itself, with the store's lock held: frame layers to add, then what is not done yet."""
     result = ExtractResult(store=path)
+    stages = settings.stages
     missing = missing_frame_layers(path, config)
     if missing:
-        _add_frame_layers(path, config, missing, manifest, backbone(), settings)
+        with stages.time("load"):
+            model = backbone()
+        _add_frame_layers(path, config, missing, manifest, model, settings)
         result.frames_added = missing
-    work = plan(manifest, path, config, shard=shard, shards=shards)
+    with stages.time("plan"):
+        work = plan(manifest, path, config, shard=shard, shards=shards)
     state, todo, problems = work.state, work.todo, work.problems
     if work.relabel and not state.parts:
         result.relabelled = relabel(path, work.relabel)
     result.already = work.already
     if not todo and not problems:
         if state.parts:
-            assemble(path, config, corpus=manifest.corpus, shard=f"{shard}/{shards}")
+            with stages.time("assemble"):
+                assemble(path, config, corpus=manifest.corpus, shard=f"{shard}/{shards}")
         result.up_to_date = not state.parts and not missing and not result.relabelled
         return result
 
-    writer = _Writer(path, config, shard, checkpoint_seconds)
-    for s in problems:
-        writer.skip(s)
-        result.skipped.append(s)
-        if settings.on_skip:
-            settings.on_skip(s)
-    if todo:
-        # GPU: longest first, so an out-of-memory batch shows up at once and batches pad little
-        todo.sort(key=lambda u: (-u.duration, u.id) if settings.device.type == "cuda" else (u.id,))
-        _run(backbone(), todo, writer, result, settings)
-    writer.flush()
-    assemble(path, config, corpus=manifest.corpus, shard=f"{shard}/{shards}")
+    writer = _Writer(path, config, shard, checkpoint_seconds, threaded=settings.write_thread, stages=stages)
+    try:
+        for s in problems:
+            writer.skip(s)
+            result.skipped.append(s)
+            if settings.on_skip:
+                settings.on_skip(s)
+        if todo:
+            # GPU: longest first, so an out-of-memory batch shows up at once and batches pad little
+            todo.sort(key=lambda u: (-u.duration, u.id) if settings.device.type == "cuda" else (u.id,))
+            with stages.time("load"):
+                model = backbone()
+            _run(model, todo, writer, result, settings)
+        with stages.time("finish"):
+            writer.flush()
+            writer.close()
+    except BaseException:
+        writer.close(raise_error=False)   # what was queued is written: an interrupted run resumes from it
+        raise
+    with stages.time("assemble"):
+        assemble(path, config, corpus=manifest.corpus, shard=f"{shard}/{shards}")
     return result
 
 
@@ -469,12 +648,24 @@ class _RunSettings:
     prefetch_seconds: float
     progress: bool
     on_skip: Callable[[Skipped], None] | None
+    write_thread: bool = True           # part files written on a writer thread (see `_Writer`)
+    lookahead: int | None = None        # batches launched before the oldest is collected; None: 1 on CUDA, 0 on CPU
+    stages: Stages = field(default_factory=Stages)
 
 
 def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer | _FrameSink, result: ExtractResult,
          settings: _RunSettings) -> None:
-    """Read, window, batch and run `todo` through the model; hand finished utterances to `writer`."""
+    """Read, window, batch and run `todo` through the model; hand finished utterances to `writer`.
+
+    Batches are launched `lookahead` ahead of their collection (see `_Pooled`): on CUDA the next
+    batch is queued on the GPU before this one's results are waited for. Results are collected in
+    launch order, so features and the order utterances reach the writer do not depend on it.
+    """
+    from collections import deque
+
     dev, sr = settings.device, backbone.sample_rate
+    stages = settings.stages
+    lookahead = settings.lookahead if settings.lookahead is not None else int(dev.type == "cuda")
     bar = _progress(settings.progress, len(todo), float(sum(u.duration for u in todo)))
     whole = backbone.input_kind == "functionals"  # functionals describe the whole clip; openSMILE streams it
     max_samples = 0 if whole else int(settings.max_seconds * sr)
@@ -491,34 +682,55 @@ def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer | _FrameSink
                         readers=GPU_READERS if dev.type == "cuda" else 1)
     pieces: list = []
     buffered = 0.0
+    inflight: deque = deque()   # (batch, _Pooled) launched, not yet collected
 
     def skip(u: Utterance, reason: str) -> None:
         s = Skipped(u.id, u.path, reason)
-        writer.skip(s)
+        with stages.time("write"):
+            writer.skip(s)
         result.skipped.append(s)
         if settings.on_skip:
             settings.on_skip(s)
         bar.advance(u.duration, 1)
 
+    def collect(batch, pooled: _Pooled) -> None:
+        with stages.time("pool"):
+            stats = pooled.items()
+        for (pending, _), st in zip(batch, stats):
+            if pending.windows_left <= 0:   # one of its windows was skipped (out of memory)
+                continue
+            with stages.time("accumulate"):
+                pending.add(*st)
+            if pending.windows_left == 0:
+                with stages.time("write"):
+                    writer.add(pending)
+                result.extracted += 1
+                result.audio_seconds += pending.seconds
+                bar.advance(pending.seconds, 1)
+
     def run_pieces(pieces):
         pieces.sort(key=lambda p: -len(p[1]))  # batches pad little
         # openSMILE at the files' own rates (sr None) runs clip by clip: batches by 16 kHz-seconds are as good as any
         for batch in _batches(pieces, dev, settings.batch_size, settings.batch_seconds, sr or 16000, min_input):
-            for pending, stats in _forward(backbone, batch, dev, settings.autocast, frame_layers, skip):
-                pending.add(*stats)
-                if pending.windows_left == 0:
-                    writer.add(pending)
-                    result.extracted += 1
-                    result.audio_seconds += pending.seconds
-                    bar.advance(pending.seconds, 1)
+            for launched in _forward(backbone, batch, dev, settings.autocast, frame_layers, skip, stages):
+                inflight.append(launched)
+                while len(inflight) > lookahead:
+                    collect(*inflight.popleft())
 
     try:
         with bar:
-            for u, wave, reason in fetch:
+            items = iter(fetch)
+            while True:
+                with stages.time("read"):
+                    got = next(items, None)
+                if got is None:
+                    break
+                u, wave, reason = got
                 if wave is None:
                     skip(u, reason)
                     continue
-                cut = [wave] if whole else windows(wave, max_samples, backbone.receptive_field)
+                with stages.time("window"):
+                    cut = [wave] if whole else windows(wave, max_samples, backbone.receptive_field)
                 if not cut:  # never lose an utterance silently
                     skip(u, f"no window of at most {settings.max_seconds:g} s holds the model's receptive field; "
                             f"raise --max-seconds")
@@ -536,17 +748,26 @@ def _run(backbone: Backbone, todo: list[Utterance], writer: _Writer | _FrameSink
                     pieces = pieces[full:]
             if pieces:
                 run_pieces(pieces)
+            while inflight:
+                collect(*inflight.popleft())
     finally:
         fetch.close()
 
 
-def _forward(backbone, batch, dev, autocast, frame_layers, skip):
-    """Yield (pending, (n, mean, m2, frames)) per piece; halves the batch on CUDA out-of-memory."""
+def _forward(backbone, batch, dev, autocast, frame_layers, skip, stages: Stages | None = None):
+    """Launch `batch`: yield (batch, _Pooled) per sub-batch run; halves the batch on CUDA out-of-memory.
+
+    A window that does not fit even alone is skipped (its utterance never completes). The results
+    are collected later (`_Pooled.items`): on CUDA the copies to the host are still in flight.
+    """
+    stages = stages or Stages()
     waves = [w for _, w in batch]
     pooled = None
     try:
-        states, lengths = hidden_states(backbone, waves, device=dev, autocast_dtype=autocast)
-        pooled = _pool(states, lengths, frame_layers)
+        with stages.time("forward"):
+            states, lengths = hidden_states(backbone, waves, device=dev, autocast_dtype=autocast)
+        with stages.time("pool"):
+            pooled = _pool_async(states, lengths, frame_layers)
     except RuntimeError as e:  # torch.OutOfMemoryError is one
         if not _out_of_memory(e):
             raise
@@ -557,17 +778,15 @@ def _forward(backbone, batch, dev, autocast, frame_layers, skip):
             torch.cuda.empty_cache()
         if len(batch) > 1:
             half = len(batch) // 2
-            yield from _forward(backbone, batch[:half], dev, autocast, frame_layers, skip)
-            yield from _forward(backbone, batch[half:], dev, autocast, frame_layers, skip)
+            yield from _forward(backbone, batch[:half], dev, autocast, frame_layers, skip, stages)
+            yield from _forward(backbone, batch[half:], dev, autocast, frame_layers, skip, stages)
             return
         pending, wave = batch[0]
         pending.windows_left = -1  # never completes
         skip(pending.utt, f"out of memory on {dev} for a {wave_seconds(wave, backbone.sample_rate):.1f} s window; "
                           f"lower --max-seconds")
         return
-    for (pending, _), stats in zip(batch, pooled):
-        if pending.windows_left > 0:
-            yield pending, stats
+    yield batch, pooled
 
 
 def _out_of_memory(e: BaseException) -> bool:
