@@ -136,6 +136,11 @@ class FinetuneConfig:
     grad_accum: int = _param(1, "Batches accumulated per optimiser step.")
     labels: tuple[str, ...] | None = _param(
         None, "Classes to learn, comma-separated (default: every training label); other utterances are left out.")
+    target: str = _param("emotion", "What to learn: emotion (the classes) or arousal, valence, dominance, avd (all "
+                                     "three), regressed with the CCC loss on ratings mapped to [-1, 1]; model "
+                                     "selection then by the validation speakers' mean CCC.")
+    multitask: float = _param(0.0, "With --target: learn the classes too, loss = (1 - W) x cross-entropy + W x CCC "
+                                   "loss (0: the dimensions only).")
     val_fraction: float = _param(0.1, "Fraction of training speakers held out for validation (model selection).")
     val_speakers: int | None = _param(None, "Number of validation speakers, instead of --val-fraction.")
     max_duration: float | None = _param(None, "Crop training clips longer than S seconds at random (bounds GPU memory).")
@@ -163,6 +168,7 @@ class FinetuneConfig:
         if not isinstance(self.report_to, str):
             self.report_to = ",".join(self.report_to)
         self.fold, self.device = str(self.fold), check_device(self.device)
+        self.target = str(self.target).strip().lower()
         from classifiers.lora import parse_adapter
 
         spec = parse_adapter(self.adapter)
@@ -200,6 +206,15 @@ class FinetuneConfig:
         need(gpu in ("", "0"), "device", f"the Hugging Face Trainer trains on the first visible GPU only: run "
                                           f"CUDA_VISIBLE_DEVICES={gpu} ser finetune ... --device cuda")
         need(self.labels is None or len(self.labels) >= 2, "labels", "fine-tuning needs at least 2 classes")
+        from classifiers.dimensional import TARGETS
+
+        need(self.target in TARGETS, "target", f"choose one of {', '.join(TARGETS)}")
+        need(0 <= self.multitask < 1, "multitask", "must lie in [0, 1): the CCC loss' weight beside the cross-entropy")
+        need(self.multitask == 0 or self.target != "emotion", "multitask",
+             "weights a CCC loss on emotion dimensions: give --target arousal, valence, dominance or avd too")
+        need(self.labels is None or self.target == "emotion" or self.multitask > 0, "labels",
+             f"picks classes, but --target {self.target} without --multitask learns the dimensions only: add "
+             f"--multitask W to learn both, or leave --labels out")
         targets = [n.strip() for n in self.report_to.split(",") if n.strip()]
         if targets != ["none"]:
             from transformers.integrations.integration_utils import (
@@ -224,6 +239,18 @@ class FinetuneConfig:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["saved"]}
         out.update(labels=list(classes), augment=describe_augment(parse_augment(self.augment)))
         return serialize.plain(out)
+
+    @property
+    def dims(self) -> list[str]:
+        """The dimensions `target` names ([] for emotion categories)."""
+        from classifiers.dimensional import target_dimensions
+
+        return list(target_dimensions(self.target))
+
+    @property
+    def classify(self) -> bool:
+        """Whether the run learns the classes (emotion, or a multitask target)."""
+        return not self.dims or self.multitask > 0
 
     def report_targets(self) -> str | list[str]:
         """`report_to` as TrainingArguments takes it."""
@@ -264,9 +291,11 @@ class AudioDataset:
 
     def __init__(self, utterances: Sequence[Utterance], label_ids: dict[str, int], sample_rate: int,
                  do_normalize: bool, *, train: bool = False, augment: Compose | None = None,
-                 seed: int = 0, max_samples: int | None = None, front_end=None):
+                 seed: int = 0, max_samples: int | None = None, front_end=None, targets: np.ndarray | None = None):
         self.utterances = list(utterances)
         self.label_ids = label_ids
+        # (n, T) dimension ratings on [-1, 1], NaN = none (`dimension_array`); items get "dimensions"
+        self.targets = None if targets is None else np.asarray(targets, dtype=np.float32).reshape(len(self.utterances), -1)
         self.sample_rate = sample_rate
         self.do_normalize = do_normalize
         self.train = train
@@ -298,7 +327,12 @@ class AudioDataset:
                 wave = wave[start:start + self.max_samples]
         if self.do_normalize:
             wave = normalize_waveform(wave)
-        return {**clip_inputs(wave, self.front_end), "labels": self.label_ids[u.label]}
+        item = clip_inputs(wave, self.front_end)
+        if self.label_ids:                # a dimensions-only model has no classes
+            item["labels"] = self.label_ids[u.label]
+        if self.targets is not None:
+            item["dimensions"] = self.targets[i]
+        return item
 
 
 def max_window(front_end) -> int | None:
@@ -343,8 +377,17 @@ def collate(items: Sequence[dict]) -> dict[str, torch.Tensor]:
         values[i, :k] = torch.from_numpy(it["input_values"])
         mask[i, :k] = 1
     batch = {"input_values": values, "attention_mask": mask}
+    return _targets(items, batch)
+
+
+def _targets(items: Sequence[dict], batch: dict) -> dict:
+    """Add the items' targets to a batch: labels `(batch,)` class ids, dimensions `(batch, T)` float32."""
+    import torch
+
     if "labels" in items[0]:
         batch["labels"] = torch.tensor([it["labels"] for it in items], dtype=torch.long)
+    if "dimensions" in items[0]:
+        batch["dimensions"] = torch.from_numpy(np.stack([np.asarray(it["dimensions"], np.float32) for it in items]))
     return batch
 
 
@@ -364,20 +407,47 @@ def _collate_features(items: Sequence[dict]) -> dict[str, torch.Tensor]:
             values[i, :len(f)] = torch.from_numpy(f)
             mask[i, :len(f)] = torch.from_numpy(np.asarray(it["attention_mask"], dtype=np.int64))
         batch.update(input_features=values, attention_mask=mask)
-    if "labels" in items[0]:
-        batch["labels"] = torch.tensor([it["labels"] for it in items], dtype=torch.long)
-    return batch
+    return _targets(items, batch)
 
 
 # -- metrics -------------------------------------------------------------------------------------
 
-def _compute_metrics(classes: list[str]):
+def _compute_metrics(classes: list[str], dims: Sequence[str] = ()):
+    """The Trainer's metrics of the validation speakers: wa / uar / macro_f1 of the classes, and with
+    `dims` `dimension_scores` (ccc, the mean over dimensions, is then the selection metric)."""
+    c = len(classes)
+
     def compute(eval_pred) -> dict:
         logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
-        names = np.asarray(classes)
-        s = scores(names[np.asarray(eval_pred.label_ids)], names[np.asarray(logits).argmax(-1)], classes)
-        return {"wa": s["wa"], "uar": s["uar"], "macro_f1": s["macro_f1"]}
+        logits = np.asarray(logits)
+        ids = eval_pred.label_ids
+        labels, targets = (ids if classes and dims else (None, ids) if dims else (ids, None))
+        out = {}
+        if classes:
+            names = np.asarray(classes)
+            s = scores(names[np.asarray(labels)], names[logits[:, :c].argmax(-1)], classes)
+            out.update(wa=s["wa"], uar=s["uar"], macro_f1=s["macro_f1"])
+        if dims:
+            out.update(dimension_scores(np.asarray(targets), logits[:, c:], dims))
+        return out
     return compute
+
+
+def dimension_scores(truth: np.ndarray, pred: np.ndarray, dims: Sequence[str]) -> dict:
+    """ccc_<dim>, pearson_<dim>, rmse_<dim> (`classifiers.regression.scores`) of each dimension over the
+    rows rated on it (NaN truth left out), and ccc, their mean over dimensions; NaN for a dimension
+    with fewer than 2 rated rows. truth, pred `(n, T)` in `dims` order."""
+    from classifiers.regression import scores as regression_scores
+
+    truth, pred = np.asarray(truth, float).reshape(len(truth), -1), np.asarray(pred, float).reshape(len(pred), -1)
+    out: dict = {}
+    for t, d in enumerate(dims):
+        known = np.isfinite(truth[:, t])
+        s = (regression_scores(truth[known, t], pred[known, t], [d]) if known.sum() >= 2 else
+             {f"{m}_{d}": float("nan") for m in ("ccc", "pearson", "rmse")})
+        out.update({f"{m}_{d}": s[f"{m}_{d}"] for m in ("ccc", "pearson", "rmse")})
+    out["ccc"] = float(np.mean([out[f"ccc_{d}"] for d in dims]))
+    return out
 
 
 # -- labels and scores ---------------------------------------------------------------------------
@@ -435,6 +505,11 @@ class FoldResult:
     total_params: int | None = None
     peak_memory_mib: float | None = None
     peak_memory_kind: str | None = None
+    # with --target: the dimensions learnt ([] for categories), the validation speakers' mean CCC of
+    # the selected checkpoint (the selection metric then), and the utterances left out unrated
+    dimensions: list[str] = field(default_factory=list)
+    best_val_ccc: float | None = None
+    unrated: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -455,11 +530,31 @@ class FinetuneResult:
 
     def table(self) -> list[dict]:
         """Plain rows (fold, n_test, wa, uar, macro_f1) plus "mean" and "std" rows (over folds)."""
-        rows = [{"fold": f.fold, "n_test": f.n_test, **{k: f.metrics[k] for k in ("wa", "uar", "macro_f1")}}
-                for f in self.folds]
+        keys = list(self.summary)
+        rows = [{"fold": f.fold, "n_test": f.n_test, **{k: f.metrics[k] for k in keys}} for f in self.folds]
         for stat in ("mean", "std"):
-            rows.append({"fold": stat, "n_test": None, **{k: self.summary[k][stat] for k in ("wa", "uar", "macro_f1")}})
+            rows.append({"fold": stat, "n_test": None, **{k: self.summary[k][stat] for k in keys}})
         return rows
+
+    @property
+    def dimensions(self) -> list[str]:
+        """The dimensions the run learnt ([] for categories)."""
+        return list(self.plan.get("target") and _target_dims(self.plan["target"]) or [])
+
+    def dimension_summary(self) -> dict:
+        """dim -> `dimension_intervals` of every fold's test predictions pooled (each fold's model on its own
+        test speakers), with the mean and std over folds of each fold's CCC beside it; {} for categories."""
+        dims = self.dimensions
+        parts = [read_dimension_predictions(path, dims) for f in self.folds
+                 if (path := self.out_dir / _fold_dir_name(f.fold) / "predictions.csv").exists()]
+        if not dims or not parts:
+            return {}
+        truth, pred = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        out = dimension_intervals(truth, pred, [s for p in parts for s in p[2]], dims)
+        for d in dims:
+            mean, std = mean_std([f.metrics[f"ccc_{d}"] for f in self.folds])
+            out[d].update(ccc_folds_mean=mean, ccc_folds_std=std, n_folds=len(self.folds))
+        return out
 
 
 # -- the trainer ---------------------------------------------------------------------------------
@@ -585,6 +680,11 @@ class _Split:
     test: list[Utterance]
     dropped: dict                     # test label -> utterances left out (class not trained)
     shared: list[str]                 # trained classes the test corpora declare too, in class order
+    # with --target: each part's ratings `(n, T)` on [-1, 1], NaN = none (`dimension_array`)
+    train_y: np.ndarray | None = None
+    val_y: np.ndarray | None = None
+    test_y: np.ndarray | None = None
+    unrated: dict = field(default_factory=dict)   # part -> utterances left out for want of a rating
 
 
 def finetune(utterances: Sequence[Utterance], folds: Sequence[Fold] | str = "standard",
@@ -613,7 +713,8 @@ def finetune(utterances: Sequence[Utterance], folds: Sequence[Fold] | str = "sta
     if isinstance(folds, str):
         folds = make_folds(utterances, folds, seed=config.seed)
     selected = _select_folds(list(folds), config.fold)
-    classes = _classes(utterances, selected, config.labels)
+    classes = _classes(utterances, selected, config.labels) if config.classify else []
+    ratings = _ratings(utterances, selected, config) if config.dims else None
     plan = config.plan(classes)
     out_dir = Path(out_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -626,12 +727,12 @@ def finetune(utterances: Sequence[Utterance], folds: Sequence[Fold] | str = "sta
         for f in selected:
             fold_dir = out_dir / _fold_dir_name(f.name)
             fold_plan = {**plan, "fold": f.name, "fold_digest": _indices_digest(f, utterances)}
-            split = _split(utterances, f, classes, config)
+            split = _split(utterances, f, classes, config, ratings)
             done = _prepare_fold_dir(fold_dir, fold_plan, config.resume)
             if done is None:
                 done = _train_fold(fold_dir, fold_plan, split, classes, config, callbacks,
                                    run_info={"protocol": protocol, "folds": [x.name for x in folds]})
-            elif not done.y_true:         # written before predictions were kept: rescored from its CSV
+            elif classes and not done.y_true:   # written before predictions were kept: rescored from its CSV
                 done = _rescore(done, fold_dir / "predictions.csv", classes, split.shared)
             results.append(done)
     finally:
@@ -656,17 +757,58 @@ def _classes(utterances: Sequence[Utterance], selected: Sequence[Fold], labels: 
     return classes
 
 
-def _split(utterances: Sequence[Utterance], f: Fold, classes: list[str], config: FinetuneConfig) -> _Split:
-    """Training / validation / test utterances of fold `f` with a trained label, and the shared classes."""
+def _ratings(utterances: Sequence[Utterance], selected: Sequence[Fold], config: FinetuneConfig) -> np.ndarray:
+    """`(N, T)` ratings of `config.dims` for every utterance, each corpus' scale mapped onto [-1, 1]
+    (`featstore.corpora.base.dimension_array`), NaN where missing; one line when none of the selected
+    folds' utterances is rated."""
+    from featstore.corpora.base import dimension_array
+
+    Y = dimension_array(utterances, config.dims)
+    used = sorted({int(i) for f in selected for part in (f.train, f.val, f.test) if part is not None for i in part})
+    if not np.isfinite(Y[used]).any():
+        corpora = ", ".join(sorted({utterances[i].corpus for i in used}))
+        raise FinetuneError(f"--target {config.target}: no utterance of {corpora} carries {'/'.join(config.dims)} "
+                            f"ratings; fine-tune on a corpus with dimensions (iemocap, msppodcast, mspimprov, a CSV "
+                            f"corpus with arousal,valence,dominance columns) or leave --target out")
+    return Y
+
+
+def _split(utterances: Sequence[Utterance], f: Fold, classes: list[str], config: FinetuneConfig,
+           ratings: np.ndarray | None = None) -> _Split:
+    """Training / validation / test utterances of fold `f` with a trained label (and, for a dimensions-only
+    target, a rating: the others are left out, counted and said), and the shared classes."""
     train_idx, val_idx = ((f.train, f.val) if f.val is not None else
                           validation_split(utterances, f.train, fraction=config.val_fraction,
                                            n_speakers=config.val_speakers, seed=config.seed))
     keep = set(classes)
-    train = [utterances[int(i)] for i in train_idx if utterances[int(i)].label in keep]
-    val = [utterances[int(i)] for i in val_idx if utterances[int(i)].label in keep]
+    rated = None if ratings is None else np.isfinite(ratings).any(1)
+
+    def part(idx) -> list[int]:
+        idx = [int(i) for i in idx]
+        return [i for i in idx if utterances[i].label in keep] if classes else [i for i in idx if rated[i]]
+
+    unrated = {}
+    if not classes:
+        for name, idx in (("training", train_idx), ("validation", val_idx), ("test", f.test)):
+            n = sum(not rated[int(i)] for i in idx)
+            if n:
+                unrated[name] = n
+        if unrated:
+            warnings.warn(f"fold {f.name}: utterances without {'/'.join(config.dims)} ratings are left out ("
+                          + ", ".join(f"{n} {k}" for k, n in unrated.items()) + ")", SerWarning, stacklevel=3)
+    train_i, val_i, test_i = part(train_idx), part(val_idx), part(f.test)
+    if ratings is not None and classes:
+        missing = {d: int(np.isnan(ratings[train_i, t]).sum()) for t, d in enumerate(config.dims)}
+        if any(missing.values()):
+            unrated["training"] = missing
+            warnings.warn(f"fold {f.name}: training utterances without a rating are left out of that dimension's "
+                          f"CCC loss (kept for the classes): " + ", ".join(f"{d} {n}" for d, n in missing.items() if n),
+                          SerWarning, stacklevel=3)
+    train = [utterances[i] for i in train_i]
+    val = [utterances[i] for i in val_i]
     test_all = [utterances[int(i)] for i in f.test]
-    test = [u for u in test_all if u.label in keep]
-    dropped = dict(Counter(u.label for u in test_all if u.label not in keep))
+    test = [utterances[i] for i in test_i]
+    dropped = dict(Counter(u.label for u in test_all if u.label not in keep)) if classes else {}
     if dropped and config.labels is None:
         warnings.warn(f"fold {f.name}: {sum(dropped.values())} test utterances labelled "
                       f"{', '.join(canonical_order(dropped))} are not among the trained classes and are left out",
@@ -676,7 +818,8 @@ def _split(utterances: Sequence[Utterance], f: Fold, classes: list[str], config:
                             f"(train {len(train)}, validation {len(val)}, test {len(test)})")
     declared = (declared_labels(sorted({u.corpus for u in train + val}), utterances)
                 & declared_labels(sorted({u.corpus for u in test_all}), utterances))
-    return _Split(train, val, test, dropped, [c for c in classes if c in declared])
+    ys = ([None] * 3 if ratings is None else [ratings[i] for i in (train_i, val_i, test_i)])
+    return _Split(train, val, test, dropped, [c for c in classes if c in declared], *ys, unrated=unrated)
 
 
 def _prepare_fold_dir(fold_dir: Path, plan: dict, resume: bool) -> FoldResult | None:
@@ -727,7 +870,7 @@ def _training_arguments(config: FinetuneConfig, fold_dir: Path, n_train: int):
         save_strategy="epoch",
         save_total_limit=2,                      # the best one is always kept besides the last
         load_best_model_at_end=True,
-        metric_for_best_model="uar",
+        metric_for_best_model="ccc" if config.dims else "uar",   # the mean CCC over the target's dimensions
         greater_is_better=True,
         logging_strategy="steps",
         logging_steps=config.logging_steps or max(1, steps_per_epoch // 4),
@@ -737,7 +880,7 @@ def _training_arguments(config: FinetuneConfig, fold_dir: Path, n_train: int):
         data_seed=config.seed,
         disable_tqdm=not config.progress,
         remove_unused_columns=False,
-        label_names=["labels"],
+        label_names=(["labels"] if config.classify else []) + (["dimensions"] if config.dims else []),
         dataloader_num_workers=config.num_workers,
         dataloader_pin_memory=not cpu and torch.cuda.is_available(),
         use_cpu=cpu,
@@ -767,10 +910,12 @@ def _train_fold(fold_dir: Path, plan: dict, split: _Split, classes: list[str], c
     from classifiers.heads import build_classifier
 
     label_ids = {c: i for i, c in enumerate(classes)}
+    dims = config.dims
     set_seed(config.seed)
     clf = build_classifier(config.model, classes, pooling=config.pooling, freeze=config.freeze,
-                           dropout=config.dropout, seed=config.seed,
-                           extra={"fold": plan["fold"], "seed": config.seed,
+                           dropout=config.dropout, seed=config.seed, dimensions=dims,
+                           multitask=config.multitask or None,
+                           extra={"fold": plan["fold"], "seed": config.seed, "target": config.target,
                                   "train_corpora": sorted({u.corpus for u in split.train}),
                                   "test_speakers": sorted({u.speaker for u in split.test})})
     if config.adapter:
@@ -789,11 +934,12 @@ def _train_fold(fold_dir: Path, plan: dict, split: _Split, classes: list[str], c
     augment = bind_word_swap(parse_augment(config.augment), split.train, sample_rate=sr, device=config.device,
                              model=config.ctc_model)
     train_ds = AudioDataset(split.train, label_ids, sr, norm, train=True, augment=augment,
-                            seed=config.seed, max_samples=max_samples, front_end=front)
+                            seed=config.seed, max_samples=max_samples, front_end=front, targets=split.train_y)
     trainer = _trainer_class()(
         model=clf, args=_training_arguments(config, fold_dir, len(train_ds)), train_dataset=train_ds,
-        eval_dataset=AudioDataset(split.val, label_ids, sr, norm, front_end=front), data_collator=collate,
-        compute_metrics=_compute_metrics(classes), optimizers=_optimizers(clf, config), callbacks=list(callbacks))
+        eval_dataset=AudioDataset(split.val, label_ids, sr, norm, front_end=front, targets=split.val_y),
+        data_collator=collate, compute_metrics=_compute_metrics(classes, dims), optimizers=_optimizers(clf, config),
+        callbacks=list(callbacks))
     serialize.write_json(fold_dir / "plan.json", plan)
     checkpoint = _last_checkpoint(fold_dir) if config.resume else None
     resumed_from = (TrainerState.load_from_json(str(checkpoint / "trainer_state.json")).global_step
@@ -805,24 +951,33 @@ def _train_fold(fold_dir: Path, plan: dict, split: _Split, classes: list[str], c
         raise FinetuneError(f"{checkpoint} holds a file that torch.load(weights_only=True) refuses to read "
                             f"({str(e).splitlines()[0]}); delete that checkpoint, or use --no-resume") from e
 
-    output = trainer.predict(AudioDataset(split.test, label_ids, sr, norm, front_end=front))
-    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-    probs = softmax(logits)
-    truth = [u.label for u in split.test]
-    predicted, s, restricted = score_test(truth, probs, classes, split.shared)
+    output = trainer.predict(AudioDataset(split.test, label_ids, sr, norm, front_end=front, targets=split.test_y))
+    logits = np.asarray(output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions)
+    c = len(classes)
+    truth, predicted, probs, restricted = [], [], None, None
+    s, metrics = {"recall": {}, "confusion": []}, {}
+    if classes:
+        probs = softmax(logits[:, :c])
+        truth = [u.label for u in split.test]
+        predicted, s, restricted = score_test(truth, probs, classes, split.shared)
+        metrics = {k: s[k] for k in ("wa", "uar", "macro_f1")}
+    values = logits[:, c:] if dims else None
+    if dims:
+        metrics.update(dimension_scores(split.test_y, values, dims))
     model_dir = fold_dir / "model"
     best_val = trainer.state.best_metric
-    trainer.model.config.extra.update({"best_val_uar": best_val,
-                                       "test_metrics": {k: s[k] for k in ("wa", "uar", "macro_f1")}})
+    trainer.model.config.extra.update({"best_val_ccc" if dims else "best_val_uar": best_val, "test_metrics": metrics})
     trainer.model.save_pretrained(model_dir)
-    _write_predictions(fold_dir / "predictions.csv", split.test, classes, probs)
+    _write_predictions(fold_dir / "predictions.csv", split.test, classes, probs, dims, split.test_y, values)
     result = FoldResult(
         fold=plan["fold"], train_set="+".join(sorted({u.corpus for u in split.train})),
         test_set="+".join(sorted({u.corpus for u in split.test})),
         n_train=len(split.train), n_val=len(split.val), n_test=len(split.test),
         val_speakers=sorted({u.speaker for u in split.val}),
-        metrics={k: s[k] for k in ("wa", "uar", "macro_f1")}, recall=s["recall"], confusion=s["confusion"],
-        best_val_uar=None if best_val is None else float(best_val),
+        metrics=metrics, recall=s["recall"], confusion=s["confusion"],
+        best_val_uar=None if best_val is None or dims else float(best_val),
+        best_val_ccc=None if best_val is None or not dims else float(best_val), dimensions=list(dims),
+        unrated=split.unrated,
         best_checkpoint=trainer.state.best_model_checkpoint, global_step=int(trainer.state.global_step),
         model_dir=str(model_dir), seconds=time.time() - started, log_history=list(trainer.state.log_history),
         dropped=split.dropped, resumed_from_step=resumed_from,
@@ -885,12 +1040,65 @@ def _check_plan(fold_dir: Path, plan: dict) -> None:
                             f"use another --out directory, or resume=False (--no-resume) to start this fold afresh")
 
 
-def _write_predictions(path: Path, utterances: Sequence[Utterance], classes: list[str], probs: np.ndarray) -> None:
+def _write_predictions(path: Path, utterances: Sequence[Utterance], classes: list[str], probs: np.ndarray | None,
+                       dims: Sequence[str] = (), truth: np.ndarray | None = None,
+                       values: np.ndarray | None = None) -> None:
+    """predictions.csv: id, corpus, speaker, label, then with classes prediction and p_<class>, with
+    dimensions true_<dim> (on [-1, 1], empty when unrated) and pred_<dim>; values are written with
+    9 significant digits (float32 outputs round-trip)."""
     with path.open("w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["id", "corpus", "speaker", "label", "prediction", *[f"p_{c}" for c in classes]])
-        for u, p in zip(utterances, probs):
-            w.writerow([u.id, u.corpus, u.speaker, u.label, classes[int(p.argmax())], *[f"{x:.6f}" for x in p]])
+        w.writerow(["id", "corpus", "speaker", "label", *(["prediction", *[f"p_{c}" for c in classes]] if classes else []),
+                    *[f"{k}_{d}" for d in dims for k in ("true", "pred")]])
+        for i, u in enumerate(utterances):
+            row = [u.id, u.corpus, u.speaker, u.label]
+            if classes:
+                p = probs[i]
+                row += [classes[int(p.argmax())], *[f"{x:.6f}" for x in p]]
+            for t in range(len(dims)):
+                y = float(truth[i, t])
+                row += ["" if y != y else f"{y:.9g}", f"{float(values[i, t]):.9g}"]
+            w.writerow(row)
+
+
+def read_dimension_predictions(path: str | Path, dims: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(truth `(n, T)` with NaN where unrated, predictions `(n, T)`, speakers) from a predictions.csv
+    with true_<dim> / pred_<dim> columns (`_write_predictions`)."""
+    with Path(path).open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    missing = [f"pred_{d}" for d in dims if rows and f"pred_{d}" not in rows[0]]
+    if missing:
+        raise FinetuneError(f"{path} has no column(s) {', '.join(missing)}: not the predictions of a --target run")
+    truth = np.array([[float(r[f"true_{d}"]) if r[f"true_{d}"] else np.nan for d in dims] for r in rows]).reshape(-1, len(dims))
+    pred = np.array([[float(r[f"pred_{d}"]) for d in dims] for r in rows]).reshape(-1, len(dims))
+    return truth, pred, [r["speaker"] for r in rows]
+
+
+def dimension_intervals(truth: np.ndarray, pred: np.ndarray, speakers: Sequence[str], dims: Sequence[str],
+                        level: float = 0.95) -> dict:
+    """dim -> {ccc, ci_low, ci_high, ci_level, ci_method, n_speakers, pearson, rmse, n}: each dimension's CCC
+    over its rated rows with the jackknife-t interval over speakers (`classifiers.regression.ccc_interval`:
+    each replicate recomputes the CCC without one speaker), Pearson r and RMSE beside it; no CI (None, and
+    the reason in ci_method) with fewer than 2 speakers."""
+    from classifiers.regression import ccc_interval
+    from classifiers.stats import StatsError
+
+    scores_ = dimension_scores(truth, pred, dims)
+    speakers = np.asarray(speakers)
+    out = {}
+    for t, d in enumerate(dims):
+        known = np.isfinite(truth[:, t])
+        row = dict(ccc=scores_[f"ccc_{d}"], ci_low=None, ci_high=None, ci_level=None, ci_method=None,
+                   n_speakers=len(set(speakers[known])), pearson=scores_[f"pearson_{d}"], rmse=scores_[f"rmse_{d}"],
+                   n=int(known.sum()))
+        try:
+            iv = ccc_interval(truth[known, t:t + 1], pred[known, t:t + 1], speakers[known], level=level)
+        except StatsError as e:
+            row["ci_method"] = f"none: {e}"
+        else:
+            row.update(ci_low=iv.low, ci_high=iv.high, ci_level=iv.level, ci_method=f"{iv.method} over {iv.unit}s")
+        out[d] = serialize.plain(row)
+    return out
 
 
 def _rescore(result: FoldResult, predictions: Path, classes: list[str], shared: list[str]) -> FoldResult:
@@ -921,7 +1129,11 @@ def default_run_dir(corpora: str, protocol: str, config: FinetuneConfig) -> Path
     settings.update(augment=describe_augment(parse_augment(config.augment)), corpora=corpora, protocol=protocol)
     if settings.get("adapter") is None:
         settings.pop("adapter", None)     # full fine-tuning keeps the folder it had before --adapter existed
-    parts = ["finetune", corpora, model_slug(config.model), config.pooling, *(["lora"] if config.adapter else []),
+    if settings.get("target") == "emotion" and not settings.get("multitask"):
+        settings.pop("target", None)      # and so do categorical runs, from before --target
+        settings.pop("multitask", None)
+    task = [] if config.target == "emotion" else [config.target + ("-multitask" if config.multitask else "")]
+    parts = ["finetune", corpora, model_slug(config.model), config.pooling, *task, *(["lora"] if config.adapter else []),
              *([protocol.replace(":", "")] if protocol else []), f"seed{config.seed}"]
     return Path("runs") / "-".join(parts + [settings_tag(serialize.plain(settings))])
 
@@ -975,7 +1187,10 @@ def write_model_card(model_dir: Path, result: FoldResult, plan: dict, classes: S
     from featstore.outputs import write_text
 
     model_dir = Path(model_dir)
-    scores = fold_scores(result, model_dir.parent.parent, plan, classes)
+    dims = list(getattr(model_config, "dims", []) or [])
+    scores = fold_scores(result, model_dir.parent.parent, plan, classes) if classes else {}
+    dim_scores = (dimension_intervals(*read_dimension_predictions(model_dir.parent / "predictions.csv", dims), dims)
+                  if dims else {})
     train = result.train_set.split("+")
     test = result.test_set.split("+")
     adapter = getattr(model_config, "adapter", None)
@@ -994,17 +1209,33 @@ def write_model_card(model_dir: Path, result: FoldResult, plan: dict, classes: S
                         dataset_split=f"test speakers of fold {result.fold}", metric_type=m,
                         metric_value=round(float(scores[m]["value"]), 6),
                         metric_name=f"{_METRIC_NAMES[m]} {ci(m)}")
-             for m in ("uar", "wa", "macro_f1")]
+             for m in ("uar", "wa", "macro_f1") if classes]
+
+    def dim_ci(d: str) -> str:
+        r = dim_scores[d]
+        return (f"{r['ccc']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r["ci_low"] is not None
+                else f"{r['ccc']:.3f} (no CI)")
+
+    evals += [EvalResult(task_type="audio-classification", task_name=f"speech emotion recognition: {d} (regression)",
+                         dataset_type=result.test_set, dataset_name=result.test_set,
+                         dataset_split=f"test speakers of fold {result.fold}", metric_type=f"ccc_{d}",
+                         metric_value=round(float(dim_scores[d]["ccc"]), 6), metric_name=f"CCC {d} {dim_ci(d)}")
+              for d in dims]
+    target = plan.get("target", "emotion")
     card = ModelCardData(
         model_name=name, base_model=str(plan["model"]), datasets=sorted(set(train) | set(test)),
         library_name="peft" if adapter else "transformers", pipeline_tag="audio-classification",
         tags=["audio-classification", "speech-emotion-recognition", "ser", f"pooling-{plan['pooling']}",
-              *(["lora", "adapter"] if adapter else [])],
+              *(["lora", "adapter"] if adapter else []),
+              *(["dimensional-emotion", f"target-{target}", *(["multitask"] if classes else [])] if dims else [])],
         eval_results=evals, base_model_sha256=base_sha,
         ser=serialize.plain({
             "fold": result.fold, "protocol": protocol or None, "folds": list(folds) or [result.fold],
             "train_corpora": train, "test_corpora": test, "classes": list(classes),
-            "chance_uar": 1 / len(classes), "n_train": result.n_train, "n_val": result.n_val,
+            "target": target, "dimensions": dims or None, "dimension_scale": [-1.0, 1.0] if dims else None,
+            "multitask": plan.get("multitask") or None, "dimension_scores": dim_scores or None,
+            "best_validation_ccc": result.best_val_ccc if dims else None,
+            "chance_uar": 1 / len(classes) if classes else None, "n_train": result.n_train, "n_val": result.n_val,
             "n_test": result.n_test, "validation_speakers": result.val_speakers,
             "test_speakers": model_config.extra.get("test_speakers"), "scores": scores,
             "best_validation_uar": result.best_val_uar, "global_step": result.global_step,
@@ -1023,21 +1254,35 @@ def write_model_card(model_dir: Path, result: FoldResult, plan: dict, classes: S
                 f"pooling head and classifier: this directory holds the adapters (adapter_model.safetensors) and the "
                 f"head (head.safetensors) only, and needs the base model with weights sha256 "
                 f"`{adapter['base_weights_sha256']}`")
-    spk = scores["uar"]["n_speakers"]
+    spk = scores["uar"]["n_speakers"] if classes else max((r["n_speakers"] for r in dim_scores.values()), default=0)
+    task = ("" if not dims else f" Target: {target} ({', '.join(dims)}), regressed with the CCC loss on ratings mapped "
+            f"onto [-1, 1] (each corpus' scale, linearly)" + (f", with the classes (multitask weight "
+                                                              f"{plan.get('multitask')})" if classes else "")
+            + "; the checkpoint was selected by the validation speakers' mean CCC.")
+    outputs = ("probs = model(**x).logits.softmax(-1)                   # classes: model.config.id2label"
+               if not dims else
+               f"values = model(**x).logits                              # {', '.join(dims)} on [-1, 1]" if not classes
+               else f"out = model(**x).logits                                 # [:, :{len(classes)}] class logits, "
+                    f"[:, {len(classes)}:] {', '.join(dims)} on [-1, 1]")
     lines = [
         "---", card.to_yaml(), "---", "",
         f"# {name}", "",
         f"Speech emotion recognition: `{plan['model']}` fine-tuned end to end by `ser finetune` on "
         f"{', '.join(train)}, fold {result.fold}" + (f" of protocol {protocol}" if protocol else "") +
         f" ({len(folds) or 1} fold{'s' if len(folds) != 1 else ''}: {', '.join(folds) or result.fold}). "
-        f"The model is {what}.", "",
+        f"The model is {what}.{task}", "",
         f"## Scores on the fold's test speakers ({result.test_set}, {result.n_test} utterances"
         + (f", {spk} speakers" if spk else "") + ")", "",
         "| metric | value [95% CI] |", "|---|---|",
-        *[f"| {_METRIC_NAMES[m]} | {ci(m)} |" for m in ("uar", "wa", "macro_f1")], "",
-        f"Intervals: {scores['uar']['ci_method'] or 'none'} over test speakers, from this fold's predictions "
-        f"(`classifiers.stats`). {len(classes)} classes ({', '.join(classes)}); chance UAR {1 / len(classes):.3f}. "
-        f"Test speakers were never used for training or model selection (validation speakers: "
+        *[f"| {_METRIC_NAMES[m]} | {ci(m)} |" for m in ("uar", "wa", "macro_f1") if classes],
+        *[f"| CCC {d} | {dim_ci(d)} |" for d in dims],
+        *[f"| {m} {d} | {dim_scores[d][m]:.3f} |" for d in dims for m in ("pearson", "rmse")], "",
+        (f"Intervals: {scores['uar']['ci_method'] or 'none'} over test speakers, from this fold's predictions "
+         f"(`classifiers.stats`). {len(classes)} classes ({', '.join(classes)}); chance UAR {1 / len(classes):.3f}. "
+         if classes else "")
+        + ("CCC intervals: jackknife-t over test speakers (`classifiers.regression.ccc_interval`, each replicate "
+           "recomputes the CCC without one speaker); RMSE on the [-1, 1] scale. " if dims else "")
+        + f"Test speakers were never used for training or model selection (validation speakers: "
         f"{', '.join(result.val_speakers)}).", "",
         *(["## Use", "",
            "```python",
@@ -1058,9 +1303,9 @@ def write_model_card(model_dir: Path, result: FoldResult, plan: dict, classes: S
         + ("the model's own log-mel / fbank front-end" if logmel else "normalises each clip as ser does"),
         f"model = {load}.eval()",
         f"x = fe(wave, sampling_rate={model_config.sample_rate}, return_tensors=\"pt\")   # one clip, mono float32",
-        "probs = model(**x).logits.softmax(-1)                   # classes: model.config.id2label",
+        outputs,
         "```", "",
-        "Or `ser predict clip.wav --model <this directory>`: the same probabilities. "
+        f"Or `ser predict clip.wav --model <this directory>`: the same {'values' if dims else 'probabilities'}. "
         + ("Padded batches with their attention mask give each clip's own result (Whisper: every clip is padded "
            "to 30 s, only its real frames are pooled)." if logmel else
            "Padded batches give each clip's own result (they run clip by clip)." if remote else
@@ -1077,22 +1322,50 @@ def write_model_card(model_dir: Path, result: FoldResult, plan: dict, classes: S
 
 
 def summarize(results: Sequence[FoldResult]) -> dict:
-    """metric -> {"mean", "std"} over folds (population std, classifiers.metrics.mean_std)."""
+    """metric -> {"mean", "std"} over folds (population std, classifiers.metrics.mean_std): wa, uar,
+    macro_f1 for the classes, ccc (mean over dimensions) and ccc_/pearson_/rmse_<dim> for dimensions."""
     out = {}
-    for k in ("wa", "uar", "macro_f1"):
+    for k in (list(results[0].metrics) if results else ("wa", "uar", "macro_f1")):
         mean, std = mean_std([r.metrics[k] for r in results])
         out[k] = {"mean": mean, "std": std}
     return out
 
 
+def _target_dims(target: str) -> list[str]:
+    from classifiers.dimensional import target_dimensions
+
+    return list(target_dimensions(target))
+
+
 def to_probe_results(run: FinetuneResult):
     """The run as `classifiers.results.ProbeResults` (one `make_record` per fold, layer "e2e"), so
-    the probes' files, tables and summaries apply to fine-tuned models too."""
+    the probes' files, tables and summaries apply to fine-tuned models too. With --target each record
+    also carries ccc, ccc_<dim>, pearson_<dim>, rmse_<dim> and val_ccc (the registry's dimensional
+    metrics); a dimensions-only run's records carry those alone (no classes: no UAR, no predictions
+    table of classes)."""
     from classifiers.predictions import read_fold_csv
     from classifiers.results import ProbeResults, make_record
 
     records = []
+    dims = run.dimensions
+    if dims and not run.labels:
+        for f in run.folds:
+            records.append(serialize.plain(dict(
+                layer="e2e", fold=f.fold, classifier=f"finetune-{run.plan['pooling']}", seed=run.plan["seed"],
+                train_set=f.train_set, test_set=f.test_set, n_train=f.n_train, n_val=f.n_val, n_test=f.n_test,
+                val_speakers=f.val_speakers, val_ccc=f.best_val_ccc, target=run.plan["target"], dimensions=dims,
+                model_dir=f.model_dir, best_checkpoint=f.best_checkpoint, global_step=f.global_step,
+                resumed_from_step=f.resumed_from_step, seconds=round(f.seconds, 1), unrated=f.unrated,
+                trainable_params=f.trainable_params, total_params=f.total_params, peak_memory_mib=f.peak_memory_mib,
+                peak_memory_kind=f.peak_memory_kind, **f.metrics)))
+        meta = {"kind": "finetune", "protocol": run.plan.get("protocol", ""), "stores": [], "labels": [],
+                "target": run.plan["target"], "dimensions": dims, "plan": run.plan,
+                "mean_std_over_folds": run.summary}
+        return ProbeResults(records=records, meta=meta)
     for f in run.folds:
+        extra = ({k: v for k, v in f.metrics.items() if k not in ("wa", "uar", "macro_f1")} if dims else {})
+        if dims:
+            extra.update(val_ccc=f.best_val_ccc, target=run.plan["target"], dimensions=dims)
         restricted = ({f"restricted_{k}": f.restricted[k] for k in ("wa", "uar", "macro_f1", "labels")}
                       if f.restricted else {})
         records.append(make_record(
@@ -1102,10 +1375,11 @@ def to_probe_results(run: FinetuneResult):
             val_uar=f.best_val_uar, model_dir=f.model_dir, best_checkpoint=f.best_checkpoint,
             global_step=f.global_step, resumed_from_step=f.resumed_from_step, seconds=round(f.seconds, 1),
             training_only=f.training_only, trainable_params=f.trainable_params, total_params=f.total_params,
-            peak_memory_mib=f.peak_memory_mib, peak_memory_kind=f.peak_memory_kind, **restricted,
+            peak_memory_mib=f.peak_memory_mib, peak_memory_kind=f.peak_memory_kind, **restricted, **extra,
         ))
     meta = {"kind": "finetune", "protocol": run.plan.get("protocol", ""), "stores": [], "labels": run.labels,
-            "plan": run.plan, "mean_std_over_folds": run.summary}
+            "plan": run.plan, "mean_std_over_folds": run.summary,
+            **({"target": run.plan["target"], "dimensions": dims} if dims else {})}
     predictions = [read_fold_csv(path, fold=f.fold, seed=run.plan["seed"], layer="e2e", train_set=f.train_set,
                                  test_set=f.test_set, classifier=f"finetune-{run.plan['pooling']}")
                    for f in run.folds if (path := run.out_dir / _fold_dir_name(f.fold) / "predictions.csv").exists()]
@@ -1125,6 +1399,18 @@ def write_results(run: FinetuneResult, *, plots: bool = True,
 
     files = {}
     results = to_probe_results(run)
+    if run.dimensions:
+        results.meta["dimension_summary"] = run.dimension_summary()
+    if run.dimensions and not run.labels:
+        files.update(_write_dimensional_results(run, results))
+        if plots and run.folds:
+            files["learning_curves"] = plot_learning_curves({f.fold: f.log_history for f in run.folds},
+                                                            run.out_dir / "learning_curves.png",
+                                                            title=f"{_figure_subject(run)}: learning curves",
+                                                            formats=formats)
+            for extra in probe_plots.figure_paths(files["learning_curves"], formats)[1:]:
+                files[f"learning_curves_{extra.suffix[1:]}"] = extra
+        return files
     files["json"], files["csv"], files["summary"] = write_probe_results(results, run.out_dir, name="finetune",
                                                                          summary_csv=True)
     if results.predictions:
@@ -1148,6 +1434,44 @@ def write_results(run: FinetuneResult, *, plots: bool = True,
     return files
 
 
+def dimension_summary_rows(summary: dict) -> list[dict]:
+    """One row per dimension of `FinetuneResult.dimension_summary()` (the JSON's summary and the
+    summary CSV of a --target run)."""
+    return [{"dimension": d, **row} for d, row in summary.items()]
+
+
+def _write_dimensional_results(run: FinetuneResult, results) -> dict[str, Path]:
+    """finetune.json (meta, summary: per dimension the pooled CCC with its speaker CI beside the mean ± std
+    over folds, records), finetune.csv (one row per fold) and finetune_summary.csv of a dimensions-only run."""
+    from featstore.outputs import write_text
+
+    summary = dimension_summary_rows(results.meta.get("dimension_summary") or {})
+    meta = dict(results.meta, written=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                headline="pooled CCC over folds per dimension with its 95% speaker jackknife CI; mean ± std over "
+                         "folds beside it")
+    paths = {"json": run.out_dir / "finetune.json", "csv": run.out_dir / "finetune.csv",
+             "summary": run.out_dir / "finetune_summary.csv"}
+    write_text(paths["json"], serialize.dumps(dict(meta=meta, summary=summary, records=results.records), indent=1))
+    keys = ["fold", "train_set", "test_set", "n_train", "n_val", "n_test", "val_ccc", "ccc",
+            *[f"{m}_{d}" for d in run.dimensions for m in ("ccc", "pearson", "rmse")], "global_step", "seconds"]
+    write_text(paths["csv"], _csv_rows(results.records, keys))
+    write_text(paths["summary"], _csv_rows(summary, ["dimension", "ccc", "ci_low", "ci_high", "ci_level", "ci_method",
+                                                     "n_speakers", "n", "pearson", "rmse", "ccc_folds_mean",
+                                                     "ccc_folds_std", "n_folds"]))
+    return paths
+
+
+def _csv_rows(rows: Sequence[dict], keys: Sequence[str]) -> str:
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(keys), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k) for k in keys})
+    return buf.getvalue()
+
+
 def _figure_subject(run: FinetuneResult) -> str:
     """'fine-tuned facebook/wav2vec2-base (mean pooling) on ravdess → cremad, luna5 folds luna-0, luna-1'."""
     plan = run.plan
@@ -1164,7 +1488,7 @@ def _figure_subject(run: FinetuneResult) -> str:
 @literal_text
 def plot_learning_curves(histories: dict[str, list[dict]], path: str | Path, title: str = "",
                          formats: str | Sequence[str] | None = None) -> Path:
-    """Training / validation loss and validation UAR against epochs, one line per fold (colour),
+    """Training / validation loss and validation UAR (a --target run: mean CCC) against epochs, one line per fold (colour),
     titled `title` (`write_results` names model, corpora and folds)."""
     import matplotlib
 
@@ -1172,12 +1496,15 @@ def plot_learning_curves(histories: dict[str, list[dict]], path: str | Path, tit
     import matplotlib.pyplot as plt
 
     fig, (ax_loss, ax_uar) = plt.subplots(1, 2, figsize=(11, 4.4))
+    # the selection metric: the mean CCC of a --target run, else UAR
+    dimensional = any("eval_ccc" in h for history in histories.values() for h in history)
+    key, metric = ("eval_ccc", "mean CCC") if dimensional else ("eval_uar", "UAR")
     for k, (name, history) in enumerate(histories.items()):
         color = f"C{k % 10}"
         marker, hollow = "osD^vP*X<>"[k % 10], {"mfc": "none"} if k % 2 else {}  # a fold on another stays visible
         train = [(h["epoch"], h["loss"]) for h in history if "loss" in h and "epoch" in h]
         val = [(h["epoch"], h["eval_loss"]) for h in history if "eval_loss" in h]
-        uar = [(h["epoch"], h["eval_uar"]) for h in history if "eval_uar" in h]
+        uar = [(h["epoch"], h[key]) for h in history if key in h]
         if train:
             ax_loss.plot(*zip(*train), color=color, alpha=0.6, label=f"fold {name} train")
         if val:
@@ -1185,13 +1512,13 @@ def plot_learning_curves(histories: dict[str, list[dict]], path: str | Path, tit
         if uar:
             ax_uar.plot(*zip(*uar), color=color, marker=marker, **hollow, label=f"fold {name}")
     ax_loss.set_title("loss (solid: training, dashed: validation speakers)", fontsize=10)
-    ax_uar.set_title("UAR on the validation speakers", fontsize=10)
+    ax_uar.set_title(f"{metric} on the validation speakers (model selection)", fontsize=10)
     if title:
         fig.suptitle(title, fontsize=10.5)
     ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("cross-entropy")
+    ax_loss.set_ylabel("training loss" if metric != "UAR" else "cross-entropy")
     ax_loss.legend(fontsize=7)
     ax_uar.set_xlabel("epoch")
-    ax_uar.set_ylabel("validation UAR")
+    ax_uar.set_ylabel(f"validation {metric}")
     ax_uar.legend(fontsize=7)
     return save_figure(plt, fig, path, dpi=120, formats=formats)
