@@ -15,7 +15,10 @@ Two kinds of directory, told apart by `model_kind(dir)`:
                or mean+std; clips longer than `max_seconds` in near-equal windows), standardises
                and applies the linear model.
 
-`predict(files, model_dir)` -> `[(file, {label: probability}), ...]` in the order given.
+`predict(files, model_dir)` -> `[(file, {label: probability}), ...]` in the order given; a model
+fine-tuned on emotion dimensions (`ser finetune --target avd`) gives `{arousal: value, ...}` on
+[-1, 1] (its config.json's `dimensions`, `model_dimensions`), beside the class probabilities of a
+multitask model.
 
 Both kinds are validated when loaded: every config field (present, of the right type), the
 weights file (readable safetensors, the expected tensors and shapes, finite values); anything
@@ -333,31 +336,50 @@ def predict(files: Sequence[str | Path], model_dir: str | Path, *, batch_size: i
     if kind == "finetuned" and backbone is not None and not is_adapter_dir(model_dir):
         raise PredictError(f"--backbone is for saved probes and adapter exports; the fine-tuned model in {model_dir} "
                            f"carries its own backbone weights: leave --backbone out")
+    dims, values = [], np.zeros((len(files), 0))
     if kind == "finetuned":
-        labels, probs = _predict_finetuned(files, Path(model_dir), batch_size, dev, backbone=backbone)
+        labels, probs, dims, values = _finetuned_outputs(files, Path(model_dir), batch_size, dev, backbone=backbone)
     else:
         probe = load_probe(model_dir, backbone=backbone)
         labels = probe.classes
         probs = (probe.predict_proba(probe_features(files, probe, batch_size=batch_size, device=dev)) if files
                  else np.zeros((0, len(labels))))
-    for f, row in zip(files, probs):
-        if not np.isfinite(row).all():    # never a silent NaN row: the model or the features are broken
-            raise PredictError(f"{f}: the model in {model_dir} gives non-finite probabilities; check the model")
-    return [(f, {lab: float(p) for lab, p in zip(labels, row)}) for f, row in zip(files, probs)]
+    for f, row, vals in zip(files, probs, values):
+        if not np.isfinite(row).all() or not np.isfinite(vals).all():  # never a silent NaN row: a broken model
+            raise PredictError(f"{f}: the model in {model_dir} gives non-finite "
+                               f"{'values' if dims and not labels else 'probabilities'}; check the model")
+    return [(f, {**{lab: float(p) for lab, p in zip(labels, row)}, **{d: float(v) for d, v in zip(dims, vals)}})
+            for f, row, vals in zip(files, probs, values)]
+
+
+def model_dimensions(model_dir: str | Path) -> list[str]:
+    """The emotion dimensions a model directory regresses (`ser finetune --target`), read from its
+    config.json without loading it; [] for classifiers and saved probes. In `predict`'s rows they are
+    keys beside the class probabilities, their values on [-1, 1]."""
+    from classifiers.heads import is_classifier_dir
+
+    if not is_classifier_dir(model_dir):
+        return []
+    try:
+        return list(json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("dimensions") or [])
+    except (OSError, ValueError, AttributeError):
+        return []
 
 
 def prediction_records(rows: Sequence[tuple[str, dict[str, float]]], labels: Sequence[str],
-                       model: str | Path) -> list[dict]:
+                       model: str | Path, dims: Sequence[str] = ()) -> list[dict]:
     """`predict`'s rows as the records `ser predict` writes, in JSON and in CSV alike: `file`,
-    `predicted`, `p_<label>` per label (in `labels`' order), `model`."""
-    return [{"file": str(f), "predicted": max(p, key=p.get), **{f"p_{c}": float(p[c]) for c in labels},
+    `predicted`, `p_<label>` per label (in `labels`' order; none for a dimensions-only model), the
+    value of each dimension in `dims` (on [-1, 1]), `model`."""
+    return [{"file": str(f), **({"predicted": max(labels, key=p.get)} if labels else {}),
+             **{f"p_{c}": float(p[c]) for c in labels}, **{d: float(p[d]) for d in dims},
              "model": str(model)} for f, p in rows]
 
 
 def write_predictions_csv(path: str | Path, rows: Sequence[tuple[str, dict[str, float]]], labels: Sequence[str],
-                          model: str | Path) -> Path:
+                          model: str | Path, dims: Sequence[str] = ()) -> Path:
     """`predict`'s rows as CSV (`prediction_records`' fields: file, predicted, p_<label> per label,
-    model), written whole or not at all.
+    <dim> per dimension, model), written whole or not at all.
 
     Check `path` with `featstore.outputs.check_output` before predicting; this writes it.
     """
@@ -366,8 +388,8 @@ def write_predictions_csv(path: str | Path, rows: Sequence[tuple[str, dict[str, 
 
     buf = io.StringIO(newline="")
     w = csv.writer(buf)
-    w.writerow(["file", "predicted", *[f"p_{c}" for c in labels], "model"])
-    for r in prediction_records(rows, labels, model):
+    w.writerow(["file", *(["predicted"] if labels else []), *[f"p_{c}" for c in labels], *dims, "model"])
+    for r in prediction_records(rows, labels, model, dims):
         w.writerow([repr(v) if isinstance(v, float) else v for v in r.values()])
     return write_text(path, buf.getvalue())
 
@@ -377,10 +399,23 @@ def _order_by_length(waves: list[np.ndarray], batch_size: int) -> list[list[int]
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-@torch.inference_mode()
 def _predict_finetuned(files: list[str], model_dir: Path, batch_size: int, device: torch.device,
                        backbone: str | Path | None = None):
-    """(labels, probabilities `(N, C)`) of a fine-tuned model directory; an adapter export loads its
+    """(labels, probabilities `(N, C)`) of a fine-tuned model directory's classes (`_finetuned_outputs`);
+    a dimensions-only model (`ser finetune --target` without --multitask) has none: PredictError."""
+    labels, probs, dims, _ = _finetuned_outputs(files, model_dir, batch_size, device, backbone=backbone)
+    if not labels:
+        raise PredictError(f"{model_dir} regresses {', '.join(dims)} and has no emotion classes to score; "
+                           f"scoring its dimensions on a corpus (CCC per dimension) is not built yet: see "
+                           f"<fold>/predictions.csv and finetune.json of its run, or `ser predict` for the values")
+    return labels, probs
+
+
+@torch.inference_mode()
+def _finetuned_outputs(files: list[str], model_dir: Path, batch_size: int, device: torch.device,
+                       backbone: str | Path | None = None):
+    """(labels, probabilities `(N, C)`, dimensions, values `(N, T)` on [-1, 1]) of a fine-tuned model
+    directory (C = 0 for a dimensions-only model, T = 0 for a classifier); an adapter export loads its
     base (recorded, found by its weights hash, or `backbone`) and refuses one with other weights.
 
     The inputs are the model's own, as in training (`classifiers.finetune.clip_inputs`): normalised
@@ -401,11 +436,16 @@ def _predict_finetuned(files: list[str], model_dir: Path, batch_size: int, devic
         warnings.warn(f"{len(long)} file(s) longer than the model's {window / sr:g} s window (e.g. {long[0]}): each "
                       f"is judged on its first {window / sr:g} s", SerWarning, stacklevel=3)
     probs = np.zeros((len(files), len(model.labels)))
+    values = np.zeros((len(files), len(model.dimensions)))
     for rows in _order_by_length(waves, batch_size):
         batch = collate([clip_inputs(waves[i], front) for i in rows])
         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-        probs[rows] = softmax(logits.double().cpu().numpy())
-    return model.labels, probs
+        classes, dims = model.split_outputs(logits.double().cpu().numpy())
+        if classes is not None:
+            probs[rows] = softmax(classes)
+        if dims is not None:
+            values[rows] = dims
+    return model.labels, probs, model.dimensions, values
 
 
 def probe_features(files: Sequence[str | Path], probe: SavedProbe, *, batch_size: int = 8,
