@@ -1360,16 +1360,28 @@ def finetune(
     name = "+".join([corpus] + extra)
     out = out or default_run_dir(name, prot, config)
     res = run_finetune(utts, folds_, config, out_dir=out, protocol=prot)
-    t = _table("fold", "test utterances", "WA", "UAR", "macro-F1", title=f"fine-tuned {model} on {name} ({prot}): "
-                                                                          f"each test fold")
+    dims = config.dims
+    cols = (["WA", "UAR", "macro-F1"] if res.labels else []) + [f"CCC {d}" for d in dims] + (["mean CCC"] if dims else [])
+    keys = (["wa", "uar", "macro_f1"] if res.labels else []) + [f"ccc_{d}" for d in dims] + (["ccc"] if dims else [])
+    t = _table("fold", "test utterances", *cols, title=f"fine-tuned {model} on {name} ({prot}"
+                                                      + (f", target {config.target}" if dims else "") + "): each test fold")
     for f in res.folds:
-        t.add_row(str(f.fold), str(f.n_test), *[f"{f.metrics[k]:.3f}" for k in ("wa", "uar", "macro_f1")])
+        t.add_row(str(f.fold), str(f.n_test), *[f"{f.metrics[k]:.3f}" for k in keys])
     console.print(t)
     from classifiers.finetune import to_probe_results
     from classifiers.results import summary_table
 
-    if res.folds:
+    if res.folds and res.labels:
         console.print(summary_table(to_probe_results(res), title=f"fine-tuned {model} ({prot})"))
+    if res.folds and dims:
+        t = _table("dimension", "CCC pooled over folds [95% CI]", "Pearson r", "RMSE", "CCC folds mean ± std",
+                   title=f"fine-tuned {model} ({prot}), target {config.target}: test predictions of every fold "
+                         f"(ratings on [-1, 1]; CI: jackknife-t over test speakers)")
+        for d, r in res.dimension_summary().items():
+            ci = f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r["ci_low"] is not None else " (no CI)"
+            t.add_row(d, f"{r['ccc']:.3f}{ci}", f"{r['pearson']:.3f}", f"{r['rmse']:.3f}",
+                      f"{r['ccc_folds_mean']:.3f} ± {r['ccc_folds_std']:.3f}")
+        console.print(t)
     for f in res.folds:
         if f.restricted:
             console.print(f"{f.fold}: trained classes {', '.join(f.training_only)} are not declared by the test "
@@ -1393,14 +1405,17 @@ def predict(
     files: list[Path] = typer.Argument(..., help="Audio files."),
     model: Path = typer.Option(..., "--model", "-m", help="A fine-tuned model directory or a saved probe."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table (the CSV's fields: file, "
-                                 "predicted, p_<class> per class, model)."),
+                                 "predicted, p_<class> per class, the value per dimension of a --target model, "
+                                 "model)."),
     out: Path | None = typer.Option(None, "--out", "-o",
-                                    help="Also write a CSV: file, predicted, p_<class> per class, model."),
+                                    help="Also write a CSV: file, predicted, p_<class> per class, <dimension> values "
+                                         "(a --target model), model."),
     device: str | None = DEVICE_OPT,
     backbone: Path | None = BACKBONE_OPT,
     threads: int | None = THREADS_OPT,
 ):
-    """Emotion probabilities per file, from a fine-tuned model or a saved probe.
+    """Emotion probabilities per file, from a fine-tuned model or a saved probe; a model fine-tuned with
+    --target prints its arousal / valence / dominance values on [-1, 1] (beside the classes' with --multitask).
 
     Example: ser predict clip1.wav clip2.wav --model runs/finetune-ravdess-.../luna-0/model --out preds.csv
     """
@@ -1414,28 +1429,32 @@ def predict(
 
     if out is not None:
         check_output(out)                              # a directory or /proc fails before the model loads
+    from classifiers.predict import model_dimensions
+
     rows = run_predict(files, model, device=device, backbone=backbone)
-    labels = list(rows[0][1]) if rows else []
+    dims = model_dimensions(model)       # a --target model's values, on [-1, 1]
+    labels = [k for k in rows[0][1] if k not in dims] if rows else []
     if out is not None:
-        _write_predictions_csv(out, rows, labels, model)
-    if as_json:       # the CSV's fields: file, predicted, p_<class> per class, model
+        _write_predictions_csv(out, rows, labels, model, dims)
+    if as_json:       # the CSV's fields: file, predicted, p_<class> per class, <dimension> values, model
         from classifiers.predict import prediction_records
 
-        print(dumps(prediction_records(rows, labels, model), indent=1))
+        print(dumps(prediction_records(rows, labels, model, dims), indent=1))
         return
     # a table where it fits, else one `file: ...` block per file (classifiers.results.table): never cut
-    t = _table("file", "predicted", *labels)
+    t = _table("file", *(["predicted"] if labels else []), *labels, *dims,
+               title=f"{', '.join(dims)} on [-1, 1] (low to high)" if dims else "")
     for f, p in rows:
-        t.add_row(str(f), max(p, key=p.get), *[f"{p[k]:.3f}" for k in labels])
+        t.add_row(str(f), *([max(labels, key=p.get)] if labels else []), *[f"{p[k]:.3f}" for k in labels + dims])
     console.print(t)
     if out is not None:
         console.print(f"wrote {out}", highlight=False)
 
 
-def _write_predictions_csv(path: Path, rows: list, labels: list[str], model: Path) -> None:
+def _write_predictions_csv(path: Path, rows: list, labels: list[str], model: Path, dims: list[str] = ()) -> None:
     from classifiers.predict import write_predictions_csv
 
-    write_predictions_csv(path, rows, labels, model)
+    write_predictions_csv(path, rows, labels, model, dims)
 
 
 # ---------------------------------------------------------------------------------------------
