@@ -341,9 +341,10 @@ class _Writer:
         shape = (self.config["num_layers"], self.config["hidden_size"])
         if items:
             mean = np.stack([p.mean for p in items]).astype(np.float32, copy=False)
-            std = np.stack([p.m2 for p in items])
-            std /= np.array([p.count for p in items], dtype=std.dtype)[:, None, None]
-            std = np.sqrt(std, out=std).astype(np.float32, copy=False)
+            # each item in its own precision (float32 for one window, float64 for merged windows), never the
+            # part's: a stacked float64 item used to promote its part-mates, so a clip's std depended on
+            # which part it was flushed in, i.e. on timing
+            std = np.stack([np.sqrt(p.m2 / p.m2.dtype.type(p.count)).astype(np.float32, copy=False) for p in items])
         else:
             mean = std = np.zeros((0, *shape), np.float32)
         batch = Batch(
