@@ -1859,7 +1859,7 @@ def _study_dry_run(path, cells, spec, cache, model, device) -> None:
         console.print(f"task {p.task}: probe {state}", highlight=False, soft_wrap=True)
     local = [c for c in cells if c.kind != "probe" or c.dimensional]
     for c in local:
-        console.print(f"cell {c.index}: {c.kind} {c.describe()} (in this process)", highlight=False, soft_wrap=True)
+        console.print(f"cell {c.index} ({c.kind}): {c.describe()} (in this process)", highlight=False, soft_wrap=True)
     console.print(f"{len(extracts)} extraction task(s), {len(plans)} cell task(s)"
                   + (f", {len(local)} cell(s) of other kinds" if local else "")
                   + " (registered cells are skipped when run)", highlight=False)

@@ -291,8 +291,8 @@ def _score_table(results, cols) -> str:
 
 
 def dimensional_run(run: dict) -> bool:
-    """Whether `run` is a dimensional probe (`classifiers.dimensional`: scored by CCC, not UAR)."""
-    return run.get("kind") == "probe" and (run.get("config") or {}).get("target", "emotion") != "emotion"
+    """Whether `run` is a dimensional probe or matrix (`classifiers.dimensional`: scored by CCC, not UAR)."""
+    return run.get("kind") in ("probe", "matrix") and (run.get("config") or {}).get("target", "emotion") != "emotion"
 
 
 def _folder_link(run: dict) -> str:
@@ -325,6 +325,16 @@ def _dimensional_section(run: dict, result) -> str:
     names = list(result.meta.get("dimensions") or [])
     target = (run.get("config") or {}).get("target", "")
     parts = _run_head(run, result, f"{run.get('kind', 'probe')} ({target})")
+    if run.get("kind") == "matrix":           # a `DimensionalMatrix`: train → test cells at one layer
+        def ccc(r, n):
+            return f"{r[f'ccc_{n}_pooled']:.3f} [{r[f'ccc_{n}_ci_low']:.3f}, {r[f'ccc_{n}_ci_high']:.3f}]"
+
+        rows = [[html.escape(f"{a} → {b}"), *[ccc(result.cells[(a, b)], n) for n in names]]
+                for a in result.corpora for b in result.corpora]
+        parts.append(f"<h3>transfer matrix at layer {html.escape(str(result.meta.get('layer')))}: CCC pooled "
+                     f"[95% speaker CI] (diagonal: each corpus' own folds)</h3>")
+        parts.append(_table(["train → test", *[f"{n} CCC [95% CI]" for n in names]], rows, left=1))
+        return "\n".join(parts)
     body = []
     for n in names:
         b = result.best(n)
@@ -424,6 +434,8 @@ def _fold_run(section: str, results) -> str:
 
     m = re.match(r"\s*(<h2>.*?</h2>)\s*", section)
     head, body = (m.group(1), section[m.end():]) if m else ("<h2>run</h2>", section)
+    if not hasattr(results, "summary"):        # a dimensional matrix: its table says it all
+        return _folded(body, head)
     if not callable(getattr(results, "summary", None)):    # a dimensional run: its mean CCC
         best = results.best() if results.summary else None
         tail = "" if best is None or best.get("ccc_pooled") is None else (

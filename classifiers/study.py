@@ -444,7 +444,8 @@ def kind_keys(kind: str, *, dimensional: bool = False) -> list[str]:
     `FinetuneConfig` + `registry.finetune_config`, `evaluate_model`) less what the study decides
     (RUNTIME_KEYS), with `model`/`classifier` as the lists `models`/`classifiers` a cell multiplies over.
 
-    probe: `target` and `alpha` route a cell to the dimensional probe (`dimensional=True`: its keys only)."""
+    probe and matrix: `target` and `alpha` route a cell to the dimensional probe or matrix
+    (`registered_dimensional`, `registered_dimensional_matrix`; `dimensional=True`: its keys only)."""
     from classifiers.registry import check_kind
 
     check_kind(kind)
@@ -456,9 +457,11 @@ def kind_keys(kind: str, *, dimensional: bool = False) -> list[str]:
         else:
             keys = _signature(registered_probe) + _probe_params() + ["target", "alpha"]
     elif kind == "matrix":
+        from classifiers.dimensional import registered_dimensional_matrix
         from classifiers.probe import matrix_config
 
-        keys = _signature(matrix_config)
+        keys = _signature(registered_dimensional_matrix) if dimensional else _signature(matrix_config) + [
+            "target", "alpha"]
     elif kind == "neighbors":
         from classifiers.neighbors import registered_neighbors
 
@@ -499,13 +502,15 @@ class Cell:
 
     @property
     def dimensional(self) -> bool:
-        return self.kind == "probe" and str(self.options.get("target") or "emotion").lower() != "emotion"
+        """A dimensional probe or matrix (a `target` other than emotion: scored by CCC)."""
+        return self.kind in DIMENSIONAL_KINDS and str(self.options.get("target") or "emotion").lower() != "emotion"
 
     def describe(self) -> str:
         o = self.options
         model = self.model or "the default model"
         if self.kind == "matrix":
-            return f"matrix {self.classifier}, {model}: {' × '.join(o['corpora'])}, layer {o['layer']}"
+            target = f" ({o['target']})" if self.dimensional else ""
+            return f"matrix {self.classifier}{target}, {model}: {' × '.join(o['corpora'])}, layer {o['layer']}"
         if self.kind == "neighbors":
             return f"neighbors, {model}: {', '.join(o.get('corpora') or []) or 'every cached corpus'}"
         if self.kind == "finetune":
@@ -522,6 +527,9 @@ class Cell:
 
 #: a probe option at its default is left out of `params` (as `ser probe` leaves out a flag not given)
 PARAM_DEFAULTS = {"class_weight": None, "speaker_norm": False, "early_stopping": True}
+
+#: the kinds a `target` (arousal, valence, dominance, avd) makes dimensional
+DIMENSIONAL_KINDS = ("probe", "matrix")
 
 #: the [study] keys that are no cell's option
 STUDY_ONLY = ("name", "cache", "db", "report", "executor", "table", "formats")
@@ -598,7 +606,7 @@ def _read_cell(path: Path, n: int, raw: dict, head: dict) -> list[Cell]:
         raise StudyError(f"{path}: {where} has unknown key {bad[0]!r} (did you mean {_closest(bad[0], keys)!r}? a "
                          f"{kind} cell takes {', '.join(keys[1:])})")
     _check_types(path, where, raw)
-    dimensional = kind == "probe" and str(raw.get("target", head.get("target", "emotion"))).lower() != "emotion"
+    dimensional = kind in DIMENSIONAL_KINDS and str(raw.get("target", head.get("target", "emotion"))).lower() != "emotion"
     if dimensional:
         from classifiers.dimensional import target_dimensions
 
@@ -633,7 +641,7 @@ def _read_cell(path: Path, n: int, raw: dict, head: dict) -> list[Cell]:
     cells = []
     for m, c in itertools.product(models, classifiers):
         o = dict(options)
-        if kind in ("probe", "matrix"):
+        if kind in DIMENSIONAL_KINDS:
             c = c or "logreg"
             if dimensional and c == "logreg":
                 c = "ridge"                  # as `ser probe --target`: the default regressor
@@ -797,19 +805,19 @@ def registered_finetune(corpus: str, *, model: str, registry, train: Sequence[st
 
 
 def is_dimensional(run: dict) -> bool:
-    """Whether a registered run is a dimensional probe (`classifiers.dimensional`: scored by CCC)."""
-    return run.get("kind") == "probe" and (run.get("config") or {}).get("target", "emotion") != "emotion"
+    """Whether a registered run is a dimensional probe or matrix (`classifiers.dimensional`: scored by CCC)."""
+    return run.get("kind") in DIMENSIONAL_KINDS and (run.get("config") or {}).get("target", "emotion") != "emotion"
 
 
 def load_run(run: dict):
-    """A registered run's results read back: a `DimensionalRun` for a dimensional probe, else the
-    `ProbeResults` of `load_registered`."""
+    """A registered run's results read back: a `DimensionalRun` for a dimensional probe, a
+    `DimensionalMatrix` for a dimensional matrix, else the `ProbeResults` of `load_registered`."""
     if is_dimensional(run):
-        from classifiers.dimensional import read_dimensional
+        from classifiers.dimensional import read_dimensional, read_matrix
         from classifiers.results import ResultsError
 
         try:
-            return read_dimensional(run["out"])
+            return read_matrix(run["out"]) if run["kind"] == "matrix" else read_dimensional(run["out"])
         except (OSError, ValueError, KeyError) as e:
             raise ResultsError(f"run {run['id']}: its results in {run['out']} cannot be read ({e}); re-run its "
                                f"command: {run['command']}") from e
@@ -819,6 +827,11 @@ def load_run(run: dict):
 def headline(reg: Registered) -> str:
     """One line for a cell's run: its best pooled score and where ("best UAR 0.412 at layer 6",
     "best mean CCC 0.310 at layer 3")."""
+    if is_dimensional(reg.run) and reg.run["kind"] == "matrix":
+        m = reg.results
+        own = [m.cells[(c, c)].get("ccc_pooled") for c in m.corpora]
+        return (f"layer {m.meta.get('layer')}, mean CCC on each corpus' own folds "
+                + ", ".join("–" if v is None else f"{v:.3f}" for v in own))
     if is_dimensional(reg.run):
         best = reg.results.best()
         return f"best mean CCC {best['ccc_pooled']:.3f} at layer {best['layer']}"
@@ -842,6 +855,12 @@ def run_cell(cell: Cell, *, cache, registry, default_model: str, force: bool = F
               else list(o.get("corpora") or []))
     for c in needed:
         ensure_store(cache, model, c, device=device or "auto", progress=progress)
+    if cell.kind == "matrix" and cell.dimensional:
+        from classifiers.dimensional import registered_dimensional_matrix
+
+        run, m, reused = registered_dimensional_matrix(o.pop("corpora"), model=model, cache=cache,
+                                                       classifier=cell.classifier, **common, **o)
+        return Registered(run, m, reused=reused, files=list(m.files))
     if cell.kind == "matrix":
         from classifiers.probe import registered_matrix
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from tests.test_results import write_store
 from tests.test_runs import MODEL, toy_store
 
 runner = CliRunner()
+OTHER = "otherdims"     # a second corpus with dimensional labels, for the dimensional matrix
 
 
 def cli(*args, ok: bool = True):
@@ -65,6 +67,13 @@ layer = 1
 model = "{MODEL}"
 protocol = "speaker-kfold:4"
 
+[[cells]]                         # a dimensional matrix: CCC train → test at one layer
+kind = "matrix"
+target = "arousal"
+corpora = ["{DIMS}", "{OTHER}"]
+layer = 1
+model = "{DIMS_MODEL}"
+
 [[cells]]
 kind = "neighbors"
 corpora = ["ravdess"]
@@ -101,6 +110,9 @@ def study(tmp_path_factory):
     for i, c in enumerate(("ravdess", "emodb")):
         toy_store(cache, c, seed=i)
     write_store(cache, DIMS, *planted_dims())
+    X, utts = planted_dims(seed=2, n_speakers=6)
+    write_store(cache, OTHER, X, [replace(u, id=u.id.replace(DIMS, OTHER), corpus=OTHER,
+                                          speaker=u.speaker.replace(DIMS, OTHER)) for u in utts])
     probe_dir = fit_and_save_probe(tmp / "saved-probe", ["ravdess"], layer="1", stat="mean", model=MODEL, cache=cache,
                                    C=1.0)
     tiny = build_tiny_model(tmp / "tiny", "group")
@@ -124,14 +136,17 @@ def study(tmp_path_factory):
 
 def test_every_kind_runs_and_is_registered(study):
     runs = study["runs"]
-    assert sorted({r["kind"] for r in runs}) == sorted(KINDS) and len(runs) == 6
-    assert flat(study["first"].output).count(": ran, run") == 6
+    assert sorted({r["kind"] for r in runs}) == sorted(KINDS) and len(runs) == 7
+    assert flat(study["first"].output).count(": ran, run") == 7
     listed = flat(cli("results", "ls", "--db", study["db"]).output)
     for r in runs:
         assert re.search(rf"{r['id']} \S+ \S+ {r['kind']} ", listed), listed
     by_kind = {r["kind"]: r for r in runs}
-    dims = next(r for r in runs if r["config"].get("target") == "arousal")
+    dims = next(r for r in runs if r["config"].get("target") == "arousal" and r["kind"] == "probe")
+    dims_matrix = next(r for r in runs if r["config"].get("target") == "arousal" and r["kind"] == "matrix")
+    assert dims_matrix["config"]["corpora"] == [DIMS, OTHER] and dims_matrix["config"]["classifier"] == "ridge"
     assert dims["config"]["classifier"] == "ridge" and dims["config"]["alpha"] is None   # [study] C not applied
+    by_kind["matrix"] = next(r for r in runs if r["kind"] == "matrix" and "target" not in r["config"])
     assert by_kind["matrix"]["config"]["C"] == 1.0 and by_kind["matrix"]["config"]["corpora"] == ["ravdess", "emodb"]
     assert by_kind["finetune"]["config"]["max_steps"] == 1 and by_kind["finetune"]["config"]["protocol"] == "luna5"
     assert Path(by_kind["evaluate"]["config"]["model_dir"]) == study["probe_dir"].resolve()
@@ -150,11 +165,12 @@ def test_a_missing_store_is_extracted_from_the_configured_root(study):
 def test_one_report_holds_every_kind(study):
     page = (study["tmp"] / "results" / "study-kinds.html").read_text(encoding="utf-8")
     for r in study["runs"]:
-        kind = "probe (arousal)" if r["config"].get("target") == "arousal" else r["kind"]
+        kind = f"{r['kind']} (arousal)" if r["config"].get("target") == "arousal" else r["kind"]
         assert f"run {r['id']} — {kind}," in page
         assert f'href="{Path(r["out"]).resolve().as_uri()}"' in page          # a link to its folder
     assert "CCC pooled [95% speaker CI]" in page                              # the dimensional headline
     assert "transfer matrix: UAR pooled [95% speaker CI]" in page             # the matrix's table
+    assert f"{DIMS} → {OTHER}" in page and "transfer matrix at layer 1: CCC pooled" in page   # the dimensional one
     # the paper table holds the emotion probe only, and the study still writes it
     table = (study["tmp"] / "results" / "study-kinds.md").read_text(encoding="utf-8")
     assert "ravdess" in table and "emodb" not in table
@@ -162,7 +178,7 @@ def test_one_report_holds_every_kind(study):
 
 def test_a_second_run_re_uses_every_registered_run(study):
     again = flat(study["again"].output)
-    assert again.count("registered already") == 6 and ": ran, run" not in again
+    assert again.count("registered already") == 7 and ": ran, run" not in again
     assert [r["id"] for r in Registry(study["db"]).runs()] == [r["id"] for r in study["runs"]]
 
 
@@ -178,13 +194,13 @@ def test_cells_printed_by_results_show_re_create_their_runs(study):
     for r in study["runs"]:
         out = cli("results", "show", r["id"], "--db", study["db"]).output
         text += out[out.index("[[cells]]"):] + "\n"
-    assert len(tomllib.loads(text)["cells"]) == 6
+    assert len(tomllib.loads(text)["cells"]) == 7
     path = study["tmp"] / "shown.toml"
     path.write_text(f'[study]\nname = "shown"\ncache = "{study["cache"]}"\ndb = "{study["db"]}"\n' + text,
                     encoding="utf-8")
     out = flat(cli("study", "run", path, "--device", "cpu").output)
-    assert out.count("registered already") == 6, out
-    assert len(Registry(study["db"]).runs()) == 6
+    assert out.count("registered already") == 7, out
+    assert len(Registry(study["db"]).runs()) == 7
 
 
 def test_db_option_wins_over_the_study_file(study, tmp_path):
@@ -245,5 +261,5 @@ def test_a_failing_cell_is_named_and_the_cells_before_it_stay_registered(study, 
 
 def test_dry_run_lists_the_cells_of_other_kinds(study):
     out = flat(cli("study", "run", study["path"], "--dry-run").output)
-    assert "1 cell task(s), 5 cell(s) of other kinds" in out, out
-    assert "cell 3: matrix matrix logreg, toy/model: ravdess × emodb, layer 1 (in this process)" in out
+    assert "1 cell task(s), 6 cell(s) of other kinds" in out, out
+    assert "cell 3 (matrix): matrix logreg, toy/model: ravdess × emodb, layer 1 (in this process)" in out
