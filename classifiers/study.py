@@ -624,6 +624,8 @@ def _read_cell(path: Path, n: int, raw: dict, head: dict) -> list[Cell]:
                          f"\"valence\", \"dominance\" or \"avd\"); the emotion probe's penalty is C")
     merged = {**{k: v for k, v in head.items() if k in keys and k not in STUDY_ONLY}, **raw}
     merged.pop("kind", None)
+    if not dimensional:
+        merged.pop("target", None)       # target = "emotion": the categorical run, which has no target option
     for single, plural in MULTIPLIERS.items():
         if single in raw and plural in raw:
             raise StudyError(f"{path}: {where} gives both {single} and {plural}; keep one")

@@ -263,3 +263,19 @@ def test_dry_run_lists_the_cells_of_other_kinds(study):
     out = flat(cli("study", "run", study["path"], "--dry-run").output)
     assert "1 cell task(s), 6 cell(s) of other kinds" in out, out
     assert "cell 3 (matrix): matrix logreg, toy/model: ravdess × emodb, layer 1 (in this process)" in out
+
+
+def test_target_emotion_is_the_categorical_probe_and_study_defaults_reach_only_their_kinds(tmp_path):
+    from classifiers.study import read_study
+
+    path = tmp_path / "s.toml"
+    path.write_text('[study]\nseeds = 3\nk = 5\nepochs = 2.0\nlayers = "1"\n'
+                    '[[cells]]\ncorpus = "ravdess"\ntarget = "emotion"\n'
+                    '[[cells]]\nkind = "neighbors"\ncorpora = "ravdess,emodb"\n'
+                    '[[cells]]\nkind = "finetune"\ncorpus = "ravdess"\ntrain = "ravdess,emodb"\n'
+                    '[[cells]]\ncorpus = "ravdess"\ntarget = "valence"\n', encoding="utf-8")
+    _, (probe, nb, ft, dims) = read_study(path)
+    assert "target" not in probe.options and probe.options["seeds"] == 3 and probe.classifier == "logreg"
+    assert nb.options == dict(corpora=["ravdess", "emodb"], k=5, layers="1")       # no seeds, no epochs
+    assert ft.options == dict(corpus="ravdess", train=["emodb"], epochs=2.0)          # train: the extra corpora
+    assert dims.dimensional and dims.classifier == "ridge" and "seeds" not in dims.options
