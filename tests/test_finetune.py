@@ -392,7 +392,7 @@ def test_plan_of_an_older_run_directory_is_still_recognised():
            "grad_accum": 1, "val_fraction": 0.1, "val_speakers": None, "max_duration": None, "warmup": 0.1,
            "weight_decay": 0.0, "dropout": 0.1, "report_to": "none", "num_workers": 0, "logging_steps": None,
            "fold": "luna-0", "fold_digest": "abc"}
-    assert set(new) - set(old) == {"device", "ctc_model", "adapter"}  # fields added since; their defaults match
+    assert set(new) - set(old) == {"device", "ctc_model", "adapter", "target", "multitask"}  # added since; defaults match
     assert plan_changes(old, new) == [] and plan_changes(old, new, allowed=RESUMABLE_CHANGES) == []
     assert plan_changes({**old, "epochs": 3}, new, allowed=RESUMABLE_CHANGES) == []
     assert plan_changes({**old, "lr": 1e-3}, new, allowed=RESUMABLE_CHANGES) == ["lr"]

@@ -1,0 +1,256 @@
+"""Fine-tuning on emotion dimensions (issue 25, item 5): `ser finetune --target avd` regresses arousal,
+valence and dominance with the CCC loss, selects its checkpoint by the validation speakers' mean CCC,
+writes true/predicted values and CCC with speaker CIs, exports a model `ser predict` reads; `--multitask`
+trains the classes beside. A tiny random wav2vec2 on a synthetic MSP-Podcast tree (planted ratings)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from classifiers.finetune import FinetuneConfig, FinetuneError, finetune
+from classifiers.heads import EmotionClassifier, build_classifier, masked_ccc_loss
+from classifiers.regression import ccc, ccc_interval
+from featstore.corpora import get_corpus
+from featstore.folds import make_folds
+from featstore.synth import synthesize
+from tests.helpers import build_tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+DIMS = ["arousal", "valence", "dominance"]
+FAST = ["--epochs", "2", "--lr", "3e-3", "--batch-size", "8", "--freeze", "none", "--fold", "0", "--no-progress",
+        "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ftdims")
+    model = build_tiny_model(root / "tiny", "group")
+    synthesize("msppodcast", root / "msp", n=64, max_duration=0.5, sample_rate=16000)
+    utterances = get_corpus("msppodcast").load(root / "msp").utterances
+    return root, model, utterances
+
+
+@pytest.fixture(scope="module")
+def cli_run(corpus):
+    """`ser finetune --target avd`, 2 epochs, through the CLI (registered in its own registry)."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    root, model, _ = corpus
+    out, db = root / "run", root / "ser.db"
+    res = CliRunner().invoke(app, ["finetune", "--corpus", "msppodcast", "--root", str(root / "msp"), "--model",
+                                   str(model), "--target", "avd", *FAST, "--out", str(out), "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    return out, db, res.output
+
+
+def _fold_dir(out: Path) -> Path:
+    [fold] = [p for p in out.iterdir() if (p / "fold_result.json").is_file()]
+    return fold
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_avd_run_writes_predictions_whose_ccc_is_the_fold_score(cli_run):
+    out, db, output = cli_run
+    fold = _fold_dir(out)
+    rows = _read_csv(fold / "predictions.csv")
+    assert list(rows[0]) == ["id", "corpus", "speaker", "label", "true_arousal", "pred_arousal", "true_valence",
+                             "pred_valence", "true_dominance", "pred_dominance"]   # no class columns: no classes
+    result = json.loads((fold / "fold_result.json").read_text())["result"]
+    assert result["dimensions"] == DIMS and result["n_test"] == len(rows)
+    for d in DIMS:
+        y = np.array([float(r[f"true_{d}"]) for r in rows])
+        p = np.array([float(r[f"pred_{d}"]) for r in rows])
+        assert np.all(np.abs(y) <= 1)                  # ratings mapped onto [-1, 1]
+        assert result["metrics"][f"ccc_{d}"] == pytest.approx(ccc(y, p), abs=1e-6)
+    assert result["metrics"]["ccc"] == pytest.approx(np.mean([result["metrics"][f"ccc_{d}"] for d in DIMS]))
+    # the run's summary: each dimension's CCC pooled over the folds with its speaker jackknife interval
+    data = json.loads((out / "finetune.json").read_text())
+    assert data["meta"]["target"] == "avd" and data["meta"]["dimensions"] == DIMS
+    speakers = [r["speaker"] for r in rows]
+    for row in data["summary"]:
+        d = row["dimension"]
+        y = np.array([[float(r[f"true_{d}"])] for r in rows])
+        p = np.array([[float(r[f"pred_{d}"])] for r in rows])
+        iv = ccc_interval(y, p, speakers)
+        assert row["ccc"] == pytest.approx(iv.value) and row["ci_low"] == pytest.approx(iv.low)
+    assert [r["dimension"] for r in data["summary"]] == DIMS
+    [record] = data["records"]
+    assert record["ccc_valence"] == result["metrics"]["ccc_valence"] and "uar" not in record
+    # the registry holds the dimensional metrics (ser results lists them)
+    from classifiers.registry import Registry
+
+    registry = Registry(db)
+    [run] = registry.runs()
+    metrics = {s["metric"]: s["value"] for s in registry.scores(run["id"])}
+    assert metrics["ccc_arousal"] == pytest.approx(result["metrics"]["ccc_arousal"]) and "ccc" in metrics
+    assert "target avd" in output and "CCC arousal" in output
+    card = (fold / "model" / "README.md").read_text()
+    assert "Target: avd" in card and "| CCC valence |" in card
+
+
+def test_best_checkpoint_is_chosen_by_validation_ccc(cli_run):
+    out, _, _ = cli_run
+    fold = _fold_dir(out)
+    result = json.loads((fold / "fold_result.json").read_text())["result"]
+    evals = [(h["step"], h["eval_ccc"]) for h in result["log_history"] if "eval_ccc" in h]
+    assert len(evals) == 2 and all("eval_uar" not in h for h in result["log_history"])
+    step, best = max(evals, key=lambda e: e[1])
+    assert result["best_val_ccc"] == pytest.approx(best) and result["best_val_uar"] is None
+    assert result["best_checkpoint"].endswith(f"checkpoint-{step}")
+    # the exported model is that checkpoint's
+    saved = EmotionClassifier.from_pretrained(fold / "model").state_dict()
+    chosen = EmotionClassifier.from_pretrained(result["best_checkpoint"]).state_dict()
+    assert all(torch.equal(saved[k], chosen[k]) for k in saved)
+
+
+def test_ccc_loss_is_one_minus_ccc_per_output():
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(16, 3, generator=g), torch.randn(16, 3, generator=g)
+
+    def lin(y, p):     # Lin (1989), population moments, written out
+        my, mp = y.mean(), p.mean()
+        return 2 * ((y - my) * (p - mp)).mean() / (((y - my) ** 2).mean() + ((p - mp) ** 2).mean() + (my - mp) ** 2)
+
+    expected = np.mean([1 - lin(target[:, t].double().numpy(), pred[:, t].double().numpy()) for t in range(3)])
+    assert float(masked_ccc_loss(pred, target)) == pytest.approx(expected, abs=1e-5)
+    assert expected == pytest.approx(np.mean(1 - ccc(target.numpy(), pred.numpy())), abs=1e-6)
+    # unrated rows (NaN) are left out of their dimension's term only
+    holed = target.clone()
+    holed[:5, 1] = float("nan")
+    per = [1 - lin(target[:, 0].numpy(), pred[:, 0].numpy()), 1 - lin(target[5:, 1].numpy(), pred[5:, 1].numpy()),
+           1 - lin(target[:, 2].numpy(), pred[:, 2].numpy())]
+    assert float(masked_ccc_loss(pred, holed)) == pytest.approx(np.mean(per), abs=1e-5)
+    # perfect predictions: loss 0; anti-correlated (negated, same spread): loss 2
+    assert float(masked_ccc_loss(target, target)) == pytest.approx(0, abs=1e-6)
+    centred = target - target.mean(0)
+    assert float(masked_ccc_loss(-centred, centred)) == pytest.approx(2, abs=1e-5)
+
+
+def test_multitask_loss_weights_cross_entropy_and_ccc(corpus):
+    _, model, _ = corpus
+    clf = build_classifier(str(model), ["sad", "happy"], dimensions=DIMS, multitask=0.25, freeze="none").eval()
+    x = torch.randn(4, 8000, generator=torch.Generator().manual_seed(1))
+    labels, dims = torch.tensor([0, 1, 1, 0]), torch.rand(4, 3, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    with torch.no_grad():
+        out = clf(x, labels=labels, dimensions=dims)
+    classes, values = clf.split_outputs(out.logits)
+    assert classes.shape == (4, 2) and values.shape == (4, 3)
+    expected = 0.75 * torch.nn.functional.cross_entropy(classes, labels) + 0.25 * masked_ccc_loss(values, dims)
+    assert float(out.loss) == pytest.approx(float(expected), abs=1e-6)
+
+
+def test_predict_prints_the_models_values(cli_run, corpus, tmp_path):
+    from typer.testing import CliRunner
+
+    from classifiers.finetune import clip_inputs, collate
+    from cli import app
+    from featstore.audio import load_audio
+    from featstore.backbone import normalize_waveform
+
+    out, _, _ = cli_run
+    _, _, utterances = corpus
+    model_dir = _fold_dir(out) / "model"
+    clips = [u.path for u in utterances[:3]]
+    res = CliRunner().invoke(app, ["predict", *clips, "--model", str(model_dir), "--json", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    records = json.loads(res.output)
+    model = EmotionClassifier.from_pretrained(model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["dimensions"] == DIMS and config["dimension_scale"] == [-1.0, 1.0] and config["labels"] == []
+    for clip, rec in zip(clips, records):
+        wave = normalize_waveform(load_audio(clip, 16000))
+        with torch.no_grad():
+            _, values = model.split_outputs(model(**collate([clip_inputs(wave)])).logits)
+        assert [rec[d] for d in DIMS] == pytest.approx(values[0].tolist(), abs=1e-5)
+        assert "predicted" not in rec and not any(k.startswith("p_") for k in rec)
+    csv_out = tmp_path / "preds.csv"
+    res = CliRunner().invoke(app, ["predict", *clips, "--model", str(model_dir), "--out", str(csv_out),
+                                   "--device", "cpu"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert all(d in res.output for d in DIMS)
+    rows = _read_csv(csv_out)
+    assert list(rows[0]) == ["file", *DIMS, "model"]
+    assert float(rows[0]["valence"]) == pytest.approx(records[0]["valence"])
+    # scoring a dimensions-only model on a corpus is not built: one line
+    res = CliRunner().invoke(app, ["evaluate", "--model", str(model_dir), "--corpus", "msppodcast", "--root",
+                                   str(Path(clips[0]).parent.parent), "--device", "cpu", "--out",
+                                   str(tmp_path / "ev")])
+    assert res.exit_code != 0 and "Traceback" not in res.output and "no emotion classes" in res.output
+
+
+def test_resume_with_another_target_is_refused(cli_run, corpus, tmp_path):
+    out, _, _ = cli_run
+    root, model, utterances = corpus
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    fold = _fold_dir(copy)
+    shutil.rmtree(fold / "model")                      # unfinished: checkpoints only
+    (fold / "fold_result.json").unlink()
+    config = FinetuneConfig(model=str(model), target="arousal", epochs=2, lr=3e-3, batch_size=8, freeze="none",
+                            fold=0, progress=False, device="cpu")
+    with pytest.raises(FinetuneError) as e:
+        finetune(utterances, "official", config, out_dir=copy)
+    assert "target: 'avd' -> 'arousal'" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_target_on_a_corpus_without_dimensions_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    synthesize("ravdess", tmp_path / "ravdess", n=16, max_duration=0.3, sample_rate=16000)
+    build_tiny_model(tmp_path / "tiny", "group")
+    res = CliRunner().invoke(app, ["finetune", "--corpus", "ravdess", "--root", str(tmp_path / "ravdess"), "--model",
+                                   str(tmp_path / "tiny"), "--target", "avd", "--device", "cpu", "--out",
+                                   str(tmp_path / "run")])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    [line] = [ln for ln in res.output.splitlines() if ln.startswith("error:")]    # beside the tiny tree's warning
+    assert "--target avd" in line and "ravdess" in line and "arousal/valence/dominance" in line
+
+
+@pytest.mark.parametrize("settings, fragment", [
+    (dict(target="pleasure"), "--target 'pleasure': choose one of emotion, arousal"),
+    (dict(multitask=0.5), "--multitask 0.5: weights a CCC loss"),
+    (dict(target="avd", multitask=1.0), "--multitask 1.0: must lie in [0, 1)"),
+    (dict(target="valence", labels="sad,happy"), "without --multitask learns the dimensions only"),
+])
+def test_settings_that_make_no_sense_are_refused(settings, fragment):
+    with pytest.raises(FinetuneError) as e:
+        FinetuneConfig(model="m", **settings)
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+def test_multitask_trains_both_heads(corpus, tmp_path):
+    root, model, utterances = corpus
+    config = FinetuneConfig(model=str(model), target="avd", multitask=0.5, epochs=1, lr=3e-3, batch_size=8,
+                            freeze="none", fold=0, progress=False, device="cpu")
+    run = finetune(utterances, make_folds(utterances, "official"), config, out_dir=tmp_path / "mt")
+    [f] = run.folds
+    assert run.labels and f.metrics.keys() >= {"uar", "wa", "macro_f1", "ccc", "ccc_arousal", "rmse_dominance"}
+    rows = _read_csv(Path(f.model_dir).parent / "predictions.csv")
+    assert {"prediction", f"p_{run.labels[0]}", "true_arousal", "pred_dominance"} <= set(rows[0])
+    before = build_classifier(str(model), run.labels, dimensions=DIMS, multitask=0.5, freeze="none",
+                              seed=0).classifier.weight.detach()
+    after = EmotionClassifier.from_pretrained(f.model_dir)
+    assert after.labels == run.labels and after.dimensions == DIMS and after.config.multitask == 0.5
+    w = after.classifier.weight.detach()
+    c = len(run.labels)
+    assert not torch.allclose(w[:c], before[:c]) and not torch.allclose(w[c:], before[c:])   # both heads learnt
+    from classifiers.finetune import to_probe_results
+
+    [record] = to_probe_results(run).records
+    assert record["uar"] == f.metrics["uar"] and record["ccc_valence"] == f.metrics["ccc_valence"]
