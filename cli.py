@@ -1901,7 +1901,16 @@ def evaluate(
     res = evaluate_model(model_dir, corpus, cache=_cache(cache), root=root, fold=fold, protocol=protocol, maps=maps,
                          drop=drop or [], out=out, device=dev, registry=Registry(_db(db)), command=_command(),
                          backbone=backbone, force=force)
-    _print_evaluation(res, corpus)
+    if res.dimensions is not None:       # a model fine-tuned on emotion dimensions: CCC per dimension
+        t = _table("dimension", "CCC [95% CI]", "Pearson r", "RMSE", "utterances", "speakers",
+                   title=f"{model_dir} scored on {corpus} (ratings on [-1, 1]; CI: jackknife-t over speakers)")
+        for d, r in res.dimensions.items():
+            ci = f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r.get("ci_low") is not None else " (no CI)"
+            t.add_row(d, f"{r['ccc']:.3f}{ci}", f"{r['pearson']:.3f}", f"{r['rmse']:.3f}", str(r["n"]),
+                      str(r["n_speakers"]))
+        console.print(t)
+    else:
+        _print_evaluation(res, corpus)
     if res.training_only:
         console.print(f"trained classes the test corpus lacks (never true; excluded from predictions under shared): "
                       f"{', '.join(res.training_only)}", highlight=False)

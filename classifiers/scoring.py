@@ -92,6 +92,9 @@ class Evaluation:
     run_id: str = ""
     results: object = None            # the `ProbeResults` written (its summary(): the headline per policy)
     reused: dict | None = None        # the registry row of an identical earlier run shown instead of computing
+    # a model fine-tuned on emotion dimensions (`ser finetune --target`, no classes): dim -> CCC with its
+    # speaker CI, Pearson r, RMSE (`classifiers.finetune.dimension_intervals`); `scores` is then empty
+    dimensions: dict | None = None
 
 
 def _features(model_dir: Path, corpus: str, cache, root, device: str, backbone=None):
@@ -211,6 +214,11 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
     model_kind(model_dir)                   # a missing or foreign folder is one line before anything is read
     config = dict(model_dir=str(model_dir.resolve()), model_sha256=model_digest(model_dir), corpus=corpus, fold=fold,
                   protocol=protocol, maps=maps, drop=sorted(dict.fromkeys(drop)))
+    dims = _dimensions_only(model_dir)
+    if dims:
+        return _evaluate_dimensions(model_dir, dims, corpus, config, root=root, fold=fold, protocol=protocol,
+                                    maps=maps, drop=drop, out=out, device=device, registry=registry, command=command,
+                                    backbone=backbone, force=force)
     if registry is not None and not force:
         from classifiers.study import load_registered, registered_files
 
@@ -296,6 +304,98 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
     if registry is not None:
         result.run_id = registry.register(kind="evaluate", config=config, stores=stores, results=results,
                                           command=command, out=out, predictions=pred_path)
+    return result
+
+
+def _dimensions_only(model_dir: Path) -> list[str]:
+    """The dimensions of a fine-tuned model that regresses dimensions and has no classes, else []."""
+    import json
+
+    from classifiers.predict import model_dimensions
+
+    dims = model_dimensions(model_dir)
+    if not dims:
+        return []
+    labels = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("labels")
+    return [] if labels else dims
+
+
+def _evaluate_dimensions(model_dir: Path, dims: list[str], corpus: str, config: dict, *, root, fold, protocol,
+                         maps, drop, out, device, registry, command, backbone, force) -> Evaluation:
+    """`evaluate_model` of a model fine-tuned on emotion dimensions: its values on every rated utterance of
+    `corpus` (or `fold`'s test speakers) against the ratings mapped onto [-1, 1]
+    (`featstore.corpora.base.dimension_array`), CCC per dimension with its jackknife-t interval over
+    speakers, Pearson r and RMSE. Writes evaluate.json (meta, summary: one row per dimension, records),
+    evaluate.csv and evaluate_predictions.csv (id, speaker, true_<dim>, pred_<dim>); registers kind
+    "evaluate" with ccc_<dim> metrics. --map / --drop relabel classes: refused here in one line."""
+    import json
+
+    from classifiers.finetune import _csv_rows, dimension_intervals, dimension_scores
+    from classifiers.predict import _finetuned_outputs
+    from classifiers.results import check_out, settings_tag
+    from featstore import serialize
+    from featstore.backbone import model_slug
+    from featstore.corpora.base import dimension_array
+    from featstore.device import resolve_device
+    from featstore.folds import make_folds, standard_protocol
+    from featstore.outputs import write_text
+
+    if maps or drop:
+        raise EvaluateError(f"--map / --drop relabel classes; {model_dir} regresses {', '.join(dims)} and has no "
+                            f"classes: leave them out")
+    stores = _stores(model_dir, corpus, None, root, backbone)
+    if registry is not None and not force:
+        found = registry.find("evaluate", config, stores)
+        if found is not None and (Path(found["out"]) / "evaluate.json").is_file():
+            data = json.loads((Path(found["out"]) / "evaluate.json").read_text(encoding="utf-8"))
+            return Evaluation({}, [], {}, files=sorted(p for p in Path(found["out"]).iterdir() if p.is_file()),
+                              run_id=found["id"], reused=found,
+                              dimensions={r["dimension"]: r for r in data.get("summary", [])})
+    utts = _manifest(corpus, root)
+    rows = np.arange(len(utts))
+    if fold:
+        folds = {f.name: f for f in make_folds(utts, protocol or standard_protocol(corpus))}
+        if fold not in folds:
+            raise EvaluateError(f"no fold {fold!r} in {corpus}'s {protocol or standard_protocol(corpus)} folds: use "
+                                f"{', '.join(folds)}")
+        rows = np.asarray(folds[fold].test, dtype=np.int64)
+    Y = dimension_array([utts[i] for i in rows], dims)
+    rated = np.isfinite(Y).any(1)
+    if not rated.any():
+        raise EvaluateError(f"no test utterance of {corpus} carries {'/'.join(dims)} ratings, which the model in "
+                            f"{model_dir} predicts; score it on a corpus with dimensions")
+    rows, Y = rows[rated], Y[rated]
+    _, _, _, values = _finetuned_outputs([utts[i].path for i in rows], model_dir, 8, resolve_device(device),
+                                         backbone=backbone)
+    speakers = [utts[i].speaker for i in rows]
+    summary = dimension_intervals(Y, values, speakers, dims)
+    train_set = _trained_on(model_dir, "finetuned") or ",".join(
+        json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("extra", {}).get("train_corpora")
+        or [])
+    record = serialize.plain(dict(layer="e2e", fold=fold or "all", classifier="finetuned", seed=0, train_set=train_set,
+                                  test_set=corpus, n_test=len(rows), n_train=0, dimensions=dims,
+                                  **dimension_scores(Y, values, dims)))
+    out = check_out(out) if out else _free_dir(Path("results") / "-".join(
+        ["evaluate", model_slug(str(model_dir)), corpus, *([fold] if fold else []), settings_tag(config)]))
+    out.mkdir(parents=True, exist_ok=True)
+    rows_out = [{"dimension": d, **r} for d, r in summary.items()]
+    meta = dict(kind="evaluate", model=str(model_dir), corpus=corpus, classifier="finetuned", dimensions=dims,
+                scale=[-1.0, 1.0], headline="CCC per dimension with its 95% speaker jackknife CI")
+    files = [write_text(out / "evaluate.json", serialize.dumps(dict(meta=meta, summary=rows_out, records=[record]),
+                                                               indent=1)),
+             write_text(out / "evaluate.csv", _csv_rows(rows_out, ["dimension", "ccc", "ci_low", "ci_high", "ci_level",
+                                                                   "ci_method", "n_speakers", "n", "pearson", "rmse"]))]
+    preds = [{"id": utts[i].id, "speaker": utts[i].speaker,
+              **{f"{k}_{d}": (None if k == "true" and Y[j, t] != Y[j, t] else float((Y if k == "true" else values)[j, t]))
+                 for t, d in enumerate(dims) for k in ("true", "pred")}} for j, i in enumerate(rows)]
+    files.append(write_text(out / "evaluate_predictions.csv",
+                            _csv_rows(preds, ["id", "speaker", *[f"{k}_{d}" for d in dims for k in ("true", "pred")]])))
+    result = Evaluation({}, [], {}, files=files, dimensions=summary)
+    if registry is not None:
+        from classifiers.results import ProbeResults
+
+        result.run_id = registry.register(kind="evaluate", config=config, stores=stores,
+                                          results=ProbeResults(records=[record], meta=meta), command=command, out=out)
     return result
 
 

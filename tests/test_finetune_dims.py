@@ -185,11 +185,38 @@ def test_predict_prints_the_models_values(cli_run, corpus, tmp_path):
     rows = _read_csv(csv_out)
     assert list(rows[0]) == ["file", *DIMS, "model"]
     assert float(rows[0]["valence"]) == pytest.approx(records[0]["valence"])
-    # scoring a dimensions-only model on a corpus is not built: one line
-    res = CliRunner().invoke(app, ["evaluate", "--model", str(model_dir), "--corpus", "msppodcast", "--root",
-                                   str(Path(clips[0]).parent.parent), "--device", "cpu", "--out",
-                                   str(tmp_path / "ev")])
-    assert res.exit_code != 0 and "Traceback" not in res.output and "no emotion classes" in res.output
+
+
+def test_evaluate_scores_ccc_per_dimension(cli_run, corpus, tmp_path):
+    """`ser evaluate` of the export on its own fold's test speakers gives the fold's test CCC again."""
+    from typer.testing import CliRunner
+
+    from classifiers.registry import Registry
+    from cli import app
+
+    out, _, _ = cli_run
+    root, _, _ = corpus
+    fold = _fold_dir(out)
+    result = json.loads((fold / "fold_result.json").read_text())["result"]
+    db = tmp_path / "ev.db"
+    args = ["evaluate", "--model", str(fold / "model"), "--corpus", "msppodcast", "--root", str(root / "msp"),
+            "--device", "cpu", "--fold", result["fold"], "--db", str(db)]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "ev")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "CCC [95% CI]" in res.output and all(d in res.output for d in DIMS)
+    data = json.loads((tmp_path / "ev" / "evaluate.json").read_text())
+    for row in data["summary"]:
+        assert row["ccc"] == pytest.approx(result["metrics"][f"ccc_{row['dimension']}"], abs=1e-5)
+        assert row["n"] == result["n_test"] and row["ci_low"] < row["ccc"] < row["ci_high"]
+    registry = Registry(db)
+    [run] = registry.runs()
+    metrics = {s["metric"]: s["value"] for s in registry.scores(run["id"])}
+    assert metrics["ccc_dominance"] == pytest.approx(result["metrics"]["ccc_dominance"], abs=1e-5)
+    again = CliRunner().invoke(app, args)              # identical: the registered run, nothing computed
+    assert again.exit_code == 0 and "identical configuration" in again.output and "CCC [95% CI]" in again.output
+    # class relabelling means nothing to a dimensions-only model: one line
+    res = CliRunner().invoke(app, [*args, "--map", "calm=neutral", "--force"])
+    assert res.exit_code != 0 and "Traceback" not in res.output and "has no classes" in res.output
 
 
 def test_resume_with_another_target_is_refused(cli_run, corpus, tmp_path):
