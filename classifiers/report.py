@@ -311,12 +311,13 @@ def _folder_link(run: dict) -> str:
 def _run_head(run: dict, results, what: str) -> list[str]:
     """A run section's heading (its id and kind) and meta line (model, time, command, folder link)."""
     cfg = run.get("config", {})
+    protocol = results.meta.get("protocol") or cfg.get("protocol")
+    settings = [f"protocol {protocol}" if protocol else "", f"seeds {cfg['seeds']}" if "seeds" in cfg else ""]
     return [f"<h2>run {html.escape(run['id'])} — {html.escape(what)}, "
             f"{html.escape(str(run.get('corpus', '')))}, {html.escape(str(run.get('classifier', '')))}</h2>",
             f'<p class="meta">model {html.escape(str(run.get("model", "")))} · {html.escape(run.get("created", ""))}'
             f' · ser {html.escape(str(run.get("code_version", "")))}<br><code>{html.escape(run.get("command", ""))}'
-            f"</code><br>protocol {html.escape(str(results.meta.get('protocol') or cfg.get('protocol') or ''))}, "
-            f"seeds {html.escape(str(cfg.get('seeds', '')))} · {_folder_link(run)}</p>"]
+            f"</code><br>{''.join(html.escape(s) + ' · ' for s in settings if s)}{_folder_link(run)}</p>"]
 
 
 def _dimensional_section(run: dict, result) -> str:
