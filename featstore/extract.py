@@ -464,7 +464,7 @@ def extract_manifest(
     batch_size: int | None = None, batch_seconds: float | None = None, shards: int = 1, shard: int = 0,
     checkpoint_seconds: float = 60.0, progress: bool = True, on_skip: Callable[[Skipped], None] | None = None,
     prefetch_seconds: float = 120.0, lock_timeout: float | None = None,
-    on_wait: Callable[[str], None] | None = None, write_thread: bool = True,
+    on_wait: Callable[[str], None] | None = None, write_thread: bool = True, lookahead: int | None = None,
 ) -> ExtractResult:
     """Extract every layer of `model` for the utterances of `manifest` into the store.
 
@@ -475,7 +475,9 @@ def extract_manifest(
     One writer per store: while another process writes it, this one calls `on_wait` with one
     line and waits (at most `lock_timeout` seconds; None waits for as long as it takes).
     write_thread: part files are written on a writer thread while the model runs (False: on the
-    main thread, between batches, as before; the same files). `result.stages` says where the time went.
+    main thread, between batches, as before; the same files). lookahead: batches launched before the
+    oldest is collected (default: 1 on CUDA, 0 on CPU; 0 is the old schedule). Neither changes a
+    feature. `result.stages` says where the time went.
     """
     t0 = time.monotonic()
     validate_extract_options(max_seconds=max_seconds, batch_seconds=batch_seconds)  # --frames: with the model's L
@@ -502,7 +504,7 @@ def extract_manifest(
     settings = _RunSettings(device=dev, autocast=DTYPES[dtype] if (dev.type == "cpu" and dtype == "bfloat16") else None,
                             max_seconds=config["max_seconds"], batch_size=batch_size, batch_seconds=batch_seconds,
                             prefetch_seconds=prefetch_seconds, progress=progress, on_skip=on_skip,
-                            write_thread=write_thread)
+                            write_thread=write_thread, lookahead=lookahead)
     backbone = _BackboneOnce(info, dev, DTYPES[dtype] if dev.type == "cuda" else torch.float32)
     with store_lock(path, timeout=lock_timeout, on_wait=on_wait):
         clean_dead_temps(path)

@@ -41,28 +41,16 @@ def _extract(corpus, model, cache, **kw):
     return fx.extract_manifest(corpus, model=str(model), cache=cache, **{**KW, **kw})
 
 
-def test_writer_thread_and_lookahead_give_the_synchronous_store(tiny_models, corpus, tmp_path, monkeypatch,
-                                                                 one_torch_thread):
+def test_writer_thread_and_lookahead_give_the_synchronous_store(tiny_models, corpus, tmp_path, one_torch_thread):
     """Writer thread + one batch launched ahead (the CUDA schedule, here on CPU) vs the old path: the same
     datasets bit for bit, the same per-dataset digests, the same store digest."""
     model = tiny_models["group"]
     old = _extract(corpus, model, tmp_path / "sync", write_thread=False, checkpoint_seconds=0)
-    monkeypatch.setattr(fx, "_RunSettings", _with_lookahead(1))
-    new = _extract(corpus, model, tmp_path / "thread", write_thread=True, checkpoint_seconds=0)
+    new = _extract(corpus, model, tmp_path / "thread", write_thread=True, lookahead=1, checkpoint_seconds=0)
     assert old.extracted == new.extracted == len(LENGTHS)
     assert_same_store(old.store, new.store)
     assert _digests(old.store) == _digests(new.store) and len(_digests(old.store)) > 10
     assert open_store(old.store).digest == open_store(new.store).digest
-
-
-def _with_lookahead(n: int):
-    """fx._RunSettings with `lookahead` forced to n (the CPU default is 0)."""
-    real = fx._RunSettings
-
-    def make(**kw):
-        return real(**{**kw, "lookahead": n})
-
-    return make
 
 
 def test_lookahead_launches_the_next_batch_before_collecting(tmp_path, monkeypatch):
