@@ -1624,8 +1624,14 @@ def results_show(run_id: str = typer.Argument(..., help="Run id (a unique prefix
 
     registry = Registry(_db(db))
     run = registry.run(run_id)
-    dimensional = run["config"].get("target", "emotion") != "emotion"
-    if dimensional:
+    from classifiers.finetune import is_dimension_run
+
+    own = is_dimension_run(run)      # a fine-tune on emotion dimensions, or such a model evaluated: its own files
+    dimensional = own or run["config"].get("target", "emotion") != "emotion"
+    if own:
+        from classifiers.finetune import registered_dimension_table as dimensional_table
+        results = run
+    elif dimensional:
         from classifiers.dimensional import matrix_table, read_dimensional, read_matrix
         from classifiers.dimensional import summary_table as dimensional_table
 

@@ -1461,6 +1461,41 @@ def _write_dimensional_results(run: FinetuneResult, results) -> dict[str, Path]:
     return paths
 
 
+def is_dimension_run(run: dict) -> bool:
+    """Whether a registry row is a fine-tune with --target (finetune.json holds its dimension summary) or
+    the evaluation of a model fine-tuned on dimensions only (evaluate.json's meta names its dimensions)."""
+    if run.get("kind") == "finetune":
+        return (run.get("config") or {}).get("target", "emotion") != "emotion"
+    if run.get("kind") == "evaluate" and run.get("out"):
+        try:
+            meta = json.loads((Path(run["out"]) / "evaluate.json").read_text(encoding="utf-8")).get("meta", {})
+        except (OSError, ValueError, AttributeError):
+            return False
+        return bool(meta.get("dimensions"))
+    return False
+
+
+def registered_dimension_table(run: dict, title: str = ""):
+    """The table `ser results show` prints for a registered fine-tune or evaluation on emotion dimensions
+    (`run`: a registry row): per dimension the CCC with its speaker CI, Pearson r and RMSE, read from the
+    run's finetune.json / evaluate.json (one line when the file is gone)."""
+    from classifiers.results import table
+
+    path = Path(run["out"]) / ("evaluate.json" if run["kind"] == "evaluate" else "finetune.json")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        rows = data["meta"].get("dimension_summary") or {r["dimension"]: r for r in data["summary"]}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise FinetuneError(f"{path}: not a readable result of a run on emotion dimensions ({type(e).__name__}); "
+                            f"re-run its command: {run.get('command', '')}") from None
+    t = table("dimension", "CCC [95% CI]", "Pearson r", "RMSE", "utterances", "speakers", title=title)
+    for d, r in rows.items():
+        ci = f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r.get("ci_low") is not None else " (no CI)"
+        t.add_row(d, f"{r['ccc']:.3f}{ci}", f"{r['pearson']:.3f}", f"{r['rmse']:.3f}", str(r.get("n", "")),
+                  str(r.get("n_speakers", "")))
+    return t
+
+
 def _csv_rows(rows: Sequence[dict], keys: Sequence[str]) -> str:
     import io
 

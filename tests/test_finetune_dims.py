@@ -97,6 +97,13 @@ def test_avd_run_writes_predictions_whose_ccc_is_the_fold_score(cli_run):
     [run] = registry.runs()
     metrics = {s["metric"]: s["value"] for s in registry.scores(run["id"])}
     assert metrics["ccc_arousal"] == pytest.approx(result["metrics"]["ccc_arousal"]) and "ccc" in metrics
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    shown = CliRunner().invoke(app, ["results", "show", run["id"], "--db", str(db)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "CCC [95% CI]" in shown.output and f"{result['metrics']['ccc_valence']:.3f}" in shown.output
     assert "target avd" in output and "CCC arousal" in output
     card = (fold / "model" / "README.md").read_text()
     assert "Target: avd" in card and "| CCC valence |" in card
@@ -212,6 +219,8 @@ def test_evaluate_scores_ccc_per_dimension(cli_run, corpus, tmp_path):
     [run] = registry.runs()
     metrics = {s["metric"]: s["value"] for s in registry.scores(run["id"])}
     assert metrics["ccc_dominance"] == pytest.approx(result["metrics"]["ccc_dominance"], abs=1e-5)
+    shown = CliRunner().invoke(app, ["results", "show", run["id"], "--db", str(db)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0 and f"{result['metrics']['ccc_dominance']:.3f}" in shown.output, shown.output
     again = CliRunner().invoke(app, args)              # identical: the registered run, nothing computed
     assert again.exit_code == 0 and "identical configuration" in again.output and "CCC [95% CI]" in again.output
     # class relabelling means nothing to a dimensions-only model: one line
