@@ -55,6 +55,18 @@ def test_device_check_runs_every_check_on_cpu(tmp_path):
     assert oom[0]["value"] >= 1 and oom[1]["value"] == "yes" and oom[2]["value"] <= 1e-4
     bf16 = next(r for r in rows if r["what"].startswith("base bf16 vs fp32 pooled: max"))
     assert 0 < bf16["value"] < 0.1
+    # check 3 says where extraction's time went: every main-thread stage with its share, the writer thread apart
+    stages = [r["value"] for r in rows if r["what"].endswith("ser extract stages, seconds (% of wall)")]
+    assert len(stages) == 2 and all("forward" in v and "%" in v and "writer thread" in v for v in stages)
+    shares = [float(x.split("(")[1].rstrip("%)")) for x in stages[0].split(";")[0].split(", ")]
+    assert 95 <= sum(shares) <= 105         # the stages and `other` partition the wall time
+    before = [r for r in rows if "before the overlap (writer on the main thread" in r["what"]]
+    assert len(before) == 2 and all(r["value"] > 0 for r in before)
+    # check 8: ser's training steps/s against a plain transformers Trainer script, and their ratio
+    ft = {r["what"].split(":")[0]: r["value"] for r in rows if r["check"] == "8"}
+    ours, plain = ft["ser finetune"], next(v for k, v in ft.items() if k.startswith("plain transformers Trainer"))
+    ratio = next(r for r in rows if r["what"] == "ser finetune / plain Trainer, training steps/s")
+    assert ours > 0 and plain > 0 and ratio["value"] == pytest.approx(ours / plain)
     header = next(line for line in proc.stdout.splitlines() if line.startswith("#"))
     assert header.split() == ["#", "check", "value", "goal", "ok"]
     assert f"wrote {out}" in proc.stdout
