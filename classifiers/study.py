@@ -770,7 +770,8 @@ def registered_finetune(corpus: str, *, model: str, registry, train: Sequence[st
     protocol) over the same data (utterances and folds, `registry.finetune_stores`) and base
     weights (a local model's hash; a hub id by its name) whose folder is still there is returned
     (reused=True, nothing trained) unless `force`. Otherwise the run trains (into `out`, default
-    `finetune.default_run_dir`, resuming what an interrupted run left there) and is registered.
+    `finetune.default_run_dir`, resuming what an interrupted run left there; with `force`, a new
+    folder beside it) and is registered.
     The corpora's roots come from `ser config` (`featstore.config.resolve_root`)."""
     from types import SimpleNamespace
 
@@ -796,7 +797,12 @@ def registered_finetune(corpus: str, *, model: str, registry, train: Sequence[st
                     and base.get("model_id") == model and (not hashes or base.get("weights_sha256") in hashes)
                     and registered_files(run)):
                 return Registered(run, load_registered(run), reused=True)
-    out = Path(out) if out is not None else default_run_dir("+".join([corpus, *extra]), protocol, config)
+    if out is None:
+        out = base = default_run_dir("+".join([corpus, *extra]), protocol, config)
+        i = 1
+        while force and out.exists():    # forced: trained afresh in a new folder, never resumed from the registered one
+            i += 1
+            out = base.with_name(f"{base.name}-{i}")
     res = run_finetune(utts, folds, config, out_dir=out, protocol=protocol)
     run_id = register_finetune(registry, res, utts, folds, config, corpus=corpus, train=extra, protocol=protocol,
                                command=command)

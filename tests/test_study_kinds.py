@@ -279,3 +279,16 @@ def test_target_emotion_is_the_categorical_probe_and_study_defaults_reach_only_t
     assert nb.options == dict(corpora=["ravdess", "emodb"], k=5, layers="1")       # no seeds, no epochs
     assert ft.options == dict(corpus="ravdess", train=["emodb"], epochs=2.0)          # train: the extra corpora
     assert dims.dimensional and dims.classifier == "ridge" and "seeds" not in dims.options
+
+
+def test_force_trains_a_finetune_cell_afresh_in_a_new_folder(study, tmp_path):
+    before = next(r for r in study["runs"] if r["kind"] == "finetune")
+    text = study["path"].read_text(encoding="utf-8")
+    path = tmp_path / "ft.toml"
+    path.write_text(text[:text.index("[[cells]]")].replace('"kinds"', '"ft"').replace(str(study["db"]),
+                                                                                         str(tmp_path / "ft.db"))
+                    + text[text.rindex("[[cells]]"):], encoding="utf-8")
+    cli("study", "run", path, "--device", "cpu", "--db", study["db"], "--force")
+    after = [r for r in Registry(study["db"]).runs(kind="finetune") if r["id"] != before["id"]]
+    assert len(after) == 1 and Path(after[0]["out"]) == Path(before["out"]).with_name(Path(before["out"]).name + "-2")
+    assert before["id"] in {r["id"] for r in Registry(study["db"]).runs(kind="finetune")}   # the first stays
