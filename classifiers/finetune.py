@@ -18,7 +18,14 @@ settings, the plan saved in each fold directory, the resume check and the `ser f
   and every augmentation draw (per seed, epoch and utterance);
 - cross-corpus honest: when the test corpora do not declare every trained class (a RAVDESS model
   on CREMA-D, which has no calm/surprise), the scores with predictions restricted to the shared
-  classes are reported beside the plain ones, and the training-only classes are named.
+  classes are reported beside the plain ones, and the training-only classes are named;
+- dimensions (`target` = arousal | valence | dominance | avd, issue 25): the model regresses the
+  ratings, each corpus' scale mapped onto [-1, 1] (`featstore.corpora.base.dimension_array`), with
+  the CCC loss (`classifiers.heads.masked_ccc_loss`; clips without a rating are left out, counted
+  and said), and the checkpoint with the best mean CCC on the validation speakers is restored;
+  `multitask` = W > 0 learns the classes too, loss = (1 - W) x cross-entropy + W x CCC loss.
+  Test scores: CCC, Pearson r and RMSE per dimension (`dimension_scores`), with the jackknife-t
+  interval over test speakers (`dimension_intervals`, `classifiers.regression.ccc_interval`).
 
 Layout of `out_dir`:
 
@@ -40,11 +47,16 @@ Layout of `out_dir`:
                                   holds the adapters (adapter_model.safetensors, peft's) and the
                                   head (head.safetensors) only, naming the base model and its
                                   weights sha256, and needs ser to load
-    <fold>/predictions.csv        test utterances: id, speaker, label, prediction, probabilities
+    <fold>/predictions.csv        test utterances: id, speaker, label, prediction, probabilities; with a
+                                  target true_<dim> and pred_<dim> (on [-1, 1]); no class columns
+                                  for a dimensions-only target
     <fold>/fold_result.json       test metrics, confusion, validation score, log history
     finetune.json, finetune.csv   one record per fold (WA / UAR / macro-F1, confusion, validation
                                   score, ...) in the probes' format (classifiers.results), with the
-                                  mean ± std over folds in the JSON's summary
+                                  mean ± std over folds in the JSON's summary; with a target, the
+                                  records carry ccc, ccc_/pearson_/rmse_<dim> and meta.dimension_summary
+                                  the pooled CCC per dimension with its speaker CI (a dimensions-only
+                                  run: that is the summary, in finetune_summary.csv too)
     predictions.parquet           every fold's predictions in one file (classifiers.predictions)
     confusion.png                 summed test-fold confusion; learning_curves.png from the logs
 """

@@ -12,7 +12,10 @@ mask, so padded frames never count:
 ==================  =============================================================================
 
 `EmotionClassifier` = backbone (`AutoModel`, hub id or local directory) + pooling head +
-linear classifier. `save_pretrained(dir)` writes `config.json` (everything needed to rebuild it,
+linear classifier. A model fine-tuned on emotion dimensions (`ClassifierConfig.dimensions`, `ser
+finetune --target`) has T more outputs in that linear layer, after the C class logits (C = 0 for
+dimensions only): the arousal / valence / dominance values on [-1, 1], trained with the CCC loss
+(`masked_ccc_loss`), or with (1 - w) x cross-entropy + w x CCC loss (`multitask` = w). `save_pretrained(dir)` writes `config.json` (everything needed to rebuild it,
 the backbone's transformers config included, so the directory stands alone), `model.safetensors`
 and `preprocessor_config.json`, laid out so that transformers' `AutoModelForAudioClassification`
 loads it too (`export_layout`: mean and layer-weighted heads as the family's own

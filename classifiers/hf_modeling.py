@@ -56,7 +56,9 @@ class SerForAudioClassification(PreTrainedModel):
     the module names and weights of ser's `EmotionClassifier`, whose forward it repeats.
 
     forward(input_values `(batch, samples)` float32, normalised as the feature extractor does,
-    attention_mask `(batch, samples)` 1 = real sample, labels `(batch,)`) -> logits `(batch, classes)`.
+    attention_mask `(batch, samples)` 1 = real sample, labels `(batch,)`) -> logits `(batch, classes)`;
+    a model fine-tuned on dimensions (config `dimensions`): `(batch, classes + dimensions)`, the values
+    on [-1, 1] last.
     """
 
     config_class = SerEmotionConfig
@@ -92,8 +94,7 @@ class SerForAudioClassification(PreTrainedModel):
                 **kwargs) -> SequenceClassifierOutput:
         if input_features is not None:
             logits = self._logmel_logits(input_features, attention_mask)
-            loss = None if labels is None else nn.functional.cross_entropy(logits.float(), labels.long())
-            return SequenceClassifierOutput(loss=loss, logits=logits)
+            return SequenceClassifierOutput(loss=self._loss(logits, labels), logits=logits)
         batch, samples = input_values.shape
         n = (attention_mask.sum(-1) if attention_mask is not None
              else torch.full((batch,), samples, device=input_values.device)).long()
@@ -103,8 +104,18 @@ class SerForAudioClassification(PreTrainedModel):
             logits = torch.cat([self._logits(input_values[i:i + 1, :int(n[i])], n[i:i + 1]) for i in range(batch)])
         else:
             logits = self._logits(input_values, n)
-        loss = None if labels is None else nn.functional.cross_entropy(logits.float(), labels.long())
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return SequenceClassifierOutput(loss=self._loss(logits, labels), logits=logits)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """Cross-entropy of class `labels` over the class logits. A model fine-tuned on emotion dimensions
+        (config `dimensions`, `ser finetune --target`) has its values after the C class logits: they take
+        no part here (ser trains them with the CCC loss), and a dimensions-only model has no loss."""
+        if labels is None:
+            return None
+        c = len(getattr(self.config, "labels", None) or []) if getattr(self.config, "dimensions", None) else None
+        if c == 0:
+            return None
+        return nn.functional.cross_entropy(logits[:, :c].float(), labels.long())
 
     def _logits(self, input_values: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
         """Logits `(batch, classes)` of unpadded clips (`n` samples each)."""

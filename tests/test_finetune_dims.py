@@ -290,3 +290,28 @@ def test_multitask_trains_both_heads(corpus, tmp_path):
 
     [record] = to_probe_results(run).records
     assert record["uar"] == f.metrics["uar"] and record["ccc_valence"] == f.metrics["ccc_valence"]
+
+
+@pytest.mark.parametrize("pooling, labels", [("mean", []), ("attention", ["sad", "happy"])])
+def test_exports_load_in_transformers_with_the_dimension_outputs(corpus, tmp_path, pooling, labels):
+    """A dimensions-only mean-pooling export is transformers' own sequence classifier (problem_type
+    regression, outputs named); a multitask attention export loads through modeling_ser.py, whose loss
+    is the cross-entropy of the class logits only."""
+    from transformers import AutoModelForAudioClassification
+
+    _, model, _ = corpus
+    clf = build_classifier(str(model), labels, dimensions=DIMS, multitask=0.5 if labels else None, pooling=pooling,
+                           freeze="none", seed=3).eval()
+    clf.save_pretrained(tmp_path / "export")
+    hf = AutoModelForAudioClassification.from_pretrained(tmp_path / "export", trust_remote_code=True).eval()
+    assert [hf.config.id2label[i] for i in range(len(labels) + 3)] == labels + DIMS
+    x = torch.randn(2, 8000, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ours, theirs = clf(x).logits, hf(x).logits
+        assert torch.allclose(ours, theirs, atol=1e-5)
+        if labels:
+            y = torch.tensor([0, 1])
+            expected = torch.nn.functional.cross_entropy(theirs[:, :2], y)
+            assert float(hf(x, labels=y).loss) == pytest.approx(float(expected), abs=1e-6)
+        else:
+            assert hf.config.problem_type == "regression"
