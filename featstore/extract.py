@@ -240,27 +240,30 @@ class _Timed:
 
 #: parts a writer thread may have waiting: beyond this the main thread waits (a slow disk bounds memory)
 WRITER_QUEUE = 2
+#: features per part with a writer thread: small parts are written while the model runs, so little is
+#: left to write at the end (one 256 MB part of a short corpus was written after its last batch)
+THREADED_PART_BYTES = 32 << 20
 
 
 class _Writer:
     """Buffers finished utterances and flushes them as atomic part files.
 
     threaded: each flushed part is built and written on one writer thread, behind a queue of at
-    most `queue_parts` parts (each at most `max_bytes` of features or `checkpoint_seconds` of
-    work), in the order flushed, so part numbers keep their order and a later part still wins on
+    most `queue_parts` parts (each at most `max_bytes` of features, `THREADED_PART_BYTES` by
+    default, or `checkpoint_seconds` of work), in the order flushed, so part numbers keep their order and a later part still wins on
     assembly. An error on the writer thread (a full disk, say) is raised on the main thread at its
     next `add`/`skip`/`flush`/`close`; parts written before it stay, so the run resumes from them.
     `close()` writes what is queued and ends the thread; `kill -9` loses the queued parts with the
     unflushed ones (at most `queue_parts` + 1 parts of work). Not threaded: written at once, as before.
     """
 
-    def __init__(self, path: Path, config: dict, shard: int, checkpoint_seconds: float, max_bytes: int = 256 << 20,
+    def __init__(self, path: Path, config: dict, shard: int, checkpoint_seconds: float, max_bytes: int | None = None,
                  *, threaded: bool = False, queue_parts: int = WRITER_QUEUE, stages: Stages | None = None):
         self.path = path
         self.config = config
         self.shard = shard
         self.checkpoint_seconds = checkpoint_seconds
-        self.max_bytes = max_bytes
+        self.max_bytes = max_bytes or (THREADED_PART_BYTES if threaded else 256 << 20)
         self.stages = stages or Stages()
         self.parts_written = 0
         self._error: BaseException | None = None

@@ -202,6 +202,25 @@ def test_stages_account_for_the_run(tiny_models, corpus, tmp_path, one_torch_thr
     assert write[False] > write[True]   # eight fsynced part files vs eight hand-overs to a queue
 
 
+def test_writer_thread_writes_parts_while_the_model_runs(tiny_models, corpus, tmp_path, monkeypatch,
+                                                         one_torch_thread):
+    """With the thread, parts are cut by size (THREADED_PART_BYTES) and written during the run, so little is
+    left for the end; without it, a short run is one part written after the last batch (checkpoint 60 s)."""
+    real, parts = fx.write_part, []
+
+    def count(path, batch, config):
+        parts.append(len(batch.utterances))
+        real(path, batch, config)
+
+    monkeypatch.setattr(fx, "write_part", count)
+    monkeypatch.setattr(fx, "THREADED_PART_BYTES", 1)    # every utterance outgrows it
+    _extract(corpus, tiny_models["group"], tmp_path / "thread", write_thread=True)
+    assert parts == [1] * len(LENGTHS)
+    parts.clear()
+    _extract(corpus, tiny_models["group"], tmp_path / "sync", write_thread=False)
+    assert parts == [len(LENGTHS)]
+
+
 def test_pool_async_on_cpu_needs_no_event_and_matches_pool():
     """The launch-ahead pooling on CPU: no event, the same numbers as the synchronous `_pool`."""
     gen = torch.Generator().manual_seed(1)
