@@ -1763,7 +1763,7 @@ def report(
     """
     from classifiers.registry import Registry
     from classifiers.report import read_figure, write_report
-    from classifiers.study import load_registered
+    from classifiers.study import load_run
     from featstore.outputs import check_output
 
     check_output(out, option="--out", suffixes=(".html", ".htm"))  # before any run is read
@@ -1771,7 +1771,7 @@ def report(
         read_figure(f)  # a PNG file of the user's own, or one line
     registry = Registry(_db(db))
     runs = [registry.run(r) for r in run_ids] if run_ids else registry.runs()
-    page = write_report([(r, load_registered(r)) for r in runs], out, figures=figure or [],
+    page = write_report([(r, load_run(r)) for r in runs], out, figures=figure or [],  # dimensional runs: CCC
                         title=f"ser report: {len(runs)} run(s)")
     _print_files([page])
 

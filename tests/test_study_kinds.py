@@ -292,3 +292,11 @@ def test_force_trains_a_finetune_cell_afresh_in_a_new_folder(study, tmp_path):
     after = [r for r in Registry(study["db"]).runs(kind="finetune") if r["id"] != before["id"]]
     assert len(after) == 1 and Path(after[0]["out"]) == Path(before["out"]).with_name(Path(before["out"]).name + "-2")
     assert before["id"] in {r["id"] for r in Registry(study["db"]).runs(kind="finetune")}   # the first stays
+
+
+def test_ser_report_shows_every_kind_of_a_registry(study, tmp_path):
+    cli("report", "--db", study["db"], "--out", tmp_path / "all.html")
+    page = (tmp_path / "all.html").read_text(encoding="utf-8")
+    for r in study["runs"]:
+        kind = f"{r['kind']} (arousal)" if r["config"].get("target") == "arousal" else r["kind"]
+        assert f"run {r['id']} — {kind}," in page
