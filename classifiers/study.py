@@ -406,10 +406,16 @@ FINETUNE_UNSCORED = ("progress", "plots", "resume", "logging_steps", "report_to"
 MULTIPLIERS = {"model": "models", "classifier": "classifiers"}
 
 
-def _signature(fn, *, drop=()) -> list[str]:
+def _signature(fn) -> list[str]:
+    """The options of `fn` a cell may give: its parameters less what the study decides (RUNTIME_KEYS)."""
     import inspect
 
-    return [k for k in inspect.signature(fn).parameters if k not in RUNTIME_KEYS and k not in drop]
+    return [k for k in inspect.signature(fn).parameters if k not in RUNTIME_KEYS]
+
+
+def _plus(keys: list[str], dimensional_keys: list[str]) -> list[str]:
+    """`keys` and the keys only the dimensional variant has (target, alpha), which route a cell there."""
+    return keys + [k for k in dimensional_keys if k not in keys]
 
 
 def _probe_params() -> list[str]:
@@ -452,16 +458,14 @@ def kind_keys(kind: str, *, dimensional: bool = False) -> list[str]:
     if kind == "probe":
         from classifiers.dimensional import registered_dimensional
 
-        if dimensional:
-            keys = _signature(registered_dimensional)
-        else:
-            keys = _signature(registered_probe) + _probe_params() + ["target", "alpha"]
+        dims = _signature(registered_dimensional)
+        keys = dims if dimensional else _plus(_signature(registered_probe) + _probe_params(), dims)
     elif kind == "matrix":
         from classifiers.dimensional import registered_dimensional_matrix
         from classifiers.probe import matrix_config
 
-        keys = _signature(registered_dimensional_matrix) if dimensional else _signature(matrix_config) + [
-            "target", "alpha"]
+        dims = _signature(registered_dimensional_matrix)
+        keys = dims if dimensional else _plus(_signature(matrix_config), dims)
     elif kind == "neighbors":
         from classifiers.neighbors import registered_neighbors
 
@@ -624,7 +628,7 @@ def _read_cell(path: Path, n: int, raw: dict, head: dict) -> list[Cell]:
                          f"\"valence\", \"dominance\" or \"avd\"); the emotion probe's penalty is C")
     merged = {**{k: v for k, v in head.items() if k in keys and k not in STUDY_ONLY}, **raw}
     merged.pop("kind", None)
-    if not dimensional:
+    if kind in DIMENSIONAL_KINDS and not dimensional:
         merged.pop("target", None)       # target = "emotion": the categorical run, which has no target option
     for single, plural in MULTIPLIERS.items():
         if single in raw and plural in raw:
