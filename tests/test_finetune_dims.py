@@ -315,3 +315,22 @@ def test_exports_load_in_transformers_with_the_dimension_outputs(corpus, tmp_pat
             assert float(hf(x, labels=y).loss) == pytest.approx(float(expected), abs=1e-6)
         else:
             assert hf.config.problem_type == "regression"
+
+
+def test_run_folder_names_the_target_and_keeps_categorical_folders():
+    """A --target run gets a folder of its own (named, hashed); a categorical run's folder is the one it
+    had before --target existed (its settings hash leaves the two default fields out)."""
+    from classifiers.finetune import default_run_dir
+    from classifiers.results import settings_tag
+    from featstore import serialize
+
+    emotion = default_run_dir("msppodcast", "official", FinetuneConfig(model="m"))
+    avd = default_run_dir("msppodcast", "official", FinetuneConfig(model="m", target="avd"))
+    both = default_run_dir("msppodcast", "official", FinetuneConfig(model="m", target="avd", multitask=0.5))
+    assert "-avd-" in avd.name and "-avd-multitask-" in both.name and len({emotion, avd, both}) == 3
+    config = FinetuneConfig(model="m")
+    old = {k: v for k, v in serialize.plain(config.plan([])).items()
+           if k not in ("labels", "augment", "target", "multitask", "adapter", "epochs", "max_steps",
+                        "logging_steps", "report_to", "num_workers", "device")}
+    old.update(labels=None, augment="none", corpora="msppodcast", protocol="official")
+    assert emotion.name.endswith(settings_tag(old))
