@@ -208,7 +208,8 @@ class Stages:
     (handing parts to the writer; the whole write on the synchronous path, else only a wait when
     its queue is full), `finish` (the last part and the writer thread's end), `assemble`.
     `writer_thread` is the writer thread's busy time, overlapped with the others, so not in the sum.
-    No synchronisation is added to measure: on CUDA the forward's time lands in `pool`.
+    No synchronisation is added to measure: on CUDA the GPU's time lands in the stage that first waits
+    for it, `pool` (the batch's event) or the next `forward` (the blocking copies at its start).
     """
 
     MAIN = ("load", "plan", "read", "window", "forward", "pool", "accumulate", "write", "finish", "assemble")
