@@ -17,7 +17,7 @@ def test_the_default_registry_is_one_per_user(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("SER_CONFIG", str(tmp_path / "config.toml"))
     monkeypatch.chdir(tmp_path)
-    from classifiers.registry import DEFAULT_DB   # read now: it follows the environment
+    from classifiers.registry import DEFAULT_DB  # read now: it follows the environment
     assert Registry().path == tmp_path / "data" / "ser" / "ser.db" == config.default_db()
     assert DEFAULT_DB == tmp_path / "data" / "ser" / "ser.db"       # the module constant follows it too
     config.set_value("db", str(tmp_path / "team" / "runs.db"))
