@@ -431,6 +431,9 @@ def check_throughput(ctx: Context) -> list[Row]:
         rows.append(Row("3", f"{model} fp32: before the overlap (writer on the main thread, no launch-ahead)",
                         before.audio_seconds / before_wall, unit="audio-s/s"))
         rows.append(Row("3", "... its stages, seconds (% of wall)", stage_line(before.stages, before_wall)))
+        got, ref, _ = aligned(res.store, before.store)
+        rows.append(Row("3", f"{model} fp32: pooled features with vs without the overlap, max abs diff (same batches)",
+                        float(np.abs(got - ref).max())))
         forward, batch, speeds = best_forward(ctx, model)
         loop = naive(ctx, model)
         rows.append(Row("3", f"{model} fp32: ser extract (load, read, forward, write; weights hash remembered)", ser, unit="audio-s/s"))

@@ -62,6 +62,8 @@ def test_device_check_runs_every_check_on_cpu(tmp_path):
     assert 95 <= sum(shares) <= 105         # the stages and `other` partition the wall time
     before = [r for r in rows if "before the overlap (writer on the main thread" in r["what"]]
     assert len(before) == 2 and all(r["value"] > 0 for r in before)
+    same = [r["value"] for r in rows if "with vs without the overlap" in r["what"]]
+    assert same == [0.0, 0.0]               # the pipeline changes no feature
     # check 8: ser's training steps/s against a plain transformers Trainer script, and their ratio
     ft = {r["what"].split(":")[0]: r["value"] for r in rows if r["check"] == "8"}
     ours, plain = ft["ser finetune"], next(v for k, v in ft.items() if k.startswith("plain transformers Trainer"))
