@@ -204,7 +204,7 @@ class Stages:
     Main-thread stages partition its wall time: `load` (model), `plan`, `read` (waiting for the
     readers), `window` (cutting and gathering), `forward` (padding, host-to-device, the model; on
     CUDA mostly kernel launches), `pool` (pooling on the device and, on CUDA, waiting for the batch
-    to reach the host: where the GPU's own time shows), `accumulate` (merging windows), `write`
+    to reach the host), `accumulate` (merging windows), `write`
     (handing parts to the writer; the whole write on the synchronous path, else only a wait when
     its queue is full), `finish` (the last part and the writer thread's end), `assemble`.
     `writer_thread` is the writer thread's busy time, overlapped with the others, so not in the sum.
@@ -251,8 +251,8 @@ class _Writer:
 
     threaded: each flushed part is built and written on one writer thread, behind a queue of at
     most `queue_parts` parts (each at most `max_bytes` of features, `THREADED_PART_BYTES` by
-    default, or `checkpoint_seconds` of work), in the order flushed, so part numbers keep their order and a later part still wins on
-    assembly. An error on the writer thread (a full disk, say) is raised on the main thread at its
+    default, or `checkpoint_seconds` of work), in the order flushed, so part numbers keep their
+    order and a later part still wins on assembly. An error on the writer thread (a full disk, say) is raised on the main thread at its
     next `add`/`skip`/`flush`/`close`; parts written before it stay, so the run resumes from them.
     `close()` writes what is queued and ends the thread; `kill -9` loses the queued parts with the
     unflushed ones (at most `queue_parts` + 1 parts of work). Not threaded: written at once, as before.
@@ -266,7 +266,6 @@ class _Writer:
         self.checkpoint_seconds = checkpoint_seconds
         self.max_bytes = max_bytes or (THREADED_PART_BYTES if threaded else 256 << 20)
         self.stages = stages or Stages()
-        self.parts_written = 0
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         if threaded:
@@ -359,7 +358,6 @@ class _Writer:
             skipped=skipped,
         )
         write_part(new_part_path(self.path, self.shard), batch, self.config)
-        self.parts_written += 1
 
 
 class _Pooled:
@@ -388,7 +386,11 @@ class _Pooled:
 
 
 def _to_host(x: torch.Tensor) -> torch.Tensor:
-    """`x` on the host: on CUDA an asynchronous copy into a pinned buffer (complete after the batch's event)."""
+    """`x` on the host: on CUDA an asynchronous copy into a pinned buffer (complete after the batch's event).
+
+    The per-item views handed on keep the buffer until their part is written; the writer's queue
+    bounds how many there are, as it bounded the pageable copies before.
+    """
     if x.device.type != "cuda":
         return x.cpu()
     host = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
