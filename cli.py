@@ -1728,7 +1728,9 @@ def results_compare(
                    f"{r['p_holm']:.3g}"] for r in rows],
                  title=f"paired on the same test utterances; Holm over {len(rows)} comparison(s)")
     setting_of = {s["run"]: s["setting"] for s in summary}
-    path = comparison_figure(rows, out or Path("results") / f"compare-{'-'.join(r['id'] for r in runs)}.png",
+    from featstore.config import results_root
+
+    path = comparison_figure(rows, out or results_root() / f"compare-{'-'.join(r['id'] for r in runs)}.png",
                              title=f"{name}: runs against {runs[0]['id']} ({setting_of[runs[0]['id']]})",
                              settings=setting_of, formats=out.suffix[1:] if out else None)
     _print_files([path])
@@ -1752,7 +1754,9 @@ def results_export(out: Path = typer.Option(..., "--out", "-o", help="CSV file t
 @friendly
 def report(
     run_ids: list[str] | None = typer.Argument(None, help="Run ids or results folders (default: every registered run)."),
-    out: Path = typer.Option(Path("results/report.html"), "--out", "-o", help="The HTML file to write."),
+    out: Path | None = typer.Option(None, "--out", "-o",
+                                    help="The HTML file to write (default: report.html in the results root, "
+                                         "$SER_RESULTS or config `results`)."),
     figure: list[Path] | None = typer.Option(None, "--figure", help="Also embed this PNG (repeatable)."),
     db: Path | None = DB_OPT,
 ):
@@ -1764,8 +1768,10 @@ def report(
     from classifiers.registry import Registry
     from classifiers.report import read_figure, write_report
     from classifiers.study import load_run
+    from featstore.config import results_root
     from featstore.outputs import check_output
 
+    out = out or results_root() / "report.html"
     check_output(out, option="--out", suffixes=(".html", ".htm"))  # before any run is read
     for f in figure or []:
         read_figure(f)  # a PNG file of the user's own, or one line

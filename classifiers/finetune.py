@@ -1128,13 +1128,15 @@ def _rescore(result: FoldResult, predictions: Path, classes: list[str], shared: 
 # -- exports: run folders and model cards --------------------------------------------------------
 
 def default_run_dir(corpora: str, protocol: str, config: FinetuneConfig) -> Path:
-    """`runs/finetune-<corpora>-<model>-<pooling>[-lora]-<protocol>-seed<seed>-<hash>`, the hash (as probe
+    """`<results root>/finetune-<corpora>-<model>-<pooling>[-lora]-<protocol>-seed<seed>-<hash>` (the
+    root: `featstore.config.results_root`, one per user), the hash (as probe
     runs', `classifiers.results.settings_tag`) of every setting a resumed run must match, with the
     corpora and protocol: a run with another --lr gets its own folder, while --epochs / --max-steps
     (which a resumed run may change) and the fold choice keep theirs, so training longer goes on
     from the last checkpoint."""
     from classifiers.results import settings_tag
     from featstore.backbone import model_slug
+    from featstore.config import results_root
 
     settings = {f.name: getattr(config, f.name) for f in fields(config)
                 if f.metadata["saved"] and f.metadata["on_resume"] == "must-match"}
@@ -1147,7 +1149,7 @@ def default_run_dir(corpora: str, protocol: str, config: FinetuneConfig) -> Path
     task = [] if config.target == "emotion" else [config.target + ("-multitask" if config.multitask else "")]
     parts = ["finetune", corpora, model_slug(config.model), config.pooling, *task, *(["lora"] if config.adapter else []),
              *([protocol.replace(":", "")] if protocol else []), f"seed{config.seed}"]
-    return Path("runs") / "-".join(parts + [settings_tag(serialize.plain(settings))])
+    return results_root() / "-".join(parts + [settings_tag(serialize.plain(settings))])
 
 
 _METRIC_NAMES = {"uar": "UAR", "wa": "WA (accuracy)", "macro_f1": "macro-F1"}
@@ -1487,19 +1489,48 @@ def is_dimension_run(run: dict) -> bool:
     return False
 
 
+@dataclass
+class DimensionScores:
+    """A registered fine-tune or evaluation on emotion dimensions only, read back from its folder:
+    `rows` {dimension: {ccc, ci_low, ci_high, pearson, rmse, n, n_speakers}}, `meta` the run's meta.
+    No per-utterance class predictions (`predictions` is empty), so it pairs with no UAR run."""
+
+    rows: dict
+    meta: dict
+    predictions: list = field(default_factory=list)
+
+    def headline(self) -> str:
+        """'mean CCC 0.412 (arousal 0.610, valence 0.214)'."""
+        cccs = {d: r["ccc"] for d, r in self.rows.items()}
+        mean = sum(cccs.values()) / len(cccs) if cccs else float("nan")
+        return f"mean CCC {mean:.3f} (" + ", ".join(f"{d} {v:.3f}" for d, v in cccs.items()) + ")"
+
+
+def is_dimension_only(run: dict) -> bool:
+    """A fine-tune on dimensions without --multitask (or its evaluation): no class scores to read back."""
+    return is_dimension_run(run) and not (run.get("config") or {}).get("multitask")
+
+
+def read_dimension_scores(run: dict) -> DimensionScores:
+    """The per-dimension scores of a registered fine-tune or evaluation on emotion dimensions, from
+    its finetune.json / evaluate.json (one line when the file is gone or damaged)."""
+    path = Path(run["out"]) / ("evaluate.json" if run["kind"] == "evaluate" else "finetune.json")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        rows = data["meta"].get("dimension_summary") or {r["dimension"]: r for r in data["summary"]}
+        return DimensionScores(rows=dict(rows), meta=dict(data["meta"]))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise FinetuneError(f"{path}: not a readable result of a run on emotion dimensions ({type(e).__name__}); "
+                            f"re-run its command: {run.get('command', '')}") from None
+
+
 def registered_dimension_table(run: dict, title: str = ""):
     """The table `ser results show` prints for a registered fine-tune or evaluation on emotion dimensions
     (`run`: a registry row): per dimension the CCC with its speaker CI, Pearson r and RMSE, read from the
     run's finetune.json / evaluate.json (one line when the file is gone)."""
     from classifiers.results import table
 
-    path = Path(run["out"]) / ("evaluate.json" if run["kind"] == "evaluate" else "finetune.json")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        rows = data["meta"].get("dimension_summary") or {r["dimension"]: r for r in data["summary"]}
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise FinetuneError(f"{path}: not a readable result of a run on emotion dimensions ({type(e).__name__}); "
-                            f"re-run its command: {run.get('command', '')}") from None
+    rows = read_dimension_scores(run).rows
     t = table("dimension", "CCC [95% CI]", "Pearson r", "RMSE", "utterances", "speakers", title=title)
     for d, r in rows.items():
         ci = f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r.get("ci_low") is not None else " (no CI)"

@@ -48,8 +48,9 @@ def _layer_tag(layers) -> str:
 
 
 def default_out(kind: str, name: str, model: str, settings: dict) -> Path:
-    """`results/<kind>-<name>-<model>-<classifier>-L<layers>-<protocol>-<hash of the settings>`:
-    two runs with different settings never share a directory."""
+    """`<results root>/<kind>-<name>-<model>-<classifier>-L<layers>-<protocol>-<hash of the settings>`
+    (the root: `featstore.config.results_root`, one per user, whatever the working directory): two
+    runs with different settings never share a directory."""
     from classifiers.results import settings_tag
     from featstore.backbone import model_slug
 
@@ -60,7 +61,9 @@ def default_out(kind: str, name: str, model: str, settings: dict) -> Path:
         parts.append(_layer_tag(settings["layers"]))
     if settings.get("protocol"):
         parts.append(str(settings["protocol"]).replace(":", ""))
-    return Path("results") / "-".join(parts + [settings_tag(settings)])
+    from featstore.config import results_root
+
+    return results_root() / "-".join(parts + [settings_tag(settings)])
 
 
 def _class_policy(classes: str | None, train_corpora: Sequence[str], test_corpora: Sequence[str], utts) -> dict:

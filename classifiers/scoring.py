@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from featstore.config import results_root
 from featstore.errors import SerError
 
 
@@ -280,7 +281,7 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
     records.append(make_record(layer=layer, fold=fold or "all", y_true=truth[in_shared], y_pred=pred_shared,
                                labels=shared, n_train=0, classifier=kind, seed=0, train_set=records[0]["train_set"],
                                test_set=f"{corpus} (shared classes)", shuffled=False, C=None, classes="shared"))
-    out = check_out(out) if out else _free_dir(Path("results") / "-".join(
+    out = check_out(out) if out else _free_dir(results_root() / "-".join(
         ["evaluate", model_slug(str(model_dir)), corpus, *([fold] if fold else []), settings_tag(config)]))
     results = ProbeResults(records=records, meta=dict(kind="evaluate", model=str(model_dir), corpus=corpus,
                                                       classifier=kind, training_only=training_only, test_only=test_only,
@@ -375,7 +376,7 @@ def _evaluate_dimensions(model_dir: Path, dims: list[str], corpus: str, config: 
     record = serialize.plain(dict(layer="e2e", fold=fold or "all", classifier="finetuned", seed=0, train_set=train_set,
                                   test_set=corpus, n_test=len(rows), n_train=0, dimensions=dims,
                                   **dimension_scores(Y, values, dims)))
-    out = check_out(out) if out else _free_dir(Path("results") / "-".join(
+    out = check_out(out) if out else _free_dir(results_root() / "-".join(
         ["evaluate", model_slug(str(model_dir)), corpus, *([fold] if fold else []), settings_tag(config)]))
     out.mkdir(parents=True, exist_ok=True)
     rows_out = [{"dimension": d, **r} for d, r in summary.items()]

@@ -23,6 +23,8 @@ data dir    ``$SER_DATA``, else config ``data``, else ``~/ser-data``
 corpus      config ``corpus``, else none (the command asks for --corpus)
 db          ``$SER_DB``, else config ``db``, else ``$XDG_DATA_HOME/ser/ser.db`` (``~/.local/share/ser``):
             one registry per user, whatever the working directory
+results     ``$SER_RESULTS``, else config ``results``, else ``$XDG_DATA_HOME/ser/results``: where a run
+            without --out writes its folder (probe, matrix, neighbors, evaluate, finetune, compare)
 threads     ``$SER_THREADS``, else config ``threads``, else ``$OMP_NUM_THREADS``, else the CPUs the
             process may use (`featstore.threads.available_cpus`: affinity and cgroup quota)
 protocol    config ``corpora.<name>.protocol``, else `featstore.folds.standard_protocol`
@@ -59,13 +61,14 @@ KEYS: dict[str, str] = {
     "threads": "CPU threads of compute commands (default: the CPUs this process may use; --threads N beats it)",
     "db": "the run registry (SQLite) every command registers in and finds runs from (default: one per user, "
           "$XDG_DATA_HOME/ser/ser.db)",
+    "results": "where runs without --out write their folders (default: one per user, $XDG_DATA_HOME/ser/results)",
 }
 #: Per-corpus keys, written ``corpora.<corpus>.<key>``.
 CORPUS_KEYS: dict[str, str] = {
     "root": "directory of the unpacked corpus",
     "protocol": "default fold protocol (luna5, emobox, loso, loso-session, speaker-kfold:K, standard)",
 }
-_PATH_KEYS = {"cache", "data", "root", "db"}
+_PATH_KEYS = {"cache", "data", "root", "db", "results"}
 DEFAULT_DATA = "~/ser-data"
 DEFAULT_CACHE = "cache"
 DEFAULT_DEVICE = "auto"
@@ -333,6 +336,12 @@ def default_db() -> Path:
     return Path(os.environ.get("SER_DB") or get("db") or data_home() / "ser.db").expanduser()
 
 
+def results_root() -> Path:
+    """``$SER_RESULTS``, else config ``results``, else `data_home()`/results: the one place a run
+    without --out writes its folder, whatever the working directory (next to the registry)."""
+    return Path(os.environ.get("SER_RESULTS") or get("results") or data_home() / "results").expanduser()
+
+
 def default_corpus() -> str | None:
     """Config ``corpus``, else None."""
     corpus = get("corpus")
@@ -367,6 +376,7 @@ def show() -> list[tuple[str, str | None, str]]:
         ("corpus", default_corpus(), source("corpus")),
         _threads_row(),
         ("db", str(default_db()), source("db", os.environ.get("SER_DB"), "SER_DB")),
+        ("results", str(results_root()), source("results", os.environ.get("SER_RESULTS"), "SER_RESULTS")),
     ]
     known = set(KEYS)
     for key, value in _flatten(cfg):

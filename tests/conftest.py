@@ -16,6 +16,19 @@ def tiny_models(tmp_path_factory) -> dict:
     return {kind: build_tiny_model(root / f"tiny-{kind}", kind) for kind in ("group", "layer")}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_user_files(tmp_path_factory):
+    """Before any fixture of any scope: the user's registry, results root and data dir are temporary
+    ones, so module-scoped fixtures (set up before `own_registry`) never write under ~/.local/share."""
+    base = tmp_path_factory.getbasetemp()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_DATA_HOME", str(base / "xdg-data"))
+        mp.setenv("SER_DB", str(base / "session-registry" / "ser.db"))
+        mp.setenv("SER_RESULTS", "results")
+        mp.setenv("SER_CACHE_HOME", str(base / "ser-cache"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def own_registry(tmp_path_factory, monkeypatch):
     """Each test registers its runs in a registry of its own, never in ./results/ser.db, and keeps its weight
@@ -23,6 +36,7 @@ def own_registry(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SER_DB", str(tmp_path_factory.mktemp("registry") / "ser.db"))
     monkeypatch.setenv("SER_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "ser-cache"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.getbasetemp() / "xdg-data"))   # never ~/.local/share
+    monkeypatch.setenv("SER_RESULTS", "results")   # runs without --out: under each test's working directory
 
 
 @pytest.fixture(scope="module")

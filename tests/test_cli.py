@@ -109,7 +109,7 @@ def test_card_finetune_line_and_predict(configured, world):
     r = run("finetune")
     assert r.exit_code == 0, r.output
     assert "luna5" in r.output and "mean" in r.output
-    runs = list((configured / "runs").glob("finetune-ravdess-*"))
+    runs = list((configured / "results").glob("finetune-ravdess-*"))   # the results root (SER_RESULTS)
     assert len(runs) == 1
     data = json.loads((runs[0] / "finetune.json").read_text())
     assert len({rec["fold"] for rec in data["records"]}) == 5

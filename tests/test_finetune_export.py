@@ -257,7 +257,7 @@ def test_model_card_names_base_model_corpora_and_scores_with_cis(corpus, runs):
 def test_run_folder_follows_the_settings():
     base = FinetuneConfig(model="facebook/wav2vec2-base", lr=3e-5)
     a = default_run_dir("ravdess", "luna5", base)
-    assert a.parent == Path("runs") and a.name.startswith("finetune-ravdess-")
+    assert a.parent == Path("results") and a.name.startswith("finetune-ravdess-")   # SER_RESULTS (conftest)
     assert "-mean-luna5-seed0-" in a.name
     assert default_run_dir("ravdess", "luna5", FinetuneConfig(model="facebook/wav2vec2-base", lr=1e-4)) != a
     assert default_run_dir("ravdess", "luna5", FinetuneConfig(model="facebook/wav2vec2-base", head_lr=1e-3)) != a
@@ -287,7 +287,7 @@ def test_a_second_lr_on_the_command_line_gets_its_own_folder(tmp_path, monkeypat
         res = CliRunner().invoke(app, ["finetune", "--corpus", "ravdess", "--root", str(tmp_path / "ravdess"),
                                        "--model", "m", "--lr", lr, "--device", "cpu"])
         assert res.exit_code == 0, res.output
-    assert len(set(seen)) == 2 and all(str(p).startswith("runs/finetune-ravdess-m-mean-") for p in seen)
+    assert len(set(seen)) == 2 and all(str(p).startswith("results/finetune-ravdess-m-mean-") for p in seen)
 
 
 @pytest.mark.slow

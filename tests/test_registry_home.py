@@ -29,6 +29,7 @@ def test_the_default_registry_is_one_per_user(tmp_path, monkeypatch):
 
 def test_a_run_registered_in_one_directory_is_found_from_another(tmp_path, monkeypatch):
     monkeypatch.delenv("SER_DB")
+    monkeypatch.delenv("SER_RESULTS")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("SER_CONFIG", str(tmp_path / "config.toml"))
     cache = tmp_path / "cache"
@@ -45,3 +46,25 @@ def test_a_run_registered_in_one_directory_is_found_from_another(tmp_path, monke
     assert "already holds this configuration" in again.output
     assert not Path("results").exists() or not any(Path("results").glob("probe-*"))   # nothing computed here
     assert (tmp_path / "data" / "ser" / "ser.db").is_file() and not (tmp_path / "a" / "results" / "ser.db").exists()
+    from classifiers.registry import Registry
+
+    [run] = Registry().runs()
+    # the run's folder is under the user's results root, not the directory it was started from
+    assert Path(run["out"]).parent == tmp_path / "data" / "ser" / "results"
+    assert not (tmp_path / "a" / "results").exists()
+
+
+def test_the_results_root_follows_env_and_config(tmp_path, monkeypatch):
+    from classifiers.probe import default_out
+    from featstore import config
+
+    monkeypatch.delenv("SER_RESULTS")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("SER_CONFIG", str(tmp_path / "config.toml"))
+    assert default_out("probe", "ravdess", "m", {}).parent == tmp_path / "data" / "ser" / "results"
+    config.set_value("results", str(tmp_path / "project-runs"))
+    assert default_out("probe", "ravdess", "m", {}).parent == tmp_path / "project-runs"
+    assert ("results", str(tmp_path / "project-runs"), "config file") in config.show()
+    monkeypatch.setenv("SER_RESULTS", str(tmp_path / "scratch"))
+    assert config.results_root() == tmp_path / "scratch"
+
