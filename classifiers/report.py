@@ -351,6 +351,19 @@ def _dimensional_section(run: dict, result) -> str:
     return "\n".join(parts)
 
 
+def _dimension_scores_section(run: dict, result) -> str:
+    """A fine-tune's (or its evaluation's) section on dimensions only (`finetune.DimensionScores`): per
+    dimension the CCC with its 95% speaker CI, Pearson r and RMSE."""
+    target = (run.get("config") or {}).get("target") or ", ".join(result.rows)
+    parts = _run_head(run, result, f"{run.get('kind', '')} ({target})")
+    body = [[html.escape(d), f"{r['ccc']:.3f}" + (f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+                                                  if r.get("ci_low") is not None else ""),
+             f"{r['pearson']:.3f}", f"{r['rmse']:.3f}"] for d, r in result.rows.items()]
+    parts.append(_table(["dimension", "CCC [95% speaker CI]", "Pearson r", "RMSE"], body, left=1))
+    parts.append('<p class="meta">CCC on [-1, 1] over the test predictions; CI: jackknife-t over test speakers.</p>')
+    return "\n".join(parts)
+
+
 def _matrix_table(results) -> str:
     """A matrix run's cells as its train × test table of pooled UAR [95% speaker CI]."""
     from classifiers.results import ci_text
@@ -373,6 +386,8 @@ def _run_section(run: dict, results, tmp: Path, idx: int) -> tuple[str, dict]:
 
     if dimensional_run(run):
         return _dimensional_section(run, results), {}
+    if hasattr(results, "rows"):              # a fine-tune (or its evaluation) on dimensions only
+        return _dimension_scores_section(run, results), {}
     cols = concat(results.predictions) if results.predictions else None
     parts = [*_run_head(run, results, run.get("kind", "")), _score_table(results, cols)]
     if run.get("kind") == "matrix":

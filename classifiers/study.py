@@ -824,6 +824,10 @@ def is_dimensional(run: dict) -> bool:
 def load_run(run: dict):
     """A registered run's results read back: a `DimensionalRun` for a dimensional probe, a
     `DimensionalMatrix` for a dimensional matrix, else the `ProbeResults` of `load_registered`."""
+    from classifiers.finetune import is_dimension_only, read_dimension_scores
+
+    if is_dimension_only(run):      # a fine-tune (or its evaluation) on dimensions only: CCC per dimension
+        return read_dimension_scores(run)
     if is_dimensional(run):
         from classifiers.dimensional import read_dimensional, read_matrix
         from classifiers.results import ResultsError
@@ -839,6 +843,8 @@ def load_run(run: dict):
 def headline(reg: Registered) -> str:
     """One line for a cell's run: its best pooled score and where ("best UAR 0.412 at layer 6",
     "best mean CCC 0.310 at layer 3")."""
+    if hasattr(reg.results, "rows"):          # finetune.DimensionScores
+        return reg.results.headline()
     if is_dimensional(reg.run) and reg.run["kind"] == "matrix":
         m = reg.results
         own = [m.cells[(c, c)].get("ccc_pooled") for c in m.corpora]

@@ -334,3 +334,25 @@ def test_run_folder_names_the_target_and_keeps_categorical_folders():
                         "logging_steps", "report_to", "num_workers", "device")}
     old.update(labels=None, augment="none", corpora="msppodcast", protocol="official")
     assert emotion.name.endswith(settings_tag(old))
+
+
+def test_report_shows_a_dimensions_only_finetune(cli_run, tmp_path):
+    """`ser report` (and a study's report, through study.load_run) over a fine-tune on dimensions only:
+    its section gives CCC per dimension with the CI of its finetune.json, never 'record 0 is damaged'."""
+    from typer.testing import CliRunner
+
+    from classifiers.registry import Registry
+    from classifiers.study import load_run
+    from cli import app
+
+    out, db, _ = cli_run
+    [run] = Registry(db).runs(kind="finetune")
+    scores = load_run(run)
+    summary = json.loads((out / "finetune.json").read_text())["meta"]["dimension_summary"]
+    assert set(scores.rows) == set(DIMS) and scores.rows["arousal"]["ccc"] == summary["arousal"]["ccc"]
+    page = tmp_path / "r.html"
+    res = CliRunner().invoke(app, ["report", run["id"], "--db", str(db), "--out", str(page)])
+    assert res.exit_code == 0, res.output
+    html_text = page.read_text(encoding="utf-8")
+    a = summary["arousal"]
+    assert f"{a['ccc']:.3f} [{a['ci_low']:.3f}, {a['ci_high']:.3f}]" in html_text and "finetune (avd)" in html_text
