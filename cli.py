@@ -1789,7 +1789,7 @@ def study_run(
     cache: Path | None = CACHE_OPT,
     model: str | None = MODEL_OPT,
     device: str | None = DEVICE_OPT,
-    report_out: Path | None = typer.Option(None, "--report", help="HTML report (default results/study-<name>.html)."),
+    report_out: Path | None = typer.Option(None, "--report", help="HTML report (default study-<name>.html in the results root)."),
     force: bool = typer.Option(False, "--force", help="Run every cell again, even those already registered."),
     db: Path | None = DB_OPT,
     executor: str | None = typer.Option(None, "--executor", callback=_rule(_executor_spec),

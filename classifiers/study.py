@@ -1041,7 +1041,7 @@ def study_outputs(path: str | Path, head: dict, done: Sequence[Registered], repo
 
 def report_path(path: str | Path, head: dict, report: str | Path | None = None) -> Path:
     """Where a study's report goes: `report` (--report), the file's `report` key, or
-    results/study-<name>.html; checked as an output (an .html file, not a directory or a system path)."""
+    study-<name>.html in the results root (`featstore.config.results_root`); checked as an output (an .html file, not a directory or a system path)."""
     from featstore.outputs import check_output, inside
 
     if report is not None:
@@ -1051,7 +1051,9 @@ def report_path(path: str | Path, head: dict, report: str | Path | None = None) 
     name = head.get("name", Path(path).stem)
     if not _plain_name(name):  # a file stem is a plain name, a [study] name was checked by read_study
         raise StudyError(f"{path}: [study] name = {_shown(name)}: expected {KEY_TYPES['name'][1]}")
-    out = inside("results", f"study-{name}.html", what=f"{path}: the report of study")
+    from featstore.config import results_root
+
+    out = inside(results_root(), f"study-{name}.html", what=f"{path}: the report of study")
     return check_output(out, option=f"{path}: the report", suffixes=(".html",))
 
 
