@@ -1687,7 +1687,9 @@ def results_rerun(
 @friendly
 def results_compare(
     run_ids: list[str] = typer.Argument(..., help="Two or more run ids or results folders; each is compared with the first."),
-    metric: str = typer.Option("uar", "--metric", help="uar, wa or macro_f1."),
+    metric: str = typer.Option("uar", "--metric",
+                               help="uar, wa or macro_f1; runs on emotion dimensions: ccc (mean over their dimensions) "
+                                    "or ccc_arousal, ccc_valence, ccc_dominance."),
     layer: str | None = typer.Option(None, "--layer", "-l", help="Compare at this layer (default: each run's best)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the comparison plot here (.png, .pdf or .svg)."),
     db: Path | None = DB_OPT,
@@ -1698,12 +1700,17 @@ def results_compare(
     the same utterances as the others; runs with no such setting are refused, naming how many
     utterances they share.
 
+    Runs on emotion dimensions (dimensional probes, fine-tunes with --target) compare with --metric
+    ccc or ccc_<dimension>: CCC with its speaker jackknife-t CI, paired differences on the clips
+    both rated.
+
     Example: ser results compare 3fa9c2 81d0e4 --metric uar
     """
     from classifiers.stats import METRICS, StatsError
 
-    if metric not in METRICS:
-        raise StatsError(f"unknown --metric {metric!r}: use one of {', '.join(METRICS)}")
+    ccc_metrics = ("ccc", "ccc_arousal", "ccc_valence", "ccc_dominance")
+    if metric not in METRICS + ccc_metrics:
+        raise StatsError(f"unknown --metric {metric!r}: use one of {', '.join(METRICS + ccc_metrics)}")
     if len(run_ids) < 2:
         raise StatsError("name at least two runs to compare (see `ser results ls`)")
     from featstore.outputs import check_output
@@ -1717,9 +1724,21 @@ def results_compare(
 
     registry = Registry(_db(db))
     runs = [registry.run(r) for r in run_ids]
-    summary, rows = run_differences([(r["id"], load_registered(r)) for r in runs], metric, layer,
-                                    differs=what_differs(runs))
-    name = metric.upper() if metric != "macro_f1" else "macro-F1"
+    if metric in ccc_metrics:
+        from classifiers.dimensional import compare_dimensional
+
+        summary, rows = compare_dimensional(runs, metric, layer)
+        name = "CCC" if metric == "ccc" else f"CCC {metric.removeprefix('ccc_')}"
+    else:
+        from classifiers.dimensional import is_dimension_scored
+
+        scored = [r["id"] for r in runs if is_dimension_scored(r)]
+        if scored:
+            raise StatsError(f"run(s) {', '.join(scored)} are scored on emotion dimensions: compare with --metric ccc "
+                             f"(or ccc_arousal, ccc_valence, ccc_dominance)")
+        summary, rows = run_differences([(r["id"], load_registered(r)) for r in runs], metric, layer,
+                                        differs=what_differs(runs))
+        name = metric.upper() if metric != "macro_f1" else "macro-F1"
     _print_table(["run", "setting", name, "95% speaker CI", "speakers"],
                  [[s["run"], s["setting"], f"{s['value']:.3f}", f"[{s['low']:.3f}, {s['high']:.3f}]", str(s["n_groups"])]
                   for s in summary], title="runs")

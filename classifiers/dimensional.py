@@ -567,3 +567,103 @@ def registered_dimensional_matrix(corpora: Sequence[str], *, target: str, layer:
         registry.release(run_key("matrix", config, stores))
         raise
     return registry.run(run_id), m, False
+
+
+# ---------------------------------------------------------------------------------- runs compared on CCC
+
+def _read_rows(path: Path) -> list[dict]:
+    with Path(path).open(encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def dimension_predictions(run: dict, layer: str | None = None) -> tuple[str, dict, list[str]]:
+    """A registered run's per-clip predictions on emotion dimensions: (the setting compared, {id:
+    (speaker, truth (T,), prediction (T,))}, the dimensions). A dimensional probe gives the layer
+    `layer` (default: its best by pooled mean CCC) from probe_predictions.csv; a fine-tune on
+    dimensions every fold's test predictions (predictions.csv). Other runs: one line."""
+    import json
+
+    import numpy as np
+
+    out = Path(run.get("out") or "")
+    cfg = run.get("config") or {}
+    if run.get("kind") == "probe" and cfg.get("target", "emotion") != "emotion":
+        data = json.loads((out / "probe.json").read_text(encoding="utf-8"))
+        names = list(data["meta"]["dimensions"])
+        summary = data["summary"]
+        if layer is None:
+            chosen = str(max(summary, key=lambda r: _num(r.get("ccc_pooled")))["layer"])
+        else:
+            chosen = str(layer).strip()
+            if chosen not in {str(r["layer"]) for r in summary}:
+                raise SerError(f"run {run['id']} has no layer {chosen}: it probed layers "
+                               f"{', '.join(str(r['layer']) for r in summary)}")
+        rows = [r for r in _read_rows(out / "probe_predictions.csv") if r["layer"] == chosen]
+        setting = f"{run.get('classifier', 'ridge')}, layer {chosen}"
+    elif run.get("kind") == "finetune" and cfg.get("target", "emotion") != "emotion":
+        names = list(target_dimensions(cfg["target"]))
+        rows = [r for p in sorted(out.glob("*/predictions.csv")) for r in _read_rows(p)]
+        setting = f"fine-tuned ({cfg.get('pooling', '')} pooling)"
+    else:
+        raise SerError(f"run {run['id']} ({run.get('kind')}) has no per-clip predictions of emotion dimensions; "
+                       f"compare dimensional probes and fine-tunes on dimensions (ser results ls)")
+
+    def value(v: str) -> float:
+        return float(v) if v not in ("", None) else np.nan
+
+    clips = {r["id"]: (r["speaker"], np.array([value(r.get(f"true_{n}")) for n in names]),
+                       np.array([value(r.get(f"pred_{n}")) for n in names])) for r in rows}
+    return setting, clips, names
+
+
+def compare_dimensional(runs: Sequence[dict], metric: str = "ccc", layer: str | None = None,
+                        level: float = 0.95) -> tuple[list[dict], list[dict]]:
+    """Runs scored on emotion dimensions, each against the first on the clips both predicted: the
+    CCC of each (its speaker jackknife-t CI) and the paired difference with its CI and p
+    (`regression.paired_ccc`: the interval excludes 0 exactly when p < 1 - level), Holm over the
+    comparisons. metric: "ccc" (the mean over the dimensions the runs share) or "ccc_<dimension>".
+    Returns (one summary row per run, one difference row per later run)."""
+    import numpy as np
+
+    from classifiers.regression import ccc_interval, paired_ccc
+    from classifiers.stats import holm
+
+    loaded = [(r, *dimension_predictions(r, layer)) for r in runs]
+    shared_dims = [n for n in loaded[0][3] if all(n in names for *_, names in loaded)]
+    wanted = shared_dims if metric == "ccc" else [metric.removeprefix("ccc_")]
+    if not wanted or any(n not in shared_dims for n in wanted):
+        raise SerError(f"--metric {metric}: the runs share the dimensions {', '.join(shared_dims) or 'none'}; use "
+                       f"ccc or ccc_<dimension> of those")
+    first_run, first_setting, first, first_names = loaded[0]
+    summary, diffs = [], []
+    cols0 = [first_names.index(n) for n in wanted]
+    for run, setting, clips, names in loaded:
+        cols = [names.index(n) for n in wanted]
+        ids = [i for i in first if i in clips and np.isfinite(first[i][1][cols0]).all()]
+        if not ids:
+            raise SerError(f"runs {first_run['id']} and {run['id']} share no rated test clip ({len(first)} and "
+                           f"{len(clips)} clips): compare runs scored on the same test utterances")
+        y = np.array([first[i][1][cols0] for i in ids])
+        spk = np.array([first[i][0] for i in ids])
+        p = np.array([clips[i][2][cols] for i in ids])
+        iv = ccc_interval(y, p, spk, level=level)
+        summary.append(dict(run=run["id"], setting=setting, value=iv.value, low=iv.low, high=iv.high,
+                            n_groups=iv.n_groups, n=len(ids)))
+        if run is not first_run:
+            a = np.array([first[i][2][cols0] for i in ids])
+            c = paired_ccc(y, p, a, spk, level=level)
+            diffs.append(dict(a=run["id"], b=first_run["id"], diff=c.diff, low=c.low, high=c.high, p=c.p,
+                              n=len(ids), n_groups=c.n_groups))
+    for d, ph in zip(diffs, holm([d["p"] for d in diffs])):
+        d["p_holm"] = float(ph)
+    return summary, diffs
+
+
+def is_dimension_scored(run: dict) -> bool:
+    """Whether a registered run is scored on emotion dimensions only (a dimensional probe or matrix, a
+    fine-tune on dimensions without --multitask, or its evaluation): it has no UAR to compare."""
+    from classifiers.finetune import is_dimension_only
+
+    cfg = run.get("config") or {}
+    return (run.get("kind") in ("probe", "matrix") and cfg.get("target", "emotion") != "emotion") or \
+        is_dimension_only(run)

@@ -206,3 +206,36 @@ def test_cross_corpus_ccc_matrix_is_registered_and_shown(cache, tmp_path, monkey
     assert f"{CORPUS} → otherdims" in shown and 'target = "arousal"' in shown
     refused = invoke(*args, "--test", "otherdims")
     assert refused.exit_code != 0 and "--test (with --matrix)" in " ".join(refused.output.split())
+
+
+def test_results_compare_pairs_dimensional_runs_on_ccc(cache, tmp_path, monkeypatch):
+    """ser results compare A B --metric ccc_arousal: each run's CCC and the paired difference on the
+    clips both predicted, equal to regression.paired_ccc of the runs' own prediction files."""
+    from classifiers.regression import paired_ccc
+    from classifiers.registry import Registry
+
+    monkeypatch.chdir(tmp_path)
+    db = str(tmp_path / "ser.db")
+    base = ["probe", "--corpus", CORPUS, "--target", "arousal", "--model", MODEL, "--cache", str(cache), "--db", db]
+    assert invoke(*base, "--out", str(tmp_path / "ridge")).exit_code == 0
+    assert invoke(*base, "--classifier", "knn", "--out", str(tmp_path / "knn")).exit_code == 0
+    ridge, knn = sorted(Registry(db).runs(), key=lambda r: r["classifier"] != "ridge")
+    r = invoke("results", "compare", ridge["id"], knn["id"], "--metric", "ccc_arousal", "--layer", "1", "--db", db,
+               "--out", str(tmp_path / "cmp.png"), env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+
+    def layer1(folder):
+        with (tmp_path / folder / "probe_predictions.csv").open() as fh:
+            return {row["id"]: row for row in csv.DictReader(fh) if row["layer"] == "1"}
+
+    a, b = layer1("ridge"), layer1("knn")
+    ids = sorted(a)
+    c = paired_ccc(np.array([float(a[i]["true_arousal"]) for i in ids]),
+                   np.array([float(b[i]["pred_arousal"]) for i in ids]),
+                   np.array([float(a[i]["pred_arousal"]) for i in ids]), np.array([a[i]["speaker"] for i in ids]))
+    text = " ".join(r.output.split())
+    assert f"{c.diff:+.3f}" in text and f"[{c.low:+.3f}, {c.high:+.3f}]" in text
+    assert (tmp_path / "cmp.png").stat().st_size > 1000
+    wrong = invoke("results", "compare", ridge["id"], knn["id"], "--db", db)          # --metric uar
+    assert wrong.exit_code != 0 and "scored on emotion dimensions: compare with --metric ccc" in " ".join(
+        wrong.output.split())

@@ -356,3 +356,31 @@ def test_report_shows_a_dimensions_only_finetune(cli_run, tmp_path):
     html_text = page.read_text(encoding="utf-8")
     a = summary["arousal"]
     assert f"{a['ccc']:.3f} [{a['ci_low']:.3f}, {a['ci_high']:.3f}]" in html_text and "finetune (avd)" in html_text
+
+
+def test_compare_a_dimension_finetune_with_the_ridge_probe(cli_run, corpus, tmp_path, monkeypatch):
+    """The research diary's question on dimensions: a fine-tune against the frozen model's best
+    layer on the same test clips (official partitions), CCC difference with CI and p."""
+    from typer.testing import CliRunner
+
+    from classifiers.registry import Registry
+    from cli import app
+
+    out, db, _ = cli_run
+    root, model, _ = corpus
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    ex = runner.invoke(app, ["extract", "--corpus", "msppodcast", "--root", str(root / "msp"), "--model", str(model),
+                             "--cache", str(tmp_path / "cache"), "--device", "cpu"])
+    assert ex.exit_code == 0, ex.output
+    pr = runner.invoke(app, ["probe", "--corpus", "msppodcast", "--target", "avd", "--model", str(model), "--cache",
+                             str(tmp_path / "cache"), "--db", str(db), "--out", str(tmp_path / "probe")])
+    assert pr.exit_code == 0, pr.output
+    ft = next(r for r in Registry(db).runs(kind="finetune"))
+    probe = next(r for r in Registry(db).runs(kind="probe"))
+    res = runner.invoke(app, ["results", "compare", ft["id"], probe["id"], "--metric", "ccc", "--db", str(db),
+                              "--out", str(tmp_path / "cmp.png")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert f"Δ CCC vs {ft['id']}" in text and "fine-tuned" in text and "ridge, layer" in text
+    assert (tmp_path / "cmp.png").stat().st_size > 1000
