@@ -59,9 +59,9 @@ FRAME_REGRESSORS = ("attention",)
 
 
 def dimensional_probes() -> tuple[str, ...]:
-    """Regressors the dimensional probe runs over pooled features: the registry less the frame-level
-    ones (the attention regressor is a library estimator; no frame sweep yet)."""
-    return tuple(k for k in REGRESSOR_CLASSES if k not in FRAME_REGRESSORS)
+    """Regressors `ser probe --target` runs: every one of the registry (the frame-level ones over the
+    stored frames of their layers, the others over pooled features)."""
+    return tuple(REGRESSOR_CLASSES)
 
 
 class TargetError(SerError, ValueError):
@@ -144,9 +144,9 @@ def run_dimensional(corpus: str | None, *, target: str, model: str, cache: str |
         raise TargetError("target 'emotion' is the categorical probe (classifiers.probe.run_probe)")
     if alpha is not None and not (np.isfinite(alpha) and alpha > 0):
         raise SerError(f"--alpha must be a positive number, got {alpha!r}")
-    if regressor not in dimensional_probes():
-        raise SerError(f"regressor {regressor!r} has no pooled-feature sweep; choose one of "
-                       f"{', '.join(dimensional_probes())}")
+    if regressor not in REGRESSOR_CLASSES:
+        raise SerError(f"unknown regressor {regressor!r}; choose one of {', '.join(REGRESSOR_CLASSES)}")
+    frame = regressor in FRAME_REGRESSORS
     if alpha is not None and regressor != "ridge":
         raise SerError(f"--alpha is ridge's penalty; the {regressor} regressor has none")
     train_sets = [t for t in (train or []) if t]
@@ -164,6 +164,14 @@ def run_dimensional(corpus: str | None, *, target: str, model: str, cache: str |
     needed = list(dict.fromkeys(tcorpora + (test_corpora or [target_corpus])))
     fs = open_store(*[store_for(cache, model, c) for c in needed])
     layer_list = parse_layers(layers, fs.num_layers)
+    if frame:                       # the attention regressor reads the stored frames of its layers
+        if layers == "all":
+            layer_list = fs.frame_layers
+        missing = [k for k in layer_list if k not in fs.frame_layers]
+        if missing or not layer_list:
+            raise SerError(f"the {regressor} regressor reads frame-level features; layers {missing or layer_list} have "
+                           f"none in {', '.join(map(str, fs.paths))} (it has {fs.frame_layers or 'none'}): re-extract "
+                           f"with --frames {','.join(map(str, missing or layer_list)) or 12}")
     utts_all = fs.utterances
     Y_all = dimension_array(utts_all, names, scales=fs.dimension_scales, normalised=True)
     keep = np.isfinite(Y_all).all(1)
@@ -196,8 +204,11 @@ def run_dimensional(corpus: str | None, *, target: str, model: str, cache: str |
     with progress_bar(len(layer_list), f"{regressor} {train_name}→{test_name} ({'/'.join(names)}): layer",
                       enabled=progress) as advance:
         for li, layer in enumerate(layer_list):
-            X = fs.pooled(layer, stat)[rows]
-            if regressor == "ridge":
+            X = None if frame else fs.pooled(layer, stat)[rows]
+            if frame:
+                clips = [fs.frames(layer, int(i)).astype(np.float32) for i in rows]
+                pred[li] = np.stack([_fit_clips(regressor, clips, Y, m, speakers, seed) for m in masks])
+            elif regressor == "ridge":
                 sweep = sweep_ridge(X, Y, masks, speakers, alpha=alpha, inner=inner, inner_folds=inner_folds,
                                     seed=seed)
                 pred[li] = sweep.predict[0]
@@ -224,6 +235,21 @@ def run_dimensional(corpus: str | None, *, target: str, model: str, cache: str |
         run.files = write_dimensional(run, Path(out), plots=plots)
     run.seconds = time.monotonic() - t0
     return run
+
+
+def _fit_clips(name: str, clips: list, Y, train_mask, speakers, seed: int):
+    """A frame-level regressor (`FRAME_REGRESSORS`) fitted on one fold's training clips (their speakers
+    as groups: early stopping holds out whole training speakers), predicting every clip: (N, T)."""
+    import numpy as np
+
+    from classifiers.regression import make_regressor
+
+    est = make_regressor(name)
+    if "random_state" in est.get_params():
+        est.set_params(random_state=seed)
+    idx = np.flatnonzero(train_mask)
+    est.fit([clips[i] for i in idx], Y[idx], groups=speakers[idx])
+    return np.asarray(est.predict(clips)).reshape(len(clips), -1)
 
 
 def _summary(records, Y, pred, folds, speakers, layer_list, names) -> list[dict]:

@@ -12,6 +12,7 @@ import pytest
 
 from classifiers.regression import ccc, ccc_interval
 from featstore.corpora.base import Utterance
+from featstore.errors import SerError
 from tests.test_results import MODEL, invoke, write_store
 
 CORPUS = "mydims"    # not a registered corpus: its utterances carry their own scale (1-5)
@@ -121,7 +122,7 @@ def test_cli_target_is_registered_and_found_again(cache, tmp_path, monkeypatch):
 @pytest.mark.parametrize("extra, words", [
     (["--target", "pleasure"], "choose one of emotion, arousal, valence, dominance, avd"),
     (["--target", "arousal", "--C", "1"], "--C"),
-    (["--target", "arousal", "--classifier", "attention"], "choose one of ridge, xgboost, knn"),
+    (["--target", "arousal", "--classifier", "svm"], "choose one of ridge, xgboost, knn, attention"),
     (["--target", "arousal", "--classifier", "xgboost", "--alpha", "1"], "--alpha is ridge's penalty"),
     (["--target", "arousal", "--seeds", "2"], "--seeds"),
     (["--alpha", "2"], "--alpha"),
@@ -211,8 +212,8 @@ def test_cross_corpus_ccc_matrix_is_registered_and_shown(cache, tmp_path, monkey
 def test_results_compare_pairs_dimensional_runs_on_ccc(cache, tmp_path, monkeypatch):
     """ser results compare A B --metric ccc_arousal: each run's CCC and the paired difference on the
     clips both predicted, equal to regression.paired_ccc of the runs' own prediction files."""
-    from classifiers.regression import paired_ccc
     from classifiers.registry import Registry
+    from classifiers.regression import paired_ccc
 
     monkeypatch.chdir(tmp_path)
     db = str(tmp_path / "ser.db")
@@ -239,3 +240,37 @@ def test_results_compare_pairs_dimensional_runs_on_ccc(cache, tmp_path, monkeypa
     wrong = invoke("results", "compare", ridge["id"], knn["id"], "--db", db)          # --metric uar
     assert wrong.exit_code != 0 and "scored on emotion dimensions: compare with --metric ccc" in " ".join(
         wrong.output.split())
+
+
+def test_attention_regressor_reads_the_stored_frames(tmp_path):
+    """--classifier attention --target: the attention pooler trained per fold on the frames of the
+    stored frame layer (arousal planted in a few frames of each clip), predictions of every clip."""
+    from classifiers.dimensional import run_dimensional
+    from featstore.backbone import model_slug
+    from featstore.store import Batch, assemble, parts_dir, write_part
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal(6)
+    utts, clips = [], []
+    for s in range(6):
+        for i in range(8):
+            a = rng.uniform(1, 5)
+            clip = rng.standard_normal((int(rng.integers(6, 12)), 6))
+            clip[:3] += 2.0 * (a - 3) * w                     # the rating lives in the first frames only
+            clips.append(clip.astype(np.float32))
+            utts.append(Utterance(id=f"fr-{s}-{i}", path=f"/f/{s}/{i}.wav", corpus="frdims", language="en",
+                                  speaker=f"frdims-{s:02d}", gender=None, label="neutral", label_raw="neu",
+                                  arousal=float(a), dimension_scale=(1.0, 5.0)))
+    pooled = np.stack([np.stack([c.mean(0)] * 2) for c in clips]).astype(np.float32)
+    path = tmp_path / "cache" / model_slug(MODEL) / "frdims.h5"
+    config = {"model_id": MODEL, "frame_layers": [1], "num_layers": 2, "hidden_size": 6}
+    parts_dir(path).mkdir(parents=True)
+    write_part(parts_dir(path) / "part-0-0.h5", Batch(utts, pooled, pooled, np.full(48, 16000), np.array(
+        [len(c) for c in clips]), frames={1: [c.astype(np.float16) for c in clips]}), config)
+    assemble(path, config, corpus="frdims")
+    run = run_dimensional("frdims", target="arousal", model=MODEL, cache=tmp_path / "cache", regressor="attention")
+    assert [r["layer"] for r in run.summary] == [1]                       # "all" = the stored frame layers
+    assert run.summary[0]["ccc_arousal_pooled"] > 0.5 and {r["classifier"] for r in run.records} == {"attention"}
+    with pytest.raises(SerError, match="re-extract with --frames 0"):
+        run_dimensional("frdims", target="arousal", model=MODEL, cache=tmp_path / "cache", regressor="attention",
+                        layers="0")
