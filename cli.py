@@ -1917,6 +1917,9 @@ def evaluate(
     fmt: str | None = FORMAT_OPT,
     threads: int | None = THREADS_OPT,
     force: bool = typer.Option(False, "--force", help="Score again even if an identical evaluation is registered."),
+    target: str | None = typer.Option(None, "--target", callback=_rule(_target),
+                                      help=f"What to score: {', '.join(TARGETS)} (default: what the model predicts; a "
+                                           f"multitask model's dimensions need --target)."),
 ):
     """Score a saved probe or a fine-tuned model on a whole corpus (or one fold's test speakers):
     every test utterance, and only the classes shared with training; confusion heatmap,
@@ -1931,7 +1934,7 @@ def evaluate(
     maps, dev, corpus = parse_maps(map_ or []), _device_opt(device), _corpus(corpus)
     res = evaluate_model(model_dir, corpus, cache=_cache(cache), root=root, fold=fold, protocol=protocol, maps=maps,
                          drop=drop or [], out=out, device=dev, registry=Registry(_db(db)), command=_command(),
-                         backbone=backbone, force=force)
+                         backbone=backbone, force=force, target=target)
     if res.dimensions is not None:       # a model fine-tuned on emotion dimensions: CCC per dimension
         t = _table("dimension", "CCC [95% CI]", "Pearson r", "RMSE", "utterances", "speakers",
                    title=f"{model_dir} scored on {corpus} (ratings on [-1, 1]; CI: jackknife-t over speakers)")

@@ -190,8 +190,14 @@ def _score(y_true, y_pred, speakers, labels, what: str) -> Scored:
 def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=None, fold: str | None = None,
                    protocol: str | None = None, maps: dict[str, str] | None = None, drop: Sequence[str] = (),
                    out: str | Path | None = None, device: str = "auto", registry=None,
-                   command: str = "", backbone: str | Path | None = None, force: bool = False) -> Evaluation:
+                   command: str = "", backbone: str | Path | None = None, force: bool = False,
+                   target: str | None = None) -> Evaluation:
     """Score the model in `model_dir` on `corpus` (or the test speakers of `fold`), both ways.
+
+    target: what to score (`classifiers.dimensional.TARGETS`): None, what the model predicts (its
+    classes; a model fine-tuned on dimensions only, its dimensions); "emotion", its classes; a
+    dimension or "avd", those of its regression outputs (a multitask model's too), CCC per dimension.
+    A target the model does not predict is one line.
 
     maps: label -> label, applied to the test truth and to the model's classes (a mapped class'
     probability is added to its target's); drop: classes left out after mapping, of the test set
@@ -215,8 +221,10 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
     model_kind(model_dir)                   # a missing or foreign folder is one line before anything is read
     config = dict(model_dir=str(model_dir.resolve()), model_sha256=model_digest(model_dir), corpus=corpus, fold=fold,
                   protocol=protocol, maps=maps, drop=sorted(dict.fromkeys(drop)))
-    dims = _dimensions_only(model_dir)
+    dims = _target_dimensions(model_dir, target)
     if dims:
+        if target not in (None, "emotion"):
+            config["target"] = target            # the key of a scored subset or of a multitask model's dimensions
         return _evaluate_dimensions(model_dir, dims, corpus, config, root=root, fold=fold, protocol=protocol,
                                     maps=maps, drop=drop, out=out, device=device, registry=registry, command=command,
                                     backbone=backbone, force=force)
@@ -308,6 +316,32 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
     return result
 
 
+def _target_dimensions(model_dir: Path, target: str | None) -> list[str]:
+    """The dimensions `evaluate_model` scores for `target` (see there); [] for the classes."""
+    import json
+
+    from classifiers.dimensional import target_dimensions
+    from classifiers.predict import model_dimensions
+
+    if target is None:
+        return _dimensions_only(model_dir)
+    wanted = list(target_dimensions(target))
+    has = model_dimensions(model_dir) or []
+    labels = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("labels") \
+        if (model_dir / "config.json").is_file() else None
+    if not wanted:
+        if has and not labels:
+            raise EvaluateError(f"{model_dir} regresses {', '.join(has)} and has no classes: use --target "
+                                f"{'avd' if len(has) == 3 else has[0]} (or leave --target out)")
+        return []
+    missing = [d for d in wanted if d not in has]
+    if missing:
+        raise EvaluateError(f"{model_dir} does not predict {', '.join(missing)} (it predicts "
+                            f"{', '.join(has) or 'classes only'}): choose --target "
+                            f"{' or '.join(has + ['emotion'] if labels or not has else has)}")
+    return wanted
+
+
 def _dimensions_only(model_dir: Path) -> list[str]:
     """The dimensions of a fine-tuned model that regresses dimensions and has no classes, else []."""
     import json
@@ -342,7 +376,7 @@ def _evaluate_dimensions(model_dir: Path, dims: list[str], corpus: str, config: 
     from featstore.outputs import write_text
 
     if maps or drop:
-        raise EvaluateError(f"--map / --drop relabel classes; {model_dir} regresses {', '.join(dims)} and has no "
+        raise EvaluateError(f"--map / --drop relabel classes; scoring {model_dir}'s {', '.join(dims)} uses no "
                             f"classes: leave them out")
     stores = _stores(model_dir, corpus, None, root, backbone)
     if registry is not None and not force:
@@ -366,8 +400,10 @@ def _evaluate_dimensions(model_dir: Path, dims: list[str], corpus: str, config: 
         raise EvaluateError(f"no test utterance of {corpus} carries {'/'.join(dims)} ratings, which the model in "
                             f"{model_dir} predicts; score it on a corpus with dimensions")
     rows, Y = rows[rated], Y[rated]
-    _, _, _, values = _finetuned_outputs([utts[i].path for i in rows], model_dir, 8, resolve_device(device),
-                                         backbone=backbone)
+    _, _, model_dims, values = _finetuned_outputs([utts[i].path for i in rows], model_dir, 8, resolve_device(device),
+                                                  backbone=backbone)
+    values = np.asarray(values)[:, [list(model_dims).index(d) for d in dims]]   # --target: a subset, or a multitask
+                                                                                # model's regression outputs
     speakers = [utts[i].speaker for i in rows]
     summary = dimension_intervals(Y, values, speakers, dims)
     train_set = _trained_on(model_dir, "finetuned") or ",".join(

@@ -384,3 +384,40 @@ def test_compare_a_dimension_finetune_with_the_ridge_probe(cli_run, corpus, tmp_
     text = " ".join(res.output.split())
     assert f"Δ CCC vs {ft['id']}" in text and "fine-tuned" in text and "ridge, layer" in text
     assert (tmp_path / "cmp.png").stat().st_size > 1000
+
+
+def test_evaluate_target_scores_a_chosen_subset_or_a_multitask_models_dimensions(cli_run, corpus, tmp_path):
+    """ser evaluate --target: a dimension of a dimensions-only model (the same CCC as in the full
+    evaluation), the dimensions of a multitask model (its fold's test CCC again), and a target the
+    model does not predict is one line."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    out, _, _ = cli_run
+    root, model, utterances = corpus
+    fold = _fold_dir(out)
+    result = json.loads((fold / "fold_result.json").read_text())["result"]
+    base = ["evaluate", "--corpus", "msppodcast", "--root", str(root / "msp"), "--device", "cpu", "--fold",
+            result["fold"], "--db", str(tmp_path / "ev.db")]
+    runner = CliRunner()
+    res = runner.invoke(app, [*base, "--model", str(fold / "model"), "--target", "valence", "--out",
+                              str(tmp_path / "v")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    [row] = json.loads((tmp_path / "v" / "evaluate.json").read_text())["summary"]
+    assert row["dimension"] == "valence" and row["ccc"] == pytest.approx(result["metrics"]["ccc_valence"], abs=1e-5)
+    res = runner.invoke(app, [*base, "--model", str(fold / "model"), "--target", "emotion"])
+    assert res.exit_code != 0 and "has no classes: use --target avd" in " ".join(res.output.split())
+
+    config = FinetuneConfig(model=str(model), target="avd", multitask=0.5, epochs=1, lr=3e-3, batch_size=8,
+                            freeze="none", fold=0, progress=False, device="cpu")
+    [f] = finetune(utterances, make_folds(utterances, "official"), config, out_dir=tmp_path / "mt").folds
+    args = ["evaluate", "--corpus", "msppodcast", "--root", str(root / "msp"), "--device", "cpu", "--fold", f.fold,
+            "--db", str(tmp_path / "ev.db"), "--model", str(f.model_dir)]
+    res = runner.invoke(app, [*args, "--target", "avd", "--out", str(tmp_path / "mt-avd")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    rows = {r["dimension"]: r for r in json.loads((tmp_path / "mt-avd" / "evaluate.json").read_text())["summary"]}
+    assert set(rows) == set(DIMS)
+    assert rows["arousal"]["ccc"] == pytest.approx(f.metrics["ccc_arousal"], abs=1e-5)
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "mt-classes")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and (tmp_path / "mt-classes" / "predictions.parquet").exists()   # default: classes
