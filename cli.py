@@ -1413,9 +1413,13 @@ def predict(
     device: str | None = DEVICE_OPT,
     backbone: Path | None = BACKBONE_OPT,
     threads: int | None = THREADS_OPT,
+    target: str | None = typer.Option(None, "--target", callback=_rule(_target),
+                                      help=f"Which outputs: {', '.join(TARGETS)} (default: every output the model "
+                                           f"has)."),
 ):
     """Emotion probabilities per file, from a fine-tuned model or a saved probe; a model fine-tuned with
-    --target prints its arousal / valence / dominance values on [-1, 1] (beside the classes' with --multitask).
+    --target prints its arousal / valence / dominance values on [-1, 1] (beside the classes' with --multitask);
+    --target keeps the classes (emotion) or the dimensions named.
 
     Example: ser predict clip1.wav clip2.wav --model runs/finetune-ravdess-.../luna-0/model --out preds.csv
     """
@@ -1431,9 +1435,25 @@ def predict(
         check_output(out)                              # a directory or /proc fails before the model loads
     from classifiers.predict import model_dimensions
 
+    dims = model_dimensions(model) or []      # a --target model's values, on [-1, 1]
+    if target is not None:                    # what to print, checked before any audio is read
+        import json
+
+        config = model / "config.json"
+        has_classes = not config.is_file() or bool(json.loads(config.read_text(encoding="utf-8")).get("labels"))
+        wanted = list(TARGETS[target])
+        if not wanted and not has_classes:
+            _error(f"--target emotion: {model} regresses {', '.join(dims)} and has no classes")
+            raise typer.Exit(2)
+        if [d for d in wanted if d not in dims]:
+            _error(f"--target {target}: {model} predicts {', '.join(dims) or 'classes only'}, not "
+                   f"{', '.join(d for d in wanted if d not in dims)}")
+            raise typer.Exit(2)
     rows = run_predict(files, model, device=device, backbone=backbone)
-    dims = model_dimensions(model)       # a --target model's values, on [-1, 1]
     labels = [k for k in rows[0][1] if k not in dims] if rows else []
+    if target is not None:
+        labels, dims = ([], list(TARGETS[target])) if TARGETS[target] else (labels, [])
+        rows = [(f, {k: v for k, v in p.items() if k in labels or k in dims}) for f, p in rows]
     if out is not None:
         _write_predictions_csv(out, rows, labels, model, dims)
     if as_json:       # the CSV's fields: file, predicted, p_<class> per class, <dimension> values, model

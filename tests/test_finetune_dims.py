@@ -421,3 +421,27 @@ def test_evaluate_target_scores_a_chosen_subset_or_a_multitask_models_dimensions
     assert rows["arousal"]["ccc"] == pytest.approx(f.metrics["ccc_arousal"], abs=1e-5)
     res = runner.invoke(app, [*args, "--out", str(tmp_path / "mt-classes")], env={"COLUMNS": "200"})
     assert res.exit_code == 0 and (tmp_path / "mt-classes" / "predictions.parquet").exists()   # default: classes
+
+
+def test_predict_target_keeps_the_outputs_named(cli_run, corpus):
+    """ser predict --target valence prints that dimension only (the same value as without --target);
+    --target emotion on a model without classes is one line, before any audio is read."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    out, _, _ = cli_run
+    _, _, utterances = corpus
+    model_dir = _fold_dir(out) / "model"
+    clips = [u.path for u in utterances[:2]]
+    runner = CliRunner()
+    every = json.loads(runner.invoke(app, ["predict", *clips, "--model", str(model_dir), "--json",
+                                           "--device", "cpu"]).output)
+    res = runner.invoke(app, ["predict", *clips, "--model", str(model_dir), "--json", "--device", "cpu",
+                              "--target", "valence"])
+    assert res.exit_code == 0, res.output
+    one = json.loads(res.output)
+    assert [set(r) - {"file", "model"} for r in one] == [{"valence"}] * 2
+    assert [r["valence"] for r in one] == pytest.approx([r["valence"] for r in every])
+    res = runner.invoke(app, ["predict", "missing.wav", "--model", str(model_dir), "--target", "emotion"])
+    assert res.exit_code == 2 and "has no classes" in " ".join(res.output.split())
