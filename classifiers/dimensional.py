@@ -425,6 +425,7 @@ def registered_dimensional(corpus: str | None, *, target: str, model: str, cache
     an identical configuration over identical stores returns the registered run unless `force`."""
     from classifiers.probe import default_out
     from classifiers.registry import run_key
+    from classifiers.results import forced_dir
     from classifiers.study import _needed, fingerprints
 
     config = dimensional_config(corpus, target=target, model=model, train=train, test=test, layers=layers,
@@ -435,11 +436,8 @@ def registered_dimensional(corpus: str | None, *, target: str, model: str, cache
         return RegisteredDimensional(found, read_dimensional(found["out"]), reused=True)
     if out is None:
         settings = {k: v for k, v in config.items() if k != "model"}
-        out = default_out("probe", corpus or f"{'+'.join(config['train'])}-to-{test}", model, settings)
-        base, i = out, 1
-        while force and out.exists():  # a forced re-run never replaces the files of the run registered before
-            i += 1
-            out = base.with_name(f"{base.name}-{i}")
+        out = forced_dir(default_out("probe", corpus or f"{'+'.join(config['train'])}-to-{test}", model, settings),
+                         force)
     try:
         run = run_dimensional(corpus, target=target, model=model, cache=cache, layers=layers,
                               protocol=config["protocol"], stat=stat, train=config["train"] or None,
@@ -570,6 +568,7 @@ def registered_dimensional_matrix(corpora: Sequence[str], *, target: str, layer:
     Returns (registry row, DimensionalMatrix, reused)."""
     from classifiers.probe import default_out
     from classifiers.registry import run_key
+    from classifiers.results import forced_dir
     from classifiers.study import fingerprints
 
     config = dict(corpora=list(corpora), layer=str(layer).strip(), target=str(target).lower(), classifier=classifier,
@@ -579,11 +578,8 @@ def registered_dimensional_matrix(corpora: Sequence[str], *, target: str, layer:
     if found is not None and found.get("out") and (Path(found["out"]) / "transfer_ccc.json").is_file():
         return found, read_matrix(found["out"]), True
     if out is None:
-        out = default_out("matrix", "+".join(corpora), model, {k: v for k, v in config.items() if k != "model"})
-        base, i = out, 1
-        while force and out.exists():
-            i += 1
-            out = base.with_name(f"{base.name}-{i}")
+        out = forced_dir(default_out("matrix", "+".join(corpora), model,
+                                     {k: v for k, v in config.items() if k != "model"}), force)
     try:
         m = dimensional_matrix(corpora, target=target, layer=layer, model=model, cache=cache, protocol=protocol,
                                stat=stat, alpha=alpha, regressor=classifier, out=out, overwrite=overwrite,

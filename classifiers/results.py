@@ -883,6 +883,18 @@ def settings_tag(settings: dict) -> str:
     return hashlib.sha256(dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
 
 
+def forced_dir(out: Path, force: bool) -> Path:
+    """The folder a run writes into: `out`, or, for a forced re-run (`force`) whose default folder
+    already holds the run registered before, the first free `out-2`, `out-3`, ... beside it: a forced
+    re-run never replaces the files of the run registered before."""
+    base, i = Path(out), 1
+    out = base
+    while force and out.exists():
+        i += 1
+        out = base.with_name(f"{base.name}-{i}")
+    return out
+
+
 def check_out(out: str | Path, overwrite: bool = False) -> Path:
     """`out` as a results directory, checked before any work: refused when it already holds
     files, unless `overwrite` (results are never silently replaced). The writers create it."""

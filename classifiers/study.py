@@ -360,6 +360,7 @@ def registered_probe(corpus: str | None, *, model: str, cache, registry, force: 
     """
     from classifiers.probe import default_out, run_probe
     from classifiers.registry import run_key
+    from classifiers.results import forced_dir
 
     config = probe_config(corpus, model=model, train=train, test=test, layers=layers, classifier=classifier,
                           protocol=protocol, stat=stat, seeds=seeds, C=C, classes=classes,
@@ -372,11 +373,7 @@ def registered_probe(corpus: str | None, *, model: str, cache, registry, force: 
         return Registered(found, results, reused=True, files=complete_figures(found, results))
     settings = {k: v for k, v in config.items() if k != "model"}
     if out is None:
-        out = default_out("probe", corpus or f"{'+'.join(train)}-to-{test}", model, settings)
-        base, i = out, 1
-        while force and out.exists():  # a forced re-run never replaces the files of the run registered before
-            i += 1
-            out = base.with_name(f"{base.name}-{i}")
+        out = forced_dir(default_out("probe", corpus or f"{'+'.join(train)}-to-{test}", model, settings), force)
     try:
         run = run_probe(corpus, layers=layers, classifier=classifier, protocol=protocol, stat=stat,
                         train=train or None, test=[test] if test else None, seeds=seeds, model=model, cache=cache,
@@ -782,6 +779,7 @@ def registered_finetune(corpus: str, *, model: str, registry, train: Sequence[st
     from classifiers.finetune import FinetuneConfig, default_run_dir
     from classifiers.finetune import finetune as run_finetune
     from classifiers.registry import finetune_config, finetune_stores, register_finetune
+    from classifiers.results import forced_dir
     from featstore.config import default_protocol, resolve_root
     from featstore.corpora import load_manifest
     from featstore.folds import make_folds, multi_corpus_folds
@@ -802,11 +800,8 @@ def registered_finetune(corpus: str, *, model: str, registry, train: Sequence[st
                     and registered_files(run)):
                 return Registered(run, load_registered(run), reused=True)
     if out is None:
-        out = base = default_run_dir("+".join([corpus, *extra]), protocol, config)
-        i = 1
-        while force and out.exists():    # forced: trained afresh in a new folder, never resumed from the registered one
-            i += 1
-            out = base.with_name(f"{base.name}-{i}")
+        # forced: trained afresh in a new folder, never resumed from the registered one
+        out = forced_dir(default_run_dir("+".join([corpus, *extra]), protocol, config), force)
     res = run_finetune(utts, folds, config, out_dir=out, protocol=protocol)
     run_id = register_finetune(registry, res, utts, folds, config, corpus=corpus, train=extra, protocol=protocol,
                                command=command)
