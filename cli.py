@@ -880,7 +880,7 @@ def probe(
     model: str | None = MODEL_OPT,
     cache: Path | None = CACHE_OPT,
     device: str | None = DEVICE_OPT,
-    out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Results directory (default: results/probe-... named by the settings)."),
+    out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Results directory (default: probe-... named by the settings, in the results root)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results already in --out."),
     save_probe: Path | None = typer.Option(None, "--save-probe", callback=OUT_DIR,
                                               help="Also fit the probe on all of --corpus at one --layer and save it for `ser predict`."),
@@ -1319,7 +1319,7 @@ def finetune(
     model: str | None = MODEL_OPT,
     protocol: str | None = typer.Option(None, "--protocol", "-p", help="Fold protocol; default: the corpus' standard one."),
     device: str | None = DEVICE_OPT,
-    out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Run directory (default runs/finetune-...)."),
+    out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Run directory (default: finetune-... in the results root)."),
     db: Path | None = DB_OPT,
     fmt: str | None = FORMAT_OPT,
     threads: int | None = THREADS_OPT,
@@ -1421,7 +1421,7 @@ def predict(
     --target prints its arousal / valence / dominance values on [-1, 1] (beside the classes' with --multitask);
     --target keeps the classes (emotion) or the dimensions named.
 
-    Example: ser predict clip1.wav clip2.wav --model runs/finetune-ravdess-.../luna-0/model --out preds.csv
+    Example: ser predict clip1.wav clip2.wav --model RUN/luna-0/model --out preds.csv
     """
     _threads(threads)
     from featstore.device import check_device
@@ -1930,7 +1930,7 @@ def evaluate(
                                           "predictions, e.g. calm=neutral (repeatable)."),
     drop: list[str] | None = typer.Option(None, "--drop", help="Leave out a class: its test utterances and the model's "
                                           "predictions of it (argmax over the rest; repeatable)."),
-    out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Results directory (default results/evaluate-...)."),
+    out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Results directory (default: evaluate-... in the results root)."),
     device: str | None = DEVICE_OPT,
     db: Path | None = DB_OPT,
     backbone: Path | None = BACKBONE_OPT,
@@ -1945,7 +1945,7 @@ def evaluate(
     every test utterance, and only the classes shared with training; confusion heatmap,
     predictions and a registry row. A saved probe reads the store's features when present.
 
-    Example: ser evaluate --model runs/finetune-ravdess-.../luna-0/model --corpus cremad
+    Example: ser evaluate --model RUN/luna-0/model --corpus cremad   (RUN: the folder ser finetune printed)
     """
     _threads(threads)
     from classifiers.registry import Registry

@@ -204,7 +204,7 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
     and of the model's probability columns (argmax over the rest); see `relabel`. Writes
     evaluate.json/.csv (records "all" and "shared"), predictions.parquet and one confusion
     heatmap per policy to `out` (refused when it holds files; default: a new directory under
-    results/), and registers the run in `registry` (kind "evaluate"). With a registry, an identical
+    the results root), and registers the run in `registry` (kind "evaluate"). With a registry, an identical
     configuration (the model's content digest, corpus, fold, maps, drop) over identical stores
     returns the registered run (`Evaluation.reused`) without computing, unless `force`.
     """

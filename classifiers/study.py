@@ -150,7 +150,7 @@ KEY_TYPES: dict[str, tuple[Callable[[object], bool], str]] = {
     "early_stopping": (lambda v: isinstance(v, bool), "true or false"),
     "report": (_text, 'an .html file, e.g. "results/diary.html"'),
     "cache": (_text, "a directory"),
-    "db": (_text, "a registry file, e.g. \"results/ser.db\""),
+    "db": (_text, "a registry file, e.g. \"team/ser.db\""),
     "formats": (lambda v: _formats_problem(v) is None, '"png", "pdf", "svg" or several, e.g. ["png", "pdf"] '
                                                         'or "png,pdf"'),
     "executor": (lambda v: isinstance(v, str) and _executor_problem(v) is None,
@@ -945,7 +945,7 @@ def run_study(path: str | Path, *, cache=None, registry=None, default_model: str
     Cells of every kind (`Cell.kind`: probe, matrix, neighbors, finetune, evaluate) run through the
     registry (`run_cell`); cells already registered are re-used (unless `force`); missing stores are
     extracted first (the corpus root must be configured, see `ser config`). The report (default
-    `results/study-<name>.html`) holds every cell's run.
+    study-<name>.html in the results root) holds every cell's run.
 
     cache / registry: the feature cache and the `Registry` (default: the file's [study] cache and
     db, see `study_cache` and `study_registry`).
