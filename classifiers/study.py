@@ -798,7 +798,7 @@ def registered_finetune(corpus: str, *, model: str, registry, train: Sequence[st
             if (_same_finetune(run["config"], wanted) and run["stores"][1:] == data
                     and base.get("model_id") == model and (not hashes or base.get("weights_sha256") in hashes)
                     and registered_files(run)):
-                return Registered(run, load_registered(run), reused=True)
+                return Registered(run, load_run(run), reused=True)
     if out is None:
         # forced: trained afresh in a new folder, never resumed from the registered one
         out = forced_dir(default_run_dir("+".join([corpus, *extra]), protocol, config), force)
@@ -808,7 +808,7 @@ def registered_finetune(corpus: str, *, model: str, registry, train: Sequence[st
     if run_id is None:
         raise SerError(f"the fine-tune of {model} on {corpus} scored no fold (see {out}); nothing was registered")
     run = registry.run(run_id)
-    return Registered(run, load_registered(run), reused=False, files=[Path(p) for p in res.files.values()])
+    return Registered(run, load_run(run), reused=False, files=[Path(p) for p in res.files.values()])
 
 
 def is_dimensional(run: dict) -> bool:

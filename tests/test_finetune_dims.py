@@ -445,3 +445,22 @@ def test_predict_target_keeps_the_outputs_named(cli_run, corpus):
     assert [r["valence"] for r in one] == pytest.approx([r["valence"] for r in every])
     res = runner.invoke(app, ["predict", "missing.wav", "--model", str(model_dir), "--target", "emotion"])
     assert res.exit_code == 2 and "has no classes" in " ".join(res.output.split())
+
+
+def test_a_study_finetune_cell_on_dimensions_runs_and_is_reused(corpus, tmp_path, monkeypatch):
+    """A [[cells]] kind = "finetune" with target = "avd" (study.registered_finetune): trained,
+    registered, its headline the mean CCC; the same cell again re-uses the registered run."""
+    from classifiers.registry import Registry
+    from classifiers.study import headline, registered_finetune
+    from featstore import config
+
+    root, model, _ = corpus
+    monkeypatch.setenv("SER_CONFIG", str(tmp_path / "config.toml"))
+    config.set_value("corpora.msppodcast.root", str(root / "msp"))
+    registry = Registry(tmp_path / "ser.db")
+    options = dict(target="avd", epochs=1, lr=3e-3, batch_size=8, freeze="none", fold=0, device="cpu")
+    first = registered_finetune("msppodcast", model=str(model), registry=registry, out=tmp_path / "ft", **options)
+    assert not first.reused and set(first.results.rows) == set(DIMS)
+    assert headline(first).startswith("mean CCC ")
+    again = registered_finetune("msppodcast", model=str(model), registry=registry, **options)
+    assert again.reused and again.run["id"] == first.run["id"]
