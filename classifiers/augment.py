@@ -24,24 +24,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import soxr
 
-from featstore.errors import SerError
+from classifiers.augment_base import AugmentError, Compose, _check_p  # noqa: F401 - re-exported
 
 AUGMENTATIONS: tuple[str, ...] = ("chunk-permute", "noise", "speed", "word-swap")
-
-
-class AugmentError(SerError, ValueError):
-    """An augmentation spec that cannot be parsed."""
-
-
-def _check_p(p: float) -> float:
-    if not 0.0 <= p <= 1.0:
-        raise AugmentError(f"augmentation probability must be in [0, 1], got {p}")
-    return float(p)
 
 
 @dataclass(frozen=True)
@@ -112,21 +102,6 @@ class SpeedPerturb:
         return soxr.resample(wave, factor, 1.0, quality="HQ").astype(wave.dtype, copy=False)
 
 
-@dataclass(frozen=True)
-class Compose:
-    """Apply `transforms` in order with one generator."""
-
-    transforms: tuple = field(default_factory=tuple)
-
-    def __call__(self, wave: np.ndarray, rng: np.random.Generator, utterance=None) -> np.ndarray:
-        for t in self.transforms:
-            wave = t(wave, rng, utterance) if getattr(t, "needs_utterance", False) else t(wave, rng)
-        return wave
-
-    def __bool__(self) -> bool:
-        return bool(self.transforms)
-
-
 def augment_rng(seed: int, *keys: int) -> np.random.Generator:
     """A generator for one (seed, epoch, item, ...) combination: same keys, same augmentation."""
     return np.random.default_rng([int(seed), *(int(k) for k in keys)])
@@ -162,7 +137,7 @@ def _parse_item(item: str):
             return SpeedPerturb(p=p)
         return SpeedPerturb(tuple(_number(f, "speed factor") for f in arg.split("/")), p)
     if name == "word-swap":
-        from classifiers.wordswap import WordSwap
+        from classifiers.wordswap import WordSwap  # lazy: alignment loads only when asked for
 
         return WordSwap(_number(arg, "probability") if arg else p)
     raise AugmentError(f"unknown augmentation {name!r}; choose from {', '.join(AUGMENTATIONS)} "

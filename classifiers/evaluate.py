@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from classifiers.progress import progress_bar  # noqa: F401 - re-exported
 from classifiers.results import CLASS_POLICIES, ProbeResults, declared_labels, harmonise, make_record
 from featstore.errors import SerError
 
@@ -320,29 +320,6 @@ def check_params(classifier: str, params: dict | None) -> dict:
 def run_classifier(name: str, task: ProbeTask) -> ProbeResults:
     """Run registry entry `name` on `task`."""
     return CLASSIFIERS[check_classifier(name)](task)
-
-
-@contextmanager
-def progress_bar(total: int, description: str, enabled: bool = True):
-    """A rich bar on stderr over `total` units with elapsed time and ETA; yields advance(n=1)."""
-    if not enabled:
-        yield lambda n=1: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (TextColumn("{task.description}"), BarColumn(bar_width=12), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        tid = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(tid, n)
 
 
 def probe_layers(X, utterances, folds, layers: Sequence[int], *, classifier: str = "logreg",

@@ -640,8 +640,8 @@ def analyse_cached(corpora: Sequence[str] | None, *, layers: str = "all", k: int
     (default: a directory named by corpora, model, layers, k, stat and a hash of them), which is
     refused when it already holds files unless `overwrite`. Returns (report, files written).
     `registered_neighbors` is the same analysis through the run registry."""
-    from classifiers.probe import cached_corpora
     from classifiers.results import check_out
+    from featstore.store import cached_corpora
 
     _check_k(k)
     names = list(corpora or []) or cached_corpora(cache, model)
@@ -704,15 +704,15 @@ def _check_k(k: int) -> None:
 
 
 def _default_out(names: Sequence[str], layers: str, k: int, stat: str, model: str) -> Path:
-    from classifiers.probe import default_out
+    from classifiers.runpaths import default_out
 
     return default_out("neighbors", "+".join(names), model, dict(corpora=list(names), layers=layers, k=k, stat=stat))
 
 
 def _analyse(names: Sequence[str], *, layers: str, k: int, stat: str, model: str, cache, progress: bool,
              weighting: str = "uniform", center: str | None = "global") -> NeighborReport:
-    from classifiers.evaluate import progress_bar
-    from classifiers.probe import store_for
+    from classifiers.progress import progress_bar
+    from classifiers.runpaths import store_for
     from featstore.store import open_store, parse_layers
 
     fs = open_store(*[store_for(cache, model, c) for c in names])
@@ -773,10 +773,10 @@ def registered_neighbors(corpora: Sequence[str] | None, *, layers: str = "all", 
     that already holds files is refused unless `overwrite`.
     """
     from classifiers.predictions import write_predictions
-    from classifiers.probe import cached_corpora
     from classifiers.registry import run_key
     from classifiers.results import check_out, write_results
     from classifiers.study import fingerprints, load_registered
+    from featstore.store import cached_corpora
 
     _check_k(k)
     names = list(corpora or []) or cached_corpora(cache, model)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from classifiers.evaluate import check_params, transfer_matrix
 from classifiers.results import ProbeResults
+from classifiers.runpaths import _layer_tag, default_out, store_for  # noqa: F401 - re-exported
 from featstore.errors import SerError
 from featstore.store import cached_corpora, parse_layers
 
@@ -27,43 +28,6 @@ class ProbeRun:
     results: ProbeResults
     files: list[Path] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def store_for(cache: str | Path, model: str, corpus: str) -> Path:
-    """Where `ser extract` put (model, corpus); a clear error naming the command when missing
-    (or the corpus meant, when the name is a near miss of a registered one)."""
-    from featstore.corpora import CORPORA, closest_corpus, unknown_corpus
-    from featstore.store import StoreError, find_store
-
-    try:
-        return find_store(cache, model, corpus)
-    except StoreError as e:
-        if corpus.lower() not in CORPORA and closest_corpus(corpus.lower()):
-            raise unknown_corpus(corpus) from e
-        raise
-
-
-def _layer_tag(layers) -> str:
-    return "L" + (layers if isinstance(layers, str) else ",".join(map(str, layers))).replace(",", "_")
-
-
-def default_out(kind: str, name: str, model: str, settings: dict) -> Path:
-    """`<results root>/<kind>-<name>-<model>-<classifier>-L<layers>-<protocol>-<hash of the settings>`
-    (the root: `featstore.config.results_root`, one per user, whatever the working directory): two
-    runs with different settings never share a directory."""
-    from classifiers.results import settings_tag
-    from featstore.backbone import model_slug
-
-    parts = [kind, name.replace(",", "+"), model_slug(model)]
-    if settings.get("classifier"):
-        parts.append(settings["classifier"])
-    if "layers" in settings:
-        parts.append(_layer_tag(settings["layers"]))
-    if settings.get("protocol"):
-        parts.append(str(settings["protocol"]).replace(":", ""))
-    from featstore.config import results_root
-
-    return results_root() / "-".join(parts + [settings_tag(settings)])
 
 
 def _class_policy(classes: str | None, train_corpora: Sequence[str], test_corpora: Sequence[str], utts) -> dict:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classifiers.augment import _check_p
+from classifiers.augment_base import Compose, _check_p
 from featstore.align import Word, align_corpus, alignment_path, default_ctc_model, load_ctc_model, read_alignments
 from featstore.audio import load_audio
 from featstore.corpora.base import Utterance
@@ -195,12 +195,11 @@ class FoldWordSwap:
 
 def bind_word_swap(augment, train: Sequence[Utterance], *, sample_rate: int, cache: str | Path | None = None,
                    device="cpu", model: str | None = None):
-    """`augment` (a classifiers.augment.Compose) with its word swap bound to `train` and moved first.
+    """`augment` (a Compose from `classifiers.augment.parse_augment`) with its word swap bound to `train`
+    and moved first.
 
     model: the CTC model for swaps that name none (None: $SER_CTC_MODEL or the language's default).
     """
-    from classifiers.augment import Compose
-
     swaps = [t for t in augment.transforms if isinstance(t, WordSwap)]
     if not swaps:
         return augment
