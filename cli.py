@@ -1339,25 +1339,15 @@ def finetune(
     Example: ser finetune --corpus ravdess --model facebook/wav2vec2-large-xlsr-53 --protocol luna5 --epochs 6
     """
     _threads(threads)
-    from classifiers.finetune import FinetuneConfig, default_run_dir
+    from classifiers.finetune import FinetuneConfig, default_run_dir, finetune_data
     from classifiers.finetune import finetune as run_finetune
-    from featstore.config import default_protocol
-    from featstore.corpora import load_manifest
     from featstore.device import check_device
-    from featstore.folds import make_folds, multi_corpus_folds
 
     corpus, model = _corpus(corpus), _model(model)
     config = FinetuneConfig(model=model, device=check_device(_device_opt(device)), **options)
-    manifests = [load_manifest(corpus, _root(corpus, root))]
-    extra = [c for c in (train or "").split(",") if c and c != corpus]
-    for c in extra:
-        manifests.append(load_manifest(c, _root(c, None)))
-    for m in manifests:
-        _print_problems(m.problems, limit=10)
-    utts = [u for m in manifests for u in m.utterances]
-    prot = protocol or default_protocol(corpus)
-    folds_ = multi_corpus_folds(utts, corpus, prot, extra) if extra else make_folds(utts, prot)
-    name = "+".join([corpus] + extra)
+    data = finetune_data(corpus, root=root, train=train or "", protocol=protocol)
+    _print_problems(data.problems, limit=10)
+    utts, folds_, prot, extra, name = data.utterances, data.folds, data.protocol, data.extra, data.name
     out = out or default_run_dir(name, prot, config)
     res = run_finetune(utts, folds_, config, out_dir=out, protocol=prot)
     dims = config.dims

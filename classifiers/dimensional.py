@@ -130,10 +130,10 @@ def run_dimensional(corpus: str | None, *, target: str, model: str, cache: str |
     """
     import numpy as np
 
-    from classifiers.evaluate import progress_bar
-    from classifiers.probe import store_for
+    from classifiers.progress import progress_bar
     from classifiers.regression import fold_predictions, inner_group_masks, scores, sweep_ridge
     from classifiers.results import check_out
+    from classifiers.runpaths import store_for
     from featstore.corpora.base import dimension_array
     from featstore.folds import standard_protocol
     from featstore.store import open_store, parse_layers
@@ -423,9 +423,9 @@ def registered_dimensional(corpus: str | None, *, target: str, model: str, cache
                            command: str = "") -> RegisteredDimensional:
     """`run_dimensional` through the registry, as `classifiers.study.registered_probe` runs a probe:
     an identical configuration over identical stores returns the registered run unless `force`."""
-    from classifiers.probe import default_out
     from classifiers.registry import run_key
     from classifiers.results import forced_dir
+    from classifiers.runpaths import default_out
     from classifiers.study import _needed, fingerprints
 
     config = dimensional_config(corpus, target=target, model=model, train=train, test=test, layers=layers,
@@ -566,9 +566,9 @@ def registered_dimensional_matrix(corpora: Sequence[str], *, target: str, layer:
     """`dimensional_matrix` through the registry (kind "matrix"): an identical configuration over
     identical stores returns the registered run (read back from its folder) unless `force`.
     Returns (registry row, DimensionalMatrix, reused)."""
-    from classifiers.probe import default_out
     from classifiers.registry import run_key
     from classifiers.results import forced_dir
+    from classifiers.runpaths import default_out
     from classifiers.study import fingerprints
 
     config = dict(corpora=list(corpora), layer=str(layer).strip(), target=str(target).lower(), classifier=classifier,

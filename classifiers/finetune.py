@@ -1127,6 +1127,46 @@ def _rescore(result: FoldResult, predictions: Path, classes: list[str], shared: 
 
 # -- exports: run folders and model cards --------------------------------------------------------
 
+@dataclass
+class FinetuneData:
+    """What a fine-tune of `corpus` reads: its utterances (and those of the extra training corpora),
+    the folds of `corpus` by `protocol` (extra corpora whole in every training set), and the
+    manifests' problems (files left out, with why)."""
+
+    corpus: str
+    extra: list[str]
+    protocol: str
+    utterances: list
+    folds: list
+    problems: list
+
+    @property
+    def name(self) -> str:
+        """'ravdess+emodb': the corpora trained on, as run folders and tables name them."""
+        return "+".join([self.corpus, *self.extra])
+
+
+def finetune_data(corpus: str, *, root=None, train: Sequence[str] | str = (), protocol: str | None = None,
+                  progress: bool = True) -> FinetuneData:
+    """The utterances and folds of a fine-tune of `corpus` (root: its directory, else `ser config`'s
+    or the data dir's, `featstore.config.resolve_root`), with the extra training corpora `train`
+    ("ravdess,emodb" or a list; `corpus` itself is left out of it) read from their configured roots,
+    and `protocol` (default: the corpus' configured or standard one). What `ser finetune` and a
+    study's fine-tune cell both train on; callable from a notebook."""
+    from featstore.config import default_protocol, resolve_root
+    from featstore.corpora import load_manifest
+    from featstore.folds import make_folds, multi_corpus_folds
+
+    names = train.split(",") if isinstance(train, str) else list(train)
+    extra = [c for c in names if c and c != corpus]
+    manifests = [load_manifest(corpus, resolve_root(corpus, root), progress=progress)]
+    manifests += [load_manifest(c, resolve_root(c), progress=progress) for c in extra]
+    utts = [u for m in manifests for u in m.utterances]
+    protocol = protocol or default_protocol(corpus)
+    folds = multi_corpus_folds(utts, corpus, protocol, extra) if extra else make_folds(utts, protocol)
+    return FinetuneData(corpus, extra, protocol, utts, folds, [p for m in manifests for p in m.problems])
+
+
 def default_run_dir(corpora: str, protocol: str, config: FinetuneConfig) -> Path:
     """`<results root>/finetune-<corpora>-<model>-<pooling>[-lora]-<protocol>-seed<seed>-<hash>` (the
     root: `featstore.config.results_root`, one per user), the hash (as probe

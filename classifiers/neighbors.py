@@ -789,11 +789,9 @@ def registered_neighbors(corpora: Sequence[str] | None, *, layers: str = "all", 
         return NeighborRun(found, report, results, reused=True, files=_complete_figures(found, report))
     try:
         if out is None:
-            out = base = _default_out(names, layers, k, stat, model)
-            i = 1
-            while force and out.exists():  # a forced re-run never replaces the files of the run registered before
-                i += 1
-                out = base.with_name(f"{base.name}-{i}")
+            from classifiers.results import forced_dir
+
+            out = forced_dir(_default_out(names, layers, k, stat, model), force)
         out = check_out(out, overwrite)
         report = _analyse(names, layers=layers, k=k, stat=stat, model=model, cache=cache, progress=progress,
                           weighting=config["weighting"], center=config["center"])

@@ -368,11 +368,9 @@ def registered_matrix(corpora: Sequence[str], *, layer: str | int, model: str, c
         return Registered(found, load_registered(found), reused=True), read_matrix(found["out"])
     if out is None:
         settings = {k: v for k, v in config.items() if k not in ("model", "layer")}
-        out = base = default_out("matrix", "+".join(corpora), model, {**settings, "layers": config["layer"]})
-        i = 1
-        while force and out.exists():  # a forced re-run never replaces the files of the run registered before
-            i += 1
-            out = base.with_name(f"{base.name}-{i}")
+        from classifiers.results import forced_dir
+
+        out = forced_dir(default_out("matrix", "+".join(corpora), model, {**settings, "layers": config["layer"]}), force)
     try:
         M, details, files = run_matrix(corpora, layer=layer, model=model, cache=cache, classifier=classifier,
                                        stat=stat, C=C, classes=classes, device=device, overwrite=overwrite,

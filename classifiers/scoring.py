@@ -101,8 +101,8 @@ class Evaluation:
 def _features(model_dir: Path, corpus: str, cache, root, device: str, backbone=None):
     """(kind, classes, probs (N, K), utterances, layer, stores) for every utterance of `corpus`."""
     from classifiers.predict import _predict_finetuned, is_adapter_dir, load_probe, model_kind, probe_features
-    from classifiers.probe import store_for
     from classifiers.registry import store_fingerprint
+    from classifiers.runpaths import store_for
     from featstore.device import resolve_device
     from featstore.store import StoreError, open_store
 
@@ -136,8 +136,8 @@ def _stores(model_dir: Path, corpus: str, cache, root, backbone=None) -> list[di
     """What `_features` will read, fingerprinted without scoring anything: the store a saved
     probe's features come from, else the corpus' utterances (the audio a model will hear)."""
     from classifiers.predict import load_probe, model_kind
-    from classifiers.probe import store_for
     from classifiers.registry import store_fingerprint
+    from classifiers.runpaths import store_for
     from featstore.store import StoreError, open_store
 
     if model_kind(model_dir) == "probe":
@@ -376,8 +376,9 @@ def _evaluate_dimensions(model_dir: Path, dims: list[str], corpus: str, config: 
     from featstore.outputs import write_text
 
     if maps or drop:
-        raise EvaluateError(f"--map / --drop relabel classes; scoring {model_dir}'s {', '.join(dims)} uses no "
-                            f"classes: leave them out")
+        what = (f"{model_dir} regresses {', '.join(dims)} and has no classes" if _dimensions_only(model_dir) else
+                f"scoring {model_dir}'s {', '.join(dims)} (--target) uses no classes")
+        raise EvaluateError(f"--map / --drop relabel classes; {what}: leave them out")
     stores = _stores(model_dir, corpus, None, root, backbone)
     if registry is not None and not force:
         found = registry.find("evaluate", config, stores)

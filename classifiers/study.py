@@ -213,8 +213,8 @@ def _needed(corpus: str | None, train: Sequence[str], test: str | None) -> list[
 
 def fingerprints(cache, model: str, corpora: Sequence[str]) -> list[dict]:
     """`store_fingerprint` of each corpus' store for `model`."""
-    from classifiers.probe import store_for
     from classifiers.registry import store_fingerprint
+    from classifiers.runpaths import store_for
     from featstore.store import open_store
 
     return [store_fingerprint(open_store(store_for(cache, model, c))) for c in corpora]
@@ -712,7 +712,7 @@ def _as_list(value) -> list:
 
 def ensure_store(cache, model: str, corpus: str, *, device: str = "auto", progress: bool = False) -> bool:
     """Extract `corpus` with `model` into `cache` unless its store is there; True if it extracted."""
-    from classifiers.probe import store_for
+    from classifiers.runpaths import store_for
     from featstore.config import resolve_root
     from featstore.corpora import load_manifest
     from featstore.extract import extract_manifest
@@ -776,19 +776,14 @@ def registered_finetune(corpus: str, *, model: str, registry, train: Sequence[st
     The corpora's roots come from `ser config` (`featstore.config.resolve_root`)."""
     from types import SimpleNamespace
 
-    from classifiers.finetune import FinetuneConfig, default_run_dir
+    from classifiers.finetune import FinetuneConfig, default_run_dir, finetune_data
     from classifiers.finetune import finetune as run_finetune
     from classifiers.registry import finetune_config, finetune_stores, register_finetune
     from classifiers.results import forced_dir
-    from featstore.config import default_protocol, resolve_root
-    from featstore.corpora import load_manifest
-    from featstore.folds import make_folds, multi_corpus_folds
 
-    extra = [c for c in train if c and c != corpus]
     config = FinetuneConfig(model=model, progress=progress, **({"device": device} if device else {}), **options)
-    utts = [u for c in [corpus, *extra] for u in load_manifest(c, resolve_root(c), progress=False).utterances]
-    protocol = protocol or default_protocol(corpus)
-    folds = multi_corpus_folds(utts, corpus, protocol, extra) if extra else make_folds(utts, protocol)
+    data = finetune_data(corpus, train=train, protocol=protocol, progress=False)
+    utts, folds, protocol, extra = data.utterances, data.folds, data.protocol, data.extra
     wanted = finetune_config(config, corpus=corpus, train=extra, protocol=protocol)
     if not force and registry.path.is_file():
         data = finetune_stores(SimpleNamespace(folds=[]), utts, folds, model)[1:]
@@ -1149,7 +1144,7 @@ def plan_study(cells: Sequence[Cell], *, cache, default_model: str, device: str 
     process (`run_cell`).
     """
     from classifiers.executor import Task
-    from classifiers.probe import store_for
+    from classifiers.runpaths import store_for
     from featstore.backbone import model_slug
     from featstore.config import resolve_root
     from featstore.store import StoreError
@@ -1200,7 +1195,7 @@ def plan_study(cells: Sequence[Cell], *, cache, default_model: str, device: str 
 
 def _cell_out(plan: CellPlan, force: bool, taken: set) -> tuple[Path, bool]:
     """(the run folder for `plan`, whether it already holds this very run, finished but not registered)."""
-    from classifiers.probe import default_out
+    from classifiers.runpaths import default_out
 
     o = plan.config
     settings = {k: v for k, v in o.items() if k != "model"}
