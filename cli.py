@@ -18,8 +18,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from classifiers.dimensional import TARGETS, dimensional_probes
 from classifiers.evaluate import CLASSIFIERS, FRAME_CLASSIFIERS
+from classifiers.targets import TARGETS, dimensional_probes
 from featstore.folds import PROTOCOLS
 
 app = typer.Typer(help="ser: wav2vec2-family feature store and fast probes for speech emotion recognition.",
@@ -1023,7 +1023,7 @@ def _probe_matrix(matrix: str, *, corpus, train, test, seeds, save_probe, db, fo
 
 def _not_for_dimensions(target: str, regressor: str, **given) -> None:
     """Probe options that have no meaning for a dimensional target, refused in one line (never ignored)."""
-    from classifiers.dimensional import dimensional_probes
+    from classifiers.targets import dimensional_probes
     from featstore.errors import SerError
 
     if target == "emotion":

@@ -34,46 +34,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from classifiers.targets import (  # noqa: F401 - re-exported: the names' old home
+    FRAME_REGRESSORS,
+    REGRESSOR_CLASSES,
+    TARGETS,
+    TargetError,
+    dimensional_probes,
+    target_dimensions,
+)
 from featstore.errors import SerError
-
-#: `--target` values: the categorical task, one dimension, or all three at once
-TARGETS: dict[str, tuple[str, ...]] = {
-    "emotion": (),
-    "arousal": ("arousal",),
-    "valence": ("valence",),
-    "dominance": ("dominance",),
-    "avd": ("arousal", "valence", "dominance"),
-}
-
-#: the regressor registry's names and where each scikit-learn estimator lives ("module:Class"),
-#: imported only when used (`classifiers.regression.REGRESSORS`); kept here, free of heavy imports,
-#: so the CLI's help lists them without loading scikit-learn
-REGRESSOR_CLASSES: dict[str, str] = {
-    "ridge": "classifiers.regression:RidgeProbe",
-    "xgboost": "classifiers.boosting:XGBRegressorProbe",
-    "knn": "classifiers.regression:KNNRegressorProbe",
-    "attention": "classifiers.attention:AttentionRegressorProbe",
-}
-#: regressors that can read frame-level features (clips) instead of pooled ones
-FRAME_REGRESSORS = ("attention",)
-
-
-def dimensional_probes() -> tuple[str, ...]:
-    """Regressors `ser probe --target` runs: every one of the registry (the frame-level ones over the
-    stored frames of their layers, the others over pooled features)."""
-    return tuple(REGRESSOR_CLASSES)
-
-
-class TargetError(SerError, ValueError):
-    """An unknown --target, or a target the corpus has no annotations for."""
-
-
-def target_dimensions(target: str) -> tuple[str, ...]:
-    """The dimensions `target` names (() for the categorical task); one line for an unknown name."""
-    key = str(target).strip().lower()
-    if key not in TARGETS:
-        raise TargetError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
-    return TARGETS[key]
 
 
 @dataclass
@@ -425,8 +394,8 @@ def registered_dimensional(corpus: str | None, *, target: str, model: str, cache
     an identical configuration over identical stores returns the registered run unless `force`."""
     from classifiers.registry import run_key
     from classifiers.results import forced_dir
+    from classifiers.runfiles import _needed, fingerprints
     from classifiers.runpaths import default_out
-    from classifiers.study import _needed, fingerprints
 
     config = dimensional_config(corpus, target=target, model=model, train=train, test=test, layers=layers,
                                 protocol=protocol, stat=stat, alpha=alpha, regressor=classifier)
@@ -568,8 +537,8 @@ def registered_dimensional_matrix(corpora: Sequence[str], *, target: str, layer:
     Returns (registry row, DimensionalMatrix, reused)."""
     from classifiers.registry import run_key
     from classifiers.results import forced_dir
+    from classifiers.runfiles import fingerprints
     from classifiers.runpaths import default_out
-    from classifiers.study import fingerprints
 
     config = dict(corpora=list(corpora), layer=str(layer).strip(), target=str(target).lower(), classifier=classifier,
                   stat=stat, alpha=alpha, protocol=protocol, model=model)

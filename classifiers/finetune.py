@@ -218,7 +218,7 @@ class FinetuneConfig:
         need(gpu in ("", "0"), "device", f"the Hugging Face Trainer trains on the first visible GPU only: run "
                                           f"CUDA_VISIBLE_DEVICES={gpu} ser finetune ... --device cuda")
         need(self.labels is None or len(self.labels) >= 2, "labels", "fine-tuning needs at least 2 classes")
-        from classifiers.dimensional import TARGETS
+        from classifiers.targets import TARGETS
 
         need(self.target in TARGETS, "target", f"choose one of {', '.join(TARGETS)}")
         need(0 <= self.multitask < 1, "multitask", "must lie in [0, 1): the CCC loss' weight beside the cross-entropy")
@@ -255,7 +255,7 @@ class FinetuneConfig:
     @property
     def dims(self) -> list[str]:
         """The dimensions `target` names ([] for emotion categories)."""
-        from classifiers.dimensional import target_dimensions
+        from classifiers.targets import target_dimensions
 
         return list(target_dimensions(self.target))
 
@@ -1386,7 +1386,7 @@ def summarize(results: Sequence[FoldResult]) -> dict:
 
 
 def _target_dims(target: str) -> list[str]:
-    from classifiers.dimensional import target_dimensions
+    from classifiers.targets import target_dimensions
 
     return list(target_dimensions(target))
 

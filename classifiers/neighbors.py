@@ -752,7 +752,7 @@ def read_report(path: str | Path, predictions: Sequence = ()) -> NeighborReport:
 
 
 def _registered_here(run: dict) -> bool:
-    from classifiers.study import registered_files
+    from classifiers.runfiles import registered_files
 
     return registered_files(run) and (Path(run["out"]) / "neighbors.json").is_file()
 
@@ -775,7 +775,7 @@ def registered_neighbors(corpora: Sequence[str] | None, *, layers: str = "all", 
     from classifiers.predictions import write_predictions
     from classifiers.registry import run_key
     from classifiers.results import check_out, write_results
-    from classifiers.study import fingerprints, load_registered
+    from classifiers.runfiles import fingerprints, load_registered
     from featstore.store import cached_corpora
 
     _check_k(k)

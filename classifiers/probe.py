@@ -358,7 +358,7 @@ def registered_matrix(corpora: Sequence[str], *, layer: str | int, model: str, c
     folder of the run registered before. Returns (`classifiers.study.Registered`, details).
     """
     from classifiers.registry import run_key
-    from classifiers.study import Registered, fingerprints, load_registered, registered_files
+    from classifiers.runfiles import Registered, fingerprints, load_registered, registered_files
 
     config = matrix_config(corpora, layer=layer, model=model, classifier=classifier, stat=stat, C=C,
                            classes=classes, protocol=protocol)

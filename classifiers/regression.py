@@ -63,8 +63,8 @@ from sklearn.utils._param_validation import Interval as Bounds
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from classifiers.dimensional import FRAME_REGRESSORS, REGRESSOR_CLASSES  # noqa: F401 - re-exported
 from classifiers.stats import Comparison, Interval, StatsError, group_jackknife, t_interval, t_quantile
+from classifiers.targets import FRAME_REGRESSORS, REGRESSOR_CLASSES  # noqa: F401 - re-exported
 from featstore.errors import SerError, SerWarning
 
 #: the alpha grid searched by default: 1e-2 .. 1e5, one per decade

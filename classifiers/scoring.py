@@ -229,7 +229,7 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
                                     maps=maps, drop=drop, out=out, device=device, registry=registry, command=command,
                                     backbone=backbone, force=force)
     if registry is not None and not force:
-        from classifiers.study import load_registered, registered_files
+        from classifiers.runfiles import load_registered, registered_files
 
         found = registry.find("evaluate", config, _stores(model_dir, corpus, cache, root, backbone))
         if found is not None and registered_files(found):
@@ -320,8 +320,8 @@ def _target_dimensions(model_dir: Path, target: str | None) -> list[str]:
     """The dimensions `evaluate_model` scores for `target` (see there); [] for the classes."""
     import json
 
-    from classifiers.dimensional import target_dimensions
     from classifiers.predict import model_dimensions
+    from classifiers.targets import target_dimensions
 
     if target is None:
         return _dimensions_only(model_dir)

@@ -61,15 +61,22 @@ import json
 import math
 import os
 import re
-import shlex
 import shutil
-import sys
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from classifiers.runfiles import (  # noqa: F401 - re-exported: callers import them from here too
+    Registered,
+    _needed,
+    _results_json,
+    command_line,
+    fingerprints,
+    load_registered,
+    registered_files,
+)
 from featstore.errors import SerError
 
 #: the `run_probe` options that make a probe's configuration (and its registry key)
@@ -192,35 +199,6 @@ def _check_types(path: Path, where: str, table: dict) -> None:
 
 
 @dataclass
-class Registered:
-    """One probe configuration: its registry row, its results, and whether it was re-used."""
-
-    run: dict
-    results: object
-    reused: bool
-    files: list[Path] = field(default_factory=list)
-    adopted: bool = False   # computed by an earlier, interrupted study run; registered now without computing
-
-
-def command_line() -> str:
-    return shlex.join(["ser", *sys.argv[1:]])
-
-
-def _needed(corpus: str | None, train: Sequence[str], test: str | None) -> list[str]:
-    sets = [c for t in (train or [corpus]) for c in t.split(",") if c]
-    return list(dict.fromkeys(sets + [c for c in (test or corpus or "").split(",") if c]))
-
-
-def fingerprints(cache, model: str, corpora: Sequence[str]) -> list[dict]:
-    """`store_fingerprint` of each corpus' store for `model`."""
-    from classifiers.registry import store_fingerprint
-    from classifiers.runpaths import store_for
-    from featstore.store import open_store
-
-    return [store_fingerprint(open_store(store_for(cache, model, c))) for c in corpora]
-
-
-@dataclass
 class Rerun:
     """`rerun`'s answer: the registered run re-executed, the new run, and whether every score is equal."""
 
@@ -282,16 +260,6 @@ def rerun(run: dict, *, cache, registry, device: str | None = None, progress: bo
     return Rerun(run, after, identical=old == new, largest=float(largest))
 
 
-def registered_files(run: dict) -> bool:
-    """Whether a registered run's results file is still there (a deleted one is run again)."""
-    return _results_json(run).exists()
-
-
-def _results_json(run: dict) -> Path:
-    return Path(run["out"]) / {"finetune": "finetune.json", "evaluate": "evaluate.json",
-                             "neighbors": "knn.json"}.get(run["kind"], "probe.json")  # neighbors: its kNN records
-
-
 def complete_figures(run: dict, results) -> list[Path]:
     """Draw a registered probe run's figures in the current formats its folder lacks (a run made
     with png, asked again with --format pdf); nothing is computed again. Returns the files drawn.
@@ -310,24 +278,6 @@ def complete_figures(run: dict, results) -> list[Path]:
         warnings.warn(f"run {run['id']}: its figures as {', '.join(missing)} could not be drawn in {out} "
                       f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); the run's scores are unchanged", stacklevel=2)
         return []
-
-
-def load_registered(run: dict):
-    """The `ProbeResults` of a registered run, read back from its files (predictions included)."""
-    from classifiers.predictions import read_predictions
-    from classifiers.results import read_results
-
-    json_path = _results_json(run)
-    if not json_path.exists():
-        raise SerError(f"run {run['id']}: {json_path} is gone; re-run its command: {run['command']}")
-    results = read_results(json_path)
-    if run.get("predictions"):
-        if not Path(run["predictions"]).exists():
-            raise SerError(f"run {run['id']}: its predictions {run['predictions']} are gone (the scores and their "
-                           f"intervals need them); re-run its command: {run['command']}")
-        cols = read_predictions(run["predictions"], sha256=run.get("predictions_sha256") or None)
-        results.predictions = [{k: v.tolist() for k, v in cols.items()}]
-    return results
 
 
 def probe_config(corpus: str | None, *, model: str, train: Sequence[str] | None = None, test: str | None = None,
@@ -609,7 +559,7 @@ def _read_cell(path: Path, n: int, raw: dict, head: dict) -> list[Cell]:
     _check_types(path, where, raw)
     dimensional = kind in DIMENSIONAL_KINDS and str(raw.get("target", head.get("target", "emotion"))).lower() != "emotion"
     if dimensional:
-        from classifiers.dimensional import target_dimensions
+        from classifiers.targets import target_dimensions
 
         keys = kind_keys(kind, dimensional=True)
         wrong = [k for k in raw if k not in keys]
