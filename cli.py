@@ -1674,8 +1674,9 @@ def results_rerun(
     db: Path | None = DB_OPT,
     threads: int | None = THREADS_OPT,
 ):
-    """Execute a registered probe run again from its stored configuration, into a new folder, and
-    say whether every score is identical. Its stores must still match what it was registered with.
+    """Execute a registered probe or matrix run (emotion or dimensions) again from its stored
+    configuration, into a new folder, and say whether every score is identical. Its stores must still
+    match what it was registered with.
 
     Example: ser results rerun 3fa9c2
     """

@@ -222,18 +222,25 @@ def _store_changes(before: Sequence[dict], now: Sequence[dict]) -> list[str]:
 
 
 def rerun(run: dict, *, cache, registry, device: str | None = None, progress: bool = False) -> Rerun:
-    """Execute a registered probe run again from its stored configuration, into a new folder, and
-    say whether its scores are identical (issue 22, item 4). The stores must still match the
-    fingerprints the run was registered with; what changed is one SerError line."""
+    """Execute a registered probe or matrix run (categorical or dimensional) again from its stored
+    configuration, into a new folder, and say whether its scores are identical (issue 22, item 4).
+    The stores must still match the fingerprints the run was registered with; what changed is one
+    SerError line."""
     from featstore.store import StoreError
 
-    if run["kind"] != "probe":
-        raise SerError(f"run {run['id']} is a {run['kind']} run; ser results rerun re-executes probe runs (run "
-                       f"again with its command: {run['command']})")
+    if run["kind"] not in ("probe", "matrix"):
+        raise SerError(f"run {run['id']} is a {run['kind']} run; ser results rerun re-executes probe and matrix runs "
+                       f"(run again with its command: {run['command']})")
     config = dict(run["config"])
-    model, corpus = config.pop("model"), config.pop("corpus")
+    model = config.pop("model")
+    if run["kind"] == "matrix":
+        corpora, corpus = list(config.pop("corpora")), None
+        needed = corpora
+    else:
+        corpus = config.pop("corpus")
+        needed = _needed(corpus, config.get("train") or [], config.get("test"))
     try:
-        now = fingerprints(cache, model, _needed(corpus, config.get("train") or [], config.get("test")))
+        now = fingerprints(cache, model, needed)
     except StoreError as e:
         raise SerError(f"run {run['id']}: its stores cannot be read now ({e}); it cannot be re-run as registered") from e
     changed = _store_changes(run["stores"], now)
@@ -241,7 +248,19 @@ def rerun(run: dict, *, cache, registry, device: str | None = None, progress: bo
         raise SerError(f"run {run['id']}: its stores changed since it was registered ({'; '.join(changed)}); a re-run "
                        f"would not be the same run (run its command for a new one: {run['command']})")
     command = f"ser results rerun {run['id']}"
-    if config.get("target", "emotion") != "emotion":    # a dimensional probe (classifiers.dimensional)
+    dimensional = config.get("target", "emotion") != "emotion"
+    if run["kind"] == "matrix" and dimensional:
+        from classifiers.dimensional import registered_dimensional_matrix
+
+        row, m, _ = registered_dimensional_matrix(corpora, model=model, cache=cache, registry=registry, force=True,
+                                                  progress=progress, command=command, **config)
+        after = Registered(row, m, reused=False)
+    elif run["kind"] == "matrix":
+        from classifiers.probe import registered_matrix
+
+        after, _ = registered_matrix(corpora, model=model, cache=cache, registry=registry, force=True, device=device,
+                                     progress=progress, command=command, **config)
+    elif dimensional:    # a dimensional probe (classifiers.dimensional)
         from classifiers.dimensional import registered_dimensional
 
         after = registered_dimensional(corpus, model=model, cache=cache, registry=registry, force=True,

@@ -274,3 +274,27 @@ def test_attention_regressor_reads_the_stored_frames(tmp_path):
     with pytest.raises(SerError, match="re-extract with --frames 0"):
         run_dimensional("frdims", target="arousal", model=MODEL, cache=tmp_path / "cache", regressor="attention",
                         layers="0")
+
+
+def test_results_rerun_of_matrices(cache, tmp_path, monkeypatch):
+    """ser results rerun of a dimensional CCC matrix and of an emotion UAR matrix: a new folder,
+    every score identical."""
+    from classifiers.registry import Registry
+    from tests.test_results import RAVDESS, planted
+
+    monkeypatch.chdir(tmp_path)
+    db = str(tmp_path / "ser.db")
+    r = invoke("probe", "--matrix", f"{CORPUS},otherdims", "--target", "valence", "--layer", "2", "--model", MODEL,
+               "--cache", str(cache), "--db", db)
+    assert r.exit_code == 0, r.output
+    write_store(tmp_path / "c2", "ravdess", *planted("ravdess", RAVDESS[:4], n_speakers=6, per=2))
+    write_store(tmp_path / "c2", "emodb", *planted("emodb", RAVDESS[:4], n_speakers=4, per=2, seed=1))
+    r = invoke("probe", "--matrix", "ravdess,emodb", "--layer", "1", "--model", MODEL, "--cache", str(tmp_path / "c2"),
+               "--db", db)
+    assert r.exit_code == 0, r.output
+    for run, cache_dir in zip(sorted(Registry(db).runs(kind="matrix"), key=lambda x: "target" not in x["config"]),
+                              (cache, tmp_path / "c2")):
+        again = invoke("results", "rerun", run["id"], "--db", db, "--cache", str(cache_dir), env={"COLUMNS": "200"})
+        assert again.exit_code == 0, again.output
+        assert "every score identical" in again.output
+    assert len(Registry(db).runs(kind="matrix")) == 4
