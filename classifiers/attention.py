@@ -443,11 +443,6 @@ class AttentionProbe(ClassifierMixin, BaseEstimator):
             if not len(yv):
                 val_packed = yv = None
         dev = resolve_device(self.device)
-        moved = _to_device(packed, dev)
-        if val_packed is not None:  # subsets of one Packed share its tensors: move them once
-            val_packed = (Packed(moved.layers, val_packed.start, val_packed.length)
-                          if val_packed.layers is packed.layers else _to_device(val_packed, dev))
-        packed = moved
         C = len(self.classes_)
         counts = np.bincount(yc, minlength=C).astype(np.float64)
         weight = None
@@ -456,61 +451,29 @@ class AttentionProbe(ClassifierMixin, BaseEstimator):
                                   dtype=torch.float32, device=dev)
         elif self.class_weight == "balanced":
             weight = torch.tensor(len(yc) / (C * np.maximum(counts, 1)), dtype=torch.float32, device=dev)
-        rng = np.random.default_rng(seed)
-        devices = [dev.index or 0] if dev.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            mean, std = _frame_stats(packed)
-            model = AttentionHead(len(packed.layers), packed.dim, C, self.hidden, self.heads, self.dropout,
-                                     mean, std).to(dev)
-            opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-            loss_fn = nn.CrossEntropyLoss(weight=weight)
-            y_t = torch.as_tensor(yc, device=dev)
-            best = (-np.inf, np.inf)
-            best_state, self.best_epoch_, since, self.history_ = None, 0, 0, []
-            for epoch in range(1, self.max_epochs + 1):
-                model.train()
-                total = torch.zeros((), dtype=torch.float64, device=dev)  # summed on the device: no sync per step
-                for rows in _batches(packed.length, self.batch_size, rng):
-                    xs, length = packed.frames(rows, dev)
-                    loss = loss_fn(model.forward_frames(xs, length), y_t[torch.as_tensor(rows, device=dev)])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    total += loss.detach() * len(rows)
-                entry = {"epoch": epoch, "train_loss": float(total) / len(packed)}
-                if val_packed is not None:
-                    logits = _logits(model, val_packed, dev)
-                    v_loss = float(nn.functional.cross_entropy(logits, torch.as_tensor(yv, device=dev), weight=weight))
-                    v_uar = _balanced_accuracy(yv, logits.argmax(1).cpu().numpy(), C)
-                    entry.update(val_loss=v_loss, val_uar=v_uar)
-                    if (v_uar, -v_loss) > (best[0], -best[1]):
-                        best, self.best_epoch_, since = (v_uar, v_loss), epoch, 0
-                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    else:
-                        since += 1
-                self.history_.append(entry)
-                if val_packed is not None and since >= self.patience:
-                    break
-            if best_state is not None:
-                model.load_state_dict(best_state)
-            else:
-                self.best_epoch_ = len(self.history_)
-        self.n_epochs_ = len(self.history_)
-        self.val_uar_ = None if val_packed is None else float(best[0])
-        self.model_ = model.eval()
-        self.layer_weights_ = model.layer_weights().detach().cpu().numpy()
+
+        def validate(logits: torch.Tensor) -> tuple[float, float]:
+            v_loss = float(nn.functional.cross_entropy(logits, torch.as_tensor(yv, device=dev), weight=weight))
+            return _balanced_accuracy(yv, logits.argmax(1).cpu().numpy(), C), v_loss
+
+        self.val_uar_ = _train_head(self, packed, val_packed, outputs=C, target=torch.as_tensor(yc, device=dev),
+                                    loss_fn=nn.CrossEntropyLoss(weight=weight), validate=validate,
+                                    score_name="val_uar", seed=seed, dev=dev)
         return self
 
     # -- prediction -----------------------------------------------------------------------------
-    def predict_proba(self, X, lengths=None) -> np.ndarray:
-        """Class probabilities (N, C), columns in `classes_` order."""
+    def _outputs(self, X, lengths, then) -> np.ndarray:
+        """The fitted head's outputs for clips `X` (N, C logits or T standardised targets) as numpy, `then`
+        (tensor -> tensor) applied first; computed on the model's device under `threads`."""
         check_is_fitted(self)
         packed = self._packed(X, lengths)
         dev = next(self.model_.parameters()).device
         with _threads(self.threads):
-            logits = _logits(self.model_, _to_device(packed, dev), dev)
-            return torch.softmax(logits, 1).cpu().numpy()
+            return then(_logits(self.model_, _to_device(packed, dev), dev)).cpu().numpy()
+
+    def predict_proba(self, X, lengths=None) -> np.ndarray:
+        """Class probabilities (N, C), columns in `classes_` order."""
+        return self._outputs(X, lengths, lambda logits: torch.softmax(logits, 1))
 
     def predict(self, X, lengths=None) -> np.ndarray:
         """Predicted labels (N,), values of `classes_`."""
@@ -554,6 +517,66 @@ def _batches(length: np.ndarray, batch_size: int, rng: np.random.Generator):
         batches.extend(chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size))
     for i in rng.permutation(len(batches)):
         yield batches[i]
+
+
+def _train_head(est, packed: Packed, val_packed: Packed | None, *, outputs: int, target: torch.Tensor, loss_fn,
+                validate, score_name: str, seed: int, dev: torch.device) -> float | None:
+    """Train an `AttentionHead` with `outputs` outputs for `est` (`AttentionProbe` or
+    `AttentionRegressorProbe`): the one training loop of both, so they cannot drift apart.
+
+    target: (N,) class codes or (N, T) standardised targets on `dev`, rows as `packed`'s; loss_fn(out, target
+    rows) -> scalar loss; validate(out of the whole of `val_packed`) -> (score, loss), higher score better,
+    ties to the lower loss; score_name: its key in `history_`. AdamW, batches of similar length from a
+    numpy generator seeded `seed`, torch seeded `seed` inside `fork_rng` (the global RNG left as it was);
+    with `val_packed`, early stopping after `est.patience` epochs without a better score and the best
+    epoch's weights restored. Sets est.best_epoch_, history_, n_epochs_, model_ (eval mode) and
+    layer_weights_; returns the best validation score (None without validation).
+    """
+    moved = _to_device(packed, dev)
+    if val_packed is not None:  # subsets of one Packed share its tensors: move them once
+        val_packed = (Packed(moved.layers, val_packed.start, val_packed.length)
+                      if val_packed.layers is packed.layers else _to_device(val_packed, dev))
+    packed = moved
+    rng = np.random.default_rng(seed)
+    devices = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        mean, std = _frame_stats(packed)
+        model = AttentionHead(len(packed.layers), packed.dim, outputs, est.hidden, est.heads, est.dropout,
+                              mean, std).to(dev)
+        opt = torch.optim.AdamW(model.parameters(), lr=est.lr, weight_decay=est.weight_decay)
+        best = (-np.inf, np.inf)
+        best_state, est.best_epoch_, since, est.history_ = None, 0, 0, []
+        for epoch in range(1, est.max_epochs + 1):
+            model.train()
+            total = torch.zeros((), dtype=torch.float64, device=dev)  # summed on the device: no sync per step
+            for rows in _batches(packed.length, est.batch_size, rng):
+                xs, length = packed.frames(rows, dev)
+                loss = loss_fn(model.forward_frames(xs, length), target[torch.as_tensor(rows, device=dev)])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.detach() * len(rows)
+            entry = {"epoch": epoch, "train_loss": float(total) / len(packed)}
+            if val_packed is not None:
+                v_score, v_loss = validate(_logits(model, val_packed, dev))
+                entry.update({"val_loss": v_loss, score_name: v_score})
+                if (v_score, -v_loss) > (best[0], -best[1]):
+                    best, est.best_epoch_, since = (v_score, v_loss), epoch, 0
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    since += 1
+            est.history_.append(entry)
+            if val_packed is not None and since >= est.patience:
+                break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        else:
+            est.best_epoch_ = len(est.history_)
+    est.n_epochs_ = len(est.history_)
+    est.model_ = model.eval()
+    est.layer_weights_ = model.layer_weights().detach().cpu().numpy()
+    return None if val_packed is None else float(best[0])
 
 
 def _logits(model: AttentionHead, packed: Packed, dev: torch.device, frames: int = 1 << 14) -> torch.Tensor:
@@ -752,6 +775,7 @@ class AttentionRegressorProbe(RegressorMixin, BaseEstimator):
 
     _is_clips = staticmethod(AttentionProbe._is_clips)
     _packed = AttentionProbe._packed
+    _outputs = AttentionProbe._outputs
 
     @staticmethod
     def _targets(y, n: int) -> np.ndarray:
@@ -805,64 +829,20 @@ class AttentionRegressorProbe(RegressorMixin, BaseEstimator):
         self.y_scale_ = np.where(sd > 1e-12 * np.maximum(1.0, np.abs(self.y_mean_)), sd, 1.0)
         seed = int(self.random_state)
         dev = resolve_device(self.device)
-        moved = _to_device(packed, dev)
-        if val_packed is not None:  # subsets of one Packed share its tensors: move them once
-            val_packed = (Packed(moved.layers, val_packed.start, val_packed.length)
-                          if val_packed.layers is packed.layers else _to_device(val_packed, dev))
-        packed = moved
         z = torch.as_tensor((Y - self.y_mean_) / self.y_scale_, dtype=torch.float32, device=dev)
-        loss_fn = ccc_loss if self.loss == "ccc" else nn.functional.mse_loss
-        rng = np.random.default_rng(seed)
-        devices = [dev.index or 0] if dev.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            mean, std = _frame_stats(packed)
-            model = AttentionHead(len(packed.layers), packed.dim, self.n_outputs_, self.hidden, self.heads,
-                                  self.dropout, mean, std).to(dev)
-            opt = torch.optim.AdamW(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-            best = (-np.inf, np.inf)
-            best_state, self.best_epoch_, since, self.history_ = None, 0, 0, []
-            for epoch in range(1, self.max_epochs + 1):
-                model.train()
-                total = torch.zeros((), dtype=torch.float64, device=dev)
-                for rows in _batches(packed.length, self.batch_size, rng):
-                    xs, length = packed.frames(rows, dev)
-                    loss = loss_fn(model.forward_frames(xs, length), z[torch.as_tensor(rows, device=dev)])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    total += loss.detach() * len(rows)
-                entry = {"epoch": epoch, "train_loss": float(total) / len(packed)}
-                if val_packed is not None:
-                    pv = _logits(model, val_packed, dev).double().cpu().numpy()
-                    zv = (y_val - self.y_mean_) / self.y_scale_
-                    v_loss = float(((pv - zv) ** 2).mean())
-                    v_ccc = float(np.mean(ccc(zv, pv)))
-                    entry.update(val_loss=v_loss, val_ccc=v_ccc)
-                    if (v_ccc, -v_loss) > (best[0], -best[1]):
-                        best, self.best_epoch_, since = (v_ccc, v_loss), epoch, 0
-                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    else:
-                        since += 1
-                self.history_.append(entry)
-                if val_packed is not None and since >= self.patience:
-                    break
-            if best_state is not None:
-                model.load_state_dict(best_state)
-            else:
-                self.best_epoch_ = len(self.history_)
-        self.n_epochs_ = len(self.history_)
-        self.val_ccc_ = None if val_packed is None else float(best[0])
-        self.model_ = model.eval()
-        self.layer_weights_ = model.layer_weights().detach().cpu().numpy()
+        zv = None if val_packed is None else (y_val - self.y_mean_) / self.y_scale_
+
+        def validate(out: torch.Tensor) -> tuple[float, float]:
+            pv = out.double().cpu().numpy()
+            return float(np.mean(ccc(zv, pv))), float(((pv - zv) ** 2).mean())
+
+        self.val_ccc_ = _train_head(self, packed, val_packed, outputs=self.n_outputs_, target=z,
+                                    loss_fn=ccc_loss if self.loss == "ccc" else nn.functional.mse_loss,
+                                    validate=validate, score_name="val_ccc", seed=seed, dev=dev)
         return self
 
     def predict(self, X, lengths=None) -> np.ndarray:
         """(N,) or (N, T) predictions, as the training targets' shape, on their scale."""
-        check_is_fitted(self)
-        packed = self._packed(X, lengths)
-        dev = next(self.model_.parameters()).device
-        with _threads(self.threads):
-            z = _logits(self.model_, _to_device(packed, dev), dev).double().cpu().numpy()
+        z = self._outputs(X, lengths, torch.Tensor.double)
         pred = z * self.y_scale_ + self.y_mean_
         return pred[:, 0] if self._one_d else pred
