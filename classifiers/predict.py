@@ -394,6 +394,77 @@ def write_predictions_csv(path: str | Path, rows: Sequence[tuple[str, dict[str, 
     return write_text(path, buf.getvalue())
 
 
+@dataclass
+class Predictions:
+    """What `predict_files` chose to show for a model: `rows` as `predict` gives them (kept to the
+    outputs shown), `labels` (the classes, in the model's order; [] for a dimensions-only model or
+    `target` naming dimensions), `dims` (dimensions, values on [-1, 1]) and the model directory.
+    `records()`, `write_csv(path)` and `table()` are the JSON, CSV and table of `ser predict`."""
+
+    rows: list[tuple[str, dict[str, float]]]
+    labels: list[str]
+    dims: list[str]
+    model: Path
+
+    def records(self) -> list[dict]:
+        """One record per file: file, predicted, p_<class> per class, <dimension> per dimension, model."""
+        return prediction_records(self.rows, self.labels, self.model, self.dims)
+
+    def write_csv(self, path: str | Path) -> Path:
+        """The records as CSV, written whole or not at all (check `path` before predicting)."""
+        return write_predictions_csv(path, self.rows, self.labels, self.model, self.dims)
+
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        """(header, rows) of strings: file, the predicted class, each class' probability and each
+        dimension's value to 3 decimals."""
+        head = ["file", *(["predicted"] if self.labels else []), *self.labels, *self.dims]
+        return head, [[f, *([max(self.labels, key=p.get)] if self.labels else []),
+                       *[f"{p[k]:.3f}" for k in self.labels + self.dims]] for f, p in self.rows]
+
+
+def _has_classes(model_dir: Path) -> bool:
+    """Whether a model directory predicts classes: a saved probe always; a fine-tuned model when its
+    config.json lists labels (one fine-tuned only on dimensions lists none)."""
+    config = model_dir / "config.json"
+    if not config.is_file():
+        return True
+    try:
+        return bool(json.loads(config.read_text(encoding="utf-8")).get("labels"))
+    except (OSError, ValueError, AttributeError):
+        return True           # an unreadable config is reported by `predict`'s validation, naming the file
+
+
+def predict_files(files: Sequence[str | Path], model_dir: str | Path, *, target: str | None = None,
+                  batch_size: int = 8, device: str = "auto", backbone: str | Path | None = None) -> Predictions:
+    """`ser predict` as a function: `predict`'s rows for `files`, kept to what `target` names.
+
+    target: None keeps every output the model has (its classes, and the dimensions of a model
+    fine-tuned with `--target`); "emotion" keeps the classes; "arousal", "valence", "dominance" or
+    "avd" keep those dimensions (`classifiers.targets.TARGETS`). A target the model lacks is a
+    one-line PredictError, raised before any audio is read.
+    """
+    from classifiers.targets import TARGETS, TargetError
+
+    model_dir = Path(model_dir)
+    dims = model_dimensions(model_dir)
+    wanted = None
+    if target is not None:
+        if target not in TARGETS:
+            raise TargetError(f"unknown --target {target!r}; choose one of {', '.join(TARGETS)}")
+        wanted = list(TARGETS[target])
+        if not wanted and not _has_classes(model_dir):
+            raise PredictError(f"--target emotion: {model_dir} regresses {', '.join(dims)} and has no classes")
+        if missing := [d for d in wanted if d not in dims]:
+            raise PredictError(f"--target {target}: {model_dir} predicts {', '.join(dims) or 'classes only'}, not "
+                               f"{', '.join(missing)}")
+    rows = predict(files, model_dir, batch_size=batch_size, device=device, backbone=backbone)
+    labels = [k for k in rows[0][1] if k not in dims] if rows else []
+    if wanted is not None:
+        labels, dims = ([], wanted) if wanted else (labels, [])
+        rows = [(f, {k: v for k, v in p.items() if k in labels or k in dims}) for f, p in rows]
+    return Predictions(rows, labels, dims, model_dir)
+
+
 def _order_by_length(waves: list[np.ndarray], batch_size: int) -> list[list[int]]:
     order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]

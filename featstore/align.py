@@ -34,7 +34,7 @@ from featstore.corpora.base import Utterance
 from featstore.errors import AudioError, SerError, SerWarning
 from featstore.transcripts import transcript
 
-#: a CTC model per language for `ser align` without --model ($SER_CTC_MODEL overrides)
+#: a CTC model per language for `ser align` without --ctc-model ($SER_CTC_MODEL overrides)
 DEFAULT_CTC_MODELS: dict[str, str] = {
     "en": "facebook/wav2vec2-base-960h",
     "de": "jonatasgrosman/wav2vec2-large-xlsr-53-german",
@@ -82,6 +82,11 @@ class Alignment:
     text: str | None = None
     words: list[Word] = field(default_factory=list)
     error: str | None = None
+
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        """(header, rows) of strings, one row per word: the word, its start and end (s) and score."""
+        return (["word", "start (s)", "end (s)", "score"],
+                [[w.word, f"{w.start:.3f}", f"{w.end:.3f}", f"{w.score:.3f}"] for w in self.words])
 
     def to_json(self) -> dict:
         if self.error is not None:
@@ -269,7 +274,7 @@ def default_ctc_model(language: str) -> str:
         return os.environ["SER_CTC_MODEL"]
     if language in DEFAULT_CTC_MODELS:
         return DEFAULT_CTC_MODELS[language]
-    raise AlignError(f"no default CTC model for language {language or 'unknown'!r}; pass --model with a "
+    raise AlignError(f"no default CTC model for language {language or 'unknown'!r}; pass --ctc-model with a "
                      f"Wav2Vec2ForCTC hub id or directory (or set $SER_CTC_MODEL)")
 
 
@@ -316,7 +321,7 @@ def read_alignments(path: str | Path) -> tuple[dict, dict[str, Alignment]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise AlignError(f"no alignments at {path}; run `ser align --corpus CORPUS --model MODEL` first")
+        raise AlignError(f"no alignments at {path}; run `ser align --corpus CORPUS --ctc-model MODEL` first")
     header, rows = {}, {}
     try:
         with path.open("rb") as fh:
@@ -407,7 +412,7 @@ def cached_alignments(cache: str | Path, corpus: str) -> list[tuple[str, Path]]:
 
 
 def infer_ctc_model(cache: str | Path, corpus: str, *, utterance_id: str | None = None, language: str = "") -> str:
-    """The CTC model for `ser align --show/--example` without --model: the one whose alignments of
+    """The CTC model for `ser align --show/--example` without --ctc-model: the one whose alignments of
     `corpus` are in `cache` (of several, the one holding `utterance_id`); with none there, the
     default for `language` (`default_ctc_model`). Several that fit: AlignError naming them."""
     found = cached_alignments(cache, corpus)
@@ -417,8 +422,55 @@ def infer_ctc_model(cache: str | Path, corpus: str, *, utterance_id: str | None 
         return default_ctc_model(language)
     if len(found) > 1:
         raise AlignError(f"{corpus} is aligned by {len(found)} CTC models in {cache} ({', '.join(m for m, _ in found)}); "
-                         f"pass --model with one of them")
+                         f"pass --ctc-model with one of them")
     return found[0][0]
+
+
+def ctc_model_for(cache: str | Path, corpus: str, utterances: Sequence[Utterance], *, model: str | None = None,
+                  utterance_id: str | None = None) -> str:
+    """The CTC model `ser align` uses for a corpus' `utterances`: `model` when given; for one
+    utterance (`--example ID`) the model whose alignments of `corpus` are cached
+    (`infer_ctc_model`); else the default for the corpus' language (`default_ctc_model`).
+
+    `utterance_id` must be one of `utterances` (`find_utterance`): a wrong id is refused here, in
+    one line, before any alignment runs or any model loads."""
+    if utterance_id:
+        find_utterance(utterances, utterance_id, corpus)
+    if model:
+        return model
+    language = utterances[0].language if utterances else ""
+    if utterance_id:
+        return infer_ctc_model(cache, corpus, utterance_id=utterance_id, language=language)
+    return default_ctc_model(language)
+
+
+def show_alignment(cache: str | Path, utterance_id: str, *, corpus: str | None = None,
+                   model: str | None = None) -> Alignment:
+    """`ser align --show ID` as a function: the cached alignment of one utterance (its `words`, or
+    its `error` when it could not be aligned). The corpus is read from the id unless `corpus` is
+    given, the CTC model is the one whose alignments of that corpus are cached unless `model` is
+    given; an id not in the file, or naming no corpus, is a one-line AlignError."""
+    from featstore.corpora import get_corpus
+
+    name = (corpus or corpus_of(utterance_id) or "").lower()
+    if not name:
+        raise AlignError(f"{utterance_id} does not start with a corpus name (see `ser corpora`); pass --corpus")
+    model = model or infer_ctc_model(cache, name, utterance_id=utterance_id, language=get_corpus(name).language)
+    path = alignment_path(cache, model, name)
+    found = read_alignments(path)[1].get(utterance_id)
+    if found is None:
+        raise AlignError(f"{utterance_id} is not in {path}; check the id (ser manifest) or run "
+                         f"ser align --corpus {name}")
+    return found
+
+
+def find_utterance(utterances: Sequence[Utterance], utterance_id: str, corpus: str) -> Utterance:
+    """The utterance `utterance_id` of a corpus' manifest (`ser align --example ID`); one-line
+    AlignError naming `ser manifest` when it is not there."""
+    for u in utterances:
+        if u.id == utterance_id:
+            return u
+    raise AlignError(f"{utterance_id} is not an utterance of {corpus}; see `ser manifest --corpus {corpus}`")
 
 
 def mean_confidence(alignments: dict[str, Alignment]) -> float | None:
@@ -438,6 +490,16 @@ class AlignRun:
     n_aligned: int
     failures: list[Alignment]
     mean_score: float | None = None
+
+    def summary(self) -> str:
+        """One line: how many utterances were aligned, already there and not aligned, and the file."""
+        return (f"aligned {self.n_aligned} utterances ({self.n_cached} already there, {len(self.failures)} not "
+                f"aligned) -> {self.path}")
+
+    def failure_lines(self, limit: int = 10) -> list[str]:
+        """Why each utterance was not aligned, the first `limit` of them, then "N more" for the rest."""
+        more = len(self.failures) - limit
+        return [a.error or "" for a in self.failures[:limit]] + ([f"{more} more"] if more > 0 else [])
 
 
 def align_utterance(aligner: CTCAligner, u: Utterance) -> Alignment:
@@ -488,7 +550,7 @@ def align_corpus(utterances: Sequence[Utterance], model: str | CTCAligner, *, ca
         warnings.warn(AlignWarning(
             f"{corpus}: aligned words average confidence {mean:.2f} (below {LOW_CONFIDENCE}) in {path}: the CTC model "
             f"{aligner.model_id} hardly recognises these words, so their boundaries are likely wrong; look at a "
-            f"few with `ser align --show ID`, or align with a CTC model for this language (--model)"), stacklevel=2)
+            f"few with `ser align --show ID`, or align with a CTC model for this language (--ctc-model)"), stacklevel=2)
     return AlignRun(path, len(utterances), len(utterances) - len(todo), len(todo) - len(failures), failures, mean)
 
 

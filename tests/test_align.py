@@ -225,7 +225,7 @@ def test_cli_align_caches_shows_and_saves_an_example(tiny_ctc, tmp_path, monkeyp
     monkeypatch.setenv("SER_CONFIG", str(tmp_path / "config.toml"))
     root = tmp_path / "ravdess"
     synthesize("ravdess", root, n=48, max_duration=1.0, sample_rate=16000)
-    args = ["--model", str(tiny_ctc), "--cache", str(tmp_path / "cache")]
+    args = ["--ctc-model", str(tiny_ctc), "--cache", str(tmp_path / "cache")]
     runner = CliRunner()
     first = runner.invoke(app, ["align", "--corpus", "ravdess", "--root", str(root), *args])
     assert first.exit_code == 0, first.output

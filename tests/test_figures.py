@@ -118,7 +118,7 @@ def test_the_formats_of_a_block_and_figure_paths(tmp_path):
 
 
 def test_format_option_is_checked_before_any_work(tmp_path):
-    for command in (["probe"], ["neighbors"], ["evaluate", "--model", "x", "--corpus", "ravdess"], ["finetune"]):
+    for command in (["probe"], ["neighbors"], ["evaluate", "--trained", "x", "--corpus", "ravdess"], ["finetune"]):
         r = runner.invoke(app, [*command, "--format", "png,tiff", "--cache", str(tmp_path / "none")]
                           if command[0] != "finetune" else [*command, "--format", "png,tiff"], env={"COLUMNS": "200"})
         text = " ".join(r.output.split())

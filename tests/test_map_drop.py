@@ -78,7 +78,7 @@ def probe_dir(tmp_path_factory):
 
 
 def _evaluate(root: Path, out: str, *extra: str):
-    r = runner.invoke(app, ["evaluate", "--model", str(root / "probe"), "--corpus", "cremad", "--cache",
+    r = runner.invoke(app, ["evaluate", "--trained", str(root / "probe"), "--corpus", "cremad", "--cache",
                             str(root / "cache"), "--out", str(root / out), *extra])
     assert r.exit_code == 0 and "Traceback" not in r.output, r.output
     records = {rec["classes"]: rec for rec in json.loads((root / out / "evaluate.json").read_text())["records"]}
@@ -118,13 +118,13 @@ def test_map_and_drop_reach_the_models_predictions(probe_dir, monkeypatch):
 
 def test_a_map_or_drop_neither_side_has_is_one_warning(probe_dir, monkeypatch):
     monkeypatch.chdir(probe_dir)
-    r = runner.invoke(app, ["evaluate", "--model", str(probe_dir / "probe"), "--corpus", "cremad", "--cache",
+    r = runner.invoke(app, ["evaluate", "--trained", str(probe_dir / "probe"), "--corpus", "cremad", "--cache",
                             str(probe_dir / "cache"), "--out", str(probe_dir / "ev2"), "--map", "boredom=neutral",
                             "--drop", "contempt"])
     assert r.exit_code == 0, r.output
     warnings = [line for line in r.output.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1, r.output
     assert "--map boredom=neutral, --drop contempt" in warnings[0] and "change nothing" in warnings[0]
-    r = runner.invoke(app, ["evaluate", "--model", str(probe_dir / "probe"), "--corpus", "cremad", "--cache",
+    r = runner.invoke(app, ["evaluate", "--trained", str(probe_dir / "probe"), "--corpus", "cremad", "--cache",
                             str(probe_dir / "cache"), "--out", str(probe_dir / "ev3"), "--drop", "surprise"])
     assert r.exit_code == 0 and "warning:" not in r.output, r.output  # CREMA-D lacks surprise, the model has it

@@ -231,7 +231,7 @@ def test_broken_saved_probe_is_one_error_line(saved, clips, tmp_path, case, matc
         _tampered(probe, dst, weights=_probe_weights(probe, coef=coef))
     elif case == "n-features":
         _tampered(probe, dst, config=lambda c: c.update(n_features=99))
-    _one_error_line(_cli([clips.utterances[0].path, "--model", dst, "--device", "cpu"]), match)
+    _one_error_line(_cli([clips.utterances[0].path, "--trained", dst, "--device", "cpu"]), match)
 
 
 @pytest.mark.parametrize("case,match", [
@@ -265,14 +265,14 @@ def test_broken_finetuned_model_is_one_error_line(saved, clips, tmp_path, case, 
         state = load_file(str(dst / "model.safetensors"))
         state["classifier.weight"][0, 0] = float("nan")
         save_file(state, str(dst / "model.safetensors"))
-    _one_error_line(_cli([clips.utterances[0].path, "--model", dst, "--device", "cpu"]), match)
+    _one_error_line(_cli([clips.utterances[0].path, "--trained", dst, "--device", "cpu"]), match)
 
 
 def test_predict_device_errors_are_one_line(saved, clips, monkeypatch):
     probe, _ = saved
-    _one_error_line(_cli([clips.utterances[0].path, "--model", probe, "--device", "bogus"]), "unknown device 'bogus'")
+    _one_error_line(_cli([clips.utterances[0].path, "--trained", probe, "--device", "bogus"]), "unknown device 'bogus'")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)     # as on a machine without CUDA
-    _one_error_line(_cli([clips.utterances[0].path, "--model", probe, "--device", "cuda"]), "no CUDA GPU")
+    _one_error_line(_cli([clips.utterances[0].path, "--trained", probe, "--device", "cuda"]), "no CUDA GPU")
 
 
 def test_predict_output_keeps_paths_and_values_whole_and_writes_csv(saved, clips, tmp_path):
@@ -284,7 +284,7 @@ def test_predict_output_keeps_paths_and_values_whole_and_writes_csv(saved, clips
     deep.parent.mkdir(parents=True)
     shutil.copy(clips.utterances[0].path, deep)
     # a terminal wider than the path (at 80 columns a path longer than the terminal can only fold)
-    res = _cli([deep, clips.utterances[1].path, "--model", probe, "--device", "cpu", "--out", tmp_path / "preds.csv"],
+    res = _cli([deep, clips.utterances[1].path, "--trained", probe, "--device", "cpu", "--out", tmp_path / "preds.csv"],
                columns=len(str(deep)) + 60)
     assert res.exit_code == 0, res.output
     assert str(deep) in res.output and "…" not in res.output and "..." not in res.output
@@ -297,7 +297,7 @@ def test_predict_output_keeps_paths_and_values_whole_and_writes_csv(saved, clips
     for r in rows:
         p = {c: float(r[f"p_{c}"]) for c in ("disgust", "surprise", "neutral")}
         assert sum(p.values()) == pytest.approx(1.0) and r["predicted"] == max(p, key=p.get)
-    js = _cli([deep, "--model", model, "--device", "cpu", "--json"])
+    js = _cli([deep, "--trained", model, "--device", "cpu", "--json"])
     assert js.exit_code == 0, js.output
     [row] = json.loads(js.output, parse_constant=lambda c: pytest.fail(f"{c} in JSON output"))
     assert list(row) == ["file", "predicted", "p_sad", "p_angry", "model"] or \

@@ -74,7 +74,7 @@ def test_predict_json_and_csv_have_the_same_fields(tmp_path, monkeypatch):
     rows = [("a.wav", {"sad": 0.25, "angry": 0.75}), ("b.wav", {"sad": 0.875, "angry": 0.125})]
     monkeypatch.setattr(predict, "predict", lambda *a, **kw: rows)
     (tmp_path / "m").mkdir()
-    js = cli("predict", "a.wav", "b.wav", "--model", tmp_path / "m", "--device", "cpu", "--json",
+    js = cli("predict", "a.wav", "b.wav", "--trained", tmp_path / "m", "--device", "cpu", "--json",
              "--out", tmp_path / "p.csv")
     records = json.loads(js.output[:js.output.rindex("]") + 1])
     with open(tmp_path / "p.csv", encoding="utf-8") as fh:
@@ -106,15 +106,15 @@ def test_align_show_infers_the_corpus_and_the_model_from_the_cache(tmp_path):
     assert corpus_of("emodb-03a01Wa") == "emodb" and corpus_of("nosuchcorpus-1") is None
     assert infer_ctc_model(cache, "emodb", language="en") == "facebook/wav2vec2-base-960h"   # nothing cached
     _alignment_file(cache, "someone/ctc-a", "emodb", ["emodb-03a01Wa"])
-    shown = cli("align", "--show", "emodb-03a01Wa", "--cache", cache)             # no --model, no --corpus
+    shown = cli("align", "--show", "emodb-03a01Wa", "--cache", cache)             # no --ctc-model, no --corpus
     assert "DOOR" in shown.output and "0.300" in shown.output
     _alignment_file(cache, "someone/ctc-b", "emodb", ["emodb-08b02Nb"])
     assert infer_ctc_model(cache, "emodb", utterance_id="emodb-08b02Nb") == "someone/ctc-b"
     assert "DOOR" in cli("align", "--show", "emodb-08b02Nb", "--cache", cache).output
-    with pytest.raises(AlignError, match="someone/ctc-a, someone/ctc-b.*--model"):
+    with pytest.raises(AlignError, match="someone/ctc-a, someone/ctc-b.*--ctc-model"):
         infer_ctc_model(cache, "emodb", utterance_id="emodb-unknown")
     both = cli("align", "--show", "emodb-unknown", "--cache", cache, ok=False)
-    assert both.exit_code == 2 and len(both.output.strip().splitlines()) == 1 and "--model" in both.output
+    assert both.exit_code == 2 and len(both.output.strip().splitlines()) == 1 and "--ctc-model" in both.output
     odd = cli("align", "--show", "mystery-1", "--cache", cache, ok=False)
     assert odd.exit_code == 2 and "pass --corpus" in odd.output
 
@@ -139,8 +139,27 @@ def test_align_example_infers_the_corpus_and_model(tmp_path, monkeypatch):
 
     monkeypatch.setattr(align, "align_corpus", fake_align)
     r = cli("align", "--example", "ravdess-nope", "--root", root, "--cache", cache, ok=False)
-    assert seen == {"corpus": "ravdess", "model": "someone/english-ctc"}, r.output
+    assert seen == {}, "a wrong --example id is refused before any alignment runs"
     assert r.exit_code == 2 and "ravdess-nope is not an utterance of ravdess" in r.output
+
+    import classifiers.wordswap as wordswap
+    from featstore.corpora import load_manifest
+
+    real = load_manifest("ravdess", root).utterances[0].id
+    _alignment_file(cache, "someone/english-ctc", "ravdess", ["ravdess-nope", real])
+
+    class FakeSwap:
+        def __init__(self, p, model):
+            seen["swap"] = model
+
+        def bind(self, utterances, **kw):
+            return self
+
+    monkeypatch.setattr(wordswap, "WordSwap", FakeSwap)
+    monkeypatch.setattr(wordswap, "save_example", lambda swap, u, out, seed: {"original": f"{out}/{u.id}.wav"})
+    r = cli("align", "--example", real, "--root", root, "--cache", cache, "--out", tmp_path / "ex")
+    assert seen == {"corpus": "ravdess", "model": "someone/english-ctc", "swap": "someone/english-ctc"}, r.output
+    assert f"{real}.wav" in r.output
 
 
 class _FixedAligner:
