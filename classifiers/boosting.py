@@ -16,6 +16,47 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from classifiers.linear import ProbeInputError
 from featstore.device import check_device
 
+_TREE_CONSTRAINTS: dict = {
+    "n_estimators": [Interval(Integral, 1, None, closed="left")],
+    "max_depth": [Interval(Integral, 1, None, closed="left")],
+    "learning_rate": [Interval(Real, 0, None, closed="neither")],
+    "subsample": [Interval(Real, 0, 1, closed="right")],
+    "colsample_bytree": [Interval(Real, 0, 1, closed="right")],
+    "early_stopping_rounds": [Interval(Integral, 1, None, closed="left")],
+    "random_state": [Interval(Integral, 0, None, closed="left")],
+    "n_jobs": [Integral, None],
+    "device": [str, None],
+}
+"""The hyper-parameters both probes share, as scikit-learn's `_parameter_constraints` (one list, one meaning)."""
+
+
+def _keep_arguments(est, arguments: dict) -> None:
+    """Store a constructor's arguments (its `locals()`) as attributes of the same names, unchanged:
+    scikit-learn's rule (validation waits for `fit`), without one `self.x = x` line per parameter
+    in each probe."""
+    for name, value in arguments.items():
+        if name not in ("self", "__class__"):
+            setattr(est, name, value)
+
+
+def _booster_params(est, early_stopping: bool, **extra) -> dict:
+    """Keyword arguments of the XGBoost estimator for probe `est`: its shared hyper-parameters, `hist`
+    trees on its device with its thread count, `early_stopping_rounds` only when there is a validation
+    set to stop on (`early_stopping`), and `extra` (objective, multi_strategy, ...)."""
+    kw = dict(n_estimators=est.n_estimators, max_depth=est.max_depth, learning_rate=est.learning_rate,
+              subsample=est.subsample, colsample_bytree=est.colsample_bytree, tree_method="hist",
+              device=est._device(), random_state=est.random_state, n_jobs=est._n_jobs(), **extra)
+    if early_stopping:
+        kw["early_stopping_rounds"] = est.early_stopping_rounds
+    return kw
+
+
+def _predict_on_cpu(model) -> None:
+    """Predictions come from numpy: a CUDA booster would copy them into a DMatrix and warn each process,
+    so a booster trained on a GPU predicts on the CPU."""
+    if model.get_params()["device"] != "cpu":
+        model.set_params(device="cpu")
+
 
 class XGBProbe(ClassifierMixin, BaseEstimator):
     """sklearn-compatible XGBoost classifier with defaults for small SER data sets.
@@ -33,33 +74,13 @@ class XGBProbe(ClassifierMixin, BaseEstimator):
     Fitted attributes: classes_ (K,), n_features_in_, model_ (the fitted `xgboost.XGBClassifier`).
     """
 
-    _parameter_constraints: dict = {
-        "n_estimators": [Interval(Integral, 1, None, closed="left")],
-        "max_depth": [Interval(Integral, 1, None, closed="left")],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "subsample": [Interval(Real, 0, 1, closed="right")],
-        "colsample_bytree": [Interval(Real, 0, 1, closed="right")],
-        "early_stopping_rounds": [Interval(Integral, 1, None, closed="left")],
-        "random_state": [Interval(Integral, 0, None, closed="left")],
-        "class_weight": [StrOptions({"balanced"}), dict, None],
-        "n_jobs": [Integral, None],
-        "device": [str, None],
-    }
+    _parameter_constraints: dict = {**_TREE_CONSTRAINTS, "class_weight": [StrOptions({"balanced"}), dict, None]}
 
     def __init__(self, *, n_estimators: int = 300, max_depth: int = 4, learning_rate: float = 0.1,
                  subsample: float = 0.8, colsample_bytree: float = 0.5, early_stopping_rounds: int = 20,
                  random_state: int = 0, class_weight: str | dict | None = None, n_jobs: int | None = None,
                  device: str | None = None):
-        self.n_estimators = n_estimators
-        self.max_depth = max_depth
-        self.learning_rate = learning_rate
-        self.subsample = subsample
-        self.colsample_bytree = colsample_bytree
-        self.early_stopping_rounds = early_stopping_rounds
-        self.random_state = random_state
-        self.class_weight = class_weight
-        self.n_jobs = n_jobs
-        self.device = device
+        _keep_arguments(self, locals())
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -87,19 +108,15 @@ class XGBProbe(ClassifierMixin, BaseEstimator):
         self.classes_, yi = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ProbeInputError(f"y holds one class only ({self.classes_[0]!r}); a classifier needs at least two")
-        kw = dict(n_estimators=self.n_estimators, max_depth=self.max_depth, learning_rate=self.learning_rate,
-                  subsample=self.subsample, colsample_bytree=self.colsample_bytree, tree_method="hist",
-                  device=self._device(), random_state=self.random_state, n_jobs=self._n_jobs())
+        kw = _booster_params(self, eval_set is not None,
+                             **({"objective": "binary:logistic"} if len(self.classes_) == 2 else {}))
         fit_kw = {}
         if eval_set is not None:
             Xv, yv = eval_set
             Xv = validate_data(self, Xv, dtype=np.float32, reset=False)
             index = {c: i for i, c in enumerate(self.classes_)}
             keep = np.array([v in index for v in yv])
-            kw["early_stopping_rounds"] = self.early_stopping_rounds
             fit_kw = dict(eval_set=[(Xv[keep], np.array([index[v] for v in np.asarray(yv)[keep]]))], verbose=False)
-        if len(self.classes_) == 2:
-            kw["objective"] = "binary:logistic"
         if self.class_weight is not None:
             from sklearn.utils.class_weight import compute_sample_weight
 
@@ -108,9 +125,7 @@ class XGBProbe(ClassifierMixin, BaseEstimator):
             fit_kw["sample_weight"] = compute_sample_weight(cw, yi)
         self.model_ = XGBClassifier(**kw)
         self.model_.fit(X, yi, **fit_kw)
-        if kw["device"] != "cpu":
-            # predictions come from numpy: a CUDA booster would copy them into a DMatrix and warn each process
-            self.model_.set_params(device="cpu")
+        _predict_on_cpu(self.model_)
         return self
 
     def predict_proba(self, X) -> np.ndarray:
@@ -150,34 +165,16 @@ class XGBRegressorProbe(RegressorMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "n_estimators": [Interval(Integral, 1, None, closed="left")],
-        "max_depth": [Interval(Integral, 1, None, closed="left")],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "subsample": [Interval(Real, 0, 1, closed="right")],
-        "colsample_bytree": [Interval(Real, 0, 1, closed="right")],
-        "early_stopping_rounds": [Interval(Integral, 1, None, closed="left")],
+        **_TREE_CONSTRAINTS,
         "multi_strategy": [StrOptions({"one_output_per_tree", "multi_output_tree"})],
         "val_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "random_state": [Interval(Integral, 0, None, closed="left")],
-        "n_jobs": [Integral, None],
-        "device": [str, None],
     }
 
     def __init__(self, *, n_estimators: int = 300, max_depth: int = 4, learning_rate: float = 0.1,
                  subsample: float = 0.8, colsample_bytree: float = 0.5, early_stopping_rounds: int = 20,
                  multi_strategy: str = "one_output_per_tree", val_fraction: float = 0.15, random_state: int = 0,
                  n_jobs: int | None = None, device: str | None = None):
-        self.n_estimators = n_estimators
-        self.max_depth = max_depth
-        self.learning_rate = learning_rate
-        self.subsample = subsample
-        self.colsample_bytree = colsample_bytree
-        self.early_stopping_rounds = early_stopping_rounds
-        self.multi_strategy = multi_strategy
-        self.val_fraction = val_fraction
-        self.random_state = random_state
-        self.n_jobs = n_jobs
-        self.device = device
+        _keep_arguments(self, locals())
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -202,10 +199,6 @@ class XGBRegressorProbe(RegressorMixin, BaseEstimator):
         Y = np.asarray(y, dtype=np.float32).reshape(len(y), -1)
         self.n_outputs_ = Y.shape[1]
         self._one_d = one_d
-        kw = dict(n_estimators=self.n_estimators, max_depth=self.max_depth, learning_rate=self.learning_rate,
-                  subsample=self.subsample, colsample_bytree=self.colsample_bytree, tree_method="hist",
-                  objective="reg:squarederror", multi_strategy=self.multi_strategy, device=self._device(),
-                  random_state=self.random_state, n_jobs=self._n_jobs())
         rows, val, fit_kw = np.arange(len(Y)), np.arange(0), {}
         self.val_groups_ = []
         if eval_set is not None:
@@ -221,14 +214,12 @@ class XGBRegressorProbe(RegressorMixin, BaseEstimator):
                 rows, val = split
                 self.val_groups_ = sorted({str(g) for g in np.asarray(groups, dtype=object)[val]})
                 fit_kw = dict(eval_set=[(X[val], Y[val, 0] if one_d else Y[val])])
-        if fit_kw:
-            kw["early_stopping_rounds"] = self.early_stopping_rounds
         self.fit_rows_, self.val_rows_ = rows, val
-        self.model_ = XGBRegressor(**kw)
+        self.model_ = XGBRegressor(**_booster_params(self, bool(fit_kw), objective="reg:squarederror",
+                                                     multi_strategy=self.multi_strategy))
         self.model_.fit(X[rows], Y[rows, 0] if one_d else Y[rows], verbose=False, **fit_kw)
         self.best_iteration_ = int(self.model_.best_iteration) if fit_kw else None
-        if kw["device"] != "cpu":
-            self.model_.set_params(device="cpu")                     # predictions come from numpy (as XGBProbe)
+        _predict_on_cpu(self.model_)
         return self
 
     def predict(self, X) -> np.ndarray:
