@@ -1345,7 +1345,7 @@ def write_model_card(model_dir: Path, result: FoldResult, plan: dict, classes: S
            "model = EmotionClassifier.from_pretrained(path)      # base + adapters; a base with other weights is "
            "refused",
            "```", "",
-           "Or `ser predict clip.wav --model <this directory>` (`--backbone DIR` where the base model is now, when "
+           "Or `ser predict clip.wav --trained <this directory>` (`--backbone DIR` where the base model is now, when "
            "it moved). "
            + (f"Trainable parameters {result.trainable_params:,} of {result.total_params:,}."
               if result.trainable_params else ""), ""] if adapter else []),
@@ -1359,7 +1359,7 @@ def write_model_card(model_dir: Path, result: FoldResult, plan: dict, classes: S
         f"x = fe(wave, sampling_rate={model_config.sample_rate}, return_tensors=\"pt\")   # one clip, mono float32",
         outputs,
         "```", "",
-        f"Or `ser predict clip.wav --model <this directory>`: the same {'values' if dims else 'probabilities'}. "
+        f"Or `ser predict clip.wav --trained <this directory>`: the same {'values' if dims else 'probabilities'}. "
         + ("Padded batches with their attention mask give each clip's own result (Whisper: every clip is padded "
            "to 30 s, only its real frames are pooled)." if logmel else
            "Padded batches give each clip's own result (they run clip by clip)." if remote else
