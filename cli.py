@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import re
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -18,8 +17,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from classifiers.evaluate import CLASSIFIERS, FRAME_CLASSIFIERS
-from classifiers.targets import TARGETS, dimensional_probes
+from classifiers.configs import NeighborsConfig, ProbeConfig, layer_spec_problem, names_problem
+from classifiers.targets import TARGETS
 from featstore.folds import PROTOCOLS
 
 app = typer.Typer(help="ser: wav2vec2-family feature store and fast probes for speech emotion recognition.",
@@ -126,6 +125,72 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."))
     warnings.showwarning = _show_warning
 
 
+def deprecated_alias(old: str, new: str, *, short: str | None = None):
+    """Keep an option's old spelling one release (issue 22, item 8: one meaning per option name).
+
+    A decorator, placed below `@friendly` (above `@_with_formats`), naming the old spelling and the
+    command's current option; the command declares only the new one, as usual::
+
+        @app.command()
+        @friendly
+        @deprecated_alias("--model", "--trained", short="-m")
+        def predict(..., trained: Path = typer.Option(..., "--trained", help=...)):
+
+    It adds a hidden option `old` (and `short`): a copy of the new option (type, callback, min/max,
+    metavar; no default, no envvar), whose value the command receives in the new option's
+    parameter. Given alone, it prints one line, `warning: --model is deprecated for ser predict: use
+    --trained (the old spelling goes in the next release)`; given together with the new spelling
+    (even at its default value), one `error:` line and exit 2. A new option declared required
+    (`...`) stays required: one of the two spellings must be given (click's usual "Missing option"
+    message names the new one). Stack one decorator per renamed option; for value options (a
+    renamed `--x/--no-x` flag needs its own handling).
+    """
+    import copy
+    import inspect
+    import typing
+
+    def decorate(fn):
+        hints = typing.get_type_hints(fn)
+        params = [p.replace(annotation=hints[p.name]) for p in inspect.signature(fn).parameters.values()]
+        target = next(p for p in params if isinstance(p.default, typer.models.OptionInfo)
+                      and new in (p.default.param_decls or ()))
+        required = target.default.default is ...
+        info = copy.copy(target.default)
+        info.default = None if required else info.default
+        params[params.index(target)] = target.replace(default=info)
+        alias = f"{target.name}__{old.lstrip('-').replace('-', '_')}"
+        old_info = copy.copy(info)       # the same type, checks (callback, min/max) and metavar
+        old_info.param_decls = (old, short) if short else (old,)
+        old_info.default, old_info.hidden, old_info.envvar = None, True, None
+        hidden = inspect.Parameter(alias, inspect.Parameter.KEYWORD_ONLY, annotation=hints[target.name] | None,
+                                   default=old_info)
+        context = inspect.Parameter(f"{alias}__ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+
+        @functools.wraps(fn)
+        def wrapper(**kwargs):
+            ctx = kwargs.pop(context.name)            # typer passes the click context to a typer.Context parameter
+            command = " ".join(["ser", *ctx.command_path.split()[1:]])
+            given = {name: getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")
+                     for name in (target.name, alias)}
+            old_value = kwargs.pop(alias)
+            if given[alias] and given[target.name]:
+                _error(f"{old} and {new} are one option of {command} ({old} is its old spelling): give {new} only")
+                raise typer.Exit(2)
+            if given[alias]:
+                _tagged("warning:", f"{old} is deprecated for {command}: use {new} (the old spelling goes in the "
+                                    f"next release)")
+                kwargs[target.name] = old_value
+            elif required and kwargs[target.name] is None:
+                ctx.fail(f"Missing option '{new}'.")  # click's own words and usage box, exit 2
+            return fn(**kwargs)
+
+        wrapper.__signature__ = inspect.Signature([*params, hidden, context])
+        wrapper.__annotations__ = {p.name: p.annotation for p in [*params, hidden, context]}
+        return wrapper
+
+    return decorate
+
+
 def _human(n: float) -> str:
     from featstore.units import human_size
 
@@ -204,21 +269,16 @@ def _at_least(low: int):
     return lambda v: None if v >= low else f"must be at least {low}"
 
 
-_LAYER_SPEC = re.compile(r"\s*(all|\d+(-\d+)?(\s*,\s*\d+(-\d+)?)*)\s*")
-
-
 def _layer_spec(v: str) -> str | None:
-    """all, 12, 3-9 or 6,12: layers count from 0 (hidden_states[0]); the model's depth is checked when it is read."""
-    return None if _LAYER_SPEC.fullmatch(v) else "use a layer number (0 or more), all, or layers like 6,12 or 3-9"
+    """all, 12, 3-9 or 6,12 (`classifiers.configs.layer_spec_problem`: one check for every command)."""
+    return layer_spec_problem(v)
 
 
 def _frames_spec(v: str) -> str | None:
     return None if v.strip() == "none" else _layer_spec(v)
 
 
-def _names(v: str) -> str | None:
-    parts = [p.strip() for p in v.split(",")]
-    return None if all(parts) else "use names separated by commas, e.g. ravdess,emodb (no empty names)"
+_names = names_problem
 
 
 def _output(suffixes: tuple[str, ...] = (), directory: bool = False):
@@ -792,14 +852,42 @@ def store_verify(path: Path = typer.Argument(..., help="A store file (or <corpus
                   highlight=False, soft_wrap=True)
 
 
+def _one_layer(what: str):
+    """A --layer callback for a command that reads exactly one layer: the spec every --layer takes
+    (12, all, 3-9, 6,12; `_layer_spec`) read by the probe's parser (`featstore.store.parse_layers`),
+    and more than one layer refused in one line, `what` saying why ("ser store export writes one
+    layer"). The command receives the layer as an int; the model's depth is checked when it is read."""
+
+    def callback(param: typer.CallbackParam, value):
+        if value is None or param.name is None:
+            return value
+        LAYERS(param, value)                                    # nonsense and negative layers: one line
+        from featstore.store import StoreError, parse_layers
+
+        try:
+            layers = [] if value.strip() == "all" else parse_layers(value, 1 << 30)
+        except StoreError as e:                                 # an empty range, e.g. 9-3
+            _error(e)
+            raise typer.Exit(2) from None
+        if len(layers) != 1:
+            _error(f"--layer {value!r}: {what}: give one, e.g. --layer 12")
+            raise typer.Exit(2)
+        return layers[0]
+
+    return callback
+
+
 @store_app.command("export")
 @friendly
 def store_export(
     path: Path = typer.Argument(..., help="A store file."),
-    layer: int = typer.Option(..., "--layer", "-l", callback=NOT_NEGATIVE, help="Layer k (hidden_states[k])."),
+    layer: str = typer.Option(..., "--layer", "-l", callback=_one_layer("ser store export writes one layer"),
+                              metavar="K",
+                              help="The one layer to write, e.g. 12 (counted from 0 as every --layer)."),
     stat: str = typer.Option("mean", "--stat", help="mean, std or mean+std."),
     out: Path = typer.Option(..., "--out", "-o", callback=_npz_out,
-                             help="Output .npz (arrays id, X, label, speaker, corpus); .npz is added to a name without a suffix."),
+                             help="The .npz file to write (arrays id, X, label, speaker, corpus); .npz is added to a "
+                                  "name without a suffix."),
 ):
     """Export one layer's pooled features as .npz.
 
@@ -855,55 +943,84 @@ def _print_classes(results) -> None:
                       + ", ".join(f"{k} ({v})" for k, v in dropped.items()), highlight=False)
 
 
+def _config_options(config_cls, *, first: bool = False):
+    """Give a command one option per CLI field of the dataclass `config_cls` (`--head-lr` for
+    `head_lr`, or the field's `flag`; its short flag, default, help and parse-time `check`; a
+    repeatable option for a `many` field); the command receives them as one dict, `options`
+    (a repeatable option not given is left out, so the field's default holds). `first`: the
+    config's options come before the command's own in --help."""
+    import dataclasses
+    import inspect
+    import typing
+
+    hints = typing.get_type_hints(config_cls)
+    simple = (int, float, str, bool, int | None, float | None, str | None)
+
+    def parameter(f) -> inspect.Parameter:
+        kind, meta = hints[f.name], f.metadata
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        names = [f"{flag}/--no-{flag[2:]}" if kind is bool else flag] + ([meta["short"]] if meta.get("short") else [])
+        many = meta.get("many")
+        return inspect.Parameter(
+            f.name, inspect.Parameter.KEYWORD_ONLY,
+            annotation=list[str] | None if many else kind if kind in simple else str | None,
+            default=typer.Option(None if many else f.default, *names, help=meta["help"],
+                                 callback=_rule(meta["check"]) if meta.get("check") else None))
+
+    extra = [parameter(f) for f in dataclasses.fields(config_cls) if f.metadata.get("cli", True)]
+    names = [p.name for p in extra]
+    many = {f.name for f in dataclasses.fields(config_cls) if f.metadata.get("many")}
+
+    def decorate(fn):
+        hints_fn = typing.get_type_hints(fn)
+        own = [p.replace(annotation=hints_fn[p.name], kind=inspect.Parameter.KEYWORD_ONLY)
+               for p in inspect.signature(fn).parameters.values() if p.name != "options"]
+
+        @functools.wraps(fn)
+        def wrapper(**kwargs):
+            return fn(**{k: v for k, v in kwargs.items() if k not in names},
+                      options={k: kwargs[k] for k in names if not (k in many and kwargs[k] is None)})
+
+        ordered = extra + own if first else own + extra
+        wrapper.__signature__ = inspect.Signature(ordered)
+        wrapper.__annotations__ = {p.name: p.annotation for p in ordered}
+        return wrapper
+
+    return decorate
+
+
+OVERWRITE_OPT = typer.Option(False, "--overwrite", help="Replace the results already in --out.")
+FORCE_OPT = typer.Option(False, "--force", help="Run again (into a new folder) even if the registry holds this exact run.")
+
+
 @app.command()
 @friendly
+@_config_options(ProbeConfig, first=True)
 @_with_formats
 def probe(
-    corpus: str | None = typer.Option(None, "--corpus", "-c",
-                                         help="Corpus to test on; default: every corpus cached for the model."),
-    layer: str = typer.Option("all", "--layer", "-l", callback=LAYERS, help="12, all, 3-9 or 6,12."),
-    classifier: str = typer.Option("logreg", "--classifier",
-                                   help=f"{', '.join(CLASSIFIERS)} (frame-level: {', '.join(FRAME_CLASSIFIERS)}); "
-                                        f"with a dimensional --target: {', '.join(dimensional_probes())}."),
-    protocol: str | None = typer.Option(None, "--protocol", "-p",
-                                           help=f"{', '.join(p for p in PROTOCOLS if p != 'standard')}; default: per corpus."),
-    stat: str = typer.Option("mean", "--stat", help="mean, std or mean+std pooled statistics."),
-    train: list[str] | None = typer.Option(None, "--train",
-                                              help="Training corpora, e.g. ravdess,emodb (repeat to compare training sets)."),
-    test: str | None = typer.Option(None, "--test", help="Cross-corpus: test corpora, e.g. cremad."),
-    classes: str | None = typer.Option(None, "--classes",
-                                          help="Training and test corpora differ: shared (train on and predict among the "
-                                               "classes both declare; default cross-corpus) or all (every test row)."),
-    matrix: str | None = typer.Option(None, "--matrix", callback=_rule(_names), help="Transfer matrix over corpora at one --layer, e.g. ravdess,emodb,emovo,cremad."),
-    seeds: int = typer.Option(1, "--seeds", callback=AT_LEAST_1, help="Number of seeds (0..N-1)."),
-    C: float | None = typer.Option(None, "--C", callback=FINITE, help="Fix logreg's C (default: chosen by inner speaker CV)."),
+    matrix: str | None = typer.Option(None, "--matrix", callback=_rule(names_problem),
+                                      help="Transfer matrix over corpora at one --layer, e.g. ravdess,emodb,emovo,cremad."),
     model: str | None = MODEL_OPT,
     cache: Path | None = CACHE_OPT,
     device: str | None = DEVICE_OPT,
-    out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Results directory (default: probe-... named by the settings, in the results root)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results already in --out."),
-    save_probe: Path | None = typer.Option(None, "--save-probe", callback=OUT_DIR,
-                                              help="Also fit the probe on all of --corpus at one --layer and save it for `ser predict`."),
+    out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Results directory (default: probe-... "
+                                    "named by the settings, in the results root)."),
+    overwrite: bool = OVERWRITE_OPT,
+    save_probe: Path | None = typer.Option(None, "--save-probe", callback=OUT_DIR, help="Also fit the probe on all of "
+                                           "--corpus at one --layer and save it for `ser predict` (logreg only)."),
     db: Path | None = DB_OPT,
-    force: bool = typer.Option(False, "--force", help="Run again even if the registry holds this exact run."),
-    class_weight: str | None = typer.Option(None, "--class-weight",
-                                            help="balanced: weight classes by inverse frequency in each fold's training rows."),
-    speaker_norm: bool = typer.Option(False, "--speaker-norm",
-                                      help="Standardise each speaker's features with their own utterances (unlabelled)."),
-    no_early_stopping: bool = typer.Option(False, "--no-early-stopping",
-                                           help="XGBoost: train every tree (default: stop early on training speakers' validation split)."),
-    target: str = typer.Option("emotion", "--target", callback=_rule(_target),
-                               help=f"What to predict: {', '.join(TARGETS)} (a dimension: the ridge probe, scored by CCC)."),
-    alpha: float | None = typer.Option(None, "--alpha", callback=FINITE,
-                                       help="Dimensional targets: fix ridge's alpha (default: chosen by inner speaker CV)."),
+    force: bool = FORCE_OPT,
     fmt: str | None = FORMAT_OPT,
     threads: int | None = THREADS_OPT,
+    options: dict | None = None,
 ):
     """Probe cached features: layer sweeps, multi-corpus training, cross-corpus transfer.
 
-    Every run is registered (the run registry: --db, default one per user); an identical configuration over identical stores
-    returns the registered run unless --force. Several --train sets: differences against the
-    first, with 95% speaker CI (jackknife-t) and paired p (Holm-adjusted).
+    Every run is registered (the run registry: --db, default one per user); an identical configuration over identical
+    stores returns the registered run unless --force. Several --train sets: differences against the
+    first, with 95% speaker CI (jackknife-t) and paired p (Holm-adjusted). The options are
+    `classifiers.configs.ProbeConfig`'s fields (with --matrix, `MatrixConfig`'s): an option that
+    means nothing for the run asked for is refused, never ignored.
 
     Examples:
       ser probe --layer 12                          (every cached corpus, side by side)
@@ -914,182 +1031,98 @@ def probe(
       ser probe --corpus iemocap --target avd       (CCC per layer for arousal, valence, dominance)
     """
     _threads(threads)
-    if TARGETS[target] or alpha is not None:
-        regressor = "ridge" if classifier == "logreg" else classifier
-        _not_for_dimensions(target, regressor, classes=classes, seeds=seeds != 1,
-                            C=C, save_probe=save_probe, class_weight=class_weight, speaker_norm=speaker_norm,
-                            no_early_stopping=no_early_stopping, train=len(train or []) > 1,
-                            **({"corpus": corpus, "train_set": train, "test": test} if matrix else {}))
-        if matrix:
-            return _matrix_dimensions(target, regressor, [c for c in matrix.split(",") if c], layer=layer,
-                                      protocol=protocol, stat=stat, alpha=alpha, model=_model(model),
-                                      cache=_cache(cache), out=out, overwrite=overwrite, db=db, force=force)
-        return _probe_dimensions(target, regressor, corpus=corpus, layer=layer, protocol=protocol, stat=stat,
-                                 train=list(train or []), test=test, alpha=alpha, model=_model(model),
-                                 cache=_cache(cache), out=out, overwrite=overwrite, db=db, force=force)
-    from classifiers.evaluate import check_classifier, check_params, check_policy
-
-    check_classifier(classifier)
-    check_policy(classes)
-    params = check_params(classifier, {**({"class_weight": class_weight} if class_weight else {}),
-                                       **({"speaker_norm": True} if speaker_norm else {}),
-                                       **({"early_stopping": False} if no_early_stopping else {})})
-    from classifiers.results import ProbeResults, summary_table
-
-    model, cache, dev = _model(model), _cache(cache), _device_opt(device)
-    if params and (matrix or save_probe):
-        from featstore.errors import SerError
-
-        raise SerError("--class-weight, --speaker-norm and --no-early-stopping apply to the probe sweep; "
-                       "leave them out with --matrix or --save-probe")
-    if save_probe and not matrix and (len(train or []) > 1 or not re.fullmatch(r"\s*\d+\s*", layer or "")):
-        from featstore.errors import SerError
-
-        raise SerError(f"--save-probe fits one probe: give one layer (e.g. --layer 12, not {layer!r}) and at most one "
-                       f"--train set (corpora joined by commas train together, e.g. --train ravdess,emodb)"
-                       if len(train or []) <= 1 else
-                       f"--save-probe fits one probe, but {len(train)} --train sets were given; keep one (corpora "
-                       f"joined by commas train together, e.g. --train ravdess,emodb)")
-    if matrix:
-        _probe_matrix(matrix, corpus=corpus, train=train, test=test, seeds=seeds, save_probe=save_probe, layer=layer,
-                      model=model, cache=cache, classifier=classifier, stat=stat, C=C, classes=classes,
-                      protocol=protocol, device=dev, out=out, overwrite=overwrite, force=force, db=db)
-        return
+    from classifiers.configs import MatrixConfig
     from classifiers.registry import Registry
-    from classifiers.study import command_line, registered_probe
-    from featstore.store import cached_corpora
+    from classifiers.runfiles import command_line
 
-    registry = Registry(_db(db))
-    targets = cached_corpora(cache, model) if corpus is None and not train and not test else [corpus.lower() if corpus else None]
-    runs = []
-    for target in targets:
-        o = (out / target if len(targets) > 1 else out) if out else None
-        reg = registered_probe(target, model=model, cache=cache, registry=registry, force=force, train=train, test=test,
-                               layers=layer, classifier=classifier, protocol=protocol, stat=stat, seeds=seeds, C=C,
-                               classes=classes, out=o, overwrite=overwrite, device=dev, progress=True,
-                               command=command_line(), params=params)
-        runs.append(reg)
-        _print_classes(reg.results)
-        if reg.reused:
-            console.print(f"run {reg.run['id']} ({reg.run['created']}) already holds this configuration over these "
-                          f"stores: showing it (--force runs it again)", highlight=False)
-        else:
-            console.print(f"registered run {reg.run['id']} in {registry.path}", highlight=False)
-    combined = ProbeResults()
-    for reg in runs:
-        combined.extend(reg.results)
-    console.print(summary_table(combined, title=f"probe, model {model}"))
-    if train and len(train) > 1:
-        _print_differences(combined, against=train[0])
-    _print_files([f for r in runs for f in r.files] or [r.run["out"] for r in runs])
+    config = ProbeConfig(model=model, **options)
     if save_probe:
-        from classifiers.probe import fit_and_save_probe
+        config.check_savable(matrix=bool(matrix))
+    run = dict(cache=_cache(cache), registry=Registry(_db(db)), force=force, overwrite=overwrite, progress=True,
+               command=command_line(), out=out)
+    if matrix:
+        return _probe_matrix(MatrixConfig.from_probe(config, matrix), device=_device_opt(device), **run)
+    if config.dimensional:
+        return _probe_dimensions(config, config.run(**run), run["registry"])
+    _probe_sweep(config, save_probe=save_probe, device=_device_opt(device), **run)
 
-        path = fit_and_save_probe(save_probe, train or [runs[0].results.meta["corpus"]], layer=layer, stat=stat,
-                                  model=model, cache=cache, C=C, device=dev)
-        console.print(f"saved probe: {path} (use: ser predict FILE... --model {save_probe})", highlight=False)
 
-
-def _probe_matrix(matrix: str, *, corpus, train, test, seeds, save_probe, db, force, **kw) -> None:
-    """`ser probe --matrix`: every corpus against every other at one seed, registered (kind
-    "matrix"); an identical configuration over identical stores shows the registered run."""
-    from classifiers.probe import registered_matrix
-    from classifiers.registry import Registry
-    from classifiers.study import command_line
-    from featstore.errors import SerError
-
-    ignored = [name for name, given in (("--corpus", corpus), ("--train", train), ("--test", test),
-                                        ("--seeds", seeds != 1), ("--save-probe", save_probe)) if given]
-    if ignored:
-        raise SerError(f"--matrix runs every corpus against every other at one seed: leave out {', '.join(ignored)} "
-                       f"(or run `ser probe --train A --test B` per cell)")
-    corpora_list = [c for c in matrix.split(",") if c]
-    registry = Registry(_db(db))
-    reg, details = registered_matrix(corpora_list, registry=registry, force=force, progress=True,
-                                     command=command_line(), **kw)
-    k = next(iter(details.values()))["layer"]
-    _print_matrix(details, corpora_list, title=f"transfer, model {kw['model']}, layer {k} ({kw['classifier']})")
-    for (a, b), d in details.items():
-        for dropped in d["dropped"].values():
-            console.print(f"{a} → {b}: test rows dropped (class not shared): "
-                          + ", ".join(f"{c} ({v})" for c, v in dropped.items()), highlight=False)
+def _print_registered(reg, registry) -> None:
+    """Whether a run was computed and registered, or an identical registered run is shown."""
+    run = reg.run
     if reg.reused:
-        console.print(f"run {reg.run['id']} ({reg.run['created']}) already holds this configuration over these "
-                      f"stores: showing it (--force runs it again)", highlight=False)
-    else:
-        console.print(f"registered run {reg.run['id']} in {registry.path}", highlight=False)
-    _print_files(reg.files or [reg.run["out"]])
-
-
-def _not_for_dimensions(target: str, regressor: str, **given) -> None:
-    """Probe options that have no meaning for a dimensional target, refused in one line (never ignored)."""
-    from classifiers.targets import dimensional_probes
-    from featstore.errors import SerError
-
-    if target == "emotion":
-        raise SerError("--alpha is ridge's penalty for a dimensional --target (arousal, valence, dominance, avd); "
-                       "the emotion probe's penalty is --C")
-    if regressor not in dimensional_probes():
-        raise SerError(f"--target {target} predicts values: --classifier {regressor} has no regressor over pooled "
-                       f"features; choose one of {', '.join(dimensional_probes())} (default ridge)")
-    names = {"classes": "--classes", "matrix": "--matrix", "seeds": "--seeds",
-             "C": "--C", "save_probe": "--save-probe", "class_weight": "--class-weight",
-             "speaker_norm": "--speaker-norm", "no_early_stopping": "--no-early-stopping",
-             "train": "several --train sets", "corpus": "--corpus (with --matrix)", "train_set": "--train (with --matrix)",
-             "test": "--test (with --matrix)"}
-    bad = [names[k] for k, v in given.items() if v]
-    if bad:
-        raise SerError(f"--target {target} runs a regressor (ridge: alpha by inner speaker CV, or --alpha) on one "
-                       f"training set: leave out {', '.join(bad)}")
-
-
-def _probe_dimensions(target: str, regressor: str, *, corpus, layer, protocol, stat, train, test, alpha, model, cache, out, overwrite,
-                      db, force) -> None:
-    """`ser probe --target DIM`: the ridge probe per layer, registered like every probe (classifiers.dimensional)."""
-    from classifiers.dimensional import registered_dimensional, summary_lines, summary_table
-    from classifiers.registry import Registry
-    from classifiers.study import command_line
-
-    registry = Registry(_db(db))
-    reg = registered_dimensional(corpus, target=target, model=model, cache=cache, registry=registry, force=force,
-                                 train=train, test=test, layers=layer, protocol=protocol, stat=stat, alpha=alpha,
-                                 classifier=regressor, out=out, overwrite=overwrite, progress=True, command=command_line())
-    meta = reg.result.meta
-    if reg.reused:
-        console.print(f"run {reg.run['id']} ({reg.run['created']}) already holds this configuration over these "
-                      f"stores: showing it (--force runs it again)", highlight=False)
-    else:
-        console.print(f"registered run {reg.run['id']} in {registry.path}", highlight=False)
-    if meta.get("left_out"):
-        console.print("left out (no " + "/".join(meta["dimensions"]) + " annotation): "
-                      + ", ".join(f"{c} {n}" for c, n in meta["left_out"].items()), highlight=False)
-    console.print(summary_table(reg.result, title=f"probe {target} ({regressor}), model {model}, {meta['protocol']} "
-                                                   f"(CCC on [-1, 1]; CI: jackknife-t over test speakers)"))
-    for line in summary_lines(reg.result):
-        console.print(line, highlight=False)
-    _print_files([reg.run["out"]])
-
-
-def _matrix_dimensions(target: str, regressor: str, corpora: list, *, layer, protocol, stat, alpha, model, cache, out,
-                       overwrite, db, force) -> None:
-    """`ser probe --matrix A,B --target DIM`: the cross-corpus CCC matrix, registered (kind matrix)."""
-    from classifiers.dimensional import matrix_table, registered_dimensional_matrix
-    from classifiers.registry import Registry
-    from classifiers.study import command_line
-
-    registry = Registry(_db(db))
-    run, m, reused = registered_dimensional_matrix(corpora, target=target, layer=layer, model=model, cache=cache,
-                                                   registry=registry, protocol=protocol, stat=stat, alpha=alpha,
-                                                   classifier=regressor, force=force, out=out, overwrite=overwrite,
-                                                   progress=True, command=command_line())
-    if reused:
         console.print(f"run {run['id']} ({run['created']}) already holds this configuration over these stores: "
                       f"showing it (--force runs it again)", highlight=False)
     else:
         console.print(f"registered run {run['id']} in {registry.path}", highlight=False)
-    console.print(matrix_table(m, title=f"transfer {target} ({regressor}), model {model}, layer {m.meta['layer']} "
-                                        f"(CCC on [-1, 1]; CI: jackknife-t over test speakers)"))
-    _print_files([run["out"]])
+
+
+def _probe_sweep(config, *, save_probe, out, cache, registry, **run) -> None:
+    """`ser probe` of a categorical target: one registered run per test corpus (every cached one
+    when none is named), their summary side by side, training-set differences, a saved probe."""
+    from classifiers.results import ProbeResults, summary_table
+    from featstore.store import cached_corpora
+
+    corpora = (cached_corpora(cache, config.model) if config.corpus is None and not config.train and not config.test
+               else [config.corpus])
+    runs, combined = [], ProbeResults()
+    for c in corpora:
+        reg = config.for_corpus(c).run(cache=cache, registry=registry, out=out / c if out and len(corpora) > 1
+                                       else out, **run)
+        runs.append(reg)
+        combined.extend(reg.results)
+        _print_classes(reg.results)
+        _print_registered(reg, registry)
+    console.print(summary_table(combined, title=f"probe, model {config.model}"))
+    if len(config.train) > 1:
+        _print_differences(combined, against=config.train[0])
+    _print_files([f for r in runs for f in r.files] or [r.run["out"] for r in runs])
+    if save_probe:
+        from classifiers.probe import fit_and_save_probe
+
+        path = fit_and_save_probe(save_probe, config.train or [runs[0].results.meta["corpus"]], layer=config.layers,
+                                  stat=config.stat, model=config.model, cache=cache, C=config.C, device=run["device"])
+        console.print(f"saved probe: {path} (use: ser predict FILE... --trained {save_probe})", highlight=False)
+
+
+def _probe_matrix(config, *, registry, **run) -> None:
+    """`ser probe --matrix`: every corpus against every other at one layer, registered (kind
+    "matrix"), UAR or, with a dimensional --target, CCC per cell."""
+    reg, details = config.run(registry=registry, **run)
+    _print_registered(reg, registry)
+    if config.dimensional:
+        from classifiers.dimensional import matrix_table
+
+        m = reg.results
+        console.print(matrix_table(m, title=f"transfer {config.target} ({config.classifier}), model {config.model}, "
+                                            f"layer {m.meta['layer']} (CCC on [-1, 1]; CI: jackknife-t over test "
+                                            f"speakers)"))
+        _print_files([reg.run["out"]])
+        return
+    k = next(iter(details.values()))["layer"]
+    _print_matrix(details, config.corpora, title=f"transfer, model {config.model}, layer {k} ({config.classifier})")
+    for (a, b), d in details.items():
+        for dropped in d["dropped"].values():
+            console.print(f"{a} → {b}: test rows dropped (class not shared): "
+                          + ", ".join(f"{c} ({v})" for c, v in dropped.items()), highlight=False)
+    _print_files(reg.files or [reg.run["out"]])
+
+
+def _probe_dimensions(config, reg, registry) -> None:
+    """`ser probe --target DIM`: the regressor per layer, registered like every probe (classifiers.dimensional)."""
+    from classifiers.dimensional import summary_lines, summary_table
+
+    meta = reg.results.meta
+    _print_registered(reg, registry)
+    if meta.get("left_out"):
+        console.print("left out (no " + "/".join(meta["dimensions"]) + " annotation): "
+                      + ", ".join(f"{c} {n}" for c, n in meta["left_out"].items()), highlight=False)
+    console.print(summary_table(reg.results, title=f"probe {config.target} ({config.classifier}), model {config.model}, "
+                                                   f"{meta['protocol']} (CCC on [-1, 1]; CI: jackknife-t over test "
+                                                   f"speakers)"))
+    for line in summary_lines(reg.results):
+        console.print(line, highlight=False)
+    _print_files([reg.run["out"]])
 
 
 def _print_matrix(details: dict, corpora: list, title: str) -> None:
@@ -1122,45 +1155,45 @@ def _print_differences(results, against: str, metric: str = "uar") -> None:
 
 @app.command()
 @friendly
+@_config_options(NeighborsConfig, first=True)
 @_with_formats
 def neighbors(
-    corpus: str | None = typer.Option(None, "--corpus", "-c", callback=_rule(_names),
-                                      help="Corpora, e.g. ravdess,emodb (default: all cached)."),
-    layer: str = typer.Option("all", "--layer", "-l", callback=LAYERS, help="all, 12, 3-9 or 6,12."),
-    k: int = typer.Option(10, "--k", callback=AT_LEAST_1, help="Neighbours per query."),
-    stat: str = typer.Option("mean", "--stat", help="mean, std or mean+std."),
     model: str | None = MODEL_OPT,
     cache: Path | None = CACHE_OPT,
-    out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Results directory (default: results/neighbors-... named by the settings)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the results already in --out."),
+    out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Results directory (default: "
+                                    "neighbors-... named by the settings, in the results root)."),
+    overwrite: bool = OVERWRITE_OPT,
     db: Path | None = DB_OPT,
-    force: bool = typer.Option(False, "--force", help="Run again (into a new folder) even if the registry holds this exact run."),
+    force: bool = FORCE_OPT,
     fmt: str | None = FORMAT_OPT,
     threads: int | None = THREADS_OPT,
+    options: dict | None = None,
 ):
     """What each layer encodes: neighbour purity (emotion, speaker, gender, language, corpus),
     speaker-independent kNN accuracy and cross-corpus retrieval, with exact faiss search.
 
     Every run is registered (the run registry, one per user; scores: the kNN records); an identical configuration
-    over identical stores shows the registered run unless --force.
+    over identical stores shows the registered run unless --force. The options are
+    `classifiers.configs.NeighborsConfig`'s fields.
 
     Example: ser neighbors --corpus ravdess,emodb --layer all --k 10
     """
     _threads(threads)
-    from classifiers.neighbors import registered_neighbors
     from classifiers.registry import Registry
+    from classifiers.runfiles import command_line
 
-    model, cache = _model(model), _cache(cache)
-    names = [c for c in (corpus or "").lower().split(",") if c]
+    config = NeighborsConfig(model=model, **options)
     registry = Registry(_db(db))
-    nb = registered_neighbors(names, layers=layer, k=k, stat=stat, model=model, cache=cache, registry=registry,
-                              force=force, out=out, overwrite=overwrite, progress=True, command=_command())
+    nb = config.run(cache=_cache(cache), registry=registry, force=force, out=out, overwrite=overwrite, progress=True,
+                    command=command_line())
+    _print_registered(nb, registry)
+    _print_neighbors(nb, config)
+
+
+def _print_neighbors(nb, config) -> None:
+    """A neighbours run's tables: purity vs chance, kNN classification, cross-corpus retrieval."""
+    k, model = config.k, config.model
     report = nb.report
-    if nb.reused:  # neighbors re-run: the registered run, nothing computed or written
-        console.print(f"registered run {nb.run['id']} of {nb.run['created']} (identical configuration over identical "
-                      f"stores; --force runs it again)", highlight=False)
-    else:
-        console.print(f"registered run {nb.run['id']} in {registry.path}", highlight=False)
     _print_table(*report.table_rows(knn=False), title=f"neighbour purity (k={k}) vs chance, "
                                                       f"{', '.join(report.corpora)}, model {model}")
     if report.knn:
@@ -1266,42 +1299,6 @@ def download(
 # fine-tuning and prediction
 # ---------------------------------------------------------------------------------------------
 
-def _config_options(config_cls):
-    """Give a command one option per CLI field of the dataclass `config_cls` (`--head-lr` for
-    `head_lr`, the field's default and help); the command receives them as one dict, `options`."""
-    import dataclasses
-    import inspect
-    import typing
-
-    hints = typing.get_type_hints(config_cls)
-    simple = (int, float, str, bool, int | None, float | None, str | None)
-    def flag(name: str, kind) -> str:
-        dashed = name.replace("_", "-")
-        return f"--{dashed}/--no-{dashed}" if kind is bool else f"--{dashed}"
-
-    extra = [inspect.Parameter(
-        f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name] if hints[f.name] in simple else str | None,
-        default=typer.Option(f.default, flag(f.name, hints[f.name]), help=f.metadata["help"]))
-        for f in dataclasses.fields(config_cls) if f.metadata.get("cli", True)]
-    names = [p.name for p in extra]
-
-    def decorate(fn):
-        hints_fn = typing.get_type_hints(fn)
-        own = [p.replace(annotation=hints_fn[p.name]) for p in inspect.signature(fn).parameters.values()
-               if p.name != "options"]
-
-        @functools.wraps(fn)
-        def wrapper(**kwargs):
-            return fn(**{k: v for k, v in kwargs.items() if k not in names},
-                      options={k: kwargs[k] for k in names})
-
-        wrapper.__signature__ = inspect.Signature(own + extra)
-        wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
-        return wrapper
-
-    return decorate
-
-
 def _finetune_config_cls():
     from classifiers.finetune import FinetuneConfig
 
@@ -1389,167 +1386,110 @@ def finetune(
         console.print(f"registered run {run_id} in {registry.path} (ser results show {run_id})", highlight=False)
 
 
+TRAINED_HELP = "A fine-tuned model directory or a saved probe (--save-probe)."
+TRAINED_OPT = typer.Option(..., "--trained", help=TRAINED_HELP)
+PREDICT_JSON_OPT = typer.Option(False, "--json", help="Print JSON instead of a table (the CSV's fields: file, predicted, "
+                                "p_<class> per class, the value per dimension of a --target model, model).")
+PREDICT_OUT_OPT = typer.Option(None, "--out", "-o", callback=_out_file(),
+                               help="Also write a CSV file: file, predicted, p_<class> per class, <dimension> "
+                                    "values (a --target model), model.")
+PREDICT_TARGET_OPT = typer.Option(None, "--target", callback=_rule(_target),
+                                  help=f"Which outputs: {', '.join(TARGETS)} (default: every output the model has).")
+
+
 @app.command()
 @friendly
+@deprecated_alias("--model", "--trained", short="-m")
 def predict(
     files: list[Path] = typer.Argument(..., help="Audio files."),
-    model: Path = typer.Option(..., "--model", "-m", help="A fine-tuned model directory or a saved probe."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table (the CSV's fields: file, "
-                                 "predicted, p_<class> per class, the value per dimension of a --target model, "
-                                 "model)."),
-    out: Path | None = typer.Option(None, "--out", "-o",
-                                    help="Also write a CSV: file, predicted, p_<class> per class, <dimension> values "
-                                         "(a --target model), model."),
+    trained: Path = TRAINED_OPT,
+    as_json: bool = PREDICT_JSON_OPT,
+    out: Path | None = PREDICT_OUT_OPT,
     device: str | None = DEVICE_OPT,
     backbone: Path | None = BACKBONE_OPT,
     threads: int | None = THREADS_OPT,
-    target: str | None = typer.Option(None, "--target", callback=_rule(_target),
-                                      help=f"Which outputs: {', '.join(TARGETS)} (default: every output the model "
-                                           f"has)."),
+    target: str | None = PREDICT_TARGET_OPT,
 ):
     """Emotion probabilities per file, from a fine-tuned model or a saved probe; a model fine-tuned with
     --target prints its arousal / valence / dominance values on [-1, 1] (beside the classes' with --multitask);
     --target keeps the classes (emotion) or the dimensions named.
 
-    Example: ser predict clip1.wav clip2.wav --model RUN/luna-0/model --out preds.csv
+    Example: ser predict clip1.wav clip2.wav --trained RUN/luna-0/model --out preds.csv
     """
     _threads(threads)
-    from featstore.device import check_device
-
-    device = check_device(_device_opt(device))        # a typo costs milliseconds, not a torch import
-    from classifiers.predict import predict as run_predict
-    from featstore.outputs import check_output
+    device = _device_opt(device)                       # a typo costs milliseconds, not a torch import
+    from classifiers.predict import predict_files
     from featstore.serialize import dumps
 
+    found = predict_files(files, trained, target=target, device=device, backbone=backbone)
     if out is not None:
-        check_output(out)                              # a directory or /proc fails before the model loads
-    from classifiers.predict import model_dimensions
-
-    dims = model_dimensions(model) or []      # a --target model's values, on [-1, 1]
-    if target is not None:                    # what to print, checked before any audio is read
-        import json
-
-        config = model / "config.json"
-        has_classes = not config.is_file() or bool(json.loads(config.read_text(encoding="utf-8")).get("labels"))
-        wanted = list(TARGETS[target])
-        if not wanted and not has_classes:
-            _error(f"--target emotion: {model} regresses {', '.join(dims)} and has no classes")
-            raise typer.Exit(2)
-        if [d for d in wanted if d not in dims]:
-            _error(f"--target {target}: {model} predicts {', '.join(dims) or 'classes only'}, not "
-                   f"{', '.join(d for d in wanted if d not in dims)}")
-            raise typer.Exit(2)
-    rows = run_predict(files, model, device=device, backbone=backbone)
-    labels = [k for k in rows[0][1] if k not in dims] if rows else []
-    if target is not None:
-        labels, dims = ([], list(TARGETS[target])) if TARGETS[target] else (labels, [])
-        rows = [(f, {k: v for k, v in p.items() if k in labels or k in dims}) for f, p in rows]
-    if out is not None:
-        _write_predictions_csv(out, rows, labels, model, dims)
+        found.write_csv(out)
     if as_json:       # the CSV's fields: file, predicted, p_<class> per class, <dimension> values, model
-        from classifiers.predict import prediction_records
-
-        print(dumps(prediction_records(rows, labels, model, dims), indent=1))
+        print(dumps(found.records(), indent=1))
         return
     # a table where it fits, else one `file: ...` block per file (classifiers.results.table): never cut
-    t = _table("file", *(["predicted"] if labels else []), *labels, *dims,
-               title=f"{', '.join(dims)} on [-1, 1] (low to high)" if dims else "")
-    for f, p in rows:
-        t.add_row(str(f), *([max(labels, key=p.get)] if labels else []), *[f"{p[k]:.3f}" for k in labels + dims])
-    console.print(t)
+    _print_table(*found.table(), title=f"{', '.join(found.dims)} on [-1, 1] (low to high)" if found.dims else "")
     if out is not None:
         console.print(f"wrote {out}", highlight=False)
-
-
-def _write_predictions_csv(path: Path, rows: list, labels: list[str], model: Path, dims: list[str] = ()) -> None:
-    from classifiers.predict import write_predictions_csv
-
-    write_predictions_csv(path, rows, labels, model, dims)
 
 
 # ---------------------------------------------------------------------------------------------
 # word alignment
 # ---------------------------------------------------------------------------------------------
 
+CTC_MODEL_OPT = typer.Option(None, "--ctc-model", help="CTC model (Wav2Vec2ForCTC hub id or directory); default: with "
+                             "--show/--example the one that aligned the corpus, else $SER_CTC_MODEL, else one per "
+                             "language (English, German).")
+MAX_SECONDS_OPT = typer.Option(30.0, "--max-seconds", callback=FINITE, help="Clips longer than this are aligned in windows.")
+SHOW_OPT = typer.Option(None, "--show", metavar="ID", help="Print the cached words of this utterance id.")
+EXAMPLE_OPT = typer.Option(None, "--example", metavar="ID", help="Save a word-swap example of this utterance id.")
+EXAMPLE_OUT_OPT = typer.Option(Path("wordswap-example"), "--out", "-o", callback=OUT_DIR,
+                               help="Directory --example writes: original, donor and result WAVs, boundaries PNG.")
+EXAMPLE_SEED_OPT = typer.Option(0, "--seed", callback=NOT_NEGATIVE, help="Seed of --example's donor and word draw.")
+
+
 @app.command()
 @friendly
+@deprecated_alias("--model", "--ctc-model", short="-m")
 def align(
     corpus: str | None = CORPUS_OPT,
     root: Path | None = ROOT_OPT,
-    model: str | None = typer.Option(None, "--model", "-m", help="CTC model (Wav2Vec2ForCTC hub id or directory); "
-                                     "default: with --show/--example the one that aligned the corpus, else "
-                                     "$SER_CTC_MODEL, else one per language (English, German)."),
+    ctc_model: str | None = CTC_MODEL_OPT,
     cache: Path | None = CACHE_OPT,
     device: str | None = DEVICE_OPT,
-    max_seconds: float = typer.Option(30.0, "--max-seconds", callback=FINITE,
-                                      help="Clips longer than this are aligned in windows."),
-    show: str | None = typer.Option(None, "--show", help="Print the cached words of this utterance id."),
-    example: str | None = typer.Option(None, "--example", help="Save a word-swap example of this utterance id."),
-    out: Path = typer.Option(Path("wordswap-example"), "--out", "-o", callback=OUT_DIR, help="Folder for --example's WAVs and plot."),
-    seed: int = typer.Option(0, "--seed", callback=NOT_NEGATIVE, help="Seed of --example's donor and word draw."),
+    max_seconds: float = MAX_SECONDS_OPT,
+    show: str | None = SHOW_OPT,
+    example: str | None = EXAMPLE_OPT,
+    out: Path = EXAMPLE_OUT_OPT,
+    seed: int = EXAMPLE_SEED_OPT,
     threads: int | None = THREADS_OPT,
 ):
-    """Word boundaries by CTC forced alignment, cached beside the stores (resumable); --show prints
-    one utterance's words, --example saves a word swap (original, donor, result WAVs + PNG). With
-    --show or --example, the corpus is read from the utterance id and the model is the one whose
-    alignments of it are cached (unless --corpus / --model say otherwise).
+    """Word boundaries by CTC forced alignment, cached beside the stores (resumable). --show ID prints an utterance's
+    words, --example ID saves a word swap (WAVs + PNG), by default in ID's corpus with the CTC model that aligned it.
 
-    Example: ser align --corpus ravdess --model facebook/wav2vec2-base-960h; ser align --show ravdess-03-01-05-01-01-01-01
+    Example: ser align --corpus ravdess --ctc-model facebook/wav2vec2-base-960h; ser align --show ravdess-03-01-05-01-01-01-01
     """
     _threads(threads)
-    from featstore.align import (
-        AlignError,
-        align_corpus,
-        alignment_path,
-        corpus_of,
-        default_ctc_model,
-        infer_ctc_model,
-        read_alignments,
-    )
-    from featstore.corpora import get_corpus, load_manifest
+    from classifiers.wordswap import WordSwap, save_example  # light: numpy and featstore.align
+    from featstore.align import align_corpus, corpus_of, ctc_model_for, find_utterance, show_alignment
+    from featstore.corpora import load_manifest
 
-    # --show/--example: the corpus from the utterance id, the model from the alignments cached for it
-    if show:
-        name = (corpus or corpus_of(show) or "").lower()
-        if not name:
-            raise AlignError(f"{show} does not start with a corpus name (see `ser corpora`); pass --corpus")
-        model = model or infer_ctc_model(_cache(cache), name, utterance_id=show, language=get_corpus(name).language)
-        path = alignment_path(_cache(cache), model, name)
-        found = read_alignments(path)[1].get(show)
-        if found is None:
-            raise AlignError(f"{show} is not in {path}; check the id (ser manifest) or run ser align --corpus {name}")
-        if found.error:
-            console.print(f"{show}: not aligned: {found.error}", highlight=False)
-            return
-        t = _table("word", "start (s)", "end (s)", "score", title=f"{show}: {found.text}")
-        for w in found.words:
-            t.add_row(w.word, f"{w.start:.3f}", f"{w.end:.3f}", f"{w.score:.3f}")
-        console.print(t)
-        return
+    if show:          # the corpus from the utterance id, the model from the alignments cached for it
+        found = show_alignment(_cache(cache), show, corpus=corpus, model=ctc_model)
+        return (console.print(f"{show}: not aligned: {found.error}", highlight=False) if found.error
+                else _print_table(*found.table(), title=f"{show}: {found.text}"))
     corpus = _corpus(corpus or (corpus_of(example) if example else None))
     m = load_manifest(corpus, _root(corpus, root))
     _print_problems(m.problems, limit=10)
-    language = m.utterances[0].language if m.utterances else ""
-    if example and not model:
-        model = infer_ctc_model(_cache(cache), corpus, utterance_id=example, language=language)
-    model = model or default_ctc_model(language)
-    run = align_corpus(m.utterances, model, cache=_cache(cache), device=_device_opt(device),
+    ctc_model = ctc_model_for(_cache(cache), corpus, m.utterances, model=ctc_model, utterance_id=example)  # checks ID
+    run = align_corpus(m.utterances, ctc_model, cache=_cache(cache), device=_device_opt(device),
                        max_seconds=max_seconds, progress=True)
-    for a in run.failures[:10]:
-        _tagged("not aligned:", a.error)
-    if len(run.failures) > 10:
-        _tagged("not aligned:", f"{len(run.failures) - 10} more")
-    console.print(f"aligned {run.n_aligned} utterances ({run.n_cached} already there, {len(run.failures)} not "
-                  f"aligned) -> {run.path}", highlight=False)
-    if example:
-        from classifiers.wordswap import WordSwap, save_example
-
-        chosen = [u for u in m.utterances if u.id == example]
-        if not chosen:
-            raise AlignError(f"{example} is not an utterance of {corpus}; see `ser manifest --corpus {corpus}`")
-        swapper = WordSwap(1.0, model=model).bind(m.utterances, sample_rate=16000, cache=_cache(cache))
-        files = save_example(swapper, chosen[0], out, seed=seed)
-        console.print("wrote " + ", ".join(str(p) for p in files.values()), highlight=False)
+    for why in run.failure_lines(limit=10):
+        _tagged("not aligned:", why)
+    console.print(run.summary(), highlight=False)
+    if example:       # a word swap of that utterance: original, donor and result WAVs, the boundaries PNG
+        swapper = WordSwap(1.0, model=ctc_model).bind(m.utterances, sample_rate=16000, cache=_cache(cache))
+        _print_files(save_example(swapper, find_utterance(m.utterances, example, corpus), out, seed=seed).values())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1701,8 +1641,10 @@ def results_compare(
     metric: str = typer.Option("uar", "--metric",
                                help="uar, wa or macro_f1; runs on emotion dimensions: ccc (mean over their dimensions) "
                                     "or ccc_arousal, ccc_valence, ccc_dominance."),
-    layer: str | None = typer.Option(None, "--layer", "-l", help="Compare at this layer (default: each run's best)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Write the comparison plot here (.png, .pdf or .svg)."),
+    layer: str | None = typer.Option(None, "--layer", "-l", callback=_one_layer("ser results compare compares at one "
+                                     "layer"), metavar="K", help="Compare at this layer, e.g. 12 (default: each run's best)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="The plot file to write (.png, .pdf or .svg; default: "
+                                    "compare-<run ids>.png in the results root)."),
     db: Path | None = DB_OPT,
 ):
     """Runs side by side: scores with CI, differences against the first run with CI and paired p
@@ -1907,55 +1849,85 @@ def _study_dry_run(path, cells, spec, cache, model, device) -> None:
                   + " (registered cells are skipped when run)", highlight=False)
 
 
+EVAL_CORPUS_OPT = typer.Option(..., "--corpus", "-c", help="The corpus to score on.")
+FOLD_OPT = typer.Option(None, "--fold", help="Only this fold's test speakers (e.g. luna-0).")
+FOLD_PROTOCOL_OPT = typer.Option(None, "--protocol", "-p", help="Fold protocol of --fold (default: the corpus' standard).")
+MAP_OPT = typer.Option(None, "--map", help="Relabel a class in the test labels and the model's predictions, e.g. "
+                       "calm=neutral (repeatable).")
+DROP_OPT = typer.Option(None, "--drop", help="Leave out a class: its test utterances and the model's predictions of "
+                        "it (argmax over the rest; repeatable).")
+EVAL_OUT_OPT = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Directory the run is written to (default: "
+                            "evaluate-... in the results root).")
+EVAL_FORCE_OPT = typer.Option(False, "--force", help="Score again even if an identical evaluation is registered.")
+EVAL_TARGET_OPT = typer.Option(None, "--target", callback=_rule(_target),
+                               help=f"What to score: {', '.join(TARGETS)} (default: what the model predicts; a "
+                                    f"multitask model's dimensions need --target).")
+
+
 @app.command()
 @friendly
+@deprecated_alias("--model", "--trained", short="-m")
 @_with_formats
 def evaluate(
-    model_dir: Path = typer.Option(..., "--model", "-m", help="A saved probe (--save-probe) or a fine-tuned model directory."),
-    corpus: str = typer.Option(..., "--corpus", "-c", help="The corpus to score on."),
+    trained: Path = TRAINED_OPT,
+    corpus: str = EVAL_CORPUS_OPT,
     root: Path | None = ROOT_OPT,
     cache: Path | None = CACHE_OPT,
-    fold: str | None = typer.Option(None, "--fold", help="Only this fold's test speakers (e.g. luna-0)."),
-    protocol: str | None = typer.Option(None, "--protocol", "-p", help="Fold protocol of --fold (default: the corpus' standard)."),
-    map_: list[str] | None = typer.Option(None, "--map", help="Relabel a class in the test labels and the model's "
-                                          "predictions, e.g. calm=neutral (repeatable)."),
-    drop: list[str] | None = typer.Option(None, "--drop", help="Leave out a class: its test utterances and the model's "
-                                          "predictions of it (argmax over the rest; repeatable)."),
-    out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Results directory (default: evaluate-... in the results root)."),
+    fold: str | None = FOLD_OPT,
+    protocol: str | None = FOLD_PROTOCOL_OPT,
+    map_: list[str] | None = MAP_OPT,
+    drop: list[str] | None = DROP_OPT,
+    out: Path | None = EVAL_OUT_OPT,
     device: str | None = DEVICE_OPT,
     db: Path | None = DB_OPT,
     backbone: Path | None = BACKBONE_OPT,
     fmt: str | None = FORMAT_OPT,
     threads: int | None = THREADS_OPT,
-    force: bool = typer.Option(False, "--force", help="Score again even if an identical evaluation is registered."),
-    target: str | None = typer.Option(None, "--target", callback=_rule(_target),
-                                      help=f"What to score: {', '.join(TARGETS)} (default: what the model predicts; a "
-                                           f"multitask model's dimensions need --target)."),
+    force: bool = EVAL_FORCE_OPT,
+    target: str | None = EVAL_TARGET_OPT,
 ):
     """Score a saved probe or a fine-tuned model on a whole corpus (or one fold's test speakers):
     every test utterance, and only the classes shared with training; confusion heatmap,
     predictions and a registry row. A saved probe reads the store's features when present.
 
-    Example: ser evaluate --model RUN/luna-0/model --corpus cremad   (RUN: the folder ser finetune printed)
+    Example: ser evaluate --trained RUN/luna-0/model --corpus cremad   (RUN: the folder ser finetune printed)
     """
     _threads(threads)
     from classifiers.registry import Registry
     from classifiers.scoring import evaluate_model, parse_maps
 
     maps, dev, corpus = parse_maps(map_ or []), _device_opt(device), _corpus(corpus)
-    res = evaluate_model(model_dir, corpus, cache=_cache(cache), root=root, fold=fold, protocol=protocol, maps=maps,
+    res = evaluate_model(trained, corpus, cache=_cache(cache), root=root, fold=fold, protocol=protocol, maps=maps,
                          drop=drop or [], out=out, device=dev, registry=Registry(_db(db)), command=_command(),
                          backbone=backbone, force=force, target=target)
+    _print_evaluation(res, trained, corpus)
+
+
+def _print_evaluation(res, trained: Path, corpus: str) -> None:
+    """What `ser evaluate` scored: for a classifier one row per class policy (all, shared): the
+    headline (pooled UAR, 95% speaker CI), WA, macro-F1, classes and chance (a single split, so no
+    std) and what each policy scores; for a model of emotion dimensions CCC, r and RMSE per
+    dimension; then the classes only one side has, the registry row and the files written."""
+    from classifiers.results import headline_table
+
     if res.dimensions is not None:       # a model fine-tuned on emotion dimensions: CCC per dimension
         t = _table("dimension", "CCC [95% CI]", "Pearson r", "RMSE", "utterances", "speakers",
-                   title=f"{model_dir} scored on {corpus} (ratings on [-1, 1]; CI: jackknife-t over speakers)")
+                   title=f"{trained} scored on {corpus} (ratings on [-1, 1]; CI: jackknife-t over speakers)")
         for d, r in res.dimensions.items():
             ci = f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r.get("ci_low") is not None else " (no CI)"
             t.add_row(d, f"{r['ccc']:.3f}{ci}", f"{r['pearson']:.3f}", f"{r['rmse']:.3f}", str(r["n"]),
                       str(r["n_speakers"]))
         console.print(t)
     else:
-        _print_evaluation(res, corpus)
+        rows = [dict(r, policy=("all" if "(shared classes)" not in r["test_set"] else "shared"))
+                for r in res.results.summary()]
+        first = rows[0] if rows else {}
+        console.print(headline_table(rows, lead=lambda r: [r["policy"]], lead_columns=["classes scored"], layer=False,
+                                     best=False, title=f"{first.get('classifier', '')} trained on "
+                                                       f"{first.get('train_set') or '?'}, layer "
+                                                       f"{first.get('layer', '?')}, scored on {corpus}"))
+        for policy, s in res.scores.items():
+            console.print(f"{policy}: {s.what} ({s.n} utterances)", highlight=False)   # wrapped at spaces
     if res.training_only:
         console.print(f"trained classes the test corpus lacks (never true; excluded from predictions under shared): "
                       f"{', '.join(res.training_only)}", highlight=False)
@@ -1968,22 +1940,6 @@ def evaluate(
     else:
         console.print(f"registered run {res.run_id}", highlight=False)
     _print_files(res.files)
-
-
-def _print_evaluation(res, corpus: str) -> None:
-    """One row per class policy (all, shared): the headline (pooled UAR, 95% speaker CI), WA,
-    macro-F1, classes and chance; a single split, so no std; what each policy scores below."""
-    from classifiers.results import headline_table
-
-    rows = [dict(r, policy=("all" if "(shared classes)" not in r["test_set"] else "shared"))
-            for r in res.results.summary()]
-    first = rows[0] if rows else {}
-    console.print(headline_table(rows, lead=lambda r: [r["policy"]], lead_columns=["classes scored"], layer=False,
-                                 best=False, title=f"{first.get('classifier', '')} trained on "
-                                                   f"{first.get('train_set') or '?'}, layer {first.get('layer', '?')}"
-                                                   f", scored on {corpus}"))
-    for policy, s in res.scores.items():
-        console.print(f"{policy}: {s.what} ({s.n} utterances)", highlight=False)   # wrapped at spaces
 
 
 def _command() -> str:

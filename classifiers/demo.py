@@ -64,10 +64,9 @@ def _shown(run: dict) -> str:
 
 
 def _demo(out: Path, n: int, model: str | None, seed: int, overwrite: bool, force: bool = False) -> Iterator[DemoStep]:
-    from classifiers.neighbors import registered_neighbors
+    from classifiers.configs import NeighborsConfig, ProbeConfig
     from classifiers.registry import Registry
     from classifiers.results import summary_table, table
-    from classifiers.study import registered_probe
     from featstore.backbone import build_demo_model
     from featstore.corpora import load_manifest
     from featstore.extract import extract_manifest
@@ -104,14 +103,17 @@ def _demo(out: Path, n: int, model: str | None, seed: int, overwrite: bool, forc
     results_dir = out / "results"
     registry = Registry(results_dir / "ser.db")
     yield DemoStep("4. probe every layer (logistic regression, C by inner speaker CV, luna5 folds)")
-    probe = registered_probe("ravdess", model=model, cache=out / "cache", registry=registry, force=force,
-                             layers="all", protocol="luna5", out=results_dir / "probe", overwrite=overwrite,
-                             progress=True, command="ser demo")
+    # the configurations `ser probe` and `ser neighbors` build: the same registry keys, so an identical
+    # `ser probe --corpus ravdess --protocol luna5` finds the demo's run
+    probe = ProbeConfig("ravdess", layers="all", protocol="luna5", model=model).run(
+        cache=out / "cache", registry=registry, force=force, out=results_dir / "probe", overwrite=overwrite,
+        progress=True, command="ser demo")
     yield DemoStep(text=_shown(probe.run) if probe.reused else f"registered run {probe.run['id']} in {registry.path}")
     yield DemoStep(text=summary_table(probe.results, title="demo probe"))
     yield DemoStep("5. nearest neighbours: what each layer encodes")
-    nb = registered_neighbors(["ravdess"], layers="all", k=10, model=model, cache=out / "cache", registry=registry,
-                              force=force, out=results_dir / "neighbors", overwrite=overwrite, command="ser demo")
+    nb = NeighborsConfig(["ravdess"], layers="all", k=10, model=model).run(
+        cache=out / "cache", registry=registry, force=force, out=results_dir / "neighbors", overwrite=overwrite,
+        command="ser demo")
     yield DemoStep(text=_shown(nb.run) if nb.reused else f"registered run {nb.run['id']} in {registry.path}")
     head, rows = nb.report.table_rows()
     t = table(*head)

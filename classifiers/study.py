@@ -104,13 +104,12 @@ def _whole(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-_LAYER_SPEC = re.compile(r"\s*(all|\d+(-\d+)?(\s*,\s*\d+(-\d+)?)*)\s*")
-
-
 def _layers(v) -> bool:
     if isinstance(v, list):
         return len(v) > 0 and all(_whole(x) and x >= 0 for x in v)
-    return (_whole(v) and v >= 0) or (isinstance(v, str) and _LAYER_SPEC.fullmatch(v) is not None)
+    from classifiers.configs import layer_spec_problem
+
+    return (_whole(v) and v >= 0) or (isinstance(v, str) and layer_spec_problem(v) is None)
 
 
 def _plain_name(v) -> bool:
@@ -379,11 +378,6 @@ def _signature(fn) -> list[str]:
     return [k for k in inspect.signature(fn).parameters if k not in RUNTIME_KEYS]
 
 
-def _plus(keys: list[str], dimensional_keys: list[str]) -> list[str]:
-    """`keys` and the keys only the dimensional variant has (target, alpha), which route a cell there."""
-    return keys + [k for k in dimensional_keys if k not in keys]
-
-
 def _probe_params() -> list[str]:
     """The probe options a cell gives as its own keys (registered as `params`): every classifier's."""
     from classifiers.evaluate import PROBE_OPTIONS
@@ -411,31 +405,24 @@ def neighbors_fixed() -> dict:
 
 
 def kind_keys(kind: str, *, dimensional: bool = False) -> list[str]:
-    """The keys a [[cells]] entry of `kind` may use, derived from that kind's library function
-    (`registered_probe`, `registered_dimensional`, `matrix_config`, `registered_neighbors`,
-    `FinetuneConfig` + `registry.finetune_config`, `evaluate_model`) less what the study decides
-    (RUNTIME_KEYS), with `model`/`classifier` as the lists `models`/`classifiers` a cell multiplies over.
+    """The keys a [[cells]] entry of `kind` may use: its configuration's fields
+    (`classifiers.configs.ProbeConfig`, `MatrixConfig`, `NeighborsConfig`, `FinetuneConfig` +
+    `registry.finetune_config`; evaluate: `evaluate_model`'s options less what the study decides,
+    RUNTIME_KEYS), with `model`/`classifier` as the lists `models`/`classifiers` a cell multiplies over.
 
     probe and matrix: `target` and `alpha` route a cell to the dimensional probe or matrix
-    (`registered_dimensional`, `registered_dimensional_matrix`; `dimensional=True`: its keys only)."""
+    (`dimensional=True`: the keys a dimensional cell may use)."""
     from classifiers.registry import check_kind
 
     check_kind(kind)
-    if kind == "probe":
-        from classifiers.dimensional import registered_dimensional
+    if kind in ("probe", "matrix"):
+        from classifiers.configs import CONFIGS
 
-        dims = _signature(registered_dimensional)
-        keys = dims if dimensional else _plus(_signature(registered_probe) + _probe_params(), dims)
-    elif kind == "matrix":
-        from classifiers.dimensional import registered_dimensional_matrix
-        from classifiers.probe import matrix_config
-
-        dims = _signature(registered_dimensional_matrix)
-        keys = dims if dimensional else _plus(_signature(matrix_config), dims)
+        keys = CONFIGS[kind].cell_keys(dimensional=dimensional)
     elif kind == "neighbors":
-        from classifiers.neighbors import registered_neighbors
+        from classifiers.configs import NeighborsConfig
 
-        keys = _signature(registered_neighbors) + list(neighbors_fixed())
+        keys = NeighborsConfig.cell_keys() + list(neighbors_fixed())
     elif kind == "finetune":
         from classifiers.registry import finetune_config
 
@@ -495,8 +482,7 @@ class Cell:
         return f"{self.classifier}{target}, {model}: {where.strip()}{classes}"
 
 
-#: a probe option at its default is left out of `params` (as `ser probe` leaves out a flag not given)
-PARAM_DEFAULTS = {"class_weight": None, "speaker_norm": False, "early_stopping": True}
+from classifiers.configs import PARAM_DEFAULTS  # noqa: E402 - a probe option at its default is left out of `params`
 
 #: the kinds a `target` (arousal, valence, dominance, avd) makes dimensional
 DIMENSIONAL_KINDS = ("probe", "matrix")
@@ -832,31 +818,23 @@ def run_cell(cell: Cell, *, cache, registry, default_model: str, force: bool = F
               else list(o.get("corpora") or []))
     for c in needed:
         ensure_store(cache, model, c, device=device or "auto", progress=progress)
-    if cell.kind == "matrix" and cell.dimensional:
-        from classifiers.dimensional import registered_dimensional_matrix
-
-        run, m, reused = registered_dimensional_matrix(o.pop("corpora"), model=model, cache=cache,
-                                                       classifier=cell.classifier, **common, **o)
-        return Registered(run, m, reused=reused, files=list(m.files))
-    if cell.kind == "matrix":
-        from classifiers.probe import registered_matrix
-
-        reg, _ = registered_matrix(o.pop("corpora"), model=model, cache=cache, classifier=cell.classifier,
-                                   device=device, **common, **o)
-        return reg
+    config = cell_config(cell, model)
     if cell.kind == "neighbors":
-        from classifiers.neighbors import registered_neighbors
-
-        nb = registered_neighbors(o.pop("corpora"), model=model, cache=cache, **common, **o)
+        nb = config.run(cache=cache, **common)
         return Registered(nb.run, nb.results, reused=nb.reused, files=list(nb.files))
-    if cell.dimensional:
-        from classifiers.dimensional import registered_dimensional
+    reg = config.run(cache=cache, device=device, **common)
+    return reg[0] if cell.kind == "matrix" else reg
 
-        d = registered_dimensional(o.pop("corpus", None), model=model, cache=cache, classifier=cell.classifier,
-                                   **common, **o)
-        return Registered(d.run, d.result, reused=d.reused, files=list(d.result.files))
-    return registered_probe(o.pop("corpus", None), model=model, cache=cache, classifier=cell.classifier,
-                            device=device, **common, **o)
+
+def cell_config(cell: Cell, model: str | None = None):
+    """The `classifiers.configs` configuration of a probe, matrix or neighbors cell (checked on construction)."""
+    from classifiers.configs import CONFIGS
+
+    o = dict(cell.options)
+    o.update(o.pop("params", None) or {})
+    if cell.kind != "neighbors":
+        o["classifier"] = cell.classifier or None
+    return CONFIGS[cell.kind](model=model or cell.model, **o)
 
 
 def _evaluate_cell(cell: Cell, o: dict, *, cache, registry, force, device, progress, command) -> Registered:

@@ -122,7 +122,8 @@ def test_cli_target_is_registered_and_found_again(cache, tmp_path, monkeypatch):
 @pytest.mark.parametrize("extra, words", [
     (["--target", "pleasure"], "choose one of emotion, arousal, valence, dominance, avd"),
     (["--target", "arousal", "--C", "1"], "--C"),
-    (["--target", "arousal", "--classifier", "svm"], "choose one of ridge, xgboost, knn, attention"),
+    (["--target", "arousal", "--classifier", "svm"], "choose one of logreg, xgboost, attention, knn, ridge"),
+    (["--target", "arousal", "--classifier", "logreg", "--shuffle-labels"], "--shuffle-labels"),
     (["--target", "arousal", "--classifier", "xgboost", "--alpha", "1"], "--alpha is ridge's penalty"),
     (["--target", "arousal", "--seeds", "2"], "--seeds"),
     (["--alpha", "2"], "--alpha"),
@@ -206,7 +207,7 @@ def test_cross_corpus_ccc_matrix_is_registered_and_shown(cache, tmp_path, monkey
     shown = " ".join(invoke("results", "show", run["id"], "--db", db, env={"COLUMNS": "200"}).output.split())
     assert f"{CORPUS} → otherdims" in shown and 'target = "arousal"' in shown
     refused = invoke(*args, "--test", "otherdims")
-    assert refused.exit_code != 0 and "--test (with --matrix)" in " ".join(refused.output.split())
+    assert refused.exit_code != 0 and "leave out --test" in " ".join(refused.output.split())
 
 
 def test_results_compare_pairs_dimensional_runs_on_ccc(cache, tmp_path, monkeypatch):

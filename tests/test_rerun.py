@@ -49,8 +49,9 @@ def test_neighbors_rerun_shows_the_registered_run(tmp_path, cache, monkeypatch):
     knn_table = first[first.index("kNN emotion classification"):first.index("wrote:")]
 
     second = _neighbors(tmp_path, cache, "--k", "3")
-    assert f"registered run {run_id} of " in second
-    assert "(identical configuration over identical stores; --force runs it again)" in second
+    assert f"run {run_id} (" in second
+    assert "already holds this configuration over these stores: showing it (--force runs it again)" in " ".join(
+        second.split())
     assert knn_table in second                                  # the headline kNN table, from the registered files
     assert str(folders[0].resolve()) in second and "wrote:" not in second
     assert sorted((tmp_path / "results").iterdir()) == folders   # no new folder
@@ -89,7 +90,7 @@ def test_neighbors_user_out_keeps_overwrite(tmp_path, cache):
     r = CliRunner().invoke(app, [*args, "--overwrite"], env=ENV)
     assert r.exit_code == 0 and (out / "knn.json").exists(), r.output
     r = CliRunner().invoke(app, args, env=ENV)                   # registered now: shown, not refused
-    assert r.exit_code == 0 and "identical configuration" in r.output, r.output
+    assert r.exit_code == 0 and "already holds this configuration" in " ".join(r.output.split()), r.output
 
 
 def test_demo_rerun_shows_the_registered_runs_and_writes_nothing(tmp_path):

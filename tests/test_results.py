@@ -212,7 +212,7 @@ def test_unknown_classifier_is_one_line_listing_the_registry(cache):
     assert r.exit_code == 2 and r.output.count("\n") == 1
     assert all(name in r.output for name in CLASSIFIERS)
     r = invoke("probe", "--classes", "some", "--model", MODEL, "--cache", str(cache))
-    assert r.exit_code == 2 and "shared or all" in r.output
+    assert r.exit_code == 2 and "choose one of shared, all" in r.output
 
 
 def test_xgboost_probe_shows_a_progress_bar_with_eta(cache, tmp_path):

@@ -1,0 +1,505 @@
+"""One typed configuration per run kind: probe, matrix, neighbors (fine-tuning: `FinetuneConfig`).
+
+Each dataclass is the one home of its kind's options: its fields are the keyword options of the
+library function that runs it (`registered_probe` / `registered_dimensional`, `registered_matrix` /
+`registered_dimensional_matrix`, `registered_neighbors`; tests/test_configs.py holds them equal),
+the command line's options (`cli._config_options` generates them from the fields: flag, help and
+the parse-time check below), the keys a study file's `[[cells]]` entry of that kind may use
+(`classifiers.study.kind_keys`), and, through `key()`, the configuration the run registry keys the
+run by and every results JSON records. Values are checked on construction; an option that means
+nothing for the mode chosen (a penalty C for a rating, `--seeds` for a transfer matrix) is refused
+in one line there, never ignored.
+
+Light on import (no numpy, torch or sklearn): the CLI builds its options from these classes before
+any heavy import.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import ClassVar
+
+from featstore.errors import SerError
+
+
+class ConfigError(SerError):
+    """A run configuration that cannot run (the message names the option and the fix)."""
+
+
+# -- parse-time checks: value -> the problem, or None. The CLI runs them as option callbacks (one line
+#    before any work); the dataclasses run them on construction (study files, notebooks).
+
+_LAYER_SPEC = re.compile(r"\s*(all|\d+(-\d+)?(\s*,\s*\d+(-\d+)?)*)\s*")
+
+
+def layer_spec_problem(v) -> str | None:
+    """all, 12, 3-9 or 6,12: layers count from 0 (hidden_states[0]); the model's depth is checked when it is read."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = str(v)
+    return None if isinstance(v, str) and _LAYER_SPEC.fullmatch(v) else \
+        "use a layer number (0 or more), all, or layers like 6,12 or 3-9"
+
+
+def one_layer_problem(v) -> str | None:
+    """One layer number (a matrix is one layer)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = str(v)
+    return None if isinstance(v, str) and re.fullmatch(r"\s*\d+\s*", v) else "use one layer number, e.g. 12"
+
+
+def positive_problem(v) -> str | None:
+    return None if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0 else \
+        "must be a finite number above 0"
+
+
+def at_least_one_problem(v) -> str | None:
+    return None if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else "must be at least 1"
+
+
+def names_problem(v) -> str | None:
+    parts = [p.strip() for p in str(v).split(",")]
+    return None if all(parts) else "use names separated by commas, e.g. ravdess,emodb (no empty names)"
+
+
+def _choice(names: Callable[[], Sequence[str]]) -> Callable[[object], str | None]:
+    def check(v) -> str | None:
+        return None if v in names() else f"choose one of {', '.join(names())}"
+    return check
+
+
+def _stats() -> tuple[str, ...]:
+    from classifiers.predict import STATS
+
+    return STATS
+
+
+def _targets() -> list[str]:
+    from classifiers.targets import TARGETS
+
+    return list(TARGETS)
+
+
+def _classifiers() -> list[str]:
+    from classifiers.evaluate import CLASSIFIERS
+    from classifiers.targets import dimensional_probes
+
+    return list(dict.fromkeys([*CLASSIFIERS, *dimensional_probes()]))
+
+
+def _policies() -> tuple[str, ...]:
+    from classifiers.results import CLASS_POLICIES
+
+    return CLASS_POLICIES
+
+
+def protocol_problem(v) -> str | None:
+    """A protocol `featstore.folds.make_folds` knows (luna5, loso, speaker-kfold:5, ...)."""
+    from featstore.folds import check_protocol
+
+    try:
+        check_protocol(v)
+    except SerError as e:
+        return str(e).splitlines()[0]
+    return None
+
+
+def option(default, help: str, *, flag: str | None = None, short: str | None = None,
+           check: Callable[[object], str | None] | None = None, many: bool = False, cli: bool = True):
+    """A config field: its default, its one help text (the CLI's and the study file's), the CLI
+    flag when it is not the field's name dashed (`--layer` for `layers`), a short flag, the check
+    run on construction and at parse time, `many` for a repeatable option (a list), and whether
+    the CLI offers it (`model` comes from the command's own --model, resolved by `ser config`)."""
+    meta = dict(help=help, flag=flag, short=short, check=check, many=many, cli=cli)
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def check_value(name: str, value, check, flag: str | None = None) -> None:
+    """`check(value)`'s problem as one ConfigError naming the option."""
+    if value is None or check is None:
+        return
+    for v in value if isinstance(value, list | tuple) else [value]:
+        problem = check(v)
+        if problem:
+            raise ConfigError(f"{flag or '--' + name.replace('_', '-')} {v!r}: {problem}")
+
+
+class RunConfig:
+    """What every kind's configuration shares: checks on construction, `given()`, `options()`."""
+
+    kind: ClassVar[str]
+
+    def _check_fields(self) -> None:
+        for f in fields(self):
+            check_value(f.name, getattr(self, f.name), f.metadata.get("check"), f.metadata.get("flag"))
+
+    def given(self) -> dict:
+        """The fields that differ from their defaults (what a user said)."""
+        out = {}
+        for f in fields(self):
+            default = f.default if f.default is not MISSING else f.default_factory()
+            if getattr(self, f.name) != default and f.name != "model":
+                out[f.name] = getattr(self, f.name)
+        return out
+
+    def options(self) -> dict:
+        """The fields as the kind's library function takes them."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def flag(cls, name: str) -> str:
+        """The CLI flag of field `name` (`--layer` for `layers`)."""
+        f = next(f for f in fields(cls) if f.name == name)
+        return f.metadata.get("flag") or "--" + name.replace("_", "-")
+
+    #: the fields a dimensional target refuses (categorical classifiers' options)
+    CATEGORICAL_ONLY: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def cell_keys(cls, *, dimensional: bool = False) -> list[str]:
+        """The keys a study file's [[cells]] entry of this kind may use: the field names (those a
+        dimensional target takes, with `dimensional`)."""
+        return [f.name for f in fields(cls) if not (dimensional and f.name in cls.CATEGORICAL_ONLY)]
+
+    def _resolve_model(self) -> None:
+        if not self.model:
+            from featstore.config import default_model
+
+            self.model = default_model()
+        self.model = str(self.model)
+
+
+def _refuse(flags: Sequence[str], why: str) -> None:
+    if flags:
+        raise ConfigError(f"{why}: leave out {', '.join(flags)}")
+
+
+#: the probe options of a categorical probe that go to the classifier (`classifiers.evaluate.PROBE_OPTIONS`),
+#: with their defaults: a field at its default is left out of the registry key (as runs registered before it)
+PARAM_DEFAULTS = {"class_weight": None, "speaker_norm": False, "early_stopping": True}
+
+
+# fields several kinds share: one definition each (a factory, since a dataclass owns its Field objects)
+def _classifier_option():
+    return option(None, "Classifier: logreg (default), xgboost, knn or attention (frames); with a dimensional "
+                        "--target a regressor: ridge (default), xgboost, knn or attention.", check=_choice(_classifiers))
+
+
+def _layers_option():
+    return option("all", "Layers: 12, all, 3-9 or 6,12.", flag="--layer", short="-l", check=layer_spec_problem)
+
+
+def _stat_option():
+    return option("mean", "Pooled statistic: mean, std or mean+std.", check=_choice(_stats))
+
+
+def _c_option():
+    return option(None, "Fix logreg's C (default: chosen by inner speaker CV).", check=positive_problem)
+
+
+def _target_option():
+    return option("emotion", "What to predict: emotion (classes, scored by UAR) or arousal, valence, dominance, "
+                             "avd (ratings on [-1, 1], scored by CCC).", check=_choice(_targets))
+
+
+def _alpha_option():
+    return option(None, "Dimensional targets: fix ridge's alpha (default: chosen by inner speaker CV).",
+                  check=positive_problem)
+
+
+def _model_option():
+    return option(None, "Hub id or local directory of the backbone whose stores are read.", cli=False)
+
+
+@dataclass
+class ProbeConfig(RunConfig):
+    """A probe run: a layer sweep on one corpus' folds, multi-corpus training (`train`), or
+    cross-corpus transfer (`train` -> `test`); a categorical classifier scored by UAR, or, with a
+    dimensional `target`, a regressor scored by CCC."""
+
+    kind: ClassVar[str] = "probe"
+    CATEGORICAL_ONLY: ClassVar[tuple[str, ...]] = ("seeds", "C", "classes", "shuffle_labels", "class_weight",
+                                                   "speaker_norm", "early_stopping")
+
+    corpus: str | None = option(None, "Corpus to test on (its folds); default: every corpus cached for the model.",
+                                short="-c")
+    train: list[str] = option([], "Training corpora, e.g. ravdess,emodb (repeat to compare training sets).",
+                              many=True, check=names_problem)
+    test: str | None = option(None, "Cross-corpus: test corpora, e.g. cremad.", check=names_problem)
+    layers: str = _layers_option()
+    classifier: str | None = _classifier_option()
+    protocol: str | None = option(None, "Fold protocol (see `ser folds`); default: the corpus' standard one.",
+                                  short="-p", check=protocol_problem)
+    stat: str = _stat_option()
+    seeds: int = option(1, "Number of seeds (0..N-1).", check=at_least_one_problem)
+    C: float | None = _c_option()
+    classes: str | None = option(None, "Training and test corpora differ: shared (train on and predict among the "
+                                       "classes both declare; default cross-corpus) or all (every test row).",
+                                 check=_choice(_policies))
+    shuffle_labels: bool = option(False, "Control: train on labels shuffled within each training speaker "
+                                         "(the chance level this pipeline reaches).")
+    class_weight: str | None = option(None, "balanced: weight classes by inverse frequency in each fold's training "
+                                            "rows.", check=_choice(lambda: ("balanced",)))
+    speaker_norm: bool = option(False, "Standardise each speaker's features with their own utterances (unlabelled).")
+    early_stopping: bool = option(True, "XGBoost: stop early on training speakers' validation split (--no-early-"
+                                        "stopping trains every tree).")
+    target: str = _target_option()
+    alpha: float | None = _alpha_option()
+    model: str | None = _model_option()
+
+    def __post_init__(self):
+        if isinstance(self.train, str):
+            self.train = [self.train]
+        self.train = [str(t) for t in (self.train or []) if str(t).strip()]
+        self.corpus = self.corpus.strip().lower() if self.corpus else None
+        if isinstance(self.layers, int | list):
+            self.layers = ",".join(map(str, self.layers)) if isinstance(self.layers, list) else str(self.layers)
+        self.target = str(self.target).strip().lower()
+        if self.C is not None:
+            self.C = float(self.C)
+        if self.alpha is not None:
+            self.alpha = float(self.alpha)
+        self._check_fields()
+        if self.dimensional:
+            self.classifier = self.classifier or "ridge"
+            self._check_dimensional()
+        else:
+            self.classifier = self.classifier or "logreg"
+            self._check_categorical()
+        self._resolve_model()
+
+    @property
+    def dimensional(self) -> bool:
+        """A dimensional target (arousal, valence, dominance, avd): a regressor scored by CCC."""
+        return self.target != "emotion"
+
+    def _check_dimensional(self) -> None:
+        from classifiers.targets import dimensional_probes
+
+        if self.classifier == "logreg":
+            self.classifier = "ridge"            # `--target avd` alone: the default regressor
+        if self.classifier not in dimensional_probes():
+            raise ConfigError(f"--target {self.target} predicts values: --classifier {self.classifier} has no "
+                              f"regressor; choose one of {', '.join(dimensional_probes())} (default ridge)")
+        given = self.given()
+        bad = [self.flag(k) for k in ("classes", "seeds", "C", "class_weight", "speaker_norm", "shuffle_labels")
+               if k in given]
+        bad += ["--no-early-stopping"] if not self.early_stopping else []
+        bad += ["several --train sets"] if len(self.train) > 1 else []
+        _refuse(bad, f"--target {self.target} runs a regressor (ridge: alpha by inner speaker CV, or --alpha) on "
+                     f"one training set")
+
+    def _check_categorical(self) -> None:
+        from classifiers.evaluate import check_classifier, check_params
+
+        if self.alpha is not None:
+            raise ConfigError("--alpha is ridge's penalty for a dimensional --target (arousal, valence, dominance, "
+                              "avd); the emotion probe's penalty is --C")
+        if self.classifier == "ridge":
+            raise ConfigError("--classifier ridge is the regressor of a dimensional --target (arousal, valence, "
+                              "dominance, avd); for emotion classes use logreg")
+        check_params(check_classifier(self.classifier), self.params)
+
+    @property
+    def params(self) -> dict:
+        """The classifier options set away from their defaults (`run_probe`'s `params`)."""
+        return {k: getattr(self, k) for k, d in PARAM_DEFAULTS.items() if getattr(self, k) != d}
+
+    def check_savable(self, *, matrix: bool = False) -> None:
+        """`--save-probe` fits one logistic-regression probe (what `ser predict` loads) at one layer on
+        one training set: anything else is refused here, before the sweep runs."""
+        why = "--save-probe saves one logistic-regression probe at one layer on one training set"
+        _refuse(["--matrix"] if matrix else [], why)
+        _refuse([f"--target {self.target}"] if self.dimensional else [], why)
+        _refuse([f"--classifier {self.classifier}"] if self.classifier != "logreg" else [], why)
+        _refuse([f for f, on in (("--class-weight", self.class_weight), ("--speaker-norm", self.speaker_norm),
+                                 ("--shuffle-labels", self.shuffle_labels)) if on], why)
+        if not re.fullmatch(r"\s*\d+\s*", self.layers):
+            raise ConfigError(f"{why}: give one layer (e.g. --layer 12, not {self.layers!r})")
+        if len(self.train) > 1:
+            raise ConfigError(f"{why}, but {len(self.train)} --train sets were given; keep one (corpora joined by "
+                              f"commas train together, e.g. --train ravdess,emodb)")
+
+    def for_corpus(self, corpus: str | None) -> ProbeConfig:
+        return replace(self, corpus=corpus)
+
+    def key(self) -> dict:
+        """The configuration the registry keys this run by (and results JSON record)."""
+        if self.dimensional:
+            from classifiers.dimensional import dimensional_config
+
+            return dimensional_config(self.corpus, target=self.target, model=self.model, train=self.train,
+                                      test=self.test, layers=self.layers, protocol=self.protocol, stat=self.stat,
+                                      alpha=self.alpha, regressor=self.classifier)
+        from classifiers.study import probe_config
+
+        return probe_config(self.corpus, model=self.model, train=self.train, test=self.test, layers=self.layers,
+                            classifier=self.classifier, protocol=self.protocol, stat=self.stat, seeds=self.seeds,
+                            C=self.C, classes=self.classes, shuffle_labels=self.shuffle_labels, params=self.params)
+
+    def run(self, *, cache, registry, force: bool = False, out=None, overwrite: bool = False,
+            device: str | None = None, progress: bool = False, command: str = ""):
+        """Run through the registry (`registered_probe` or `registered_dimensional`): a
+        `classifiers.runfiles.Registered` (reused=True when an identical run was registered)."""
+        common = dict(model=self.model, cache=cache, registry=registry, force=force, out=out, overwrite=overwrite,
+                      progress=progress, command=command)
+        o = {k: v for k, v in self.options().items() if k != "model"}
+        if self.dimensional:
+            from classifiers.dimensional import registered_dimensional
+            from classifiers.runfiles import Registered
+
+            for k in ("seeds", "C", "classes", "shuffle_labels", *PARAM_DEFAULTS):
+                o.pop(k)
+            d = registered_dimensional(o.pop("corpus"), **common, **o)
+            return Registered(d.run, d.result, reused=d.reused, files=list(d.result.files))
+        from classifiers.study import registered_probe
+
+        for k in ("target", "alpha", *PARAM_DEFAULTS):
+            o.pop(k)
+        return registered_probe(o.pop("corpus"), device=device, params=self.params or None, **common, **o)
+
+
+@dataclass
+class MatrixConfig(RunConfig):
+    """A transfer matrix: every corpus trained on and tested against every other at one layer (the
+    diagonal: each corpus' own folds), UAR per cell or, with a dimensional `target`, CCC."""
+
+    kind: ClassVar[str] = "matrix"
+    CATEGORICAL_ONLY: ClassVar[tuple[str, ...]] = ("C", "classes")
+
+    corpora: list[str] = option([], "Corpora, rows and columns in this order, e.g. ravdess,emodb,emovo.",
+                                flag="--matrix", check=names_problem)
+    layer: str = option("12", "The one layer, e.g. 12.", short="-l", check=one_layer_problem)
+    classifier: str | None = _classifier_option()
+    protocol: str | None = option(None, "Fold protocol of the diagonal; default: each corpus' standard one.",
+                                  short="-p", check=protocol_problem)
+    stat: str = _stat_option()
+    C: float | None = _c_option()
+    classes: str | None = option(None, "Off the diagonal: shared (default: train on and predict among the classes "
+                                       "both declare) or all.", check=_choice(_policies))
+    target: str = _target_option()
+    alpha: float | None = _alpha_option()
+    model: str | None = _model_option()
+
+    def __post_init__(self):
+        if isinstance(self.corpora, str):
+            self.corpora = self.corpora.split(",")
+        self.corpora = [c.strip().lower() for x in self.corpora for c in str(x).split(",") if c.strip()]
+        self.layer = str(self.layer).strip()
+        self.target = str(self.target).strip().lower()
+        if self.C is not None:
+            self.C = float(self.C)
+        if self.alpha is not None:
+            self.alpha = float(self.alpha)
+        self._check_fields()
+        if len(self.corpora) < 2:
+            raise ConfigError(f"--matrix {','.join(self.corpora)!r}: a transfer matrix needs two or more corpora, "
+                              f"e.g. --matrix ravdess,emodb")
+        if self.dimensional:
+            from classifiers.targets import dimensional_probes
+
+            self.classifier = "ridge" if self.classifier in (None, "logreg") else self.classifier
+            if self.classifier not in dimensional_probes():
+                raise ConfigError(f"--target {self.target} predicts values: --classifier {self.classifier} has no "
+                                  f"regressor; choose one of {', '.join(dimensional_probes())} (default ridge)")
+            _refuse([self.flag(k) for k in ("C", "classes") if k in self.given()],
+                    f"--target {self.target} runs a regressor (ridge: alpha by inner speaker CV, or --alpha)")
+        else:
+            from classifiers.evaluate import check_classifier
+
+            self.classifier = check_classifier(self.classifier or "logreg")
+            if self.alpha is not None:
+                raise ConfigError("--alpha is ridge's penalty for a dimensional --target; the emotion probe's "
+                                  "penalty is --C")
+        self._resolve_model()
+
+    dimensional = ProbeConfig.dimensional
+
+    @classmethod
+    def from_probe(cls, probe: ProbeConfig, corpora) -> MatrixConfig:
+        """`ser probe --matrix`: the probe options a matrix takes; any other option given is refused."""
+        shared = {f.name for f in fields(cls)}
+        given = probe.given()
+        if probe.dimensional and probe.classifier == "ridge":
+            given.pop("classifier", None)
+        extra = [ProbeConfig.flag(k) for k in given if k not in shared and k != "layers"]
+        extra += ["--no-early-stopping"] if not probe.early_stopping else []
+        _refuse([f for f in extra if f != "--early-stopping"],
+                "--matrix runs every corpus against every other at one seed (or run `ser probe --train A --test B` "
+                "per cell)")
+        if one_layer_problem(probe.layers):
+            raise ConfigError(f"--matrix needs one layer (e.g. --layer 12), not {probe.layers!r}")
+        o = {k: getattr(probe, k) for k in shared if k not in ("corpora", "layer")}
+        return cls(corpora=corpora, layer=probe.layers, **o)
+
+    def key(self) -> dict:
+        if self.dimensional:
+            return dict(corpora=list(self.corpora), layer=self.layer, target=self.target, classifier=self.classifier,
+                        stat=self.stat, alpha=self.alpha, protocol=self.protocol, model=self.model)
+        from classifiers.probe import matrix_config
+
+        return matrix_config(self.corpora, layer=self.layer, model=self.model, classifier=self.classifier,
+                             stat=self.stat, C=self.C, classes=self.classes, protocol=self.protocol)
+
+    def run(self, *, cache, registry, force: bool = False, out=None, overwrite: bool = False,
+            device: str | None = None, progress: bool = False, command: str = ""):
+        """Run through the registry: (`Registered`, the cells' details or None for a dimensional matrix)."""
+        from classifiers.runfiles import Registered
+
+        common = dict(model=self.model, cache=cache, registry=registry, force=force, out=out, overwrite=overwrite,
+                      progress=progress, command=command, layer=self.layer, protocol=self.protocol, stat=self.stat,
+                      classifier=self.classifier)
+        if self.dimensional:
+            from classifiers.dimensional import registered_dimensional_matrix
+
+            run, m, reused = registered_dimensional_matrix(self.corpora, target=self.target, alpha=self.alpha,
+                                                           **common)
+            return Registered(run, m, reused=reused, files=list(m.files)), None
+        from classifiers.probe import registered_matrix
+
+        return registered_matrix(self.corpora, C=self.C, classes=self.classes, device=device, **common)
+
+
+@dataclass
+class NeighborsConfig(RunConfig):
+    """A neighbours analysis: neighbour purity per layer, leave-one-speaker-out kNN, cross-corpus
+    retrieval (exact faiss search)."""
+
+    kind: ClassVar[str] = "neighbors"
+
+    corpora: list[str] = option([], "Corpora, e.g. ravdess,emodb (default: every corpus cached for the model).",
+                                flag="--corpus", short="-c", check=names_problem)
+    layers: str = _layers_option()
+    k: int = option(10, "Neighbours per query.", check=at_least_one_problem)
+    stat: str = _stat_option()
+    model: str | None = _model_option()
+
+    def __post_init__(self):
+        if isinstance(self.corpora, str):
+            self.corpora = self.corpora.split(",")
+        self.corpora = [c.strip().lower() for x in self.corpora or [] for c in str(x).split(",") if c.strip()]
+        if isinstance(self.layers, int | list):
+            self.layers = ",".join(map(str, self.layers)) if isinstance(self.layers, list) else str(self.layers)
+        self._check_fields()
+        self._resolve_model()
+
+    def key(self) -> dict:
+        from classifiers.neighbors import neighbors_config
+
+        return neighbors_config(self.corpora, layers=self.layers, k=self.k, stat=self.stat, model=self.model)
+
+    def run(self, *, cache, registry, force: bool = False, out=None, overwrite: bool = False,
+            progress: bool = False, command: str = ""):
+        from classifiers.neighbors import registered_neighbors
+
+        return registered_neighbors(self.corpora, layers=self.layers, k=self.k, stat=self.stat, model=self.model,
+                                    cache=cache, registry=registry, force=force, out=out, overwrite=overwrite,
+                                    progress=progress, command=command)
+
+
+#: kind -> its configuration class (fine-tuning: `classifiers.finetune.FinetuneConfig`)
+CONFIGS = {"probe": ProbeConfig, "matrix": MatrixConfig, "neighbors": NeighborsConfig}

@@ -1,0 +1,170 @@
+"""One configuration per run kind (issue 22, item 1): the dataclass is the library function's
+options, the CLI's options, the study file's keys and the registry key, and refuses what does not
+apply to the mode asked for."""
+
+import inspect
+from dataclasses import fields
+
+import pytest
+import typer
+
+from classifiers.configs import CONFIGS, ConfigError, MatrixConfig, NeighborsConfig, ProbeConfig
+from classifiers.registry import run_key
+from featstore.errors import SerError
+
+#: what a study or the CLI decides for a run, not what the run computes
+RUNTIME = {"cache", "registry", "force", "out", "overwrite", "device", "progress", "command", "params"}
+
+
+def _options(fn) -> set[str]:
+    return {k for k in inspect.signature(fn).parameters if k not in RUNTIME} - {"corpus", "corpora"} | (
+        {"corpus"} if "corpus" in inspect.signature(fn).parameters else set()) | (
+        {"corpora"} if "corpora" in inspect.signature(fn).parameters else set())
+
+
+def test_each_config_is_its_library_functions_signature():
+    from classifiers.dimensional import registered_dimensional, registered_dimensional_matrix
+    from classifiers.neighbors import registered_neighbors
+    from classifiers.probe import registered_matrix
+    from classifiers.study import registered_probe
+
+    probe = {f.name for f in fields(ProbeConfig)}
+    categorical = set(ProbeConfig.cell_keys()) - {"target", "alpha"}
+    assert _options(registered_probe) == categorical - {"class_weight", "speaker_norm", "early_stopping"}
+    assert _options(registered_dimensional) == set(ProbeConfig.cell_keys(dimensional=True))
+    assert set(ProbeConfig.cell_keys()) == probe
+    assert _options(registered_matrix) == set(MatrixConfig.cell_keys()) - {"target", "alpha"}
+    assert _options(registered_dimensional_matrix) == set(MatrixConfig.cell_keys(dimensional=True))
+    assert _options(registered_neighbors) == {f.name for f in fields(NeighborsConfig)}
+
+
+def _command(name: str):
+    from cli import app
+
+    return typer.main.get_command(app).commands[name]
+
+
+@pytest.mark.parametrize("command, config", [("probe", ProbeConfig), ("neighbors", NeighborsConfig)])
+def test_cli_options_are_generated_from_the_config(command, config):
+    params = {p.name: p for p in _command(command).params}
+    for f in fields(config):
+        if not f.metadata["cli"]:
+            continue
+        p = params[f.name]
+        assert p.help == f.metadata["help"]                        # one help text
+        assert config.flag(f.name) in p.opts                       # --layer for layers
+        assert (p.callback is not None) == (f.metadata["check"] is not None)   # the same check at parse time
+    if config is ProbeConfig:   # drift 1: the CLI can say what a study file can
+        assert "--shuffle-labels" in params["shuffle_labels"].opts
+
+
+def test_study_cell_keys_are_the_config_fields():
+    from classifiers.study import MULTIPLIERS, kind_keys
+
+    for kind, cls in CONFIGS.items():
+        keys = kind_keys(kind)
+        for name in cls.cell_keys():
+            assert name in keys or MULTIPLIERS.get(name) in keys, (kind, name)
+    assert {"class_weight", "speaker_norm", "early_stopping"} <= set(kind_keys("probe"))     # drift 1
+
+
+def test_registry_keys_are_those_runs_were_registered_under():
+    """The configs key runs exactly as before they existed: written-out dicts of the old format."""
+    probe = ProbeConfig("ravdess", layers="all", protocol="luna5", model="m")
+    assert probe.key() == dict(corpus="ravdess", train=[], test=None, classifier="logreg", layers="all",
+                               protocol="luna5", stat="mean", seeds=1, C=None, classes=None, shuffle_labels=False,
+                               model="m")
+    weighted = ProbeConfig("ravdess", classifier="xgboost", class_weight="balanced", early_stopping=False, model="m")
+    assert weighted.key()["params"] == {"class_weight": "balanced", "early_stopping": False}
+    assert weighted.key()["protocol"] == "luna5"          # the corpus' standard protocol, resolved
+    dims = ProbeConfig("iemocap", target="AVD", model="m")
+    assert dims.key() == dict(corpus="iemocap", target="avd", model="m", train=[], test=None, layers="all",
+                              protocol="loso-session", stat="mean", alpha=None, classifier="ridge")
+    assert MatrixConfig(["ravdess", "emodb"], layer=3, C=1, model="m").key() == dict(
+        corpora=["ravdess", "emodb"], layer="3", classifier="logreg", stat="mean", C=1.0, classes="shared",
+        protocol=None, model="m")
+    assert NeighborsConfig("ravdess,emodb", model="m").key() == dict(
+        corpora=["ravdess", "emodb"], layers="all", k=10, stat="mean", model="m", protocol="loso",
+        weighting="uniform", center="global")
+    # spellings of one configuration are one run
+    assert run_key("probe", ProbeConfig("RAVDESS", layers=[3, 5], C=1, model="m").key(), []) == \
+        run_key("probe", ProbeConfig("ravdess", layers="3,5", C=1.0, model="m").key(), [])
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(target="avd", C=1), "leave out --C"),
+    (dict(target="avd", seeds=2), "leave out --seeds"),
+    (dict(target="avd", train=["a", "b"]), "several --train sets"),
+    (dict(target="avd", classifier="svm"), "--classifier 'svm': choose one of"),
+    (dict(alpha=1), "--alpha is ridge's penalty"),
+    (dict(classifier="ridge"), "regressor of a dimensional --target"),
+    (dict(classifier="knn", speaker_norm=True), "does not take --speaker-norm"),
+    (dict(protocol="luna"), "unknown fold protocol 'luna'"),
+    (dict(layers="3-"), "--layer '3-'"),
+    (dict(seeds=0), "--seeds 0: must be at least 1"),
+    (dict(C=-1), "--C -1.0: must be a finite number above 0"),
+    (dict(classes="some"), "choose one of shared, all"),
+    (dict(stat="median"), "choose one of mean, std, mean+std"),
+])
+def test_options_that_do_not_apply_are_refused_on_construction(kwargs, words):
+    with pytest.raises(SerError) as e:
+        ProbeConfig("ravdess", model="m", **kwargs)
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_matrix_from_probe_options_refuses_what_a_matrix_ignores():
+    # drift 3: --seeds/--train/--test/--corpus with --matrix are refused (--force and --db are honoured)
+    for kwargs, flag in [(dict(seeds=2), "--seeds"), (dict(train=["a"]), "--train"), (dict(test="b"), "--test"),
+                         (dict(corpus="ravdess"), "--corpus"), (dict(shuffle_labels=True), "--shuffle-labels"),
+                         (dict(class_weight="balanced"), "--class-weight")]:
+        with pytest.raises(ConfigError, match=f"leave out {flag}"):
+            MatrixConfig.from_probe(ProbeConfig(layers="3", model="m", **kwargs), "ravdess,emodb")
+    with pytest.raises(ConfigError, match="needs one layer"):
+        MatrixConfig.from_probe(ProbeConfig(model="m"), "ravdess,emodb")
+    m = MatrixConfig.from_probe(ProbeConfig(layers="3", C=0.5, classes="all", model="m"), "ravdess,emodb")
+    assert (m.corpora, m.layer, m.C, m.classes) == (["ravdess", "emodb"], "3", 0.5, "all")
+    d = MatrixConfig.from_probe(ProbeConfig(layers="3", target="arousal", alpha=2, model="m"), "a,b")
+    assert d.dimensional and (d.classifier, d.alpha) == ("ridge", 2.0)
+    with pytest.raises(ConfigError, match="two or more corpora"):
+        MatrixConfig(["ravdess"], model="m")
+
+
+def test_save_probe_refuses_what_it_cannot_save():
+    # drift 4: --save-probe fitted a logistic regression whatever --classifier said
+    for kwargs, words in [(dict(classifier="xgboost"), "--classifier xgboost"), (dict(layers="all"), "one layer"),
+                          (dict(target="arousal"), "--target arousal"), (dict(train=["a", "b"]), "2 --train sets"),
+                          (dict(speaker_norm=True), "--speaker-norm")]:
+        with pytest.raises(ConfigError, match=words):
+            ProbeConfig("ravdess", model="m", **{"layers": "3", **kwargs}).check_savable()
+    ProbeConfig("ravdess", layers="3", model="m").check_savable()          # one logreg at one layer: fine
+    with pytest.raises(ConfigError, match="--matrix"):
+        ProbeConfig(layers="3", model="m").check_savable(matrix=True)
+
+
+def test_demo_and_ser_probe_build_one_key(tmp_path):
+    """drift 5: the demo keys its probe through ProbeConfig, as `ser probe --corpus ravdess --protocol luna5 --layer
+    all` does, so an identical `ser probe` finds the demo's run."""
+    import ast
+
+    from classifiers import demo
+
+    tree = ast.parse(inspect.getsource(demo))
+    called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    assert {"ProbeConfig", "NeighborsConfig"} <= called
+    assert "registered_probe" not in called and "registered_neighbors" not in called
+
+
+def test_cli_refuses_in_one_line_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    cache = tmp_path / "cache"
+    for args, words in [(["--matrix", "a,b", "--layer", "3", "--seeds", "2"], "leave out --seeds"),
+                        (["--corpus", "a", "--layer", "3", "--classifier", "xgboost", "--save-probe",
+                          str(tmp_path / "p")], "--classifier xgboost"),
+                        (["--corpus", "a", "--target", "avd", "--C", "1"], "leave out --C"),
+                        (["--corpus", "a", "--layer", "x"], "--layer 'x'")]:
+        r = CliRunner().invoke(app, ["probe", *args, "--cache", str(cache), "--model", "m"], env={"COLUMNS": "300"})
+        assert r.exit_code == 2 and r.output.count("\n") == 1 and words in r.output, r.output
+    assert not cache.exists()
