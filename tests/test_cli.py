@@ -115,7 +115,7 @@ def test_card_finetune_line_and_predict(configured, world):
     assert len({rec["fold"] for rec in data["records"]}) == 5
     model_dir = next(runs[0].glob("*/model"))
     wav = sorted(world["root"].rglob("*.wav"))[:2]
-    p = run("predict", *map(str, wav), "--model", str(model_dir), "--json")
+    p = run("predict", *map(str, wav), "--trained", str(model_dir), "--json")
     assert p.exit_code == 0, p.output
     out = json.loads(p.output)
     assert len(out) == 2 and abs(sum(v for k, v in out[0].items() if k.startswith("p_")) - 1) < 1e-4
@@ -126,7 +126,7 @@ def test_saved_probe_predicts(configured, world):
     r = run("probe", "--layer", "6", "--C", "0.1", "--save-probe", str(configured / "probe12"))
     assert r.exit_code == 0, r.output
     wav = sorted(world["root"].rglob("*.wav"))[:3]
-    p = run("predict", *map(str, wav), "--model", str(configured / "probe12"), "--json")
+    p = run("predict", *map(str, wav), "--trained", str(configured / "probe12"), "--json")
     assert p.exit_code == 0, p.output
     out = json.loads(p.output)
     assert [o["file"] for o in out] == [str(w) for w in wav]

@@ -135,7 +135,7 @@ def test_stores_probes_neighbours_and_results_at_80_columns(cache, tables, tmp_p
     check_readable(run80("neighbors", "--corpus", "ravdess,emodb", "--layer", "all", "--k", "3", *common).output,
                    tables, at_least=2)
     tables.clear()
-    check_readable(run80("evaluate", "--model", tmp_path / "probe", "--corpus", "emodb", "--cache", cache,
+    check_readable(run80("evaluate", "--trained", tmp_path / "probe", "--corpus", "emodb", "--cache", cache,
                          "--db", db).output, tables)
     from classifiers.registry import Registry
 
@@ -154,7 +154,7 @@ def test_predict_fits_80_columns_with_long_paths_and_many_classes(tables, tmp_pa
     rows = [(f, {c: (i + k + 1) / 100 for i, c in enumerate(labels)}) for k, f in enumerate(files)]
     monkeypatch.setattr(predict, "predict", lambda *a, **kw: rows)
     (tmp_path / "m").mkdir()
-    out = run80("predict", *files, "--model", tmp_path / "m", "--device", "cpu").output
+    out = run80("predict", *files, "--trained", tmp_path / "m", "--device", "cpu").output
     check_readable(out, tables)
     for f in files:
         assert f in out

@@ -172,7 +172,7 @@ def test_predict_prints_the_models_values(cli_run, corpus, tmp_path):
     _, _, utterances = corpus
     model_dir = _fold_dir(out) / "model"
     clips = [u.path for u in utterances[:3]]
-    res = CliRunner().invoke(app, ["predict", *clips, "--model", str(model_dir), "--json", "--device", "cpu"])
+    res = CliRunner().invoke(app, ["predict", *clips, "--trained", str(model_dir), "--json", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     records = json.loads(res.output)
     model = EmotionClassifier.from_pretrained(model_dir)
@@ -185,7 +185,7 @@ def test_predict_prints_the_models_values(cli_run, corpus, tmp_path):
         assert [rec[d] for d in DIMS] == pytest.approx(values[0].tolist(), abs=1e-5)
         assert "predicted" not in rec and not any(k.startswith("p_") for k in rec)
     csv_out = tmp_path / "preds.csv"
-    res = CliRunner().invoke(app, ["predict", *clips, "--model", str(model_dir), "--out", str(csv_out),
+    res = CliRunner().invoke(app, ["predict", *clips, "--trained", str(model_dir), "--out", str(csv_out),
                                    "--device", "cpu"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     assert all(d in res.output for d in DIMS)
@@ -206,7 +206,7 @@ def test_evaluate_scores_ccc_per_dimension(cli_run, corpus, tmp_path):
     fold = _fold_dir(out)
     result = json.loads((fold / "fold_result.json").read_text())["result"]
     db = tmp_path / "ev.db"
-    args = ["evaluate", "--model", str(fold / "model"), "--corpus", "msppodcast", "--root", str(root / "msp"),
+    args = ["evaluate", "--trained", str(fold / "model"), "--corpus", "msppodcast", "--root", str(root / "msp"),
             "--device", "cpu", "--fold", result["fold"], "--db", str(db)]
     res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "ev")], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
@@ -401,19 +401,19 @@ def test_evaluate_target_scores_a_chosen_subset_or_a_multitask_models_dimensions
     base = ["evaluate", "--corpus", "msppodcast", "--root", str(root / "msp"), "--device", "cpu", "--fold",
             result["fold"], "--db", str(tmp_path / "ev.db")]
     runner = CliRunner()
-    res = runner.invoke(app, [*base, "--model", str(fold / "model"), "--target", "valence", "--out",
+    res = runner.invoke(app, [*base, "--trained", str(fold / "model"), "--target", "valence", "--out",
                               str(tmp_path / "v")], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     [row] = json.loads((tmp_path / "v" / "evaluate.json").read_text())["summary"]
     assert row["dimension"] == "valence" and row["ccc"] == pytest.approx(result["metrics"]["ccc_valence"], abs=1e-5)
-    res = runner.invoke(app, [*base, "--model", str(fold / "model"), "--target", "emotion"])
+    res = runner.invoke(app, [*base, "--trained", str(fold / "model"), "--target", "emotion"])
     assert res.exit_code != 0 and "has no classes: use --target avd" in " ".join(res.output.split())
 
     config = FinetuneConfig(model=str(model), target="avd", multitask=0.5, epochs=1, lr=3e-3, batch_size=8,
                             freeze="none", fold=0, progress=False, device="cpu")
     [f] = finetune(utterances, make_folds(utterances, "official"), config, out_dir=tmp_path / "mt").folds
     args = ["evaluate", "--corpus", "msppodcast", "--root", str(root / "msp"), "--device", "cpu", "--fold", f.fold,
-            "--db", str(tmp_path / "ev.db"), "--model", str(f.model_dir)]
+            "--db", str(tmp_path / "ev.db"), "--trained", str(f.model_dir)]
     res = runner.invoke(app, [*args, "--target", "avd", "--out", str(tmp_path / "mt-avd")], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     rows = {r["dimension"]: r for r in json.loads((tmp_path / "mt-avd" / "evaluate.json").read_text())["summary"]}
@@ -435,15 +435,15 @@ def test_predict_target_keeps_the_outputs_named(cli_run, corpus):
     model_dir = _fold_dir(out) / "model"
     clips = [u.path for u in utterances[:2]]
     runner = CliRunner()
-    every = json.loads(runner.invoke(app, ["predict", *clips, "--model", str(model_dir), "--json",
+    every = json.loads(runner.invoke(app, ["predict", *clips, "--trained", str(model_dir), "--json",
                                            "--device", "cpu"]).output)
-    res = runner.invoke(app, ["predict", *clips, "--model", str(model_dir), "--json", "--device", "cpu",
+    res = runner.invoke(app, ["predict", *clips, "--trained", str(model_dir), "--json", "--device", "cpu",
                               "--target", "valence"])
     assert res.exit_code == 0, res.output
     one = json.loads(res.output)
     assert [set(r) - {"file", "model"} for r in one] == [{"valence"}] * 2
     assert [r["valence"] for r in one] == pytest.approx([r["valence"] for r in every])
-    res = runner.invoke(app, ["predict", "missing.wav", "--model", str(model_dir), "--target", "emotion"])
+    res = runner.invoke(app, ["predict", "missing.wav", "--trained", str(model_dir), "--target", "emotion"])
     assert res.exit_code == 2 and "has no classes" in " ".join(res.output.split())
 
 

@@ -187,7 +187,7 @@ def test_ser_predict_cli_json_equals_transformers(corpus, runs):
     _, _, utterances, _ = corpus
     model_dir = Path(runs[("group", "mean")].folds[0].model_dir)
     files = [u.path for u in utterances[:3]]
-    res = CliRunner().invoke(app, ["predict", *files, "--model", str(model_dir), "--device", "cpu", "--json"])
+    res = CliRunner().invoke(app, ["predict", *files, "--trained", str(model_dir), "--device", "cpu", "--json"])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.output)
     theirs, labels, _ = _auto_probs(model_dir, files)

@@ -212,7 +212,7 @@ def test_predict_cli_with_a_mismatched_base_is_one_line(corpus, run, tmp_path):
 
     _, _, utterances, _ = corpus
     other = build_tiny_model(tmp_path / "other", "group", seed=1)
-    res = CliRunner().invoke(app, ["predict", utterances[0].path, "--model", run.folds[0].model_dir,
+    res = CliRunner().invoke(app, ["predict", utterances[0].path, "--trained", run.folds[0].model_dir,
                                    "--backbone", str(other), "--device", "cpu"])
     assert res.exit_code == 2 and "Traceback" not in res.output
     [line] = [ln for ln in res.output.splitlines() if ln.strip()]

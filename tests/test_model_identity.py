@@ -97,14 +97,14 @@ def test_store_and_probe_record_the_absolute_path_and_the_weights_hash(project):
 
 
 def test_a_gone_model_directory_is_one_line_naming_it_and_backbone_never_a_hub_download(project, elsewhere):
-    code, out = cli("predict", project["clips"][0], "--model", project["probe"], "--device", "cpu")
+    code, out = cli("predict", project["clips"][0], "--trained", project["probe"], "--device", "cpu")
     assert code == 2
     line = out.strip()
     assert "\n" not in line and line.startswith("error:")
     assert str(project["model"].resolve()) in line and "is gone" in line and "--backbone DIR" in line
     assert "huggingface" not in line.lower() and "download" not in line.lower() and "HFValidationError" not in line
     # evaluate without a store must run the backbone: the same line
-    code, out = cli("evaluate", "--model", project["probe"], "--corpus", "ravdess", "--root", project["data"],
+    code, out = cli("evaluate", "--trained", project["probe"], "--corpus", "ravdess", "--root", project["data"],
                     "--cache", elsewhere / "empty", "--device", "cpu", "--out", elsewhere / "ev")
     assert code == 2 and "is gone" in out and "--backbone DIR" in out and "huggingface" not in out.lower()
 
@@ -130,13 +130,13 @@ def test_backbone_names_where_the_model_is_now(project, elsewhere):
     from classifiers.predict import predict
 
     moved = _moved_copy(project, elsewhere / "models" / "tiny-v2")
-    code, out = cli("predict", *project["clips"], "--model", project["probe"], "--backbone", moved, "--device", "cpu",
+    code, out = cli("predict", *project["clips"], "--trained", project["probe"], "--backbone", moved, "--device", "cpu",
                     "--json")
     assert code == 0, out
     rows = [(r["file"], {k[2:]: v for k, v in r.items() if k.startswith("p_")}) for r in json.loads(out)]
     _same(rows, project["reference"])
     # a --backbone that is not a directory is refused at parse time
-    code, out = cli("predict", project["clips"][0], "--model", project["probe"], "--backbone", elsewhere / "nope")
+    code, out = cli("predict", project["clips"][0], "--trained", project["probe"], "--backbone", elsewhere / "nope")
     assert code == 2 and "--backbone" in out and "no such directory" in out
     # once used, the new place is known: the next run finds it by the weights hash alone
     _same(predict(project["clips"], project["probe"], device="cpu"), project["reference"])
@@ -150,7 +150,7 @@ def test_a_moved_model_is_found_by_its_weights_hash(project, elsewhere):
     sha = model_info(str(moved)).weights_sha256          # any use of the model at its new place records it
     assert known_locations(sha) == [str(moved.resolve())]
     _same(predict(project["clips"], project["probe"], device="cpu"), project["reference"])
-    code, out = cli("evaluate", "--model", project["probe"], "--corpus", "ravdess", "--root", project["data"],
+    code, out = cli("evaluate", "--trained", project["probe"], "--corpus", "ravdess", "--root", project["data"],
                     "--cache", elsewhere / "empty", "--device", "cpu", "--out", elsewhere / "ev")
     assert code == 0, out
     assert json.loads((elsewhere / "ev" / "evaluate.json").read_text())["records"][0]["n_test"] == 16
@@ -169,12 +169,12 @@ def test_a_known_location_with_other_weights_is_not_used(project, elsewhere, tmp
 
 def test_evaluate_reads_the_store_after_the_move_from_anywhere(project, elsewhere):
     """No backbone is needed when the store holds the features: found by the id the probe recorded."""
-    code, out = cli("evaluate", "--model", project["probe"], "--corpus", "ravdess", "--root", project["data"],
+    code, out = cli("evaluate", "--trained", project["probe"], "--corpus", "ravdess", "--root", project["data"],
                     "--cache", project["cache"], "--device", "cpu", "--out", elsewhere / "from-store")
     assert code == 0, out
     from_store = json.loads((elsewhere / "from-store" / "evaluate.json").read_text())["records"][0]
     moved = _moved_copy(project, elsewhere / "models" / "tiny")
-    code, out = cli("evaluate", "--model", project["probe"], "--corpus", "ravdess", "--root", project["data"],
+    code, out = cli("evaluate", "--trained", project["probe"], "--corpus", "ravdess", "--root", project["data"],
                     "--cache", elsewhere / "empty", "--device", "cpu", "--out", elsewhere / "from-audio",
                     "--backbone", moved)
     assert code == 0, out
@@ -196,10 +196,10 @@ def test_an_old_probe_with_a_relative_backbone_id_still_works(project, elsewhere
     seal_probe(old)
     assert model_slug("demo/models/tiny") == "local--tiny" == project["store"].parent.name
     assert model_slug("facebook/wav2vec2-base") == "facebook--wav2vec2-base"
-    code, out = cli("evaluate", "--model", old, "--corpus", "ravdess", "--root", project["data"],
+    code, out = cli("evaluate", "--trained", old, "--corpus", "ravdess", "--root", project["data"],
                     "--cache", project["cache"], "--device", "cpu", "--out", elsewhere / "ev")
     assert code == 0, out
-    code, out = cli("predict", project["clips"][0], "--model", old, "--device", "cpu")
+    code, out = cli("predict", project["clips"][0], "--trained", old, "--device", "cpu")
     assert code == 2 and "demo/models/tiny (a relative path, looked up from" in out and "--backbone DIR" in out
     model_info(str(_moved_copy(project, elsewhere / "m" / "tiny")))
     _same(predict(project["clips"], old, device="cpu"), project["reference"])

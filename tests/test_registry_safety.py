@@ -422,7 +422,7 @@ def test_outputs_are_checked_and_written_whole(tmp_path, monkeypatch):
     with pytest.raises(OutputError):
         Registry(db).export("/proc/self/scores.csv")
     cli_one_line("results", "export", "--out", tmp_path, "--db", db, needles=("is a directory",))
-    cli_one_line("predict", tmp_path / "x.wav", "--model", tmp_path, "--out", "/proc/x.csv",
+    cli_one_line("predict", tmp_path / "x.wav", "--trained", tmp_path, "--out", "/proc/x.csv",
                  needles=("system path",))                    # refused before any model is read
 
     def no_space(fd):

@@ -249,7 +249,7 @@ def test_evaluate_saved_probe_cross_corpus(cache, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     db = tmp_path / "ser.db"
     cli(*probe_args(cache, db, "--layer", "1", "--save-probe", str(tmp_path / "probe")))
-    r = cli("evaluate", "--model", str(tmp_path / "probe"), "--corpus", "cremad", "--cache", str(cache),
+    r = cli("evaluate", "--trained", str(tmp_path / "probe"), "--corpus", "cremad", "--cache", str(cache),
             "--db", str(db), "--out", str(tmp_path / "ev"))
     assert "all: every test utterance" in r.output and "shared: only the 6 classes" in r.output
     assert "calm, surprise" in r.output
@@ -267,11 +267,11 @@ def test_evaluate_saved_probe_cross_corpus(cache, tmp_path, monkeypatch):
     recs = {r["classes"]: r for r in json.loads((tmp_path / "ev" / "evaluate.json").read_text())["records"]}
     assert recs["shared"]["labels"] == LABELS["cremad"] and "calm" in recs["all"]["labels"]
     assert recs["shared"]["uar"] >= recs["all"]["uar"] > 1 / 8        # restricting to shared classes can only help here
-    mapped = cli("evaluate", "--model", str(tmp_path / "probe"), "--corpus", "cremad", "--cache", str(cache),
+    mapped = cli("evaluate", "--trained", str(tmp_path / "probe"), "--corpus", "cremad", "--cache", str(cache),
                  "--db", str(db), "--out", str(tmp_path / "ev2"), "--drop", "disgust", "--map", "fear=sad")
     assert "disgust" not in json.loads((tmp_path / "ev2" / "evaluate.json").read_text())["records"][1]["labels"]
     assert mapped.exit_code == 0
-    ev = ["evaluate", "--model", str(tmp_path / "probe"), "--corpus", "cremad", "--cache", str(cache), "--db", str(db)]
+    ev = ["evaluate", "--trained", str(tmp_path / "probe"), "--corpus", "cremad", "--cache", str(cache), "--db", str(db)]
     from classifiers.registry import Registry
 
     before = len(Registry(db).runs())
@@ -290,7 +290,7 @@ def test_evaluate_saved_probe_cross_corpus(cache, tmp_path, monkeypatch):
     meta = tmp_path / "probe" / "probe.json"
     meta.write_text(meta.read_text() + " ")                            # the saved model changed: another model
     assert model_digest(tmp_path / "probe") != digest
-    bad = cli("evaluate", "--model", str(tmp_path / "probe"), "--corpus", "cremad", "--map", "calm", ok=False)
+    bad = cli("evaluate", "--trained", str(tmp_path / "probe"), "--corpus", "cremad", "--map", "calm", ok=False)
     assert bad.exit_code == 2 and "FROM=TO" in bad.output
 
 
@@ -465,7 +465,7 @@ def test_evaluate_finetuned_model_on_audio(tiny_models, one_torch_thread, tmp_pa
     monkeypatch.chdir(tmp_path)
     synthesize("cremad", tmp_path / "cremad", n=24, seed=0, max_duration=1.0, sample_rate=16000)
     model = build_classifier(str(tiny_models["group"]), LABELS["ravdess"]).save_pretrained(tmp_path / "model")
-    r = cli("evaluate", "--model", str(model), "--corpus", "cremad", "--root", str(tmp_path / "cremad"),
+    r = cli("evaluate", "--trained", str(model), "--corpus", "cremad", "--root", str(tmp_path / "cremad"),
             "--out", str(tmp_path / "ev"), "--device", "cpu")
     assert "all: every test utterance" in r.output and "shared: only the" in r.output and "calm, surprise" in r.output
     from classifiers.predictions import read_predictions
