@@ -82,6 +82,8 @@ def test_both_spellings_are_one_error_line(fake_predict, tmp_path):
 def test_the_new_spelling_stays_required():
     r = invoke("predict", "a.wav")
     assert r.exit_code == 2 and "Missing option '--trained'" in " ".join(r.output.split())
+    shown = " ".join(invoke("evaluate", "--help").output.split())
+    assert "saved probe (--save-probe). (required)" in shown and "--model" not in shown   # the old spelling hidden
 
 
 def test_evaluate_old_spelling_reaches_the_library(monkeypatch, tmp_path):
