@@ -20,6 +20,7 @@ from rich.text import Text
 from classifiers.configs import NeighborsConfig, ProbeConfig, layer_spec_problem, names_problem
 from classifiers.targets import TARGETS
 from featstore.folds import PROTOCOLS
+from featstore.options import ExtractConfig
 
 app = typer.Typer(help="ser: wav2vec2-family feature store and fast probes for speech emotion recognition.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -157,6 +158,8 @@ def deprecated_alias(old: str, new: str, *, short: str | None = None):
         required = target.default.default is ...
         info = copy.copy(target.default)
         info.default = None if required else info.default
+        if required:                     # click's * marks only options it enforces itself: say it in words
+            info.help = f"{info.help or ''} (required)".lstrip()
         params[params.index(target)] = target.replace(default=info)
         alias = f"{target.name}__{old.lstrip('-').replace('-', '_')}"
         old_info = copy.copy(info)       # the same type, checks (callback, min/max) and metavar
@@ -274,10 +277,6 @@ def _layer_spec(v: str) -> str | None:
     return layer_spec_problem(v)
 
 
-def _frames_spec(v: str) -> str | None:
-    return None if v.strip() == "none" else _layer_spec(v)
-
-
 _names = names_problem
 
 
@@ -330,6 +329,52 @@ def _with_formats(fn):
             return fn(*args, **kwargs)
 
     return wrapper
+
+
+def _config_options(config_cls, *, first: bool = False):
+    """Give a command one option per CLI field of the dataclass `config_cls` (`--head-lr` for
+    `head_lr`, or the field's `flag`; its short flag, default, help and parse-time `check`; a
+    repeatable option for a `many` field); the command receives them as one dict, `options`
+    (a repeatable option not given is left out, so the field's default holds). `first`: the
+    config's options come before the command's own in --help."""
+    import dataclasses
+    import inspect
+    import typing
+
+    hints = typing.get_type_hints(config_cls)
+    simple = (int, float, str, bool, int | None, float | None, str | None)
+
+    def parameter(f) -> inspect.Parameter:
+        kind, meta = hints[f.name], f.metadata
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        names = [f"{flag}/--no-{flag[2:]}" if kind is bool else flag] + ([meta["short"]] if meta.get("short") else [])
+        many = meta.get("many")
+        return inspect.Parameter(
+            f.name, inspect.Parameter.KEYWORD_ONLY,
+            annotation=list[str] | None if many else kind if kind in simple else str | None,
+            default=typer.Option(None if many else f.default, *names, help=meta["help"],
+                                 callback=_rule(meta["check"]) if meta.get("check") else None))
+
+    extra = [parameter(f) for f in dataclasses.fields(config_cls) if f.metadata.get("cli", True)]
+    names = [p.name for p in extra]
+    many = {f.name for f in dataclasses.fields(config_cls) if f.metadata.get("many")}
+
+    def decorate(fn):
+        hints_fn = typing.get_type_hints(fn)
+        own = [p.replace(annotation=hints_fn[p.name], kind=inspect.Parameter.KEYWORD_ONLY)
+               for p in inspect.signature(fn).parameters.values() if p.name != "options"]
+
+        @functools.wraps(fn)
+        def wrapper(**kwargs):
+            return fn(**{k: v for k, v in kwargs.items() if k not in names},
+                      options={k: kwargs[k] for k in names if not (k in many and kwargs[k] is None)})
+
+        ordered = extra + own if first else own + extra
+        wrapper.__signature__ = inspect.Signature(ordered)
+        wrapper.__annotations__ = {p.name: p.annotation for p in ordered}
+        return wrapper
+
+    return decorate
 
 
 def _out_file(*suffixes: str):
@@ -629,80 +674,76 @@ def _torchrun():
 
 @app.command()
 @friendly
+@_config_options(ExtractConfig)
 def extract(
     corpus: str | None = CORPUS_OPT,
     root: Path | None = ROOT_OPT,
     model: str | None = MODEL_OPT,
     cache: Path | None = CACHE_OPT,
     device: str | None = DEVICE_OPT,
-    dtype: str = typer.Option("float32", "--dtype", help="float32, float16 or bfloat16 (model compute)."),
-    frames: str = typer.Option("none", "--frames", callback=_rule(_frames_spec), help="Layers whose frames to keep: none, all, or 6,12 / 3-9."),
-    max_seconds: float = typer.Option(30.0, "--max-seconds", callback=FINITE,
-                                      help="Longer clips are cut into windows of at most this."),
-    batch_size: int | None = typer.Option(None, "--batch-size", callback=AT_LEAST_1,
-                                          help="Utterances per batch (CPU default 1)."),
-    batch_seconds: float | None = typer.Option(None, "--batch-seconds", callback=FINITE, help="GPU: padded audio seconds per batch (default 200)."),
-    shards: int = typer.Option(1, "--shards", callback=AT_LEAST_1, help="Split the corpus into N shards (one process each)."),
-    shard: int = typer.Option(0, "--shard", callback=NOT_NEGATIVE, help="Which shard this process extracts."),
     executor: str | None = typer.Option(None, "--executor", callback=_rule(_executor_spec),
                                         help="Several corpora (--corpus a,b,c) or shards as tasks: local (one after "
                                              "another), local:N, dask://HOST:PORT or slurm."),
     threads: int | None = THREADS_OPT,
+    options: dict | None = None,
 ):
     """Extract every layer of a model over a corpus into a crash-safe HDF5 store.
 
     Re-running resumes an interrupted run, extracts only new utterances of a grown corpus,
     and is a no-op when the store is complete. Under `torchrun --nproc-per-node N` each
-    process extracts one shard.
+    process extracts one shard. The options are `featstore.options.ExtractConfig`'s fields.
 
     Example: ser extract --corpus ravdess --root /data/RAVDESS --model facebook/wav2vec2-base
     """
     _threads(threads)
+    config = ExtractConfig(**options)
+    if executor is not None or (corpus and "," in corpus):
+        return _extract_tasks(corpus, root, model, cache, device, executor, config)
+    corpus, model, cache, device = _corpus(corpus), _model(model), _cache(cache), _device_opt(device)
+    _extract_one(corpus, _root(corpus, root), model, cache, device, config)
+
+
+def _extract_one(corpus: str, root: Path, model: str, cache: Path, device: str, config) -> None:
+    """One corpus (one shard of it under torchrun or --shard) into its store, with one line on what was done."""
+    from dataclasses import replace
+
     from featstore.corpora import load_manifest
 
-    if executor is not None or (corpus and "," in corpus):
-        _extract_tasks(corpus, root, model, cache, device, executor, shards, shard,
-                       dict(dtype=dtype, frames=frames, max_seconds=max_seconds, batch_size=batch_size,
-                            batch_seconds=batch_seconds))
-        return
-    if shard >= shards:
-        from featstore.errors import SerError
-
-        raise SerError(f"--shard {shard}: shards are numbered 0..{shards - 1} (--shards {shards})")
-    corpus, model, cache, device = _corpus(corpus), _model(model), _cache(cache), _device_opt(device)
-    root = _root(corpus, root)
     dist = _torchrun()
     if dist:
-        shard, shards, device = dist.rank, dist.world_size, dist.device(device)
-    m = load_manifest(corpus, root, progress=shard == 0)
-    lead = shard == 0 or not dist
-    if not dist:  # a no-op re-run answers from the model's files and the store, without torch
-        from featstore.modelfiles import model_slug
-        from featstore.plan import quick_config, quick_up_to_date
-        from featstore.store import store_path
-
-        quick = quick_config(model, dtype=dtype, frames=frames, max_seconds=max_seconds)
-        path = store_path(cache, model_slug(model), m.corpus, shard, shards)
-        already = quick_up_to_date(m, path, quick, shard=shard, shards=shards)
-        if already is not None:
-            tag = f"[shard {shard}/{shards}] " if shards > 1 else ""
-            console.print(f"{tag}{path}: up to date ({already} utterances), nothing to extract", highlight=False)
-            return
-
-    def on_skip(s):
-        _tagged("skipped", f"{s.path}: {s.reason}")
-
-    def on_wait(line):
-        _tagged("waiting", line)
-
+        config, device = replace(config, shard=dist.rank, shards=dist.world_size), dist.device(device)
+    m = load_manifest(corpus, root, progress=config.shard == 0)
+    tag = f"[shard {config.shard}/{config.shards}] " if config.shards > 1 else ""
+    if not dist and _extract_up_to_date(m, model, cache, config, tag):
+        return
     from featstore.extract import extract_manifest
 
-    res = extract_manifest(m, model=model, cache=cache, device=device, dtype=dtype, frames=frames,
-                           max_seconds=max_seconds, batch_size=batch_size, batch_seconds=batch_seconds,
-                           shards=shards, shard=shard, progress=lead, on_skip=on_skip, on_wait=on_wait)
+    res = extract_manifest(m, model=model, cache=cache, device=device, **config.options(), progress=config.shard == 0
+                           or not dist, on_skip=lambda s: _tagged("skipped", f"{s.path}: {s.reason}"),
+                           on_wait=lambda line: _tagged("waiting", line))
     if dist:
         dist.barrier()
-    tag = f"[shard {shard}/{shards}] " if shards > 1 else ""
+    _print_extracted(res, tag)
+    if config.shards > 1 and (config.shard == 0 or not dist):
+        console.print(f"read all shards as one store: ser store info {res.store.parent / (m.corpus + '.h5')}")
+
+
+def _extract_up_to_date(m, model: str, cache: Path, config, tag: str) -> bool:
+    """A no-op re-run answers from the model's files and the store, without torch (True: nothing to do)."""
+    from featstore.modelfiles import model_slug
+    from featstore.plan import quick_config, quick_up_to_date
+    from featstore.store import store_path
+
+    quick = quick_config(model, dtype=config.dtype, frames=config.frames, max_seconds=config.max_seconds)
+    path = store_path(cache, model_slug(model), m.corpus, config.shard, config.shards)
+    already = quick_up_to_date(m, path, quick, shard=config.shard, shards=config.shards)
+    if already is not None:
+        console.print(f"{tag}{path}: up to date ({already} utterances), nothing to extract", highlight=False)
+    return already is not None
+
+
+def _print_extracted(res, tag: str) -> None:
+    """What an extraction did: frame layers added, labels refreshed, utterances extracted, or nothing."""
     if res.frames_added:
         console.print(f"{tag}{res.store}: added frame layers {','.join(map(str, res.frames_added))} "
                       f"(pooled features unchanged)", highlight=False)
@@ -719,11 +760,9 @@ def extract(
     console.print(f"{tag}{res.store}: extracted {res.extracted} utterances ({res.audio_seconds:.0f} s of audio, "
                   f"{res.speed:.1f} audio-s/s), {res.already} already there, {len(res.skipped)} skipped",
                   highlight=False)
-    if shards > 1 and lead:
-        console.print(f"read all shards as one store: ser store info {res.store.parent / (m.corpus + '.h5')}")
 
 
-def _extract_tasks(corpus, root, model, cache, device, executor, shards, shard, options) -> None:
+def _extract_tasks(corpus, root, model, cache, device, executor, config) -> None:
     """`ser extract --corpus a,b,c` and/or `--executor`: one task per (corpus, shard), one line each."""
     from classifiers.executor import extract_corpora, parse_executor
     from featstore.errors import SerError
@@ -733,7 +772,7 @@ def _extract_tasks(corpus, root, model, cache, device, executor, shards, shard, 
     if root is not None and len(names) > 1:
         raise SerError(f"--root names one corpus' directory, but --corpus names {len(names)}; set each root "
                        f"with `ser config set corpora.NAME.root DIR` and leave out --root")
-    if shard:
+    if config.shard:
         raise SerError("--shard picks one shard for one process; with --executor every shard runs as its own task, "
                        "leave out --shard")
     roots = [_root(c, root) for c in names]
@@ -756,7 +795,8 @@ def _extract_tasks(corpus, root, model, cache, device, executor, shards, shard, 
         console.print(f"executor {spec}: Dask dashboard {link}", highlight=False, soft_wrap=True)
 
     outcomes = extract_corpora(names, roots, model=_model(model), cache=_cache(cache), device=_device_opt(device),
-                               spec=spec, shards=shards, options=options, on_done=on_done, on_start=on_start)
+                               spec=spec, shards=config.shards, on_done=on_done, on_start=on_start,
+                               options={k: v for k, v in config.options().items() if k not in ("shards", "shard")})
     console.print(f"{len(outcomes) - len(failures)} of {len(outcomes)} extraction task(s) done", highlight=False)
     if failures:
         raise typer.Exit(1)
@@ -862,10 +902,13 @@ def _one_layer(what: str):
         if value is None or param.name is None:
             return value
         LAYERS(param, value)                                    # nonsense and negative layers: one line
+        import re
+
         from featstore.store import StoreError, parse_layers
 
+        wide = any(int(b) - int(a) > 1 for a, b in re.findall(r"(\d+)-(\d+)", value))   # never expanded
         try:
-            layers = [] if value.strip() == "all" else parse_layers(value, 1 << 30)
+            layers = [] if value.strip() == "all" or wide else parse_layers(value, 1 << 30)
         except StoreError as e:                                 # an empty range, e.g. 9-3
             _error(e)
             raise typer.Exit(2) from None
@@ -882,8 +925,7 @@ def _one_layer(what: str):
 def store_export(
     path: Path = typer.Argument(..., help="A store file."),
     layer: str = typer.Option(..., "--layer", "-l", callback=_one_layer("ser store export writes one layer"),
-                              metavar="K",
-                              help="The one layer to write, e.g. 12 (counted from 0 as every --layer)."),
+                              metavar="K", help="The one layer to write, e.g. 12 (counted from 0 as every --layer)."),
     stat: str = typer.Option("mean", "--stat", help="mean, std or mean+std."),
     out: Path = typer.Option(..., "--out", "-o", callback=_npz_out,
                              help="The .npz file to write (arrays id, X, label, speaker, corpus); .npz is added to a "
@@ -941,52 +983,6 @@ def _print_classes(results) -> None:
     for fold, dropped in results.dropped.items():
         console.print(f"{fold}: test rows dropped (class not trained on): "
                       + ", ".join(f"{k} ({v})" for k, v in dropped.items()), highlight=False)
-
-
-def _config_options(config_cls, *, first: bool = False):
-    """Give a command one option per CLI field of the dataclass `config_cls` (`--head-lr` for
-    `head_lr`, or the field's `flag`; its short flag, default, help and parse-time `check`; a
-    repeatable option for a `many` field); the command receives them as one dict, `options`
-    (a repeatable option not given is left out, so the field's default holds). `first`: the
-    config's options come before the command's own in --help."""
-    import dataclasses
-    import inspect
-    import typing
-
-    hints = typing.get_type_hints(config_cls)
-    simple = (int, float, str, bool, int | None, float | None, str | None)
-
-    def parameter(f) -> inspect.Parameter:
-        kind, meta = hints[f.name], f.metadata
-        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
-        names = [f"{flag}/--no-{flag[2:]}" if kind is bool else flag] + ([meta["short"]] if meta.get("short") else [])
-        many = meta.get("many")
-        return inspect.Parameter(
-            f.name, inspect.Parameter.KEYWORD_ONLY,
-            annotation=list[str] | None if many else kind if kind in simple else str | None,
-            default=typer.Option(None if many else f.default, *names, help=meta["help"],
-                                 callback=_rule(meta["check"]) if meta.get("check") else None))
-
-    extra = [parameter(f) for f in dataclasses.fields(config_cls) if f.metadata.get("cli", True)]
-    names = [p.name for p in extra]
-    many = {f.name for f in dataclasses.fields(config_cls) if f.metadata.get("many")}
-
-    def decorate(fn):
-        hints_fn = typing.get_type_hints(fn)
-        own = [p.replace(annotation=hints_fn[p.name], kind=inspect.Parameter.KEYWORD_ONLY)
-               for p in inspect.signature(fn).parameters.values() if p.name != "options"]
-
-        @functools.wraps(fn)
-        def wrapper(**kwargs):
-            return fn(**{k: v for k, v in kwargs.items() if k not in names},
-                      options={k: kwargs[k] for k in names if not (k in many and kwargs[k] is None)})
-
-        ordered = extra + own if first else own + extra
-        wrapper.__signature__ = inspect.Signature(ordered)
-        wrapper.__annotations__ = {p.name: p.annotation for p in ordered}
-        return wrapper
-
-    return decorate
 
 
 OVERWRITE_OPT = typer.Option(False, "--overwrite", help="Replace the results already in --out.")
@@ -1344,31 +1340,36 @@ def finetune(
     config = FinetuneConfig(model=model, device=check_device(_device_opt(device)), **options)
     data = finetune_data(corpus, root=root, train=train or "", protocol=protocol)
     _print_problems(data.problems, limit=10)
-    utts, folds_, prot, extra, name = data.utterances, data.folds, data.protocol, data.extra, data.name
-    out = out or default_run_dir(name, prot, config)
-    res = run_finetune(utts, folds_, config, out_dir=out, protocol=prot)
-    dims = config.dims
-    cols = (["WA", "UAR", "macro-F1"] if res.labels else []) + [f"CCC {d}" for d in dims] + (["mean CCC"] if dims else [])
-    keys = (["wa", "uar", "macro_f1"] if res.labels else []) + [f"ccc_{d}" for d in dims] + (["ccc"] if dims else [])
-    t = _table("fold", "test utterances", *cols, title=f"fine-tuned {model} on {name} ({prot}"
-                                                      + (f", target {config.target}" if dims else "") + "): each test fold")
-    for f in res.folds:
-        t.add_row(str(f.fold), str(f.n_test), *[f"{f.metrics[k]:.3f}" for k in keys])
-    console.print(t)
+    res = run_finetune(data.utterances, data.folds, config, out_dir=out or default_run_dir(data.name, data.protocol,
+                       config), protocol=data.protocol)
+    _print_finetune(res, config, f"{model} on {data.name} ({data.protocol}")
+    from classifiers.registry import Registry, register_finetune
+    from classifiers.runfiles import command_line
+
+    registry = Registry(_db(db))  # every finished run is registered, once per run folder (a re-run replaces its row)
+    run_id = register_finetune(registry, res, data.utterances, data.folds, config, corpus=corpus, train=data.extra,
+                               protocol=data.protocol, command=command_line())
+    if run_id:
+        console.print(f"registered run {run_id} in {registry.path} (ser results show {run_id})", highlight=False)
+
+
+def _print_finetune(res, config, what: str) -> None:
+    """A fine-tune's scores: each test fold, the pooled headline (classes, dimensions), restricted folds."""
     from classifiers.finetune import to_probe_results
     from classifiers.results import summary_table
 
+    dims = config.dims
+    cols = (["WA", "UAR", "macro-F1"] if res.labels else []) + [f"CCC {d}" for d in dims] + (["mean CCC"] if dims else [])
+    keys = (["wa", "uar", "macro_f1"] if res.labels else []) + [f"ccc_{d}" for d in dims] + (["ccc"] if dims else [])
+    target = f", target {config.target}" if dims else ""
+    t = _table("fold", "test utterances", *cols, title=f"fine-tuned {what}{target}): each test fold")
+    for f in res.folds:
+        t.add_row(str(f.fold), str(f.n_test), *[f"{f.metrics[k]:.3f}" for k in keys])
+    console.print(t)
     if res.folds and res.labels:
-        console.print(summary_table(to_probe_results(res), title=f"fine-tuned {model} ({prot})"))
+        console.print(summary_table(to_probe_results(res), title=f"fine-tuned {what})"))
     if res.folds and dims:
-        t = _table("dimension", "CCC pooled over folds [95% CI]", "Pearson r", "RMSE", "CCC folds mean ± std",
-                   title=f"fine-tuned {model} ({prot}), target {config.target}: test predictions of every fold "
-                         f"(ratings on [-1, 1]; CI: jackknife-t over test speakers)")
-        for d, r in res.dimension_summary().items():
-            ci = f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r["ci_low"] is not None else " (no CI)"
-            t.add_row(d, f"{r['ccc']:.3f}{ci}", f"{r['pearson']:.3f}", f"{r['rmse']:.3f}",
-                      f"{r['ccc_folds_mean']:.3f} ± {r['ccc_folds_std']:.3f}")
-        console.print(t)
+        _print_finetune_dimensions(res, f"fine-tuned {what}){target}")
     for f in res.folds:
         if f.restricted:
             console.print(f"{f.fold}: trained classes {', '.join(f.training_only)} are not declared by the test "
@@ -1376,14 +1377,16 @@ def finetune(
                           f"UAR {f.restricted['uar']:.3f}, macro-F1 {f.restricted['macro_f1']:.3f}", highlight=False,
                           soft_wrap=True)
     console.print("wrote " + ", ".join(str(p) for p in res.files.values()), highlight=False, soft_wrap=True)
-    from classifiers.registry import Registry, register_finetune
-    from classifiers.study import command_line
 
-    registry = Registry(_db(db))  # every finished run is registered, once per run folder (a re-run replaces its row)
-    run_id = register_finetune(registry, res, utts, folds_, config, corpus=corpus, train=extra, protocol=prot,
-                               command=command_line())
-    if run_id:
-        console.print(f"registered run {run_id} in {registry.path} (ser results show {run_id})", highlight=False)
+
+def _print_finetune_dimensions(res, title: str) -> None:
+    t = _table("dimension", "CCC pooled over folds [95% CI]", "Pearson r", "RMSE", "CCC folds mean ± std",
+               title=f"{title}: test predictions of every fold (ratings on [-1, 1]; CI: jackknife-t over test speakers)")
+    for d, r in res.dimension_summary().items():
+        ci = f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r["ci_low"] is not None else " (no CI)"
+        t.add_row(d, f"{r['ccc']:.3f}{ci}", f"{r['pearson']:.3f}", f"{r['rmse']:.3f}",
+                  f"{r['ccc_folds_mean']:.3f} ± {r['ccc_folds_std']:.3f}")
+    console.print(t)
 
 
 TRAINED_HELP = "A fine-tuned model directory or a saved probe (--save-probe)."
@@ -1780,7 +1783,7 @@ def study_run(
     """
     _threads(threads)
     from classifiers.executor import parse_executor
-    from classifiers.study import headline, read_study, run_study, study_cache, study_registry
+    from classifiers.study import read_study, run_study, study_cache, study_registry
 
     head, cells = read_study(path)  # a bad file fails before any work
     spec = parse_executor(executor if executor is not None else head.get("executor"))
@@ -1789,41 +1792,50 @@ def study_run(
         _study_dry_run(path, cells, spec, cache, model, device)
         return
 
-    def on_cell(cell, reg):
+    echo = _StudyEcho(spec)
+    try:
+        done, page = run_study(path, cache=cache, registry=study_registry(path, head, db), default_model=_model(model),
+                               force=force, device=_device_opt(device), report=report_out, progress=True,
+                               executor=str(spec), formats=fmt, **echo.callbacks())
+    except KeyboardInterrupt:
+        _tagged("interrupted:", "cells registered so far are kept; run the same command again to run only the rest")
+        raise typer.Exit(130) from None
+    echo.summary(done, page)
+
+
+class _StudyEcho:
+    """What `ser study run` prints as its cells finish: a line per cell, failures, the paper table."""
+
+    def __init__(self, spec):
+        self.spec, self.failures, self.table_files = spec, [], []
+
+    def callbacks(self) -> dict:
+        return dict(on_cell=self.cell, on_fail=lambda cell, why: self.failures.append((cell, why)),
+                    on_start=self.start, on_table=self.table)
+
+    def cell(self, cell, reg) -> None:
+        from classifiers.study import headline
+
         state = "registered already" if reg.reused else "finished before, registered now" if reg.adopted else "ran"
         console.print(f"{cell.describe()}: {state}, run {reg.run['id']} ({reg.run['kind']}, {headline(reg)})",
                       highlight=False, soft_wrap=True)
 
-    failures = []
+    def start(self, link) -> None:
+        console.print(f"executor {self.spec}: Dask dashboard {link}", highlight=False, soft_wrap=True)
 
-    def on_fail(cell, why):
-        failures.append((cell, why))
-
-    def on_start(link):
-        console.print(f"executor {spec}: Dask dashboard {link}", highlight=False, soft_wrap=True)
-
-    table_files = []
-
-    def on_table(paper, files):  # the study's paper table: printed, and its .md/.tex/.csv listed with the report
+    def table(self, paper, files) -> None:  # the study's paper table: printed, its .md/.tex/.csv listed with the report
         console.print(paper.rich())
-        table_files.extend(files)
+        self.table_files.extend(files)
 
-    try:
-        done, page = run_study(path, cache=cache, registry=study_registry(path, head, db), default_model=_model(model),
-                               force=force, device=_device_opt(device), report=report_out, on_cell=on_cell,
-                               progress=True, executor=str(spec), on_fail=on_fail, on_start=on_start,
-                               on_table=on_table, formats=fmt)
-    except KeyboardInterrupt:
-        _tagged("interrupted:", "cells registered so far are kept; run the same command again to run only the rest")
-        raise typer.Exit(130) from None
-    for cell, why in failures:
-        _tagged("failed:", f"{cell.describe()}: {why}", "bold red")
-    console.print(f"{len(done)} cell(s), {sum(r.reused for r in done)} already registered"
-                  + (f", {len(failures)} failed" if failures else ""), highlight=False)
-    if page is not None:
-        _print_files([page, *table_files])
-    if failures:
-        raise typer.Exit(1)
+    def summary(self, done, page) -> None:
+        for cell, why in self.failures:
+            _tagged("failed:", f"{cell.describe()}: {why}", "bold red")
+        console.print(f"{len(done)} cell(s), {sum(r.reused for r in done)} already registered"
+                      + (f", {len(self.failures)} failed" if self.failures else ""), highlight=False)
+        if page is not None:
+            _print_files([page, *self.table_files])
+        if self.failures:
+            raise typer.Exit(1)
 
 
 def _study_dry_run(path, cells, spec, cache, model, device) -> None:

@@ -16,58 +16,24 @@ any heavy import.
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import ClassVar
 
 from featstore.errors import SerError
-
-
-class ConfigError(SerError):
-    """A run configuration that cannot run (the message names the option and the fix)."""
-
-
-# -- parse-time checks: value -> the problem, or None. The CLI runs them as option callbacks (one line
-#    before any work); the dataclasses run them on construction (study files, notebooks).
-
-_LAYER_SPEC = re.compile(r"\s*(all|\d+(-\d+)?(\s*,\s*\d+(-\d+)?)*)\s*")
-
-
-def layer_spec_problem(v) -> str | None:
-    """all, 12, 3-9 or 6,12: layers count from 0 (hidden_states[0]); the model's depth is checked when it is read."""
-    if isinstance(v, int) and not isinstance(v, bool):
-        v = str(v)
-    return None if isinstance(v, str) and _LAYER_SPEC.fullmatch(v) else \
-        "use a layer number (0 or more), all, or layers like 6,12 or 3-9"
-
-
-def one_layer_problem(v) -> str | None:
-    """One layer number (a matrix is one layer)."""
-    if isinstance(v, int) and not isinstance(v, bool):
-        v = str(v)
-    return None if isinstance(v, str) and re.fullmatch(r"\s*\d+\s*", v) else "use one layer number, e.g. 12"
-
-
-def positive_problem(v) -> str | None:
-    return None if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0 else \
-        "must be a finite number above 0"
-
-
-def at_least_one_problem(v) -> str | None:
-    return None if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else "must be at least 1"
-
-
-def names_problem(v) -> str | None:
-    parts = [p.strip() for p in str(v).split(",")]
-    return None if all(parts) else "use names separated by commas, e.g. ravdess,emodb (no empty names)"
-
-
-def _choice(names: Callable[[], Sequence[str]]) -> Callable[[object], str | None]:
-    def check(v) -> str | None:
-        return None if v in names() else f"choose one of {', '.join(names())}"
-    return check
+from featstore.options import (  # noqa: F401 - re-exported: the CLI and the study read them from here
+    ConfigError,
+    RunConfig,
+    at_least_one_problem,
+    check_value,
+    layer_spec_problem,
+    names_problem,
+    one_layer_problem,
+    option,
+    positive_problem,
+)
+from featstore.options import choice as _choice
+from featstore.options import refuse as _refuse
 
 
 def _stats() -> tuple[str, ...]:
@@ -104,78 +70,6 @@ def protocol_problem(v) -> str | None:
     except SerError as e:
         return str(e).splitlines()[0]
     return None
-
-
-def option(default, help: str, *, flag: str | None = None, short: str | None = None,
-           check: Callable[[object], str | None] | None = None, many: bool = False, cli: bool = True):
-    """A config field: its default, its one help text (the CLI's and the study file's), the CLI
-    flag when it is not the field's name dashed (`--layer` for `layers`), a short flag, the check
-    run on construction and at parse time, `many` for a repeatable option (a list), and whether
-    the CLI offers it (`model` comes from the command's own --model, resolved by `ser config`)."""
-    meta = dict(help=help, flag=flag, short=short, check=check, many=many, cli=cli)
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def check_value(name: str, value, check, flag: str | None = None) -> None:
-    """`check(value)`'s problem as one ConfigError naming the option."""
-    if value is None or check is None:
-        return
-    for v in value if isinstance(value, list | tuple) else [value]:
-        problem = check(v)
-        if problem:
-            raise ConfigError(f"{flag or '--' + name.replace('_', '-')} {v!r}: {problem}")
-
-
-class RunConfig:
-    """What every kind's configuration shares: checks on construction, `given()`, `options()`."""
-
-    kind: ClassVar[str]
-
-    def _check_fields(self) -> None:
-        for f in fields(self):
-            check_value(f.name, getattr(self, f.name), f.metadata.get("check"), f.metadata.get("flag"))
-
-    def given(self) -> dict:
-        """The fields that differ from their defaults (what a user said)."""
-        out = {}
-        for f in fields(self):
-            default = f.default if f.default is not MISSING else f.default_factory()
-            if getattr(self, f.name) != default and f.name != "model":
-                out[f.name] = getattr(self, f.name)
-        return out
-
-    def options(self) -> dict:
-        """The fields as the kind's library function takes them."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def flag(cls, name: str) -> str:
-        """The CLI flag of field `name` (`--layer` for `layers`)."""
-        f = next(f for f in fields(cls) if f.name == name)
-        return f.metadata.get("flag") or "--" + name.replace("_", "-")
-
-    #: the fields a dimensional target refuses (categorical classifiers' options)
-    CATEGORICAL_ONLY: ClassVar[tuple[str, ...]] = ()
-
-    @classmethod
-    def cell_keys(cls, *, dimensional: bool = False) -> list[str]:
-        """The keys a study file's [[cells]] entry of this kind may use: the field names (those a
-        dimensional target takes, with `dimensional`)."""
-        return [f.name for f in fields(cls) if not (dimensional and f.name in cls.CATEGORICAL_ONLY)]
-
-    def _resolve_model(self) -> None:
-        if not self.model:
-            from featstore.config import default_model
-
-            self.model = default_model()
-        self.model = str(self.model)
-
-
-def _refuse(flags: Sequence[str], why: str) -> None:
-    if flags:
-        raise ConfigError(f"{why}: leave out {', '.join(flags)}")
 
 
 #: the probe options of a categorical probe that go to the classifier (`classifiers.evaluate.PROBE_OPTIONS`),
@@ -324,6 +218,11 @@ class ProbeConfig(RunConfig):
             raise ConfigError(f"{why}, but {len(self.train)} --train sets were given; keep one (corpora joined by "
                               f"commas train together, e.g. --train ravdess,emodb)")
 
+    def needed(self) -> list[str]:
+        from classifiers.runfiles import _needed
+
+        return _needed(self.corpus, self.train, self.test)
+
     def for_corpus(self, corpus: str | None) -> ProbeConfig:
         return replace(self, corpus=corpus)
 
@@ -470,6 +369,7 @@ class NeighborsConfig(RunConfig):
     retrieval (exact faiss search)."""
 
     kind: ClassVar[str] = "neighbors"
+    FIXED_KEYS: ClassVar[tuple[str, ...]] = ("protocol", "weighting", "center")
 
     corpora: list[str] = option([], "Corpora, e.g. ravdess,emodb (default: every corpus cached for the model).",
                                 flag="--corpus", short="-c", check=names_problem)

@@ -221,52 +221,32 @@ def _store_changes(before: Sequence[dict], now: Sequence[dict]) -> list[str]:
 
 
 def rerun(run: dict, *, cache, registry, device: str | None = None, progress: bool = False) -> Rerun:
-    """Execute a registered probe or matrix run (categorical or dimensional) again from its stored
-    configuration, into a new folder, and say whether its scores are identical (issue 22, item 4).
+    """Execute a registered probe, matrix (categorical or dimensional) or neighbors run again from
+    its stored configuration (`classifiers.configs`: `from_key`), into a new folder, and say whether its scores are identical (issue 22, item 4).
     The stores must still match the fingerprints the run was registered with; what changed is one
     SerError line."""
+    from classifiers.configs import CONFIGS
     from featstore.store import StoreError
 
-    if run["kind"] not in ("probe", "matrix"):
-        raise SerError(f"run {run['id']} is a {run['kind']} run; ser results rerun re-executes probe and matrix runs "
-                       f"(run again with its command: {run['command']})")
-    config = dict(run["config"])
-    model = config.pop("model")
-    if run["kind"] == "matrix":
-        corpora, corpus = list(config.pop("corpora")), None
-        needed = corpora
-    else:
-        corpus = config.pop("corpus")
-        needed = _needed(corpus, config.get("train") or [], config.get("test"))
+    if run["kind"] not in CONFIGS:
+        raise SerError(f"run {run['id']} is a {run['kind']} run; ser results rerun re-executes "
+                       f"{', '.join(CONFIGS)} runs (run again with its command: {run['command']})")
+    config = CONFIGS[run["kind"]].from_key(run["config"])
     try:
-        now = fingerprints(cache, model, needed)
+        now = fingerprints(cache, config.model, config.needed())
     except StoreError as e:
         raise SerError(f"run {run['id']}: its stores cannot be read now ({e}); it cannot be re-run as registered") from e
     changed = _store_changes(run["stores"], now)
     if changed:
         raise SerError(f"run {run['id']}: its stores changed since it was registered ({'; '.join(changed)}); a re-run "
                        f"would not be the same run (run its command for a new one: {run['command']})")
-    command = f"ser results rerun {run['id']}"
-    dimensional = config.get("target", "emotion") != "emotion"
-    if run["kind"] == "matrix" and dimensional:
-        from classifiers.dimensional import registered_dimensional_matrix
-
-        row, m, _ = registered_dimensional_matrix(corpora, model=model, cache=cache, registry=registry, force=True,
-                                                  progress=progress, command=command, **config)
-        after = Registered(row, m, reused=False)
-    elif run["kind"] == "matrix":
-        from classifiers.probe import registered_matrix
-
-        after, _ = registered_matrix(corpora, model=model, cache=cache, registry=registry, force=True, device=device,
-                                     progress=progress, command=command, **config)
-    elif dimensional:    # a dimensional probe (classifiers.dimensional)
-        from classifiers.dimensional import registered_dimensional
-
-        after = registered_dimensional(corpus, model=model, cache=cache, registry=registry, force=True,
-                                       progress=progress, command=command, **config)
+    common = dict(cache=cache, registry=registry, force=True, progress=progress, command=f"ser results rerun {run['id']}")
+    if run["kind"] == "neighbors":
+        nb = config.run(**common)
+        after = Registered(nb.run, nb.results, reused=False, files=list(nb.files))
     else:
-        after = registered_probe(corpus, model=model, cache=cache, registry=registry, force=True, device=device,
-                                 progress=progress, command=command, **config)
+        after = config.run(device=device, **common)
+        after = after[0] if run["kind"] == "matrix" else after
 
     def rows(run_id):
         return {(r["train_set"], r["test_set"], r["layer"], r["classifier"], r["fold"], r["seed"], r["metric"]):

@@ -168,3 +168,38 @@ def test_cli_refuses_in_one_line_before_any_work(tmp_path):
         r = CliRunner().invoke(app, ["probe", *args, "--cache", str(cache), "--model", "m"], env={"COLUMNS": "300"})
         assert r.exit_code == 2 and r.output.count("\n") == 1 and words in r.output, r.output
     assert not cache.exists()
+
+
+def test_extract_config_is_extract_manifests_options_and_the_cli_s():
+    from featstore.extract import extract_manifest
+    from featstore.options import ExtractConfig
+
+    names = {f.name for f in fields(ExtractConfig)}
+    assert names <= set(inspect.signature(extract_manifest).parameters)
+    params = {p.name: p for p in _command("extract").params}
+    for f in fields(ExtractConfig):
+        assert params[f.name].help == f.metadata["help"] and ExtractConfig.flag(f.name) in params[f.name].opts
+    with pytest.raises(SerError, match=r"--shard 2: shards are numbered 0\.\.1"):
+        ExtractConfig(shards=2, shard=2)
+    with pytest.raises(SerError, match="--dtype 'float64': choose one of float32, float16, bfloat16"):
+        ExtractConfig(dtype="float64")
+    with pytest.raises(SerError, match="--frames '3-': use a layer number"):
+        ExtractConfig(frames="3-")
+
+
+@pytest.mark.parametrize("config", [
+    ProbeConfig("ravdess", layers="3,5", C=0.5, seeds=2, classes="all", model="m"),
+    ProbeConfig("ravdess", classifier="xgboost", class_weight="balanced", early_stopping=False, model="m"),
+    ProbeConfig(train=["ravdess,emodb"], test="cremad", target="valence", alpha=3, model="m"),
+    MatrixConfig(["ravdess", "emodb"], layer="4", classes="all", model="m"),
+    MatrixConfig(["ravdess", "emodb"], layer="4", target="avd", classifier="knn", model="m"),
+    NeighborsConfig(["ravdess"], layers="2-4", k=5, stat="mean+std", model="m"),
+])
+def test_a_registered_key_reads_back_into_its_config(config):
+    """`ser results rerun` rebuilds a run from its registered key: from_key is key's inverse."""
+    again = type(config).from_key(config.key())
+    assert again.key() == config.key()
+    same = {k: v for k, v in config.options().items() if k != "protocol" or v is not None}   # the key resolves it
+    assert {k: v for k, v in again.options().items() if k in same} == same
+    with pytest.raises(SerError, match="no field for"):
+        type(config).from_key({**config.key(), "momentum": 0.9})

@@ -110,3 +110,17 @@ def test_demo_rerun_shows_the_registered_runs_and_writes_nothing(tmp_path):
     runs = Registry(out / "results" / "ser.db").runs()
     assert sorted(r["kind"] for r in runs) == ["neighbors", "probe"]
     assert all(f"registered run {r['id']} of " in second.output for r in runs)
+
+
+def test_neighbors_run_is_re_executed_from_its_registered_config(tmp_path, cache, monkeypatch):
+    """`ser results rerun` re-executes a neighbors run too (its config read back by NeighborsConfig.from_key)."""
+    from classifiers.registry import Registry
+
+    monkeypatch.chdir(tmp_path)
+    run_id = _run_id(_neighbors(tmp_path, cache, "--k", "3"))
+    r = CliRunner().invoke(app, ["results", "rerun", run_id, "--cache", str(cache), "--db", str(tmp_path / "ser.db")],
+                           env=ENV)
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0 and f"re-ran run {run_id}" in text and "every score identical" in text, r.output
+    runs = Registry(tmp_path / "ser.db").runs(kind="neighbors")
+    assert len(runs) == 2 and runs[0]["config"] == runs[1]["config"] and runs[0]["out"] != runs[1]["out"]
