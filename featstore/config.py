@@ -26,7 +26,7 @@ db          ``$SER_DB``, else config ``db``, else ``$XDG_DATA_HOME/ser/ser.db`` 
 results     ``$SER_RESULTS``, else config ``results``, else ``$XDG_DATA_HOME/ser/results``: where a run
             without --out writes its folder (probe, matrix, neighbors, evaluate, finetune, compare)
 threads     ``$SER_THREADS``, else config ``threads``, else ``$OMP_NUM_THREADS``, else the CPUs the
-            process may use (`featstore.threads.available_cpus`: affinity and cgroup quota)
+            process may use (`featstore.cpus.available_cpus`: affinity and cgroup quota)
 protocol    config ``corpora.<name>.protocol``, else `featstore.folds.standard_protocol`
 corpus      explicit --root, else config ``corpora.<name>.root``, else ``$SER_DATA/<name>``,
 root        else ``<data dir>/<name>``: the first that exists (`resolve_root`)
@@ -48,6 +48,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from featstore.cpus import ThreadsError, available_cpus, check_threads
 from featstore.device import DEVICE_HELP, check_device
 from featstore.errors import CorpusError, SerError
 
@@ -181,8 +182,6 @@ def _check_value(key: str, leaf: str, value: Any) -> str:
     if leaf == "corpus":
         return _check_corpus(text, key)
     if leaf == "threads":
-        from featstore.threads import ThreadsError, check_threads
-
         try:
             return str(check_threads(text))
         except ThreadsError as e:
@@ -342,6 +341,27 @@ def results_root() -> Path:
     return Path(os.environ.get("SER_RESULTS") or get("results") or data_home() / "results").expanduser()
 
 
+def default_threads() -> tuple[int, str]:
+    """(count, where it comes from) without --threads: $SER_THREADS, config `threads`,
+    $OMP_NUM_THREADS, else `available_cpus()`. A bad value is a one-line ThreadsError.
+
+    A settings resolution like `default_cache`, so it lives here; `featstore.threads` applies the
+    count (and re-exports this function)."""
+    env = os.environ.get("SER_THREADS", "").strip()
+    if env:
+        try:
+            return check_threads(env), "env $SER_THREADS"
+        except ThreadsError as e:
+            raise ThreadsError(f"$SER_THREADS={env!r}: {e}; fix or unset it") from None
+    configured = get("threads")
+    if configured:
+        return check_threads(configured), "config file"
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) >= 1:
+        return int(omp), "env $OMP_NUM_THREADS"
+    return available_cpus(), "default (CPUs usable: affinity, cgroup quota)"
+
+
 def default_corpus() -> str | None:
     """Config ``corpus``, else None."""
     corpus = get("corpus")
@@ -387,8 +407,6 @@ def show() -> list[tuple[str, str | None, str]]:
 
 def _threads_row() -> tuple[str, str, str]:
     """("threads", count, source): $SER_THREADS, config, $OMP_NUM_THREADS or the CPUs usable here."""
-    from featstore.threads import default_threads
-
     n, source = default_threads()
     return "threads", str(n), SOURCE_FILE if source == "config file" else source
 

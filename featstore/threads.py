@@ -24,25 +24,35 @@ and faiss (`classifiers.knn_index`) read the setting through `threads()`.
 
 Precedence of the count: ``--threads``, ``$SER_THREADS``, config ``threads``,
 ``$OMP_NUM_THREADS``, else `available_cpus()`. Nothing here imports torch or numpy.
+
+Layers (no import cycle): `featstore.cpus` probes the system (`available_cpus`, `cgroup_cpus`) and
+checks a count (`check_threads`, `ThreadsError`); `featstore.config.default_threads` resolves the
+count from the settings; this module applies it. The names moved down are re-exported here, so
+``from featstore.threads import available_cpus, default_threads, check_threads`` keeps working.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from featstore.errors import SerError
+from featstore.config import default_threads
+from featstore.cpus import (  # noqa: F401 - re-exported: featstore.threads stays the one import for callers
+    CGROUP_ROOT,
+    ThreadsError,
+    available_cpus,
+    cgroup_cpus,
+    check_threads,
+)
 
 #: variables BLAS/OpenMP libraries read once, when they load (so children and later imports follow)
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
                "NUMEXPR_NUM_THREADS")
 #: OpenMP waits by sleeping, not spinning (GNU, LLVM/Intel); a user's own value is kept
 NO_SPIN = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "0", "KMP_BLOCKTIME": "0"}
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 #: how long `apply_threads` watches the CPUs before choosing how OpenMP threads wait
 SAMPLE_SECONDS = 0.05
 HELP = ("CPU threads for torch, BLAS, OpenMP, XGBoost and faiss; default: $SER_THREADS, config `threads`, "
@@ -51,111 +61,7 @@ HELP = ("CPU threads for torch, BLAS, OpenMP, XGBoost and faiss; default: $SER_T
 _state: dict = {"threads": None, "limits": None, "waits": None}
 
 
-class ThreadsError(SerError):
-    """A thread count that is not a whole number of at least 1."""
-
-
-def check_threads(value) -> int:
-    """`value` (int or text) as a thread count >= 1; else a ThreadsError saying what is wrong (the
-    caller names the option, variable or key in front of it)."""
-    problem = "must be a whole number of at least 1 (default: the CPUs this process may use)"
-    try:
-        n = int(str(value).strip())
-    except ValueError:
-        raise ThreadsError(problem) from None
-    if n < 1:
-        raise ThreadsError(problem)
-    return n
-
-
-# -- what the process may use -----------------------------------------------------------------
-
-def _own_cgroup(proc: Path) -> dict[str, str]:
-    """{controller (v1) or "" (v2): this process' cgroup path} from /proc/self/cgroup."""
-    out: dict[str, str] = {}
-    try:
-        text = proc.read_text()
-    except OSError:
-        return out
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) == 3:
-            for controller in parts[1].split(",") if parts[1] else [""]:
-                out[controller] = parts[2]
-    return out
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
-def cgroup_cpus(root: Path = CGROUP_ROOT, proc: Path = Path("/proc/self/cgroup")) -> float | None:
-    """The cgroup CPU quota in CPUs (e.g. 1.5), or None without a limit.
-
-    cgroup v2: ``cpu.max`` ("QUOTA PERIOD" or "max PERIOD"); v1: ``cpu/cpu.cfs_quota_us`` (-1: none)
-    over ``cpu.cfs_period_us``. Read in this process' own cgroup and in the root (a container sees
-    its own cgroup there); the smallest limit found wins.
-    """
-    root = Path(root)
-    own = _own_cgroup(Path(proc))
-    limits = []
-    for base in {root, root / own.get("", "/").lstrip("/")}:
-        text = _read(base / "cpu.max")
-        if text:
-            quota, _, period = text.partition(" ")
-            if quota != "max" and period:
-                try:
-                    limits.append(int(quota) / int(period))
-                except (ValueError, ZeroDivisionError):
-                    pass
-    for folder in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
-        rel = (own.get("cpu") or "/").lstrip("/")
-        for base in {root / folder, root / folder / rel}:
-            quota, period = _read(base / "cpu.cfs_quota_us"), _read(base / "cpu.cfs_period_us")
-            try:
-                if quota and period and int(quota) > 0 and int(period) > 0:
-                    limits.append(int(quota) / int(period))
-            except ValueError:
-                pass
-    return min(limits) if limits else None
-
-
-def available_cpus(root: Path = CGROUP_ROOT, proc: Path = Path("/proc/self/cgroup")) -> int:
-    """CPUs this process may really use: its affinity, capped by the cgroup quota (rounded up), >= 1."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    quota = cgroup_cpus(root, proc)
-    if quota is not None:
-        n = min(n, math.ceil(quota))
-    return max(1, n)
-
-
-# -- the setting ------------------------------------------------------------------------------
-
-def default_threads() -> tuple[int, str]:
-    """(count, where it comes from) without --threads: $SER_THREADS, config `threads`,
-    $OMP_NUM_THREADS, else `available_cpus()`. A bad value is a one-line ThreadsError."""
-    env = os.environ.get("SER_THREADS", "").strip()
-    if env:
-        try:
-            return check_threads(env), "env $SER_THREADS"
-        except ThreadsError as e:
-            raise ThreadsError(f"$SER_THREADS={env!r}: {e}; fix or unset it") from None
-    from featstore.config import get
-
-    configured = get("threads")
-    if configured:
-        return check_threads(configured), "config file"
-    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if omp.isdigit() and int(omp) >= 1:
-        return int(omp), "env $OMP_NUM_THREADS"
-    return available_cpus(), "default (CPUs usable: affinity, cgroup quota)"
-
+# -- the setting in force ---------------------------------------------------------------------
 
 def threads() -> int:
     """The thread count in force: the last `apply_threads`, else the default (`default_threads`)."""

@@ -85,6 +85,20 @@ def test_cgroup_quota(tmp_path, monkeypatch, files, own, quota):
     assert th.available_cpus(root, proc) == expected
 
 
+def test_cpus_config_threads_are_layered_without_a_cycle():
+    """`featstore.cpus` (probing, the count check) imports neither config nor threads; config resolves
+    the default from cpus; threads applies it and re-exports the moved names, the very same objects."""
+    from featstore import cpus
+    from tests.test_import_graph import import_graph
+
+    graph = import_graph()
+    assert not graph["featstore.cpus"] & {"featstore.config", "featstore.threads"}
+    assert "featstore.threads" not in graph["featstore.config"]
+    assert th.available_cpus is cpus.available_cpus and th.cgroup_cpus is cpus.cgroup_cpus
+    assert th.check_threads is cpus.check_threads and th.ThreadsError is cpus.ThreadsError
+    assert th.default_threads is config.default_threads
+
+
 # -- the setting and where it comes from ---------------------------------------------------------
 
 def test_precedence_env_config_omp_default(clean, monkeypatch):
