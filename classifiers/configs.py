@@ -234,7 +234,7 @@ class ProbeConfig(RunConfig):
             return dimensional_config(self.corpus, target=self.target, model=self.model, train=self.train,
                                       test=self.test, layers=self.layers, protocol=self.protocol, stat=self.stat,
                                       alpha=self.alpha, regressor=self.classifier)
-        from classifiers.study import probe_config
+        from classifiers.probe import probe_config
 
         return probe_config(self.corpus, model=self.model, train=self.train, test=self.test, layers=self.layers,
                             classifier=self.classifier, protocol=self.protocol, stat=self.stat, seeds=self.seeds,
@@ -255,7 +255,7 @@ class ProbeConfig(RunConfig):
                 o.pop(k)
             d = registered_dimensional(o.pop("corpus"), **common, **o)
             return Registered(d.run, d.result, reused=d.reused, files=list(d.result.files))
-        from classifiers.study import registered_probe
+        from classifiers.probe import registered_probe
 
         for k in ("target", "alpha", *PARAM_DEFAULTS):
             o.pop(k)

@@ -362,9 +362,7 @@ def to_frame(results, what: str = "summary", *, columns: Sequence[str] | None = 
     except ImportError as e:
         raise ResultsError("DataFrames need pandas, which is not installed: pip install pandas") from e
     if hasattr(results, "long_rows"):                 # a study's PaperTable
-        from classifiers.tables import CSV_FIELDS as TABLE_FIELDS
-
-        data, columns = results.long_rows(), columns or TABLE_FIELDS
+        data, columns = results.long_rows(), columns or results.long_columns
     elif isinstance(results, ProbeResults):
         model = results.meta.get("model", "")
         if what == "summary":

@@ -63,11 +63,15 @@ import os
 import re
 import shutil
 import uuid
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from classifiers.probe import (  # noqa: F401 - re-exported: registered probe runs were imported from here
+    complete_figures,
+    probe_config,
+    registered_probe,
+)
 from classifiers.runfiles import (  # noqa: F401 - re-exported: callers import them from here too
     Registered,
     _needed,
@@ -256,84 +260,6 @@ def rerun(run: dict, *, cache, registry, device: str | None = None, progress: bo
     common = set(old) & set(new)
     largest = max((abs(old[k] - new[k]) for k in common if old[k] is not None and new[k] is not None), default=0.0)
     return Rerun(run, after, identical=old == new, largest=float(largest))
-
-
-def complete_figures(run: dict, results) -> list[Path]:
-    """Draw a registered probe run's figures in the current formats its folder lacks (a run made
-    with png, asked again with --format pdf); nothing is computed again. Returns the files drawn.
-    A folder that cannot be written (another user's) keeps what it has, with one warning."""
-    from classifiers.plots import current_formats, figure_formats
-    from classifiers.probe import draw_figures
-
-    out = Path(run["out"])
-    missing = [f for f in current_formats() if not (out / f"probe_layers.{f}").exists()]
-    if run["kind"] != "probe" or not missing or not out.is_dir():
-        return []
-    try:
-        with figure_formats(missing):
-            return draw_figures(results, out)
-    except (OSError, SerError) as e:
-        warnings.warn(f"run {run['id']}: its figures as {', '.join(missing)} could not be drawn in {out} "
-                      f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); the run's scores are unchanged", stacklevel=2)
-        return []
-
-
-def probe_config(corpus: str | None, *, model: str, train: Sequence[str] | None = None, test: str | None = None,
-                 layers: str = "all", classifier: str = "logreg", protocol: str | None = None, stat: str = "mean",
-                 seeds: int = 1, C: float | None = None, classes: str | None = None, shuffle_labels: bool = False,
-                 params: dict | None = None) -> dict:
-    """A probe run's configuration as the registry keys it (CONFIG_KEYS, plus `params` when set)."""
-    from featstore.config import default_protocol
-
-    protocol = protocol or (default_protocol(corpus) if corpus else None)
-    config = dict(corpus=corpus, train=list(train or []), test=test, classifier=classifier, layers=layers,
-                  protocol=protocol, stat=stat, seeds=seeds, C=C, classes=classes, shuffle_labels=shuffle_labels,
-                  model=model)
-    if params:  # probe options join the key only when set, so runs registered without them keep their key
-        config["params"] = dict(sorted(params.items()))
-    return config
-
-
-def registered_probe(corpus: str | None, *, model: str, cache, registry, force: bool = False,
-                     train: Sequence[str] | None = None, test: str | None = None, layers: str = "all",
-                     classifier: str = "logreg", protocol: str | None = None, stat: str = "mean", seeds: int = 1,
-                     C: float | None = None, classes: str | None = None, shuffle_labels: bool = False,
-                     out=None, overwrite: bool = False, device: str | None = None, progress: bool = False,
-                     command: str = "", params: dict | None = None) -> Registered:
-    """`run_probe` on one test corpus, through the registry `registry` (a `Registry`).
-
-    The configuration (CONFIG_KEYS) and the fingerprints of the stores read make the run's key:
-    a registered run with the same key is returned (reused=True) unless `force`. Otherwise the
-    probe runs, writes its files (`out`, default `default_out`) and is registered.
-    """
-    from classifiers.probe import default_out, run_probe
-    from classifiers.registry import run_key
-    from classifiers.results import forced_dir
-
-    config = probe_config(corpus, model=model, train=train, test=test, layers=layers, classifier=classifier,
-                          protocol=protocol, stat=stat, seeds=seeds, C=C, classes=classes,
-                          shuffle_labels=shuffle_labels, params=params)
-    protocol, train = config["protocol"], config["train"]
-    stores = fingerprints(cache, model, _needed(corpus, train, test))
-    found = None if force else registry.find("probe", config, stores)
-    if found is not None and registered_files(found):
-        results = load_registered(found)
-        return Registered(found, results, reused=True, files=complete_figures(found, results))
-    settings = {k: v for k, v in config.items() if k != "model"}
-    if out is None:
-        out = forced_dir(default_out("probe", corpus or f"{'+'.join(train)}-to-{test}", model, settings), force)
-    try:
-        run = run_probe(corpus, layers=layers, classifier=classifier, protocol=protocol, stat=stat,
-                        train=train or None, test=[test] if test else None, seeds=seeds, model=model, cache=cache,
-                        out=out, C=C, device=device, shuffle_labels=shuffle_labels, classes=classes,
-                        overwrite=overwrite, progress=progress, params=params)
-        predictions = next((f for f in run.files if f.suffix == ".parquet"), None)
-        run_id = registry.register(kind="probe", config=config, stores=stores, results=run.results,
-                                   command=command, out=out, predictions=predictions)
-    except BaseException:
-        registry.release(run_key("probe", config, stores))  # a failed run never blocks an identical one
-        raise
-    return Registered(registry.run(run_id), run.results, reused=False, files=run.files)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -304,6 +304,11 @@ class PaperTable:
             r"\begin{tabular}{" + "l" * k + "r" * n + "}", r"\toprule", head, r"\midrule", *body, r"\bottomrule",
             r"\end{tabular}", r"\end{table}", ""])
 
+    @property
+    def long_columns(self) -> tuple[str, ...]:
+        """The columns of `long_rows` (CSV_FIELDS): what `classifiers.results.to_frame` keeps."""
+        return CSV_FIELDS
+
     def long_rows(self) -> list[dict]:
         """One dict per filled cell (the CSV's rows, `to_frame`'s input): the row's dimensions, the
         column, the score and CI, the layer, the run, and the comparison with its reference."""
