@@ -23,7 +23,9 @@ loads it too (`export_layout`: mean and layer-weighted heads as the family's own
 `trust_remote_code`); `EmotionClassifier.from_pretrained(dir)` loads it back, and the format-1
 directories of older ser and of Trainer checkpoints (ser's module names). A model with LoRA
 adapters (`classifiers.lora`, `ser finetune --adapter`) exports the adapters and the head only, on a
-base named by its weights sha256. No pickle. The pooling
+base named by its weights sha256 (`save_adapter_export`, `load_adapter_export`: this module owns
+both export formats; `classifiers.lora`, below it, the adapter spec, peft's wrapping and the
+adapter files' names). No pickle. The pooling
 heads themselves live in `classifiers.pooling` (torch only), the exported code in
 `classifiers.hf_modeling`.
 
@@ -53,6 +55,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from classifiers.lora import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    HEAD_WEIGHTS,
+    INSTALL,
+    AdapterError,
+    check_adapter_field,
+    head_state,
+    is_export,
+    peft_available,
+    quiet_peft,
+)
 from classifiers.pooling import (  # noqa: F401  (the heads, importable from here as before)
     AttentionPooling,
     BiLSTMPooling,
@@ -282,8 +296,6 @@ class ClassifierConfig:
             if not ok:
                 raise bad(f"field {name!r} has the unusable value {getattr(config, name)!r}")
         if config.adapter is not None:
-            from classifiers.lora import check_adapter_field
-
             check_adapter_field(config.adapter, where)
         if config.input_kind == "log-mel":
             fe = config.front_end
@@ -515,16 +527,14 @@ class EmotionClassifier(nn.Module):
         for heads transformers has no class for, modeling_ser.py + pooling.py. transformers=False
         (Trainer checkpoints, format 1): config.json + model.safetensors with ser's module names,
         which the Trainer's own reload of the best checkpoint expects. A model with LoRA adapters
-        (`config.adapter`) exports the adapters and the head only (`classifiers.lora.save_export`).
+        (`config.adapter`) exports the adapters and the head only (`save_adapter_export`).
         """
         from safetensors.torch import save_file
 
         from featstore.outputs import atomic_output, write_text
 
         if transformers and self.config.adapter is not None:
-            from classifiers.lora import save_export
-
-            return save_export(self, directory)
+            return save_adapter_export(self, directory)
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = state_dict if state_dict is not None else self.state_dict()
@@ -551,7 +561,7 @@ class EmotionClassifier(nn.Module):
         every tensor (names, shapes, finite values) is checked first (HeadError naming the file).
 
         An adapter export loads its base model (recorded, found by its weights hash, or `backbone`:
-        `--backbone DIR`) and refuses one whose weights differ (`classifiers.lora.load_export`);
+        `--backbone DIR`) and refuses one whose weights differ (`load_adapter_export`);
         `backbone` is for adapter exports only."""
         directory = Path(directory)
         if not is_classifier_dir(directory):
@@ -563,9 +573,7 @@ class EmotionClassifier(nn.Module):
         data = json.loads(path.read_text(encoding="utf-8"))
         config = ClassifierConfig.from_json(data, path)
         if config.adapter is not None:
-            from classifiers.lora import load_export
-
-            return load_export(directory, config, backbone=backbone).to(device).eval()
+            return load_adapter_export(directory, config, backbone=backbone).to(device).eval()
         if backbone is not None:
             raise HeadError(f"--backbone is for saved probes and adapter exports; the fine-tuned model in {directory} "
                             f"carries its own backbone weights: leave --backbone out")
@@ -735,10 +743,82 @@ def _check_state(state: dict, expected: dict, where: Path) -> None:
                             f"(retrain it, e.g. with a lower --lr)")
 
 
+# -- adapter exports (LoRA adapters + head on a named base, classifiers.lora) ---------------------
+
+def save_adapter_export(clf: EmotionClassifier, directory: str | Path) -> Path:
+    """Write an adapter export (`classifiers.lora`'s docstring lists the files): the adapters by
+    peft's save_pretrained (safetensors), the head, config.json and preprocessor_config.json, each
+    file whole. `EmotionClassifier.save_pretrained` calls it for a model with `config.adapter`."""
+    from safetensors.torch import save_file
+
+    from featstore.outputs import atomic_output, write_text
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    clf.backbone.save_pretrained(str(directory), safe_serialization=True)
+    with atomic_output(directory / HEAD_WEIGHTS) as tmp:
+        save_file(head_state(clf), str(tmp), metadata={"format": "pt", "ser_kind": MODEL_KIND})
+    _write_preprocessor(directory, clf.config)
+    write_text(directory / CONFIG_NAME, serialize.dumps(clf.config.to_json(), indent=1))
+    return directory
+
+
+def load_adapter_export(directory: str | Path, config: ClassifierConfig, *, backbone: str | Path | None = None,
+                        merge: bool = True) -> EmotionClassifier:
+    """The classifier of an adapter export on its base model (eval mode, on the CPU);
+    `EmotionClassifier.from_pretrained` calls it for a config with `adapter`.
+
+    The base is the recorded one (hub id, or a local directory; one that moved is found by its
+    weights hash, `featstore.backbone.locate_model`) or `backbone` (`--backbone DIR`). A base whose
+    weights sha256 differs from the recorded one is refused in one line naming both. merge: fold
+    the adapters into the base weights (peft's merge_and_unload: a plain backbone, as fast as the
+    base); False keeps peft's modules (the tests compare parameters by name)."""
+    from peft import PeftModel
+
+    from featstore.backbone import load_backbone, locate_model
+
+    directory = Path(directory)
+    adapter = config.adapter
+    check_adapter_field(adapter, directory / "config.json")
+    if not is_export(directory):
+        missing = [n for n in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, HEAD_WEIGHTS) if not (directory / n).is_file()]
+        raise AdapterError(f"{directory}: an adapter export without {', '.join(missing)}; re-export the model with "
+                           f"`ser finetune`")
+    if not peft_available():
+        raise AdapterError(f"{directory} holds a LoRA adapter, which needs the peft package: {INSTALL}")
+    recorded = adapter.get("base_weights_sha256")
+    where = locate_model(adapter["base_model"], recorded, backbone=backbone, recorded_in=directory / "config.json")
+    bb = load_backbone(where)
+    if recorded and bb.weights_sha256 != recorded:
+        raise AdapterError(f"{directory}: the adapter was trained on {adapter['base_model']} with weights sha256 "
+                           f"{recorded}, but {where} has weights sha256 {bb.weights_sha256}; pass the base it was "
+                           f"trained on with --backbone DIR")
+    model = EmotionClassifier(config, backbone=bb.model)
+    try:
+        with quiet_peft():
+            model.backbone = PeftModel.from_pretrained(model.backbone, str(directory), is_trainable=False)
+    except (ValueError, KeyError, RuntimeError, OSError) as e:
+        raise AdapterError(f"{directory / ADAPTER_WEIGHTS}: cannot be applied to {where} "
+                           f"({' '.join(str(e).split())[:300]}); re-export the model with `ser finetune`") from e
+    head, _ = load_safetensors(directory / HEAD_WEIGHTS)
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+    _check_state(head, expected, directory / HEAD_WEIGHTS)
+    model.load_state_dict(head, strict=False)
+    lora = [(n, p) for n, p in model.backbone.named_parameters() if "lora_" in n]
+    if not lora:
+        raise HeadError(f"{directory / ADAPTER_WEIGHTS}: no LoRA weights matched the base's modules; re-export "
+                        f"the model with `ser finetune`")
+    for n, p in lora:
+        if not torch.isfinite(p).all():
+            raise HeadError(f"{directory / ADAPTER_WEIGHTS}: tensor {n} holds NaN or infinite values; the model is "
+                            f"unusable (retrain it, e.g. with a lower --lr)")
+    if merge:
+        model.backbone = model.backbone.merge_and_unload()
+    return model.eval()
+
+
 def is_classifier_dir(directory: str | Path) -> bool:
     """Whether `directory` holds an `EmotionClassifier` saved with `save_pretrained`."""
-    from classifiers.lora import is_export
-
     path = Path(directory) / CONFIG_NAME
     if not path.is_file() or not ((Path(directory) / WEIGHTS_NAME).is_file() or is_export(directory)):
         return False
@@ -750,10 +830,10 @@ def is_classifier_dir(directory: str | Path) -> bool:
 
 def is_adapter_dir(directory: str | Path) -> bool:
     """Whether `directory` holds an adapter export (`classifiers.lora`: adapters + head on a named base)."""
-    from classifiers.lora import is_export
-
     return is_classifier_dir(directory) and is_export(directory)
 
+
+# -- a new classifier -----------------------------------------------------------------------------
 
 def build_classifier(backbone_id: str, labels: Sequence[str], *, pooling: str = "mean",
                      freeze: str = "feature-encoder", dropout: float = 0.1, lstm_size: int = 128,

@@ -19,7 +19,8 @@ out_proj in wav2vec2, HuBERT, WavLM, data2vec-audio, UniSpeech and Whisper encod
 linear_k / linear_v / linear_out in wav2vec2-conformer and w2v-BERT 2.0; only
 `encoder.layers.<i>.<attention>.<projection>` (Whisper: `layers.<i>.self_attn.<projection>`) is adapted.
 
-An adapter export (`save_export`, `<fold>/model/` of a LoRA run):
+An adapter export (`<fold>/model/` of a LoRA run; written and read by `classifiers.heads`,
+`EmotionClassifier.save_pretrained` / `from_pretrained`, from the pieces here):
 
     config.json                 ser's classifier config (labels, pooling, the backbone's config) with
                                 `adapter`: the spec, peft's target pattern, the base model (hub id or
@@ -30,8 +31,14 @@ An adapter export (`save_export`, `<fold>/model/` of a LoRA run):
     preprocessor_config.json    how to feed it (ser's per-clip normalisation)
     README.md                   the model card (it says the directory is an adapter)
 
-`load_export` rebuilds the classifier on the base (found as saved probes find theirs:
-`featstore.backbone.locate_model`, or `--backbone DIR`), refusing a base whose weights hash differs.
+`classifiers.heads.load_adapter_export` rebuilds the classifier on the base (found as saved probes
+find theirs: `featstore.backbone.locate_model`, or `--backbone DIR`), refusing a base whose weights
+hash differs.
+
+Layering: this module is below `classifiers.heads` and imports nothing of it (no import cycle);
+the functions that take a classifier (`apply_lora`, `head_state`, `trained_state`) take an
+`EmotionClassifier` by its parts (`backbone`, `pooling`, `classifier`, `config`). Light on import:
+torch and peft are imported inside the functions that need them (the spec is checked at parse time).
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ from typing import TYPE_CHECKING
 from featstore.errors import SerError
 
 if TYPE_CHECKING:
-    from classifiers.heads import ClassifierConfig, EmotionClassifier
+    from torch import nn
 
 #: short target names -> the module names families give that projection
 PROJECTIONS: dict[str, tuple[str, ...]] = {"q": ("q_proj", "linear_q"), "k": ("k_proj", "linear_k"),
@@ -180,7 +187,7 @@ def target_pattern(backbone, spec: LoraSpec) -> str:
 
 
 @contextmanager
-def _quiet_peft():
+def quiet_peft():
     """peft asks transformers 5 for `is_gradient_checkpointing`, which warns (FutureWarning) on every
     wrap: not the user's concern, so not printed."""
     with warnings.catch_warnings():
@@ -195,8 +202,8 @@ def parameter_counts(model) -> dict:
             "total_params": int(sum(p.numel() for p in params))}
 
 
-def apply_lora(clf: EmotionClassifier, spec: str | LoraSpec, *, seed: int = 0) -> EmotionClassifier:
-    """Wrap `clf.backbone` with LoRA adapters (peft's get_peft_model): every backbone weight frozen
+def apply_lora(clf: nn.Module, spec: str | LoraSpec, *, seed: int = 0) -> nn.Module:
+    """Wrap `clf.backbone` (`clf`: a `classifiers.heads.EmotionClassifier`) with LoRA adapters (peft's get_peft_model): every backbone weight frozen
     but the adapters, the pooling head and classifier trainable. The adapters' initialisation
     follows `seed` (lora_B starts at zero, so the model's function is unchanged at first).
     Records the adapter (spec, target pattern, base model and its weights sha256) in
@@ -216,7 +223,7 @@ def apply_lora(clf: EmotionClassifier, spec: str | LoraSpec, *, seed: int = 0) -
     if is_local_id(base) and Path(base).expanduser().is_dir():
         base = str(Path(base).expanduser().resolve())
     torch.manual_seed(seed)
-    with _quiet_peft():
+    with quiet_peft():
         clf.backbone = get_peft_model(clf.backbone, LoraConfig(
             r=parsed.r, lora_alpha=parsed.alpha, lora_dropout=parsed.dropout, target_modules=pattern, bias="none",
             base_model_name_or_path=base))
@@ -228,38 +235,19 @@ def apply_lora(clf: EmotionClassifier, spec: str | LoraSpec, *, seed: int = 0) -
     return clf
 
 
-def head_state(clf: EmotionClassifier) -> dict:
+def head_state(clf: nn.Module) -> dict:
     """The pooling head's and the classifier's tensors (ser's names), on the CPU."""
     return {k: v.detach().to("cpu").contiguous() for k, v in clf.state_dict().items()
             if not k.startswith("backbone.")}
 
 
-def trained_state(clf: EmotionClassifier, state: dict | None = None) -> dict:
+def trained_state(clf: nn.Module, state: dict | None = None) -> dict:
     """The entries of `state` (default: `clf.state_dict()`) a LoRA run trains: the parameters that require
     grad (the adapters) and everything outside the backbone (pooling head, classifier). What the run's
     Trainer checkpoints hold: resuming loads them over the same frozen base (`finetune`'s SerTrainer)."""
     state = clf.state_dict() if state is None else state
     trained = {n for n, p in clf.named_parameters() if p.requires_grad}
     return {k: v for k, v in state.items() if k in trained or not k.startswith("backbone.")}
-
-
-def save_export(clf: EmotionClassifier, directory: str | Path) -> Path:
-    """Write an adapter export (module docstring): the adapters by peft's save_pretrained
-    (safetensors), the head, config.json and preprocessor_config.json, each file whole."""
-    from safetensors.torch import save_file
-
-    from classifiers.heads import CONFIG_NAME, MODEL_KIND, _write_preprocessor
-    from featstore import serialize
-    from featstore.outputs import atomic_output, write_text
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    clf.backbone.save_pretrained(str(directory), safe_serialization=True)
-    with atomic_output(directory / HEAD_WEIGHTS) as tmp:
-        save_file(head_state(clf), str(tmp), metadata={"format": "pt", "ser_kind": MODEL_KIND})
-    _write_preprocessor(directory, clf.config)
-    write_text(directory / CONFIG_NAME, serialize.dumps(clf.config.to_json(), indent=1))
-    return directory
 
 
 def is_export(directory: str | Path) -> bool:
@@ -279,58 +267,3 @@ def check_adapter_field(adapter, where) -> None:
         raise AdapterError(f"{where}: field 'adapter' {adapter!r} is not a recorded LoRA adapter (method, spec, "
                            f"target_modules, base_model, base_weights_sha256); re-export the model with `ser finetune`")
     parse_adapter(adapter["spec"])
-
-
-def load_export(directory: str | Path, config: ClassifierConfig, *, backbone: str | Path | None = None,
-                merge: bool = True) -> EmotionClassifier:
-    """The classifier of an adapter export on its base model (eval mode, on the CPU).
-
-    The base is the recorded one (hub id, or a local directory; one that moved is found by its
-    weights hash, `featstore.backbone.locate_model`) or `backbone` (`--backbone DIR`). A base whose
-    weights sha256 differs from the recorded one is refused in one line naming both. merge: fold
-    the adapters into the base weights (peft's merge_and_unload: a plain backbone, as fast as the
-    base); False keeps peft's modules (the tests compare parameters by name)."""
-    import torch
-    from peft import PeftModel
-
-    from classifiers.heads import EmotionClassifier, HeadError, _check_state, load_safetensors
-    from featstore.backbone import load_backbone, locate_model
-
-    directory = Path(directory)
-    adapter = config.adapter
-    check_adapter_field(adapter, directory / "config.json")
-    if not is_export(directory):
-        missing = [n for n in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, HEAD_WEIGHTS) if not (directory / n).is_file()]
-        raise AdapterError(f"{directory}: an adapter export without {', '.join(missing)}; re-export the model with "
-                           f"`ser finetune`")
-    if not peft_available():
-        raise AdapterError(f"{directory} holds a LoRA adapter, which needs the peft package: {INSTALL}")
-    recorded = adapter.get("base_weights_sha256")
-    where = locate_model(adapter["base_model"], recorded, backbone=backbone, recorded_in=directory / "config.json")
-    bb = load_backbone(where)
-    if recorded and bb.weights_sha256 != recorded:
-        raise AdapterError(f"{directory}: the adapter was trained on {adapter['base_model']} with weights sha256 "
-                           f"{recorded}, but {where} has weights sha256 {bb.weights_sha256}; pass the base it was "
-                           f"trained on with --backbone DIR")
-    model = EmotionClassifier(config, backbone=bb.model)
-    try:
-        with _quiet_peft():
-            model.backbone = PeftModel.from_pretrained(model.backbone, str(directory), is_trainable=False)
-    except (ValueError, KeyError, RuntimeError, OSError) as e:
-        raise AdapterError(f"{directory / ADAPTER_WEIGHTS}: cannot be applied to {where} "
-                           f"({' '.join(str(e).split())[:300]}); re-export the model with `ser finetune`") from e
-    head, _ = load_safetensors(directory / HEAD_WEIGHTS)
-    expected = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
-    _check_state(head, expected, directory / HEAD_WEIGHTS)
-    model.load_state_dict(head, strict=False)
-    lora = [(n, p) for n, p in model.backbone.named_parameters() if "lora_" in n]
-    if not lora:
-        raise HeadError(f"{directory / ADAPTER_WEIGHTS}: no LoRA weights matched the base's modules; re-export "
-                        f"the model with `ser finetune`")
-    for n, p in lora:
-        if not torch.isfinite(p).all():
-            raise HeadError(f"{directory / ADAPTER_WEIGHTS}: tensor {n} holds NaN or infinite values; the model is "
-                            f"unusable (retrain it, e.g. with a lower --lr)")
-    if merge:
-        model.backbone = model.backbone.merge_and_unload()
-    return model.eval()

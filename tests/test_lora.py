@@ -20,7 +20,6 @@ from classifiers.lora import (
     LoraSpec,
     apply_lora,
     parse_adapter,
-    save_export,
     target_pattern,
 )
 from featstore.corpora import get_corpus
@@ -118,6 +117,35 @@ def test_targets_map_to_each_familys_projection_names(tmp_path):
         target_pattern(torch.nn.Sequential(torch.nn.Linear(2, 2)), spec)
 
 
+def test_lora_is_below_heads_and_an_adapter_export_round_trips(tmp_path):
+    """classifiers.lora imports no classifiers module (issue 22, item 10: no heads <-> lora cycle); heads
+    owns both export formats, so `EmotionClassifier.from_pretrained` (the model card's usage) loads an
+    adapter export with nothing else imported, and gives the saved model's outputs."""
+    from tests.test_import_graph import import_graph
+
+    graph = import_graph()
+    assert not {m for m in graph["classifiers.lora"] if m.split(".")[0] == "classifiers"}
+    assert "classifiers.lora" in graph["classifiers.heads"]
+    base = build_tiny_model(tmp_path / "base", "group")
+    clf = apply_lora(build_classifier(str(base), CLASSES, seed=0, freeze="none"), "lora:r=2,alpha=4", seed=0)
+    with torch.no_grad():                 # a trained-looking adapter: lora_B away from its zero start
+        for n, p in clf.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    clf.eval()
+    wave = torch.randn(2, 4000, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(wave, dtype=torch.long)
+    with torch.no_grad():
+        before = clf(wave, attention_mask=mask).logits
+    directory = clf.save_pretrained(tmp_path / "export")
+    assert is_adapter_dir(directory) and not (directory / "model.safetensors").exists()
+    loaded = EmotionClassifier.from_pretrained(directory)
+    with torch.no_grad():
+        after = loaded(wave, attention_mask=mask).logits
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+    assert not torch.equal(after, build_classifier(str(base), CLASSES, seed=0).eval()(wave, attention_mask=mask).logits)
+
+
 # -- training ------------------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -146,11 +174,10 @@ def test_only_adapter_and_head_parameters_change(corpus, run):
 
 
 def _trained_unmerged(model_dir: str) -> dict:
-    from classifiers.heads import ClassifierConfig
-    from classifiers.lora import load_export
+    from classifiers.heads import ClassifierConfig, load_adapter_export
 
     config = ClassifierConfig.from_json(json.loads((Path(model_dir) / "config.json").read_text()))
-    return load_export(model_dir, config, merge=False).state_dict()
+    return load_adapter_export(model_dir, config, merge=False).state_dict()
 
 
 @pytest.mark.slow
@@ -290,7 +317,8 @@ def test_export_is_under_five_percent_of_the_full_model(tmp_path):
     Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(base)
     _full_export(tmp_path / "full", base)
     clf = apply_lora(build_classifier(str(base), CLASSES, seed=0), "lora:r=8,alpha=16,targets=q,v")
-    save_export(clf, tmp_path / "adapter")
+    clf.save_pretrained(tmp_path / "adapter")            # an adapter model exports the adapters and the head
+    assert is_adapter_dir(tmp_path / "adapter")
     full, adapter = _size(tmp_path / "full"), _size(tmp_path / "adapter")
     print(f"export: full {full / 2**20:.1f} MiB, adapter + head {adapter / 2**10:.1f} KiB "
           f"({100 * adapter / full:.2f}%)")
