@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from classifiers.configs import NeighborsConfig, ProbeConfig, layer_spec_problem, names_problem
+from classifiers.configs import EvaluateConfig, NeighborsConfig, ProbeConfig, layer_spec_problem, names_problem
 from classifiers.targets import TARGETS
 from featstore.folds import PROTOCOLS
 from featstore.options import ExtractConfig
@@ -1662,39 +1662,14 @@ def results_compare(
 
     Example: ser results compare 3fa9c2 81d0e4 --metric uar
     """
-    from classifiers.stats import METRICS, StatsError
-
-    ccc_metrics = ("ccc", "ccc_arousal", "ccc_valence", "ccc_dominance")
-    if metric not in METRICS + ccc_metrics:
-        raise StatsError(f"unknown --metric {metric!r}: use one of {', '.join(METRICS + ccc_metrics)}")
-    if len(run_ids) < 2:
-        raise StatsError("name at least two runs to compare (see `ser results ls`)")
     from featstore.outputs import check_output
 
     if out is not None:
         check_output(out, suffixes=(".png", ".pdf", ".svg"))
-    from classifiers.compare import run_differences, what_differs
     from classifiers.registry import Registry
-    from classifiers.report import comparison_figure
-    from classifiers.study import load_registered
+    from classifiers.report import compare_runs, comparison_figure
 
-    registry = Registry(_db(db))
-    runs = [registry.run(r) for r in run_ids]
-    if metric in ccc_metrics:
-        from classifiers.dimensional import compare_dimensional
-
-        summary, rows = compare_dimensional(runs, metric, layer)
-        name = "CCC" if metric == "ccc" else f"CCC {metric.removeprefix('ccc_')}"
-    else:
-        from classifiers.dimensional import is_dimension_scored
-
-        scored = [r["id"] for r in runs if is_dimension_scored(r)]
-        if scored:
-            raise StatsError(f"run(s) {', '.join(scored)} are scored on emotion dimensions: compare with --metric ccc "
-                             f"(or ccc_arousal, ccc_valence, ccc_dominance)")
-        summary, rows = run_differences([(r["id"], load_registered(r)) for r in runs], metric, layer,
-                                        differs=what_differs(runs))
-        name = metric.upper() if metric != "macro_f1" else "macro-F1"
+    runs, summary, rows, name = compare_runs(Registry(_db(db)), run_ids, metric, layer)
     _print_table(["run", "setting", name, "95% speaker CI", "speakers"],
                  [[s["run"], s["setting"], f"{s['value']:.3f}", f"[{s['low']:.3f}, {s['high']:.3f}]", str(s["n_groups"])]
                   for s in summary], title="runs")
@@ -1862,33 +1837,21 @@ def _study_dry_run(path, cells, spec, cache, model, device) -> None:
 
 
 EVAL_CORPUS_OPT = typer.Option(..., "--corpus", "-c", help="The corpus to score on.")
-FOLD_OPT = typer.Option(None, "--fold", help="Only this fold's test speakers (e.g. luna-0).")
-FOLD_PROTOCOL_OPT = typer.Option(None, "--protocol", "-p", help="Fold protocol of --fold (default: the corpus' standard).")
-MAP_OPT = typer.Option(None, "--map", help="Relabel a class in the test labels and the model's predictions, e.g. "
-                       "calm=neutral (repeatable).")
-DROP_OPT = typer.Option(None, "--drop", help="Leave out a class: its test utterances and the model's predictions of "
-                        "it (argmax over the rest; repeatable).")
 EVAL_OUT_OPT = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Directory the run is written to (default: "
                             "evaluate-... in the results root).")
 EVAL_FORCE_OPT = typer.Option(False, "--force", help="Score again even if an identical evaluation is registered.")
-EVAL_TARGET_OPT = typer.Option(None, "--target", callback=_rule(_target),
-                               help=f"What to score: {', '.join(TARGETS)} (default: what the model predicts; a "
-                                    f"multitask model's dimensions need --target).")
 
 
 @app.command()
 @friendly
 @deprecated_alias("--model", "--trained", short="-m")
+@_config_options(EvaluateConfig)
 @_with_formats
 def evaluate(
     trained: Path = TRAINED_OPT,
     corpus: str = EVAL_CORPUS_OPT,
     root: Path | None = ROOT_OPT,
     cache: Path | None = CACHE_OPT,
-    fold: str | None = FOLD_OPT,
-    protocol: str | None = FOLD_PROTOCOL_OPT,
-    map_: list[str] | None = MAP_OPT,
-    drop: list[str] | None = DROP_OPT,
     out: Path | None = EVAL_OUT_OPT,
     device: str | None = DEVICE_OPT,
     db: Path | None = DB_OPT,
@@ -1896,22 +1859,23 @@ def evaluate(
     fmt: str | None = FORMAT_OPT,
     threads: int | None = THREADS_OPT,
     force: bool = EVAL_FORCE_OPT,
-    target: str | None = EVAL_TARGET_OPT,
+    options: dict | None = None,
 ):
     """Score a saved probe or a fine-tuned model on a whole corpus (or one fold's test speakers):
     every test utterance, and only the classes shared with training; confusion heatmap,
     predictions and a registry row. A saved probe reads the store's features when present.
+    The options are `classifiers.configs.EvaluateConfig`'s fields.
 
     Example: ser evaluate --trained RUN/luna-0/model --corpus cremad   (RUN: the folder ser finetune printed)
     """
     _threads(threads)
+    from classifiers.configs import EvaluateConfig
     from classifiers.registry import Registry
-    from classifiers.scoring import evaluate_model, parse_maps
 
-    maps, dev, corpus = parse_maps(map_ or []), _device_opt(device), _corpus(corpus)
-    res = evaluate_model(trained, corpus, cache=_cache(cache), root=root, fold=fold, protocol=protocol, maps=maps,
-                         drop=drop or [], out=out, device=dev, registry=Registry(_db(db)), command=_command(),
-                         backbone=backbone, force=force, target=target)
+    corpus = _corpus(corpus)
+    config = EvaluateConfig(model_dir=trained, corpus=corpus, backbone=backbone, **options)
+    res = config.run(cache=_cache(cache), root=root, out=out, device=_device_opt(device), registry=Registry(_db(db)),
+                     command=_command(), force=force)
     _print_evaluation(res, trained, corpus)
 
 

@@ -223,3 +223,4 @@ def run_differences(runs: Sequence[tuple[str, object]], metric: str = "uar", lay
         except StatsError as e:
             raise StatsError(f"cannot compare run {name} with run {first_name}: {e}") from e
     return summary, with_holm(rows)
+

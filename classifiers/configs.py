@@ -109,8 +109,18 @@ def _model_option():
     return option(None, "Hub id or local directory of the backbone whose stores are read.", cli=False)
 
 
+class _FeatureRun(RunConfig):
+    """A run over cached features: its stores are the `model`'s stores of `needed()` corpora."""
+
+    def current_stores(self, cache, root=None) -> list[dict]:
+        """The fingerprints of the stores the run reads, as they are now (`ser results rerun` compares them)."""
+        from classifiers.runfiles import fingerprints
+
+        return fingerprints(cache, self.model, self.needed())
+
+
 @dataclass
-class ProbeConfig(RunConfig):
+class ProbeConfig(_FeatureRun):
     """A probe run: a layer sweep on one corpus' folds, multi-corpus training (`train`), or
     cross-corpus transfer (`train` -> `test`); a categorical classifier scored by UAR, or, with a
     dimensional `target`, a regressor scored by CCC."""
@@ -263,7 +273,7 @@ class ProbeConfig(RunConfig):
 
 
 @dataclass
-class MatrixConfig(RunConfig):
+class MatrixConfig(_FeatureRun):
     """A transfer matrix: every corpus trained on and tested against every other at one layer (the
     diagonal: each corpus' own folds), UAR per cell or, with a dimensional `target`, CCC."""
 
@@ -364,7 +374,7 @@ class MatrixConfig(RunConfig):
 
 
 @dataclass
-class NeighborsConfig(RunConfig):
+class NeighborsConfig(_FeatureRun):
     """A neighbours analysis: neighbour purity per layer, leave-one-speaker-out kNN, cross-corpus
     retrieval (exact faiss search)."""
 
@@ -403,3 +413,74 @@ class NeighborsConfig(RunConfig):
 
 #: kind -> its configuration class (fine-tuning: `classifiers.finetune.FinetuneConfig`)
 CONFIGS = {"probe": ProbeConfig, "matrix": MatrixConfig, "neighbors": NeighborsConfig}
+
+
+@dataclass
+class EvaluateConfig(RunConfig):
+    """Scoring a trained model (a saved probe or a fine-tuned model directory) on a corpus, or on
+    one fold's test speakers; `--map/--drop` relabel the test truth and the model's classes."""
+
+    kind: ClassVar[str] = "evaluate"
+    FIXED_KEYS: ClassVar[tuple[str, ...]] = ("model_sha256",)
+
+    model_dir: str | None = option(None, "A fine-tuned model directory or a saved probe (--save-probe).", cli=False)
+    corpus: str | None = option(None, "The corpus to score on.", cli=False)
+    fold: str | None = option(None, "Only this fold's test speakers (e.g. luna-0).")
+    protocol: str | None = option(None, "Fold protocol of --fold (default: the corpus' standard).", short="-p",
+                                  check=protocol_problem)
+    maps: list[str] = option([], "Relabel a class in the test labels and the model's predictions, e.g. calm=neutral "
+                                 "(repeatable).", flag="--map", many=True)
+    drop: list[str] = option([], "Leave out a class: its test utterances and the model's predictions of it (argmax "
+                                 "over the rest; repeatable).", many=True)
+    target: str | None = option(None, "What to score: emotion, arousal, valence, dominance, avd (default: what the "
+                                      "model predicts; a multitask model's dimensions need --target).",
+                                check=_choice(_targets))
+    backbone: str | None = option(None, "The backbone of a saved probe or adapter export where it is now (not part "
+                                        "of the run's identity).", cli=False)
+
+    def __post_init__(self):
+        from classifiers.scoring import parse_maps
+
+        if isinstance(self.maps, dict):
+            self.maps = [f"{k}={v}" for k, v in self.maps.items()]
+        self.maps = list(self.maps or [])
+        parse_maps(self.maps)
+        self.drop = [self.drop] if isinstance(self.drop, str) else list(self.drop or [])
+        self.fold = None if self.fold is None else str(self.fold)
+        self._check_fields()
+        if not self.model_dir or not self.corpus:
+            raise ConfigError("an evaluation needs the trained model (--trained) and the corpus to score on (--corpus)")
+        self.model_dir = str(self.model_dir)
+
+    @property
+    def model(self) -> str:            # what `ser results` shows as a run's model
+        return self.model_dir
+
+    def mapping(self) -> dict[str, str]:
+        from classifiers.scoring import parse_maps
+
+        return parse_maps(self.maps)
+
+    def key(self) -> dict:
+        from classifiers.scoring import evaluate_key
+
+        return evaluate_key(self.model_dir, self.corpus, fold=self.fold, protocol=self.protocol, maps=self.mapping(),
+                            drop=self.drop, target=self.target)
+
+    def current_stores(self, cache, root=None) -> list[dict]:
+        from classifiers.scoring import evaluate_stores
+
+        return evaluate_stores(self.model_dir, self.corpus, cache, root, self.backbone, self.target)
+
+    def run(self, *, cache, registry=None, force: bool = False, out=None, device: str = "auto", root=None,
+            command: str = "", progress: bool = False):
+        """`classifiers.scoring.evaluate_model` with these options (an `Evaluation`)."""
+        from classifiers.scoring import evaluate_model
+
+        return evaluate_model(self.model_dir, self.corpus, cache=cache, root=root, fold=self.fold,
+                              protocol=self.protocol, maps=self.mapping(), drop=self.drop, out=out, device=device or
+                              "auto", registry=registry, command=command, backbone=self.backbone, force=force,
+                              target=self.target)
+
+
+CONFIGS["evaluate"] = EvaluateConfig

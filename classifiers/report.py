@@ -532,3 +532,39 @@ def write_report(runs: Sequence[tuple[dict, object]], out: str | Path, *, title:
             + "\n".join(sections) + "</body></html>")
     return write_text(out, page)
 
+
+#: the CCC metrics of runs scored on emotion dimensions (`classifiers.dimensional.compare_dimensional`)
+CCC_METRICS = ("ccc", "ccc_arousal", "ccc_valence", "ccc_dominance")
+
+
+def compare_runs(registry, run_ids, metric: str = "uar", layer=None) -> tuple[list[dict], list[dict], list[dict], str]:
+    """`ser results compare` as a notebook calls it: registered runs (ids or results folders) of any
+    kind side by side, each against the first, paired on the test utterances they share.
+
+    Returns (the registry rows, summary: one row per run with its setting, score and speaker CI;
+    differences: each run against the first, with CI, p and Holm-adjusted p; the metric's name).
+    Categorical metrics (uar, wa, macro_f1) pair runs by `run_differences`; the CCC metrics pair
+    dimensional runs on the clips both rated. A metric or a run that cannot be compared is one line."""
+    from classifiers.compare import run_differences, what_differs
+    from classifiers.runfiles import load_registered
+    from classifiers.stats import METRICS, StatsError
+
+    if metric not in METRICS + CCC_METRICS:
+        raise StatsError(f"unknown --metric {metric!r}: use one of {', '.join(METRICS + CCC_METRICS)}")
+    if len(run_ids) < 2:
+        raise StatsError("name at least two runs to compare (see `ser results ls`)")
+    runs = [registry.run(r) for r in run_ids]
+    if metric in CCC_METRICS:
+        from classifiers.dimensional import compare_dimensional
+
+        summary, rows = compare_dimensional(runs, metric, layer)
+        return runs, summary, rows, "CCC" if metric == "ccc" else f"CCC {metric.removeprefix('ccc_')}"
+    from classifiers.dimensional import is_dimension_scored
+
+    scored = [r["id"] for r in runs if is_dimension_scored(r)]
+    if scored:
+        raise StatsError(f"run(s) {', '.join(scored)} are scored on emotion dimensions: compare with --metric ccc "
+                         f"(or ccc_arousal, ccc_valence, ccc_dominance)")
+    summary, rows = run_differences([(r["id"], load_registered(r)) for r in runs], metric, layer,
+                                    differs=what_differs(runs))
+    return runs, summary, rows, metric.upper() if metric != "macro_f1" else "macro-F1"

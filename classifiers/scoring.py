@@ -187,6 +187,29 @@ def _score(y_true, y_pred, speakers, labels, what: str) -> Scored:
     return Scored(s["wa"], iv if iv is not None else f"{s['uar']:.3f}", s["macro_f1"], len(y_true), what)
 
 
+def evaluate_key(model_dir: str | Path, corpus: str, *, fold: str | None = None, protocol: str | None = None,
+                 maps: dict[str, str] | None = None, drop: Sequence[str] = (), target: str | None = None) -> dict:
+    """The configuration an evaluation is registered under: the model's folder and content digest,
+    corpus, fold, protocol, maps, drop, and `target` when it picks a scored subset or a multitask
+    model's dimensions. A missing or foreign folder is one line before anything is read."""
+    from classifiers.predict import model_kind
+
+    model_dir = Path(model_dir)
+    model_kind(model_dir)
+    config = dict(model_dir=str(model_dir.resolve()), model_sha256=model_digest(model_dir), corpus=corpus, fold=fold,
+                  protocol=protocol, maps=dict(maps or {}), drop=sorted(dict.fromkeys(drop)))
+    if target not in (None, "emotion") and _target_dimensions(model_dir, target):
+        config["target"] = target            # the key of a scored subset or of a multitask model's dimensions
+    return config
+
+
+def evaluate_stores(model_dir: str | Path, corpus: str, cache, root=None, backbone=None,
+                    target: str | None = None) -> list[dict]:
+    """The fingerprints an evaluation's key holds beside its configuration (what `evaluate_model` reads)."""
+    model_dir = Path(model_dir)
+    return _stores(model_dir, corpus, None if _target_dimensions(model_dir, target) else cache, root, backbone)
+
+
 def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=None, fold: str | None = None,
                    protocol: str | None = None, maps: dict[str, str] | None = None, drop: Sequence[str] = (),
                    out: str | Path | None = None, device: str = "auto", registry=None,
@@ -209,7 +232,6 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
     returns the registered run (`Evaluation.reused`) without computing, unless `force`.
     """
     from classifiers.plots import confusion_heatmap, figure_paths
-    from classifiers.predict import model_kind
     from classifiers.predictions import block, write_predictions
     from classifiers.results import ProbeResults, check_out, declared_labels, make_record, settings_tag, write_results
     from featstore.backbone import model_slug
@@ -218,13 +240,9 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
 
     maps = dict(maps or {})
     model_dir = Path(model_dir)
-    model_kind(model_dir)                   # a missing or foreign folder is one line before anything is read
-    config = dict(model_dir=str(model_dir.resolve()), model_sha256=model_digest(model_dir), corpus=corpus, fold=fold,
-                  protocol=protocol, maps=maps, drop=sorted(dict.fromkeys(drop)))
+    config = evaluate_key(model_dir, corpus, fold=fold, protocol=protocol, maps=maps, drop=drop, target=target)
     dims = _target_dimensions(model_dir, target)
     if dims:
-        if target not in (None, "emotion"):
-            config["target"] = target            # the key of a scored subset or of a multitask model's dimensions
         return _evaluate_dimensions(model_dir, dims, corpus, config, root=root, fold=fold, protocol=protocol,
                                     maps=maps, drop=drop, out=out, device=device, registry=registry, command=command,
                                     backbone=backbone, force=force)

@@ -236,9 +236,12 @@ def rerun(run: dict, *, cache, registry, device: str | None = None, progress: bo
         raise SerError(f"run {run['id']} is a {run['kind']} run; ser results rerun re-executes "
                        f"{', '.join(CONFIGS)} runs (run again with its command: {run['command']})")
     config = CONFIGS[run["kind"]].from_key(run["config"])
+    if run["kind"] == "evaluate" and config.key()["model_sha256"] != run["config"].get("model_sha256"):
+        raise SerError(f"run {run['id']}: the model in {config.model_dir} changed since it was registered (its "
+                       f"content digest differs); a re-run would not be the same run")
     try:
-        now = fingerprints(cache, config.model, config.needed())
-    except StoreError as e:
+        now = config.current_stores(cache)
+    except (StoreError, OSError) as e:
         raise SerError(f"run {run['id']}: its stores cannot be read now ({e}); it cannot be re-run as registered") from e
     changed = _store_changes(run["stores"], now)
     if changed:
@@ -248,6 +251,9 @@ def rerun(run: dict, *, cache, registry, device: str | None = None, progress: bo
     if run["kind"] == "neighbors":
         nb = config.run(**common)
         after = Registered(nb.run, nb.results, reused=False, files=list(nb.files))
+    elif run["kind"] == "evaluate":
+        res = config.run(device=device or "auto", **common)
+        after = Registered(registry.run(res.run_id), res.results, reused=False, files=list(res.files))
     else:
         after = config.run(device=device, **common)
         after = after[0] if run["kind"] == "matrix" else after
@@ -334,9 +340,9 @@ def kind_keys(kind: str, *, dimensional: bool = False) -> list[str]:
 
         keys = _finetune_fields() + _signature(finetune_config)
     else:
-        from classifiers.scoring import evaluate_model
+        from classifiers.configs import EvaluateConfig
 
-        keys = _signature(evaluate_model) + ["model_sha256"]   # the model's digest, as `ser results show` prints it
+        keys = EvaluateConfig.cell_keys() + ["model_sha256"]   # the model's digest, as `ser results show` prints it
     keys = list(dict.fromkeys(keys))
     if kind == "probe":   # a probe cell says `models` and `classifiers` only (as `ser results show` prints it)
         keys = [MULTIPLIERS.get(k, k) for k in keys]
@@ -744,23 +750,20 @@ def cell_config(cell: Cell, model: str | None = None):
 
 
 def _evaluate_cell(cell: Cell, o: dict, *, cache, registry, force, device, progress, command) -> Registered:
-    """An evaluate cell: `scoring.evaluate_model` with the registry; `model_sha256` (as `ser results
-    show` prints it) must still be the model's digest."""
-    from classifiers.predict import model_kind
-    from classifiers.scoring import evaluate_model, model_digest
+    """An evaluate cell: its `classifiers.configs.EvaluateConfig` run with the registry; `model_sha256`
+    (as `ser results show` prints it) must still be the model's digest."""
+    from classifiers.configs import EvaluateConfig
 
-    model_dir = Path(o.pop("model_dir")).expanduser()
-    model_kind(model_dir)                 # a missing or foreign folder is one line
     sha = o.pop("model_sha256", None)
-    if sha is not None and sha != model_digest(model_dir):
-        raise StudyError(f"{cell.describe()}: the model in {model_dir} is not the one registered (model_sha256 "
-                         f"{sha} != {model_digest(model_dir)} now); drop model_sha256 to score the model as it is")
-    res = evaluate_model(model_dir, o.pop("corpus"), cache=cache, device=device or "auto", registry=registry,
-                         command=command, force=force, **o)
+    config = EvaluateConfig(model_dir=Path(o.pop("model_dir")).expanduser(), **o)
+    now = config.key()["model_sha256"]       # a missing or foreign folder is one line
+    if sha is not None and sha != now:
+        raise StudyError(f"{cell.describe()}: the model in {config.model_dir} is not the one registered (model_sha256 "
+                         f"{sha} != {now} now); drop model_sha256 to score the model as it is")
+    res = config.run(cache=cache, device=device or "auto", registry=registry, command=command, force=force)
     run = registry.run(res.run_id)
     results = res.results if res.reused is None else load_registered(run)
     return Registered(run, results, reused=res.reused is not None, files=list(res.files))
-
 
 def study_cache(path: str | Path, head: dict, cache=None) -> Path:
     """The feature cache of a study: `cache` (--cache) when given, else the file's [study] cache, else

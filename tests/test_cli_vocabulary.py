@@ -98,7 +98,7 @@ def test_evaluate_old_spelling_reaches_the_library(monkeypatch, tmp_path):
 
     monkeypatch.setattr(scoring, "evaluate_model", fake)
     r = invoke("evaluate", "--model", tmp_path / "probe", "--corpus", "ravdess", "--db", tmp_path / "ser.db")
-    assert r.exit_code == 2 and seen == {"model": tmp_path / "probe", "corpus": "ravdess"}
+    assert r.exit_code == 2 and seen == {"model": str(tmp_path / "probe"), "corpus": "ravdess"}
     assert lines(r) == ["warning: --model is deprecated for ser evaluate: use --trained (the old spelling goes in "
                         "the next release)", "error: stopped here"]
 

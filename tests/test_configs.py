@@ -13,7 +13,7 @@ from classifiers.registry import run_key
 from featstore.errors import SerError
 
 #: what a study or the CLI decides for a run, not what the run computes
-RUNTIME = {"cache", "registry", "force", "out", "overwrite", "device", "progress", "command", "params"}
+RUNTIME = {"cache", "registry", "force", "out", "overwrite", "device", "progress", "command", "params", "root"}
 
 
 def _options(fn) -> set[str]:
@@ -36,6 +36,10 @@ def test_each_config_is_its_library_functions_signature():
     assert _options(registered_matrix) == set(MatrixConfig.cell_keys()) - {"target", "alpha"}
     assert _options(registered_dimensional_matrix) == set(MatrixConfig.cell_keys(dimensional=True))
     assert _options(registered_neighbors) == {f.name for f in fields(NeighborsConfig)}
+    from classifiers.configs import EvaluateConfig
+    from classifiers.scoring import evaluate_model
+
+    assert _options(evaluate_model) == {f.name for f in fields(EvaluateConfig)}
 
 
 def _command(name: str):
@@ -44,7 +48,14 @@ def _command(name: str):
     return typer.main.get_command(app).commands[name]
 
 
-@pytest.mark.parametrize("command, config", [("probe", ProbeConfig), ("neighbors", NeighborsConfig)])
+def _evaluate_config():
+    from classifiers.configs import EvaluateConfig
+
+    return EvaluateConfig
+
+
+@pytest.mark.parametrize("command, config", [("probe", ProbeConfig), ("neighbors", NeighborsConfig),
+                                             ("evaluate", _evaluate_config())])
 def test_cli_options_are_generated_from_the_config(command, config):
     params = {p.name: p for p in _command(command).params}
     for f in fields(config):
