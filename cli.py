@@ -17,7 +17,14 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from classifiers.configs import EvaluateConfig, NeighborsConfig, ProbeConfig, layer_spec_problem, names_problem
+from classifiers.configs import (
+    EvaluateConfig,
+    MatrixConfig,
+    NeighborsConfig,
+    ProbeConfig,
+    layer_spec_problem,
+    names_problem,
+)
 from classifiers.targets import TARGETS
 from featstore.folds import PROTOCOLS
 from featstore.options import ExtractConfig
@@ -129,24 +136,12 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."))
 def deprecated_alias(old: str, new: str, *, short: str | None = None):
     """Keep an option's old spelling one release (issue 22, item 8: one meaning per option name).
 
-    A decorator, placed below `@friendly` (above `@_with_formats`), naming the old spelling and the
-    command's current option; the command declares only the new one, as usual::
-
-        @app.command()
-        @friendly
-        @deprecated_alias("--model", "--trained", short="-m")
-        def predict(..., trained: Path = typer.Option(..., "--trained", help=...)):
-
-    It adds a hidden option `old` (and `short`): a copy of the new option (type, callback, min/max,
-    metavar; no default, no envvar), whose value the command receives in the new option's
-    parameter. Given alone, it prints one line, `warning: --model is deprecated for ser predict: use
-    --trained (the old spelling goes in the next release)`; given together with the new spelling
-    (even at its default value), one `error:` line and exit 2. A new option declared required
-    (`...`) stays required: one of the two spellings must be given (click's usual "Missing option"
-    message names the new one). Stack one decorator per renamed option; for value options (a
-    renamed `--x/--no-x` flag needs its own handling).
+    Placed below `@friendly` (above `@_with_formats`), e.g. `@deprecated_alias("--model",
+    "--trained", short="-m")` on a command that declares only `--trained`: a hidden `--model`/`-m`
+    (the new option's type, checks and metavar) reaches the new parameter with one `warning:` line;
+    both spellings given (even the new one at its default) are one `error:` line, exit 2; a
+    required new option stays required. Value options only (a --x/--no-x flag needs its own).
     """
-    import copy
     import inspect
     import typing
 
@@ -156,32 +151,15 @@ def deprecated_alias(old: str, new: str, *, short: str | None = None):
         target = next(p for p in params if isinstance(p.default, typer.models.OptionInfo)
                       and new in (p.default.param_decls or ()))
         required = target.default.default is ...
-        info = copy.copy(target.default)
-        info.default = None if required else info.default
-        if required:                     # click's * marks only options it enforces itself: say it in words
-            info.help = f"{info.help or ''} (required)".lstrip()
-        params[params.index(target)] = target.replace(default=info)
         alias = f"{target.name}__{old.lstrip('-').replace('-', '_')}"
-        old_info = copy.copy(info)       # the same type, checks (callback, min/max) and metavar
-        old_info.param_decls = (old, short) if short else (old,)
-        old_info.default, old_info.hidden, old_info.envvar = None, True, None
-        hidden = inspect.Parameter(alias, inspect.Parameter.KEYWORD_ONLY, annotation=hints[target.name] | None,
-                                   default=old_info)
+        params[params.index(target)], hidden = _alias_options(target, hints[target.name], alias, old, short, required)
         context = inspect.Parameter(f"{alias}__ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
 
         @functools.wraps(fn)
         def wrapper(**kwargs):
             ctx = kwargs.pop(context.name)            # typer passes the click context to a typer.Context parameter
-            command = " ".join(["ser", *ctx.command_path.split()[1:]])
-            given = {name: getattr(ctx.get_parameter_source(name), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")
-                     for name in (target.name, alias)}
             old_value = kwargs.pop(alias)
-            if given[alias] and given[target.name]:
-                _error(f"{old} and {new} are one option of {command} ({old} is its old spelling): give {new} only")
-                raise typer.Exit(2)
-            if given[alias]:
-                _tagged("warning:", f"{old} is deprecated for {command}: use {new} (the old spelling goes in the "
-                                    f"next release)")
+            if _alias_given(ctx, target.name, alias, old, new):
                 kwargs[target.name] = old_value
             elif required and kwargs[target.name] is None:
                 ctx.fail(f"Missing option '{new}'.")  # click's own words and usage box, exit 2
@@ -192,6 +170,36 @@ def deprecated_alias(old: str, new: str, *, short: str | None = None):
         return wrapper
 
     return decorate
+
+
+def _alias_given(ctx, name: str, alias: str, old: str, new: str) -> bool:
+    """Whether the old spelling was given (one warning line); both spellings: one error line, exit 2."""
+    command = " ".join(["ser", *ctx.command_path.split()[1:]])
+    given = {n: getattr(ctx.get_parameter_source(n), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP")
+             for n in (name, alias)}
+    if given[alias] and given[name]:
+        _error(f"{old} and {new} are one option of {command} ({old} is its old spelling): give {new} only")
+        raise typer.Exit(2)
+    if given[alias]:
+        _tagged("warning:", f"{old} is deprecated for {command}: use {new} (the old spelling goes in the next release)")
+    return given[alias]
+
+
+def _alias_options(target, annotation, alias: str, old: str, short: str | None, required: bool):
+    """(the new option without a default of its own when required, the hidden old spelling: a copy
+    of it with the same type, checks (callback, min/max) and metavar, no default, no envvar)."""
+    import copy
+    import inspect
+
+    info = copy.copy(target.default)
+    info.default = None if required else info.default
+    if required:                     # click's * marks only options it enforces itself: say it in words
+        info.help = f"{info.help or ''} (required)".lstrip()
+    old_info = copy.copy(info)
+    old_info.param_decls = (old, short) if short else (old,)
+    old_info.default, old_info.hidden, old_info.envvar = None, True, None
+    return target.replace(default=info), inspect.Parameter(alias, inspect.Parameter.KEYWORD_ONLY,
+                                                           annotation=annotation | None, default=old_info)
 
 
 def _human(n: float) -> str:
@@ -331,31 +339,34 @@ def _with_formats(fn):
     return wrapper
 
 
+def _config_parameter(f, kind):
+    """The typer option of config field `f` (type `kind`): `--head-lr` for `head_lr` or the field's
+    `flag`, its short flag, default, help and parse-time `check`; a repeatable option for a `many`
+    field; a `--x/--no-x` pair for a bool."""
+    import inspect
+
+    simple = (int, float, str, bool, int | None, float | None, str | None)
+    meta = f.metadata
+    flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+    names = [f"{flag}/--no-{flag[2:]}" if kind is bool else flag] + ([meta["short"]] if meta.get("short") else [])
+    many = meta.get("many")
+    return inspect.Parameter(
+        f.name, inspect.Parameter.KEYWORD_ONLY,
+        annotation=list[str] | None if many else kind if kind in simple else str | None,
+        default=typer.Option(None if many else f.default, *names, help=meta["help"],
+                             callback=_rule(meta["check"]) if meta.get("check") else None))
+
+
 def _config_options(config_cls, *, first: bool = False):
-    """Give a command one option per CLI field of the dataclass `config_cls` (`--head-lr` for
-    `head_lr`, or the field's `flag`; its short flag, default, help and parse-time `check`; a
-    repeatable option for a `many` field); the command receives them as one dict, `options`
-    (a repeatable option not given is left out, so the field's default holds). `first`: the
-    config's options come before the command's own in --help."""
+    """Give a command one option per CLI field of the dataclass `config_cls` (`_config_parameter`);
+    the command receives them as one dict, `options` (a repeatable option not given is left out,
+    so the field's default holds). `first`: the config's options come before the command's own in --help."""
     import dataclasses
     import inspect
     import typing
 
     hints = typing.get_type_hints(config_cls)
-    simple = (int, float, str, bool, int | None, float | None, str | None)
-
-    def parameter(f) -> inspect.Parameter:
-        kind, meta = hints[f.name], f.metadata
-        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
-        names = [f"{flag}/--no-{flag[2:]}" if kind is bool else flag] + ([meta["short"]] if meta.get("short") else [])
-        many = meta.get("many")
-        return inspect.Parameter(
-            f.name, inspect.Parameter.KEYWORD_ONLY,
-            annotation=list[str] | None if many else kind if kind in simple else str | None,
-            default=typer.Option(None if many else f.default, *names, help=meta["help"],
-                                 callback=_rule(meta["check"]) if meta.get("check") else None))
-
-    extra = [parameter(f) for f in dataclasses.fields(config_cls) if f.metadata.get("cli", True)]
+    extra = [_config_parameter(f, hints[f.name]) for f in dataclasses.fields(config_cls) if f.metadata.get("cli", True)]
     names = [p.name for p in extra]
     many = {f.name for f in dataclasses.fields(config_cls) if f.metadata.get("many")}
 
@@ -581,13 +592,35 @@ def manifest(
         console.print(f"wrote {out}")
 
 
+FOLDS_PROTOCOL_OPT = typer.Option("standard", "--protocol", "-p",
+                                  help=f"{', '.join(PROTOCOLS)}.")
+
+
+def _print_folds(m, fl, name: str) -> int:
+    """The fold table (train/test counts, test speakers and labels, leaked speakers); the leaks' total."""
+    from featstore.folds import fold_summary
+
+    t = _table("fold", "train", "test", "test speakers", "test labels", "leaked speakers",
+               title=f"{m.corpus}: protocol {name}, {len(fl)} folds")
+    leaked_any = 0
+    for row in fold_summary(m.utterances, fl):
+        leaked = row["leaked_speakers"]
+        leaked_any += leaked
+        spk = row["test_speakers"]
+        spk_text = ", ".join(spk[:8]) + (f" (+{len(spk) - 8})" if len(spk) > 8 else "")
+        t.add_row(row["fold"], str(row["n_train"]), str(row["n_test"]), spk_text,
+                  ", ".join(f"{k} {v}" for k, v in row["test_labels"].items()),
+                  Text(str(leaked), style="red") if leaked else "0")
+    console.print(t)
+    return leaked_any
+
+
 @app.command()
 @friendly
 def folds(
     corpus: str | None = CORPUS_OPT,
     root: Path | None = ROOT_OPT,
-    protocol: str = typer.Option("standard", "--protocol", "-p",
-                                 help=f"{', '.join(PROTOCOLS)}."),
+    protocol: str = FOLDS_PROTOCOL_OPT,
     seed: int = typer.Option(0, "--seed", callback=NOT_NEGATIVE, help="Seed for speaker-kfold."),
 ):
     """Speakers and counts per fold, with a speaker-leakage check.
@@ -595,7 +628,7 @@ def folds(
     Example: ser folds --corpus ravdess --root /data/RAVDESS --protocol luna5
     """
     from featstore.corpora import get_corpus, load_manifest
-    from featstore.folds import check_protocol, fold_summary, make_folds
+    from featstore.folds import check_protocol, make_folds
 
     corpus = _corpus(corpus)
     protocol = check_protocol(protocol)
@@ -607,19 +640,7 @@ def folds(
         name = standard.name
         console.print(f"standard protocol for {corpus}: {name} ({standard.why})", highlight=False)
     fl = make_folds(m.utterances, name, seed=seed)
-    t = _table("fold", "train", "test", "test speakers", "test labels", "leaked speakers",
-              title=f"{m.corpus}: protocol {name}, {len(fl)} folds")
-    leaked_any = 0
-    for row in fold_summary(m.utterances, fl):
-        leaked = row["leaked_speakers"]
-        leaked_any += leaked
-        spk = row["test_speakers"]
-        spk_text = ", ".join(spk[:8]) + (f" (+{len(spk) - 8})" if len(spk) > 8 else "")
-        t.add_row(row["fold"], str(row["n_train"]), str(row["n_test"]), spk_text,
-                  ", ".join(f"{k} {v}" for k, v in row["test_labels"].items()),
-                  Text(str(leaked), style="red") if leaked else "0")
-    console.print(t)
-    if leaked_any:
+    if _print_folds(m, fl, name):
         _tagged("warning:", f"protocol {name} is not speaker-independent on {m.corpus}: "
                   "speakers occur in both train and test")
     else:
@@ -989,21 +1010,26 @@ OVERWRITE_OPT = typer.Option(False, "--overwrite", help="Replace the results alr
 FORCE_OPT = typer.Option(False, "--force", help="Run again (into a new folder) even if the registry holds this exact run.")
 
 
+MATRIX_OPT = typer.Option(None, "--matrix", callback=_rule(names_problem),
+                          help="Transfer matrix over corpora at one --layer, e.g. ravdess,emodb,emovo,cremad.")
+PROBE_OUT_OPT = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Results directory (default: probe-... named "
+                             "by the settings, in the results root).")
+SAVE_PROBE_OPT = typer.Option(None, "--save-probe", callback=OUT_DIR, help="Also fit the probe on all of --corpus at "
+                              "one --layer and save it for `ser predict` (logreg only).")
+
+
 @app.command()
 @friendly
 @_config_options(ProbeConfig, first=True)
 @_with_formats
 def probe(
-    matrix: str | None = typer.Option(None, "--matrix", callback=_rule(names_problem),
-                                      help="Transfer matrix over corpora at one --layer, e.g. ravdess,emodb,emovo,cremad."),
+    matrix: str | None = MATRIX_OPT,
     model: str | None = MODEL_OPT,
     cache: Path | None = CACHE_OPT,
     device: str | None = DEVICE_OPT,
-    out: Path | None = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Results directory (default: probe-... "
-                                    "named by the settings, in the results root)."),
+    out: Path | None = PROBE_OUT_OPT,
     overwrite: bool = OVERWRITE_OPT,
-    save_probe: Path | None = typer.Option(None, "--save-probe", callback=OUT_DIR, help="Also fit the probe on all of "
-                                           "--corpus at one --layer and save it for `ser predict` (logreg only)."),
+    save_probe: Path | None = SAVE_PROBE_OPT,
     db: Path | None = DB_OPT,
     force: bool = FORCE_OPT,
     fmt: str | None = FORMAT_OPT,
@@ -1012,30 +1038,24 @@ def probe(
 ):
     """Probe cached features: layer sweeps, multi-corpus training, cross-corpus transfer.
 
-    Every run is registered (the run registry: --db, default one per user); an identical configuration over identical
-    stores returns the registered run unless --force. Several --train sets: differences against the
-    first, with 95% speaker CI (jackknife-t) and paired p (Holm-adjusted). The options are
-    `classifiers.configs.ProbeConfig`'s fields (with --matrix, `MatrixConfig`'s): an option that
-    means nothing for the run asked for is refused, never ignored.
+    Every run is registered (--db): an identical one is shown unless --force. Several --train sets: differences
+    against the first (speaker CI, paired p, Holm). Options: ProbeConfig's fields (MatrixConfig's with --matrix).
 
     Examples:
       ser probe --layer 12                          (every cached corpus, side by side)
-      ser probe --corpus ravdess --layer all --protocol luna5
       ser probe --corpus ravdess --train ravdess --train ravdess,emodb --train ravdess,emodb,emovo
       ser probe --train ravdess,emodb --test cremad --layer 12 --classes shared
       ser probe --matrix ravdess,emodb,emovo,cremad --layer 12
       ser probe --corpus iemocap --target avd       (CCC per layer for arousal, valence, dominance)
     """
     _threads(threads)
-    from classifiers.configs import MatrixConfig
     from classifiers.registry import Registry
-    from classifiers.runfiles import command_line
 
     config = ProbeConfig(model=model, **options)
     if save_probe:
         config.check_savable(matrix=bool(matrix))
     run = dict(cache=_cache(cache), registry=Registry(_db(db)), force=force, overwrite=overwrite, progress=True,
-               command=command_line(), out=out)
+               command=_command(), out=out)
     if matrix:
         return _probe_matrix(MatrixConfig.from_probe(config, matrix), device=_device_opt(device), **run)
     if config.dimensional:
@@ -1321,13 +1341,10 @@ def finetune(
     """Fine-tune the model end to end over speaker-independent folds (model selection on
     validation speakers, never the test fold); resumes an interrupted run.
 
-    Checkpoints keep the model as safetensors, but the Trainer's optimizer.pt, scheduler.pt and
-    rng_state.pth are pickles (loaded with torch.load(weights_only=True) on resume): resume only
-    runs you wrote. The exported <fold>/model/ directories hold no pickle.
-
-    The finished run is registered (the run registry, kind finetune, with every fold's test
-    predictions) so `ser results compare` pairs it with probes; running it again resumes and
-    registers the folder anew.
+    Checkpoints' optimizer.pt, scheduler.pt and rng_state.pth are pickles (torch.load with
+    weights_only=True on resume): resume only runs you wrote; exported <fold>/model/ hold none.
+    The finished run is registered (kind finetune, every fold's test predictions) for `ser results
+    compare`; running it again resumes and registers the folder anew.
 
     Example: ser finetune --corpus ravdess --model facebook/wav2vec2-large-xlsr-53 --protocol luna5 --epochs 6
     """
@@ -1343,12 +1360,17 @@ def finetune(
     res = run_finetune(data.utterances, data.folds, config, out_dir=out or default_run_dir(data.name, data.protocol,
                        config), protocol=data.protocol)
     _print_finetune(res, config, f"{model} on {data.name} ({data.protocol}")
+    _register_finetune(db, res, data, config)
+
+
+def _register_finetune(db, res, data, config) -> None:
+    """Every finished fine-tune is registered, once per run folder (a re-run replaces its row)."""
     from classifiers.registry import Registry, register_finetune
     from classifiers.runfiles import command_line
 
-    registry = Registry(_db(db))  # every finished run is registered, once per run folder (a re-run replaces its row)
-    run_id = register_finetune(registry, res, data.utterances, data.folds, config, corpus=corpus, train=data.extra,
-                               protocol=data.protocol, command=command_line())
+    registry = Registry(_db(db))
+    run_id = register_finetune(registry, res, data.utterances, data.folds, config, corpus=data.corpus,
+                               train=data.extra, protocol=data.protocol, command=command_line())
     if run_id:
         console.print(f"registered run {run_id} in {registry.path} (ser results show {run_id})", highlight=False)
 
@@ -1563,6 +1585,23 @@ def results_ls(
     console.print(t)
 
 
+def _run_table(run: dict, results):
+    """A registered run's headline table: pooled UAR with its speaker CI, or CCC for emotion dimensions."""
+    from classifiers.finetune import is_dimension_run, registered_dimension_table
+    from classifiers.study import is_dimensional
+
+    title = f"run {run['id']}: CCC on [-1, 1], jackknife-t speaker CI"
+    if is_dimension_run(run):           # a fine-tune on emotion dimensions, or such a model evaluated
+        return registered_dimension_table(run, title=title)
+    if is_dimensional(run):
+        from classifiers.dimensional import matrix_table, summary_table
+
+        return (matrix_table if run["kind"] == "matrix" else summary_table)(results, title=title)
+    from classifiers.results import summary_table
+
+    return summary_table(results, title=f"run {run['id']}")
+
+
 @results_app.command("show")
 @friendly
 def results_show(run_id: str = typer.Argument(..., help="Run id (a unique prefix is enough) or its results folder."), db: Path | None = DB_OPT):
@@ -1572,36 +1611,14 @@ def results_show(run_id: str = typer.Argument(..., help="Run id (a unique prefix
     Example: ser results show 3fa9c2
     """
     from classifiers.registry import Registry
-    from classifiers.results import summary_table
-    from classifiers.study import load_registered
+    from classifiers.study import load_run
 
-    registry = Registry(_db(db))
-    run = registry.run(run_id)
-    from classifiers.finetune import is_dimension_run
-
-    own = is_dimension_run(run)      # a fine-tune on emotion dimensions, or such a model evaluated: its own files
-    dimensional = own or run["config"].get("target", "emotion") != "emotion"
-    if own:
-        from classifiers.finetune import registered_dimension_table as dimensional_table
-        results = run
-    elif dimensional:
-        from classifiers.dimensional import matrix_table, read_dimensional, read_matrix
-        from classifiers.dimensional import summary_table as dimensional_table
-
-        if run["kind"] == "matrix":
-            dimensional_table = matrix_table  # noqa: F811 - a dimensional matrix's own table
-            results = read_matrix(run["out"])
-        else:
-            results = read_dimensional(run["out"])
-    else:
-        results = load_registered(run)  # damaged or missing files: one line, before any table
+    run = Registry(_db(db)).run(run_id)
+    results = load_run(run)             # damaged or missing files: one line, before any table
     _print_table(["key", "value"], [[k, str(run[k])] for k in ("id", "kind", "created", "command", "model", "corpus",
                                                                  "classifier", "code_version", "out", "predictions")]
                  + [["config", str(run["config"])]] + [["store", str(s)] for s in run["stores"]], title=f"run {run['id']}")
-    if dimensional:
-        console.print(dimensional_table(results, title=f"run {run['id']}: CCC on [-1, 1], jackknife-t speaker CI"))
-    else:
-        console.print(summary_table(results, title=f"run {run['id']}"))   # the headline: pooled UAR, speaker CI
+    console.print(_run_table(run, results))
     from classifiers.results import study_cell
 
     console.print(f"# the study file cell of run {run['id']} ({run['kind']}):\n{study_cell(run['kind'], run['config'])}",
@@ -1637,28 +1654,29 @@ def results_rerun(
         raise typer.Exit(1)
 
 
+RESULTS_COMPARE_METRIC_OPT = typer.Option("uar", "--metric",
+                                          help="uar, wa or macro_f1; runs on emotion dimensions: ccc (mean over their dimensions) "
+                                          "or ccc_arousal, ccc_valence, ccc_dominance.")
+RESULTS_COMPARE_LAYER_OPT = typer.Option(None, "--layer", "-l", callback=_one_layer("ser results compare compares at one "
+                                         "layer"), metavar="K", help="Compare at this layer, e.g. 12 (default: each run's best).")
+RESULTS_COMPARE_OUT_OPT = typer.Option(None, "--out", "-o", help="The plot file to write (.png, .pdf or .svg; default: "
+                                       "compare-<run ids>.png in the results root).")
+
+
 @results_app.command("compare")
 @friendly
 def results_compare(
     run_ids: list[str] = typer.Argument(..., help="Two or more run ids or results folders; each is compared with the first."),
-    metric: str = typer.Option("uar", "--metric",
-                               help="uar, wa or macro_f1; runs on emotion dimensions: ccc (mean over their dimensions) "
-                                    "or ccc_arousal, ccc_valence, ccc_dominance."),
-    layer: str | None = typer.Option(None, "--layer", "-l", callback=_one_layer("ser results compare compares at one "
-                                     "layer"), metavar="K", help="Compare at this layer, e.g. 12 (default: each run's best)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="The plot file to write (.png, .pdf or .svg; default: "
-                                    "compare-<run ids>.png in the results root)."),
+    metric: str = RESULTS_COMPARE_METRIC_OPT,
+    layer: str | None = RESULTS_COMPARE_LAYER_OPT,
+    out: Path | None = RESULTS_COMPARE_OUT_OPT,
     db: Path | None = DB_OPT,
 ):
     """Runs side by side: scores with CI, differences against the first run with CI and paired p
     (Holm-adjusted), and a comparison plot. Runs of any kind (probe, matrix cell, neighbors,
-    finetune, evaluate) pair on the test utterances they share: each at its best setting scored on
-    the same utterances as the others; runs with no such setting are refused, naming how many
-    utterances they share.
-
-    Runs on emotion dimensions (dimensional probes, fine-tunes with --target) compare with --metric
-    ccc or ccc_<dimension>: CCC with its speaker jackknife-t CI, paired differences on the clips
-    both rated.
+    finetune, evaluate) pair on the test utterances they share, each at its best setting scored on
+    those; runs with no such setting are refused, naming how many utterances they share. Runs on
+    emotion dimensions compare with --metric ccc or ccc_<dimension> (paired on the clips both rated).
 
     Example: ser results compare 3fa9c2 81d0e4 --metric uar
     """
@@ -1732,6 +1750,13 @@ def report(
     _print_files([page])
 
 
+STUDY_RUN_EXECUTOR_OPT = typer.Option(None, "--executor", callback=_rule(_executor_spec),
+                                      help="Where cells run: local (default, one after another), local:N "
+                                      "(N worker processes), dask://HOST:PORT or slurm ([executor] table).")
+STUDY_RUN_DRY_RUN_OPT = typer.Option(False, "--dry-run", help="Print the task graph (and, for slurm, the job script) "
+                                     "without running anything.")
+
+
 @study_app.command("run")
 @friendly
 def study_run(
@@ -1742,11 +1767,8 @@ def study_run(
     report_out: Path | None = typer.Option(None, "--report", help="HTML report (default study-<name>.html in the results root)."),
     force: bool = typer.Option(False, "--force", help="Run every cell again, even those already registered."),
     db: Path | None = DB_OPT,
-    executor: str | None = typer.Option(None, "--executor", callback=_rule(_executor_spec),
-                                        help="Where cells run: local (default, one after another), local:N "
-                                             "(N worker processes), dask://HOST:PORT or slurm ([executor] table)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the task graph (and, for slurm, the job script) "
-                                 "without running anything."),
+    executor: str | None = STUDY_RUN_EXECUTOR_OPT,
+    dry_run: bool = STUDY_RUN_DRY_RUN_OPT,
     threads: int | None = THREADS_OPT,
     fmt: str | None = FORMAT_OPT,
 ):

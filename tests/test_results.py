@@ -197,7 +197,7 @@ def test_results_are_never_silently_overwritten(cache, tmp_path, monkeypatch):
     nb = ["neighbors", "--corpus", "ravdess", "--layer", "1", "--model", MODEL, "--cache", str(cache)]
     assert invoke(*nb).exit_code == 0
     again = invoke(*nb)   # registered: an identical re-run shows that run and writes nothing
-    assert again.exit_code == 0 and "registered run" in again.output
+    assert again.exit_code == 0 and "already holds this configuration" in " ".join(again.output.split())
     assert len(list((tmp_path / "results").glob("neighbors-ravdess-*"))) == 1
     assert invoke(*nb, "--force").exit_code == 0                        # a new run, into a new directory
     assert len(list((tmp_path / "results").glob("neighbors-ravdess-*"))) == 2
