@@ -1010,6 +1010,25 @@ OVERWRITE_OPT = typer.Option(False, "--overwrite", help="Replace the results alr
 FORCE_OPT = typer.Option(False, "--force", help="Run again (into a new folder) even if the registry holds this exact run.")
 
 
+SEEDS_OPT = typer.Option(None, "--seeds", callback=AT_LEAST_1, hidden=True, help="Deprecated: --seed 0-(N-1).")
+
+
+def _old_seeds(seeds: int | None, options: dict) -> dict:
+    """The deprecated `ser probe --seeds N` as `--seed 0-(N-1)`, with one warning line; both: one error line."""
+    if seeds is None:
+        return options
+    if options.get("seed", "0") != "0":
+        _error("--seeds and --seed are one option of ser probe (--seeds N is the old spelling of --seed 0-(N-1)): "
+               "give --seed only")
+        raise typer.Exit(2)
+    from featstore.options import seeds_spec
+
+    spec = seeds_spec(list(range(seeds)))
+    _tagged("warning:", f"--seeds is deprecated for ser probe: use --seed {spec} (the old spelling goes in the next "
+                        f"release)")
+    return {**options, "seed": spec}
+
+
 MATRIX_OPT = typer.Option(None, "--matrix", callback=_rule(names_problem),
                           help="Transfer matrix over corpora at one --layer, e.g. ravdess,emodb,emovo,cremad.")
 PROBE_OUT_OPT = typer.Option(None, "--out", "-o", callback=OUT_DIR, help="Results directory (default: probe-... named "
@@ -1034,6 +1053,7 @@ def probe(
     force: bool = FORCE_OPT,
     fmt: str | None = FORMAT_OPT,
     threads: int | None = THREADS_OPT,
+    seeds: int | None = SEEDS_OPT,
     options: dict | None = None,
 ):
     """Probe cached features: layer sweeps, multi-corpus training, cross-corpus transfer.
@@ -1051,9 +1071,8 @@ def probe(
     _threads(threads)
     from classifiers.registry import Registry
 
-    config = ProbeConfig(model=model, **options)
-    if save_probe:
-        config.check_savable(matrix=bool(matrix))
+    config = ProbeConfig(model=model, **_old_seeds(seeds, options))
+    config.check_savable(save_probe, matrix=bool(matrix))
     run = dict(cache=_cache(cache), registry=Registry(_db(db)), force=force, overwrite=overwrite, progress=True,
                command=_command(), out=out)
     if matrix:

@@ -7,7 +7,7 @@ the command line's options (`cli._config_options` generates them from the fields
 the parse-time check below), the keys a study file's `[[cells]]` entry of that kind may use
 (`classifiers.study.kind_keys`), and, through `key()`, the configuration the run registry keys the
 run by and every results JSON records. Values are checked on construction; an option that means
-nothing for the mode chosen (a penalty C for a rating, `--seeds` for a transfer matrix) is refused
+nothing for the mode chosen (a penalty C for a rating, seeds for a transfer matrix) is refused
 in one line there, never ignored.
 
 Light on import (no numpy, torch or sklearn): the CLI builds its options from these classes before
@@ -30,7 +30,10 @@ from featstore.options import (  # noqa: F401 - re-exported: the CLI and the stu
     names_problem,
     one_layer_problem,
     option,
+    parse_seeds,
     positive_problem,
+    seed_spec_problem,
+    seeds_spec,
 )
 from featstore.options import choice as _choice
 from featstore.options import refuse as _refuse
@@ -126,7 +129,7 @@ class ProbeConfig(_FeatureRun):
     dimensional `target`, a regressor scored by CCC."""
 
     kind: ClassVar[str] = "probe"
-    CATEGORICAL_ONLY: ClassVar[tuple[str, ...]] = ("seeds", "C", "classes", "shuffle_labels", "class_weight",
+    CATEGORICAL_ONLY: ClassVar[tuple[str, ...]] = ("seed", "C", "classes", "shuffle_labels", "class_weight",
                                                    "speaker_norm", "early_stopping")
 
     corpus: str | None = option(None, "Corpus to test on (its folds); default: every corpus cached for the model.",
@@ -139,7 +142,8 @@ class ProbeConfig(_FeatureRun):
     protocol: str | None = option(None, "Fold protocol (see `ser folds`); default: the corpus' standard one.",
                                   short="-p", check=protocol_problem)
     stat: str = _stat_option()
-    seeds: int = option(1, "Number of seeds (0..N-1).", check=at_least_one_problem)
+    seed: str = option("0", "Random seed(s), one run each: 0 (default), 3, 0-4 or 0,2,5 (--layer's spec).",
+                       check=seed_spec_problem)
     C: float | None = _c_option()
     classes: str | None = option(None, "Training and test corpora differ: shared (train on and predict among the "
                                        "classes both declare; default cross-corpus) or all (every test row).",
@@ -160,6 +164,9 @@ class ProbeConfig(_FeatureRun):
             self.train = [self.train]
         self.train = [str(t) for t in (self.train or []) if str(t).strip()]
         self.corpus = self.corpus.strip().lower() if self.corpus else None
+        if isinstance(self.seed, list | tuple):
+            self.seed = seeds_spec(list(self.seed))
+        self.seed = str(self.seed).replace(" ", "")
         if isinstance(self.layers, int | list):
             self.layers = ",".join(map(str, self.layers)) if isinstance(self.layers, list) else str(self.layers)
         self.target = str(self.target).strip().lower()
@@ -168,6 +175,7 @@ class ProbeConfig(_FeatureRun):
         if self.alpha is not None:
             self.alpha = float(self.alpha)
         self._check_fields()
+        self.seed = seeds_spec(parse_seeds(self.seed))      # one spelling per set of seeds: "0-2", "0,2,5"
         if self.dimensional:
             self.classifier = self.classifier or "ridge"
             self._check_dimensional()
@@ -190,7 +198,7 @@ class ProbeConfig(_FeatureRun):
             raise ConfigError(f"--target {self.target} predicts values: --classifier {self.classifier} has no "
                               f"regressor; choose one of {', '.join(dimensional_probes())} (default ridge)")
         given = self.given()
-        bad = [self.flag(k) for k in ("classes", "seeds", "C", "class_weight", "speaker_norm", "shuffle_labels")
+        bad = [self.flag(k) for k in ("classes", "seed", "C", "class_weight", "speaker_norm", "shuffle_labels")
                if k in given]
         bad += ["--no-early-stopping"] if not self.early_stopping else []
         bad += ["several --train sets"] if len(self.train) > 1 else []
@@ -209,13 +217,30 @@ class ProbeConfig(_FeatureRun):
         check_params(check_classifier(self.classifier), self.params)
 
     @property
+    def seeds(self) -> list[int]:
+        """The seeds `seed` names (one run each)."""
+        return parse_seeds(self.seed)
+
+    @classmethod
+    def from_key(cls, key: dict) -> ProbeConfig:
+        """As `RunConfig.from_key`; a key's `seeds` (a count N for seeds 0..N-1, else the list) is `seed`."""
+        key = dict(key)
+        if "seeds" in key:
+            n = key.pop("seeds")
+            key["seed"] = seeds_spec(list(range(n)) if isinstance(n, int) else list(n))
+        return super().from_key(key)
+
+    @property
     def params(self) -> dict:
         """The classifier options set away from their defaults (`run_probe`'s `params`)."""
         return {k: getattr(self, k) for k, d in PARAM_DEFAULTS.items() if getattr(self, k) != d}
 
-    def check_savable(self, *, matrix: bool = False) -> None:
+    def check_savable(self, save_probe=True, *, matrix: bool = False) -> None:
         """`--save-probe` fits one logistic-regression probe (what `ser predict` loads) at one layer on
-        one training set: anything else is refused here, before the sweep runs."""
+        one training set: anything else is refused here, before the sweep runs (nothing to check
+        when `save_probe` is not given)."""
+        if not save_probe:
+            return
         why = "--save-probe saves one logistic-regression probe at one layer on one training set"
         _refuse(["--matrix"] if matrix else [], why)
         _refuse([f"--target {self.target}"] if self.dimensional else [], why)
@@ -261,15 +286,16 @@ class ProbeConfig(_FeatureRun):
             from classifiers.dimensional import registered_dimensional
             from classifiers.runfiles import Registered
 
-            for k in ("seeds", "C", "classes", "shuffle_labels", *PARAM_DEFAULTS):
+            for k in ("seed", "C", "classes", "shuffle_labels", *PARAM_DEFAULTS):
                 o.pop(k)
             d = registered_dimensional(o.pop("corpus"), **common, **o)
             return Registered(d.run, d.result, reused=d.reused, files=list(d.result.files))
         from classifiers.probe import registered_probe
 
-        for k in ("target", "alpha", *PARAM_DEFAULTS):
+        for k in ("target", "alpha", "seed", *PARAM_DEFAULTS):
             o.pop(k)
-        return registered_probe(o.pop("corpus"), device=device, params=self.params or None, **common, **o)
+        return registered_probe(o.pop("corpus"), device=device, params=self.params or None, seeds=self.seeds,
+                                **common, **o)
 
 
 @dataclass

@@ -53,7 +53,7 @@ def _class_policy(classes: str | None, train_corpora: Sequence[str], test_corpor
 
 def run_probe(corpus: str | None, *, layers: str | Sequence[int] = "all", classifier: str = "logreg",
               protocol: str | None = None, stat: str = "mean", train: Sequence[str] | None = None,
-              test: Sequence[str] | None = None, seeds: int = 1, model: str, cache: str | Path = "cache",
+              test: Sequence[str] | None = None, seeds: int | Sequence[int] = 1, model: str, cache: str | Path = "cache",
               out: str | Path | None = None, C: float | None = None, device: str | None = None,
               shuffle_labels: bool = False, plots: bool = True, classes: str | None = None,
               overwrite: bool = False, progress: bool = False, params: dict | None = None) -> ProbeRun:
@@ -129,7 +129,7 @@ def run_probe(corpus: str | None, *, layers: str | Sequence[int] = "all", classi
         harmony = _class_policy(classes, tcorpora, test_corpora or [target], utts)
         if "info" in harmony:
             class_info[tset] = harmony["info"]
-        task = ProbeTask(fs, utts, folds, layer_list, seeds=tuple(range(seeds)), stat=stat, policy=harmony["policy"],
+        task = ProbeTask(fs, utts, folds, layer_list, seeds=tuple(seed_list(seeds)), stat=stat, policy=harmony["policy"],
                          shared=harmony.get("shared"), shuffle_labels=shuffle_labels, train_set=tset,
                          test_set=test_name, device=device, C=C, params=check_params(classifier, params))
         with progress_bar(task.units, f"{classifier} {tset}→{test_name}: layer×fold×seed",
@@ -137,7 +137,7 @@ def run_probe(corpus: str | None, *, layers: str | Sequence[int] = "all", classi
             task.progress = advance
             results.extend(run_classifier(classifier, task))
     results.meta = dict(model=model, stores=sorted(set(stores)), protocol=protocol if not test_corpora else "cross-corpus",
-                        stat=stat, classifier=classifier, seeds=list(range(seeds)), corpus=target,
+                        stat=stat, classifier=classifier, seeds=seed_list(seeds), corpus=target,
                         train_sets=train_sets, test=test_corpora, C=C, shuffled=shuffle_labels, classes=class_info,
                         params=dict(params or {}))
     run = ProbeRun(results)
@@ -444,14 +444,23 @@ def complete_figures(run: dict, results) -> list[Path]:
         return []
 
 
+def seed_list(seeds: int | Sequence[int]) -> list[int]:
+    """The seeds of a probe: a count N is seeds 0..N-1 (the library's old spelling), a list is itself."""
+    return list(range(seeds)) if isinstance(seeds, int) else sorted({int(s) for s in seeds})
+
+
 def probe_config(corpus: str | None, *, model: str, train: Sequence[str] | None = None, test: str | None = None,
                  layers: str = "all", classifier: str = "logreg", protocol: str | None = None, stat: str = "mean",
-                 seeds: int = 1, C: float | None = None, classes: str | None = None, shuffle_labels: bool = False,
-                 params: dict | None = None) -> dict:
-    """A probe run's configuration as the registry keys it (CONFIG_KEYS, plus `params` when set)."""
+                 seeds: int | Sequence[int] = 1, C: float | None = None, classes: str | None = None,
+                 shuffle_labels: bool = False, params: dict | None = None) -> dict:
+    """A probe run's configuration as the registry keys it (CONFIG_KEYS, plus `params` when set);
+    `seeds` keyed as a count N when they are 0..N-1 (as runs were registered before --seed took a
+    spec), else as the list."""
     from featstore.config import default_protocol
 
     protocol = protocol or (default_protocol(corpus) if corpus else None)
+    seeds = seed_list(seeds)
+    seeds = len(seeds) if seeds == list(range(len(seeds))) else seeds
     config = dict(corpus=corpus, train=list(train or []), test=test, classifier=classifier, layers=layers,
                   protocol=protocol, stat=stat, seeds=seeds, C=C, classes=classes, shuffle_labels=shuffle_labels,
                   model=model)
@@ -462,7 +471,7 @@ def probe_config(corpus: str | None, *, model: str, train: Sequence[str] | None 
 
 def registered_probe(corpus: str | None, *, model: str, cache, registry, force: bool = False,
                      train: Sequence[str] | None = None, test: str | None = None, layers: str = "all",
-                     classifier: str = "logreg", protocol: str | None = None, stat: str = "mean", seeds: int = 1,
+                     classifier: str = "logreg", protocol: str | None = None, stat: str = "mean", seeds: int | Sequence[int] = 1,
                      C: float | None = None, classes: str | None = None, shuffle_labels: bool = False,
                      out=None, overwrite: bool = False, device: str | None = None, progress: bool = False,
                      command: str = "", params: dict | None = None) -> Registered:

@@ -906,7 +906,7 @@ def check_out(out: str | Path, overwrite: bool = False) -> Path:
 
 #: a probe's registered configuration key -> its study file [[cells]] key (classifiers.study.CELL_KEYS)
 _PROBE_CELL_KEYS = {"corpus": "corpus", "train": "train", "test": "test", "protocol": "protocol", "layers": "layers",
-                    "stat": "stat", "seeds": "seeds", "C": "C", "classes": "classes",
+                    "stat": "stat", "C": "C", "classes": "classes",
                     "shuffle_labels": "shuffle_labels", "classifier": "classifiers", "model": "models"}
 
 
@@ -944,7 +944,12 @@ def study_cell(kind: str, config: dict) -> str:
     None value is left out: it is each option's default."""
     lines = ["[[cells]]"]
     if kind == "probe":
-        cell = {_PROBE_CELL_KEYS.get(k, k): v for k, v in config.items() if k != "params"}
+        cell = {_PROBE_CELL_KEYS.get(k, k): v for k, v in config.items() if k not in ("params", "seeds")}
+        if "seeds" in config:            # keyed as a count N (seeds 0..N-1) or the list: the cell's `seed` spec
+            from featstore.options import seeds_spec
+
+            n = config["seeds"]
+            cell["seed"] = seeds_spec(list(range(n)) if isinstance(n, int) else list(n))
         cell.update(config.get("params") or {})
     else:
         lines.append(f"kind = {toml_value(kind)}")

@@ -116,6 +116,12 @@ def _layers(v) -> bool:
     return (_whole(v) and v >= 0) or (isinstance(v, str) and layer_spec_problem(v) is None)
 
 
+def _seed_spec(v) -> bool:
+    from featstore.options import seed_spec_problem
+
+    return seed_spec_problem(v) is None
+
+
 def _plain_name(v) -> bool:
     """A file name of its own: no directory part, not '.' or '..', nothing a file system would refuse."""
     return (_text(v) and v == v.strip() and len(v) <= 200 and v not in (".", "..")
@@ -131,7 +137,9 @@ KEY_TYPES: dict[str, tuple[Callable[[object], bool], str]] = {
     "test": (_text, 'a test corpus (or comma-separated corpora), e.g. "cremad"'),
     "protocol": (_text, 'a protocol name, e.g. "luna5"'),
     "stat": (lambda v: v in ("mean", "std", "mean+std"), '"mean", "std" or "mean+std"'),
-    "seeds": (lambda v: _whole(v) and v >= 1, "a whole number of seeds, 1 or more, e.g. 3"),
+    "seed": (lambda v: (_whole(v) and v >= 0) or (isinstance(v, str) and _seed_spec(v)),
+             'a seed or seeds, one run each: 0, "0-4" or "0,2,5"'),
+    "seeds": (lambda v: _whole(v) and v >= 1, "a whole number of seeds, 1 or more, e.g. 3 (deprecated: seed = \"0-2\")"),
     "C": (lambda v: (_whole(v) or isinstance(v, float)) and math.isfinite(v) and v > 0,
           "a finite number above 0, e.g. 1.0 (leave it out to search C)"),
     "classes": (_text, '"shared", "all" or a comma-separated list of labels'),
@@ -331,6 +339,8 @@ def kind_keys(kind: str, *, dimensional: bool = False) -> list[str]:
         from classifiers.configs import CONFIGS
 
         keys = CONFIGS[kind].cell_keys(dimensional=dimensional)
+        if kind == "probe" and not dimensional:
+            keys.append("seeds")      # deprecated: a count N, read as seed = "0-(N-1)" with one warning
     elif kind == "neighbors":
         from classifiers.configs import NeighborsConfig
 
@@ -543,6 +553,8 @@ def _cell_options(kind: str, o: dict, dimensional: bool) -> dict:
         o["alpha"] = float(o["alpha"])
     if kind == "probe":
         o["train"] = _as_list(o.get("train"))
+        if "seeds" in o:
+            o["seed"] = _old_seeds(o.pop("seeds"), o)
         if not o.get("corpus") and not o.get("train"):
             raise StudyError("names neither corpus nor train")
         if dimensional and len(o["train"]) > 1:
@@ -571,6 +583,20 @@ def _cell_options(kind: str, o: dict, dimensional: bool) -> dict:
         if "fold" in o:
             o["fold"] = str(o["fold"])
     return o
+
+
+def _old_seeds(n: int, o: dict) -> str:
+    """A cell's deprecated `seeds = N` (seeds 0..N-1) as its `seed` spec, with one warning."""
+    import warnings
+
+    from featstore.options import seeds_spec
+
+    if "seed" in o:
+        raise StudyError("gives both seed and seeds (its old spelling, a count); keep seed")
+    spec = seeds_spec(list(range(n)))
+    warnings.warn(f'seeds = {n} is deprecated: write seed = "{spec}" (the old key goes in the next release)',
+                  stacklevel=2)
+    return spec
 
 
 def _as_list(value) -> list:
@@ -1129,7 +1155,9 @@ def cell_cost(plan: CellPlan) -> float:
     k = protocol.split(":", 1)[1] if protocol.startswith("speaker-kfold:") else protocol[4:] if protocol.startswith(
         "luna") else ""
     folds = int(k) if k.isdigit() else 5
-    return float(int(o.get("seeds") or 1) * max(folds - 1, 1) * _count(o.get("layers", "all"), 25)
+    from featstore.options import parse_seeds
+
+    return float(len(parse_seeds(o.get("seed", "0"))) * max(folds - 1, 1) * _count(o.get("layers", "all"), 25)
                  * max(len(plan.config.get("train") or []), 1))
 
 

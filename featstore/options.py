@@ -37,6 +37,36 @@ def layer_spec_problem(v) -> str | None:
         "use a layer number (0 or more), all, or layers like 6,12 or 3-9"
 
 
+def parse_seeds(spec) -> list[int]:
+    """A seed spec as seeds: 3 -> [3], "0-4" -> [0, 1, 2, 3, 4], "0,2,5" -> [0, 2, 5] (sorted, each once);
+    a list of ints passes through. The grammar of a layer spec, without "all"."""
+    if isinstance(spec, list | tuple):
+        return sorted({int(x) for x in spec})
+    out: set[int] = set()
+    for part in str(spec).split(","):
+        a, _, b = part.strip().partition("-")
+        out.update(range(int(a), int(b) + 1) if b else [int(a)])
+    return sorted(out)
+
+
+def seed_spec_problem(v) -> str | None:
+    """0, 3, 0-4 or 0,2,5: seeds of one run each, never negative; a range runs upwards."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = str(v)
+    if not isinstance(v, str) or str(v).strip() == "all" or layer_spec_problem(v):
+        return "use a seed (0 or more), seeds like 0,2,5, or a range like 0-4"
+    ranges = [p.strip().partition("-") for p in v.split(",")]
+    return "a range runs upwards, e.g. 0-4" if any(b and int(b) < int(a) for a, _, b in ranges) else None
+
+
+def seeds_spec(seeds: list[int]) -> str:
+    """The shortest spec of `seeds`: "0-4" for a run of consecutive seeds, else "0,2,5"."""
+    seeds = sorted(set(seeds))
+    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(map(str, seeds))
+
+
 def one_layer_problem(v) -> str | None:
     """One layer number (a matrix is one layer)."""
     if isinstance(v, int) and not isinstance(v, bool):

@@ -30,7 +30,9 @@ def test_each_config_is_its_library_functions_signature():
 
     probe = {f.name for f in fields(ProbeConfig)}
     categorical = set(ProbeConfig.cell_keys()) - {"target", "alpha"}
-    assert _options(registered_probe) == categorical - {"class_weight", "speaker_norm", "early_stopping"}
+    # the spec `seed` reaches registered_probe as the list `seeds`; the classifier options as `params`
+    assert _options(registered_probe) == categorical - {"class_weight", "speaker_norm", "early_stopping", "seed"} | {
+        "seeds"}
     assert _options(registered_dimensional) == set(ProbeConfig.cell_keys(dimensional=True))
     assert set(ProbeConfig.cell_keys()) == probe
     assert _options(registered_matrix) == set(MatrixConfig.cell_keys()) - {"target", "alpha"}
@@ -104,7 +106,7 @@ def test_registry_keys_are_those_runs_were_registered_under():
 
 @pytest.mark.parametrize("kwargs, words", [
     (dict(target="avd", C=1), "leave out --C"),
-    (dict(target="avd", seeds=2), "leave out --seeds"),
+    (dict(target="avd", seed="0-1"), "leave out --seed"),
     (dict(target="avd", train=["a", "b"]), "several --train sets"),
     (dict(target="avd", classifier="svm"), "--classifier 'svm': choose one of"),
     (dict(alpha=1), "--alpha is ridge's penalty"),
@@ -112,7 +114,8 @@ def test_registry_keys_are_those_runs_were_registered_under():
     (dict(classifier="knn", speaker_norm=True), "does not take --speaker-norm"),
     (dict(protocol="luna"), "unknown fold protocol 'luna'"),
     (dict(layers="3-"), "--layer '3-'"),
-    (dict(seeds=0), "--seeds 0: must be at least 1"),
+    (dict(seed="3-1"), "--seed '3-1': a range runs upwards"),
+    (dict(seed="all"), "--seed 'all': use a seed"),
     (dict(C=-1), "--C -1.0: must be a finite number above 0"),
     (dict(classes="some"), "choose one of shared, all"),
     (dict(stat="median"), "choose one of mean, std, mean+std"),
@@ -125,7 +128,7 @@ def test_options_that_do_not_apply_are_refused_on_construction(kwargs, words):
 
 def test_matrix_from_probe_options_refuses_what_a_matrix_ignores():
     # drift 3: --seeds/--train/--test/--corpus with --matrix are refused (--force and --db are honoured)
-    for kwargs, flag in [(dict(seeds=2), "--seeds"), (dict(train=["a"]), "--train"), (dict(test="b"), "--test"),
+    for kwargs, flag in [(dict(seed="1"), "--seed"), (dict(train=["a"]), "--train"), (dict(test="b"), "--test"),
                          (dict(corpus="ravdess"), "--corpus"), (dict(shuffle_labels=True), "--shuffle-labels"),
                          (dict(class_weight="balanced"), "--class-weight")]:
         with pytest.raises(ConfigError, match=f"leave out {flag}"):
@@ -171,7 +174,7 @@ def test_cli_refuses_in_one_line_before_any_work(tmp_path):
     from cli import app
 
     cache = tmp_path / "cache"
-    for args, words in [(["--matrix", "a,b", "--layer", "3", "--seeds", "2"], "leave out --seeds"),
+    for args, words in [(["--matrix", "a,b", "--layer", "3", "--seed", "0-1"], "leave out --seed"),
                         (["--corpus", "a", "--layer", "3", "--classifier", "xgboost", "--save-probe",
                           str(tmp_path / "p")], "--classifier xgboost"),
                         (["--corpus", "a", "--target", "avd", "--C", "1"], "leave out --C"),
@@ -199,7 +202,8 @@ def test_extract_config_is_extract_manifests_options_and_the_cli_s():
 
 
 @pytest.mark.parametrize("config", [
-    ProbeConfig("ravdess", layers="3,5", C=0.5, seeds=2, classes="all", model="m"),
+    ProbeConfig("ravdess", layers="3,5", C=0.5, seed="0-1", classes="all", model="m"),
+    ProbeConfig("ravdess", seed="5,0,2", model="m"),
     ProbeConfig("ravdess", classifier="xgboost", class_weight="balanced", early_stopping=False, model="m"),
     ProbeConfig(train=["ravdess,emodb"], test="cremad", target="valence", alpha=3, model="m"),
     MatrixConfig(["ravdess", "emodb"], layer="4", classes="all", model="m"),
@@ -214,3 +218,36 @@ def test_a_registered_key_reads_back_into_its_config(config):
     assert {k: v for k, v in again.options().items() if k in same} == same
     with pytest.raises(SerError, match="no field for"):
         type(config).from_key({**config.key(), "momentum": 0.9})
+
+
+def test_seed_takes_the_layer_spec_and_keys_runs_as_before():
+    """Issue 22, item 8: `--seed` (a seed, or seeds: 0-4, 0,2,5) is ser probe's spelling as it is ser
+    finetune's; seeds 0..N-1 are keyed as the count N, as runs registered with --seeds N were."""
+    assert ProbeConfig("ravdess", seed="0-2", model="m").key()["seeds"] == 3
+    assert ProbeConfig("ravdess", model="m").key()["seeds"] == 1
+    assert ProbeConfig("ravdess", seed="5,0,2", model="m").key()["seeds"] == [0, 2, 5]
+    assert ProbeConfig("ravdess", seed=[2, 1], model="m").seed == "1-2"
+    assert ProbeConfig.from_key(ProbeConfig("ravdess", seed="0-3", model="m").key()).seed == "0-3"
+
+
+def test_old_seeds_spelling_warns_once_and_means_seed_0_to_n_minus_1(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import cli as cli_module
+    from cli import app
+
+    seen = {}
+
+    def stop(config, **kw):
+        seen["seed"] = config.seed
+        raise SerError("stopped here")
+
+    monkeypatch.setattr(cli_module, "_probe_sweep", stop)
+    args = ["probe", "--corpus", "ravdess", "--cache", str(tmp_path), "--model", "m"]
+    r = CliRunner().invoke(app, [*args, "--seeds", "3"], env={"COLUMNS": "300"})
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and seen == {"seed": "0-2"}
+    assert lines == ["warning: --seeds is deprecated for ser probe: use --seed 0-2 (the old spelling goes in the next "
+                     "release)", "error: stopped here"]
+    both = CliRunner().invoke(app, [*args, "--seeds", "3", "--seed", "1"], env={"COLUMNS": "300"})
+    assert both.exit_code == 2 and both.output.count("\n") == 1 and "give --seed only" in both.output

@@ -125,7 +125,7 @@ def test_cli_target_is_registered_and_found_again(cache, tmp_path, monkeypatch):
     (["--target", "arousal", "--classifier", "svm"], "choose one of logreg, xgboost, attention, knn, ridge"),
     (["--target", "arousal", "--classifier", "logreg", "--shuffle-labels"], "--shuffle-labels"),
     (["--target", "arousal", "--classifier", "xgboost", "--alpha", "1"], "--alpha is ridge's penalty"),
-    (["--target", "arousal", "--seeds", "2"], "--seeds"),
+    (["--target", "arousal", "--seed", "0-1"], "--seed"),
     (["--alpha", "2"], "--alpha"),
 ])
 def test_cli_options_that_do_not_apply_are_refused(cache, tmp_path, extra, words):

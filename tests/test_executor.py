@@ -295,7 +295,7 @@ def test_cells_start_longest_first(monkeypatch, tmp_path):
     from classifiers.study import CellPlan, cell_cost
 
     def plan(protocol, seeds=1, layers="all", train=()):
-        return CellPlan(cells=[], model="m", corpus="ravdess", options=dict(seeds=seeds, layers=layers),
+        return CellPlan(cells=[], model="m", corpus="ravdess", options=dict(seed=f"0-{seeds - 1}", layers=layers),
                         config=dict(protocol=protocol, train=list(train)), needed=[])
 
     costs = [cell_cost(plan("speaker-kfold:2")), cell_cost(plan("speaker-kfold:5", seeds=2)),

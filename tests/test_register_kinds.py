@@ -115,8 +115,8 @@ def test_identical_matrix_shows_the_registered_run_and_force_runs_it_again(regis
 
 
 def test_matrix_still_refuses_what_it_does_not_use(cache, tmp_path):
-    line = one_error_line(cli(*matrix_args(cache, tmp_path / "x.db", tmp_path / "m", "--seeds", "2"), ok=False))
-    assert "--seeds" in line and "--force" not in line and "--db" not in line
+    line = one_error_line(cli(*matrix_args(cache, tmp_path / "x.db", tmp_path / "m", "--seed", "0-1"), ok=False))
+    assert "--seed" in line and "--force" not in line and "--db" not in line
     assert not (tmp_path / "x.db").exists()
 
 
@@ -155,19 +155,17 @@ def cell_of(output: str) -> dict:
 
 
 def test_results_show_prints_the_study_cell_that_recreates_a_probe(registered, tmp_path):
-    from classifiers.study import probe_config, read_study
+    from classifiers.study import cell_config, read_study
 
     probe = next(r for r in registered["runs"] if r["kind"] == "probe" and r["corpus"] == "ravdess")
     cell = cell_of(cli("results", "show", probe["id"], "--db", registered["db"]).output)
-    assert cell == dict(corpus="ravdess", layers="1", C=1.0, protocol=PROTOCOL, stat="mean", seeds=1,
+    assert cell == dict(corpus="ravdess", layers="1", C=1.0, protocol=PROTOCOL, stat="mean", seed="0",
                         shuffle_labels=False, classifiers="logreg", models=MODEL)
     study = tmp_path / "again.toml"
     output = cli("results", "show", probe["id"], "--db", registered["db"]).output
     study.write_text(output[output.index("[[cells]]"):], encoding="utf-8")
     _, [read] = read_study(study)
-    options = {k: v for k, v in read.options.items() if k != "corpus"}
-    assert probe_config(read.options["corpus"], model=read.model, classifier=read.classifier, **options) \
-        == probe["config"]                                          # the same configuration: the same registry key
+    assert cell_config(read).key() == probe["config"]              # the same configuration: the same registry key
 
 
 def test_results_show_prints_other_kinds_as_toml_with_their_kind(registered):

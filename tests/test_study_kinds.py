@@ -274,8 +274,9 @@ def test_target_emotion_is_the_categorical_probe_and_study_defaults_reach_only_t
                     '[[cells]]\nkind = "neighbors"\ncorpora = "ravdess,emodb"\n'
                     '[[cells]]\nkind = "finetune"\ncorpus = "ravdess"\ntrain = "ravdess,emodb"\n'
                     '[[cells]]\ncorpus = "ravdess"\ntarget = "valence"\n', encoding="utf-8")
-    _, (probe, nb, ft, dims) = read_study(path)
-    assert "target" not in probe.options and probe.options["seeds"] == 3 and probe.classifier == "logreg"
+    with pytest.warns(UserWarning, match='seeds = 3 is deprecated: write seed = "0-2"'):   # the old key, read once
+        _, (probe, nb, ft, dims) = read_study(path)
+    assert "target" not in probe.options and probe.options["seed"] == "0-2" and probe.classifier == "logreg"
     assert nb.options == dict(corpora=["ravdess", "emodb"], k=5, layers="1")       # no seeds, no epochs
     assert ft.options == dict(corpus="ravdess", train=["emodb"], epochs=2.0)          # train: the extra corpora
     assert dims.dimensional and dims.classifier == "ridge" and "seeds" not in dims.options
