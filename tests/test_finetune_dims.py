@@ -29,6 +29,15 @@ FAST = ["--epochs", "2", "--lr", "3e-3", "--batch-size", "8", "--freeze", "none"
         "--device", "cpu"]
 
 
+@pytest.fixture(autouse=True)
+def own_modules_cache(tmp_path_factory, monkeypatch):
+    """trust_remote_code copies modeling_ser.py into transformers' modules cache: keep it out of ~/.cache
+    (an old copy there would hide a changed hf_modeling.py from the tests that load exports)."""
+    from transformers import dynamic_module_utils
+
+    monkeypatch.setattr(dynamic_module_utils, "HF_MODULES_CACHE", str(tmp_path_factory.getbasetemp() / "hf-modules"))
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("ftdims")
