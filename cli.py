@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from classifiers.configs import (
+from classifiers.runs.configs import (
     EvaluateConfig,
     MatrixConfig,
     NeighborsConfig,
@@ -25,7 +25,7 @@ from classifiers.configs import (
     layer_spec_problem,
     names_problem,
 )
-from classifiers.targets import TARGETS
+from classifiers.runs.targets import TARGETS
 from featstore.folds import PROTOCOLS
 from featstore.options import ExtractConfig
 
@@ -272,7 +272,7 @@ def _finite_positive(v: float) -> str | None:
 
 
 def _target(v: str) -> str | None:
-    """--target: a name of `classifiers.dimensional.TARGETS`."""
+    """--target: a name of `classifiers.runs.dimensional.TARGETS`."""
     return None if v in TARGETS else f"choose one of {', '.join(TARGETS)}"
 
 
@@ -281,7 +281,7 @@ def _at_least(low: int):
 
 
 def _layer_spec(v: str) -> str | None:
-    """all, 12, 3-9 or 6,12 (`classifiers.configs.layer_spec_problem`: one check for every command)."""
+    """all, 12, 3-9 or 6,12 (`classifiers.runs.configs.layer_spec_problem`: one check for every command)."""
     return layer_spec_problem(v)
 
 
@@ -311,7 +311,7 @@ OUT_DIR = _rule(_output(directory=True))
 
 
 def _figure_formats(v: str) -> str | None:
-    from classifiers.plots import FigureFormatError, parse_formats
+    from classifiers.results.plots import FigureFormatError, parse_formats
 
     try:
         parse_formats(v)
@@ -331,7 +331,7 @@ def _with_formats(fn):
     def wrapper(*args, **kwargs):
         if kwargs.get("fmt") is None:
             return fn(*args, **kwargs)
-        from classifiers.plots import figure_formats
+        from classifiers.results.plots import figure_formats
 
         with figure_formats(kwargs["fmt"]):
             return fn(*args, **kwargs)
@@ -679,7 +679,7 @@ def synth(
 
 def _executor_spec(v: str) -> str | None:
     """`--executor` checked at parse time (no Dask import)."""
-    from classifiers.executor import executor_problem
+    from classifiers.runs.executor import executor_problem
 
     return executor_problem(v)
 
@@ -785,7 +785,7 @@ def _print_extracted(res, tag: str) -> None:
 
 def _extract_tasks(corpus, root, model, cache, device, executor, config) -> None:
     """`ser extract --corpus a,b,c` and/or `--executor`: one task per (corpus, shard), one line each."""
-    from classifiers.executor import extract_corpora, parse_executor
+    from classifiers.runs.executor import extract_corpora, parse_executor
     from featstore.errors import SerError
 
     spec = parse_executor(executor)
@@ -966,14 +966,14 @@ def store_export(
 # ---------------------------------------------------------------------------------------------
 
 def _table(*columns, **kw):
-    """A rich Table that folds long values instead of cutting them (classifiers.results.table)."""
-    from classifiers.results import table
+    """A rich Table that folds long values instead of cutting them (classifiers.results.records.table)."""
+    from classifiers.results.records import table
 
     return table(*columns, **kw)
 
 
 def _print_table(head, rows, title: str = "") -> None:
-    from classifiers.results import table
+    from classifiers.results.records import table
 
     t = table(*head, title=title)
     for r in rows:
@@ -1069,7 +1069,7 @@ def probe(
       ser probe --corpus iemocap --target avd       (CCC per layer for arousal, valence, dominance)
     """
     _threads(threads)
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
 
     config = ProbeConfig(model=model, **_old_seeds(seeds, options))
     config.check_savable(save_probe, matrix=bool(matrix))
@@ -1095,7 +1095,7 @@ def _print_registered(reg, registry) -> None:
 def _probe_sweep(config, *, save_probe, out, cache, registry, **run) -> None:
     """`ser probe` of a categorical target: one registered run per test corpus (every cached one
     when none is named), their summary side by side, training-set differences, a saved probe."""
-    from classifiers.results import ProbeResults, summary_table
+    from classifiers.results.records import ProbeResults, summary_table
     from featstore.store import cached_corpora
 
     corpora = (cached_corpora(cache, config.model) if config.corpus is None and not config.train and not config.test
@@ -1113,7 +1113,7 @@ def _probe_sweep(config, *, save_probe, out, cache, registry, **run) -> None:
         _print_differences(combined, against=config.train[0])
     _print_files([f for r in runs for f in r.files] or [r.run["out"] for r in runs])
     if save_probe:
-        from classifiers.probe import fit_and_save_probe
+        from classifiers.runs.probe import fit_and_save_probe
 
         path = fit_and_save_probe(save_probe, config.train or [runs[0].results.meta["corpus"]], layer=config.layers,
                                   stat=config.stat, model=config.model, cache=cache, C=config.C, device=run["device"])
@@ -1126,7 +1126,7 @@ def _probe_matrix(config, *, registry, **run) -> None:
     reg, details = config.run(registry=registry, **run)
     _print_registered(reg, registry)
     if config.dimensional:
-        from classifiers.dimensional import matrix_table
+        from classifiers.runs.dimensional import matrix_table
 
         m = reg.results
         console.print(matrix_table(m, title=f"transfer {config.target} ({config.classifier}), model {config.model}, "
@@ -1144,8 +1144,8 @@ def _probe_matrix(config, *, registry, **run) -> None:
 
 
 def _probe_dimensions(config, reg, registry) -> None:
-    """`ser probe --target DIM`: the regressor per layer, registered like every probe (classifiers.dimensional)."""
-    from classifiers.dimensional import summary_lines, summary_table
+    """`ser probe --target DIM`: the regressor per layer, registered like every probe (classifiers.runs.dimensional)."""
+    from classifiers.runs.dimensional import summary_lines, summary_table
 
     meta = reg.results.meta
     _print_registered(reg, registry)
@@ -1163,8 +1163,8 @@ def _probe_dimensions(config, reg, registry) -> None:
 def _print_matrix(details: dict, corpora: list, title: str) -> None:
     """The transfer matrix of pooled UAR, then one row per cell: the headline (pooled UAR, 95%
     speaker CI), mean ± std over the diagonal's folds, classes and chance."""
-    from classifiers.probe import pooled_matrix
-    from classifiers.results import headline_table
+    from classifiers.results.records import headline_table
+    from classifiers.runs.probe import pooled_matrix
 
     P = pooled_matrix(details, corpora)
     _print_table(["train \\ test", *corpora],
@@ -1178,7 +1178,7 @@ def _print_matrix(details: dict, corpora: list, title: str) -> None:
 
 def _print_differences(results, against: str, metric: str = "uar") -> None:
     """Each training set minus `against`, per classifier and layer: difference, CI, p, Holm."""
-    from classifiers.compare import train_set_differences
+    from classifiers.results.compare import train_set_differences
 
     rows = train_set_differences(results, metric)
     _print_table(["classifier", "layer", "training set", f"Δ {metric.upper()} vs {against}", "95% speaker CI", "p",
@@ -1209,13 +1209,13 @@ def neighbors(
 
     Every run is registered (the run registry, one per user; scores: the kNN records); an identical configuration
     over identical stores shows the registered run unless --force. The options are
-    `classifiers.configs.NeighborsConfig`'s fields.
+    `classifiers.runs.configs.NeighborsConfig`'s fields.
 
     Example: ser neighbors --corpus ravdess,emodb --layer all --k 10
     """
     _threads(threads)
-    from classifiers.registry import Registry
-    from classifiers.runfiles import command_line
+    from classifiers.results.registry import Registry
+    from classifiers.results.runfiles import command_line
 
     config = NeighborsConfig(model=model, **options)
     registry = Registry(_db(db))
@@ -1232,7 +1232,7 @@ def _print_neighbors(nb, config) -> None:
     _print_table(*report.table_rows(knn=False), title=f"neighbour purity (k={k}) vs chance, "
                                                       f"{', '.join(report.corpora)}, model {model}")
     if report.knn:
-        from classifiers.results import summary_table
+        from classifiers.results.records import summary_table
 
         console.print(summary_table(nb.results, title=f"kNN emotion classification (k={k}, {report.protocol})"))
     head, rows = report.cross_rows()
@@ -1335,7 +1335,7 @@ def download(
 # ---------------------------------------------------------------------------------------------
 
 def _finetune_config_cls():
-    from classifiers.finetune import FinetuneConfig
+    from classifiers.finetuning.finetune import FinetuneConfig
 
     return FinetuneConfig
 
@@ -1368,8 +1368,8 @@ def finetune(
     Example: ser finetune --corpus ravdess --model facebook/wav2vec2-large-xlsr-53 --protocol luna5 --epochs 6
     """
     _threads(threads)
-    from classifiers.finetune import FinetuneConfig, default_run_dir, finetune_data
-    from classifiers.finetune import finetune as run_finetune
+    from classifiers.finetuning.finetune import FinetuneConfig, default_run_dir, finetune_data
+    from classifiers.finetuning.finetune import finetune as run_finetune
     from featstore.device import check_device
 
     corpus, model = _corpus(corpus), _model(model)
@@ -1384,8 +1384,8 @@ def finetune(
 
 def _register_finetune(db, res, data, config) -> None:
     """Every finished fine-tune is registered, once per run folder (a re-run replaces its row)."""
-    from classifiers.registry import Registry, register_finetune
-    from classifiers.runfiles import command_line
+    from classifiers.results.registry import Registry, register_finetune
+    from classifiers.results.runfiles import command_line
 
     registry = Registry(_db(db))
     run_id = register_finetune(registry, res, data.utterances, data.folds, config, corpus=data.corpus,
@@ -1396,8 +1396,8 @@ def _register_finetune(db, res, data, config) -> None:
 
 def _print_finetune(res, config, what: str) -> None:
     """A fine-tune's scores: each test fold, the pooled headline (classes, dimensions), restricted folds."""
-    from classifiers.finetune import to_probe_results
-    from classifiers.results import summary_table
+    from classifiers.finetuning.finetune import to_probe_results
+    from classifiers.results.records import summary_table
 
     dims = config.dims
     cols = (["WA", "UAR", "macro-F1"] if res.labels else []) + [f"CCC {d}" for d in dims] + (["mean CCC"] if dims else [])
@@ -1462,7 +1462,7 @@ def predict(
     """
     _threads(threads)
     device = _device_opt(device)                       # a typo costs milliseconds, not a torch import
-    from classifiers.predict import predict_files
+    from classifiers.finetuning.inference import predict_files
     from featstore.serialize import dumps
 
     found = predict_files(files, trained, target=target, device=device, backbone=backbone)
@@ -1471,7 +1471,7 @@ def predict(
     if as_json:       # the CSV's fields: file, predicted, p_<class> per class, <dimension> values, model
         print(dumps(found.records(), indent=1))
         return
-    # a table where it fits, else one `file: ...` block per file (classifiers.results.table): never cut
+    # a table where it fits, else one `file: ...` block per file (classifiers.results.records.table): never cut
     _print_table(*found.table(), title=f"{', '.join(found.dims)} on [-1, 1] (low to high)" if found.dims else "")
     if out is not None:
         console.print(f"wrote {out}", highlight=False)
@@ -1514,7 +1514,7 @@ def align(
     Example: ser align --corpus ravdess --ctc-model facebook/wav2vec2-base-960h; ser align --show ravdess-03-01-05-01-01-01-01
     """
     _threads(threads)
-    from classifiers.wordswap import WordSwap, save_example  # light: numpy and featstore.align
+    from classifiers.finetuning.wordswap import WordSwap, save_example  # light: numpy and featstore.align
     from featstore.align import align_corpus, corpus_of, ctc_model_for, find_utterance, show_alignment
     from featstore.corpora import load_manifest
 
@@ -1549,7 +1549,7 @@ app.add_typer(study_app, name="study")
 
 def _run_kinds() -> tuple[str, ...]:
     """The run kinds, from the one list in the registry module (read without numpy)."""
-    from classifiers.registry import KINDS
+    from classifiers.results.registry import KINDS
 
     return KINDS
 
@@ -1584,7 +1584,7 @@ def results_ls(
 
     Example: ser results ls --corpus ravdess --kind matrix
     """
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
 
     registry = Registry(_db(db))
     rows = []
@@ -1594,7 +1594,7 @@ def results_ls(
         best = f"UAR {uar:.3f}" if uar is not None else f"CCC {ccc:.3f}" if ccc is not None else "–"
         rows.append([r["id"], r["created"][:16].replace("T", " "), r["kind"], r["corpus"] or "", r["model"] or "",
                      r["classifier"] or "", _run_where(r), best])
-    from classifiers.results import table
+    from classifiers.results.records import table
 
     t = table("run", "created", "kind", "corpus", "model", "classifier", "train", "best mean",
               title=f"{len(rows)} run(s) in {registry.path}")
@@ -1606,17 +1606,17 @@ def results_ls(
 
 def _run_table(run: dict, results):
     """A registered run's headline table: pooled UAR with its speaker CI, or CCC for emotion dimensions."""
-    from classifiers.finetune import is_dimension_run, registered_dimension_table
-    from classifiers.study import is_dimensional
+    from classifiers.finetuning.finetune import is_dimension_run, registered_dimension_table
+    from classifiers.runs.study import is_dimensional
 
     title = f"run {run['id']}: CCC on [-1, 1], jackknife-t speaker CI"
     if is_dimension_run(run):           # a fine-tune on emotion dimensions, or such a model evaluated
         return registered_dimension_table(run, title=title)
     if is_dimensional(run):
-        from classifiers.dimensional import matrix_table, summary_table
+        from classifiers.runs.dimensional import matrix_table, summary_table
 
         return (matrix_table if run["kind"] == "matrix" else summary_table)(results, title=title)
-    from classifiers.results import summary_table
+    from classifiers.results.records import summary_table
 
     return summary_table(results, title=f"run {run['id']}")
 
@@ -1629,8 +1629,8 @@ def results_show(run_id: str = typer.Argument(..., help="Run id (a unique prefix
 
     Example: ser results show 3fa9c2
     """
-    from classifiers.registry import Registry
-    from classifiers.study import load_run
+    from classifiers.results.registry import Registry
+    from classifiers.runs.study import load_run
 
     run = Registry(_db(db)).run(run_id)
     results = load_run(run)             # damaged or missing files: one line, before any table
@@ -1638,7 +1638,7 @@ def results_show(run_id: str = typer.Argument(..., help="Run id (a unique prefix
                                                                  "classifier", "code_version", "out", "predictions")]
                  + [["config", str(run["config"])]] + [["store", str(s)] for s in run["stores"]], title=f"run {run['id']}")
     console.print(_run_table(run, results))
-    from classifiers.results import study_cell
+    from classifiers.results.records import study_cell
 
     console.print(f"# the study file cell of run {run['id']} ({run['kind']}):\n{study_cell(run['kind'], run['config'])}",
                   highlight=False, soft_wrap=True)
@@ -1660,8 +1660,8 @@ def results_rerun(
     Example: ser results rerun 3fa9c2
     """
     _threads(threads)
-    from classifiers.registry import Registry
-    from classifiers.study import rerun
+    from classifiers.results.registry import Registry
+    from classifiers.runs.study import rerun
 
     registry = Registry(_db(db))
     r = rerun(registry.run(run_id), cache=_cache(cache), registry=registry, device=_device_opt(device), progress=True)
@@ -1703,8 +1703,8 @@ def results_compare(
 
     if out is not None:
         check_output(out, suffixes=(".png", ".pdf", ".svg"))
-    from classifiers.registry import Registry
-    from classifiers.report import compare_runs, comparison_figure
+    from classifiers.results.registry import Registry
+    from classifiers.results.report import compare_runs, comparison_figure
 
     runs, summary, rows, name = compare_runs(Registry(_db(db)), run_ids, metric, layer)
     _print_table(["run", "setting", name, "95% speaker CI", "speakers"],
@@ -1730,7 +1730,7 @@ def results_export(out: Path = typer.Option(..., "--out", "-o", help="CSV file t
 
     Example: ser results export --out all-scores.csv
     """
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
     from featstore.outputs import check_output
 
     check_output(out)
@@ -1752,9 +1752,9 @@ def report(
 
     Example: ser report 3fa9c2 81d0e4 --out report.html
     """
-    from classifiers.registry import Registry
-    from classifiers.report import read_figure, write_report
-    from classifiers.study import load_run
+    from classifiers.results.registry import Registry
+    from classifiers.results.report import read_figure, write_report
+    from classifiers.runs.study import load_run
     from featstore.config import results_root
     from featstore.outputs import check_output
 
@@ -1798,8 +1798,8 @@ def study_run(
     Example: ser study run examples/diary-study.toml --executor local:4
     """
     _threads(threads)
-    from classifiers.executor import parse_executor
-    from classifiers.study import read_study, run_study, study_cache, study_registry
+    from classifiers.runs.executor import parse_executor
+    from classifiers.runs.study import read_study, run_study, study_cache, study_registry
 
     head, cells = read_study(path)  # a bad file fails before any work
     spec = parse_executor(executor if executor is not None else head.get("executor"))
@@ -1830,7 +1830,7 @@ class _StudyEcho:
                     on_start=self.start, on_table=self.table)
 
     def cell(self, cell, reg) -> None:
-        from classifiers.study import headline
+        from classifiers.runs.study import headline
 
         state = "registered already" if reg.reused else "finished before, registered now" if reg.adopted else "ran"
         console.print(f"{cell.describe()}: {state}, run {reg.run['id']} ({reg.run['kind']}, {headline(reg)})",
@@ -1856,8 +1856,8 @@ class _StudyEcho:
 
 def _study_dry_run(path, cells, spec, cache, model, device) -> None:
     """`ser study run --dry-run`: the executor, its job script (slurm) and the tasks it would run."""
-    from classifiers.executor import slurm_job_script
-    from classifiers.study import executor_table, plan_study
+    from classifiers.runs.executor import slurm_job_script
+    from classifiers.runs.study import executor_table, plan_study
 
     console.print(f"executor: {spec}", highlight=False)
     if spec.kind == "slurm":
@@ -1905,13 +1905,13 @@ def evaluate(
     """Score a saved probe or a fine-tuned model on a whole corpus (or one fold's test speakers):
     every test utterance, and only the classes shared with training; confusion heatmap,
     predictions and a registry row. A saved probe reads the store's features when present.
-    The options are `classifiers.configs.EvaluateConfig`'s fields.
+    The options are `classifiers.runs.configs.EvaluateConfig`'s fields.
 
     Example: ser evaluate --trained RUN/luna-0/model --corpus cremad   (RUN: the folder ser finetune printed)
     """
     _threads(threads)
-    from classifiers.configs import EvaluateConfig
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
+    from classifiers.runs.configs import EvaluateConfig
 
     corpus = _corpus(corpus)
     config = EvaluateConfig(model_dir=trained, corpus=corpus, backbone=backbone, **options)
@@ -1925,7 +1925,7 @@ def _print_evaluation(res, trained: Path, corpus: str) -> None:
     headline (pooled UAR, 95% speaker CI), WA, macro-F1, classes and chance (a single split, so no
     std) and what each policy scores; for a model of emotion dimensions CCC, r and RMSE per
     dimension; then the classes only one side has, the registry row and the files written."""
-    from classifiers.results import headline_table
+    from classifiers.results.records import headline_table
 
     if res.dimensions is not None:       # a model fine-tuned on emotion dimensions: CCC per dimension
         t = _table("dimension", "CCC [95% CI]", "Pearson r", "RMSE", "utterances", "speakers",
@@ -1960,7 +1960,7 @@ def _print_evaluation(res, trained: Path, corpus: str) -> None:
 
 
 def _command() -> str:
-    from classifiers.study import command_line
+    from classifiers.runs.study import command_line
 
     return command_line()
 
@@ -1989,7 +1989,7 @@ def demo(
 
     Example: ser demo --out demo --n 240
     """
-    from classifiers.demo import demo as run_demo
+    from classifiers.runs.demo import demo as run_demo
 
     for step in run_demo(out, n=n, model=model, seed=seed, threads=threads, force=force):  # default: 1 thread
         if step.title:

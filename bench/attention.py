@@ -14,7 +14,7 @@ CPU seconds; on a shared machine the CPU seconds and the ratios are the figures 
   previous   `bench/legacy_attention.py` (the probe before issue 18, kept verbatim): per fold the
              statistics from the training frames, padded batches of every layer in float32,
              standardised then mixed, then projected
-  new        `classifiers.attention`: the per-clip sums once for all folds, unpadded batches,
+  new        `classifiers.estimators.attention`: the per-clip sums once for all folds, unpadded batches,
              standardisation folded into the mix and the projection, validation in large batches
 
 Both run the all-folds loop of `probe_attention` (fold -> validation split -> fit -> predict) on
@@ -121,7 +121,7 @@ def main() -> None:
     import torch
 
     import bench.legacy_attention as legacy
-    import classifiers.attention as new
+    import classifiers.estimators.attention as new
     from featstore.folds import make_folds
 
     torch.set_num_threads(args.threads)

@@ -265,7 +265,7 @@ def build_world(base: Path) -> dict[str, str]:
     r = runner.invoke(app, ["probe", "--corpus", "ravdess", "--model", str(model), "--layer", "2", "--C", "1",
                             "--out", str(base / "probe-run"), "--save-probe", str(probe_dir)], env=env)
     assert r.exit_code == 0, (r.output, r.exception)
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
 
     run = Registry(db).runs()[-1]["id"]
     (base / "dir").mkdir()

@@ -20,7 +20,7 @@ measured in this process against baselines run in the same process):
                   fraction; CPU: a simulated cap raising torch.OutOfMemoryError) completes, same features
   5 faiss         GPU vs CPU flat index: identical neighbour sets, speed ratio
   6 XGBoost       device="cuda" vs CPU: accuracy, speed ratio, no device-mismatch warning
-  7 logistic      the batched L-BFGS (classifiers.linear.fit_many) on the device vs CPU
+  7 logistic      the batched L-BFGS (classifiers.estimators.linear.fit_many) on the device vs CPU
   8 fine-tuning   one epoch (ser finetune's Trainer path, mixed precision on CUDA): steps/s, peak memory;
                   against a plain transformers Trainer script on the same clips (AutoModelForAudioClassification,
                   padding collator, no exact masking): training steps/s of both, timed alike, and the ratio
@@ -212,7 +212,7 @@ def aligned(a: Path, b: Path) -> tuple[np.ndarray, np.ndarray, list]:
 def batched_vs_alone(ctx: Context, model: str) -> float:
     """Max abs difference, all layers and valid frames, between one padded batch and each item alone."""
     from featstore.audio import load_audio
-    from featstore.backbone import hidden_states, load_backbone
+    from featstore.backbones.runtime import hidden_states, load_backbone
 
     bb = load_backbone(str(ctx.models[model]), device=ctx.device)
     utts = sorted(ctx.manifest.utterances, key=lambda u: u.duration)
@@ -230,7 +230,7 @@ def batched_vs_alone(ctx: Context, model: str) -> float:
 @contextmanager
 def tf32_allowed():
     """Inside the block, torch's defaults (cuDNN convolutions in TF32) instead of `ser`'s full float32."""
-    import featstore.backbone as fb
+    import featstore.backbones.runtime as fb
 
     exact, old = fb.full_float32, torch.backends.cudnn.allow_tf32
     fb.full_float32 = lambda device, enabled=True: nullcontext()
@@ -266,8 +266,8 @@ def probe_uar(X: np.ndarray, utterances: list) -> float:
     """Mean test UAR of a logistic-regression probe (C=1) over 5 speaker folds."""
     from sklearn.model_selection import GroupKFold
 
-    from classifiers.linear import LogRegProbe
-    from classifiers.metrics import scores
+    from classifiers.estimators.linear import LogRegProbe
+    from classifiers.results.metrics import scores
 
     y = np.array([u.label for u in utterances])
     groups = np.array([u.speaker for u in utterances])
@@ -317,7 +317,7 @@ def read_only(ctx: Context, sample_rate: int, receptive_field: int, readers: int
 
 def forward_speed(ctx: Context, bb, waves: list, batch_size: int | None, batch_seconds: float | None) -> float | None:
     """Audio-s/s of the pure forward over `waves` in extraction's batches; None when it runs out of memory."""
-    from featstore.backbone import hidden_states
+    from featstore.backbones.runtime import hidden_states
     from featstore.extract import _batches, _out_of_memory
 
     seconds = sum(len(w) for w in waves) / bb.sample_rate
@@ -337,7 +337,7 @@ def forward_speed(ctx: Context, bb, waves: list, batch_size: int | None, batch_s
 def best_forward(ctx: Context, model: str) -> tuple[float, str, dict]:
     """Best audio-s/s of the pure forward (audio preloaded, length-sorted batches), its batch, all speeds."""
     from featstore.audio import load_audio
-    from featstore.backbone import hidden_states, load_backbone
+    from featstore.backbones.runtime import hidden_states, load_backbone
 
     bb = load_backbone(str(ctx.models[model]), device=ctx.device)
     waves = sorted((load_audio(u.path, bb.sample_rate) for u in ctx.manifest.utterances), key=len, reverse=True)
@@ -376,9 +376,9 @@ def load_seconds(ctx: Context, model: str) -> tuple[float, float]:
     """(seconds of load_backbone with the weights hash remembered, seconds of the weights hash itself).
 
     `ser extract` hashes a model's weights the first time it meets them and then remembers the hash
-    (featstore.backbone.hash_memo_path): the hash is paid once per model, not once per run.
+    (featstore.backbones.runtime.hash_memo_path): the hash is paid once per model, not once per run.
     """
-    import featstore.backbone as fb
+    import featstore.backbones.runtime as fb
 
     fb.model_info(str(ctx.models[model]))                 # remembered, as for every extraction after the first
     t = time.perf_counter()
@@ -413,7 +413,7 @@ def stage_line(stages: dict, wall: float) -> str:
 
 
 def check_throughput(ctx: Context) -> list[Row]:
-    from featstore.backbone import model_info
+    from featstore.backbones.runtime import model_info
     from featstore.extract import GPU_READERS
 
     rows = []
@@ -534,7 +534,7 @@ def check_oom(ctx: Context) -> list[Row]:
 # -- 5 faiss -------------------------------------------------------------------------------------
 
 def check_faiss(ctx: Context) -> list[Row]:
-    from classifiers.knn_index import FlatIndex, NeighborError, faiss_module, normalize, search, use_gpu
+    from classifiers.estimators.knn_index import FlatIndex, NeighborError, faiss_module, normalize, search, use_gpu
 
     try:
         faiss_module()
@@ -582,7 +582,7 @@ def separable(n: int, d: int, classes: int, seed: int = 0) -> tuple[np.ndarray, 
 
 
 def check_xgboost(ctx: Context) -> list[Row]:
-    from classifiers.boosting import XGBProbe
+    from classifiers.estimators.boosting import XGBProbe
 
     n, d, classes, trees = ctx.sizes["xgb"]
     X, y = separable(n, d, classes)
@@ -617,7 +617,7 @@ def check_logreg(ctx: Context) -> list[Row]:
     """Batched L-BFGS on the device vs CPU. Both stop at the same gradient tolerance, from which the
     summation order of each device leads to slightly different points: the control is CPU against CPU
     on one thread, and the judged comparison is at a tolerance tight enough to reach the optimum."""
-    from classifiers.linear import fit_many
+    from classifiers.estimators.linear import fit_many
 
     layers, n, d, classes, problems = ctx.sizes["logreg"]
     rng = np.random.default_rng(0)
@@ -702,7 +702,7 @@ def plain_trainer(ctx: Context, train: list, classes: list[str], batch_size: int
     )
     from transformers.trainer_callback import PrinterCallback
 
-    from classifiers.finetune import _mixed_precision
+    from classifiers.finetuning.finetune import _mixed_precision
     from featstore.audio import load_audio
 
     model_dir = str(ctx.models["base"])
@@ -729,7 +729,14 @@ def plain_trainer(ctx: Context, train: list, classes: list[str], batch_size: int
 def check_finetune(ctx: Context) -> list[Row]:
     from transformers.utils import logging as hf_logging
 
-    from classifiers.finetune import FinetuneConfig, _classes, _mixed_precision, _select_folds, _split, finetune
+    from classifiers.finetuning.finetune import (
+        FinetuneConfig,
+        _classes,
+        _mixed_precision,
+        _select_folds,
+        _split,
+        finetune,
+    )
     from featstore.folds import make_folds
 
     utts = sorted(ctx.manifest.utterances, key=lambda u: u.id)

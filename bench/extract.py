@@ -138,7 +138,7 @@ def corpus(root: Path, n: int):
 def pure_forward(model_dir: Path, manifest, device: str, batch_size: int = 1) -> tuple[float, float]:
     """(audio seconds, wall seconds) of model forward only, audio preloaded and normalised."""
     from featstore.audio import load_audio
-    from featstore.backbone import hidden_states, load_backbone
+    from featstore.backbones.runtime import hidden_states, load_backbone
 
     bb = load_backbone(str(model_dir), device=device)
     waves = [load_audio(u.path, 16000) for u in manifest.utterances]

@@ -11,7 +11,7 @@ saved once into the work folder with the family's own feature extractor:
 Clips: noise-like waveforms of random lengths in [0.5, --max-duration] s (seeded). For each family,
 one thread, `EmotionClassifier` with the mean head, nothing frozen:
 
-    inputs ms/clip    computing one clip's model inputs (`classifiers.finetune.clip_inputs`): per-clip
+    inputs ms/clip    computing one clip's model inputs (`classifiers.finetuning.finetune.clip_inputs`): per-clip
                       normalisation, or the family's log-mel / fbank front-end
     batched vs alone  max |logits(padded batch) - logits(each clip alone)| (eval mode)
     step s, steps/s   one optimiser step (forward, backward, AdamW) on a batch of --batch clips,
@@ -65,9 +65,9 @@ def measure(family: str, directory: Path, batch: int, steps: int, max_duration: 
     import numpy as np
     import torch
 
-    from classifiers.finetune import clip_inputs, collate
-    from classifiers.heads import build_classifier
-    from featstore.backbone import normalize_waveform
+    from classifiers.finetuning.finetune import clip_inputs, collate
+    from classifiers.finetuning.heads import build_classifier
+    from featstore.backbones.runtime import normalize_waveform
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(8000, int(max_duration * 16000), size=batch)

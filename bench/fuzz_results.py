@@ -39,7 +39,7 @@ KINDS = ("harmless", "refused", "silent", "traceback", "hang")
 
 def make_predictions(directory: Path) -> Path:
     """A predictions file like a small probe's: 3 layers x 2 folds of 60 utterances, 4 classes."""
-    from classifiers.predictions import block, write_predictions
+    from classifiers.results.predictions import block, write_predictions
     from featstore.corpora.base import Utterance
 
     rng = np.random.default_rng(0)
@@ -57,7 +57,7 @@ def make_predictions(directory: Path) -> Path:
 
 
 def make_probe(directory: Path) -> Path:
-    from classifiers.predict import save_probe
+    from classifiers.finetuning.inference import save_probe
 
     rng = np.random.default_rng(1)
     d = 32
@@ -68,14 +68,14 @@ def make_probe(directory: Path) -> Path:
 
 
 def read_predictions_canonical(path: Path):
-    from classifiers.predictions import read_predictions
+    from classifiers.results.predictions import read_predictions
 
     cols = read_predictions(path)
     return {k: [repr(x) for x in v.tolist()] for k, v in sorted(cols.items())}
 
 
 def read_probe_canonical(path: Path):
-    from classifiers.predict import load_probe
+    from classifiers.finetuning.inference import load_probe
 
     p = load_probe(path)
     return dict(backbone_id=p.backbone_id, layer=p.layer, stat=p.stat, classes=p.classes, max_seconds=p.max_seconds,
@@ -155,8 +155,8 @@ def main(argv=None) -> int:
                     help="skip the sha256 checks (the state before issue 28), for comparison")
     args = ap.parse_args(argv)
     if args.without_checksums:
-        import classifiers.predict as predict
-        import classifiers.predictions as predictions
+        import classifiers.finetuning.inference as predict
+        import classifiers.results.predictions as predictions
 
         predictions.verify_predictions = lambda path, sha256=None: ""
         predict.verify_probe = lambda directory: None
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
     try:
         pred = make_predictions(work)
         probe = make_probe(work)
-        from classifiers.predictions import sidecar
+        from classifiers.results.predictions import sidecar
 
         reports = [
             fuzz("predictions", [pred, sidecar(pred)], read_predictions_canonical, pred, args.flips, rng, args.timeout),

@@ -21,7 +21,7 @@ and the estimator draws whole validation speakers itself. With neither, it train
 the global torch RNG is left as it was.
 
 `probe_attention` runs the estimator over `Fold`s and returns one record per (fold, seed), in
-the format of the other probes (`classifiers.evaluate`).
+the format of the other probes (`classifiers.runs.crossval`).
 """
 
 from __future__ import annotations
@@ -539,15 +539,15 @@ def probe_attention(source, utterances: Sequence[Utterance], folds: Sequence, la
     True = one head over the learned softmax mix of all `layers` (SUPERB-style weighted sum).
     folds: `featstore.folds.Fold`s; validation (early stopping) uses fold.val when set, else whole
     training speakers drawn by `validation_split(fraction=val_fraction, seed=seed)`.
-    Labels are harmonised by `classifiers.results.harmonise(policy, shared)`, as for every probe.
+    Labels are harmonised by `classifiers.results.records.harmonise(policy, shared)`, as for every probe.
     shuffle_labels permutes the training and validation labels (scores must fall to chance).
     params: `AttentionProbe` hyper-parameters (seed is set per run). progress: called per fit.
-    Returns `ProbeResults` of `classifiers.results.make_record` records (classifier="attention")
+    Returns `ProbeResults` of `classifiers.results.records.make_record` records (classifier="attention")
     plus layers, n_val, best_epoch, epochs, layer_weights, seconds. `layer` is
     `layer_key(layers)`; n_train counts the rows trained on (validation excluded).
     """
-    from classifiers.predictions import block
-    from classifiers.results import ProbeResults, harmonise, make_record
+    from classifiers.results.predictions import block
+    from classifiers.results.records import ProbeResults, harmonise, make_record
     from featstore.folds import validation_split
 
     layers = [layers] if isinstance(layers, int) else list(layers)

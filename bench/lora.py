@@ -57,7 +57,7 @@ def run_variant(name: str, work: Path, epochs: float, n: int, max_duration: floa
     import torch
     from transformers import TrainerCallback
 
-    from classifiers.finetune import FinetuneConfig, finetune
+    from classifiers.finetuning.finetune import FinetuneConfig, finetune
     from featstore.corpora import get_corpus
     from featstore.folds import make_folds
 

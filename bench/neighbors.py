@@ -1,9 +1,9 @@
-"""Benchmark the exact kNN of `classifiers.knn_index` (faiss) against scikit-learn's brute force.
+"""Benchmark the exact kNN of `classifiers.estimators.knn_index` (faiss) against scikit-learn's brute force.
 
 Random float32 features (seeded), all-vs-all k nearest neighbours by cosine similarity, self
 excluded, measured in one process on the same data:
 
-  (a) ser search             `classifiers.knn_index.search` (normalise, faiss IndexFlatIP on a GPU
+  (a) ser search             `classifiers.estimators.knn_index.search` (normalise, faiss IndexFlatIP on a GPU
                              when faiss has one, batched queries, self exclusion)
   (b) sklearn cosine         NearestNeighbors(metric="cosine", algorithm="brute"), k + 1, self dropped
   (c) sklearn euclidean      NearestNeighbors(algorithm="brute") on the L2-normalised rows (same
@@ -62,7 +62,7 @@ def main() -> None:
     import sklearn
     from sklearn.neighbors import NearestNeighbors
 
-    from classifiers.knn_index import normalize, search, use_gpu
+    from classifiers.estimators.knn_index import normalize, search, use_gpu
 
     X = np.random.default_rng(args.seed).standard_normal((args.n, args.dim), dtype=np.float32)
     k = args.k

@@ -143,7 +143,7 @@ def extended_choice(Cs, score) -> tuple[float, list[float], bool]:
 
     The best of `Cs` (ties: the C listed first); at the grid's largest (smallest) C, on by x10 (/10) while the
     score rises strictly, at most `linear.EXTEND_STEPS` steps."""
-    from classifiers.linear import EXTEND_FACTOR, EXTEND_STEPS
+    from classifiers.estimators.linear import EXTEND_FACTOR, EXTEND_STEPS
 
     s = [score(c) for c in Cs]
     best = int(np.argmax(s))
@@ -172,7 +172,7 @@ def sklearn_nested(X, y, groups, folds, Cs):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from classifiers.linear import EXTEND_FACTOR, EXTEND_STEPS
+    from classifiers.estimators.linear import EXTEND_FACTOR, EXTEND_STEPS
 
     ladder = sorted({float(f"{c * EXTEND_FACTOR ** k:.12g}") for c in (min(Cs), max(Cs))
                      for k in range(-EXTEND_STEPS, EXTEND_STEPS + 1)} | set(Cs))
@@ -271,7 +271,7 @@ def converged_inner_scores(X, y, groups, train_mask, Cs, inner_folds: int = 3, s
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.preprocessing import StandardScaler
 
-    from classifiers.linear import inner_masks
+    from classifiers.estimators.linear import inner_masks
 
     scores = np.zeros(len(Cs))
     masks = inner_masks(train_mask, groups, y, inner_folds, seed)
@@ -286,7 +286,7 @@ def converged_inner_scores(X, y, groups, train_mask, Cs, inner_folds: int = 3, s
 
 def selection_agreement(X, y, groups, folds, layers, Cs, tols, device) -> None:
     """Print, per selection tolerance, the (layer, fold) cells whose chosen C equals the converged sklearn one."""
-    from classifiers.linear import inner_scores
+    from classifiers.estimators.linear import inner_scores
 
     masks = []
     for f in folds:
@@ -385,7 +385,7 @@ def compare_cells(a: dict, b: dict) -> str:
 
 def main_stability(args, device) -> None:
     """The sweeps against themselves on one-ulp-jittered features (the envelope), and against a saved run."""
-    from classifiers.evaluate import probe_layers
+    from classifiers.runs.crossval import probe_layers
 
     X, utts = synthetic_ravdess(dim=args.dim, seed=args.seed)
     folds = luna5_folds(utts)
@@ -428,7 +428,7 @@ def default_threads() -> str:
 
 def ours_threads() -> str:
     """How `probe_layers` runs the logreg sweep by default on this machine."""
-    from classifiers.evaluate import cpu_count
+    from classifiers.runs.crossval import cpu_count
 
     n = cpu_count()
     return f"default: {n} layers side by side x 1 thread" if n > 1 else "default: 1 thread"
@@ -436,7 +436,7 @@ def ours_threads() -> str:
 
 class one_thread:
     """One thread per process: BLAS limited to 1 (threadpoolctl), torch 1 thread, and this thread pinned
-    to one core (so `classifiers.evaluate.cpu_count()` is 1 and the sweep runs its layers one after another)."""
+    to one core (so `classifiers.runs.crossval.cpu_count()` is 1 and the sweep runs its layers one after another)."""
 
     def __enter__(self):
         import torch
@@ -486,8 +486,8 @@ def torch_threads() -> int:
 
 
 def main_ravdess(args, device) -> None:
-    from classifiers.evaluate import probe_layers
-    from classifiers.linear import DEFAULT_CS
+    from classifiers.estimators.linear import DEFAULT_CS
+    from classifiers.runs.crossval import probe_layers
 
     X, utts = synthetic_ravdess(dim=args.dim, seed=args.seed)
     folds = luna5_folds(utts)
@@ -569,7 +569,7 @@ def main_ravdess(args, device) -> None:
 
 
 def main_scaling(args, device) -> None:
-    from classifiers.evaluate import probe_layers
+    from classifiers.runs.crossval import probe_layers
 
     print("\nscaling of the default sweep (C by inner speaker CV + refit), synthetic, 5 actor folds:")
     print(f"{'utterances':>10} {'layers x dim':>12} {'wall':>8} {'CPU':>8} {'CPU per utt x layer x dim (ns)':>31} "
@@ -588,7 +588,7 @@ def main_scaling(args, device) -> None:
 
 
 def main_memory(args, device) -> None:
-    from classifiers.evaluate import probe_layers
+    from classifiers.runs.crossval import probe_layers
     from featstore.store import open_store
 
     os.makedirs(args.store_dir, exist_ok=True)
@@ -619,7 +619,7 @@ def main_memory(args, device) -> None:
 
 
 def main_xgboost(args, device) -> None:
-    from classifiers import evaluate
+    from classifiers.runs import crossval as evaluate
 
     X, utts = synthetic_ravdess(dim=args.dim, seed=args.seed)
     folds = luna5_folds(utts)
@@ -768,7 +768,7 @@ def main() -> None:
     import sklearn
     import torch
 
-    from classifiers.linear import DEFAULT_CS
+    from classifiers.estimators.linear import DEFAULT_CS
 
     if args.threads:
         torch.set_num_threads(args.threads)

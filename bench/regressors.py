@@ -1,4 +1,4 @@
-"""CPU time of each regressor of `classifiers.regression.REGRESSORS` on one RAVDESS-size layer.
+"""CPU time of each regressor of `classifiers.estimators.regression.REGRESSORS` on one RAVDESS-size layer.
 
 Data: bench/ridge.py's planted set (`planted`: bench/probe.py's synthetic RAVDESS, 1440 utterances
 of 24 actors, with arousal/valence/dominance planted per emotion plus a per-actor bias and a
@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.probe import luna5_folds, one_thread, timed  # noqa: E402
 from bench.ridge import TARGETS, planted  # noqa: E402
-from classifiers.regression import REGRESSORS, ccc, check_regressor, make_regressor  # noqa: E402
+from classifiers.estimators.regression import REGRESSORS, ccc, check_regressor, make_regressor  # noqa: E402
 
 #: single-threaded settings (the bench measures one core); everything else at its defaults
 ONE_THREAD = {"xgboost": dict(n_jobs=1), "attention": dict(threads=1, device="cpu")}

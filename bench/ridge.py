@@ -1,4 +1,4 @@
-"""Benchmark the all-layer ridge sweep `classifiers.regression.sweep_ridge` against nested scikit-learn.
+"""Benchmark the all-layer ridge sweep `classifiers.estimators.regression.sweep_ridge` against nested scikit-learn.
 
 Data: bench/probe.py's RAVDESS-sized synthetic feature set (`synthetic_ravdess`: 1440 utterances of
 24 actors, 13 layers x 768, anisotropic noise, per-actor offsets, the emotion planted with a
@@ -45,7 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.probe import LABELS, luna5_folds, one_thread, synthetic_ravdess, timed  # noqa: E402
-from classifiers.regression import (  # noqa: E402
+from classifiers.estimators.regression import (  # noqa: E402
     DEFAULT_ALPHAS,
     EXTEND_FACTOR,
     EXTEND_STEPS,

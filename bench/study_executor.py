@@ -49,7 +49,7 @@ def features_store(cache: Path, model: str, layers: int) -> Path:
     import numpy as np
 
     from bench.probe import synthetic_ravdess
-    from featstore.backbone import model_slug
+    from featstore.backbones.runtime import model_slug
     from featstore.store import Batch, assemble, parts_dir, store_path, write_part
 
     X, utts = synthetic_ravdess(n_layers=layers)
@@ -75,9 +75,9 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-    from classifiers.executor import ExecutorSpec, open_client, single_threaded
-    from classifiers.registry import Registry
-    from classifiers.study import run_study
+    from classifiers.results.registry import Registry
+    from classifiers.runs.executor import ExecutorSpec, open_client, single_threaded
+    from classifiers.runs.study import run_study
     from featstore.corpora import load_manifest
     from featstore.extract import extract_manifest
     from featstore.synth import synthesize
@@ -120,16 +120,16 @@ def main() -> None:
     if args.no_phase:
         return
     # the task phase alone, on a cluster already up, and the overhead of one task
-    from classifiers.executor import Task, run_tasks
+    from classifiers.runs.executor import Task, run_tasks
 
     os.chdir(base / "local2")
     with open_client(ExecutorSpec("local-cluster", workers=2)) as client:
-        client.run(lambda: __import__("classifiers.study") and None)  # workers import ser once, before timing
+        client.run(lambda: __import__("classifiers.runs.study") and None)  # workers import ser once, before timing
         t0 = time.perf_counter()
         futures = [client.submit(len, (i,), pure=False) for i in range(args.empty)]
         client.gather(futures)
         empty = (time.perf_counter() - t0) / args.empty
-        from classifiers.study import cell_cost, plan_study, read_study
+        from classifiers.runs.study import cell_cost, plan_study, read_study
 
         _, cell_list = read_study(study)
         plans, _, _ = plan_study(cell_list, cache=base / "cache", default_model="x")

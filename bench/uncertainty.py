@@ -9,7 +9,7 @@ with no difference (null), a planted +0.10 difference, or a difference carried b
 (+0.30 on 1 in 6 speakers: 4 of 24; the null variant: +0.30 for a on 1 in 12 and for b on
 another 1 in 12). The truth is the metric of the expected pooled confusion matrix (the fixed
 design: which speakers carry a difference is part of it). Everything is batched over repetitions:
-the new method is `classifiers.stats.jackknife` + `t_interval`, the very functions behind
+the new method is `classifiers.results.stats.jackknife` + `t_interval`, the very functions behind
 `bootstrap_ci` and `paired_compare`; the old one is the same estimator as `method="percentile"`.
 
     python bench/uncertainty.py [--reps 2000] [--metric uar] [--family-reps 400] [--figure PNG]
@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from classifiers.stats import (  # noqa: E402
+from classifiers.results.stats import (  # noqa: E402
     best_against_rest_counts,
     jackknife,
     marginals,
@@ -250,8 +250,8 @@ def main() -> None:
             print(f"  {label:18s} false claim: unadjusted {r['naive']:.3f}, max-T adjusted {r['adjusted']:.3f}; "
                   f"adjusted intervals all cover the truth: {r['simultaneous_coverage']:.3f}", flush=True)
     if args.figure:
-        from classifiers.report import interval_figure
-        from classifiers.stats import bootstrap_ci
+        from classifiers.results.report import interval_figure
+        from classifiers.results.stats import bootstrap_ci
         from tests.test_stats import LABELS
         from tests.test_stats import simulate as simulate_rows
 

@@ -229,7 +229,7 @@ class CTCAligner:
         """Log-probabilities `(frames, vocab)` float32 and each frame's start time `(frames,)` in seconds."""
         import torch
 
-        from featstore.backbone import normalize_waveform
+        from featstore.backbones.runtime import normalize_waveform
 
         max_samples = max(int(self.max_seconds * self.sample_rate), 2 * self.receptive_field)
         lps, times, start = [], [], 0
@@ -282,7 +282,7 @@ def load_ctc_model(model: str, *, device="cpu", max_seconds: float = 30.0) -> CT
     """Load a CTC model (hub id or local directory saved with save_pretrained) and its tokenizer."""
     from transformers import AutoModelForCTC, Wav2Vec2CTCTokenizer
 
-    from featstore.backbone import ModelLoadError, model_info
+    from featstore.backbones.runtime import ModelLoadError, model_info
     from featstore.device import resolve_device
 
     info = model_info(model)
@@ -308,7 +308,7 @@ def load_ctc_model(model: str, *, device="cpu", max_seconds: float = 30.0) -> CT
 
 def alignment_path(cache: str | Path, model: str, corpus: str) -> Path:
     """`<cache>/<model-slug>/<corpus>.align.jsonl`, beside that model's feature stores."""
-    from featstore.backbone import model_slug
+    from featstore.backbones.runtime import model_slug
 
     return Path(cache).expanduser() / model_slug(model) / f"{corpus}.align.jsonl"
 

@@ -3,7 +3,7 @@
 The run is resumable and exact:
   - utterances already in the store (or in finished part files of an interrupted run) are not
     extracted again; a grown corpus extracts only its new utterances;
-  - batches give the same features as running each utterance alone (see featstore.backbone);
+  - batches give the same features as running each utterance alone (see featstore.backbones.runtime);
   - work is flushed as atomic part files every `checkpoint_seconds`, so `kill -9` loses at most
     the work since the last flush (see featstore.store);
   - a store made with another model, dtype or frame-layer choice is never mixed into.
@@ -43,7 +43,15 @@ import numpy as np
 import torch
 
 from featstore.audio import model_audio, validate_extract_options, wave_seconds, windows
-from featstore.backbone import DEFAULT_MODEL, Backbone, ModelInfo, hidden_states, load_backbone, model_info, model_slug
+from featstore.backbones.runtime import (
+    DEFAULT_MODEL,
+    Backbone,
+    ModelInfo,
+    hidden_states,
+    load_backbone,
+    model_info,
+    model_slug,
+)
 from featstore.corpora import Manifest, Utterance, load_manifest
 from featstore.device import resolve_device
 from featstore.errors import AudioError, SerError

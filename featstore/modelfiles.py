@@ -1,6 +1,6 @@
 """Where a model's files are and who they are, without torch: store directory names (`model_slug`),
 local ids vs hub ids, the weights' sha256 (remembered per file identity) and the known locations of
-local models. `featstore.backbone` builds on it; model-free commands (`ser store ls`, a no-op
+local models. `featstore.backbones.runtime` builds on it; model-free commands (`ser store ls`, a no-op
 `ser extract`) use it directly and answer without importing torch or transformers.
 """
 

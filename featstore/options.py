@@ -4,7 +4,7 @@
 on construction and at parse time (`cli._config_options` turns the fields of any such dataclass
 into a command's options); `RunConfig` gives every configuration `given()`, `options()` and the
 keys a study cell may use. `ExtractConfig` is `ser extract`'s configuration; the classifiers' run
-kinds live in `classifiers.configs`. Light on import (no numpy or torch): the CLI builds its
+kinds live in `classifiers.runs.configs`. Light on import (no numpy or torch): the CLI builds its
 options from these before any heavy import.
 """
 

@@ -1095,7 +1095,7 @@ def store_path(cache: str | Path, model_slug: str, corpus: str, shard: int = 0, 
 
 
 def _model_dir(cache: str | Path, model: str) -> Path:
-    from featstore.backbone import model_slug
+    from featstore.backbones.runtime import model_slug
 
     return Path(cache) / model_slug(model)
 
@@ -1451,7 +1451,7 @@ def list_stores(cache: str | Path) -> list[dict]:
 def _one_id(ids: Sequence[str]) -> str:
     """One name for the stores of one set of weights recorded under several ids: a local directory that
     is there (absolute), else a hub id, else a recorded absolute path, else the first recorded. (The
-    hub-id test is featstore.backbone.is_local_id's, without importing torch for `ser store ls`.)"""
+    hub-id test is featstore.backbones.runtime.is_local_id's, without importing torch for `ser store ls`.)"""
     def rank(i: str) -> int:
         path = Path(i).expanduser()
         if path.is_absolute():

@@ -19,8 +19,8 @@ short parallel regions fast (the same probe, 2 threads, 14-16 s spinning, 22 s s
 wait (``OMP_WAIT_POLICY=PASSIVE``, ``GOMP_SPINCOUNT=0``, ``KMP_BLOCKTIME=0``); otherwise the
 libraries' own short spin is kept. A user's own values of these variables are always kept; one
 thread has no one to wait for and is not measured.
-XGBoost (`classifiers.boosting`), the logistic-regression layer pool (`classifiers.evaluate`)
-and faiss (`classifiers.knn_index`) read the setting through `threads()`.
+XGBoost (`classifiers.estimators.boosting`), the logistic-regression layer pool (`classifiers.runs.crossval`)
+and faiss (`classifiers.estimators.knn_index`) read the setting through `threads()`.
 
 Precedence of the count: ``--threads``, ``$SER_THREADS``, config ``threads``,
 ``$OMP_NUM_THREADS``, else `available_cpus()`. Nothing here imports torch or numpy.

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from classifiers.attention import AttentionError, AttentionProbe, probe_attention
-from classifiers.results import Record
+from classifiers.estimators.attention import AttentionError, AttentionProbe, probe_attention
+from classifiers.results.records import Record
 from featstore.corpora.base import Utterance
 from featstore.folds import make_folds
 
@@ -131,7 +131,7 @@ def test_fold_runner_over_a_store(tmp_path):
         assert 0 <= r["uar"] <= 1 and np.asarray(r["confusion"]).sum() == len(f.test)
         assert r["classifier"] == "attention" and r["layer"] == 2 and r["layers"] == [2]
         assert set(Record.__annotations__) <= set(r)          # the one record every classifier writes
-    (row,) = res.summary()                              # the record format of classifiers.evaluate
+    (row,) = res.summary()                              # the record format of classifiers.runs.crossval
     assert row["classifier"] == "attention" and row["n"] == 6 and 0 <= row["uar"] <= 1
     with pytest.raises(AttentionError, match="no frame-level features"):
         probe_attention(store, store.utterances, folds, layers=[1])

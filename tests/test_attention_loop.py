@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import bench.legacy_attention as legacy
-import classifiers.attention as attention
-from classifiers.attention import (
+import classifiers.estimators.attention as attention
+from classifiers.estimators.attention import (
     AttentionHead,
     AttentionProbe,
     Packed,

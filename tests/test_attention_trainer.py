@@ -10,8 +10,8 @@ import torch
 from sklearn.base import clone
 from sklearn.metrics import balanced_accuracy_score
 
-from classifiers.attention import AttentionProbe, AttentionRegressorProbe
-from classifiers.regression import ccc
+from classifiers.estimators.attention import AttentionProbe, AttentionRegressorProbe
+from classifiers.estimators.regression import ccc
 
 N_TRAIN = 40
 

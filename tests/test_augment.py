@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from classifiers.augment import (
+from classifiers.finetuning.augment import (
     AddNoise,
     AugmentError,
     ChunkPermute,

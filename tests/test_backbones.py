@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from featstore.backbone import ModelLoadError, hidden_states, load_backbone, model_info
+from featstore.backbones.runtime import ModelLoadError, hidden_states, load_backbone, model_info
 from featstore.corpora.base import Manifest, Utterance
 from featstore.extract import extract_manifest
 from featstore.store import open_store
@@ -129,7 +129,7 @@ def test_batched_equals_alone_equals_plain_transformers(models, family, one_torc
 @pytest.mark.parametrize("family", ["wav2vec2-conformer", "wav2vec2-conformer-rotary"])
 def test_conformer_needs_its_depthwise_conv_masked(models, family, one_torch_thread):
     """Guards masked_conformer_conv: without it the last valid frames of a padded item read the padding."""
-    import featstore.backbone as bb
+    import featstore.backbones.runtime as bb
 
     backbone = load_backbone(str(models[family]))
     clips = waves()
@@ -278,7 +278,7 @@ def test_weights_hash_is_remembered_and_follows_the_files(tmp_path, tiny_models)
     rewritten weight file (new size/mtime) is hashed again, to its new value."""
     import shutil
 
-    import featstore.backbone as fb
+    import featstore.backbones.runtime as fb
 
     model = shutil.copytree(tiny_models["group"], tmp_path / "m")
     first = model_info(str(model)).weights_sha256
@@ -298,7 +298,7 @@ def test_weights_hash_is_remembered_and_follows_the_files(tmp_path, tiny_models)
 
 def test_normalize_rows_matches_each_clip_normalised_alone():
     """The GPU-side normalisation of a zero-padded batch equals normalize_waveform of each clip; padding stays 0."""
-    from featstore.backbone import normalize_rows, normalize_waveform
+    from featstore.backbones.runtime import normalize_rows, normalize_waveform
 
     rng = np.random.default_rng(0)
     waves = [rng.normal(0.3, 2.0, n).astype(np.float32) for n in (1600, 900, 17)]

@@ -1,4 +1,4 @@
-"""What XGBProbe and XGBRegressorProbe share (classifiers/boosting.py): one list of hyper-parameter
+"""What XGBProbe and XGBRegressorProbe share (classifiers/estimators/boosting.py): one list of hyper-parameter
 constraints, constructors that store their arguments unchanged, and one assembly of the booster's
 arguments; each probe equals the XGBoost estimator built by hand with those arguments, bit for bit."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import xgboost
 
-from classifiers.boosting import XGBProbe, XGBRegressorProbe
+from classifiers.estimators.boosting import XGBProbe, XGBRegressorProbe
 
 SHARED = dict(n_estimators=25, max_depth=3, learning_rate=0.2, subsample=0.7, colsample_bytree=0.6,
               random_state=5, n_jobs=1)

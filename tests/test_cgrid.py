@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.preprocessing import StandardScaler
 
-import classifiers.linear as linear
+import classifiers.estimators.linear as linear
 
 
 def data(n_speakers=12, per=16, dim=24, signal=0.8, noise_dims=0, seed=0, classes=4):
@@ -113,7 +113,7 @@ def test_inside_the_grid_nothing_is_extended_and_extend_grid_false_keeps_the_gri
 
 
 def test_records_say_what_was_searched():
-    from classifiers.evaluate import probe_layers
+    from classifiers.runs.crossval import probe_layers
     from featstore.corpora.base import Utterance
     from featstore.folds import Fold
 

@@ -76,7 +76,7 @@ def test_reversed_frames_range_is_refused_by_extract(tmp_path, monkeypatch):
 
 def test_probe_options_reach_the_runner_and_are_checked_per_classifier(tmp_path, monkeypatch):
     """--class-weight/--speaker-norm reach logreg's task; options a classifier does not take are one line."""
-    import classifiers.evaluate as ev
+    import classifiers.runs.crossval as ev
     from featstore.synth import synthesize
     from tests.helpers import build_tiny_model
 

@@ -44,8 +44,8 @@ def one_line(r, *needles: str) -> str:
 
 @pytest.fixture
 def fake_predict(monkeypatch, tmp_path):
-    """`classifiers.predict.predict` answering ROWS without a model; a model directory to name."""
-    import classifiers.predict as predict
+    """`classifiers.finetuning.inference.predict` answering ROWS without a model; a model directory to name."""
+    import classifiers.finetuning.inference as predict
 
     seen = []
     monkeypatch.setattr(predict, "predict", lambda files, model_dir, **kw: seen.append(Path(model_dir)) or ROWS)
@@ -87,7 +87,7 @@ def test_the_new_spelling_stays_required():
 
 
 def test_evaluate_old_spelling_reaches_the_library(monkeypatch, tmp_path):
-    import classifiers.scoring as scoring
+    import classifiers.runs.evaluate as scoring
     from featstore.errors import SerError
 
     seen = {}
@@ -159,7 +159,7 @@ def test_ctc_model_for_checks_the_example_id_first(tmp_path):
 # -- the library functions give what the CLI writes ----------------------------------------------
 
 def test_predict_files_gives_the_rows_of_the_cli_csv(fake_predict, tmp_path):
-    from classifiers.predict import predict_files
+    from classifiers.finetuning.inference import predict_files
 
     model, _ = fake_predict
     r = invoke("predict", "a.wav", "b.wav", "--trained", model, "--out", tmp_path / "cli.csv")
@@ -178,8 +178,8 @@ def test_predict_files_gives_the_rows_of_the_cli_csv(fake_predict, tmp_path):
 
 
 def test_predict_files_target_choice(monkeypatch, tmp_path):
-    import classifiers.predict as predict
-    from classifiers.predict import PredictError, predict_files
+    import classifiers.finetuning.inference as predict
+    from classifiers.finetuning.inference import PredictError, predict_files
 
     both = [("a.wav", {"sad": 0.5, "angry": 0.5, "arousal": 0.25, "valence": -0.5})]
     monkeypatch.setattr(predict, "predict", lambda *a, **kw: both)

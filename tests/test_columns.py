@@ -29,8 +29,8 @@ def cache(tmp_path_factory):
 
 @pytest.fixture
 def tables(monkeypatch):
-    """Every table a command builds through classifiers.results.table, recorded."""
-    import classifiers.results as results
+    """Every table a command builds through classifiers.results.records.table, recorded."""
+    import classifiers.results.records as results
 
     made = []
     build = results.table
@@ -137,7 +137,7 @@ def test_stores_probes_neighbours_and_results_at_80_columns(cache, tables, tmp_p
     tables.clear()
     check_readable(run80("evaluate", "--trained", tmp_path / "probe", "--corpus", "emodb", "--cache", cache,
                          "--db", db).output, tables)
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
 
     ids = [r["id"] for r in Registry(db).runs()]
     for args in (("results", "ls"), ("results", "show", ids[0])):
@@ -146,7 +146,7 @@ def test_stores_probes_neighbours_and_results_at_80_columns(cache, tables, tmp_p
 
 
 def test_predict_fits_80_columns_with_long_paths_and_many_classes(tables, tmp_path, monkeypatch):
-    import classifiers.predict as predict
+    import classifiers.finetuning.inference as predict
 
     labels = ["neutral", "calm", "happy", "sad", "angry", "fear", "disgust", "surprise"]
     monkeypatch.chdir(tmp_path)              # paths that fit in 80 columns (a longer one can only fold)
@@ -165,7 +165,7 @@ def test_the_narrow_layout_is_key_value_blocks_and_wide_terminals_keep_the_table
     """The switch itself, on a table whose words cannot all fit 60 columns."""
     from rich.console import Console
 
-    from classifiers.results import table
+    from classifiers.results.records import table
 
     t = table("utterance", "emotion", "a rather long explanation", title="t")
     t.add_row("ravdess-03-01-05-01-02-01-18", "angry", "the speaker raises their voice " * 4)

@@ -56,7 +56,7 @@ def test_set_get_show_round_trip(cfg, tmp_path, monkeypatch):
     assert config.unset_value("corpora.iemocap.protocol") is False
     assert "iemocap" not in config.load_config()["corpora"]  # the emptied table is dropped
     assert config.unset_value("model") is True
-    from featstore.backbone import DEFAULT_MODEL
+    from featstore.backbones.runtime import DEFAULT_MODEL
     assert config.default_model() == DEFAULT_MODEL
 
 

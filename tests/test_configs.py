@@ -8,8 +8,8 @@ from dataclasses import fields
 import pytest
 import typer
 
-from classifiers.configs import CONFIGS, ConfigError, MatrixConfig, NeighborsConfig, ProbeConfig
-from classifiers.registry import run_key
+from classifiers.results.registry import run_key
+from classifiers.runs.configs import CONFIGS, ConfigError, MatrixConfig, NeighborsConfig, ProbeConfig
 from featstore.errors import SerError
 
 #: what a study or the CLI decides for a run, not what the run computes
@@ -23,10 +23,10 @@ def _options(fn) -> set[str]:
 
 
 def test_each_config_is_its_library_functions_signature():
-    from classifiers.dimensional import registered_dimensional, registered_dimensional_matrix
-    from classifiers.neighbors import registered_neighbors
-    from classifiers.probe import registered_matrix
-    from classifiers.study import registered_probe
+    from classifiers.runs.dimensional import registered_dimensional, registered_dimensional_matrix
+    from classifiers.runs.neighbors import registered_neighbors
+    from classifiers.runs.probe import registered_matrix
+    from classifiers.runs.study import registered_probe
 
     probe = {f.name for f in fields(ProbeConfig)}
     categorical = set(ProbeConfig.cell_keys()) - {"target", "alpha"}
@@ -38,8 +38,8 @@ def test_each_config_is_its_library_functions_signature():
     assert _options(registered_matrix) == set(MatrixConfig.cell_keys()) - {"target", "alpha"}
     assert _options(registered_dimensional_matrix) == set(MatrixConfig.cell_keys(dimensional=True))
     assert _options(registered_neighbors) == {f.name for f in fields(NeighborsConfig)}
-    from classifiers.configs import EvaluateConfig
-    from classifiers.scoring import evaluate_model
+    from classifiers.runs.configs import EvaluateConfig
+    from classifiers.runs.evaluate import evaluate_model
 
     assert _options(evaluate_model) == {f.name for f in fields(EvaluateConfig)}
 
@@ -51,7 +51,7 @@ def _command(name: str):
 
 
 def _evaluate_config():
-    from classifiers.configs import EvaluateConfig
+    from classifiers.runs.configs import EvaluateConfig
 
     return EvaluateConfig
 
@@ -72,7 +72,7 @@ def test_cli_options_are_generated_from_the_config(command, config):
 
 
 def test_study_cell_keys_are_the_config_fields():
-    from classifiers.study import MULTIPLIERS, kind_keys
+    from classifiers.runs.study import MULTIPLIERS, kind_keys
 
     for kind, cls in CONFIGS.items():
         keys = kind_keys(kind)
@@ -160,7 +160,7 @@ def test_demo_and_ser_probe_build_one_key(tmp_path):
     all` does, so an identical `ser probe` finds the demo's run."""
     import ast
 
-    from classifiers import demo
+    from classifiers.runs import demo
 
     tree = ast.parse(inspect.getsource(demo))
     called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}

@@ -22,7 +22,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert all(0 <= rec["uar"] <= 1 for rec in probe["records"])
     page = (out / "results" / "report.html").read_text(encoding="utf-8")
     assert "<img" in page and "probe" in page
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
 
     runs = Registry(out / "results" / "ser.db").runs()
     assert sorted(r["kind"] for r in runs) == ["neighbors", "probe"]

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import featstore.extract as fx
-from featstore.backbone import MaskedGroupNorm
+from featstore.backbones.runtime import MaskedGroupNorm
 from featstore.corpora.base import Manifest, Utterance
 from featstore.store import open_store
 
@@ -218,7 +218,7 @@ def test_cuda_batches_fill_batch_seconds(tmp_path, monkeypatch):
 
 def test_finetune_refuses_a_gpu_the_trainer_would_not_use():
     """transformers' Trainer always trains on cuda:0: `--device cuda:1` says how to get GPU 1 instead."""
-    from classifiers.finetune import FinetuneConfig, FinetuneError
+    from classifiers.finetuning.finetune import FinetuneConfig, FinetuneError
 
     with pytest.raises(FinetuneError, match="CUDA_VISIBLE_DEVICES=1 ser finetune .* --device cuda"):
         FinetuneConfig(model="m", device="cuda:1")

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from classifiers.regression import ccc, ccc_interval
+from classifiers.estimators.regression import ccc, ccc_interval
 from featstore.corpora.base import Utterance
 from featstore.errors import SerError
 from tests.test_results import MODEL, invoke, write_store
@@ -54,7 +54,7 @@ def cache(tmp_path_factory):
 
 
 def test_the_layer_carrying_each_dimension_is_found(cache, tmp_path):
-    from classifiers.dimensional import run_dimensional
+    from classifiers.runs.dimensional import run_dimensional
 
     run = run_dimensional(CORPUS, target="avd", model=MODEL, cache=cache, out=tmp_path / "r")
     by_layer = {r["layer"]: r for r in run.summary}
@@ -70,7 +70,7 @@ def test_the_layer_carrying_each_dimension_is_found(cache, tmp_path):
 
 
 def test_headline_is_the_ccc_of_the_written_predictions(cache, tmp_path):
-    from classifiers.dimensional import run_dimensional
+    from classifiers.runs.dimensional import run_dimensional
 
     run = run_dimensional(CORPUS, target="arousal", model=MODEL, cache=cache, out=tmp_path / "r", alpha=1.0)
     with (tmp_path / "r" / "probe_predictions.csv").open() as fh:
@@ -93,7 +93,7 @@ def test_headline_is_the_ccc_of_the_written_predictions(cache, tmp_path):
 
 
 def test_target_without_annotations_is_one_line(cache, tmp_path):
-    from classifiers.dimensional import TargetError, run_dimensional
+    from classifiers.runs.dimensional import TargetError, run_dimensional
 
     with pytest.raises(TargetError, match="nodims has no arousal annotations"):
         run_dimensional("nodims", target="arousal", model=MODEL, cache=cache)
@@ -112,7 +112,7 @@ def test_cli_target_is_registered_and_found_again(cache, tmp_path, monkeypatch):
     assert again.exit_code == 0, again.output
     assert "already holds this configuration" in again.output and "valence: best layer 2" in again.output
     assert not any(p.name.startswith("probe-") for p in tmp_path.iterdir())   # nothing computed or written again
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
 
     [run] = Registry(db).runs(kind="probe")
     metrics = {s["metric"] for s in Registry(db).scores(run["id"])}
@@ -142,7 +142,7 @@ def test_results_show_ls_and_rerun_speak_dimensions(cache, tmp_path, monkeypatch
     first = invoke("probe", "--corpus", CORPUS, "--target", "arousal", "--model", MODEL, "--cache", str(cache),
                    "--db", db, "--out", str(tmp_path / "a"), env={"COLUMNS": "200"})
     assert first.exit_code == 0, first.output
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
 
     [run] = Registry(db).runs()
     shown = invoke("results", "show", run["id"], "--db", db, env={"COLUMNS": "200"})
@@ -161,13 +161,13 @@ def test_results_show_ls_and_rerun_speak_dimensions(cache, tmp_path, monkeypatch
 def test_other_regressors_run_the_same_sweep(cache, tmp_path, regressor):
     """xgboost and kNN through the same folds and scoring: each fold's predictions equal a fit of
     the registry's estimator on that fold's training rows (regression.fold_predictions)."""
-    from classifiers.dimensional import run_dimensional
-    from classifiers.regression import fold_predictions
+    from classifiers.estimators.regression import fold_predictions
+    from classifiers.runs.dimensional import run_dimensional
 
     run = run_dimensional(CORPUS, target="arousal", model=MODEL, cache=cache, regressor=regressor, layers="1")
     p = run.predictions
     masks = [np.isin(np.arange(len(p["utterances"])), f.train) for f in p["folds"]]
-    from classifiers.probe import store_for
+    from classifiers.runs.probe import store_for
     from featstore.store import open_store
 
     X = open_store(store_for(cache, MODEL, CORPUS)).pooled(1)
@@ -180,7 +180,7 @@ def test_other_regressors_run_the_same_sweep(cache, tmp_path, regressor):
 def test_cross_corpus_ccc_matrix_is_registered_and_shown(cache, tmp_path, monkeypatch):
     """ser probe --matrix A,B --target: each cell is the run_dimensional run of that train→test pair
     (the diagonal on the corpus' own folds); registered as a matrix, shown again without computing."""
-    from classifiers.dimensional import run_dimensional
+    from classifiers.runs.dimensional import run_dimensional
 
     monkeypatch.chdir(tmp_path)
     db = str(tmp_path / "ser.db")
@@ -201,7 +201,7 @@ def test_cross_corpus_ccc_matrix_is_registered_and_shown(cache, tmp_path, monkey
     assert f"otherdims → {CORPUS}" in text and "registered run" in text
     again = invoke(*args, env={"COLUMNS": "200"})
     assert "already holds this configuration" in again.output
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
 
     [run] = Registry(db).runs(kind="matrix")
     shown = " ".join(invoke("results", "show", run["id"], "--db", db, env={"COLUMNS": "200"}).output.split())
@@ -213,8 +213,8 @@ def test_cross_corpus_ccc_matrix_is_registered_and_shown(cache, tmp_path, monkey
 def test_results_compare_pairs_dimensional_runs_on_ccc(cache, tmp_path, monkeypatch):
     """ser results compare A B --metric ccc_arousal: each run's CCC and the paired difference on the
     clips both predicted, equal to regression.paired_ccc of the runs' own prediction files."""
-    from classifiers.registry import Registry
-    from classifiers.regression import paired_ccc
+    from classifiers.estimators.regression import paired_ccc
+    from classifiers.results.registry import Registry
 
     monkeypatch.chdir(tmp_path)
     db = str(tmp_path / "ser.db")
@@ -246,8 +246,8 @@ def test_results_compare_pairs_dimensional_runs_on_ccc(cache, tmp_path, monkeypa
 def test_attention_regressor_reads_the_stored_frames(tmp_path):
     """--classifier attention --target: the attention pooler trained per fold on the frames of the
     stored frame layer (arousal planted in a few frames of each clip), predictions of every clip."""
-    from classifiers.dimensional import run_dimensional
-    from featstore.backbone import model_slug
+    from classifiers.runs.dimensional import run_dimensional
+    from featstore.backbones.runtime import model_slug
     from featstore.store import Batch, assemble, parts_dir, write_part
 
     rng = np.random.default_rng(0)
@@ -280,7 +280,7 @@ def test_attention_regressor_reads_the_stored_frames(tmp_path):
 def test_results_rerun_of_matrices(cache, tmp_path, monkeypatch):
     """ser results rerun of a dimensional CCC matrix and of an emotion UAR matrix: a new folder,
     every score identical."""
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
     from tests.test_results import RAVDESS, planted
 
     monkeypatch.chdir(tmp_path)

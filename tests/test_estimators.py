@@ -21,10 +21,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-import classifiers.linear as linear
-from classifiers.attention import AttentionError, AttentionProbe
-from classifiers.boosting import XGBProbe
-from classifiers.linear import LogRegProbe, ProbeInputError, UngroupedSelectionWarning
+import classifiers.estimators.linear as linear
+from classifiers.estimators.attention import AttentionError, AttentionProbe
+from classifiers.estimators.boosting import XGBProbe
+from classifiers.estimators.linear import LogRegProbe, ProbeInputError, UngroupedSelectionWarning
 
 # small, fast settings; the defaults are exercised by tests/test_probe.py and tests/test_attention.py
 FAST = {
@@ -45,7 +45,7 @@ def _check_name(check) -> str:
     return (check.func if isinstance(check, partial) else check).__name__
 
 
-@pytest.mark.filterwarnings("ignore::classifiers.linear.UngroupedSelectionWarning")
+@pytest.mark.filterwarnings("ignore::classifiers.estimators.linear.UngroupedSelectionWarning")
 @parametrize_with_checks(ESTIMATORS)
 def test_sklearn_estimator_checks(estimator, check):
     try:

@@ -79,8 +79,8 @@ def cluster(world):
 
 
 def study(world, cache, db, executor, **kw):
-    from classifiers.registry import Registry
-    from classifiers.study import run_study
+    from classifiers.results.registry import Registry
+    from classifiers.runs.study import run_study
 
     log = {"failed": [], "start": []}
     hook = kw.get("hook", lambda r: None)
@@ -109,7 +109,7 @@ def keys(db) -> list[str]:
 @pytest.fixture(scope="module")
 def sequential(world, tmp_path_factory):
     """The study run the way it always ran (executor local), single-threaded like a worker."""
-    from classifiers.executor import single_threaded
+    from classifiers.runs.executor import single_threaded
 
     work = tmp_path_factory.mktemp("sequential")
     old_cwd, old_data = os.getcwd(), os.environ.get("SER_DATA")
@@ -245,7 +245,7 @@ def test_slurm_dry_run_prints_dask_jobqueues_own_job_script(world, env, tmp_path
 def test_bad_executors_are_one_line_before_any_work(world, env, spec, message):
     r = runner.invoke(app, ["study", "run", str(world["study"]), "--executor", spec], env={"COLUMNS": "200"})
     assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
-    from classifiers.executor import parse_executor
+    from classifiers.runs.executor import parse_executor
 
     assert str(parse_executor("local:3")) == "local:3" and parse_executor("dask://10.0.0.1:8786").address == \
         "10.0.0.1:8786" and parse_executor(None).kind == "local"
@@ -290,9 +290,9 @@ def test_cells_start_longest_first(monkeypatch, tmp_path):
     task's priority to Dask: on one busy worker, the waiting tasks start highest priority first."""
     from distributed import Client, LocalCluster
 
-    from classifiers import executor
-    from classifiers.executor import Task, run_tasks
-    from classifiers.study import CellPlan, cell_cost
+    from classifiers.runs import executor
+    from classifiers.runs.executor import Task, run_tasks
+    from classifiers.runs.study import CellPlan, cell_cost
 
     def plan(protocol, seeds=1, layers="all", train=()):
         return CellPlan(cells=[], model="m", corpus="ravdess", options=dict(seed=f"0-{seeds - 1}", layers=layers),

@@ -320,7 +320,7 @@ def test_frame_layer_spec():
 def test_missing_model_offline_names_the_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    from featstore.backbone import ModelLoadError, model_info
+    from featstore.backbones.runtime import ModelLoadError, model_info
 
     with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE") as e:
         model_info("facebook/wav2vec2-base")
@@ -352,7 +352,7 @@ def test_torchrun_two_processes_gloo(tmp_path, tiny_models):
 
 def test_data2vec_audio_batches_are_exact(tmp_path):
     """data2vec-audio loads (no feat_extract_norm) and a padded batch equals each item alone, every layer."""
-    from featstore.backbone import hidden_states, load_backbone
+    from featstore.backbones.runtime import hidden_states, load_backbone
 
     backbone = load_backbone(str(build_tiny_data2vec(tmp_path / "d2v")))
     assert backbone.model_type == "data2vec-audio" and not backbone.group_norm
@@ -366,7 +366,7 @@ def test_data2vec_audio_batches_are_exact(tmp_path):
         assert alone.shape[2] == n
         assert (states[:, i, :n] - alone[:, 0]).abs().max() <= 1e-4, i
     # without the masking between pos-conv layers the padded batch would differ
-    import featstore.backbone as bb
+    import featstore.backbones.runtime as bb
 
     original = bb.masked_pos_conv
     try:

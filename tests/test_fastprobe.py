@@ -10,8 +10,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.preprocessing import StandardScaler
 
-import classifiers.linear as linear
-from classifiers.evaluate import ProbeTask, probe_layers, run_classifier
+import classifiers.estimators.linear as linear
+from classifiers.runs.crossval import ProbeTask, probe_layers, run_classifier
 from featstore.folds import make_folds
 from tests.test_probe import synthetic
 
@@ -148,7 +148,7 @@ def test_probe_options_speaker_norm_and_balanced_reach_the_fits(monkeypatch):
 
 
 def test_xgboost_stops_early_on_training_speakers_only(monkeypatch):
-    from classifiers import boosting
+    from classifiers.estimators import boosting
 
     X, utts = synthetic(n_speakers=8, per=12)
     folds = make_folds(utts, "speaker-kfold:4", seed=0)
@@ -176,7 +176,7 @@ def test_xgboost_stops_early_on_training_speakers_only(monkeypatch):
 
 def test_folds_smaller_than_the_preconditioner_rank_are_solved():
     """Wide features (88, like eGeMAPS) and outer folds of unequal size under 64 rows: one common rank."""
-    from classifiers.linear import sweep_layer
+    from classifiers.estimators.linear import sweep_layer
 
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), 14)

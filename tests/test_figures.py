@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from classifiers.plots import (
+from classifiers.results.plots import (
     FigureFormatError,
     confusion_heatmap,
     figure_formats,
@@ -23,7 +23,7 @@ from classifiers.plots import (
     save_figure,
     transfer_heatmap,
 )
-from classifiers.results import ProbeResults, make_record
+from classifiers.results.records import ProbeResults, make_record
 from cli import app
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -198,9 +198,9 @@ def test_one_layer_is_a_dot_plot_per_setting_not_a_curve(tmp_path, kept):
 
 
 def test_the_report_draws_one_layer_settings_as_a_dot_plot(tmp_path, kept):
-    from classifiers.predictions import block as predictions_block
-    from classifiers.predictions import concat
-    from classifiers.report import layer_ci_figure
+    from classifiers.results.predictions import block as predictions_block
+    from classifiers.results.predictions import concat
+    from classifiers.results.report import layer_ci_figure
     from featstore.corpora.base import Utterance
 
     utts = [Utterance(id=f"u{s}{c}{r}", path="", corpus="ravdess", language="en", speaker=f"s{s}", gender=None,
@@ -230,7 +230,7 @@ def test_overlapping_series_are_told_apart(tmp_path, kept):
 
 
 def test_forest_plots_are_labelled_by_setting(tmp_path, kept):
-    from classifiers.report import comparison_figure
+    from classifiers.results.report import comparison_figure
 
     row = dict(diff=0.05, low=-0.01, high=0.11, p=0.1, p_holm=0.1)
     comparison_figure([dict(row, a="ravdess,emodb, layer 6", b="ravdess", classifier="logreg", layer="6",
@@ -244,7 +244,7 @@ def test_forest_plots_are_labelled_by_setting(tmp_path, kept):
 # -- fine-tune figures ---------------------------------------------------------------------------------------
 
 def test_finetune_figures_are_titled_with_model_corpus_and_folds(tmp_path, kept):
-    from classifiers.finetune import FinetuneResult, FoldResult, summarize, write_results
+    from classifiers.finetuning.finetune import FinetuneResult, FoldResult, summarize, write_results
 
     labels = ["sad", "angry"]
     folds = [FoldResult(fold=f"luna-{k}", train_set="ravdess", test_set="cremad", n_train=4, n_val=2, n_test=4,
@@ -268,7 +268,7 @@ def test_finetune_figures_are_titled_with_model_corpus_and_folds(tmp_path, kept)
 # -- through the CLI, and the report ---------------------------------------------------------------------------
 
 def test_probe_format_writes_every_format_and_the_report_embeds_png(tmp_path, monkeypatch):
-    from classifiers.report import png_size
+    from classifiers.results.report import png_size
     from tests.test_runs import probe_args, toy_store
 
     monkeypatch.chdir(tmp_path)
@@ -302,7 +302,7 @@ def test_a_study_file_says_its_formats_and_re_used_runs_get_the_formats_they_lac
     """[study] formats writes each run's figures in those formats; asked again with --format svg,
     the registered run is re-used (nothing computed: same run id, same probe.json) and its folder
     gains the svg figures; a bad formats value is one line before any work."""
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
     from tests.test_runs import MODEL, toy_store
 
     monkeypatch.chdir(tmp_path)
@@ -351,7 +351,7 @@ def test_titles_count_the_folds_of_one_setting_not_the_training_sets():
     folds are counted once whatever the number of training sets."""
     from types import SimpleNamespace
 
-    from classifiers.probe import _aggregated
+    from classifiers.runs.probe import _aggregated
 
     cross = SimpleNamespace(records=[dict(fold=f"train-{t}-test-emodb", train_set=t, classifier="logreg", layer=k,
                                           seed=0) for t in ("cremad", "savee") for k in (0, 1)])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from classifiers.finetune import (
+from classifiers.finetuning.finetune import (
     AudioDataset,
     FinetuneConfig,
     FinetuneError,
@@ -21,7 +21,7 @@ from classifiers.finetune import (
     score_test,
     to_probe_results,
 )
-from classifiers.heads import (
+from classifiers.finetuning.heads import (
     EmotionClassifier,
     HeadError,
     LayerWeightedPooling,
@@ -104,7 +104,7 @@ def test_model_selection_uses_validation_speakers_never_test(corpus, trained):
 
 @pytest.mark.slow
 def test_results_files_and_what_checkpoints_hold(trained):
-    from classifiers.results import read_results
+    from classifiers.results.records import read_results
 
     out = trained.out_dir
     for name in ("finetune.json", "finetune.csv", "confusion.png", "learning_curves.png"):
@@ -358,7 +358,7 @@ def test_config_rejects_bad_values_naming_the_option(bad, match):
 def test_config_normalises_and_validates_spellings(monkeypatch):
     from transformers.integrations import integration_utils
 
-    from classifiers.augment import AugmentError
+    from classifiers.finetuning.augment import AugmentError
     from featstore.device import DeviceError
 
     monkeypatch.setattr(integration_utils, "get_available_reporting_integrations", lambda: ["tensorboard", "wandb"])
@@ -383,7 +383,7 @@ def test_config_normalises_and_validates_spellings(monkeypatch):
 def test_plan_of_an_older_run_directory_is_still_recognised():
     """plan.json as ser wrote it before FinetuneConfig (no device key): resumable, and a real change
     is still named."""
-    from classifiers.finetune import RESUMABLE_CHANGES
+    from classifiers.finetuning.finetune import RESUMABLE_CHANGES
 
     config = FinetuneConfig(model="m", labels=["sad", "angry"])
     new = {**config.plan(["sad", "angry"]), "fold": "luna-0", "fold_digest": "abc"}
@@ -433,8 +433,8 @@ def test_restricted_scores_over_the_shared_classes_only():
 
 
 def test_probe_records_are_built_by_make_record():
-    from classifiers.finetune import FinetuneResult, FoldResult
-    from classifiers.results import make_record
+    from classifiers.finetuning.finetune import FinetuneResult, FoldResult
+    from classifiers.results.records import make_record
 
     truth, pred = ["sad", "sad", "angry"], ["sad", "angry", "angry"]
     fold = FoldResult(fold="f0", train_set="ravdess", test_set="cremad", n_train=10, n_val=2, n_test=3,
@@ -491,7 +491,7 @@ def test_cli_options_are_the_config_fields(tmp_path, monkeypatch):
     import typer
     from typer.testing import CliRunner
 
-    import classifiers.finetune as ft
+    import classifiers.finetuning.finetune as ft
     from cli import app
 
     runner = CliRunner()
@@ -534,7 +534,7 @@ def test_cli_bad_option_is_one_error_line(tmp_path, args, match):
 
 
 def test_head_lr_gives_the_head_its_own_parameter_group(tiny_models):
-    from classifiers.finetune import _optimizers
+    from classifiers.finetuning.finetune import _optimizers
 
     clf = build_classifier(str(tiny_models["group"]), ["a", "b"], pooling="attention", freeze="layers:1")
     assert _optimizers(clf, FinetuneConfig(lr=1e-5)) == (None, None)          # the Trainer's default AdamW
@@ -553,7 +553,7 @@ def test_pooling_help_names_every_head():
     stay in step with the heads that exist."""
     from dataclasses import fields
 
-    from classifiers.heads import FREEZE_HELP, POOLINGS
+    from classifiers.finetuning.heads import FREEZE_HELP, POOLINGS
 
     helps = {f.name: f.metadata["help"] for f in fields(FinetuneConfig)}
     assert all(p in helps["pooling"] for p in POOLINGS) and FREEZE_HELP in helps["freeze"]

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from classifiers.finetune import FinetuneConfig, FinetuneError, finetune
-from classifiers.heads import EmotionClassifier, build_classifier, masked_ccc_loss
-from classifiers.regression import ccc, ccc_interval
+from classifiers.estimators.regression import ccc, ccc_interval
+from classifiers.finetuning.finetune import FinetuneConfig, FinetuneError, finetune
+from classifiers.finetuning.heads import EmotionClassifier, build_classifier, masked_ccc_loss
 from featstore.corpora import get_corpus
 from featstore.folds import make_folds
 from featstore.synth import synthesize
@@ -100,7 +100,7 @@ def test_avd_run_writes_predictions_whose_ccc_is_the_fold_score(cli_run):
     [record] = data["records"]
     assert record["ccc_valence"] == result["metrics"]["ccc_valence"] and "uar" not in record
     # the registry holds the dimensional metrics (ser results lists them)
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
 
     registry = Registry(db)
     [run] = registry.runs()
@@ -172,10 +172,10 @@ def test_multitask_loss_weights_cross_entropy_and_ccc(corpus):
 def test_predict_prints_the_models_values(cli_run, corpus, tmp_path):
     from typer.testing import CliRunner
 
-    from classifiers.finetune import clip_inputs, collate
+    from classifiers.finetuning.finetune import clip_inputs, collate
     from cli import app
     from featstore.audio import load_audio
-    from featstore.backbone import normalize_waveform
+    from featstore.backbones.runtime import normalize_waveform
 
     out, _, _ = cli_run
     _, _, utterances = corpus
@@ -207,7 +207,7 @@ def test_evaluate_scores_ccc_per_dimension(cli_run, corpus, tmp_path):
     """`ser evaluate` of the export on its own fold's test speakers gives the fold's test CCC again."""
     from typer.testing import CliRunner
 
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
     from cli import app
 
     out, _, _ = cli_run
@@ -295,7 +295,7 @@ def test_multitask_trains_both_heads(corpus, tmp_path):
     w = after.classifier.weight.detach()
     c = len(run.labels)
     assert not torch.allclose(w[:c], before[:c]) and not torch.allclose(w[c:], before[c:])   # both heads learnt
-    from classifiers.finetune import to_probe_results
+    from classifiers.finetuning.finetune import to_probe_results
 
     [record] = to_probe_results(run).records
     assert record["uar"] == f.metrics["uar"] and record["ccc_valence"] == f.metrics["ccc_valence"]
@@ -329,8 +329,8 @@ def test_exports_load_in_transformers_with_the_dimension_outputs(corpus, tmp_pat
 def test_run_folder_names_the_target_and_keeps_categorical_folders():
     """A --target run gets a folder of its own (named, hashed); a categorical run's folder is the one it
     had before --target existed (its settings hash leaves the two default fields out)."""
-    from classifiers.finetune import default_run_dir
-    from classifiers.results import settings_tag
+    from classifiers.finetuning.finetune import default_run_dir
+    from classifiers.results.records import settings_tag
     from featstore import serialize
 
     emotion = default_run_dir("msppodcast", "official", FinetuneConfig(model="m"))
@@ -350,8 +350,8 @@ def test_report_shows_a_dimensions_only_finetune(cli_run, tmp_path):
     its section gives CCC per dimension with the CI of its finetune.json, never 'record 0 is damaged'."""
     from typer.testing import CliRunner
 
-    from classifiers.registry import Registry
-    from classifiers.study import load_run
+    from classifiers.results.registry import Registry
+    from classifiers.runs.study import load_run
     from cli import app
 
     out, db, _ = cli_run
@@ -372,7 +372,7 @@ def test_compare_a_dimension_finetune_with_the_ridge_probe(cli_run, corpus, tmp_
     layer on the same test clips (official partitions), CCC difference with CI and p."""
     from typer.testing import CliRunner
 
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
     from cli import app
 
     out, db, _ = cli_run
@@ -459,8 +459,8 @@ def test_predict_target_keeps_the_outputs_named(cli_run, corpus):
 def test_a_study_finetune_cell_on_dimensions_runs_and_is_reused(corpus, tmp_path, monkeypatch):
     """A [[cells]] kind = "finetune" with target = "avd" (study.registered_finetune): trained,
     registered, its headline the mean CCC; the same cell again re-uses the registered run."""
-    from classifiers.registry import Registry
-    from classifiers.study import headline, registered_finetune
+    from classifiers.results.registry import Registry
+    from classifiers.runs.study import headline, registered_finetune
     from featstore import config
 
     root, model, _ = corpus

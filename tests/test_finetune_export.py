@@ -13,9 +13,9 @@ import pytest
 import torch
 import yaml
 
-from classifiers.finetune import FinetuneConfig, FinetuneError, default_run_dir, finetune
-from classifiers.heads import EmotionClassifier, build_classifier
-from classifiers.predict import predict
+from classifiers.finetuning.finetune import FinetuneConfig, FinetuneError, default_run_dir, finetune
+from classifiers.finetuning.heads import EmotionClassifier, build_classifier
+from classifiers.finetuning.inference import predict
 from featstore.audio import load_audio
 from featstore.corpora import get_corpus
 from featstore.folds import make_folds
@@ -207,9 +207,9 @@ def _front_matter(path: Path) -> dict:
 def test_model_card_names_base_model_corpora_and_scores_with_cis(corpus, runs):
     import csv
 
-    from classifiers.metrics import scores
-    from classifiers.stats import bootstrap_ci
-    from featstore.backbone import load_backbone
+    from classifiers.results.metrics import scores
+    from classifiers.results.stats import bootstrap_ci
+    from featstore.backbones.runtime import load_backbone
 
     root, models, utterances, folds = corpus
     run = runs[("group", "mean")]
@@ -270,7 +270,7 @@ def test_run_folder_follows_the_settings():
 def test_a_second_lr_on_the_command_line_gets_its_own_folder(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    import classifiers.finetune as ft
+    import classifiers.finetuning.finetune as ft
     from cli import app
 
     synthesize("ravdess", tmp_path / "ravdess", n=16, max_duration=0.3, sample_rate=16000)

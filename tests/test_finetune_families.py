@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from classifiers.finetune import AudioDataset, FinetuneConfig, clip_inputs, collate, finetune
-from classifiers.heads import EmotionClassifier, apply_freeze, build_classifier
+from classifiers.finetuning.finetune import AudioDataset, FinetuneConfig, clip_inputs, collate, finetune
+from classifiers.finetuning.heads import EmotionClassifier, apply_freeze, build_classifier
 from featstore.corpora import get_corpus
 from featstore.folds import make_folds
 from featstore.synth import synthesize
@@ -55,7 +55,7 @@ def _waves(seed: int = 0, lengths=LENGTHS) -> list[np.ndarray]:
 
 
 def _inputs(clf: EmotionClassifier, wave: np.ndarray) -> dict:
-    from featstore.backbone import normalize_waveform
+    from featstore.backbones.runtime import normalize_waveform
 
     return clip_inputs(normalize_waveform(wave) if clf.config.do_normalize else wave, clf.front_end)
 
@@ -90,8 +90,8 @@ def test_padded_batch_equals_each_clip_alone(models, family, pooling):
 @pytest.mark.parametrize("family", ["whisper", "wav2vec2-bert"])
 def test_pooling_sees_the_real_frames_as_extraction_counts_them(models, family):
     """The mean head's embedding is the mean of the last hidden state over the frames extraction keeps
-    (`featstore.backbone.hidden_states`); Whisper: 50 per second, its 30 s padding never pooled."""
-    from featstore.backbone import hidden_states, load_backbone
+    (`featstore.backbones.runtime.hidden_states`); Whisper: 50 per second, its 30 s padding never pooled."""
+    from featstore.backbones.runtime import hidden_states, load_backbone
 
     clf = build_classifier(str(models[family]), ["a", "b"], pooling="mean", freeze="none").eval()
     bb = load_backbone(str(models[family]))
@@ -161,8 +161,8 @@ def test_freeze_specs_freeze_each_familys_own_parts(models):
 def test_opensmile_has_nothing_to_fine_tune(monkeypatch):
     from types import SimpleNamespace
 
-    import featstore.backbone as fb
-    from classifiers.heads import HeadError
+    import featstore.backbones.runtime as fb
+    from classifiers.finetuning.heads import HeadError
 
     monkeypatch.setattr(fb, "load_backbone", lambda *a, **k: SimpleNamespace(input_kind="functionals",
                                                                              model_type="opensmile"))
@@ -197,7 +197,7 @@ def runs(corpus, models):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["whisper", "wav2vec2-bert"])
 def test_finetuned_export_predicts_as_the_model_and_the_run(corpus, runs, family):
-    from classifiers.predict import predict
+    from classifiers.finetuning.inference import predict
     from featstore.audio import load_audio
 
     root, utterances, _ = corpus
@@ -220,7 +220,7 @@ def test_finetuned_export_predicts_as_the_model_and_the_run(corpus, runs, family
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["whisper", "wav2vec2-bert"])
 def test_evaluate_scores_the_export_as_its_run(corpus, runs, family, tmp_path):
-    from classifiers.scoring import evaluate_model
+    from classifiers.runs.evaluate import evaluate_model
 
     root, _, _ = corpus
     fold = runs[family].folds[0]
@@ -253,7 +253,7 @@ def test_transformers_auto_classes_load_the_export(corpus, runs, family):
 # -- LoRA ------------------------------------------------------------------------------------------------
 
 def test_lora_targets_whisper_and_w2v_bert_attention_projections(models, tmp_path):
-    from classifiers.lora import apply_lora, parse_adapter, target_pattern
+    from classifiers.finetuning.lora import apply_lora, parse_adapter, target_pattern
 
     spec = parse_adapter("lora:r=2,alpha=4,targets=q,v")
     whisper = build_classifier(str(models["whisper"]), ["a", "b"], pooling="mean", freeze="none")
@@ -326,7 +326,7 @@ def test_lora_checkpoints_hold_adapters_and_head_only_and_resume(corpus, tmp_pat
 def test_predict_judges_a_long_clip_on_whisper_s_first_30_s_and_says_so(models, tmp_path):
     import soundfile as sf
 
-    from classifiers.predict import predict
+    from classifiers.finetuning.inference import predict
     from featstore.errors import SerWarning
 
     model_dir = build_classifier(str(models["whisper"]), CLASSES, pooling="attention", freeze="none",

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from classifiers.registry import Registry, store_fingerprint
-from classifiers.results import ProbeResults
+from classifiers.results.records import ProbeResults
+from classifiers.results.registry import Registry, store_fingerprint
 from featstore.extract import extract_manifest
 from featstore.store import open_store
 from tests.test_extract import write_corpus

@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from classifiers.metrics import scores
-from classifiers.predictions import read_predictions
-from classifiers.stats import bootstrap_ci
+from classifiers.results.metrics import scores
+from classifiers.results.predictions import read_predictions
+from classifiers.results.stats import bootstrap_ci
 from tests.test_runs import MODEL, cli, toy_store
 
 

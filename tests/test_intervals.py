@@ -23,7 +23,7 @@ from bench.uncertainty import (
     simulate_family,
     truth,
 )
-from classifiers.stats import (
+from classifiers.results.stats import (
     StatsError,
     best_against_rest,
     best_against_rest_counts,
@@ -110,7 +110,7 @@ def test_paired_compare_and_bootstrap_ci_are_the_simulated_method():
 
 def test_agreement_is_exact_at_the_boundary_and_in_degenerate_cases():
     # |value| / se exactly the t quantile: the interval touches 0 and p is not below 0.05
-    from classifiers.stats import t_quantile
+    from classifiers.results.stats import t_quantile
 
     q = float(t_quantile(0.95, 24))
     low, high, p = t_interval(q * 0.01, 0.01, 24)
@@ -181,7 +181,7 @@ def test_layer_differences_labels_the_picked_best_exploratory():
     adjusted exploratory ones; with a reference fixed in advance, plain jackknife-t with Holm."""
     from types import SimpleNamespace
 
-    from classifiers.compare import layer_differences
+    from classifiers.results.compare import layer_differences
 
     cms = simulate_family(np.random.default_rng(8), 12, [0.5, 0.6, 0.7])
     blocks = []

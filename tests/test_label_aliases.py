@@ -117,7 +117,7 @@ def test_extract_prints_the_warning_before_extracting(tmp_path, tiny_models, one
 
 def _store(cache: Path, utts, corpus: str, seed: int) -> Path:
     """A finished store of `utts` for MODEL with a class signal shared across corpora (layer 1)."""
-    from featstore.backbone import model_slug
+    from featstore.backbones.runtime import model_slug
     from featstore.store import Batch, assemble, parts_dir, store_path, write_part
 
     rng = np.random.default_rng(seed)

@@ -1,4 +1,4 @@
-"""LoRA adapters (`ser finetune --adapter lora:...`, classifiers.lora) on a tiny random wav2vec2:
+"""LoRA adapters (`ser finetune --adapter lora:...`, classifiers.finetuning.lora) on a tiny random wav2vec2:
 only the adapters and the head train, the export holds only them and names its base by hash,
 `ser predict` refuses another base in one line, runs resume, and a bad spec fails before any work."""
 
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from classifiers.finetune import FinetuneConfig, default_run_dir, finetune, plan_changes
-from classifiers.heads import EmotionClassifier, build_classifier, is_adapter_dir, is_classifier_dir
-from classifiers.lora import (
+from classifiers.finetuning.finetune import FinetuneConfig, default_run_dir, finetune, plan_changes
+from classifiers.finetuning.heads import EmotionClassifier, build_classifier, is_adapter_dir, is_classifier_dir
+from classifiers.finetuning.lora import (
     AdapterError,
     LoraSpec,
     apply_lora,
@@ -118,14 +118,14 @@ def test_targets_map_to_each_familys_projection_names(tmp_path):
 
 
 def test_lora_is_below_heads_and_an_adapter_export_round_trips(tmp_path):
-    """classifiers.lora imports no classifiers module (issue 22, item 10: no heads <-> lora cycle); heads
+    """classifiers.finetuning.lora imports no classifiers module (issue 22, item 10: no heads <-> lora cycle); heads
     owns both export formats, so `EmotionClassifier.from_pretrained` (the model card's usage) loads an
     adapter export with nothing else imported, and gives the saved model's outputs."""
     from tests.test_import_graph import import_graph
 
     graph = import_graph()
-    assert not {m for m in graph["classifiers.lora"] if m.split(".")[0] == "classifiers"}
-    assert "classifiers.lora" in graph["classifiers.heads"]
+    assert not {m for m in graph["classifiers.finetuning.lora"] if m.split(".")[0] == "classifiers"}
+    assert "classifiers.finetuning.lora" in graph["classifiers.finetuning.heads"]
     base = build_tiny_model(tmp_path / "base", "group")
     clf = apply_lora(build_classifier(str(base), CLASSES, seed=0, freeze="none"), "lora:r=2,alpha=4", seed=0)
     with torch.no_grad():                 # a trained-looking adapter: lora_B away from its zero start
@@ -174,7 +174,7 @@ def test_only_adapter_and_head_parameters_change(corpus, run):
 
 
 def _trained_unmerged(model_dir: str) -> dict:
-    from classifiers.heads import ClassifierConfig, load_adapter_export
+    from classifiers.finetuning.heads import ClassifierConfig, load_adapter_export
 
     config = ClassifierConfig.from_json(json.loads((Path(model_dir) / "config.json").read_text()))
     return load_adapter_export(model_dir, config, merge=False).state_dict()
@@ -183,7 +183,7 @@ def _trained_unmerged(model_dir: str) -> dict:
 @pytest.mark.slow
 def test_export_holds_adapter_and_head_and_names_its_base(corpus, run):
     _, model, _, _ = corpus
-    from featstore.backbone import load_backbone
+    from featstore.backbones.runtime import load_backbone
 
     model_dir = Path(run.folds[0].model_dir)
     assert is_classifier_dir(model_dir) and is_adapter_dir(model_dir)
@@ -207,7 +207,7 @@ def test_export_holds_adapter_and_head_and_names_its_base(corpus, run):
 
 @pytest.mark.slow
 def test_predict_equals_the_trained_model_and_refuses_another_base(corpus, run, tmp_path):
-    from classifiers.predict import PredictError, predict
+    from classifiers.finetuning.inference import PredictError, predict
 
     root, model, utterances, _ = corpus
     fold = run.folds[0]
@@ -329,7 +329,7 @@ def test_export_is_under_five_percent_of_the_full_model(tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_scores_an_adapter_export_and_refuses_another_base(corpus, run, tmp_path):
-    from classifiers.scoring import evaluate_model
+    from classifiers.runs.evaluate import evaluate_model
 
     root, model, _, _ = corpus
     fold = run.folds[0]

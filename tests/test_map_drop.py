@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from classifiers.scoring import EvaluateError, relabel, unused_relabels
+from classifiers.runs.evaluate import EvaluateError, relabel, unused_relabels
 from cli import app
 from featstore.corpora.base import Utterance
 
@@ -46,7 +46,7 @@ def test_unused_relabels_name_what_changes_nothing():
 
 def _store(cache: Path, corpus: str, labels: list[str], signal: dict[str, str], seed: int) -> list[Utterance]:
     """A finished store for MODEL: 4 speakers x labels x 4, layer 1 carrying the mean of `signal[label]`."""
-    from featstore.backbone import model_slug
+    from featstore.backbones.runtime import model_slug
     from featstore.store import Batch, assemble, parts_dir, store_path, write_part
 
     rng = np.random.default_rng(seed)
@@ -82,7 +82,7 @@ def _evaluate(root: Path, out: str, *extra: str):
                             str(root / "cache"), "--out", str(root / out), *extra])
     assert r.exit_code == 0 and "Traceback" not in r.output, r.output
     records = {rec["classes"]: rec for rec in json.loads((root / out / "evaluate.json").read_text())["records"]}
-    from classifiers.predictions import read_predictions
+    from classifiers.results.predictions import read_predictions
 
     return " ".join(r.output.split()), records, read_predictions(root / out / "predictions.parquet")
 

@@ -31,8 +31,8 @@ def cli(*args) -> tuple[int, str]:
 def project(tmp_path_factory):
     """The issue's repro: a model named by a relative path (`demo/models/tiny`), a corpus extracted and a
     probe saved from the project directory; then the model directory is moved away (to `stash`)."""
-    from classifiers.predict import predict
-    from classifiers.probe import fit_and_save_probe
+    from classifiers.finetuning.inference import predict
+    from classifiers.runs.probe import fit_and_save_probe
     from featstore.corpora import load_manifest
     from featstore.extract import extract_manifest
     from featstore.synth import synthesize
@@ -112,7 +112,7 @@ def test_a_gone_model_directory_is_one_line_naming_it_and_backbone_never_a_hub_d
 def test_a_gone_local_path_is_never_tried_on_the_hub(elsewhere, monkeypatch):
     import huggingface_hub
 
-    from featstore.backbone import ModelLoadError, model_info
+    from featstore.backbones.runtime import ModelLoadError, model_info
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
 
@@ -127,7 +127,7 @@ def test_a_gone_local_path_is_never_tried_on_the_hub(elsewhere, monkeypatch):
 
 
 def test_backbone_names_where_the_model_is_now(project, elsewhere):
-    from classifiers.predict import predict
+    from classifiers.finetuning.inference import predict
 
     moved = _moved_copy(project, elsewhere / "models" / "tiny-v2")
     code, out = cli("predict", *project["clips"], "--trained", project["probe"], "--backbone", moved, "--device", "cpu",
@@ -143,8 +143,8 @@ def test_backbone_names_where_the_model_is_now(project, elsewhere):
 
 
 def test_a_moved_model_is_found_by_its_weights_hash(project, elsewhere):
-    from classifiers.predict import predict
-    from featstore.backbone import known_locations, model_info
+    from classifiers.finetuning.inference import predict
+    from featstore.backbones.runtime import known_locations, model_info
 
     moved = _moved_copy(project, elsewhere / "models" / "tiny-renamed")
     sha = model_info(str(moved)).weights_sha256          # any use of the model at its new place records it
@@ -157,8 +157,8 @@ def test_a_moved_model_is_found_by_its_weights_hash(project, elsewhere):
 
 
 def test_a_known_location_with_other_weights_is_not_used(project, elsewhere, tmp_path):
-    from classifiers.predict import PredictError, predict
-    from featstore.backbone import ModelMovedError, remember_location
+    from classifiers.finetuning.inference import PredictError, predict
+    from featstore.backbones.runtime import ModelMovedError, remember_location
 
     sha = json.loads((project["probe"] / "probe.json").read_text())["weights_sha256"]
     other = build_tiny_model(tmp_path / "other", seed=5)                # same shape, other weights
@@ -185,8 +185,8 @@ def test_evaluate_reads_the_store_after_the_move_from_anywhere(project, elsewher
 
 def test_an_old_probe_with_a_relative_backbone_id_still_works(project, elsewhere):
     """Probes saved before this change recorded `demo/models/tiny`: the store is found by it, the model by hash."""
-    from classifiers.predict import predict, seal_probe
-    from featstore.backbone import model_info, model_slug
+    from classifiers.finetuning.inference import predict, seal_probe
+    from featstore.backbones.runtime import model_info, model_slug
 
     old = elsewhere / "old-probe"
     shutil.copytree(project["probe"], old)

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from classifiers.neighbors import (
+from classifiers.runs.neighbors import (
     EMOTION_OTHER_SPEAKERS,
     NeighborError,
     Neighbors,
@@ -233,7 +233,7 @@ def test_torch_flat_search_gives_faiss_neighbours():
     the flat index's own neighbours; exercised here with the database tensor left on the CPU."""
     import torch
 
-    from classifiers.knn_index import FlatIndex, normalize
+    from classifiers.estimators.knn_index import FlatIndex, normalize
 
     rng = np.random.default_rng(0)
     X = normalize(rng.normal(size=(400, 24)))

@@ -35,7 +35,7 @@ def quick(model, manifest, store, **kw):
 
 
 def test_quick_config_is_the_fingerprint_extract_records(done):
-    from featstore.backbone import model_info
+    from featstore.backbones.runtime import model_info
     from featstore.store import FINGERPRINT_KEYS
 
     model, _, _ = done

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from featstore.backbone import model_info
+from featstore.backbones.runtime import model_info
 from featstore.corpora.base import Manifest, Utterance
 from featstore.errors import SerError
 from featstore.extract import extract_manifest

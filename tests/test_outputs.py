@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from classifiers.plots import confusion_heatmap, layer_curve, transfer_heatmap
-from classifiers.report import FigureError, read_figure, transfer_figure, write_report
+from classifiers.results.plots import confusion_heatmap, layer_curve, transfer_heatmap
+from classifiers.results.report import FigureError, read_figure, transfer_figure, write_report
 from cli import app
 from featstore.outputs import OutputDiskFull, OutputError
 
@@ -167,7 +167,7 @@ def test_labels_with_dollars_and_percent_are_drawn_literally(tmp_path, drawn):
 
 
 def test_layer_curve_with_dollar_training_set_names(tmp_path, drawn):
-    from classifiers.results import ProbeResults, make_record
+    from classifiers.results.records import ProbeResults, make_record
 
     labels = ["$_$", "a$b"]
     recs = [make_record(layer=k, fold=f, y_true=labels, y_pred=labels[::-1] if k == f == 0 else labels, labels=labels,

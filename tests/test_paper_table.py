@@ -1,7 +1,7 @@
 """From a study to a paper table (issue 24, item 5): `ser study run` ends with the pivot the study
 asks for, each cell the registered run's pooled UAR and speaker CI, Holm-significant differences
 marked; Markdown, LaTeX (booktabs) and CSV beside the report; the report leads with it and folds
-the runs; `classifiers.results.to_frame` gives DataFrames. Toy stores: one training corpus without
+the runs; `classifiers.results.records.to_frame` gives DataFrames. Toy stores: one training corpus without
 any class signal (clearly worse), two with the same signal (alike)."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def paper_store(cache: Path, corpus: str, weights, seed: int, *, speakers: int =
                 dim: int = 12) -> Path:
     """A finished store of `corpus` for MODEL: class means shared by every corpus, scaled per layer
     by `weights`, plus a speaker offset and noise."""
-    from featstore.backbone import model_slug
+    from featstore.backbones.runtime import model_slug
     from featstore.store import Batch, assemble, parts_dir, store_path, write_part
 
     rng = np.random.default_rng(seed)
@@ -101,8 +101,8 @@ def study_run(work: Path, path: Path, cache: Path, db: Path, ok: bool = True, co
 
 def registered_cells(db: Path) -> dict:
     """{(train, test, layer): summary row} of every registered run, read back from the registry."""
-    from classifiers.registry import Registry
-    from classifiers.study import load_registered
+    from classifiers.results.registry import Registry
+    from classifiers.runs.study import load_registered
 
     out = {}
     for run in Registry(db).runs():
@@ -251,10 +251,10 @@ def test_a_bad_table_key_is_one_line_before_any_work(tmp_path, value, says):
 def test_to_frame_gives_dataframes(study, monkeypatch):
     import pandas as pd  # in the test extra: this test never skips
 
-    from classifiers.registry import Registry
-    from classifiers.results import SUMMARY_FIELDS, ResultsError, to_frame
-    from classifiers.study import load_registered
-    from classifiers.tables import CSV_FIELDS, study_table
+    from classifiers.results.records import SUMMARY_FIELDS, ResultsError, to_frame
+    from classifiers.results.registry import Registry
+    from classifiers.results.tables import CSV_FIELDS, study_table
+    from classifiers.runs.study import load_registered
 
     runs = [(run, load_registered(run)) for run in Registry(study["db"]).runs()]
     results = runs[0][1]

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from classifiers.finetune import AudioDataset, collate
-from classifiers.heads import EmotionClassifier, build_classifier
-from classifiers.predict import PredictError, load_probe, model_kind, predict, save_probe, seal_probe
+from classifiers.finetuning.finetune import AudioDataset, collate
+from classifiers.finetuning.heads import EmotionClassifier, build_classifier
+from classifiers.finetuning.inference import PredictError, load_probe, model_kind, predict, save_probe, seal_probe
 from featstore.corpora import get_corpus
 from featstore.synth import synthesize
 

@@ -10,9 +10,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.preprocessing import StandardScaler
 
-from classifiers.evaluate import probe_layers, transfer_matrix
-from classifiers.linear import LogRegProbe, fit_many, inner_masks
-from classifiers.metrics import scores
+from classifiers.estimators.linear import LogRegProbe, fit_many, inner_masks
+from classifiers.results.metrics import scores
+from classifiers.runs.crossval import probe_layers, transfer_matrix
 from featstore.corpora.base import Utterance
 from featstore.folds import Fold, make_folds
 
@@ -127,7 +127,7 @@ def test_metrics_against_sklearn():
 
 
 def test_logreg_probe_estimator_and_xgboost():
-    from classifiers.boosting import XGBProbe
+    from classifiers.estimators.boosting import XGBProbe
 
     X, utts = synthetic()
     y = np.array([u.label for u in utts])
@@ -141,8 +141,8 @@ def test_logreg_probe_estimator_and_xgboost():
 
 
 def test_results_files_and_plots(tmp_path):
-    from classifiers.probe import write_outputs
-    from classifiers.results import read_results
+    from classifiers.results.records import read_results
+    from classifiers.runs.probe import write_outputs
 
     X, utts = synthetic()
     res = probe_layers(X, utts, make_folds(utts, "speaker-kfold:3"), layers=[0, 1, 2, 3], C=0.1,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from classifiers.registry import KINDS, Registry
+from classifiers.results.registry import KINDS, Registry
 from cli import app
 from featstore.errors import SerError
 from tests.test_runs import MODEL, toy_store
@@ -79,8 +79,8 @@ def run_id(output: str) -> str:
 
 
 def test_matrix_is_registered_with_each_cell_a_scored_setting_and_its_predictions(registered):
-    from classifiers.predictions import read_predictions
-    from classifiers.study import load_registered
+    from classifiers.results.predictions import read_predictions
+    from classifiers.runs.study import load_registered
 
     first = run_id(registered["first"].output)
     registry = Registry(registered["db"])
@@ -140,7 +140,7 @@ def test_results_ls_shows_the_kind_and_filters_by_it(registered):
 def test_kind_choices_come_from_the_registry(monkeypatch, tmp_path):
     import typer
 
-    import classifiers.registry as registry
+    import classifiers.results.registry as registry
 
     option = next(p for p in typer.main.get_command(app).commands["results"].commands["ls"].params if p.name == "kind")
     assert all(k in option.help for k in KINDS)
@@ -155,7 +155,7 @@ def cell_of(output: str) -> dict:
 
 
 def test_results_show_prints_the_study_cell_that_recreates_a_probe(registered, tmp_path):
-    from classifiers.study import cell_config, read_study
+    from classifiers.runs.study import cell_config, read_study
 
     probe = next(r for r in registered["runs"] if r["kind"] == "probe" and r["corpus"] == "ravdess")
     cell = cell_of(cli("results", "show", probe["id"], "--db", registered["db"]).output)
@@ -176,7 +176,7 @@ def test_results_show_prints_other_kinds_as_toml_with_their_kind(registered):
 
 
 def test_toml_values_round_trip():
-    from classifiers.results import study_cell
+    from classifiers.results.records import study_cell
 
     config = dict(name='a "quoted" \\ name', ratio=3e-05, whole=7, on=True, items=["x", "y"], table={"k": 0.1},
                   none=None, empty=[])
@@ -212,7 +212,7 @@ def test_knn_compares_with_logistic_regression(cache, tmp_path):
 
 
 def test_runs_without_shared_test_utterances_are_refused_in_one_line(registered):
-    from classifiers.study import load_registered
+    from classifiers.runs.study import load_registered
 
     matrix = next(r for r in registered["runs"] if r["kind"] == "matrix")
     cremad = next(r for r in registered["runs"] if r["kind"] == "probe" and r["corpus"] == "cremad")
@@ -257,7 +257,7 @@ def one_torch_thread_module():
 
 @pytest.mark.slow
 def test_finetune_is_registered_with_its_predictions(tiny):
-    from classifiers.predictions import read_predictions
+    from classifiers.results.predictions import read_predictions
     from featstore.modelfiles import weights_hash
 
     registry = Registry(tiny["db"])
@@ -280,8 +280,8 @@ def test_finetune_is_registered_with_its_predictions(tiny):
 
 @pytest.mark.slow
 def test_finetune_compares_with_the_probe_on_the_same_utterances(tiny):
-    from classifiers.compare import _paired, columns, setting_rows
-    from classifiers.study import load_registered
+    from classifiers.results.compare import _paired, columns, setting_rows
+    from classifiers.runs.study import load_registered
 
     registry = Registry(tiny["db"])
     out = flat(compare(tiny["db"], tiny["again"], tiny["probe"], "--layer", "3").output)
@@ -295,7 +295,7 @@ def test_finetune_compares_with_the_probe_on_the_same_utterances(tiny):
 
 @pytest.mark.slow
 def test_finetune_of_one_fold_is_refused_against_the_whole_probe(tiny):
-    from classifiers.study import load_registered
+    from classifiers.runs.study import load_registered
 
     registry = Registry(tiny["db"])
     line = one_error_line(compare(tiny["db"], tiny["one_fold"], tiny["probe"], ok=False))
@@ -324,7 +324,7 @@ def _cols(*settings):
     """Prediction columns of settings (train, test, classifier, layer, ids): 2 speakers, 2 labels."""
     import numpy as np
 
-    from classifiers.predictions import concat
+    from classifiers.results.predictions import concat
 
     blocks = []
     for train, test, clf, layer, ids in settings:
@@ -337,8 +337,8 @@ def _cols(*settings):
 
 
 def test_paired_settings_pairs_on_shared_test_ids_and_names_the_overlap():
-    from classifiers.compare import paired_settings
-    from classifiers.stats import StatsError
+    from classifiers.results.compare import paired_settings
+    from classifiers.results.stats import StatsError
 
     a = _cols(("c", "c", "logreg", 1, range(12)), ("c", "c", "logreg", 2, range(12)), ("d", "c", "logreg", 1, range(6)))
     ft = _cols(("c", "c", "finetune-mean", "e2e", range(12)))

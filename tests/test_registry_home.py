@@ -10,14 +10,14 @@ from tests.test_results import MODEL, RAVDESS, invoke, planted, write_store
 
 
 def test_the_default_registry_is_one_per_user(tmp_path, monkeypatch):
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
     from featstore import config
 
     monkeypatch.delenv("SER_DB")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("SER_CONFIG", str(tmp_path / "config.toml"))
     monkeypatch.chdir(tmp_path)
-    from classifiers.registry import DEFAULT_DB  # read now: it follows the environment
+    from classifiers.results.registry import DEFAULT_DB  # read now: it follows the environment
     assert Registry().path == tmp_path / "data" / "ser" / "ser.db" == config.default_db()
     assert DEFAULT_DB == tmp_path / "data" / "ser" / "ser.db"       # the module constant follows it too
     config.set_value("db", str(tmp_path / "team" / "runs.db"))
@@ -46,7 +46,7 @@ def test_a_run_registered_in_one_directory_is_found_from_another(tmp_path, monke
     assert "already holds this configuration" in again.output
     assert not Path("results").exists() or not any(Path("results").glob("probe-*"))   # nothing computed here
     assert (tmp_path / "data" / "ser" / "ser.db").is_file() and not (tmp_path / "a" / "results" / "ser.db").exists()
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
 
     [run] = Registry().runs()
     # the run's folder is under the user's results root, not the directory it was started from
@@ -55,7 +55,7 @@ def test_a_run_registered_in_one_directory_is_found_from_another(tmp_path, monke
 
 
 def test_the_results_root_follows_env_and_config(tmp_path, monkeypatch):
-    from classifiers.probe import default_out
+    from classifiers.runs.probe import default_out
     from featstore import config
 
     monkeypatch.delenv("SER_RESULTS")

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from classifiers.predict import PredictError, load_probe, save_probe
-from classifiers.predictions import PredictionsError, block, read_predictions, sidecar, write_predictions
-from classifiers.registry import Registry, RegistryError, run_key
+from classifiers.finetuning.inference import PredictError, load_probe, save_probe
+from classifiers.results.predictions import PredictionsError, block, read_predictions, sidecar, write_predictions
+from classifiers.results.registry import Registry, RegistryError, run_key
 from cli import app
 from featstore.corpora.base import Utterance
 from featstore.outputs import OutputError
@@ -45,7 +45,7 @@ def cli_one_line(*args, needles=()):
 
 
 def _records():
-    from classifiers.results import ProbeResults, make_record
+    from classifiers.results.records import ProbeResults, make_record
 
     return ProbeResults([make_record(layer=1, fold="f", y_true=["a", "b"], y_pred=["a", "a"], labels=["a", "b"],
                                      n_train=2, classifier="logreg", seed=0, train_set="x", test_set="x")])
@@ -109,7 +109,7 @@ def test_predictions_bit_flip_and_missing_sidecar_are_refused(tmp_path):
 def test_predictions_without_predicted_column_is_one_line(tmp_path):
     import pyarrow.parquet as pq
 
-    from classifiers.predictions import file_sha256
+    from classifiers.results.predictions import file_sha256
 
     path = _predictions(tmp_path / "p.parquet")
     table = pq.read_table(path).drop(["predicted"])
@@ -157,7 +157,7 @@ def test_saved_probe_flipped_byte_in_config_or_weights_is_refused(tmp_path):
 # -- 3. registry never half-made -------------------------------------------------------------------
 
 def test_full_disk_at_first_registration_leaves_no_registry(tmp_path, monkeypatch):
-    import classifiers.registry as registry
+    import classifiers.results.registry as registry
 
     db = tmp_path / "results" / "ser.db"
 
@@ -264,7 +264,7 @@ def test_damaged_score_row_is_one_line(tmp_path):
 
 
 def test_damaged_results_json_is_one_line(tmp_path):
-    from classifiers.results import ResultsError, read_results, write_results
+    from classifiers.results.records import ResultsError, read_results, write_results
 
     jpath, _ = write_results(_records(), tmp_path / "run")
     good = read_results(jpath)
@@ -296,7 +296,7 @@ def _probe_args(cache, db):
 def test_run_folder_is_absolute_and_found_after_the_results_root_moved(cache, tmp_path, monkeypatch):
     import shutil
 
-    from classifiers.study import registered_probe
+    from classifiers.runs.study import registered_probe
 
     first = tmp_path / "first"
     first.mkdir()
@@ -339,7 +339,7 @@ def test_registered_predictions_replaced_by_another_file_are_refused(tmp_path):
     assert Registry(db).run(run_id)["predictions_sha256"] == sidecar(path).read_text()[:64]
     import pyarrow.parquet as pq
 
-    from classifiers.predictions import file_sha256
+    from classifiers.results.predictions import file_sha256
 
     table = pq.read_table(path)
     pq.write_table(table.slice(0, 10), path)                 # another, self-consistent predictions file
@@ -350,7 +350,7 @@ def test_registered_predictions_replaced_by_another_file_are_refused(tmp_path):
 
 
 def test_four_identical_concurrent_probes_register_once(cache, tmp_path, monkeypatch):
-    from classifiers.study import registered_probe
+    from classifiers.runs.study import registered_probe
 
     monkeypatch.chdir(tmp_path)
     db = tmp_path / "results" / "ser.db"
@@ -378,20 +378,20 @@ def test_four_identical_concurrent_probes_register_once(cache, tmp_path, monkeyp
 
 def test_a_failed_probe_releases_its_claim(cache, tmp_path, monkeypatch):
     """A probe that fails gives up its run key: an identical probe (another thread) runs instead of waiting."""
-    import classifiers.probe
-    from classifiers.study import registered_probe
+    import classifiers.runs.probe
+    from classifiers.runs.study import registered_probe
 
     monkeypatch.chdir(tmp_path)
     db = tmp_path / "results" / "ser.db"
-    real = classifiers.probe.run_probe
+    real = classifiers.runs.probe.run_probe
 
     def failing(*a, **k):
         raise RuntimeError("the first run fails")
 
-    monkeypatch.setattr(classifiers.probe, "run_probe", failing)
+    monkeypatch.setattr(classifiers.runs.probe, "run_probe", failing)
     with pytest.raises(RuntimeError, match="first run fails"):
         registered_probe("ravdess", **_probe_args(cache, db))
-    monkeypatch.setattr(classifiers.probe, "run_probe", real)
+    monkeypatch.setattr(classifiers.runs.probe, "run_probe", real)
     done = []
     t = threading.Thread(target=lambda: done.append(registered_probe("ravdess", **_probe_args(cache, db))))
     t.start()
@@ -401,7 +401,7 @@ def test_a_failed_probe_releases_its_claim(cache, tmp_path, monkeypatch):
 
 
 def test_a_run_whose_predictions_are_gone_is_one_line(cache, tmp_path, monkeypatch):
-    from classifiers.study import load_registered, registered_probe
+    from classifiers.runs.study import load_registered, registered_probe
 
     monkeypatch.chdir(tmp_path)
     reg = registered_probe("ravdess", **_probe_args(cache, tmp_path / "results" / "ser.db"))

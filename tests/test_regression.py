@@ -19,8 +19,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from classifiers import regression as reg
-from classifiers.regression import (
+from classifiers.estimators import regression as reg
+from classifiers.estimators.regression import (
     DEFAULT_ALPHAS,
     EXTEND_FACTOR,
     EXTEND_STEPS,
@@ -36,7 +36,7 @@ from classifiers.regression import (
     scores,
     sweep_ridge,
 )
-from classifiers.stats import StatsError, group_jackknife, t_quantile
+from classifiers.results.stats import StatsError, group_jackknife, t_quantile
 
 
 def lin_ccc(y, p) -> float:
@@ -400,7 +400,7 @@ def test_routed_groups_reach_the_inner_alpha_search(monkeypatch):
 CANNOT_RUN_HERE = {"check_array_api_input": "runs only with SCIPY_ARRAY_API=1 set before scipy is first imported"}
 
 
-@pytest.mark.filterwarnings("ignore::classifiers.regression.UngroupedAlphaWarning")
+@pytest.mark.filterwarnings("ignore::classifiers.estimators.regression.UngroupedAlphaWarning")
 @parametrize_with_checks([RidgeProbe(), RidgeProbe(alpha=1.0)])
 def test_sklearn_estimator_checks(estimator, check):
     try:

@@ -1,4 +1,4 @@
-"""The dimensional plots of issue 25 (`classifiers.plots`): the CCC layer curve per dimension with its
+"""The dimensional plots of issue 25 (`classifiers.results.plots`): the CCC layer curve per dimension with its
 speaker CI band, predicted against true per dimension (scatter, or a hexbin density for many
 points) titled with its CCC, and the cross-corpus CCC matrix drawn by the UAR matrix's code."""
 
@@ -9,9 +9,9 @@ import re
 import numpy as np
 import pytest
 
-import classifiers.plots as plots
-from classifiers.plots import ccc_transfer_heatmap, dimension_layer_curve, prediction_scatter
-from classifiers.regression import ccc, ccc_by_layer
+import classifiers.results.plots as plots
+from classifiers.estimators.regression import ccc, ccc_by_layer
+from classifiers.results.plots import ccc_transfer_heatmap, dimension_layer_curve, prediction_scatter
 from featstore.errors import SerError
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -1,4 +1,4 @@
-"""The regressors of issue 25 behind one registry (`classifiers.regression.REGRESSORS`): XGBoost with
+"""The regressors of issue 25 behind one registry (`classifiers.estimators.regression.REGRESSORS`): XGBoost with
 early stopping on held-out training speakers, cosine kNN regression, the attention pooler with a
 regression head (MSE or CCC loss), beside the ridge probe tested in tests/test_regression.py.
 
@@ -19,9 +19,9 @@ import torch
 from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from classifiers.attention import AttentionRegressorProbe, ccc_loss
-from classifiers.boosting import XGBRegressorProbe
-from classifiers.regression import (
+from classifiers.estimators.attention import AttentionRegressorProbe, ccc_loss
+from classifiers.estimators.boosting import XGBRegressorProbe
+from classifiers.estimators.regression import (
     FRAME_REGRESSORS,
     REGRESSORS,
     KNNRegressorProbe,

@@ -37,7 +37,7 @@ def _neighbors(tmp_path, cache, *extra):
 
 
 def test_neighbors_rerun_shows_the_registered_run(tmp_path, cache, monkeypatch):
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
 
     monkeypatch.chdir(tmp_path)
     first = _neighbors(tmp_path, cache, "--k", "3")
@@ -105,7 +105,7 @@ def test_demo_rerun_shows_the_registered_runs_and_writes_nothing(tmp_path):
     assert second.output.count("(identical configuration over identical stores; --force runs it again)") == 2
     assert _mtimes(out) == before                                  # no file written, not even the report
     assert "results and plots:" in second.output and str(out / "results" / "report.html") in second.output
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
 
     runs = Registry(out / "results" / "ser.db").runs()
     assert sorted(r["kind"] for r in runs) == ["neighbors", "probe"]
@@ -114,7 +114,7 @@ def test_demo_rerun_shows_the_registered_runs_and_writes_nothing(tmp_path):
 
 def test_neighbors_run_is_re_executed_from_its_registered_config(tmp_path, cache, monkeypatch):
     """`ser results rerun` re-executes a neighbors run too (its config read back by NeighborsConfig.from_key)."""
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
 
     monkeypatch.chdir(tmp_path)
     run_id = _run_id(_neighbors(tmp_path, cache, "--k", "3"))

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from classifiers.evaluate import CLASSIFIERS, probe_layers
-from classifiers.results import Record, declared_labels, harmonise, make_record
+from classifiers.results.records import Record, declared_labels, harmonise, make_record
+from classifiers.runs.crossval import CLASSIFIERS, probe_layers
 from featstore.corpora.base import Utterance
 from featstore.folds import make_folds
 
@@ -42,7 +42,7 @@ def planted(corpus: str, labels: list[str], n_speakers: int = 6, per: int = 2, l
 
 def write_store(cache, corpus: str, X: np.ndarray, utts: list) -> None:
     """A real store of pooled features at cache/<model slug>/<corpus>.h5 (no model run)."""
-    from featstore.backbone import model_slug
+    from featstore.backbones.runtime import model_slug
     from featstore.store import Batch, assemble, parts_dir, write_part
 
     path = cache / model_slug(MODEL) / f"{corpus}.h5"
@@ -76,7 +76,7 @@ def invoke(*args, env=None):
 def test_macro_f1_counts_a_predicted_class_absent_from_the_test_set_as_sklearn_does():
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 
-    from classifiers.metrics import scores
+    from classifiers.results.metrics import scores
 
     labels = ["neutral", "happy", "sad", "angry"]
     t = ["neutral"] * 5 + ["happy"] * 5 + ["sad"] * 5          # no angry in the test rows ...
@@ -130,7 +130,7 @@ def test_harmonise_policies_and_declared_labels():
 # -- cross-corpus classes ----------------------------------------------------------------------
 
 def test_cross_corpus_shared_versus_all(cache):
-    from classifiers.probe import run_probe
+    from classifiers.runs.probe import run_probe
 
     kw = dict(layers="1", train=["ravdess"], test=["cremad"], model=MODEL, cache=cache, C=0.1)
     shared = run_probe(None, **kw).results
@@ -227,7 +227,7 @@ def test_xgboost_probe_shows_a_progress_bar_with_eta(cache, tmp_path):
 def test_tables_fold_long_values_instead_of_cutting_them():
     from rich.console import Console
 
-    from classifiers.results import table
+    from classifiers.results.records import table
 
     t = table("train → test", "UAR")
     t.add_row("ravdess,emodb,emovo,cremad,iemocap → savee,tess,aesdd", "0.123±0.045")

@@ -27,7 +27,7 @@ def toy_store(cache: Path, corpus: str, *, speakers: int = 8, per_class: int = 3
               seed: int = 0) -> Path:
     """A finished store of `corpus` for MODEL: class means shared by every corpus (so transfer
     works), strongest in layer 1, plus a speaker offset and noise."""
-    from featstore.backbone import model_slug
+    from featstore.backbones.runtime import model_slug
     from featstore.store import Batch, assemble, parts_dir, store_path, write_part
 
     rng = np.random.default_rng(seed)
@@ -76,8 +76,8 @@ def probe_args(cache, db, *extra):
 
 def test_predictions_of_every_runner_are_complete(cache, tmp_path):
     """logreg, xgboost and kNN keep one row per test utterance and fold, with probabilities (kNN: none)."""
-    from classifiers.evaluate import probe_layers
-    from classifiers.predictions import concat, read_predictions, write_predictions
+    from classifiers.results.predictions import concat, read_predictions, write_predictions
+    from classifiers.runs.crossval import probe_layers
     from featstore.folds import make_folds
     from featstore.store import open_store
 
@@ -104,8 +104,8 @@ def test_predictions_of_every_runner_are_complete(cache, tmp_path):
 
 
 def test_attention_predictions(one_torch_thread):
-    from classifiers.attention import probe_attention
-    from classifiers.predictions import concat
+    from classifiers.estimators.attention import probe_attention
+    from classifiers.results.predictions import concat
     from featstore.folds import make_folds
 
     rng = np.random.default_rng(0)
@@ -133,7 +133,7 @@ def test_probe_registers_reuses_and_compares_training_sets(cache, tmp_path, monk
     assert "already holds this configuration" in again.output
     forced = cli(*probe_args(cache, db, "--train", "ravdess", "--train", "ravdess,emodb", "--force"))
     assert "registered run" in forced.output
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
 
     reg = Registry(db)
     runs = reg.runs()
@@ -144,7 +144,7 @@ def test_probe_registers_reuses_and_compares_training_sets(cache, tmp_path, monk
     scores = reg.scores(runs[0]["id"])
     assert {s["metric"] for s in scores} == {"wa", "uar", "macro_f1"} and {s["layer"] for s in scores} == {"0", "1", "2"}
     assert Path(runs[0]["predictions"]).is_file()
-    from classifiers.study import load_registered
+    from classifiers.runs.study import load_registered
 
     best = max(r["uar"] for r in load_registered(runs[0]).summary())
     assert reg.best_mean(runs[0]["id"]) == pytest.approx(best)
@@ -190,7 +190,7 @@ def test_compare_refuses_different_test_sets_and_bad_databases(cache, tmp_path, 
     cli(*probe_args(cache, db))
     cli("probe", "--train", "ravdess", "--test", "cremad", "--layer", "1", "--model", MODEL, "--cache", str(cache),
         "--db", str(db))
-    a, b = (r["id"] for r in __import__("classifiers.registry", fromlist=["Registry"]).Registry(db).runs())
+    a, b = (r["id"] for r in __import__("classifiers.results.registry", fromlist=["Registry"]).Registry(db).runs())
     r = cli("results", "compare", a, b, "--db", str(db), ok=False)
     assert r.exit_code == 2 and "different test utterances" in r.output and "same utterances" in r.output
     assert len(r.output.strip().splitlines()) == 1
@@ -201,7 +201,7 @@ def test_compare_refuses_different_test_sets_and_bad_databases(cache, tmp_path, 
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        from classifiers.registry import Registry, RegistryError
+        from classifiers.results.registry import Registry, RegistryError
 
         with pytest.raises(RegistryError, match=f"{db}.*locked"):
             Registry(db, timeout=0.2).register(kind="probe", config={}, stores=[], results=_one_record())
@@ -211,14 +211,14 @@ def test_compare_refuses_different_test_sets_and_bad_databases(cache, tmp_path, 
 
 
 def _one_record():
-    from classifiers.results import ProbeResults, make_record
+    from classifiers.results.records import ProbeResults, make_record
 
     return ProbeResults([make_record(layer=1, fold="f", y_true=["a", "b"], y_pred=["a", "a"], labels=["a", "b"],
                                      n_train=2, classifier="logreg", seed=0, train_set="x", test_set="x")])
 
 
 def _writer(db: str, tag: int, n: int) -> None:
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
 
     reg = Registry(db)
     for i in range(n):
@@ -234,7 +234,7 @@ def test_two_writers_at_once_keep_every_row(tmp_path):
     for p in procs:
         p.join(60)
     assert [p.exitcode for p in procs] == [0, 0]
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
 
     reg = Registry(db)
     runs = reg.runs()
@@ -258,7 +258,7 @@ def test_evaluate_saved_probe_cross_corpus(cache, tmp_path, monkeypatch):
     assert float(summary["cremad (shared classes)"]["chance"]) == pytest.approx(1 / 6)
     for row in summary.values():                                        # the headline: pooled UAR inside its CI
         assert float(row["ci_low"]) < float(row["pooled"]) < float(row["ci_high"]) and row["folds_std"] == ""
-    from classifiers.predictions import read_predictions
+    from classifiers.results.predictions import read_predictions
 
     preds = read_predictions(tmp_path / "ev" / "predictions.parquet")
     assert len(preds["id"]) == 8 * 6 * 3 and set(preds["corpus"]) == {"cremad"} and "p_calm" in preds
@@ -272,7 +272,7 @@ def test_evaluate_saved_probe_cross_corpus(cache, tmp_path, monkeypatch):
     assert "disgust" not in json.loads((tmp_path / "ev2" / "evaluate.json").read_text())["records"][1]["labels"]
     assert mapped.exit_code == 0
     ev = ["evaluate", "--trained", str(tmp_path / "probe"), "--corpus", "cremad", "--cache", str(cache), "--db", str(db)]
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
 
     before = len(Registry(db).runs())
     again = cli(*ev)                        # identical to the first evaluation: that run is shown, nothing computed
@@ -284,7 +284,7 @@ def test_evaluate_saved_probe_cross_corpus(cache, tmp_path, monkeypatch):
     cli(*ev, "--force")
     cli(*ev, "--force")
     assert len(list((tmp_path / "results").glob("evaluate-*"))) == 2          # a re-run never replaces files
-    from classifiers.scoring import model_digest
+    from classifiers.runs.evaluate import model_digest
 
     digest = model_digest(tmp_path / "probe")
     meta = tmp_path / "probe" / "probe.json"
@@ -333,7 +333,7 @@ def one_error_line(r) -> str:
 
 def test_study_name_cannot_lead_outside_results(cache, tmp_path, monkeypatch):
     """Issue 28: name = "x/../../../../escaped" wrote the report outside results/ (exit 0)."""
-    from classifiers.study import StudyError, report_path
+    from classifiers.runs.study import StudyError, report_path
 
     work = tmp_path / "a" / "b" / "c"
     work.mkdir(parents=True)
@@ -385,7 +385,7 @@ def test_wrong_value_types_in_a_study_are_one_line(tmp_path, monkeypatch, text):
 
 
 def test_study_layers_list_and_integer_C_read_as_the_cli_gives_them(tmp_path):
-    from classifiers.study import read_study
+    from classifiers.runs.study import read_study
 
     study = tmp_path / "s.toml"
     study.write_text('[study]\nC = 1\nlayers = [6, 12]\n[[cells]]\ncorpus = "ravdess"\n')
@@ -429,7 +429,7 @@ def test_report_renders_in_chromium(cache, tmp_path, monkeypatch):
 
 
 def test_the_diary_study_example_reads():
-    from classifiers.study import read_study
+    from classifiers.runs.study import read_study
 
     head, cells = read_study(Path(__file__).parents[1] / "examples" / "diary-study.toml")
     assert head["name"] == "diary" and [c.kind for c in cells] == ["probe"] * 10 + ["matrix"] * 2
@@ -438,8 +438,8 @@ def test_the_diary_study_example_reads():
 
 
 def test_finetune_results_carry_each_folds_predictions(tmp_path):
-    from classifiers.finetune import FinetuneResult, FoldResult, _fold_dir_name, to_probe_results
-    from classifiers.predictions import concat
+    from classifiers.finetuning.finetune import FinetuneResult, FoldResult, _fold_dir_name, to_probe_results
+    from classifiers.results.predictions import concat
 
     fold_dir = tmp_path / _fold_dir_name("luna-0")
     fold_dir.mkdir()
@@ -459,7 +459,7 @@ def test_finetune_results_carry_each_folds_predictions(tmp_path):
 
 def test_evaluate_finetuned_model_on_audio(tiny_models, one_torch_thread, tmp_path, monkeypatch):
     """A fine-tuned model directory (RAVDESS' 8 classes) scored on a synthetic CREMA-D from audio."""
-    from classifiers.heads import build_classifier
+    from classifiers.finetuning.heads import build_classifier
     from featstore.synth import synthesize
 
     monkeypatch.chdir(tmp_path)
@@ -468,7 +468,7 @@ def test_evaluate_finetuned_model_on_audio(tiny_models, one_torch_thread, tmp_pa
     r = cli("evaluate", "--trained", str(model), "--corpus", "cremad", "--root", str(tmp_path / "cremad"),
             "--out", str(tmp_path / "ev"), "--device", "cpu")
     assert "all: every test utterance" in r.output and "shared: only the" in r.output and "calm, surprise" in r.output
-    from classifiers.predictions import read_predictions
+    from classifiers.results.predictions import read_predictions
 
     preds = read_predictions(tmp_path / "ev" / "predictions.parquet")
     assert len(preds["id"]) == 24 and set(preds["layer"]) == {"e2e"} and set(preds["classifier"]) == {"finetuned"}
@@ -488,8 +488,8 @@ def test_save_probe_with_two_training_sets_or_layers_is_refused_before_the_run(c
 def test_runs_are_named_by_what_differs(cache, tmp_path, monkeypatch):
     """Compared runs carry what their configurations do not share (issue 22, item 6): two probes
     that differ only in C, and the rule itself on registry rows differing in model and class policy."""
-    from classifiers.compare import what_differs
-    from classifiers.registry import Registry
+    from classifiers.results.compare import what_differs
+    from classifiers.results.registry import Registry
 
     monkeypatch.chdir(tmp_path)
     db = tmp_path / "ser.db"

@@ -59,7 +59,7 @@ def test_outputs_get_the_umask_mode_whatever_mode_the_writer_gave(tmp_path, umas
 
 
 def test_saved_probe_files_are_both_group_and_world_readable(tmp_path, umask):
-    from classifiers.predict import PROBE_CONFIG, PROBE_SUMS, PROBE_WEIGHTS, load_probe, save_probe
+    from classifiers.finetuning.inference import PROBE_CONFIG, PROBE_SUMS, PROBE_WEIGHTS, load_probe, save_probe
 
     umask(0o022)
     d = save_probe(tmp_path / "probe", "toy/model", 1, "mean", None, None, np.eye(3, 4), np.zeros(3), ["a", "b", "c"])
@@ -69,7 +69,7 @@ def test_saved_probe_files_are_both_group_and_world_readable(tmp_path, umask):
 
 
 def test_predict_json_and_csv_have_the_same_fields(tmp_path, monkeypatch):
-    import classifiers.predict as predict
+    import classifiers.finetuning.inference as predict
 
     rows = [("a.wav", {"sad": 0.25, "angry": 0.75}), ("b.wav", {"sad": 0.875, "angry": 0.125})]
     monkeypatch.setattr(predict, "predict", lambda *a, **kw: rows)
@@ -142,7 +142,7 @@ def test_align_example_infers_the_corpus_and_model(tmp_path, monkeypatch):
     assert seen == {}, "a wrong --example id is refused before any alignment runs"
     assert r.exit_code == 2 and "ravdess-nope is not an utterance of ravdess" in r.output
 
-    import classifiers.wordswap as wordswap
+    import classifiers.finetuning.wordswap as wordswap
     from featstore.corpora import load_manifest
 
     real = load_manifest("ravdess", root).utterances[0].id

@@ -22,7 +22,7 @@ COMMANDS = (("--help",), ("config", "show"), ("models",), ("corpora",), ("store"
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    from classifiers.registry import Registry
+    from classifiers.results.registry import Registry
 
     tmp = tmp_path_factory.mktemp("startup")
     Registry(tmp / "ser.db")._create()   # an empty registry, as the first `ser probe` makes it

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from classifiers.metrics import scores
-from classifiers.stats import (
+from classifiers.results.metrics import scores
+from classifiers.results.stats import (
     StatsError,
     bootstrap_ci,
     group_confusions,
@@ -67,7 +67,7 @@ def test_speaker_interval_is_wider_than_utterance_interval(tmp_path):
     old_spk = bootstrap_ci(a["y_true"], a["y_pred"], a["speaker"], LABELS, seed=0, method="percentile")
     old_utt = bootstrap_ci(a["y_true"], a["y_pred"], None, LABELS, seed=0, method="percentile")
     assert old_spk.high - old_spk.low > 1.5 * (old_utt.high - old_utt.low)
-    from classifiers.report import interval_figure
+    from classifiers.results.report import interval_figure
 
     png = interval_figure({"speaker bootstrap": spk, "utterance bootstrap": utt}, tmp_path / "ci.png",
                           title="UAR, strong speaker effects")

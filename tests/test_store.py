@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from featstore.backbone import model_slug
+from featstore.backbones.runtime import model_slug
 from featstore.store import StoreError, cached_corpora, find_store, read_progress
 from tests.test_extract import write_corpus
 
@@ -29,7 +29,7 @@ def test_find_store_and_cached_corpora(tmp_path):
 
 
 def test_read_progress_of_an_interrupted_run(tmp_path, tiny_models):
-    from featstore.backbone import model_info
+    from featstore.backbones.runtime import model_info
     from featstore.extract import extract_manifest, store_config
 
     manifest = write_corpus(tmp_path / "audio", [4000, 5000, 6000])

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from classifiers.registry import KINDS, Registry
+from classifiers.results.registry import KINDS, Registry
 from cli import app
 from tests.test_dimensional import CORPUS as DIMS
 from tests.test_dimensional import planted_dims
@@ -101,7 +101,7 @@ def study(tmp_path_factory):
     """A study with one cell of each kind, run twice; the stores, corpus and model it reads."""
     import torch
 
-    from classifiers.probe import fit_and_save_probe
+    from classifiers.runs.probe import fit_and_save_probe
     from featstore.synth import synthesize
     from tests.helpers import build_tiny_model
 
@@ -153,7 +153,7 @@ def test_every_kind_runs_and_is_registered(study):
 
 
 def test_a_missing_store_is_extracted_from_the_configured_root(study):
-    from classifiers.probe import store_for
+    from classifiers.runs.probe import store_for
     from featstore.store import open_store
 
     store = open_store(store_for(study["cache"], str(study["tiny"]), "ravdess"))
@@ -266,7 +266,7 @@ def test_dry_run_lists_the_cells_of_other_kinds(study):
 
 
 def test_target_emotion_is_the_categorical_probe_and_study_defaults_reach_only_their_kinds(tmp_path):
-    from classifiers.study import read_study
+    from classifiers.runs.study import read_study
 
     path = tmp_path / "s.toml"
     path.write_text('[study]\nseeds = 3\nk = 5\nepochs = 2.0\nlayers = "1"\n'

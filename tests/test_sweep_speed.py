@@ -20,7 +20,7 @@ def test_jitter_moves_every_entry_by_exactly_one_ulp_both_ways_and_is_seeded():
 
 
 def test_a_saved_run_reads_back_whole_and_equals_itself(tmp_path):
-    from classifiers.evaluate import probe_layers
+    from classifiers.runs.crossval import probe_layers
 
     X, utts = synthetic_ravdess(n_layers=2, dim=8)
     cells = run_cells(probe_layers(X, utts, luna5_folds(utts), [0, 1], Cs=(0.1, 1.0)))

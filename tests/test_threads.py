@@ -170,7 +170,7 @@ def test_every_compute_command_has_the_one_threads_option():
 
 def test_threads_applied_first_in_every_compute_command():
     """The first statement after the docstring applies the count (before any heavy import); the demo
-    hands it to `classifiers.demo.demo`, whose default is one thread."""
+    hands it to `classifiers.runs.demo.demo`, whose default is one thread."""
     for name, attr in COMPUTE.items():
         fn = inspect.unwrap(getattr(cli, attr))
         tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
@@ -201,7 +201,8 @@ def test_cli_applies_the_count(clean, monkeypatch):
 # -- who reads it --------------------------------------------------------------------------------
 
 def test_xgboost_n_jobs_from_the_setting(clean, monkeypatch):
-    from classifiers import boosting, evaluate
+    from classifiers.estimators import boosting
+    from classifiers.runs import crossval as evaluate
     from featstore.corpora.base import Utterance
     from featstore.folds import Fold
 

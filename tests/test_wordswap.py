@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from classifiers.augment import AugmentError, ChunkPermute, Compose, describe_augment, parse_augment
-from classifiers.finetune import AudioDataset
-from classifiers.wordswap import FoldWordSwap, WordSwap, bind_word_swap, crossfade, save_example
+from classifiers.finetuning.augment import AugmentError, ChunkPermute, Compose, describe_augment, parse_augment
+from classifiers.finetuning.finetune import AudioDataset
+from classifiers.finetuning.wordswap import FoldWordSwap, WordSwap, bind_word_swap, crossfade, save_example
 from featstore.align import Word
 from featstore.corpora import get_corpus
 from featstore.corpora.base import Utterance
@@ -165,7 +165,7 @@ def test_saved_example_has_three_wavs_and_a_plot(world, bound, tmp_path):
 def test_cli_finetune_with_word_swap_runs_and_takes_donors_from_training_speakers(world, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    import classifiers.wordswap as ws
+    import classifiers.finetuning.wordswap as ws
     from cli import app
     from tests.helpers import build_tiny_model
 

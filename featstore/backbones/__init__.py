@@ -1,7 +1,7 @@
 """The backbone families ser extracts from: one table, which `ser models` prints.
 
 A family is a set of transformers `model_type`s (or openSMILE's feature sets) sharing an input
-kind and a layer convention. Loading and running them is `featstore.backbone`; the front-ends
+kind and a layer convention. Loading and running them is `featstore.backbones.runtime`; the front-ends
 that are not a waveform live beside this file, one module per kind: `logmel` (Whisper,
 w2v-BERT 2.0) and `opensmile` (eGeMAPS / ComParE functionals).
 """

@@ -101,7 +101,7 @@ def identity(model_id: str) -> tuple[str, str, int]:
 def functionals(extractor, waves: Sequence[np.ndarray], rate: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run openSMILE over each waveform: at `rate` Hz, or each at its own `.rate` (`featstore.audio.RatedWave`).
 
-    Returns `(states, lengths)` as `featstore.backbone.hidden_states` does: states
+    Returns `(states, lengths)` as `featstore.backbones.runtime.hidden_states` does: states
     `(1, batch, 1, features)` float32 (one layer, one frame per utterance), lengths `(batch,)` ones.
     """
     rows = []

@@ -1,0 +1,1 @@
+"""Runs: what each command executes (probe, dimensional, neighbors, evaluate, study, demo), the fold runner, study executors, and the low helpers they share."""
