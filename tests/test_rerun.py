@@ -124,3 +124,10 @@ def test_neighbors_run_is_re_executed_from_its_registered_config(tmp_path, cache
     assert r.exit_code == 0 and f"re-ran run {run_id}" in text and "every score identical" in text, r.output
     runs = Registry(tmp_path / "ser.db").runs(kind="neighbors")
     assert len(runs) == 2 and runs[0]["config"] == runs[1]["config"] and runs[0]["out"] != runs[1]["out"]
+    import json
+    from pathlib import Path
+
+    for run in runs:       # every run folder holds its registry record: the config block, stores and command
+        record = json.loads((Path(run["out"]) / "run.json").read_text(encoding="utf-8"))
+        assert (record["id"], record["kind"], record["config"], record["stores"]) == (
+            run["id"], "neighbors", run["config"], run["stores"])

@@ -120,6 +120,27 @@ def _exact(value, where: str):
     return value  # paths and the like: dumps makes them strings
 
 
+#: the file in every registered run's folder holding its registry record: id, kind, config, stores, command
+RUN_RECORD = "run.json"
+
+
+def _write_run_record(out: Path, record: dict) -> None:
+    """`run.json` in the run's folder: the configuration the registry keys it by (`classifiers.runs.configs`'
+    `key()`), the store fingerprints and the command, beside its results, so the folder says what it holds
+    without the registry. A folder that cannot be written keeps its results, with one warning."""
+    import warnings
+
+    from featstore.outputs import write_text
+    from featstore.serialize import dumps
+
+    try:
+        if out.is_dir():
+            write_text(out / RUN_RECORD, dumps(record, indent=1, sort_keys=True) + "\n")
+    except OSError as e:
+        warnings.warn(f"run {record['id']}: its record {out / RUN_RECORD} could not be written ({e}); the run is "
+                      f"registered all the same", stacklevel=3)
+
+
 def run_key(kind: str, config: dict, stores: Sequence[dict]) -> str:
     """16 hex digits naming (kind, configuration, store fingerprints): same key, same computation.
 
@@ -371,6 +392,9 @@ class Registry:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+        if out_abs:
+            _write_run_record(Path(out_abs), dict(id=run_id, kind=kind, created=created, command=command,
+                                                  code_version=row["code_version"], config=config, stores=list(stores)))
         return run_id
 
     def _relative(self, path: str) -> str:
