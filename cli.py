@@ -27,7 +27,7 @@ from classifiers.runs.configs import (
 )
 from classifiers.runs.targets import TARGETS
 from featstore.folds import PROTOCOLS
-from featstore.options import ExtractConfig
+from featstore.options import ExtractConfig, help_text
 
 app = typer.Typer(help="ser: wav2vec2-family feature store and fast probes for speech emotion recognition.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -353,7 +353,7 @@ def _config_parameter(f, kind):
     return inspect.Parameter(
         f.name, inspect.Parameter.KEYWORD_ONLY,
         annotation=list[str] | None if many else kind if kind in simple else str | None,
-        default=typer.Option(None if many else f.default, *names, help=meta["help"],
+        default=typer.Option(None if many else f.default, *names, help=help_text(f),
                              callback=_rule(meta["check"]) if meta.get("check") else None))
 
 

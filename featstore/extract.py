@@ -55,6 +55,7 @@ from featstore.backbones.runtime import (
 from featstore.corpora import Manifest, Utterance, load_manifest
 from featstore.device import resolve_device
 from featstore.errors import AudioError, SerError
+from featstore.options import COMPUTE_DTYPES
 from featstore.plan import plan
 from featstore.store import (
     Batch,
@@ -71,7 +72,7 @@ from featstore.store import (
     write_part,
 )
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {name: getattr(torch, name) for name in COMPUTE_DTYPES}
 
 
 @dataclass

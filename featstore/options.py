@@ -94,7 +94,7 @@ def choice(names: Callable[[], Sequence[str]]) -> Callable[[object], str | None]
     return check
 
 
-def option(default, help: str, *, flag: str | None = None, short: str | None = None,
+def option(default, help: str | Callable[[], str], *, flag: str | None = None, short: str | None = None,
            check: Callable[[object], str | None] | None = None, many: bool = False, cli: bool = True):
     """A config field: its default, its one help text (the CLI's and the study file's), the CLI
     flag when it is not the field's name dashed (`--layer` for `layers`), a short flag, the check
@@ -104,6 +104,13 @@ def option(default, help: str, *, flag: str | None = None, short: str | None = N
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def help_text(f) -> str:
+    """A config field's help: its text, or what its callable says (a help naming a registry's choices
+    is built from the registry when the CLI is built, never hand-listed)."""
+    h = f.metadata["help"]
+    return h() if callable(h) else h
 
 
 def check_value(name: str, value, check, flag: str | None = None) -> None:
@@ -199,6 +206,10 @@ def seconds_problem(v) -> str | None:
     return None if positive_problem(v) is None else "must be a finite number of seconds above 0"
 
 
+#: the compute dtypes of extraction (`featstore.extract.DTYPES` maps them to torch's)
+COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
+
+
 @dataclass
 class ExtractConfig(RunConfig):
     """How `ser extract` computes a store: the numbers (dtype, windows) and the work split (batches,
@@ -206,8 +217,8 @@ class ExtractConfig(RunConfig):
 
     kind: ClassVar[str] = "extract"
 
-    dtype: str = option("float32", "Model compute: float32, float16 or bfloat16.",
-                        check=choice(lambda: ("float32", "float16", "bfloat16")))
+    dtype: str = option("float32", lambda: f"Model compute: {', '.join(COMPUTE_DTYPES)}.",
+                        check=choice(lambda: COMPUTE_DTYPES))
     frames: str = option("none", "Layers whose frames to keep: none, all, or 6,12 / 3-9.", check=frames_problem)
     max_seconds: float = option(30.0, "Longer clips are cut into windows of at most this.", check=seconds_problem)
     batch_size: int | None = option(None, "Utterances per batch (CPU default 1).", check=at_least_one_problem)

@@ -11,6 +11,7 @@ import typer
 from classifiers.results.registry import run_key
 from classifiers.runs.configs import CONFIGS, ConfigError, MatrixConfig, NeighborsConfig, ProbeConfig
 from featstore.errors import SerError
+from featstore.options import help_text
 
 #: what a study or the CLI decides for a run, not what the run computes
 RUNTIME = {"cache", "registry", "force", "out", "overwrite", "device", "progress", "command", "params", "root"}
@@ -64,7 +65,7 @@ def test_cli_options_are_generated_from_the_config(command, config):
         if not f.metadata["cli"]:
             continue
         p = params[f.name]
-        assert p.help == f.metadata["help"]                        # one help text
+        assert p.help == help_text(f)                              # one help text
         assert config.flag(f.name) in p.opts                       # --layer for layers
         assert (p.callback is not None) == (f.metadata["check"] is not None)   # the same check at parse time
     if config is ProbeConfig:   # drift 1: the CLI can say what a study file can
@@ -192,7 +193,7 @@ def test_extract_config_is_extract_manifests_options_and_the_cli_s():
     assert names <= set(inspect.signature(extract_manifest).parameters)
     params = {p.name: p for p in _command("extract").params}
     for f in fields(ExtractConfig):
-        assert params[f.name].help == f.metadata["help"] and ExtractConfig.flag(f.name) in params[f.name].opts
+        assert params[f.name].help == help_text(f) and ExtractConfig.flag(f.name) in params[f.name].opts
     with pytest.raises(SerError, match=r"--shard 2: shards are numbered 0\.\.1"):
         ExtractConfig(shards=2, shard=2)
     with pytest.raises(SerError, match="--dtype 'float64': choose one of float32, float16, bfloat16"):
@@ -251,3 +252,18 @@ def test_old_seeds_spelling_warns_once_and_means_seed_0_to_n_minus_1(tmp_path, m
                      "release)", "error: stopped here"]
     both = CliRunner().invoke(app, [*args, "--seeds", "3", "--seed", "1"], env={"COLUMNS": "300"})
     assert both.exit_code == 2 and both.output.count("\n") == 1 and "give --seed only" in both.output
+
+
+def test_choices_in_help_come_from_the_registries():
+    """The help of an option with choices lists the registry's names, never a hand-written list."""
+    from classifiers.results.records import CLASS_POLICIES  # noqa: F401 - the registries the help is built from
+    from classifiers.runs.crossval import CLASSIFIERS
+    from classifiers.runs.targets import TARGETS, dimensional_probes
+    from featstore.folds import PROTOCOLS
+    from featstore.options import COMPUTE_DTYPES, ExtractConfig
+
+    helps = {f.name: help_text(f) for f in fields(ProbeConfig)}
+    assert all(name in helps["classifier"] for name in [*CLASSIFIERS, *dimensional_probes()])
+    assert all(name in helps["target"] for name in TARGETS)
+    assert all(p in helps["protocol"] for p in PROTOCOLS if p != "standard")
+    assert all(d in help_text(next(f for f in fields(ExtractConfig) if f.name == "dtype")) for d in COMPUTE_DTYPES)

@@ -64,6 +64,12 @@ def _policies() -> tuple[str, ...]:
     return CLASS_POLICIES
 
 
+def _protocols() -> str:
+    from featstore.folds import PROTOCOLS
+
+    return ", ".join(p for p in PROTOCOLS if p != "standard")
+
+
 def protocol_problem(v) -> str | None:
     """A protocol `featstore.folds.make_folds` knows (luna5, loso, speaker-kfold:5, ...)."""
     from featstore.folds import check_protocol
@@ -81,9 +87,16 @@ PARAM_DEFAULTS = {"class_weight": None, "speaker_norm": False, "early_stopping":
 
 
 # fields several kinds share: one definition each (a factory, since a dataclass owns its Field objects)
+def _classifier_help() -> str:
+    from classifiers.runs.crossval import CLASSIFIERS, FRAME_CLASSIFIERS
+    from classifiers.runs.targets import dimensional_probes
+
+    return (f"Classifier: {', '.join(CLASSIFIERS)} (default logreg; frame-level: {', '.join(FRAME_CLASSIFIERS)}); "
+            f"with a dimensional --target a regressor: {', '.join(dimensional_probes())} (default ridge).")
+
+
 def _classifier_option():
-    return option(None, "Classifier: logreg (default), xgboost, knn or attention (frames); with a dimensional "
-                        "--target a regressor: ridge (default), xgboost, knn or attention.", check=_choice(_classifiers))
+    return option(None, _classifier_help, check=_choice(_classifiers))
 
 
 def _layers_option():
@@ -91,7 +104,7 @@ def _layers_option():
 
 
 def _stat_option():
-    return option("mean", "Pooled statistic: mean, std or mean+std.", check=_choice(_stats))
+    return option("mean", lambda: f"Pooled statistic: {', '.join(_stats())}.", check=_choice(_stats))
 
 
 def _c_option():
@@ -99,8 +112,8 @@ def _c_option():
 
 
 def _target_option():
-    return option("emotion", "What to predict: emotion (classes, scored by UAR) or arousal, valence, dominance, "
-                             "avd (ratings on [-1, 1], scored by CCC).", check=_choice(_targets))
+    return option("emotion", lambda: f"What to predict: {', '.join(_targets())} (emotion: classes, scored by UAR; "
+                                     f"the others: ratings on [-1, 1], scored by CCC).", check=_choice(_targets))
 
 
 def _alpha_option():
@@ -139,7 +152,7 @@ class ProbeConfig(_FeatureRun):
     test: str | None = option(None, "Cross-corpus: test corpora, e.g. cremad.", check=names_problem)
     layers: str = _layers_option()
     classifier: str | None = _classifier_option()
-    protocol: str | None = option(None, "Fold protocol (see `ser folds`); default: the corpus' standard one.",
+    protocol: str | None = option(None, lambda: f"Fold protocol: {_protocols()}; default: the corpus' standard one.",
                                   short="-p", check=protocol_problem)
     stat: str = _stat_option()
     seed: str = option("0", "Random seed(s), one run each: 0 (default), 3, 0-4 or 0,2,5 (--layer's spec).",
@@ -310,8 +323,8 @@ class MatrixConfig(_FeatureRun):
                                 flag="--matrix", check=names_problem)
     layer: str = option("12", "The one layer, e.g. 12.", short="-l", check=one_layer_problem)
     classifier: str | None = _classifier_option()
-    protocol: str | None = option(None, "Fold protocol of the diagonal; default: each corpus' standard one.",
-                                  short="-p", check=protocol_problem)
+    protocol: str | None = option(None, lambda: f"Fold protocol of the diagonal: {_protocols()}; default: each "
+                                                f"corpus' standard one.", short="-p", check=protocol_problem)
     stat: str = _stat_option()
     C: float | None = _c_option()
     classes: str | None = option(None, "Off the diagonal: shared (default: train on and predict among the classes "
@@ -452,14 +465,14 @@ class EvaluateConfig(RunConfig):
     model_dir: str | None = option(None, "A fine-tuned model directory or a saved probe (--save-probe).", cli=False)
     corpus: str | None = option(None, "The corpus to score on.", cli=False)
     fold: str | None = option(None, "Only this fold's test speakers (e.g. luna-0).")
-    protocol: str | None = option(None, "Fold protocol of --fold (default: the corpus' standard).", short="-p",
-                                  check=protocol_problem)
+    protocol: str | None = option(None, lambda: f"Fold protocol of --fold: {_protocols()} (default: the corpus' "
+                                                f"standard).", short="-p", check=protocol_problem)
     maps: list[str] = option([], "Relabel a class in the test labels and the model's predictions, e.g. calm=neutral "
                                  "(repeatable).", flag="--map", many=True)
     drop: list[str] = option([], "Leave out a class: its test utterances and the model's predictions of it (argmax "
                                  "over the rest; repeatable).", many=True)
-    target: str | None = option(None, "What to score: emotion, arousal, valence, dominance, avd (default: what the "
-                                      "model predicts; a multitask model's dimensions need --target).",
+    target: str | None = option(None, lambda: f"What to score: {', '.join(_targets())} (default: what the model "
+                                              f"predicts; a multitask model's dimensions need --target).",
                                 check=_choice(_targets))
     backbone: str | None = option(None, "The backbone of a saved probe or adapter export where it is now (not part "
                                         "of the run's identity).", cli=False)
