@@ -102,7 +102,7 @@ def run_dimensional(corpus: str | None, *, target: str, model: str, cache: str |
     from classifiers.estimators.regression import fold_predictions, inner_group_masks, scores, sweep_ridge
     from classifiers.results.records import check_out
     from classifiers.runs.progress import progress_bar
-    from classifiers.runs.runpaths import store_for
+    from classifiers.runs.runpaths import frame_layers, store_for
     from featstore.corpora.base import dimension_array
     from featstore.folds import standard_protocol
     from featstore.store import open_store, parse_layers
@@ -134,13 +134,7 @@ def run_dimensional(corpus: str | None, *, target: str, model: str, cache: str |
     fs = open_store(*[store_for(cache, model, c) for c in needed])
     layer_list = parse_layers(layers, fs.num_layers)
     if frame:                       # the attention regressor reads the stored frames of its layers
-        if layers == "all":
-            layer_list = fs.frame_layers
-        missing = [k for k in layer_list if k not in fs.frame_layers]
-        if missing or not layer_list:
-            raise SerError(f"the {regressor} regressor reads frame-level features; layers {missing or layer_list} have "
-                           f"none in {', '.join(map(str, fs.paths))} (it has {fs.frame_layers or 'none'}): re-extract "
-                           f"with --frames {','.join(map(str, missing or layer_list)) or 12}")
+        layer_list = frame_layers(fs, layers, layer_list, f"the {regressor} regressor")
     utts_all = fs.utterances
     Y_all = dimension_array(utts_all, names, scales=fs.dimension_scales, normalised=True)
     keep = np.isfinite(Y_all).all(1)

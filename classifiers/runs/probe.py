@@ -18,7 +18,7 @@ from pathlib import Path
 from classifiers.results.records import ProbeResults
 from classifiers.results.runfiles import Registered, _needed, fingerprints, load_registered, registered_files
 from classifiers.runs.crossval import check_params, transfer_matrix
-from classifiers.runs.runpaths import _layer_tag, default_out, store_for  # noqa: F401 - re-exported
+from classifiers.runs.runpaths import _layer_tag, default_out, frame_layers, store_for  # noqa: F401 - re-exported
 from featstore.errors import SerError
 from featstore.store import cached_corpora, parse_layers
 
@@ -119,13 +119,7 @@ def run_probe(corpus: str | None, *, layers: str | Sequence[int] = "all", classi
                      else make_folds(utts, protocol))
             test_name = target
         if classifier in FRAME_CLASSIFIERS:
-            if layers == "all":
-                layer_list = fs.frame_layers
-            missing = [k for k in layer_list if k not in fs.frame_layers]
-            if missing or not layer_list:
-                raise SerError(f"the {classifier} probe reads frame-level features; layers {missing or layer_list} "
-                               f"have none in {', '.join(map(str, fs.paths))} (it has {fs.frame_layers or 'none'}): "
-                               f"re-extract with --frames {','.join(map(str, missing or layer_list)) or 12}")
+            layer_list = frame_layers(fs, layers, layer_list, f"the {classifier} probe")
         harmony = _class_policy(classes, tcorpora, test_corpora or [target], utts)
         if "info" in harmony:
             class_info[tset] = harmony["info"]

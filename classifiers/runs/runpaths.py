@@ -43,3 +43,19 @@ def default_out(kind: str, name: str, model: str, settings: dict) -> Path:
     from featstore.config import results_root
 
     return results_root() / "-".join(parts + [settings_tag(settings)])
+
+
+def frame_layers(fs, layers, layer_list: list[int], what: str) -> list[int]:
+    """The layers a frame-level probe reads from store `fs`: `layer_list` (every stored frame layer for
+    "all"); layers without stored frames are one SerError line naming the --frames to re-extract with.
+    what: "the attention probe", "the attention regressor"."""
+    from featstore.errors import SerError
+
+    if layers == "all":
+        layer_list = fs.frame_layers
+    missing = [k for k in layer_list if k not in fs.frame_layers]
+    if missing or not layer_list:
+        raise SerError(f"{what} reads frame-level features; layers {missing or layer_list} have none in "
+                       f"{', '.join(map(str, fs.paths))} (it has {fs.frame_layers or 'none'}): re-extract with "
+                       f"--frames {','.join(map(str, missing or layer_list)) or 12}")
+    return list(layer_list)
