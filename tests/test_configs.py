@@ -267,3 +267,17 @@ def test_choices_in_help_come_from_the_registries():
     assert all(name in helps["target"] for name in TARGETS)
     assert all(p in helps["protocol"] for p in PROTOCOLS if p != "standard")
     assert all(d in help_text(next(f for f in fields(ExtractConfig) if f.name == "dtype")) for d in COMPUTE_DTYPES)
+
+
+def test_frame_layers_names_the_frames_to_extract():
+    """A frame-level probe or regressor over layers the store has no frames of: one line naming --frames."""
+    from types import SimpleNamespace
+
+    from classifiers.runs.runpaths import frame_layers
+
+    fs = SimpleNamespace(frame_layers=[2, 4], paths=["cache/m/ravdess.h5"])
+    assert frame_layers(fs, "all", [0, 1, 2, 3, 4], "the attention probe") == [2, 4]
+    assert frame_layers(fs, "4", [4], "the attention probe") == [4]
+    with pytest.raises(SerError, match=r"the attention regressor reads frame-level features; layers \[3\] have none in "
+                                       r"cache/m/ravdess.h5 \(it has \[2, 4\]\): re-extract with --frames 3"):
+        frame_layers(fs, "3-4", [3, 4], "the attention regressor")
