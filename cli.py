@@ -1653,9 +1653,10 @@ def results_rerun(
     db: Path | None = DB_OPT,
     threads: int | None = THREADS_OPT,
 ):
-    """Execute a registered probe or matrix run (emotion or dimensions) again from its stored
-    configuration, into a new folder, and say whether every score is identical. Its stores must still
-    match what it was registered with.
+    """Execute a registered probe, matrix (emotion or dimensions), neighbors or evaluate run again from
+    its stored configuration, into a new folder, and say whether every score is identical. Its stores
+    (and an evaluated model) must still match what it was registered with; a fine-tune is run again by
+    its own command (it resumes).
 
     Example: ser results rerun 3fa9c2
     """

@@ -128,3 +128,32 @@ def test_a_map_or_drop_neither_side_has_is_one_warning(probe_dir, monkeypatch):
     r = runner.invoke(app, ["evaluate", "--trained", str(probe_dir / "probe"), "--corpus", "cremad", "--cache",
                             str(probe_dir / "cache"), "--out", str(probe_dir / "ev3"), "--drop", "surprise"])
     assert r.exit_code == 0 and "warning:" not in r.output, r.output  # CREMA-D lacks surprise, the model has it
+
+
+def test_an_evaluation_is_re_run_from_its_registered_config(probe_dir, tmp_path):
+    """`ser results rerun` re-executes an evaluate run (EvaluateConfig.from_key): --map/--drop included,
+    every score identical; a model whose files changed since is one line."""
+    import re
+    import shutil
+
+    db = str(tmp_path / "ser.db")
+    r = runner.invoke(app, ["evaluate", "--trained", str(probe_dir / "probe"), "--corpus", "cremad", "--cache",
+                            str(probe_dir / "cache"), "--out", str(tmp_path / "ev"), "--map", "calm=neutral",
+                            "--drop", "surprise", "--db", db], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    run_id = re.search(r"run ([0-9a-f]{10})", r.output).group(1)
+    again = runner.invoke(app, ["results", "rerun", run_id, "--cache", str(probe_dir / "cache"), "--db", db],
+                          env={"COLUMNS": "200"})
+    text = " ".join(again.output.split())
+    assert again.exit_code == 0 and f"re-ran run {run_id}" in text and "every score identical" in text, again.output
+    moved = tmp_path / "probe"
+    shutil.copytree(probe_dir / "probe", moved)
+    from classifiers.results.registry import Registry
+
+    registry = Registry(db)
+    config = dict(registry.run(run_id)["config"], model_dir=str(moved))
+    with registry._connect(write=True) as conn:       # the registered model's folder, now a changed copy
+        conn.execute("UPDATE runs SET config = ? WHERE id = ?", (json.dumps(config), run_id))
+    (moved / "probe.json").write_text((moved / "probe.json").read_text() + " ", encoding="utf-8")
+    bad = runner.invoke(app, ["results", "rerun", run_id, "--cache", str(probe_dir / "cache"), "--db", db])
+    assert bad.exit_code == 2 and bad.output.count("\n") == 1 and "changed since it was registered" in bad.output
