@@ -206,6 +206,9 @@ def seconds_problem(v) -> str | None:
     return None if positive_problem(v) is None else "must be a finite number of seconds above 0"
 
 
+#: the pooled statistics a store serves (`FeatureStore.pooled`): mean, std, or both side by side
+STATS = ("mean", "std", "mean+std")
+
 #: the compute dtypes of extraction (`featstore.extract.DTYPES` maps them to torch's)
 COMPUTE_DTYPES = ("float32", "float16", "bfloat16")
 

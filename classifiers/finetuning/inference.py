@@ -42,6 +42,7 @@ from classifiers.results.metrics import softmax
 from featstore.audio import load_audio, model_audio, windows
 from featstore.device import resolve_device
 from featstore.errors import SerError, SerWarning
+from featstore.options import STATS  # the pooled statistics a saved probe may name
 from featstore.outputs import atomic_output, check_output, write_text
 from featstore.serialize import dumps
 
@@ -57,7 +58,6 @@ PROBE_FORMAT_VERSION = 1
 PROBE_CONFIG = "probe.json"
 PROBE_WEIGHTS = "probe.safetensors"
 PROBE_SUMS = "probe.sha256"
-STATS = ("mean", "std", "mean+std")
 
 
 class PredictError(SerError):

@@ -40,7 +40,7 @@ from featstore.options import refuse as _refuse
 
 
 def _stats() -> tuple[str, ...]:
-    from classifiers.finetuning.inference import STATS
+    from featstore.options import STATS
 
     return STATS
 
