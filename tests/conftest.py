@@ -69,3 +69,12 @@ def pytest_sessionfinish(session, exitstatus):
     if _bad_skips and os.environ.get("SER_FAIL_ON_SKIP") == "1":
         print("\nunexpected skips (SER_FAIL_ON_SKIP=1):\n  " + "\n  ".join(_bad_skips))
         session.exitstatus = 1
+
+
+@pytest.fixture
+def own_modules_cache(tmp_path_factory, monkeypatch):
+    """trust_remote_code copies modeling_ser.py into transformers' modules cache: keep it out of ~/.cache (an old
+    copy there would hide a changed hf_modeling.py from the tests that load exports)."""
+    from transformers import dynamic_module_utils
+
+    monkeypatch.setattr(dynamic_module_utils, "HF_MODULES_CACHE", str(tmp_path_factory.getbasetemp() / "hf-modules"))

@@ -22,20 +22,11 @@ from featstore.folds import make_folds
 from featstore.synth import synthesize
 from tests.helpers import build_tiny_model
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "own_modules_cache")
 
 DIMS = ["arousal", "valence", "dominance"]
 FAST = ["--epochs", "2", "--lr", "3e-3", "--batch-size", "8", "--freeze", "none", "--fold", "0", "--no-progress",
         "--device", "cpu"]
-
-
-@pytest.fixture(autouse=True)
-def own_modules_cache(tmp_path_factory, monkeypatch):
-    """trust_remote_code copies modeling_ser.py into transformers' modules cache: keep it out of ~/.cache
-    (an old copy there would hide a changed hf_modeling.py from the tests that load exports)."""
-    from transformers import dynamic_module_utils
-
-    monkeypatch.setattr(dynamic_module_utils, "HF_MODULES_CACHE", str(tmp_path_factory.getbasetemp() / "hf-modules"))
 
 
 @pytest.fixture(scope="module")

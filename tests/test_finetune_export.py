@@ -22,21 +22,12 @@ from featstore.folds import make_folds
 from featstore.synth import synthesize
 from tests.helpers import build_tiny_model
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "own_modules_cache")
 
 CLASSES = ["happy", "sad", "angry"]
 # a few optimiser steps on a tiny random model: enough for a head that is not uniform
 SETTINGS = dict(epochs=1, max_steps=3, lr=3e-3, batch_size=8, fold=0, labels=CLASSES, freeze="none", seed=0,
                 progress=False, plots=False)
-
-
-@pytest.fixture(autouse=True)
-def own_modules_cache(tmp_path_factory, monkeypatch):
-    """trust_remote_code copies modeling_ser.py into transformers' modules cache: keep it out of ~/.cache."""
-    from transformers import dynamic_module_utils
-
-    monkeypatch.setattr(dynamic_module_utils, "HF_MODULES_CACHE",
-                        str(tmp_path_factory.getbasetemp() / "hf-modules"))
 
 
 @pytest.fixture(scope="module")

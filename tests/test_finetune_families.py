@@ -25,7 +25,7 @@ from featstore.folds import make_folds
 from featstore.synth import synthesize
 from tests.test_backbones import build_tiny
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "own_modules_cache")
 
 #: "wav2vec2" is the base-style GroupNorm one (made exact by MaskedGroupNorm)
 FAMILIES = ["whisper", "wav2vec2-bert", "wav2vec2-conformer", "wav2vec2-conformer-rotary", "wav2vec2"]
@@ -37,14 +37,6 @@ CLASSES = ["happy", "sad", "angry"]
 def models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("families")
     return {f: build_tiny(f, root / f) for f in FAMILIES}
-
-
-@pytest.fixture(autouse=True)
-def own_modules_cache(tmp_path_factory, monkeypatch):
-    """trust_remote_code copies modeling_ser.py into transformers' modules cache: keep it out of ~/.cache."""
-    from transformers import dynamic_module_utils
-
-    monkeypatch.setattr(dynamic_module_utils, "HF_MODULES_CACHE", str(tmp_path_factory.getbasetemp() / "hf-modules"))
 
 
 def _waves(seed: int = 0, lengths=LENGTHS) -> list[np.ndarray]:

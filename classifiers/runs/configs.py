@@ -135,6 +135,27 @@ class _FeatureRun(RunConfig):
         return fingerprints(cache, self.model, self.needed())
 
 
+def _regressor(target: str, classifier: str | None) -> str:
+    """The regressor of a dimensional `target`: `classifier` (ridge for none or the emotion default
+    logreg), refused in one line when it has no regressor."""
+    from classifiers.runs.targets import dimensional_probes
+
+    regressor = "ridge" if classifier in (None, "logreg") else classifier
+    if regressor not in dimensional_probes():
+        raise ConfigError(f"--target {target} predicts values: --classifier {regressor} has no regressor; choose "
+                          f"one of {', '.join(dimensional_probes())} (default ridge)")
+    return regressor
+
+
+def _numbers(config) -> None:
+    """The spelling every targeted configuration normalises: target lower-case, C and alpha floats."""
+    config.target = str(config.target).strip().lower()
+    if config.C is not None:
+        config.C = float(config.C)
+    if config.alpha is not None:
+        config.alpha = float(config.alpha)
+
+
 @dataclass
 class ProbeConfig(_FeatureRun):
     """A probe run: a layer sweep on one corpus' folds, multi-corpus training (`train`), or
@@ -182,15 +203,10 @@ class ProbeConfig(_FeatureRun):
         self.seed = str(self.seed).replace(" ", "")
         if isinstance(self.layers, int | list):
             self.layers = ",".join(map(str, self.layers)) if isinstance(self.layers, list) else str(self.layers)
-        self.target = str(self.target).strip().lower()
-        if self.C is not None:
-            self.C = float(self.C)
-        if self.alpha is not None:
-            self.alpha = float(self.alpha)
+        _numbers(self)
         self._check_fields()
         self.seed = seeds_spec(parse_seeds(self.seed))      # one spelling per set of seeds: "0-2", "0,2,5"
         if self.dimensional:
-            self.classifier = self.classifier or "ridge"
             self._check_dimensional()
         else:
             self.classifier = self.classifier or "logreg"
@@ -203,13 +219,7 @@ class ProbeConfig(_FeatureRun):
         return self.target != "emotion"
 
     def _check_dimensional(self) -> None:
-        from classifiers.runs.targets import dimensional_probes
-
-        if self.classifier == "logreg":
-            self.classifier = "ridge"            # `--target avd` alone: the default regressor
-        if self.classifier not in dimensional_probes():
-            raise ConfigError(f"--target {self.target} predicts values: --classifier {self.classifier} has no "
-                              f"regressor; choose one of {', '.join(dimensional_probes())} (default ridge)")
+        self.classifier = _regressor(self.target, self.classifier)   # `--target avd` alone: ridge
         given = self.given()
         bad = [self.flag(k) for k in ("classes", "seed", "C", "class_weight", "speaker_norm", "shuffle_labels")
                if k in given]
@@ -338,22 +348,13 @@ class MatrixConfig(_FeatureRun):
             self.corpora = self.corpora.split(",")
         self.corpora = [c.strip().lower() for x in self.corpora for c in str(x).split(",") if c.strip()]
         self.layer = str(self.layer).strip()
-        self.target = str(self.target).strip().lower()
-        if self.C is not None:
-            self.C = float(self.C)
-        if self.alpha is not None:
-            self.alpha = float(self.alpha)
+        _numbers(self)
         self._check_fields()
         if len(self.corpora) < 2:
             raise ConfigError(f"--matrix {','.join(self.corpora)!r}: a transfer matrix needs two or more corpora, "
                               f"e.g. --matrix ravdess,emodb")
         if self.dimensional:
-            from classifiers.runs.targets import dimensional_probes
-
-            self.classifier = "ridge" if self.classifier in (None, "logreg") else self.classifier
-            if self.classifier not in dimensional_probes():
-                raise ConfigError(f"--target {self.target} predicts values: --classifier {self.classifier} has no "
-                                  f"regressor; choose one of {', '.join(dimensional_probes())} (default ridge)")
+            self.classifier = _regressor(self.target, self.classifier)
             _refuse([self.flag(k) for k in ("C", "classes") if k in self.given()],
                     f"--target {self.target} runs a regressor (ridge: alpha by inner speaker CV, or --alpha)")
         else:
