@@ -56,11 +56,19 @@ times their one-thread CPU: compare against the one-thread rows.
                    this envelope: `--save-run F` before the change, `--compare-run F` after (with
                    --stability N to print the envelope beside it)
 
+  --selection-cost  why the default sweep costs what it does (issue 23, item 4), one thread throughout: the
+                   plain scikit-learn fixed-C loop; the default sweep with the GFLOP of its matrix products
+                   (torch profiler) and what they would take at a given peak (--peak-gflops); cheaper selection
+                   rules (2 inner folds, a 2-C grid, both) with their cost and how many (layer, fold) cells
+                   choose another C than the default; and GridSearchCV over the same C ladder (a loop that also
+                   chooses C) on --nested-layers, scaled to 13 layers
+
     python bench/probe.py [--C 1.0] [--nested] [--threads N] [--device cpu|cuda]
     python bench/probe.py --full          # all of the above but --memory and --selection, in one run
     python bench/probe.py --scaling | --memory 100000 --store-dir /tmp/x | --xgboost [--layers 3] | --process
     python bench/probe.py --selection [--dim 768] [--selection-layers 2,5,8,11]
     python bench/probe.py --stability 2 [--save-run before.npz | --compare-run before.npz]
+    python bench/probe.py --selection-cost [--nested-layers 2,8] [--peak-gflops 96]
 """
 
 from __future__ import annotations
@@ -735,6 +743,62 @@ def main_process(args) -> None:
         print(f"  load average after: {os.getloadavg()[0]:.1f}")
 
 
+def matmul_gflop(fn) -> tuple[float, float, object]:
+    """(GFLOP of the matrix products fn() runs, the seconds torch's profiler gave them, fn())."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        out = fn()
+    mm = [e for e in prof.key_averages() if e.key in ("aten::mm", "aten::bmm", "aten::addmm")]
+    return sum(e.flops for e in mm) / 1e9, sum(e.self_cpu_time_total for e in mm) / 1e6, out
+
+
+#: the cheaper selection rules `--selection-cost` measures: (name, probe_layers keywords)
+CHEAPER_RULES = (("2 inner folds", {"inner_folds": 2}),
+                 ("grid {0.01, 1} (+ x10 ladder)", {"Cs": (1e-2, 1.0)}),
+                 ("2 inner folds, grid {0.01, 1}", {"inner_folds": 2, "Cs": (1e-2, 1.0)}))
+
+
+def main_selection_cost(args, device) -> None:
+    """One thread: the plain loop, the default sweep and its matrix-product floor, cheaper rules, GridSearchCV."""
+    from classifiers.estimators.linear import DEFAULT_CS
+    from classifiers.runs.crossval import probe_layers
+
+    X, utts = synthetic_ravdess(dim=args.dim, seed=args.seed)
+    folds = luna5_folds(utts)
+    y = np.array([u.label for u in utts])
+    groups = np.array([u.speaker for u in utts])
+    layers = list(range(X.shape[1]))
+    probe_layers(X[:, :1], utts, folds, [0], C=1.0, device=device)          # warm-up
+    print(f"\nwhat the default sweep costs, {X.shape[0]} x {X.shape[1]} x {X.shape[2]}, luna5, 1 thread throughout "
+          f"(load average {os.getloadavg()[0]:.1f}):")
+    with one_thread():
+        t, c, _ = timed(lambda: sklearn_loop(X, y, folds, args.C))
+        loop = c
+        print(f"  sklearn loop, fixed C={args.C:g}, 65 fits: {t:.1f} s wall / {c:.1f} s CPU (the yardstick)", flush=True)
+        t, c, res = timed(lambda: probe_layers(X, utts, folds, layers, device=device))
+        base, ours = run_cells(res), c
+        print(f"  ours, default (3 inner folds, grid {list(DEFAULT_CS)} + x10 ladder): {t:.1f} s wall / {c:.1f} s CPU "
+              f"= {c / loop:.2f}x the loop", flush=True)
+        # one profiled run per layer (the layers' sweeps are independent): a whole-run trace holds tens of GB
+        gflop, secs = map(sum, zip(*(matmul_gflop(lambda layer=layer: probe_layers(X[:, [layer]], utts, folds, [layer],
+                                                                                   device=device))[:2]
+                                     for layer in layers)))
+        print(f"    its matrix products: {gflop:,.0f} GFLOP in {secs:.1f} s ({gflop / secs:.0f} GFLOP/s; profiled run); "
+              f"at {args.peak_gflops:g} GFLOP/s they alone would take {gflop / args.peak_gflops:.1f} s "
+              f"= {gflop / args.peak_gflops / loop:.2f}x the whole loop", flush=True)
+        for name, kw in CHEAPER_RULES:
+            t, c, res = timed(lambda kw=kw: probe_layers(X, utts, folds, layers, device=device, **kw))
+            print(f"  ours, {name}: {t:.1f} s wall / {c:.1f} s CPU = {c / loop:.2f}x the loop; against the default: "
+                  f"{compare_cells(base, run_cells(res))}", flush=True)
+        nl = [int(k) for k in (args.nested_layers or "2,8").split(",")]
+        t, c, _ = timed(lambda: sklearn_nested(X[:, nl], y, groups, folds, DEFAULT_CS))
+        scaled = c * X.shape[1] / len(nl)
+        print(f"  sklearn GridSearchCV over the same C ladder, layers {nl}: {t:.1f} s wall / {c:.1f} s CPU; "
+              f"x{X.shape[1]} layers: {scaled:.0f} s CPU = {scaled / loop:.1f}x the loop "
+              f"= {scaled / ours:.1f}x ours, default", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--C", type=float, default=1.0, help="C of the fixed-C comparison (sklearn's default: 1.0)")
@@ -762,6 +826,10 @@ def main() -> None:
     ap.add_argument("--save-run", default=None, help="with --stability: save the default sweep's cells (.npz)")
     ap.add_argument("--compare-run", default=None, help="with --stability: compare the default sweep with a saved run")
     ap.add_argument("--dim", type=int, default=768, help="feature dimension of the synthetic data")
+    ap.add_argument("--selection-cost", action="store_true",
+                    help="only what the default sweep costs: its matrix products, cheaper rules, GridSearchCV")
+    ap.add_argument("--peak-gflops", type=float, default=96.0,
+                    help="with --selection-cost: this core's float32 peak (default 96: AVX2, 2 FMA units, 3 GHz)")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each --process row (the best wall is kept)")
     args = ap.parse_args()
 
@@ -781,6 +849,8 @@ def main() -> None:
         yi = np.unique([u.label for u in utts], return_inverse=True)[1]
         selection_agreement(X, yi, np.array([u.speaker for u in utts]), luna5_folds(utts),
                             [int(k) for k in args.selection_layers.split(",")], DEFAULT_CS, (1e-3, 1e-4, 1e-5), device)
+    elif args.selection_cost:
+        main_selection_cost(args, device)
     elif args.stability is not None:
         main_stability(args, device)
     elif args.scaling:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.probe import compare_cells, load_cells, luna5_folds, run_cells, save_cells, synthetic_ravdess, ulp_jitter
+from bench.probe import (compare_cells, load_cells, luna5_folds, matmul_gflop, run_cells, save_cells, synthetic_ravdess,
+                         ulp_jitter)
 
 
 def test_jitter_moves_every_entry_by_exactly_one_ulp_both_ways_and_is_seeded():
@@ -44,3 +45,13 @@ def test_every_kind_of_difference_is_counted():
     assert line.startswith("same C 1/2, same search beyond the grid 1/2, test predictions differ 1/4, "
                            "max |d proba| 0.400, max |d UAR| 2.00p per cell, 1.00p per layer mean")
     assert compare_cells(a, {(0, "f0"): a[0, "f0"]}).startswith("different cells")
+
+
+def test_the_matrix_product_count_is_two_m_n_k_per_product_and_nothing_else():
+    """`--selection-cost`'s floor rests on this count: a product of (m, k) by (k, n) is 2 m n k flops."""
+    import torch
+
+    a, b = torch.ones(64, 32), torch.ones(32, 16)
+    gflop, secs, out = matmul_gflop(lambda: (a @ b, a.exp(), (a @ b) @ torch.ones(16, 8)))
+    assert gflop * 1e9 == 2 * 64 * 32 * 16 * 2 + 2 * 64 * 16 * 8
+    assert secs >= 0 and out[0].shape == (64, 16)
