@@ -56,6 +56,10 @@ times their one-thread CPU: compare against the one-thread rows.
                    this envelope: `--save-run F` before the change, `--compare-run F` after (with
                    --stability N to print the envelope beside it)
 
+  --convergence L  the selection's fits along the C path at layer L (the first inner problem of each outer
+                   fold) against scikit-learn solved to tol 1e-10 in float64: relative objective gap, largest
+                   gradient entry, weight norms, and the inner-validation UAR of each (issue 23, item 5: at
+                   large C a gradient below tol no longer pins the solution)
   --selection-cost  why the default sweep costs what it does (issue 23, item 4), one thread throughout: the
                    plain scikit-learn fixed-C loop; the default sweep with the GFLOP of its matrix products
                    (torch profiler) and what they would take at a given peak (--peak-gflops); cheaper selection
@@ -69,6 +73,7 @@ times their one-thread CPU: compare against the one-thread rows.
     python bench/probe.py --selection [--dim 768] [--selection-layers 2,5,8,11]
     python bench/probe.py --stability 2 [--save-run before.npz | --compare-run before.npz]
     python bench/probe.py --selection-cost [--nested-layers 2,8] [--peak-gflops 96]
+    python bench/probe.py --convergence 5
 """
 
 from __future__ import annotations
@@ -389,6 +394,58 @@ def compare_cells(a: dict, b: dict) -> str:
     return (f"same C {same_C}/{len(a)}, same search beyond the grid {same_search}/{len(a)}, test predictions differ "
             f"{flips}/{n_test}, max |d proba| {dp:.3f}, max |d UAR| {du * 100:.2f}p per cell, "
             f"{dl * 100:.2f}p per layer mean")
+
+
+def main_convergence(args, device) -> None:
+    """Our inner-selection solutions along the C path against scikit-learn solved to tol 1e-10 (float64), on
+    one inner problem per outer fold of a layer: objective, gradient, norm and the inner-validation UAR."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.preprocessing import StandardScaler
+
+    from classifiers.estimators import linear
+
+    X, utts = synthetic_ravdess(dim=args.dim, seed=args.seed)
+    y = np.unique([u.label for u in utts], return_inverse=True)[1]
+    groups = np.array([u.speaker for u in utts])
+    Cs = sorted(linear.DEFAULT_CS) + [max(linear.DEFAULT_CS) * linear.EXTEND_FACTOR ** k
+                                      for k in range(1, linear.EXTEND_STEPS + 1)]
+    layer_k = int(args.convergence)
+    print(f"\nthe selection's fits along the C path (warm-started, tol {linear.SELECTION_TOL:g}, float32) against scikit-learn "
+          f"lbfgs to tol 1e-10 (float64, cold), layer {layer_k}, the first inner problem of each outer fold:")
+    print(f"  {'fold':>4} {'C':>6} {'objective gap':>13} {'max|grad|':>9} {'|W| ours/sk':>12} "
+          f"{'inner-val UAR ours':>18} {'sklearn':>7}")
+    for k, f in enumerate(luna5_folds(utts)):
+        train = np.zeros(len(y), dtype=bool)
+        train[f.train] = True
+        m = linear.inner_masks(train, groups, y, 3, 0)[0]
+        val = train & ~m
+        layer = linear._Layer(X[:, layer_k], y, int(y.max()) + 1, device, train)
+        pr = layer.problems(m[None], np.ones(1), None, layer.preconditioner(train[None]), [0])  # as sweep_layer
+        sol, _ = layer.path(pr, Cs, np.array([len(Cs) - 1]), np.array([linear.SELECTION_TOL]))
+        sc = StandardScaler().fit(X[m, layer_k])
+        Z, Zv = sc.transform(X[m, layer_k]), sc.transform(X[val, layer_k])
+        for ci, C in enumerate(Cs):
+            W, b = (t[0].double().cpu().numpy() for t in pr.unpack(sol[ci]))
+            sk = LogisticRegression(C=C, tol=1e-10, max_iter=20000).fit(Z, y[m])
+            f_ours, f_sk = (_objective64(Z, y[m], W_, b_, C) for W_, b_ in ((W, b), (sk.coef_.T, sk.intercept_)))
+            sub = pr.take(torch.zeros(1, dtype=torch.long, device=layer.dev),
+                          torch.full((1,), float(C), dtype=layer.dtype, device=layer.dev))
+            grad = float(sub.loss_grad(sol[ci])[1].abs().max())
+            uar_ours = balanced_accuracy_score(y[val], (Zv @ W + b).argmax(1))
+            uar_sk = balanced_accuracy_score(y[val], sk.predict(Zv))
+            print(f"  {k:>4} {C:>6g} {(f_ours - f_sk) / f_sk:>12.2e}r {grad:>9.1e} "
+                  f"{np.linalg.norm(W):>5.1f}/{np.linalg.norm(sk.coef_):<6.1f} {uar_ours:>18.4f} {uar_sk:>7.4f}",
+                  flush=True)
+
+
+def _objective64(Z, y, W, b, C) -> float:
+    """scikit-learn's per-sample-scaled multinomial objective in float64."""
+    z = Z @ W + b
+    z = z - z.max(1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    return float(-logp[np.arange(len(y)), y].mean() + 0.5 / (C * len(y)) * (W ** 2).sum())
 
 
 def main_stability(args, device) -> None:
@@ -830,6 +887,8 @@ def main() -> None:
                     help="only what the default sweep costs: its matrix products, cheaper rules, GridSearchCV")
     ap.add_argument("--peak-gflops", type=float, default=96.0,
                     help="with --selection-cost: this core's float32 peak (default 96: AVX2, 2 FMA units, 3 GHz)")
+    ap.add_argument("--convergence", default=None, metavar="LAYER",
+                    help="only the selection's fits along the C path against scikit-learn to tol 1e-10, at LAYER")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each --process row (the best wall is kept)")
     args = ap.parse_args()
 
@@ -849,6 +908,8 @@ def main() -> None:
         yi = np.unique([u.label for u in utts], return_inverse=True)[1]
         selection_agreement(X, yi, np.array([u.speaker for u in utts]), luna5_folds(utts),
                             [int(k) for k in args.selection_layers.split(",")], DEFAULT_CS, (1e-3, 1e-4, 1e-5), device)
+    elif args.convergence is not None:
+        main_convergence(args, device)
     elif args.selection_cost:
         main_selection_cost(args, device)
     elif args.stability is not None:
