@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.probe import (compare_cells, load_cells, luna5_folds, matmul_gflop, run_cells, save_cells, synthetic_ravdess,
-                         ulp_jitter)
+from bench.probe import compare_cells, load_cells, luna5_folds, run_cells, save_cells, synthetic_ravdess, ulp_jitter
 
 
 def test_jitter_moves_every_entry_by_exactly_one_ulp_both_ways_and_is_seeded():
@@ -50,6 +49,8 @@ def test_every_kind_of_difference_is_counted():
 def test_the_matrix_product_count_is_two_m_n_k_per_product_and_nothing_else():
     """`--selection-cost`'s floor rests on this count: a product of (m, k) by (k, n) is 2 m n k flops."""
     import torch
+
+    from bench.probe import matmul_gflop
 
     a, b = torch.ones(64, 32), torch.ones(32, 16)
     gflop, secs, out = matmul_gflop(lambda: (a @ b, a.exp(), (a @ b) @ torch.ones(16, 8)))
