@@ -550,16 +550,22 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def main_ravdess(args, device) -> None:
-    from classifiers.estimators.linear import DEFAULT_CS
+def ravdess_data(args, device):
+    """(X, utterances, luna5 folds, labels, speakers, layers) of the RAVDESS-size data, after one warm-up probe
+    (imports, first BLAS calls) so that no timed row pays for them."""
     from classifiers.runs.crossval import probe_layers
 
     X, utts = synthetic_ravdess(dim=args.dim, seed=args.seed)
     folds = luna5_folds(utts)
-    y = np.array([u.label for u in utts])
-    groups = np.array([u.speaker for u in utts])
-    layers = list(range(X.shape[1]))
-    probe_layers(X[:, :1], utts, folds, [0], C=args.C, device=device)          # warm-up: imports, first BLAS calls
+    probe_layers(X[:, :1], utts, folds, [0], C=args.C, device=device)
+    return X, utts, folds, np.array([u.label for u in utts]), np.array([u.speaker for u in utts]), list(range(X.shape[1]))
+
+
+def main_ravdess(args, device) -> None:
+    from classifiers.estimators.linear import DEFAULT_CS
+    from classifiers.runs.crossval import probe_layers
+
+    X, utts, folds, y, groups, layers = ravdess_data(args, device)
 
     rows = []                                          # (name, threads, wall, CPU)
 
@@ -821,12 +827,7 @@ def main_selection_cost(args, device) -> None:
     from classifiers.estimators.linear import DEFAULT_CS
     from classifiers.runs.crossval import probe_layers
 
-    X, utts = synthetic_ravdess(dim=args.dim, seed=args.seed)
-    folds = luna5_folds(utts)
-    y = np.array([u.label for u in utts])
-    groups = np.array([u.speaker for u in utts])
-    layers = list(range(X.shape[1]))
-    probe_layers(X[:, :1], utts, folds, [0], C=1.0, device=device)          # warm-up
+    X, utts, folds, y, groups, layers = ravdess_data(args, device)
     print(f"\nwhat the default sweep costs, {X.shape[0]} x {X.shape[1]} x {X.shape[2]}, luna5, 1 thread throughout "
           f"(load average {os.getloadavg()[0]:.1f}):")
     with one_thread():
