@@ -84,10 +84,14 @@ def test_history_names_the_estimators_score_and_scores_the_restored_model(name):
     if score == "val_uar":
         assert est.val_uar_ == pytest.approx(balanced_accuracy_score(val_target, est.predict(val_clips)), abs=1e-12)
     else:  # the regressor's validation loss is the MSE of standardised targets, its score their mean CCC
+        # (scored in training by the float32 head, predicted by its float64 copy: equal to float32 precision;
+        # another epoch's model would differ in the second or third digit)
         z = (est.predict(val_clips) - est.y_mean_) / est.y_scale_
         zv = (val_target - est.y_mean_) / est.y_scale_
-        assert best["val_loss"] == pytest.approx(float(((z - zv) ** 2).mean()), rel=1e-9)
-        assert est.val_ccc_ == pytest.approx(float(np.mean(ccc(zv, z))), rel=1e-9)
+        assert best["val_loss"] == pytest.approx(float(((z - zv) ** 2).mean()), rel=1e-5)
+        assert est.val_ccc_ == pytest.approx(float(np.mean(ccc(zv, z))), rel=1e-5)
+        others = [h["val_loss"] for h in est.history_ if h["epoch"] != est.best_epoch_]
+        assert all(abs(v - best["val_loss"]) > 1e-4 * best["val_loss"] for v in others)
     assert est.layer_weights_.shape == (2,) and est.model_.training is False
 
 

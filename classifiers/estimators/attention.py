@@ -30,6 +30,7 @@ the format of the other probes (`classifiers.runs.crossval`).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import warnings
@@ -231,11 +232,11 @@ class AttentionHead(nn.Module):
         """
         if len(xs) == 1:
             weight = self.proj.weight / self.std[0]                           # (H, D)
-            return nn.functional.linear(xs[0].float(), weight, self.proj.bias - weight @ self.mean[0])
+            return nn.functional.linear(xs[0].to(weight.dtype), weight, self.proj.bias - weight @ self.mean[0])
         scale = self.layer_weights()[:, None] / self.std                      # (L, D)
-        x = xs[0].float() * scale[0]
+        x = xs[0].to(scale.dtype) * scale[0]
         for k in range(1, len(xs)):
-            x = torch.addcmul(x, xs[k].float(), scale[k])
+            x = torch.addcmul(x, xs[k].to(scale.dtype), scale[k])
         return nn.functional.linear(x, self.proj.weight, self.proj.bias - self.proj.weight @ (scale * self.mean).sum(0))
 
     def pool(self, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -462,14 +463,16 @@ class AttentionProbe(ClassifierMixin, BaseEstimator):
         return self
 
     # -- prediction -----------------------------------------------------------------------------
-    def _outputs(self, X, lengths, then) -> np.ndarray:
+    def _outputs(self, X, lengths, then, model: nn.Module | None = None) -> np.ndarray:
         """The fitted head's outputs for clips `X` (N, C logits or T standardised targets) as numpy, `then`
-        (tensor -> tensor) applied first; computed on the model's device under `threads`."""
+        (tensor -> tensor) applied first; computed on the model's device under `threads`. model: the head
+        to run (default: the fitted `model_`), e.g. a float64 copy of it."""
         check_is_fitted(self)
+        model = self.model_ if model is None else model
         packed = self._packed(X, lengths)
-        dev = next(self.model_.parameters()).device
+        dev = next(model.parameters()).device
         with _threads(self.threads):
-            return then(_logits(self.model_, _to_device(packed, dev), dev)).cpu().numpy()
+            return then(_logits(model, _to_device(packed, dev), dev)).cpu().numpy()
 
     def predict_proba(self, X, lengths=None) -> np.ndarray:
         """Class probabilities (N, C), columns in `classes_` order."""
@@ -585,7 +588,7 @@ def _logits(model: AttentionHead, packed: Packed, dev: torch.device, frames: int
     model.eval()
     order = np.argsort(packed.length, kind="stable")
     ends = np.cumsum(packed.length[order])
-    out = torch.empty(len(packed), model.out.out_features, device=dev)
+    out = torch.empty(len(packed), model.out.out_features, dtype=model.out.weight.dtype, device=dev)
     with torch.inference_mode():
         a = 0
         while a < len(order):
@@ -842,7 +845,11 @@ class AttentionRegressorProbe(RegressorMixin, BaseEstimator):
         return self
 
     def predict(self, X, lengths=None) -> np.ndarray:
-        """(N,) or (N, T) predictions, as the training targets' shape, on their scale."""
-        z = self._outputs(X, lengths, torch.Tensor.double)
+        """(N,) or (N, T) predictions, as the training targets' shape, on their scale.
+
+        Computed in float64 (a float64 copy of the trained head): scikit-learn wants float64 predictions,
+        and a float32 forward would give them digits that move with the batch a clip is computed in."""
+        check_is_fitted(self)
+        z = self._outputs(X, lengths, lambda out: out, model=copy.deepcopy(self.model_).double())
         pred = z * self.y_scale_ + self.y_mean_
         return pred[:, 0] if self._one_d else pred
