@@ -216,6 +216,19 @@ def evaluate_stores(model_dir: str | Path, corpus: str, cache, root=None, backbo
     return _stores(model_dir, corpus, None if _target_dimensions(model_dir, target) else cache, root, backbone)
 
 
+def _test_rows(utts, corpus: str, protocol: str | None, fold: str | None) -> np.ndarray:
+    """Row indices scored: every utterance, or the test rows of `fold` in the corpus' (or given) protocol."""
+    if not fold:
+        return np.arange(len(utts))
+    from featstore.folds import make_folds, standard_protocol
+
+    folds = {f.name: f for f in make_folds(utts, protocol or standard_protocol(corpus))}
+    if fold not in folds:
+        raise EvaluateError(f"no fold {fold!r} in {corpus}'s {protocol or standard_protocol(corpus)} folds: use "
+                            f"{', '.join(folds)}")
+    return np.asarray(folds[fold].test, dtype=np.int64)
+
+
 def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=None, fold: str | None = None,
                    protocol: str | None = None, maps: dict[str, str] | None = None, drop: Sequence[str] = (),
                    out: str | Path | None = None, device: str = "auto", registry=None,
@@ -248,7 +261,6 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
         write_results,
     )
     from featstore.backbones.runtime import model_slug
-    from featstore.folds import make_folds, standard_protocol
     from featstore.labels import canonical_order
 
     maps = dict(maps or {})
@@ -269,13 +281,7 @@ def evaluate_model(model_dir: str | Path, corpus: str, *, cache="cache", root=No
                               files=sorted(p for p in Path(found["out"]).iterdir() if p.is_file()),
                               run_id=found["id"], results=results, reused=found)
     kind, classes, probs, utts, layer, stores = _features(model_dir, corpus, cache, root, device, backbone)
-    rows = np.arange(len(utts))
-    if fold:
-        folds = {f.name: f for f in make_folds(utts, protocol or standard_protocol(corpus))}
-        if fold not in folds:
-            raise EvaluateError(f"no fold {fold!r} in {corpus}'s {protocol or standard_protocol(corpus)} folds: use "
-                                f"{', '.join(folds)}")
-        rows = np.asarray(folds[fold].test, dtype=np.int64)
+    rows = _test_rows(utts, corpus, protocol, fold)
     trained, drop = list(classes), list(dict.fromkeys(drop))
     raw_declared = declared_labels([corpus], utts) | {u.label for u in utts}
     unused = unused_relabels(maps, drop, raw_declared, trained)
@@ -403,7 +409,6 @@ def _evaluate_dimensions(model_dir: Path, dims: list[str], corpus: str, config: 
     from featstore.backbones.runtime import model_slug
     from featstore.corpora.base import dimension_array
     from featstore.device import resolve_device
-    from featstore.folds import make_folds, standard_protocol
     from featstore.outputs import write_text
 
     if maps or drop:
@@ -419,13 +424,7 @@ def _evaluate_dimensions(model_dir: Path, dims: list[str], corpus: str, config: 
                               run_id=found["id"], reused=found,
                               dimensions={r["dimension"]: r for r in data.get("summary", [])})
     utts = _manifest(corpus, root)
-    rows = np.arange(len(utts))
-    if fold:
-        folds = {f.name: f for f in make_folds(utts, protocol or standard_protocol(corpus))}
-        if fold not in folds:
-            raise EvaluateError(f"no fold {fold!r} in {corpus}'s {protocol or standard_protocol(corpus)} folds: use "
-                                f"{', '.join(folds)}")
-        rows = np.asarray(folds[fold].test, dtype=np.int64)
+    rows = _test_rows(utts, corpus, protocol, fold)
     Y = dimension_array([utts[i] for i in rows], dims)
     rated = np.isfinite(Y).any(1)
     if not rated.any():
