@@ -221,30 +221,46 @@ def test_writer_thread_writes_parts_while_the_model_runs(tiny_models, corpus, tm
     assert parts == [len(LENGTHS)]
 
 
+def _overlap(spans, others):
+    """Seconds during which an interval of `spans` and one of `others` both ran."""
+    return sum(max(0.0, min(b, d) - max(a, c)) for a, b in spans for c, d in others)
+
+
 def test_writes_overlap_a_forward_that_waits(tiny_models, corpus, tmp_path, monkeypatch, one_torch_thread):
     """The GPU's case, simulated: a forward that mostly waits (20 ms per batch, as the host waits for a GPU)
-    and a disk that takes 20 ms per part. On the main thread the two add up; with the writer thread the
-    writes hide behind the forwards (about 0.55 of the synchronous time here)."""
+    and a disk that takes 20 ms per part. On the main thread the waits follow one another; with the writer
+    thread most of the disk's waits fall inside a forward's wait, so they cost no wall time. The test times
+    the waits themselves (when each began and ended), not the run's wall time, which a busy machine moves."""
     real_forward, real_write = fx.hidden_states, fx.write_part
+    spans = {"forward": [], "write": []}
+
+    def waited(kind):
+        t0 = time.perf_counter()
+        time.sleep(0.02)
+        spans[kind].append((t0, time.perf_counter()))
 
     def waiting_forward(backbone, waves, **kw):
-        time.sleep(0.02)
+        waited("forward")
         return real_forward(backbone, waves, **kw)
 
     def slow_disk(path, batch, config):
-        time.sleep(0.02)
+        waited("write")
         real_write(path, batch, config)
 
     monkeypatch.setattr(fx, "hidden_states", waiting_forward)
     monkeypatch.setattr(fx, "write_part", slow_disk)
-    wall = {}
+    hidden = {}
     for threaded in (False, True):
-        res = _extract(corpus, tiny_models["group"], tmp_path / f"c{threaded}", write_thread=threaded,
-                       checkpoint_seconds=0, batch_size=1, max_seconds=30.0)
-        st = res.stages
-        wall[threaded] = sum(st.get(k, 0.0) for k in ("read", "window", "forward", "pool", "accumulate", "write",
-                                                       "finish"))
-    assert wall[True] < 0.8 * wall[False], wall
+        spans["forward"].clear(), spans["write"].clear()
+        _extract(corpus, tiny_models["group"], tmp_path / f"c{threaded}", write_thread=threaded,
+                 checkpoint_seconds=0, batch_size=1, max_seconds=30.0)
+        assert len(spans["forward"]) == len(LENGTHS) and spans["write"]
+        waited_on_disk = sum(b - a for a, b in spans["write"])
+        hidden[threaded] = _overlap(spans["write"], spans["forward"]) / waited_on_disk
+    assert hidden[False] == 0.0, hidden         # one thread: a write never runs during a forward
+    # With the thread, up to all but the last part's wait can hide (0.6 measured on 2 free cores; 0.5 with both
+    # busy): the writer's own HDF5 work holds the GIL and shifts the next forward, so not every wait meets one.
+    assert hidden[True] > 0.25, hidden
 
 
 def test_pool_async_on_cpu_needs_no_event_and_matches_pool():
