@@ -132,7 +132,8 @@ def _as_created(tmp: Path) -> None:
     os.chmod(tmp, (0o777 if tmp.is_dir() else 0o666) & ~umask())
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new file in `directory` durable (a no-op where the directory cannot be opened)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -171,7 +172,7 @@ def atomic_output(path: str | Path, *, needed: int = 0) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:

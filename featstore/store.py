@@ -94,6 +94,7 @@ import numpy as np
 from featstore import __version__
 from featstore.corpora.base import UTTERANCE_FIELDS, Utterance
 from featstore.errors import SerError
+from featstore.outputs import fsync_dir
 
 FORMAT = "ser-featstore"
 #: 2: a Fletcher-32 checksum per chunk of every dataset, fixed-length UTF-8 strings;
@@ -569,7 +570,7 @@ def _atomic_h5(path: Path, needed: int):
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -587,18 +588,7 @@ def _write_bytes(path: Path, data: bytes) -> None:
         if e.errno == errno.ENOSPC:
             raise DiskFull(path.parent, len(data), shutil.disk_usage(path.parent).free) from e
         raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def _root_attrs(f: h5py.File, config: dict, **attrs) -> None:

@@ -78,3 +78,23 @@ def own_modules_cache(tmp_path_factory, monkeypatch):
     from transformers import dynamic_module_utils
 
     monkeypatch.setattr(dynamic_module_utils, "HF_MODULES_CACHE", str(tmp_path_factory.getbasetemp() / "hf-modules"))
+
+
+@pytest.fixture
+def kept(monkeypatch):
+    """Every figure save_figure closes, kept open for inspection (after it was laid out and written)."""
+    import matplotlib.pyplot as plt
+
+    figures = []
+    real = plt.close
+
+    def close(fig=None):
+        if fig is not None and not isinstance(fig, str):
+            figures.append(fig)
+        else:
+            real(fig)
+
+    monkeypatch.setattr(plt, "close", close)
+    yield figures
+    for fig in figures:
+        real(fig)

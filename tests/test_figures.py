@@ -30,26 +30,6 @@ PNG = b"\x89PNG\r\n\x1a\n"
 runner = CliRunner()
 
 
-@pytest.fixture
-def kept(monkeypatch):
-    """Every figure save_figure closes, kept open for inspection (after it was laid out and written)."""
-    import matplotlib.pyplot as plt
-
-    figures = []
-    real = plt.close
-
-    def close(fig=None):
-        if fig is not None and not isinstance(fig, str):
-            figures.append(fig)
-        else:
-            real(fig)
-
-    monkeypatch.setattr(plt, "close", close)
-    yield figures
-    for fig in figures:
-        real(fig)
-
-
 def titles(fig) -> list:
     sup = getattr(fig, "_suptitle", None)
     found = [sup] if sup is not None and sup.get_text() else []

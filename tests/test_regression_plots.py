@@ -17,26 +17,6 @@ from featstore.errors import SerError
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture
-def kept(monkeypatch):
-    """Every figure save_figure closes, kept open for inspection (after it was laid out and written)."""
-    import matplotlib.pyplot as plt
-
-    figures = []
-    real = plt.close
-
-    def close(fig=None):
-        if fig is not None and not isinstance(fig, str):
-            figures.append(fig)
-        else:
-            real(fig)
-
-    monkeypatch.setattr(plt, "close", close)
-    yield figures
-    for fig in figures:
-        real(fig)
-
-
 def is_png(path) -> bool:
     data = open(path, "rb").read()
     return len(data) > 1000 and data.startswith(PNG)

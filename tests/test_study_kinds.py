@@ -14,37 +14,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from classifiers.results.registry import KINDS, Registry
-from cli import app
 from tests.test_dimensional import CORPUS as DIMS
 from tests.test_dimensional import planted_dims
+from tests.test_register_kinds import cli, flat, one_error_line
 from tests.test_results import MODEL as DIMS_MODEL
 from tests.test_results import write_store
 from tests.test_runs import MODEL, toy_store
 
-runner = CliRunner()
 OTHER = "otherdims"     # a second corpus with dimensional labels, for the dimensional matrix
-
-
-def cli(*args, ok: bool = True):
-    r = runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "250"})   # wide: nothing depends on wrapping
-    assert "Traceback" not in r.output, r.output
-    if ok:
-        assert r.exit_code == 0, r.output
-    return r
-
-
-def one_error_line(r) -> str:
-    assert r.exit_code == 2, r.output
-    [line] = [ln for ln in r.output.splitlines() if ln.strip()]
-    assert line.startswith("error:")
-    return line
-
-
-def flat(text: str) -> str:
-    return " ".join(re.sub(r"[│┃]", " ", text).split())
 
 
 def cells_text(tiny: Path, probe_dir: Path) -> str:
