@@ -102,7 +102,7 @@ def _demo(out: Path, n: int, model: str | None, seed: int, overwrite: bool, forc
     yield DemoStep(text=f"store: {res.store} ({res.extracted} extracted, {res.already} already there)")
     results_dir = out / "results"
     registry = Registry(results_dir / "ser.db")
-    yield DemoStep("4. probe every layer (logistic regression, C by inner speaker CV, luna5 folds)")
+    yield DemoStep("4. probe every layer (logistic regression, C by inner CV, luna5 folds)")
     # the configurations `ser probe` and `ser neighbors` build: the same registry keys, so an identical
     # `ser probe --corpus ravdess --protocol luna5` finds the demo's run
     probe = ProbeConfig("ravdess", layers="all", protocol="luna5", model=model).run(
