@@ -93,25 +93,6 @@ def test_neighbors_user_out_keeps_overwrite(tmp_path, cache):
     assert r.exit_code == 0 and "already holds this configuration" in " ".join(r.output.split()), r.output
 
 
-def test_demo_rerun_shows_the_registered_runs_and_writes_nothing(tmp_path):
-    out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--n", "48"]
-    first = CliRunner().invoke(app, args, env=ENV)
-    assert first.exit_code == 0, first.output
-    assert "identical configuration" not in first.output
-    before = _mtimes(out)
-    second = CliRunner().invoke(app, args, env=ENV)
-    assert second.exit_code == 0, second.output
-    assert second.output.count("(identical configuration over identical stores; --force runs it again)") == 2
-    assert _mtimes(out) == before                                  # no file written, not even the report
-    assert "results and plots:" in second.output and str(out / "results" / "report.html") in second.output
-    from classifiers.results.registry import Registry
-
-    runs = Registry(out / "results" / "ser.db").runs()
-    assert sorted(r["kind"] for r in runs) == ["neighbors", "probe"]
-    assert all(f"registered run {r['id']} of " in second.output for r in runs)
-
-
 def test_neighbors_run_is_re_executed_from_its_registered_config(tmp_path, cache, monkeypatch):
     """`ser results rerun` re-executes a neighbors run too (its config read back by NeighborsConfig.from_key)."""
     from classifiers.results.registry import Registry
