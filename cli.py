@@ -27,7 +27,7 @@ from classifiers.runs.configs import (
 )
 from classifiers.runs.targets import TARGETS
 from featstore.folds import PROTOCOLS
-from featstore.options import ExtractConfig, help_text
+from featstore.options import ExtractConfig, help_text, seed_spec_problem
 
 app = typer.Typer(help="ser: wav2vec2-family feature store and fast probes for speech emotion recognition.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -1010,10 +1010,19 @@ OVERWRITE_OPT = typer.Option(False, "--overwrite", help="Replace the results alr
 FORCE_OPT = typer.Option(False, "--force", help="Run again (into a new folder) even if the registry holds this exact run.")
 
 
-SEEDS_OPT = typer.Option(None, "--seeds", callback=AT_LEAST_1, hidden=True, help="Deprecated: --seed 0-(N-1).")
+def _old_seeds_count(v: str) -> str | None:
+    """`--seeds N`, a count (read as text: typer's int reads "0-2" as -2)."""
+    if v.strip().isdigit() and int(v) >= 1:
+        return None
+    hint = "" if seed_spec_problem(v) else f"; for the seeds {v.strip()} write --seed {v.strip()}"
+    return f"a count of at least 1 (deprecated: --seeds N is the old spelling of --seed 0-(N-1)){hint}"
 
 
-def _old_seeds(seeds: int | None, options: dict) -> dict:
+SEEDS_OPT = typer.Option(None, "--seeds", callback=_rule(_old_seeds_count), hidden=True,
+                         help="Deprecated: --seed 0-(N-1).")
+
+
+def _old_seeds(seeds: str | None, options: dict) -> dict:
     """The deprecated `ser probe --seeds N` as `--seed 0-(N-1)`, with one warning line; both: one error line."""
     if seeds is None:
         return options
@@ -1023,7 +1032,7 @@ def _old_seeds(seeds: int | None, options: dict) -> dict:
         raise typer.Exit(2)
     from featstore.options import seeds_spec
 
-    spec = seeds_spec(list(range(seeds)))
+    spec = seeds_spec(list(range(int(seeds))))
     _tagged("warning:", f"--seeds is deprecated for ser probe: use --seed {spec} (the old spelling goes in the next "
                         f"release)")
     return {**options, "seed": spec}
@@ -1053,7 +1062,7 @@ def probe(
     force: bool = FORCE_OPT,
     fmt: str | None = FORMAT_OPT,
     threads: int | None = THREADS_OPT,
-    seeds: int | None = SEEDS_OPT,
+    seeds: str | None = SEEDS_OPT,
     options: dict | None = None,
 ):
     """Probe cached features: layer sweeps, multi-corpus training, cross-corpus transfer.

@@ -48,10 +48,25 @@ def test_classify_tells_the_outcomes_apart():
 
     runner = CliRunner()
     assert bad_inputs.classify(runner.invoke(app, ["probe", "--seeds", "0"])) == "one line"
-    assert bad_inputs.classify(runner.invoke(app, ["probe", "--seeds", "x"])) == "usage message"
+    assert bad_inputs.classify(runner.invoke(app, ["probe", "--threads", "x"])) == "usage message"
     assert bad_inputs.classify(runner.invoke(app, ["corpora"])) == "accepted"
 
     class Crashed:
         output, exit_code, exception = "", 1, ValueError("boom")
 
     assert bad_inputs.classify(Crashed()) == "traceback"
+
+
+def test_old_seeds_given_a_seed_range_names_the_new_option():
+    """`--seeds 0-2` (a range given to the old count option) read as -2 through typer's int ("must be at least 1"
+    about a number nobody typed); it is one line naming what was typed and the `--seed` that means it."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    runner = CliRunner()
+    for given, hint in (("0-2", "write --seed 0-2"), ("0", "write --seed 0"), ("x", None)):
+        r = runner.invoke(app, ["probe", "--corpus", "ravdess", "--seeds", given], env={"COLUMNS": "250"})
+        [line] = [ln for ln in r.output.splitlines() if ln.strip()]
+        assert r.exit_code == 2 and line.startswith(f"error: --seeds '{given}': a count of at least 1"), r.output
+        assert (hint in line) if hint else ("write --seed" not in line), line
