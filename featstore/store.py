@@ -1043,10 +1043,21 @@ def parse_layers(spec: str | int | Sequence[int], num_layers: int, option: str =
         raise StoreError(f"{option} {spec!r}: use a layer number, all, or layers like 6,12 or 3-9") from e
     if not layers:
         raise StoreError(f"{option} {spec!r}: names no layer; use a layer number, all, or layers like 6,12 or 3-9")
-    bad = [k for k in layers if not -num_layers <= k < num_layers]
+    bad = sorted({k for k in layers if not -num_layers <= k < num_layers})
     if bad:
-        raise StoreError(f"{option}: layer(s) {bad} out of range; the model has layers 0..{num_layers - 1}")
+        raise StoreError(f"{option}: layer(s) {_runs(bad)} out of range; the model has layers 0..{num_layers - 1}")
     return sorted({k % num_layers for k in layers})
+
+
+def _runs(numbers: list[int]) -> str:
+    """Sorted distinct ints as runs: [7, 8, 9, 12] -> "7-9, 12"."""
+    runs: list[list[int]] = []
+    for k in numbers:
+        if runs and k == runs[-1][1] + 1:
+            runs[-1][1] = k
+        else:
+            runs.append([k, k])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def store_files(path: str | Path) -> list[Path]:

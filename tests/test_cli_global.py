@@ -59,6 +59,17 @@ def test_reversed_or_empty_layer_ranges_are_one_line_errors():
     assert parse_layers("1-3", 13) == [1, 2, 3] and parse_layers("5-5", 13) == [5]
 
 
+def test_out_of_range_layers_are_named_as_runs():
+    """`--layer 3-99` on a 13-layer model listed all 87 layers past the end; the runs say it in a few characters."""
+    import pytest
+
+    from featstore.store import StoreError, parse_layers
+
+    with pytest.raises(StoreError) as e:
+        parse_layers("3-99,-20,15,17,18", 13)
+    assert str(e.value) == "--layer: layer(s) -20, 13-99 out of range; the model has layers 0..12"
+
+
 def test_reversed_frames_range_is_refused_by_extract(tmp_path, monkeypatch):
     monkeypatch.setenv("SER_CONFIG", str(tmp_path / "none.toml"))
     from featstore.synth import synthesize
