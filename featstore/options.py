@@ -33,8 +33,22 @@ def layer_spec_problem(v) -> str | None:
     """all, 12, 3-9 or 6,12: layers count from 0 (hidden_states[0]); the model's depth is checked when it is read."""
     if isinstance(v, int) and not isinstance(v, bool):
         v = str(v)
-    return None if isinstance(v, str) and _LAYER_SPEC.fullmatch(v) else \
-        "use a layer number (0 or more), all, or layers like 6,12 or 3-9"
+    if not (isinstance(v, str) and _LAYER_SPEC.fullmatch(v)):
+        return "use a layer number (0 or more), all, or layers like 6,12 or 3-9"
+    return _reversed_range(v)
+
+
+def _reversed_range(v: str) -> str | None:
+    """The problem of a spec's first range that runs downwards ("9-3"), or None."""
+    for a, _, b in (p.strip().partition("-") for p in v.split(",")):
+        if b and int(b) < int(a):
+            return reversed_range_problem(a, b)
+    return None
+
+
+def reversed_range_problem(a, b) -> str:
+    """The one wording of a range written high-low, for layers, frames and seeds alike."""
+    return f"the range {int(a)}-{int(b)} runs downwards: write {int(b)}-{int(a)}"
 
 
 def parse_seeds(spec) -> list[int]:
@@ -53,10 +67,9 @@ def seed_spec_problem(v) -> str | None:
     """0, 3, 0-4 or 0,2,5: seeds of one run each, never negative; a range runs upwards."""
     if isinstance(v, int) and not isinstance(v, bool):
         v = str(v)
-    if not isinstance(v, str) or str(v).strip() == "all" or layer_spec_problem(v):
+    if not isinstance(v, str) or not _LAYER_SPEC.fullmatch(v) or v.strip() == "all":
         return "use a seed (0 or more), seeds like 0,2,5, or a range like 0-4"
-    ranges = [p.strip().partition("-") for p in v.split(",")]
-    return "a range runs upwards, e.g. 0-4" if any(b and int(b) < int(a) for a, _, b in ranges) else None
+    return _reversed_range(v)
 
 
 def seeds_spec(seeds: list[int]) -> str:
@@ -65,6 +78,15 @@ def seeds_spec(seeds: list[int]) -> str:
     if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
         return f"{seeds[0]}-{seeds[-1]}"
     return ",".join(map(str, seeds))
+
+
+def layers_spec(v: str) -> str:
+    """One spelling per set of layers, as for seeds: "2,2" -> "2", "1,2" and "2,1" -> "1-2", " 6, 12" -> "6,12";
+    "all" stays, and so does a spec `layer_spec_problem` refuses (its check gives the one-line error)."""
+    v = str(v).strip()
+    if v == "all" or layer_spec_problem(v):
+        return v
+    return seeds_spec(parse_seeds(v))
 
 
 def one_layer_problem(v) -> str | None:

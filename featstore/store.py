@@ -94,6 +94,7 @@ import numpy as np
 from featstore import __version__
 from featstore.corpora.base import UTTERANCE_FIELDS, Utterance
 from featstore.errors import SerError
+from featstore.options import reversed_range_problem
 from featstore.outputs import fsync_dir
 
 FORMAT = "ser-featstore"
@@ -1036,8 +1037,7 @@ def parse_layers(spec: str | int | Sequence[int], num_layers: int, option: str =
             part = str(part).strip()
             m = re.fullmatch(r"(\d+)-(\d+)", part)
             if m and int(m[1]) > int(m[2]):
-                raise StoreError(f"{option} {spec!r}: the range {part} is empty; write it low-high, "
-                                 f"e.g. {m[2]}-{m[1]}")
+                raise StoreError(f"{option} {spec!r}: {reversed_range_problem(m[1], m[2])}")
             layers.extend(range(int(m[1]), int(m[2]) + 1) if m else [int(part)])
     except ValueError as e:
         raise StoreError(f"{option} {spec!r}: use a layer number, all, or layers like 6,12 or 3-9") from e

@@ -103,6 +103,15 @@ def test_registry_keys_are_those_runs_were_registered_under():
     # spellings of one configuration are one run
     assert run_key("probe", ProbeConfig("RAVDESS", layers=[3, 5], C=1, model="m").key(), []) == \
         run_key("probe", ProbeConfig("ravdess", layers="3,5", C=1.0, model="m").key(), [])
+    # --layer 2,2 was another run than --layer 2 (and 1,2 than 1-2): the same layers, registered twice
+    for one, other in (("2,2", "2"), ("2,1", "1-2"), (" 6, 12 ", "12,6")):
+        assert ProbeConfig("ravdess", layers=one, model="m").key() == ProbeConfig("ravdess", layers=other,
+                                                                                   model="m").key()
+        assert NeighborsConfig("ravdess", layers=one, model="m").key() == NeighborsConfig("ravdess", layers=other,
+                                                                                           model="m").key()
+    assert ProbeConfig("ravdess", layers="2,1", model="m").layers == "1-2"
+    with pytest.raises(ConfigError, match="runs downwards: write 1-3"):   # refused on construction
+        ProbeConfig("ravdess", layers="3-1", model="m").key()
 
 
 @pytest.mark.parametrize("kwargs, words", [
@@ -115,7 +124,7 @@ def test_registry_keys_are_those_runs_were_registered_under():
     (dict(classifier="knn", speaker_norm=True), "does not take --speaker-norm"),
     (dict(protocol="luna"), "unknown fold protocol 'luna'"),
     (dict(layers="3-"), "--layer '3-'"),
-    (dict(seed="3-1"), "--seed '3-1': a range runs upwards"),
+    (dict(seed="3-1"), "--seed '3-1': the range 3-1 runs downwards: write 1-3"),
     (dict(seed="all"), "--seed 'all': use a seed"),
     (dict(C=-1), "--C -1.0: must be a finite number above 0"),
     (dict(classes="some"), "choose one of shared, all"),

@@ -27,6 +27,7 @@ from featstore.options import (  # noqa: F401 - re-exported: the CLI and the stu
     at_least_one_problem,
     check_value,
     layer_spec_problem,
+    layers_spec,
     names_problem,
     one_layer_problem,
     option,
@@ -206,6 +207,7 @@ class ProbeConfig(_FeatureRun):
         _numbers(self)
         self._check_fields()
         self.seed = seeds_spec(parse_seeds(self.seed))      # one spelling per set of seeds: "0-2", "0,2,5"
+        self.layers = layers_spec(self.layers)              # and of layers: --layer 2,2 is --layer 2
         if self.dimensional:
             self._check_dimensional()
         else:
@@ -435,6 +437,7 @@ class NeighborsConfig(_FeatureRun):
         if isinstance(self.layers, int | list):
             self.layers = ",".join(map(str, self.layers)) if isinstance(self.layers, list) else str(self.layers)
         self._check_fields()
+        self.layers = layers_spec(self.layers)
         self._resolve_model()
 
     def key(self) -> dict:
