@@ -251,6 +251,17 @@ CORPUS_OPT = typer.Option(None, "--corpus", "-c", help="Corpus name (see `ser co
 ROOT_OPT = typer.Option(None, "--root", "-r", help="Unpacked corpus directory; default: config, $SER_DATA/<corpus>, data dir.")
 MODEL_OPT = typer.Option(None, "--model", "-m", help="Hub id or local model directory; default: config `model` or facebook/wav2vec2-base.")
 # Parse-time checks: a nonsense value is one line before any heavy import or any work.
+def _whole_number(v) -> int:
+    """Every int option's parser: Python's int() of the text. typer's default (a pydantic int) reads "0-2" as -2,
+    so `--n 0-5` was refused as `--n -5`, a number nobody typed."""
+    if isinstance(v, int):
+        return v
+    try:
+        return int(str(v).strip())
+    except ValueError:
+        raise typer.BadParameter(f"{v!r} is not a whole number") from None
+
+
 def _rule(check):
     """A typer callback applying `check(value) -> problem or None` to a given (non-None) option value."""
 
@@ -354,7 +365,8 @@ def _config_parameter(f, kind):
         f.name, inspect.Parameter.KEYWORD_ONLY,
         annotation=list[str] | None if many else kind if kind in simple else str | None,
         default=typer.Option(None if many else f.default, *names, help=help_text(f),
-                             callback=_rule(meta["check"]) if meta.get("check") else None))
+                             callback=_rule(meta["check"]) if meta.get("check") else None,
+                             parser=_whole_number if kind in (int, int | None) else None))
 
 
 def _config_options(config_cls, *, first: bool = False):
@@ -460,7 +472,7 @@ def _threads_help() -> str:
     return HELP
 
 
-THREADS_OPT = typer.Option(None, "--threads", callback=_rule(_threads_spec), metavar="N", help=_threads_help())
+THREADS_OPT = typer.Option(None, "--threads", parser=_whole_number, callback=_rule(_threads_spec), metavar="N", help=_threads_help())
 
 
 def _threads(threads: int | None) -> int:
@@ -621,7 +633,7 @@ def folds(
     corpus: str | None = CORPUS_OPT,
     root: Path | None = ROOT_OPT,
     protocol: str = FOLDS_PROTOCOL_OPT,
-    seed: int = typer.Option(0, "--seed", callback=NOT_NEGATIVE, help="Seed for speaker-kfold."),
+    seed: int = typer.Option(0, "--seed", parser=_whole_number, callback=NOT_NEGATIVE, help="Seed for speaker-kfold."),
 ):
     """Speakers and counts per fold, with a speaker-leakage check.
 
@@ -652,12 +664,12 @@ def folds(
 def synth(
     like: str = typer.Option(..., "--like", help="Corpus whose layout, names, rates and durations to copy."),
     out: Path = typer.Option(..., "--out", "-o", callback=OUT_DIR, help="Directory to write the tree into."),
-    n: int | None = typer.Option(None, "--n", callback=AT_LEAST_1,
+    n: int | None = typer.Option(None, "--n", parser=_whole_number, callback=AT_LEAST_1,
                                  help="Number of files (balanced over speakers and labels)."),
-    seed: int = typer.Option(0, "--seed", callback=NOT_NEGATIVE, help="Random seed (same seed, same bytes)."),
+    seed: int = typer.Option(0, "--seed", parser=_whole_number, callback=NOT_NEGATIVE, help="Random seed (same seed, same bytes)."),
     max_duration: float | None = typer.Option(None, "--max-duration", callback=FINITE,
                                               help="Cap every file at S seconds."),
-    sample_rate: int | None = typer.Option(None, "--sample-rate", callback=AT_LEAST_1,
+    sample_rate: int | None = typer.Option(None, "--sample-rate", parser=_whole_number, callback=AT_LEAST_1,
                                            help="Override every file's sample rate."),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace an earlier synthetic corpus in --out (only the files it wrote)."),
@@ -1498,7 +1510,7 @@ SHOW_OPT = typer.Option(None, "--show", metavar="ID", help="Print the cached wor
 EXAMPLE_OPT = typer.Option(None, "--example", metavar="ID", help="Save a word-swap example of this utterance id.")
 EXAMPLE_OUT_OPT = typer.Option(Path("wordswap-example"), "--out", "-o", callback=OUT_DIR,
                                help="Directory --example writes: original, donor and result WAVs, boundaries PNG.")
-EXAMPLE_SEED_OPT = typer.Option(0, "--seed", callback=NOT_NEGATIVE, help="Seed of --example's donor and word draw.")
+EXAMPLE_SEED_OPT = typer.Option(0, "--seed", parser=_whole_number, callback=NOT_NEGATIVE, help="Seed of --example's donor and word draw.")
 
 
 @app.command()
@@ -1984,10 +1996,10 @@ def _command() -> str:
 @_with_formats
 def demo(
     out: Path = typer.Option(Path("demo"), "--out", "-o", callback=OUT_DIR, help="Where the corpus, store and results go."),
-    n: int = typer.Option(240, "--n", callback=AT_LEAST_1, help="Synthetic RAVDESS utterances (balanced over 24 actors, 8 emotions)."),
+    n: int = typer.Option(240, "--n", parser=_whole_number, callback=AT_LEAST_1, help="Synthetic RAVDESS utterances (balanced over 24 actors, 8 emotions)."),
     model: str | None = typer.Option(None, "--model", "-m",
                                         help="Model to extract with (default: a small local random-weight wav2vec2)."),
-    seed: int = typer.Option(0, "--seed", callback=NOT_NEGATIVE, help="Seed of the synthetic corpus."),
+    seed: int = typer.Option(0, "--seed", parser=_whole_number, callback=NOT_NEGATIVE, help="Seed of the synthetic corpus."),
     force: bool = typer.Option(False, "--force", help="Run the probe and the neighbours again even if registered."),
     threads: int | None = THREADS_OPT,
     fmt: str | None = FORMAT_OPT,

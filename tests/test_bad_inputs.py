@@ -70,3 +70,17 @@ def test_old_seeds_given_a_seed_range_names_the_new_option():
         [line] = [ln for ln in r.output.splitlines() if ln.strip()]
         assert r.exit_code == 2 and line.startswith(f"error: --seeds '{given}': a count of at least 1"), r.output
         assert (hint in line) if hint else ("write --seed" not in line), line
+
+
+@pytest.mark.parametrize("args", [["demo", "--n", "0-5"], ["demo", "--threads", "0-2"], ["neighbors", "--k", "0-5"],
+                                  ["extract", "--batch-size", "0-3"], ["folds", "--seed", "0-3"]])
+def test_int_options_read_the_text_typed(args):
+    """typer's int (a pydantic int) read "0-5" as -5, so `--n 0-5` was refused as `--n -5`; every int option now
+    takes Python's int() of its text (cli._whole_number): a usage message quoting what was typed."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    r = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
+    assert r.exit_code == 2 and f"'{args[-1]}' is not a whole number" in r.output, r.output
+    assert "Traceback" not in r.output
